@@ -1,0 +1,1 @@
+"""agentplex.bus — see DESIGN.md; filled in by its own issue."""

@@ -1,0 +1,1 @@
+"""agentplex.cluster — see DESIGN.md; filled in by its own issue."""

@@ -1,0 +1,166 @@
+"""The model contract: :class:`ChatModelBase`."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import Any, Literal, TypeAlias
+
+from pydantic import BaseModel
+
+from ..message import Msg
+from ..tracing import end_span, is_enabled, start_chat_span, use_span
+from ._response import ChatResponse
+
+__all__ = ["ChatModelBase", "ChatResult", "Messages", "ToolChoice", "collect"]
+
+Messages: TypeAlias = Sequence[Msg] | Sequence[dict[str, Any]]
+"""A history: ``Msg`` objects (the provider formats them) or role/content dicts (passed on)."""
+
+ToolChoice: TypeAlias = Literal["auto", "none", "required", "any"] | str
+"""``auto``, ``none``, ``required`` (``any`` is an alias), or the name of one tool."""
+
+ChatResult: TypeAlias = ChatResponse | AsyncGenerator[ChatResponse, None]
+
+
+class ChatModelBase(ABC):
+    """An async chat model.
+
+    ``await model(messages, tools=None, tool_choice=None, structured_model=None, **kwargs)``
+    returns a :class:`ChatResponse`, or, when ``stream`` is true, an async generator of
+    :class:`ChatResponse` chunks (each with the whole response so far in ``content``, the
+    new part in ``delta`` and ``is_last`` on the final one).
+
+    Every subclass's ``__call__`` is traced with a ``chat {model_name}`` span automatically;
+    wrappers that delegate to another model set ``traced = False`` to avoid a second span.
+    """
+
+    provider: str = "unknown"
+    """The provider name used in traces and errors (``openai``, ``anthropic``, ...)."""
+    traced: bool = True
+
+    def __init__(self, model_name: str, stream: bool = False) -> None:
+        self.model_name = model_name
+        self.stream = stream
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        call = cls.__dict__.get("__call__")
+        if call is not None and cls.__dict__.get("traced", True) is not False:
+            cls.__call__ = _traced(call)  # type: ignore[method-assign]
+
+    @abstractmethod
+    async def __call__(
+        self,
+        messages: Messages,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
+        structured_model: type[BaseModel] | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """Answer ``messages``; see the class docstring for the return value."""
+
+    async def batch(
+        self,
+        histories: Sequence[Messages],
+        *,
+        max_concurrency: int = 8,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[ChatResponse | BaseException]:
+        """Answer several histories concurrently, at most ``max_concurrency`` at a time.
+
+        Results come back in the order of ``histories``. Streaming models are consumed to
+        their last chunk. With ``return_exceptions`` a failed history yields its exception
+        instead of failing the whole batch.
+        """
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        gate = asyncio.Semaphore(max_concurrency)
+
+        async def one(history: Messages) -> ChatResponse:
+            async with gate:
+                return await collect(await self(history, **kwargs))
+
+        return list(
+            await asyncio.gather(*(one(h) for h in histories), return_exceptions=return_exceptions)
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model_name={self.model_name!r}, stream={self.stream})"
+
+
+async def collect(result: ChatResult) -> ChatResponse:
+    """Return the final response of ``result``, consuming it if it is a stream."""
+    if isinstance(result, ChatResponse):
+        return result
+    last: ChatResponse | None = None
+    async for chunk in result:
+        last = chunk
+    if last is None:
+        raise RuntimeError("the model's stream ended without a single chunk")
+    return last
+
+
+def _traced(
+    call: Callable[..., Awaitable[ChatResult]],
+) -> Callable[..., Awaitable[ChatResult]]:
+    @functools.wraps(call)
+    async def wrapper(self: ChatModelBase, *args: Any, **kwargs: Any) -> ChatResult:
+        if not is_enabled():
+            return await call(self, *args, **kwargs)
+        return await _call_in_span(call, self, args, kwargs)
+
+    return wrapper
+
+
+async def _call_in_span(
+    call: Callable[..., Awaitable[ChatResult]],
+    model: ChatModelBase,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> ChatResult:
+    span = start_chat_span(model.model_name, model.provider)
+    try:
+        with use_span(span):
+            result = await call(model, *args, **kwargs)
+    except BaseException as exc:
+        end_span(span, exc)
+        raise
+    if isinstance(result, ChatResponse):
+        _record(span, result)
+        end_span(span)
+        return result
+    return _stream_in_span(result, span)
+
+
+async def _stream_in_span(
+    stream: AsyncGenerator[ChatResponse, None], span: Any
+) -> AsyncGenerator[ChatResponse, None]:
+    last: ChatResponse | None = None
+    try:
+        async for chunk in stream:
+            last = chunk
+            yield chunk
+    except BaseException as exc:
+        end_span(span, exc)
+        raise
+    finally:
+        await stream.aclose()
+    if last is not None:
+        _record(span, last)
+    end_span(span)
+
+
+def _record(span: Any, response: ChatResponse) -> None:
+    if span is None:
+        return
+    span.set_attribute("gen_ai.response.id", response.id)
+    if response.finish_reason:
+        span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
+    if response.usage is not None:
+        span.set_attribute("gen_ai.usage.input_tokens", response.usage.input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", response.usage.output_tokens)

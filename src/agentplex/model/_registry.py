@@ -1,0 +1,72 @@
+"""``init_chat_model("provider:model")``: a model from one string."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from ._base import ChatModelBase
+
+__all__ = ["init_chat_model", "register_provider"]
+
+_factories: dict[str, Callable[..., ChatModelBase] | str] = {}
+
+
+def register_provider(name: str, factory: Callable[..., ChatModelBase] | str) -> None:
+    """Make ``init_chat_model("name:model")`` call ``factory(model_name=..., **kwargs)``.
+
+    ``factory`` may be an ``"module:attribute"`` string, imported on first use, so that a
+    provider's SDK is only imported when that provider is used.
+    """
+    _factories[name] = factory
+
+
+def _resolve(name: str) -> Callable[..., ChatModelBase]:
+    factory = _factories.get(name)
+    if factory is None:
+        known = ", ".join(sorted(_factories)) or "none"
+        raise ValueError(f"unknown model provider {name!r} (known: {known})")
+    if isinstance(factory, str):
+        module, _, attr = factory.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except ImportError as exc:
+            raise ImportError(
+                f"model provider {name!r} needs an optional dependency: {exc}. "
+                "Install it with: pip install 'agentplex[providers]'"
+            ) from exc
+        assert callable(factory)
+        _factories[name] = factory
+    return factory
+
+
+def init_chat_model(model: str, *, provider: str | None = None, **kwargs: Any) -> ChatModelBase:
+    """Build a chat model from ``"provider:model"`` (or ``model`` plus ``provider=``).
+
+    Keyword arguments go to the provider's class (``stream``, ``api_key``, ``base_url``,
+    ...); keys not given come from the provider's usual environment variables.
+    """
+    if provider is None:
+        provider, sep, model_name = model.partition(":")
+        if not sep:
+            raise ValueError(
+                f"model string {model!r} names no provider; use 'provider:model', "
+                f"e.g. 'openai:gpt-4o-mini'"
+            )
+    else:
+        model_name = model
+    return _resolve(provider)(model_name=model_name, **kwargs)
+
+
+def _scripted(model_name: str, **kwargs: Any) -> ChatModelBase:
+    from ._scripted import ScriptedChatModel
+
+    script = kwargs.pop("script", None)
+    if script is None:
+        script = [f"Hello from {model_name}."]
+        kwargs.setdefault("cycle", True)
+    return ScriptedChatModel(script, model_name=model_name, **kwargs)
+
+
+register_provider("scripted", _scripted)

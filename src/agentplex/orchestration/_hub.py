@@ -1,0 +1,110 @@
+""":class:`MsgHub`: participants observe each other's replies."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from ..agent import HUB_TOPIC_PREFIX, AgentBase
+from ..message import Msg
+from ..runtime import ActorRef, Runtime, get_runtime
+
+__all__ = ["MsgHub", "Participant"]
+
+Participant = AgentBase | ActorRef
+"""A hub member: a local agent or a ref to an agent anywhere."""
+
+_QUIET_PREFIX = "msghub-manual:"
+
+
+async def _ref(participant: Participant) -> ActorRef:
+    if isinstance(participant, ActorRef):
+        return participant
+    return await participant._ensure_spawned()
+
+
+class MsgHub:
+    """Within ``async with MsgHub(participants):`` every participant's reply is observed by
+    all the other participants, in the order the replies were made.
+
+    Built on runtime topics: each participant subscribes to the hub's topic and publishes
+    its replies there, so a hub works unchanged when participants live in other processes.
+
+    Args:
+        participants: agents (or refs to agents) taking part.
+        announcement: message(s) every participant observes on entry.
+        enable_auto_broadcast: when false, replies are not shared; only :meth:`broadcast`.
+        name: the hub's name (default: random); the topic is derived from it.
+    """
+
+    def __init__(
+        self,
+        participants: Sequence[Participant],
+        announcement: Msg | Sequence[Msg] | None = None,
+        enable_auto_broadcast: bool = True,
+        name: str | None = None,
+    ) -> None:
+        self.name = name or uuid.uuid4().hex[:12]
+        prefix = HUB_TOPIC_PREFIX if enable_auto_broadcast else _QUIET_PREFIX
+        self.topic = f"{prefix}{self.name}"
+        self.participants: list[Participant] = list(participants)
+        self.announcement = announcement
+        self._runtime: Runtime | None = None
+        self._refs: dict[str, ActorRef] = {}
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = get_runtime()
+        return self._runtime
+
+    async def __aenter__(self) -> MsgHub:
+        await self._join(self.participants)
+        if self.announcement is not None:
+            await self.broadcast(self.announcement)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        for ref in list(self._refs.values()):
+            await self.runtime.unsubscribe(self.topic, ref)
+        self._refs.clear()
+
+    async def _join(self, participants: Sequence[Participant]) -> None:
+        for participant in participants:
+            ref = await _ref(participant)
+            if ref.name not in self._refs:
+                await self.runtime.subscribe(self.topic, ref)
+                self._refs[ref.name] = ref
+
+    async def add(self, new_participant: Participant | Sequence[Participant]) -> None:
+        """Add participants; they observe replies made from now on."""
+        new = [new_participant] if isinstance(new_participant, (AgentBase, ActorRef)) else list(
+            new_participant)
+        for p in new:
+            if p not in self.participants:
+                self.participants.append(p)
+        await self._join(new)
+
+    async def delete(self, participant: Participant | Sequence[Participant]) -> None:
+        """Remove participants; they stop observing and sharing replies."""
+        gone = [participant] if isinstance(participant, (AgentBase, ActorRef)) else list(
+            participant)
+        for p in gone:
+            ref = await _ref(p)
+            if ref.name in self._refs:
+                await self.runtime.unsubscribe(self.topic, ref)
+                del self._refs[ref.name]
+            if p in self.participants:
+                self.participants.remove(p)
+
+    async def broadcast(self, msg: Msg | Sequence[Msg]) -> None:
+        """Make every participant observe ``msg`` (one message or several, in order)."""
+        for m in [msg] if isinstance(msg, Msg) else list(msg):
+            await self.runtime.publish(self.topic, m)
+
+    def set_auto_broadcast(self, enable: bool) -> None:
+        """Not supported after creation: choose with ``enable_auto_broadcast``."""
+        raise NotImplementedError(
+            "create the hub with enable_auto_broadcast=... instead; the topic encodes it"
+        )

@@ -1,0 +1,305 @@
+"""The actor cell: one actor's mailbox and the loop that drains it.
+
+An idle actor costs no task and no queue: the mailbox deque exists only while messages
+wait, and the drain task exists only while the mailbox has work. The task handles
+messages one at a time, in arrival order, inline (no task per message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections import deque
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from ..tracing import use_context
+from ._channel import StreamChannel
+from ._envelope import Envelope, Kind
+from ._errors import ActorStopped, HandlerError, MailboxFull
+
+if TYPE_CHECKING:
+    from ._actor import Actor
+    from ._ref import ActorRef
+    from ._runtime import Runtime
+
+__all__ = ["ActorCell", "current_cell"]
+
+log = logging.getLogger("agentplex.runtime")
+
+current_cell: ContextVar[ActorCell | None] = ContextVar("agentplex_current_cell", default=None)
+"""The cell whose handler is running in this task, if any."""
+
+_RUNNING, _STOPPING, _STOPPED = 0, 1, 2
+
+
+def handler_error(exc: BaseException, actor: str) -> HandlerError:
+    """Wrap an exception raised by ``actor``'s handler for its caller."""
+    err = HandlerError(
+        str(exc),
+        actor=actor,
+        exc_type=type(exc).__qualname__,
+        remote_traceback="".join(traceback.format_exception(exc)),
+    )
+    err.__cause__ = exc
+    return err
+
+
+class ActorCell:
+    """Runtime-side state of one spawned actor. Internal to the runtime."""
+
+    __slots__ = (
+        "_interrupting",
+        "_queue",
+        "_space",
+        "_state",
+        "_task",
+        "actor",
+        "capacity",
+        "current",
+        "name",
+        "ref",
+        "runtime",
+    )
+
+    def __init__(self, runtime: Runtime, actor: Actor, name: str, capacity: int) -> None:
+        self.runtime = runtime
+        self.actor = actor
+        self.name = name
+        self.capacity = capacity
+        self.ref: ActorRef = runtime._make_ref(name, self)
+        self.current: Envelope | None = None
+        self._queue: deque[Envelope] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._space: deque[asyncio.Future[None]] | None = None
+        self._interrupting: Envelope | None = None
+        self._state = _RUNNING
+
+    # -- state ---------------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        return self._state == _RUNNING
+
+    @property
+    def idle(self) -> bool:
+        return self._task is None
+
+    @property
+    def interrupting(self) -> bool:
+        """Whether the running handler is being interrupted."""
+        return self._interrupting is not None
+
+    def backlog(self) -> int:
+        """Messages waiting in the mailbox (not counting the one being handled)."""
+        return len(self._queue) if self._queue else 0
+
+    # -- enqueue -------------------------------------------------------------------
+
+    def offer(self, env: Envelope) -> bool:
+        """Put ``env`` in the mailbox if there is room; ``False`` when full.
+
+        Raises :class:`ActorStopped` when the actor no longer accepts messages.
+        """
+        if self._state != _RUNNING:
+            raise ActorStopped(f"actor {self.name!r} is stopped", actor=self.name)
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        elif len(queue) >= self.capacity:
+            return False
+        queue.append(env)
+        if self._task is None:
+            self._activate()
+        return True
+
+    async def put(self, env: Envelope, timeout: float) -> None:
+        """Put ``env`` in the mailbox, waiting up to ``timeout`` seconds for room."""
+        if self.offer(env):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            waiter = loop.create_future()
+            if self._space is None:
+                self._space = deque()
+            self._space.append(waiter)
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(remaining):
+                    await waiter
+            except TimeoutError:
+                raise MailboxFull(
+                    f"mailbox of actor {self.name!r} stayed full ({self.capacity} messages) "
+                    f"for {timeout:g}s",
+                    actor=self.name,
+                ) from None
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+                    if self._space is not None and waiter in self._space:
+                        self._space.remove(waiter)
+            if self.offer(env):
+                return
+
+    def _wake_sender(self) -> None:
+        space = self._space
+        while space:
+            waiter = space.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    # -- the drain loop ------------------------------------------------------------
+
+    def _activate(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"actor:{self.name}")
+        self.runtime._busy += 1
+
+    async def _run(self) -> None:
+        current_cell.set(self)
+        try:
+            while True:
+                queue = self._queue
+                while queue:
+                    env = queue.popleft()
+                    if self._space:
+                        self._wake_sender()
+                    await self._process(env)
+                # Linger one loop tick: a caller woken by our reply often sends again
+                # right away, and catching that here saves starting a new task.
+                await asyncio.sleep(0)
+                if not self._queue:
+                    break
+        finally:
+            if self._queue:  # leaving abnormally (killed): nothing queued may be lost silently
+                self.fail_queued()
+            self._task = None
+            self._queue = None
+            self.runtime._settle()
+
+    async def _process(self, env: Envelope) -> None:
+        kind = env.kind
+        reply = env.reply
+        if reply is not None and reply.done():
+            return  # the caller gave up (cancelled or timed out) before we began
+        self.current = env
+        try:
+            if env.trace is None:
+                await self._dispatch(kind, env)
+            else:
+                with use_context(self.runtime._trace_context(env.trace)):
+                    await self._dispatch(kind, env)
+        except asyncio.CancelledError as exc:
+            if self._interrupting is not env:
+                self._fail(env, ActorStopped(f"actor {self.name!r} was stopped", actor=self.name))
+                raise
+            self._fail(env, exc)
+        except BaseException as exc:
+            self._fail(env, exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self.current = None
+            if self._interrupting is env:
+                self._interrupting = None
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+
+    async def _dispatch(self, kind: str, env: Envelope) -> None:
+        actor = self.actor
+        if kind == Kind.CALL:
+            result = await actor.handle_call(env.payload)
+            if not env.reply.done():
+                env.reply.set_result(result)
+        elif kind == Kind.TELL:
+            await actor.handle_tell(env.payload)
+        elif kind == Kind.PUBLISH:
+            await actor.handle_publish(env.topic or "", env.payload)
+        elif kind == Kind.STREAM:
+            await self._stream(env)
+        elif kind == Kind.CONTROL:
+            await self.runtime._control(self, env.payload)
+        else:
+            raise ValueError(f"actor {self.name!r} cannot handle a {kind!r} envelope")
+
+    async def _stream(self, env: Envelope) -> None:
+        channel: StreamChannel[Any] = env.reply
+        await self.actor.serve_stream(env.payload, channel.send)
+        channel.end()
+
+    def _fail(self, env: Envelope, exc: BaseException) -> None:
+        reply = env.reply
+        if isinstance(exc, asyncio.CancelledError):
+            if reply is not None and not reply.done():
+                if isinstance(reply, StreamChannel):
+                    reply.fail(ActorStopped(f"stream from {self.name!r} was interrupted",
+                                            actor=self.name))
+                else:
+                    reply.cancel()
+            return
+        err = exc if isinstance(exc, ActorStopped) else handler_error(exc, self.name)
+        if reply is None:
+            self.runtime._record_unhandled(self.name, env, err)
+        elif isinstance(reply, StreamChannel):
+            reply.fail(err)
+        elif not reply.done():
+            reply.set_exception(err)
+
+    # -- interruption and stopping ---------------------------------------------------
+
+    def interrupt(self, env: Envelope | None = None) -> bool:
+        """Cancel the running handler (only if it serves ``env``, when given).
+
+        A queued ``env`` is simply skipped when its caller has gone. Returns whether a
+        handler was interrupted.
+        """
+        current = self.current
+        task = self._task
+        if current is None or task is None or (env is not None and current is not env):
+            return False
+        if self._interrupting is current:
+            return True
+        self._interrupting = current
+        task.cancel()
+        return True
+
+    def close(self) -> None:
+        """Accept no more messages; queued ones are still handled."""
+        if self._state == _RUNNING:
+            self._state = _STOPPING
+
+    def fail_queued(self) -> None:
+        """Fail every queued message with :class:`ActorStopped`."""
+        queue = self._queue
+        while queue:
+            env = queue.popleft()
+            self._fail(env, ActorStopped(f"actor {self.name!r} stopped", actor=self.name))
+        space = self._space
+        while space:
+            waiter = space.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def wait_idle(self) -> None:
+        """Wait until the mailbox is empty and no handler runs."""
+        while self._task is not None:
+            try:
+                await asyncio.shield(self._task)
+            except asyncio.CancelledError:
+                if self._task is not None and not self._task.done():
+                    raise  # we ourselves were cancelled
+
+    def kill(self) -> None:
+        """Cancel the drain task outright (its current caller gets :class:`ActorStopped`)."""
+        if self._task is not None:
+            self._task.cancel()
+
+    def mark_stopped(self) -> None:
+        self._state = _STOPPED
+        if self.actor._cell is self:
+            self.actor._cell = None

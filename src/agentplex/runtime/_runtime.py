@@ -1,0 +1,375 @@
+""":class:`Runtime`: spawns, names, finds and stops actors; delivers their messages."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar, Token
+from typing import Any
+
+from opentelemetry import context as otel_context
+
+from ..tracing import extract_context, is_enabled
+from ._actor import Actor
+from ._cell import ActorCell, current_cell
+from ._envelope import Envelope, Kind
+from ._errors import ActorError, ActorExists, ActorNotFound, ActorStopped
+from ._ref import ActorRef
+from ._transport import InProcessTransport, Transport
+
+__all__ = ["Runtime", "get_runtime"]
+
+log = logging.getLogger("agentplex.runtime")
+
+_current_runtime: ContextVar[Runtime | None] = ContextVar("agentplex_runtime", default=None)
+_default_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """The runtime of the current context: the innermost ``async with Runtime()``, the
+    runtime of the actor whose handler is running, or else a process-wide default runtime
+    (in-process transport) created on first use for the running event loop."""
+    global _default_runtime
+    runtime = _current_runtime.get()
+    if runtime is not None:
+        return runtime
+    cell = current_cell.get()
+    if cell is not None:
+        return cell.runtime
+    loop = asyncio.get_running_loop()
+    if _default_runtime is None or _default_runtime._loop is not loop:
+        _default_runtime = Runtime()
+        _default_runtime._bind(loop)
+    return _default_runtime
+
+
+class Runtime:
+    """Hosts actors in this process and reaches others through its transport.
+
+    Use it as an async context manager: entering starts the transport and makes it the
+    current runtime; leaving drains every mailbox and stops every actor::
+
+        async with Runtime() as rt:
+            ref = await rt.spawn(MyActor(), name="alice")
+            print(await ref.call("hi", timeout=5))
+
+    Args:
+        transport: how to reach actors hosted elsewhere (default: in-process only).
+        default_timeout: seconds a call, tell or stream waits when given no timeout.
+        mailbox_size: default mailbox capacity of spawned actors.
+    """
+
+    def __init__(
+        self,
+        transport: Transport | None = None,
+        *,
+        default_timeout: float = 300.0,
+        mailbox_size: int = 1024,
+    ) -> None:
+        if default_timeout <= 0:
+            raise ValueError("default_timeout must be positive")
+        if mailbox_size < 1:
+            raise ValueError("mailbox_size must be at least 1")
+        self.transport: Transport = transport if transport is not None else InProcessTransport()
+        self.default_timeout = default_timeout
+        self.mailbox_size = mailbox_size
+        self._cells: dict[str, ActorCell] = {}
+        self._topics: dict[str, dict[str, None]] = {}
+        self._busy = 0
+        self._idle: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = False
+        self._closed = False
+        self._token: Token[Runtime | None] | None = None
+        self._ids = itertools.count(1)
+        self.unhandled_errors = 0
+        """Errors raised by handlers of tells and publishes, which have no caller."""
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    async def start(self) -> Runtime:
+        """Start the transport. Idempotent; :meth:`spawn` calls it when needed."""
+        if self._closed:
+            raise RuntimeError("this runtime has been shut down")
+        if not self._started:
+            self._started = True
+            self._loop = asyncio.get_running_loop()
+            await self.transport.start(self)
+        return self
+
+    async def __aenter__(self) -> Runtime:
+        await self.start()
+        self._token = _current_runtime.set(self)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self.shutdown()
+        finally:
+            if self._token is not None:
+                _current_runtime.reset(self._token)
+                self._token = None
+
+    async def shutdown(self, *, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop every actor and close the transport.
+
+        With ``drain`` every accepted message is handled first (actors may still message
+        each other meanwhile); after ``timeout`` seconds (default: ``default_timeout``)
+        the remaining messages fail with :class:`ActorStopped`.
+        """
+        if self._closed:
+            return
+        timeout = self.default_timeout if timeout is None else timeout
+        if drain:
+            try:
+                await asyncio.wait_for(self.idle(), timeout)
+            except TimeoutError:
+                log.warning("runtime shutdown: mailboxes not drained after %gs", timeout)
+        self._closed = True
+        cells = list(self._cells.values())
+        for cell in cells:
+            cell.close()
+            cell.fail_queued()
+            cell.kill()
+        for cell in cells:
+            await cell.wait_idle()
+            await self._finish(cell)
+        self._topics.clear()
+        await self.transport.close()
+
+    async def idle(self) -> None:
+        """Wait until no actor has a message to handle."""
+        while self._busy:
+            if self._idle is None:
+                self._idle = asyncio.Event()
+            await self._idle.wait()
+
+    def _settle(self) -> None:
+        self._busy -= 1
+        if self._busy == 0 and self._idle is not None:
+            self._idle.set()
+            self._idle = None
+
+    # -- actors ------------------------------------------------------------------------
+
+    async def spawn(
+        self, actor: Actor, name: str | None = None, *, mailbox_size: int | None = None
+    ) -> ActorRef:
+        """Start ``actor`` under ``name`` and return its ref.
+
+        ``name`` defaults to the actor's ``name`` attribute, else its class name and a
+        number. Raises :class:`ActorExists` when the name is taken.
+        """
+        if not self._started:
+            await self.start()
+        if self._closed:
+            raise RuntimeError("this runtime has been shut down")
+        if actor._cell is not None:
+            raise RuntimeError(f"{actor!r} is already spawned as {actor._cell.name!r}")
+        if name is None:
+            name = getattr(actor, "name", None) or f"{type(actor).__name__}-{next(self._ids)}"
+        if name in self._cells:
+            raise ActorExists(f"an actor named {name!r} already runs", actor=name)
+        cell = ActorCell(self, actor, name, mailbox_size or self.mailbox_size)
+        self._cells[name] = cell
+        actor._cell = cell
+        if type(actor).on_start is not Actor.on_start:
+            try:
+                await actor.on_start()
+            except BaseException:
+                del self._cells[name]
+                actor._cell = None
+                raise
+        if type(self.transport) is not InProcessTransport:
+            await self.transport.registered(name)
+        return cell.ref
+
+    def ref(self, name: str) -> ActorRef:
+        """A ref to the actor ``name``, local or hosted elsewhere (not checked here)."""
+        cell = self._cells.get(name)
+        return cell.ref if cell is not None else ActorRef(self, name)
+
+    def _make_ref(self, name: str, cell: ActorCell) -> ActorRef:
+        return ActorRef(self, name, cell)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._cells
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    def names(self) -> list[str]:
+        """Names of the actors hosted by this runtime."""
+        return list(self._cells)
+
+    def backlog(self, name: str) -> int:
+        """Messages waiting in the mailbox of the local actor ``name``."""
+        cell = self._cells.get(name)
+        if cell is None:
+            raise ActorNotFound(f"no local actor named {name!r}", actor=name)
+        return cell.backlog()
+
+    async def stop(self, name: str, *, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop the local actor ``name``.
+
+        From this moment its callers get :class:`ActorStopped` at once. With ``drain`` the
+        messages already accepted are handled first (for at most ``timeout`` seconds);
+        without, they fail with :class:`ActorStopped` and the running handler is cancelled.
+        """
+        cell = self._cells.get(name)
+        if cell is None:
+            raise ActorNotFound(f"no local actor named {name!r}", actor=name)
+        cell.close()
+        if drain:
+            try:
+                await asyncio.wait_for(cell.wait_idle(), self.default_timeout
+                                       if timeout is None else timeout)
+            except TimeoutError:
+                log.warning("actor %r did not drain in time; stopping it", name)
+        cell.fail_queued()
+        cell.kill()
+        await cell.wait_idle()
+        await self._finish(cell)
+
+    async def _finish(self, cell: ActorCell) -> None:
+        if self._cells.get(cell.name) is cell:
+            del self._cells[cell.name]
+        for topic, names in list(self._topics.items()):
+            if names.pop(cell.name, 0) is None and not names:
+                del self._topics[topic]
+        cell.mark_stopped()
+        try:
+            await cell.actor.on_stop()
+        except Exception:
+            log.exception("on_stop of actor %r raised", cell.name)
+        if type(self.transport) is not InProcessTransport and not self._closed:
+            await self.transport.unregistered(cell.name)
+
+    # -- delivery ----------------------------------------------------------------------
+
+    async def _route(self, env: Envelope, timeout: float) -> None:
+        cell = self._cells.get(env.target)
+        if cell is not None:
+            await cell.put(env, timeout)
+            return
+        if self._closed:
+            raise ActorStopped("the runtime has been shut down", actor=env.target)
+        await self.transport.deliver(env, timeout)
+
+    def _cancel(self, env: Envelope) -> None:
+        cell = self._cells.get(env.target)
+        if cell is not None:
+            cell.interrupt(env)
+        else:
+            self.transport.cancel(env)
+
+    def _record_unhandled(self, name: str, env: Envelope, err: ActorError) -> None:
+        self.unhandled_errors += 1
+        log.error("actor %r failed on a %s message: %s", name, env.kind, err)
+
+    def _capture_trace(self) -> Any:
+        return otel_context.get_current()
+
+    def _trace_context(self, trace: Any) -> otel_context.Context | None:
+        if isinstance(trace, Mapping):
+            return extract_context(trace)
+        return trace  # type: ignore[no-any-return]
+
+    # -- topics --------------------------------------------------------------------------
+
+    async def subscribe(self, topic: str, actor: str | ActorRef, *, timeout: float | None = None
+                        ) -> None:
+        """Subscribe ``actor`` (local or remote) to ``topic``, in its mailbox order."""
+        await self._topic_control(actor, ("subscribe", topic), timeout)
+
+    async def unsubscribe(self, topic: str, actor: str | ActorRef, *, timeout: float | None = None
+                          ) -> None:
+        """Undo :meth:`subscribe`."""
+        await self._topic_control(actor, ("unsubscribe", topic), timeout)
+
+    async def _topic_control(self, actor: str | ActorRef, op: tuple[str, str],
+                             timeout: float | None) -> None:
+        ref = actor if isinstance(actor, ActorRef) else self.ref(actor)
+        timeout = self.default_timeout if timeout is None else timeout
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        env = Envelope(Kind.CONTROL, ref.name, op, reply=fut)
+        await self._route(env, timeout)
+        await asyncio.wait_for(fut, timeout)
+
+    async def _control(self, cell: ActorCell, op: Any) -> None:
+        action, topic = op
+        fresh = False
+        if action == "subscribe":
+            names = self._topics.setdefault(topic, {})
+            fresh = not names
+            names[cell.name] = None
+            if fresh and type(self.transport) is not InProcessTransport:
+                await self.transport.subscribed(topic)
+        elif action == "unsubscribe":
+            names = self._topics.get(topic, {})
+            names.pop(cell.name, None)
+            if not names:
+                self._topics.pop(topic, None)
+                if type(self.transport) is not InProcessTransport:
+                    await self.transport.unsubscribed(topic)
+        else:
+            raise ValueError(f"unknown control operation {action!r}")
+        cell.actor.on_topic(topic, action == "subscribe")
+        reply = cell.current.reply if cell.current is not None else None
+        if reply is not None and not reply.done():
+            reply.set_result(None)
+
+    def subscribers(self, topic: str) -> list[str]:
+        """Names of the local actors subscribed to ``topic``."""
+        return list(self._topics.get(topic, ()))
+
+    async def publish(
+        self,
+        topic: str,
+        message: Any,
+        *,
+        exclude: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> None:
+        """Deliver ``message`` to every subscriber of ``topic``, here and elsewhere.
+
+        Subscribers named in ``exclude`` are skipped. Waits only while a subscriber's
+        mailbox is full (at most ``timeout`` seconds each).
+        """
+        sender = current_cell.get()
+        env = Envelope(
+            Kind.PUBLISH,
+            "",
+            message,
+            sender=sender.name if sender is not None else None,
+            topic=topic,
+            trace=self._capture_trace() if is_enabled() else None,
+            exclude=tuple(exclude),
+        )
+        timeout = self.default_timeout if timeout is None else timeout
+        await self._publish_local(env, timeout)
+        if not self._closed:
+            await self.transport.publish(env, timeout)
+
+    async def _publish_local(self, env: Envelope, timeout: float) -> None:
+        names = self._topics.get(env.topic or "")
+        if not names:
+            return
+        skip = env.exclude
+        cells = self._cells
+        for name in list(names):
+            if name in skip:
+                continue
+            cell = cells.get(name)
+            if cell is None:
+                continue
+            try:
+                if not cell.offer(env):
+                    await cell.put(env, timeout)
+            except ActorStopped:
+                continue

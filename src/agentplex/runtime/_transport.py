@@ -1,0 +1,118 @@
+"""The :class:`Transport` interface and the in-process transport.
+
+A runtime delivers envelopes for its own actors itself. Everything else — actors and topic
+subscribers hosted by *other* runtimes — goes through its transport. The runtime never
+knows which transport it has.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+from ._envelope import Envelope
+from ._errors import ActorNotFound
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ["InProcessNetwork", "InProcessTransport", "Transport"]
+
+
+class Transport(ABC):
+    """Carries envelopes between runtimes.
+
+    Implementations: :class:`InProcessTransport` (runtimes sharing one event loop, no
+    serialisation) and ``agentplex.bus.ZmqTransport`` (processes and machines).
+    """
+
+    @abstractmethod
+    async def start(self, runtime: Runtime) -> None:
+        """Attach ``runtime``: from now on, deliver envelopes for its actors to it."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Detach and release every resource; pending remote calls fail."""
+
+    @abstractmethod
+    async def deliver(self, env: Envelope, timeout: float) -> None:
+        """Deliver ``env`` to ``env.target``, an actor hosted elsewhere.
+
+        Raises :class:`ActorNotFound` when no runtime hosts it. Replies (for calls and
+        streams) must resolve ``env.reply`` in this process.
+        """
+
+    @abstractmethod
+    async def publish(self, env: Envelope, timeout: float) -> None:
+        """Deliver the topic message ``env`` to subscribers hosted elsewhere."""
+
+    def cancel(self, env: Envelope) -> None:  # noqa: B027 - optional hook
+        """The caller of ``env`` (delivered elsewhere) gave up: interrupt its handler."""
+
+    async def registered(self, name: str) -> None:  # noqa: B027 - optional hook
+        """The attached runtime now hosts actor ``name``."""
+
+    async def unregistered(self, name: str) -> None:  # noqa: B027 - optional hook
+        """The attached runtime no longer hosts actor ``name``."""
+
+    async def subscribed(self, topic: str) -> None:  # noqa: B027 - optional hook
+        """An actor of the attached runtime subscribed to ``topic``."""
+
+    async def unsubscribed(self, topic: str) -> None:  # noqa: B027 - optional hook
+        """No actor of the attached runtime subscribes to ``topic`` any more."""
+
+
+class InProcessNetwork:
+    """Runtimes on one event loop that can reach each other through in-process transports."""
+
+    def __init__(self) -> None:
+        self.runtimes: list[Runtime] = []
+
+    def find(self, name: str) -> Runtime | None:
+        """The runtime hosting actor ``name``, if any."""
+        for runtime in self.runtimes:
+            if name in runtime._cells:
+                return runtime
+        return None
+
+
+class InProcessTransport(Transport):
+    """Joins runtimes running on one event loop; envelopes pass by reference.
+
+    Runtimes whose transports share one :class:`InProcessNetwork` reach each other's actors
+    by name, exactly as they would across processes::
+
+        net = InProcessNetwork()
+        a, b = Runtime(transport=InProcessTransport(net)), Runtime(transport=InProcessTransport(net))
+
+    Without a network each transport is alone, which is the embedded default.
+    """
+
+    def __init__(self, network: InProcessNetwork | None = None) -> None:
+        self.network = network if network is not None else InProcessNetwork()
+        self._runtime: Runtime | None = None
+
+    async def start(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self.network.runtimes.append(runtime)
+
+    async def close(self) -> None:
+        if self._runtime in self.network.runtimes:
+            self.network.runtimes.remove(self._runtime)
+        self._runtime = None
+
+    async def deliver(self, env: Envelope, timeout: float) -> None:
+        host = self.network.find(env.target)
+        if host is None or host is self._runtime:
+            raise ActorNotFound(f"no actor named {env.target!r}", actor=env.target)
+        await host._cells[env.target].put(env, timeout)
+
+    async def publish(self, env: Envelope, timeout: float) -> None:
+        for runtime in list(self.network.runtimes):
+            if runtime is not self._runtime:
+                await runtime._publish_local(env, timeout)
+
+    def cancel(self, env: Envelope) -> None:
+        host = self.network.find(env.target)
+        if host is not None:
+            host._cells[env.target].interrupt(env)

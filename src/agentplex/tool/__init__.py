@@ -1,0 +1,1 @@
+"""agentplex.tool — see DESIGN.md; filled in by its own issue."""

@@ -1,0 +1,158 @@
+"""Span helpers: ``invoke_agent {name}``, ``chat {model}``, ``execute_tool {name}``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+
+__all__ = [
+    "agent_span",
+    "chat_span",
+    "end_span",
+    "start_chat_span",
+    "use_span",
+    "extract_context",
+    "inject_context",
+    "is_enabled",
+    "tool_span",
+    "use_context",
+]
+
+_TRACER_NAME = "agentplex"
+_NULL: AbstractContextManager[None] = nullcontext()
+
+
+def is_enabled() -> bool:
+    """Whether a real tracer provider is installed (so spans are worth creating)."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
+def _tracer() -> trace.Tracer:
+    return trace.get_tracer(_TRACER_NAME)
+
+
+@contextmanager
+def _span(name: str, kind: trace.SpanKind, attributes: Mapping[str, Any]) -> Iterator[trace.Span]:
+    attrs = {k: v for k, v in attributes.items() if v is not None}
+    with _tracer().start_as_current_span(name, kind=kind, attributes=attrs) as span:
+        yield span
+
+
+def agent_span(
+    agent_name: str, agent_id: str | None = None, **attributes: Any
+) -> AbstractContextManager[trace.Span | None]:
+    """Span ``invoke_agent {agent_name}`` around one reply; a no-op when tracing is off."""
+    if not is_enabled():
+        return _NULL
+    return _span(
+        f"invoke_agent {agent_name}",
+        trace.SpanKind.INTERNAL,
+        {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": agent_name,
+            "gen_ai.agent.id": agent_id,
+            **attributes,
+        },
+    )
+
+
+def chat_span(
+    model: str, provider: str | None = None, **attributes: Any
+) -> AbstractContextManager[trace.Span | None]:
+    """Span ``chat {model}`` around one model call; a no-op when tracing is off."""
+    if not is_enabled():
+        return _NULL
+    return _span(
+        f"chat {model}",
+        trace.SpanKind.CLIENT,
+        {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            **attributes,
+        },
+    )
+
+
+def tool_span(
+    tool_name: str, call_id: str | None = None, **attributes: Any
+) -> AbstractContextManager[trace.Span | None]:
+    """Span ``execute_tool {tool_name}`` around one tool call; a no-op when tracing is off."""
+    if not is_enabled():
+        return _NULL
+    return _span(
+        f"execute_tool {tool_name}",
+        trace.SpanKind.INTERNAL,
+        {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": tool_name,
+            "gen_ai.tool.call.id": call_id,
+            **attributes,
+        },
+    )
+
+
+def start_chat_span(model: str, provider: str | None = None, **attributes: Any) -> trace.Span:
+    """Start (without making it current) a ``chat {model}`` span; end it with :func:`end_span`.
+
+    For calls whose result outlives the call itself, such as a streamed response.
+    """
+    attrs = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": model,
+        **attributes,
+    }
+    return _tracer().start_span(
+        f"chat {model}",
+        kind=trace.SpanKind.CLIENT,
+        attributes={k: v for k, v in attrs.items() if v is not None},
+    )
+
+
+def use_span(span: trace.Span) -> AbstractContextManager[trace.Span]:
+    """Make ``span`` current for the body without ending it."""
+    return trace.use_span(span, end_on_exit=False, record_exception=False,
+                          set_status_on_exception=False)
+
+
+def end_span(span: trace.Span, error: BaseException | None = None) -> None:
+    """End ``span``, recording ``error`` (if any) as its status."""
+    if error is not None:
+        span.record_exception(error)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+    span.end()
+
+
+def inject_context(carrier: MutableMapping[str, str] | None = None) -> dict[str, str] | None:
+    """Return the current trace context as message headers, or ``None`` when tracing is off."""
+    if not is_enabled():
+        return None
+    out: dict[str, str] = dict(carrier or {})
+    propagate.inject(out)
+    return out or None
+
+
+def extract_context(headers: Mapping[str, str] | None) -> otel_context.Context | None:
+    """Rebuild the trace context that :func:`inject_context` put into ``headers``."""
+    if not headers:
+        return None
+    return propagate.extract(headers)
+
+
+@contextmanager
+def use_context(ctx: otel_context.Context | None) -> Iterator[None]:
+    """Make ``ctx`` (from :func:`extract_context`) current for the body; ``None`` does nothing."""
+    if ctx is None:
+        yield
+        return
+    token = otel_context.attach(ctx)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
