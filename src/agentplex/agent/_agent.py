@@ -108,7 +108,7 @@ class AgentBase(StateModule, Actor):
 
     async def __call__(self, *args: Any, **kwargs: Any) -> Msg:
         """Ask the agent for a reply, through its mailbox (as ``reply`` from outside)."""
-        return await self.reply(*args, **kwargs)  # type: ignore[no-any-return]
+        return await self.reply(*args, **kwargs)
 
     async def _ensure_spawned(self) -> ActorRef:
         if self._cell is not None:

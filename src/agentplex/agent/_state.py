@@ -21,7 +21,7 @@ class StateModule:
         if registry is None:
             registry = {}
             object.__setattr__(self, "_state_attrs", registry)
-        return registry  # type: ignore[no-any-return]
+        return registry
 
     def register_state(
         self,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal, overload
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,7 +38,7 @@ _BLOCK_CLASSES: dict[str, type[Block]] = {
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _new_id() -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeAlias
@@ -50,7 +49,7 @@ class ChatModelBase(ABC):
         super().__init_subclass__(**kwargs)
         call = cls.__dict__.get("__call__")
         if call is not None and cls.__dict__.get("traced", True) is not False:
-            cls.__call__ = _traced(call)  # type: ignore[method-assign]
+            cls.__call__ = _traced(call)  # type: ignore[method-assign,assignment]
 
     @abstractmethod
     async def __call__(

@@ -170,11 +170,9 @@ def _blocks(reply: Reply) -> list[Block]:
         return [TextBlock(text=reply)]
     if isinstance(reply, ChatResponse):
         return list(reply.content)
-    if isinstance(reply, (TextBlock, ThinkingBlock, ToolUseBlock)) or not isinstance(
-        reply, Sequence
-    ):
-        return [reply]  # type: ignore[list-item]
-    return list(reply)
+    if isinstance(reply, Sequence):
+        return [b for b in reply if not isinstance(b, str)]
+    return [reply]
 
 
 def _finish(blocks: list[Block]) -> str:

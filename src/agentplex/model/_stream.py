@@ -111,7 +111,8 @@ class ResponseBuilder:
             if isinstance(part, _ToolCall):
                 parsed: dict[str, Any] = {}
                 if final:
-                    parsed = part.input if part.input is not None else parse_tool_arguments(part.raw)
+                    parsed = (part.input if part.input is not None
+                              else parse_tool_arguments(part.raw))
                 out.append(ToolUseBlock(id=part.id, name=part.name, input=parsed,
                                         raw_input=part.raw))
             else:

@@ -33,8 +33,9 @@ class Envelope:
     ``reply`` is where the answer goes in *this* process: an ``asyncio.Future`` for a call,
     a stream channel for a stream, ``None`` otherwise. A transport that carries the envelope
     to another process replaces it with a stand-in there; it never crosses the wire.
-    ``exclude`` lists subscribers a published message skips. ``trace`` is the caller's trace context (an OpenTelemetry context in-process, headers
-    across processes), or ``None`` when tracing is off.
+    ``exclude`` lists subscribers a published message skips. ``trace`` is the caller's
+    trace context (an OpenTelemetry context in-process, headers across processes), or
+    ``None`` when tracing is off.
     """
 
     __slots__ = (

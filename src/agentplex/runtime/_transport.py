@@ -83,7 +83,8 @@ class InProcessTransport(Transport):
     by name, exactly as they would across processes::
 
         net = InProcessNetwork()
-        a, b = Runtime(transport=InProcessTransport(net)), Runtime(transport=InProcessTransport(net))
+        a = Runtime(transport=InProcessTransport(net))
+        b = Runtime(transport=InProcessTransport(net))
 
     Without a network each transport is alone, which is the embedded default.
     """
