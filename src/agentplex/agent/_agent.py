@@ -172,13 +172,23 @@ class AgentBase(StateModule, Actor):
         await self.observe(message)
 
     async def serve_stream(self, message: Any, send: Callable[[Any], Awaitable[bool]]) -> None:
-        """Stream what the agent prints while replying, as ``(msg, last)`` pairs."""
-        self._stream_send = send
+        """Stream what the agent prints while replying, as ``(msg, last)`` pairs, ending with
+        the reply itself (unless it was just printed as the last chunk)."""
+        finished: set[str] = set()
+
+        async def forward(item: tuple[Msg, bool]) -> bool:
+            msg, last = item
+            if last:
+                finished.add(msg.id)
+            return await send((msg.model_copy(deep=True), last))
+
+        self._stream_send = forward
         try:
             reply = await self.handle_call(message)
         finally:
             del self._stream_send
-        await send((reply, True))
+        if not (isinstance(reply, Msg) and reply.id in finished):
+            await send((reply, True))
 
     def on_topic(self, topic: str, subscribed: bool) -> None:
         if topic.startswith(HUB_TOPIC_PREFIX):

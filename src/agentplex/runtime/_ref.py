@@ -10,7 +10,7 @@ from ..tracing import is_enabled
 from ._cell import current_cell
 from ._channel import StreamChannel
 from ._envelope import Envelope, Kind
-from ._errors import CallTimeout
+from ._errors import ActorStopped, CallTimeout
 
 if TYPE_CHECKING:
     from ._cell import ActorCell
@@ -52,9 +52,13 @@ class ActorRef:
         cell = self._cell
         if cell is not None and cell.accepting:
             return cell
-        cell = self._runtime._cells.get(self.name)
-        self._cell = cell
-        return cell
+        fresh = self._runtime._cells.get(self.name)
+        if fresh is not None:
+            self._cell = fresh
+            return fresh
+        if cell is not None:  # the actor this ref was made for has stopped
+            raise ActorStopped(f"actor {self.name!r} is stopped", actor=self.name)
+        return None
 
     def _envelope(self, kind: str, payload: Any, reply: Any) -> Envelope:
         sender = current_cell.get()
