@@ -1,5 +1,5 @@
-import contextlib
 import base64
+import contextlib
 from typing import Any
 
 import msgpack
