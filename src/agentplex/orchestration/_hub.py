@@ -98,10 +98,14 @@ class MsgHub:
             if p in self.participants:
                 self.participants.remove(p)
 
-    async def broadcast(self, msg: Msg | Sequence[Msg]) -> None:
-        """Make every participant observe ``msg`` (one message or several, in order)."""
+    async def broadcast(
+        self, msg: Msg | Sequence[Msg], *, exclude: Sequence[Participant] = ()
+    ) -> None:
+        """Make every participant (but those in ``exclude``) observe ``msg``: one message
+        or several, in order."""
+        skip = [(await _ref(p)).name for p in exclude]
         for m in [msg] if isinstance(msg, Msg) else list(msg):
-            await self.runtime.publish(self.topic, m)
+            await self.runtime.publish(self.topic, m, exclude=skip)
 
     def set_auto_broadcast(self, enable: bool) -> None:
         """Not supported after creation: choose with ``enable_auto_broadcast``."""

@@ -5,6 +5,7 @@ follow one convention (the OpenTelemetry GenAI semantic conventions) and cost ne
 nothing while no tracer provider is configured.
 """
 
+from ._exporters import JsonLinesSpanExporter, configure_local_tracing, span_to_dict
 from ._spans import (
     agent_span,
     chat_span,
@@ -19,6 +20,9 @@ from ._spans import (
 )
 
 __all__ = [
+    "JsonLinesSpanExporter",
+    "configure_local_tracing",
+    "span_to_dict",
     "agent_span",
     "chat_span",
     "end_span",

@@ -1,0 +1,39 @@
+# The README names two commands: `make demo` (the main job) and `make test` (the test suite).
+# Each creates the virtual environment and installs what it needs on a fresh machine.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: demo test lint typecheck pytest bench bench-peers clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -e '.[dev]'
+	@touch $@
+
+demo: $(VENV)/.installed  ## the main job: a multi-agent simulation, no key, no network
+	$(BIN)/agentplex demo $(ARGS)
+
+test: $(VENV)/.installed lint typecheck pytest  ## ruff, mypy and pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests benchmarks examples
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench-peers:  ## peer frameworks in their own virtual environments
+	bash benchmarks/setup_peers.sh
+
+bench: $(VENV)/.installed bench-peers  ## runtime benchmarks against raw asyncio and the peers
+	$(BIN)/python benchmarks/run_runtime.py
+
+clean:
+	rm -rf $(VENV) .venvs .mypy_cache .ruff_cache

@@ -1,0 +1,200 @@
+"""The main job: a "guess two thirds of the average" simulation, then a short discussion.
+
+Every player is an agent in one :class:`MsgHub`; all of them share one model instance, so a
+local model batches their concurrent requests. Each round the players guess at once
+(fan-out), the host announces the winner, and at the end every player says one sentence.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ..agent import AgentBase
+from ..message import Msg
+from ..model import ChatModelBase, ChatResponse, ScriptedChatModel, collect
+from ..orchestration import MsgHub, fanout_pipeline
+
+__all__ = [
+    "GameResult",
+    "GameStats",
+    "Guess",
+    "Player",
+    "make_players",
+    "play",
+    "scripted_players_model",
+]
+
+
+class Guess(BaseModel):
+    """A player's move."""
+
+    number: int = Field(ge=0, le=100, description="your guess, an integer from 0 to 100")
+
+
+@dataclass
+class GameStats:
+    """What the game counted while it ran."""
+
+    model_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model_seconds: float = 0.0
+    messages: int = 0
+
+    def record(self, response: ChatResponse, seconds: float) -> None:
+        self.model_calls += 1
+        self.model_seconds += seconds
+        if response.usage is not None:
+            self.input_tokens += response.usage.input_tokens
+            self.output_tokens += response.usage.output_tokens
+
+
+@dataclass
+class GameResult:
+    """Rounds played: each round's guesses, target and winners; plus the counters."""
+
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    discussion: list[Msg] = field(default_factory=list)
+    stats: GameStats = field(default_factory=GameStats)
+    seconds: float = 0.0
+
+
+RULES = (
+    "We play 'guess two thirds of the average'. Every player picks an integer from 0 to 100. "
+    "Whoever is closest to two thirds of the average of all guesses wins the round."
+)
+
+_NUMBER = re.compile(r"-?\d+")
+
+
+class Player(AgentBase):
+    """A game player: remembers what it hears and asks the shared model for its moves."""
+
+    def __init__(self, name: str, model: ChatModelBase, stats: GameStats,
+                 max_tokens: int = 48) -> None:
+        super().__init__(name)
+        self.model = model
+        self.stats = stats
+        self.max_tokens = max_tokens
+        self.memory: list[Msg] = []
+        self.register_state("memory", lambda ms: [m.to_dict() for m in ms],
+                            lambda ds: [Msg.from_dict(d) for d in ds])
+
+    async def observe(self, msg: Msg | list[Msg] | None) -> None:
+        for m in [msg] if isinstance(msg, Msg) else (msg or []):
+            self.memory.append(m)
+
+    def _prompt(self, instruction: str) -> list[dict[str, str]]:
+        recent = self.memory[-8:]
+        history = "\n".join(f"{m.name}: {m.get_text_content() or ''}" for m in recent)
+        return [
+            {"role": "system", "content": f"You are {self.name}, a player. {RULES}"},
+            {"role": "user", "content": f"{history}\n\n{instruction}".strip()},
+        ]
+
+    async def _ask(self, instruction: str, structured: bool) -> ChatResponse:
+        started = time.perf_counter()
+        response = await collect(await self.model(
+            self._prompt(instruction),
+            structured_model=Guess if structured else None,
+            max_new_tokens=self.max_tokens,
+        ))
+        self.stats.record(response, time.perf_counter() - started)
+        return response
+
+    async def reply(self, msg: Msg | None = None, *, mode: str = "guess") -> Msg:
+        if msg is not None:
+            await self.observe(msg)
+        if mode == "guess":
+            response = await self._ask("Reply with your guess as JSON.", structured=True)
+            number = _guess_of(response)
+            out = Msg(self.name, f"I guess {number}.", "assistant",
+                      metadata={"guess": number})
+        else:
+            response = await self._ask("In one short sentence, what did you learn?",
+                                       structured=False)
+            text = " ".join(response.text.split())[:200] or "(no comment)"
+            out = Msg(self.name, text, "assistant")
+        self.memory.append(out)
+        self.stats.messages += 1
+        await self.print(out)
+        return out
+
+
+def _guess_of(response: ChatResponse) -> int:
+    """The guess in a response: the validated structured output, else the first number."""
+    if response.metadata and "number" in response.metadata:
+        return int(response.metadata["number"])
+    match = _NUMBER.search(response.text)
+    return max(0, min(100, int(match.group()))) if match else 50
+
+
+def scripted_players_model(seed: int = 0) -> ScriptedChatModel:
+    """A scripted stand-in model: plausible, deterministic moves without a language model."""
+    rng = random.Random(seed)
+
+    def answer(messages: Sequence[Any], *, structured_model: Any = None, **_: Any) -> str:
+        if structured_model is not None:
+            return json.dumps({"number": rng.randint(0, 66)})
+        return rng.choice([
+            "Guessing lower than everyone else pays off.",
+            "The average keeps falling, so I will aim lower next time.",
+            "Two thirds of a small number is even smaller.",
+        ])
+
+    return ScriptedChatModel(answer, model_name="scripted-players")
+
+
+def make_players(model: ChatModelBase, count: int, stats: GameStats) -> list[Player]:
+    """``count`` players sharing ``model`` and counting into ``stats``."""
+    return [Player(f"Player{i + 1}", model, stats) for i in range(count)]
+
+
+async def play(
+    agents: Sequence[Player],
+    *,
+    rounds: int = 2,
+    discussion: bool = True,
+    on_round: Callable[[int], None] | None = None,
+) -> GameResult:
+    """Play ``rounds`` rounds with ``agents`` (see :func:`make_players`)."""
+    if not agents:
+        raise ValueError("the game needs at least one player")
+    result = GameResult(stats=agents[0].stats)
+    started = time.perf_counter()
+    host = Msg("host", RULES, "system")
+    async with MsgHub(agents, announcement=host, enable_auto_broadcast=False) as hub:
+        for r in range(1, rounds + 1):
+            call = Msg("host", f"Round {r}: make your guess.", "user")
+            replies = await fanout_pipeline(agents, call)
+            guesses = {m.name: int((m.metadata or {})["guess"]) for m in replies}
+            target = 2 / 3 * sum(guesses.values()) / len(guesses)
+            best = min(abs(g - target) for g in guesses.values())
+            winners = sorted(n for n, g in guesses.items() if abs(g - target) == best)
+            result.rounds.append({"round": r, "guesses": guesses, "target": round(target, 2),
+                                  "winners": winners})
+            await hub.broadcast(Msg(
+                "host",
+                f"Round {r}: guesses {guesses}; two thirds of the average is {target:.1f}; "
+                f"winner: {', '.join(winners)}.",
+                "user",
+            ))
+            result.stats.messages += 1 + len(replies)
+            if on_round is not None:
+                on_round(r)
+        if discussion:
+            await hub.broadcast(Msg("host", "The game is over. One sentence each.", "user"))
+            for agent in agents:  # one after another, each hearing those before
+                said = await agent(None, mode="discuss")
+                await hub.broadcast(said, exclude=[agent])
+                result.discussion.append(said)
+    result.seconds = time.perf_counter() - started
+    return result
