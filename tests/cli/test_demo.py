@@ -1,0 +1,31 @@
+"""The main job in its fast form, end to end, as a user runs it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_plays_reports_and_writes_a_trace(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentplex", "demo", "--agents", "3", "--rounds", "2",
+         "--model", "scripted", "--runs-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for player in ("Player1", "Player2", "Player3"):
+        assert f"{player}: I guess" in out
+    assert "round 2: target" in out and "run summary" in out
+    traces = list(tmp_path.glob("*/trace.jsonl"))
+    assert len(traces) == 1 and str(traces[0]) in out.replace("\n", "")
+    spans = [json.loads(line) for line in traces[0].read_text().splitlines()]
+    names = {s["name"] for s in spans}
+    assert "invoke_agent Player1" in names and "chat scripted-players" in names
+
+
+def test_demo_rejects_bad_options() -> None:
+    proc = subprocess.run([sys.executable, "-m", "agentplex", "demo", "--agents", "1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "agents" in (proc.stderr + proc.stdout).lower()
