@@ -171,7 +171,7 @@ def _blocks(reply: Reply) -> list[Block]:
     if isinstance(reply, ChatResponse):
         return list(reply.content)
     if isinstance(reply, Sequence):
-        return [b for b in reply if not isinstance(b, str)]
+        return [TextBlock(text=b) if isinstance(b, str) else b for b in reply]
     return [reply]
 
 

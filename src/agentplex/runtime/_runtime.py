@@ -276,9 +276,11 @@ class Runtime:
         return otel_context.get_current()
 
     def _trace_context(self, trace: Any) -> otel_context.Context | None:
-        if isinstance(trace, Mapping):
+        if isinstance(trace, otel_context.Context):  # in-process: the caller's own context
+            return trace
+        if isinstance(trace, Mapping):  # from the wire: propagation headers
             return extract_context(trace)
-        return trace  # type: ignore[no-any-return]
+        return None
 
     # -- topics --------------------------------------------------------------------------
 
