@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint typecheck pytest bench bench-peers clean
+.PHONY: demo test system-deps lint typecheck pytest bench bench-peers clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: $(VENV)/.installed  ## the main job: a multi-agent simulation, no key, no network
 	$(BIN)/agentplex demo $(ARGS)
 
-test: $(VENV)/.installed lint typecheck pytest  ## ruff, mypy and pytest
+test: $(VENV)/.installed system-deps lint typecheck pytest  ## ruff, mypy and pytest
+
+# Debian's Chromium renders the trace page in a test; installed when we may (root + apt).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the trace-page test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium not installed and cannot install it: its test will be skipped"; fi; }
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests benchmarks examples

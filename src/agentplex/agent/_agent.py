@@ -11,7 +11,7 @@ from typing import Any, ClassVar, TextIO
 
 from ..message import Msg, ThinkingBlock
 from ..runtime import Actor, ActorRef, current_cell, get_runtime
-from ..tracing import agent_span
+from ..tracing import agent_span, observe, transcribe
 from ._middleware import AgentCall, Middleware, Next
 from ._state import StateModule
 
@@ -39,13 +39,15 @@ def _through_mailbox(method: str, fn: Callable[..., Awaitable[Any]]) -> Callable
 
     @functools.wraps(fn)
     async def wrapper(self: AgentBase, *args: Any, **kwargs: Any) -> Any:
-        cell = current_cell.get()
-        if cell is not None and cell.actor is self:
+        caller = current_cell.get()
+        if caller is not None and caller.actor is self:
             if self._depth:  # super().reply(...) inside a reply: no second middleware pass
                 return await fn(self, *args, **kwargs)
             return await self._run(method, fn, args, kwargs)
-        cell = self._cell
-        ref = cell.ref if cell is not None else await self._ensure_spawned()
+        if caller is None and args:  # from the program driving the agents
+            transcribe(args[0], None)
+        own = self._cell
+        ref = own.ref if own is not None else await self._ensure_spawned()
         if method == "reply" and len(args) == 1 and not kwargs:
             return await ref.call(args[0], timeout=self.timeout)
         return await ref.call(_Invocation(method, args, kwargs), timeout=self.timeout)
@@ -140,6 +142,8 @@ class AgentBase(StateModule, Actor):
         for mw in reversed(self._middleware):
             chain = _link(mw, chain)
         self._depth += 1
+        if args:
+            observe(args[0], self.name)
         try:
             if method != "reply":
                 return await chain(AgentCall(self, "observe", args, kwargs))
@@ -153,8 +157,10 @@ class AgentBase(StateModule, Actor):
                     result = await self.handle_interrupt(*args, **kwargs)
         finally:
             self._depth -= 1
-        if isinstance(result, Msg) and self._hub_topics:
-            await self._broadcast(result)
+        if isinstance(result, Msg):
+            transcribe(result, self.name)
+            if self._hub_topics:
+                await self._broadcast(result)
         return result
 
     # -- actor handlers -------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,10 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ._runs import runs_app, trace_app
+
 app = typer.Typer(help="agentplex: an async actor-based multi-agent runtime.",
                   no_args_is_help=True, add_completion=False)
 
 DEFAULT_DEMO_MODEL = "scripted"
+
+app.add_typer(runs_app, name="runs")
+app.add_typer(trace_app, name="trace")
 
 
 def main() -> None:
@@ -40,27 +44,27 @@ def demo(
     discussion: Annotated[bool, typer.Option(
         help="End with one sentence from each player.")] = True,
     runs_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("runs"),
+    seed: Annotated[int, typer.Option(help="Seed of the run.")] = 0,
+    replay: Annotated[Path | None, typer.Option(
+        help="A run folder whose recorded model answers replace the model.")] = None,
 ) -> None:
     """Run the main job: a multi-agent 'two thirds of the average' game."""
-    asyncio.run(_demo(agents, rounds, model, discussion, runs_dir))
+    asyncio.run(_demo(agents, rounds, model, discussion, runs_dir, seed, replay))
 
 
 async def _demo(agents: int, rounds: int, model_spec: str, discussion: bool,
-                runs_dir: Path) -> None:
+                runs_dir: Path, seed: int, replay: Path | None) -> None:
     from ..model import ChatModelBase, init_chat_model
     from ..orchestration import stream_printing_messages
     from ..runtime import Runtime
-    from ..tracing import configure_local_tracing
+    from ..tracing import experiment
     from ._game import GameResult, GameStats, make_players, play, scripted_players_model
 
     console = Console()
-    run_id = time.strftime("demo-%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-    trace_path = runs_dir / run_id / "trace.jsonl"
-    provider = configure_local_tracing(trace_path)
     console.print(f"[bold]agentplex demo[/]: {agents} players, {rounds} rounds, "
                   f"model [cyan]{model_spec}[/]")
     loading = time.perf_counter()
-    model: ChatModelBase = (scripted_players_model() if model_spec == "scripted"
+    model: ChatModelBase = (scripted_players_model(seed) if model_spec == "scripted"
                             else init_chat_model(model_spec))
     console.print(f"model ready in {time.perf_counter() - loading:.1f}s")
 
@@ -75,7 +79,9 @@ async def _demo(agents: int, rounds: int, model_spec: str, discussion: bool,
         results.append(await play(players, rounds=rounds, discussion=discussion,
                                   on_round=lambda r: progress.update(bar, completed=r)))
 
-    async with Runtime():
+    config = {"agents": agents, "rounds": rounds, "model": model_spec, "discussion": discussion}
+    async with experiment("demo", seed=seed, config=config, runs_dir=runs_dir,
+                          replay=replay) as record, Runtime():
         players = make_players(model, agents, stats)
         for player in players:
             player.set_console_output_enabled(False)
@@ -83,11 +89,10 @@ async def _demo(agents: int, rounds: int, model_spec: str, discussion: bool,
             async for msg, last in stream_printing_messages(players, run()):
                 if last:
                     progress.console.print(f"[bold]{msg.name}[/]: {msg.get_text_content()}")
-    provider.shutdown()
-    _summary(console, results[0], agents, trace_path)
+    _summary(console, results[0], agents, record.dir)
 
 
-def _summary(console: Console, result: object, agents: int, trace_path: Path) -> None:
+def _summary(console: Console, result: object, agents: int, run_dir: Path) -> None:
     from ._game import GameResult
 
     assert isinstance(result, GameResult)
@@ -103,4 +108,5 @@ def _summary(console: Console, result: object, agents: int, trace_path: Path) ->
     table.add_row(str(agents), str(s.messages), str(s.model_calls), str(s.input_tokens),
                   str(s.output_tokens), f"{result.seconds:.1f}", f"{rate:.1f}")
     console.print(table)
-    console.print(f"trace: {trace_path}")
+    console.print(f"run folder: {run_dir}")
+    console.print(f"trace: {run_dir / 'trace.jsonl'}")

@@ -11,7 +11,8 @@ from typing import Any, Literal, TypeAlias
 from pydantic import BaseModel
 
 from ..message import Msg
-from ..tracing import end_span, is_enabled, start_chat_span, use_span
+from ..tracing import active_run, is_enabled
+from ._observe import observed_call
 from ._response import ChatResponse
 
 __all__ = ["ChatModelBase", "ChatResult", "Messages", "ToolChoice", "collect"]
@@ -109,57 +110,8 @@ def _traced(
 ) -> Callable[..., Awaitable[ChatResult]]:
     @functools.wraps(call)
     async def wrapper(self: ChatModelBase, *args: Any, **kwargs: Any) -> ChatResult:
-        if not is_enabled():
+        if active_run() is None and not is_enabled():
             return await call(self, *args, **kwargs)
-        return await _call_in_span(call, self, args, kwargs)
+        return await observed_call(call, self, args, kwargs)
 
     return wrapper
-
-
-async def _call_in_span(
-    call: Callable[..., Awaitable[ChatResult]],
-    model: ChatModelBase,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> ChatResult:
-    span = start_chat_span(model.model_name, model.provider)
-    try:
-        with use_span(span):
-            result = await call(model, *args, **kwargs)
-    except BaseException as exc:
-        end_span(span, exc)
-        raise
-    if isinstance(result, ChatResponse):
-        _record(span, result)
-        end_span(span)
-        return result
-    return _stream_in_span(result, span)
-
-
-async def _stream_in_span(
-    stream: AsyncGenerator[ChatResponse, None], span: Any
-) -> AsyncGenerator[ChatResponse, None]:
-    last: ChatResponse | None = None
-    try:
-        async for chunk in stream:
-            last = chunk
-            yield chunk
-    except BaseException as exc:
-        end_span(span, exc)
-        raise
-    finally:
-        await stream.aclose()
-    if last is not None:
-        _record(span, last)
-    end_span(span)
-
-
-def _record(span: Any, response: ChatResponse) -> None:
-    if span is None:
-        return
-    span.set_attribute("gen_ai.response.id", response.id)
-    if response.finish_reason:
-        span.set_attribute("gen_ai.response.finish_reasons", [response.finish_reason])
-    if response.usage is not None:
-        span.set_attribute("gen_ai.usage.input_tokens", response.usage.input_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", response.usage.output_tokens)

@@ -8,7 +8,8 @@ from typing import Any
 
 from ..agent import HUB_TOPIC_PREFIX, AgentBase
 from ..message import Msg
-from ..runtime import ActorRef, Runtime, get_runtime
+from ..runtime import ActorRef, Runtime, current_cell, get_runtime
+from ..tracing import transcribe
 
 __all__ = ["MsgHub", "Participant"]
 
@@ -104,7 +105,9 @@ class MsgHub:
         """Make every participant (but those in ``exclude``) observe ``msg``: one message
         or several, in order."""
         skip = [(await _ref(p)).name for p in exclude]
+        cell = current_cell.get()
         for m in [msg] if isinstance(msg, Msg) else list(msg):
+            transcribe(m, getattr(cell.actor, "name", cell.name) if cell is not None else None)
             await self.runtime.publish(self.topic, m, exclude=skip)
 
     def set_auto_broadcast(self, enable: bool) -> None:

@@ -14,7 +14,7 @@ from collections import deque
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from ..tracing import use_context
+from ..tracing import set_current_actor, use_context
 from ._channel import StreamChannel
 from ._envelope import Envelope, Kind
 from ._errors import ActorStopped, HandlerError, MailboxFull
@@ -161,6 +161,7 @@ class ActorCell:
 
     async def _run(self) -> None:
         current_cell.set(self)
+        set_current_actor(self.name)
         try:
             while True:
                 queue = self._queue

@@ -1,18 +1,32 @@
-"""Thin helpers over the OpenTelemetry API.
+"""OpenTelemetry for agentplex: span helpers, exporters, experiments.
 
 Everything in agentplex opens spans through these helpers, so span names and attributes
 follow one convention (the OpenTelemetry GenAI semantic conventions) and cost next to
 nothing while no tracer provider is configured.
 """
 
-from ._exporters import JsonLinesSpanExporter, configure_local_tracing, span_to_dict
+from ._content import ContentCapture, content_attribute, content_capture, set_content_capture
+from ._exporters import JsonLinesSpanExporter, span_to_dict
+from ._report import SpanNode, find_run, list_runs, load_spans, render_html, span_tree
+from ._run import (
+    ReplayMissing,
+    Run,
+    active_run,
+    experiment,
+    observe,
+    request_key,
+    transcribe,
+)
+from ._setup import SpanDispatcher, configure_tracing, dispatcher, exporters_from_env
 from ._spans import (
     agent_span,
     chat_span,
+    current_actor,
     end_span,
     extract_context,
     inject_context,
     is_enabled,
+    set_current_actor,
     start_chat_span,
     tool_span,
     use_context,
@@ -20,17 +34,39 @@ from ._spans import (
 )
 
 __all__ = [
+    "ContentCapture",
     "JsonLinesSpanExporter",
-    "configure_local_tracing",
-    "span_to_dict",
+    "ReplayMissing",
+    "Run",
+    "SpanDispatcher",
+    "SpanNode",
+    "active_run",
     "agent_span",
     "chat_span",
+    "configure_tracing",
+    "current_actor",
+    "content_attribute",
+    "content_capture",
+    "dispatcher",
     "end_span",
+    "experiment",
+    "exporters_from_env",
     "extract_context",
+    "find_run",
     "inject_context",
     "is_enabled",
+    "list_runs",
+    "load_spans",
+    "observe",
+    "render_html",
+    "request_key",
+    "set_content_capture",
+    "set_current_actor",
+    "span_to_dict",
+    "span_tree",
     "start_chat_span",
     "tool_span",
+    "transcribe",
     "use_context",
     "use_span",
 ]

@@ -8,16 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-__all__ = ["JsonLinesSpanExporter", "configure_local_tracing", "span_to_dict"]
+__all__ = ["JsonLinesSpanExporter", "span_to_dict"]
 
 
 def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
@@ -67,14 +61,3 @@ class JsonLinesSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
-
-
-def configure_local_tracing(path: str | Path, service_name: str = "agentplex") -> TracerProvider:
-    """Install a tracer provider writing every span to ``path`` as JSON lines.
-
-    Returns the provider; call its ``shutdown()`` to flush at the end of a run.
-    """
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(path)))
-    trace.set_tracer_provider(provider)
-    return provider

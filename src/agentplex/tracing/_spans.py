@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -11,6 +12,8 @@ from opentelemetry import propagate, trace
 
 __all__ = [
     "agent_span",
+    "current_actor",
+    "set_current_actor",
     "chat_span",
     "end_span",
     "start_chat_span",
@@ -23,6 +26,18 @@ __all__ = [
 ]
 
 _TRACER_NAME = "agentplex"
+
+_actor: ContextVar[str | None] = ContextVar("agentplex_actor", default=None)
+
+
+def set_current_actor(name: str | None) -> None:
+    """Called by the runtime in an actor's task: who is running (see :func:`current_actor`)."""
+    _actor.set(name)
+
+
+def current_actor() -> str | None:
+    """The name of the actor whose handler is running in this task, if any."""
+    return _actor.get()
 _NULL: AbstractContextManager[None] = nullcontext()
 
 

@@ -1,0 +1,93 @@
+"""``agentplex runs ...`` and ``agentplex trace ...``: looking at finished runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from ..tracing import SpanNode, find_run, list_runs, load_spans, render_html, span_tree
+
+runs_app = typer.Typer(help="List and inspect experiment runs.", no_args_is_help=True)
+trace_app = typer.Typer(help="Look at a run's trace.", no_args_is_help=True)
+
+RunsDir = Annotated[Path, typer.Option(help="The folder holding run folders.")]
+RunArg = Annotated[str, typer.Argument(help="A run id (or unique part), a path, or 'latest'.")]
+
+
+def _locate(run: str, runs_dir: Path) -> Path:
+    try:
+        return find_run(run, runs_dir)
+    except (FileNotFoundError, LookupError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@runs_app.command("list")
+def runs_list(runs_dir: RunsDir = Path("runs")) -> None:
+    """One line per run: id, name, start, duration, model calls, tokens."""
+    table = Table(title=f"runs in {runs_dir}")
+    for col in ("run", "name", "started", "seconds", "calls", "tokens in", "tokens out"):
+        table.add_column(col)
+    for m in list_runs(runs_dir):
+        t = m.get("totals", {})
+        table.add_row(m["run_id"], m.get("name", ""), (m.get("started_at") or "")[:19],
+                      str(m.get("duration_s", "")), str(t.get("model_calls", 0)),
+                      str(t.get("input_tokens", 0)), str(t.get("output_tokens", 0)))
+    Console().print(table)
+
+
+@runs_app.command("show")
+def runs_show(run: RunArg, runs_dir: RunsDir = Path("runs")) -> None:
+    """The manifest of a run and where its files are."""
+    folder = _locate(run, runs_dir)
+    console = Console()
+    console.print_json(json.dumps(json.loads((folder / "manifest.json").read_text())))
+    for name in ("trace.jsonl", "transcript.jsonl", "recording.json"):
+        if (folder / name).exists():
+            console.print(f"{name}: {folder / name}")
+
+
+def _label(node: SpanNode) -> str:
+    text = f"{node.span['name']} [dim]{node.duration_ms:.1f} ms[/]"
+    tokens = node.tokens
+    if tokens is not None:
+        text += f" [cyan]{tokens[0]}→{tokens[1]} tokens[/]"
+    if node.span.get("status") == "ERROR":
+        text += " [red]error[/]"
+    return text
+
+
+@trace_app.command("show")
+def trace_show(run: RunArg, runs_dir: RunsDir = Path("runs")) -> None:
+    """Draw the run's span tree with durations and tokens."""
+    folder = _locate(run, runs_dir)
+    spans = load_spans(folder)
+    tree = Tree(f"[bold]{folder.name}[/] ({len(spans)} spans)")
+
+    def add(branch: Tree, node: SpanNode) -> None:
+        sub = branch.add(_label(node))
+        for child in node.children:
+            add(sub, child)
+
+    for root in span_tree(spans):
+        add(tree, root)
+    Console().print(tree)
+
+
+@trace_app.command("html")
+def trace_html(
+    run: RunArg,
+    runs_dir: RunsDir = Path("runs"),
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Default: trace.html in the run.")] = None,
+) -> None:
+    """Write one self-contained HTML page: timeline of spans and the transcript."""
+    folder = _locate(run, runs_dir)
+    target = output or folder / "trace.html"
+    target.write_text(render_html(folder), encoding="utf-8")
+    Console().print(f"wrote {target}")

@@ -1,0 +1,167 @@
+"""Installing OpenTelemetry: one tracer provider, exporters chosen by code or ``OTEL_*``.
+
+The provider is process-global and OpenTelemetry lets it be set only once, so agentplex
+installs a single provider whose :class:`SpanDispatcher` forwards finished spans to every
+exporter attached now — the exporters configured at start-up plus those of each running
+experiment, which attach on entry and detach on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+
+from ._exporters import JsonLinesSpanExporter
+
+__all__ = ["SpanDispatcher", "configure_tracing", "dispatcher", "exporters_from_env"]
+
+
+class SpanDispatcher(SpanProcessor):
+    """Forwards spans to a changing set of span processors."""
+
+    def __init__(self) -> None:
+        self._processors: tuple[SpanProcessor, ...] = ()
+        self._lock = threading.Lock()
+
+    def attach(self, processor: SpanProcessor) -> None:
+        """Start forwarding spans to ``processor``."""
+        with self._lock:
+            self._processors = (*self._processors, processor)
+
+    def detach(self, processor: SpanProcessor) -> None:
+        """Stop forwarding to ``processor``, flush it and shut it down."""
+        with self._lock:
+            self._processors = tuple(p for p in self._processors if p is not processor)
+        processor.force_flush()
+        processor.shutdown()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        for p in self._processors:
+            p.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for p in self._processors:
+            p.on_end(span)
+
+    def shutdown(self) -> None:
+        for p in self._processors:
+            p.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(p.force_flush(timeout_millis) for p in self._processors)
+
+
+_dispatcher: SpanDispatcher | None = None
+_lock = threading.Lock()
+
+
+def dispatcher(service_name: str | None = None) -> SpanDispatcher:
+    """The process's span dispatcher, installing agentplex's tracer provider on first use.
+
+    If another tracer provider (an SDK ``TracerProvider``) is already installed, the
+    dispatcher is added to it instead, so agentplex's exporters work beside the user's.
+    """
+    global _dispatcher
+    with _lock:
+        if _dispatcher is not None:
+            return _dispatcher
+        _dispatcher = SpanDispatcher()
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            current.add_span_processor(_dispatcher)
+        else:
+            name = service_name or os.environ.get("OTEL_SERVICE_NAME", "agentplex")
+            provider = TracerProvider(resource=Resource.create({"service.name": name}))
+            provider.add_span_processor(_dispatcher)
+            trace.set_tracer_provider(provider)
+        return _dispatcher
+
+
+def exporters_from_env() -> list[SpanExporter]:
+    """Exporters named by ``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``, ``none``).
+
+    OTLP uses ``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`` / ``OTEL_EXPORTER_OTLP_PROTOCOL``
+    (``grpc``, ``http/protobuf``) and the standard endpoint and header variables, read by
+    the OTLP exporters themselves.
+    """
+    names = [n.strip() for n in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")
+             if n.strip()]
+    out: list[SpanExporter] = []
+    for name in names:
+        if name == "none":
+            continue
+        if name == "console":
+            out.append(ConsoleSpanExporter())
+        elif name == "otlp":
+            out.append(otlp_exporter())
+        else:
+            raise ValueError(f"unsupported OTEL_TRACES_EXPORTER {name!r} "
+                             "(agentplex knows otlp, console and none)")
+    return out
+
+
+def otlp_exporter(protocol: str | None = None, **kwargs: Any) -> SpanExporter:
+    """An OTLP span exporter over gRPC or HTTP, configured by the ``OTEL_*`` variables."""
+    protocol = protocol or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL",
+                                                             "http/protobuf"))
+    try:
+        if protocol == "grpc":
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+                OTLPSpanExporter as GrpcExporter,
+            )
+
+            return GrpcExporter(**kwargs)
+        if protocol in ("http/protobuf", "http"):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                OTLPSpanExporter as HttpExporter,
+            )
+
+            return HttpExporter(**kwargs)
+    except ImportError as exc:
+        raise ImportError(
+            f"OTLP export needs the OpenTelemetry OTLP exporter: {exc}. "
+            "Install it with: pip install 'agentplex[otlp]'"
+        ) from exc
+    raise ValueError(f"unsupported OTLP protocol {protocol!r} (use grpc or http/protobuf)")
+
+
+def configure_tracing(
+    *,
+    file: str | Path | None = None,
+    console: bool = False,
+    exporters: Sequence[SpanExporter] = (),
+    from_env: bool = True,
+    batch: bool = True,
+) -> list[SpanProcessor]:
+    """Send spans to a JSON-lines ``file``, the console, given exporters, and those named
+    by ``OTEL_TRACES_EXPORTER``. Returns the attached processors (detach them with
+    ``dispatcher().detach(p)``)."""
+    chosen: list[SpanExporter] = list(exporters)
+    if file is not None:
+        chosen.append(JsonLinesSpanExporter(file))
+    if console:
+        chosen.append(ConsoleSpanExporter())
+    if from_env:
+        chosen.extend(exporters_from_env())
+    hub = dispatcher()
+    processors: list[SpanProcessor] = []
+    for exporter in chosen:
+        processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+        hub.attach(processor)
+        processors.append(processor)
+    return processors

@@ -1,0 +1,65 @@
+"""Looking at runs: the CLI listings and the HTML page rendered in headless Chromium."""
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    subprocess.run([sys.executable, "-m", "agentplex", "demo", "-n", "3", "-r", "1",
+                    "--runs-dir", str(runs)], check=True, capture_output=True, timeout=120)
+    (folder,) = [p for p in runs.iterdir() if p.is_dir()]
+    return folder
+
+
+def cli(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "agentplex", *args], capture_output=True,
+                          text=True, timeout=60, env={"COLUMNS": "200", "PATH": "/usr/bin"})
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_runs_list_show_and_trace_show(run_dir: Path) -> None:
+    runs = str(run_dir.parent)
+    assert run_dir.name in cli("runs", "list", "--runs-dir", runs)
+    shown = cli("runs", "show", "latest", "--runs-dir", runs)
+    assert run_dir.name in shown and "transcript.jsonl" in shown
+    tree = cli("trace", "show", run_dir.name[:15], "--runs-dir", runs)
+    assert "run demo" in tree and "invoke_agent Player1" in tree and "tokens" in tree
+
+
+def test_unknown_run_is_a_clear_error(run_dir: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "agentplex", "trace", "show", "nope",
+                           "--runs-dir", str(run_dir.parent)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode != 0 and "no run 'nope'" in proc.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
+                    "(make test installs it when run as root)")
+def test_html_page_renders_spans_and_transcript_in_chromium(run_dir: Path) -> None:
+    cli("trace", "html", str(run_dir))
+    page = run_dir / "trace.html"
+    assert "http://" not in page.read_text() and "https://" not in page.read_text()
+    spans = (run_dir / "trace.jsonl").read_text().splitlines()
+    transcript = (run_dir / "transcript.jsonl").read_text().splitlines()
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+            capture_output=True, text=True, timeout=90,
+        ).stdout
+    assert dom.count('class="row span-row"') == len(spans)
+    assert dom.count('class="msg"') == len(transcript)
+    first = json.loads(transcript[0])
+    assert first["name"] in dom and "invoke_agent Player1" in dom
