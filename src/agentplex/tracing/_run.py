@@ -31,13 +31,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from ..message import Msg
 from ._content import ContentCapture, set_content_capture
 from ._exporters import JsonLinesSpanExporter
 from ._setup import dispatcher
+from ._spans import _tracer
 
 __all__ = [
     "ReplayMissing",
@@ -300,9 +300,8 @@ async def experiment(
         set_content_capture(capture_content)
     _active = run
     started = time.perf_counter()
-    tracer = trace.get_tracer("agentplex")
     try:
-        with tracer.start_as_current_span(f"run {name}", attributes={
+        with _tracer().start_as_current_span(f"run {name}", attributes={
             "agentplex.run.id": run.id, "agentplex.run.name": name,
             "agentplex.run.seed": seed if seed is not None else -1,
         }):

@@ -47,8 +47,16 @@ def is_enabled() -> bool:
     return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
+_cached: tuple[trace.TracerProvider, trace.Tracer] | None = None
+
+
 def _tracer() -> trace.Tracer:
-    return trace.get_tracer(_TRACER_NAME)
+    """agentplex's tracer, cached per provider (the SDK's ``get_tracer`` is slow)."""
+    global _cached
+    provider = trace.get_tracer_provider()
+    if _cached is None or _cached[0] is not provider:
+        _cached = (provider, provider.get_tracer(_TRACER_NAME))
+    return _cached[1]
 
 
 @contextmanager
