@@ -32,8 +32,9 @@ _MEDIA: dict[str, type[ImageBlock | AudioBlock | VideoBlock]] = {
 class ToolResponse:
     """The result of a tool call so far.
 
-    A streaming tool yields several responses: each holds the whole result so far in
-    ``content``; the final one has ``is_last=True``. ``is_error`` marks results that
+    A generator tool yields its whole result so far at each step (text, blocks or
+    responses); the toolkit passes each on with ``is_last=False`` and ends with one that
+    has ``is_last=True``. ``is_error`` marks results that
     report a failure (bad arguments, an exception, a timeout), ``is_interrupted`` ones cut
     short by an interrupt.
     """

@@ -85,10 +85,8 @@ def function_schema(
         default = ... if param.default is inspect.Parameter.empty else param.default
         field_name = f"arg{index}"
         arg_names[field_name] = param.name
-        fields[field_name] = (
-            annotation,
-            Field(default, alias=param.name, description=param_docs.get(param.name) or None),
-        )
+        doc = {"description": param_docs[param.name]} if param_docs.get(param.name) else {}
+        fields[field_name] = (annotation, Field(default, alias=param.name, **doc))
     tool_name: str = name or getattr(func, "__name__", None) or type(func).__name__
     model = create_model(
         f"{tool_name}_arguments",

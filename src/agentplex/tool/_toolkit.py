@@ -292,8 +292,6 @@ class Toolkit:
                 if chunk is _DONE:
                     break
                 assert isinstance(chunk, ToolResponse)
-                if last is not None and last.is_last:
-                    break
                 last = chunk
                 yield chunk
         finally:
@@ -351,9 +349,10 @@ def _is_async(func: Any) -> bool:
 
 def _partial(value: Any, media: str | None) -> ToolResponse:
     response = to_tool_response(value, media)
-    if not isinstance(value, ToolResponse):
-        response.is_last = False
-    response.stream = True
+    if response is value:  # do not alter the tool's own object
+        response = ToolResponse(content=list(response.content), metadata=response.metadata,
+                                is_error=response.is_error)
+    response.is_last, response.stream = False, True
     return response
 
 
