@@ -8,6 +8,7 @@ releases. Connect a client (``async with`` or :meth:`MCPClient.connect`), then
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -171,7 +172,7 @@ async def _http_streams(url: str, headers: dict[str, str]) -> AsyncIterator[Any]
     module = importlib.import_module("mcp.client.streamable_http")
     modern = getattr(module, "streamable_http_client", None)
     async with AsyncExitStack() as stack:
-        if modern is not None and "http_client" in modern.__code__.co_varnames:
+        if modern is not None and "http_client" in inspect.signature(modern).parameters:
             httpx_utils = importlib.import_module("mcp.shared._httpx_utils")
             client = httpx_utils.create_mcp_http_client(headers=headers or None)
             stack.push_async_callback(client.aclose)

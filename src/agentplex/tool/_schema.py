@@ -85,8 +85,10 @@ def function_schema(
         default = ... if param.default is inspect.Parameter.empty else param.default
         field_name = f"arg{index}"
         arg_names[field_name] = param.name
-        doc = {"description": param_docs[param.name]} if param_docs.get(param.name) else {}
-        fields[field_name] = (annotation, Field(default, alias=param.name, **doc))
+        info = Field(default, alias=param.name)
+        if param_docs.get(param.name):  # keep an Annotated Field's own description otherwise
+            info = Field(default, alias=param.name, description=param_docs[param.name])
+        fields[field_name] = (annotation, info)
     tool_name: str = name or getattr(func, "__name__", None) or type(func).__name__
     model = create_model(
         f"{tool_name}_arguments",
