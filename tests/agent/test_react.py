@@ -4,6 +4,7 @@ max_iters, structured answers."""
 from __future__ import annotations
 
 import asyncio
+import io
 from typing import Any
 
 import anyio
@@ -287,9 +288,24 @@ async def test_structured_answer_at_max_iters_uses_the_models_structured_output(
     assert model.calls[-1]["structured_model"] is Guess
 
 
+async def test_console_shows_text_tool_calls_and_results() -> None:
+    toolkit = Toolkit()
+    toolkit.register_tool_function(add)
+    model = ScriptedChatModel([[TextBlock(text="Adding."), use("add", a=2, b=3)],
+                               [ThinkingBlock(thinking="private"), TextBlock(text="It is 5.")]],
+                              stream=True)
+    async with Runtime():
+        agent = ReActAgent("bot", "sys", model, toolkit=toolkit)
+        agent.console = io.StringIO()
+        with anyio.fail_after(10):
+            await agent(Msg("user", "2+3?", "user"))
+    assert agent.console.getvalue().splitlines() == [
+        "bot: Adding.", '→ add({"a": 2, "b": 3})', "system: ← add: 5", "bot: It is 5."]
+
+
 async def test_observe_and_state() -> None:
     toolkit = Toolkit()
-    toolkit.create_tool_group("math", active=True)
+    toolkit.create_tool_group("math", active=True, notes="Show your working.")
     model = ScriptedChatModel(["ok"])
     async with Runtime():
         agent = make(model, toolkit)
@@ -297,6 +313,7 @@ async def test_observe_and_state() -> None:
             await agent.observe(Msg("alice", "I like 7.", "user"))
             await agent(Msg("user", "What does alice like?", "user"))
     assert "I like 7." in texts(model.calls[0]["messages"])
+    assert texts(model.calls[0]["messages"])[0] == "You are helpful.\n\n## math\nShow your working."
     state = agent.state_dict()
     assert state["sys_prompt"] == "You are helpful."
     assert state["toolkit"] == {"active_groups": ["basic", "math"]}

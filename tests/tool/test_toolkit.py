@@ -315,6 +315,7 @@ async def test_tool_class_lazy_setup_and_media_output() -> None:
     assert isinstance(image, ImageBlock) and image.source.type == "base64"
     assert image.source.media_type == "image/png"
     assert base64.b64decode(image.source.data) == PNG + b"hi" + bytes([8])
+    assert await tool(caption="a", size=1) == PNG + b"a" + bytes([1])
     bad = await tk.execute(call("render", size=3))
     assert bad.is_error and "'caption' is a required property" in str(bad.output)
 

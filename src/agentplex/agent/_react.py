@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..message import Msg, ToolResultBlock, ToolUseBlock
+from ..message import Msg, TextBlock, ToolResultBlock, ToolUseBlock
 from ..model import (
     ChatModelBase,
     ChatResponse,
@@ -116,7 +116,7 @@ class ReActAgent(AgentBase):
         """Answer ``msg`` (``None``: continue from memory), reasoning and acting in turns."""
         await self.memory.add(msg)
         structured = structured_model or self.structured_model
-        self._answer = None
+        self._answer, self._partial, self._calls, self._results = None, None, [], {}
         for _ in range(self.max_iters):
             reasoning = await self._reasoning(structured)
             calls = reasoning.get_content_blocks("tool_use")
@@ -169,7 +169,6 @@ class ReActAgent(AgentBase):
         msg.content = list(final.content)
         if final.usage is not None:
             self.usage = self.usage + final.usage
-            msg.metadata = {"usage": final.usage.model_dump(exclude={"metadata"})}
         await self.print(msg, True)
         if final.metadata and kwargs.get("structured_model") is not None:
             msg.metadata = dict(final.metadata)
@@ -265,6 +264,24 @@ class ReActAgent(AgentBase):
         await self.memory.add(reply)
         return reply
 
+    def _print_console(self, msg: Msg, last: bool) -> None:
+        """Show tool calls and results on the console too, not only text."""
+        super()._print_console(msg.model_copy(update={"content": _console_text(msg, last)}),
+                               last)
+
     def __repr__(self) -> str:
         return f"ReActAgent(name={self.name!r}, tools={list(self.toolkit.tools)})"
 
+
+
+def _console_text(msg: Msg, last: bool) -> str:
+    """Text plus one line per finished tool call and per tool result (grows as it streams)."""
+    lines = [msg.get_text_content() or ""] if msg.has_content_blocks("text") else []
+    for block in msg.get_content_blocks():
+        if isinstance(block, ToolResultBlock):
+            output = block.output if isinstance(block.output, str) else " ".join(
+                b.text if isinstance(b, TextBlock) else f"[{b.type}]" for b in block.output)
+            lines.append(f"{'✗' if block.is_error else '←'} {block.name}: {output}")
+        elif isinstance(block, ToolUseBlock) and last:
+            lines.append(f"→ {block.name}({json.dumps(block.input, ensure_ascii=False)})")
+    return "\n".join(lines)

@@ -45,6 +45,12 @@ class Tool:
         """Do the work; the arguments are the tool's inputs."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run :meth:`setup` if needed, then :meth:`forward` (awaited when async)."""
+        await self.ensure_setup()
+        result = self.forward(*args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+
     async def ensure_setup(self) -> None:
         """Run :meth:`setup` unless it already ran."""
         if self.is_initialized:

@@ -111,7 +111,7 @@ class Toolkit:
             schema = tool.schema()
             func: Callable[..., Any] = tool.forward
         else:
-            func = tool_func  # type: ignore[assignment]
+            func = tool_func
             schema = function_schema(func, name=name, description=func_description, preset=preset)
         if json_schema is not None:
             schema = _schema_from_json(json_schema, schema.name, schema.description)
