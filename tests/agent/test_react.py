@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import anyio
@@ -13,7 +14,7 @@ from pydantic import BaseModel
 
 from agentplex.agent import FINISH_TOOL, AgentBase, ReActAgent
 from agentplex.message import Msg, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
-from agentplex.model import ScriptedChatModel
+from agentplex.model import ChatModelBase, ChatResponse, ScriptedChatModel
 from agentplex.orchestration import MsgHub
 from agentplex.runtime import Runtime
 from agentplex.tool import Toolkit
@@ -35,7 +36,7 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-def make(model: ScriptedChatModel, toolkit: Toolkit | None = None, **kwargs: Any) -> ReActAgent:
+def make(model: ChatModelBase, toolkit: Toolkit | None = None, **kwargs: Any) -> ReActAgent:
     agent = ReActAgent("bot", "You are helpful.", model, toolkit=toolkit, **kwargs)
     agent.set_console_output_enabled(False)
     return agent
@@ -318,3 +319,36 @@ async def test_observe_and_state() -> None:
     assert state["sys_prompt"] == "You are helpful."
     assert state["toolkit"] == {"active_groups": ["basic", "math"]}
     assert len(state["memory"]["content"]) == 3
+
+
+class StallingModel(ChatModelBase):
+    """Streams the start of an answer, then never finishes (until interrupted)."""
+
+    def __init__(self) -> None:
+        super().__init__("stalling", stream=True)
+        self.streaming = asyncio.Event()
+
+    async def __call__(self, messages: Any, tools: Any = None, tool_choice: Any = None,
+                       structured_model: Any = None, **kwargs: Any) -> Any:
+        async def chunks() -> AsyncGenerator[ChatResponse, None]:
+            text = [TextBlock(text="Let me think about")]
+            yield ChatResponse(content=text, delta=text, is_last=False)
+            self.streaming.set()
+            await asyncio.Event().wait()
+            yield ChatResponse(content=text)
+
+        return chunks()
+
+
+async def test_interrupt_mid_reasoning_keeps_what_was_said() -> None:
+    model = StallingModel()
+    async with Runtime():
+        agent = make(model)
+        task = asyncio.ensure_future(agent(Msg("user", "hard question", "user")))
+        with anyio.fail_after(10):
+            await model.streaming.wait()
+            assert await agent.interrupt()
+            reply = await task
+    assert reply.metadata == {"interrupted": True}
+    assert texts(await agent.memory.get_memory()) == [
+        "hard question", "Let me think about", reply.get_text_content()]
