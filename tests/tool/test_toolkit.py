@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from agentplex.message import ImageBlock, TextBlock, ToolUseBlock
-from agentplex.tool import Tool, Toolkit, ToolResponse
+from agentplex.tool import META_TOOL, Tool, Toolkit, ToolResponse
 
 pytestmark = pytest.mark.anyio
 
@@ -356,3 +356,24 @@ async def test_sync_tools_run_off_the_event_loop() -> None:
     main = threading.current_thread().name
     assert (await inline.execute(call("where"))).output == main
     assert (await threaded.execute(call("where"))).output != main
+
+
+async def test_the_agent_can_switch_groups_itself(toolkit: Toolkit) -> None:
+    toolkit.create_tool_group("web", "search the web", notes="Cite sources.")
+    toolkit.create_tool_group("files", "read files")
+    toolkit.register_tool_function(shout, group_name="web", name="search")
+    assert META_TOOL not in str(toolkit.get_json_schemas())
+    toolkit.enable_group_switching()
+    meta = toolkit.get_json_schemas()[-1]["function"]
+    assert meta["name"] == META_TOOL
+    assert set(meta["parameters"]["properties"]) == {"web", "files"}
+    assert meta["parameters"]["properties"]["web"]["description"] == "search the web"
+
+    result = await toolkit.execute(call(META_TOOL, web=True))
+    assert result.output == "Active tool groups: web.\n\n## web\nCite sources."
+    assert toolkit.active_groups() == ["basic", "web"]
+    assert (await toolkit.execute(call("search", text="q"))).output == "Q"
+    bad = await toolkit.execute(call(META_TOOL, mail=True))
+    assert bad.is_error and toolkit.active_groups() == ["basic", "web"]
+    assert (await toolkit.execute(call(META_TOOL))).output == "Active tool groups: none."
+    assert toolkit.active_groups() == ["basic"]

@@ -21,9 +21,11 @@ from ._tool import Tool
 if TYPE_CHECKING:
     from ._mcp import MCPClient
 
-__all__ = ["RegisteredTool", "ToolGroup", "Toolkit"]
+__all__ = ["META_TOOL", "RegisteredTool", "ToolGroup", "Toolkit"]
 
 BASIC = "basic"
+META_TOOL = "reset_equipped_tools"
+"""The tool through which an agent switches tool groups (see ``enable_group_switching``)."""
 _DONE = object()
 
 
@@ -77,6 +79,7 @@ class Toolkit:
         self.run_sync_in_thread = run_sync_in_thread
         self.tools: dict[str, RegisteredTool] = {}
         self.groups: dict[str, ToolGroup] = {BASIC: ToolGroup(BASIC, "always available", True)}
+        self.group_switching = False
 
     # -- registration -------------------------------------------------------------------
 
@@ -187,7 +190,43 @@ class Toolkit:
 
     def get_json_schemas(self) -> list[dict[str, Any]]:
         """The schemas of the tools in active groups, in the form models take."""
-        return [t.schema.json_schema for t in self.tools.values() if self.groups[t.group].active]
+        schemas = [t.schema.json_schema for t in self.tools.values()
+                   if self.groups[t.group].active]
+        if self.group_switching and len(self.groups) > 1:
+            schemas.append(self._switch_schema().json_schema)
+        return schemas
+
+    def enable_group_switching(self, enabled: bool = True) -> None:
+        """Offer the model a ``reset_equipped_tools`` tool: one boolean per tool group,
+        so the agent itself chooses which groups are active (the rest are switched off)."""
+        self.group_switching = enabled
+
+    def _switch_schema(self) -> FunctionSchema:
+        properties = {
+            g.name: {"type": "boolean", "default": False,
+                     "description": g.description or f"the {g.name} tools"}
+            for g in self.groups.values() if g.name != BASIC
+        }
+        return FunctionSchema(
+            META_TOOL,
+            "Choose the tool groups you need now: true activates a group, false or "
+            "leaving it out deactivates it.",
+            {"type": "object", "properties": properties, "additionalProperties": False},
+        )
+
+    def _switch_groups(self, args: dict[str, Any]) -> ToolResponse:
+        try:
+            jsonschema.validate(args, self._switch_schema().parameters)
+        except jsonschema.ValidationError as exc:
+            return ToolResponse.error(f"Error: invalid arguments for {META_TOOL!r}: "
+                                      f"{exc.message}")
+        for group in self.groups.values():
+            if group.name != BASIC:
+                group.active = bool(args.get(group.name, False))
+        active = [g for g in self.active_groups() if g != BASIC]
+        text = f"Active tool groups: {', '.join(active) or 'none'}."
+        notes = self.get_activated_notes()
+        return ToolResponse(content=[TextBlock(text=f"{text}\n\n{notes}" if notes else text)])
 
     # -- state ----------------------------------------------------------------------------
 
@@ -222,6 +261,10 @@ class Toolkit:
         Cancellation (an interrupt) propagates.
         """
         tool = self.tools.get(tool_call.name)
+        if tool is None and tool_call.name == META_TOOL and self.group_switching:
+            with tool_span(META_TOOL, tool_call.id):
+                yield self._switch_groups(tool_call.input)
+            return
         if tool is None:
             available = ", ".join(sorted(self._active_names())) or "none"
             yield ToolResponse.error(f"Error: there is no tool named {tool_call.name!r}. "
