@@ -289,6 +289,18 @@ async def test_structured_answer_at_max_iters_uses_the_models_structured_output(
     assert model.calls[-1]["structured_model"] is Guess
 
 
+async def test_structured_answer_never_given_is_summarised_without_leftover_hints() -> None:
+    model = ScriptedChatModel(["Maybe 10.", "Maybe 12.", '{"number": 12, "reason": "guess"}'])
+    async with Runtime():
+        agent = make(model, structured_model=Guess, max_iters=2)
+        with anyio.fail_after(10):
+            reply = await agent(Msg("user", "Guess.", "user"))
+    assert reply.metadata == {"number": 12, "reason": "guess"}
+    assert len(model.calls) == 3
+    assert not [m for m in await agent.memory.get_memory()
+                if "system-hint" in (m.get_text_content() or "")]
+
+
 async def test_console_shows_text_tool_calls_and_results() -> None:
     toolkit = Toolkit()
     toolkit.register_tool_function(add)

@@ -169,9 +169,9 @@ class ReActAgent(AgentBase):
         msg.content = list(final.content)
         if final.usage is not None:
             self.usage = self.usage + final.usage
-        await self.print(msg, True)
         if final.metadata and kwargs.get("structured_model") is not None:
             msg.metadata = dict(final.metadata)
+        await self.print(msg, True)
         return msg
 
     async def _reasoning(self, structured: type[BaseModel] | None) -> Msg:
@@ -222,6 +222,7 @@ class ReActAgent(AgentBase):
         return reply
 
     async def _summarising(self, structured: type[BaseModel] | None) -> Msg:
+        await self.memory.delete_by_mark(_HINT)
         hint = Msg("user", _SUMMARY_HINT, "user")
         try:
             msg = await self._call_model(hint=hint, structured_model=structured)
