@@ -3,7 +3,17 @@
 The public surface is re-exported here; subpackages hold the details.
 """
 
-from .agent import AgentBase, AgentCall, Middleware, StateModule
+from .agent import (
+    AgentBase,
+    AgentCall,
+    InMemoryMemory,
+    Middleware,
+    ReActAgent,
+    StateModule,
+    UserAgent,
+    load_session,
+    save_session,
+)
 from .message import (
     AudioBlock,
     Base64Source,
@@ -44,6 +54,7 @@ from .runtime import (
     Runtime,
     get_runtime,
 )
+from .tool import Tool, Toolkit, ToolResponse
 
 __version__ = "0.1.0"
 
@@ -65,24 +76,32 @@ __all__ = [
     "FanoutPipeline",
     "HandlerError",
     "ImageBlock",
+    "InMemoryMemory",
     "MailboxFull",
     "Middleware",
     "Msg",
     "MsgHub",
+    "ReActAgent",
     "Runtime",
     "ScriptedChatModel",
     "SequentialPipeline",
     "StateModule",
     "TextBlock",
     "ThinkingBlock",
+    "Tool",
+    "ToolResponse",
     "ToolResultBlock",
     "ToolUseBlock",
+    "Toolkit",
     "URLSource",
+    "UserAgent",
     "VideoBlock",
     "__version__",
     "fanout_pipeline",
     "get_runtime",
     "init_chat_model",
+    "load_session",
+    "save_session",
     "sequential_pipeline",
     "stream_printing_messages",
 ]

@@ -1,0 +1,96 @@
+""":class:`Tool`: a tool as a class, with typed inputs and outputs and a lazy ``setup()``."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any, ClassVar
+
+from ._schema import FunctionSchema, function_schema
+
+__all__ = ["Tool"]
+
+_MODALITY_TYPES = {"text": "string", "image": "string", "audio": "string", "video": "string"}
+
+
+class Tool:
+    """Base class for tools that need more than a function.
+
+    Subclasses set ``name`` and ``description`` and implement :meth:`forward` (sync or
+    async, may be a generator that streams partial results). The inputs come from
+    ``forward``'s signature and docstring, or from ``inputs`` when it is set: a mapping of
+    input name to a JSON schema (``{"type": "string", "description": ...}``; the modalities
+    ``text`` / ``image`` / ``audio`` / ``video`` are accepted as types and mean a string,
+    such as a path or URL). Inputs with a ``default`` are optional. ``outputs`` lists what
+    ``forward`` returns: ``text``, or ``image`` / ``audio`` / ``video`` to wrap returned
+    bytes as that medium.
+
+    :meth:`setup` runs once, on first use, not at construction: put expensive work there
+    (loading a model, opening a connection).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    inputs: ClassVar[dict[str, dict[str, Any]] | None] = None
+    outputs: ClassVar[list[str]] = ["text"]
+
+    def __init__(self) -> None:
+        self.is_initialized = False
+        self._setup_lock: asyncio.Lock | None = None
+
+    def setup(self) -> Any:
+        """Expensive initialisation, run once before the first call (may be async)."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Do the work; the arguments are the tool's inputs."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward()")
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run :meth:`setup` if needed, then :meth:`forward` (awaited when async)."""
+        await self.ensure_setup()
+        result = self.forward(*args, **kwargs)
+        return await result if inspect.isawaitable(result) else result
+
+    async def ensure_setup(self) -> None:
+        """Run :meth:`setup` unless it already ran."""
+        if self.is_initialized:
+            return
+        if self._setup_lock is None:
+            self._setup_lock = asyncio.Lock()
+        async with self._setup_lock:
+            if self.is_initialized:
+                return
+            result = self.setup()
+            if inspect.isawaitable(result):
+                await result
+            self.is_initialized = True
+
+    def schema(self) -> FunctionSchema:
+        """The tool's name, description and argument schema."""
+        name = self.name or type(self).__name__
+        if self.inputs is None:
+            return function_schema(self.forward, name=name, description=self.description or None)
+        properties: dict[str, Any] = {}
+        required: list[str] = []
+        for key, spec in self.inputs.items():
+            prop = dict(spec)
+            kind = prop.get("type")
+            if isinstance(kind, str) and kind in _MODALITY_TYPES:
+                prop["type"] = _MODALITY_TYPES[kind]
+            properties[key] = prop
+            if "default" not in prop and not prop.get("nullable"):
+                required.append(key)
+        parameters: dict[str, Any] = {"type": "object", "properties": properties,
+                                      "additionalProperties": False}
+        if required:
+            parameters["required"] = required
+        return FunctionSchema(name=name, description=self.description, parameters=parameters)
+
+    @property
+    def media(self) -> str | None:
+        """The medium returned bytes are wrapped as, from ``outputs``."""
+        first = self.outputs[0] if self.outputs else "text"
+        return first if first in ("image", "audio", "video") else None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
