@@ -1,0 +1,41 @@
+"""Every example runs as its docstring says, in its fast form (no model, small sizes)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).parents[2] / "examples"
+
+
+def run(*args: str) -> str:
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120,
+                          cwd=EXAMPLES.parent)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_react_agent_uses_its_tools() -> None:
+    out = run(str(EXAMPLES / "react_tools.py"), "--model", "scripted")
+    assert "← calculate: 391" in out and "← capital: Paris" in out
+    assert out.strip().endswith("answer: 17 * 23 is 391, and the capital of France is Paris.")
+
+
+def test_debate_ends_with_a_structured_verdict() -> None:
+    out = run(str(EXAMPLES / "debate.py"), "--model", "scripted", "--rounds", "2")
+    assert out.count("Pro:") == 2 and out.count("Con:") == 2
+    assert "verdict: {'winner': 'Pro'" in out
+
+
+@pytest.mark.parametrize("agents", ["10", "2000"])
+def test_simulation_prints_its_timing(agents: str) -> None:
+    out = run(str(EXAMPLES / "simulation.py"), "--agents", agents, "--rounds", "2")
+    assert f"{agents} agents, 2 rounds" in out
+    assert "round 1:" in out and "replies/s" in out and "total:" in out
+
+
+def test_every_example_is_tested() -> None:
+    tested = {"react_tools.py", "debate.py", "simulation.py"}
+    present = {p.name for p in EXAMPLES.glob("*.py")}
+    assert present <= tested | {"three_processes.py", "cluster.py"}, present - tested
