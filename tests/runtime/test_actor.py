@@ -294,3 +294,64 @@ async def test_topics_reach_every_subscriber_except_excluded() -> None:
         assert listeners[0].got == [("news", "hello"), ("news", "again")]
         assert listeners[1].got == [("news", "again")]
         assert listeners[2].got == [("news", "hello")]
+
+
+class Service(Actor):
+    max_concurrency = 4
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.max_active = 0
+        self.cancelled = 0
+        self.gate = asyncio.Event()
+
+    async def handle_call(self, message: Any) -> Any:
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        try:
+            if message == "hang":
+                await asyncio.Event().wait()
+            await self.gate.wait()
+            return message
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        finally:
+            self.active -= 1
+
+
+async def test_concurrent_actor_serves_up_to_its_limit_at_once() -> None:
+    async with Runtime() as rt:
+        service = Service()
+        ref = await rt.spawn(service, "svc")
+        calls = [asyncio.ensure_future(ref.call(i, timeout=5)) for i in range(10)]
+        await asyncio.sleep(0.02)
+        assert service.active == 4  # the limit, not one, not ten
+        service.gate.set()
+        assert await asyncio.gather(*calls) == list(range(10))
+        assert service.max_active == 4
+
+
+async def test_concurrent_actor_interrupts_only_the_abandoned_request() -> None:
+    async with Runtime() as rt:
+        service = Service()
+        ref = await rt.spawn(service, "svc")
+        doomed = asyncio.ensure_future(ref.call("hang", timeout=0.05))
+        kept = asyncio.ensure_future(ref.call("kept", timeout=5))
+        with pytest.raises(CallTimeout):
+            await doomed
+        await asyncio.sleep(0.01)
+        assert service.cancelled == 1 and not kept.done()
+        service.gate.set()
+        assert await kept == "kept"
+
+
+async def test_stopping_a_concurrent_actor_fails_its_inflight_calls() -> None:
+    async with Runtime() as rt:
+        ref = await rt.spawn(Service(), "svc")
+        calls = [asyncio.ensure_future(ref.call(i, timeout=5)) for i in range(6)]
+        await asyncio.sleep(0.01)
+        await asyncio.wait_for(ref.stop(drain=False), 5)
+        for call in calls:
+            with pytest.raises(ActorStopped):
+                await asyncio.wait_for(call, 5)

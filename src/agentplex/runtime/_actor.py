@@ -26,6 +26,12 @@ class Actor:
 
     _cell: ActorCell | None = None
 
+    max_concurrency: int = 1
+    """How many messages the actor may handle at once. Keep 1 (the default) for actors with
+    state; a stateless service (a model actor feeding a batching model) raises it so that
+    concurrent requests reach it together. Above 1, messages start in arrival order but
+    may finish in any order."""
+
     # -- lifecycle ---------------------------------------------------------------
 
     async def on_start(self) -> None:

@@ -50,6 +50,7 @@ class ActorCell:
     """Runtime-side state of one spawned actor. Internal to the runtime."""
 
     __slots__ = (
+        "_inflight",
         "_interrupting",
         "_queue",
         "_space",
@@ -74,6 +75,7 @@ class ActorCell:
         self._task: asyncio.Task[None] | None = None
         self._space: deque[asyncio.Future[None]] | None = None
         self._interrupting: Envelope | None = None
+        self._inflight: dict[Envelope, asyncio.Task[None]] | None = None
         self._state = _RUNNING
 
     # -- state ---------------------------------------------------------------------
@@ -162,6 +164,7 @@ class ActorCell:
     async def _run(self) -> None:
         current_cell.set(self)
         set_current_actor(self.name)
+        concurrent = self.actor.max_concurrency > 1
         try:
             while True:
                 queue = self._queue
@@ -169,18 +172,63 @@ class ActorCell:
                     env = queue.popleft()
                     if self._space:
                         self._wake_sender()
-                    await self._process(env)
+                    if concurrent:
+                        await self._start_concurrent(env)
+                    else:
+                        await self._process(env)
+                if concurrent and self._inflight:
+                    await asyncio.wait(list(self._inflight.values()),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    continue
                 # Linger one loop tick: a caller woken by our reply often sends again
                 # right away, and catching that here saves starting a new task.
                 await asyncio.sleep(0)
                 if not self._queue:
                     break
         finally:
+            for task in list(self._inflight.values()) if self._inflight else ():
+                task.cancel()
             if self._queue:  # leaving abnormally (killed): nothing queued may be lost silently
                 self.fail_queued()
             self._task = None
             self._queue = None
             self.runtime._settle()
+
+    # -- concurrent actors (max_concurrency > 1) ---------------------------------------
+
+    async def _start_concurrent(self, env: Envelope) -> None:
+        """Handle ``env`` in its own task, waiting while ``max_concurrency`` tasks run."""
+        if env.reply is not None and env.reply.done():
+            return
+        inflight = self._inflight
+        if inflight is None:
+            inflight = self._inflight = {}
+        try:
+            while len(inflight) >= self.actor.max_concurrency:
+                await asyncio.wait(list(inflight.values()), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # stopped while ``env`` waited for a free slot
+            self._fail(env, ActorStopped(f"actor {self.name!r} was stopped", actor=self.name))
+            raise
+        inflight[env] = asyncio.get_running_loop().create_task(self._serve(env))
+
+    async def _serve(self, env: Envelope) -> None:
+        try:
+            if env.trace is None:
+                await self._dispatch(env.kind, env)
+            else:
+                with use_context(self.runtime._trace_context(env.trace)):
+                    await self._dispatch(env.kind, env)
+        except asyncio.CancelledError as exc:  # interrupted, or stopped
+            stopped = self._state != _RUNNING
+            self._fail(env, ActorStopped(f"actor {self.name!r} was stopped", actor=self.name)
+                       if stopped else exc)
+        except BaseException as exc:
+            self._fail(env, exc)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            if self._inflight is not None:
+                self._inflight.pop(env, None)
 
     async def _process(self, env: Envelope) -> None:
         kind = env.kind
@@ -259,6 +307,11 @@ class ActorCell:
         A queued ``env`` is simply skipped when its caller has gone. Returns whether a
         handler was interrupted.
         """
+        if self._inflight:
+            targets = [t for e, t in self._inflight.items() if env is None or e is env]
+            for t in targets:
+                t.cancel()
+            return bool(targets)
         current = self.current
         task = self._task
         if current is None or task is None or (env is not None and current is not env):
@@ -296,7 +349,10 @@ class ActorCell:
                     raise  # we ourselves were cancelled
 
     def kill(self) -> None:
-        """Cancel the drain task outright (its current caller gets :class:`ActorStopped`)."""
+        """Cancel the drain task outright (its current callers get :class:`ActorStopped`)."""
+        if self._inflight:
+            for task in self._inflight.values():
+                task.cancel()
         if self._task is not None:
             self._task.cancel()
 
