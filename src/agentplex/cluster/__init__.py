@@ -1,1 +1,27 @@
-"""agentplex.cluster — see DESIGN.md; filled in by its own issue."""
+"""The cluster: declared resources, placement, resource detection and model actors.
+
+Head and node daemons (placing actors on machines over the ZeroMQ bus) build on these.
+"""
+
+from ._detect import detect_gpus, detect_node, worker_environment
+from ._model_actor import ModelActor, RemoteChatModel, schema_model
+from ._resources import GPU, Bytes, NodeSpec, Resources, parse_bytes
+from ._scheduler import Placement, PlacementPolicy, Scheduler, Unschedulable
+
+__all__ = [
+    "GPU",
+    "Bytes",
+    "ModelActor",
+    "NodeSpec",
+    "Placement",
+    "PlacementPolicy",
+    "RemoteChatModel",
+    "Resources",
+    "Scheduler",
+    "Unschedulable",
+    "detect_gpus",
+    "detect_node",
+    "parse_bytes",
+    "schema_model",
+    "worker_environment",
+]

@@ -1,0 +1,92 @@
+import asyncio
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from agentplex import HandlerError, Msg, Runtime, ScriptedChatModel
+from agentplex.cluster import ModelActor, RemoteChatModel, schema_model
+from agentplex.model import ChatModelBase, ChatResponse, ChatResult, collect
+
+pytestmark = pytest.mark.anyio
+
+
+class Slow(ChatModelBase):
+    """Counts how many requests it serves at the same time."""
+
+    provider = "test"
+
+    def __init__(self) -> None:
+        super().__init__("slow")
+        self.active = 0
+        self.peak = 0
+
+    async def __call__(self, messages: Any, tools: Any = None, tool_choice: Any = None,
+                       structured_model: Any = None, **kwargs: Any) -> ChatResult:
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        await asyncio.sleep(0.01)
+        self.active -= 1
+        return ChatResponse(content=[{"type": "text", "text": str(len(messages))}])
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+async def test_many_agents_share_one_model_actor_concurrently() -> None:
+    async with Runtime() as rt:
+        slow = Slow()
+        ref = await rt.spawn(ModelActor(slow), "llm")
+        remote = RemoteChatModel(ref)
+        outs = await asyncio.gather(*(remote([Msg("u", "hi", "user")] * i) for i in range(1, 21)))
+        assert [o.text for o in outs if isinstance(o, ChatResponse)] == [
+            str(i) for i in range(1, 21)]
+        assert slow.peak == 20  # all requests reached the model together (it can batch)
+
+
+async def test_streaming_crosses_the_actor_chunk_by_chunk() -> None:
+    async with Runtime() as rt:
+        await rt.spawn(ModelActor(ScriptedChatModel(["one two three"], stream=True)), "llm")
+        remote = RemoteChatModel("llm", stream=True)
+        chunks = [c async for c in await remote([Msg("u", "go", "user")])]
+        assert [c.is_last for c in chunks] == [False, False, False, True]
+        assert chunks[-1].text == "one two three"
+
+
+async def test_structured_output_is_validated_on_both_sides() -> None:
+    async with Runtime() as rt:
+        await rt.spawn(ModelActor(ScriptedChatModel(['{"x": 1, "y": 2}', '{"x": "no"}'])),
+                       "llm")
+        remote = RemoteChatModel("llm")
+        good = await collect(await remote([], structured_model=Point))
+        assert good.metadata == {"x": 1, "y": 2}
+        with pytest.raises(HandlerError, match="ValidationError"):
+            await remote([], structured_model=Point)
+
+
+async def test_replicas_are_balanced_by_outstanding_requests() -> None:
+    async with Runtime() as rt:
+        models = [Slow(), Slow()]
+        refs = [await rt.spawn(ModelActor(m), f"llm-{i}") for i, m in enumerate(models)]
+        remote = RemoteChatModel(refs)
+        await asyncio.gather(*(remote([]) for _ in range(10)))
+        served = [await r.call("describe") for r in refs]
+        assert [s["served"] for s in served] == [5, 5]
+
+
+async def test_model_actor_builds_its_model_from_a_string() -> None:
+    async with Runtime() as rt:
+        ref = await rt.spawn(ModelActor("scripted:house-model", script=["hello"]), "llm")
+        out = await RemoteChatModel(ref)([Msg("u", "x", "user")])
+        assert isinstance(out, ChatResponse) and out.text == "hello"
+        assert (await ref.call("describe"))["model_name"] == "house-model"
+
+
+def test_schema_model_validates_by_json_schema() -> None:
+    cls = schema_model("Point", Point.model_json_schema())
+    assert cls.model_json_schema() == Point.model_json_schema()
+    assert cls.model_validate({"x": 1, "y": 2}).model_dump() == {"x": 1, "y": 2}
+    with pytest.raises(ValidationError, match="does not match the schema of Point"):
+        cls.model_validate({"x": "one"})
