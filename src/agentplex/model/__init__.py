@@ -18,8 +18,8 @@ from ._errors import (
 )
 from ._registry import init_chat_model, register_provider
 from ._response import ChatResponse, ChatUsage
-from ._scripted import Reply, ScriptedChatModel
 from ._retry import RetryPolicy
+from ._scripted import Reply, ScriptedChatModel
 from ._stream import ResponseBuilder, parse_tool_arguments
 from .wrappers import FallbackError, FallbackModel, RateLimitedModel, RateLimiter, RetryingModel
 

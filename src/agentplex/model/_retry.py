@@ -48,7 +48,7 @@ class RetryPolicy:
         hint: float | None = exc.retry_after if isinstance(exc, RateLimitError) else None
         if hint is not None:
             return min(max(hint, 0.0), self.max_delay)
-        return min(self.base_delay * (2**attempt) * random.uniform(0.5, 1.0), self.max_delay)
+        return min(self.base_delay * (2.0**attempt) * random.uniform(0.5, 1.0), self.max_delay)
 
     async def call(self, attempt_once: Callable[[], Awaitable[T]]) -> T:
         """Await ``attempt_once()`` until it succeeds or fails for good."""

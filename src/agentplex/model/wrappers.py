@@ -263,7 +263,9 @@ class FallbackModel(_Wrapper):
                             model=",".join(m.model_name for m in self.models))
 
 
-async def _started(stream: AsyncGenerator[ChatResponse, None]) -> AsyncGenerator[ChatResponse, None]:
+async def _started(
+    stream: AsyncGenerator[ChatResponse, None],
+) -> AsyncGenerator[ChatResponse, None]:
     """Pull the first chunk now (so failures surface here), then deliver the whole stream."""
     try:
         head = await stream.__anext__()
