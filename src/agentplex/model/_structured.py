@@ -19,7 +19,7 @@ from ..message import Msg, TextBlock, ToolUseBlock
 from ._errors import StructuredOutputError
 from ._response import ChatResponse
 
-__all__ = ["StructuredRequest", "forced_tool", "run_structured", "schema_name"]
+__all__ = ["StructuredRequest", "closed_schema", "forced_tool", "run_structured", "schema_name"]
 
 REPAIR_PROMPT = (
     "Your previous answer was not valid for the required schema:\n{error}\n"
@@ -127,3 +127,23 @@ async def run_structured(
             update={"metadata": instance.model_dump(), "usage": usage}
         )
     raise AssertionError("unreachable")
+
+
+def closed_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON schema with ``additionalProperties: false`` on every object.
+
+    Strict schema modes (Anthropic's output format, OpenAI's strict mode) require it.
+    """
+
+    def close(node: Any) -> Any:
+        if isinstance(node, dict):
+            node = {k: close(v) for k, v in node.items()}
+            if node.get("type") == "object":
+                node.setdefault("additionalProperties", False)
+            return node
+        if isinstance(node, list):
+            return [close(v) for v in node]
+        return node
+
+    result: dict[str, Any] = close(model.model_json_schema())
+    return result

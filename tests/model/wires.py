@@ -1,0 +1,246 @@
+"""Per-provider wire adapters for the shared test matrix.
+
+Each :class:`Wire` knows how its provider shapes answers (JSON bodies, SSE or NDJSON
+streams, error bodies) and where its requests put tool choice, schemas and images, so
+that ``test_provider_matrix.py`` runs the same cases against every provider.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai_wire
+from model_cases import policy
+from provider_fakes import FakeServer, sse
+
+from agentplex.model._hosted import HostedChatModel
+
+Tool = tuple[str, str, dict[str, Any]]
+
+
+class Wire:
+    """The interface; see the module docstring."""
+
+    name = "?"
+    model_name = "test-model"
+    streams_tool_arguments = True
+    """Whether the provider streams tool arguments in pieces (else whole calls)."""
+    retry_after_supported = True
+    tool_choices: dict[str, Any] = {}
+    """Our tool_choice (with tools weather+clock) -> what the request must carry."""
+    unsupported_choices: tuple[str, ...] = ()
+
+    def make(self, server: FakeServer, *, stream: bool = False, retries: int = 0,
+             **kw: Any) -> HostedChatModel:
+        retry_policy, self.sleeps = policy(retries)
+        return server.track(self.build(server, stream=stream, retry_policy=retry_policy, **kw))
+
+    def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
+        raise NotImplementedError
+
+    # answers
+    def text(self, server: FakeServer, text: str, usage: tuple[int, int] = (12, 5),
+             thinking: str | None = None) -> None:
+        raise NotImplementedError
+
+    def stream_text(self, server: FakeServer, pieces: list[str], usage: tuple[int, int] = (12, 5),
+                    thinking: list[str] = (), truncate: bool = False) -> None:  # type: ignore[assignment]
+        raise NotImplementedError
+
+    def tool_call(self, server: FakeServer, call: Tool) -> None:
+        raise NotImplementedError
+
+    def stream_tool_call(self, server: FakeServer, call: Tool) -> None:
+        raise NotImplementedError
+
+    def error(self, server: FakeServer, status: int, message: str,
+              headers: dict[str, str] | None = None) -> None:
+        raise NotImplementedError
+
+    def malformed(self, server: FakeServer) -> None:
+        server.raw('{"oops": [', 200)
+
+    # request inspection
+    def sent_tool_choice(self, body: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def sent_tool_names(self, body: dict[str, Any]) -> list[str]:
+        raise NotImplementedError
+
+    def sent_schema(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The JSON schema the request asks the answer to follow (native or forced tool)."""
+        raise NotImplementedError
+
+    def sent_image(self, body: dict[str, Any]) -> str:
+        """The base64 image data (or URL) the request carries."""
+        raise NotImplementedError
+
+    def sent_texts(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        """``(role, text)`` of every text the request carries, system prompt included."""
+        raise NotImplementedError
+
+    def structured(self, server: FakeServer, payload: str) -> None:
+        """Answer a structured request with ``payload`` (JSON text) the provider's way."""
+        self.text(server, payload)
+
+
+class OpenAIWire(Wire):
+    name = "openai"
+    tool_choices = {"auto": "auto", "none": "none", "required": "required",
+                    "get_time": {"type": "function", "function": {"name": "get_time"}}}
+
+    def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
+        from agentplex.model.openai import OpenAIChatModel
+
+        return OpenAIChatModel(self.model_name, api_key="k", base_url=server.url + "/v1", **kw)
+
+    def text(self, server: FakeServer, text: str, usage: tuple[int, int] = (12, 5),
+             thinking: str | None = None) -> None:
+        server.json(openai_wire.completion(text, usage=usage, reasoning=thinking))
+
+    def stream_text(self, server: FakeServer, pieces: list[str], usage: tuple[int, int] = (12, 5),
+                    thinking: list[str] = (), truncate: bool = False) -> None:  # type: ignore[assignment]
+        server.stream(openai_wire.stream_frames(pieces, reasoning=list(thinking), usage=usage,
+                                                done=not truncate), truncate=truncate)
+
+    def tool_call(self, server: FakeServer, call: Tool) -> None:
+        server.json(openai_wire.completion(None, tool_calls=[call]))
+
+    def stream_tool_call(self, server: FakeServer, call: Tool) -> None:
+        raw = json.dumps(call[2])
+        server.stream(openai_wire.stream_frames(tool=(call[0], call[1], [raw[:5], raw[5:]])))
+
+    def error(self, server: FakeServer, status: int, message: str,
+              headers: dict[str, str] | None = None) -> None:
+        server.json(openai_wire.error_body(message), status, headers)
+
+    def sent_tool_choice(self, body: dict[str, Any]) -> Any:
+        return body.get("tool_choice")
+
+    def sent_tool_names(self, body: dict[str, Any]) -> list[str]:
+        return [t["function"]["name"] for t in body.get("tools", [])]
+
+    def sent_schema(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        fmt = body.get("response_format")
+        return fmt["json_schema"]["schema"] if fmt else None
+
+    def sent_image(self, body: dict[str, Any]) -> str:
+        for m in body["messages"]:
+            for part in m["content"] if isinstance(m["content"], list) else []:
+                if part["type"] == "image_url":
+                    return str(part["image_url"]["url"]).split(",")[-1]
+        raise AssertionError("no image sent")
+
+    def sent_texts(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        out = []
+        for m in body["messages"]:
+            if isinstance(m.get("content"), str):
+                out.append((m["role"], m["content"]))
+            for part in m["content"] if isinstance(m.get("content"), list) else []:
+                if part["type"] == "text":
+                    out.append((m["role"], part["text"]))
+        return out
+
+
+class AnthropicWire(Wire):
+    name = "anthropic"
+    tool_choices = {"auto": {"type": "auto"}, "none": {"type": "none"},
+                    "required": {"type": "any"}, "get_time": {"type": "tool", "name": "get_time"}}
+
+    def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
+        from agentplex.model.anthropic import AnthropicChatModel
+
+        return AnthropicChatModel(self.model_name, api_key="k", base_url=server.url, **kw)
+
+    @staticmethod
+    def message(content: list[dict[str, Any]], stop: str = "end_turn",
+                usage: tuple[int, int] = (12, 5)) -> dict[str, Any]:
+        return {"id": "msg_01", "type": "message", "role": "assistant", "model": "test-model",
+                "content": content, "stop_reason": stop, "stop_sequence": None,
+                "usage": {"input_tokens": usage[0], "output_tokens": usage[1]}}
+
+    def text(self, server: FakeServer, text: str, usage: tuple[int, int] = (12, 5),
+             thinking: str | None = None) -> None:
+        content = [{"type": "thinking", "thinking": thinking, "signature": "sig-abc"}] \
+            if thinking else []
+        server.json(self.message([*content, {"type": "text", "text": text}], usage=usage))
+
+    @staticmethod
+    def events(blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]],
+               usage: tuple[int, int] = (12, 5), stop: str = "end_turn",
+               truncate: bool = False) -> list[str]:
+        frames = [sse({"type": "message_start", "message": {
+            "id": "msg_02", "type": "message", "role": "assistant", "content": [],
+            "model": "test-model", "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": usage[0], "output_tokens": 1}}}, "message_start")]
+        for index, (start, deltas) in enumerate(blocks):
+            frames.append(sse({"type": "content_block_start", "index": index,
+                               "content_block": start}, "content_block_start"))
+            if index == 0:
+                frames.append(sse({"type": "ping"}, "ping"))
+            frames += [sse({"type": "content_block_delta", "index": index, "delta": d},
+                           "content_block_delta") for d in deltas]
+            frames.append(sse({"type": "content_block_stop", "index": index},
+                              "content_block_stop"))
+        if truncate:
+            return frames[:-1]
+        frames.append(sse({"type": "message_delta", "delta": {"stop_reason": stop,
+                                                              "stop_sequence": None},
+                           "usage": {"output_tokens": usage[1]}}, "message_delta"))
+        frames.append(sse({"type": "message_stop"}, "message_stop"))
+        return frames
+
+    def stream_text(self, server: FakeServer, pieces: list[str], usage: tuple[int, int] = (12, 5),
+                    thinking: list[str] = (), truncate: bool = False) -> None:  # type: ignore[assignment]
+        blocks = []
+        if thinking:
+            blocks.append(({"type": "thinking", "thinking": "", "signature": ""},
+                           [{"type": "thinking_delta", "thinking": t} for t in thinking]
+                           + [{"type": "signature_delta", "signature": "sig-abc"}]))
+        blocks.append(({"type": "text", "text": ""},
+                       [{"type": "text_delta", "text": p} for p in pieces]))
+        server.stream(self.events(blocks, usage, truncate=truncate), truncate=truncate)
+
+    def tool_call(self, server: FakeServer, call: Tool) -> None:
+        server.json(self.message([{"type": "tool_use", "id": call[0], "name": call[1],
+                                   "input": call[2]}], stop="tool_use"))
+
+    def stream_tool_call(self, server: FakeServer, call: Tool) -> None:
+        raw = json.dumps(call[2])
+        server.stream(self.events([(
+            {"type": "tool_use", "id": call[0], "name": call[1], "input": {}},
+            [{"type": "input_json_delta", "partial_json": raw[:5]},
+             {"type": "input_json_delta", "partial_json": raw[5:]}])], stop="tool_use"))
+
+    def error(self, server: FakeServer, status: int, message: str,
+              headers: dict[str, str] | None = None) -> None:
+        kind = {429: "rate_limit_error", 401: "authentication_error"}.get(status, "api_error")
+        server.json({"type": "error", "error": {"type": kind, "message": message}}, status,
+                    headers)
+
+    def sent_tool_choice(self, body: dict[str, Any]) -> Any:
+        return body.get("tool_choice")
+
+    def sent_tool_names(self, body: dict[str, Any]) -> list[str]:
+        return [t["name"] for t in body.get("tools", [])]
+
+    def sent_schema(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        fmt = (body.get("output_config") or {}).get("format")
+        return fmt["schema"] if fmt else None
+
+    def sent_image(self, body: dict[str, Any]) -> str:
+        for m in body["messages"]:
+            for part in m["content"]:
+                if part["type"] == "image":
+                    return str(part["source"]["data"])
+        raise AssertionError("no image sent")
+
+    def sent_texts(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        out = [("system", body["system"])] if body.get("system") else []
+        for m in body["messages"]:
+            out += [(m["role"], p["text"]) for p in m["content"] if p["type"] == "text"]
+        return out
+
+
+WIRES: list[Wire] = [OpenAIWire(), AnthropicWire()]
