@@ -244,3 +244,30 @@ class AnthropicWire(Wire):
 
 
 WIRES: list[Wire] = [OpenAIWire(), AnthropicWire()]
+
+
+class AzureWire(OpenAIWire):
+    name = "azure_openai"
+
+    def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
+        from agentplex.model.azure import AzureOpenAIChatModel
+
+        return AzureOpenAIChatModel(self.model_name, api_key="k", azure_endpoint=server.url,
+                                    api_version="2024-10-21", **kw)
+
+
+class HuggingFaceWire(OpenAIWire):
+    name = "huggingface"
+
+    def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
+        from agentplex.model.huggingface import HuggingFaceChatModel
+
+        return HuggingFaceChatModel(self.model_name, base_url=server.url, token="hf_x", **kw)
+
+    def sent_schema(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        fmt = body.get("response_format")  # TGI's grammar form, as huggingface_hub sends it
+        assert fmt is None or fmt["type"] == "json_object"
+        return fmt["value"] if fmt else None
+
+
+WIRES += [AzureWire(), HuggingFaceWire()]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import AsyncGenerator, Sequence
+from abc import abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 from ..message import (
@@ -31,6 +32,7 @@ from ._response import ChatResponse
 from ._stream import ResponseBuilder
 
 __all__ = [
+    "ChatCompletionsModel",
     "OpenAIChatModel",
     "format_openai_messages",
     "openai_tool_choice",
@@ -159,7 +161,115 @@ def reasoning_text(message: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-class OpenAIChatModel(HostedChatModel):
+class ChatCompletionsModel(HostedChatModel):
+    """What every chat-completions client shares: the request body and reading answers.
+
+    Subclasses provide the client: ``_send`` (one answer object) and ``_send_stream``
+    (an async iterator of chunk objects, and a function closing it). Answer objects are
+    read by attribute, so the OpenAI SDK's models and Hugging Face's dataclasses both work.
+    """
+
+    native_structured = True
+    reasoning_effort: str | None = None
+
+    def _msg_role_conversions(self) -> dict[str, str]:
+        return {k: v for k, v in self.custom_role_conversions.items()
+                if v in ("user", "assistant", "system")}
+
+    def _body(self, request: Request) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": format_openai_messages(
+                request.messages, provider=self.provider, model=self.model_name,
+                role_conversions=self.custom_role_conversions,
+            ),
+        }
+        if self.reasoning_effort is not None:
+            body["reasoning_effort"] = self.reasoning_effort
+        tools = openai_tools(request.tools)
+        if tools:
+            body["tools"] = tools
+            if request.tool_choice is not None:
+                body["tool_choice"] = openai_tool_choice(request.tool_choice)
+        if request.schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": request.schema.__name__,
+                                "schema": request.schema.model_json_schema()},
+            }
+        body.update(request.kwargs)
+        return body
+
+    @abstractmethod
+    async def _send(self, body: dict[str, Any]) -> Any:
+        """Send a non-streamed request; return the completion object."""
+
+    @abstractmethod
+    async def _send_stream(
+        self, body: dict[str, Any]
+    ) -> tuple[AsyncIterator[Any], Callable[[], Awaitable[None]]]:
+        """Send a streamed request; return the chunk iterator and its closer."""
+
+    async def _complete(self, request: Request) -> ChatResponse:
+        completion = await self._send(self._body(request))
+        if not completion.choices:
+            raise ProviderError("the response has no choices", provider=self.provider,
+                                model=self.model_name)
+        choice = completion.choices[0]
+        message = choice.message
+        content: list[Any] = []
+        thinking = reasoning_text(message)
+        if thinking:
+            content.append(ThinkingBlock(thinking=thinking))
+        if message.content:
+            content.append(TextBlock(text=message.content))
+        for call in message.tool_calls or []:
+            content.append(self._tool_use(call.id, call.function.name, call.function.arguments))
+        usage = completion.usage
+        return ChatResponse(
+            id=completion.id or ChatResponse().id, content=content, delta=content,
+            finish_reason=choice.finish_reason,
+            usage=self._usage(request, usage and usage.prompt_tokens,
+                              usage and usage.completion_tokens),
+        )
+
+    async def _stream(self, request: Request) -> AsyncGenerator[ChatResponse, None]:
+        body = self._body(request)
+        body["stream"] = True
+        body.setdefault("stream_options", {"include_usage": True})
+        stream, close = await self._send_stream(body)
+        builder = ResponseBuilder()
+        finish: str | None = None
+        prompt = completion = 0
+        try:
+            async for chunk in stream:
+                builder.id = builder.id or chunk.id
+                if chunk.usage is not None:
+                    prompt, completion = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
+                grew = False
+                for choice in chunk.choices[:1]:
+                    delta = choice.delta
+                    thinking, text = reasoning_text(delta), delta.content
+                    builder.add_thinking(thinking or "")
+                    builder.add_text(text or "")
+                    for call in delta.tool_calls or []:
+                        fn = call.function
+                        arguments = (fn and fn.arguments) or ""
+                        if not isinstance(arguments, str):
+                            arguments = json.dumps(arguments)
+                        builder.add_tool_call(call.index, id=call.id, name=fn and fn.name,
+                                              arguments=arguments)
+                    grew = bool(thinking or text or delta.tool_calls)
+                    finish = choice.finish_reason or finish
+                if grew:
+                    yield builder.chunk()
+        finally:
+            await close()
+        yield self._last_chunk(builder, request, finish_reason=finish, input_tokens=prompt,
+                               output_tokens=completion)
+
+
+class OpenAIChatModel(ChatCompletionsModel):
     """A model served through OpenAI's chat completions API (or a compatible server).
 
     Args:
@@ -176,7 +286,6 @@ class OpenAIChatModel(HostedChatModel):
     """
 
     provider = "openai"
-    native_structured = True
 
     def __init__(
         self,
@@ -207,88 +316,14 @@ class OpenAIChatModel(HostedChatModel):
             timeout=self.timeout, max_retries=0, **client_args,
         )
 
-    def _msg_role_conversions(self) -> dict[str, str]:
-        return {k: v for k, v in self.custom_role_conversions.items()
-                if v in ("user", "assistant", "system")}
+    async def _send(self, body: dict[str, Any]) -> Any:
+        return await self.client.chat.completions.create(**body)
 
-    def _body(self, request: Request) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model_name,
-            "messages": format_openai_messages(
-                request.messages, provider=self.provider, model=self.model_name,
-                role_conversions=self.custom_role_conversions,
-            ),
-        }
-        if self.reasoning_effort is not None:
-            body["reasoning_effort"] = self.reasoning_effort
-        tools = openai_tools(request.tools)
-        if tools:
-            body["tools"] = tools
-            if request.tool_choice is not None:
-                body["tool_choice"] = openai_tool_choice(request.tool_choice)
-        if request.schema is not None:
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": request.schema.__name__,
-                                "schema": request.schema.model_json_schema()},
-            }
-        body.update(request.kwargs)
-        return body
-
-    async def _complete(self, request: Request) -> ChatResponse:
-        completion = await self.client.chat.completions.create(**self._body(request))
-        if not completion.choices:
-            raise ProviderError("the response has no choices", provider=self.provider,
-                                model=self.model_name)
-        choice = completion.choices[0]
-        message = choice.message
-        content: list[Any] = []
-        thinking = reasoning_text(message)
-        if thinking:
-            content.append(ThinkingBlock(thinking=thinking))
-        if message.content:
-            content.append(TextBlock(text=message.content))
-        for call in message.tool_calls or []:
-            content.append(self._tool_use(call.id, call.function.name, call.function.arguments))
-        usage = completion.usage
-        return ChatResponse(
-            id=completion.id or ChatResponse().id, content=content, delta=content,
-            finish_reason=choice.finish_reason,
-            usage=self._usage(request, usage and usage.prompt_tokens,
-                              usage and usage.completion_tokens),
-        )
-
-    async def _stream(self, request: Request) -> AsyncGenerator[ChatResponse, None]:
-        body = self._body(request)
-        body["stream"] = True
-        body.setdefault("stream_options", {"include_usage": True})
+    async def _send_stream(
+        self, body: dict[str, Any]
+    ) -> tuple[AsyncIterator[Any], Callable[[], Awaitable[None]]]:
         stream = await self.client.chat.completions.create(**body)
-        builder = ResponseBuilder()
-        finish: str | None = None
-        prompt = completion = 0
-        try:
-            async for chunk in stream:
-                builder.id = builder.id or chunk.id
-                if chunk.usage is not None:
-                    prompt, completion = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
-                grew = False
-                for choice in chunk.choices[:1]:
-                    delta = choice.delta
-                    thinking, text = reasoning_text(delta), delta.content
-                    builder.add_thinking(thinking or "")
-                    builder.add_text(text or "")
-                    for call in delta.tool_calls or []:
-                        fn = call.function
-                        builder.add_tool_call(call.index, id=call.id, name=fn and fn.name,
-                                              arguments=(fn and fn.arguments) or "")
-                    grew = bool(thinking or text or delta.tool_calls)
-                    finish = choice.finish_reason or finish
-                if grew:
-                    yield builder.chunk()
-        finally:
-            await stream.close()
-        yield self._last_chunk(builder, request, finish_reason=finish, input_tokens=prompt,
-                               output_tokens=completion)
+        return stream, stream.close
 
     def _map_error(self, exc: Exception) -> ModelError:
         import openai
