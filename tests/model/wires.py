@@ -271,3 +271,79 @@ class HuggingFaceWire(OpenAIWire):
 
 
 WIRES += [AzureWire(), HuggingFaceWire()]
+
+
+class OllamaWire(Wire):
+    name = "ollama"
+    streams_tool_arguments = False
+    retry_after_supported = False  # the ollama client drops response headers
+    tool_choices = {"auto": "auto", "none": "no tools sent"}
+    unsupported_choices = ("required", "get_time")
+
+    def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
+        from agentplex.model.ollama import OllamaChatModel
+
+        return OllamaChatModel(self.model_name, host=server.url, **kw)
+
+    @staticmethod
+    def part(message: dict[str, Any], done: bool = True, usage: tuple[int, int] = (12, 5),
+             reason: str = "stop") -> dict[str, Any]:
+        body: dict[str, Any] = {"model": "test-model", "created_at": "2025-01-01T00:00:00Z",
+                                "message": {"role": "assistant", **message}, "done": done}
+        if done:
+            body.update(done_reason=reason, total_duration=1000, load_duration=10,
+                        prompt_eval_count=usage[0], prompt_eval_duration=100,
+                        eval_count=usage[1], eval_duration=500)
+        return body
+
+    def text(self, server: FakeServer, text: str, usage: tuple[int, int] = (12, 5),
+             thinking: str | None = None) -> None:
+        message = {"content": text, **({"thinking": thinking} if thinking else {})}
+        server.json(self.part(message, usage=usage))
+
+    def _lines(self, server: FakeServer, parts: list[dict[str, Any]], truncate: bool = False
+               ) -> None:
+        server.stream([json.dumps(p) + "\n" for p in parts],
+                      content_type="application/x-ndjson", truncate=truncate)
+
+    def stream_text(self, server: FakeServer, pieces: list[str], usage: tuple[int, int] = (12, 5),
+                    thinking: list[str] = (), truncate: bool = False) -> None:  # type: ignore[assignment]
+        parts = [self.part({"content": "", "thinking": t}, done=False) for t in thinking]
+        parts += [self.part({"content": p}, done=False) for p in pieces]
+        if not truncate:
+            parts.append(self.part({"content": ""}, usage=usage))
+        self._lines(server, parts, truncate)
+
+    def tool_call(self, server: FakeServer, call: Tool) -> None:
+        server.json(self.part({"content": "", "tool_calls": [
+            {"function": {"name": call[1], "arguments": call[2]}}]}))
+
+    def stream_tool_call(self, server: FakeServer, call: Tool) -> None:
+        self._lines(server, [
+            self.part({"content": "", "tool_calls": [
+                {"function": {"name": call[1], "arguments": call[2]}}]}, done=False),
+            self.part({"content": ""})])
+
+    def error(self, server: FakeServer, status: int, message: str,
+              headers: dict[str, str] | None = None) -> None:
+        server.json({"error": message}, status, headers)
+
+    def sent_tool_choice(self, body: dict[str, Any]) -> Any:
+        assert "tool_choice" not in body
+        return "auto" if body.get("tools") else None
+
+    def sent_tool_names(self, body: dict[str, Any]) -> list[str]:
+        return [t["function"]["name"] for t in body.get("tools") or []]
+
+    def sent_schema(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        fmt = body.get("format")
+        return fmt if isinstance(fmt, dict) else None
+
+    def sent_image(self, body: dict[str, Any]) -> str:
+        return str(next(m["images"][0] for m in body["messages"] if m.get("images")))
+
+    def sent_texts(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        return [(m["role"], m["content"]) for m in body["messages"] if m.get("content")]
+
+
+WIRES.append(OllamaWire())
