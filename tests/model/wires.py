@@ -347,3 +347,95 @@ class OllamaWire(Wire):
 
 
 WIRES.append(OllamaWire())
+
+
+class GeminiWire(Wire):
+    name = "gemini"
+    streams_tool_arguments = False  # Gemini sends each function call whole
+    tool_choices = {
+        "auto": {"functionCallingConfig": {"mode": "AUTO"}},
+        "none": {"functionCallingConfig": {"mode": "NONE"}},
+        "required": {"functionCallingConfig": {"mode": "ANY"}},
+        "get_time": {"functionCallingConfig": {"mode": "ANY",
+                                               "allowedFunctionNames": ["get_time"]}},
+    }
+
+    def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
+        from agentplex.model.gemini import GeminiChatModel
+
+        return GeminiChatModel(self.model_name, api_key="g-key", base_url=server.url, **kw)
+
+    @staticmethod
+    def answer(parts: list[dict[str, Any]], finish: str | None = "STOP",
+               usage: tuple[int, int] | None = (12, 5)) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+        if finish:
+            candidate["finishReason"] = finish
+        body: dict[str, Any] = {"candidates": [candidate], "modelVersion": "test-model",
+                                "responseId": "resp-1"}
+        if usage:
+            body["usageMetadata"] = {"promptTokenCount": usage[0],
+                                     "candidatesTokenCount": usage[1],
+                                     "totalTokenCount": sum(usage)}
+        return body
+
+    def text(self, server: FakeServer, text: str, usage: tuple[int, int] = (12, 5),
+             thinking: str | None = None) -> None:
+        parts = [{"text": thinking, "thought": True, "thoughtSignature": "c2lnLWFiYw=="}] \
+            if thinking else []
+        server.json(self.answer([*parts, {"text": text}], usage=usage))
+
+    @staticmethod
+    def frame(body: dict[str, Any]) -> str:
+        return "data: " + json.dumps(body) + "\r\n\r\n"
+
+    def stream_text(self, server: FakeServer, pieces: list[str], usage: tuple[int, int] = (12, 5),
+                    thinking: list[str] = (), truncate: bool = False) -> None:  # type: ignore[assignment]
+        frames = [self.frame(self.answer([{"text": t, "thought": True}], None, None))
+                  for t in thinking]
+        frames += [self.frame(self.answer([{"text": p}], None, None)) for p in pieces[:-1]]
+        if truncate:
+            server.stream(frames, truncate=True)
+            return
+        frames.append(self.frame(self.answer([{"text": pieces[-1]}], "STOP", usage)))
+        server.stream(frames)
+
+    def tool_call(self, server: FakeServer, call: Tool) -> None:
+        server.json(self.answer([{"functionCall": {"id": call[0], "name": call[1],
+                                                   "args": call[2]}}]))
+
+    def stream_tool_call(self, server: FakeServer, call: Tool) -> None:
+        server.stream([self.frame(self.answer([{"functionCall": {"name": call[1],
+                                                                 "args": call[2]}}]))])
+
+    def error(self, server: FakeServer, status: int, message: str,
+              headers: dict[str, str] | None = None) -> None:
+        kind = {429: "RESOURCE_EXHAUSTED", 401: "UNAUTHENTICATED"}.get(status, "INTERNAL")
+        server.json({"error": {"code": status, "message": message, "status": kind}}, status,
+                    headers)
+
+    def sent_tool_choice(self, body: dict[str, Any]) -> Any:
+        return body.get("toolConfig")
+
+    def sent_tool_names(self, body: dict[str, Any]) -> list[str]:
+        return [f["name"] for t in body.get("tools", []) for f in t["functionDeclarations"]]
+
+    def sent_schema(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        config = body.get("generationConfig", {})
+        if "responseJsonSchema" in config:
+            assert config["responseMimeType"] == "application/json"
+        return config.get("responseJsonSchema")
+
+    def sent_image(self, body: dict[str, Any]) -> str:
+        return str(next(p["inlineData"]["data"] for c in body["contents"] for p in c["parts"]
+                        if "inlineData" in p))
+
+    def sent_texts(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        out = [("system", p["text"]) for p in body.get("systemInstruction", {}).get("parts", [])]
+        for c in body["contents"]:
+            role = {"model": "assistant"}.get(c["role"], c["role"])
+            out += [(role, p["text"]) for p in c["parts"] if "text" in p]
+        return out
+
+
+WIRES.append(GeminiWire())
