@@ -41,6 +41,15 @@ async def test_text(server: FakeServer, wire: Wire) -> None:
                                                  ("user", "Hi there")]
 
 
+async def test_request_paths(server: FakeServer, wire: Wire) -> None:
+    wire.text(server, "a")
+    wire.stream_text(server, ["b"])
+    await wire.make(server)(history())
+    await chunks(await wire.make(server, stream=True)(history()))
+    assert (server.requests[0].path, server.requests[1].path) == wire.paths
+    assert all(r.method == "POST" for r in server.requests)
+
+
 async def test_streaming_text(server: FakeServer, wire: Wire) -> None:
     wire.stream_text(server, ["Hel", "lo", "!"], usage=(3, 4))
     out = await chunks(await wire.make(server, stream=True)(history()))

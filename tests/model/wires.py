@@ -8,7 +8,7 @@ that ``test_provider_matrix.py`` runs the same cases against every provider.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import openai_wire
 from model_cases import policy
@@ -27,9 +27,11 @@ class Wire:
     streams_tool_arguments = True
     """Whether the provider streams tool arguments in pieces (else whole calls)."""
     retry_after_supported = True
-    tool_choices: dict[str, Any] = {}
+    tool_choices: ClassVar[dict[str, Any]] = {}
     """Our tool_choice (with tools weather+clock) -> what the request must carry."""
     unsupported_choices: tuple[str, ...] = ()
+    paths = ("", "")
+    """The request paths of a plain and of a streamed call."""
 
     def make(self, server: FakeServer, *, stream: bool = False, retries: int = 0,
              **kw: Any) -> HostedChatModel:
@@ -87,8 +89,10 @@ class Wire:
 
 class OpenAIWire(Wire):
     name = "openai"
-    tool_choices = {"auto": "auto", "none": "none", "required": "required",
-                    "get_time": {"type": "function", "function": {"name": "get_time"}}}
+    paths = ("/v1/chat/completions", "/v1/chat/completions")
+    tool_choices: ClassVar[dict[str, Any]] = {
+        "auto": "auto", "none": "none", "required": "required",
+        "get_time": {"type": "function", "function": {"name": "get_time"}}}
 
     def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
         from agentplex.model.openai import OpenAIChatModel
@@ -145,7 +149,8 @@ class OpenAIWire(Wire):
 
 class AnthropicWire(Wire):
     name = "anthropic"
-    tool_choices = {"auto": {"type": "auto"}, "none": {"type": "none"},
+    paths = ("/v1/messages", "/v1/messages")
+    tool_choices: ClassVar[dict[str, Any]] = {"auto": {"type": "auto"}, "none": {"type": "none"},
                     "required": {"type": "any"}, "get_time": {"type": "tool", "name": "get_time"}}
 
     def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
@@ -248,6 +253,7 @@ WIRES: list[Wire] = [OpenAIWire(), AnthropicWire()]
 
 class AzureWire(OpenAIWire):
     name = "azure_openai"
+    paths = ("/openai/deployments/test-model/chat/completions",) * 2
 
     def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
         from agentplex.model.azure import AzureOpenAIChatModel
@@ -258,6 +264,7 @@ class AzureWire(OpenAIWire):
 
 class HuggingFaceWire(OpenAIWire):
     name = "huggingface"
+    paths = ("/v1/chat/completions", "/v1/chat/completions")
 
     def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
         from agentplex.model.huggingface import HuggingFaceChatModel
@@ -275,9 +282,10 @@ WIRES += [AzureWire(), HuggingFaceWire()]
 
 class OllamaWire(Wire):
     name = "ollama"
+    paths = ("/api/chat", "/api/chat")
     streams_tool_arguments = False
     retry_after_supported = False  # the ollama client drops response headers
-    tool_choices = {"auto": "auto", "none": "no tools sent"}
+    tool_choices: ClassVar[dict[str, Any]] = {"auto": "auto", "none": "no tools sent"}
     unsupported_choices = ("required", "get_time")
 
     def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
@@ -351,8 +359,9 @@ WIRES.append(OllamaWire())
 
 class GeminiWire(Wire):
     name = "gemini"
+    paths = ("/v1/models/test-model:generateContent", "/v1/models/test-model:streamGenerateContent")
     streams_tool_arguments = False  # Gemini sends each function call whole
-    tool_choices = {
+    tool_choices: ClassVar[dict[str, Any]] = {
         "auto": {"functionCallingConfig": {"mode": "AUTO"}},
         "none": {"functionCallingConfig": {"mode": "NONE"}},
         "required": {"functionCallingConfig": {"mode": "ANY"}},
@@ -439,3 +448,102 @@ class GeminiWire(Wire):
 
 
 WIRES.append(GeminiWire())
+
+
+class DashScopeWire(Wire):
+    name = "dashscope"
+    paths = ("/api/v1/services/aigc/text-generation/generation",) * 2
+    tool_choices: ClassVar[dict[str, Any]] = {"auto": "auto", "none": "none",
+                    "get_time": {"type": "function", "function": {"name": "get_time"}}}
+    unsupported_choices = ("required",)  # with two tools; one tool is forced instead
+
+    def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
+        from agentplex.model.dashscope import DashScopeChatModel
+
+        return DashScopeChatModel(self.model_name, api_key="ds-key",
+                                  base_http_api_url=server.url + "/api/v1", **kw)
+
+    @staticmethod
+    def answer(message: dict[str, Any], finish: str = "stop", usage: tuple[int, int] = (12, 5)
+               ) -> dict[str, Any]:
+        return {"output": {"choices": [{"finish_reason": finish,
+                                        "message": {"role": "assistant", **message}}]},
+                "usage": {"input_tokens": usage[0], "output_tokens": usage[1],
+                          "total_tokens": sum(usage)},
+                "request_id": "req-1"}
+
+    def text(self, server: FakeServer, text: str, usage: tuple[int, int] = (12, 5),
+             thinking: str | None = None) -> None:
+        extra = {"reasoning_content": thinking} if thinking else {}
+        server.json(self.answer({"content": text, **extra}, usage=usage))
+
+    @staticmethod
+    def frames(bodies: list[dict[str, Any]]) -> list[str]:
+        return [f"id:{i}\nevent:result\n:HTTP_STATUS/200\ndata:{json.dumps(b)}\n\n"
+                for i, b in enumerate(bodies, 1)]
+
+    def stream_text(self, server: FakeServer, pieces: list[str], usage: tuple[int, int] = (12, 5),
+                    thinking: list[str] = (), truncate: bool = False) -> None:  # type: ignore[assignment]
+        bodies = [self.answer({"content": "", "reasoning_content": t}, "null", (usage[0], i))
+                  for i, t in enumerate(thinking)]
+        bodies += [self.answer({"content": p}, "null", (usage[0], i))
+                   for i, p in enumerate(pieces)]
+        if not truncate:
+            bodies.append(self.answer({"content": ""}, "stop", usage))
+        server.stream(self.frames(bodies), truncate=truncate)
+
+    def tool_call(self, server: FakeServer, call: Tool) -> None:
+        server.json(self.tool_answer(call[0], call[1], json.dumps(call[2])))
+
+    def tool_answer(self, cid: str, name: str, arguments: str) -> dict[str, Any]:
+        return self.answer({"content": "", "tool_calls": [
+            {"index": 0, "id": cid, "type": "function",
+             "function": {"name": name, "arguments": arguments}}]}, "tool_calls")
+
+    def stream_tool_call(self, server: FakeServer, call: Tool) -> None:
+        raw = json.dumps(call[2])
+        head = {"content": "", "tool_calls": [{"index": 0, "id": call[0], "type": "function",
+                                               "function": {"name": call[1],
+                                                            "arguments": raw[:5]}}]}
+        tail = {"content": "", "tool_calls": [{"index": 0, "id": "", "type": "function",
+                                               "function": {"arguments": raw[5:]}}]}
+        server.stream(self.frames([self.answer(head, "null"), self.answer(tail, "null"),
+                                   self.answer({"content": ""}, "tool_calls")]))
+
+    def structured(self, server: FakeServer, payload: str) -> None:
+        server.json(self.tool_answer("call_s", "City", payload))
+
+    def error(self, server: FakeServer, status: int, message: str,
+              headers: dict[str, str] | None = None) -> None:
+        code = {429: "Throttling.RateQuota", 401: "InvalidApiKey"}.get(status, "InternalError")
+        server.json({"code": code, "message": message, "request_id": "req-e"}, status, headers)
+
+    def sent_tool_choice(self, body: dict[str, Any]) -> Any:
+        return body["parameters"].get("tool_choice")
+
+    def sent_tool_names(self, body: dict[str, Any]) -> list[str]:
+        return [t["function"]["name"] for t in body["parameters"].get("tools", [])]
+
+    def sent_schema(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        tools = body["parameters"].get("tools", [])
+        assert body["parameters"].get("tool_choice") == {"type": "function",
+                                                         "function": {"name": "City"}}
+        return next((t["function"]["parameters"] for t in tools
+                     if t["function"]["name"] == "City"), None)
+
+    def sent_image(self, body: dict[str, Any]) -> str:
+        return str(next(p["image"] for m in body["input"]["messages"]
+                        for p in m["content"] if "image" in p)).split(",")[-1]
+
+    def sent_texts(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        out = []
+        for m in body["input"]["messages"]:
+            content = m.get("content")
+            if isinstance(content, str) and content:
+                out.append((m["role"], content))
+            elif isinstance(content, list):
+                out += [(m["role"], p["text"]) for p in content if "text" in p]
+        return out
+
+
+WIRES.append(DashScopeWire())

@@ -138,6 +138,7 @@ class GeminiChatModel(HostedChatModel):
         **kwargs: Any,
     ) -> None:
         from google import genai
+        from google.genai import types
 
         super().__init__(model_name, stream, generate_kwargs=generate_kwargs, **kwargs)
         self.thinking_config = thinking_config
@@ -149,14 +150,14 @@ class GeminiChatModel(HostedChatModel):
         self.client = genai.Client(
             api_key=api_key or os.environ.get("GEMINI_API_KEY")
             or os.environ.get("GOOGLE_API_KEY") or "not-needed",
-            http_options=http_options, **(client_args or {}),
+            http_options=types.HttpOptions(**http_options), **(client_args or {}),
         )
         self._ids = itertools.count(1)
 
     async def aclose(self) -> None:
         await self.client.aio.aclose()
 
-    def _config(self, request: Request) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def _config(self, request: Request) -> tuple[list[dict[str, Any]], Any]:
         system, contents = format_gemini_contents(request.messages)
         config: dict[str, Any] = {}
         if system:
@@ -176,7 +177,9 @@ class GeminiChatModel(HostedChatModel):
             config["response_mime_type"] = "application/json"
             config["response_json_schema"] = request.schema.model_json_schema()
         config.update(request.kwargs)
-        return contents, config
+        from google.genai import types
+
+        return contents, types.GenerateContentConfig(**config)
 
     def _read_parts(self, parts: Sequence[Any], builder: ResponseBuilder) -> bool:
         grew = False
@@ -214,7 +217,8 @@ class GeminiChatModel(HostedChatModel):
             raise ProviderError(f"no candidates in the response ({response.prompt_feedback})",
                                 provider=self.provider, model=self.model_name)
         builder = ResponseBuilder(id=response.response_id)
-        self._read_parts(response.candidates[0].content.parts or [], builder)
+        content = response.candidates[0].content
+        self._read_parts((content and content.parts) or [], builder)
         finish, prompt, output = self._finish(response)
         final = self._last_chunk(builder, request, finish_reason=finish or "STOP",
                                  input_tokens=prompt, output_tokens=output)
