@@ -46,6 +46,8 @@ class FakeServer:
     _queue: deque[Responder] = field(default_factory=deque)
     _server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    stall_instead_of_truncating: bool = False
+    """Make ``stream(..., truncate=True)`` keep the connection open instead of dropping it."""
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Called before the server stops (tests register their models' ``aclose``)."""
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
@@ -96,6 +98,8 @@ class FakeServer:
 
     def stream(self, frames: Iterable[str], *, content_type: str = "text/event-stream",
                truncate: bool = False, hang_after: bool = False) -> FakeServer:
+        if truncate and self.stall_instead_of_truncating:
+            truncate, hang_after = False, True
         return self.then(stream_response(list(frames), content_type, truncate, hang_after,
                                          self.disconnected))
 

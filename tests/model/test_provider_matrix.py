@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -194,3 +195,14 @@ async def test_timeout(server: FakeServer, wire: Wire) -> None:
     server.hang()
     with pytest.raises(ModelTimeoutError, match=wire.name):
         await wire.make(server, timeout=0.3)(history())
+
+
+async def test_closing_a_stream_closes_the_connection(server: FakeServer, wire: Wire) -> None:
+    if not wire.closes_abandoned_streams:
+        pytest.skip(f"{wire.name}'s SDK keeps an abandoned stream open (see docs/providers.md)")
+    server.stall_instead_of_truncating = True
+    wire.stream_text(server, ["first", "second"], truncate=True)
+    stream = await wire.make(server, stream=True)(history())
+    await stream.__anext__()
+    await stream.aclose()
+    await asyncio.wait_for(server.disconnected.wait(), 5)

@@ -31,6 +31,8 @@ class Wire:
     """Our tool_choice (with tools weather+clock) -> what the request must carry."""
     unsupported_choices: tuple[str, ...] = ()
     paths = ("", "")
+    closes_abandoned_streams = True
+    """Whether closing our stream early closes the HTTP response at once."""
     """The request paths of a plain and of a streamed call."""
 
     def make(self, server: FakeServer, *, stream: bool = False, retries: int = 0,
@@ -361,6 +363,7 @@ class GeminiWire(Wire):
     name = "gemini"
     paths = ("/v1/models/test-model:generateContent", "/v1/models/test-model:streamGenerateContent")
     streams_tool_arguments = False  # Gemini sends each function call whole
+    closes_abandoned_streams = False  # google-genai leaves its inner response generator open
     tool_choices: ClassVar[dict[str, Any]] = {
         "auto": {"functionCallingConfig": {"mode": "AUTO"}},
         "none": {"functionCallingConfig": {"mode": "NONE"}},
