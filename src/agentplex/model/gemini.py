@@ -158,12 +158,14 @@ class GeminiChatModel(HostedChatModel):
         await self.client.aio.aclose()
 
     def _config(self, request: Request) -> tuple[list[dict[str, Any]], Any]:
+        from google.genai import types
+
         system, contents = format_gemini_contents(request.messages)
         config: dict[str, Any] = {}
         if system:
             config["system_instruction"] = system
         if self.thinking_config:
-            config["thinking_config"] = self.thinking_config
+            config["thinking_config"] = types.ThinkingConfig(**self.thinking_config)
         if request.tools:
             config["tools"] = [{"function_declarations": [
                 {"name": s.name, "description": s.description,
@@ -177,8 +179,6 @@ class GeminiChatModel(HostedChatModel):
             config["response_mime_type"] = "application/json"
             config["response_json_schema"] = request.schema.model_json_schema()
         config.update(request.kwargs)
-        from google.genai import types
-
         return contents, types.GenerateContentConfig(**config)
 
     def _read_parts(self, parts: Sequence[Any], builder: ResponseBuilder) -> bool:
