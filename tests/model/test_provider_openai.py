@@ -291,3 +291,9 @@ def test_dict_messages_pass_through() -> None:
     raw = [{"role": "user", "content": "hi", "name": "x"}]
     assert format_openai_messages(raw) == raw
     assert json.dumps(format_openai_messages([Msg("a", "b", "user")]))
+
+
+async def test_unknown_generate_kwargs_are_a_type_error(server: FakeServer) -> None:
+    with pytest.raises(TypeError, match="not_a_parameter"):
+        await make(server, generate_kwargs={"not_a_parameter": 1})(history())
+    assert server.requests == []

@@ -10,9 +10,10 @@ for every provider.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,7 +209,7 @@ class HostedChatModel(ChatModelBase):
         request.started = time.monotonic()
         try:
             return await self._complete(request)
-        except ModelError:
+        except (ModelError, TypeError):  # TypeError: a wrong argument, e.g. in generate_kwargs
             raise
         except Exception as exc:
             raise self._map_error(exc) from exc
@@ -230,7 +231,7 @@ class HostedChatModel(ChatModelBase):
         try:
             async for chunk in gen:
                 yield chunk
-        except ModelError:
+        except (ModelError, TypeError):
             raise
         except Exception as exc:
             raise self._map_error(exc) from exc
@@ -251,8 +252,6 @@ class HostedChatModel(ChatModelBase):
     def _tool_use(self, id: str, name: str, arguments: str | dict[str, Any] | None) -> ToolUseBlock:
         """A tool_use block; unparsable argument text is kept in ``raw_input``."""
         if isinstance(arguments, dict):
-            import json
-
             return ToolUseBlock(id=id, name=name, input=arguments,
                                 raw_input=json.dumps(arguments, ensure_ascii=False))
         try:
@@ -324,8 +323,3 @@ class HostedChatModel(ChatModelBase):
 async def _as_stream(response: ChatResponse) -> AsyncGenerator[ChatResponse, None]:
     """A structured response delivered as a one-chunk stream to a streaming caller."""
     yield response.model_copy(update={"delta": list(response.content), "is_last": True})
-
-
-def tool_names(tools: Sequence[dict[str, Any]] | None) -> list[str]:
-    """The function names of ``tools``."""
-    return [t.get("function", t).get("name", "") for t in tools or []]

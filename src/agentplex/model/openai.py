@@ -223,8 +223,9 @@ class ChatCompletionsModel(HostedChatModel):
             content.append(ThinkingBlock(thinking=thinking))
         if message.content:
             content.append(TextBlock(text=message.content))
-        for call in message.tool_calls or []:
-            content.append(self._tool_use(call.id, call.function.name, call.function.arguments))
+        for index, call in enumerate(message.tool_calls or []):
+            content.append(self._tool_use(call.id or f"call_{index}", call.function.name,
+                                          call.function.arguments))
         usage = completion.usage
         return ChatResponse(
             id=completion.id or ChatResponse().id, content=content, delta=content,
