@@ -286,7 +286,6 @@ class OllamaWire(Wire):
     name = "ollama"
     paths = ("/api/chat", "/api/chat")
     streams_tool_arguments = False
-    retry_after_supported = False  # the ollama client drops response headers
     tool_choices: ClassVar[dict[str, Any]] = {"auto": "auto", "none": "no tools sent"}
     unsupported_choices = ("required", "get_time")
 

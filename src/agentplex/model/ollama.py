@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextvars
 import itertools
 import json
 from collections.abc import AsyncGenerator, Sequence
@@ -26,6 +27,16 @@ from ._stream import ResponseBuilder
 from .openai import openai_tools
 
 __all__ = ["OllamaChatModel", "format_ollama_messages"]
+
+_last_error_headers: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "ollama_last_error_headers", default=None)
+"""Headers of the last failed response in this task: the ollama client drops them from its
+``ResponseError``, so an httpx response hook keeps them for ``Retry-After``."""
+
+
+async def _keep_error_headers(response: Any) -> None:
+    if response.status_code >= 400:
+        _last_error_headers.set(dict(response.headers))
 
 
 def _image(block: ImageBlock, model: str) -> str:
@@ -135,7 +146,10 @@ class OllamaChatModel(HostedChatModel):
         self.options = options
         self.keep_alive = keep_alive
         self.enable_thinking = enable_thinking
-        self.client = ollama.AsyncClient(host=host, timeout=self.timeout, **(client_args or {}))
+        client_args = dict(client_args or {})
+        hooks = client_args.setdefault("event_hooks", {})
+        hooks["response"] = [*hooks.get("response", []), _keep_error_headers]
+        self.client = ollama.AsyncClient(host=host, timeout=self.timeout, **client_args)
         self._ids = itertools.count(1)
 
     def _args(self, request: Request) -> dict[str, Any]:
@@ -201,5 +215,7 @@ class OllamaChatModel(HostedChatModel):
 
         if isinstance(exc, ollama.ResponseError):
             status = exc.status_code if exc.status_code > 0 else None
-            return self._http_error(status, f"HTTP {exc.status_code}: {exc.error}")
+            headers, _ = _last_error_headers.get(), _last_error_headers.set(None)
+            return self._http_error(status, f"HTTP {exc.status_code}: {exc.error}",
+                                    headers if status is not None else None)
         return self._generic_error(exc)
