@@ -1,4 +1,10 @@
-"""Chat models: the contract, the scripted test double, and one module per provider."""
+"""Chat models: the contract, the scripted test double, and one module per provider.
+
+The provider classes live in their own modules (``agentplex.model.openai`` and so on) and
+are imported lazily from here, so that a provider's SDK is only imported when it is used.
+"""
+
+from typing import Any
 
 from ._base import ChatModelBase, ChatResult, Messages, ToolChoice, collect
 from ._errors import (
@@ -12,8 +18,10 @@ from ._errors import (
 )
 from ._registry import init_chat_model, register_provider
 from ._response import ChatResponse, ChatUsage
+from ._retry import RetryPolicy
 from ._scripted import Reply, ScriptedChatModel
 from ._stream import ResponseBuilder, parse_tool_arguments
+from .wrappers import FallbackError, FallbackModel, RateLimitedModel, RateLimiter, RetryingModel
 
 __all__ = [
     "AuthenticationError",
@@ -21,6 +29,12 @@ __all__ = [
     "ChatResponse",
     "ChatResult",
     "ChatUsage",
+    "FallbackError",
+    "FallbackModel",
+    "RateLimitedModel",
+    "RateLimiter",
+    "RetryPolicy",
+    "RetryingModel",
     "Messages",
     "ModelError",
     "ModelTimeoutError",
@@ -37,3 +51,24 @@ __all__ = [
     "parse_tool_arguments",
     "register_provider",
 ]
+
+_PROVIDER_CLASSES = {
+    "OpenAIChatModel": "openai",
+    "AzureOpenAIChatModel": "azure",
+    "AnthropicChatModel": "anthropic",
+    "GeminiChatModel": "gemini",
+    "DashScopeChatModel": "dashscope",
+    "OllamaChatModel": "ollama",
+    "HuggingFaceChatModel": "huggingface",
+}
+__all__ += list(_PROVIDER_CLASSES)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a provider class (and its SDK) on first use."""
+    module = _PROVIDER_CLASSES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

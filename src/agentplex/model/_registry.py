@@ -70,3 +70,16 @@ def _scripted(model_name: str, **kwargs: Any) -> ChatModelBase:
 
 
 register_provider("scripted", _scripted)
+
+
+for _name, _target in {
+    "openai": "agentplex.model.openai:OpenAIChatModel",
+    "azure_openai": "agentplex.model.azure:AzureOpenAIChatModel",
+    "anthropic": "agentplex.model.anthropic:AnthropicChatModel",
+    "gemini": "agentplex.model.gemini:GeminiChatModel",
+    "google_genai": "agentplex.model.gemini:GeminiChatModel",
+    "dashscope": "agentplex.model.dashscope:DashScopeChatModel",
+    "ollama": "agentplex.model.ollama:OllamaChatModel",
+    "huggingface": "agentplex.model.huggingface:HuggingFaceChatModel",
+}.items():
+    register_provider(_name, _target)

@@ -1,0 +1,325 @@
+"""The shared machinery of hosted-provider models: :class:`HostedChatModel`.
+
+A provider module subclasses it and writes only what is provider-specific: formatting the
+history, one non-streamed call (``_complete``), one streamed call (``_stream``), and the
+mapping of its SDK's exceptions (``_map_error``). Tool-choice checks, multi-agent labels,
+role conversions, structured output, retries and error typing are done here, the same way
+for every provider.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from abc import abstractmethod
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..message import Msg, ToolUseBlock
+from ._base import ChatModelBase, ChatResult, Messages, ToolChoice
+from ._errors import (
+    AuthenticationError,
+    ModelError,
+    ModelTimeoutError,
+    ProviderError,
+    RateLimitError,
+    UnsupportedOptionError,
+)
+from ._formatting import NormalizedChoice, convert_roles, label_speakers, normalize_tool_choice
+from ._response import ChatResponse, ChatUsage
+from ._retry import RetryPolicy
+from ._stream import ResponseBuilder, parse_tool_arguments
+from ._structured import StructuredRequest, run_structured
+
+__all__ = ["HostedChatModel", "Request", "retry_after_seconds"]
+
+
+@dataclass
+class Request:
+    """One provider call, already normalised by :class:`HostedChatModel`."""
+
+    messages: list[Msg | dict[str, Any]]
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: NormalizedChoice = None
+    schema: type[BaseModel] | None = None
+    """Set when the provider's native structured-output mode is to be used."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float:
+        """Seconds since the request was built."""
+        return time.monotonic() - self.started
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """Read ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date) from headers."""
+    if not headers:
+        return None
+    lower = {k.lower(): v for k, v in headers.items()}
+    if "retry-after-ms" in lower:
+        try:
+            return float(lower["retry-after-ms"]) / 1000
+        except ValueError:
+            pass
+    value = lower.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return max(parsed.timestamp() - time.time(), 0.0) if parsed else None
+
+
+_CONNECTION_ERRORS = {
+    "TransportError",  # httpx
+    "RemoteProtocolError",
+    "ClientConnectionError",  # aiohttp
+    "ClientPayloadError",
+    "ServerDisconnectedError",
+    "IncompleteRead",
+}
+
+
+class HostedChatModel(ChatModelBase):
+    """Base class of the hosted-provider models (see the module docstring).
+
+    Args:
+        model_name: the provider's model name.
+        stream: return an async generator of chunks instead of one response.
+        max_retries: retries on 429, 5xx, timeouts and dropped connections (the SDK's own
+            retries are switched off so that every provider retries the same way).
+        timeout: seconds to wait for an answer before :class:`ModelTimeoutError`.
+        generate_kwargs: extra provider arguments sent on every call.
+        custom_role_conversions: e.g. ``{"system": "user"}`` for models without a
+            system role.
+        retry_policy: a full :class:`RetryPolicy`, instead of ``max_retries``.
+    """
+
+    provider = "hosted"
+    native_structured: bool = False
+    """Whether the provider has a JSON-schema output mode (else a forced tool is used)."""
+    unsupported_tool_choices: frozenset[str] = frozenset()
+    """``auto``/``none``/``required``/``tool`` modes the provider cannot honour."""
+
+    def __init__(
+        self,
+        model_name: str,
+        stream: bool = False,
+        *,
+        max_retries: int = 2,
+        timeout: float | None = 60.0,
+        generate_kwargs: dict[str, Any] | None = None,
+        custom_role_conversions: dict[str, str] | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(model_name, stream)
+        self.timeout = timeout
+        self.generate_kwargs = dict(generate_kwargs or {})
+        self.custom_role_conversions = dict(custom_role_conversions or {})
+        self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
+
+    # -- provider hooks ----------------------------------------------------------------
+
+    @abstractmethod
+    async def _complete(self, request: Request) -> ChatResponse:
+        """One non-streamed call."""
+
+    @abstractmethod
+    def _stream(self, request: Request) -> AsyncGenerator[ChatResponse, None]:
+        """One streamed call (an async generator built with :class:`ResponseBuilder`)."""
+
+    @abstractmethod
+    def _map_error(self, exc: Exception) -> ModelError:
+        """Turn an SDK exception into a typed model error."""
+
+    async def aclose(self) -> None:
+        """Close the SDK client and its connections (idempotent)."""
+        client = getattr(self, "client", None)
+        close = getattr(client, "close", None) or getattr(client, "aclose", None)
+        if close is not None:
+            result = close()
+            if hasattr(result, "__await__"):
+                await result
+
+    async def __aenter__(self) -> HostedChatModel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- the call ----------------------------------------------------------------------
+
+    async def __call__(
+        self,
+        messages: Messages,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
+        structured_model: type[BaseModel] | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        choice = normalize_tool_choice(tool_choice, tools, self.provider, self.model_name)
+        self._check_choice(choice)
+        history = label_speakers(
+            convert_roles(list(messages), self._msg_role_conversions(), self.provider,
+                          self.model_name)
+        )
+        call_kwargs = {**self.generate_kwargs, **kwargs}
+        if structured_model is not None:
+            if not self.native_structured:
+                self._check_choice(("tool", "structured"))
+            response = await run_structured(
+                lambda h, s: self._attempt(h, s, call_kwargs), history, structured_model,
+                native=self.native_structured, provider=self.provider, model=self.model_name,
+            )
+            return _as_stream(response) if self.stream else response
+        request = Request(history, tools or None, choice if tools else None, None, call_kwargs)
+        if self.stream:
+            return await self.retry_policy.stream(lambda: self._open(request))
+        return await self.retry_policy.call(lambda: self._checked(request))
+
+    def _msg_role_conversions(self) -> dict[str, str]:
+        """Role conversions applied to ``Msg`` items (providers may handle more roles)."""
+        return self.custom_role_conversions
+
+    def _check_choice(self, choice: NormalizedChoice) -> None:
+        mode = choice[0] if isinstance(choice, tuple) else choice
+        if mode is not None and mode in self.unsupported_tool_choices:
+            shown = "a tool's name" if mode == "tool" else repr(mode)
+            raise UnsupportedOptionError(
+                f"{self.provider} cannot honour tool_choice={shown}", provider=self.provider,
+                model=self.model_name,
+            )
+
+    async def _attempt(
+        self, history: list[Any], structured: StructuredRequest, kwargs: dict[str, Any]
+    ) -> ChatResponse:
+        choice: NormalizedChoice = (
+            ("tool", structured.tool_choice) if structured.tool_choice else None
+        )
+        request = Request(history, structured.tools, choice,
+                          structured.schema if structured.native else None, kwargs)
+        return await self.retry_policy.call(lambda: self._call_once(request))
+
+    async def _call_once(self, request: Request) -> ChatResponse:
+        request.started = time.monotonic()
+        try:
+            return await self._complete(request)
+        except (ModelError, TypeError):  # TypeError: a wrong argument, e.g. in generate_kwargs
+            raise
+        except Exception as exc:
+            raise self._map_error(exc) from exc
+
+    async def _checked(self, request: Request) -> ChatResponse:
+        response = await self._call_once(request)
+        for block in response.content:
+            if isinstance(block, ToolUseBlock) and block.raw_input:
+                self._parse_arguments(block.raw_input)
+        return response
+
+    async def _open(self, request: Request) -> AsyncGenerator[ChatResponse, None]:
+        request.started = time.monotonic()
+        return self._mapped(self._stream(request))
+
+    async def _mapped(
+        self, gen: AsyncGenerator[ChatResponse, None]
+    ) -> AsyncGenerator[ChatResponse, None]:
+        try:
+            async for chunk in gen:
+                yield chunk
+        except (ModelError, TypeError):
+            raise
+        except Exception as exc:
+            raise self._map_error(exc) from exc
+        finally:
+            await gen.aclose()
+
+    # -- helpers for provider modules ---------------------------------------------------
+
+    def _parse_arguments(self, raw: str) -> dict[str, Any]:
+        try:
+            return parse_tool_arguments(raw)
+        except ValueError as exc:
+            raise ProviderError(
+                f"the model sent tool arguments that are not a JSON object: {raw[:200]!r}",
+                provider=self.provider, model=self.model_name,
+            ) from exc
+
+    def _tool_use(self, id: str, name: str, arguments: str | dict[str, Any] | None) -> ToolUseBlock:
+        """A tool_use block; unparsable argument text is kept in ``raw_input``."""
+        if isinstance(arguments, dict):
+            return ToolUseBlock(id=id, name=name, input=arguments,
+                                raw_input=json.dumps(arguments, ensure_ascii=False))
+        try:
+            parsed = parse_tool_arguments(arguments)
+        except ValueError:
+            parsed = {}
+        return ToolUseBlock(id=id, name=name, input=parsed, raw_input=arguments or "")
+
+    def _last_chunk(
+        self,
+        builder: ResponseBuilder,
+        request: Request,
+        *,
+        finish_reason: str | None,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        usage_metadata: dict[str, Any] | None = None,
+    ) -> ChatResponse:
+        """The final chunk; a stream that never said it finished is an error."""
+        if finish_reason is None:
+            raise ProviderError(
+                "the stream ended before the provider finished the response",
+                provider=self.provider, model=self.model_name, retryable=True,
+            )
+        usage = ChatUsage(input_tokens=input_tokens, output_tokens=output_tokens,
+                          time=request.elapsed(), metadata=usage_metadata)
+        try:
+            return builder.chunk(is_last=True, usage=usage, finish_reason=finish_reason)
+        except ValueError as exc:
+            raise ProviderError(
+                f"the model streamed tool arguments that are not a JSON object: {exc}",
+                provider=self.provider, model=self.model_name,
+            ) from exc
+
+    def _http_error(
+        self, status: int | None, message: str, headers: Mapping[str, str] | None = None
+    ) -> ProviderError:
+        """A typed error for an HTTP status (``None``: no answer, e.g. a dropped connection)."""
+        kw: dict[str, Any] = {"provider": self.provider, "model": self.model_name}
+        if status == 429:
+            return RateLimitError(message, retry_after=retry_after_seconds(headers), **kw)
+        if status in (401, 403):
+            return AuthenticationError(message, status_code=status, **kw)
+        retryable = status is None or status >= 500 or status in (408, 409)
+        return ProviderError(message, status_code=status, retryable=retryable, **kw)
+
+    def _generic_error(self, exc: BaseException) -> ModelError:
+        """Classify an exception no SDK wrapped: timeouts, dropped connections, bad data."""
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if isinstance(exc, TimeoutError) or any("Timeout" in n for n in names):
+            return self._timeout_error(exc)
+        if names & _CONNECTION_ERRORS or isinstance(exc, ConnectionError):
+            return self._http_error(None, f"connection dropped ({type(exc).__name__}: {exc})")
+        return ProviderError(f"unreadable response ({type(exc).__name__}: {exc})",
+                             provider=self.provider, model=self.model_name)
+
+    def _timeout_error(self, exc: BaseException) -> ModelTimeoutError:
+        return ModelTimeoutError(
+            f"no answer within {self.timeout} s ({type(exc).__name__})",
+            provider=self.provider, model=self.model_name,
+        )
+
+    def _usage(self, request: Request, input_tokens: int | None, output_tokens: int | None,
+               metadata: dict[str, Any] | None = None) -> ChatUsage:
+        return ChatUsage(input_tokens=input_tokens or 0, output_tokens=output_tokens or 0,
+                         time=request.elapsed(), metadata=metadata)
+
+
+async def _as_stream(response: ChatResponse) -> AsyncGenerator[ChatResponse, None]:
+    """A structured response delivered as a one-chunk stream to a streaming caller."""
+    yield response.model_copy(update={"delta": list(response.content), "is_last": True})

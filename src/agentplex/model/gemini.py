@@ -1,0 +1,256 @@
+"""Google Gemini through ``google-genai``: call and formatter (:class:`GeminiChatModel`)."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import mimetypes
+import os
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+from ..message import (
+    AudioBlock,
+    ImageBlock,
+    Msg,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    URLSource,
+    VideoBlock,
+)
+from ._errors import ModelError, ProviderError
+from ._formatting import NormalizedChoice, function_specs, media_bytes
+from ._hosted import HostedChatModel, Request
+from ._response import ChatResponse
+from ._stream import ResponseBuilder
+
+__all__ = ["GeminiChatModel", "format_gemini_contents"]
+
+_MEDIA = (ImageBlock, AudioBlock, VideoBlock)
+
+
+def _media_part(block: ImageBlock | AudioBlock | VideoBlock) -> dict[str, Any]:
+    source = block.source
+    if isinstance(source, URLSource) and source.url.startswith(("http://", "https://", "gs://")):
+        mime = mimetypes.guess_type(source.url)[0] or f"{block.type}/*"
+        return {"file_data": {"file_uri": source.url, "mime_type": mime}}
+    mime, data = media_bytes(block)
+    return {"inline_data": {"mime_type": mime, "data": data}}
+
+
+def _parts(msg: Msg) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for block in msg.get_content_blocks():
+        if isinstance(block, TextBlock):
+            parts.append({"text": block.text})
+        elif isinstance(block, ThinkingBlock):
+            part: dict[str, Any] = {"text": block.thinking, "thought": True}
+            if block.signature:
+                part["thought_signature"] = base64.b64decode(block.signature)
+            parts.append(part)
+        elif isinstance(block, ToolUseBlock):
+            parts.append({"function_call": {"id": block.id, "name": block.name,
+                                            "args": block.input}})
+        elif isinstance(block, ToolResultBlock):
+            output = block.output
+            text = output if isinstance(output, str) else "\n".join(
+                b.text for b in output if isinstance(b, TextBlock))
+            key = "error" if block.is_error else "output"
+            parts.append({"function_response": {"id": block.id, "name": block.name,
+                                                "response": {key: text}}})
+            if not isinstance(output, str):
+                parts += [_media_part(b) for b in output if isinstance(b, _MEDIA)]
+        elif isinstance(block, _MEDIA):
+            parts.append(_media_part(block))
+    return parts
+
+
+def format_gemini_contents(
+    messages: Sequence[Msg | dict[str, Any]],
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """Return ``(system_instruction, contents)``.
+
+    Leading system messages become the system instruction, later ones user turns; the
+    assistant is ``model``; tool results are ``function_response`` parts; images, audio
+    and video go inline (or by ``file_uri`` for http/gs URLs); thinking goes back as
+    ``thought`` parts with their signatures. Consecutive turns of one role are merged.
+    """
+    system: list[str] = []
+    contents: list[dict[str, Any]] = []
+    for msg in messages:
+        if isinstance(msg, dict):
+            contents.append(dict(msg))
+            continue
+        if msg.role == "system" and not contents and not msg.has_content_blocks("tool_result"):
+            system.append(msg.get_text_content() or "")
+            continue
+        role = "model" if msg.role == "assistant" else "user"
+        parts = _parts(msg)
+        if not parts:
+            continue
+        if contents and contents[-1].get("role") == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+    return ("\n\n".join(system) if system else None), contents
+
+
+def _tool_config(choice: NormalizedChoice) -> dict[str, Any] | None:
+    if choice is None:
+        return None
+    if isinstance(choice, tuple):
+        return {"function_calling_config": {"mode": "ANY",
+                                            "allowed_function_names": [choice[1]]}}
+    mode = {"auto": "AUTO", "none": "NONE", "required": "ANY"}[choice]
+    return {"function_calling_config": {"mode": mode}}
+
+
+class GeminiChatModel(HostedChatModel):
+    """Gemini through the official ``google-genai`` async client (``client.aio``).
+
+    Args:
+        model_name: e.g. ``gemini-2.5-flash``.
+        api_key: defaults to ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``.
+        stream: stream chunks.
+        thinking_config: e.g. ``{"include_thoughts": True, "thinking_budget": 1024}``.
+        base_url: another endpoint (a proxy, a test server).
+        client_args / generate_kwargs: more arguments for ``genai.Client`` / the
+            ``GenerateContentConfig`` of every call.
+        **kwargs: ``max_retries``, ``timeout``, ``custom_role_conversions``, ``retry_policy``.
+
+    ``structured_model`` uses Gemini's JSON-schema response mode.
+    """
+
+    provider = "gemini"
+    native_structured = True
+
+    def __init__(
+        self,
+        model_name: str,
+        api_key: str | None = None,
+        stream: bool = False,
+        thinking_config: dict[str, Any] | None = None,
+        base_url: str | None = None,
+        client_args: dict[str, Any] | None = None,
+        generate_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from google import genai
+        from google.genai import types
+
+        super().__init__(model_name, stream, generate_kwargs=generate_kwargs, **kwargs)
+        self.thinking_config = thinking_config
+        http_options: dict[str, Any] = {}
+        if base_url:
+            http_options["base_url"] = base_url
+        if self.timeout is not None:
+            http_options["timeout"] = int(self.timeout * 1000)
+        self.client = genai.Client(
+            api_key=api_key or os.environ.get("GEMINI_API_KEY")
+            or os.environ.get("GOOGLE_API_KEY") or "not-needed",
+            http_options=types.HttpOptions(**http_options), **(client_args or {}),
+        )
+        self._ids = itertools.count(1)
+
+    async def aclose(self) -> None:
+        await self.client.aio.aclose()
+
+    def _config(self, request: Request) -> tuple[list[dict[str, Any]], Any]:
+        from google.genai import types
+
+        system, contents = format_gemini_contents(request.messages)
+        config: dict[str, Any] = {}
+        if system:
+            config["system_instruction"] = system
+        if self.thinking_config:
+            config["thinking_config"] = types.ThinkingConfig(**self.thinking_config)
+        if request.tools:
+            config["tools"] = [{"function_declarations": [
+                {"name": s.name, "description": s.description,
+                 "parameters_json_schema": s.parameters}
+                for s in function_specs(request.tools)]}]
+            tool_config = _tool_config(request.tool_choice)
+            if tool_config:
+                config["tool_config"] = tool_config
+            config["automatic_function_calling"] = {"disable": True}
+        if request.schema is not None:
+            config["response_mime_type"] = "application/json"
+            config["response_json_schema"] = request.schema.model_json_schema()
+        config.update(request.kwargs)
+        return contents, types.GenerateContentConfig(**config)
+
+    def _read_parts(self, parts: Sequence[Any], builder: ResponseBuilder) -> bool:
+        grew = False
+        for part in parts:
+            signature = part.thought_signature
+            sig = base64.b64encode(signature).decode() if signature else None
+            if part.function_call is not None:
+                call = part.function_call
+                key = call.id or f"gemini_call_{next(self._ids)}"
+                builder.add_tool_call(key, id=key, name=call.name, input=dict(call.args or {}))
+            elif part.thought and (part.text or sig):
+                builder.add_thinking(part.text or "", signature=sig)
+            elif part.text:
+                builder.add_text(part.text)
+            else:
+                continue
+            grew = True
+        return grew
+
+    def _finish(self, response: Any) -> tuple[str | None, int, int]:
+        candidate = response.candidates[0] if response.candidates else None
+        reason = candidate.finish_reason if candidate is not None else None
+        usage = response.usage_metadata
+        prompt = (usage and usage.prompt_token_count) or 0
+        output = ((usage and usage.candidates_token_count) or 0) + (
+            (usage and usage.thoughts_token_count) or 0)
+        name = getattr(reason, "value", reason)
+        return (str(name) if name else None), prompt, output
+
+    async def _complete(self, request: Request) -> ChatResponse:
+        contents, config = self._config(request)
+        response = await self.client.aio.models.generate_content(
+            model=self.model_name, contents=contents, config=config)
+        if not response.candidates:
+            raise ProviderError(f"no candidates in the response ({response.prompt_feedback})",
+                                provider=self.provider, model=self.model_name)
+        builder = ResponseBuilder(id=response.response_id)
+        content = response.candidates[0].content
+        self._read_parts((content and content.parts) or [], builder)
+        finish, prompt, output = self._finish(response)
+        final = self._last_chunk(builder, request, finish_reason=finish or "STOP",
+                                 input_tokens=prompt, output_tokens=output)
+        return final.model_copy(update={"delta": list(final.content)})
+
+    async def _stream(self, request: Request) -> AsyncGenerator[ChatResponse, None]:
+        contents, config = self._config(request)
+        stream = await self.client.aio.models.generate_content_stream(
+            model=self.model_name, contents=contents, config=config)
+        builder = ResponseBuilder()
+        finish: str | None = None
+        prompt = output = 0
+        try:
+            async for response in stream:
+                builder.id = builder.id or response.response_id
+                candidate = response.candidates[0] if response.candidates else None
+                content = candidate.content if candidate is not None else None
+                if content is not None and self._read_parts(content.parts or [], builder):
+                    yield builder.chunk()
+                reason, p, o = self._finish(response)
+                finish = reason or finish
+                prompt, output = p or prompt, o or output
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        yield self._last_chunk(builder, request, finish_reason=finish, input_tokens=prompt,
+                               output_tokens=output)
+
+    def _map_error(self, exc: Exception) -> ModelError:
+        from google.genai import errors
+
+        if isinstance(exc, errors.APIError):
+            headers = getattr(exc.response, "headers", None)
+            return self._http_error(exc.code, f"HTTP {exc.code} {exc.status}: {exc.message}",
+                                    headers)
+        return self._generic_error(exc)

@@ -1,0 +1,79 @@
+"""Hugging Face inference: :class:`HuggingFaceChatModel` over ``AsyncInferenceClient``.
+
+Hugging Face's chat-completion route speaks the OpenAI wire schema, so the request body
+and the answer readers are those of :mod:`agentplex.model.openai`; only the client (the
+official ``huggingface_hub`` async inference client) and its errors differ.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from ._errors import ModelError
+from .openai import ChatCompletionsModel
+
+__all__ = ["HuggingFaceChatModel"]
+
+
+class HuggingFaceChatModel(ChatCompletionsModel):
+    """A model on Hugging Face's inference providers, an Inference Endpoint or a TGI server.
+
+    Args:
+        model_name: the model id (e.g. ``meta-llama/Llama-3.1-8B-Instruct``).
+        stream: stream chunks.
+        provider: the inference provider (``together``, ``hf-inference``, ``auto`` ...).
+        base_url: a server's URL (an endpoint, TGI, vLLM); ``/v1/chat/completions`` is
+            appended by the client. ``provider`` is then not used.
+        token: defaults to ``HF_TOKEN``.
+        bill_to: the organization billed for the requests.
+        client_args / generate_kwargs: more arguments for the client / every call.
+        **kwargs: ``max_retries``, ``timeout``, ``custom_role_conversions``, ``retry_policy``.
+    """
+
+    provider = "huggingface"
+
+    def __init__(
+        self,
+        model_name: str,
+        stream: bool = False,
+        provider: str | None = None,
+        base_url: str | None = None,
+        token: str | None = None,
+        bill_to: str | None = None,
+        client_args: dict[str, Any] | None = None,
+        generate_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from huggingface_hub import AsyncInferenceClient
+
+        super().__init__(model_name, stream, generate_kwargs=generate_kwargs, **kwargs)
+        self.client = AsyncInferenceClient(
+            provider=None if base_url else provider,  # type: ignore[arg-type]
+            base_url=base_url, token=token or os.environ.get("HF_TOKEN"), bill_to=bill_to,
+            timeout=self.timeout, **(client_args or {}),
+        )
+
+    async def _send(self, body: dict[str, Any]) -> Any:
+        return await self.client.chat_completion(**body)
+
+    async def _send_stream(
+        self, body: dict[str, Any]
+    ) -> tuple[AsyncIterator[Any], Callable[[], Awaitable[None]]]:
+        stream = await self.client.chat_completion(**body)
+
+        async def close() -> None:
+            await stream.aclose()
+
+        return stream, close
+
+    def _map_error(self, exc: Exception) -> ModelError:
+        from huggingface_hub.errors import HfHubHTTPError, InferenceTimeoutError
+
+        if isinstance(exc, InferenceTimeoutError):
+            return self._timeout_error(exc)
+        if isinstance(exc, HfHubHTTPError) and exc.response is not None:
+            status = exc.response.status_code
+            return self._http_error(status, f"HTTP {status}: {exc}", exc.response.headers)
+        return self._generic_error(exc)
