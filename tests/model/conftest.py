@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from provider_fakes import FakeServer
+
+from .provider_fakes import FakeServer
 
 
 @pytest.fixture

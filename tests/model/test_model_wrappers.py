@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from model_cases import Sleeps
 
 from agentplex.message import Msg
 from agentplex.model import (
@@ -24,6 +23,8 @@ from agentplex.model import (
     StructuredOutputError,
     collect,
 )
+
+from .model_cases import Sleeps
 
 pytestmark = pytest.mark.anyio
 

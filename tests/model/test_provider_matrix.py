@@ -6,9 +6,6 @@ import asyncio
 from typing import Any
 
 import pytest
-from model_cases import CLOCK_TOOL, PNG_B64, WEATHER_TOOL, City, history, image_history
-from provider_fakes import FakeServer
-from wires import WIRES, Wire
 
 from agentplex.message import Msg, TextBlock, ThinkingBlock
 from agentplex.model import (
@@ -20,6 +17,10 @@ from agentplex.model import (
     StructuredOutputError,
     UnsupportedOptionError,
 )
+
+from .model_cases import CLOCK_TOOL, PNG_B64, WEATHER_TOOL, City, history, image_history
+from .provider_fakes import FakeServer
+from .wires import WIRES, Wire
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("wire", WIRES, ids=lambda w: w.name)]
 

@@ -7,9 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from model_cases import CLOCK_TOOL, PNG_B64, WEATHER_TOOL, City, history, image_history, policy
-from openai_wire import completion, error_body, stream_frames
-from provider_fakes import FakeServer
 
 from agentplex.message import Msg, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from agentplex.model import (
@@ -23,6 +20,10 @@ from agentplex.model import (
     init_chat_model,
 )
 from agentplex.model.openai import OpenAIChatModel
+
+from .model_cases import CLOCK_TOOL, PNG_B64, WEATHER_TOOL, City, history, image_history, policy
+from .openai_wire import completion, error_body, stream_frames
+from .provider_fakes import FakeServer
 
 pytestmark = pytest.mark.anyio
 

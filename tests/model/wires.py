@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-import openai_wire
-from model_cases import policy
-from provider_fakes import FakeServer, sse
-
 from agentplex.model._hosted import HostedChatModel
+
+from . import openai_wire
+from .model_cases import policy
+from .provider_fakes import FakeServer, sse
 
 Tool = tuple[str, str, dict[str, Any]]
 
