@@ -2,6 +2,7 @@
 
     python3 benchmarks/run_runtime.py            # full run (a few minutes)
     python3 benchmarks/run_runtime.py --quick    # smoke run
+    python3 benchmarks/run_runtime.py --table runs/bench_runtime.jsonl  # table only
 
 Sets up the peers' venvs first (``benchmarks/setup_peers.sh``, skipped with
 ``--no-setup``), then runs ``bench_runtime.py`` in the project's ``.venv`` and each peer's
@@ -42,8 +43,9 @@ Figures = dict[tuple[str, str, int], dict[str, Any]]
 class Row:
     """One comparison: ``ours`` against ``base`` on ``bench`` at size ``n``.
 
-    ``kind`` is ``"rate"`` (ours ÷ base, higher is better) or ``"time"`` (base ÷ ours,
-    i.e. our time per operation over theirs, lower is better). ``target`` is the bound
+    ``kind`` is ``"rate"`` (ours ÷ base, higher is better), ``"time"`` (base ÷ ours,
+    i.e. our time per operation over theirs, lower is better) or ``"cost"`` (figures that
+    are costs, such as bytes per agent: ours ÷ base, lower is better). ``target`` is the bound
     on that ratio (``None``: shown for information only).
     """
 
@@ -82,6 +84,8 @@ def rows(quick: bool) -> list[Row]:
     for n in (1_000,) if quick else (10_000, 100_000, 1_000_000):
         for base in ("asyncio", "autogen-core", "agentscope"):
             out.append(Row("spawn", n, "agentplex-agent", base))
+        for base in ("asyncio", "autogen-core", "agentscope"):
+            out.append(Row("spawn_memory", n, "agentplex-agent", base, "cost"))
     return out
 
 
@@ -94,27 +98,32 @@ def _fmt(value: float | None, unit: str = "") -> str:
 
 def table(figures: Figures, quick: bool) -> list[str]:
     """The ratio table (lines of text), followed by the absolute spawn targets."""
-    head = f"{'bench':<10} {'n':>9}  {'ours':<17} {'vs':<18} {'ours':>13} {'theirs':>13}" \
+    head = f"{'bench':<12} {'n':>9}  {'ours':<17} {'vs':<18} {'ours':>13} {'theirs':>13}" \
            f"  {'ratio':<18} {'target':<10} status"
     lines = ["rates are per second of the benchmark process's CPU time (see _benchlib.run_cases)",
              head, "-" * len(head)]
     for row in rows(quick):
         a = figures.get((row.bench, row.ours, row.n), {}).get("value")
-        b = figures.get((row.bench, row.base, row.n), {}).get("value")
+        theirs = figures.get((row.bench, row.base, row.n), {})
+        b = theirs.get("value")
         ratio: float | None = None
         if a and b:
-            ratio = a / b if row.kind == "rate" else b / a
-        if row.kind == "rate":
-            ratio_text = "-" if ratio is None else f"{ratio:.2f}x the rate"
-            target_text = "" if row.target is None else f">= {row.target:g}x"
-            ok = None if ratio is None or row.target is None else ratio >= row.target
+            ratio = b / a if row.kind == "time" else a / b
+        what = {"rate": "rate", "time": "time", "cost": "bytes"}[row.kind]
+        if "skipped" in theirs:
+            ratio_text = "skipped"
         else:
-            ratio_text = "-" if ratio is None else f"{ratio:.2f}x the time"
-            target_text = "" if row.target is None else f"<= {row.target:g}x"
-            ok = None if ratio is None or row.target is None else ratio <= row.target
-        status = "" if row.target is None else ("n/a" if ok is None else
-                                                ("MET" if ok else "MISSED"))
-        lines.append(f"{row.bench:<10} {row.n:>9,}  {row.ours:<17} {row.base:<18} "
+            ratio_text = "-" if ratio is None else f"{ratio:.2f}x the {what}"
+        target_text, status = "", ""
+        if row.target is not None:
+            higher_is_better = row.kind == "rate"
+            target_text = f"{'>=' if higher_is_better else '<='} {row.target:g}x"
+            if ratio is None:
+                status = "n/a"
+            else:
+                ok = ratio >= row.target if higher_is_better else ratio <= row.target
+                status = "MET" if ok else "MISSED"
+        lines.append(f"{row.bench:<12} {row.n:>9,}  {row.ours:<17} {row.base:<18} "
                      f"{_fmt(a):>13} {_fmt(b):>13}  {ratio_text:<18} {target_text:<10} "
                      f"{status}")
     n = 1_000 if quick else 1_000_000
@@ -134,6 +143,13 @@ def table(figures: Figures, quick: bool) -> list[str]:
     return lines
 
 
+def print_skipped(lines: list[dict[str, Any]]) -> None:
+    """List the figures that were skipped, with the reason."""
+    for line in lines:
+        if "skipped" in line and line["bench"] == "spawn":
+            print(f"skipped: {line['bench']} {line['impl']} n={line['n']:,}: {line['skipped']}")
+
+
 def version(python: Path, package: str) -> str:
     """The installed version of ``package`` in the venv of ``python``."""
     code = f"import importlib.metadata as m; print(m.version({package!r}))"
@@ -148,8 +164,16 @@ def main() -> int:
     parser.add_argument("--no-setup", action="store_true", help="don't run setup_peers.sh")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/bench_runtime.jsonl",
                         help="where to write every JSON line")
+    parser.add_argument("--table", type=Path, metavar="JSONL",
+                        help="only print the table for the JSON lines of an earlier run")
     args = parser.parse_args()
 
+    if args.table is not None:
+        lines = [json.loads(raw) for raw in args.table.read_text().splitlines() if raw]
+        quick = any(line["bench"] == "roundtrip" and line["n"] == 500 for line in lines)
+        print("\n".join(table({(x["bench"], x["impl"], x["n"]): x for x in lines}, quick)))
+        print_skipped(lines)
+        return 0
     if not args.no_setup:
         subprocess.run(["bash", str(BENCH / "setup_peers.sh")], check=True)
     extra = ["--quick"] if args.quick else []
@@ -181,6 +205,7 @@ def main() -> int:
     args.out.write_text("".join(collected))
     print()
     print("\n".join(table(figures, args.quick)))
+    print_skipped(list(figures.values()))
     print(f"\n# all JSON lines written to {args.out}")
     return 1 if failed else 0
 
