@@ -355,3 +355,14 @@ async def test_stopping_a_concurrent_actor_fails_its_inflight_calls() -> None:
         for call in calls:
             with pytest.raises(ActorStopped):
                 await asyncio.wait_for(call, 5)
+
+
+async def test_long_timeouts_fire_too() -> None:
+    """Timeouts of a second or more share coarse timer slots; they must still fire."""
+    async with Runtime() as rt:
+        actor = Recorder()
+        ref = await rt.spawn(actor, "r")
+        with pytest.raises(CallTimeout, match=r"within 1\.2s"):
+            await asyncio.wait_for(ref.call("hang", timeout=1.2), 10)
+        await rt.idle()
+        assert actor.cancelled == ["hang"]

@@ -135,21 +135,15 @@ class AgentBase(StateModule, Actor):
 
     async def _run(self, method: str, fn: Callable[..., Awaitable[Any]],
                    args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        async def innermost(call: AgentCall) -> Any:
-            return await fn(self, *call.args, **call.kwargs)
-
-        chain: Next = innermost
-        for mw in reversed(self._middleware):
-            chain = _link(mw, chain)
         self._depth += 1
         if args:
             observe(args[0], self.name)
         try:
             if method != "reply":
-                return await chain(AgentCall(self, "observe", args, kwargs))
+                return await self._through_middleware(method, fn, args, kwargs)
             with agent_span(self.name, self.id):
                 try:
-                    result = await chain(AgentCall(self, "reply", args, kwargs))
+                    result = await self._through_middleware(method, fn, args, kwargs)
                 except asyncio.CancelledError:
                     cell = self._cell
                     if cell is None or not cell.interrupting:
@@ -162,6 +156,19 @@ class AgentBase(StateModule, Actor):
             if self._hub_topics:
                 await self._broadcast(result)
         return result
+
+    def _through_middleware(self, method: str, fn: Callable[..., Awaitable[Any]],
+                            args: tuple[Any, ...], kwargs: dict[str, Any]) -> Awaitable[Any]:
+        if not self._middleware:
+            return fn(self, *args, **kwargs)
+
+        async def innermost(call: AgentCall) -> Any:
+            return await fn(self, *call.args, **call.kwargs)
+
+        chain: Next = innermost
+        for mw in reversed(self._middleware):
+            chain = _link(mw, chain)
+        return chain(AgentCall(self, method, args, kwargs))  # type: ignore[arg-type]
 
     # -- actor handlers -------------------------------------------------------------------
 

@@ -165,6 +165,7 @@ class ActorCell:
         current_cell.set(self)
         set_current_actor(self.name)
         concurrent = self.actor.max_concurrency > 1
+        replied = False
         try:
             while True:
                 queue = self._queue
@@ -176,12 +177,17 @@ class ActorCell:
                         await self._start_concurrent(env)
                     else:
                         await self._process(env)
+                        replied = env.reply is not None
                 if concurrent and self._inflight:
                     await asyncio.wait(list(self._inflight.values()),
                                        return_when=asyncio.FIRST_COMPLETED)
                     continue
-                # Linger one loop tick: a caller woken by our reply often sends again
-                # right away, and catching that here saves starting a new task.
+                # After a reply, linger one loop tick: the caller it woke often sends again
+                # right away, and catching that here saves starting a new task. Tells and
+                # publishes wake nobody, so lingering after them only costs a loop step.
+                if not replied:
+                    break
+                replied = False
                 await asyncio.sleep(0)
                 if not self._queue:
                     break

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..tracing import is_enabled
 from ._cell import current_cell
 from ._channel import StreamChannel
+from ._deadlines import Deadlines
 from ._envelope import Envelope, Kind
 from ._errors import ActorStopped, CallTimeout
 
@@ -102,7 +103,10 @@ class ActorRef:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         env = self._envelope(Kind.CALL, message, fut)
-        timer = loop.call_later(timeout, _expire, fut, self.name, timeout)
+        deadlines = runtime._deadlines
+        if deadlines is None or deadlines._loop is not loop:
+            deadlines = runtime._deadlines = Deadlines(loop, _expire)
+        token = deadlines.add(fut, timeout, self.name)
         try:
             await self._send(env, timeout)
             return await fut
@@ -110,7 +114,7 @@ class ActorRef:
             runtime._cancel(env)
             raise
         finally:
-            timer.cancel()
+            deadlines.discard(token, fut)
 
     __call__ = call
 

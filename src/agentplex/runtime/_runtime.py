@@ -14,6 +14,7 @@ from opentelemetry import context as otel_context
 from ..tracing import extract_context, is_enabled
 from ._actor import Actor
 from ._cell import ActorCell, current_cell
+from ._deadlines import Deadlines
 from ._envelope import Envelope, Kind
 from ._errors import ActorError, ActorExists, ActorNotFound, ActorStopped
 from ._ref import ActorRef
@@ -84,6 +85,7 @@ class Runtime:
         self._closed = False
         self._token: Token[Runtime | None] | None = None
         self._ids = itertools.count(1)
+        self._deadlines: Deadlines | None = None
         self.unhandled_errors = 0
         """Errors raised by handlers of tells and publishes, which have no caller."""
 

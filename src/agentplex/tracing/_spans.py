@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
@@ -26,6 +27,7 @@ __all__ = [
 ]
 
 _TRACER_NAME = "agentplex"
+_PROVIDER_FROM_ENV = trace.OTEL_PYTHON_TRACER_PROVIDER in os.environ
 
 _actor: ContextVar[str | None] = ContextVar("agentplex_actor", default=None)
 
@@ -42,8 +44,17 @@ _NULL: AbstractContextManager[None] = nullcontext()
 
 
 def is_enabled() -> bool:
-    """Whether a real tracer provider is installed (so spans are worth creating)."""
-    provider = trace.get_tracer_provider()
+    """Whether a real tracer provider is installed (so spans are worth creating).
+
+    Called on every message, so it must be cheap: while no provider is set it reads one
+    module global (the API's own ``get_tracer_provider`` re-reads the environment then).
+    """
+    provider = trace._TRACER_PROVIDER
+    if provider is None:
+        if _PROVIDER_FROM_ENV:  # the API loads that provider on first use; let it
+            provider = trace.get_tracer_provider()
+        else:
+            return False
     return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
 
