@@ -10,6 +10,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 
 __all__ = [
     "agent_span",
@@ -27,7 +28,7 @@ __all__ = [
 ]
 
 _TRACER_NAME = "agentplex"
-_PROVIDER_FROM_ENV = trace.OTEL_PYTHON_TRACER_PROVIDER in os.environ
+_PROVIDER_FROM_ENV = OTEL_PYTHON_TRACER_PROVIDER in os.environ
 
 _actor: ContextVar[str | None] = ContextVar("agentplex_actor", default=None)
 
