@@ -3,12 +3,21 @@
 Head and node daemons (placing actors on machines over the ZeroMQ bus) build on these.
 """
 
+from ._cluster import Cluster, init
 from ._detect import detect_gpus, detect_node, worker_environment
 from ._model_actor import ModelActor, RemoteChatModel, schema_model
+from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, import_actor_class
 from ._resources import GPU, Bytes, NodeSpec, Resources, parse_bytes
 from ._scheduler import Placement, PlacementPolicy, Scheduler, Unschedulable
 
 __all__ = [
+    "ActorSpec",
+    "Cluster",
+    "LocalNode",
+    "NodeHandle",
+    "RestartPolicy",
+    "import_actor_class",
+    "init",
     "GPU",
     "Bytes",
     "ModelActor",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ._resources import GPU, NodeSpec, Resources
 
@@ -110,7 +110,7 @@ class Scheduler:
     def nodes(self) -> list[NodeSpec]:
         return [n.spec for n in self._nodes.values()]
 
-    def usage(self, node_id: str) -> dict[str, object]:
+    def usage(self, node_id: str) -> dict[str, Any]:
         """CPUs, memory and per-GPU share and memory allocated on a node."""
         n = self._nodes[node_id]
         return {"cpus": n.cpus, "memory": n.memory,

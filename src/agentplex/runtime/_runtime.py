@@ -289,44 +289,66 @@ class Runtime:
     async def subscribe(self, topic: str, actor: str | ActorRef, *, timeout: float | None = None
                         ) -> None:
         """Subscribe ``actor`` (local or remote) to ``topic``, in its mailbox order."""
-        await self._topic_control(actor, ("subscribe", topic), timeout)
+        await self._control_call(actor, ("subscribe", topic), timeout)
 
     async def unsubscribe(self, topic: str, actor: str | ActorRef, *, timeout: float | None = None
                           ) -> None:
         """Undo :meth:`subscribe`."""
-        await self._topic_control(actor, ("unsubscribe", topic), timeout)
+        await self._control_call(actor, ("unsubscribe", topic), timeout)
 
-    async def _topic_control(self, actor: str | ActorRef, op: tuple[str, str],
-                             timeout: float | None) -> None:
+    async def _control_call(self, actor: str | ActorRef, op: tuple[str, Any],
+                            timeout: float | None) -> Any:
         ref = actor if isinstance(actor, ActorRef) else self.ref(actor)
         timeout = self.default_timeout if timeout is None else timeout
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         env = Envelope(Kind.CONTROL, ref.name, op, reply=fut)
         await self._route(env, timeout)
-        await asyncio.wait_for(fut, timeout)
+        return await asyncio.wait_for(fut, timeout)
 
     async def _control(self, cell: ActorCell, op: Any) -> None:
-        action, topic = op
-        fresh = False
-        if action == "subscribe":
+        action, arg = op
+        result: Any = None
+        if action in ("subscribe", "unsubscribe"):
+            await self._topic_change(cell, action == "subscribe", arg)
+        elif action == "state":
+            state_dict = getattr(cell.actor, "state_dict", None)
+            result = state_dict() if callable(state_dict) else None
+        elif action == "load_state":
+            load = getattr(cell.actor, "load_state_dict", None)
+            if not callable(load):
+                raise TypeError(f"actor {cell.name!r} has no load_state_dict()")
+            load(arg)
+        else:
+            raise ValueError(f"unknown control operation {action!r}")
+        reply = cell.current.reply if cell.current is not None else None
+        if reply is not None and not reply.done():
+            reply.set_result(result)
+
+    async def _topic_change(self, cell: ActorCell, subscribe: bool, topic: str) -> None:
+        if subscribe:
             names = self._topics.setdefault(topic, {})
             fresh = not names
             names[cell.name] = None
             if fresh and type(self.transport) is not InProcessTransport:
                 await self.transport.subscribed(topic)
-        elif action == "unsubscribe":
+        else:
             names = self._topics.get(topic, {})
             names.pop(cell.name, None)
             if not names:
                 self._topics.pop(topic, None)
                 if type(self.transport) is not InProcessTransport:
                     await self.transport.unsubscribed(topic)
-        else:
-            raise ValueError(f"unknown control operation {action!r}")
-        cell.actor.on_topic(topic, action == "subscribe")
-        reply = cell.current.reply if cell.current is not None else None
-        if reply is not None and not reply.done():
-            reply.set_result(None)
+        cell.actor.on_topic(topic, subscribe)
+
+    async def state_of(self, actor: str | ActorRef, *, timeout: float | None = None) -> Any:
+        """The actor's ``state_dict()`` (``None`` if it has none), taken in mailbox order,
+        wherever the actor runs."""
+        return await self._control_call(actor, ("state", None), timeout)
+
+    async def load_state(self, actor: str | ActorRef, state: Any, *,
+                         timeout: float | None = None) -> None:
+        """Call the actor's ``load_state_dict(state)`` in mailbox order, wherever it runs."""
+        await self._control_call(actor, ("load_state", state), timeout)
 
     def subscribers(self, topic: str) -> list[str]:
         """Names of the local actors subscribed to ``topic``."""

@@ -1,0 +1,128 @@
+"""Nodes as the cluster sees them: something that can start and stop actors.
+
+:class:`LocalNode` is a node in this process (a runtime of its own on the shared in-process
+network): what ``agentplex.init()`` starts, and what tests use to stand for machines.
+Nodes reached over the ZeroMQ bus implement the same :class:`NodeHandle` interface.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..runtime import Actor, InProcessNetwork, InProcessTransport, Runtime
+from ._resources import NodeSpec, Resources
+from ._scheduler import Placement, PlacementPolicy
+
+__all__ = [
+    "ActorSpec",
+    "LocalNode",
+    "NodeHandle",
+    "RestartPolicy",
+    "class_path",
+    "import_actor_class",
+]
+
+RestartPolicy = Literal["never", "on-failure"]
+
+
+def import_actor_class(path: str) -> type[Actor]:
+    """The actor class at ``"package.module:Class"`` (or ``"package.module.Class"``)."""
+    module, sep, attr = path.partition(":")
+    if not sep:
+        module, _, attr = path.rpartition(".")
+    target: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    if not (isinstance(target, type) and issubclass(target, Actor)):
+        raise TypeError(f"{path!r} is not an Actor class")
+    return target
+
+
+def class_path(cls: type[Actor]) -> str:
+    """The import path of an actor class, as :func:`import_actor_class` reads it."""
+    if "<locals>" in cls.__qualname__:
+        raise ValueError(f"{cls.__qualname__} is defined inside a function; actors spawned "
+                         "on a cluster must be importable by path")
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+@dataclass
+class ActorSpec:
+    """How to (re)create an actor anywhere: its class by import path and msgpack-able
+    arguments, plus where it may run and what to do when its node dies."""
+
+    name: str
+    target: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    policy: PlacementPolicy = "pack"
+    labels: dict[str, str] | None = None
+    node: str | None = None
+    restart: RestartPolicy = "never"
+    max_restarts: int = 3
+    restarts: int = 0
+    placement: Placement | None = None
+    state: Any = None
+    """The last checkpoint of the actor's ``state_dict()``, restored on restart."""
+
+
+class NodeHandle(ABC):
+    """A node the cluster may place actors on."""
+
+    spec: NodeSpec
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @abstractmethod
+    async def start_actor(self, actor: ActorSpec) -> None:
+        """Create the actor (restoring ``actor.state`` when set) and register its name."""
+
+    @abstractmethod
+    async def stop_actor(self, name: str) -> None:
+        """Stop the actor (its accepted messages are handled first)."""
+
+    @property
+    @abstractmethod
+    def alive(self) -> bool:
+        """Whether the node still answers."""
+
+
+class LocalNode(NodeHandle):
+    """A node inside this process: its own :class:`Runtime` on a shared in-process network."""
+
+    def __init__(self, spec: NodeSpec, network: InProcessNetwork) -> None:
+        self.spec = spec
+        self.runtime = Runtime(InProcessTransport(network))
+        self._alive = True
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    async def start_actor(self, actor: ActorSpec) -> None:
+        instance = import_actor_class(actor.target)(*actor.args, **actor.kwargs)
+        if actor.placement is not None:
+            instance.placement = actor.placement  # type: ignore[attr-defined]
+        await self.runtime.spawn(instance, actor.name)
+        if actor.state is not None:
+            await self.runtime.load_state(actor.name, actor.state)
+
+    async def stop_actor(self, name: str) -> None:
+        if name in self.runtime:
+            await self.runtime.stop(name)
+
+    async def kill(self) -> None:
+        """Die as a machine dies: every actor stops at once, nothing is drained."""
+        self._alive = False
+        await self.runtime.shutdown(drain=False)
+
+    async def close(self) -> None:
+        """Shut down cleanly (drain, then stop)."""
+        self._alive = False
+        await self.runtime.shutdown()
