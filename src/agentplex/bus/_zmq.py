@@ -1,0 +1,892 @@
+""":class:`ZmqTransport`: the runtime's transport across processes and machines.
+
+Every process binds one ROUTER socket and opens one DEALER per peer it talks to, so
+point-to-point traffic goes straight from sender to receiver. The head process (the one
+started without ``head=``) keeps the :class:`~agentplex.bus._directory.Directory`; other
+nodes say hello to it, look names up there and cache the answers.
+"""
+
+# ruff: noqa: ASYNC109  (the Transport interface passes timeouts as arguments)
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import zmq
+import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
+
+from ..message import DecodeError, EncodeError, decode, encode
+from ..runtime import (
+    ActorError,
+    ActorNotFound,
+    ActorStopped,
+    CallTimeout,
+    Envelope,
+    HandlerError,
+    Kind,
+    MailboxFull,
+    PeerLost,
+    StreamChannel,
+    Transport,
+)
+from ..tracing import inject_context, use_context
+from ._directory import Directory, Liveness, parse_snapshot
+from ._frames import (
+    FrameError,
+    Header,
+    Op,
+    error_from_wire,
+    error_to_wire,
+    pack_header,
+    parse_header,
+)
+from ._security import AllowList, InsecureBindError, KeyPair, is_loopback
+from ._worker import build_actor
+
+if TYPE_CHECKING:
+    from ..runtime import ActorRef, Runtime
+    from ..runtime._cell import ActorCell
+
+__all__ = ["HEAD", "PayloadTooLarge", "ZmqTransport"]
+
+log = logging.getLogger("agentplex.bus")
+
+HEAD = "head"
+"""The node id of the head process."""
+
+_COPY_THRESHOLD = 64 * 1024
+
+
+class PayloadTooLarge(ActorError, ValueError):
+    """A message is larger than the bus's ``max_message_size``."""
+
+
+class _Pending:
+    """A request of ours waiting for its answer (caller side)."""
+
+    __slots__ = ("env", "node", "queue", "reply", "retried", "task")
+
+    def __init__(self, reply: Any, node: str, env: Envelope | None = None) -> None:
+        self.reply = reply
+        self.node = node
+        self.env = env
+        self.retried = False
+        self.queue: asyncio.Queue[tuple[str, Any]] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def fail(self, err: BaseException) -> None:
+        if self.queue is not None:
+            self.queue.put_nowait(("error", err))
+        elif isinstance(self.reply, asyncio.Future) and not self.reply.done():
+            self.reply.set_exception(err)
+
+
+class _Serving:
+    """A request we host for a peer (the stand-in side)."""
+
+    __slots__ = ("credit", "env", "task", "wake")
+
+    def __init__(self, env: Envelope, credit: int = 0) -> None:
+        self.env = env
+        self.credit = credit
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+
+class ZmqTransport(Transport):
+    """Carries envelopes between runtimes over ZeroMQ, as msgpack, peer to peer.
+
+    Args:
+        bind: the endpoint this process's ROUTER binds (port 0: any free port).
+        head: the head's endpoint; ``None`` makes this process the head.
+        head_key: the head's CURVE public key (when ``keys`` are given).
+        node_id: this node's id (default: random; the head is always ``"head"``).
+        keys: this node's CURVE key pair; ``None`` means no encryption.
+        allow: client public keys admitted besides our own (with ``keys``).
+        insecure: allow a non-loopback ``bind`` without keys.
+        advertise: the endpoint peers should connect to, when ``bind`` is a wildcard.
+        heartbeat_interval, heartbeat_timeout: seconds between pings; silence after which
+            a peer is declared lost and calls waiting on it fail with ``PeerLost``.
+        max_message_size: the largest payload accepted or sent, in bytes.
+        hwm: high-water mark (messages) of every socket.
+        spawn_allow: modules (and their submodules) remote peers may spawn actors from.
+        stream_window: stream items in flight before the producer waits for the reader.
+        max_overflow: envelopes held for full mailboxes before new ones are refused.
+        rpc_timeout: seconds directory operations wait for the head.
+    """
+
+    def __init__(
+        self,
+        bind: str = "tcp://127.0.0.1:0",
+        *,
+        head: str | None = None,
+        head_key: str | None = None,
+        node_id: str | None = None,
+        keys: KeyPair | None = None,
+        allow: Iterable[str] = (),
+        insecure: bool = False,
+        advertise: str | None = None,
+        heartbeat_interval: float = 1.0,
+        heartbeat_timeout: float = 5.0,
+        max_message_size: int = 256 * 1024 * 1024,
+        hwm: int = 10_000,
+        spawn_allow: Iterable[str] = (),
+        stream_window: int = 32,
+        max_overflow: int = 10_000,
+        rpc_timeout: float = 10.0,
+    ) -> None:
+        if keys is None and not insecure and not is_loopback(bind):
+            raise InsecureBindError(
+                f"refusing to bind {bind} without CURVE keys; pass keys=... "
+                "or insecure=True to run an unauthenticated, unencrypted bus"
+            )
+        if keys is not None and not keys.secret:
+            raise ValueError("keys must include the secret key")
+        if keys is not None and head is not None and not head_key:
+            raise ValueError("with keys, head_key (the head's public key) is required")
+        self.bind = bind
+        self.head = head
+        self.head_key = head_key or ""
+        self.is_head = head is None
+        self.node_id = HEAD if self.is_head else (node_id or f"node-{uuid.uuid4().hex[:8]}")
+        self.keys = keys
+        self.allow = AllowList([*allow, *([keys.public] if keys else [])])
+        self.advertise = advertise
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.max_message_size = max_message_size
+        self.hwm = hwm
+        self.spawn_allow = tuple(spawn_allow)
+        self.stream_window = max(2, stream_window)
+        self.max_overflow = max_overflow
+        self.rpc_timeout = rpc_timeout
+        self.endpoint = ""
+        self.stats: Counter[str] = Counter()
+        """Counters: ``dropped`` frames, ``unknown_actor``, ``publish_failed``, ..."""
+        self._runtime: Runtime | None = None
+        self._ctx: zmq.asyncio.Context | None = None
+        self._auth: AsyncioAuthenticator | None = None
+        self._router: Any = None
+        self._peers: dict[str, Any] = {}
+        self._nodes: dict[str, tuple[str, str]] = {}
+        self._topics: dict[str, set[str]] = {}
+        self._names: dict[str, str] = {}
+        self._version = -1
+        self._dir = Directory() if self.is_head else None
+        self._live = Liveness(heartbeat_timeout)
+        self._pending: dict[int, _Pending] = {}
+        self._serving: dict[tuple[str, int], _Serving] = {}
+        self._overflow: dict[str, deque[Envelope]] = {}
+        self._overflowing = 0
+        self._corr = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError("the transport has not been started")
+        return self._runtime
+
+    async def start(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._ctx = ctx = zmq.asyncio.Context()
+        router = self._router = ctx.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.setsockopt(zmq.RCVHWM, self.hwm)
+        router.setsockopt(zmq.MAXMSGSIZE, self.max_message_size + 65536)
+        if self.keys is not None:
+            self._auth = AsyncioAuthenticator(ctx)
+            self._auth.start()
+            self._auth.configure_curve_callback("*", credentials_provider=self.allow)
+            router.curve_server = True
+            router.curve_secretkey = self.keys.secret.encode("ascii")
+            router.curve_publickey = self.keys.public.encode("ascii")
+        router.bind(self.bind)
+        self.endpoint = self.advertise or router.getsockopt_string(zmq.LAST_ENDPOINT)
+        public = self.keys.public if self.keys else ""
+        self._spawn_task(self._receive())
+        self._spawn_task(self._heartbeat())
+        if self._dir is not None:
+            self._dir.add_node(self.node_id, self.endpoint, public)
+            self._nodes = dict(self._dir.nodes)
+            return
+        assert self.head is not None
+        self._nodes[HEAD] = (self.head, self.head_key)
+        try:
+            snap = await self._request(HEAD, Op.HELLO, encode(
+                {"endpoint": self.endpoint, "key": public}), self.rpc_timeout)
+            self._apply_snapshot(snap)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if not self.is_head and HEAD in self._peers:
+            self._send_nowait(HEAD, Header(Op.BYE, self.node_id), b"")
+            await asyncio.sleep(0.01)  # let the goodbye leave before the socket closes
+        for task in list(self._tasks):
+            task.cancel()
+        err = ActorStopped("the bus transport was closed")
+        for entry in list(self._pending.values()):
+            entry.fail(err)
+        self._pending.clear()
+        for peer in self._peers.values():
+            peer.close(linger=0)
+        self._peers.clear()
+        if self._router is not None:
+            self._router.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+        if self._ctx is not None:
+            self._ctx.term()
+
+    def _spawn_task(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("bus task failed", exc_info=task.exception())
+
+    # -- sending --------------------------------------------------------------------------
+
+    def _peer(self, node: str) -> Any:
+        sock = self._peers.get(node)
+        if sock is not None:
+            return sock
+        info = self._nodes.get(node)
+        if info is None or self._ctx is None:
+            raise PeerLost(f"node {node!r} is not on the bus")
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, self.hwm)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if self.keys is not None:
+            sock.curve_secretkey = self.keys.secret.encode("ascii")
+            sock.curve_publickey = self.keys.public.encode("ascii")
+            sock.curve_serverkey = info[1].encode("ascii")
+        sock.connect(info[0])
+        self._peers[node] = sock
+        self._live.seen(node)
+        return sock
+
+    def _frames(self, header: Header, data: bytes) -> tuple[list[bytes], bool]:
+        if len(data) > self.max_message_size:
+            raise PayloadTooLarge(
+                f"message of {len(data)} bytes exceeds max_message_size={self.max_message_size}",
+                actor=header.target)
+        return [pack_header(header), data], len(data) < _COPY_THRESHOLD
+
+    async def _send(self, node: str, header: Header, data: bytes, timeout: float) -> None:
+        frames, copy = self._frames(header, data)
+        fut = self._peer(node).send_multipart(frames, copy=copy)
+        if not fut.done():
+            try:
+                await asyncio.wait_for(fut, timeout)
+            except TimeoutError:
+                raise MailboxFull(f"node {node!r} accepted nothing for {timeout:g}s",
+                                  actor=header.target) from None
+        else:
+            fut.result()
+
+    def _send_nowait(self, node: str, header: Header, data: bytes) -> None:
+        try:
+            frames, copy = self._frames(header, data)
+            self._peer(node).send_multipart(frames, copy=copy)
+        except Exception as exc:
+            self.stats["send_failed"] += 1
+            log.warning("could not send %s to node %r: %s", header.op, node, exc)
+
+    async def _request(self, node: str, op: str, data: bytes, timeout: float,
+                       **fields: Any) -> Any:
+        """Send a request to ``node`` and wait for its REPLY (or raise its ERROR)."""
+        corr = next(self._corr)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[corr] = _Pending(fut, node)
+        try:
+            await self._send(node, Header(op, self.node_id, corr, **fields), data, timeout)
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            raise CallTimeout(f"node {node!r} did not answer {op!r} within {timeout:g}s"
+                              ) from None
+        finally:
+            self._pending.pop(corr, None)
+
+    def _reply(self, h: Header, op: str, data: bytes) -> None:
+        if h.corr is not None or op == Op.ERROR:
+            self._send_nowait(h.src, Header(op, self.node_id, h.corr, target=h.target), data)
+
+    def _reply_error(self, h: Header, exc: BaseException) -> None:
+        self._reply(h, Op.ERROR, encode(error_to_wire(exc, h.target)))
+
+    # -- Transport: the caller side ---------------------------------------------------------
+
+    async def _locate(self, name: str, timeout: float, *, fresh: bool = False) -> str:
+        node = None if fresh else self._names.get(name)
+        if node is not None:
+            return node
+        if self._dir is not None:
+            node = self._dir.lookup(name)
+        else:
+            node = await self._request(HEAD, Op.LOOKUP, encode(name), min(timeout,
+                                                                          self.rpc_timeout))
+        if not isinstance(node, str) or node == self.node_id:
+            self._names.pop(name, None)
+            raise ActorNotFound(f"no actor named {name!r} on the bus", actor=name)
+        if len(self._names) > 1_000_000:
+            self._names.clear()
+        self._names[name] = node
+        return node
+
+    async def deliver(self, env: Envelope, timeout: float) -> None:
+        await self._deliver(env, timeout, fresh=False)
+
+    async def _deliver(self, env: Envelope, timeout: float, *, fresh: bool) -> None:
+        node = await self._locate(env.target, timeout, fresh=fresh)
+        data = encode(env.payload)
+        header = Header(env.kind, self.node_id, None, env.target, env.sender,
+                        trace=_trace_headers(env.trace))
+        if env.reply is None:
+            await self._send(node, header, data, timeout)
+            return
+        corr = env.corr = next(self._corr)
+        entry = self._pending[corr] = _Pending(env.reply, node, env)
+        entry.retried = fresh
+        if isinstance(env.reply, StreamChannel):
+            entry.queue = asyncio.Queue()
+            entry.task = self._spawn_task(self._feed(corr, entry))
+        try:
+            await self._send(node, header._replace(corr=corr), data, timeout)
+        except BaseException:
+            self._drop_pending(corr)
+            raise
+
+    def _drop_pending(self, corr: int) -> None:
+        entry = self._pending.pop(corr, None)
+        if entry is not None and entry.task is not None:
+            entry.task.cancel()
+
+    def cancel(self, env: Envelope) -> None:
+        corr = env.corr
+        if not isinstance(corr, int):
+            return
+        entry = self._pending.get(corr)
+        if entry is None or entry.env is not env:
+            return
+        self._drop_pending(corr)
+        if entry.node in self._peers:
+            self._send_nowait(entry.node, Header(Op.CANCEL, self.node_id, corr), b"")
+
+    async def _feed(self, corr: int, entry: _Pending) -> None:
+        """Move stream items from the wire into the caller's channel; return credit."""
+        channel: StreamChannel[Any] = entry.reply
+        assert entry.queue is not None
+        used, half = 0, self.stream_window // 2
+        try:
+            while True:
+                what, item = await entry.queue.get()
+                if what == "item":
+                    if not await channel.send(item):
+                        return
+                    used += 1
+                    if used >= half:
+                        self._send_nowait(entry.node, Header(Op.CREDIT, self.node_id, corr),
+                                          encode(used))
+                        used = 0
+                elif what == "end":
+                    channel.end()
+                    return
+                else:
+                    channel.fail(item)
+                    return
+        finally:
+            if self._pending.get(corr) is entry:
+                del self._pending[corr]
+
+    async def publish(self, env: Envelope, timeout: float) -> None:
+        nodes = [n for n in self._topics.get(env.topic or "", ()) if n != self.node_id]
+        if not nodes:
+            return
+        data = encode(env.payload)
+        fields = {"sender": env.sender, "topic": env.topic, "exclude": env.exclude,
+                  "trace": _trace_headers(env.trace)}
+        results = await asyncio.gather(
+            *(self._request(n, Op.PUBLISH, data, timeout, **fields) for n in nodes),
+            return_exceptions=True)
+        for node, res in zip(nodes, results, strict=True):
+            if isinstance(res, BaseException):
+                self.stats["publish_failed"] += 1
+                log.warning("publish on %r to node %r failed: %s", env.topic, node, res)
+
+    # -- Transport: directory hooks -----------------------------------------------------------
+
+    async def registered(self, name: str) -> None:
+        self._names.pop(name, None)
+        if self._dir is not None:
+            self._dir.register(name, self.node_id)
+        else:
+            await self._request(HEAD, Op.REG, encode(name), self.rpc_timeout)
+
+    async def unregistered(self, name: str) -> None:
+        if self._dir is not None:
+            self._dir.unregister(name, self.node_id)
+        elif not self._closed:
+            await self._request(HEAD, Op.UNREG, encode(name), self.rpc_timeout)
+
+    async def subscribed(self, topic: str) -> None:
+        if self._dir is not None:
+            self._dir.subscribe(topic, self.node_id)
+            await self._push_state()
+        else:
+            await self._request(HEAD, Op.SUB, encode(topic), self.rpc_timeout)
+
+    async def unsubscribed(self, topic: str) -> None:
+        if self._dir is not None:
+            self._dir.unsubscribe(topic, self.node_id)
+            await self._push_state()
+        elif not self._closed:
+            await self._request(HEAD, Op.UNSUB, encode(topic), self.rpc_timeout)
+
+    async def spawn(self, node: str, cls: str, *args: Any, name: str | None = None,
+                    timeout: float | None = None, **kwargs: Any) -> ActorRef:
+        """Spawn ``cls`` (``"package.module:Class"``) on ``node`` with msgpack-able arguments.
+
+        The node refuses classes outside its ``spawn_allow`` list.
+        """
+        spec = {"cls": cls, "args": list(args), "kwargs": kwargs, "name": name}
+        got = await self._request(node, Op.SPAWN, encode(spec), timeout or self.rpc_timeout)
+        if not isinstance(got, str):
+            raise ActorError(f"node {node!r} answered a spawn with {got!r:.100}")
+        self._names[got] = node
+        return self.runtime.ref(got)
+
+    def nodes(self) -> dict[str, str]:
+        """Known nodes and their endpoints."""
+        return {n: info[0] for n, info in self._nodes.items()}
+
+    # -- the head -----------------------------------------------------------------------------
+
+    def _apply_snapshot(self, snap: Any) -> None:
+        version, nodes, topics = parse_snapshot(snap)
+        if version < self._version:
+            return
+        self._version = version
+        if HEAD in self._nodes and HEAD not in nodes:
+            nodes[HEAD] = self._nodes[HEAD]
+        self._nodes, self._topics = nodes, topics
+
+    async def _push_state(self) -> None:
+        assert self._dir is not None
+        snap = self._dir.snapshot()
+        self._nodes = dict(self._dir.nodes)
+        self._topics = {t: set(v) for t, v in self._dir.topics.items()}
+        data = encode(snap)
+        others = [n for n in self._nodes if n != self.node_id]
+        await asyncio.gather(
+            *(self._request(n, Op.STATE, data, self.heartbeat_timeout) for n in others),
+            return_exceptions=True)
+
+    async def _head_op(self, h: Header, arg: Any) -> None:
+        d = self._dir
+        try:
+            if d is None:
+                raise ActorError(f"node {self.node_id!r} is not the head")
+            result: Any = None
+            if h.op == Op.HELLO:
+                if not (isinstance(arg, dict) and isinstance(arg.get("endpoint"), str)
+                        and isinstance(arg.get("key"), str)):
+                    raise ActorError("malformed hello")
+                self._drop_peer(h.src)  # a restarted node: reconnect afresh
+                d.add_node(h.src, arg["endpoint"], arg["key"])
+                await self._push_state()
+                result = d.snapshot()
+            elif h.op == Op.BYE:
+                if d.remove_node(h.src):
+                    self._drop_peer(h.src)
+                    await self._push_state()
+                return
+            elif not isinstance(arg, str):
+                raise ActorError(f"malformed {h.op} request")
+            elif h.op == Op.REG:
+                d.register(arg, h.src)
+            elif h.op == Op.UNREG:
+                d.unregister(arg, h.src)
+            elif h.op == Op.LOOKUP:
+                result = d.lookup(arg)
+            elif h.op == Op.SUB:
+                d.subscribe(arg, h.src)
+                await self._push_state()
+            else:
+                d.unsubscribe(arg, h.src)
+                await self._push_state()
+            self._reply(h, Op.REPLY, encode(result))
+        except Exception as exc:
+            self._reply_error(h, exc)
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    async def _receive(self) -> None:
+        router = self._router
+        while True:
+            frames = await router.recv_multipart()
+            try:
+                self._on_frames(frames)
+            except Exception as exc:  # never let one message stop the loop
+                self._drop(f"{type(exc).__name__}: {exc}")
+
+    def _drop(self, why: str) -> None:
+        n = self.stats["dropped"] = self.stats["dropped"] + 1
+        if n & (n - 1) == 0:  # log the 1st, 2nd, 4th, 8th ... drop
+            log.warning("dropped a bad bus frame (%d so far): %s", n, why)
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) != 3:
+            self._drop(f"{len(frames)} frames")
+            return
+        try:
+            h = parse_header(frames[1])
+        except FrameError as exc:
+            self._drop(str(exc))
+            return
+        if h.src in self._live.last_seen:
+            self._live.seen(h.src)
+        data = frames[2]
+        op = h.op
+        if op in _PEER_OPS and h.src not in self._nodes and not (op == Op.HELLO
+                                                                  and self._dir is not None):
+            self._drop(f"{op} from unknown node {h.src!r}")
+            return
+        if op in (Op.REPLY, Op.ERROR, Op.ITEM, Op.END):
+            self._on_answer(h, data)
+        elif op in (Op.CALL, Op.TELL, Op.STREAM, Op.CONTROL):
+            self._on_request(h, data)
+        elif op == Op.PUBLISH:
+            self._on_publish(h, data)
+        elif op == Op.CANCEL:
+            self._on_cancel(h)
+        elif op == Op.CREDIT:
+            self._on_credit(h, data)
+        elif op == Op.PING:
+            self._send_nowait(h.src, Header(Op.PONG, self.node_id), b"")
+        elif op == Op.PONG:
+            pass
+        elif op == Op.STATE:
+            self._apply_snapshot(self._decode(h, data))
+            self._reply(h, Op.REPLY, encode(None))
+        elif op == Op.SPAWN:
+            self._spawn_task(self._on_spawn(h, self._decode(h, data)))
+        else:
+            self._spawn_task(self._head_op(h, self._decode(h, data)))
+
+    def _decode(self, h: Header, data: bytes) -> Any:
+        if not data:
+            return None
+        try:
+            return decode(data, max_size=self.max_message_size)
+        except DecodeError as exc:
+            self.stats["bad_payload"] += 1
+            if h.corr is not None and h.op not in _ANSWERS:
+                self._reply_error(h, ActorError(f"undecodable payload: {exc}", actor=h.target))
+            raise
+
+    def _on_answer(self, h: Header, data: bytes) -> None:
+        entry = self._pending.get(h.corr) if h.corr is not None else None
+        if entry is None:
+            if h.op == Op.ERROR and h.corr is None:
+                self.stats["tell_failed"] += 1
+                err = error_from_wire(self._decode(h, data))
+                if isinstance(err, ActorNotFound) and h.target:
+                    self._names.pop(h.target, None)
+                log.warning("a tell to %r failed: %s", h.target, err)
+            return  # a late answer to a request given up on
+        if entry.node != h.src:
+            self._drop(f"answer from {h.src!r} for a request sent to {entry.node!r}")
+            return
+        try:
+            value = self._decode(h, data)
+        except DecodeError as exc:
+            self._pending.pop(h.corr, None)  # type: ignore[arg-type]
+            entry.fail(ActorError(f"undecodable answer: {exc}", actor=h.target))
+            return
+        op = h.op
+        if entry.queue is not None:
+            if op == Op.ITEM:
+                entry.queue.put_nowait(("item", value))
+            elif op == Op.END:
+                entry.queue.put_nowait(("end", None))
+            else:
+                entry.queue.put_nowait(("error", error_from_wire(value)))
+            return
+        del self._pending[h.corr]  # type: ignore[arg-type]
+        fut = entry.reply
+        if op == Op.REPLY:
+            if not fut.done():
+                fut.set_result(value)
+            return
+        err = error_from_wire(value)
+        env = entry.env
+        if isinstance(err, ActorNotFound) and env is not None:
+            self._names.pop(env.target, None)
+            if not entry.retried:  # the actor may have moved: ask the head again, once
+                self._spawn_task(self._redeliver(env, err))
+                return
+        if not fut.done():
+            fut.set_exception(err)
+
+    async def _redeliver(self, env: Envelope, err: ActorError) -> None:
+        try:
+            await self._deliver(env, self.rpc_timeout, fresh=True)
+        except Exception as exc:
+            if not env.reply.done():
+                env.reply.set_exception(exc if isinstance(exc, ActorError) else err)
+
+    # -- hosting requests from peers ---------------------------------------------------------------
+
+    def _on_request(self, h: Header, data: bytes) -> None:
+        target = h.target
+        if target is None:
+            self._drop("request without a target")
+            return
+        payload = self._decode(h, data)
+        cell = self.runtime._cells.get(target)
+        if cell is None or not cell.accepting:
+            self.stats["unknown_actor"] += 1
+            self._reply_error(h, ActorNotFound(
+                f"no actor named {target!r} on node {self.node_id!r}", actor=target))
+            return
+        op = h.op
+        reply: Any = None
+        if op != Op.TELL and h.corr is None:
+            self._drop(f"{op} without a correlation id")
+            return
+        key = (h.src, h.corr or 0)
+        if op in (Op.CALL, Op.CONTROL):
+            reply = asyncio.get_running_loop().create_future()
+            env = Envelope(op, target, payload, reply=reply, sender=h.sender, corr=h.corr,
+                           trace=h.trace)
+            self._serving[key] = _Serving(env)
+            reply.add_done_callback(lambda f: self._call_done(h, key, f))
+        else:
+            if op == Op.STREAM:
+                reply = StreamChannel(self.stream_window)
+            env = Envelope(op, target, payload, reply=reply, sender=h.sender, corr=h.corr,
+                           trace=h.trace)
+            if op == Op.STREAM:
+                serving = self._serving[key] = _Serving(env, self.stream_window)
+                serving.task = self._spawn_task(self._pump(h, key, serving, cell))
+        self._enqueue(cell, env)
+
+    def _call_done(self, h: Header, key: tuple[str, int], fut: asyncio.Future[Any]) -> None:
+        self._serving.pop(key, None)
+        if self._closed:
+            return
+        if fut.cancelled():
+            self._reply_error(h, ActorStopped(f"the call to {h.target!r} was interrupted"))
+        elif (exc := fut.exception()) is not None:
+            self._reply_error(h, exc)
+        else:
+            try:
+                data = encode(fut.result())
+            except EncodeError as exc:
+                self._reply_error(h, HandlerError(str(exc), actor=h.target,
+                                                  exc_type="EncodeError"))
+                return
+            try:
+                self._frames(h, data)
+            except PayloadTooLarge as exc:
+                self._reply_error(h, exc)
+                return
+            self._reply(h, Op.REPLY, data)
+
+    async def _pump(self, h: Header, key: tuple[str, int], s: _Serving, cell: ActorCell
+                    ) -> None:
+        """Send a hosted stream's items to the caller, as the caller's credit allows."""
+        channel: StreamChannel[Any] = s.env.reply
+        try:
+            while True:
+                try:
+                    more, item = await channel.receive()
+                except Exception as exc:
+                    self._reply_error(h, exc)
+                    return
+                if not more:
+                    self._reply(h, Op.END, b"")
+                    return
+                while s.credit <= 0:
+                    s.wake.clear()
+                    await s.wake.wait()
+                s.credit -= 1
+                try:
+                    data = encode(item)
+                    await self._send(h.src, Header(Op.ITEM, self.node_id, h.corr, h.target),
+                                     data, self.heartbeat_timeout)
+                except (EncodeError, ActorError) as exc:
+                    channel.close()
+                    cell.interrupt(s.env)
+                    self._reply_error(h, HandlerError(str(exc), actor=h.target,
+                                                      exc_type=type(exc).__name__))
+                    return
+        finally:
+            self._serving.pop(key, None)
+
+    def _on_credit(self, h: Header, data: bytes) -> None:
+        s = self._serving.get((h.src, h.corr or 0))
+        n = self._decode(h, data)
+        if s is not None and type(n) is int and n > 0:
+            s.credit += n
+            s.wake.set()
+
+    def _on_cancel(self, h: Header) -> None:
+        s = self._serving.pop((h.src, h.corr or 0), None)
+        if s is not None:
+            self._abandon(s)
+
+    def _abandon(self, s: _Serving) -> None:
+        """The caller of ``s`` left: skip or interrupt its handler."""
+        reply = s.env.reply
+        if isinstance(reply, StreamChannel):
+            reply.close()
+        elif isinstance(reply, asyncio.Future) and not reply.done():
+            reply.cancel()
+        if s.task is not None:
+            s.task.cancel()
+        cell = self.runtime._cells.get(s.env.target)
+        if cell is not None:
+            cell.interrupt(s.env)
+
+    def _enqueue(self, cell: ActorCell, env: Envelope) -> None:
+        """Mailbox in arrival order; a full mailbox holds later envelopes back, bounded."""
+        held = self._overflow.get(cell.name)
+        if held is None:
+            try:
+                if cell.offer(env):
+                    return
+            except ActorError as exc:
+                self._fail_env(env, exc)
+                return
+            held = self._overflow[cell.name] = deque()
+            self._spawn_task(self._drain(cell, held))
+        if self._overflowing >= self.max_overflow:
+            self._fail_env(env, MailboxFull(f"mailbox of {cell.name!r} is full", actor=cell.name))
+            return
+        held.append(env)
+        self._overflowing += 1
+
+    async def _drain(self, cell: ActorCell, held: deque[Envelope]) -> None:
+        try:
+            while held:
+                env = held[0]
+                try:
+                    await cell.put(env, self.runtime.default_timeout)
+                except ActorError as exc:
+                    self._fail_env(env, exc)
+                held.popleft()
+                self._overflowing -= 1
+        finally:
+            self._overflowing -= len(held)
+            for env in held:
+                self._fail_env(env, ActorStopped("the bus transport was closed"))
+            self._overflow.pop(cell.name, None)
+
+    def _fail_env(self, env: Envelope, exc: ActorError) -> None:
+        reply = env.reply
+        if isinstance(reply, StreamChannel):
+            reply.fail(exc)
+        elif isinstance(reply, asyncio.Future):
+            if not reply.done():
+                reply.set_exception(exc)
+        else:
+            self.stats["tell_failed"] += 1
+            log.warning("dropped a %s for %r: %s", env.kind, env.target, exc)
+
+    def _on_publish(self, h: Header, data: bytes) -> None:
+        env = Envelope(Kind.PUBLISH, "", self._decode(h, data), sender=h.sender, topic=h.topic,
+                       trace=h.trace, exclude=h.exclude)
+        self._spawn_task(self._publish_here(h, env))
+
+    async def _publish_here(self, h: Header, env: Envelope) -> None:
+        try:
+            await self.runtime._publish_local(env, self.runtime.default_timeout)
+        except Exception as exc:
+            self._reply_error(h, exc)
+        else:
+            self._reply(h, Op.REPLY, b"")
+
+    async def _on_spawn(self, h: Header, spec: Any) -> None:
+        try:
+            actor, name = build_actor(spec, self.spawn_allow)
+            ref = await self.runtime.spawn(actor, name)
+        except Exception as exc:
+            log.warning("refused a remote spawn from %r: %s", h.src, exc)
+            self._reply_error(h, exc)
+        else:
+            self._reply(h, Op.REPLY, encode(ref.name))
+
+    # -- liveness -------------------------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            for node in list(self._peers):
+                self._send_nowait(node, Header(Op.PING, self.node_id), b"")
+            for node in self._live.stale():
+                self._peer_lost(node)
+
+    def _drop_peer(self, node: str) -> None:
+        sock = self._peers.pop(node, None)
+        if sock is not None:
+            sock.close(linger=0)
+        self._live.forget(node)
+
+    def _peer_lost(self, node: str) -> None:
+        """``node`` went silent: fail what waits on it, forget what it hosted."""
+        log.warning("node %r is lost (silent for %gs)", node, self.heartbeat_timeout)
+        self.stats["peers_lost"] += 1
+        self._drop_peer(node)
+        err = PeerLost(f"node {node!r} stopped answering (no heartbeat for "
+                       f"{self.heartbeat_timeout:g}s)")
+        for corr, entry in list(self._pending.items()):
+            if entry.node == node:
+                if entry.queue is None:
+                    del self._pending[corr]
+                entry.fail(err)
+        for key, s in list(self._serving.items()):
+            if key[0] == node:
+                del self._serving[key]
+                self._abandon(s)
+        self._names = {n: h for n, h in self._names.items() if h != node}
+        if self._dir is not None and self._dir.remove_node(node):
+            self._spawn_task(self._push_state())
+
+
+_ANSWERS = frozenset({Op.REPLY, Op.ERROR, Op.ITEM, Op.END})
+_PEER_OPS = frozenset({Op.CALL, Op.TELL, Op.STREAM, Op.CONTROL, Op.PUBLISH, Op.STATE,
+                       Op.SPAWN, Op.HELLO, Op.REG, Op.UNREG, Op.LOOKUP, Op.SUB, Op.UNSUB,
+                       Op.PING, Op.CREDIT, Op.CANCEL, Op.BYE})
+
+
+def _trace_headers(trace: Any) -> dict[str, str] | None:
+    if trace is None:
+        return None
+    if isinstance(trace, Mapping):
+        return {str(k): str(v) for k, v in trace.items()}
+    with use_context(trace):
+        return inject_context()
