@@ -23,6 +23,12 @@ class Echo(Actor):
             return self.told
         if message == "where":
             return self.tag
+        if message == "leave":  # stop after answering (the actor "moves away")
+            asyncio.get_running_loop().call_soon(
+                lambda: asyncio.ensure_future(self.runtime.stop(self.ref.name)))
+            return "bye"
+        if isinstance(message, str) and message.startswith("blob:"):
+            return bytes(int(message[5:]))
         if message == "hang":
             await asyncio.sleep(3600)
         if isinstance(message, dict) and "sleep" in message:

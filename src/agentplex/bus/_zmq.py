@@ -491,11 +491,20 @@ class ZmqTransport(Transport):
         self._version = version
         if HEAD in self._nodes and HEAD not in nodes:
             nodes[HEAD] = self._nodes[HEAD]
+        for gone in set(self._nodes) - set(nodes):
+            self._forget(gone)
         self._nodes, self._topics = nodes, topics
+
+    def _forget(self, node: str) -> None:
+        """Drop the cached names hosted by ``node``."""
+        if any(h == node for h in self._names.values()):
+            self._names = {n: h for n, h in self._names.items() if h != node}
 
     async def _push_state(self) -> None:
         assert self._dir is not None
         snap = self._dir.snapshot()
+        for gone in set(self._nodes) - set(self._dir.nodes):
+            self._forget(gone)
         self._nodes = dict(self._dir.nodes)
         self._topics = {t: set(v) for t, v in self._dir.topics.items()}
         data = encode(snap)
@@ -872,7 +881,7 @@ class ZmqTransport(Transport):
             if key[0] == node:
                 del self._serving[key]
                 self._abandon(s)
-        self._names = {n: h for n, h in self._names.items() if h != node}
+        self._forget(node)
         if self._dir is not None and self._dir.remove_node(node):
             self._spawn_task(self._push_state())
 
