@@ -575,6 +575,9 @@ class ZmqTransport(Transport):
         except FrameError as exc:
             self._drop(str(exc))
             return
+        if h.src == self.node_id:
+            self._drop("a frame claiming to come from this node")
+            return
         if h.src in self._live.last_seen:
             self._live.seen(h.src)
         data = frames[2]
@@ -598,6 +601,9 @@ class ZmqTransport(Transport):
         elif op == Op.PONG:
             pass
         elif op == Op.STATE:
+            if self._dir is not None:
+                self._drop("directory state sent to the head")
+                return
             self._apply_snapshot(self._decode(h, data))
             self._reply(h, Op.REPLY, encode(None))
         elif op == Op.SPAWN:
