@@ -38,6 +38,8 @@ class Echo(Actor):
         return message
 
     async def handle_tell(self, message: Any) -> None:
+        if isinstance(message, dict) and "sleep" in message:
+            await asyncio.sleep(message["sleep"])
         self.told.append(message)
 
     async def handle_stream(self, message: Any) -> AsyncIterator[Any]:

@@ -35,7 +35,8 @@ async def main() -> None:
         heartbeat_timeout=1.5,
         spawn_allow=["bus_actors"],
     )
-    async with Runtime(t, default_timeout=30) as rt:
+    mailbox = int(os.environ.get("MAILBOX", "1024"))
+    async with Runtime(t, default_timeout=30, mailbox_size=mailbox) as rt:
         for spec in a.actors:
             cls, name, *arg = spec.split(":")
             actor = getattr(bus_actors, cls)(*arg) if arg else (

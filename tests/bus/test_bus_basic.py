@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from agentplex import ActorNotFound, HandlerError, Runtime
+from agentplex import ActorNotFound, HandlerError, MailboxFull, Runtime
 from agentplex.bus import ZmqTransport
 
 pytestmark = pytest.mark.anyio
@@ -52,3 +52,18 @@ async def test_errors_cross_typed(nodes: Any) -> None:
         with pytest.raises(ActorNotFound):
             await rt.ref("nobody").call("hi")
         assert await echo.call("still here") == "still here"
+
+
+async def test_tells_to_a_full_remote_mailbox_wait_then_fail(nodes: Any) -> None:
+    t = ZmqTransport(tell_window=4)
+    async with Runtime(t, default_timeout=20) as rt:
+        await nodes(t.endpoint, "Echo:slow", env={"MAILBOX": "2"})
+        slow = rt.ref("slow")
+        await slow.tell({"sleep": 30})  # occupies the actor
+        sent = 0
+        with pytest.raises(MailboxFull):
+            for _ in range(20):
+                await slow.tell(sent, timeout=1)
+                sent += 1
+        # 2 in the mailbox, at most tell_window held back unacknowledged at the node
+        assert 2 <= sent <= 2 + 4

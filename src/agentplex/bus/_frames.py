@@ -53,6 +53,7 @@ class Op:
     STATE: Final = "state"
     SPAWN: Final = "spawn"
     BYE: Final = "bye"
+    ACK: Final = "ack"
 
 
 KNOWN_OPS: Final = frozenset(v for k, v in vars(Op).items() if k.isupper())

@@ -119,6 +119,8 @@ class ZmqTransport(Transport):
         spawn_allow: modules (and their submodules) remote peers may spawn actors from.
         stream_window: stream items in flight before the producer waits for the reader.
         max_overflow: envelopes held for full mailboxes before new ones are refused.
+        tell_window: tells sent to one node and not yet in a mailbox there; a further
+            tell waits (up to its timeout, then ``MailboxFull``) until the node takes some.
         rpc_timeout: seconds directory operations wait for the head.
     """
 
@@ -140,6 +142,7 @@ class ZmqTransport(Transport):
         spawn_allow: Iterable[str] = (),
         stream_window: int = 32,
         max_overflow: int = 10_000,
+        tell_window: int = 1000,
         rpc_timeout: float = 10.0,
     ) -> None:
         if keys is None and not insecure and not is_loopback(bind):
@@ -166,6 +169,7 @@ class ZmqTransport(Transport):
         self.spawn_allow = tuple(spawn_allow)
         self.stream_window = max(2, stream_window)
         self.max_overflow = max_overflow
+        self.tell_window = tell_window
         self.rpc_timeout = rpc_timeout
         self.endpoint = ""
         self.stats: Counter[str] = Counter()
@@ -183,8 +187,11 @@ class ZmqTransport(Transport):
         self._live = Liveness(heartbeat_timeout)
         self._pending: dict[int, _Pending] = {}
         self._serving: dict[tuple[str, int], _Serving] = {}
-        self._overflow: dict[str, deque[Envelope]] = {}
+        self._overflow: dict[str, deque[tuple[Envelope, str | None]]] = {}
         self._overflowing = 0
+        self._acks: dict[str, int] = {}
+        self._inflight: dict[str, int] = {}
+        self._tell_waiters: dict[str, deque[asyncio.Future[None]]] = {}
         self._corr = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -365,7 +372,12 @@ class ZmqTransport(Transport):
         header = Header(env.kind, self.node_id, None, env.target, env.sender,
                         trace=_trace_headers(env.trace))
         if env.reply is None:
-            await self._send(node, header, data, timeout)
+            await self._tell_slot(node, timeout)
+            try:
+                await self._send(node, header, data, timeout)
+            except BaseException:
+                self._inflight[node] -= 1
+                raise
             return
         corr = env.corr = next(self._corr)
         entry = self._pending[corr] = _Pending(env.reply, node, env)
@@ -594,6 +606,8 @@ class ZmqTransport(Transport):
             self._on_publish(h, data)
         elif op == Op.CANCEL:
             self._on_cancel(h)
+        elif op == Op.ACK:
+            self._on_ack(h, data)
         elif op == Op.CREDIT:
             self._on_credit(h, data)
         elif op == Op.PING:
@@ -683,6 +697,8 @@ class ZmqTransport(Transport):
         payload = self._decode(h, data)
         cell = self.runtime._cells.get(target)
         if cell is None or not cell.accepting:
+            if h.op == Op.TELL:
+                self._ack(h.src)
             self.stats["unknown_actor"] += 1
             self._reply_error(h, ActorNotFound(
                 f"no actor named {target!r} on node {self.node_id!r}", actor=target))
@@ -707,7 +723,7 @@ class ZmqTransport(Transport):
             if op == Op.STREAM:
                 serving = self._serving[key] = _Serving(env, self.stream_window)
                 serving.task = self._spawn_task(self._pump(h, key, serving, cell))
-        self._enqueue(cell, env)
+        self._enqueue(cell, env, h.src if op == Op.TELL else None)
 
     def _call_done(self, h: Header, key: tuple[str, int], fut: asyncio.Future[Any]) -> None:
         self._serving.pop(key, None)
@@ -787,41 +803,98 @@ class ZmqTransport(Transport):
         if cell is not None:
             cell.interrupt(s.env)
 
-    def _enqueue(self, cell: ActorCell, env: Envelope) -> None:
-        """Mailbox in arrival order; a full mailbox holds later envelopes back, bounded."""
+    def _enqueue(self, cell: ActorCell, env: Envelope, tell_from: str | None) -> None:
+        """Mailbox in arrival order; a full mailbox holds later envelopes back, bounded.
+
+        A tell is acknowledged to ``tell_from`` once it is in the mailbox (or failed): the
+        sender's window of unacknowledged tells is what bounds this overflow.
+        """
         held = self._overflow.get(cell.name)
         if held is None:
             try:
                 if cell.offer(env):
+                    if tell_from is not None:
+                        self._ack(tell_from)
                     return
             except ActorError as exc:
-                self._fail_env(env, exc)
+                self._fail_env(env, exc, tell_from)
                 return
             held = self._overflow[cell.name] = deque()
             self._spawn_task(self._drain(cell, held))
         if self._overflowing >= self.max_overflow:
-            self._fail_env(env, MailboxFull(f"mailbox of {cell.name!r} is full", actor=cell.name))
+            self._fail_env(env, MailboxFull(f"mailbox of {cell.name!r} is full", actor=cell.name),
+                           tell_from)
             return
-        held.append(env)
+        held.append((env, tell_from))
         self._overflowing += 1
 
-    async def _drain(self, cell: ActorCell, held: deque[Envelope]) -> None:
+    async def _drain(self, cell: ActorCell, held: deque[tuple[Envelope, str | None]]) -> None:
         try:
             while held:
-                env = held[0]
+                env, tell_from = held[0]
                 try:
                     await cell.put(env, self.runtime.default_timeout)
                 except ActorError as exc:
-                    self._fail_env(env, exc)
+                    self._fail_env(env, exc, None)
                 held.popleft()
                 self._overflowing -= 1
+                if tell_from is not None:
+                    self._ack(tell_from)
         finally:
             self._overflowing -= len(held)
-            for env in held:
-                self._fail_env(env, ActorStopped("the bus transport was closed"))
+            for env, tell_from in held:
+                self._fail_env(env, ActorStopped("the bus transport was closed"), tell_from)
             self._overflow.pop(cell.name, None)
 
-    def _fail_env(self, env: Envelope, exc: ActorError) -> None:
+    def _ack(self, node: str) -> None:
+        """Count a tell from ``node`` as taken; acknowledgements go out in batches."""
+        n = self._acks.get(node, 0) + 1
+        self._acks[node] = n
+        if n >= 64:
+            self._flush_acks(node)
+        elif n == 1:
+            asyncio.get_running_loop().call_later(0.002, self._flush_acks, node)
+
+    def _flush_acks(self, node: str) -> None:
+        n = self._acks.pop(node, 0)
+        if n and not self._closed and node in self._nodes:
+            self._send_nowait(node, Header(Op.ACK, self.node_id), encode(n))
+
+    def _on_ack(self, h: Header, data: bytes) -> None:
+        n = self._decode(h, data)
+        if type(n) is not int or n <= 0:
+            raise FrameError("bad acknowledgement count")
+        left = self._inflight.get(h.src, 0) - n
+        self._inflight[h.src] = max(0, left)
+        waiters = self._tell_waiters.get(h.src)
+        while waiters and n > 0:
+            w = waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                n -= 1
+
+    async def _tell_slot(self, node: str, timeout: float) -> None:
+        """Wait (at most ``timeout``) until ``node`` has room for one more tell of ours."""
+        if self._inflight.get(node, 0) >= self.tell_window:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while self._inflight.get(node, 0) >= self.tell_window:
+                waiter = loop.create_future()
+                self._tell_waiters.setdefault(node, deque()).append(waiter)
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                        await waiter
+                except TimeoutError:
+                    raise MailboxFull(f"node {node!r} took none of our last "
+                                      f"{self.tell_window} tells for {timeout:g}s") from None
+                finally:
+                    if not waiter.done():
+                        waiter.cancel()
+        self._inflight[node] = self._inflight.get(node, 0) + 1
+
+    def _fail_env(self, env: Envelope, exc: ActorError, tell_from: str | None = None) -> None:
+        if tell_from is not None:
+            self._ack(tell_from)
         reply = env.reply
         if isinstance(reply, StreamChannel):
             reply.fail(exc)
@@ -829,8 +902,9 @@ class ZmqTransport(Transport):
             if not reply.done():
                 reply.set_exception(exc)
         else:
-            self.stats["tell_failed"] += 1
-            log.warning("dropped a %s for %r: %s", env.kind, env.target, exc)
+            n = self.stats["tell_failed"] = self.stats["tell_failed"] + 1
+            if n & (n - 1) == 0:
+                log.warning("dropped a %s for %r (%d so far): %s", env.kind, env.target, n, exc)
 
     def _on_publish(self, h: Header, data: bytes) -> None:
         env = Envelope(Kind.PUBLISH, "", self._decode(h, data), sender=h.sender, topic=h.topic,
@@ -876,6 +950,10 @@ class ZmqTransport(Transport):
         log.warning("node %r is lost (silent for %gs)", node, self.heartbeat_timeout)
         self.stats["peers_lost"] += 1
         self._drop_peer(node)
+        self._inflight.pop(node, None)
+        for waiter in self._tell_waiters.pop(node, ()):
+            if not waiter.done():
+                waiter.set_result(None)
         err = PeerLost(f"node {node!r} stopped answering (no heartbeat for "
                        f"{self.heartbeat_timeout:g}s)")
         for corr, entry in list(self._pending.items()):
@@ -895,7 +973,8 @@ class ZmqTransport(Transport):
 _ANSWERS = frozenset({Op.REPLY, Op.ERROR, Op.ITEM, Op.END})
 _PEER_OPS = frozenset({Op.CALL, Op.TELL, Op.STREAM, Op.CONTROL, Op.PUBLISH, Op.STATE,
                        Op.SPAWN, Op.HELLO, Op.REG, Op.UNREG, Op.LOOKUP, Op.SUB, Op.UNSUB,
-                       Op.PING, Op.CREDIT, Op.CANCEL, Op.BYE})
+                       Op.PING, Op.CREDIT, Op.CANCEL, Op.BYE,
+                       Op.ACK})
 
 
 def _trace_headers(trace: Any) -> dict[str, str] | None:

@@ -1,0 +1,165 @@
+"""Bus benchmark: two processes on loopback.
+
+Figures (one JSON line each): sequential call round trips per second, pipelined messages
+per second (tells, and calls with many in flight), with and without CURVE, against raw
+pyzmq + msgpack on asyncio measured in the same run.
+
+    python benchmarks/bench_bus.py [--n 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import msgpack
+import zmq
+import zmq.asyncio
+
+from agentplex import Actor, Runtime
+from agentplex.bus import KeyPair, ZmqTransport
+
+
+class Sink(Actor):
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def handle_call(self, message: Any) -> Any:
+        return message
+
+    async def handle_tell(self, message: Any) -> None:
+        self.count += 1
+
+
+def emit(bench: str, impl: str, n: int, value: float, unit: str) -> None:
+    print(json.dumps({"bench": bench, "impl": impl, "n": n, "value": round(value, 1),
+                      "unit": unit}), flush=True)
+
+
+# -- servers (run in a child process) ----------------------------------------------------------
+
+async def serve_agentplex(curve: bool) -> None:
+    keys = KeyPair(os.environ["BENCH_PUB"], os.environ["BENCH_SEC"]) if curve else None
+    async with Runtime(ZmqTransport(keys=keys), default_timeout=60) as rt:
+        await rt.spawn(Sink(), "sink")
+        print(rt.transport.endpoint, flush=True)  # type: ignore[attr-defined]
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def serve_raw() -> None:
+    ctx = zmq.asyncio.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.bind("tcp://127.0.0.1:0")
+    print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+    while True:
+        ident, data = await sock.recv_multipart()
+        msg = msgpack.unpackb(data)
+        if msg[0] == "call":
+            await sock.send_multipart([ident, msgpack.packb(["reply", msg[1]])])
+
+
+# -- clients -----------------------------------------------------------------------------------
+
+async def bench_agentplex(endpoint: str, n: int, impl: str, keys: KeyPair | None) -> None:
+    t = ZmqTransport(head=endpoint, keys=keys, head_key=keys.public if keys else None)
+    async with Runtime(t, default_timeout=60) as rt:
+        sink = rt.ref("sink")
+        payload = {"text": "hello", "i": 1}
+        for _ in range(200):
+            await sink.call(payload)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await sink.call(payload)
+        emit("sequential_call", impl, n, n / (time.perf_counter() - t0), "calls/s")
+        m = n * 4
+        t0 = time.perf_counter()
+        for _ in range(m):
+            await sink.tell(payload)
+        await sink.call(payload)  # mailbox order: every tell was handled before this reply
+        emit("pipelined_tell", impl, m, m / (time.perf_counter() - t0), "msgs/s")
+        t0 = time.perf_counter()
+        window = 256
+        for _ in range(m // window):
+            await asyncio.gather(*(sink.call(payload) for _ in range(window)))
+        done = (m // window) * window
+        emit("pipelined_call", impl, done, done / (time.perf_counter() - t0), "calls/s")
+
+
+async def bench_raw(endpoint: str, n: int) -> None:
+    ctx = zmq.asyncio.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.connect(endpoint)
+    payload = {"text": "hello", "i": 1}
+    for _ in range(200):
+        await sock.send(msgpack.packb(["call", payload]))
+        await sock.recv()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await sock.send(msgpack.packb(["call", payload]))
+        msgpack.unpackb(await sock.recv())
+    emit("sequential_call", "raw-pyzmq-msgpack-asyncio", n, n / (time.perf_counter() - t0),
+         "calls/s")
+    m = n * 4
+    t0 = time.perf_counter()
+    for _ in range(m):
+        await sock.send(msgpack.packb(["tell", payload]))
+    await sock.send(msgpack.packb(["call", payload]))
+    await sock.recv()
+    emit("pipelined_tell", "raw-pyzmq-msgpack-asyncio", m, m / (time.perf_counter() - t0),
+         "msgs/s")
+    ctx.destroy(linger=0)
+
+
+def start_server(mode: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", mode], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, **env})
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def stop_server(proc: subprocess.Popen[str]) -> None:
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--n", type=int, default=5000)
+    p.add_argument("--serve", choices=["plain", "curve", "raw"])
+    a = p.parse_args()
+    if a.serve == "raw":
+        asyncio.run(serve_raw())
+        return
+    if a.serve:
+        asyncio.run(serve_agentplex(a.serve == "curve"))
+        return
+    proc, ep = start_server("raw", {})
+    try:
+        asyncio.run(bench_raw(ep, a.n))
+    finally:
+        proc.kill()
+    proc, ep = start_server("plain", {})
+    try:
+        asyncio.run(bench_agentplex(ep, a.n, "agentplex-zmq", None))
+    finally:
+        stop_server(proc)
+    keys = KeyPair.generate()  # one pair for both ends keeps the benchmark self-contained
+    proc, ep = start_server("curve", {"BENCH_PUB": keys.public, "BENCH_SEC": keys.secret})
+    try:
+        asyncio.run(bench_agentplex(ep, a.n, "agentplex-zmq-curve", keys))
+    finally:
+        stop_server(proc)
+
+
+if __name__ == "__main__":
+    main()
