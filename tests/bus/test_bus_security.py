@@ -21,7 +21,7 @@ from agentplex.bus import (
     load_keypair,
     load_public_key,
 )
-from agentplex.bus._frames import Header, Op, pack_header
+from agentplex.bus._frames import Header, Op, to_frames
 from agentplex.message import encode
 from agentplex.runtime import ActorError, CallTimeout
 
@@ -72,8 +72,8 @@ async def test_curve_cluster_and_refused_client(nodes: Any) -> None:
                 pass
 
         # raw clients, with the wrong key or without CURVE, send a well-formed tell
-        frames = [pack_header(Header(Op.TELL, "curve-node", None, "local-echo")),
-                  encode("intruder")]
+        header = Header(Op.TELL, "curve-node", None, "local-echo")
+        frames = to_frames(header, encode("intruder"))
         ctx = zmq.asyncio.Context()
         try:
             wrong = ctx.socket(zmq.DEALER)
@@ -93,7 +93,7 @@ async def test_curve_cluster_and_refused_client(nodes: Any) -> None:
             good.curve_publickey = node_keys.public.encode()
             good.curve_serverkey = head_keys.public.encode()
             good.connect(head_t.endpoint)
-            await good.send_multipart([frames[0], encode("admitted")])
+            await good.send_multipart(to_frames(header, encode("admitted")))
             for _ in range(100):
                 if head_t.allow.refused and local.told:
                     break

@@ -1,8 +1,9 @@
-"""The wire format: one bus message is a header frame and a payload frame.
+"""The wire format: a header and a payload, in one frame or (large payloads) two.
 
 The header is a plain msgpack list ``[PROTO, op, src, corr, target, sender, topic, exclude,
-trace]``; the payload is :func:`agentplex.message.encode` output (or empty). Both are parsed
-strictly: anything of the wrong shape raises :class:`FrameError` and is dropped.
+trace]``; the payload is :func:`agentplex.message.encode` output (or empty). A small payload
+follows the header in the same frame; a large one travels as its own frame, uncopied. Both
+are parsed strictly: anything of the wrong shape raises :class:`FrameError` and is dropped.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from ..runtime import (
 )
 
 __all__ = ["PROTO", "FrameError", "Header", "Op", "error_from_wire", "error_to_wire",
-           "pack_header", "parse_header"]
+           "pack_header", "parse_header", "split_frames"]
 
 PROTO: Final = 1
 MAX_HEADER: Final = 64 * 1024
+INLINE_LIMIT: Final = 64 * 1024
+"""Payloads smaller than this share the header's frame."""
 
 
 class Op:
@@ -82,6 +85,34 @@ def pack_header(h: Header) -> bytes:
     )
 
 
+def to_frames(h: Header, data: bytes) -> list[bytes]:
+    """The frames of one message: ``[header+payload]`` or ``[header, payload]``."""
+    head = pack_header(h)
+    return [head + data] if len(data) < INLINE_LIMIT else [head, data]
+
+
+def split_frames(frames: list[bytes]) -> tuple[Header, bytes]:
+    """Parse the frames of one message (without the routing id)."""
+    if len(frames) == 2:
+        if len(frames[1]) < INLINE_LIMIT:
+            raise FrameError("a small payload in its own frame")
+        return parse_header(frames[0]), frames[1]
+    if len(frames) != 1:
+        raise FrameError(f"{len(frames)} frames")
+    data = frames[0]
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True,
+                                max_buffer_size=max(len(data), 1))
+    try:
+        unpacker.feed(data)
+        raw = unpacker.unpack()
+        end = unpacker.tell()
+    except Exception as exc:  # msgpack raises many types
+        raise FrameError(f"malformed header: {type(exc).__name__}") from None
+    if end > MAX_HEADER:
+        raise FrameError(f"header of {end} bytes is too large")
+    return _check_header(raw), data[end:]
+
+
 def _opt_str(v: Any) -> str | None:
     if v is None or isinstance(v, str):
         return v
@@ -96,6 +127,10 @@ def parse_header(data: bytes) -> Header:
         h = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:  # msgpack raises many types
         raise FrameError(f"malformed header: {type(exc).__name__}") from None
+    return _check_header(h)
+
+
+def _check_header(h: Any) -> Header:
     if not isinstance(h, list) or len(h) != 9 or h[0] != PROTO:
         raise FrameError("not an agentplex header")
     _, op, src, corr, target, sender, topic, exclude, trace = h

@@ -44,8 +44,8 @@ from ._frames import (
     Op,
     error_from_wire,
     error_to_wire,
-    pack_header,
-    parse_header,
+    split_frames,
+    to_frames,
 )
 from ._security import AllowList, InsecureBindError, KeyPair, is_loopback
 from ._worker import build_actor
@@ -299,7 +299,7 @@ class ZmqTransport(Transport):
             raise PayloadTooLarge(
                 f"message of {len(data)} bytes exceeds max_message_size={self.max_message_size}",
                 actor=header.target)
-        return [pack_header(header), data], len(data) < _COPY_THRESHOLD
+        return to_frames(header, data), len(data) < _COPY_THRESHOLD
 
     async def _send(self, node: str, header: Header, data: bytes, timeout: float) -> None:
         frames, copy = self._frames(header, data)
@@ -570,6 +570,8 @@ class ZmqTransport(Transport):
             frames = await router.recv_multipart()
             try:
                 self._on_frames(frames)
+            except DecodeError:
+                pass  # counted and logged by _decode
             except Exception as exc:  # never let one message stop the loop
                 self._drop(f"{type(exc).__name__}: {exc}")
 
@@ -579,11 +581,8 @@ class ZmqTransport(Transport):
             log.warning("dropped a bad bus frame (%d so far): %s", n, why)
 
     def _on_frames(self, frames: list[bytes]) -> None:
-        if len(frames) != 3:
-            self._drop(f"{len(frames)} frames")
-            return
         try:
-            h = parse_header(frames[1])
+            h, data = split_frames(frames[1:])
         except FrameError as exc:
             self._drop(str(exc))
             return
@@ -592,7 +591,6 @@ class ZmqTransport(Transport):
             return
         if h.src in self._live.last_seen:
             self._live.seen(h.src)
-        data = frames[2]
         op = h.op
         if op in _PEER_OPS and h.src not in self._nodes and not (op == Op.HELLO
                                                                   and self._dir is not None):
@@ -631,7 +629,9 @@ class ZmqTransport(Transport):
         try:
             return decode(data, max_size=self.max_message_size)
         except DecodeError as exc:
-            self.stats["bad_payload"] += 1
+            n = self.stats["bad_payload"] = self.stats["bad_payload"] + 1
+            if n & (n - 1) == 0:
+                log.warning("dropped an undecodable %s payload (%d so far): %s", h.op, n, exc)
             if h.corr is not None and h.op not in _ANSWERS:
                 self._reply_error(h, ActorError(f"undecodable payload: {exc}", actor=h.target))
             raise
