@@ -566,14 +566,23 @@ class ZmqTransport(Transport):
 
     async def _receive(self) -> None:
         router = self._router
+        drain = zmq.Socket.shadow(router.underlying)  # reads what is already queued, no await
         while True:
-            frames = await router.recv_multipart()
-            try:
-                self._on_frames(frames)
-            except DecodeError:
-                pass  # counted and logged by _decode
-            except Exception as exc:  # never let one message stop the loop
-                self._drop(f"{type(exc).__name__}: {exc}")
+            self._handle(await router.recv_multipart())
+            for _ in range(64):
+                try:
+                    frames = drain.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self._handle(frames)
+
+    def _handle(self, frames: list[bytes]) -> None:
+        try:
+            self._on_frames(frames)
+        except DecodeError:
+            pass  # counted and logged by _decode
+        except Exception as exc:  # never let one message stop the loop
+            self._drop(f"{type(exc).__name__}: {exc}")
 
     def _drop(self, why: str) -> None:
         n = self.stats["dropped"] = self.stats["dropped"] + 1
