@@ -89,3 +89,16 @@ async def test_kill_9_fails_waiting_calls_with_peer_lost(nodes: Any) -> None:
         assert await rt.ref("survivor").call("alive?") == "alive?"
         with pytest.raises((ActorNotFound, PeerLost)):
             await rt.ref("victim").call("hi", timeout=10)
+
+
+async def test_restarted_node_is_reached_again(nodes: Any) -> None:
+    async with head() as rt:
+        ep = rt.transport.endpoint  # type: ignore[attr-defined]
+        first = await nodes(ep, "Echo:phoenix:first", node_id="node-r")
+        assert await rt.ref("phoenix").call("where") == "first"
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(10)
+        with pytest.raises((PeerLost, ActorNotFound)):
+            await rt.ref("phoenix").call("where", timeout=10)
+        await nodes(ep, "Echo:phoenix:second", node_id="node-r")
+        assert await rt.ref("phoenix").call("where") == "second"

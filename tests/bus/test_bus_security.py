@@ -114,3 +114,18 @@ async def test_remote_spawn_honours_allow_list(nodes: Any) -> None:
                      "bus_actors:asyncio"):
             with pytest.raises(ActorError, match=r"allow-list|not an actor|expected"):
                 await transport.spawn("worker", path, "echo hacked", name="bad")
+
+
+def test_keys_cli_generate_and_show(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from agentplex.cli.keys import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["generate", str(tmp_path), "--name", "alpha"])
+    assert result.exit_code == 0, result.output
+    pair = load_keypair(tmp_path / "alpha.key_secret")
+    assert pair.public in result.output
+    assert pair.secret not in result.output
+    shown = runner.invoke(app, ["show", str(tmp_path / "alpha.key")])
+    assert shown.output.strip() == pair.public

@@ -535,7 +535,8 @@ class ZmqTransport(Transport):
                 if not (isinstance(arg, dict) and isinstance(arg.get("endpoint"), str)
                         and isinstance(arg.get("key"), str)):
                     raise ActorError("malformed hello")
-                self._drop_peer(h.src)  # a restarted node: reconnect afresh
+                if h.src in d.nodes:  # restarted: what waited on its past life has failed
+                    self._peer_lost(h.src)
                 d.add_node(h.src, arg["endpoint"], arg["key"])
                 await self._push_state()
                 result = d.snapshot()
@@ -566,7 +567,7 @@ class ZmqTransport(Transport):
 
     async def _receive(self) -> None:
         router = self._router
-        drain = zmq.Socket.shadow(router.underlying)  # reads what is already queued, no await
+        drain: Any = zmq.Socket.shadow(router.underlying)  # reads what is already queued, no await
         while True:
             self._handle(await router.recv_multipart())
             for _ in range(64):
