@@ -23,6 +23,10 @@ class Echo(Actor):
             return self.told
         if message == "where":
             return self.tag
+        if message == "traceid":  # the trace this handler runs in (propagated by the bus)
+            from opentelemetry import trace
+
+            return format(trace.get_current_span().get_span_context().trace_id, "032x")
         if message == "leave":  # stop after answering (the actor "moves away")
             asyncio.get_running_loop().call_soon(
                 lambda: asyncio.ensure_future(self.runtime.stop(self.ref.name)))

@@ -15,7 +15,7 @@ import itertools
 import logging
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -990,7 +990,7 @@ _PEER_OPS = frozenset({Op.CALL, Op.TELL, Op.STREAM, Op.CONTROL, Op.PUBLISH, Op.S
 def _trace_headers(trace: Any) -> dict[str, str] | None:
     if trace is None:
         return None
-    if isinstance(trace, Mapping):
-        return {str(k): str(v) for k, v in trace.items()}
+    if type(trace) is dict:  # headers already (an OTel Context is a dict subclass)
+        return trace
     with use_context(trace):
         return inject_context()
