@@ -2,9 +2,11 @@
 
 Figures (one JSON line each): sequential call round trips per second, pipelined messages
 per second (tells, and calls with many in flight), with and without CURVE, against raw
-pyzmq + msgpack on asyncio measured in the same run.
+pyzmq + msgpack on asyncio measured in the same run. The implementations run in
+interleaved rounds and each figure is the best round, so load from other processes on a
+shared machine skews the comparison less.
 
-    python benchmarks/bench_bus.py [--n 5000]
+    python benchmarks/bench_bus.py [--n 3000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -37,9 +39,20 @@ class Sink(Actor):
         self.count += 1
 
 
+RESULTS: dict[tuple[str, str, str], tuple[int, float]] = {}
+
+
 def emit(bench: str, impl: str, n: int, value: float, unit: str) -> None:
-    print(json.dumps({"bench": bench, "impl": impl, "n": n, "value": round(value, 1),
-                      "unit": unit}), flush=True)
+    """Keep the best value of each figure over the rounds (others share this machine)."""
+    key = (bench, impl, unit)
+    if key not in RESULTS or RESULTS[key][1] < value:
+        RESULTS[key] = (n, value)
+
+
+def print_results() -> None:
+    for (bench, impl, unit), (n, value) in RESULTS.items():
+        print(json.dumps({"bench": bench, "impl": impl, "n": n, "value": round(value, 1),
+                          "unit": unit}), flush=True)
 
 
 # -- servers (run in a child process) ----------------------------------------------------------
@@ -134,7 +147,8 @@ def stop_server(proc: subprocess.Popen[str]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--n", type=int, default=5000)
+    p.add_argument("--n", type=int, default=3000)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--serve", choices=["plain", "curve", "raw"])
     a = p.parse_args()
     if a.serve == "raw":
@@ -143,22 +157,20 @@ def main() -> None:
     if a.serve:
         asyncio.run(serve_agentplex(a.serve == "curve"))
         return
-    proc, ep = start_server("raw", {})
-    try:
-        asyncio.run(bench_raw(ep, a.n))
-    finally:
-        proc.kill()
-    proc, ep = start_server("plain", {})
-    try:
-        asyncio.run(bench_agentplex(ep, a.n, "agentplex-zmq", None))
-    finally:
-        stop_server(proc)
     keys = KeyPair.generate()  # one pair for both ends keeps the benchmark self-contained
-    proc, ep = start_server("curve", {"BENCH_PUB": keys.public, "BENCH_SEC": keys.secret})
+    raw, raw_ep = start_server("raw", {})
+    plain, plain_ep = start_server("plain", {})
+    curve, curve_ep = start_server("curve", {"BENCH_PUB": keys.public, "BENCH_SEC": keys.secret})
     try:
-        asyncio.run(bench_agentplex(ep, a.n, "agentplex-zmq-curve", keys))
+        for _ in range(a.rounds):  # interleaved rounds, best of each: fair under shared load
+            asyncio.run(bench_raw(raw_ep, a.n))
+            asyncio.run(bench_agentplex(plain_ep, a.n, "agentplex-zmq", None))
+            asyncio.run(bench_agentplex(curve_ep, a.n, "agentplex-zmq-curve", keys))
     finally:
-        stop_server(proc)
+        raw.kill()
+        stop_server(plain)
+        stop_server(curve)
+    print_results()
 
 
 if __name__ == "__main__":

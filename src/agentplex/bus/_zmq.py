@@ -15,8 +15,8 @@ import itertools
 import logging
 import uuid
 from collections import Counter, deque
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 import zmq.asyncio
@@ -86,6 +86,76 @@ class _Pending:
             self.queue.put_nowait(("error", err))
         elif isinstance(self.reply, asyncio.Future) and not self.reply.done():
             self.reply.set_exception(err)
+
+
+class _Link:
+    """The DEALER to one peer. Sends go out at once through a blocking-free shadow socket;
+    only when the high-water mark is reached do they queue (in order) and wait."""
+
+    __slots__ = ("backlog", "sock", "sync")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.sync: Any = zmq.Socket.shadow(sock.underlying)
+        self.backlog = 0
+
+    def try_send(self, frames: list[bytes], copy: bool) -> bool:
+        if self.backlog:
+            return False
+        try:
+            self.sync.send_multipart(frames, zmq.NOBLOCK, copy=copy)
+        except zmq.Again:
+            return False
+        return True
+
+    def queue(self, frames: list[bytes], copy: bool) -> asyncio.Future[Any]:
+        self.backlog += 1
+        fut: asyncio.Future[Any] = self.sock.send_multipart(frames, copy=copy)
+        fut.add_done_callback(self._sent)
+        return fut
+
+    def _sent(self, fut: asyncio.Future[Any]) -> None:
+        self.backlog -= 1
+        if not fut.cancelled():
+            fut.exception()  # retrieved: a failure is reported by whoever awaited it
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+class _RemoteReply:
+    """Stands in for a remote caller's reply future: answering sends the reply at once."""
+
+    __slots__ = ("_answer", "_done")
+
+    def __init__(self, answer: Callable[[bool, Any], None]) -> None:
+        self._answer = answer
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def _settle(self, ok: bool, value: Any) -> None:
+        if self._done:
+            raise asyncio.InvalidStateError("the reply was already given")
+        self._done = True
+        self._answer(ok, value)
+
+    def set_result(self, value: Any) -> None:
+        self._settle(True, value)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self._settle(False, exc)
+
+    def cancel(self) -> bool:
+        if self._done:
+            return False
+        self._settle(False, ActorStopped("the call was interrupted"))
+        return True
+
+    def abandon(self) -> None:
+        """The caller left: answer nothing."""
+        self._done = True
 
 
 class _Serving:
@@ -178,7 +248,7 @@ class ZmqTransport(Transport):
         self._ctx: zmq.asyncio.Context | None = None
         self._auth: AsyncioAuthenticator | None = None
         self._router: Any = None
-        self._peers: dict[str, Any] = {}
+        self._peers: dict[str, _Link] = {}
         self._nodes: dict[str, tuple[str, str]] = {}
         self._topics: dict[str, set[str]] = {}
         self._names: dict[str, str] = {}
@@ -221,7 +291,11 @@ class ZmqTransport(Transport):
         router.bind(self.bind)
         self.endpoint = self.advertise or router.getsockopt_string(zmq.LAST_ENDPOINT)
         public = self.keys.public if self.keys else ""
-        self._spawn_task(self._receive())
+        self._inbox: Any = zmq.Socket.shadow(router.underlying)
+        self._fd = cast(int, self._inbox.getsockopt(zmq.FD))
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._fd, self._readable)
+        loop.call_soon(self._readable)
         self._spawn_task(self._heartbeat())
         if self._dir is not None:
             self._dir.add_node(self.node_id, self.endpoint, public)
@@ -251,9 +325,10 @@ class ZmqTransport(Transport):
             entry.fail(err)
         self._pending.clear()
         for peer in self._peers.values():
-            peer.close(linger=0)
+            peer.close()
         self._peers.clear()
         if self._router is not None:
+            asyncio.get_running_loop().remove_reader(self._fd)
             self._router.close(linger=0)
         if self._auth is not None:
             self._auth.stop()
@@ -273,10 +348,10 @@ class ZmqTransport(Transport):
 
     # -- sending --------------------------------------------------------------------------
 
-    def _peer(self, node: str) -> Any:
-        sock = self._peers.get(node)
-        if sock is not None:
-            return sock
+    def _peer(self, node: str) -> _Link:
+        link = self._peers.get(node)
+        if link is not None:
+            return link
         info = self._nodes.get(node)
         if info is None or self._ctx is None:
             raise PeerLost(f"node {node!r} is not on the bus")
@@ -290,9 +365,9 @@ class ZmqTransport(Transport):
             sock.curve_publickey = self.keys.public.encode("ascii")
             sock.curve_serverkey = info[1].encode("ascii")
         sock.connect(info[0])
-        self._peers[node] = sock
+        link = self._peers[node] = _Link(sock)
         self._live.seen(node)
-        return sock
+        return link
 
     def _frames(self, header: Header, data: bytes) -> tuple[list[bytes], bool]:
         if len(data) > self.max_message_size:
@@ -303,20 +378,21 @@ class ZmqTransport(Transport):
 
     async def _send(self, node: str, header: Header, data: bytes, timeout: float) -> None:
         frames, copy = self._frames(header, data)
-        fut = self._peer(node).send_multipart(frames, copy=copy)
-        if not fut.done():
-            try:
-                await asyncio.wait_for(fut, timeout)
-            except TimeoutError:
-                raise MailboxFull(f"node {node!r} accepted nothing for {timeout:g}s",
-                                  actor=header.target) from None
-        else:
-            fut.result()
+        link = self._peer(node)
+        if link.try_send(frames, copy):
+            return
+        try:
+            await asyncio.wait_for(link.queue(frames, copy), timeout)
+        except TimeoutError:
+            raise MailboxFull(f"node {node!r} accepted nothing for {timeout:g}s",
+                              actor=header.target) from None
 
     def _send_nowait(self, node: str, header: Header, data: bytes) -> None:
         try:
             frames, copy = self._frames(header, data)
-            self._peer(node).send_multipart(frames, copy=copy)
+            link = self._peer(node)
+            if not link.try_send(frames, copy):
+                link.queue(frames, copy)
         except Exception as exc:
             self.stats["send_failed"] += 1
             log.warning("could not send %s to node %r: %s", header.op, node, exc)
@@ -565,17 +641,24 @@ class ZmqTransport(Transport):
 
     # -- receiving ------------------------------------------------------------------------------
 
-    async def _receive(self) -> None:
-        router = self._router
-        drain: Any = zmq.Socket.shadow(router.underlying)  # reads what is already queued, no await
-        while True:
-            self._handle(await router.recv_multipart())
-            for _ in range(64):
-                try:
-                    frames = drain.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
-                self._handle(frames)
+    def _readable(self) -> None:
+        """The ROUTER's descriptor fired: handle what is queued, inline (no task hop).
+
+        The descriptor is edge-triggered, so read until nothing is left; after a batch,
+        yield to the loop and come back.
+        """
+        inbox = self._inbox
+        if self._closed:
+            return
+        for _ in range(256):
+            try:
+                frames = inbox.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return  # closed under us
+            self._handle(frames)
+        asyncio.get_running_loop().call_soon(self._readable)
 
     def _handle(self, frames: list[bytes]) -> None:
         try:
@@ -720,11 +803,10 @@ class ZmqTransport(Transport):
             return
         key = (h.src, h.corr or 0)
         if op in (Op.CALL, Op.CONTROL):
-            reply = asyncio.get_running_loop().create_future()
+            reply = _RemoteReply(lambda ok, value: self._call_done(h, key, ok, value))
             env = Envelope(op, target, payload, reply=reply, sender=h.sender, corr=h.corr,
                            trace=h.trace)
             self._serving[key] = _Serving(env)
-            reply.add_done_callback(lambda f: self._call_done(h, key, f))
         else:
             if op == Op.STREAM:
                 reply = StreamChannel(self.stream_window)
@@ -735,17 +817,15 @@ class ZmqTransport(Transport):
                 serving.task = self._spawn_task(self._pump(h, key, serving, cell))
         self._enqueue(cell, env, h.src if op == Op.TELL else None)
 
-    def _call_done(self, h: Header, key: tuple[str, int], fut: asyncio.Future[Any]) -> None:
+    def _call_done(self, h: Header, key: tuple[str, int], ok: bool, value: Any) -> None:
         self._serving.pop(key, None)
         if self._closed:
             return
-        if fut.cancelled():
-            self._reply_error(h, ActorStopped(f"the call to {h.target!r} was interrupted"))
-        elif (exc := fut.exception()) is not None:
-            self._reply_error(h, exc)
+        if not ok:
+            self._reply_error(h, value)
         else:
             try:
-                data = encode(fut.result())
+                data = encode(value)
             except EncodeError as exc:
                 self._reply_error(h, HandlerError(str(exc), actor=h.target,
                                                   exc_type="EncodeError"))
@@ -805,8 +885,8 @@ class ZmqTransport(Transport):
         reply = s.env.reply
         if isinstance(reply, StreamChannel):
             reply.close()
-        elif isinstance(reply, asyncio.Future) and not reply.done():
-            reply.cancel()
+        elif isinstance(reply, _RemoteReply):
+            reply.abandon()
         if s.task is not None:
             s.task.cancel()
         cell = self.runtime._cells.get(s.env.target)
@@ -908,7 +988,7 @@ class ZmqTransport(Transport):
         reply = env.reply
         if isinstance(reply, StreamChannel):
             reply.fail(exc)
-        elif isinstance(reply, asyncio.Future):
+        elif isinstance(reply, _RemoteReply):
             if not reply.done():
                 reply.set_exception(exc)
         else:
@@ -952,7 +1032,7 @@ class ZmqTransport(Transport):
     def _drop_peer(self, node: str) -> None:
         sock = self._peers.pop(node, None)
         if sock is not None:
-            sock.close(linger=0)
+            sock.close()
         self._live.forget(node)
 
     def _peer_lost(self, node: str) -> None:
