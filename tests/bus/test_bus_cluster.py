@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from typing import Any
 
 import anyio
@@ -102,3 +103,22 @@ async def test_restarted_node_is_reached_again(nodes: Any) -> None:
             await rt.ref("phoenix").call("where", timeout=10)
         await nodes(ep, "Echo:phoenix:second", node_id="node-r")
         assert await rt.ref("phoenix").call("where") == "second"
+
+
+async def test_nodes_rejoin_a_restarted_head(nodes: Any) -> None:
+    with socket.socket() as s:  # a free port for both lives of the head
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    async with Runtime(ZmqTransport(endpoint, heartbeat_interval=0.2, heartbeat_timeout=1.5),
+                       default_timeout=20) as rt:
+        await nodes(endpoint, "Echo:steady")
+        assert await rt.ref("steady").call("one") == "one"
+    async with Runtime(ZmqTransport(endpoint, heartbeat_interval=0.2, heartbeat_timeout=1.5),
+                       default_timeout=20) as rt:
+        with anyio.fail_after(30):  # hang guard: the node re-registers after its heartbeat
+            while True:
+                try:
+                    assert await rt.ref("steady").call("two") == "two"
+                    break
+                except ActorNotFound:
+                    await anyio.sleep(0.2)

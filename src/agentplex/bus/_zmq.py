@@ -265,6 +265,8 @@ class ZmqTransport(Transport):
         self._corr = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._head_lost = False
+        self._rejoining: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -304,12 +306,32 @@ class ZmqTransport(Transport):
         assert self.head is not None
         self._nodes[HEAD] = (self.head, self.head_key)
         try:
-            snap = await self._request(HEAD, Op.HELLO, encode(
-                {"endpoint": self.endpoint, "key": public}), self.rpc_timeout)
-            self._apply_snapshot(snap)
+            await self._hello()
         except BaseException:
             await self.close()
             raise
+
+    async def _hello(self) -> None:
+        public = self.keys.public if self.keys else ""
+        snap = await self._request(HEAD, Op.HELLO, encode(
+            {"endpoint": self.endpoint, "key": public}), self.rpc_timeout)
+        self._version = -1  # the head may have restarted with a fresh directory
+        self._apply_snapshot(snap)
+
+    async def _rejoin(self) -> None:
+        """The head was lost: say hello again until it answers, then re-register."""
+        try:
+            await self._hello()
+            runtime = self.runtime
+            for name in list(runtime._cells):
+                await self._request(HEAD, Op.REG, encode(name), self.rpc_timeout)
+            for topic in list(runtime._topics):
+                await self._request(HEAD, Op.SUB, encode(topic), self.rpc_timeout)
+        except ActorError as exc:
+            log.info("the head is still unreachable: %s", exc)
+            return
+        self._head_lost = False
+        log.warning("rejoined the head at %s", self.head)
 
     async def close(self) -> None:
         if self._closed:
@@ -1028,6 +1050,9 @@ class ZmqTransport(Transport):
                 self._send_nowait(node, Header(Op.PING, self.node_id), b"")
             for node in self._live.stale():
                 self._peer_lost(node)
+            if self._head_lost and not self._closed and (
+                    self._rejoining is None or self._rejoining.done()):
+                self._rejoining = self._spawn_task(self._rejoin())
 
     def _drop_peer(self, node: str) -> None:
         sock = self._peers.pop(node, None)
@@ -1040,6 +1065,8 @@ class ZmqTransport(Transport):
         log.warning("node %r is lost (silent for %gs)", node, self.heartbeat_timeout)
         self.stats["peers_lost"] += 1
         self._drop_peer(node)
+        if node == HEAD and not self.is_head:
+            self._head_lost = True
         self._inflight.pop(node, None)
         for waiter in self._tell_waiters.pop(node, ()):
             if not waiter.done():
