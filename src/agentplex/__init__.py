@@ -4,6 +4,7 @@ The public surface is re-exported here; subpackages hold the details.
 """
 
 from .agent import AgentBase, AgentCall, Middleware, StateModule
+from .bus import connect
 from .message import (
     AudioBlock,
     Base64Source,
@@ -80,6 +81,7 @@ __all__ = [
     "URLSource",
     "VideoBlock",
     "__version__",
+    "connect",
     "fanout_pipeline",
     "get_runtime",
     "init_chat_model",

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+import agentplex
 from agentplex import ActorNotFound, HandlerError, MailboxFull, Runtime
 from agentplex.bus import ZmqTransport
 
@@ -67,3 +68,12 @@ async def test_tells_to_a_full_remote_mailbox_wait_then_fail(nodes: Any) -> None
                 sent += 1
         # 2 in the mailbox, at most tell_window held back unacknowledged at the node
         assert 2 <= sent <= 2 + 4
+
+
+async def test_connect_helper_runs_unchanged_agent_code(nodes: Any) -> None:
+    async with agentplex.connect(heartbeat_timeout=5) as head_rt:
+        ep = head_rt.transport.endpoint  # type: ignore[attr-defined]
+        await nodes(ep, "Talker:remote-agent")
+        async with agentplex.connect(ep) as rt:
+            reply = await rt.ref("remote-agent").call(agentplex.Msg("me", "hi", "user"))
+            assert reply.content == "remote-agent spoke after 0"
