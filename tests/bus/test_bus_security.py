@@ -51,8 +51,9 @@ def test_non_loopback_bind_needs_keys_or_insecure() -> None:
 
 async def test_curve_cluster_and_refused_client(nodes: Any) -> None:
     head_keys, node_keys, rogue_keys = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
-    head_t = ZmqTransport(keys=head_keys, allow=[node_keys.public], heartbeat_interval=0.2,
-                          heartbeat_timeout=1.5)
+    other_keys = KeyPair.generate()  # admitted, but not the key of "curve-node"
+    head_t = ZmqTransport(keys=head_keys, allow=[node_keys.public, other_keys.public],
+                          heartbeat_interval=0.2, heartbeat_timeout=1.5)
     async with Runtime(head_t, default_timeout=20) as rt:
         local = Echo()
         await rt.spawn(local, "local-echo")
@@ -86,7 +87,15 @@ async def test_curve_cluster_and_refused_client(nodes: Any) -> None:
                 sock.connect(head_t.endpoint)
                 for _ in range(5):
                     await sock.send_multipart(frames)
-            # the same tell from a client with an admitted key does arrive
+            # an admitted key cannot speak for another node
+            other = ctx.socket(zmq.DEALER)
+            other.setsockopt(zmq.LINGER, 0)
+            other.curve_secretkey = other_keys.secret.encode()
+            other.curve_publickey = other_keys.public.encode()
+            other.curve_serverkey = head_keys.public.encode()
+            other.connect(head_t.endpoint)
+            await other.send_multipart(to_frames(header, encode("impersonated")))
+            # the same tell from the key "curve-node" joined with does arrive
             good = ctx.socket(zmq.DEALER)
             good.setsockopt(zmq.LINGER, 0)
             good.curve_secretkey = node_keys.secret.encode()
@@ -95,13 +104,14 @@ async def test_curve_cluster_and_refused_client(nodes: Any) -> None:
             good.connect(head_t.endpoint)
             await good.send_multipart(to_frames(header, encode("admitted")))
             for _ in range(100):
-                if head_t.allow.refused and local.told:
+                if head_t.allow.refused and local.told and head_t.stats["dropped"]:
                     break
                 await asyncio.sleep(0.1)
         finally:
             ctx.destroy(linger=0)
         assert head_t.allow.refused >= 1
         assert local.told == ["admitted"]
+        assert head_t.stats["dropped"] >= 1  # the impersonation
 
 
 async def test_remote_spawn_honours_allow_list(nodes: Any) -> None:

@@ -72,7 +72,7 @@ class _HeadRole(_Core):
             *(self._request(n, Op.STATE, data, self.heartbeat_timeout) for n in others),
             return_exceptions=True)
 
-    async def _head_op(self, h: Header, arg: Any) -> None:
+    async def _head_op(self, h: Header, arg: Any, key: str | None = None) -> None:
         d = self._dir
         try:
             if d is None:
@@ -82,7 +82,12 @@ class _HeadRole(_Core):
                 if not (isinstance(arg, dict) and isinstance(arg.get("endpoint"), str)
                         and isinstance(arg.get("key"), str)):
                     raise ActorError("malformed hello")
-                if h.src in d.nodes:  # restarted: what waited on its past life has failed
+                if key is not None and arg["key"] != key:
+                    raise ActorError("a hello must announce the key it is signed with")
+                known = d.nodes.get(h.src)
+                if key is not None and known is not None and known[1] != key:
+                    raise ActorError(f"node id {h.src!r} belongs to another key")
+                if known is not None:  # restarted: what waited on its past life has failed
                     self._peer_lost(h.src)
                 d.add_node(h.src, arg["endpoint"], arg["key"])
                 await self._push_state()

@@ -288,8 +288,13 @@ class ZmqTransport(_Hosting, _HeadRole):
         inbox = self._inbox
         if self._closed:
             return
+        curve = self.keys is not None
         for _ in range(256):
             try:
+                if curve:  # keep the frames: they carry the sender's authenticated key
+                    raw = inbox.recv_multipart(zmq.NOBLOCK, copy=False)
+                    self._handle([f.bytes for f in raw], raw[-1].get("User-Id"))
+                    continue
                 frames = inbox.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
@@ -298,20 +303,27 @@ class ZmqTransport(_Hosting, _HeadRole):
             self._handle(frames)
         asyncio.get_running_loop().call_soon(self._readable)
 
-    def _handle(self, frames: list[bytes]) -> None:
+    def _handle(self, frames: list[bytes], key: str | None = None) -> None:
         try:
-            self._on_frames(frames)
+            self._on_frames(frames, key)
         except DecodeError:
             pass  # counted and logged by _decode
         except Exception as exc:  # never let one message stop the loop
             self._drop(f"{type(exc).__name__}: {exc}")
 
-    def _on_frames(self, frames: list[bytes]) -> None:
+    def _on_frames(self, frames: list[bytes], key: str | None) -> None:
+        """Route one message. ``key``: the sender's CURVE public key, which must be the
+        key its node id was registered with (so no node can speak for another)."""
         try:
             h, data = split_frames(frames[1:])
         except FrameError as exc:
             self._drop(str(exc))
             return
+        if key is not None and h.op != Op.HELLO:
+            info = self._nodes.get(h.src)
+            if info is not None and info[1] != key:
+                self._drop(f"{h.op} claiming to come from {h.src!r} signed by another key")
+                return
         if h.src == self.node_id:
             self._drop("a frame claiming to come from this node")
             return
@@ -347,7 +359,7 @@ class ZmqTransport(_Hosting, _HeadRole):
         elif op == Op.SPAWN:
             self._spawn_task(self._on_spawn(h, self._decode(h, data)))
         else:
-            self._spawn_task(self._head_op(h, self._decode(h, data)))
+            self._spawn_task(self._head_op(h, self._decode(h, data), key))
 
     def _on_answer(self, h: Header, data: bytes) -> None:
         entry = self._pending.get(h.corr) if h.corr is not None else None
