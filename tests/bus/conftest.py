@@ -41,9 +41,15 @@ class Node:
 
 
 def start_node(head: str, *actors: str, node_id: str | None = None,
-               env: dict[str, str] | None = None, curve: bool = False) -> Node:
-    """Start ``node.py`` and wait (at most 30 s) for its READY line."""
+               env: dict[str, str] | None = None, curve: bool = False,
+               bind: str | None = None, netns: str | None = None) -> Node:
+    """Start ``node.py`` (in network namespace ``netns``, if given) and wait (at most
+    30 s) for its READY line."""
     args = [sys.executable, str(HERE / "node.py"), head, *actors]
+    if netns:
+        args = ["ip", "netns", "exec", netns, *args]
+    if bind:
+        args += ["--bind", bind]
     if node_id:
         args += ["--id", node_id]
     if curve:

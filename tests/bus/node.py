@@ -23,9 +23,11 @@ async def main() -> None:
     p.add_argument("actors", nargs="*")
     p.add_argument("--id", default=None)
     p.add_argument("--curve", action="store_true")
+    p.add_argument("--bind", default="tcp://127.0.0.1:0")
     a = p.parse_args()
     keys: KeyPair | None = keypair_from_env() if a.curve else None
     t = ZmqTransport(
+        a.bind,
         head=None if a.head == "-" else a.head,
         head_key=os.environ.get("HEAD_KEY"),
         node_id=a.id,
