@@ -6,7 +6,12 @@ pyzmq + msgpack on asyncio measured in the same run. The implementations run in
 interleaved rounds and each figure is the best round, so load from other processes on a
 shared machine skews the comparison less.
 
-    python benchmarks/bench_bus.py [--n 3000] [--rounds 3]
+    python benchmarks/bench_bus.py [--n 3000] [--rounds 3] [--peers-python PATH]
+
+The peer baselines (autogen-core gRPC host + two workers, Ray actors) run from
+``bench_bus_peers.py`` in their own environment, by default ``.venvs/peers`` when it exists:
+``python3 -m venv .venvs/peers && .venvs/peers/bin/pip install "autogen-ext[grpc]==0.7.5"
+ray``. Ratio lines (unit ``x``) close the run.
 """
 
 from __future__ import annotations
@@ -53,6 +58,33 @@ def print_results() -> None:
     for (bench, impl, unit), (n, value) in RESULTS.items():
         print(json.dumps({"bench": bench, "impl": impl, "n": n, "value": round(value, 1),
                           "unit": unit}), flush=True)
+    best = {(b, i): v for (b, i, _), (_, v) in RESULTS.items()}
+    ratios = [
+        ("sequential_call", "agentplex-zmq", "raw-pyzmq-msgpack-asyncio"),
+        ("sequential_call", "agentplex-zmq", "autogen-core-grpc"),
+        ("sequential_call", "agentplex-zmq", "ray-actor"),
+        ("sequential_call", "agentplex-zmq-curve", "agentplex-zmq"),
+        ("pipelined_tell", "agentplex-zmq-curve", "agentplex-zmq"),
+        ("pipelined_call", "agentplex-zmq", "autogen-core-grpc"),
+        ("pipelined_call", "agentplex-zmq", "ray-actor"),
+    ]
+    for bench, ours, base in ratios:
+        if (bench, ours) in best and (bench, base) in best:
+            print(json.dumps({"bench": f"{bench}_ratio", "impl": f"{ours}/{base}", "n": 1,
+                              "value": round(best[bench, ours] / best[bench, base], 2),
+                              "unit": "x"}), flush=True)
+
+
+def run_peers(python: str, n: int) -> None:
+    """The peer baselines, in their own environment; their figures join ours."""
+    out = subprocess.run([python, os.path.join(os.path.dirname(__file__), "bench_bus_peers.py"),
+                          "--n", str(n)], capture_output=True, text=True, timeout=600)
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            r = json.loads(line)
+            emit(r["bench"], r["impl"], r["n"], r["value"], r["unit"])
+    if out.returncode:
+        print(f"peer baselines failed: {out.stderr[-500:]}", file=sys.stderr)
 
 
 # -- servers (run in a child process) ----------------------------------------------------------
@@ -150,6 +182,10 @@ def main() -> None:
     p.add_argument("--n", type=int, default=3000)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--serve", choices=["plain", "curve", "raw"])
+    default_peers = os.path.join(os.path.dirname(__file__), "..", ".venvs", "peers", "bin",
+                                 "python")
+    p.add_argument("--peers-python", default=default_peers if os.path.exists(default_peers)
+                   else None)
     a = p.parse_args()
     if a.serve == "raw":
         asyncio.run(serve_raw())
@@ -170,6 +206,10 @@ def main() -> None:
         raw.kill()
         stop_server(plain)
         stop_server(curve)
+    if a.peers_python:
+        run_peers(a.peers_python, a.n)
+    else:
+        print("peer baselines skipped: no --peers-python environment", file=sys.stderr)
     print_results()
 
 

@@ -125,6 +125,7 @@ class _Core(Transport):
         self._corr = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._conn_keys: dict[bytes, str] = {}
         self._head_lost = False
         self._rejoining: asyncio.Task[None] | None = None
 

@@ -291,9 +291,8 @@ class ZmqTransport(_Hosting, _HeadRole):
         curve = self.keys is not None
         for _ in range(256):
             try:
-                if curve:  # keep the frames: they carry the sender's authenticated key
-                    raw = inbox.recv_multipart(zmq.NOBLOCK, copy=False)
-                    self._handle([f.bytes for f in raw], raw[-1].get("User-Id"))
+                if curve:
+                    self._handle_curve(inbox)
                     continue
                 frames = inbox.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -302,6 +301,20 @@ class ZmqTransport(_Hosting, _HeadRole):
                 return  # closed under us
             self._handle(frames)
         asyncio.get_running_loop().call_soon(self._readable)
+
+    def _handle_curve(self, inbox: Any) -> None:
+        """Read one message along with its sender's authenticated key (looked up once per
+        connection: the routing id frame carries it)."""
+        first = inbox.recv(zmq.NOBLOCK, copy=False)
+        ident = first.bytes
+        key = self._conn_keys.get(ident)
+        if key is None:
+            key = first.get("User-Id")
+            if len(self._conn_keys) > 100_000:
+                self._conn_keys.clear()
+            self._conn_keys[ident] = key
+        rest = inbox.recv_multipart(zmq.NOBLOCK) if first.more else []
+        self._handle([ident, *rest], key)
 
     def _handle(self, frames: list[bytes], key: str | None = None) -> None:
         try:
