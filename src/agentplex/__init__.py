@@ -14,6 +14,7 @@ from .agent import (
     load_session,
     save_session,
 )
+from .bus import connect
 from .message import (
     AudioBlock,
     Base64Source,
@@ -97,6 +98,7 @@ __all__ = [
     "UserAgent",
     "VideoBlock",
     "__version__",
+    "connect",
     "fanout_pipeline",
     "get_runtime",
     "init_chat_model",

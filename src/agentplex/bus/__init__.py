@@ -1,1 +1,35 @@
-"""agentplex.bus — see DESIGN.md; filled in by its own issue."""
+"""The ZeroMQ bus: the same actors across processes and machines, msgpack on the wire,
+CurveZMQ security, heartbeats and a head-kept name directory."""
+
+from ._connect import connect
+from ._directory import Directory
+from ._frames import FrameError
+from ._security import (
+    InsecureBindError,
+    KeyPair,
+    generate_keys,
+    is_loopback,
+    keypair_from_env,
+    load_keypair,
+    load_public_key,
+)
+from ._worker import SpawnRefused, resolve_actor_class
+from ._zmq import HEAD, PayloadTooLarge, ZmqTransport
+
+__all__ = [
+    "HEAD",
+    "Directory",
+    "FrameError",
+    "InsecureBindError",
+    "KeyPair",
+    "PayloadTooLarge",
+    "SpawnRefused",
+    "ZmqTransport",
+    "connect",
+    "generate_keys",
+    "is_loopback",
+    "keypair_from_env",
+    "load_keypair",
+    "load_public_key",
+    "resolve_actor_class",
+]

@@ -1,0 +1,178 @@
+"""The wire format: a header and a payload, in one frame or (large payloads) two.
+
+The header is a plain msgpack list ``[PROTO, op, src, corr, target, sender, topic, exclude,
+trace]``; the payload is :func:`agentplex.message.encode` output (or empty). A small payload
+follows the header in the same frame; a large one travels as its own frame, uncopied. Both
+are parsed strictly: anything of the wrong shape raises :class:`FrameError` and is dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, NamedTuple
+
+import msgpack
+
+from ..runtime import (
+    ActorError,
+    ActorNotFound,
+    ActorStopped,
+    CallTimeout,
+    HandlerError,
+    MailboxFull,
+    PeerLost,
+)
+
+__all__ = ["PROTO", "FrameError", "Header", "Op", "error_from_wire", "error_to_wire",
+           "pack_header", "parse_header", "split_frames"]
+
+PROTO: Final = 1
+MAX_HEADER: Final = 64 * 1024
+INLINE_LIMIT: Final = 64 * 1024
+"""Payloads smaller than this share the header's frame."""
+
+
+class Op:
+    """Message operations. Envelope kinds keep their names."""
+
+    CALL: Final = "call"
+    TELL: Final = "tell"
+    STREAM: Final = "stream"
+    CONTROL: Final = "control"
+    PUBLISH: Final = "publish"
+    REPLY: Final = "reply"
+    ERROR: Final = "error"
+    ITEM: Final = "stream_item"
+    END: Final = "stream_end"
+    CANCEL: Final = "cancel"
+    CREDIT: Final = "credit"
+    PING: Final = "ping"
+    PONG: Final = "pong"
+    HELLO: Final = "hello"
+    REG: Final = "reg"
+    UNREG: Final = "unreg"
+    LOOKUP: Final = "lookup"
+    SUB: Final = "sub"
+    UNSUB: Final = "unsub"
+    STATE: Final = "state"
+    SPAWN: Final = "spawn"
+    BYE: Final = "bye"
+    ACK: Final = "ack"
+
+
+KNOWN_OPS: Final = frozenset(v for k, v in vars(Op).items() if k.isupper())
+
+
+class FrameError(ValueError):
+    """A frame that is not a well-formed agentplex bus frame."""
+
+
+class Header(NamedTuple):
+    op: str
+    src: str
+    corr: int | None = None
+    target: str | None = None
+    sender: str | None = None
+    topic: str | None = None
+    exclude: tuple[str, ...] = ()
+    trace: dict[str, str] | None = None
+
+
+def pack_header(h: Header) -> bytes:
+    """Encode ``h`` for the wire."""
+    return msgpack.packb(
+        [PROTO, h.op, h.src, h.corr, h.target, h.sender, h.topic, list(h.exclude), h.trace],
+        use_bin_type=True,
+    )
+
+
+def to_frames(h: Header, data: bytes) -> list[bytes]:
+    """The frames of one message: ``[header+payload]`` or ``[header, payload]``."""
+    head = pack_header(h)
+    return [head + data] if len(data) < INLINE_LIMIT else [head, data]
+
+
+def split_frames(frames: list[bytes]) -> tuple[Header, bytes]:
+    """Parse the frames of one message (without the routing id)."""
+    if len(frames) == 2:
+        if len(frames[1]) < INLINE_LIMIT:
+            raise FrameError("a small payload in its own frame")
+        return parse_header(frames[0]), frames[1]
+    if len(frames) != 1:
+        raise FrameError(f"{len(frames)} frames")
+    data = frames[0]
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True,
+                                max_buffer_size=max(len(data), 1))
+    try:
+        unpacker.feed(data)
+        raw = unpacker.unpack()
+        end = unpacker.tell()
+    except Exception as exc:  # msgpack raises many types
+        raise FrameError(f"malformed header: {type(exc).__name__}") from None
+    if end > MAX_HEADER:
+        raise FrameError(f"header of {end} bytes is too large")
+    return _check_header(raw), data[end:]
+
+
+def _opt_str(v: Any) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    raise FrameError("expected a string or nil")
+
+
+def parse_header(data: bytes) -> Header:
+    """Parse a header frame; raise :class:`FrameError` on anything unexpected."""
+    if len(data) > MAX_HEADER:
+        raise FrameError(f"header of {len(data)} bytes is too large")
+    try:
+        h = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises many types
+        raise FrameError(f"malformed header: {type(exc).__name__}") from None
+    return _check_header(h)
+
+
+def _check_header(h: Any) -> Header:
+    if not isinstance(h, list) or len(h) != 9 or h[0] != PROTO:
+        raise FrameError("not an agentplex header")
+    _, op, src, corr, target, sender, topic, exclude, trace = h
+    if op not in KNOWN_OPS or not isinstance(src, str) or not src:
+        raise FrameError("bad op or source")
+    if corr is not None and (type(corr) is not int or not 0 <= corr < 2**63):
+        raise FrameError("bad correlation id")
+    if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
+        raise FrameError("bad exclude list")
+    if trace is not None and not (
+        isinstance(trace, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in trace.items())
+    ):
+        raise FrameError("bad trace headers")
+    return Header(op, src, corr, _opt_str(target), _opt_str(sender), _opt_str(topic),
+                  tuple(exclude), trace)
+
+
+_ERRORS: dict[str, type[ActorError]] = {
+    cls.__name__: cls
+    for cls in (ActorError, ActorNotFound, ActorStopped, CallTimeout, MailboxFull, PeerLost)
+}
+
+
+def error_to_wire(exc: BaseException, actor: str | None) -> dict[str, Any]:
+    """A msgpack-able description of ``exc``, raised again by :func:`error_from_wire`."""
+    if isinstance(exc, HandlerError):
+        return {"type": "HandlerError", "message": exc.remote_message, "actor": exc.actor,
+                "exc_type": exc.exc_type, "traceback": exc.remote_traceback}
+    name = type(exc).__name__ if type(exc).__name__ in _ERRORS else "ActorError"
+    actor = getattr(exc, "actor", None) or actor
+    return {"type": name, "message": str(exc), "actor": actor}
+
+
+def error_from_wire(data: Any) -> ActorError:
+    """Rebuild the typed error that :func:`error_to_wire` described."""
+    if not isinstance(data, dict):
+        return ActorError(f"malformed error from peer: {data!r:.200}")
+    actor = data.get("actor") if isinstance(data.get("actor"), str) else None
+    message = str(data.get("message", ""))
+    if data.get("type") == "HandlerError":
+        return HandlerError(message, actor=actor, exc_type=str(data.get("exc_type", "Exception")),
+                            remote_traceback=str(data.get("traceback", "")))
+    cls = _ERRORS.get(str(data.get("type")), ActorError)
+    return cls(message, actor=actor)

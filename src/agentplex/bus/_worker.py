@@ -1,0 +1,51 @@
+"""Remote spawn: actors cross the wire as an import path plus msgpack-able arguments."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from typing import Any
+
+from ..runtime import Actor
+
+__all__ = ["SpawnRefused", "module_allowed", "resolve_actor_class"]
+
+
+class SpawnRefused(PermissionError):
+    """A remote spawn named a class outside the worker's allow-list, or not an actor."""
+
+
+def module_allowed(module: str, allow: Iterable[str]) -> bool:
+    """Whether ``module`` is one of ``allow`` or inside one of those packages."""
+    return any(module == a or module.startswith(a + ".") for a in allow)
+
+
+def resolve_actor_class(path: str, allow: Iterable[str]) -> type[Actor]:
+    """Import the actor class named ``"package.module:Class"`` if ``allow`` admits its module.
+
+    The allow-list is checked *before* anything is imported.
+    """
+    module, sep, qualname = path.partition(":")
+    if not sep or not module or not qualname:
+        raise SpawnRefused(f"expected 'package.module:Class', got {path!r}")
+    if not module_allowed(module, allow):
+        raise SpawnRefused(f"module {module!r} is not on this worker's spawn allow-list")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if not (isinstance(obj, type) and issubclass(obj, Actor)):
+        raise SpawnRefused(f"{path!r} is not an actor class")
+    return obj
+
+
+def build_actor(spec: Any, allow: Iterable[str]) -> tuple[Actor, str | None]:
+    """Instantiate the actor a SPAWN request describes: ``{cls, args, kwargs, name}``."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("cls"), str):
+        raise SpawnRefused("malformed spawn request")
+    args, kwargs, name = spec.get("args", []), spec.get("kwargs", {}), spec.get("name")
+    if not isinstance(args, list) or not isinstance(kwargs, dict) or not (
+        name is None or isinstance(name, str)
+    ):
+        raise SpawnRefused("malformed spawn request")
+    cls = resolve_actor_class(spec["cls"], allow)
+    return cls(*args, **kwargs), name

@@ -1,0 +1,70 @@
+"""Actors hosted by the node processes of the bus tests (importable by path in children)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agentplex import Actor, AgentBase, Msg
+
+
+class Echo(Actor):
+    """Echoes calls, records tells, streams chunks, raises on request."""
+
+    def __init__(self, tag: str = "") -> None:
+        self.tag = tag
+        self.told: list[Any] = []
+
+    async def handle_call(self, message: Any) -> Any:
+        if message == "boom":
+            raise ValueError("boom requested")
+        if message == "told":
+            return self.told
+        if message == "where":
+            return self.tag
+        if message == "traceid":  # the trace this handler runs in (propagated by the bus)
+            from opentelemetry import trace
+
+            return format(trace.get_current_span().get_span_context().trace_id, "032x")
+        if message == "leave":  # stop after answering (the actor "moves away")
+            asyncio.get_running_loop().call_soon(
+                lambda: asyncio.ensure_future(self.runtime.stop(self.ref.name)))
+            return "bye"
+        if isinstance(message, str) and message.startswith("blob:"):
+            return bytes(int(message[5:]))
+        if message == "hang":
+            await asyncio.sleep(3600)
+        if isinstance(message, dict) and "sleep" in message:
+            await asyncio.sleep(message["sleep"])
+        if isinstance(message, (bytes, bytearray)):
+            return len(message)
+        return message
+
+    async def handle_tell(self, message: Any) -> None:
+        if isinstance(message, dict) and "sleep" in message:
+            await asyncio.sleep(message["sleep"])
+        self.told.append(message)
+
+    async def handle_stream(self, message: Any) -> AsyncIterator[Any]:
+        for i in range(int(message)):
+            yield f"chunk-{i}"
+        if message == 0:
+            raise RuntimeError("empty stream")
+
+
+class Talker(AgentBase):
+    """A MsgHub participant: answers with what it has observed so far."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.seen: list[str] = []
+
+    async def reply(self, msg: Msg | None = None) -> Msg:
+        if msg is not None and msg.content == "memory":
+            return Msg(self.name, "|".join(self.seen), "assistant")
+        return Msg(self.name, f"{self.name} spoke after {len(self.seen)}", "assistant")
+
+    async def observe(self, msg: Msg | list[Msg] | None) -> None:
+        for m in msg if isinstance(msg, list) else [msg] if msg is not None else []:
+            self.seen.append(f"{m.name}:{m.content}")

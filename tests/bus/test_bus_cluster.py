@@ -1,0 +1,124 @@
+"""Several node processes: MsgHub across three processes, moved actors, killed peers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from typing import Any
+
+import anyio
+import pytest
+
+from agentplex import ActorError, ActorNotFound, Msg, MsgHub, Runtime
+from agentplex.bus import ZmqTransport
+from agentplex.runtime import PeerLost
+
+pytestmark = pytest.mark.anyio
+
+
+def head() -> Runtime:
+    return Runtime(ZmqTransport(heartbeat_interval=0.2, heartbeat_timeout=1.5),
+                   default_timeout=20)
+
+
+async def test_msghub_across_three_processes(nodes: Any) -> None:
+    async with head() as rt:
+        ep = rt.transport.endpoint  # type: ignore[attr-defined]
+        for name in ("alice", "bob", "carol"):
+            await nodes(ep, f"Talker:{name}")
+        refs = [rt.ref(n) for n in ("alice", "bob", "carol")]
+        async with MsgHub(refs, announcement=Msg("host", "welcome", "user")):
+            for ref in refs:
+                await ref.call(Msg("host", "speak", "user"))
+        memory = {r.name: (await r.call(Msg("host", "memory", "user"))).content for r in refs}
+    assert memory == {
+        "alice": "host:welcome|bob:bob spoke after 2|carol:carol spoke after 3",
+        "bob": "host:welcome|alice:alice spoke after 1|carol:carol spoke after 3",
+        "carol": "host:welcome|alice:alice spoke after 1|bob:bob spoke after 2",
+    }
+
+
+async def test_moved_actor_is_found_again(nodes: Any) -> None:
+    async with head() as rt:
+        ep = rt.transport.endpoint  # type: ignore[attr-defined]
+        await nodes(ep, "Echo:mover:A", node_id="node-a")
+        await nodes(ep, "Echo:other:B", node_id="node-b")
+        mover = rt.ref("mover")
+        assert await mover.call("where") == "A"
+        assert await mover.call("leave") == "bye"
+        with anyio.fail_after(20):  # hang guard only
+            while True:
+                try:
+                    await mover.call("where")
+                except ActorNotFound:
+                    break
+        # respawned elsewhere (remote spawn by import path); the stale cache is corrected
+        transport: ZmqTransport = rt.transport  # type: ignore[assignment]
+        transport._names["mover"] = "node-a"  # as a peer that cached the old home would
+        await transport.spawn("node-b", "bus_actors:Echo", "B", name="mover")
+        transport._names["mover"] = "node-a"
+        assert await mover.call("where") == "B"
+
+
+async def test_kill_9_fails_waiting_calls_with_peer_lost(nodes: Any) -> None:
+    async with head() as rt:
+        ep = rt.transport.endpoint  # type: ignore[attr-defined]
+        victim = await nodes(ep, "Echo:victim")
+        await nodes(ep, "Echo:survivor")
+        errors: list[BaseException] = []
+
+        async def wait_on(coro: Any) -> None:
+            try:
+                await coro
+            except ActorError as exc:
+                errors.append(exc)
+
+        async def read_stream() -> None:
+            async for _ in rt.ref("victim").stream(10**6, timeout=30):
+                pass
+
+        with anyio.fail_after(25):  # hang guard; the calls' own timeout is 30 s
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait_on, rt.ref("victim").call("hang", timeout=30))
+                tg.start_soon(wait_on, rt.ref("victim").call({"sleep": 60}, timeout=30))
+                tg.start_soon(wait_on, read_stream())
+                await anyio.sleep(0.5)
+                os.kill(victim.proc.pid, signal.SIGKILL)
+        assert len(errors) == 3
+        assert all(isinstance(e, PeerLost) for e in errors), errors
+        assert await rt.ref("survivor").call("alive?") == "alive?"
+        with pytest.raises((ActorNotFound, PeerLost)):
+            await rt.ref("victim").call("hi", timeout=10)
+
+
+async def test_restarted_node_is_reached_again(nodes: Any) -> None:
+    async with head() as rt:
+        ep = rt.transport.endpoint  # type: ignore[attr-defined]
+        first = await nodes(ep, "Echo:phoenix:first", node_id="node-r")
+        assert await rt.ref("phoenix").call("where") == "first"
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(10)
+        with pytest.raises((PeerLost, ActorNotFound)):
+            await rt.ref("phoenix").call("where", timeout=10)
+        await nodes(ep, "Echo:phoenix:second", node_id="node-r")
+        assert await rt.ref("phoenix").call("where") == "second"
+
+
+async def test_nodes_rejoin_a_restarted_head(nodes: Any) -> None:
+    with socket.socket() as s:  # a free port for both lives of the head
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    async with Runtime(ZmqTransport(endpoint, heartbeat_interval=0.2, heartbeat_timeout=1.5),
+                       default_timeout=20) as rt:
+        await nodes(endpoint, "Echo:steady")
+        assert await rt.ref("steady").call("one") == "one"
+    async with Runtime(ZmqTransport(endpoint, heartbeat_interval=0.2, heartbeat_timeout=1.5),
+                       default_timeout=20) as rt:
+        with anyio.fail_after(30):  # hang guard: the node re-registers after its heartbeat
+            while True:
+                try:
+                    assert await rt.ref("steady").call("two") == "two"
+                    break
+                except ActorNotFound:
+                    await anyio.sleep(0.2)
