@@ -13,7 +13,7 @@ from ._security import (
     load_keypair,
     load_public_key,
 )
-from ._worker import SpawnRefused, resolve_actor_class
+from ._worker import SpawnRefused, import_actor_class, module_allowed, resolve_actor_class
 from ._zmq import HEAD, PayloadTooLarge, ZmqTransport
 
 __all__ = [
@@ -27,9 +27,11 @@ __all__ = [
     "ZmqTransport",
     "connect",
     "generate_keys",
+    "import_actor_class",
     "is_loopback",
     "keypair_from_env",
     "load_keypair",
     "load_public_key",
+    "module_allowed",
     "resolve_actor_class",
 ]

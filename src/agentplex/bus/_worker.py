@@ -8,7 +8,13 @@ from typing import Any
 
 from ..runtime import Actor
 
-__all__ = ["SpawnRefused", "module_allowed", "resolve_actor_class"]
+__all__ = [
+    "SpawnRefused",
+    "build_actor",
+    "import_actor_class",
+    "module_allowed",
+    "resolve_actor_class",
+]
 
 
 class SpawnRefused(PermissionError):
@@ -18,6 +24,20 @@ class SpawnRefused(PermissionError):
 def module_allowed(module: str, allow: Iterable[str]) -> bool:
     """Whether ``module`` is one of ``allow`` or inside one of those packages."""
     return any(module == a or module.startswith(a + ".") for a in allow)
+
+
+def import_actor_class(path: str) -> type[Actor]:
+    """Import the actor class named ``"package.module:Class"`` (no allow-list: for code
+    spawning its own actors; remote requests go through :func:`resolve_actor_class`)."""
+    module, sep, qualname = path.partition(":")
+    if not sep or not module or not qualname:
+        raise SpawnRefused(f"expected 'package.module:Class', got {path!r}")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if not (isinstance(obj, type) and issubclass(obj, Actor)):
+        raise SpawnRefused(f"{path!r} is not an actor class")
+    return obj
 
 
 def resolve_actor_class(path: str, allow: Iterable[str]) -> type[Actor]:
@@ -30,12 +50,7 @@ def resolve_actor_class(path: str, allow: Iterable[str]) -> type[Actor]:
         raise SpawnRefused(f"expected 'package.module:Class', got {path!r}")
     if not module_allowed(module, allow):
         raise SpawnRefused(f"module {module!r} is not on this worker's spawn allow-list")
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-    if not (isinstance(obj, type) and issubclass(obj, Actor)):
-        raise SpawnRefused(f"{path!r} is not an actor class")
-    return obj
+    return import_actor_class(path)
 
 
 def build_actor(spec: Any, allow: Iterable[str]) -> tuple[Actor, str | None]:

@@ -6,7 +6,7 @@ Head and node daemons (placing actors on machines over the ZeroMQ bus) build on 
 from ._cluster import Cluster, init
 from ._detect import detect_gpus, detect_node, worker_environment
 from ._model_actor import ModelActor, RemoteChatModel, schema_model
-from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, import_actor_class
+from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, class_path
 from ._resources import GPU, Bytes, NodeSpec, Resources, parse_bytes
 from ._scheduler import Placement, PlacementPolicy, Scheduler, Unschedulable
 
@@ -16,7 +16,7 @@ __all__ = [
     "LocalNode",
     "NodeHandle",
     "RestartPolicy",
-    "import_actor_class",
+    "class_path",
     "init",
     "GPU",
     "Bytes",

@@ -7,11 +7,11 @@ Nodes reached over the ZeroMQ bus implement the same :class:`NodeHandle` interfa
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..bus import import_actor_class
 from ..runtime import Actor, InProcessNetwork, InProcessTransport, Runtime
 from ._resources import NodeSpec, Resources
 from ._scheduler import Placement, PlacementPolicy
@@ -22,23 +22,9 @@ __all__ = [
     "NodeHandle",
     "RestartPolicy",
     "class_path",
-    "import_actor_class",
 ]
 
 RestartPolicy = Literal["never", "on-failure"]
-
-
-def import_actor_class(path: str) -> type[Actor]:
-    """The actor class at ``"package.module:Class"`` (or ``"package.module.Class"``)."""
-    module, sep, attr = path.partition(":")
-    if not sep:
-        module, _, attr = path.rpartition(".")
-    target: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        target = getattr(target, part)
-    if not (isinstance(target, type) and issubclass(target, Actor)):
-        raise TypeError(f"{path!r} is not an Actor class")
-    return target
 
 
 def class_path(cls: type[Actor]) -> str:
