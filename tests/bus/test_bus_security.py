@@ -129,7 +129,7 @@ async def test_remote_spawn_honours_allow_list(nodes: Any) -> None:
 def test_keys_cli_generate_and_show(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from agentplex.cli.keys import app
+    from agentplex.cli._keys import app
 
     runner = CliRunner()
     result = runner.invoke(app, ["generate", str(tmp_path), "--name", "alpha"])

@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ._cluster import head, node, status
+from ._keys import app as keys_app
 from ._runs import runs_app, trace_app
 
 app = typer.Typer(help="agentplex: an async actor-based multi-agent runtime.",
@@ -21,6 +23,10 @@ DEFAULT_DEMO_MODEL = "scripted"
 
 app.add_typer(runs_app, name="runs")
 app.add_typer(trace_app, name="trace")
+app.add_typer(keys_app, name="keys")
+app.command()(head)
+app.command()(node)
+app.command()(status)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """``agentplex keys ...``: CurveZMQ key pairs for the bus.
 
-The lead's CLI mounts this with ``app.add_typer(keys.app, name="keys")``.
+Mounted as ``agentplex keys``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,117 @@
+"""``agentplex head``, ``agentplex node`` and ``agentplex status``: a cluster on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["head", "node", "status"]
+
+KeysOpt = Annotated[Path | None, typer.Option(
+    help="This process's CURVE key pair (NAME.key_secret from 'agentplex keys generate'); "
+         "also read from AGENTPLEX_PUBLIC_KEY / AGENTPLEX_SECRET_KEY.")]
+HeadKeyOpt = Annotated[Path | None, typer.Option(help="The head's public key file.")]
+AllowOpt = Annotated[list[Path], typer.Option(
+    "--allow-key", help="Public key files of peers admitted (with keys). Repeatable.")]
+
+
+def _security(keys: Path | None, head_key: Path | None, allow: list[Path]) -> dict[str, Any]:
+    from ..bus import keypair_from_env, load_keypair, load_public_key
+
+    pair = load_keypair(keys) if keys is not None else keypair_from_env()
+    if pair is None:
+        return {}
+    options: dict[str, Any] = {"keys": pair, "allow": [load_public_key(p) for p in allow]}
+    if head_key is not None:
+        options["head_key"] = load_public_key(head_key)
+    return options
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"labels are KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def head(
+    bind: Annotated[str, typer.Option(help="Endpoint to listen on.")] = "tcp://127.0.0.1:5555",
+    keys: KeysOpt = None,
+    allow_key: AllowOpt = [],  # noqa: B006 - typer reads the default
+    insecure: Annotated[bool, typer.Option(
+        help="Allow a non-loopback bind without keys.")] = False,
+    ping_interval: Annotated[float, typer.Option(help="Seconds between node checks.")] = 1.0,
+    ping_timeout: Annotated[float, typer.Option(
+        help="Seconds a node may stay silent before its actors are restarted.")] = 3.0,
+) -> None:
+    """Run the head: the bus's directory and the cluster's scheduler."""
+    from ..cluster._daemon import run_head
+
+    options = _security(keys, None, allow_key)
+    asyncio.run(run_head(bind, ping_interval=ping_interval, ping_timeout=ping_timeout,
+                         insecure=insecure, **options))
+
+
+def node(
+    head_address: Annotated[str, typer.Option("--head", help="The head's endpoint.")],
+    node_id: Annotated[str | None, typer.Option("--id", help="This node's id.")] = None,
+    bind: Annotated[str, typer.Option(help="Endpoint to listen on.")] = "tcp://127.0.0.1:0",
+    gpus: Annotated[int | None, typer.Option(
+        help="Declare this many GPUs instead of detecting them.")] = None,
+    gpu_memory: Annotated[str | None, typer.Option(
+        help="Memory of each declared GPU, e.g. 24GiB.")] = None,
+    cpus: Annotated[float | None, typer.Option(help="CPUs to offer (default: all).")] = None,
+    label: Annotated[list[str], typer.Option(help="KEY=VALUE label. Repeatable.")] = [],  # noqa: B006
+    allow: Annotated[list[str], typer.Option(
+        help="Modules actors may be spawned from. Repeatable.")] = [],  # noqa: B006
+    keys: KeysOpt = None,
+    head_key: HeadKeyOpt = None,
+    insecure: Annotated[bool, typer.Option(
+        help="Allow a non-loopback bind without keys.")] = False,
+) -> None:
+    """Join a cluster: report this machine's resources and host the actors placed here."""
+    from ..cluster import detect_node
+    from ..cluster._daemon import run_node
+
+    spec = detect_node(node_id, gpus=gpus, gpu_memory=gpu_memory, cpus=cpus,
+                       labels=_labels(label))
+    asyncio.run(run_node(head_address, spec, bind=bind, spawn_allow=allow, insecure=insecure,
+                         **_security(keys, head_key, [])))
+
+
+def status(
+    head_address: Annotated[str, typer.Option("--head", help="The head's endpoint.")
+                            ] = "tcp://127.0.0.1:5555",
+    keys: KeysOpt = None,
+    head_key: HeadKeyOpt = None,
+) -> None:
+    """Show the cluster's nodes, their GPUs (used / free) and the actors on each."""
+    asyncio.run(_status(head_address, _security(keys, head_key, [])))
+
+
+async def _status(head_address: str, options: dict[str, Any]) -> None:
+    from ..bus import connect
+    from ..cluster import ClusterClient
+
+    async with connect(head_address, **options) as runtime:
+        nodes = await ClusterClient(runtime, timeout=10).status()
+    table = Table(title=f"cluster at {head_address}")
+    for column in ("node", "alive", "cpus used", "gpus (share, memory used / total)",
+                   "labels", "actors"):
+        table.add_column(column)
+    for n in nodes:
+        gpus = "\n".join(f"{g['index']}: {g['name']} {g['share']:g} "
+                         f"{g['memory'] / 2**30:.1f}/{g['total'] / 2**30:.1f} GiB"
+                         for g in n["gpus"]) or "-"
+        labels = ",".join(f"{k}={v}" for k, v in n["labels"].items()) or "-"
+        table.add_row(n["node"], "yes" if n["alive"] else "no", n["cpus"], gpus, labels,
+                      "\n".join(n["actors"]) or "-")
+    Console().print(table)

@@ -1,0 +1,177 @@
+"""The head and node processes of a cluster on the ZeroMQ bus, and GPU worker processes.
+
+``agentplex head`` runs :func:`run_head`; ``agentplex node --head ADDRESS`` runs
+:func:`run_node`. A node hosts CPU actors in its own process; each actor that holds GPUs
+runs in a worker process of its own (:func:`run_worker`) whose ``CUDA_VISIBLE_DEVICES``
+names only its GPUs, and which exits when its node does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..bus import connect, resolve_actor_class
+from ..runtime import Actor, ActorError, Runtime
+from ._detect import worker_environment
+from ._manager import MANAGER, ClusterManager, node_agent_name
+from ._resources import NodeSpec
+from ._scheduler import Placement
+
+__all__ = ["NodeAgent", "run_head", "run_node", "run_worker"]
+
+log = logging.getLogger("agentplex.cluster")
+
+
+async def _wait_ready(runtime: Runtime, name: str, timeout: float) -> None:
+    """Wait until actor ``name`` answers anywhere on the bus (any actor answers a state
+    request)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            await runtime.state_of(name, timeout=max(0.5, deadline - loop.time()))
+            return
+        except ActorError:
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+class NodeAgent(Actor):
+    """Starts and stops actors on this node for the head's cluster manager."""
+
+    max_concurrency = 16
+
+    def __init__(self, spec: NodeSpec, head: str, spawn_allow: Sequence[str],
+                 worker_timeout: float = 60.0) -> None:
+        self.spec = spec
+        self.head = head
+        self.spawn_allow = list(spawn_allow)
+        self.worker_timeout = worker_timeout
+        self.workers: dict[str, asyncio.subprocess.Process] = {}
+
+    async def handle_call(self, message: Any) -> Any:
+        op = message.get("op") if isinstance(message, dict) else None
+        if op == "ping":
+            return True
+        if op == "start":
+            await self._start(message["spec"])
+            return True
+        if op == "stop":
+            await self._stop(message["name"])
+            return True
+        raise ValueError(f"unknown node request {message!r:.200}")
+
+    async def _start(self, spec: dict[str, Any]) -> None:
+        placement = spec.get("placement") or {}
+        if placement.get("gpu_indices"):
+            await self._start_worker(spec, placement)
+            return
+        cls = resolve_actor_class(spec["target"], self.spawn_allow)
+        actor = cls(*spec.get("args", ()), **spec.get("kwargs", {}))
+        if placement:
+            actor.placement = _placement(placement, spec)  # type: ignore[attr-defined]
+        await self.runtime.spawn(actor, spec["name"])
+        if spec.get("state") is not None:
+            await self.runtime.load_state(spec["name"], spec["state"])
+
+    async def _start_worker(self, spec: dict[str, Any], placement: dict[str, Any]) -> None:
+        resolve_actor_class(spec["target"], self.spawn_allow)  # refuse before starting
+        env = worker_environment(_placement(placement, spec))
+        env["AGENTPLEX_WORKER_SPEC"] = json.dumps(spec)
+        cmd = [sys.executable, "-m", "agentplex.cluster.worker", "--head", self.head,
+               "--node-id", f"{self.spec.id}-{spec['name']}"]
+        for module in self.spawn_allow:
+            cmd += ["--allow", module]
+        proc = await asyncio.create_subprocess_exec(*cmd, env=env)
+        self.workers[spec["name"]] = proc
+        try:
+            await _wait_ready(self.runtime, spec["name"], self.worker_timeout)
+        except BaseException:
+            proc.kill()
+            self.workers.pop(spec["name"], None)
+            raise
+
+    async def _stop(self, name: str) -> None:
+        proc = self.workers.pop(name, None)
+        if proc is not None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+        elif name in self.runtime:
+            await self.runtime.stop(name)
+
+    async def on_stop(self) -> None:
+        for proc in self.workers.values():
+            if proc.returncode is None:
+                proc.terminate()
+
+
+def _placement(data: dict[str, Any], spec: dict[str, Any]) -> Placement:
+    from ._resources import Resources
+
+    return Placement(data.get("id", 0), data["node_id"], tuple(data.get("gpu_indices", ())),
+                     Resources.model_validate(spec.get("resources") or {}))
+
+
+async def _serve_until_signalled(ready: Callable[[], None] | None = None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready()
+    await stop.wait()
+
+
+async def run_head(bind: str = "tcp://127.0.0.1:5555", *, ping_interval: float = 1.0,
+                   ping_timeout: float = 3.0, **options: Any) -> None:
+    """Be the head: the bus directory plus the cluster manager, until SIGINT / SIGTERM."""
+    async with connect(bind=bind, **options) as runtime:
+        await runtime.spawn(ClusterManager(ping_interval=ping_interval,
+                                           ping_timeout=ping_timeout), MANAGER)
+        endpoint = runtime.transport.endpoint  # type: ignore[attr-defined]
+        await _serve_until_signalled(lambda: print(f"agentplex head listening on {endpoint}",
+                                                   flush=True))
+
+
+async def run_node(head: str, spec: NodeSpec, *, bind: str = "tcp://127.0.0.1:0",
+                   spawn_allow: Sequence[str] = (), **options: Any) -> None:
+    """Join the cluster at ``head`` as node ``spec.id``, until SIGINT / SIGTERM."""
+    async with connect(head, bind=bind, node_id=spec.id, spawn_allow=spawn_allow,
+                       **options) as runtime:
+        await runtime.spawn(NodeAgent(spec, head, spawn_allow), node_agent_name(spec.id))
+        await runtime.ref(MANAGER).call({"op": "register", "spec": spec.model_dump()},
+                                        timeout=30)
+        await _serve_until_signalled(lambda: print(f"agentplex node {spec.id} joined {head}",
+                                                   flush=True))
+
+
+async def run_worker(head: str, node_id: str, spawn_allow: Sequence[str]) -> None:
+    """Host one actor (described by ``AGENTPLEX_WORKER_SPEC``) until the node goes away."""
+    spec = json.loads(os.environ["AGENTPLEX_WORKER_SPEC"])
+    parent = os.getppid()
+    async with connect(head, node_id=node_id, spawn_allow=spawn_allow) as runtime:
+        cls = resolve_actor_class(spec["target"], spawn_allow)
+        actor = cls(*spec.get("args", ()), **spec.get("kwargs", {}))
+        actor.placement = _placement(spec["placement"], spec)  # type: ignore[attr-defined]
+        await runtime.spawn(actor, spec["name"])
+        if spec.get("state") is not None:
+            await runtime.load_state(spec["name"], spec["state"])
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        while not stop.is_set() and os.getppid() == parent:  # die with the node
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)

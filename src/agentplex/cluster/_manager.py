@@ -1,0 +1,196 @@
+"""The cluster over the bus: the head's manager actor, node handles and the client.
+
+The head process hosts :class:`ClusterManager` (actor name ``"cluster"``), which owns a
+:class:`Cluster`. Each node process hosts a node agent (``"node:<id>"``, see
+:mod:`._daemon`) that starts and stops actors on request. The manager pings every node
+agent; a node that stops answering is declared dead and its ``on-failure`` actors are
+restarted elsewhere. :class:`ClusterClient` gives any process on the bus the same
+``spawn`` API as :class:`Cluster`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict
+from typing import Any
+
+from ..runtime import Actor, ActorError, ActorRef, Runtime
+from ._cluster import Cluster
+from ._node import ActorSpec, NodeHandle, RestartPolicy, class_path
+from ._resources import NodeSpec, Resources
+from ._scheduler import PlacementPolicy
+
+__all__ = ["MANAGER", "BusNode", "ClusterClient", "ClusterManager", "node_agent_name"]
+
+MANAGER = "cluster"
+"""The actor name of the cluster manager on the head."""
+
+log = logging.getLogger("agentplex.cluster")
+
+
+def node_agent_name(node_id: str) -> str:
+    """The actor name of a node's agent."""
+    return f"node:{node_id}"
+
+
+def spec_to_wire(spec: ActorSpec) -> dict[str, Any]:
+    """An :class:`ActorSpec` as msgpack-able data for a node agent."""
+    data = asdict(spec)
+    data["args"] = list(spec.args)
+    data["resources"] = spec.resources.model_dump()
+    if spec.placement is not None:
+        data["placement"] = {"id": spec.placement.id, "node_id": spec.placement.node_id,
+                             "gpu_indices": list(spec.placement.gpu_indices)}
+    return data
+
+
+class BusNode(NodeHandle):
+    """A node in another process, driven through its node agent over the bus."""
+
+    def __init__(self, spec: NodeSpec, runtime: Runtime, timeout: float = 30.0) -> None:
+        self.spec = spec
+        self.agent = runtime.ref(node_agent_name(spec.id))
+        self.timeout = timeout
+        self._alive = True
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    def mark_dead(self) -> None:
+        self._alive = False
+
+    async def start_actor(self, actor: ActorSpec) -> None:
+        await self.agent.call({"op": "start", "spec": spec_to_wire(actor)},
+                              timeout=self.timeout)
+
+    async def stop_actor(self, name: str) -> None:
+        await self.agent.call({"op": "stop", "name": name}, timeout=self.timeout)
+
+    async def ping(self, timeout: float) -> bool:
+        try:
+            return bool(await self.agent.call({"op": "ping"}, timeout=timeout))
+        except ActorError:
+            return False
+
+
+class ClusterManager(Actor):
+    """The head's cluster: nodes register here, and every spawn is placed here.
+
+    Handles requests concurrently (a spawn that waits for room must not block the stop
+    that makes room); the scheduler itself is only touched between awaits.
+    """
+
+    max_concurrency = 64
+
+    def __init__(self, *, ping_interval: float = 1.0, ping_timeout: float = 3.0,
+                 checkpoint_interval: float | None = 5.0) -> None:
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.checkpoint_interval = checkpoint_interval
+        self.cluster: Cluster | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    async def on_start(self) -> None:
+        self.cluster = await Cluster(self.runtime,
+                                     checkpoint_interval=self.checkpoint_interval).start()
+        self._watch = asyncio.ensure_future(self._watch_nodes())
+
+    async def on_stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        if self.cluster is not None and self.cluster._checkpointer is not None:
+            self.cluster._checkpointer.cancel()
+
+    async def _watch_nodes(self) -> None:
+        assert self.cluster is not None
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            for node in list(self.cluster.nodes.values()):
+                if isinstance(node, BusNode) and not await node.ping(self.ping_timeout):
+                    log.warning("node %r stopped answering; restarting its actors", node.id)
+                    node.mark_dead()
+                    restarted = await self.cluster.node_failed(node.id)
+                    log.info("restarted %s after losing %r", restarted, node.id)
+
+    async def handle_call(self, message: Any) -> Any:
+        cluster = self.cluster
+        assert cluster is not None
+        op = message.get("op") if isinstance(message, dict) else None
+        if op == "register":
+            spec = NodeSpec.model_validate(message["spec"])
+            await cluster.add_node(BusNode(spec, self.runtime))
+            return spec.id
+        if op == "spawn":
+            ref = await cluster.spawn(
+                message["target"], *message.get("args", ()), name=message.get("name"),
+                resources=Resources.model_validate(message.get("resources") or {}),
+                placement=message.get("placement", "pack"), labels=message.get("labels"),
+                node=message.get("node"), restart=message.get("restart", "never"),
+                max_restarts=message.get("max_restarts", 3), wait=message.get("wait"),
+                **(message.get("kwargs") or {}))
+            return ref.name
+        if op == "stop":
+            await cluster.stop(message["name"])
+            return None
+        if op == "checkpoint":
+            await cluster.checkpoint(message.get("name"))
+            return None
+        if op == "status":
+            return cluster.status()
+        if op == "placement":
+            placement = cluster.placement_of(message["name"])
+            return None if placement is None else {
+                "node_id": placement.node_id, "gpu_indices": list(placement.gpu_indices)}
+        raise ValueError(f"unknown cluster request {message!r:.200}")
+
+
+class ClusterClient:
+    """The cluster seen from any process on the bus: the same ``spawn`` as
+    :meth:`Cluster.spawn`, answered by the head's manager."""
+
+    def __init__(self, runtime: Runtime, timeout: float = 60.0) -> None:
+        self.runtime = runtime
+        self.manager = runtime.ref(MANAGER)
+        self.timeout = timeout
+
+    async def spawn(
+        self,
+        target: type[Actor] | str,
+        *args: Any,
+        name: str | None = None,
+        resources: Resources | None = None,
+        placement: PlacementPolicy = "pack",
+        labels: dict[str, str] | None = None,
+        node: str | None = None,
+        restart: RestartPolicy = "never",
+        max_restarts: int = 3,
+        wait: float | None = None,
+        **kwargs: Any,
+    ) -> ActorRef:
+        """See :meth:`Cluster.spawn`. Refusals arrive as ``HandlerError`` naming
+        ``Unschedulable`` and the scheduler's reason."""
+        request = {
+            "op": "spawn", "target": target if isinstance(target, str) else class_path(target),
+            "args": list(args), "kwargs": kwargs, "name": name,
+            "resources": (resources or Resources()).model_dump(), "placement": placement,
+            "labels": labels, "node": node, "restart": restart, "max_restarts": max_restarts,
+            "wait": wait,
+        }
+        got = await self.manager.call(request, timeout=self.timeout + (wait or 0))
+        return self.runtime.ref(got)
+
+    async def stop(self, name: str) -> None:
+        await self.manager.call({"op": "stop", "name": name}, timeout=self.timeout)
+
+    async def checkpoint(self, name: str | None = None) -> None:
+        await self.manager.call({"op": "checkpoint", "name": name}, timeout=self.timeout)
+
+    async def status(self) -> list[dict[str, Any]]:
+        return await self.manager.call({"op": "status"}, timeout=self.timeout)  # type: ignore[no-any-return]
+
+    async def placement_of(self, name: str) -> dict[str, Any] | None:
+        return await self.manager.call({"op": "placement", "name": name},  # type: ignore[no-any-return]
+                                       timeout=self.timeout)
+

@@ -1,0 +1,148 @@
+"""A head and four node processes on loopback, driven through the CLI as a user would:
+two nodes with two declared 24 GiB GPUs each, two CPU-only nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentplex import HandlerError, Msg, connect
+from agentplex.cluster import ClusterClient, RemoteChatModel, Resources
+
+ROOT = Path(__file__).parents[2]
+COUNTER = "tests.cluster.actors:Counter"
+pytestmark = pytest.mark.anyio
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def _start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "agentplex", *args], cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _first_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if needle in line:
+            return line
+        if not line and proc.poll() is not None:
+            break
+    raise AssertionError(f"{proc.args} never printed {needle!r}")
+
+
+@pytest.fixture(scope="module")
+def cluster_procs() -> Iterator[tuple[str, dict[str, subprocess.Popen[str]]]]:
+    head = _start("head", "--bind", "tcp://127.0.0.1:0", "--ping-interval", "0.3",
+                  "--ping-timeout", "2")
+    endpoint = _first_line(head, "listening on").split()[-1]
+    nodes: dict[str, subprocess.Popen[str]] = {}
+    allow = ["--allow", "tests.cluster", "--allow", "agentplex.cluster"]
+    for name in ("gpu-a", "gpu-b"):
+        nodes[name] = _start("node", "--head", endpoint, "--id", name, "--gpus", "2",
+                             "--gpu-memory", "24GiB", "--label", "kind=gpu", *allow)
+    for name in ("cpu-a", "cpu-b"):
+        nodes[name] = _start("node", "--head", endpoint, "--id", name, "--cpus", "8",
+                             "--label", "kind=cpu", *allow)
+    try:
+        for name, proc in nodes.items():
+            _first_line(proc, f"node {name} joined")
+        yield endpoint, nodes
+    finally:
+        for proc in [*nodes.values(), head]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [*nodes.values(), head]:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def test_placement_gpu_workers_streaming_and_refusals(
+    cluster_procs: tuple[str, dict[str, subprocess.Popen[str]]],
+) -> None:
+    endpoint, _ = cluster_procs
+    async with connect(endpoint) as rt:
+        cluster = ClusterClient(rt, timeout=60)
+        status = await cluster.status()
+        assert sorted(n["node"] for n in status) == ["cpu-a", "cpu-b", "gpu-a", "gpu-b"]
+
+        gpu = await cluster.spawn(COUNTER, name="gpu-actor",
+                                  resources=Resources(gpus=1, gpu_memory="8GiB"))
+        placement = await cluster.placement_of("gpu-actor")
+        assert placement is not None and placement["node_id"].startswith("gpu-")
+        # Its worker process sees only the GPU it was given.
+        seen = await gpu.call("env", timeout=30)
+        assert seen == ",".join(str(i) for i in placement["gpu_indices"])
+
+        cpu = await cluster.spawn(COUNTER, 5, name="cpu-actor", labels={"kind": "cpu"})
+        assert await cpu.call(1, timeout=30) == 6
+        assert await cpu.call("env", timeout=30) in (None, "")
+
+        with pytest.raises(HandlerError, match="Unschedulable") as info:
+            await cluster.spawn(COUNTER, resources=Resources(gpus=1, gpu_memory="40GiB"))
+        assert "40.0GiB" in str(info.value)
+
+        await cluster.spawn("agentplex.cluster:ModelActor", "scripted:shared",
+                            name="llm", labels={"kind": "cpu"},
+                            script=["streamed over the bus"], stream=True)
+        remote = RemoteChatModel("llm", stream=True, timeout=30)
+        chunks = [c async for c in await remote([Msg("u", "hi", "user")])]
+        assert chunks[-1].is_last and chunks[-1].text == "streamed over the bus"
+        assert len(chunks) > 2
+
+
+async def test_kill_9_of_a_node_restarts_its_actors_elsewhere_with_state(
+    cluster_procs: tuple[str, dict[str, subprocess.Popen[str]]],
+) -> None:
+    endpoint, nodes = cluster_procs
+    async with connect(endpoint) as rt:
+        cluster = ClusterClient(rt, timeout=60)
+        ref = await cluster.spawn(COUNTER, name="survivor", node="cpu-b",
+                                  restart="on-failure")
+        for _ in range(3):
+            await ref.call(1, timeout=30)
+        await cluster.checkpoint("survivor")
+        nodes["cpu-b"].kill()  # SIGKILL: no goodbye
+        nodes["cpu-b"].wait(10)
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            try:
+                where = await ref.call("where", timeout=2)
+                if where != "cpu-b":
+                    break
+            except Exception:
+                pass
+            assert asyncio.get_running_loop().time() < deadline, "never restarted"
+            await asyncio.sleep(0.3)
+        assert where in ("cpu-a", "gpu-a", "gpu-b")
+        assert await ref.call(1, timeout=30) == 4  # restored from the checkpoint
+        status = {n["node"]: n for n in await cluster.status()}
+        assert "cpu-b" not in status and "survivor" in status[where]["actors"]
+
+
+def test_status_command_shows_nodes_gpus_and_actors(
+    cluster_procs: tuple[str, dict[str, subprocess.Popen[str]]],
+) -> None:
+    endpoint, _ = cluster_procs
+    out = subprocess.run([sys.executable, "-m", "agentplex", "status", "--head", endpoint],
+                         cwd=ROOT, env={**_env(), "COLUMNS": "200"}, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    for node in ("gpu-a", "gpu-b", "cpu-a"):
+        assert node in out.stdout
+    assert "declared GPU" in out.stdout and "24.0 GiB" in out.stdout
+    assert "kind=gpu" in out.stdout
