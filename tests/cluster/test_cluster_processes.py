@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,30 +27,40 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 
+LOGS = Path(tempfile.mkdtemp(prefix="agentplex-cluster-"))
+_log_of: dict[int, Path] = {}
+
+
 def _start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "agentplex", *args], cwd=ROOT, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """A daemon writing to a log file (a pipe nobody drains would block it once full)."""
+    path = LOGS / f"{args[0]}-{len(_log_of)}.log"
+    with path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "agentplex", *args], cwd=ROOT,
+                                env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+    _log_of[proc.pid] = path
+    return proc
 
 
 def _first_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -> str:
+    log = _log_of[proc.pid]
     deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if needle in line:
-            return line
-        if not line and proc.poll() is not None:
+        for line in log.read_text().splitlines():
+            if needle in line:
+                return line
+        if proc.poll() is not None:
             break
-    raise AssertionError(f"{proc.args} never printed {needle!r}")
+        time.sleep(0.05)
+    raise AssertionError(f"{proc.args} never printed {needle!r}:\n{log.read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
 def cluster_procs() -> Iterator[tuple[str, dict[str, subprocess.Popen[str]]]]:
     head = _start("head", "--bind", "tcp://127.0.0.1:0", "--ping-interval", "0.3",
-                  "--ping-timeout", "2")
+                  "--dead-after", "4")
     endpoint = _first_line(head, "listening on").split()[-1]
     nodes: dict[str, subprocess.Popen[str]] = {}
-    allow = ["--allow", "tests.cluster", "--allow", "agentplex.cluster"]
+    allow = ["--allow", "tests.cluster", "--allow", "agentplex.cluster", "--allow", "examples"]
     for name in ("gpu-a", "gpu-b"):
         nodes[name] = _start("node", "--head", endpoint, "--id", name, "--gpus", "2",
                              "--gpu-memory", "24GiB", "--label", "kind=gpu", *allow)
@@ -146,3 +157,15 @@ def test_status_command_shows_nodes_gpus_and_actors(
         assert node in out.stdout
     assert "declared GPU" in out.stdout and "24.0 GiB" in out.stdout
     assert "kind=gpu" in out.stdout
+
+
+def test_cluster_example_runs_as_documented(
+    cluster_procs: tuple[str, dict[str, subprocess.Popen[str]]],
+) -> None:
+    endpoint, _ = cluster_procs
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "cluster.py"), "--head",
+                          endpoint, "--agents", "6"], cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "placed 1 model actor and 6 agents" in out.stdout
+    assert "citizen-0: Hello from the shared model." in out.stdout

@@ -366,3 +366,33 @@ async def test_long_timeouts_fire_too() -> None:
             await asyncio.wait_for(ref.call("hang", timeout=1.2), 10)
         await rt.idle()
         assert actor.cancelled == ["hang"]
+
+
+async def test_control_requests_reach_concurrent_actors_too() -> None:
+    from agentplex.agent import StateModule
+
+    class StatefulService(StateModule, Service):
+        def __init__(self) -> None:
+            super().__init__()
+            self.level = 1
+            self.register_state("level")
+
+    async with Runtime() as rt:
+        await rt.spawn(StatefulService(), "svc")
+        assert await rt.state_of("svc", timeout=5) == {"level": 1}
+        await rt.load_state("svc", {"level": 9}, timeout=5)
+        assert await rt.state_of("svc", timeout=5) == {"level": 9}
+        await rt.subscribe("t", "svc", timeout=5)
+        assert rt.subscribers("t") == ["svc"]
+
+
+async def test_breaking_out_of_a_stream_stops_the_producer() -> None:
+    async with Runtime() as rt:
+        counter = Counter(10_000)
+        ref = await rt.spawn(counter, "c")
+        async for i in ref.stream("go", timeout=5):
+            if i == 3:
+                break
+        await asyncio.wait_for(rt.idle(), 5)  # the producer did not block on a full channel
+        assert counter.closed
+        assert [i async for i in ref.stream("again", timeout=5)][:2] == [0, 1]

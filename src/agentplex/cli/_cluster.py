@@ -49,14 +49,14 @@ def head(
     insecure: Annotated[bool, typer.Option(
         help="Allow a non-loopback bind without keys.")] = False,
     ping_interval: Annotated[float, typer.Option(help="Seconds between node checks.")] = 1.0,
-    ping_timeout: Annotated[float, typer.Option(
-        help="Seconds a node may stay silent before its actors are restarted.")] = 3.0,
+    dead_after: Annotated[float, typer.Option(
+        help="Seconds a node may stay silent before its actors are restarted.")] = 10.0,
 ) -> None:
     """Run the head: the bus's directory and the cluster's scheduler."""
     from ..cluster._daemon import run_head
 
     options = _security(keys, None, allow_key)
-    asyncio.run(run_head(bind, ping_interval=ping_interval, ping_timeout=ping_timeout,
+    asyncio.run(run_head(bind, ping_interval=ping_interval, dead_after=dead_after,
                          insecure=insecure, **options))
 
 

@@ -135,11 +135,11 @@ async def _serve_until_signalled(ready: Callable[[], None] | None = None) -> Non
 
 
 async def run_head(bind: str = "tcp://127.0.0.1:5555", *, ping_interval: float = 1.0,
-                   ping_timeout: float = 3.0, **options: Any) -> None:
+                   dead_after: float = 10.0, **options: Any) -> None:
     """Be the head: the bus directory plus the cluster manager, until SIGINT / SIGTERM."""
     async with connect(bind=bind, **options) as runtime:
         await runtime.spawn(ClusterManager(ping_interval=ping_interval,
-                                           ping_timeout=ping_timeout), MANAGER)
+                                           dead_after=dead_after), MANAGER)
         endpoint = runtime.transport.endpoint  # type: ignore[attr-defined]
         await _serve_until_signalled(lambda: print(f"agentplex head listening on {endpoint}",
                                                    flush=True))

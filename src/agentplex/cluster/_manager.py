@@ -84,10 +84,10 @@ class ClusterManager(Actor):
 
     max_concurrency = 64
 
-    def __init__(self, *, ping_interval: float = 1.0, ping_timeout: float = 3.0,
+    def __init__(self, *, ping_interval: float = 1.0, dead_after: float = 10.0,
                  checkpoint_interval: float | None = 5.0) -> None:
         self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
+        self.dead_after = dead_after
         self.checkpoint_interval = checkpoint_interval
         self.cluster: Cluster | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -104,15 +104,26 @@ class ClusterManager(Actor):
             self.cluster._checkpointer.cancel()
 
     async def _watch_nodes(self) -> None:
+        """Ping every node each interval; one silent for ``dead_after`` seconds is dead."""
         assert self.cluster is not None
+        loop = asyncio.get_running_loop()
+        last_ok: dict[str, float] = {}
         while True:
             await asyncio.sleep(self.ping_interval)
-            for node in list(self.cluster.nodes.values()):
-                if isinstance(node, BusNode) and not await node.ping(self.ping_timeout):
-                    log.warning("node %r stopped answering; restarting its actors", node.id)
-                    node.mark_dead()
-                    restarted = await self.cluster.node_failed(node.id)
-                    log.info("restarted %s after losing %r", restarted, node.id)
+            nodes = [n for n in self.cluster.nodes.values() if isinstance(n, BusNode)]
+            answers = await asyncio.gather(*(n.ping(self.dead_after) for n in nodes))
+            now = loop.time()
+            for node, ok in zip(nodes, answers, strict=True):
+                if ok:
+                    last_ok[node.id] = now
+                    continue
+                if now - last_ok.setdefault(node.id, now) < self.dead_after:
+                    continue
+                log.warning("node %r silent for %.1fs; restarting its actors", node.id,
+                            now - last_ok.pop(node.id))
+                node.mark_dead()
+                restarted = await self.cluster.node_failed(node.id)
+                log.info("restarted %s after losing %r", restarted, node.id)
 
     async def handle_call(self, message: Any) -> Any:
         cluster = self.cluster

@@ -278,7 +278,7 @@ class ActorCell:
         elif kind == Kind.STREAM:
             await self._stream(env)
         elif kind == Kind.CONTROL:
-            await self.runtime._control(self, env.payload)
+            await self.runtime._control(self, env)
         else:
             raise ValueError(f"actor {self.name!r} cannot handle a {kind!r} envelope")
 

@@ -180,11 +180,20 @@ class ReplyStream:
 
     async def aclose(self) -> None:
         """Stop reading; the handler producing the stream is interrupted."""
+        self._close()
+
+    def _close(self) -> None:
         if self._channel.closed:
             return
         self._channel.close()
         if self._env is not None:
             self._ref._runtime._cancel(self._env)
+
+    def __del__(self) -> None:
+        # ``break`` out of ``async for`` drops the iterator without closing it; closing
+        # needs no await, so do it here (CPython runs this as soon as the loop lets go).
+        if self._started and not self._channel.closed:
+            self._close()
 
     async def __aenter__(self) -> ReplyStream:
         return self

@@ -305,8 +305,8 @@ class Runtime:
         await self._route(env, timeout)
         return await asyncio.wait_for(fut, timeout)
 
-    async def _control(self, cell: ActorCell, op: Any) -> None:
-        action, arg = op
+    async def _control(self, cell: ActorCell, env: Envelope) -> None:
+        action, arg = env.payload
         result: Any = None
         if action in ("subscribe", "unsubscribe"):
             await self._topic_change(cell, action == "subscribe", arg)
@@ -320,9 +320,8 @@ class Runtime:
             load(arg)
         else:
             raise ValueError(f"unknown control operation {action!r}")
-        reply = cell.current.reply if cell.current is not None else None
-        if reply is not None and not reply.done():
-            reply.set_result(result)
+        if env.reply is not None and not env.reply.done():
+            env.reply.set_result(result)
 
     async def _topic_change(self, cell: ActorCell, subscribe: bool, topic: str) -> None:
         if subscribe:
