@@ -54,6 +54,8 @@ class _Hosting(_Core):
             self._drop(f"{op} without a correlation id")
             return
         key = (h.src, h.corr or 0)
+        if h.src not in self._peers:
+            self._peer(h.src)  # watch the caller's heartbeat: if it dies, its handler stops
         if op in (Op.CALL, Op.CONTROL):
             reply = _RemoteReply(lambda ok, value: self._call_done(h, key, ok, value))
             env = Envelope(op, target, payload, reply=reply, sender=h.sender, corr=h.corr,
