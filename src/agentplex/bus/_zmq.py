@@ -458,8 +458,10 @@ class ZmqTransport(_Hosting, _HeadRole):
         self._inflight[node] = self._inflight.get(node, 0) + 1
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(self.heartbeat_interval)
+            if self._closed:
+                return  # no ping may follow our goodbye
             for node in list(self._peers):
                 self._send_nowait(node, Header(Op.PING, self.node_id), b"")
             for node in self._live.stale():
