@@ -126,6 +126,8 @@ class _Core(Transport):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._conn_keys: dict[bytes, str] = {}
+        self._inbox: Any = None
+        self._fd = -1
         self._head_lost = False
         self._rejoining: asyncio.Task[None] | None = None
 

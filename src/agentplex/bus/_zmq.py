@@ -91,7 +91,7 @@ class ZmqTransport(_Hosting, _HeadRole):
         router.bind(self.bind)
         self.endpoint = self.advertise or router.getsockopt_string(zmq.LAST_ENDPOINT)
         public = self.keys.public if self.keys else ""
-        self._inbox: Any = zmq.Socket.shadow(router.underlying)
+        self._inbox = zmq.Socket.shadow(router.underlying)
         self._fd = cast(int, self._inbox.getsockopt(zmq.FD))
         loop = asyncio.get_running_loop()
         loop.add_reader(self._fd, self._readable)
@@ -125,13 +125,14 @@ class ZmqTransport(_Hosting, _HeadRole):
         for peer in self._peers.values():
             peer.close()
         self._peers.clear()
-        if self._router is not None:
+        if self._fd >= 0:
             asyncio.get_running_loop().remove_reader(self._fd)
+        if self._router is not None:
             self._router.close(linger=0)
         if self._auth is not None:
             self._auth.stop()
         if self._ctx is not None:
-            self._ctx.term()
+            self._ctx.destroy(linger=0)
 
     async def _locate(self, name: str, timeout: float, *, fresh: bool = False) -> str:
         node = None if fresh else self._names.get(name)
