@@ -61,6 +61,13 @@ async def test_moved_actor_is_found_again(nodes: Any) -> None:
         await transport.spawn("node-b", "bus_actors:Echo", "B", name="mover")
         transport._names["mover"] = "node-a"
         assert await mover.call("where") == "B"
+        transport._names["mover"] = "node-a"  # a tell, too, finds the new home
+        await mover.tell("late news")
+        for _ in range(400):  # at most 20 s
+            if "late news" in await mover.call("told"):
+                break
+            await anyio.sleep(0.05)
+        assert "late news" in await mover.call("told")
 
 
 async def test_kill_9_fails_waiting_calls_with_peer_lost(nodes: Any) -> None:

@@ -217,8 +217,8 @@ class _Core(Transport):
         if h.corr is not None or op == Op.ERROR:
             self._send_nowait(h.src, Header(op, self.node_id, h.corr, target=h.target), data)
 
-    def _reply_error(self, h: Header, exc: BaseException) -> None:
-        self._reply(h, Op.ERROR, encode(error_to_wire(exc, h.target)))
+    def _reply_error(self, h: Header, exc: BaseException, **extra: Any) -> None:
+        self._reply(h, Op.ERROR, encode({**error_to_wire(exc, h.target), **extra}))
 
     def _drop(self, why: str) -> None:
         n = self.stats["dropped"] = self.stats["dropped"] + 1

@@ -45,8 +45,12 @@ class _Hosting(_Core):
             if h.op == Op.TELL:
                 self._ack(h.src)
             self.stats["unknown_actor"] += 1
-            self._reply_error(h, ActorNotFound(
-                f"no actor named {target!r} on node {self.node_id!r}", actor=target))
+            err = ActorNotFound(f"no actor named {target!r} on node {self.node_id!r}",
+                                actor=target)
+            if h.op == Op.TELL:  # give the tell back: its sender may find the actor's new home
+                self._reply_error(h, err, tell=data, sender=h.sender)
+            else:
+                self._reply_error(h, err)
             return
         op = h.op
         reply: Any = None

@@ -379,11 +379,7 @@ class ZmqTransport(_Hosting, _HeadRole):
         entry = self._pending.get(h.corr) if h.corr is not None else None
         if entry is None:
             if h.op == Op.ERROR and h.corr is None:
-                self.stats["tell_failed"] += 1
-                err = error_from_wire(self._decode(h, data))
-                if isinstance(err, ActorNotFound) and h.target:
-                    self._names.pop(h.target, None)
-                log.warning("a tell to %r failed: %s", h.target, err)
+                self._tell_failed(h, self._decode(h, data))
             return  # a late answer to a request given up on
         if entry.node != h.src:
             self._drop(f"answer from {h.src!r} for a request sent to {entry.node!r}")
@@ -418,6 +414,37 @@ class ZmqTransport(_Hosting, _HeadRole):
                 return
         if not fut.done():
             fut.set_exception(err)
+
+    def _tell_failed(self, h: Header, value: Any) -> None:
+        """A tell of ours was refused; one for an actor that moved is sent to its new home."""
+        err = error_from_wire(value)
+        tell = value.get("tell") if isinstance(value, dict) else None
+        if isinstance(err, ActorNotFound) and h.target:
+            self._names.pop(h.target, None)
+            if isinstance(tell, bytes):
+                sender = value.get("sender")
+                self._spawn_task(self._resend_tell(
+                    h.target, sender if isinstance(sender, str) else None, tell, h.src))
+                return
+        self.stats["tell_failed"] += 1
+        log.warning("a tell to %r failed: %s", h.target, err)
+
+    async def _resend_tell(self, target: str, sender: str | None, data: bytes, gone: str
+                           ) -> None:
+        try:
+            node = await self._locate(target, self.rpc_timeout, fresh=True)
+            if node == gone:
+                raise ActorNotFound(f"actor {target!r} is not on node {gone!r}", actor=target)
+            await self._tell_slot(node, self.rpc_timeout)
+            try:
+                await self._send(node, Header(Op.TELL, self.node_id, None, target, sender),
+                                 data, self.rpc_timeout)
+            except BaseException:
+                self._inflight[node] -= 1
+                raise
+        except ActorError as exc:
+            self.stats["tell_failed"] += 1
+            log.warning("a tell to %r failed: %s", target, exc)
 
     async def _redeliver(self, env: Envelope, err: ActorError) -> None:
         try:
