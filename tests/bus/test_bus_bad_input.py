@@ -10,7 +10,7 @@ import pytest
 import zmq
 import zmq.asyncio
 from bus_actors import Echo
-from conftest import Node, start_node
+from bus_nodes import Node, start_node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

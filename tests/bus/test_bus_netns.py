@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from conftest import Node, start_node
+from bus_nodes import Node, start_node
 
 from agentplex.bus import KeyPair
 

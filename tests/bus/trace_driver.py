@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from conftest import start_node
+from bus_nodes import start_node
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
