@@ -6,7 +6,7 @@ pyzmq + msgpack on asyncio measured in the same run. The implementations run in
 interleaved rounds and each figure is the best round, so load from other processes on a
 shared machine skews the comparison less.
 
-    python benchmarks/bench_bus.py [--n 3000] [--rounds 3] [--peers-python PATH]
+    python benchmarks/bench_bus.py [--n 2000] [--rounds 5] [--peers-python PATH]
 
 The peer baselines (autogen-core gRPC host + two workers, Ray actors) run from
 ``bench_bus_peers.py`` in their own environment, by default ``.venvs/peers`` when it exists:
@@ -179,8 +179,8 @@ def stop_server(proc: subprocess.Popen[str]) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--n", type=int, default=3000)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--serve", choices=["plain", "curve", "raw"])
     default_peers = os.path.join(os.path.dirname(__file__), "..", ".venvs", "peers", "bin",
                                  "python")

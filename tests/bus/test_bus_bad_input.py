@@ -10,6 +10,7 @@ import pytest
 import zmq
 import zmq.asyncio
 from bus_actors import Echo
+from bus_nodes import Node, start_node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +19,6 @@ from agentplex.bus import ZmqTransport
 from agentplex.bus._frames import KNOWN_OPS, PROTO, Header, Op, pack_header
 from agentplex.message import encode
 from agentplex.runtime import ActorNotFound, HandlerError
-from conftest import Node, start_node
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 import agentplex
-from agentplex import ActorNotFound, HandlerError, MailboxFull, Runtime
+from agentplex import ActorNotFound, CallTimeout, HandlerError, MailboxFull, Runtime
 from agentplex.bus import ZmqTransport
 
 pytestmark = pytest.mark.anyio
@@ -77,3 +77,22 @@ async def test_connect_helper_runs_unchanged_agent_code(nodes: Any) -> None:
         async with agentplex.connect(ep) as rt:
             reply = await rt.ref("remote-agent").call(agentplex.Msg("me", "hi", "user"))
             assert reply.content == "remote-agent spoke after 0"
+
+
+async def test_timeouts_and_early_exits_stop_remote_handlers(nodes: Any) -> None:
+    async with head() as rt:
+        await nodes(rt.transport.endpoint, "Echo:echo")  # type: ignore[attr-defined]
+        echo = rt.ref("echo")
+        with pytest.raises(CallTimeout):
+            await echo.call("hang", timeout=0.5)
+        # the hanging handler was interrupted, so the actor answers the next call
+        assert await echo.call("next", timeout=10) == "next"
+        taken = []
+        async with echo.stream(10**6, timeout=10) as stream:
+            async for item in stream:
+                taken.append(item)
+                if len(taken) == 3:
+                    break
+        assert taken == ["chunk-0", "chunk-1", "chunk-2"]
+        # leaving the stream stopped its producer (otherwise it would wait for credit forever)
+        assert await echo.call("after", timeout=10) == "after"

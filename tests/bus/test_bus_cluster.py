@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 from typing import Any
 
 import anyio
 import pytest
+from bus_actors import Echo
 
 from agentplex import ActorError, ActorNotFound, Msg, MsgHub, Runtime
 from agentplex.bus import ZmqTransport
@@ -59,6 +61,13 @@ async def test_moved_actor_is_found_again(nodes: Any) -> None:
         await transport.spawn("node-b", "bus_actors:Echo", "B", name="mover")
         transport._names["mover"] = "node-a"
         assert await mover.call("where") == "B"
+        transport._names["mover"] = "node-a"  # a tell, too, finds the new home
+        await mover.tell("late news")
+        for _ in range(400):  # at most 20 s
+            if "late news" in await mover.call("told"):
+                break
+            await anyio.sleep(0.05)
+        assert "late news" in await mover.call("told")
 
 
 async def test_kill_9_fails_waiting_calls_with_peer_lost(nodes: Any) -> None:
@@ -122,3 +131,38 @@ async def test_nodes_rejoin_a_restarted_head(nodes: Any) -> None:
                     break
                 except ActorNotFound:
                     await anyio.sleep(0.2)
+
+
+_CALLER = """
+import asyncio, sys
+from agentplex import Runtime
+from agentplex.bus import ZmqTransport
+
+async def main() -> None:
+    t = ZmqTransport(head=sys.argv[1], heartbeat_interval=0.2, heartbeat_timeout=1.5)
+    async with Runtime(t, default_timeout=3600) as rt:
+        print("calling", flush=True)
+        await rt.ref("host-echo").call("hang")
+
+asyncio.run(main())
+"""
+
+
+async def test_handler_of_a_killed_caller_is_interrupted() -> None:
+    async with head() as rt:
+        await rt.spawn(Echo(), "host-echo")
+        caller = await anyio.open_process(
+            [sys.executable, "-c", _CALLER, rt.transport.endpoint])  # type: ignore[attr-defined]
+        try:
+            assert caller.stdout is not None
+            with anyio.fail_after(30):
+                assert b"calling" in await caller.stdout.receive()
+                for _ in range(600):  # until the call is being handled here
+                    if rt.transport._serving:  # type: ignore[attr-defined]
+                        break
+                    await anyio.sleep(0.05)
+        finally:
+            caller.kill()
+            await caller.wait()
+        # the mailbox is free again once the dead caller's handler was interrupted
+        assert await rt.ref("host-echo").call("next", timeout=20) == "next"

@@ -139,3 +139,12 @@ def test_keys_cli_generate_and_show(tmp_path: Path) -> None:
     assert pair.secret not in result.output
     shown = runner.invoke(app, ["show", str(tmp_path / "alpha.key")])
     assert shown.output.strip() == pair.public
+
+
+async def test_a_taken_port_fails_start_cleanly() -> None:
+    async with Runtime(ZmqTransport()) as rt:
+        taken = rt.transport.endpoint  # type: ignore[attr-defined]
+        other = Runtime(ZmqTransport(taken))
+        with pytest.raises(zmq.ZMQError):
+            await other.start()
+        await other.shutdown()

@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from bus_nodes import start_node
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from agentplex import Runtime
 from agentplex.bus import ZmqTransport
-from conftest import start_node
 
 
 async def main() -> None:

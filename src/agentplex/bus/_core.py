@@ -126,6 +126,8 @@ class _Core(Transport):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._conn_keys: dict[bytes, str] = {}
+        self._inbox: Any = None
+        self._fd = -1
         self._head_lost = False
         self._rejoining: asyncio.Task[None] | None = None
 
@@ -215,8 +217,8 @@ class _Core(Transport):
         if h.corr is not None or op == Op.ERROR:
             self._send_nowait(h.src, Header(op, self.node_id, h.corr, target=h.target), data)
 
-    def _reply_error(self, h: Header, exc: BaseException) -> None:
-        self._reply(h, Op.ERROR, encode(error_to_wire(exc, h.target)))
+    def _reply_error(self, h: Header, exc: BaseException, **extra: Any) -> None:
+        self._reply(h, Op.ERROR, encode({**error_to_wire(exc, h.target), **extra}))
 
     def _drop(self, why: str) -> None:
         n = self.stats["dropped"] = self.stats["dropped"] + 1

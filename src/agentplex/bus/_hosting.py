@@ -45,8 +45,12 @@ class _Hosting(_Core):
             if h.op == Op.TELL:
                 self._ack(h.src)
             self.stats["unknown_actor"] += 1
-            self._reply_error(h, ActorNotFound(
-                f"no actor named {target!r} on node {self.node_id!r}", actor=target))
+            err = ActorNotFound(f"no actor named {target!r} on node {self.node_id!r}",
+                                actor=target)
+            if h.op == Op.TELL:  # give the tell back: its sender may find the actor's new home
+                self._reply_error(h, err, tell=data, sender=h.sender)
+            else:
+                self._reply_error(h, err)
             return
         op = h.op
         reply: Any = None
@@ -54,6 +58,8 @@ class _Hosting(_Core):
             self._drop(f"{op} without a correlation id")
             return
         key = (h.src, h.corr or 0)
+        if h.src not in self._peers:
+            self._peer(h.src)  # watch the caller's heartbeat: if it dies, its handler stops
         if op in (Op.CALL, Op.CONTROL):
             reply = _RemoteReply(lambda ok, value: self._call_done(h, key, ok, value))
             env = Envelope(op, target, payload, reply=reply, sender=h.sender, corr=h.corr,

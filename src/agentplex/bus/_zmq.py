@@ -91,7 +91,7 @@ class ZmqTransport(_Hosting, _HeadRole):
         router.bind(self.bind)
         self.endpoint = self.advertise or router.getsockopt_string(zmq.LAST_ENDPOINT)
         public = self.keys.public if self.keys else ""
-        self._inbox: Any = zmq.Socket.shadow(router.underlying)
+        self._inbox = zmq.Socket.shadow(router.underlying)
         self._fd = cast(int, self._inbox.getsockopt(zmq.FD))
         loop = asyncio.get_running_loop()
         loop.add_reader(self._fd, self._readable)
@@ -125,13 +125,14 @@ class ZmqTransport(_Hosting, _HeadRole):
         for peer in self._peers.values():
             peer.close()
         self._peers.clear()
-        if self._router is not None:
+        if self._fd >= 0:
             asyncio.get_running_loop().remove_reader(self._fd)
+        if self._router is not None:
             self._router.close(linger=0)
         if self._auth is not None:
             self._auth.stop()
         if self._ctx is not None:
-            self._ctx.term()
+            self._ctx.destroy(linger=0)
 
     async def _locate(self, name: str, timeout: float, *, fresh: bool = False) -> str:
         node = None if fresh else self._names.get(name)
@@ -378,11 +379,7 @@ class ZmqTransport(_Hosting, _HeadRole):
         entry = self._pending.get(h.corr) if h.corr is not None else None
         if entry is None:
             if h.op == Op.ERROR and h.corr is None:
-                self.stats["tell_failed"] += 1
-                err = error_from_wire(self._decode(h, data))
-                if isinstance(err, ActorNotFound) and h.target:
-                    self._names.pop(h.target, None)
-                log.warning("a tell to %r failed: %s", h.target, err)
+                self._tell_failed(h, self._decode(h, data))
             return  # a late answer to a request given up on
         if entry.node != h.src:
             self._drop(f"answer from {h.src!r} for a request sent to {entry.node!r}")
@@ -417,6 +414,37 @@ class ZmqTransport(_Hosting, _HeadRole):
                 return
         if not fut.done():
             fut.set_exception(err)
+
+    def _tell_failed(self, h: Header, value: Any) -> None:
+        """A tell of ours was refused; one for an actor that moved is sent to its new home."""
+        err = error_from_wire(value)
+        tell = value.get("tell") if isinstance(value, dict) else None
+        if isinstance(err, ActorNotFound) and h.target:
+            self._names.pop(h.target, None)
+            if isinstance(tell, bytes):
+                sender = value.get("sender")
+                self._spawn_task(self._resend_tell(
+                    h.target, sender if isinstance(sender, str) else None, tell, h.src))
+                return
+        self.stats["tell_failed"] += 1
+        log.warning("a tell to %r failed: %s", h.target, err)
+
+    async def _resend_tell(self, target: str, sender: str | None, data: bytes, gone: str
+                           ) -> None:
+        try:
+            node = await self._locate(target, self.rpc_timeout, fresh=True)
+            if node == gone:
+                raise ActorNotFound(f"actor {target!r} is not on node {gone!r}", actor=target)
+            await self._tell_slot(node, self.rpc_timeout)
+            try:
+                await self._send(node, Header(Op.TELL, self.node_id, None, target, sender),
+                                 data, self.rpc_timeout)
+            except BaseException:
+                self._inflight[node] -= 1
+                raise
+        except ActorError as exc:
+            self.stats["tell_failed"] += 1
+            log.warning("a tell to %r failed: %s", target, exc)
 
     async def _redeliver(self, env: Envelope, err: ActorError) -> None:
         try:
@@ -458,8 +486,10 @@ class ZmqTransport(_Hosting, _HeadRole):
         self._inflight[node] = self._inflight.get(node, 0) + 1
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(self.heartbeat_interval)
+            if self._closed:
+                return  # no ping may follow our goodbye
             for node in list(self._peers):
                 self._send_nowait(node, Header(Op.PING, self.node_id), b"")
             for node in self._live.stale():
