@@ -51,12 +51,19 @@ def head(
     ping_interval: Annotated[float, typer.Option(help="Seconds between node checks.")] = 1.0,
     dead_after: Annotated[float, typer.Option(
         help="Seconds a node may stay silent before its actors are restarted.")] = 10.0,
+    backend: Annotated[str, typer.Option(
+        help="'local' (agentplex nodes) or 'ray' (Ray places the actors).")] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        help="With --backend ray: the Ray cluster (e.g. auto); default: a local Ray.")] = None,
 ) -> None:
     """Run the head: the bus's directory and the cluster's scheduler."""
     from ..cluster._daemon import run_head
 
     options = _security(keys, None, allow_key)
+    if backend not in ("local", "ray"):
+        raise typer.BadParameter("--backend is 'local' or 'ray'")
     asyncio.run(run_head(bind, ping_interval=ping_interval, dead_after=dead_after,
+                         backend=backend, ray_address=ray_address,
                          insecure=insecure, **options))
 
 

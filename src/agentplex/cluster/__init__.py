@@ -8,6 +8,7 @@ from ._detect import detect_gpus, detect_node, worker_environment
 from ._manager import MANAGER, BusNode, ClusterClient, ClusterManager, node_agent_name
 from ._model_actor import ModelActor, RemoteChatModel, schema_model
 from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, class_path
+from ._ray import RayCluster, label_resource
 from ._resources import GPU, Bytes, NodeSpec, Resources, parse_bytes
 from ._scheduler import Placement, PlacementPolicy, Scheduler, Unschedulable
 
@@ -21,9 +22,11 @@ __all__ = [
     "Cluster",
     "LocalNode",
     "NodeHandle",
+    "RayCluster",
     "RestartPolicy",
     "class_path",
     "init",
+    "label_resource",
     "GPU",
     "Bytes",
     "ModelActor",

@@ -233,13 +233,22 @@ class Cluster:
 
 async def init(*, backend: str = "local", gpus: int | None = None,
                gpu_memory: str | int | None = None, labels: dict[str, str] | None = None,
-               checkpoint_interval: float | None = 5.0) -> Cluster:
-    """A cluster of this machine alone, in this process: no daemons needed.
+               checkpoint_interval: float | None = 5.0, **ray_init: Any) -> Any:
+    """A cluster to spawn actors on, with nothing to set up.
 
-    ``gpus`` / ``gpu_memory`` declare GPUs instead of detecting them.
+    ``backend="local"`` (default): this machine alone, in this process, no daemons;
+    ``gpus`` / ``gpu_memory`` declare GPUs instead of detecting them. ``backend="ray"``: a
+    :class:`RayCluster` (``ray_init`` goes to ``ray.init``, e.g. ``address="auto"`` or
+    ``num_gpus=4`` for logical GPUs).
     """
+    if backend == "ray":
+        from ._ray import RayCluster
+
+        if gpus is not None:
+            ray_init.setdefault("num_gpus", gpus)
+        return await RayCluster.start(**ray_init)
     if backend != "local":
-        raise ValueError(f"unknown cluster backend {backend!r}")
+        raise ValueError(f"unknown cluster backend {backend!r} (use 'local' or 'ray')")
     cluster = await Cluster(checkpoint_interval=checkpoint_interval).start()
     await cluster.add_node(detect_node("local", gpus=gpus, gpu_memory=gpu_memory,
                                        labels=labels))

@@ -135,11 +135,16 @@ async def _serve_until_signalled(ready: Callable[[], None] | None = None) -> Non
 
 
 async def run_head(bind: str = "tcp://127.0.0.1:5555", *, ping_interval: float = 1.0,
-                   dead_after: float = 10.0, **options: Any) -> None:
-    """Be the head: the bus directory plus the cluster manager, until SIGINT / SIGTERM."""
+                   dead_after: float = 10.0, backend: str = "local",
+                   ray_address: str | None = None, **options: Any) -> None:
+    """Be the head: the bus directory plus the cluster manager, until SIGINT / SIGTERM.
+
+    With ``backend="ray"`` Ray places the actors (``ray_address``: an existing Ray
+    cluster, e.g. ``"auto"``; default: a local Ray).
+    """
     async with connect(bind=bind, **options) as runtime:
-        await runtime.spawn(ClusterManager(ping_interval=ping_interval,
-                                           dead_after=dead_after), MANAGER)
+        await runtime.spawn(ClusterManager(ping_interval=ping_interval, dead_after=dead_after,
+                                           backend=backend, ray_address=ray_address), MANAGER)
         endpoint = runtime.transport.endpoint  # type: ignore[attr-defined]
         await _serve_until_signalled(lambda: print(f"agentplex head listening on {endpoint}",
                                                    flush=True))

@@ -85,14 +85,24 @@ class ClusterManager(Actor):
     max_concurrency = 64
 
     def __init__(self, *, ping_interval: float = 1.0, dead_after: float = 10.0,
-                 checkpoint_interval: float | None = 5.0) -> None:
+                 checkpoint_interval: float | None = 5.0, backend: str = "local",
+                 ray_address: str | None = None) -> None:
         self.ping_interval = ping_interval
         self.dead_after = dead_after
         self.checkpoint_interval = checkpoint_interval
-        self.cluster: Cluster | None = None
+        self.backend = backend
+        self.ray_address = ray_address
+        self.cluster: Any = None
+        """A :class:`Cluster`, or a :class:`RayCluster` with ``backend="ray"``."""
         self._watch: asyncio.Task[None] | None = None
 
     async def on_start(self) -> None:
+        if self.backend == "ray":
+            from ._ray import RayCluster
+
+            self.cluster = await RayCluster.start(address=self.ray_address,
+                                                  runtime=self.runtime)
+            return
         self.cluster = await Cluster(self.runtime,
                                      checkpoint_interval=self.checkpoint_interval).start()
         self._watch = asyncio.ensure_future(self._watch_nodes())
@@ -100,12 +110,14 @@ class ClusterManager(Actor):
     async def on_stop(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
-        if self.cluster is not None and self.cluster._checkpointer is not None:
+        if isinstance(self.cluster, Cluster) and self.cluster._checkpointer is not None:
             self.cluster._checkpointer.cancel()
+        elif self.cluster is not None:
+            await self.cluster.close(keep_runtime=True)
 
     async def _watch_nodes(self) -> None:
         """Ping every node each interval; one silent for ``dead_after`` seconds is dead."""
-        assert self.cluster is not None
+        assert isinstance(self.cluster, Cluster)
         loop = asyncio.get_running_loop()
         last_ok: dict[str, float] = {}
         while True:
@@ -130,6 +142,8 @@ class ClusterManager(Actor):
         assert cluster is not None
         op = message.get("op") if isinstance(message, dict) else None
         if op == "register":
+            if not isinstance(cluster, Cluster):
+                raise ValueError("this head places actors through Ray: nodes join Ray")
             spec = NodeSpec.model_validate(message["spec"])
             await cluster.add_node(BusNode(spec, self.runtime))
             return spec.id

@@ -1,0 +1,229 @@
+"""The Ray backend: the same ``spawn`` API, with Ray placing the worker processes.
+
+Users who already run Ray keep one cluster manager. Each spawned actor gets a Ray actor
+process of its own, placed by Ray from the declared resources (``num_cpus``, ``num_gpus``
+— Ray sets ``CUDA_VISIBLE_DEVICES`` — ``memory``, the ``SPREAD`` strategy for spread, and
+labels as custom resources ``label:KEY=VALUE``). That process joins our ZeroMQ bus and
+hosts the actor there, so messages never go through Ray: only placement does. Install with
+``pip install 'agentplex[ray]'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from ..bus import connect, import_actor_class
+from ..runtime import Actor, ActorExists, ActorRef, Runtime
+from ._node import RestartPolicy, class_path
+from ._resources import Resources
+from ._scheduler import Placement, PlacementPolicy, Unschedulable
+
+__all__ = ["RayCluster", "label_resource"]
+
+
+def label_resource(key: str, value: str) -> str:
+    """The Ray custom resource standing for node label ``key=value``."""
+    return f"label:{key}={value}"
+
+
+class _Host:
+    """The body of the Ray actor that hosts one agentplex actor on the bus."""
+
+    def __init__(self, head: str, spec: dict[str, Any]) -> None:
+        self.head = head
+        self.spec = spec
+        self.runtime: Runtime | None = None
+
+    async def ready(self) -> dict[str, Any]:
+        """Join the bus and start the actor (once); report where it landed."""
+        import ray
+
+        if self.runtime is None:
+            spec = self.spec
+            ctx = ray.get_runtime_context()
+            self.runtime = connect(self.head, node_id=f"ray-{spec['name']}-{os.getpid()}")
+            await self.runtime.start()
+            actor: Actor = import_actor_class(spec["target"])(*spec["args"], **spec["kwargs"])
+            gpus = tuple(int(g) for g in ray.get_gpu_ids())
+            actor.placement = Placement(0, ctx.get_node_id(), gpus,  # type: ignore[attr-defined]
+                                        Resources.model_validate(spec["resources"]))
+            await self.runtime.spawn(actor, spec["name"])
+        return {"node": ray.get_runtime_context().get_node_id(),
+                "gpu_ids": [int(g) for g in ray.get_gpu_ids()],
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+    async def stop(self) -> None:
+        if self.runtime is not None:
+            await self.runtime.shutdown()
+            self.runtime = None
+
+
+class RayCluster:
+    """A cluster whose actors Ray places. Same ``spawn`` / ``stop`` / ``status`` as
+    :class:`Cluster`; this process is the head of the bus the actors join.
+
+    Use :meth:`start` (``agentplex.cluster.init(backend="ray")`` calls it).
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._hosts: dict[str, Any] = {}
+        self._where: dict[str, dict[str, Any]] = {}
+        self._host_cls: Any = None
+
+    @classmethod
+    async def start(cls, *, address: str | None = None, bind: str = "tcp://127.0.0.1:0",
+                    runtime: Runtime | None = None, **ray_init: Any) -> RayCluster:
+        """Connect to Ray (``address``, or a local Ray started with ``ray_init`` arguments
+        such as ``num_cpus``, ``num_gpus``, ``resources``) and open the bus head (or use
+        ``runtime``, already the head of a bus)."""
+        try:
+            import ray
+        except ImportError as exc:
+            raise ImportError("the Ray backend needs Ray: pip install 'agentplex[ray]'") from exc
+        if not ray.is_initialized():
+            ray_init.setdefault("include_dashboard", False)
+            ray_init.setdefault("log_to_driver", False)
+            ray.init(address=address, **ray_init)
+        if runtime is None:
+            runtime = connect(bind=bind)
+        await runtime.start()
+        self = cls(runtime)
+        self._host_cls = ray.remote(_Host)
+        return self
+
+    async def checkpoint(self, name: str | None = None) -> None:
+        """Nothing to do: Ray restarts a failed actor process itself (``max_restarts``),
+        and the actor starts afresh."""
+
+    def placement_of(self, name: str) -> Placement | None:
+        """Where Ray put ``name``, as a :class:`Placement` (node id and GPU ids)."""
+        where = self._where.get(name)
+        if where is None:
+            return None
+        return Placement(0, where["node"], tuple(where["gpu_ids"]), Resources())
+
+    @property
+    def endpoint(self) -> str:
+        return self.runtime.transport.endpoint  # type: ignore[attr-defined,no-any-return]
+
+    async def spawn(
+        self,
+        target: type[Actor] | str,
+        *args: Any,
+        name: str | None = None,
+        resources: Resources | None = None,
+        placement: PlacementPolicy = "pack",
+        labels: dict[str, str] | None = None,
+        node: str | None = None,
+        restart: RestartPolicy = "never",
+        max_restarts: int = 3,
+        wait: float | None = None,
+        **kwargs: Any,
+    ) -> ActorRef:
+        """See :meth:`Cluster.spawn`; ``node`` is a Ray node id. A request no Ray node can
+        ever hold is refused at once; one that cannot be placed within ``wait`` seconds
+        (default 60) is refused then."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        path = target if isinstance(target, str) else class_path(target)
+        name = name or f"{path.rpartition(':')[2].lower()}-{len(self._hosts) + 1}"
+        if name in self._hosts:
+            raise ActorExists(f"an actor named {name!r} already runs", actor=name)
+        request = resources or Resources()
+        custom = {label_resource(k, v): 0.001 for k, v in (labels or {}).items()}
+        self._check_feasible(request, custom)
+        options: dict[str, Any] = {"num_cpus": request.cpus, "num_gpus": request.gpus,
+                                   "max_restarts": max_restarts if restart == "on-failure"
+                                   else 0}
+        if request.memory:
+            options["memory"] = request.memory
+        if custom:
+            options["resources"] = custom
+        if node is not None:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+        elif placement == "spread":
+            options["scheduling_strategy"] = "SPREAD"
+        spec = {"name": name, "target": path, "args": list(args), "kwargs": kwargs,
+                "resources": request.model_dump()}
+        host = self._host_cls.options(**options).remote(self.endpoint, spec)
+        limit = wait if wait is not None else 60.0
+        try:  # awaited, not ray.wait(): the host joins the bus this very loop serves
+            ready = asyncio.wrap_future(host.ready.remote().future())
+            self._where[name] = await asyncio.wait_for(ready, limit)
+        except TimeoutError:
+            ray.kill(host)
+            raise Unschedulable(f"Ray did not place {name!r} ({request}) within {limit:g}s",
+                                ever=True) from None
+        except BaseException:
+            ray.kill(host)
+            raise
+        self._hosts[name] = host
+        return self.runtime.ref(name)
+
+    def _check_feasible(self, request: Resources, custom: dict[str, float]) -> None:
+        import ray
+
+        reasons = []
+        for n in ray.nodes():  # type: ignore[no-untyped-call]
+            if not n.get("Alive"):
+                continue
+            have = n.get("Resources", {})
+            missing = [f"{k}" for k in custom if have.get(k, 0) < custom[k]]
+            if request.cpus > have.get("CPU", 0):
+                missing.append(f"{request.cpus:g} CPUs (has {have.get('CPU', 0):g})")
+            if request.gpus > have.get("GPU", 0):
+                missing.append(f"{request.gpus:g} GPUs (has {have.get('GPU', 0):g})")
+            if not missing:
+                return
+            reasons.append(f"{n['NodeID'][:12]}: lacks {', '.join(missing)}")
+        raise Unschedulable("no Ray node can ever hold this: " + "; ".join(reasons), ever=False)
+
+    def where(self, name: str) -> dict[str, Any] | None:
+        """The Ray node, GPU ids and ``CUDA_VISIBLE_DEVICES`` of actor ``name``."""
+        return self._where.get(name)
+
+    async def stop(self, name: str) -> None:
+        import ray
+
+        host = self._hosts.pop(name, None)
+        self._where.pop(name, None)
+        if host is not None:
+            try:
+                await host.stop.remote()
+            finally:
+                ray.kill(host)
+
+    def status(self) -> list[dict[str, Any]]:
+        """One entry per Ray node, in the shape of :meth:`Cluster.status`: CPUs, the GPUs
+        (a share of 1 where one of our actors holds it), labels and actors."""
+        import ray
+
+        out = []
+        for n in ray.nodes():  # type: ignore[no-untyped-call]
+            here = {a: w for a, w in self._where.items() if w["node"] == n["NodeID"]}
+            held = {g for w in here.values() for g in w["gpu_ids"]}
+            have = n.get("Resources", {})
+            out.append({
+                "node": n["NodeID"], "alive": n.get("Alive", False),
+                "cpus": f"{have.get('CPU', 0):g}",
+                "gpus": [{"index": i, "name": "GPU (Ray)", "share": 1.0 if i in held else 0.0,
+                          "memory": 0, "total": 0} for i in range(int(have.get("GPU", 0)))],
+                "labels": dict(k.removeprefix("label:").split("=", 1) for k in have
+                               if k.startswith("label:") and "=" in k),
+                "actors": sorted(here),
+            })
+        return out
+
+    async def close(self, *, shutdown_ray: bool = True, keep_runtime: bool = False) -> None:
+        import ray
+
+        for name in list(self._hosts):
+            await self.stop(name)
+        if not keep_runtime:
+            await self.runtime.shutdown()
+        if shutdown_ray:
+            ray.shutdown()
