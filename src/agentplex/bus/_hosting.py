@@ -19,6 +19,7 @@ from ..runtime import (
     MailboxFull,
     StreamChannel,
 )
+from ..tracing import receive_context
 from ._core import _Core, log
 from ._frames import (
     Header,
@@ -58,18 +59,19 @@ class _Hosting(_Core):
             self._drop(f"{op} without a correlation id")
             return
         key = (h.src, h.corr or 0)
+        trace = receive_context(target, h.trace, **{"agentplex.node": self.node_id})
         if h.src not in self._peers:
             self._peer(h.src)  # watch the caller's heartbeat: if it dies, its handler stops
         if op in (Op.CALL, Op.CONTROL):
             reply = _RemoteReply(lambda ok, value: self._call_done(h, key, ok, value))
             env = Envelope(op, target, payload, reply=reply, sender=h.sender, corr=h.corr,
-                           trace=h.trace)
+                           trace=trace)
             self._serving[key] = _Serving(env)
         else:
             if op == Op.STREAM:
                 reply = StreamChannel(self.stream_window)
             env = Envelope(op, target, payload, reply=reply, sender=h.sender, corr=h.corr,
-                           trace=h.trace)
+                           trace=trace)
             if op == Op.STREAM:
                 serving = self._serving[key] = _Serving(env, self.stream_window)
                 serving.task = self._spawn_task(self._pump(h, key, serving, cell))
@@ -224,7 +226,9 @@ class _Hosting(_Core):
 
     def _on_publish(self, h: Header, data: bytes) -> None:
         env = Envelope(Kind.PUBLISH, "", self._decode(h, data), sender=h.sender, topic=h.topic,
-                       trace=h.trace, exclude=h.exclude)
+                       trace=receive_context(h.topic or "", h.trace,
+                                             **{"agentplex.node": self.node_id}),
+                       exclude=h.exclude)
         self._spawn_task(self._publish_here(h, env))
 
     async def _publish_here(self, h: Header, env: Envelope) -> None:

@@ -10,7 +10,7 @@ import zmq
 import zmq.asyncio
 
 from ..runtime import ActorError, ActorStopped, Envelope
-from ..tracing import inject_context, use_context
+from ..tracing import extract_context, send_headers
 
 __all__ = ["PayloadTooLarge"]
 
@@ -121,11 +121,11 @@ class _Serving:
         self.task: asyncio.Task[None] | None = None
 
 
-def _trace_headers(trace: Any) -> dict[str, str] | None:
-    """The caller's trace context as message headers (``None`` when tracing is off)."""
+def _trace_headers(trace: Any, destination: str, node: str) -> dict[str, str] | None:
+    """Headers carrying a ``send`` span, child of the caller's trace context (``None`` when
+    tracing is off)."""
     if trace is None:
         return None
     if type(trace) is dict:  # headers already (an OTel Context is a dict subclass)
-        return trace
-    with use_context(trace):
-        return inject_context()
+        trace = extract_context(trace)
+    return send_headers(destination, trace, **{"agentplex.node": node})

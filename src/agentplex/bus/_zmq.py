@@ -158,7 +158,7 @@ class ZmqTransport(_Hosting, _HeadRole):
         node = await self._locate(env.target, timeout, fresh=fresh)
         data = encode(env.payload)
         header = Header(env.kind, self.node_id, None, env.target, env.sender,
-                        trace=_trace_headers(env.trace))
+                        trace=_trace_headers(env.trace, env.target, self.node_id))
         if env.reply is None:
             await self._tell_slot(node, timeout)
             try:
@@ -227,7 +227,7 @@ class ZmqTransport(_Hosting, _HeadRole):
             return
         data = encode(env.payload)
         fields = {"sender": env.sender, "topic": env.topic, "exclude": env.exclude,
-                  "trace": _trace_headers(env.trace)}
+                  "trace": _trace_headers(env.trace, env.topic or "", self.node_id)}
         results = await asyncio.gather(
             *(self._request(n, Op.PUBLISH, data, timeout, **fields) for n in nodes),
             return_exceptions=True)

@@ -23,6 +23,8 @@ __all__ = [
     "extract_context",
     "inject_context",
     "is_enabled",
+    "receive_context",
+    "send_headers",
     "tool_span",
     "use_context",
 ]
@@ -162,6 +164,41 @@ def end_span(span: trace.Span, error: BaseException | None = None) -> None:
         span.record_exception(error)
         span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
     span.end()
+
+
+def _messaging_span(operation: str, destination: str, kind: trace.SpanKind,
+                    parent: otel_context.Context | None, attributes: Mapping[str, Any]
+                    ) -> trace.Span:
+    attrs = {"messaging.system": "agentplex", "messaging.operation.type": operation,
+             "messaging.operation.name": operation, "messaging.destination.name": destination,
+             **attributes}
+    return _tracer().start_span(f"{operation} {destination}", context=parent, kind=kind,
+                                attributes={k: v for k, v in attrs.items() if v is not None})
+
+
+def send_headers(destination: str, parent: otel_context.Context | None, **attributes: Any
+                 ) -> dict[str, str] | None:
+    """Record a ``send {destination}`` PRODUCER span (a child of ``parent``) for a message
+    leaving this process, and return the headers that carry it; ``None`` when off."""
+    if not is_enabled():
+        return None
+    span = _messaging_span("send", destination, trace.SpanKind.PRODUCER, parent, attributes)
+    span.end()
+    headers: dict[str, str] = {}
+    propagate.inject(headers, context=trace.set_span_in_context(span))
+    return headers
+
+
+def receive_context(destination: str, headers: Mapping[str, str] | None, **attributes: Any
+                    ) -> otel_context.Context | None:
+    """Record a ``process {destination}`` CONSUMER span for a message that arrived with
+    ``headers``; return the context its handler runs in (``None`` when off or absent)."""
+    if not headers or not is_enabled():
+        return extract_context(headers) if headers else None
+    span = _messaging_span("process", destination, trace.SpanKind.CONSUMER,
+                           propagate.extract(headers), attributes)
+    span.end()
+    return trace.set_span_in_context(span)
 
 
 def inject_context(carrier: MutableMapping[str, str] | None = None) -> dict[str, str] | None:
