@@ -6,7 +6,7 @@ nothing while no tracer provider is configured.
 """
 
 from ._content import ContentCapture, content_attribute, content_capture, set_content_capture
-from ._exporters import JsonLinesSpanExporter, span_to_dict
+from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter, span_to_dict
 from ._report import SpanNode, find_run, list_runs, load_spans, render_html, span_tree
 from ._run import (
     ReplayMissing,
@@ -36,6 +36,7 @@ from ._spans import (
 )
 
 __all__ = [
+    "BufferedSpanProcessor",
     "ContentCapture",
     "JsonLinesSpanExporter",
     "ReplayMissing",

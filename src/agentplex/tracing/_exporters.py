@@ -8,31 +8,33 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-__all__ = ["JsonLinesSpanExporter", "span_to_dict"]
+__all__ = ["BufferedSpanProcessor", "JsonLinesSpanExporter", "span_to_dict"]
 
 
 def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
     """One finished span as a JSON-compatible dict (ids in hex, times in nanoseconds)."""
     ctx = span.get_span_context()
     parent = span.parent
-    return {
+    out: dict[str, Any] = {
         "name": span.name,
-        "trace_id": f"{ctx.trace_id:032x}" if ctx is not None else None,
-        "span_id": f"{ctx.span_id:016x}" if ctx is not None else None,
-        "parent_id": f"{parent.span_id:016x}" if parent is not None else None,
+        "trace_id": format(ctx.trace_id, "032x") if ctx is not None else None,
+        "span_id": format(ctx.span_id, "016x") if ctx is not None else None,
+        "parent_id": format(parent.span_id, "016x") if parent is not None else None,
         "kind": span.kind.name,
         "start": span.start_time,
         "end": span.end_time,
         "status": span.status.status_code.name,
-        "attributes": {k: list(v) if isinstance(v, tuple) else v
-                       for k, v in (span.attributes or {}).items()},
-        "events": [{"name": e.name, "time": e.timestamp,
-                    "attributes": dict(e.attributes or {})} for e in span.events],
-        "resource": dict(span.resource.attributes),
+        "attributes": dict(span.attributes or {}),
+        "service": span.resource.attributes.get("service.name"),
     }
+    if span.events:
+        out["events"] = [{"name": e.name, "time": e.timestamp,
+                          "attributes": dict(e.attributes or {})} for e in span.events]
+    return out
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -45,7 +47,8 @@ class JsonLinesSpanExporter(SpanExporter):
         self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        lines = "".join(json.dumps(span_to_dict(s), default=str) + "\n" for s in spans)
+        dumps = json.dumps
+        lines = "".join([dumps(span_to_dict(s), default=str) + "\n" for s in spans])
         with self._lock:
             if self._file is None:
                 return SpanExportResult.FAILURE
@@ -61,3 +64,42 @@ class JsonLinesSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
+
+
+class BufferedSpanProcessor(SpanProcessor):
+    """Collects finished spans and exports them in batches on the thread that ends them.
+
+    For cheap local exporters (a file): no background thread, no hand-off per span — a
+    batch of ``batch_size`` spans is written in one go. Spans still buffered are written on
+    :meth:`force_flush` and :meth:`shutdown`.
+    """
+
+    def __init__(self, exporter: SpanExporter, batch_size: int = 512) -> None:
+        self.exporter = exporter
+        self.batch_size = batch_size
+        self._buffer: list[ReadableSpan] = []
+        self._lock = threading.Lock()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if not span.context.trace_flags.sampled:
+            return
+        with self._lock:
+            self._buffer.append(span)
+            if len(self._buffer) < self.batch_size:
+                return
+            batch, self._buffer = self._buffer, []
+        self.exporter.export(batch)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+        if batch:
+            self.exporter.export(batch)
+        return True
+
+    def shutdown(self) -> None:
+        self.force_flush()
+        self.exporter.shutdown()

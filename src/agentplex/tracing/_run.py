@@ -31,11 +31,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
 from ..message import Msg
 from ._content import ContentCapture, set_content_capture
-from ._exporters import JsonLinesSpanExporter
+from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter
 from ._setup import dispatcher
 from ._spans import _tracer
 
@@ -293,7 +291,7 @@ async def experiment(
     run.dir.mkdir(parents=True, exist_ok=True)
     if seed is not None:
         _seed_everything(seed)
-    processor = BatchSpanProcessor(JsonLinesSpanExporter(run.dir / "trace.jsonl"))
+    processor = BufferedSpanProcessor(JsonLinesSpanExporter(run.dir / "trace.jsonl"))
     hub = dispatcher()
     hub.attach(processor)
     if capture_content is not None:

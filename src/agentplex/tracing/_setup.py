@@ -25,7 +25,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 
-from ._exporters import JsonLinesSpanExporter
+from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter
 
 __all__ = ["SpanDispatcher", "configure_tracing", "dispatcher", "exporters_from_env"]
 
@@ -152,14 +152,17 @@ def configure_tracing(
     by ``OTEL_TRACES_EXPORTER``. Returns the attached processors (detach them with
     ``dispatcher().detach(p)``)."""
     chosen: list[SpanExporter] = list(exporters)
-    if file is not None:
-        chosen.append(JsonLinesSpanExporter(file))
+    processors: list[SpanProcessor] = []
+    hub = dispatcher()
+    if file is not None:  # a local file: cheap to write, so no background thread
+        local = BufferedSpanProcessor(JsonLinesSpanExporter(file),
+                                      batch_size=512 if batch else 1)
+        hub.attach(local)
+        processors.append(local)
     if console:
         chosen.append(ConsoleSpanExporter())
     if from_env:
         chosen.extend(exporters_from_env())
-    hub = dispatcher()
-    processors: list[SpanProcessor] = []
     for exporter in chosen:
         processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
         hub.attach(processor)
