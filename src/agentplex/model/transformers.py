@@ -11,6 +11,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,7 @@ class TransformersChatModel(ChatModelBase):
             emit=emit,
             sampling=sampling, stop=tuple(s for s in stops if s), matcher=matcher,
         )
-        assembler = OutputAssembler(ResponseBuilder(), thinking=prompt.rstrip().endswith(
+        assembler = OutputAssembler(ResponseBuilder(id=uuid.uuid4().hex), thinking=prompt.rstrip().endswith(
             THINK_BEGIN), parse_tools=parse_tools)
         context = _CallContext(self, request, events, assembler, structured_model, constraint,
                                started)
