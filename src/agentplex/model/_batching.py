@@ -208,6 +208,8 @@ class BatchEngine:
             bitmask = self.grammar.allocate_bitmask(len(reqs))
             for i in constrained:
                 reqs[i].matcher.fill_next_token_bitmask(bitmask, i)
+            closing = [i for i in constrained if _near_budget(reqs[i])]
+            self.grammar.prefer_closing(logits, closing)
             self.grammar.apply_bitmask(logits, bitmask, constrained)
         chosen = logits.argmax(dim=-1).tolist()
         for i, r in enumerate(reqs):
@@ -310,6 +312,12 @@ class BatchEngine:
                     layer.keys = layer.keys[:, :, first:, :]
                     layer.values = layer.values[:, :, first:, :]
         return batch
+
+
+def _near_budget(req: GenerationRequest) -> bool:
+    """Whether a constrained request should start closing its structure to end valid."""
+    remaining = req.max_new_tokens - len(req.generated)
+    return remaining <= max(8, req.max_new_tokens // 4)
 
 
 def _sample(logits: Any, sampling: Sampling, generator: Any) -> int:

@@ -78,7 +78,7 @@ def _tool_tag(tool: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "tag",
         "begin": f'{TOOL_CALL_BEGIN}\n{{"name": {name}, "arguments": ',
-        "content": {"type": "json_schema", "json_schema": params},
+        "content": {"type": "json_schema", "json_schema": params, "max_whitespace_cnt": 1},
         "end": f"}}\n{TOOL_CALL_END}",
     }
 
@@ -118,6 +118,12 @@ class GrammarFactory:
             tokenizer, vocab_size=vocab_size, stop_token_ids=stop_token_ids
         )
         self.vocab_size = info.vocab_size
+        self.closers = sorted({*stop_token_ids, *(
+            i for i, piece in enumerate(info.decoded_vocab)
+            if piece.strip() and set(piece.strip()) <= set(b'"]}')
+        )})
+        """Tokens that end the output or close strings, arrays and objects (preferred near
+        the budget)."""
         self._compiler = xgr.GrammarCompiler(info, cache_enabled=True)
         self._lock = threading.Lock()
 
@@ -139,6 +145,15 @@ class GrammarFactory:
     def allocate_bitmask(self, rows: int) -> Any:
         """A token bitmask for ``rows`` sequences."""
         return self._xgr.allocate_token_bitmask(rows, self.vocab_size)
+
+    def prefer_closing(self, logits: Any, rows: list[int]) -> None:
+        """Favour closing tokens in ``rows``, so outputs near their budget end complete."""
+        if rows and self.closers:
+            import torch
+
+            index = torch.tensor(rows, device=logits.device)[:, None]
+            closers = torch.tensor(self.closers, device=logits.device)[None, :]
+            logits[index, closers] += 1e4
 
     def apply_bitmask(self, logits: Any, bitmask: Any, indices: list[int]) -> None:
         """Mask the disallowed tokens of the rows ``indices`` of ``logits`` in place."""
