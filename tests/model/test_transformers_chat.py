@@ -171,3 +171,16 @@ def test_missing_model_errors(tmp_path: Path) -> None:
         TransformersChatModel("agentplex-test/not-a-cached-model")
     with pytest.raises(FileNotFoundError):
         TransformersChatModel(str(tmp_path / "missing.gguf"))
+
+
+async def test_dtype_and_device_are_honoured(tiny_folder: Path) -> None:
+    import torch
+
+    model = TransformersChatModel(str(tiny_folder), device_map="cpu", torch_dtype="bfloat16",
+                                  max_new_tokens=8)
+    assert model.model.dtype == torch.bfloat16
+    assert model.model.device.type == "cpu"
+    response = await model(COUNT)
+    assert response.usage is not None and response.usage.output_tokens > 0
+    with pytest.raises(ValueError, match="torch_dtype"):
+        TransformersChatModel(str(tiny_folder), torch_dtype="float7")
