@@ -53,6 +53,9 @@ class GenerationRequest:
     sent: int = 0
     finish_reason: str | None = None
     _generator: Any = None
+    _decoded: str = ""
+    _prefix: int = 0
+    _read: int = 0
 
     def cancel(self) -> None:
         """Ask the worker to drop this request at its next step."""
@@ -228,8 +231,7 @@ class BatchEngine:
             self._finish(req, "stop")
             return
         req.generated.append(token)
-        body = [t for t in req.generated if t not in self.eos_ids]
-        text = self.tokenizer.decode(body, skip_special_tokens=False)
+        text = self._detokenize(req)
         for stop in req.stop:
             at = text.find(stop, max(0, req.sent - len(stop)))
             if at >= 0:
@@ -247,6 +249,17 @@ class BatchEngine:
         if upto > req.sent:
             delta, req.sent = text[req.sent:upto], upto
             self._emit(req, GenerationEvent(text=delta, output_tokens=len(req.generated)))
+
+    def _detokenize(self, req: GenerationRequest) -> str:
+        """The text so far, decoding only a short window of tokens (as Transformers' streamer)."""
+        decode = self.tokenizer.decode
+        before = decode(req.generated[req._prefix:req._read], skip_special_tokens=False)
+        after = decode(req.generated[req._prefix:], skip_special_tokens=False)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            req._decoded += after[len(before):]
+            req._prefix, req._read = req._read, len(req.generated)
+            return req._decoded
+        return req._decoded + str(after[len(before):])
 
     def _finish(self, req: GenerationRequest, reason: str) -> None:
         req.finish_reason = reason

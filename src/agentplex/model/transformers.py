@@ -215,8 +215,9 @@ class TransformersChatModel(ChatModelBase):
             emit=emit,
             sampling=sampling, stop=tuple(s for s in stops if s), matcher=matcher,
         )
-        assembler = OutputAssembler(ResponseBuilder(id=uuid.uuid4().hex), thinking=prompt.rstrip().endswith(
-            THINK_BEGIN), parse_tools=parse_tools)
+        opened = prompt.rstrip().endswith(THINK_BEGIN)
+        assembler = OutputAssembler(ResponseBuilder(id=uuid.uuid4().hex), thinking=opened,
+                                    parse_tools=parse_tools)
         context = _CallContext(self, request, events, assembler, structured_model, constraint,
                                started)
         self.engine.submit(request)
