@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 TOPICS = ["a cat", "the sea", "a robot", "winter", "a city", "music", "a garden", "the moon"]
 
@@ -107,20 +108,24 @@ def llama_server(url: str, n: int, tokens: int) -> float:
 
 
 class Story(BaseModel):
-    title: str
-    characters: list[str]
-    year: int
+    title: Annotated[str, Field(max_length=40)]
+    characters: Annotated[list[Annotated[str, Field(max_length=20)]], Field(max_length=3)]
+    year: Annotated[int, Field(ge=0, le=3000)]
     happy_ending: bool
 
 
-async def per_token_ms(model: Any, n: int, tokens: int, constrained: bool) -> float:
+async def per_token_ms(model: Any, n: int, tokens: int, constrained: bool) -> tuple[float, float]:
+    """End-to-end ms per decode step, and the token-choosing part of it, for ``n`` callers."""
     kwargs: dict[str, Any] = {"max_tokens": tokens}
     if constrained:
         kwargs["structured_model"] = Story
+    engine = model.engine
+    steps, select = engine.steps, engine.select_seconds
     start = time.perf_counter()
-    results = await asyncio.gather(*(model(prompt(i), **kwargs) for i in range(n)))
+    await asyncio.gather(*(model(prompt(i), **kwargs) for i in range(n)))
     wall = time.perf_counter() - start
-    return 1000 * wall / max(1, max(r.usage.output_tokens for r in results))
+    count = engine.steps - steps
+    return 1000 * wall / count, 1000 * (engine.select_seconds - select) / count
 
 
 async def main() -> None:
@@ -130,18 +135,27 @@ async def main() -> None:
     parser.add_argument("--sequential", type=int, default=4,
                         help="requests timed for the one-at-a-time baseline")
     parser.add_argument("--llama-server", default=None, help="base URL of llama.cpp's server")
+    parser.add_argument("--parts", default="load,throughput,constrained")
     args = parser.parse_args()
     ns = [int(x) for x in args.ns.split(",")]
+    parts = set(args.parts.split(","))
 
     from agentplex.model import TransformersChatModel
 
     with tempfile.TemporaryDirectory() as cache:
-        emit("load", "cold-gguf", 1, load_in_fresh_process(cache), "s")
-        emit("load", "warm-cache", 1, load_in_fresh_process(cache), "s")
+        if "load" in parts:
+            emit("load", "cold-gguf", 1, load_in_fresh_process(cache), "s")
+            emit("load", "warm-cache", 1, load_in_fresh_process(cache), "s")
         model = TransformersChatModel("default", cache_dir=cache)
     await model(prompt(0), max_tokens=4)  # first-call warm-up
     one_at_a_time(model, 1, 4)
+    if "throughput" in parts:
+        await throughput(model, ns, args)
+    if "constrained" in parts:
+        await constrained(model)
 
+
+async def throughput(model: Any, ns: list[int], args: argparse.Namespace) -> None:
     seq = one_at_a_time(model, args.sequential, args.tokens)
     for n in ns:
         emit("throughput", "agentplex-batched", n, await batched(model, n, args.tokens),
@@ -152,12 +166,25 @@ async def main() -> None:
         if args.llama_server:
             emit("throughput", "llama-cpp-server", n, llama_server(args.llama_server, n,
                                                                   args.tokens), "tokens/s")
+
+
+async def constrained(model: Any, repeats: int = 3) -> None:
+    await model(prompt(0), structured_model=Story, max_tokens=96)  # grammar set-up
     for n in (1, 16):
-        free = await per_token_ms(model, n, 48, constrained=False)
-        bound = await per_token_ms(model, n, 48, constrained=True)
-        emit("constrained", "unconstrained", n, free, "ms/token")
-        emit("constrained", "json-schema", n, bound, "ms/token")
-        emit("constrained", "overhead", n, 100 * (bound / free - 1), "%")
+        runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        for _ in range(repeats):  # alternate, so that machine noise hits both alike
+            for flag in (False, True):
+                runs[flag].append(await per_token_ms(model, n, 96, constrained=flag))
+        free, bound = (statistics.median(s for s, _ in runs[f]) for f in (False, True))
+        grammar = statistics.median(c for _, c in runs[True])
+        plain = statistics.median(c for _, c in runs[False])
+        emit("constrained", "unconstrained", n, free, "ms/step")
+        emit("constrained", "json-schema", n, bound, "ms/step")
+        emit("constrained", "token-choice-unconstrained", n, plain, "ms/step")
+        emit("constrained", "token-choice-json-schema", n, grammar, "ms/step")
+        # The forward pass is the same with or without a grammar; on a shared CPU its time
+        # swings between runs, so the grammar's cost is taken from the token-choice time.
+        emit("constrained", "grammar-overhead", n, 100 * (grammar - plain) / free, "%")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ finished and cancelled rows leave the batch at the next step.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,6 +112,10 @@ class BatchEngine:
         """Forward passes run so far (prefills and decode steps)."""
         self.max_rows_seen = 0
         """The largest batch decoded so far."""
+        self.forward_seconds = 0.0
+        """Time spent in the model's forward passes."""
+        self.select_seconds = 0.0
+        """Time spent choosing tokens (grammar masks, sampling, stop checks, detokenizing)."""
 
     def submit(self, request: GenerationRequest) -> None:
         """Queue ``request``; its events arrive through ``request.emit``."""
@@ -177,8 +182,10 @@ class BatchEngine:
             mask[i, width - len(r.prompt_ids):] = 1
         ids, mask = ids.to(device), mask.to(device)
         cache = DynamicCache()
+        started = time.perf_counter()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=self._positions(mask),
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.forward_seconds += time.perf_counter() - started
         self.steps += 1
         batch = _Batch(reqs, out.past_key_values, mask, None)
         batch.next_ids = self._select(reqs, out.logits[:, -1, :])
@@ -190,8 +197,10 @@ class BatchEngine:
         ones = batch.mask.new_ones((batch.mask.shape[0], 1))
         batch.mask = torch.cat([batch.mask, ones], dim=1)
         positions = batch.mask.sum(dim=1, keepdim=True) - 1
+        started = time.perf_counter()
         out = self.model(input_ids=batch.next_ids[:, None], attention_mask=batch.mask,
                          position_ids=positions, past_key_values=batch.cache, use_cache=True)
+        self.forward_seconds += time.perf_counter() - started
         self.steps += 1
         self.max_rows_seen = max(self.max_rows_seen, len(batch.reqs))
         batch.cache = out.past_key_values
@@ -205,6 +214,7 @@ class BatchEngine:
         """Choose each row's next token (masking by grammar, sampling or greedy) and apply it."""
         import torch
 
+        started = time.perf_counter()
         logits = logits.float()
         constrained = [i for i, r in enumerate(reqs) if r.matcher is not None]
         if constrained and self.grammar is not None:
@@ -219,6 +229,7 @@ class BatchEngine:
             if r.sampling.temperature > 0:
                 chosen[i] = _sample(logits[i], r.sampling, r._generator)
             self._advance(r, int(chosen[i]))
+        self.select_seconds += time.perf_counter() - started
         return torch.tensor(chosen, dtype=torch.long, device=logits.device)
 
     def _advance(self, req: GenerationRequest, token: int) -> None:
