@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from local_fixtures import EXAMPLES
 
-from agentplex.model import ChatResponse, TransformersChatModel
+from agentplex.model import ChatResponse, ModelError, TransformersChatModel
 
 pytestmark = pytest.mark.anyio
 
@@ -101,3 +101,11 @@ async def test_max_batch_size_queues_the_rest(tiny_pair: tuple[Any, Any]) -> Non
     )
     assert [r.text for r in batched] == alone
     assert model.engine.max_rows_seen == 3
+
+
+async def test_closed_engine_refuses_calls(tiny_pair: tuple[Any, Any]) -> None:
+    model = TransformersChatModel("tiny", model=tiny_pair)
+    assert (await model(PROMPTS[1], max_tokens=4)).text == "hi"
+    model.engine.close()
+    with pytest.raises(ModelError, match="closed"):
+        await model(PROMPTS[1], max_tokens=4)

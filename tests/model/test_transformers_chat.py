@@ -88,9 +88,11 @@ async def test_stop_sequences_stop_generation(tiny: TransformersChatModel) -> No
 async def test_model_level_stop_and_budget(tiny_pair: tuple[Any, Any]) -> None:
     model = TransformersChatModel("tiny", model=tiny_pair, stop_sequences=["three"])
     assert (await model(COUNT)).text == "one two "
-    capped = await model(COUNT, stop_sequences=[], max_tokens=3)
+    capped = await model(COUNT, stop_sequences=[], max_tokens=3, max_new_tokens=5)
     assert capped.finish_reason == "length"
     assert capped.usage is not None and capped.usage.output_tokens == 3
+    alias = await model(COUNT, max_new_tokens=4)
+    assert alias.usage is not None and alias.usage.output_tokens == 4
 
 
 async def test_think_blocks(tiny: TransformersChatModel) -> None:

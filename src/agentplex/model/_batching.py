@@ -8,6 +8,7 @@ finished and cancelled rows leave the batch at the next step.
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from collections import deque
@@ -108,6 +109,7 @@ class BatchEngine:
         self._pending: deque[GenerationRequest] = deque()
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._closed = False
         self.steps = 0
         """Forward passes run so far (prefills and decode steps)."""
         self.max_rows_seen = 0
@@ -125,18 +127,32 @@ class BatchEngine:
             request._generator = torch.Generator().manual_seed(request.sampling.seed)
         with self._cv:
             self._pending.append(request)
+            if self._closed:
+                raise RuntimeError("this model's batching engine is closed")
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="agentplex-batching",
                                                 daemon=True)
                 self._thread.start()
+                atexit.register(self.close)
             self._cv.notify()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker after its current step; waiting requests get an error."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
 
     # -- worker ------------------------------------------------------------------------
 
-    def _take(self, active: int) -> list[GenerationRequest]:
+    def _take(self, active: int) -> list[GenerationRequest] | None:
         with self._cv:
-            while not self._pending and not active:
+            while not self._pending and not active and not self._closed:
                 self._cv.wait()
+            if self._closed:
+                return None
             if not active and len(self._pending) < self.max_batch_size and self.batch_wait > 0:
                 self._cv.wait(self.batch_wait)
             room = self.max_batch_size - active
@@ -155,6 +171,9 @@ class BatchEngine:
         batch: _Batch | None = None
         while True:
             new = self._take(len(batch.reqs) if batch else 0)
+            if new is None:
+                self._shut_down(batch)
+                return
             try:
                 with torch.inference_mode():
                     if new:
@@ -168,6 +187,15 @@ class BatchEngine:
                         req.finish_reason = "error"
                         self._emit(req, GenerationEvent(error=exc, finish_reason="error"))
                 batch = None
+
+    def _shut_down(self, batch: _Batch | None) -> None:
+        with self._cv:
+            waiting, self._pending = list(self._pending), deque()
+        for req in (batch.reqs if batch else []) + waiting:
+            if req.finish_reason is None:
+                req.finish_reason = "error"
+                error = RuntimeError("the model's batching engine was closed")
+                self._emit(req, GenerationEvent(error=error, finish_reason="error"))
 
     def _prefill(self, reqs: list[GenerationRequest]) -> _Batch:
         import torch

@@ -198,7 +198,8 @@ class TransformersChatModel(ChatModelBase):
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         stops = [*self.stop_sequences, *_as_list(kwargs.pop("stop_sequences", None)),
                  *_as_list(kwargs.pop("stop", None))]
-        budget = kwargs.pop("max_tokens", None) or kwargs.pop("max_new_tokens", None)
+        budget = _first(kwargs.pop("max_tokens", None), kwargs.pop("max_new_tokens", None),
+                        self.max_new_tokens)
         sampling = _sampling(kwargs)
         if kwargs:
             raise UnsupportedOptionError(f"unknown arguments {sorted(kwargs)}",
@@ -211,8 +212,7 @@ class TransformersChatModel(ChatModelBase):
             loop.call_soon_threadsafe(events.put_nowait, event)
 
         request = GenerationRequest(
-            prompt_ids=list(prompt_ids), max_new_tokens=int(budget or self.max_new_tokens),
-            emit=emit,
+            prompt_ids=list(prompt_ids), max_new_tokens=int(budget), emit=emit,
             sampling=sampling, stop=tuple(s for s in stops if s), matcher=matcher,
         )
         opened = prompt.rstrip().endswith(THINK_BEGIN)
@@ -220,7 +220,10 @@ class TransformersChatModel(ChatModelBase):
                                     parse_tools=parse_tools)
         context = _CallContext(self, request, events, assembler, structured_model, constraint,
                                started)
-        self.engine.submit(request)
+        try:
+            self.engine.submit(request)
+        except RuntimeError as exc:
+            raise ModelError(str(exc), provider=self.provider, model=self.model_name) from exc
         if stream:
             return context.stream()
         try:
@@ -235,7 +238,7 @@ class TransformersChatModel(ChatModelBase):
         structured_model: type[BaseModel] | None,
         kwargs: dict[str, Any],
     ) -> tuple[Constraint | None, bool]:
-        grammar = kwargs.pop("grammar", None) or kwargs.pop("response_format", None)
+        grammar = _first(kwargs.pop("grammar", None), kwargs.pop("response_format", None))
         if structured_model is not None:
             return constraint_from_format(structured_model), False
         if grammar is not None:
@@ -325,6 +328,10 @@ class _CallContext:
                     yield self.assembler.builder.chunk()
         finally:
             self.request.cancel()
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
 
 
 def _as_list(value: Any) -> list[str]:
