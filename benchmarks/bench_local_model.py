@@ -147,10 +147,15 @@ async def main() -> None:
             emit("load", "cold-gguf", 1, load_in_fresh_process(cache), "s")
             emit("load", "warm-cache", 1, load_in_fresh_process(cache), "s")
         model = TransformersChatModel("default", cache_dir=cache)
+        bf16 = TransformersChatModel("default", cache_dir=cache, torch_dtype="bfloat16")
     await model(prompt(0), max_tokens=4)  # first-call warm-up
+    await bf16(prompt(0), max_tokens=4)
     one_at_a_time(model, 1, 4)
     if "throughput" in parts:
         await throughput(model, ns, args)
+        for n in ns:  # the same, with bfloat16 weights (AVX512-BF16 CPUs run these faster)
+            emit("throughput", "agentplex-batched-bf16", n, await batched(bf16, n, args.tokens),
+                 "tokens/s")
     if "constrained" in parts:
         await constrained(model)
 
