@@ -1,8 +1,10 @@
 """Constrained decoding with xgrammar: JSON schemas, regexes, EBNF grammars and tool calls.
 
-xgrammar was picked over llguidance by measurement on the 2-core CPU with the SmolLM2
-tokenizer: both mask a token in ~0.1 ms, but llguidance spent ~3 s on the first tokens of
-each new matcher (lexer construction) while xgrammar compiles a JSON schema in ~6 ms.
+Measured on the 2-core CPU with the SmolLM2 tokenizer (49k tokens): xgrammar sets up in
+0.15-0.25 s, compiles a JSON schema in ~6 ms and masks a token in ~0.13 ms; llguidance sets up
+in ~0.35 s, makes a matcher in ~1 ms and masks a token in 0.03-0.16 ms. Both cost under 1% of a
+decode step, so speed does not decide; xgrammar is used for its structural tags (free text with
+schema-checked tool calls on a trigger) and its native GBNF grammars.
 """
 
 from __future__ import annotations

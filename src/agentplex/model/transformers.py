@@ -77,7 +77,10 @@ class TransformersChatModel(ChatModelBase):
         model_id: ``"default"`` (the embedded SmolLM2-135M-Instruct), a folder, a ``.gguf``
             file, or a hub id already in the local Hugging Face cache. Nothing is downloaded.
         device_map: ``"cpu"``, ``"cuda"``, ``"auto"`` or a dict; default CUDA when present.
-        torch_dtype: e.g. ``"bfloat16"``; default bf16 on CUDA, float32 on CPU.
+        torch_dtype: e.g. ``"bfloat16"``; default bf16 on CUDA, float32 on CPU. On CPUs
+            with AVX512-BF16, ``"bfloat16"`` about doubles batched throughput, but batched
+            greedy output then may differ from the same request decoded alone (float32
+            keeps them identical).
         trust_remote_code: let the model folder run its own code.
         model_kwargs: more arguments for ``AutoModelForCausalLM.from_pretrained``.
         max_new_tokens: default output budget per call (``max_tokens`` overrides it).
