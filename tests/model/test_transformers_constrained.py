@@ -149,3 +149,22 @@ async def test_ebnf_grammar(tiny: TransformersChatModel) -> None:
     grammar = 'root ::= "(" num ("+" num)* ")"\nnum ::= [1-9] [0-9]?'
     response = await tiny(ASK, grammar={"type": "ebnf", "value": grammar}, max_tokens=40)
     assert re.fullmatch(r"\([1-9][0-9]?(\+[1-9][0-9]?)*\)", response.text), response.text
+
+
+async def test_tool_calls_validate_for_random_tool_schemas(tiny: TransformersChatModel) -> None:
+    rng = random.Random(99)
+    rounds = []
+    for r in range(6):
+        models = {f"tool_{r}_{i}": random_model(rng, f"Args{r}{i}") for i in range(3)}
+        tools = [{"type": "function", "function": {"name": name, "description": "A tool.",
+                                                   "parameters": m.model_json_schema()}}
+                 for name, m in models.items()]
+        choice = rng.choice(["required", *models])
+        rounds.append((models, choice, tiny(ASK, tools=tools, tool_choice=choice,
+                                            max_tokens=300)))
+    responses = await asyncio.wait_for(asyncio.gather(*(c for _, _, c in rounds)), timeout=180)
+    for (models, choice, _), response in zip(rounds, responses, strict=True):
+        assert len(response.tool_calls) == 1, response.content
+        call = response.tool_calls[0]
+        assert call.name in models and choice in ("required", call.name)
+        models[call.name].model_validate(call.input)
