@@ -1,8 +1,11 @@
-"""Shared fixtures of the model tests: the loopback fake provider server."""
+"""Shared fixtures of the model tests: the loopback fake provider server; a tiny Llama
+trained here and the embedded model (those two skip without the ``local`` extra)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,3 +25,48 @@ async def server() -> AsyncIterator[FakeServer]:
         yield fake
     finally:
         await fake.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_pair() -> tuple[Any, Any]:
+    """A 2-layer Llama and its tokenizer, trained to memorise the local tests' examples."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from .local_fixtures import build_tokenizer, train_model
+
+    tok = build_tokenizer()
+    return train_model(tok), tok
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_pair: tuple[Any, Any]) -> Any:
+    from agentplex.model import TransformersChatModel
+
+    return TransformersChatModel("tiny", model=tiny_pair, max_new_tokens=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tiny_pair: tuple[Any, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tiny_pair[0].save_pretrained(str(path))
+    tiny_pair[1].save_pretrained(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield tmp_path_factory.mktemp("agentplex-models")
+
+
+@pytest.fixture(scope="session")
+def smol(model_cache: Path) -> Any:
+    """The embedded SmolLM2-135M-Instruct, converted from its GGUF file into ``model_cache``."""
+    pytest.importorskip("torch")
+    from agentplex.model import TransformersChatModel
+    from agentplex.model._local import embedded_gguf
+
+    try:
+        embedded_gguf()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    return TransformersChatModel("default", cache_dir=model_cache, max_new_tokens=48)

@@ -4,7 +4,7 @@ The provider classes live in their own modules (``agentplex.model.openai`` and s
 are imported lazily from here, so that a provider's SDK is only imported when it is used.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._base import ChatModelBase, ChatResult, Messages, ToolChoice, collect
 from ._errors import (
@@ -16,12 +16,17 @@ from ._errors import (
     StructuredOutputError,
     UnsupportedOptionError,
 )
+from ._local import ModelNotAvailableError
 from ._registry import init_chat_model, register_provider
 from ._response import ChatResponse, ChatUsage
 from ._retry import RetryPolicy
 from ._scripted import Reply, ScriptedChatModel
 from ._stream import ResponseBuilder, parse_tool_arguments
 from .wrappers import FallbackError, FallbackModel, RateLimitedModel, RateLimiter, RetryingModel
+
+if TYPE_CHECKING:
+    from .transformers import TransformersChatModel
+
 
 __all__ = [
     "AuthenticationError",
@@ -37,6 +42,7 @@ __all__ = [
     "RetryingModel",
     "Messages",
     "ModelError",
+    "ModelNotAvailableError",
     "ModelTimeoutError",
     "ProviderError",
     "RateLimitError",
@@ -45,6 +51,7 @@ __all__ = [
     "ScriptedChatModel",
     "StructuredOutputError",
     "ToolChoice",
+    "TransformersChatModel",
     "UnsupportedOptionError",
     "collect",
     "init_chat_model",
@@ -60,8 +67,9 @@ _PROVIDER_CLASSES = {
     "DashScopeChatModel": "dashscope",
     "OllamaChatModel": "ollama",
     "HuggingFaceChatModel": "huggingface",
+    "TransformersChatModel": "transformers",  # imports torch: only when asked for
 }
-__all__ += list(_PROVIDER_CLASSES)
+__all__ += [n for n in _PROVIDER_CLASSES if n not in __all__]
 
 
 def __getattr__(name: str) -> Any:
