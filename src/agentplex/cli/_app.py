@@ -19,7 +19,7 @@ from ._runs import runs_app, trace_app
 app = typer.Typer(help="agentplex: an async actor-based multi-agent runtime.",
                   no_args_is_help=True, add_completion=False)
 
-DEFAULT_DEMO_MODEL = "scripted"
+DEFAULT_DEMO_MODEL = "transformers:default"
 
 app.add_typer(runs_app, name="runs")
 app.add_typer(trace_app, name="trace")
@@ -70,6 +70,10 @@ async def _demo(agents: int, rounds: int, model_spec: str, discussion: bool,
     console.print(f"[bold]agentplex demo[/]: {agents} players, {rounds} rounds, "
                   f"model [cyan]{model_spec}[/]")
     loading = time.perf_counter()
+    if model_spec.startswith("transformers"):
+        _quiet_transformers()
+        console.print("loading the local model (the first run converts its GGUF file once, "
+                      "about 20 s)")
     model: ChatModelBase = (scripted_players_model(seed) if model_spec == "scripted"
                             else init_chat_model(model_spec))
     console.print(f"model ready in {time.perf_counter() - loading:.1f}s")
@@ -88,7 +92,7 @@ async def _demo(agents: int, rounds: int, model_spec: str, discussion: bool,
     config = {"agents": agents, "rounds": rounds, "model": model_spec, "discussion": discussion}
     async with experiment("demo", seed=seed, config=config, runs_dir=runs_dir,
                           replay=replay) as record, Runtime():
-        players = make_players(model, agents, stats)
+        players = make_players(model, agents, stats, seed=seed)
         for player in players:
             player.set_console_output_enabled(False)
         with progress:
@@ -96,6 +100,16 @@ async def _demo(agents: int, rounds: int, model_spec: str, discussion: bool,
                 if last:
                     progress.console.print(f"[bold]{msg.name}[/]: {msg.get_text_content()}")
     _summary(console, results[0], agents, record.dir)
+
+
+def _quiet_transformers() -> None:
+    """Keep Transformers' own progress bars and warnings out of the transcript."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
 
 def _summary(console: Console, result: object, agents: int, run_dir: Path) -> None:

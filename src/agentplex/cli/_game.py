@@ -74,15 +74,26 @@ RULES = (
 
 _NUMBER = re.compile(r"-?\d+")
 
+PERSONAS = (
+    "You like low numbers.",
+    "You expect the others to guess high.",
+    "You are cautious and stay near the middle.",
+    "You are bold and like surprising numbers.",
+    "You reason step by step about what the others will do.",
+    "You trust your gut.",
+)
+
 
 class Player(AgentBase):
     """A game player: remembers what it hears and asks the shared model for its moves."""
 
     def __init__(self, name: str, model: ChatModelBase, stats: GameStats,
-                 max_tokens: int = 48) -> None:
+                 persona: str = "", seed: int = 0, max_tokens: int = 48) -> None:
         super().__init__(name)
         self.model = model
         self.stats = stats
+        self.persona = persona
+        self.seed = seed
         self.max_tokens = max_tokens
         self.memory: list[Msg] = []
         self.register_state("memory", lambda ms: [m.to_dict() for m in ms],
@@ -92,25 +103,35 @@ class Player(AgentBase):
         for m in [msg] if isinstance(msg, Msg) else (msg or []):
             self.memory.append(m)
 
-    def _prompt(self, instruction: str) -> list[dict[str, str]]:
-        recent = self.memory[-8:]
-        history = "\n".join(f"{m.name}: {m.get_text_content() or ''}" for m in recent)
+    def _prompt(self, instruction: str, history: bool = True) -> list[dict[str, str]]:
+        recent = self.memory[-8:] if history else []
+        history_text = "\n".join(f"{m.name}: {m.get_text_content() or ''}" for m in recent)
         return [
-            {"role": "system", "content": f"You are {self.name}, a player. {RULES}"},
-            {"role": "user", "content": f"{history}\n\n{instruction}".strip()},
+            {"role": "system", "content": f"You are {self.name}. {self.persona} {RULES}"},
+            {"role": "user", "content": f"{history_text}\n\n{instruction}".strip()},
         ]
 
-    async def _ask(self, instruction: str, structured: bool) -> ChatResponse:
+    def _sampling(self, temperature: float) -> dict[str, Any]:
+        """Sample (so players differ) yet reproducibly: a seed per player and call."""
+        options: dict[str, Any] = {"temperature": temperature}
+        if self.model.provider in ("transformers", "scripted"):
+            options["seed"] = self.seed * 1000 + len(self.memory)
+        return options
+
+    async def _ask(self, instruction: str, structured: bool, history: bool = True
+                   ) -> ChatResponse:
         started = time.perf_counter()
         response = await collect(await self.model(
-            self._prompt(instruction),
+            self._prompt(instruction, history),
             structured_model=Guess if structured else None,
             max_new_tokens=self.max_tokens,
+            **self._sampling(0.8 if structured else 0.4),
         ))
         self.stats.record(response, time.perf_counter() - started)
         return response
 
-    async def reply(self, msg: Msg | None = None, *, mode: str = "guess") -> Msg:
+    async def reply(self, msg: Msg | None = None, *, mode: str = "guess",
+                    summary: str = "") -> Msg:
         if msg is not None:
             await self.observe(msg)
         if mode == "guess":
@@ -119,14 +140,25 @@ class Player(AgentBase):
             out = Msg(self.name, f"I guess {number}.", "assistant",
                       metadata={"guess": number})
         else:
-            response = await self._ask("In one short sentence, what did you learn?",
-                                       structured=False)
+            response = await self._ask(
+                f"{summary} The game is over. In one short sentence, say how you will guess "
+                "next time and why.", structured=False, history=False)
             text = " ".join(response.text.split())[:200] or "(no comment)"
             out = Msg(self.name, text, "assistant")
         self.memory.append(out)
         self.stats.messages += 1
         await self.print(out)
         return out
+
+
+def _summary_for(agent: Player, result: GameResult) -> str:
+    """What ``agent`` should remember of the game, in words a small model can use."""
+    parts = []
+    for r in result.rounds:
+        won = "you won" if agent.name in r["winners"] else f"{', '.join(r['winners'])} won"
+        parts.append(f"In round {r['round']} you guessed {r['guesses'][agent.name]}, "
+                     f"two thirds of the average was {r['target']}, and {won}.")
+    return " ".join(parts)
 
 
 def _guess_of(response: ChatResponse) -> int:
@@ -153,9 +185,11 @@ def scripted_players_model(seed: int = 0) -> ScriptedChatModel:
     return ScriptedChatModel(answer, model_name="scripted-players")
 
 
-def make_players(model: ChatModelBase, count: int, stats: GameStats) -> list[Player]:
+def make_players(model: ChatModelBase, count: int, stats: GameStats,
+                 seed: int = 0) -> list[Player]:
     """``count`` players sharing ``model`` and counting into ``stats``."""
-    return [Player(f"Player{i + 1}", model, stats) for i in range(count)]
+    return [Player(f"Player{i + 1}", model, stats, persona=PERSONAS[i % len(PERSONAS)],
+                   seed=seed * 10_000 + i) for i in range(count)]
 
 
 async def play(
@@ -191,9 +225,8 @@ async def play(
             if on_round is not None:
                 on_round(r)
         if discussion:
-            await hub.broadcast(Msg("host", "The game is over. One sentence each.", "user"))
             for agent in agents:  # one after another, each hearing those before
-                said = await agent(None, mode="discuss")
+                said = await agent(None, mode="discuss", summary=_summary_for(agent, result))
                 await hub.broadcast(said, exclude=[agent])
                 result.discussion.append(said)
     result.seconds = time.perf_counter() - started
