@@ -28,6 +28,8 @@ __all__ = [
     "media_data_url",
     "normalize_tool_choice",
     "convert_roles",
+    "split_leading_system",
+    "append_turn",
 ]
 
 
@@ -189,3 +191,29 @@ def _b64(data: str) -> bytes:
         return base64.b64decode(data, validate=True)
     except binascii.Error as exc:
         raise ValueError(f"media data is not valid base64: {exc}") from exc
+
+
+def split_leading_system(
+    messages: Sequence[Msg | dict[str, Any]],
+) -> tuple[str | None, list[Msg | dict[str, Any]]]:
+    """``(system text, the rest)``: leading system messages (without tool results) joined,
+    for providers that take the system prompt apart; later ones stay in the history."""
+    system: list[str] = []
+    for i, msg in enumerate(messages):
+        if (isinstance(msg, Msg) and msg.role == "system"
+                and not msg.has_content_blocks("tool_result")):
+            system.append(msg.get_text_content() or "")
+            continue
+        return ("\n\n".join(system) if system else None), list(messages[i:])
+    return ("\n\n".join(system) if system else None), []
+
+
+def append_turn(turns: list[dict[str, Any]], role: str, key: str, items: list[Any]) -> None:
+    """Add ``items`` as a turn of ``role`` (under ``key``), merged into the previous turn
+    when that has the same role: providers want alternating roles."""
+    last = turns[-1] if turns else None
+    if last is not None and last.get("role") == role and isinstance(last.get(key), list):
+        last[key].extend(items)
+    else:
+        turns.append({"role": role, key: items})
+

@@ -19,7 +19,13 @@ from ..message import (
     VideoBlock,
 )
 from ._errors import ModelError, UnsupportedOptionError
-from ._formatting import NormalizedChoice, function_specs, media_bytes
+from ._formatting import (
+    NormalizedChoice,
+    append_turn,
+    function_specs,
+    media_bytes,
+    split_leading_system,
+)
 from ._hosted import HostedChatModel, Request
 from ._response import ChatResponse
 from ._stream import ResponseBuilder
@@ -71,28 +77,20 @@ def format_anthropic_messages(
     Unsigned thinking (from another provider) is left out; audio and video raise
     :class:`UnsupportedOptionError`. Dicts are passed on unchanged.
     """
-    system: list[str] = []
+    system, rest = split_leading_system(messages)
     out: list[dict[str, Any]] = []
-    for msg in messages:
+    for msg in rest:
         if isinstance(msg, dict):
             out.append(dict(msg))
             continue
-        if msg.role == "system" and not out and not msg.has_content_blocks("tool_result"):
-            system.append(msg.get_text_content() or "")
-            continue
         role = "assistant" if msg.role == "assistant" else "user"
         blocks = [b for b in (_block(x, model) for x in msg.get_content_blocks()) if b]
-        if not blocks:
-            continue
-        last = out[-1] if out else None
-        if last is not None and last["role"] == role and isinstance(last["content"], list):
-            last["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
+        if blocks:
+            append_turn(out, role, "content", blocks)
     for entry in out:
         if isinstance(entry.get("content"), list):
             entry["content"].sort(key=lambda b: b.get("type") != "tool_result")
-    return ("\n\n".join(system) if system else None), out
+    return system, out
 
 
 def _tool_choice(choice: NormalizedChoice) -> dict[str, Any] | None:

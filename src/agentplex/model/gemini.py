@@ -21,7 +21,13 @@ from ..message import (
     VideoBlock,
 )
 from ._errors import ModelError, ProviderError
-from ._formatting import NormalizedChoice, function_specs, media_bytes
+from ._formatting import (
+    NormalizedChoice,
+    append_turn,
+    function_specs,
+    media_bytes,
+    split_leading_system,
+)
 from ._hosted import HostedChatModel, Request
 from ._response import ChatResponse
 from ._stream import ResponseBuilder
@@ -77,24 +83,17 @@ def format_gemini_contents(
     and video go inline (or by ``file_uri`` for http/gs URLs); thinking goes back as
     ``thought`` parts with their signatures. Consecutive turns of one role are merged.
     """
-    system: list[str] = []
+    system, rest = split_leading_system(messages)
     contents: list[dict[str, Any]] = []
-    for msg in messages:
+    for msg in rest:
         if isinstance(msg, dict):
             contents.append(dict(msg))
             continue
-        if msg.role == "system" and not contents and not msg.has_content_blocks("tool_result"):
-            system.append(msg.get_text_content() or "")
-            continue
         role = "model" if msg.role == "assistant" else "user"
         parts = _parts(msg)
-        if not parts:
-            continue
-        if contents and contents[-1].get("role") == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": parts})
-    return ("\n\n".join(system) if system else None), contents
+        if parts:
+            append_turn(contents, role, "parts", parts)
+    return system, contents
 
 
 def _tool_config(choice: NormalizedChoice) -> dict[str, Any] | None:
