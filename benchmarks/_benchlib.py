@@ -165,3 +165,23 @@ async def measure_spawn(impl: str, n: int, spawn: Callable[[int], Awaitable[Any]
     emit("spawn_memory", impl, n, added / n, "bytes/agent",
          added_mib=round(added / 2**20, 1))
     return keep
+
+
+async def bench_main(
+    argv: Sequence[str],
+    script: str,
+    impls: Sequence[str],
+    bench: Callable[[Sizes], Awaitable[None]],
+    spawn_child: Callable[[str, int], Awaitable[Any]],
+) -> None:
+    """The command line every benchmark script shares: ``--spawn-child IMPL N`` (one spawn
+    measurement in a fresh process), ``--no-spawn``, and the sizes :func:`sizes` reads."""
+    if "--spawn-child" in argv:
+        i = list(argv).index("--spawn-child")
+        await spawn_child(argv[i + 1], int(argv[i + 2]))
+        return
+    sz = sizes(argv)
+    await bench(sz)
+    if "--no-spawn" not in argv:
+        run_spawn_children(script, impls, sz.spawn_ns)
+

@@ -38,10 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _benchlib import (
     Case,
     Sizes,
+    bench_main,
     measure_spawn,
     run_cases,
-    run_spawn_children,
-    sizes,
 )
 from agentplex.agent import AgentBase
 from agentplex.message import Msg
@@ -278,15 +277,8 @@ async def spawn_child(impl: str, n: int) -> None:
 
 
 async def main(argv: list[str]) -> None:
-    if "--spawn-child" in argv:
-        i = argv.index("--spawn-child")
-        await spawn_child(argv[i + 1], int(argv[i + 2]))
-        return
-    sz = sizes(argv)
-    await bench_in_process(sz)
-    if "--no-spawn" not in argv:
-        run_spawn_children(__file__, ("agentplex-agent", "agentplex-actor", "asyncio"),
-                           sz.spawn_ns)
+    await bench_main(argv, __file__, ("agentplex-agent", "agentplex-actor", "asyncio"),
+                     bench_in_process, spawn_child)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,9 @@ from autogen_core import (
 from _benchlib import (
     Case,
     Sizes,
+    bench_main,
     measure_spawn,
     run_cases,
-    run_spawn_children,
-    sizes,
 )
 
 IMPL = "autogen-core"
@@ -139,13 +138,7 @@ async def spawn_child(n: int) -> None:
 
 
 async def main(argv: list[str]) -> None:
-    if "--spawn-child" in argv:
-        await spawn_child(int(argv[argv.index("--spawn-child") + 2]))
-        return
-    sz = sizes(argv)
-    await bench(sz)
-    if "--no-spawn" not in argv:
-        run_spawn_children(__file__, (IMPL,), sz.spawn_ns)
+    await bench_main(argv, __file__, (IMPL,), bench, lambda _impl, n: spawn_child(n))
 
 
 if __name__ == "__main__":
