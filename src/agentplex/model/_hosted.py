@@ -308,6 +308,18 @@ class HostedChatModel(ChatModelBase):
         return ProviderError(f"unreadable response ({type(exc).__name__}: {exc})",
                              provider=self.provider, model=self.model_name)
 
+    def _map_sdk_error(self, sdk: Any, exc: Exception) -> ModelError:
+        """Map errors of the OpenAI and Anthropic SDKs, which share one generated error
+        hierarchy (``APITimeoutError``, ``APIStatusError``, ``APIConnectionError``)."""
+        if isinstance(exc, sdk.APITimeoutError):
+            return self._timeout_error(exc)
+        if isinstance(exc, sdk.APIStatusError):
+            return self._http_error(exc.status_code, f"HTTP {exc.status_code}: {exc.message}",
+                                    exc.response.headers)
+        if isinstance(exc, sdk.APIConnectionError):
+            return self._http_error(None, f"connection failed: {exc}")
+        return self._generic_error(exc)
+
     def _timeout_error(self, exc: BaseException) -> ModelTimeoutError:
         return ModelTimeoutError(
             f"no answer within {self.timeout} s ({type(exc).__name__})",

@@ -232,11 +232,4 @@ class AnthropicChatModel(HostedChatModel):
     def _map_error(self, exc: Exception) -> ModelError:
         import anthropic
 
-        if isinstance(exc, anthropic.APITimeoutError):
-            return self._timeout_error(exc)
-        if isinstance(exc, anthropic.APIStatusError):
-            return self._http_error(exc.status_code, f"HTTP {exc.status_code}: {exc.message}",
-                                    exc.response.headers)
-        if isinstance(exc, anthropic.APIConnectionError):
-            return self._http_error(None, f"connection failed: {exc}")
-        return self._generic_error(exc)
+        return self._map_sdk_error(anthropic, exc)

@@ -329,11 +329,4 @@ class OpenAIChatModel(ChatCompletionsModel):
     def _map_error(self, exc: Exception) -> ModelError:
         import openai
 
-        if isinstance(exc, openai.APITimeoutError):
-            return self._timeout_error(exc)
-        if isinstance(exc, openai.APIStatusError):
-            return self._http_error(exc.status_code, f"HTTP {exc.status_code}: {exc.message}",
-                                    exc.response.headers)
-        if isinstance(exc, openai.APIConnectionError):
-            return self._http_error(None, f"connection failed: {exc}")
-        return self._generic_error(exc)
+        return self._map_sdk_error(openai, exc)
