@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import mimetypes
 import urllib.parse
 import urllib.request
@@ -16,7 +17,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..message import Base64Source, Block, Msg, TextBlock, URLSource
+from ..message import (
+    AudioBlock,
+    Base64Source,
+    Block,
+    ImageBlock,
+    Msg,
+    TextBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    URLSource,
+    VideoBlock,
+)
 from ._errors import UnsupportedOptionError
 
 __all__ = [
@@ -30,6 +42,8 @@ __all__ = [
     "convert_roles",
     "split_leading_system",
     "append_turn",
+    "tool_output_parts",
+    "chat_tool_call",
 ]
 
 
@@ -216,4 +230,23 @@ def append_turn(turns: list[dict[str, Any]], role: str, key: str, items: list[An
         last[key].extend(items)
     else:
         turns.append({"role": role, key: items})
+
+
+def tool_output_parts(
+    block: ToolResultBlock,
+) -> tuple[str, list[ImageBlock | AudioBlock | VideoBlock]]:
+    """A tool result's text (text blocks joined) and its media blocks, for providers
+    whose tool messages take text only (the media follow in a user turn)."""
+    if isinstance(block.output, str):
+        return block.output, []
+    texts = [b.text for b in block.output if isinstance(b, TextBlock)]
+    media = [b for b in block.output if isinstance(b, ImageBlock | AudioBlock | VideoBlock)]
+    return "\n".join(texts), media
+
+
+def chat_tool_call(block: ToolUseBlock) -> dict[str, Any]:
+    """A ``tool_use`` block as a chat-completions ``tool_calls`` entry."""
+    arguments = block.raw_input or json.dumps(block.input, ensure_ascii=False)
+    return {"id": block.id, "type": "function",
+            "function": {"name": block.name, "arguments": arguments}}
 

@@ -6,7 +6,6 @@ Text models go through ``AioGeneration``, vision/audio models through
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
@@ -22,7 +21,13 @@ from ..message import (
     VideoBlock,
 )
 from ._errors import ModelError, ProviderError, UnsupportedOptionError
-from ._formatting import NormalizedChoice, function_specs, media_data_url
+from ._formatting import (
+    NormalizedChoice,
+    chat_tool_call,
+    function_specs,
+    media_data_url,
+    tool_output_parts,
+)
 from ._hosted import HostedChatModel, Request
 from ._response import ChatResponse
 from ._stream import ResponseBuilder
@@ -61,20 +66,15 @@ def format_dashscope_messages(
             elif isinstance(block, _MEDIA):
                 parts.append(_media(block))
             elif isinstance(block, ToolUseBlock):
-                calls.append({"id": block.id, "type": "function", "function": {
-                    "name": block.name,
-                    "arguments": block.raw_input or json.dumps(block.input, ensure_ascii=False),
-                }})
+                calls.append(chat_tool_call(block))
             elif isinstance(block, ToolResultBlock):
-                output = block.output
-                text = output if isinstance(output, str) else "\n".join(
-                    b.text for b in output if isinstance(b, TextBlock))
+                text, media = tool_output_parts(block)
                 results.append({"role": "tool", "tool_call_id": block.id, "name": block.name,
                                 "content": text})
-                if not isinstance(output, str) and any(isinstance(b, _MEDIA) for b in output):
+                if media:
                     results.append({"role": "user", "content": [
                         {"text": f"Media returned by tool {block.name}:"},
-                        *(_media(b) for b in output if isinstance(b, _MEDIA))]})
+                        *(_media(b) for b in media)]})
             elif isinstance(block, ThinkingBlock):
                 continue
         if parts or calls:

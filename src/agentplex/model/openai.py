@@ -26,7 +26,14 @@ from ..message import (
     VideoBlock,
 )
 from ._errors import ModelError, ProviderError, UnsupportedOptionError
-from ._formatting import NormalizedChoice, function_specs, media_bytes, media_data_url
+from ._formatting import (
+    NormalizedChoice,
+    chat_tool_call,
+    function_specs,
+    media_bytes,
+    media_data_url,
+    tool_output_parts,
+)
 from ._hosted import HostedChatModel, Request
 from ._response import ChatResponse
 from ._stream import ResponseBuilder
@@ -38,14 +45,6 @@ __all__ = [
     "openai_tool_choice",
     "openai_tools",
 ]
-
-
-def _tool_output_text(block: ToolResultBlock) -> tuple[str, list[Any]]:
-    if isinstance(block.output, str):
-        return block.output, []
-    texts = [b.text for b in block.output if isinstance(b, TextBlock)]
-    media = [b for b in block.output if not isinstance(b, TextBlock)]
-    return "\n".join(texts), media
 
 
 def _media_part(block: Any, provider: str, model: str) -> dict[str, Any]:
@@ -90,14 +89,9 @@ def format_openai_messages(
             if isinstance(block, TextBlock):
                 parts.append({"type": "text", "text": block.text})
             elif isinstance(block, ToolUseBlock):
-                calls.append({
-                    "id": block.id, "type": "function",
-                    "function": {"name": block.name,
-                                 "arguments": block.raw_input
-                                 or json.dumps(block.input, ensure_ascii=False)},
-                })
+                calls.append(chat_tool_call(block))
             elif isinstance(block, ToolResultBlock):
-                text, media = _tool_output_text(block)
+                text, media = tool_output_parts(block)
                 results.append({"role": "tool", "tool_call_id": block.id, "content": text})
                 if media:
                     results.append({"role": "user", "content": [
