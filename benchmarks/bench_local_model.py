@@ -43,7 +43,7 @@ def prompt(i: int) -> list[dict[str, str]]:
 
 def load_in_fresh_process(cache_dir: str) -> float:
     code = (
-        "import time, agentplex.model._local as l, transformers, torch\n"
+        "import time, agentplex.model.local as l, transformers, torch\n"
         "t = time.perf_counter()\n"
         f"l.load_local_model('default', cache_dir={cache_dir!r})\n"
         "print(time.perf_counter() - t)\n"

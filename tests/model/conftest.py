@@ -63,7 +63,7 @@ def smol(model_cache: Path) -> Any:
     """The embedded SmolLM2-135M-Instruct, converted from its GGUF file into ``model_cache``."""
     pytest.importorskip("torch")
     from agentplex.model import TransformersChatModel
-    from agentplex.model._local import embedded_gguf
+    from agentplex.model.local import embedded_gguf
 
     try:
         embedded_gguf()

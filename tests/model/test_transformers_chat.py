@@ -11,12 +11,12 @@ from agentplex.message import Msg, TextBlock, ThinkingBlock, ToolResultBlock, To
 from agentplex.model import (
     ChatResponse,
     ModelNotAvailableError,
+    ResponseBuilder,
     TransformersChatModel,
     UnsupportedOptionError,
     init_chat_model,
 )
-from agentplex.model._local_output import OutputAssembler, split_output
-from agentplex.model._stream import ResponseBuilder
+from agentplex.model.local import OutputAssembler, split_output
 
 from .local_fixtures import EXAMPLES
 

