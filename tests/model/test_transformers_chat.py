@@ -17,8 +17,7 @@ from agentplex.model import (
 )
 from agentplex.model._local_output import OutputAssembler, split_output
 from agentplex.model._stream import ResponseBuilder
-
-from .local_fixtures import EXAMPLES
+from tests.support.tiny_llama import EXAMPLES
 
 pytestmark = pytest.mark.anyio
 
