@@ -24,8 +24,8 @@ from agentplex import connect
 from agentplex.cluster import GPU, Cluster, ClusterClient, NodeSpec, Resources, Scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the actor spawned by path lives in tests/cluster/actors.py
-ACTOR = "tests.cluster.actors:Counter"
+sys.path.insert(0, str(ROOT))  # the actor spawned by path lives in tests/support/actors.py
+ACTOR = "tests.support.actors:Counter"
 
 
 def emit(bench: str, impl: str, n: int, value: float, unit: str, **extra: object) -> None:
@@ -68,7 +68,8 @@ async def bench_in_process(actors: int) -> None:
 
 
 async def bench_processes(actors: int) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     logs = Path(tempfile.mkdtemp(prefix="agentplex-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
 
@@ -94,7 +95,7 @@ async def bench_processes(actors: int) -> None:
         for spec in nodes():
             extra = ["--gpus", "2", "--gpu-memory", "24GiB"] if spec.gpus else []
             start(spec.id, "node", "--head", endpoint, "--id", spec.id, "--cpus", "16",
-                  "--allow", "tests.cluster", *extra)
+                  "--allow", "tests.support", *extra)
         for spec in nodes():
             wait_for(spec.id, "joined")
         async with connect(endpoint) as rt:

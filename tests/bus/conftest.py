@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from bus_nodes import Node, start_node
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+from tests.support.bus_node import Node, start_node
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ import msgpack
 import pytest
 import zmq
 import zmq.asyncio
-from bus_actors import Echo
-from bus_nodes import Node, start_node
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +17,8 @@ from agentplex.bus import ZmqTransport
 from agentplex.bus._frames import KNOWN_OPS, PROTO, Header, Op, pack_header
 from agentplex.message import encode
 from agentplex.runtime import ActorNotFound, HandlerError
+from tests.support.actors import Echo
+from tests.support.bus_node import Node, start_node
 
 values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()

@@ -10,11 +10,11 @@ from typing import Any
 
 import anyio
 import pytest
-from bus_actors import Echo
 
 from agentplex import ActorError, ActorNotFound, Msg, MsgHub, Runtime
 from agentplex.bus import ZmqTransport
 from agentplex.runtime import PeerLost
+from tests.support.actors import Echo
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +58,7 @@ async def test_moved_actor_is_found_again(nodes: Any) -> None:
         # respawned elsewhere (remote spawn by import path); the stale cache is corrected
         transport: ZmqTransport = rt.transport  # type: ignore[assignment]
         transport._names["mover"] = "node-a"  # as a peer that cached the old home would
-        await transport.spawn("node-b", "bus_actors:Echo", "B", name="mover")
+        await transport.spawn("node-b", "tests.support.actors:Echo", "B", name="mover")
         transport._names["mover"] = "node-a"
         assert await mover.call("where") == "B"
         transport._names["mover"] = "node-a"  # a tell, too, finds the new home

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from bus_nodes import Node, start_node
 
 from agentplex.bus import KeyPair
+from tests.support.bus_node import Node, start_node
 
 SUFFIX = f"{os.getpid() % 100000}"
 NS_A, NS_B = f"apx{SUFFIX}a", f"apx{SUFFIX}b"

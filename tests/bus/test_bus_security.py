@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import zmq
 import zmq.asyncio
-from bus_actors import Echo
 
 from agentplex import Runtime
 from agentplex.bus import (
@@ -24,6 +23,7 @@ from agentplex.bus import (
 from agentplex.bus._frames import Header, Op, to_frames
 from agentplex.message import encode
 from agentplex.runtime import ActorError, CallTimeout
+from tests.support.actors import Echo
 
 pytestmark = pytest.mark.anyio
 
@@ -118,10 +118,10 @@ async def test_remote_spawn_honours_allow_list(nodes: Any) -> None:
     async with Runtime(ZmqTransport(), default_timeout=20) as rt:
         transport: ZmqTransport = rt.transport  # type: ignore[assignment]
         await nodes(transport.endpoint, node_id="worker")
-        ref = await transport.spawn("worker", "bus_actors:Echo", "w", name="spawned")
+        ref = await transport.spawn("worker", "tests.support.actors:Echo", "w", name="spawned")
         assert await ref.call("where") == "w"
-        for path in ("os:system", "subprocess:Popen", "bus_actors", "bus_actors:Missing",
-                     "bus_actors:asyncio"):
+        for path in ("os:system", "subprocess:Popen", "tests.support.actors",
+                     "tests.support.actors:Missing", "tests.support.actors:asyncio"):
             with pytest.raises(ActorError, match=r"allow-list|not an actor|expected"):
                 await transport.spawn("worker", path, "echo hacked", name="bad")
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).parent
-ROOT = HERE.parent.parent
+from tests.support import ROOT
 
 
 def test_trace_context_crosses_processes() -> None:
-    out = subprocess.run([sys.executable, str(HERE / "trace_driver.py")], capture_output=True,
-                         text=True, timeout=60, cwd=HERE, check=True)
+    out = subprocess.run([sys.executable, "-m", "tests.support.traced_caller"],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT, check=True)
     local, remote = out.stdout.split()
     assert local == remote
     assert local != "0" * 32

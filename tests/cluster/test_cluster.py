@@ -7,7 +7,7 @@ from agentplex.runtime import ActorExists, ActorNotFound, ActorStopped
 
 pytestmark = pytest.mark.anyio
 
-COUNTER = "tests.cluster.actors:Counter"
+COUNTER = "tests.support.actors:Counter"
 
 
 async def four_nodes(checkpoint_interval: float | None = None) -> Cluster:

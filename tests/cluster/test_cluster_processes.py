@@ -17,14 +17,14 @@ import pytest
 
 from agentplex import HandlerError, Msg, connect
 from agentplex.cluster import ClusterClient, RemoteChatModel, Resources
+from tests.support import ROOT, pythonpath
 
-ROOT = Path(__file__).parents[2]
-COUNTER = "tests.cluster.actors:Counter"
+COUNTER = "tests.support.actors:Counter"
 pytestmark = pytest.mark.anyio
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    return {**os.environ, "PYTHONPATH": pythonpath(), "PYTHONUNBUFFERED": "1"}
 
 
 LOGS = Path(tempfile.mkdtemp(prefix="agentplex-cluster-"))
@@ -60,7 +60,7 @@ def cluster_procs() -> Iterator[tuple[str, dict[str, subprocess.Popen[str]]]]:
                   "--dead-after", "4")
     endpoint = _first_line(head, "listening on").split()[-1]
     nodes: dict[str, subprocess.Popen[str]] = {}
-    allow = ["--allow", "tests.cluster", "--allow", "agentplex.cluster", "--allow", "examples"]
+    allow = ["--allow", "tests.support", "--allow", "agentplex.cluster", "--allow", "examples"]
     for name in ("gpu-a", "gpu-b"):
         nodes[name] = _start("node", "--head", endpoint, "--id", name, "--gpus", "2",
                              "--gpu-memory", "24GiB", "--label", "kind=gpu", *allow)

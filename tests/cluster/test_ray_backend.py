@@ -4,7 +4,6 @@ our bus."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -19,11 +18,11 @@ from agentplex.cluster import (
     init,
 )
 from agentplex.runtime import HandlerError
+from tests.support import pythonpath
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the 'ray' extra")
 
-ROOT = Path(__file__).parents[2]
-COUNTER = "tests.cluster.actors:Counter"
+COUNTER = "tests.support.actors:Counter"
 pytestmark = pytest.mark.anyio
 
 
@@ -32,7 +31,7 @@ def local_ray() -> Iterator[None]:
     """One local Ray for the module: 2 CPUs, 4 logical GPUs, a node label."""
     ray.init(num_cpus=2, num_gpus=4, resources={"label:kind=gpu": 100},
              include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+             runtime_env={"env_vars": {"PYTHONPATH": pythonpath()}})
     yield
     ray.shutdown()
 

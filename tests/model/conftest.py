@@ -1,4 +1,4 @@
-"""Shared fixtures of the model tests: the loopback fake provider server; a tiny Llama
+"""Fixtures of the model tests: the loopback fake provider server; a tiny Llama
 trained here and the embedded model (those two skip without the ``local`` extra)."""
 
 from __future__ import annotations
@@ -9,12 +9,7 @@ from typing import Any
 
 import pytest
 
-from .provider_fakes import FakeServer
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+from tests.support.provider_server import FakeServer
 
 
 @pytest.fixture
@@ -32,7 +27,7 @@ def tiny_pair() -> tuple[Any, Any]:
     """A 2-layer Llama and its tokenizer, trained to memorise the local tests' examples."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from .local_fixtures import build_tokenizer, train_model
+    from tests.support.tiny_llama import build_tokenizer, train_model
 
     tok = build_tokenizer()
     return train_model(tok), tok

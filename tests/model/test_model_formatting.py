@@ -20,8 +20,7 @@ from agentplex.model._formatting import (
 from agentplex.model._hosted import retry_after_seconds
 from agentplex.model._structured import closed_schema, forced_tool
 from agentplex.model.openai import format_openai_messages
-
-from .model_cases import CLOCK_TOOL, PNG_B64, WEATHER_TOOL, City
+from tests.support.model_inputs import CLOCK_TOOL, PNG_B64, WEATHER_TOOL, City
 
 
 def test_two_party_history_is_not_labelled() -> None:

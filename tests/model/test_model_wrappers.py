@@ -23,8 +23,7 @@ from agentplex.model import (
     StructuredOutputError,
     collect,
 )
-
-from .model_cases import Sleeps
+from tests.support.model_inputs import Sleeps
 
 pytestmark = pytest.mark.anyio
 

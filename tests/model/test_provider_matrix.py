@@ -17,10 +17,16 @@ from agentplex.model import (
     StructuredOutputError,
     UnsupportedOptionError,
 )
-
-from .model_cases import CLOCK_TOOL, PNG_B64, WEATHER_TOOL, City, history, image_history
-from .provider_fakes import FakeServer
-from .wires import WIRES, Wire
+from tests.support.model_inputs import (
+    CLOCK_TOOL,
+    PNG_B64,
+    WEATHER_TOOL,
+    City,
+    history,
+    image_history,
+)
+from tests.support.provider_server import FakeServer
+from tests.support.provider_wires import WIRES, Wire
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("wire", WIRES, ids=lambda w: w.name)]
 

@@ -20,10 +20,17 @@ from agentplex.model import (
     init_chat_model,
 )
 from agentplex.model.openai import OpenAIChatModel
-
-from .model_cases import CLOCK_TOOL, PNG_B64, WEATHER_TOOL, City, history, image_history, policy
-from .openai_wire import completion, error_body, stream_frames
-from .provider_fakes import FakeServer
+from tests.support.model_inputs import (
+    CLOCK_TOOL,
+    PNG_B64,
+    WEATHER_TOOL,
+    City,
+    history,
+    image_history,
+    policy,
+)
+from tests.support.openai_wire import completion, error_body, stream_frames
+from tests.support.provider_server import FakeServer
 
 pytestmark = pytest.mark.anyio
 

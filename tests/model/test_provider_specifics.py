@@ -18,10 +18,9 @@ from agentplex.message import (
     VideoBlock,
 )
 from agentplex.model import ChatModelBase, UnsupportedOptionError, init_chat_model
-
-from .model_cases import PNG_B64, WEATHER_TOOL, history, image_history
-from .provider_fakes import FakeServer
-from .wires import AnthropicWire, DashScopeWire, GeminiWire, OllamaWire
+from tests.support.model_inputs import PNG_B64, WEATHER_TOOL, history, image_history
+from tests.support.provider_server import FakeServer
+from tests.support.provider_wires import AnthropicWire, DashScopeWire, GeminiWire, OllamaWire
 
 pytestmark = pytest.mark.anyio
 
@@ -136,7 +135,7 @@ async def test_dashscope_required_with_one_tool_forces_it(server: FakeServer) ->
     VideoBlock(source=URLSource(url="https://example.com/v.mp4")),
 ])
 async def test_openai_refuses_video(server: FakeServer, block: Any) -> None:
-    from .wires import OpenAIWire
+    from tests.support.provider_wires import OpenAIWire
 
     with pytest.raises(UnsupportedOptionError, match="VideoBlock"):
         await OpenAIWire().make(server)([Msg("user", [TextBlock(text="see"), block], "user")])
@@ -173,7 +172,7 @@ async def test_init_chat_model_knows_every_provider(
 async def test_azure_reads_endpoint_and_key_from_environment(
     server: FakeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from .openai_wire import completion
+    from tests.support.openai_wire import completion
 
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", server.url)
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "az-key")

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from agentplex.model import ChatResponse, ModelError, TransformersChatModel
-
-from .local_fixtures import EXAMPLES
+from tests.support.tiny_llama import EXAMPLES
 
 pytestmark = pytest.mark.anyio
 

@@ -16,9 +16,9 @@ from agentplex.model import (
     UnsupportedOptionError,
     init_chat_model,
 )
+from agentplex.model._stream import ResponseBuilder
 from agentplex.model.local import OutputAssembler, split_output
-
-from .local_fixtures import EXAMPLES
+from tests.support.tiny_llama import EXAMPLES
 
 pytestmark = pytest.mark.anyio
 

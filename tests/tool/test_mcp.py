@@ -6,18 +6,18 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import anyio
 import pytest
 
 from agentplex.message import ImageBlock, ToolUseBlock
 from agentplex.tool import HttpMCPClient, MCPClient, StdIOMCPClient, Toolkit
+from tests.support import ROOT
 
 pytest.importorskip("mcp")
 pytestmark = pytest.mark.anyio
 
-SERVER = str(Path(__file__).with_name("mcp_server.py"))
+SERVER = ["-m", "tests.support.mcp_server"]
 
 
 async def check_client(client: MCPClient) -> None:
@@ -47,7 +47,7 @@ async def check_client(client: MCPClient) -> None:
 
 
 async def test_stdio_server() -> None:
-    client = StdIOMCPClient("local", sys.executable, [SERVER])
+    client = StdIOMCPClient("local", sys.executable, SERVER, cwd=str(ROOT))
     with anyio.fail_after(60):
         async with client:
             assert client.connected
@@ -68,7 +68,7 @@ def _free_port() -> int:
 @pytest.fixture
 def http_server() -> Iterator[str]:
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, SERVER, "http", str(port)],
+    proc = subprocess.Popen([sys.executable, *SERVER, "http", str(port)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield f"http://127.0.0.1:{port}/mcp"

@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-HERE = Path(__file__).parent
+from tests.support import ROOT
 
 DRIVER = textwrap.dedent('''
     import asyncio, subprocess, sys, signal
@@ -16,13 +16,14 @@ DRIVER = textwrap.dedent('''
     from agentplex.tracing import configure_tracing, dispatcher
     from opentelemetry import trace
 
-    async def main(node_script, out_dir):
+    async def main(out_dir):
         configure_tracing(file=f"{out_dir}/head.jsonl", batch=False, from_env=False)
         async with connect() as rt:
             head = rt.transport.endpoint
-            nodes = [subprocess.Popen([sys.executable, node_script, head, f"node-{role}", role,
-                                       f"{out_dir}/{role}.jsonl"], stdout=subprocess.PIPE,
-                                      text=True) for role in ("relay", "worker")]
+            nodes = [subprocess.Popen([sys.executable, "-m", "tests.support.traced_node", head,
+                                       f"node-{role}", role, f"{out_dir}/{role}.jsonl"],
+                                      stdout=subprocess.PIPE, text=True)
+                     for role in ("relay", "worker")]
             try:
                 for node in nodes:  # in a thread: this loop is the bus head they join
                     line = await asyncio.to_thread(node.stdout.readline)
@@ -38,13 +39,13 @@ DRIVER = textwrap.dedent('''
                     await asyncio.to_thread(node.wait, 20)
         dispatcher().shutdown()
 
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    asyncio.run(main(sys.argv[1]))
 ''')
 
 
 def test_one_trace_with_correct_parents_across_three_processes(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-c", DRIVER, str(HERE / "trace_node.py"),
-                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "relayed: forty-two"
     spans = {}

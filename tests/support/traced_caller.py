@@ -1,4 +1,6 @@
-"""Run as a script: call a remote actor inside a span; print both trace ids.
+"""A driver process: calls an actor in a bus node inside a span; prints both trace ids.
+
+    python -m tests.support.traced_caller
 
 A separate process because it installs a global tracer provider.
 """
@@ -8,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from bus_nodes import start_node
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from agentplex import Runtime
 from agentplex.bus import ZmqTransport
+from tests.support.bus_node import start_node
 
 
 async def main() -> None:

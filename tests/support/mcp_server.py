@@ -1,6 +1,7 @@
 """A small MCP server the MCP tests start as a real process.
 
-Usage: ``python mcp_server.py`` (stdio) or ``python mcp_server.py http PORT``.
+Usage: ``python -m tests.support.mcp_server`` (stdio) or
+``python -m tests.support.mcp_server http PORT``.
 Works with mcp 1.x (``FastMCP``) and 2.x (``MCPServer``).
 """
 

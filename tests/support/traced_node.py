@@ -1,6 +1,6 @@
 """A node process for the cross-process trace test: hosts one agent, traces to a file.
 
-    python trace_node.py HEAD NODE_ID ROLE SPANS_FILE      (ROLE: relay | worker)
+    python -m tests.support.traced_node HEAD NODE_ID ROLE SPANS_FILE  (ROLE: relay | worker)
 """
 
 from __future__ import annotations

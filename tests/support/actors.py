@@ -1,12 +1,15 @@
-"""Actors hosted by the node processes of the bus tests (importable by path in children)."""
+"""Actors the tests host in node processes and spawn by import path
+(``tests.support.actors:Name``): an echoing actor, a MsgHub participant, a counter."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 from agentplex import Actor, AgentBase, Msg
+from agentplex.agent import StateModule
 
 
 class Echo(Actor):
@@ -68,3 +71,23 @@ class Talker(AgentBase):
     async def observe(self, msg: Msg | list[Msg] | None) -> None:
         for m in msg if isinstance(msg, list) else [msg] if msg is not None else []:
             self.seen.append(f"{m.name}:{m.content}")
+
+
+class Counter(StateModule, Actor):
+    """Counts; its count survives a restart through ``state_dict``."""
+
+    def __init__(self, start: int = 0) -> None:
+        self.count = start
+        self.register_state("count")
+
+    async def handle_call(self, message: Any) -> Any:
+        if message == "where":
+            placement = getattr(self, "placement", None)
+            return placement.node_id if placement is not None else None
+        if message == "gpus":
+            placement = getattr(self, "placement", None)
+            return placement.cuda_visible_devices() if placement is not None else None
+        if message == "env":
+            return os.environ.get("CUDA_VISIBLE_DEVICES")
+        self.count += int(message)
+        return self.count

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .provider_fakes import sse
+from tests.support.provider_server import sse
 
 
 def completion(

@@ -11,10 +11,9 @@ import json
 from typing import Any, ClassVar
 
 from agentplex.model._hosted import HostedChatModel
-
-from . import openai_wire
-from .model_cases import policy
-from .provider_fakes import FakeServer, sse
+from tests.support import openai_wire
+from tests.support.model_inputs import policy
+from tests.support.provider_server import FakeServer, sse
 
 Tool = tuple[str, str, dict[str, Any]]
 
