@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, TextIO
 
 from ..message import Msg, ThinkingBlock
-from ..runtime import Actor, ActorRef, current_cell, get_runtime
+from ..runtime import Actor, ActorRef, get_runtime
+from ..runtime.lowlevel import current_cell
 from ..tracing import agent_span, observe, transcribe
 from ._middleware import AgentCall, Middleware, Next
 from ._state import StateModule

@@ -19,14 +19,8 @@ import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from ..message import DecodeError, decode, encode
-from ..runtime import (
-    ActorError,
-    CallTimeout,
-    Envelope,
-    MailboxFull,
-    PeerLost,
-    Transport,
-)
+from ..runtime import ActorError, CallTimeout, MailboxFull, PeerLost, Transport
+from ..runtime.lowlevel import Envelope
 from ._directory import Directory, Liveness
 from ._frames import (
     Header,

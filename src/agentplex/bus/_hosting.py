@@ -9,16 +9,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..message import EncodeError, encode
-from ..runtime import (
-    ActorError,
-    ActorNotFound,
-    ActorStopped,
-    Envelope,
-    HandlerError,
-    Kind,
-    MailboxFull,
-    StreamChannel,
-)
+from ..runtime import ActorError, ActorNotFound, ActorStopped, HandlerError, MailboxFull
+from ..runtime.lowlevel import Envelope, Kind, StreamChannel
 from ..tracing import receive_context
 from ._core import _Core, log
 from ._frames import (
@@ -64,13 +56,15 @@ class _Hosting(_Core):
             self._peer(h.src)  # watch the caller's heartbeat: if it dies, its handler stops
         if op in (Op.CALL, Op.CONTROL):
             reply = _RemoteReply(lambda ok, value: self._call_done(h, key, ok, value))
-            env = Envelope(op, target, payload, reply=reply, sender=h.sender, corr=h.corr,
+            env = Envelope(op, target, payload, waiter=reply, sender=h.sender,
+                           correlation_id=h.corr,
                            trace=trace)
             self._serving[key] = _Serving(env)
         else:
             if op == Op.STREAM:
                 reply = StreamChannel(self.stream_window)
-            env = Envelope(op, target, payload, reply=reply, sender=h.sender, corr=h.corr,
+            env = Envelope(op, target, payload, waiter=reply, sender=h.sender,
+                           correlation_id=h.corr,
                            trace=trace)
             if op == Op.STREAM:
                 serving = self._serving[key] = _Serving(env, self.stream_window)
@@ -100,7 +94,7 @@ class _Hosting(_Core):
     async def _pump(self, h: Header, key: tuple[str, int], s: _Serving, cell: ActorCell
                     ) -> None:
         """Send a hosted stream's items to the caller, as the caller's credit allows."""
-        channel: StreamChannel[Any] = s.env.reply
+        channel: StreamChannel[Any] = s.env.waiter
         try:
             while True:
                 try:
@@ -142,7 +136,7 @@ class _Hosting(_Core):
 
     def _abandon(self, s: _Serving) -> None:
         """The caller of ``s`` left: skip or interrupt its handler."""
-        reply = s.env.reply
+        reply = s.env.waiter
         if isinstance(reply, StreamChannel):
             reply.close()
         elif isinstance(reply, _RemoteReply):
@@ -213,7 +207,7 @@ class _Hosting(_Core):
     def _fail_env(self, env: Envelope, exc: ActorError, tell_from: str | None = None) -> None:
         if tell_from is not None:
             self._ack(tell_from)
-        reply = env.reply
+        reply = env.waiter
         if isinstance(reply, StreamChannel):
             reply.fail(exc)
         elif isinstance(reply, _RemoteReply):

@@ -9,7 +9,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from ..runtime import ActorError, ActorStopped, Envelope
+from ..runtime import ActorError, ActorStopped
+from ..runtime.lowlevel import Envelope
 from ..tracing import extract_context, send_headers
 
 __all__ = ["PayloadTooLarge"]
@@ -22,10 +23,10 @@ class PayloadTooLarge(ActorError, ValueError):
 class _Pending:
     """A request of ours waiting for its answer (caller side)."""
 
-    __slots__ = ("env", "node", "queue", "reply", "retried", "task")
+    __slots__ = ("env", "node", "queue", "retried", "task", "waiter")
 
-    def __init__(self, reply: Any, node: str, env: Envelope | None = None) -> None:
-        self.reply = reply
+    def __init__(self, waiter: Any, node: str, env: Envelope | None = None) -> None:
+        self.waiter = waiter
         self.node = node
         self.env = env
         self.retried = False
@@ -35,8 +36,8 @@ class _Pending:
     def fail(self, err: BaseException) -> None:
         if self.queue is not None:
             self.queue.put_nowait(("error", err))
-        elif isinstance(self.reply, asyncio.Future) and not self.reply.done():
-            self.reply.set_exception(err)
+        elif isinstance(self.waiter, asyncio.Future) and not self.waiter.done():
+            self.waiter.set_exception(err)
 
 
 class _Link:

@@ -19,15 +19,8 @@ import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from ..message import DecodeError, encode
-from ..runtime import (
-    ActorError,
-    ActorNotFound,
-    ActorStopped,
-    Envelope,
-    MailboxFull,
-    PeerLost,
-    StreamChannel,
-)
+from ..runtime import ActorError, ActorNotFound, ActorStopped, MailboxFull, PeerLost
+from ..runtime.lowlevel import Envelope, StreamChannel
 from ._core import HEAD, log
 from ._frames import (
     FrameError,
@@ -159,7 +152,7 @@ class ZmqTransport(_Hosting, _HeadRole):
         data = encode(env.payload)
         header = Header(env.kind, self.node_id, None, env.target, env.sender,
                         trace=_trace_headers(env.trace, env.target, self.node_id))
-        if env.reply is None:
+        if env.waiter is None:
             await self._tell_slot(node, timeout)
             try:
                 await self._send(node, header, data, timeout)
@@ -167,10 +160,10 @@ class ZmqTransport(_Hosting, _HeadRole):
                 self._inflight[node] -= 1
                 raise
             return
-        corr = env.corr = next(self._corr)
-        entry = self._pending[corr] = _Pending(env.reply, node, env)
+        corr = env.correlation_id = next(self._corr)
+        entry = self._pending[corr] = _Pending(env.waiter, node, env)
         entry.retried = fresh
-        if isinstance(env.reply, StreamChannel):
+        if isinstance(env.waiter, StreamChannel):
             entry.queue = asyncio.Queue()
             entry.task = self._spawn_task(self._feed(corr, entry))
         try:
@@ -185,7 +178,7 @@ class ZmqTransport(_Hosting, _HeadRole):
             entry.task.cancel()
 
     def cancel(self, env: Envelope) -> None:
-        corr = env.corr
+        corr = env.correlation_id
         if not isinstance(corr, int):
             return
         entry = self._pending.get(corr)
@@ -197,7 +190,7 @@ class ZmqTransport(_Hosting, _HeadRole):
 
     async def _feed(self, corr: int, entry: _Pending) -> None:
         """Move stream items from the wire into the caller's channel; return credit."""
-        channel: StreamChannel[Any] = entry.reply
+        channel: StreamChannel[Any] = entry.waiter
         assert entry.queue is not None
         used, half = 0, self.stream_window // 2
         try:
@@ -400,7 +393,7 @@ class ZmqTransport(_Hosting, _HeadRole):
                 entry.queue.put_nowait(("error", error_from_wire(value)))
             return
         del self._pending[h.corr]  # type: ignore[arg-type]
-        fut = entry.reply
+        fut = entry.waiter
         if op == Op.REPLY:
             if not fut.done():
                 fut.set_result(value)
@@ -450,8 +443,8 @@ class ZmqTransport(_Hosting, _HeadRole):
         try:
             await self._deliver(env, self.rpc_timeout, fresh=True)
         except Exception as exc:
-            if not env.reply.done():
-                env.reply.set_exception(exc if isinstance(exc, ActorError) else err)
+            if not env.waiter.done():
+                env.waiter.set_exception(exc if isinstance(exc, ActorError) else err)
 
     def _on_ack(self, h: Header, data: bytes) -> None:
         n = self._decode(h, data)

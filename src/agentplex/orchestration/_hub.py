@@ -8,7 +8,8 @@ from typing import Any
 
 from ..agent import HUB_TOPIC_PREFIX, AgentBase
 from ..message import Msg
-from ..runtime import ActorRef, Runtime, current_cell, get_runtime
+from ..runtime import ActorRef, Runtime, get_runtime
+from ..runtime.lowlevel import current_cell
 from ..tracing import transcribe
 
 __all__ = ["MsgHub", "Participant"]

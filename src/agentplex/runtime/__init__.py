@@ -1,9 +1,10 @@
-"""The actor core: actors, refs, the runtime, envelopes and the transport interface."""
+"""The actor core: actors, refs, the runtime and the transport interface.
+
+Envelopes, their kinds and the other names a transport author needs live in
+:mod:`agentplex.runtime.lowlevel`.
+"""
 
 from ._actor import Actor
-from ._cell import current_cell
-from ._channel import StreamChannel
-from ._envelope import Envelope, Kind
 from ._errors import (
     ActorError,
     ActorExists,
@@ -26,17 +27,13 @@ __all__ = [
     "ActorRef",
     "ActorStopped",
     "CallTimeout",
-    "Envelope",
     "HandlerError",
     "InProcessNetwork",
     "InProcessTransport",
-    "Kind",
     "MailboxFull",
     "PeerLost",
     "ReplyStream",
     "Runtime",
-    "StreamChannel",
     "Transport",
-    "current_cell",
     "get_runtime",
 ]

@@ -177,7 +177,7 @@ class ActorCell:
                         await self._start_concurrent(env)
                     else:
                         await self._process(env)
-                        replied = env.reply is not None
+                        replied = env.waiter is not None
                 if concurrent and self._inflight:
                     await asyncio.wait(list(self._inflight.values()),
                                        return_when=asyncio.FIRST_COMPLETED)
@@ -204,7 +204,7 @@ class ActorCell:
 
     async def _start_concurrent(self, env: Envelope) -> None:
         """Handle ``env`` in its own task, waiting while ``max_concurrency`` tasks run."""
-        if env.reply is not None and env.reply.done():
+        if env.waiter is not None and env.waiter.done():
             return
         inflight = self._inflight
         if inflight is None:
@@ -238,8 +238,8 @@ class ActorCell:
 
     async def _process(self, env: Envelope) -> None:
         kind = env.kind
-        reply = env.reply
-        if reply is not None and reply.done():
+        waiter = env.waiter
+        if waiter is not None and waiter.done():
             return  # the caller gave up (cancelled or timed out) before we began
         self.current = env
         try:
@@ -269,8 +269,8 @@ class ActorCell:
         actor = self.actor
         if kind == Kind.CALL:
             result = await actor.handle_call(env.payload)
-            if not env.reply.done():
-                env.reply.set_result(result)
+            if not env.waiter.done():
+                env.waiter.set_result(result)
         elif kind == Kind.TELL:
             await actor.handle_tell(env.payload)
         elif kind == Kind.PUBLISH:
@@ -283,27 +283,27 @@ class ActorCell:
             raise ValueError(f"actor {self.name!r} cannot handle a {kind!r} envelope")
 
     async def _stream(self, env: Envelope) -> None:
-        channel: StreamChannel[Any] = env.reply
+        channel: StreamChannel[Any] = env.waiter
         await self.actor.serve_stream(env.payload, channel.send)
         channel.end()
 
     def _fail(self, env: Envelope, exc: BaseException) -> None:
-        reply = env.reply
+        waiter = env.waiter
         if isinstance(exc, asyncio.CancelledError):
-            if reply is not None and not reply.done():
-                if isinstance(reply, StreamChannel):
-                    reply.fail(ActorStopped(f"stream from {self.name!r} was interrupted",
+            if waiter is not None and not waiter.done():
+                if isinstance(waiter, StreamChannel):
+                    waiter.fail(ActorStopped(f"stream from {self.name!r} was interrupted",
                                             actor=self.name))
                 else:
-                    reply.cancel()
+                    waiter.cancel()
             return
         err = exc if isinstance(exc, ActorStopped) else handler_error(exc, self.name)
-        if reply is None:
+        if waiter is None:
             self.runtime._record_unhandled(self.name, env, err)
-        elif isinstance(reply, StreamChannel):
-            reply.fail(err)
-        elif not reply.done():
-            reply.set_exception(err)
+        elif isinstance(waiter, StreamChannel):
+            waiter.fail(err)
+        elif not waiter.done():
+            waiter.set_exception(err)
 
     # -- interruption and stopping ---------------------------------------------------
 

@@ -8,7 +8,8 @@ __all__ = ["Envelope", "Kind"]
 
 
 class Kind:
-    """Envelope kinds. Plain strings, so they cross the wire as they are."""
+    """Envelope kinds, plain strings. The request kinds (call, tell, stream, publish,
+    control) cross the wire as they are; the answer kinds name what comes back."""
 
     CALL: Final = "call"
     """A request that expects one reply (or an error)."""
@@ -20,7 +21,8 @@ class Kind:
     """A topic message delivered to one subscriber."""
     CONTROL: Final = "control"
     """Runtime housekeeping handled in mailbox order (subscribe, unsubscribe)."""
-    REPLY: Final = "reply"
+    RESULT: Final = "result"
+    """The answer to a call."""
     ERROR: Final = "error"
     STREAM_ITEM: Final = "stream_item"
     STREAM_END: Final = "stream_end"
@@ -30,16 +32,19 @@ class Kind:
 class Envelope:
     """One message on its way to an actor.
 
-    ``reply`` is where the answer goes in *this* process: an ``asyncio.Future`` for a call,
+    ``waiter`` is where the answer goes in *this* process: an ``asyncio.Future`` for a call,
     a stream channel for a stream, ``None`` otherwise. A transport that carries the envelope
     to another process replaces it with a stand-in there; it never crosses the wire.
+    ``correlation_id`` is the transport's id of the request on the wire (``None``
+    in-process).
     ``exclude`` lists subscribers a published message skips. ``trace`` is the caller's
     trace context (an OpenTelemetry context in-process, headers across processes), or
     ``None`` when tracing is off.
     """
 
     __slots__ = (
-        "corr", "exclude", "kind", "payload", "reply", "sender", "target", "topic", "trace",
+        "correlation_id", "exclude", "kind", "payload", "sender", "target", "topic", "trace",
+        "waiter",
     )
 
     def __init__(
@@ -48,9 +53,9 @@ class Envelope:
         target: str,
         payload: Any,
         *,
-        reply: Any = None,
+        waiter: Any = None,
         sender: str | None = None,
-        corr: int | str | None = None,
+        correlation_id: int | str | None = None,
         topic: str | None = None,
         trace: Any = None,
         exclude: tuple[str, ...] = (),
@@ -58,9 +63,9 @@ class Envelope:
         self.kind = kind
         self.target = target
         self.payload = payload
-        self.reply = reply
+        self.waiter = waiter
         self.sender = sender
-        self.corr = corr
+        self.correlation_id = correlation_id
         self.topic = topic
         self.trace = trace
         self.exclude = exclude

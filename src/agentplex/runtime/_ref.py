@@ -61,7 +61,7 @@ class ActorRef:
             raise ActorStopped(f"actor {self.name!r} is stopped", actor=self.name)
         return None
 
-    def _envelope(self, kind: str, payload: Any, reply: Any) -> Envelope:
+    def _envelope(self, kind: str, payload: Any, waiter: Any) -> Envelope:
         sender = current_cell.get()
         if (
             sender is not None
@@ -77,7 +77,7 @@ class ActorRef:
             kind,
             self.name,
             payload,
-            reply=reply,
+            waiter=waiter,
             sender=sender.name if sender is not None else None,
             trace=self._runtime._capture_trace() if is_enabled() else None,
         )

@@ -301,7 +301,7 @@ class Runtime:
         ref = actor if isinstance(actor, ActorRef) else self.ref(actor)
         timeout = self.default_timeout if timeout is None else timeout
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        env = Envelope(Kind.CONTROL, ref.name, op, reply=fut)
+        env = Envelope(Kind.CONTROL, ref.name, op, waiter=fut)
         await self._route(env, timeout)
         return await asyncio.wait_for(fut, timeout)
 
@@ -320,8 +320,8 @@ class Runtime:
             load(arg)
         else:
             raise ValueError(f"unknown control operation {action!r}")
-        if env.reply is not None and not env.reply.done():
-            env.reply.set_result(result)
+        if env.waiter is not None and not env.waiter.done():
+            env.waiter.set_result(result)
 
     async def _topic_change(self, cell: ActorCell, subscribe: bool, topic: str) -> None:
         if subscribe:

@@ -39,7 +39,7 @@ class Transport(ABC):
         """Deliver ``env`` to ``env.target``, an actor hosted elsewhere.
 
         Raises :class:`ActorNotFound` when no runtime hosts it. Replies (for calls and
-        streams) must resolve ``env.reply`` in this process.
+        streams) must resolve ``env.waiter`` in this process.
         """
 
     @abstractmethod

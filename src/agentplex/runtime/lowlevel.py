@@ -1,0 +1,15 @@
+"""Low-level runtime names, for transport authors and tools (not for agent code).
+
+A transport carries :class:`Envelope` objects between runtimes and answers through their
+``waiter`` (a future, or a :class:`StreamChannel` for streams); :class:`Kind` names the
+envelope kinds. :data:`current_cell` tells code running inside an actor's handler which actor
+that is (tracing, hubs and agents use it to name the sender). What a transport may call on
+the :class:`~agentplex.runtime.Runtime` itself is listed in
+:class:`~agentplex.runtime.Transport`'s module, ``agentplex/runtime/_transport.py``.
+"""
+
+from ._cell import current_cell
+from ._channel import StreamChannel
+from ._envelope import Envelope, Kind
+
+__all__ = ["Envelope", "Kind", "StreamChannel", "current_cell"]
