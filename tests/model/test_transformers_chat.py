@@ -16,7 +16,6 @@ from agentplex.model import (
     UnsupportedOptionError,
     init_chat_model,
 )
-from agentplex.model._stream import ResponseBuilder
 from agentplex.model.local import OutputAssembler, split_output
 from tests.support.tiny_llama import EXAMPLES
 
