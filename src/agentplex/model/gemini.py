@@ -156,7 +156,7 @@ class GeminiChatModel(HostedChatModel):
     async def aclose(self) -> None:
         await self.client.aio.aclose()
 
-    def _config(self, request: Request) -> tuple[list[dict[str, Any]], Any]:
+    def _config(self, request: Request) -> tuple[list[Any], Any]:
         from google.genai import types
 
         system, contents = format_gemini_contents(request.messages)
