@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from agentplex import Runtime
 from agentplex.bus import ZmqTransport
-from agentplex.bus._frames import KNOWN_OPS, PROTO, Header, Op, pack_header
+from agentplex.bus.lowlevel import KNOWN_OPS, PROTO, Header, Op, pack_header
 from agentplex.message import encode
 from agentplex.runtime import ActorNotFound, HandlerError
 from tests.support.actors import Echo
@@ -140,10 +140,10 @@ async def test_unknown_actor_and_50mb_payloads(nodes: Any) -> None:
         t: ZmqTransport = rt.transport  # type: ignore[assignment]
         await nodes(t.endpoint, "Echo:big", node_id="bignode")
         # a message for an actor the node does not host comes back as an error
-        t._names["ghost"] = "bignode"
+        t._calls.names["ghost"] = "bignode"
         with pytest.raises(ActorNotFound):
             await rt.ref("ghost").call("anyone?")
-        t._names["ghost"] = "bignode"
+        t._calls.names["ghost"] = "bignode"
         await rt.ref("ghost").tell("anyone?")
         for _ in range(100):
             if t.stats["tell_failed"]:

@@ -57,11 +57,11 @@ async def test_moved_actor_is_found_again(nodes: Any) -> None:
                     break
         # respawned elsewhere (remote spawn by import path); the stale cache is corrected
         transport: ZmqTransport = rt.transport  # type: ignore[assignment]
-        transport._names["mover"] = "node-a"  # as a peer that cached the old home would
+        transport._calls.names["mover"] = "node-a"  # as a peer that cached the old home would
         await transport.spawn("node-b", "tests.support.actors:Echo", "B", name="mover")
-        transport._names["mover"] = "node-a"
+        transport._calls.names["mover"] = "node-a"
         assert await mover.call("where") == "B"
-        transport._names["mover"] = "node-a"  # a tell, too, finds the new home
+        transport._calls.names["mover"] = "node-a"  # a tell, too, finds the new home
         await mover.tell("late news")
         for _ in range(400):  # at most 20 s
             if "late news" in await mover.call("told"):

@@ -20,7 +20,7 @@ from agentplex.bus import (
     load_keypair,
     load_public_key,
 )
-from agentplex.bus._frames import Header, Op, to_frames
+from agentplex.bus.lowlevel import Header, Op, to_frames
 from agentplex.message import encode
 from agentplex.runtime import ActorError, CallTimeout
 from tests.support.actors import Echo

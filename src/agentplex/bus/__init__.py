@@ -1,11 +1,11 @@
 """The ZeroMQ bus: the same actors across processes and machines, msgpack on the wire,
 CurveZMQ security, heartbeats and a head-kept name directory."""
 
+from ._allowlist import import_actor_class, module_allowed, resolve_actor_class
 from ._connect import connect
-from ._directory import Directory
-from ._frames import FrameError
+from ._directory import HEAD, Directory
+from ._errors import FrameError, InsecureBindError, PayloadTooLarge, SpawnRefused
 from ._security import (
-    InsecureBindError,
     KeyPair,
     generate_keys,
     is_loopback,
@@ -13,8 +13,7 @@ from ._security import (
     load_keypair,
     load_public_key,
 )
-from ._worker import SpawnRefused, import_actor_class, module_allowed, resolve_actor_class
-from ._zmq import HEAD, PayloadTooLarge, ZmqTransport
+from ._zmq import ZmqTransport
 
 __all__ = [
     "HEAD",

@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-__all__ = ["Directory", "Liveness"]
+__all__ = ["HEAD", "Directory", "Liveness", "parse_snapshot"]
+
+HEAD = "head"
+"""The node id of the head process."""
 
 
 class Directory:

@@ -21,9 +21,10 @@ from ..runtime import (
     MailboxFull,
     PeerLost,
 )
+from ._errors import FrameError
 
-__all__ = ["PROTO", "FrameError", "Header", "Op", "error_from_wire", "error_to_wire",
-           "pack_header", "parse_header", "split_frames"]
+__all__ = ["KNOWN_OPS", "PROTO", "Header", "Op", "error_from_wire", "error_to_wire",
+           "pack_header", "parse_header", "split_frames", "to_frames"]
 
 PROTO: Final = 1
 MAX_HEADER: Final = 64 * 1024
@@ -32,14 +33,15 @@ INLINE_LIMIT: Final = 64 * 1024
 
 
 class Op:
-    """Message operations. Envelope kinds keep their names."""
+    """Message operations. The request ops (call, tell, stream, control, publish) are the
+    envelope kinds' strings, so an envelope's ``kind`` is its op."""
 
     CALL: Final = "call"
     TELL: Final = "tell"
     STREAM: Final = "stream"
     CONTROL: Final = "control"
     PUBLISH: Final = "publish"
-    REPLY: Final = "reply"
+    RESULT: Final = "reply"  # the answer to a request (protocol 1 spells it "reply")
     ERROR: Final = "error"
     ITEM: Final = "stream_item"
     END: Final = "stream_end"
@@ -60,10 +62,6 @@ class Op:
 
 
 KNOWN_OPS: Final = frozenset(v for k, v in vars(Op).items() if k.isupper())
-
-
-class FrameError(ValueError):
-    """A frame that is not a well-formed agentplex bus frame."""
 
 
 class Header(NamedTuple):

@@ -1,79 +1,183 @@
-"""The head's role (keeping the directory and pushing it to every node) and a node's
-side of it (saying hello, applying pushed snapshots, rejoining a restarted head)."""
+"""The head role: the head keeps the directory (nodes, actor names, topics) and pushes its
+snapshot to every node; a node says hello, registers its actors and topics there, applies
+pushed snapshots and rejoins a head that restarted."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from ..message import encode
-from ..runtime import (
-    ActorError,
-)
-from ._core import HEAD, _Core, log
-from ._directory import parse_snapshot
-from ._frames import (
-    Header,
-    Op,
-)
+from ..runtime import ActorError
+from ._calls import Calls
+from ._directory import HEAD, Directory, parse_snapshot
+from ._frames import Header, Op
+from ._peers import Peers
+from ._tasks import Tasks
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+
+__all__ = ["HeadRole"]
+
+log = logging.getLogger("agentplex.bus")
 
 
-class _HeadRole(_Core):
-    """Directory traffic between the head and the nodes."""
+class HeadRole:
+    """Directory traffic between the head and the nodes, from either side.
 
-    async def _hello(self) -> None:
-        public = self.keys.public if self.keys else ""
-        snap = await self._request(HEAD, Op.HELLO, encode(
-            {"endpoint": self.endpoint, "key": public}), self.rpc_timeout)
+    ``directory`` is the head's :class:`Directory` (``None`` on other nodes); ``topics``
+    this node's copy of which nodes subscribe to each topic. ``on_restart(node)`` is called
+    when a known node says hello again: what waited on its past life has failed.
+    """
+
+    runtime: Runtime
+
+    def __init__(self, peers: Peers, calls: Calls, tasks: Tasks, directory: Directory | None,
+                 *, head: str | None, head_key: str, rpc_timeout: float, push_timeout: float,
+                 on_restart: Callable[[str], None]) -> None:
+        self.peers = peers
+        self.calls = calls
+        self.tasks = tasks
+        self.directory = directory
+        self.head = head
+        self.head_key = head_key
+        self.node_id = peers.node_id
+        self.rpc_timeout = rpc_timeout
+        self.push_timeout = push_timeout
+        self.on_restart = on_restart
+        self.topics: dict[str, set[str]] = {}
+        self.endpoint = ""
+        self.public_key = ""
+        self.head_lost = False
+        self.closed = False
+        self._version = -1
+        self._rejoining: asyncio.Task[None] | None = None
+
+    async def start(self, runtime: Runtime, endpoint: str, public_key: str) -> None:
+        """Join the bus as ``endpoint``: the head enters itself in its directory, a node
+        says hello to the head (:class:`~agentplex.runtime.ActorError` if it does not
+        answer)."""
+        self.runtime = runtime
+        self.endpoint = endpoint
+        self.public_key = public_key
+        if self.directory is not None:
+            self.directory.add_node(self.node_id, endpoint, public_key)
+            self.peers.nodes = dict(self.directory.nodes)
+            return
+        assert self.head is not None
+        self.peers.nodes[HEAD] = (self.head, self.head_key)
+        await self.hello()
+
+    def close(self) -> None:
+        self.closed = True
+
+    # -- a node's side -------------------------------------------------------------------
+
+    async def hello(self) -> None:
+        """Announce this node to the head and take its snapshot."""
+        snap = await self.calls.request(HEAD, Op.HELLO, encode(
+            {"endpoint": self.endpoint, "key": self.public_key}), self.rpc_timeout)
         self._version = -1  # the head may have restarted with a fresh directory
-        self._apply_snapshot(snap)
+        self.apply_snapshot(snap)
 
     async def _rejoin(self) -> None:
         """The head was lost: say hello again until it answers, then re-register."""
         try:
-            await self._hello()
-            runtime = self.runtime
-            for name in list(runtime._cells):
-                await self._request(HEAD, Op.REG, encode(name), self.rpc_timeout)
-            for topic in list(runtime._topics):
-                await self._request(HEAD, Op.SUB, encode(topic), self.rpc_timeout)
+            await self.hello()
+            for name in self.runtime.names():
+                await self.calls.request(HEAD, Op.REG, encode(name), self.rpc_timeout)
+            for topic in self.runtime.topics():
+                await self.calls.request(HEAD, Op.SUB, encode(topic), self.rpc_timeout)
         except ActorError as exc:
             log.info("the head is still unreachable: %s", exc)
             return
-        self._head_lost = False
+        self.head_lost = False
         log.warning("rejoined the head at %s", self.head)
 
-    def _apply_snapshot(self, snap: Any) -> None:
+    def rejoin_if_lost(self) -> None:
+        """Try to rejoin a lost head, unless a try is under way (called every heartbeat)."""
+        if self.head_lost and not self.closed and (
+                self._rejoining is None or self._rejoining.done()):
+            self._rejoining = self.tasks.spawn(self._rejoin())
+
+    def apply_snapshot(self, snap: Any) -> None:
+        """Take the head's pushed nodes and topics (an older version is ignored)."""
         version, nodes, topics = parse_snapshot(snap)
         if version < self._version:
             return
         self._version = version
-        if HEAD in self._nodes and HEAD not in nodes:
-            nodes[HEAD] = self._nodes[HEAD]
-        for gone in set(self._nodes) - set(nodes):
-            self._forget(gone)
-        self._nodes, self._topics = nodes, topics
+        known = self.peers.nodes
+        if HEAD in known and HEAD not in nodes:
+            nodes[HEAD] = known[HEAD]
+        for gone in set(known) - set(nodes):
+            self.calls.forget_node(gone)
+        self.peers.nodes, self.topics = nodes, topics
 
-    def _forget(self, node: str) -> None:
-        """Drop the cached names hosted by ``node``."""
-        if any(h == node for h in self._names.values()):
-            self._names = {n: h for n, h in self._names.items() if h != node}
+    def on_state(self, h: Header, data: bytes) -> None:
+        """A snapshot pushed by the head."""
+        if self.directory is not None:
+            self.peers.drop("directory state sent to the head")
+            return
+        self.apply_snapshot(self.peers.decode(h, data))
+        self.peers.answer(h, Op.RESULT, encode(None))
 
-    async def _push_state(self) -> None:
-        assert self._dir is not None
-        snap = self._dir.snapshot()
-        for gone in set(self._nodes) - set(self._dir.nodes):
-            self._forget(gone)
-        self._nodes = dict(self._dir.nodes)
-        self._topics = {t: set(v) for t, v in self._dir.topics.items()}
+    # -- announcing local actors and topics ----------------------------------------------
+
+    async def registered(self, name: str) -> None:
+        self.calls.names.pop(name, None)
+        if self.directory is not None:
+            self.directory.register(name, self.node_id)
+        else:
+            await self.calls.request(HEAD, Op.REG, encode(name), self.rpc_timeout)
+
+    async def unregistered(self, name: str) -> None:
+        if self.directory is not None:
+            self.directory.unregister(name, self.node_id)
+        elif not self.closed:
+            await self.calls.request(HEAD, Op.UNREG, encode(name), self.rpc_timeout)
+
+    async def subscribed(self, topic: str) -> None:
+        if self.directory is not None:
+            self.directory.subscribe(topic, self.node_id)
+            await self.push_state()
+        else:
+            await self.calls.request(HEAD, Op.SUB, encode(topic), self.rpc_timeout)
+
+    async def unsubscribed(self, topic: str) -> None:
+        if self.directory is not None:
+            self.directory.unsubscribe(topic, self.node_id)
+            await self.push_state()
+        elif not self.closed:
+            await self.calls.request(HEAD, Op.UNSUB, encode(topic), self.rpc_timeout)
+
+    def subscriber_nodes(self, topic: str) -> list[str]:
+        """Other nodes where some actor subscribes to ``topic``."""
+        return [n for n in self.topics.get(topic, ()) if n != self.node_id]
+
+    # -- the head's side -----------------------------------------------------------------
+
+    async def push_state(self) -> None:
+        """Send the directory's snapshot to every node (the head only)."""
+        assert self.directory is not None
+        d = self.directory
+        snap = d.snapshot()
+        for gone in set(self.peers.nodes) - set(d.nodes):
+            self.calls.forget_node(gone)
+        self.peers.nodes = dict(d.nodes)
+        self.topics = {t: set(v) for t, v in d.topics.items()}
         data = encode(snap)
-        others = [n for n in self._nodes if n != self.node_id]
+        others = [n for n in self.peers.nodes if n != self.node_id]
         await asyncio.gather(
-            *(self._request(n, Op.STATE, data, self.heartbeat_timeout) for n in others),
+            *(self.calls.request(n, Op.STATE, data, self.push_timeout) for n in others),
             return_exceptions=True)
 
-    async def _head_op(self, h: Header, arg: Any, key: str | None = None) -> None:
-        d = self._dir
+    async def on_head_op(self, h: Header, arg: Any, key: str | None = None) -> None:
+        """A directory request (HELLO, BYE, REG, UNREG, LOOKUP, SUB, UNSUB) from a node;
+        ``key`` is its CURVE public key when the bus is encrypted."""
+        d = self.directory
         try:
             if d is None:
                 raise ActorError(f"node {self.node_id!r} is not the head")
@@ -88,14 +192,14 @@ class _HeadRole(_Core):
                 if key is not None and known is not None and known[1] != key:
                     raise ActorError(f"node id {h.src!r} belongs to another key")
                 if known is not None:  # restarted: what waited on its past life has failed
-                    self._peer_lost(h.src)
+                    self.on_restart(h.src)
                 d.add_node(h.src, arg["endpoint"], arg["key"])
-                await self._push_state()
+                await self.push_state()
                 result = d.snapshot()
             elif h.op == Op.BYE:
                 if d.remove_node(h.src):
-                    self._drop_peer(h.src)
-                    await self._push_state()
+                    self.peers.forget(h.src)
+                    await self.push_state()
                 return
             elif not isinstance(arg, str):
                 raise ActorError(f"malformed {h.op} request")
@@ -107,10 +211,21 @@ class _HeadRole(_Core):
                 result = d.lookup(arg)
             elif h.op == Op.SUB:
                 d.subscribe(arg, h.src)
-                await self._push_state()
+                await self.push_state()
             else:
                 d.unsubscribe(arg, h.src)
-                await self._push_state()
-            self._reply(h, Op.REPLY, encode(result))
+                await self.push_state()
+            self.peers.answer(h, Op.RESULT, encode(result))
         except Exception as exc:
-            self._reply_error(h, exc)
+            self.peers.answer_error(h, exc)
+
+    # -- endings -------------------------------------------------------------------------
+
+    def peer_lost(self, node: str) -> None:
+        """``node`` is gone: forget what it hosted; the head drops it from the directory
+        and tells the others; a node that lost the head will rejoin it."""
+        if node == HEAD and self.directory is None:
+            self.head_lost = True
+        self.calls.forget_node(node)
+        if self.directory is not None and self.directory.remove_node(node):
+            self.tasks.spawn(self.push_state())

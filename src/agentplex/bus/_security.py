@@ -13,7 +13,7 @@ import zmq
 import zmq.auth
 
 __all__ = [
-    "InsecureBindError",
+    "AllowList",
     "KeyPair",
     "generate_keys",
     "is_loopback",
@@ -26,10 +26,6 @@ log = logging.getLogger("agentplex.bus")
 
 ENV_PUBLIC = "AGENTPLEX_PUBLIC_KEY"
 ENV_SECRET = "AGENTPLEX_SECRET_KEY"
-
-
-class InsecureBindError(ValueError):
-    """Binding to a non-loopback address without CURVE keys (and without ``insecure=True``)."""
 
 
 @dataclass(frozen=True)

@@ -263,6 +263,47 @@ class Runtime:
             raise ActorStopped("the runtime has been shut down", actor=env.target)
         await self.transport.deliver(env, timeout)
 
+    # -- for transports: the runtime's side of the seam (listed in _transport.py) ---------
+
+    def accepts(self, name: str) -> bool:
+        """Whether a local actor ``name`` exists and takes messages."""
+        cell = self._cells.get(name)
+        return cell is not None and cell.accepting
+
+    def offer_local(self, env: Envelope) -> bool:
+        """Put ``env`` in the mailbox of the local actor ``env.target`` if it has room, without
+        waiting; ``False`` when the mailbox is full.
+
+        Raises :class:`ActorNotFound` when no local actor has that name and
+        :class:`ActorStopped` when it no longer takes messages.
+        """
+        cell = self._cells.get(env.target)
+        if cell is None:
+            raise ActorNotFound(f"no local actor named {env.target!r}", actor=env.target)
+        return cell.offer(env)
+
+    async def deliver_local(self, env: Envelope, timeout: float) -> None:
+        """Put ``env`` in the mailbox of the local actor ``env.target``, waiting up to
+        ``timeout`` seconds for room (then :class:`MailboxFull`).
+
+        Raises as :meth:`offer_local` does. The actor answers through ``env.waiter``.
+        """
+        cell = self._cells.get(env.target)
+        if cell is None:
+            raise ActorNotFound(f"no local actor named {env.target!r}", actor=env.target)
+        await cell.put(env, timeout)
+
+    def interrupt_local(self, env: Envelope) -> bool:
+        """The caller of ``env`` gave up: skip ``env`` if still queued at the local actor
+        ``env.target``, or cancel its handler if running. Returns whether a handler was
+        interrupted."""
+        cell = self._cells.get(env.target)
+        return cell.interrupt(env) if cell is not None else False
+
+    def topics(self) -> list[str]:
+        """Topics at least one local actor subscribes to."""
+        return list(self._topics)
+
     def _cancel(self, env: Envelope) -> None:
         cell = self._cells.get(env.target)
         if cell is not None:
@@ -377,11 +418,14 @@ class Runtime:
             exclude=tuple(exclude),
         )
         timeout = self.default_timeout if timeout is None else timeout
-        await self._publish_local(env, timeout)
+        await self.publish_local(env, timeout)
         if not self._closed:
             await self.transport.publish(env, timeout)
 
-    async def _publish_local(self, env: Envelope, timeout: float) -> None:
+    async def publish_local(self, env: Envelope, timeout: float) -> None:
+        """Deliver the topic message ``env`` to the local subscribers of ``env.topic``
+        (skipping those in ``env.exclude``), waiting up to ``timeout`` seconds at each full
+        mailbox; a subscriber that stopped meanwhile is skipped. Never uses the transport."""
         names = self._topics.get(env.topic or "")
         if not names:
             return

@@ -2,7 +2,33 @@
 
 A runtime delivers envelopes for its own actors itself. Everything else — actors and topic
 subscribers hosted by *other* runtimes — goes through its transport. The runtime never
-knows which transport it has.
+knows which transport it has, and a transport knows the runtime only through the methods
+below: this file is all a transport's author needs to read.
+
+What the runtime calls on a transport: the methods of :class:`Transport`.
+
+What a transport may call on the runtime (:class:`~agentplex.runtime.Runtime`), to serve
+what arrives for it from elsewhere:
+
+- ``runtime.accepts(name)``: whether a local actor ``name`` exists and takes messages;
+  ``name in runtime`` whether it exists at all.
+- ``runtime.offer_local(env)``: put an envelope in the mailbox of the local actor
+  ``env.target`` without waiting; ``False`` when the mailbox is full.
+- ``await runtime.deliver_local(env, timeout)``: the same, waiting for room.
+- ``await runtime.publish_local(env, timeout)``: deliver a topic message to the local
+  subscribers of ``env.topic``.
+- ``runtime.interrupt_local(env)``: the remote caller of ``env`` gave up; skip or cancel
+  its handler.
+- ``runtime.names()``, ``runtime.topics()``: the local actors, and the topics local actors
+  subscribe to (to announce them again, e.g. after reconnecting).
+- ``await runtime.spawn(actor, name)``, ``runtime.ref(name)``, ``runtime.default_timeout``:
+  as for any user of the runtime.
+
+Envelopes, their kinds and stream channels are in :mod:`agentplex.runtime.lowlevel`. An
+envelope's ``waiter`` is where its answer goes in the process that holds it: the caller's
+future or :class:`~agentplex.runtime.lowlevel.StreamChannel` on the sending side; on the
+serving side, a stand-in the transport makes (anything with ``done()``, ``set_result()``,
+``set_exception()`` and ``cancel()``, or a stream channel the transport reads from).
 """
 
 from __future__ import annotations
@@ -71,7 +97,7 @@ class InProcessNetwork:
     def find(self, name: str) -> Runtime | None:
         """The runtime hosting actor ``name``, if any."""
         for runtime in self.runtimes:
-            if name in runtime._cells:
+            if name in runtime:
                 return runtime
         return None
 
@@ -106,14 +132,14 @@ class InProcessTransport(Transport):
         host = self.network.find(env.target)
         if host is None or host is self._runtime:
             raise ActorNotFound(f"no actor named {env.target!r}", actor=env.target)
-        await host._cells[env.target].put(env, timeout)
+        await host.deliver_local(env, timeout)
 
     async def publish(self, env: Envelope, timeout: float) -> None:
         for runtime in list(self.network.runtimes):
             if runtime is not self._runtime:
-                await runtime._publish_local(env, timeout)
+                await runtime.publish_local(env, timeout)
 
     def cancel(self, env: Envelope) -> None:
         host = self.network.find(env.target)
         if host is not None:
-            host._cells[env.target].interrupt(env)
+            host.interrupt_local(env)

@@ -1,4 +1,7 @@
-"""Remote spawn: actors cross the wire as an import path plus msgpack-able arguments."""
+"""The spawn allow-list: which actor classes a remote peer may have this node spawn.
+
+Actors cross the wire as an import path plus msgpack-able arguments; a module is imported
+only when the allow-list admits it."""
 
 from __future__ import annotations
 
@@ -7,18 +10,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..runtime import Actor
+from ._errors import SpawnRefused
 
 __all__ = [
-    "SpawnRefused",
     "build_actor",
     "import_actor_class",
     "module_allowed",
     "resolve_actor_class",
 ]
-
-
-class SpawnRefused(PermissionError):
-    """A remote spawn named a class outside the worker's allow-list, or not an actor."""
 
 
 def module_allowed(module: str, allow: Iterable[str]) -> bool:
@@ -49,7 +48,7 @@ def resolve_actor_class(path: str, allow: Iterable[str]) -> type[Actor]:
     if not sep or not module or not qualname:
         raise SpawnRefused(f"expected 'package.module:Class', got {path!r}")
     if not module_allowed(module, allow):
-        raise SpawnRefused(f"module {module!r} is not on this worker's spawn allow-list")
+        raise SpawnRefused(f"module {module!r} is not on this node's spawn allow-list")
     return import_actor_class(path)
 
 

@@ -1,0 +1,345 @@
+"""The calling side of a node: our requests to peers and their answers — where an actor
+lives (a cached directory lookup), pending calls and streams, tell windows, redelivery when an
+actor moved."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import Counter, deque
+from typing import Any
+
+from ..message import DecodeError, encode
+from ..runtime import ActorError, ActorNotFound, CallTimeout, MailboxFull
+from ..runtime.lowlevel import Envelope, StreamChannel
+from ..tracing import extract_context, send_headers
+from ._directory import HEAD, Directory
+from ._errors import FrameError
+from ._frames import Header, Op, error_from_wire
+from ._peers import Peers
+from ._tasks import Tasks
+
+__all__ = ["Calls", "Pending"]
+
+log = logging.getLogger("agentplex.bus")
+
+
+class Pending:
+    """A request of ours waiting for its answer."""
+
+    __slots__ = ("env", "node", "queue", "retried", "task", "waiter")
+
+    def __init__(self, waiter: Any, node: str, env: Envelope | None = None) -> None:
+        self.waiter = waiter
+        self.node = node
+        self.env = env
+        self.retried = False
+        self.queue: asyncio.Queue[tuple[str, Any]] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def fail(self, err: BaseException) -> None:
+        """Give ``err`` to whoever waits."""
+        if self.queue is not None:
+            self.queue.put_nowait(("error", err))
+        elif isinstance(self.waiter, asyncio.Future) and not self.waiter.done():
+            self.waiter.set_exception(err)
+
+
+def trace_headers(trace: Any, destination: str, node: str) -> dict[str, str] | None:
+    """Headers carrying a ``send`` span, child of the caller's trace context (``None`` when
+    tracing is off)."""
+    if trace is None:
+        return None
+    if type(trace) is dict:  # headers already (an OTel Context is a dict subclass)
+        trace = extract_context(trace)
+    return send_headers(destination, trace, **{"agentplex.node": node})
+
+
+class Calls:
+    """Sends envelopes and bus requests to peers and routes their answers back.
+
+    ``names`` caches which node hosts an actor (``directory``, on the head, or a LOOKUP to
+    the head answers a miss). Tells to one node are bounded by ``tell_window`` until that
+    node acknowledges them.
+    """
+
+    def __init__(self, peers: Peers, tasks: Tasks, directory: Directory | None, *,
+                 stream_window: int, tell_window: int, rpc_timeout: float,
+                 stats: Counter[str]) -> None:
+        self.peers = peers
+        self.tasks = tasks
+        self.directory = directory
+        self.node_id = peers.node_id
+        self.stream_window = stream_window
+        self.tell_window = tell_window
+        self.rpc_timeout = rpc_timeout
+        self.stats = stats
+        self.names: dict[str, str] = {}
+        self._pending: dict[int, Pending] = {}
+        self._ids = itertools.count(1)
+        self._inflight: dict[str, int] = {}
+        self._tell_waiters: dict[str, deque[asyncio.Future[None]]] = {}
+
+    # -- bus requests --------------------------------------------------------------------
+
+    async def request(self, node: str, op: str, data: bytes, timeout: float,
+                      **fields: Any) -> Any:
+        """Send a request to ``node`` and wait for its RESULT (or raise its ERROR)."""
+        corr = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[corr] = Pending(fut, node)
+        try:
+            await self.peers.send(node, Header(op, self.node_id, corr, **fields), data, timeout)
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            raise CallTimeout(f"node {node!r} did not answer {op!r} within {timeout:g}s"
+                              ) from None
+        finally:
+            self._pending.pop(corr, None)
+
+    async def publish(self, nodes: list[str], env: Envelope, timeout: float) -> None:
+        """Deliver the topic message ``env`` to ``nodes``, each acknowledging it (so hub
+        ordering holds); a node that fails is counted and logged."""
+        data = encode(env.payload)
+        fields = {"sender": env.sender, "topic": env.topic, "exclude": env.exclude,
+                  "trace": trace_headers(env.trace, env.topic or "", self.node_id)}
+        results = await asyncio.gather(
+            *(self.request(n, Op.PUBLISH, data, timeout, **fields) for n in nodes),
+            return_exceptions=True)
+        for node, res in zip(nodes, results, strict=True):
+            if isinstance(res, BaseException):
+                self.stats["publish_failed"] += 1
+                log.warning("publish on %r to node %r failed: %s", env.topic, node, res)
+
+    # -- envelopes -----------------------------------------------------------------------
+
+    async def locate(self, name: str, timeout: float, *, fresh: bool = False) -> str:
+        """The node hosting actor ``name``; :class:`ActorNotFound` when none does."""
+        node = None if fresh else self.names.get(name)
+        if node is not None:
+            return node
+        if self.directory is not None:
+            node = self.directory.lookup(name)
+        else:
+            node = await self.request(HEAD, Op.LOOKUP, encode(name), min(timeout,
+                                                                         self.rpc_timeout))
+        if not isinstance(node, str) or node == self.node_id:
+            self.names.pop(name, None)
+            raise ActorNotFound(f"no actor named {name!r} on the bus", actor=name)
+        if len(self.names) > 1_000_000:
+            self.names.clear()
+        self.names[name] = node
+        return node
+
+    def forget_node(self, node: str) -> None:
+        """Drop the cached names hosted by ``node``."""
+        if any(h == node for h in self.names.values()):
+            self.names = {n: h for n, h in self.names.items() if h != node}
+
+    async def deliver(self, env: Envelope, timeout: float, *, fresh: bool = False) -> None:
+        """Send ``env`` to the node hosting ``env.target``; its answer resolves
+        ``env.waiter``. ``fresh`` asks the directory again instead of the cache."""
+        node = await self.locate(env.target, timeout, fresh=fresh)
+        data = encode(env.payload)
+        header = Header(env.kind, self.node_id, None, env.target, env.sender,
+                        trace=trace_headers(env.trace, env.target, self.node_id))
+        if env.waiter is None:
+            await self._tell_slot(node, timeout)
+            try:
+                await self.peers.send(node, header, data, timeout)
+            except BaseException:
+                self._inflight[node] -= 1
+                raise
+            return
+        corr = env.correlation_id = next(self._ids)
+        entry = self._pending[corr] = Pending(env.waiter, node, env)
+        entry.retried = fresh
+        if isinstance(env.waiter, StreamChannel):
+            entry.queue = asyncio.Queue()
+            entry.task = self.tasks.spawn(self._feed(corr, entry))
+        try:
+            await self.peers.send(node, header._replace(corr=corr), data, timeout)
+        except BaseException:
+            self._drop_pending(corr)
+            raise
+
+    def _drop_pending(self, corr: int) -> None:
+        entry = self._pending.pop(corr, None)
+        if entry is not None and entry.task is not None:
+            entry.task.cancel()
+
+    def cancel(self, env: Envelope) -> None:
+        """The caller of ``env`` gave up: forget it and tell the serving node."""
+        corr = env.correlation_id
+        if not isinstance(corr, int):
+            return
+        entry = self._pending.get(corr)
+        if entry is None or entry.env is not env:
+            return
+        self._drop_pending(corr)
+        if entry.node in self.peers.links:
+            self.peers.send_nowait(entry.node, Header(Op.CANCEL, self.node_id, corr), b"")
+
+    async def _feed(self, corr: int, entry: Pending) -> None:
+        """Move stream items from the wire into the caller's channel; return credit."""
+        channel: StreamChannel[Any] = entry.waiter
+        assert entry.queue is not None
+        used, half = 0, self.stream_window // 2
+        try:
+            while True:
+                what, item = await entry.queue.get()
+                if what == "item":
+                    if not await channel.send(item):
+                        return
+                    used += 1
+                    if used >= half:
+                        self.peers.send_nowait(entry.node, Header(Op.CREDIT, self.node_id, corr),
+                                               encode(used))
+                        used = 0
+                elif what == "end":
+                    channel.end()
+                    return
+                else:
+                    channel.fail(item)
+                    return
+        finally:
+            if self._pending.get(corr) is entry:
+                del self._pending[corr]
+
+    # -- answers -------------------------------------------------------------------------
+
+    def on_answer(self, h: Header, data: bytes) -> None:
+        """A RESULT, ERROR, stream ITEM or END for a request of ours."""
+        entry = self._pending.get(h.corr) if h.corr is not None else None
+        if entry is None:
+            if h.op == Op.ERROR and h.corr is None:
+                self._tell_failed(h, self.peers.decode(h, data))
+            return  # a late answer to a request given up on
+        if entry.node != h.src:
+            self.peers.drop(f"answer from {h.src!r} for a request sent to {entry.node!r}")
+            return
+        try:
+            value = self.peers.decode(h, data)
+        except DecodeError as exc:
+            self._pending.pop(h.corr, None)  # type: ignore[arg-type]
+            entry.fail(ActorError(f"undecodable answer: {exc}", actor=h.target))
+            return
+        op = h.op
+        if entry.queue is not None:
+            if op == Op.ITEM:
+                entry.queue.put_nowait(("item", value))
+            elif op == Op.END:
+                entry.queue.put_nowait(("end", None))
+            else:
+                entry.queue.put_nowait(("error", error_from_wire(value)))
+            return
+        del self._pending[h.corr]  # type: ignore[arg-type]
+        fut = entry.waiter
+        if op == Op.RESULT:
+            if not fut.done():
+                fut.set_result(value)
+            return
+        err = error_from_wire(value)
+        env = entry.env
+        if isinstance(err, ActorNotFound) and env is not None:
+            self.names.pop(env.target, None)
+            if not entry.retried:  # the actor may have moved: ask the head again, once
+                self.tasks.spawn(self._redeliver(env, err))
+                return
+        if not fut.done():
+            fut.set_exception(err)
+
+    def _tell_failed(self, h: Header, value: Any) -> None:
+        """A tell of ours was refused; one for an actor that moved is sent to its new home."""
+        err = error_from_wire(value)
+        tell = value.get("tell") if isinstance(value, dict) else None
+        if isinstance(err, ActorNotFound) and h.target:
+            self.names.pop(h.target, None)
+            if isinstance(tell, bytes):
+                sender = value.get("sender")
+                self.tasks.spawn(self._resend_tell(
+                    h.target, sender if isinstance(sender, str) else None, tell, h.src))
+                return
+        self.stats["tell_failed"] += 1
+        log.warning("a tell to %r failed: %s", h.target, err)
+
+    async def _resend_tell(self, target: str, sender: str | None, data: bytes, gone: str
+                           ) -> None:
+        try:
+            node = await self.locate(target, self.rpc_timeout, fresh=True)
+            if node == gone:
+                raise ActorNotFound(f"actor {target!r} is not on node {gone!r}", actor=target)
+            await self._tell_slot(node, self.rpc_timeout)
+            try:
+                await self.peers.send(node, Header(Op.TELL, self.node_id, None, target, sender),
+                                      data, self.rpc_timeout)
+            except BaseException:
+                self._inflight[node] -= 1
+                raise
+        except ActorError as exc:
+            self.stats["tell_failed"] += 1
+            log.warning("a tell to %r failed: %s", target, exc)
+
+    async def _redeliver(self, env: Envelope, err: ActorError) -> None:
+        try:
+            await self.deliver(env, self.rpc_timeout, fresh=True)
+        except Exception as exc:
+            if not env.waiter.done():
+                env.waiter.set_exception(exc if isinstance(exc, ActorError) else err)
+
+    # -- tell windows --------------------------------------------------------------------
+
+    def on_ack(self, h: Header, data: bytes) -> None:
+        """``h.src`` took some of our tells into mailboxes: open the window by as many."""
+        n = self.peers.decode(h, data)
+        if type(n) is not int or n <= 0:
+            raise FrameError("bad acknowledgement count")
+        left = self._inflight.get(h.src, 0) - n
+        self._inflight[h.src] = max(0, left)
+        waiters = self._tell_waiters.get(h.src)
+        while waiters and n > 0:
+            w = waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                n -= 1
+
+    async def _tell_slot(self, node: str, timeout: float) -> None:
+        """Wait (at most ``timeout``) until ``node`` has room for one more tell of ours."""
+        if self._inflight.get(node, 0) >= self.tell_window:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while self._inflight.get(node, 0) >= self.tell_window:
+                waiter = loop.create_future()
+                self._tell_waiters.setdefault(node, deque()).append(waiter)
+                try:
+                    async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                        await waiter
+                except TimeoutError:
+                    raise MailboxFull(f"node {node!r} took none of our last "
+                                      f"{self.tell_window} tells for {timeout:g}s") from None
+                finally:
+                    if not waiter.done():
+                        waiter.cancel()
+        self._inflight[node] = self._inflight.get(node, 0) + 1
+
+    # -- endings -------------------------------------------------------------------------
+
+    def peer_lost(self, node: str, err: ActorError) -> None:
+        """``node`` is gone: what waits on it fails with ``err``; its tell window closes."""
+        self._inflight.pop(node, None)
+        for waiter in self._tell_waiters.pop(node, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+        for corr, entry in list(self._pending.items()):
+            if entry.node == node:
+                if entry.queue is None:
+                    del self._pending[corr]
+                entry.fail(err)
+
+    def close(self, err: ActorError) -> None:
+        """Fail every pending request with ``err``."""
+        for entry in list(self._pending.values()):
+            entry.fail(err)
+        self._pending.clear()

@@ -1,0 +1,198 @@
+"""The peers of a node: where each listens, one DEALER link to each peer we talk to, sending
+(size limit, back-pressure), answering requests, and decoding or dropping what arrives."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from ..message import DecodeError, decode, encode
+from ..runtime import ActorError, MailboxFull, PeerLost
+from ._directory import Liveness
+from ._errors import PayloadTooLarge
+from ._frames import Header, Op, error_to_wire, to_frames
+from ._security import KeyPair
+
+__all__ = ["Link", "Peers"]
+
+log = logging.getLogger("agentplex.bus")
+
+_COPY_THRESHOLD = 64 * 1024
+_ANSWERS = frozenset({Op.RESULT, Op.ERROR, Op.ITEM, Op.END})
+
+
+class Link:
+    """The DEALER to one peer. Sends go out at once through a blocking-free shadow socket;
+    only when the high-water mark is reached do they queue (in order) and wait."""
+
+    __slots__ = ("backlog", "sock", "sync")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.sync: Any = zmq.Socket.shadow(sock.underlying)
+        self.backlog = 0
+
+    def try_send(self, frames: list[bytes], copy: bool) -> bool:
+        """Send now if the socket takes it without waiting; ``False`` otherwise."""
+        if self.backlog:
+            return False
+        try:
+            self.sync.send_multipart(frames, zmq.NOBLOCK, copy=copy)
+        except zmq.Again:
+            return False
+        return True
+
+    def queue(self, frames: list[bytes], copy: bool) -> asyncio.Future[Any]:
+        """Send after what is already queued; the future resolves once sent."""
+        self.backlog += 1
+        fut: asyncio.Future[Any] = self.sock.send_multipart(frames, copy=copy)
+        fut.add_done_callback(self._sent)
+        return fut
+
+    def _sent(self, fut: asyncio.Future[Any]) -> None:
+        self.backlog -= 1
+        if not fut.cancelled():
+            fut.exception()  # retrieved: a failure is reported by whoever awaited it
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+class Peers:
+    """Everything this node sends goes through here, and every payload it receives is
+    decoded here.
+
+    ``nodes`` is the address book (node id → endpoint and CURVE public key), kept up to date
+    from the head's directory; ``links`` the DEALER sockets opened so far; ``live`` when
+    each linked peer was last heard from. ``ctx`` is set when the transport starts.
+    """
+
+    def __init__(self, node_id: str, *, keys: KeyPair | None, hwm: int, max_message_size: int,
+                 heartbeat_timeout: float, stats: Counter[str]) -> None:
+        self.node_id = node_id
+        self.keys = keys
+        self.hwm = hwm
+        self.max_message_size = max_message_size
+        self.stats = stats
+        self.ctx: zmq.asyncio.Context | None = None
+        self.nodes: dict[str, tuple[str, str]] = {}
+        self.links: dict[str, Link] = {}
+        self.live = Liveness(heartbeat_timeout)
+
+    # -- links ---------------------------------------------------------------------------
+
+    def link(self, node: str) -> Link:
+        """The link to ``node``, connected on first use; :class:`PeerLost` if unknown."""
+        link = self.links.get(node)
+        if link is not None:
+            return link
+        info = self.nodes.get(node)
+        if info is None or self.ctx is None:
+            raise PeerLost(f"node {node!r} is not on the bus")
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, self.hwm)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        if self.keys is not None:
+            sock.curve_secretkey = self.keys.secret.encode("ascii")
+            sock.curve_publickey = self.keys.public.encode("ascii")
+            sock.curve_serverkey = info[1].encode("ascii")
+        sock.connect(info[0])
+        link = self.links[node] = Link(sock)
+        self.live.seen(node)
+        return link
+
+    def forget(self, node: str) -> None:
+        """Close the link to ``node`` and stop watching its heartbeat."""
+        link = self.links.pop(node, None)
+        if link is not None:
+            link.close()
+        self.live.forget(node)
+
+    def ping_all(self) -> None:
+        """Send a heartbeat to every linked peer."""
+        for node in list(self.links):
+            self.send_nowait(node, Header(Op.PING, self.node_id), b"")
+
+    def close(self) -> None:
+        """Close every link."""
+        for link in self.links.values():
+            link.close()
+        self.links.clear()
+
+    # -- sending -------------------------------------------------------------------------
+
+    def frames(self, header: Header, data: bytes) -> tuple[list[bytes], bool]:
+        """The frames of one message and whether to copy them; :class:`PayloadTooLarge`
+        over ``max_message_size``."""
+        self.check_size(header, data)
+        return to_frames(header, data), len(data) < _COPY_THRESHOLD
+
+    def check_size(self, header: Header, data: bytes) -> None:
+        """Raise :class:`PayloadTooLarge` when ``data`` is over ``max_message_size``."""
+        if len(data) > self.max_message_size:
+            raise PayloadTooLarge(
+                f"message of {len(data)} bytes exceeds max_message_size={self.max_message_size}",
+                actor=header.target)
+
+    async def send(self, node: str, header: Header, data: bytes, timeout: float) -> None:
+        """Send to ``node``, waiting at most ``timeout`` while its link is full (then
+        :class:`MailboxFull`)."""
+        frames, copy = self.frames(header, data)
+        link = self.link(node)
+        if link.try_send(frames, copy):
+            return
+        try:
+            await asyncio.wait_for(link.queue(frames, copy), timeout)
+        except TimeoutError:
+            raise MailboxFull(f"node {node!r} accepted nothing for {timeout:g}s",
+                              actor=header.target) from None
+
+    def send_nowait(self, node: str, header: Header, data: bytes) -> None:
+        """Send to ``node`` without waiting; a failure is counted and logged."""
+        try:
+            frames, copy = self.frames(header, data)
+            link = self.link(node)
+            if not link.try_send(frames, copy):
+                link.queue(frames, copy)
+        except Exception as exc:
+            self.stats["send_failed"] += 1
+            log.warning("could not send %s to node %r: %s", header.op, node, exc)
+
+    def answer(self, h: Header, op: str, data: bytes) -> None:
+        """Answer the request ``h`` (a tell is answered only with an error)."""
+        if h.corr is not None or op == Op.ERROR:
+            self.send_nowait(h.src, Header(op, self.node_id, h.corr, target=h.target), data)
+
+    def answer_error(self, h: Header, exc: BaseException, **extra: Any) -> None:
+        """Answer the request ``h`` with ``exc``, raised again at its sender."""
+        self.answer(h, Op.ERROR, encode({**error_to_wire(exc, h.target), **extra}))
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def drop(self, why: str) -> None:
+        """Count a bad frame that was dropped (logging the 1st, 2nd, 4th, 8th ...)."""
+        n = self.stats["dropped"] = self.stats["dropped"] + 1
+        if n & (n - 1) == 0:
+            log.warning("dropped a bad bus frame (%d so far): %s", n, why)
+
+    def decode(self, h: Header, data: bytes) -> Any:
+        """The payload of ``h``; :class:`DecodeError` (counted, and answered to a request's
+        sender) when it is not valid."""
+        if not data:
+            return None
+        try:
+            return decode(data, max_size=self.max_message_size)
+        except DecodeError as exc:
+            n = self.stats["bad_payload"] = self.stats["bad_payload"] + 1
+            if n & (n - 1) == 0:
+                log.warning("dropped an undecodable %s payload (%d so far): %s", h.op, n, exc)
+            if h.corr is not None and h.op not in _ANSWERS:
+                self.answer_error(h, ActorError(f"undecodable payload: {exc}", actor=h.target))
+            raise

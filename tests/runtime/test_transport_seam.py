@@ -1,0 +1,86 @@
+"""The runtime-transport seam stays closed: code outside ``agentplex/runtime`` reaches the
+runtime only through its public names, and the methods ``_transport.py`` lists for
+transports exist."""
+
+import ast
+import re
+from pathlib import Path
+
+import agentplex
+from agentplex.runtime import Runtime
+
+SRC = Path(agentplex.__file__).parent
+RUNTIME = SRC / "runtime"
+
+
+def _modules(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.py"))
+
+
+def _private_names_of_runtime() -> set[str]:
+    """Every ``_name`` the runtime defines: methods, attributes set on ``self``, slots."""
+    names: set[str] = set()
+    for path in _modules(RUNTIME):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names.add(node.value)  # __slots__ entries
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def _is_self(node: ast.expr) -> bool:
+    return isinstance(node, ast.Name) and node.id in ("self", "cls")
+
+
+def _private_module_imports(path: Path, package: str) -> list[str]:
+    """Imports of ``agentplex.<package>._private`` modules in ``path``."""
+    found = []
+    pattern = re.compile(rf"^(agentplex\.|\.\.){package}\._\w+")
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            if pattern.match(module):
+                found.append(f"{path.relative_to(SRC)}:{node.lineno} from {module}")
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if pattern.match(alias.name):
+                    found.append(f"{path.relative_to(SRC)}:{node.lineno} import {alias.name}")
+    return found
+
+
+def test_nothing_outside_the_runtime_reads_its_private_names() -> None:
+    """Transports (the in-process one included) and everything else outside the runtime."""
+    private = _private_names_of_runtime()
+    assert {"_cells", "_topics", "_route", "_cancel"} <= private  # the scan sees them
+    offences = []
+    for path in _modules(SRC):
+        if RUNTIME in path.parents and path.name != "_transport.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if (isinstance(node, ast.Attribute) and node.attr in private
+                    and not _is_self(node.value)):
+                offences.append(f"{path.relative_to(SRC)}:{node.lineno} .{node.attr}")
+    assert offences == []
+
+
+def test_no_private_runtime_or_bus_module_is_imported_from_outside() -> None:
+    offences = []
+    for package in ("runtime", "bus"):
+        for path in _modules(SRC):
+            if (SRC / package) not in path.parents:
+                offences += _private_module_imports(path, package)
+    assert offences == []
+
+
+def test_the_methods_listed_for_transports_are_public_runtime_methods() -> None:
+    doc = (RUNTIME / "_transport.py").read_text().split('"""')[1]
+    listed = set(re.findall(r"``(?:await )?runtime\.(\w+)", doc))
+    assert {"offer_local", "deliver_local", "publish_local", "interrupt_local", "accepts",
+            "names", "topics"} <= listed
+    runtime = Runtime()
+    for name in listed:
+        assert not name.startswith("_")
+        assert hasattr(runtime, name), name
