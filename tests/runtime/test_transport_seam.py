@@ -3,11 +3,17 @@ runtime only through its public names, and the methods ``_transport.py`` lists f
 transports exist."""
 
 import ast
+import asyncio
 import re
 from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
 
 import agentplex
-from agentplex.runtime import Runtime
+from agentplex.runtime import Actor, ActorNotFound, MailboxFull, Runtime
+from agentplex.runtime.lowlevel import Envelope, Kind
 
 SRC = Path(agentplex.__file__).parent
 RUNTIME = SRC / "runtime"
@@ -84,3 +90,49 @@ def test_the_methods_listed_for_transports_are_public_runtime_methods() -> None:
     for name in listed:
         assert not name.startswith("_")
         assert hasattr(runtime, name), name
+
+
+class _Slow(Actor):
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.seen: list[Any] = []
+
+    async def handle_call(self, message: Any) -> Any:
+        await self.gate.wait()
+        self.seen.append(message)
+        return message
+
+    async def handle_publish(self, topic: str, message: Any) -> None:
+        self.seen.append((topic, message))
+
+
+@pytest.mark.anyio
+async def test_the_methods_a_transport_calls_on_the_runtime() -> None:
+    async with Runtime(mailbox_size=1) as rt:
+        slow = _Slow()
+        await rt.spawn(slow, "slow")
+        assert rt.accepts("slow") and not rt.accepts("nobody")
+        loop = asyncio.get_running_loop()
+        first = Envelope(Kind.CALL, "slow", 1, waiter=loop.create_future())
+        assert rt.offer_local(first)
+        await asyncio.sleep(0)  # the handler takes it and waits at the gate
+        queued = Envelope(Kind.CALL, "slow", 2, waiter=loop.create_future())
+        assert rt.offer_local(queued)
+        assert not rt.offer_local(Envelope(Kind.TELL, "slow", 3))  # mailbox of 1 is full
+        with pytest.raises(MailboxFull):
+            await rt.deliver_local(Envelope(Kind.TELL, "slow", 3), 0.01)
+        with pytest.raises(ActorNotFound):
+            rt.offer_local(Envelope(Kind.TELL, "nobody", 0))
+        with pytest.raises(ActorNotFound):
+            await rt.deliver_local(Envelope(Kind.TELL, "nobody", 0), 1)
+        assert rt.interrupt_local(first)  # its caller gave up: the running handler stops
+        assert not rt.interrupt_local(Envelope(Kind.CALL, "nobody", 0))
+        slow.gate.set()
+        with anyio.fail_after(5):
+            assert await queued.waiter == 2
+        assert first.waiter.cancelled()
+        await rt.subscribe("news", "slow")
+        assert rt.topics() == ["news"] and rt.names() == ["slow"]
+        await rt.publish_local(Envelope(Kind.PUBLISH, "", "hello", topic="news"), 1)
+        await rt.idle()
+        assert slow.seen == [2, ("news", "hello")]
