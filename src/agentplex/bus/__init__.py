@@ -17,9 +17,9 @@ from ._worker import SpawnRefused, import_actor_class, module_allowed, resolve_a
 from ._zmq import HEAD, PayloadTooLarge, ZmqTransport
 
 __all__ = [
-    "HEAD",
     "Directory",
     "FrameError",
+    "HEAD",
     "InsecureBindError",
     "KeyPair",
     "PayloadTooLarge",

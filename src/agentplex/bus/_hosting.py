@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ..message import EncodeError, encode
 from ..runtime import ActorError, ActorNotFound, ActorStopped, HandlerError, MailboxFull
 from ..runtime.lowlevel import Envelope, Kind, StreamChannel
-from ..tracing import receive_context
+from ..tracing.lowlevel import receive_context
 from ._core import _Core, log
 from ._frames import (
     Header,

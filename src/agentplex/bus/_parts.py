@@ -11,7 +11,7 @@ import zmq.asyncio
 
 from ..runtime import ActorError, ActorStopped
 from ..runtime.lowlevel import Envelope
-from ..tracing import extract_context, send_headers
+from ..tracing.lowlevel import extract_context, send_headers
 
 __all__ = ["PayloadTooLarge"]
 
