@@ -340,7 +340,7 @@ class StallingModel(ChatModelBase):
         super().__init__("stalling", stream=True)
         self.streaming = asyncio.Event()
 
-    async def __call__(self, messages: Any, tools: Any = None, tool_choice: Any = None,
+    async def _call(self, messages: Any, tools: Any = None, tool_choice: Any = None,
                        structured_model: Any = None, **kwargs: Any) -> Any:
         async def chunks() -> AsyncGenerator[ChatResponse, None]:
             text = [TextBlock(text="Let me think about")]

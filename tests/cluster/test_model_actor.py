@@ -5,7 +5,8 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from agentplex import HandlerError, Msg, Runtime, ScriptedChatModel
-from agentplex.cluster import ModelActor, RemoteChatModel, schema_model
+from agentplex.cluster import ModelActor, RemoteChatModel
+from agentplex.cluster.lowlevel import schema_model
 from agentplex.model import ChatModelBase, ChatResponse, ChatResult, collect
 
 pytestmark = pytest.mark.anyio
@@ -21,7 +22,7 @@ class Slow(ChatModelBase):
         self.active = 0
         self.peak = 0
 
-    async def __call__(self, messages: Any, tools: Any = None, tool_choice: Any = None,
+    async def _call(self, messages: Any, tools: Any = None, tool_choice: Any = None,
                        structured_model: Any = None, **kwargs: Any) -> ChatResult:
         self.active += 1
         self.peak = max(self.peak, self.active)

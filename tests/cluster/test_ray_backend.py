@@ -9,7 +9,6 @@ import pytest
 
 from agentplex import connect
 from agentplex.cluster import (
-    MANAGER,
     ClusterClient,
     ClusterManager,
     RayCluster,
@@ -17,6 +16,7 @@ from agentplex.cluster import (
     Unschedulable,
     init,
 )
+from agentplex.cluster.lowlevel import MANAGER
 from agentplex.runtime import HandlerError
 from tests.support import pythonpath
 

@@ -1,6 +1,6 @@
 import pytest
 
-from agentplex.model import ResponseBuilder, parse_tool_arguments
+from agentplex.model.lowlevel import ResponseBuilder, parse_tool_arguments
 
 
 def test_builder_accumulates_text_thinking_and_tool_calls() -> None:

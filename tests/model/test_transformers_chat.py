@@ -11,12 +11,12 @@ from agentplex.message import Msg, TextBlock, ThinkingBlock, ToolResultBlock, To
 from agentplex.model import (
     ChatResponse,
     ModelNotAvailableError,
-    ResponseBuilder,
     TransformersChatModel,
     UnsupportedOptionError,
     init_chat_model,
 )
 from agentplex.model.local import OutputAssembler, split_output
+from agentplex.model.lowlevel import ResponseBuilder
 from tests.support.tiny_llama import EXAMPLES
 
 pytestmark = pytest.mark.anyio

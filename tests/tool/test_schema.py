@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal, Optional
 import pytest
 from pydantic import BaseModel, Field
 
-from agentplex.tool import function_schema, parse_docstring
+from agentplex.tool import function_schema
+from agentplex.tool.lowlevel import parse_docstring
 
 
 def google(city: str, days: int = 3, units: Literal["metric", "imperial"] = "metric") -> str:

@@ -1,6 +1,6 @@
 """Agents: actors that reply, observe and print; ReAct and user agents; memory; sessions."""
 
-from ._agent import HUB_TOPIC_PREFIX, AgentBase
+from ._agent import AgentBase
 from ._memory import InMemoryMemory, MemoryBase
 from ._middleware import AgentCall, Middleware, Next
 from ._react import FINISH_TOOL, ReActAgent
@@ -9,10 +9,9 @@ from ._state import StateModule
 from ._user import UserAgent, UserInput
 
 __all__ = [
-    "FINISH_TOOL",
-    "HUB_TOPIC_PREFIX",
     "AgentBase",
     "AgentCall",
+    "FINISH_TOOL",
     "InMemoryMemory",
     "MemoryBase",
     "Middleware",

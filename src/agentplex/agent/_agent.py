@@ -12,7 +12,7 @@ from typing import Any, ClassVar, TextIO
 from ..message import Msg, ThinkingBlock
 from ..runtime import Actor, ActorRef, get_runtime
 from ..runtime.lowlevel import current_cell
-from ..tracing import agent_span, observe, transcribe
+from ..tracing.lowlevel import agent_span, record_received, transcribe
 from ._middleware import AgentCall, Middleware, Next
 from ._state import StateModule
 
@@ -138,7 +138,7 @@ class AgentBase(StateModule, Actor):
                    args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self._depth += 1
         if args:
-            observe(args[0], self.name)
+            record_received(args[0], self.name)
         try:
             if method != "reply":
                 return await self._through_middleware(method, fn, args, kwargs)

@@ -17,7 +17,8 @@ from ..model import (
     ToolChoice,
     UnsupportedOptionError,
 )
-from ..tool import Toolkit, tidy_schema
+from ..tool import Toolkit
+from ..tool.lowlevel import tidy_schema
 from ._agent import AgentBase, _without_thinking
 from ._memory import InMemoryMemory, MemoryBase
 

@@ -16,9 +16,9 @@ from ._security import (
 from ._zmq import ZmqTransport
 
 __all__ = [
-    "HEAD",
     "Directory",
     "FrameError",
+    "HEAD",
     "InsecureBindError",
     "KeyPair",
     "PayloadTooLarge",

@@ -13,7 +13,7 @@ from typing import Any
 from ..message import DecodeError, encode
 from ..runtime import ActorError, ActorNotFound, CallTimeout, MailboxFull
 from ..runtime.lowlevel import Envelope, StreamChannel
-from ..tracing import extract_context, send_headers
+from ..tracing.lowlevel import extract_context, send_headers
 from ._directory import HEAD, Directory
 from ._errors import FrameError
 from ._frames import Header, Op, error_from_wire

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..message import EncodeError, encode
 from ..runtime import ActorError, ActorNotFound, ActorStopped, HandlerError, MailboxFull
 from ..runtime.lowlevel import Envelope, Kind, StreamChannel
-from ..tracing import receive_context
+from ..tracing.lowlevel import receive_context
 from ._allowlist import build_actor
 from ._errors import PayloadTooLarge
 from ._frames import Header, Op

@@ -5,41 +5,35 @@ Head and node daemons (placing actors on machines over the ZeroMQ bus) build on 
 
 from ._cluster import Cluster, init
 from ._detect import detect_gpus, detect_node, worker_environment
-from ._manager import MANAGER, BusNode, ClusterClient, ClusterManager, node_agent_name
-from ._model_actor import ModelActor, RemoteChatModel, schema_model
-from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, class_path
-from ._ray import RayCluster, label_resource
+from ._manager import ClusterClient, ClusterManager
+from ._model_actor import ModelActor, RemoteChatModel
+from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy
+from ._ray import RayCluster
 from ._resources import GPU, Bytes, NodeSpec, Resources, parse_bytes
 from ._scheduler import Placement, PlacementPolicy, Scheduler, Unschedulable
 
 __all__ = [
-    "MANAGER",
-    "BusNode",
+    "ActorSpec",
+    "Bytes",
+    "Cluster",
     "ClusterClient",
     "ClusterManager",
-    "node_agent_name",
-    "ActorSpec",
-    "Cluster",
-    "LocalNode",
-    "NodeHandle",
-    "RayCluster",
-    "RestartPolicy",
-    "class_path",
-    "init",
-    "label_resource",
     "GPU",
-    "Bytes",
+    "LocalNode",
     "ModelActor",
+    "NodeHandle",
     "NodeSpec",
     "Placement",
     "PlacementPolicy",
+    "RayCluster",
     "RemoteChatModel",
     "Resources",
+    "RestartPolicy",
     "Scheduler",
     "Unschedulable",
     "detect_gpus",
     "detect_node",
+    "init",
     "parse_bytes",
-    "schema_model",
     "worker_environment",
 ]

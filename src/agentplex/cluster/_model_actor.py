@@ -157,12 +157,12 @@ class RemoteChatModel(ChatModelBase):
                           for t in self._targets]
         return self._refs[index]
 
-    async def __call__(
+    async def _call(
         self,
         messages: Messages,
-        tools: list[dict[str, Any]] | None = None,
-        tool_choice: ToolChoice | None = None,
-        structured_model: type[BaseModel] | None = None,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: ToolChoice | None,
+        structured_model: type[BaseModel] | None,
         **kwargs: Any,
     ) -> ChatResult:
         request = _request(messages, tools, tool_choice, structured_model, kwargs)

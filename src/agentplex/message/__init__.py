@@ -13,22 +13,17 @@ from ._blocks import (
     ToolUseBlock,
     URLSource,
     VideoBlock,
-    block_adapter,
 )
 from ._codec import (
-    DEFAULT_MAX_SIZE,
-    FORMAT_VERSION,
     DecodeError,
     EncodeError,
     decode,
     encode,
-    register_model,
+    register_wire_type,
 )
 from ._msg import Msg, Role
 
 __all__ = [
-    "DEFAULT_MAX_SIZE",
-    "FORMAT_VERSION",
     "AudioBlock",
     "Base64Source",
     "Block",
@@ -45,8 +40,7 @@ __all__ = [
     "ToolUseBlock",
     "URLSource",
     "VideoBlock",
-    "block_adapter",
     "decode",
     "encode",
-    "register_model",
+    "register_wire_type",
 ]

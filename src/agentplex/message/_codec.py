@@ -27,7 +27,7 @@ __all__ = [
     "EncodeError",
     "decode",
     "encode",
-    "register_model",
+    "register_wire_type",
 ]
 
 FORMAT_VERSION = 1
@@ -51,7 +51,7 @@ class EncodeError(TypeError):
     """A value has no wire form (it is not msgpack-able and not a registered model)."""
 
 
-def register_model(cls: type[BaseModel], name: str | None = None) -> type[BaseModel]:
+def register_wire_type(cls: type[BaseModel], name: str | None = None) -> type[BaseModel]:
     """Let instances of the pydantic model ``cls`` cross the wire.
 
     ``name`` (default: the class's qualified import path) identifies the class on the wire;
@@ -121,7 +121,7 @@ def _default(obj: Any) -> Any:
         if name is None:
             raise EncodeError(
                 f"{type(obj).__qualname__} is not registered for the wire; "
-                "call agentplex.message.register_model() on it"
+                "call agentplex.message.register_wire_type() on it"
             )
         body = _pack_media(obj.model_dump(mode="json"))
         return msgpack.ExtType(_EXT_MODEL, _packb([name, body]))

@@ -4,7 +4,7 @@ The provider classes live in their own modules (``agentplex.model.openai`` and s
 are imported lazily from here, so that a provider's SDK is only imported when it is used.
 """
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from ._base import ChatModelBase, ChatResult, Messages, ToolChoice, collect
 from ._errors import (
@@ -20,42 +20,55 @@ from ._errors import (
 from ._registry import init_chat_model, register_provider
 from ._response import ChatResponse, ChatUsage
 from ._retry import RetryPolicy
-from ._scripted import Reply, ScriptedChatModel
-from ._stream import ResponseBuilder, parse_tool_arguments
-from .wrappers import FallbackError, FallbackModel, RateLimitedModel, RateLimiter, RetryingModel
+from ._scripted import ScriptedChatModel, ScriptedFunction, ScriptedOutput
+from .wrappers import (
+    FallbackError,
+    FallbackModel,
+    RateLimitedModel,
+    RateLimiter,
+    RetryingModel,
+    WrapperModel,
+)
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from .local import TransformersChatModel
 
 
 __all__ = [
+    "AnthropicChatModel",
     "AuthenticationError",
+    "AzureOpenAIChatModel",
     "ChatModelBase",
     "ChatResponse",
     "ChatResult",
     "ChatUsage",
+    "DashScopeChatModel",
     "FallbackError",
     "FallbackModel",
-    "RateLimitedModel",
-    "RateLimiter",
-    "RetryPolicy",
-    "RetryingModel",
+    "GeminiChatModel",
+    "HuggingFaceChatModel",
     "Messages",
     "ModelError",
     "ModelNotAvailableError",
     "ModelTimeoutError",
+    "OllamaChatModel",
+    "OpenAIChatModel",
     "ProviderError",
     "RateLimitError",
-    "Reply",
-    "ResponseBuilder",
+    "RateLimitedModel",
+    "RateLimiter",
+    "RetryPolicy",
+    "RetryingModel",
     "ScriptedChatModel",
+    "ScriptedFunction",
+    "ScriptedOutput",
     "StructuredOutputError",
     "ToolChoice",
     "TransformersChatModel",
     "UnsupportedOptionError",
+    "WrapperModel",
     "collect",
     "init_chat_model",
-    "parse_tool_arguments",
     "register_provider",
 ]
 
@@ -69,10 +82,9 @@ _PROVIDER_CLASSES = {
     "HuggingFaceChatModel": "huggingface",
     "TransformersChatModel": "local",  # the local engine: only when asked for
 }
-__all__ += [n for n in _PROVIDER_CLASSES if n not in __all__]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     """Import a provider class (and its SDK) on first use."""
     module = _PROVIDER_CLASSES.get(name)
     if module is None:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel
 
 from ..message import Msg
 from ..tracing import active_run, is_enabled
-from ._observe import observed_call
+from ._instrumentation import instrumented_call
 from ._response import ChatResponse
 
 __all__ = ["ChatModelBase", "ChatResult", "Messages", "ToolChoice", "collect"]
@@ -34,25 +33,20 @@ class ChatModelBase(ABC):
     :class:`ChatResponse` chunks (each with the whole response so far in ``content``, the
     new part in ``delta`` and ``is_last`` on the final one).
 
-    Every subclass's ``__call__`` is traced with a ``chat {model_name}`` span automatically;
-    wrappers that delegate to another model set ``traced = False`` to avoid a second span.
+    A provider implements :meth:`_call`. :meth:`__call__` is the one instrumented place: it
+    opens the ``chat {model_name}`` span around ``_call`` and, inside an experiment, counts
+    the call's usage and records (or replays) its response. Wrappers around other models
+    derive from :class:`WrapperModel`, whose ``__call__`` is not instrumented, so a stack of
+    wrappers still gives exactly one span and one count per call of the model doing the work.
     """
 
     provider: str = "unknown"
     """The provider name used in traces and errors (``openai``, ``anthropic``, ...)."""
-    traced: bool = True
 
     def __init__(self, model_name: str, stream: bool = False) -> None:
         self.model_name = model_name
         self.stream = stream
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        call = cls.__dict__.get("__call__")
-        if call is not None and cls.__dict__.get("traced", True) is not False:
-            cls.__call__ = _traced(call)  # type: ignore[method-assign,assignment]
-
-    @abstractmethod
     async def __call__(
         self,
         messages: Messages,
@@ -61,7 +55,22 @@ class ChatModelBase(ABC):
         structured_model: type[BaseModel] | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        """Answer ``messages``; see the class docstring for the return value."""
+        """Answer ``messages`` through :meth:`_call`, traced and (in an experiment) recorded."""
+        if active_run() is None and not is_enabled():
+            return await self._call(messages, tools, tool_choice, structured_model, **kwargs)
+        return await instrumented_call(self, messages, tools, tool_choice, structured_model,
+                                       kwargs)
+
+    @abstractmethod
+    async def _call(
+        self,
+        messages: Messages,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: ToolChoice | None,
+        structured_model: type[BaseModel] | None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """The provider's call, without instrumentation: see the class docstring."""
 
     async def batch(
         self,
@@ -104,14 +113,3 @@ async def collect(result: ChatResult) -> ChatResponse:
         raise RuntimeError("the model's stream ended without a single chunk")
     return last
 
-
-def _traced(
-    call: Callable[..., Awaitable[ChatResult]],
-) -> Callable[..., Awaitable[ChatResult]]:
-    @functools.wraps(call)
-    async def wrapper(self: ChatModelBase, *args: Any, **kwargs: Any) -> ChatResult:
-        if active_run() is None and not is_enabled():
-            return await call(self, *args, **kwargs)
-        return await observed_call(call, self, args, kwargs)
-
-    return wrapper

@@ -154,12 +154,12 @@ class HostedChatModel(ChatModelBase):
 
     # -- the call ----------------------------------------------------------------------
 
-    async def __call__(
+    async def _call(
         self,
         messages: Messages,
-        tools: list[dict[str, Any]] | None = None,
-        tool_choice: ToolChoice | None = None,
-        structured_model: type[BaseModel] | None = None,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: ToolChoice | None,
+        structured_model: type[BaseModel] | None,
         **kwargs: Any,
     ) -> ChatResult:
         choice = normalize_tool_choice(tool_choice, tools, self.provider, self.model_name)

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..message import ContentBlock, TextBlock, ThinkingBlock, ToolUseBlock, register_model
+from ..message import ContentBlock, TextBlock, ThinkingBlock, ToolUseBlock, register_wire_type
 
 __all__ = ["ChatResponse", "ChatUsage"]
 
@@ -17,7 +17,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-@register_model
+@register_wire_type
 class ChatUsage(BaseModel):
     """Token counts and wall time of one model call."""
 
@@ -38,7 +38,7 @@ class ChatUsage(BaseModel):
         )
 
 
-@register_model
+@register_wire_type
 class ChatResponse(BaseModel):
     """One chat model response, or one chunk of a streamed response.
 

@@ -19,12 +19,13 @@ from ._base import ChatModelBase, ChatResult, Messages, ToolChoice
 from ._response import ChatResponse, ChatUsage
 from ._stream import ResponseBuilder
 
-__all__ = ["Reply", "ScriptedChatModel"]
+__all__ = ["ScriptedChatModel", "ScriptedFunction", "ScriptedOutput"]
 
-Reply: TypeAlias = str | Block | Sequence[Block] | ChatResponse
+ScriptedOutput: TypeAlias = str | Block | Sequence[Block] | ChatResponse
 """What a script step may be: text, one block, several blocks, or a whole response."""
 
-ReplyFunction: TypeAlias = Callable[..., Reply | Awaitable[Reply]]
+ScriptedFunction: TypeAlias = Callable[..., ScriptedOutput | Awaitable[ScriptedOutput]]
+"""A script as a (sync or async) function of the messages and the call's arguments."""
 
 
 def _words(text: str) -> int:
@@ -60,7 +61,7 @@ class ScriptedChatModel(ChatModelBase):
 
     def __init__(
         self,
-        script: Sequence[Reply] | ReplyFunction,
+        script: Sequence[ScriptedOutput] | ScriptedFunction,
         *,
         stream: bool = False,
         cycle: bool = False,
@@ -75,12 +76,12 @@ class ScriptedChatModel(ChatModelBase):
         self.calls: list[dict[str, Any]] = []
         """Every call's arguments, for tests to inspect."""
 
-    async def __call__(
+    async def _call(
         self,
         messages: Messages,
-        tools: list[dict[str, Any]] | None = None,
-        tool_choice: ToolChoice | None = None,
-        structured_model: type[BaseModel] | None = None,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: ToolChoice | None,
+        structured_model: type[BaseModel] | None,
         **kwargs: Any,
     ) -> ChatResult:
         self.calls.append(
@@ -109,7 +110,7 @@ class ScriptedChatModel(ChatModelBase):
         tools: list[dict[str, Any]] | None,
         tool_choice: ToolChoice | None,
         structured_model: type[BaseModel] | None,
-    ) -> Reply:
+    ) -> ScriptedOutput:
         if self._function is not None:
             out = self._function(messages, tools=tools, tool_choice=tool_choice,
                                  structured_model=structured_model)
@@ -165,7 +166,7 @@ def _pieces(text: str) -> list[str]:
     return [p for p in pieces if p]
 
 
-def _blocks(reply: Reply) -> list[Block]:
+def _blocks(reply: ScriptedOutput) -> list[Block]:
     if isinstance(reply, str):
         return [TextBlock(text=reply)]
     if isinstance(reply, ChatResponse):

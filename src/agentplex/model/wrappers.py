@@ -1,7 +1,8 @@
 """Cross-cutting model wrappers: retries, a shared rate limiter, fallbacks.
 
-Each wrapper is itself a :class:`ChatModelBase` around another one, so they compose:
-``RateLimitedModel(RetryingModel(model), limiter)``.
+Each wrapper is a :class:`WrapperModel` around another model, so they compose:
+``RateLimitedModel(RetryingModel(model), limiter)``; only the models doing the work are
+traced and counted (see :class:`WrapperModel`).
 """
 
 from __future__ import annotations
@@ -20,22 +21,46 @@ from ._errors import ModelError, ModelTimeoutError, ProviderError
 from ._response import ChatResponse
 from ._retry import RetryPolicy
 
-__all__ = ["FallbackError", "FallbackModel", "RateLimitedModel", "RateLimiter", "RetryingModel"]
+__all__ = [
+    "FallbackError",
+    "FallbackModel",
+    "RateLimitedModel",
+    "RateLimiter",
+    "RetryingModel",
+    "WrapperModel",
+]
 
 
-class _Wrapper(ChatModelBase):
-    traced = False
+class WrapperModel(ChatModelBase):
+    """A model that delegates to ``model``: the base of retries, rate limits, fallbacks.
+
+    Its ``__call__`` runs :meth:`_call` without instrumentation: the wrapped model's own
+    ``__call__`` opens the ``chat`` span and does the experiment's accounting, so wrappers
+    stack in any order and each call of the model doing the work is traced and counted
+    exactly once. A subclass implements ``_call`` and calls ``self.model(...)`` in it.
+    """
 
     def __init__(self, model: ChatModelBase) -> None:
         super().__init__(model.model_name, model.stream)
         self.model = model
         self.provider = model.provider
 
+    async def __call__(
+        self,
+        messages: Messages,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: ToolChoice | None = None,
+        structured_model: type[BaseModel] | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """Answer through :meth:`_call`; the wrapped models trace their own calls."""
+        return await self._call(messages, tools, tool_choice, structured_model, **kwargs)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model!r})"
 
 
-class RetryingModel(_Wrapper):
+class RetryingModel(WrapperModel):
     """Retries ``model`` on 429, 5xx, timeouts and dropped connections.
 
     Backoff is exponential with jitter and honours the server's ``Retry-After``; a stream
@@ -54,12 +79,12 @@ class RetryingModel(_Wrapper):
         super().__init__(model)
         self.policy = policy or RetryPolicy(max_retries, base_delay, max_delay)
 
-    async def __call__(
+    async def _call(
         self,
         messages: Messages,
-        tools: list[dict[str, Any]] | None = None,
-        tool_choice: ToolChoice | None = None,
-        structured_model: type[BaseModel] | None = None,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: ToolChoice | None,
+        structured_model: type[BaseModel] | None,
         **kwargs: Any,
     ) -> ChatResult:
         async def once() -> ChatResult:
@@ -171,19 +196,19 @@ def estimate_tokens(messages: Messages) -> int:
     return math.ceil(chars / 4)
 
 
-class RateLimitedModel(_Wrapper):
+class RateLimitedModel(WrapperModel):
     """Calls ``model`` only when ``limiter`` (which many models may share) allows it."""
 
     def __init__(self, model: ChatModelBase, limiter: RateLimiter) -> None:
         super().__init__(model)
         self.limiter = limiter
 
-    async def __call__(
+    async def _call(
         self,
         messages: Messages,
-        tools: list[dict[str, Any]] | None = None,
-        tool_choice: ToolChoice | None = None,
-        structured_model: type[BaseModel] | None = None,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: ToolChoice | None,
+        structured_model: type[BaseModel] | None,
         **kwargs: Any,
     ) -> ChatResult:
         reserved = await self.limiter.acquire(estimate_tokens(messages))
@@ -226,7 +251,7 @@ class FallbackError(ModelError):
         self.errors = list(errors)
 
 
-class FallbackModel(_Wrapper):
+class FallbackModel(WrapperModel):
     """Tries ``models`` in order, moving on when one fails with a ``fallback_on`` error.
 
     A stream falls back only until its first chunk arrived.
@@ -242,12 +267,12 @@ class FallbackModel(_Wrapper):
         self.models = [model, *fallbacks]
         self.fallback_on = fallback_on
 
-    async def __call__(
+    async def _call(
         self,
         messages: Messages,
-        tools: list[dict[str, Any]] | None = None,
-        tool_choice: ToolChoice | None = None,
-        structured_model: type[BaseModel] | None = None,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: ToolChoice | None,
+        structured_model: type[BaseModel] | None,
         **kwargs: Any,
     ) -> ChatResult:
         errors: list[BaseException] = []

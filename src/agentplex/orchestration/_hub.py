@@ -6,11 +6,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ..agent import HUB_TOPIC_PREFIX, AgentBase
+from ..agent import AgentBase
+from ..agent.lowlevel import HUB_TOPIC_PREFIX
 from ..message import Msg
 from ..runtime import ActorRef, Runtime, get_runtime
 from ..runtime.lowlevel import current_cell
-from ..tracing import transcribe
+from ..tracing.lowlevel import transcribe
 
 __all__ = ["MsgHub", "Participant"]
 

@@ -14,7 +14,7 @@ from collections import deque
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from ..tracing import set_current_actor, use_context
+from ..tracing.lowlevel import set_current_actor, use_context
 from ._channel import StreamChannel
 from ._envelope import Envelope, Kind
 from ._errors import ActorStopped, HandlerError, MailboxFull

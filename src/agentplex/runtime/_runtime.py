@@ -11,7 +11,8 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
-from ..tracing import extract_context, is_enabled
+from ..tracing import is_enabled
+from ..tracing.lowlevel import extract_context
 from ._actor import Actor
 from ._cell import ActorCell, current_cell
 from ._deadlines import Deadlines

@@ -1,17 +1,17 @@
 """Tools: functions, classes and MCP servers an agent's model can call."""
 
 from ._mcp import HttpMCPClient, MCPClient, MCPToolFunction, StdIOMCPClient
-from ._response import OutputBlock, ToolResponse, to_tool_response
-from ._schema import FunctionSchema, function_schema, parse_docstring, tidy_schema
+from ._response import OutputBlock, ToolResponse
+from ._schema import FunctionSchema, function_schema
 from ._tool import Tool
 from ._toolkit import META_TOOL, RegisteredTool, ToolGroup, Toolkit
 
 __all__ = [
-    "META_TOOL",
     "FunctionSchema",
     "HttpMCPClient",
     "MCPClient",
     "MCPToolFunction",
+    "META_TOOL",
     "OutputBlock",
     "RegisteredTool",
     "StdIOMCPClient",
@@ -20,7 +20,4 @@ __all__ = [
     "ToolResponse",
     "Toolkit",
     "function_schema",
-    "parse_docstring",
-    "tidy_schema",
-    "to_tool_response",
 ]

@@ -13,7 +13,7 @@ import jsonschema
 from pydantic import ValidationError
 
 from ..message import TextBlock, ToolResultBlock, ToolUseBlock
-from ..tracing import tool_span
+from ..tracing.lowlevel import tool_span
 from ._response import ToolResponse, to_tool_response
 from ._schema import FunctionSchema, function_schema
 from ._tool import Tool

@@ -42,7 +42,7 @@ __all__ = [
     "Run",
     "active_run",
     "experiment",
-    "observe",
+    "record_received",
     "request_key",
     "transcribe",
 ]
@@ -141,7 +141,7 @@ class Run:
 
     # -- transcript (Lamport-ordered, so concurrent runs replay byte-identically) ----------
 
-    def observed(self, agent: str, msg_id: str) -> None:
+    def received(self, agent: str, msg_id: str) -> None:
         """``agent`` took in message ``msg_id``: its clock moves past that message's."""
         with self._lock:
             clock = self._clock_of.get(msg_id, 0)
@@ -221,14 +221,14 @@ def transcribe(msg: Msg | list[Msg] | Any, speaker: str | None) -> None:
                                                  include={"name", "role", "content", "metadata"}))
 
 
-def observe(msg: Msg | list[Msg] | Any, agent: str) -> None:
+def record_received(msg: Msg | list[Msg] | Any, agent: str) -> None:
     """Note that ``agent`` took in ``msg`` (for the transcript's causal order)."""
     run = _active
     if run is None:
         return
     for m in msg if isinstance(msg, list) else [msg]:
         if isinstance(m, Msg):
-            run.observed(agent, m.id)
+            run.received(agent, m.id)
 
 
 def _git_commit() -> str | None:

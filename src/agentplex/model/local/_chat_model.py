@@ -184,12 +184,12 @@ class TransformersChatModel(ChatModelBase):
 
     # -- the call ------------------------------------------------------------------------
 
-    async def __call__(
+    async def _call(
         self,
         messages: Messages,
-        tools: list[dict[str, Any]] | None = None,
-        tool_choice: ToolChoice | None = None,
-        structured_model: type[BaseModel] | None = None,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: ToolChoice | None,
+        structured_model: type[BaseModel] | None,
         **kwargs: Any,
     ) -> ChatResult:
         """Answer ``messages``; see the class docstring for the keyword arguments."""

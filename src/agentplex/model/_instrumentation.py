@@ -1,0 +1,190 @@
+"""What :meth:`ChatModelBase.__call__` does around a provider's call when someone watches.
+
+One ``chat {model}`` span per call; inside an experiment, the call's usage is counted and
+its response recorded — or, when the experiment replays a recorded run, the recorded
+response (or the recorded failure) is returned without calling the provider. Failures are
+recorded too, so that retries and fallbacks take the same path on replay.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from ..message import Msg
+from ..tracing import Run, active_run
+from ..tracing.lowlevel import (
+    content_attribute,
+    current_actor,
+    end_span,
+    request_key,
+    start_chat_span,
+    use_span,
+)
+from . import _errors
+from ._response import ChatResponse
+
+if TYPE_CHECKING:
+    from ._base import ChatModelBase, ChatResult, Messages, ToolChoice
+
+__all__ = ["instrumented_call", "request_payload"]
+
+_PARAMETERS = ("temperature", "top_p", "top_k", "max_tokens", "max_new_tokens", "seed",
+               "stop_sequences", "frequency_penalty", "presence_penalty")
+_ERROR_ATTRIBUTES = ("provider", "model", "status_code", "retryable", "retry_after", "raw")
+
+
+def request_payload(call: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-able description of a model request (message ids and times left out)."""
+    out: dict[str, Any] = {}
+    for key, value in call.items():
+        if key == "messages":
+            value = [m.model_dump(mode="json", include={"name", "role", "content"})
+                     if isinstance(m, Msg) else m for m in value]
+        elif isinstance(value, type) and issubclass(value, BaseModel):
+            value = {"model": value.__name__, "schema": value.model_json_schema()}
+        out[key] = value
+    return out
+
+
+async def instrumented_call(
+    model: ChatModelBase,
+    messages: Messages,
+    tools: list[dict[str, Any]] | None,
+    tool_choice: ToolChoice | None,
+    structured_model: type[BaseModel] | None,
+    kwargs: dict[str, Any],
+) -> ChatResult:
+    """Run ``model._call`` in a ``chat`` span; inside an experiment, count, record or replay."""
+    run = active_run()
+    call: dict[str, Any] = {"messages": messages}
+    if tools is not None:
+        call["tools"] = tools
+    if tool_choice is not None:
+        call["tool_choice"] = tool_choice
+    if structured_model is not None:
+        call["structured_model"] = structured_model
+    payload = request_payload(call | kwargs)
+    attrs = {f"gen_ai.request.{k}": v for k, v in kwargs.items()
+             if k in _PARAMETERS and isinstance(v, (int, float, str))}
+    span = start_chat_span(model.model_name, model.provider, **attrs)
+    captured = content_attribute(payload.get("messages"))
+    if captured is not None:
+        span.set_attribute("gen_ai.input.messages", captured)
+    # Keyed by the asking actor too: concurrent agents may send identical requests, and
+    # each must get its own recorded answer back.
+    key = request_key(model.model_name, [current_actor(), payload]) if run is not None else ""
+    if run is not None:
+        run.model_used(model.provider, model.model_name)
+    stream = bool(kwargs.get("stream", model.stream))
+    try:
+        if run is not None and run.replaying:
+            result: ChatResult = _replayed(run.replayed_response(key), stream)
+        else:
+            with use_span(span):
+                result = await model._call(messages, tools, tool_choice, structured_model,
+                                           **kwargs)
+    except Exception as exc:
+        _failed(span, run, key, [], exc)
+        raise
+    except BaseException as exc:
+        end_span(span, exc)
+        raise
+    if isinstance(result, ChatResponse):
+        _finish(span, run, key, [result])
+        return result
+    return _watch_stream(result, span, run, key)
+
+
+def _replayed(recorded: Any, stream: bool) -> ChatResult:
+    """A recorded answer: a list of chunks, or ``{"chunks": [...], "error": {...}}``."""
+    failure = recorded.get("error") if isinstance(recorded, dict) else None
+    raw = recorded.get("chunks", []) if isinstance(recorded, dict) else recorded
+    chunks = [ChatResponse.model_validate(c) for c in raw]
+    if failure is not None and (not stream or not chunks):
+        raise _rebuilt(failure)
+    if not stream:
+        return chunks[-1]
+
+    async def replay() -> AsyncGenerator[ChatResponse, None]:
+        for chunk in chunks:
+            yield chunk
+        if failure is not None:
+            raise _rebuilt(failure)
+
+    return replay()
+
+
+def _described(exc: Exception) -> dict[str, Any]:
+    """A JSON-able description of a failed call, enough to raise it again on replay."""
+    attrs = {a: getattr(exc, a) for a in _ERROR_ATTRIBUTES if hasattr(exc, a)}
+    return {"type": type(exc).__name__, "message": str(exc), "attributes": attrs}
+
+
+def _rebuilt(failure: dict[str, Any]) -> Exception:
+    """The recorded failure as an exception of the same class (a model error or builtin)."""
+    name, message = str(failure.get("type", "")), str(failure.get("message", ""))
+    cls = getattr(_errors, name, None) or getattr(builtins, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        cls = _errors.ModelError
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    for attr, value in (failure.get("attributes") or {}).items():
+        if attr in _ERROR_ATTRIBUTES:
+            setattr(exc, attr, value)
+    return exc
+
+
+async def _watch_stream(
+    stream: AsyncGenerator[ChatResponse, None], span: Any, run: Run | None, key: str
+) -> AsyncGenerator[ChatResponse, None]:
+    chunks: list[ChatResponse] = []
+    try:
+        async for chunk in stream:
+            chunks.append(chunk)
+            yield chunk
+    except Exception as exc:
+        _failed(span, run, key, chunks, exc)
+        raise
+    except BaseException as exc:  # closed early by its consumer, or cancelled
+        if run is not None and not run.replaying and chunks:
+            run.record_response(key, _dumped(chunks))
+        end_span(span, exc)
+        raise
+    finally:
+        await stream.aclose()
+    _finish(span, run, key, chunks)
+
+
+def _dumped(chunks: list[ChatResponse]) -> list[Any]:
+    return [c.model_dump(mode="json") for c in chunks]
+
+
+def _failed(span: Any, run: Run | None, key: str, chunks: list[ChatResponse],
+            exc: Exception) -> None:
+    if run is not None and not run.replaying:
+        run.record_response(key, {"chunks": _dumped(chunks), "error": _described(exc)})
+    end_span(span, exc)
+
+
+def _finish(span: Any, run: Run | None, key: str, chunks: list[ChatResponse]) -> None:
+    last = chunks[-1] if chunks else None
+    if last is not None:
+        span.set_attribute("gen_ai.response.id", last.id)
+        if last.finish_reason:
+            span.set_attribute("gen_ai.response.finish_reasons", [last.finish_reason])
+        if last.usage is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", last.usage.input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", last.usage.output_tokens)
+        captured = content_attribute([b.model_dump(mode="json") for b in last.content])
+        if captured is not None:
+            span.set_attribute("gen_ai.output.messages", captured)
+    if run is not None and last is not None:
+        usage = last.usage
+        run.count(usage.input_tokens if usage else 0, usage.output_tokens if usage else 0)
+        if not run.replaying:
+            run.record_response(key, _dumped(chunks))
+    end_span(span)

@@ -1,0 +1,10 @@
+"""Tool plumbing: reading docstrings, tidying JSON schemas, normalising tool results.
+
+Users build tools with :mod:`agentplex.tool` (``Toolkit``, ``Tool``, ``function_schema``);
+these helpers are what the toolkit and agents use underneath.
+"""
+
+from ._response import to_tool_response
+from ._schema import parse_docstring, tidy_schema
+
+__all__ = ["parse_docstring", "tidy_schema", "to_tool_response"]
