@@ -3,8 +3,8 @@
 Head and node daemons (placing actors on machines over the ZeroMQ bus) build on these.
 """
 
-from ._cluster import Cluster, init
 from ._detect import detect_gpus, detect_node, worker_environment
+from ._inprocess import Cluster, init
 from ._manager import MANAGER, BusNode, ClusterClient, ClusterManager, node_agent_name
 from ._model_actor import ModelActor, RemoteChatModel, schema_model
 from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, class_path

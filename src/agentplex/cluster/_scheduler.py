@@ -22,12 +22,13 @@ _EPS = 1e-9
 class Unschedulable(Exception):
     """No node can take the request now; ``reason`` says why for each node considered."""
 
-    def __init__(self, reason: str, *, ever: bool) -> None:
+    def __init__(self, reason: str, *, retryable: bool) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.ever = ever
-        """False when no node could take it even empty (refuse); True when it may fit
-        once other actors are released (queue)."""
+        self.retryable = retryable
+        """True when the request could fit once resources free up (waiting for other actors
+        to be released may place it); False when no node could hold it even empty (retrying
+        cannot help: refuse)."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class Scheduler:
         if policy not in ("pack", "spread"):
             raise ValueError(f"unknown placement policy {policy!r} (use 'pack' or 'spread')")
         reasons: list[str] = []
-        ever = False
+        retryable = False
         candidates: list[tuple[_NodeState, list[int]]] = []
         for node in self._nodes.values():
             if node_id is not None and node.spec.id != node_id:
@@ -151,7 +152,7 @@ class Scheduler:
             if why_never:
                 reasons.append(f"{node.spec.id}: {why_never}")
                 continue
-            ever = True
+            retryable = True
             gpus, why_now = self._fit(node, request)
             if why_now:
                 reasons.append(f"{node.spec.id}: {why_now}")
@@ -161,7 +162,7 @@ class Scheduler:
             if node_id is not None and node_id not in self._nodes:
                 reasons.append(f"no node {node_id!r}")
             detail = "; ".join(reasons) or "no nodes"
-            raise Unschedulable(f"cannot place {_describe(request)}: {detail}", ever=ever)
+            raise Unschedulable(f"cannot place {_describe(request)}: {detail}", retryable=retryable)
         loads = {id(n): n.load() for n, _ in candidates}
         if policy == "pack":
             node, gpus = max(candidates, key=lambda c: (loads[id(c[0])], c[0].spec.id))
