@@ -10,9 +10,10 @@ from typing import Any
 
 from ..runtime import Actor, ActorExists, ActorRef, InProcessNetwork, InProcessTransport, Runtime
 from ._detect import detect_node
+from ._errors import Unschedulable
 from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, class_path
 from ._resources import NodeSpec, Resources
-from ._scheduler import Placement, PlacementPolicy, Scheduler, Unschedulable
+from ._scheduler import Placement, PlacementPolicy, Scheduler
 
 __all__ = ["Cluster", "init"]
 

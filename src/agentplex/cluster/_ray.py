@@ -16,9 +16,10 @@ from typing import Any
 
 from ..bus import connect, import_actor_class
 from ..runtime import Actor, ActorExists, ActorRef, Runtime
+from ._errors import Unschedulable
 from ._node import RestartPolicy, class_path
 from ._resources import Resources
-from ._scheduler import Placement, PlacementPolicy, Unschedulable
+from ._scheduler import Placement, PlacementPolicy
 
 __all__ = ["RayCluster", "label_resource"]
 

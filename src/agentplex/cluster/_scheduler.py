@@ -11,24 +11,13 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ._errors import Unschedulable
 from ._resources import GPU, NodeSpec, Resources
 
-__all__ = ["Placement", "PlacementPolicy", "Scheduler", "Unschedulable"]
+__all__ = ["Placement", "PlacementPolicy", "Scheduler"]
 
 PlacementPolicy = Literal["pack", "spread"]
 _EPS = 1e-9
-
-
-class Unschedulable(Exception):
-    """No node can take the request now; ``reason`` says why for each node considered."""
-
-    def __init__(self, reason: str, *, retryable: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
-        """True when the request could fit once resources free up (waiting for other actors
-        to be released may place it); False when no node could hold it even empty (retrying
-        cannot help: refuse)."""
 
 
 @dataclass(frozen=True)
