@@ -1,6 +1,7 @@
-"""Helpers shared by the runtime benchmarks; stdlib only, so every peer venv can import it.
+"""Helpers shared by every benchmark script; stdlib only, so that the peers' scripts, which
+run in their own virtual environments without agentplex, import it too (by path).
 
-Every figure is printed as one JSON line::
+Every figure is printed as one JSON line, by :func:`emit` and nothing else::
 
     {"bench": "roundtrip", "impl": "asyncio", "n": 20000, "value": 251234.5, "unit": "calls/s"}
 
@@ -22,8 +23,9 @@ from typing import Any
 
 __all__ = [
     "SPAWN_LIMITS",
-    "Sizes",
     "Case",
+    "Sizes",
+    "bench_main",
     "emit",
     "measure_spawn",
     "rss_bytes",

@@ -29,6 +29,7 @@ import msgpack
 import zmq
 import zmq.asyncio
 
+from _benchlib import emit
 from agentplex import Actor, Runtime
 from agentplex.bus import KeyPair, ZmqTransport
 
@@ -47,7 +48,7 @@ class Sink(Actor):
 RESULTS: dict[tuple[str, str, str], tuple[int, float]] = {}
 
 
-def emit(bench: str, impl: str, n: int, value: float, unit: str) -> None:
+def record(bench: str, impl: str, n: int, value: float, unit: str) -> None:
     """Keep the best value of each figure over the rounds (others share this machine)."""
     key = (bench, impl, unit)
     if key not in RESULTS or RESULTS[key][1] < value:
@@ -56,8 +57,7 @@ def emit(bench: str, impl: str, n: int, value: float, unit: str) -> None:
 
 def print_results() -> None:
     for (bench, impl, unit), (n, value) in RESULTS.items():
-        print(json.dumps({"bench": bench, "impl": impl, "n": n, "value": round(value, 1),
-                          "unit": unit}), flush=True)
+        emit(bench, impl, n, value, unit)
     best = {(b, i): v for (b, i, _), (_, v) in RESULTS.items()}
     ratios = [
         ("sequential_call", "agentplex-zmq", "raw-pyzmq-msgpack-asyncio"),
@@ -70,9 +70,8 @@ def print_results() -> None:
     ]
     for bench, ours, base in ratios:
         if (bench, ours) in best and (bench, base) in best:
-            print(json.dumps({"bench": f"{bench}_ratio", "impl": f"{ours}/{base}", "n": 1,
-                              "value": round(best[bench, ours] / best[bench, base], 2),
-                              "unit": "x"}), flush=True)
+            emit(f"{bench}_ratio", f"{ours}/{base}", 1, best[bench, ours] / best[bench, base],
+                 "x")
 
 
 def run_peers(python: str, n: int) -> None:
@@ -82,7 +81,7 @@ def run_peers(python: str, n: int) -> None:
     for line in out.stdout.splitlines():
         if line.startswith("{"):
             r = json.loads(line)
-            emit(r["bench"], r["impl"], r["n"], r["value"], r["unit"])
+            record(r["bench"], r["impl"], r["n"], r["value"], r["unit"])
     if out.returncode:
         print(f"peer baselines failed: {out.stderr[-500:]}", file=sys.stderr)
 
@@ -121,19 +120,19 @@ async def bench_agentplex(endpoint: str, n: int, impl: str, keys: KeyPair | None
         t0 = time.perf_counter()
         for _ in range(n):
             await sink.call(payload)
-        emit("sequential_call", impl, n, n / (time.perf_counter() - t0), "calls/s")
+        record("sequential_call", impl, n, n / (time.perf_counter() - t0), "calls/s")
         m = n * 4
         t0 = time.perf_counter()
         for _ in range(m):
             await sink.tell(payload)
         await sink.call(payload)  # mailbox order: every tell was handled before this reply
-        emit("pipelined_tell", impl, m, m / (time.perf_counter() - t0), "msgs/s")
+        record("pipelined_tell", impl, m, m / (time.perf_counter() - t0), "msgs/s")
         t0 = time.perf_counter()
         window = 256
         for _ in range(m // window):
             await asyncio.gather(*(sink.call(payload) for _ in range(window)))
         done = (m // window) * window
-        emit("pipelined_call", impl, done, done / (time.perf_counter() - t0), "calls/s")
+        record("pipelined_call", impl, done, done / (time.perf_counter() - t0), "calls/s")
 
 
 async def bench_raw(endpoint: str, n: int) -> None:
@@ -148,16 +147,16 @@ async def bench_raw(endpoint: str, n: int) -> None:
     for _ in range(n):
         await sock.send(msgpack.packb(["call", payload]))
         msgpack.unpackb(await sock.recv())
-    emit("sequential_call", "raw-pyzmq-msgpack-asyncio", n, n / (time.perf_counter() - t0),
-         "calls/s")
+    record("sequential_call", "raw-pyzmq-msgpack-asyncio", n, n / (time.perf_counter() - t0),
+           "calls/s")
     m = n * 4
     t0 = time.perf_counter()
     for _ in range(m):
         await sock.send(msgpack.packb(["tell", payload]))
     await sock.send(msgpack.packb(["call", payload]))
     await sock.recv()
-    emit("pipelined_tell", "raw-pyzmq-msgpack-asyncio", m, m / (time.perf_counter() - t0),
-         "msgs/s")
+    record("pipelined_tell", "raw-pyzmq-msgpack-asyncio", m, m / (time.perf_counter() - t0),
+           "msgs/s")
     ctx.destroy(linger=0)
 
 

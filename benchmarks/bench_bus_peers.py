@@ -9,7 +9,6 @@ same run. Prints the same JSON lines as ``bench_bus.py``.
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import subprocess
@@ -18,12 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from _benchlib import emit
+
 PAYLOAD = {"text": "hello", "i": 1}
-
-
-def emit(bench: str, impl: str, n: int, value: float, unit: str) -> None:
-    print(json.dumps({"bench": bench, "impl": impl, "n": n, "value": round(value, 1),
-                      "unit": unit}), flush=True)
 
 
 # -- autogen-core gRPC ----------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -20,17 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from _benchlib import emit
 from agentplex import connect
 from agentplex.cluster import GPU, Cluster, ClusterClient, NodeSpec, Resources, Scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the actor spawned by path lives in tests/support/actors.py
 ACTOR = "tests.support.actors:Counter"
-
-
-def emit(bench: str, impl: str, n: int, value: float, unit: str, **extra: object) -> None:
-    print(json.dumps({"bench": bench, "impl": impl, "n": n, "value": round(value, 1),
-                      "unit": unit, **extra}), flush=True)
 
 
 def nodes() -> list[NodeSpec]:

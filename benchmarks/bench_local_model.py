@@ -29,12 +29,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from _benchlib import emit
+
 TOPICS = ["a cat", "the sea", "a robot", "winter", "a city", "music", "a garden", "the moon"]
-
-
-def emit(bench: str, impl: str, n: int, value: float, unit: str) -> None:
-    print(json.dumps({"bench": bench, "impl": impl, "n": n, "value": round(value, 3),
-                      "unit": unit}), flush=True)
 
 
 def prompt(i: int) -> list[dict[str, str]]:

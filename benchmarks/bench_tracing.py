@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 
+from _benchlib import emit
 from agentplex import AgentBase, Msg, Runtime, ScriptedChatModel
 from agentplex.model import collect
 from agentplex.tracing import configure_tracing, dispatcher, experiment, is_enabled
@@ -86,13 +87,11 @@ def main() -> None:
             value = json.loads(out.stdout)["seconds_per_call"]
             best[mode] = min(best.get(mode, value), value)
     for mode, value in best.items():
-        print(json.dumps({"bench": "agent_call_with_model", "impl": f"agentplex ({MODES[mode]})",
-                          "n": args.calls, "value": round(1 / value), "unit": "calls/s (CPU)",
-                          "us_per_call": round(value * 1e6, 1)}))
+        emit("agent_call_with_model", f"agentplex ({MODES[mode]})", args.calls, 1 / value,
+             "calls/s (CPU)", us_per_call=round(value * 1e6, 1))
     for mode in ("file", "experiment"):
-        print(json.dumps({"bench": "tracing_overhead", "impl": f"agentplex ({MODES[mode]})",
-                          "n": args.calls, "value": round(100 * (best[mode] / best["off"] - 1), 1),
-                          "unit": "% more CPU per call than no tracer"}))
+        emit("tracing_overhead", f"agentplex ({MODES[mode]})", args.calls,
+             100 * (best[mode] / best["off"] - 1), "% more CPU per call than no tracer")
 
 
 if __name__ == "__main__":

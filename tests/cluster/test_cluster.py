@@ -48,7 +48,7 @@ async def test_what_cannot_fit_is_refused_or_queued_with_its_reason() -> None:
     async with await four_nodes() as cluster:
         with pytest.raises(Unschedulable, match=r"no 1 GPU.*with 40\.0GiB") as info:
             await cluster.spawn(COUNTER, resources=Resources(gpus=1, gpu_memory="40GiB"))
-        assert not info.value.ever
+        assert not info.value.retryable
         hogs = [await cluster.spawn(COUNTER, name=f"hog{i}", resources=Resources(gpus=1))
                 for i in range(4)]
         with pytest.raises(Unschedulable):

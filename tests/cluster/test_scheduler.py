@@ -52,7 +52,7 @@ def test_gpu_requests_go_to_gpu_nodes_and_never_overcommit() -> None:
         ("gpu-a", (0,)), ("gpu-a", (1,)), ("gpu-b", (0,)), ("gpu-b", (1,))]
     with pytest.raises(Unschedulable) as info:
         s.place(Resources(gpus=1, gpu_memory="20GiB"))
-    assert info.value.ever  # would fit once something is released: queue it
+    assert info.value.retryable  # would fit once something is released: queue it
     assert "0 GPU(s)" in info.value.reason and "cpu-a: has 0 GPUs" in info.value.reason
     s.release(placed[0])
     again = s.place(Resources(gpus=1, gpu_memory="20GiB"))
@@ -75,7 +75,7 @@ def test_requests_that_can_never_fit_are_refused_with_reasons() -> None:
     s = cluster()
     with pytest.raises(Unschedulable) as info:
         s.place(Resources(gpus=1, gpu_memory="40GiB"))
-    assert not info.value.ever
+    assert not info.value.retryable
     assert "no 1 GPU(s) with 40.0GiB" in info.value.reason
     with pytest.raises(Unschedulable, match="has 2 GPUs, 4 requested"):
         s.place(Resources(gpus=4))

@@ -64,7 +64,7 @@ async def _demo(agents: int, rounds: int, model_spec: str, discussion: bool,
     from ..orchestration import stream_printing_messages
     from ..runtime import Runtime
     from ..tracing import experiment
-    from ._game import GameResult, GameStats, make_players, play, scripted_players_model
+    from ._demo import GameResult, GameStats, make_players, play, scripted_players_model
 
     console = Console()
     console.print(f"[bold]agentplex demo[/]: {agents} players, {rounds} rounds, "
@@ -113,7 +113,7 @@ def _quiet_transformers() -> None:
 
 
 def _summary(console: Console, result: object, agents: int, run_dir: Path) -> None:
-    from ._game import GameResult
+    from ._demo import GameResult
 
     assert isinstance(result, GameResult)
     for r in result.rounds:

@@ -3,14 +3,15 @@
 Head and node daemons (placing actors on machines over the ZeroMQ bus) build on these.
 """
 
-from ._cluster import Cluster, init
 from ._detect import detect_gpus, detect_node, worker_environment
+from ._errors import Unschedulable
+from ._inprocess import Cluster, init
 from ._manager import ClusterClient, ClusterManager
 from ._model_actor import ModelActor, RemoteChatModel
 from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy
 from ._ray import RayCluster
 from ._resources import GPU, Bytes, NodeSpec, Resources, parse_bytes
-from ._scheduler import Placement, PlacementPolicy, Scheduler, Unschedulable
+from ._scheduler import Placement, PlacementPolicy, Scheduler
 
 __all__ = [
     "ActorSpec",

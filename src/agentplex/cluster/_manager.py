@@ -16,7 +16,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ..runtime import Actor, ActorError, ActorRef, Runtime
-from ._cluster import Cluster
+from ._inprocess import Cluster
 from ._node import ActorSpec, NodeHandle, RestartPolicy, class_path
 from ._resources import NodeSpec, Resources
 from ._scheduler import PlacementPolicy

@@ -16,9 +16,10 @@ from typing import Any
 
 from ..bus import connect, import_actor_class
 from ..runtime import Actor, ActorExists, ActorRef, Runtime
+from ._errors import Unschedulable
 from ._node import RestartPolicy, class_path
 from ._resources import Resources
-from ._scheduler import Placement, PlacementPolicy, Unschedulable
+from ._scheduler import Placement, PlacementPolicy
 
 __all__ = ["RayCluster", "label_resource"]
 
@@ -157,7 +158,7 @@ class RayCluster:
         except TimeoutError:
             ray.kill(host)
             raise Unschedulable(f"Ray did not place {name!r} ({request}) within {limit:g}s",
-                                ever=True) from None
+                                retryable=True) from None
         except BaseException:
             ray.kill(host)
             raise
@@ -180,7 +181,8 @@ class RayCluster:
             if not missing:
                 return
             reasons.append(f"{n['NodeID'][:12]}: lacks {', '.join(missing)}")
-        raise Unschedulable("no Ray node can ever hold this: " + "; ".join(reasons), ever=False)
+        raise Unschedulable("no Ray node can ever hold this: " + "; ".join(reasons),
+                            retryable=False)
 
     def where(self, name: str) -> dict[str, Any] | None:
         """The Ray node, GPU ids and ``CUDA_VISIBLE_DEVICES`` of actor ``name``."""

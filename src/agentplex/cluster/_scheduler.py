@@ -11,23 +11,13 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ._errors import Unschedulable
 from ._resources import GPU, NodeSpec, Resources
 
-__all__ = ["Placement", "PlacementPolicy", "Scheduler", "Unschedulable"]
+__all__ = ["Placement", "PlacementPolicy", "Scheduler"]
 
 PlacementPolicy = Literal["pack", "spread"]
 _EPS = 1e-9
-
-
-class Unschedulable(Exception):
-    """No node can take the request now; ``reason`` says why for each node considered."""
-
-    def __init__(self, reason: str, *, ever: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.ever = ever
-        """False when no node could take it even empty (refuse); True when it may fit
-        once other actors are released (queue)."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +128,7 @@ class Scheduler:
         if policy not in ("pack", "spread"):
             raise ValueError(f"unknown placement policy {policy!r} (use 'pack' or 'spread')")
         reasons: list[str] = []
-        ever = False
+        retryable = False
         candidates: list[tuple[_NodeState, list[int]]] = []
         for node in self._nodes.values():
             if node_id is not None and node.spec.id != node_id:
@@ -151,7 +141,7 @@ class Scheduler:
             if why_never:
                 reasons.append(f"{node.spec.id}: {why_never}")
                 continue
-            ever = True
+            retryable = True
             gpus, why_now = self._fit(node, request)
             if why_now:
                 reasons.append(f"{node.spec.id}: {why_now}")
@@ -161,7 +151,7 @@ class Scheduler:
             if node_id is not None and node_id not in self._nodes:
                 reasons.append(f"no node {node_id!r}")
             detail = "; ".join(reasons) or "no nodes"
-            raise Unschedulable(f"cannot place {_describe(request)}: {detail}", ever=ever)
+            raise Unschedulable(f"cannot place {_describe(request)}: {detail}", retryable=retryable)
         loads = {id(n): n.load() for n, _ in candidates}
         if policy == "pack":
             node, gpus = max(candidates, key=lambda c: (loads[id(c[0])], c[0].spec.id))

@@ -1,5 +1,6 @@
-""":class:`Cluster`: spawn actors by declared resources onto nodes, and bring them back
-when a node dies."""
+""":class:`Cluster`, the cluster as its head's process holds it: spawn actors by declared
+resources onto nodes, and bring them back when a node dies; :func:`init` starts one in this
+process."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from typing import Any
 
 from ..runtime import Actor, ActorExists, ActorRef, InProcessNetwork, InProcessTransport, Runtime
 from ._detect import detect_node
+from ._errors import Unschedulable
 from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, class_path
 from ._resources import NodeSpec, Resources
-from ._scheduler import Placement, PlacementPolicy, Scheduler, Unschedulable
+from ._scheduler import Placement, PlacementPolicy, Scheduler
 
 __all__ = ["Cluster", "init"]
 
@@ -160,7 +162,7 @@ class Cluster:
                                             labels=spec.labels, node_id=spec.node)
             except Unschedulable as exc:
                 remaining = None if deadline is None else deadline - loop.time()
-                if not exc.ever or remaining is None or remaining <= 0:
+                if not exc.retryable or remaining is None or remaining <= 0:
                     raise
                 async with self._freed:
                     try:

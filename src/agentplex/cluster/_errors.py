@@ -1,0 +1,30 @@
+"""Typed errors of the cluster.
+
+::
+
+    Exception
+    └── Unschedulable     no node can take a resource request now; ``retryable`` says
+                          whether it could fit once resources free up
+
+Cluster calls also raise the runtime's errors (:class:`~agentplex.runtime.ActorExists` when
+the name is taken), ``ValueError`` for malformed input (a size such as ``"8GB?"``, an
+unknown placement policy or backend) and ``ImportError`` for the Ray backend without the
+``ray`` extra. Through a head (:class:`~agentplex.cluster.ClusterClient`) a refusal
+arrives as the runtime's :class:`~agentplex.runtime.HandlerError` naming the remote error.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Unschedulable"]
+
+
+class Unschedulable(Exception):
+    """No node can take the request now; ``reason`` says why for each node considered."""
+
+    def __init__(self, reason: str, *, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        """True when the request could fit once resources free up (waiting for other actors
+        to be released may place it); False when no node could hold it even empty (retrying
+        cannot help: refuse)."""
