@@ -44,7 +44,7 @@ def _is_self(node: ast.expr) -> bool:
 def _private_module_imports(path: Path, package: str) -> list[str]:
     """Imports of ``agentplex.<package>._private`` modules in ``path``."""
     found = []
-    pattern = re.compile(rf"^(agentplex\.|\.\.){package}\._\w+")
+    pattern = re.compile(rf"^(agentplex\.|\.{{1,2}}){package}\._\w+")
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.ImportFrom):
             module = "." * node.level + (node.module or "")
@@ -72,9 +72,13 @@ def test_nothing_outside_the_runtime_reads_its_private_names() -> None:
     assert offences == []
 
 
-def test_no_private_runtime_or_bus_module_is_imported_from_outside() -> None:
+PACKAGES = sorted(p.name for p in SRC.iterdir() if (p / "__init__.py").exists())
+
+
+def test_no_package_imports_another_packages_private_modules() -> None:
+    assert {"runtime", "bus", "model", "cluster", "tracing"} <= set(PACKAGES)
     offences = []
-    for package in ("runtime", "bus"):
+    for package in PACKAGES:
         for path in _modules(SRC):
             if (SRC / package) not in path.parents:
                 offences += _private_module_imports(path, package)

@@ -1,14 +1,12 @@
 """The ZeroMQ bus: the same actors across processes and machines, msgpack on the wire,
 CurveZMQ security, heartbeats and a head-kept name directory."""
 
-from ._allowlist import import_actor_class, module_allowed, resolve_actor_class
 from ._connect import connect
 from ._directory import HEAD, Directory
 from ._errors import FrameError, InsecureBindError, PayloadTooLarge, SpawnRefused
 from ._security import (
     KeyPair,
     generate_keys,
-    is_loopback,
     keypair_from_env,
     load_keypair,
     load_public_key,
@@ -26,11 +24,7 @@ __all__ = [
     "ZmqTransport",
     "connect",
     "generate_keys",
-    "import_actor_class",
-    "is_loopback",
     "keypair_from_env",
     "load_keypair",
     "load_public_key",
-    "module_allowed",
-    "resolve_actor_class",
 ]

@@ -57,7 +57,7 @@ def head(
         help="With --backend ray: the Ray cluster (e.g. auto); default: a local Ray.")] = None,
 ) -> None:
     """Run the head: the bus's directory and the cluster's scheduler."""
-    from ..cluster._daemon import run_head
+    from ..cluster.lowlevel import run_head
 
     options = _security(keys, None, allow_key)
     if backend not in ("local", "ray"):
@@ -86,7 +86,7 @@ def node(
 ) -> None:
     """Join a cluster: report this machine's resources and host the actors placed here."""
     from ..cluster import detect_node
-    from ..cluster._daemon import run_node
+    from ..cluster.lowlevel import run_node
 
     spec = detect_node(node_id, gpus=gpus, gpu_memory=gpu_memory, cpus=cpus,
                        labels=_labels(label))

@@ -18,7 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..bus import connect, resolve_actor_class
+from ..bus import connect
+from ..bus.lowlevel import resolve_actor_class
 from ..runtime import Actor, ActorError, Runtime
 from ._detect import worker_environment
 from ._manager import MANAGER, ClusterManager, node_agent_name

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..bus import import_actor_class
+from ..bus.lowlevel import import_actor_class
 from ..runtime import Actor, InProcessNetwork, InProcessTransport, Runtime
 from ._resources import NodeSpec, Resources
 from ._scheduler import Placement, PlacementPolicy

@@ -14,7 +14,8 @@ import asyncio
 import os
 from typing import Any
 
-from ..bus import connect, import_actor_class
+from ..bus import connect
+from ..bus.lowlevel import import_actor_class
 from ..runtime import Actor, ActorExists, ActorRef, Runtime
 from ._errors import Unschedulable
 from ._node import RestartPolicy, class_path
