@@ -5,8 +5,13 @@ from ._response import OutputBlock, ToolResponse
 from ._schema import FunctionSchema, function_schema
 from ._tool import Tool
 from ._toolkit import META_TOOL, RegisteredTool, ToolGroup, Toolkit
+from ._types import AgentAudio, AgentImage, AgentText, AgentType
 
 __all__ = [
+    "AgentAudio",
+    "AgentImage",
+    "AgentText",
+    "AgentType",
     "FunctionSchema",
     "HttpMCPClient",
     "MCPClient",

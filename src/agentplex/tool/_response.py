@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -10,22 +9,17 @@ from typing import Any, TypeAlias
 
 from pydantic import BaseModel
 
-from ..message import (
-    AudioBlock,
-    Base64Source,
-    ImageBlock,
-    TextBlock,
-    ToolResultBlock,
-    VideoBlock,
-)
+from ..message import AudioBlock, ImageBlock, TextBlock, ToolResultBlock, VideoBlock
+from ._types import AgentType, as_numpy, is_array, media_block
 
 __all__ = ["OutputBlock", "ToolResponse", "to_tool_response"]
 
 OutputBlock: TypeAlias = TextBlock | ImageBlock | AudioBlock | VideoBlock
 """The blocks a tool result may hold."""
 
-_MEDIA: dict[str, type[ImageBlock | AudioBlock | VideoBlock]] = {
-    "image": ImageBlock, "audio": AudioBlock, "video": VideoBlock}
+_BLOCKS = (TextBlock, ImageBlock, AudioBlock, VideoBlock)
+_ARRAY_AS_JSON = 4096
+"""Arrays up to this many elements return as JSON lists; larger ones as a summary."""
 
 
 @dataclass
@@ -64,48 +58,51 @@ class ToolResponse:
         return cls(content=[TextBlock(text=text)], is_error=True)
 
 
-def to_tool_response(value: Any, media: str | None = None) -> ToolResponse:
+def to_tool_response(value: Any, media: str | None = None,
+                     samplerate: int = 16000) -> ToolResponse:
     """Turn what a tool returned into a :class:`ToolResponse`.
 
-    Accepts a response, a string, a block or a list of blocks, bytes (wrapped as ``media``
-    — ``image``, ``audio`` or ``video`` — when given), a pydantic model or anything JSON
-    can encode (dumped as text).
+    Accepts a response, a string, a block, an agent type, a PIL image, audio as a
+    Transformers pipeline dict (``{"audio": ..., "sampling_rate": ...}``), encoded media
+    bytes (recognised by their first bytes), a list or tuple of those (one block each), a
+    pydantic model or anything JSON can encode (dumped as text). ``media`` (``image``,
+    ``audio`` or ``video``: the tool's declared output) makes bytes, arrays and tensors
+    that medium, audio at ``samplerate`` unless a ``(samplerate, array)`` pair says
+    otherwise; other arrays return as JSON lists (or a summary when large).
     """
     if isinstance(value, ToolResponse):
         return value
     if value is None:
         return ToolResponse(content=[])
-    if isinstance(value, TextBlock | ImageBlock | AudioBlock | VideoBlock):
-        return ToolResponse(content=[value])
-    if isinstance(value, list) and value and all(
-        isinstance(b, (TextBlock, ImageBlock, AudioBlock, VideoBlock)) for b in value
-    ):
-        return ToolResponse(content=list(value))
-    if isinstance(value, bytes) and media in _MEDIA:
-        kind = media or "image"
-        source = Base64Source(media_type=_sniff(value, kind),
-                              data=base64.b64encode(value).decode("ascii"))
-        return ToolResponse(content=[_MEDIA[kind](source=source)])
+    return ToolResponse(content=_blocks(value, media, samplerate))
+
+
+def _blocks(value: Any, media: str | None, samplerate: int) -> list[OutputBlock]:
+    if isinstance(value, _BLOCKS):
+        return [value]
+    if isinstance(value, AgentType):
+        return [value.to_block()]
     if isinstance(value, str):
-        return ToolResponse(content=[TextBlock(text=value)])
+        return [TextBlock(text=value)]
+    block = media_block(value, media, samplerate)
+    if block is not None:
+        return [block]
+    if isinstance(value, (list, tuple)) and value and any(
+            isinstance(v, (*_BLOCKS, AgentType)) or media_block(v) is not None for v in value):
+        return [b for v in value for b in _blocks(v, None, samplerate)]
     if isinstance(value, BaseModel):
-        return ToolResponse(content=[TextBlock(text=value.model_dump_json())])
+        return [TextBlock(text=value.model_dump_json())]
+    if is_array(value):
+        return [TextBlock(text=_array_text(value))]
     try:
         text = json.dumps(value, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
         text = str(value)
-    return ToolResponse(content=[TextBlock(text=text)])
+    return [TextBlock(text=text)]
 
 
-def _sniff(data: bytes, kind: str) -> str:
-    if data.startswith(b"\x89PNG"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    if data.startswith(b"GIF8"):
-        return "image/gif"
-    if data.startswith(b"RIFF") and data[8:12] == b"WAVE":
-        return "audio/wav"
-    if data.startswith((b"ID3", b"\xff\xfb")):
-        return "audio/mpeg"
-    return {"image": "image/png", "audio": "audio/wav", "video": "video/mp4"}[kind]
+def _array_text(value: Any) -> str:
+    array = as_numpy(value)
+    if array.size <= _ARRAY_AS_JSON:
+        return json.dumps(array.tolist())
+    return f"array of shape {list(array.shape)} and dtype {array.dtype}: {array!r}"

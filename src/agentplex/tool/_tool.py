@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from ._schema import FunctionSchema, function_schema
@@ -21,9 +22,11 @@ class Tool:
     ``forward``'s signature and docstring, or from ``inputs`` when it is set: a mapping of
     input name to a JSON schema (``{"type": "string", "description": ...}``; the modalities
     ``text`` / ``image`` / ``audio`` / ``video`` are accepted as types and mean a string,
-    such as a path or URL). Inputs with a ``default`` are optional. ``outputs`` lists what
-    ``forward`` returns: ``text``, or ``image`` / ``audio`` / ``video`` to wrap returned
-    bytes as that medium.
+    such as a path or URL). Inputs with a ``default`` are optional. Transformers-4.37-style
+    ``inputs = ["text", "image"]`` (one modality per ``forward`` parameter, in order) is
+    accepted too: names, defaults and docs then come from ``forward``. ``outputs`` lists
+    what ``forward`` returns: ``text``, or ``image`` / ``audio`` / ``video`` to turn returned
+    bytes, arrays and tensors into that medium (audio at ``samplerate``).
 
     :meth:`setup` runs once, on first use, not at construction: put expensive work there
     (loading a model, opening a connection).
@@ -31,8 +34,10 @@ class Tool:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    inputs: ClassVar[dict[str, dict[str, Any]] | None] = None
+    inputs: ClassVar[dict[str, dict[str, Any]] | list[str] | None] = None
     outputs: ClassVar[list[str]] = ["text"]
+    samplerate: ClassVar[int] = 16000
+    """Sample rate of audio returned as a bare array (``outputs = ["audio"]``)."""
 
     def __init__(self) -> None:
         self.is_initialized = False
@@ -65,14 +70,28 @@ class Tool:
                 await result
             self.is_initialized = True
 
-    def schema(self) -> FunctionSchema:
-        """The tool's name, description and argument schema."""
+    def schema(self, preset: Iterable[str] = ()) -> FunctionSchema:
+        """The tool's name, description and argument schema, without the ``preset``
+        arguments (those the toolkit always passes itself)."""
+        hidden = set(preset)
         name = self.name or type(self).__name__
+        description = self.description or None
         if self.inputs is None:
-            return function_schema(self.forward, name=name, description=self.description or None)
+            return function_schema(self.forward, name=name, description=description,
+                                   preset=hidden)
+        if isinstance(self.inputs, (list, tuple)):
+            return self._schema_from_modalities(list(self.inputs), name, description, hidden)
+        if not isinstance(self.inputs, dict):
+            raise TypeError(f"{type(self).__name__}.inputs must be a dict of input name to "
+                            f"schema or a list of modalities, not {type(self.inputs).__name__}")
         properties: dict[str, Any] = {}
         required: list[str] = []
         for key, spec in self.inputs.items():
+            if key in hidden:
+                continue
+            if not isinstance(spec, dict):
+                raise TypeError(f"{type(self).__name__}.inputs[{key!r}] must be a JSON schema "
+                                f"dict, not {type(spec).__name__}")
             prop = dict(spec)
             kind = prop.get("type")
             if isinstance(kind, str) and kind in _MODALITY_TYPES:
@@ -85,6 +104,27 @@ class Tool:
         if required:
             parameters["required"] = required
         return FunctionSchema(name=name, description=self.description, parameters=parameters)
+
+    def _schema_from_modalities(self, modalities: list[str], name: str,
+                                description: str | None, hidden: set[str]) -> FunctionSchema:
+        params = [p for p in inspect.signature(self.forward).parameters.values()
+                  if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        if len(modalities) != len(params):
+            raise TypeError(
+                f"{type(self).__name__}.inputs lists {len(modalities)} modalities but "
+                f"forward() takes {len(params)} arguments ({', '.join(p.name for p in params)})")
+        unknown = [m for m in modalities if m not in _MODALITY_TYPES]
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.inputs has unknown modalities {unknown}; "
+                            f"use {sorted(_MODALITY_TYPES)}")
+        schema = function_schema(self.forward, name=name, description=description,
+                                 preset=hidden)
+        properties = schema.parameters.get("properties", {})
+        for param, modality in zip(params, modalities, strict=True):
+            prop = properties.get(param.name)
+            if prop is not None and "type" not in prop and "anyOf" not in prop:
+                prop["type"] = _MODALITY_TYPES[modality]
+        return schema
 
     @property
     def media(self) -> str | None:

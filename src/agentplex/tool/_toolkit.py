@@ -51,6 +51,7 @@ class RegisteredTool:
     timeout: float | None = None
     media: str | None = None
     tool: Tool | None = None
+    samplerate: int = 16000
 
     @property
     def name(self) -> str:
@@ -92,6 +93,8 @@ class Toolkit:
         json_schema: dict[str, Any] | None = None,
         name: str | None = None,
         timeout: float | None = None,
+        media: str | None = None,
+        samplerate: int | None = None,
     ) -> RegisteredTool:
         """Register a function (or :class:`Tool`) as a tool.
 
@@ -105,27 +108,35 @@ class Toolkit:
                 instead of deriving one (arguments are then checked with JSON Schema).
             name: the tool's name (default: the function's).
             timeout: seconds a call may take (default: the toolkit's).
+            media: ``image``, ``audio`` or ``video``: what returned bytes, arrays and
+                tensors are (default: a ``Tool``'s ``outputs``; PIL images, agent types
+                and encoded media are recognised anyway).
+            samplerate: the sample rate of audio returned as a bare array (default: a
+                ``Tool``'s ``samplerate``, else 16000).
         """
+        if media not in (None, "image", "audio", "video"):
+            raise ValueError(f"media must be 'image', 'audio' or 'video', not {media!r}")
         if group_name not in self.groups:
             raise ValueError(f"no tool group {group_name!r}; create it first")
         preset = dict(preset_kwargs or {})
         tool: Tool | None = tool_func if isinstance(tool_func, Tool) else None
         if tool is not None:
-            schema = tool.schema()
+            schema = tool.schema(preset=preset)
             func: Callable[..., Any] = tool.forward
         else:
             func = tool_func
             schema = function_schema(func, name=name, description=func_description, preset=preset)
         if json_schema is not None:
-            schema = _schema_from_json(json_schema, schema.name, schema.description)
+            schema = _schema_from_json(json_schema, schema.name, schema.description, preset)
         if name is not None:
             schema.name = name
         if func_description is not None:
             schema.description = func_description
         if schema.name in self.tools:
             raise ValueError(f"a tool named {schema.name!r} is already registered")
-        registered = RegisteredTool(schema, func, group_name, preset, timeout,
-                                    tool.media if tool else None, tool)
+        registered = RegisteredTool(
+            schema, func, group_name, preset, timeout, media or (tool.media if tool else None),
+            tool, samplerate or (tool.samplerate if tool else 16000))
         self.tools[schema.name] = registered
         return registered
 
@@ -353,11 +364,11 @@ class Toolkit:
         func = tool.func
         if inspect.isasyncgenfunction(func):
             async for value in func(**kwargs):
-                yield _partial(value, tool.media)
+                yield _partial(value, tool)
             return
         if inspect.isgeneratorfunction(func):
             async for value in self._iterate_sync(func(**kwargs)):
-                yield _partial(value, tool.media)
+                yield _partial(value, tool)
             return
         if _is_async(func) or not self.run_sync_in_thread:
             result = func(**kwargs)
@@ -367,9 +378,9 @@ class Toolkit:
             result = await result
         if inspect.isasyncgen(result):
             async for value in result:
-                yield _partial(value, tool.media)
+                yield _partial(value, tool)
             return
-        yield to_tool_response(result, tool.media)
+        yield to_tool_response(result, tool.media, tool.samplerate)
 
     async def _iterate_sync(self, iterator: Any) -> AsyncIterator[Any]:
         while True:
@@ -390,8 +401,8 @@ def _is_async(func: Any) -> bool:
         type(func).__call__ if not inspect.isfunction(func) else None)
 
 
-def _partial(value: Any, media: str | None) -> ToolResponse:
-    response = to_tool_response(value, media)
+def _partial(value: Any, tool: RegisteredTool) -> ToolResponse:
+    response = to_tool_response(value, tool.media, tool.samplerate)
     if response is value:  # do not alter the tool's own object
         response = ToolResponse(content=list(response.content), metadata=response.metadata,
                                 is_error=response.is_error)
@@ -412,10 +423,18 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def _schema_from_json(json_schema: dict[str, Any], name: str, description: str) -> FunctionSchema:
+def _schema_from_json(json_schema: dict[str, Any], name: str, description: str,
+                      preset: dict[str, Any]) -> FunctionSchema:
     function = json_schema.get("function", json_schema)
     if "parameters" in function or json_schema.get("type") == "function":
         parameters = dict(function.get("parameters") or {"type": "object", "properties": {}})
-        return FunctionSchema(function.get("name", name), function.get("description", description),
-                              parameters)
-    return FunctionSchema(name, description, dict(json_schema))
+        name = function.get("name", name)
+        description = function.get("description", description)
+    else:
+        parameters = dict(json_schema)
+    if preset:  # preset arguments are the toolkit's business, not the model's
+        parameters["properties"] = {k: v for k, v in parameters.get("properties", {}).items()
+                                    if k not in preset}
+        if "required" in parameters:
+            parameters["required"] = [k for k in parameters["required"] if k not in preset]
+    return FunctionSchema(name, description, parameters)

@@ -6,5 +6,6 @@ these helpers are what the toolkit and agents use underneath.
 
 from ._response import to_tool_response
 from ._schema import parse_docstring, tidy_schema
+from ._types import media_block, sniff_media
 
-__all__ = ["parse_docstring", "tidy_schema", "to_tool_response"]
+__all__ = ["media_block", "parse_docstring", "sniff_media", "tidy_schema", "to_tool_response"]

@@ -378,6 +378,12 @@ def _to_chat(message: Msg | dict[str, Any]) -> list[dict[str, Any]]:
                          f"{json.dumps({'name': block.name, 'arguments': block.input})}\n"
                          f"{TOOL_CALL_END}")
         elif isinstance(block, ToolResultBlock):
+            media = [] if isinstance(block.output, str) else [
+                b.type for b in block.output if not isinstance(b, TextBlock)]
+            if media:
+                raise UnsupportedOptionError(
+                    f"the tool {block.name!r} returned {', '.join(media)} content, which "
+                    "local text models cannot take", provider="transformers")
             output = block.output if isinstance(block.output, str) else "\n".join(
                 b.text for b in block.output if isinstance(b, TextBlock))
             out.append({"role": "tool", "name": block.name, "tool_call_id": block.id,
