@@ -6,6 +6,7 @@ The public surface is re-exported here; subpackages hold the details.
 from .agent import (
     AgentBase,
     AgentCall,
+    CodeAgent,
     InMemoryMemory,
     Middleware,
     ReActAgent,
@@ -70,6 +71,7 @@ __all__ = [
     "AudioBlock",
     "Base64Source",
     "CallTimeout",
+    "CodeAgent",
     "ChatModelBase",
     "ChatResponse",
     "ChatUsage",

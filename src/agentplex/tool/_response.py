@@ -40,6 +40,9 @@ class ToolResponse:
     is_error: bool = False
     is_interrupted: bool = False
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    value: Any = None
+    """What the tool returned, when it was plain data (kept in-process only: code agents
+    hand it to the code as is)."""
 
     @property
     def text(self) -> str:
@@ -74,7 +77,9 @@ def to_tool_response(value: Any, media: str | None = None,
         return value
     if value is None:
         return ToolResponse(content=[])
-    return ToolResponse(content=_blocks(value, media, samplerate))
+    content = _blocks(value, media, samplerate)
+    plain = all(isinstance(b, TextBlock) for b in content) and not isinstance(value, AgentType)
+    return ToolResponse(content=content, value=value if plain else None)
 
 
 def _blocks(value: Any, media: str | None, samplerate: int) -> list[OutputBlock]:
