@@ -1,4 +1,4 @@
-"""The cluster: declared resources, placement, resource detection and model actors.
+"""The cluster: declared resources, placement, resource detection, model and tool actors.
 
 Head and node daemons (placing actors on machines over the ZeroMQ bus) build on these.
 """
@@ -12,9 +12,11 @@ from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy
 from ._ray import RayCluster
 from ._resources import GPU, Bytes, NodeSpec, Resources, parse_bytes
 from ._scheduler import Placement, PlacementPolicy, Scheduler
+from ._tool_actor import ActorTool, PipelineToolActor, ToolActor
 
 __all__ = [
     "ActorSpec",
+    "ActorTool",
     "Bytes",
     "Cluster",
     "ClusterClient",
@@ -24,6 +26,7 @@ __all__ = [
     "ModelActor",
     "NodeHandle",
     "NodeSpec",
+    "PipelineToolActor",
     "Placement",
     "PlacementPolicy",
     "RayCluster",
@@ -31,6 +34,7 @@ __all__ = [
     "Resources",
     "RestartPolicy",
     "Scheduler",
+    "ToolActor",
     "Unschedulable",
     "detect_gpus",
     "detect_node",

@@ -1,6 +1,9 @@
 """Tools: functions, classes and MCP servers an agent's model can call."""
 
+from ._load import UntrustedCodeError, load_tool
 from ._mcp import HttpMCPClient, MCPClient, MCPToolFunction, StdIOMCPClient
+from ._pipeline import PipelineTool, TransformersPipelineTool, pipeline_tool
+from ._remote import RemoteTool, RemoteToolError
 from ._response import OutputBlock, ToolResponse
 from ._schema import FunctionSchema, function_schema
 from ._tool import Tool
@@ -18,11 +21,18 @@ __all__ = [
     "MCPToolFunction",
     "META_TOOL",
     "OutputBlock",
+    "PipelineTool",
     "RegisteredTool",
+    "RemoteTool",
+    "RemoteToolError",
     "StdIOMCPClient",
     "Tool",
     "ToolGroup",
     "ToolResponse",
     "Toolkit",
+    "TransformersPipelineTool",
+    "UntrustedCodeError",
     "function_schema",
+    "load_tool",
+    "pipeline_tool",
 ]

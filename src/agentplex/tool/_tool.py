@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from ._schema import FunctionSchema, function_schema
@@ -38,6 +38,8 @@ class Tool:
     outputs: ClassVar[list[str]] = ["text"]
     samplerate: ClassVar[int] = 16000
     """Sample rate of audio returned as a bare array (``outputs = ["audio"]``)."""
+    blocking: ClassVar[bool] = False
+    """``setup`` and calls block (model loading and inference): run them in a thread."""
 
     def __init__(self) -> None:
         self.is_initialized = False
@@ -50,10 +52,22 @@ class Tool:
         """Do the work; the arguments are the tool's inputs."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward()")
 
+    def entry_point(self) -> Callable[..., Any]:
+        """What a call runs with the tool's inputs: :meth:`forward` (a
+        :class:`PipelineTool` chains ``encode``, ``forward`` and ``decode``)."""
+        return self.forward
+
+    def _schema_source(self) -> Callable[..., Any]:
+        return self.entry_point()
+
     async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Run :meth:`setup` if needed, then :meth:`forward` (awaited when async)."""
+        """Run :meth:`setup` if needed, then the tool (awaited when async; in a thread
+        when ``blocking``)."""
         await self.ensure_setup()
-        result = self.forward(*args, **kwargs)
+        entry = self.entry_point()
+        if self.blocking and not inspect.iscoroutinefunction(entry):
+            return await asyncio.to_thread(entry, *args, **kwargs)
+        result = entry(*args, **kwargs)
         return await result if inspect.isawaitable(result) else result
 
     async def ensure_setup(self) -> None:
@@ -65,9 +79,12 @@ class Tool:
         async with self._setup_lock:
             if self.is_initialized:
                 return
-            result = self.setup()
-            if inspect.isawaitable(result):
-                await result
+            if self.blocking and not inspect.iscoroutinefunction(self.setup):
+                await asyncio.to_thread(self.setup)
+            else:
+                result = self.setup()
+                if inspect.isawaitable(result):
+                    await result
             self.is_initialized = True
 
     def schema(self, preset: Iterable[str] = ()) -> FunctionSchema:
@@ -77,7 +94,7 @@ class Tool:
         name = self.name or type(self).__name__
         description = self.description or None
         if self.inputs is None:
-            return function_schema(self.forward, name=name, description=description,
+            return function_schema(self._schema_source(), name=name, description=description,
                                    preset=hidden)
         if isinstance(self.inputs, (list, tuple)):
             return self._schema_from_modalities(list(self.inputs), name, description, hidden)
@@ -107,7 +124,8 @@ class Tool:
 
     def _schema_from_modalities(self, modalities: list[str], name: str,
                                 description: str | None, hidden: set[str]) -> FunctionSchema:
-        params = [p for p in inspect.signature(self.forward).parameters.values()
+        source = self._schema_source()
+        params = [p for p in inspect.signature(source).parameters.values()
                   if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
         if len(modalities) != len(params):
             raise TypeError(
@@ -117,8 +135,7 @@ class Tool:
         if unknown:
             raise TypeError(f"{type(self).__name__}.inputs has unknown modalities {unknown}; "
                             f"use {sorted(_MODALITY_TYPES)}")
-        schema = function_schema(self.forward, name=name, description=description,
-                                 preset=hidden)
+        schema = function_schema(source, name=name, description=description, preset=hidden)
         properties = schema.parameters.get("properties", {})
         for param, modality in zip(params, modalities, strict=True):
             prop = properties.get(param.name)

@@ -122,7 +122,7 @@ class Toolkit:
         tool: Tool | None = tool_func if isinstance(tool_func, Tool) else None
         if tool is not None:
             schema = tool.schema(preset=preset)
-            func: Callable[..., Any] = tool.forward
+            func: Callable[..., Any] = tool.entry_point()
         else:
             func = tool_func
             schema = function_schema(func, name=name, description=func_description, preset=preset)
@@ -370,7 +370,8 @@ class Toolkit:
             async for value in self._iterate_sync(func(**kwargs)):
                 yield _partial(value, tool)
             return
-        if _is_async(func) or not self.run_sync_in_thread:
+        blocking = tool.tool is not None and tool.tool.blocking
+        if _is_async(func) or not (self.run_sync_in_thread or blocking):
             result = func(**kwargs)
         else:
             result = await asyncio.to_thread(func, **kwargs)
