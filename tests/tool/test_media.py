@@ -27,9 +27,9 @@ from agentplex.model import UnsupportedOptionError
 from agentplex.model.anthropic import format_anthropic_messages
 from agentplex.model.dashscope import format_dashscope_messages
 from agentplex.model.gemini import format_gemini_contents
+from agentplex.model.local._chat_model import _to_chat
 from agentplex.model.ollama import format_ollama_messages
 from agentplex.model.openai import format_openai_messages
-from agentplex.model.local._chat_model import _to_chat
 from agentplex.tool import AgentAudio, AgentImage, AgentText, Tool, Toolkit
 from agentplex.tool.lowlevel import media_block, to_tool_response
 
