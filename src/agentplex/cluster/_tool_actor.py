@@ -70,19 +70,22 @@ class PipelineToolActor(ToolActor):
     """A :class:`ToolActor` hosting ``pipeline_tool(task, model, **kwargs)``.
 
     Its arguments are msgpack-able, so ``cluster.spawn("agentplex.cluster:PipelineToolActor",
-    "text-classification", "path/or/name", resources=Resources(gpus=1))`` places it on a
-    GPU node, where the pipeline loads once on first use and serves every agent.
+    "text-classification", "path/or/name", tool_name="sentiment", resources=Resources(gpus=1))``
+    places it on a GPU node, where the pipeline loads once on first use and serves every
+    agent. ``tool_name`` names the tool (``name`` names the actor); other keyword arguments
+    go to :func:`~agentplex.tool.pipeline_tool`.
     """
 
-    def __init__(self, task: str, model: str | None = None, *, timeout: float | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, task: str, model: str | None = None, *, tool_name: str | None = None,
+                 timeout: float | None = None, **kwargs: Any) -> None:
         super().__init__(timeout=timeout)
         self.task = task
         self.model = model
+        self.tool_name = tool_name
         self.kwargs = kwargs
 
     def make_tools(self) -> list[Tool]:
-        return [pipeline_tool(self.task, self.model, **self.kwargs)]
+        return [pipeline_tool(self.task, self.model, name=self.tool_name, **self.kwargs)]
 
 
 class ActorTool(Tool):

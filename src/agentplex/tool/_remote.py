@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import base64
 import inspect
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ..message import AudioBlock, ImageBlock
-from ._schema import FunctionSchema
 from ._tool import Tool
 from ._types import AgentAudio, AgentImage, AgentType, is_array, media_block, sniff_media
 
@@ -66,13 +66,15 @@ class RemoteTool(Tool):
                     setattr(self, attr, getattr(tool_class, attr))
         self._client: Any = None
 
-    def schema(self, preset: Any = ()) -> FunctionSchema:
-        if self.inputs is None and self.tool_class is not None:
-            local = self.tool_class.__new__(self.tool_class)
-            schema = local.schema(preset)
-            schema.name = self.name or schema.name
-            return schema
-        return super().schema(preset)
+    def _schema_source(self) -> Callable[..., Any]:
+        if self.tool_class is None:
+            return self.forward
+        return self._local().entry_point()
+
+    def _local(self) -> Tool:
+        """A bare instance of ``tool_class``, for its signature (nothing is loaded)."""
+        assert self.tool_class is not None
+        return self.tool_class.__new__(self.tool_class)
 
     def prepare_inputs(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """The JSON body for a call: ``{"inputs": ...}``; media are sent as base64.
@@ -83,8 +85,7 @@ class RemoteTool(Tool):
         if args:
             if self.tool_class is None:
                 raise TypeError("positional arguments need a tool_class to name them")
-            local = self.tool_class.__new__(self.tool_class)
-            bound = inspect.signature(local.entry_point()).bind_partial(*args, **kwargs)
+            bound = inspect.signature(self._local().entry_point()).bind_partial(*args, **kwargs)
             kwargs = dict(bound.arguments)
         values = {k: _encode_input(v) for k, v in kwargs.items()}
         return {"inputs": next(iter(values.values())) if len(values) == 1 else values}
