@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from examples.shared_pipeline_tool import tiny_classifier
 
 from agentplex.agent import ReActAgent
 from agentplex.cluster import GPU, ActorTool, Cluster, NodeSpec, Resources, ToolActor
 from agentplex.message import Msg, ToolUseBlock
 from agentplex.model import ScriptedChatModel
 from agentplex.tool import AgentImage, Toolkit
-from tests.tool.tiny_models import tiny_classifier
 
 pytestmark = pytest.mark.anyio
 

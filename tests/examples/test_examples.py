@@ -41,3 +41,10 @@ def test_every_example_is_tested() -> None:
     untested = [p.name for p in EXAMPLES.glob("*.py")
                 if p.name != "__init__.py" and p.name not in tests]
     assert not untested, untested
+
+
+def test_shared_pipeline_tool_is_placed_on_the_gpu_node_and_loaded_once() -> None:
+    out = run(str(EXAMPLES / "shared_pipeline_tool.py"), "--agents", "3")
+    assert "pipeline tool placed on gpu-node" in out
+    assert out.count("The classifier says") == 3
+    assert "3 calls served by one loaded pipeline (sentiment)" in out

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from tests.tool.tiny_models import tiny_classifier
+from examples.shared_pipeline_tool import tiny_classifier
 
 from agentplex.message import ToolUseBlock
 from agentplex.tool import (
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_classifier(tmp_path_factory.mktemp("tiny") / "classifier")
+    return Path(tiny_classifier(tmp_path_factory.mktemp("tiny") / "classifier"))
 
 
 class Spy(TransformersPipelineTool):
