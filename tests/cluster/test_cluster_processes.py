@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from agentplex import HandlerError, Msg, connect
-from agentplex.cluster import ClusterClient, RemoteChatModel, Resources
+from agentplex.cluster import ActorTool, ClusterClient, RemoteChatModel, Resources
+from agentplex.message import ToolUseBlock, encode
+from agentplex.tool import AgentImage, Toolkit
 from tests.support import ROOT, pythonpath
 
 COUNTER = "tests.support.actors:Counter"
@@ -114,6 +116,29 @@ async def test_placement_gpu_workers_streaming_and_refusals(
         chunks = [c async for c in await remote([Msg("u", "hi", "user")])]
         assert chunks[-1].is_last and chunks[-1].text == "streamed over the bus"
         assert len(chunks) > 2
+
+
+async def test_a_tool_actor_on_another_process_returns_media_intact(
+    cluster_procs: tuple[str, dict[str, subprocess.Popen[str]]],
+) -> None:
+    endpoint, _ = cluster_procs
+    async with connect(endpoint) as rt:
+        cluster = ClusterClient(rt, timeout=60)
+        ref = await cluster.spawn("tests.support.actors:Painter", name="painter",
+                                  resources=Resources(gpus=1))
+        tool = await ActorTool.connect(ref, timeout=30)
+        toolkit = Toolkit()
+        toolkit.register_tool_function(tool)
+        result = await toolkit.execute(ToolUseBlock(id="1", name="paint",
+                                                    input={"shade": 77, "width": 64}))
+        assert not result.is_error
+        image = AgentImage(result.output[0])  # type: ignore[index]
+        pixels = image.to_raw()
+        assert pixels.size == (64, 64) and pixels.getpixel((5, 5)) == (77, 77, 77)
+        assert image.data in encode(result)  # raw bytes on the wire, not base64 text
+        bad = await toolkit.execute(ToolUseBlock(id="2", name="paint", input={"shade": []}))
+        assert bad.is_error and "invalid arguments" in str(bad.output)
+        await cluster.stop("painter")
 
 
 async def test_kill_9_of_a_node_restarts_its_actors_elsewhere_with_state(

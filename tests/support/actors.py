@@ -1,5 +1,6 @@
 """Actors the tests host in node processes and spawn by import path
-(``tests.support.actors:Name``): an echoing actor, a MsgHub participant, a counter."""
+(``tests.support.actors:Name``): an echoing actor, a MsgHub participant, a counter, a
+tool actor."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+import numpy as np
+
 from agentplex import Actor, AgentBase, Msg
 from agentplex.agent import StateModule
+from agentplex.cluster import ToolActor
+from agentplex.tool import AgentImage
 
 
 class Echo(Actor):
@@ -91,3 +96,20 @@ class Counter(StateModule, Actor):
             return os.environ.get("CUDA_VISIBLE_DEVICES")
         self.count += int(message)
         return self.count
+
+
+def paint(shade: int, width: int = 64) -> AgentImage:
+    """Paint a grey square.
+
+    Args:
+        shade: the grey level, 0 to 255.
+        width: the side in pixels.
+    """
+    return AgentImage(np.full((width, width, 3), shade, dtype=np.uint8))
+
+
+class Painter(ToolActor):
+    """A tool actor built on its node (its tools are made there, not sent)."""
+
+    def make_tools(self) -> list[Any]:
+        return [paint]
