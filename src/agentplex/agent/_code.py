@@ -125,6 +125,9 @@ class CodeAgent(AgentBase):
         """Stop the sandbox worker."""
         await self.sandbox.close()
 
+    async def on_stop(self) -> None:
+        await self.sandbox.close()
+
     # -- the loop -------------------------------------------------------------------------
 
     async def observe(self, msg: Msg | list[Msg] | None) -> None:
