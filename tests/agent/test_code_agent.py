@@ -258,3 +258,33 @@ async def test_a_toolkit_can_be_shared(sandbox: PythonSandbox) -> None:
     agent.set_console_output_enabled(False)
     assert await agent.run("preset") == 101
     assert "def add(a: int):" in model.calls[0]["messages"][0].get_text_content()
+
+
+async def test_a_run_cancelled_during_a_tool_call_leaves_a_working_sandbox(
+        sandbox: PythonSandbox) -> None:
+    started = asyncio.Event()
+
+    async def stuck(name: str, args: list[Any], kwargs: dict[str, Any]) -> int:
+        started.set()
+        await asyncio.sleep(3600)
+        return 0
+
+    run = asyncio.ensure_future(sandbox.run("add(1, 2)", stuck, ["add"]))
+    await asyncio.wait_for(started.wait(), 20)
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert not sandbox.running
+    result = await sandbox.run("print(add(1, 2))", lambda n, a, k: _sum(a), ["add"])
+    assert result.output == "3\n" and result.error is None
+
+
+async def _sum(args: list[Any]) -> int:
+    return int(sum(args))
+
+
+async def test_a_streaming_model_writes_the_code(sandbox: PythonSandbox) -> None:
+    model = ScriptedChatModel([code("final_answer(add(20, 22))")], stream=True)
+    agent = CodeAgent(model, [add], sandbox=sandbox)
+    agent.set_console_output_enabled(False)
+    assert await agent.run("sum") == 42

@@ -190,3 +190,10 @@ async def test_load_tool_from_the_hub_cache_layout(tmp_path: Path, classifier: P
     (snapshot).mkdir()
     with pytest.raises(ValueError, match="holds no tool"):
         load_tool("someone/sentiment-tool", cache_dir=cache)
+
+
+async def test_device_map_loads_through_accelerate(classifier: Path) -> None:
+    tool = pipeline_tool("text-classification", str(classifier), device_map="cpu")
+    result = await tool(text="great")
+    assert result[0]["label"] in ("POSITIVE", "NEGATIVE")
+    assert str(tool.pipeline.model.device) == "cpu"

@@ -147,6 +147,15 @@ class PythonSandbox:
             raise SandboxError(f"the sandbox worker answered {ready!r} instead of ready")
         self.worker_uid = ready.get("uid")
 
+    def _kill_now(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        if self._stderr_task is not None:
+            self._stderr_task.cancel()
+            self._stderr_task = None
+
     async def close(self) -> None:
         """Kill the worker (and anything it started) if it runs."""
         proc, self._proc = self._proc, None
@@ -189,6 +198,7 @@ class PythonSandbox:
                 await self.start(names, self._variables)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.timeout
+            finished = False
             try:
                 await self._send({"op": "run", "code": code})
                 while True:
@@ -202,18 +212,24 @@ class PythonSandbox:
                     if frame.get("op") != "done":
                         raise SandboxError(f"unexpected frame {frame.get('op')!r}")
                     frame.pop("op")
+                    finished = True
                     return SandboxResult(**frame, restarted=restarted)
             except TimeoutError:
+                finished = True
                 await self.close()
                 return SandboxResult(restarted=True, error=(
                     f"TimeoutError: the code ran longer than {self.timeout:g}s and was stopped. "
                     "The sandbox was restarted: variables from earlier steps are gone."))
             except (asyncio.IncompleteReadError, ConnectionError, SandboxError) as exc:
+                finished = True
                 notice = await self._death_notice() or f"it broke the protocol ({exc})"
                 await self.close()
                 return SandboxResult(restarted=True, error=(
                     f"SandboxCrash: the worker running the code died: {notice}. The sandbox "
                     "was restarted: variables from earlier steps are gone."))
+            finally:
+                if not finished:  # cancelled mid-run: the worker is mid-protocol, end it
+                    self._kill_now()
 
     async def _tool_reply(self, frame: dict[str, Any], call_tool: ToolCaller | None
                           ) -> dict[str, Any]:
