@@ -63,9 +63,9 @@ async def test_pipeline_tool_loads_lazily_once_and_runs_off_the_loop(classifier:
 
 
 async def test_pipeline_tool_shortcut_names_inputs_by_task(classifier: Path) -> None:
-    qa = pipeline_tool("question-answering", "some/model")
-    assert list(qa.schema().parameters["properties"]) == ["question", "context"]
-    assert pipeline_tool("text-to-speech", "m").outputs == ["audio"]
+    zero_shot = pipeline_tool("zero-shot-classification", "some/model")
+    assert list(zero_shot.schema().parameters["properties"]) == ["text", "candidate_labels"]
+    assert pipeline_tool("text-to-audio", "m").outputs == ["audio"]
     assert pipeline_tool("image-classification", "m").schema().parameters["required"] == [
         "image"]
 
@@ -197,3 +197,16 @@ async def test_device_map_loads_through_accelerate(classifier: Path) -> None:
     result = await tool(text="great")
     assert result[0]["label"] in ("POSITIVE", "NEGATIVE")
     assert str(tool.pipeline.model.device) == "cpu"
+
+
+@pytest.mark.slow
+async def test_a_text_generation_tool_on_the_embedded_smollm2() -> None:
+    tool = pipeline_tool("text-generation", "default", name="write", device="cpu",
+                         call_kwargs={"max_new_tokens": 4, "do_sample": False})
+    toolkit = Toolkit()
+    toolkit.register_tool_function(tool)
+    out = await toolkit.execute(ToolUseBlock(id="1", name="write",
+                                             input={"text": "The capital of France is"}))
+    assert not out.is_error, out.output
+    generated = json.loads(out.output)[0]["generated_text"]  # type: ignore[arg-type]
+    assert generated.startswith("The capital of France is") and len(generated) > 24

@@ -158,6 +158,7 @@ class TransformersPipelineTool(Tool):
             + (f" ({model})" if isinstance(model, str) else "") + ".")
         self.inputs = {k: dict(v) for k, v in spec[0].items()}  # type: ignore[misc]
         self.outputs = [spec[1]]  # type: ignore[misc]
+        self._positional = spec[2]
         self._lock = threading.Lock()
 
     def setup(self) -> None:
@@ -165,20 +166,28 @@ class TransformersPipelineTool(Tool):
         from transformers import pipeline
 
         kwargs: dict[str, Any] = dict(self.pipeline_kwargs)
-        if self.model_kwargs:
+        model = self.model
+        if isinstance(model, str) and _embedded_or_gguf(model):
+            from ..model.local import load_local_model
+
+            loaded = load_local_model(model, device_map=self.device_map,
+                                      model_kwargs=self.model_kwargs)
+            model, kwargs["tokenizer"] = loaded.model, loaded.tokenizer
+        elif self.model_kwargs:
             kwargs["model_kwargs"] = self.model_kwargs
         if self.device_map is not None:
-            kwargs["device_map"] = self.device_map
+            if not kwargs.get("tokenizer"):
+                kwargs["device_map"] = self.device_map
         else:
             kwargs["device"] = _resolve_device(self.device)
         build: Any = pipeline  # its overloads are per literal task name
-        self.pipeline = build(self.task, model=self.model, **kwargs)
+        self.pipeline = build(self.task, model=model, **kwargs)
         self.loads += 1
 
     def forward(self, **inputs: Any) -> Any:
         with self._lock:
             first = next(iter(self.inputs or {"inputs": {}}))
-            args = [inputs.pop(first)] if first in inputs else []
+            args = [inputs.pop(first)] if self._positional and first in inputs else []
             return self.pipeline(*args, **inputs, **self.call_kwargs)
 
 
@@ -190,16 +199,25 @@ def pipeline_tool(task: str, model: Any = None, *, name: str | None = None,
     """A tool running ``transformers.pipeline(task, model=model, ...)``.
 
     The pipeline is built on first use (in a worker thread) and runs off the event loop.
-    The tool's inputs follow the task (``text``; ``question`` and ``context`` for
-    question answering; ``text`` and ``candidate_labels`` for zero-shot classification;
-    ``image`` or ``audio`` as a path or URL for vision and speech tasks); audio and image
-    outputs (text-to-speech, image generation) come back as media. ``call_kwargs`` go to
+    The tool's inputs follow the task: ``text``; ``image`` or ``audio`` (a path or URL)
+    for vision and speech tasks; plus ``candidate_labels`` for the zero-shot tasks and
+    ``question`` for document question answering. Text-to-audio results come back as
+    audio, images as images. ``model="default"`` (or a ``.gguf`` file) is loaded by the
+    local model layer: the embedded SmolLM2, converted once and cached. ``call_kwargs`` go to
     every pipeline call, ``pipeline_kwargs`` to ``transformers.pipeline``.
     """
     return TransformersPipelineTool(task, model, name=name, description=description,
                                     device=device, device_map=device_map,
                                     model_kwargs=model_kwargs, call_kwargs=call_kwargs,
                                     **pipeline_kwargs)
+
+
+def _embedded_or_gguf(model: str) -> bool:
+    """``default`` (the embedded SmolLM2) or a GGUF file: loaded by the local model layer."""
+    from ..model.local import DEFAULT_MODEL
+
+    return model.strip().lower() in ("default", "smollm2", DEFAULT_MODEL.lower()) or (
+        model.endswith(".gguf"))
 
 
 def _to_device(value: Any, device: Any) -> Any:
@@ -212,20 +230,29 @@ def _to_device(value: Any, device: Any) -> Any:
 
 
 _TEXT = {"text": {"type": "string", "description": "the input text"}}
-_DEFAULT_INPUTS: tuple[dict[str, dict[str, Any]], str] = (_TEXT, "text")
-_TASK_INPUTS: dict[str, tuple[dict[str, dict[str, Any]], str]] = {
-    "question-answering": ({"question": {"type": "string", "description": "the question"},
-                            "context": {"type": "string", "description": "the text holding "
-                                        "the answer"}}, "text"),
-    "zero-shot-classification": ({**_TEXT, "candidate_labels": {
-        "type": "array", "items": {"type": "string"}, "description": "the labels to choose "
-        "from"}}, "text"),
-    "text-to-audio": (_TEXT, "audio"),
-    "text-to-speech": (_TEXT, "audio"),
-    "text-to-image": (_TEXT, "image"),
-    **{task: ({"image": {"type": "string", "description": "the image's path or URL"}}, "text")
+_IMAGE = {"image": {"type": "string", "description": "the image's path or URL"}}
+_AUDIO = {"audio": {"type": "string", "description": "the audio file's path or URL"}}
+_LABELS = {"candidate_labels": {"type": "array", "items": {"type": "string"},
+                                "description": "the labels to choose from"}}
+_QUESTION = {"question": {"type": "string", "description": "the question"}}
+_DEFAULT_INPUTS: tuple[dict[str, dict[str, Any]], str, bool] = (_TEXT, "text", True)
+_TASK_INPUTS: dict[str, tuple[dict[str, dict[str, Any]], str, bool]] = {
+    # (inputs, output medium, whether the first input is passed positionally)
+    "zero-shot-classification": ({**_TEXT, **_LABELS}, "text", True),
+    "zero-shot-image-classification": ({**_IMAGE, **_LABELS}, "text", True),
+    "zero-shot-audio-classification": ({**_AUDIO, **_LABELS}, "text", True),
+    "document-question-answering": ({**_IMAGE, **_QUESTION}, "text", True),
+    "question-answering": ({**_QUESTION, "context": {
+        "type": "string", "description": "the text holding the answer"}}, "text", False),
+    "table-question-answering": ({"table": {"type": "object", "description": "column name "
+                                            "to list of cells"},
+                                  "query": {"type": "string", "description": "the question"}},
+                                 "text", False),
+    "text-to-audio": (_TEXT, "audio", True),
+    "text-to-speech": (_TEXT, "audio", True),
+    **{task: (_IMAGE, "text", True)
        for task in ("image-classification", "image-to-text", "object-detection",
-                    "image-segmentation", "depth-estimation")},
-    **{task: ({"audio": {"type": "string", "description": "the audio file's path or URL"}},
-              "text") for task in ("automatic-speech-recognition", "audio-classification")},
+                    "image-segmentation", "depth-estimation", "image-feature-extraction")},
+    **{task: (_AUDIO, "text", True)
+       for task in ("automatic-speech-recognition", "audio-classification")},
 }
