@@ -66,7 +66,9 @@ class PythonSandbox:
 
     Args:
         authorized_imports: modules (and their submodules) the code may import;
-            ``"*"`` admits all.
+            ``"*"`` admits all. They are imported when the worker starts, before it gives
+            up root (when the agent runs as root, the worker continues as ``nobody``, who
+            may not be able to read the Python installation).
         timeout: wall-clock seconds one run may take, tool calls included.
         memory: the worker's address-space limit in bytes (``RLIMIT_AS``).
         cpu_seconds: the worker's total CPU-time limit (``RLIMIT_CPU``), a backstop for
