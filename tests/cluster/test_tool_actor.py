@@ -16,6 +16,7 @@ from agentplex.cluster import GPU, ActorTool, Cluster, NodeSpec, Resources, Tool
 from agentplex.message import Msg, ToolUseBlock
 from agentplex.model import ScriptedChatModel
 from agentplex.tool import AgentImage, Toolkit
+from tests.support.actors import Echo
 
 pytestmark = pytest.mark.anyio
 
@@ -88,3 +89,6 @@ async def test_media_and_errors_come_back_through_the_actor() -> None:
         assert bad.is_error and "invalid arguments" in bad.output  # type: ignore[operator]
         with pytest.raises(LookupError, match="none is 'nope'"):
             await ActorTool.connect(ref, "nope")
+        echo = await cluster.runtime.spawn(Echo(), "echo")
+        with pytest.raises(TypeError, match="'echo' is not a tool actor"):
+            await ActorTool.connect(echo)

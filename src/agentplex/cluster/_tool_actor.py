@@ -120,6 +120,8 @@ class ActorTool(Tool):
         """The tool ``name`` (default: the only one) of the tool actor ``actor``."""
         ref = actor if isinstance(actor, ActorRef) else get_runtime().ref(actor)
         described = await ref.call("describe", timeout=timeout)
+        if not (isinstance(described, dict) and isinstance(described.get("tools"), list)):
+            raise TypeError(f"the actor {ref.name!r} is not a tool actor")
         functions = [t["function"] for t in described["tools"]]
         chosen = [f for f in functions if name is None or f["name"] == name]
         if len(chosen) != 1:
