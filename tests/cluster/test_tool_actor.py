@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,25 @@ async def test_media_and_errors_come_back_through_the_actor() -> None:
         echo = await cluster.runtime.spawn(Echo(), "echo")
         with pytest.raises(TypeError, match="'echo' is not a tool actor"):
             await ActorTool.connect(echo)
+
+
+async def countdown(n: int) -> AsyncIterator[str]:
+    """Count down, streaming the count so far.
+
+    Args:
+        n: where to start.
+    """
+    for i in range(n, 0, -1):
+        yield " ".join(str(k) for k in range(n, i - 1, -1))
+
+
+async def test_streaming_tools_stream_through_the_actor() -> None:
+    async with await gpu_and_cpu() as cluster:
+        ref = await cluster.runtime.spawn(ToolActor(countdown), "counter")
+        toolkit = Toolkit()
+        toolkit.register_tool_function(await ActorTool.connect(ref))
+        chunks = [c async for c in toolkit.call_tool_function(
+            ToolUseBlock(id="1", name="countdown", input={"n": 3}))]
+        assert [c.text for c in chunks] == ["3", "3 2", "3 2 1", "3 2 1"]
+        assert [c.is_last for c in chunks] == [False, False, False, True]
+        assert (await ref.call("describe", timeout=10))["served"] == 1

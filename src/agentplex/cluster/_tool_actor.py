@@ -4,13 +4,14 @@
 :class:`PipelineToolActor` builds a :func:`~agentplex.tool.pipeline_tool` from msgpack-able
 arguments, so the cluster can place it on a GPU node. :class:`ActorTool` is the
 :class:`~agentplex.tool.Tool` agents register to call one: its calls cross the bus as
-``tool_use`` blocks and come back as ``tool_result`` blocks, media included.
+``tool_use`` blocks and come back as ``tool_result`` blocks (streamed, for tools that stream), media
+included.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from ..message import TextBlock, ToolResultBlock, ToolUseBlock
@@ -60,10 +61,26 @@ class ToolActor(Actor):
     async def handle_call(self, message: Any) -> Any:
         if message == "describe":
             return self.describe()
-        if not isinstance(message, ToolUseBlock):
-            raise TypeError(f"a tool actor takes tool_use blocks, not {type(message).__name__}")
         self.served += 1
-        return await self.toolkit.execute(message)
+        return await self.toolkit.execute(_tool_call(message))
+
+    async def handle_stream(self, message: Any) -> AsyncIterator[ToolResultBlock]:
+        """The call's result so far, one ``tool_result`` block per step (a generator
+        tool streams several; the last is the final result)."""
+        call = _tool_call(message)
+        self.served += 1
+        sent: ToolResultBlock | None = None
+        async for chunk in self.toolkit.call_tool_function(call):
+            block = chunk.to_block(call.id, call.name)
+            if block != sent:  # the toolkit repeats the last step as the final result
+                yield block
+            sent = block
+
+
+def _tool_call(message: Any) -> ToolUseBlock:
+    if not isinstance(message, ToolUseBlock):
+        raise TypeError(f"a tool actor takes tool_use blocks, not {type(message).__name__}")
+    return message
 
 
 class PipelineToolActor(ToolActor):
@@ -141,11 +158,13 @@ class ActorTool(Tool):
             parameters["required"] = [k for k in parameters["required"] if k not in hidden]
         return FunctionSchema(self.name, self.description, parameters)
 
-    async def forward(self, **kwargs: Any) -> ToolResponse:
+    async def forward(self, **kwargs: Any) -> AsyncIterator[ToolResponse]:
+        """Stream the call's result so far from the actor (``timeout`` bounds each step)."""
         ref = self.actor if isinstance(self.actor, ActorRef) else get_runtime().ref(self.actor)
         call = ToolUseBlock(id=f"{self.name}-{next(self._ids)}", name=self.name, input=kwargs)
-        result: ToolResultBlock = await ref.call(call, timeout=self.timeout)
-        output = result.output
-        content: list[OutputBlock] = list(output) if isinstance(output, list) else (
-            [TextBlock(text=output)] if output else [])
-        return ToolResponse(content=content, is_error=result.is_error)
+        async with ref.stream(call, timeout=self.timeout) as results:
+            async for result in results:
+                output = result.output
+                content: list[OutputBlock] = list(output) if isinstance(output, list) else (
+                    [TextBlock(text=output)] if output else [])
+                yield ToolResponse(content=content, is_error=result.is_error)
