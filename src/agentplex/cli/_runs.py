@@ -47,7 +47,7 @@ def runs_show(run: RunArg, runs_dir: RunsDir = Path("runs")) -> None:
     folder = _locate(run, runs_dir)
     console = Console()
     console.print_json(json.dumps(json.loads((folder / "manifest.json").read_text())))
-    for name in ("trace.jsonl", "transcript.jsonl", "recording.json"):
+    for name in ("trace.jsonl", "transcript.jsonl", "recording.jsonl"):
         if (folder / name).exists():
             console.print(f"{name}: {folder / name}")
 

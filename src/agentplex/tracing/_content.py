@@ -23,19 +23,26 @@ _ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 _mode: ContentCapture | None = None
 
 
+def _from_env() -> ContentCapture:
+    return "on" if os.environ.get(_ENV, "").strip().lower() in ("1", "true", "yes") else "off"
+
+
 def set_content_capture(mode: ContentCapture | None) -> None:
-    """Choose how span content is captured; ``None`` returns to the environment default."""
+    """Choose how span content is captured; ``None`` returns to the environment default
+    (read again now)."""
     if mode is not None and mode not in ("off", "on") and not callable(mode):
         raise ValueError(f"content capture must be 'off', 'on' or a function, not {mode!r}")
     global _mode
-    _mode = mode
+    _mode = mode if mode is not None else _from_env()
 
 
 def content_capture() -> ContentCapture:
-    """The capture mode in force."""
-    if _mode is not None:
-        return _mode
-    return "on" if os.environ.get(_ENV, "").strip().lower() in ("1", "true", "yes") else "off"
+    """The capture mode in force (the environment is read once, on first use: this is
+    asked on every model call)."""
+    global _mode
+    if _mode is None:
+        _mode = _from_env()
+    return _mode
 
 
 def content_attribute(value: Any) -> str | None:

@@ -7,9 +7,11 @@
     print(run.dir)
 
 The folder holds ``manifest.json`` (run id, times, git commit, package versions, config,
-seed, models, totals), ``trace.jsonl`` (one span per line), ``transcript.jsonl`` (every
-message, in a deterministic causal order) and ``recording.json`` (every model response,
-so that ``experiment(..., replay=run.dir)`` reproduces the run without any model).
+seed, models, exact totals), ``trace.jsonl`` (one span per line, of the traces sampling
+kept), ``transcript.jsonl`` (every message, in a deterministic causal order) and
+``recording.jsonl`` (every model response, so that ``experiment(..., replay=run.dir)``
+reproduces the run without any model). Spans, messages and responses stream to disk as
+the run goes: memory stays flat however long it runs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -31,16 +34,22 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
 from ..message import Msg
 from ._content import ContentCapture, set_content_capture
 from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter
-from ._setup import dispatcher
-from ._spans import _tracer
+from ._recorder import RunAnchor
+from ._sampling import TraceSampler
+from ._setup import dispatcher, recorder, sampler
+from ._spool import SortedSpool
 
 __all__ = [
     "ReplayMissing",
     "Run",
     "active_run",
+    "count_tool_call",
     "experiment",
     "record_received",
     "request_key",
@@ -70,10 +79,14 @@ def request_key(model: str, payload: Any) -> str:
 
 
 class Run:
-    """One experiment run: its folder, counters, transcript and model recording."""
+    """One experiment run: its folder, counters, transcript and model recording.
+
+    The transcript and the recording go to disk as they grow (bounded buffers); the
+    totals count every model call, token, tool call and message, sampled or not.
+    """
 
     def __init__(self, name: str, runs_dir: Path, seed: int | None, config: dict[str, Any],
-                 replay: Path | None) -> None:
+                 replay: Path | None, *, buffer: int = 20_000) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         self.id = f"{stamp}-{name}-{uuid.uuid4().hex[:6]}"
         self.name = name
@@ -81,6 +94,8 @@ class Run:
         self.seed = seed
         self.config = config
         self.replay_of = replay
+        self.sampling: float | None = None
+        self.trace_id: str | None = None
         self.started_at = datetime.now(UTC).isoformat()
         self.ended_at: str | None = None
         self.duration_s: float | None = None
@@ -88,27 +103,41 @@ class Run:
         self.model_calls = 0
         self.input_tokens = 0
         self.output_tokens = 0
+        self.tool_calls = 0
         self._lock = threading.Lock()
-        self._recording: dict[str, list[Any]] = {}
         self._replay: dict[str, list[Any]] = {}
         self._replay_seen: dict[str, int] = {}
         self._seen: dict[str, int] = {}
-        self._transcript: list[tuple[int, str, int, dict[str, Any]]] = []
-        self._clock_of: dict[str, int] = {}
+        # a message's clock, kept while the message object lives (nobody can take in a
+        # message that no longer exists), so memory follows the live messages, not the run
+        self._clock_of: dict[str, tuple[int, Any]] = {}
         self._agent_clock: dict[str, int] = {}
         self._max_clock = 0
+        self._buffer = buffer
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._transcript = SortedSpool(self.dir / "transcript.jsonl", chunk=buffer)
+        self._recording: list[str] = []
+        self._recording_file: Any = None if replay is not None else \
+            (self.dir / "recording.jsonl").open("w", encoding="utf-8")
         if replay is not None:
-            path = replay / "recording.json"
-            if not path.exists():
-                raise FileNotFoundError(f"no recording to replay at {path}")
-            self._replay = json.loads(path.read_text())
+            self._replay = load_recording(replay)
 
     @property
     def replaying(self) -> bool:
         """Whether model responses come from a recorded run instead of the models."""
         return self.replay_of is not None
 
-    # -- models ---------------------------------------------------------------------------
+    @property
+    def messages(self) -> int:
+        """Messages transcribed so far."""
+        return self._transcript.count
+
+    @property
+    def buffered(self) -> dict[str, int]:
+        """Lines held in memory now, per file (each at most the run's ``buffer``)."""
+        return {"transcript": self._transcript.buffered, "recording": len(self._recording)}
+
+    # -- models and tools -----------------------------------------------------------------
 
     def model_used(self, provider: str, model: str) -> None:
         """Note that a model was called in this run."""
@@ -121,10 +150,20 @@ class Run:
             self.input_tokens += input_tokens
             self.output_tokens += output_tokens
 
-    def record_response(self, key: str, response: Any) -> None:
-        """Keep ``response`` (JSON-able) as the answer to request ``key``."""
+    def count_tool_call(self) -> None:
+        """Add one tool call to the totals."""
         with self._lock:
-            self._recording.setdefault(key, []).append(response)
+            self.tool_calls += 1
+
+    def record_response(self, key: str, response: Any) -> None:
+        """Keep ``response`` (JSON-able) as the next answer to request ``key``."""
+        line = json.dumps({"key": key, "response": response}, default=str)
+        with self._lock:
+            self._recording.append(line)
+            if len(self._recording) < self._buffer or self._recording_file is None:
+                return
+            batch, self._recording = self._recording, []
+            self._recording_file.write("\n".join(batch) + "\n")
 
     def replayed_response(self, key: str) -> Any:
         """The recorded answer to the next occurrence of request ``key``."""
@@ -144,13 +183,15 @@ class Run:
     def received(self, agent: str, msg_id: str) -> None:
         """``agent`` took in message ``msg_id``: its clock moves past that message's."""
         with self._lock:
-            clock = self._clock_of.get(msg_id, 0)
-            if clock > self._agent_clock.get(agent, 0):
-                self._agent_clock[agent] = clock
+            known = self._clock_of.get(msg_id)
+            if known is not None and known[0] > self._agent_clock.get(agent, 0):
+                self._agent_clock[agent] = known[0]
 
-    def said(self, speaker: str | None, msg_id: str, entry: dict[str, Any]) -> None:
+    def said(self, speaker: str | None, msg_id: str, entry: dict[str, Any],
+             msg: object | None = None) -> None:
         """Add a message to the transcript. ``speaker`` is the agent that made it, or
-        ``None`` for messages from outside any agent (the program driving the run)."""
+        ``None`` for messages from outside any agent (the program driving the run);
+        ``msg``, the message object, bounds how long its clock is remembered."""
         with self._lock:
             if msg_id in self._clock_of:
                 return
@@ -159,17 +200,20 @@ class Run:
             else:
                 clock = self._agent_clock.get(speaker, 0) + 1
                 self._agent_clock[speaker] = clock
-            self._clock_of[msg_id] = clock
+            self._clock_of[msg_id] = (clock, _forget(self._clock_of, msg_id, msg))
             self._max_clock = max(self._max_clock, clock)
-            seq = self._seen.get(entry.get("name", ""), 0)
-            self._seen[entry.get("name", "")] = seq + 1
-            self._transcript.append((clock, str(entry.get("name", "")), seq, entry))
+            name = str(entry.get("name", ""))
+            seq = self._seen.get(name, 0)
+            self._seen[name] = seq + 1
+            line = json.dumps({"clock": clock, **entry}, ensure_ascii=False, sort_keys=True)
+            self._transcript.add((clock, name, seq), line)
 
     def transcript(self) -> list[dict[str, Any]]:
-        """Every message so far, in causal (Lamport) order, ties broken by speaker name."""
-        with self._lock:
-            ordered = sorted(self._transcript, key=lambda t: (t[0], t[1], t[2]))
-        return [{"clock": c, **e} for c, _, _, e in ordered]
+        """Every message of a finished run, in causal (Lamport) order, ties broken by
+        speaker name (read back from ``transcript.jsonl``)."""
+        path = self.dir / "transcript.jsonl"
+        with path.open(encoding="utf-8") as f:
+            return [json.loads(line) for line in f]
 
     # -- files ----------------------------------------------------------------------------
 
@@ -189,25 +233,71 @@ class Run:
             "config": self.config,
             "seed": self.seed,
             "replay_of": str(self.replay_of) if self.replay_of else None,
+            "sampling": self.sampling,
+            "trace_id": self.trace_id,
             "models": sorted(self.models.values(), key=lambda m: (m["provider"], m["model"])),
             "totals": {
                 "model_calls": self.model_calls,
                 "input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens,
-                "messages": len(self._transcript),
+                "tool_calls": self.tool_calls,
+                "messages": self.messages,
             },
         }
 
     def write(self) -> None:
-        """Write the manifest, transcript and recording into the run folder."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """Finish the run folder: the transcript in order, the recording, the manifest."""
+        self._transcript.close()
+        with self._lock:
+            if self._recording_file is not None:
+                if self._recording:
+                    self._recording_file.write("\n".join(self._recording) + "\n")
+                self._recording_file.close()
+                self._recording_file = None
+            self._recording = []
         (self.dir / "manifest.json").write_text(json.dumps(self.manifest(), indent=2,
                                                            default=str) + "\n")
-        with (self.dir / "transcript.jsonl").open("w", encoding="utf-8") as out:
-            for entry in self.transcript():
-                out.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
-        if not self.replaying:
-            (self.dir / "recording.json").write_text(json.dumps(self._recording, default=str))
+
+
+def load_recording(run_dir: Path) -> dict[str, list[Any]]:
+    """The responses a run recorded, per request key, in the order they were given."""
+    path = run_dir / "recording.jsonl"
+    if path.exists():
+        answers: dict[str, list[Any]] = {}
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    item = json.loads(line)
+                    answers.setdefault(item["key"], []).append(item["response"])
+        return answers
+    legacy = run_dir / "recording.json"  # run folders written before the recording streamed
+    if legacy.exists():
+        loaded: dict[str, list[Any]] = json.loads(legacy.read_text())
+        return loaded
+    raise FileNotFoundError(f"no recording to replay at {path}")
+
+
+def _forget(table: dict[str, tuple[int, Any]], key: str, owner: object | None) -> Any:
+    """A weak reference to ``owner`` that drops ``table[key]`` when ``owner`` goes."""
+    if owner is None:
+        return None
+
+    def gone(ref: Any) -> None:
+        entry = table.get(key)
+        if entry is not None and entry[1] is ref:
+            table.pop(key, None)
+
+    try:
+        return weakref.ref(owner, gone)
+    except TypeError:  # not weakly referable: remembered for the run
+        return None
+
+
+def count_tool_call() -> None:
+    """Count a tool call in the running experiment (no-op outside experiments)."""
+    run = _active
+    if run is not None:
+        run.count_tool_call()
 
 
 def transcribe(msg: Msg | list[Msg] | Any, speaker: str | None) -> None:
@@ -218,7 +308,8 @@ def transcribe(msg: Msg | list[Msg] | Any, speaker: str | None) -> None:
     for m in msg if isinstance(msg, list) else [msg]:
         if isinstance(m, Msg):
             run.said(speaker, m.id, m.model_dump(mode="json",
-                                                 include={"name", "role", "content", "metadata"}))
+                                                 include={"name", "role", "content", "metadata"}),
+                     m)
 
 
 def record_received(msg: Msg | list[Msg] | Any, agent: str) -> None:
@@ -271,6 +362,7 @@ async def experiment(
     runs_dir: str | Path = "runs",
     replay: str | Path | None = None,
     capture_content: ContentCapture | None = None,
+    sampling: float | None = None,
 ) -> AsyncIterator[Run]:
     """Run the body as one traced, recorded experiment (see the module docstring).
 
@@ -282,30 +374,52 @@ async def experiment(
         replay: a run folder whose recorded model responses answer every model call.
         capture_content: message content in spans for this run (``"off"`` / ``"on"`` / a
             redaction function); default: the process setting.
+        sampling: the share of traces to keep (``0.01``: one in a hundred), decided at
+            each trace's root and followed by every process it reaches; default: the
+            process's sampler (``OTEL_TRACES_SAMPLER``). The transcript, the recording and
+            the manifest's totals are complete whatever is sampled. While sampling, each
+            call the body makes from outside any agent starts a trace of its own, linked
+            to the run's ``run {name}`` span, so that each is kept or dropped whole.
     """
     global _active
     if _active is not None:
         raise RuntimeError(f"experiment {_active.id!r} is already running in this process")
+    if sampling is not None and not 0.0 <= sampling <= 1.0:
+        raise ValueError(f"sampling is a share of traces between 0 and 1, not {sampling!r}")
     run = Run(name, Path(runs_dir), seed, dict(config or {}),
               Path(replay) if replay is not None else None)
-    run.dir.mkdir(parents=True, exist_ok=True)
     if seed is not None:
         _seed_everything(seed)
     processor = BufferedSpanProcessor(JsonLinesSpanExporter(run.dir / "trace.jsonl"))
     hub = dispatcher()
     hub.attach(processor)
+    process_sampler = sampler()
+    before = TraceSampler(process_sampler.ratio, parent_based=process_sampler.parent_based)
+    if sampling is not None:
+        process_sampler.set(sampling, parent_based=True)
+    run.sampling = process_sampler.ratio
     if capture_content is not None:
         set_content_capture(capture_content)
     _active = run
     started = time.perf_counter()
+    attributes: dict[str, Any] = {"agentplex.run.id": run.id, "agentplex.run.name": name,
+                  "agentplex.run.seed": seed if seed is not None else -1,
+                  "agentplex.run.sampling": process_sampler.ratio}
+    rec = recorder()
+    span = rec.start(f"run {name}", attributes=attributes, force=True) if rec is not None \
+        else trace.get_tracer("agentplex").start_span(f"run {name}", attributes=attributes)
+    run.trace_id = format(span.get_span_context().trace_id, "032x")
+    current: trace.Span = span
+    if rec is not None and process_sampler.ratio < 1.0:
+        current = RunAnchor(span.get_span_context())
+    token = otel_context.attach(trace.set_span_in_context(current))
     try:
-        with _tracer().start_as_current_span(f"run {name}", attributes={
-            "agentplex.run.id": run.id, "agentplex.run.name": name,
-            "agentplex.run.seed": seed if seed is not None else -1,
-        }):
-            yield run
+        yield run
     finally:
+        otel_context.detach(token)
+        span.end()
         _active = None
+        process_sampler.set(before.ratio, parent_based=before.parent_based)
         if capture_content is not None:
             set_content_capture(None)
         run.ended_at = datetime.now(UTC).isoformat()

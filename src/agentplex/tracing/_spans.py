@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping, MutableMapping
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
+
+from ._recorder import SpanRecord
+from ._run import count_tool_call
+from ._setup import recorder
 
 __all__ = [
     "agent_span",
@@ -32,6 +36,7 @@ __all__ = [
 _TRACER_NAME = "agentplex"
 _PROVIDER_FROM_ENV = OTEL_PYTHON_TRACER_PROVIDER in os.environ
 
+_get_current_span = trace.get_current_span
 _actor: ContextVar[str | None] = ContextVar("agentplex_actor", default=None)
 
 
@@ -65,7 +70,11 @@ _cached: tuple[trace.TracerProvider, trace.Tracer] | None = None
 
 
 def _tracer() -> trace.Tracer:
-    """agentplex's tracer, cached per provider (the SDK's ``get_tracer`` is slow)."""
+    """agentplex's tracer: its own lean recorder when the provider is agentplex's, else
+    the installed provider's tracer (cached per provider: the SDK's ``get_tracer`` is slow)."""
+    rec = recorder()
+    if rec is not None:
+        return rec
     global _cached
     provider = trace.get_tracer_provider()
     if _cached is None or _cached[0] is not provider:
@@ -73,11 +82,39 @@ def _tracer() -> trace.Tracer:
     return _cached[1]
 
 
-@contextmanager
-def _span(name: str, kind: trace.SpanKind, attributes: Mapping[str, Any]) -> Iterator[trace.Span]:
-    attrs = {k: v for k, v in attributes.items() if v is not None}
-    with _tracer().start_as_current_span(name, kind=kind, attributes=attrs) as span:
-        yield span
+class _Scope:
+    """Makes a span current for a block, then ends it (recording the block's error)."""
+
+    __slots__ = ("_token", "span")
+
+    def __init__(self, span: trace.Span) -> None:
+        self.span = span
+        self._token: object = None
+
+    def __enter__(self) -> trace.Span:
+        span = self.span
+        if span is not _get_current_span():  # a dropped span standing in for its parent
+            self._token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
+        end_span(self.span, error)
+
+
+def _start(name: str, kind: trace.SpanKind, attributes: Callable[[], dict[str, Any]],
+           parent: otel_context.Context | None = None) -> trace.Span:
+    """Start a span; ``attributes`` is called only for a span that records."""
+    rec = recorder()
+    if rec is None:
+        attrs = {k: v for k, v in attributes().items() if v is not None}
+        return _tracer().start_span(name, context=parent, kind=kind, attributes=attrs)
+    span = rec.start(name, parent, kind)
+    if type(span) is SpanRecord:
+        span.attributes = {k: v for k, v in attributes().items() if v is not None}
+    return span
 
 
 def agent_span(
@@ -86,16 +123,12 @@ def agent_span(
     """Span ``invoke_agent {agent_name}`` around one reply; a no-op when tracing is off."""
     if not is_enabled():
         return _NULL
-    return _span(
-        f"invoke_agent {agent_name}",
-        trace.SpanKind.INTERNAL,
-        {
-            "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.agent.name": agent_name,
-            "gen_ai.agent.id": agent_id,
-            **attributes,
-        },
-    )
+    return _Scope(_start(f"invoke_agent {agent_name}", trace.SpanKind.INTERNAL, lambda: {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": agent_name,
+        "gen_ai.agent.id": agent_id,
+        **attributes,
+    }))
 
 
 def chat_span(
@@ -104,63 +137,62 @@ def chat_span(
     """Span ``chat {model}`` around one model call; a no-op when tracing is off."""
     if not is_enabled():
         return _NULL
-    return _span(
-        f"chat {model}",
-        trace.SpanKind.CLIENT,
-        {
-            "gen_ai.operation.name": "chat",
-            "gen_ai.provider.name": provider,
-            "gen_ai.request.model": model,
-            **attributes,
-        },
-    )
+    return _Scope(start_chat_span(model, provider, **attributes))
 
 
 def tool_span(
     tool_name: str, call_id: str | None = None, **attributes: Any
 ) -> AbstractContextManager[trace.Span | None]:
-    """Span ``execute_tool {tool_name}`` around one tool call; a no-op when tracing is off."""
+    """Span ``execute_tool {tool_name}`` around one tool call (counted in the running
+    experiment's totals); a no-op when tracing is off."""
+    count_tool_call()
     if not is_enabled():
         return _NULL
-    return _span(
-        f"execute_tool {tool_name}",
-        trace.SpanKind.INTERNAL,
-        {
-            "gen_ai.operation.name": "execute_tool",
-            "gen_ai.tool.name": tool_name,
-            "gen_ai.tool.call.id": call_id,
-            **attributes,
-        },
-    )
+    return _Scope(_start(f"execute_tool {tool_name}", trace.SpanKind.INTERNAL, lambda: {
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": tool_name,
+        "gen_ai.tool.call.id": call_id,
+        **attributes,
+    }))
 
 
 def start_chat_span(model: str, provider: str | None = None, **attributes: Any) -> trace.Span:
     """Start (without making it current) a ``chat {model}`` span; end it with :func:`end_span`.
 
-    For calls whose result outlives the call itself, such as a streamed response.
+    For calls whose result outlives the call itself, such as a streamed response. The span
+    does not record (``is_recording()`` is false) when its trace is sampled out.
     """
-    attrs = {
+    return _start(f"chat {model}", trace.SpanKind.CLIENT, lambda: {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": provider,
         "gen_ai.request.model": model,
         **attributes,
-    }
-    return _tracer().start_span(
-        f"chat {model}",
-        kind=trace.SpanKind.CLIENT,
-        attributes={k: v for k, v in attrs.items() if v is not None},
-    )
+    })
 
 
-def use_span(span: trace.Span) -> AbstractContextManager[trace.Span]:
+class use_span:
     """Make ``span`` current for the body without ending it."""
-    return trace.use_span(span, end_on_exit=False, record_exception=False,
-                          set_status_on_exception=False)
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: trace.Span) -> None:
+        self._span = span
+        self._token: object = None
+
+    def __enter__(self) -> trace.Span:
+        span = self._span
+        if span is not _get_current_span():
+            self._token = otel_context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
 def end_span(span: trace.Span, error: BaseException | None = None) -> None:
     """End ``span``, recording ``error`` (if any) as its status."""
-    if error is not None:
+    if error is not None and span.is_recording():
         span.record_exception(error)
         span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
     span.end()
@@ -169,23 +201,24 @@ def end_span(span: trace.Span, error: BaseException | None = None) -> None:
 def _messaging_span(operation: str, destination: str, kind: trace.SpanKind,
                     parent: otel_context.Context | None, attributes: Mapping[str, Any]
                     ) -> trace.Span:
-    attrs = {"messaging.system": "agentplex", "messaging.operation.type": operation,
-             "messaging.operation.name": operation, "messaging.destination.name": destination,
-             **attributes}
-    return _tracer().start_span(f"{operation} {destination}", context=parent, kind=kind,
-                                attributes={k: v for k, v in attrs.items() if v is not None})
+    return _start(f"{operation} {destination}", kind, lambda: {
+        "messaging.system": "agentplex", "messaging.operation.type": operation,
+        "messaging.operation.name": operation, "messaging.destination.name": destination,
+        **attributes}, parent)
 
 
 def send_headers(destination: str, parent: otel_context.Context | None, **attributes: Any
                  ) -> dict[str, str] | None:
     """Record a ``send {destination}`` PRODUCER span (a child of ``parent``) for a message
-    leaving this process, and return the headers that carry it; ``None`` when off."""
+    leaving this process, and return the headers that carry it — with the trace's
+    ``sampled`` flag, so the receiving process keeps or drops what this one did; ``None``
+    when off."""
     if not is_enabled():
         return None
     span = _messaging_span("send", destination, trace.SpanKind.PRODUCER, parent, attributes)
     span.end()
     headers: dict[str, str] = {}
-    propagate.inject(headers, context=trace.set_span_in_context(span))
+    propagate.inject(headers, context=trace.set_span_in_context(span, parent))
     return headers
 
 
@@ -195,10 +228,10 @@ def receive_context(destination: str, headers: Mapping[str, str] | None, **attri
     ``headers``; return the context its handler runs in (``None`` when off or absent)."""
     if not headers or not is_enabled():
         return extract_context(headers) if headers else None
-    span = _messaging_span("process", destination, trace.SpanKind.CONSUMER,
-                           propagate.extract(headers), attributes)
+    parent = propagate.extract(headers)
+    span = _messaging_span("process", destination, trace.SpanKind.CONSUMER, parent, attributes)
     span.end()
-    return trace.set_span_in_context(span)
+    return trace.set_span_in_context(span, parent)
 
 
 def inject_context(carrier: MutableMapping[str, str] | None = None) -> dict[str, str] | None:
@@ -217,14 +250,19 @@ def extract_context(headers: Mapping[str, str] | None) -> otel_context.Context |
     return propagate.extract(headers)
 
 
-@contextmanager
-def use_context(ctx: otel_context.Context | None) -> Iterator[None]:
+class use_context:
     """Make ``ctx`` (from :func:`extract_context`) current for the body; ``None`` does nothing."""
-    if ctx is None:
-        yield
-        return
-    token = otel_context.attach(ctx)
-    try:
-        yield
-    finally:
-        otel_context.detach(token)
+
+    __slots__ = ("_ctx", "_token")
+
+    def __init__(self, ctx: otel_context.Context | None) -> None:
+        self._ctx = ctx
+        self._token: object = None
+
+    def __enter__(self) -> None:
+        if self._ctx is not None:
+            self._token = otel_context.attach(self._ctx)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._token is not None:
+            otel_context.detach(self._token)  # type: ignore[arg-type]

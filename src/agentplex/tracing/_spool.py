@@ -1,0 +1,87 @@
+"""Sorted output in bounded memory: lines that must end up in key order, whatever order
+they arrive in, written to disk in sorted chunks and merged when the run ends."""
+
+from __future__ import annotations
+
+import heapq
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+__all__ = ["SortedSpool"]
+
+Key = tuple[int, str, int]
+
+
+class SortedSpool:
+    """Collects ``(key, line)`` pairs and writes the lines to ``path`` in key order.
+
+    At most ``chunk`` lines are held in memory: a full buffer is sorted and spilled into a
+    chunk file next to ``path``; :meth:`close` merges the chunks (one line of each open at a
+    time) into ``path`` and removes them.
+    """
+
+    def __init__(self, path: Path, chunk: int = 20_000) -> None:
+        if chunk < 1:
+            raise ValueError("a spool chunk holds at least one line")
+        self.path = path
+        self.chunk = chunk
+        self.count = 0
+        self._buffer: list[tuple[Key, str]] = []
+        self._parts: list[Path] = []
+
+    @property
+    def buffered(self) -> int:
+        """How many lines are held in memory now."""
+        return len(self._buffer)
+
+    def add(self, key: Key, line: str) -> None:
+        """Add one line (no newline in it) to come out at ``key``'s place."""
+        self._buffer.append((key, line))
+        self.count += 1
+        if len(self._buffer) >= self.chunk:
+            self._spill()
+
+    def _spill(self) -> None:
+        self._buffer.sort(key=_first)
+        part = self.path.with_name(f".{self.path.name}.{len(self._parts):05d}")
+        with part.open("w", encoding="utf-8") as out:
+            out.writelines(f"{k[0]}\t{json.dumps(k[1])}\t{k[2]}\t{line}\n"
+                           for k, line in self._buffer)
+        self._parts.append(part)
+        self._buffer = []
+
+    def close(self) -> None:
+        """Write every line, in key order, to ``path``."""
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with tmp.open("w", encoding="utf-8") as out:
+            if not self._parts:
+                self._buffer.sort(key=_first)
+                out.writelines(line + "\n" for _, line in self._buffer)
+            else:
+                if self._buffer:
+                    self._spill()
+                files = [p.open(encoding="utf-8") for p in self._parts]
+                try:
+                    for _, line in heapq.merge(*(_read(f) for f in files), key=_first):
+                        out.write(line + "\n")
+                finally:
+                    for f in files:
+                        f.close()
+        os.replace(tmp, self.path)
+        for part in self._parts:
+            part.unlink(missing_ok=True)
+        self._parts = []
+        self._buffer = []
+
+
+def _first(item: tuple[Key, str]) -> Key:
+    return item[0]
+
+
+def _read(f: IO[str]) -> Iterator[tuple[Key, str]]:
+    for raw in f:
+        clock, name, seq, line = raw.rstrip("\n").split("\t", 3)
+        yield (int(clock), json.loads(name), int(seq)), line
