@@ -12,12 +12,14 @@ from ._content import ContentCapture, content_capture, set_content_capture
 from ._exporters import JsonLinesSpanExporter
 from ._report import SpanNode, find_run, list_runs, load_spans, render_html, span_tree
 from ._run import ReplayMissing, Run, active_run, experiment
+from ._sampling import TraceSampler
 from ._setup import (
     SpanDispatcher,
     configure_tracing,
     dispatcher,
     exporters_from_env,
     otlp_exporter,
+    sampler,
 )
 from ._spans import is_enabled
 
@@ -28,6 +30,7 @@ __all__ = [
     "Run",
     "SpanDispatcher",
     "SpanNode",
+    "TraceSampler",
     "active_run",
     "configure_tracing",
     "content_capture",
@@ -40,6 +43,7 @@ __all__ = [
     "load_spans",
     "otlp_exporter",
     "render_html",
+    "sampler",
     "set_content_capture",
     "span_tree",
 ]

@@ -37,6 +37,7 @@ from opentelemetry.trace import (
 from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import Attributes, AttributeValue
 
+from ._context import current_span
 from ._sampling import TraceSampler
 
 __all__ = ["Recorder", "RunAnchor", "SpanRecord"]
@@ -193,7 +194,7 @@ class Recorder(trace.Tracer):
               links: Sequence[Link] | None = None, start_time: int | None = None,
               force: bool = False) -> trace.Span:
         """Start a span (``force``: record it whatever the sampler says)."""
-        parent_span = _get_current_span(context)
+        parent_span = current_span() if context is None else _get_current_span(context)
         parent: SpanContext | None = parent_span.get_span_context()
         assert parent is not None
         if not parent[5]:  # SpanContext.is_valid (read by index: this runs per span)

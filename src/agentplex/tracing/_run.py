@@ -104,6 +104,7 @@ class Run:
         self.input_tokens = 0
         self.output_tokens = 0
         self.tool_calls = 0
+        self.spans: BufferedSpanProcessor | None = None
         self._lock = threading.Lock()
         self._replay: dict[str, list[Any]] = {}
         self._replay_seen: dict[str, int] = {}
@@ -134,8 +135,11 @@ class Run:
 
     @property
     def buffered(self) -> dict[str, int]:
-        """Lines held in memory now, per file (each at most the run's ``buffer``)."""
-        return {"transcript": self._transcript.buffered, "recording": len(self._recording)}
+        """What the run holds in memory now: lines waiting per file (each below the run's
+        ``buffer``) and ``clocks``, the causal clocks of messages still alive."""
+        return {"trace": self.spans.buffered if self.spans is not None else 0,
+                "transcript": self._transcript.buffered, "recording": len(self._recording),
+                "clocks": len(self._clock_of)}
 
     # -- models and tools -----------------------------------------------------------------
 
@@ -363,6 +367,7 @@ async def experiment(
     replay: str | Path | None = None,
     capture_content: ContentCapture | None = None,
     sampling: float | None = None,
+    buffer: int = 20_000,
 ) -> AsyncIterator[Run]:
     """Run the body as one traced, recorded experiment (see the module docstring).
 
@@ -380,6 +385,8 @@ async def experiment(
             the manifest's totals are complete whatever is sampled. While sampling, each
             call the body makes from outside any agent starts a trace of its own, linked
             to the run's ``run {name}`` span, so that each is kept or dropped whole.
+        buffer: how many spans, messages and responses wait in memory before they are
+            written (spans: at most 512); memory stays within it whatever the run's length.
     """
     global _active
     if _active is not None:
@@ -387,10 +394,12 @@ async def experiment(
     if sampling is not None and not 0.0 <= sampling <= 1.0:
         raise ValueError(f"sampling is a share of traces between 0 and 1, not {sampling!r}")
     run = Run(name, Path(runs_dir), seed, dict(config or {}),
-              Path(replay) if replay is not None else None)
+              Path(replay) if replay is not None else None, buffer=buffer)
     if seed is not None:
         _seed_everything(seed)
-    processor = BufferedSpanProcessor(JsonLinesSpanExporter(run.dir / "trace.jsonl"))
+    processor = BufferedSpanProcessor(JsonLinesSpanExporter(run.dir / "trace.jsonl"),
+                                      batch_size=min(buffer, 512))
+    run.spans = processor
     hub = dispatcher()
     hub.attach(processor)
     process_sampler = sampler()

@@ -12,6 +12,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 
+from ._context import attach, current_span, detach, with_span
 from ._recorder import SpanRecord
 from ._run import count_tool_call
 from ._setup import recorder
@@ -36,7 +37,6 @@ __all__ = [
 _TRACER_NAME = "agentplex"
 _PROVIDER_FROM_ENV = OTEL_PYTHON_TRACER_PROVIDER in os.environ
 
-_get_current_span = trace.get_current_span
 _actor: ContextVar[str | None] = ContextVar("agentplex_actor", default=None)
 
 
@@ -93,15 +93,16 @@ class _Scope:
 
     def __enter__(self) -> trace.Span:
         span = self.span
-        if span is not _get_current_span():  # a dropped span standing in for its parent
-            self._token = otel_context.attach(trace.set_span_in_context(span))
+        if span is not current_span():  # else: a dropped span standing in for its parent
+            self._token = attach(with_span(span))
         return span
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: object) -> None:
         if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
-        end_span(self.span, error)
+            detach(self._token)
+        if self.span.is_recording():
+            end_span(self.span, error)
 
 
 def _start(name: str, kind: trace.SpanKind, attributes: Callable[[], dict[str, Any]],
@@ -121,7 +122,7 @@ def agent_span(
     agent_name: str, agent_id: str | None = None, **attributes: Any
 ) -> AbstractContextManager[trace.Span | None]:
     """Span ``invoke_agent {agent_name}`` around one reply; a no-op when tracing is off."""
-    if not is_enabled():
+    if recorder() is None and not is_enabled():
         return _NULL
     return _Scope(_start(f"invoke_agent {agent_name}", trace.SpanKind.INTERNAL, lambda: {
         "gen_ai.operation.name": "invoke_agent",
@@ -135,7 +136,7 @@ def chat_span(
     model: str, provider: str | None = None, **attributes: Any
 ) -> AbstractContextManager[trace.Span | None]:
     """Span ``chat {model}`` around one model call; a no-op when tracing is off."""
-    if not is_enabled():
+    if recorder() is None and not is_enabled():
         return _NULL
     return _Scope(start_chat_span(model, provider, **attributes))
 
@@ -146,7 +147,7 @@ def tool_span(
     """Span ``execute_tool {tool_name}`` around one tool call (counted in the running
     experiment's totals); a no-op when tracing is off."""
     count_tool_call()
-    if not is_enabled():
+    if recorder() is None and not is_enabled():
         return _NULL
     return _Scope(_start(f"execute_tool {tool_name}", trace.SpanKind.INTERNAL, lambda: {
         "gen_ai.operation.name": "execute_tool",
@@ -181,13 +182,13 @@ class use_span:
 
     def __enter__(self) -> trace.Span:
         span = self._span
-        if span is not _get_current_span():
-            self._token = otel_context.attach(trace.set_span_in_context(span))
+        if span is not current_span():
+            self._token = attach(with_span(span))
         return span
 
     def __exit__(self, *exc: object) -> None:
         if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            detach(self._token)
 
 
 def end_span(span: trace.Span, error: BaseException | None = None) -> None:
@@ -261,8 +262,8 @@ class use_context:
 
     def __enter__(self) -> None:
         if self._ctx is not None:
-            self._token = otel_context.attach(self._ctx)
+            self._token = attach(self._ctx)
 
     def __exit__(self, *exc: object) -> None:
         if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            detach(self._token)
