@@ -16,7 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).parent
+from tests.support import ROOT
+
 CALLS = 60
 RATIO = 0.3
 
@@ -25,13 +26,14 @@ DRIVER = textwrap.dedent('''
     from agentplex import Msg, connect
     from agentplex.tracing import configure_tracing, dispatcher
 
-    async def main(node_script, out_dir, calls, ratio):
+    async def main(out_dir, calls, ratio):
         configure_tracing(file=f"{out_dir}/head.jsonl", from_env=False, sampling=float(ratio))
         async with connect() as rt:
             head = rt.transport.endpoint
-            nodes = [subprocess.Popen([sys.executable, node_script, head, f"node-{role}", role,
-                                       f"{out_dir}/{role}.jsonl"], stdout=subprocess.PIPE,
-                                      text=True) for role in ("relay", "worker")]
+            nodes = [subprocess.Popen([sys.executable, "-m", "tests.support.traced_node", head,
+                                       f"node-{role}", role, f"{out_dir}/{role}.jsonl"],
+                                      stdout=subprocess.PIPE, text=True)
+                     for role in ("relay", "worker")]
             try:
                 for node in nodes:  # in a thread: this loop is the bus head they join
                     line = await asyncio.to_thread(node.stdout.readline)
@@ -48,7 +50,7 @@ DRIVER = textwrap.dedent('''
                     await asyncio.to_thread(node.wait, 20)
         dispatcher().shutdown()
 
-    asyncio.run(main(*sys.argv[1:5]))
+    asyncio.run(main(*sys.argv[1:4]))
 ''')
 
 CHAIN = [("process relay", "send relay"), ("invoke_agent relay", "process relay"),
@@ -61,9 +63,8 @@ def test_sampled_traces_are_whole_across_processes(tmp_path: Path) -> None:
     # follow the sampled flag the driver's trace context carries instead.
     env = {**os.environ, "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
            "OTEL_TRACES_SAMPLER_ARG": "0.5"}
-    proc = subprocess.run([sys.executable, "-c", DRIVER, str(HERE / "trace_node.py"),
-                           str(tmp_path), str(CALLS), str(RATIO)],
-                          capture_output=True, text=True, timeout=180, env=env)
+    proc = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path), str(CALLS), str(RATIO)],
+                          capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "done"
     traces: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
