@@ -48,6 +48,8 @@ def set_current_actor(name: str | None) -> None:
 def current_actor() -> str | None:
     """The name of the actor whose handler is running in this task, if any."""
     return _actor.get()
+
+
 _NULL: AbstractContextManager[None] = nullcontext()
 
 
@@ -57,13 +59,20 @@ def is_enabled() -> bool:
     Called on every message, so it must be cheap: while no provider is set it reads one
     module global (the API's own ``get_tracer_provider`` re-reads the environment then).
     """
+    global _checked
     provider = trace._TRACER_PROVIDER
     if provider is None:
         if _PROVIDER_FROM_ENV:  # the API loads that provider on first use; let it
             provider = trace.get_tracer_provider()
         else:
             return False
-    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+    if provider is not _checked[0]:  # the provider is set once: check its type once
+        _checked = (provider, not isinstance(
+            provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)))
+    return _checked[1]
+
+
+_checked: tuple[object, bool] = (None, False)
 
 
 _cached: tuple[trace.TracerProvider, trace.Tracer] | None = None
@@ -93,7 +102,8 @@ class _Scope:
 
     def __enter__(self) -> trace.Span:
         span = self.span
-        if span is not current_span():  # else: a dropped span standing in for its parent
+        # (a dropped span may be its parent, standing in for it: already current)
+        if type(span) is SpanRecord or span is not current_span():
             self._token = attach(with_span(span))
         return span
 
@@ -101,8 +111,13 @@ class _Scope:
                  tb: object) -> None:
         if self._token is not None:
             detach(self._token)
-        if self.span.is_recording():
-            end_span(self.span, error)
+        span = self.span
+        if type(span) is SpanRecord:
+            if error is not None:
+                _record_error(span, error)
+            span.end()
+        elif span.is_recording():  # a span of another provider's tracer
+            end_span(span, error)
 
 
 def _start(name: str, kind: trace.SpanKind, attributes: Callable[[], dict[str, Any]],
@@ -122,7 +137,17 @@ def agent_span(
     agent_name: str, agent_id: str | None = None, **attributes: Any
 ) -> AbstractContextManager[trace.Span | None]:
     """Span ``invoke_agent {agent_name}`` around one reply; a no-op when tracing is off."""
-    if recorder() is None and not is_enabled():
+    rec = recorder()
+    if rec is not None:  # inline: the path every reply takes
+        span = rec.start(f"invoke_agent {agent_name}", None, trace.SpanKind.INTERNAL)
+        if type(span) is SpanRecord:
+            attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent_name}
+            if agent_id is not None:
+                attrs["gen_ai.agent.id"] = agent_id
+            attrs.update((k, v) for k, v in attributes.items() if v is not None)
+            span.attributes = attrs
+        return _Scope(span)
+    if not is_enabled():
         return _NULL
     return _Scope(_start(f"invoke_agent {agent_name}", trace.SpanKind.INTERNAL, lambda: {
         "gen_ai.operation.name": "invoke_agent",
@@ -194,9 +219,13 @@ class use_span:
 def end_span(span: trace.Span, error: BaseException | None = None) -> None:
     """End ``span``, recording ``error`` (if any) as its status."""
     if error is not None and span.is_recording():
-        span.record_exception(error)
-        span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        _record_error(span, error)
     span.end()
+
+
+def _record_error(span: trace.Span, error: BaseException) -> None:
+    span.record_exception(error)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
 
 def _messaging_span(operation: str, destination: str, kind: trace.SpanKind,
