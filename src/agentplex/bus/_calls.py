@@ -13,7 +13,7 @@ from typing import Any
 from ..message import DecodeError, encode
 from ..runtime import ActorError, ActorNotFound, CallTimeout, MailboxFull
 from ..runtime.lowlevel import Envelope, StreamChannel
-from ..tracing.lowlevel import extract_context, send_headers
+from ..tracing.lowlevel import answer_received, extract_context, send_headers
 from ._directory import HEAD, Directory
 from ._errors import FrameError
 from ._frames import Header, Op, error_from_wire
@@ -238,6 +238,8 @@ class Calls:
         del self._pending[h.corr]  # type: ignore[arg-type]
         fut = entry.waiter
         if op == Op.RESULT:
+            if h.trace:  # an experiment's causal clock: the caller has heard the answer
+                answer_received(h.trace, entry.env.sender if entry.env is not None else None)
             if not fut.done():
                 fut.set_result(value)
             return

@@ -165,10 +165,13 @@ class Peers:
             self.stats["send_failed"] += 1
             log.warning("could not send %s to node %r: %s", header.op, node, exc)
 
-    def answer(self, h: Header, op: str, data: bytes) -> None:
-        """Answer the request ``h`` (a tell is answered only with an error)."""
+    def answer(self, h: Header, op: str, data: bytes,
+               trace: dict[str, str] | None = None) -> None:
+        """Answer the request ``h`` (a tell is answered only with an error); ``trace``:
+        headers for the caller (an experiment's causal clock)."""
         if h.corr is not None or op == Op.ERROR:
-            self.send_nowait(h.src, Header(op, self.node_id, h.corr, target=h.target), data)
+            self.send_nowait(h.src, Header(op, self.node_id, h.corr, target=h.target,
+                                           trace=trace), data)
 
     def answer_error(self, h: Header, exc: BaseException, **extra: Any) -> None:
         """Answer the request ``h`` with ``exc``, raised again at its sender."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..message import EncodeError, encode
 from ..runtime import ActorError, ActorNotFound, ActorStopped, HandlerError, MailboxFull
 from ..runtime.lowlevel import Envelope, Kind, StreamChannel
-from ..tracing.lowlevel import receive_context
+from ..tracing.lowlevel import answer_headers, receive_context
 from ._allowlist import build_actor
 from ._errors import PayloadTooLarge
 from ._frames import Header, Op
@@ -173,7 +173,7 @@ class Serving:
         except PayloadTooLarge as exc:
             self.peers.answer_error(h, exc)
             return
-        self.peers.answer(h, Op.RESULT, data)
+        self.peers.answer(h, Op.RESULT, data, answer_headers(h.target))
 
     async def _pump(self, h: Header, key: tuple[str, int], s: Served) -> None:
         """Send a served stream's items to the caller, as the caller's credit allows."""

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import metadata
@@ -48,9 +48,14 @@ from ._spool import SortedSpool
 __all__ = [
     "ReplayMissing",
     "Run",
+    "RunPart",
     "active_run",
+    "answer_headers",
+    "answer_received",
     "count_tool_call",
     "experiment",
+    "join_run",
+    "outgoing_run",
     "record_received",
     "request_key",
     "transcribe",
@@ -61,6 +66,10 @@ _PACKAGES = ("agentplex", "pydantic", "msgpack", "pyzmq", "anyio", "opentelemetr
              "ollama", "huggingface-hub", "ray")
 
 _active: Run | None = None
+_PARTS = "parts"
+_RUN_HEADER = "agentplex-run"
+_CLOCK_HEADER = "agentplex-clock"
+_CLOCK_KEY = otel_context.create_key("agentplex-clock")
 
 
 def active_run() -> Run | None:
@@ -85,6 +94,8 @@ class Run:
     totals count every model call, token, tool call and message, sampled or not.
     """
 
+    _replay: dict[str, list[Any]]
+
     def __init__(self, name: str, runs_dir: Path, seed: int | None, config: dict[str, Any],
                  replay: Path | None, *, buffer: int = 20_000) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -99,21 +110,9 @@ class Run:
         self.started_at = datetime.now(UTC).isoformat()
         self.ended_at: str | None = None
         self.duration_s: float | None = None
-        self.models: dict[str, dict[str, str]] = {}
-        self.model_calls = 0
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.tool_calls = 0
         self.spans: BufferedSpanProcessor | None = None
-        self._lock = threading.Lock()
-        self._replay: dict[str, list[Any]] = {}
-        self._replay_seen: dict[str, int] = {}
-        self._seen: dict[str, int] = {}
-        # a message's clock, kept while the message object lives (nobody can take in a
-        # message that no longer exists), so memory follows the live messages, not the run
-        self._clock_of: dict[str, tuple[int, Any]] = {}
-        self._agent_clock: dict[str, int] = {}
-        self._max_clock = 0
+        self.locator = json.dumps([str(self.dir), str(replay) if replay is not None else None])
+        self._init_state()
         self._buffer = buffer
         self.dir.mkdir(parents=True, exist_ok=True)
         self._transcript = SortedSpool(self.dir / "transcript.jsonl", chunk=buffer)
@@ -123,10 +122,39 @@ class Run:
         if replay is not None:
             self._replay = load_recording(replay)
 
+    def _init_state(self) -> None:
+        self.models: dict[str, dict[str, str]] = {}
+        self.model_calls = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.tool_calls = 0
+        self._lock = threading.Lock()
+        self._replay = {}
+        self._replay_seen: dict[str, int] = {}
+        self._seen: dict[str, int] = {}
+        # a message's clock, kept while the message object lives (nobody can take in a
+        # message that no longer exists), so memory follows the live messages, not the run
+        self._clock_of: dict[str, tuple[int, Any]] = {}
+        self._agent_clock: dict[str, int] = {}
+        self._max_clock = 0
+
     @property
     def replaying(self) -> bool:
         """Whether model responses come from a recorded run instead of the models."""
         return self.replay_of is not None
+
+    def heard(self, agent: str | None, clock: int) -> None:
+        """``agent`` (``None``: the program) heard from someone whose clock was ``clock``."""
+        with self._lock:
+            if agent is not None and clock > self._agent_clock.get(agent, 0):
+                self._agent_clock[agent] = clock
+            if clock > self._max_clock:
+                self._max_clock = clock
+
+    def clock(self, agent: str | None) -> int:
+        """``agent``'s causal clock now (the run's highest for the program itself)."""
+        with self._lock:
+            return self._max_clock if agent is None else self._agent_clock.get(agent, 0)
 
     @property
     def messages(self) -> int:
@@ -185,11 +213,17 @@ class Run:
     # -- transcript (Lamport-ordered, so concurrent runs replay byte-identically) ----------
 
     def received(self, agent: str, msg_id: str) -> None:
-        """``agent`` took in message ``msg_id``: its clock moves past that message's."""
+        """``agent`` took in message ``msg_id``: its clock moves past that message's (or,
+        for a message from another process, past its sender's clock when it was sent)."""
+        sent = otel_context.get_value(_CLOCK_KEY)
         with self._lock:
             known = self._clock_of.get(msg_id)
-            if known is not None and known[0] > self._agent_clock.get(agent, 0):
-                self._agent_clock[agent] = known[0]
+            clock = max(known[0] if known is not None else 0,
+                        sent if isinstance(sent, int) else 0)
+            if clock > self._agent_clock.get(agent, 0):
+                self._agent_clock[agent] = clock
+            if clock > self._max_clock:
+                self._max_clock = clock
 
     def said(self, speaker: str | None, msg_id: str, entry: dict[str, Any],
              msg: object | None = None) -> None:
@@ -210,7 +244,10 @@ class Run:
             seq = self._seen.get(name, 0)
             self._seen[name] = seq + 1
             line = json.dumps({"clock": clock, **entry}, ensure_ascii=False, sort_keys=True)
-            self._transcript.add((clock, name, seq), line)
+            self._add_line((clock, name, seq), line)
+
+    def _add_line(self, key: tuple[int, str, int], line: str) -> None:
+        self._transcript.add(key, line)
 
     def transcript(self) -> list[dict[str, Any]]:
         """Every message of a finished run, in causal (Lamport) order, ties broken by
@@ -251,6 +288,7 @@ class Run:
 
     def write(self) -> None:
         """Finish the run folder: the transcript in order, the recording, the manifest."""
+        self._merge_parts()
         self._transcript.close()
         with self._lock:
             if self._recording_file is not None:
@@ -261,6 +299,136 @@ class Run:
             self._recording = []
         (self.dir / "manifest.json").write_text(json.dumps(self.manifest(), indent=2,
                                                            default=str) + "\n")
+
+
+    def _merge_parts(self) -> None:
+        """Take in the parts other processes journaled (their agents' messages, model
+        calls, tool calls and responses), then remove them."""
+        parts = self.dir / _PARTS
+        if not parts.is_dir():
+            return
+        for path in sorted(parts.glob("*.jsonl")):
+            with path.open(encoding="utf-8") as f:
+                for raw in f:
+                    if not raw.endswith("\n"):
+                        continue  # a line its process was still writing
+                    event = json.loads(raw)
+                    kind = event[0]
+                    if kind == "said":
+                        clock, name, seq = event[1]
+                        self._transcript.add((clock, name, seq), event[2])
+                    elif kind == "model":
+                        self.count(event[1], event[2])
+                    elif kind == "tool":
+                        self.count_tool_call()
+                    elif kind == "response":
+                        self.record_response(event[1], event[2])
+                    elif kind == "used":
+                        self.model_used(event[1], event[2])
+            path.unlink()
+        parts.rmdir()
+
+
+class RunPart(Run):
+    """This process's part of an experiment another process runs: the run's identity came
+    with a message (see :func:`join_run`). Its agents' messages, model calls, tool calls and
+    responses are journaled — one line each, written at once — into the run folder, where
+    the run takes them in when it ends; when the run replays, model calls here are answered
+    from its recording. (Node processes on the machine of the run folder.)"""
+
+    def __init__(self, locator: str) -> None:
+        run_dir, replay = json.loads(locator)
+        self.locator = locator
+        self.dir = Path(run_dir)
+        self.replay_of = Path(replay) if replay is not None else None
+        self.spans = None
+        self._init_state()
+        if self.replay_of is not None:
+            self._replay = load_recording(self.replay_of)
+        folder = self.dir / _PARTS
+        folder.mkdir(parents=True, exist_ok=True)
+        self._journal = (folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl").open(
+            "a", encoding="utf-8", buffering=1)
+
+    def _write(self, event: list[Any]) -> None:
+        self._journal.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
+
+    def _add_line(self, key: tuple[int, str, int], line: str) -> None:
+        self._write(["said", list(key), line])
+
+    def model_used(self, provider: str, model: str) -> None:
+        if f"{provider}:{model}" not in self.models:
+            self.models[f"{provider}:{model}"] = {"provider": provider, "model": model}
+            with self._lock:
+                self._write(["used", provider, model])
+
+    def count(self, input_tokens: int, output_tokens: int) -> None:
+        with self._lock:
+            self._write(["model", input_tokens, output_tokens])
+
+    def count_tool_call(self) -> None:
+        with self._lock:
+            self._write(["tool"])
+
+    def record_response(self, key: str, response: Any) -> None:
+        with self._lock:
+            self._write(["response", key, response])
+
+    @property
+    def messages(self) -> int:
+        return sum(self._seen.values())
+
+    def write(self) -> None:
+        self._journal.close()
+
+
+def outgoing_run(headers: dict[str, str], actor: str | None) -> None:
+    """Add the running experiment (if any) and the sending ``actor``'s causal clock to the
+    headers of a message leaving this process."""
+    run = _active
+    if run is not None:
+        headers[_RUN_HEADER] = run.locator
+        headers[_CLOCK_HEADER] = str(run.clock(actor))
+
+
+def answer_headers(actor: str | None) -> dict[str, str] | None:
+    """Headers for the answer ``actor`` sends back to a caller in another process: its
+    causal clock, so what the caller says next comes after the answer (``None`` outside
+    experiments)."""
+    run = _active
+    if run is None:
+        return None
+    return {_CLOCK_HEADER: str(run.clock(actor))}
+
+
+def answer_received(headers: Mapping[str, str], actor: str | None) -> None:
+    """An answer from another process reached ``actor`` (``None``: the program): its
+    clock moves past the answerer's."""
+    run = _active
+    value = headers.get(_CLOCK_HEADER)
+    if run is not None and value is not None and value.isdigit():
+        run.heard(actor, int(value))
+
+
+def join_run(headers: Mapping[str, str], context: otel_context.Context
+             ) -> otel_context.Context:
+    """For a message from another process: follow the experiment it belongs to (this
+    process's part of it, a :class:`RunPart`) and return ``context`` carrying its sender's
+    causal clock."""
+    global _active
+    locator = headers.get(_RUN_HEADER)
+    if locator is None:
+        return context
+    run = _active
+    if run is None or (run.locator != locator and isinstance(run, RunPart)):
+        if run is not None:
+            run.write()
+        _active = RunPart(locator)
+    try:
+        clock = int(headers.get(_CLOCK_HEADER, "0"))
+    except ValueError:
+        return context
+    return otel_context.set_value(_CLOCK_KEY, clock, context)
 
 
 def load_recording(run_dir: Path) -> dict[str, list[Any]]:
@@ -389,6 +557,9 @@ async def experiment(
             written (spans: at most 512); memory stays within it whatever the run's length.
     """
     global _active
+    if isinstance(_active, RunPart):  # this process was following another's run: no more
+        _active.write()
+        _active = None
     if _active is not None:
         raise RuntimeError(f"experiment {_active.id!r} is already running in this process")
     if sampling is not None and not 0.0 <= sampling <= 1.0:

@@ -14,7 +14,7 @@ from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 
 from ._context import attach, current_span, detach, with_span
 from ._recorder import SpanRecord
-from ._run import count_tool_call
+from ._run import count_tool_call, join_run, outgoing_run
 from ._setup import recorder
 
 __all__ = [
@@ -249,6 +249,7 @@ def send_headers(destination: str, parent: otel_context.Context | None, **attrib
     span.end()
     headers: dict[str, str] = {}
     propagate.inject(headers, context=trace.set_span_in_context(span, parent))
+    outgoing_run(headers, current_actor())
     return headers
 
 
@@ -256,12 +257,14 @@ def receive_context(destination: str, headers: Mapping[str, str] | None, **attri
                     ) -> otel_context.Context | None:
     """Record a ``process {destination}`` CONSUMER span for a message that arrived with
     ``headers``; return the context its handler runs in (``None`` when off or absent)."""
-    if not headers or not is_enabled():
-        return extract_context(headers) if headers else None
+    if not headers:
+        return None
+    if not is_enabled():
+        return join_run(headers, propagate.extract(headers))
     parent = propagate.extract(headers)
     span = _messaging_span("process", destination, trace.SpanKind.CONSUMER, parent, attributes)
     span.end()
-    return trace.set_span_in_context(span, parent)
+    return join_run(headers, trace.set_span_in_context(span, parent))
 
 
 def inject_context(carrier: MutableMapping[str, str] | None = None) -> dict[str, str] | None:

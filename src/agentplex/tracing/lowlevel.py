@@ -9,7 +9,7 @@ runtime, the bus, agents, models and tools call underneath.
 
 from ._content import content_attribute
 from ._exporters import BufferedSpanProcessor, span_to_dict
-from ._run import record_received, request_key, transcribe
+from ._run import answer_headers, answer_received, record_received, request_key, transcribe
 from ._spans import (
     agent_span,
     chat_span,
@@ -29,6 +29,8 @@ from ._spans import (
 __all__ = [
     "BufferedSpanProcessor",
     "agent_span",
+    "answer_headers",
+    "answer_received",
     "chat_span",
     "content_attribute",
     "current_actor",
