@@ -17,7 +17,7 @@ import time
 
 from agentplex import Msg, connect
 from agentplex.tracing import experiment, transcribe
-from tests.support.sim_node import player_name
+from tests.support.sim_node import HEARTBEAT_TIMEOUT, player_name
 
 
 async def play(runs: str, replay: str, agents: int, nodes: int, rounds: int) -> None:
@@ -25,7 +25,7 @@ async def play(runs: str, replay: str, agents: int, nodes: int, rounds: int) -> 
     timings: dict[str, float] = {}
     async with experiment("guess", runs_dir=runs, replay=replay or None,
                           config={"agents": agents, "nodes": nodes, "rounds": rounds}) as run, \
-            connect() as rt:
+            connect(heartbeat_timeout=HEARTBEAT_TIMEOUT) as rt:
         head = rt.transport.endpoint  # type: ignore[attr-defined]
         started = time.perf_counter()
         procs = [await asyncio.create_subprocess_exec(

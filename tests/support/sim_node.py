@@ -18,6 +18,10 @@ from typing import Any
 from agentplex import AgentBase, Msg, ScriptedChatModel, connect
 from agentplex.model import collect
 
+HEARTBEAT_TIMEOUT = 120.0
+"""Seconds of silence before a node counts as lost: a node busy with thousands of queued
+calls on a loaded machine answers pings late."""
+
 
 def guess(messages: list[dict[str, Any]], **_: Any) -> str:
     return str(random.randint(0, 100))
@@ -43,7 +47,7 @@ def player_name(i: int) -> str:
 
 
 async def main(head: str, node_id: str, first: int, count: int) -> None:
-    async with connect(head, node_id=node_id) as rt:
+    async with connect(head, node_id=node_id, heartbeat_timeout=HEARTBEAT_TIMEOUT) as rt:
         for i in range(first, first + count):
             await rt.spawn(Player(player_name(i)), player_name(i))
         print("ready", flush=True)
