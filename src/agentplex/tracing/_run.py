@@ -16,6 +16,7 @@ the run goes: memory stays flat however long it runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -326,7 +327,8 @@ class Run:
                     elif kind == "used":
                         self.model_used(event[1], event[2])
             path.unlink()
-        parts.rmdir()
+        with contextlib.suppress(OSError):  # a node still writing a part it opened late
+            parts.rmdir()
 
 
 class RunPart(Run):
