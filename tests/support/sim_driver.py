@@ -16,7 +16,8 @@ import sys
 import time
 
 from agentplex import Msg, connect
-from agentplex.tracing import experiment, transcribe
+from agentplex.tracing import experiment
+from agentplex.tracing.lowlevel import transcribe
 from tests.support.sim_node import HEARTBEAT_TIMEOUT, player_name
 
 

@@ -60,6 +60,12 @@ async def instrumented_call(
 ) -> ChatResult:
     """Run ``model._call`` in a ``chat`` span; inside an experiment, count, record or replay."""
     run = active_run()
+    attrs = {f"gen_ai.request.{k}": v for k, v in kwargs.items()
+             if k in _PARAMETERS and isinstance(v, (int, float, str))} if kwargs else {}
+    span = start_chat_span(model.model_name, model.provider, **attrs)
+    if run is None and not span.is_recording():  # sampled out, no experiment: nothing to note
+        with use_span(span):
+            return await model._call(messages, tools, tool_choice, structured_model, **kwargs)
     call: dict[str, Any] = {"messages": messages}
     if tools is not None:
         call["tools"] = tools
@@ -68,9 +74,6 @@ async def instrumented_call(
     if structured_model is not None:
         call["structured_model"] = structured_model
     payload = request_payload(call | kwargs)
-    attrs = {f"gen_ai.request.{k}": v for k, v in kwargs.items()
-             if k in _PARAMETERS and isinstance(v, (int, float, str))}
-    span = start_chat_span(model.model_name, model.provider, **attrs)
     captured = content_attribute(payload.get("messages"))
     if captured is not None:
         span.set_attribute("gen_ai.input.messages", captured)
