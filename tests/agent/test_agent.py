@@ -155,7 +155,7 @@ async def test_print_streams_to_console_queue_and_stream() -> None:
         agent.console = console
         queue: asyncio.Queue[tuple[Msg, bool]] = asyncio.Queue()
         agent.set_msg_queue(queue)
-        ref = await agent._ensure_spawned()
+        ref = await agent.ensure_spawned()
         items = [item async for item in ref.stream(Msg("u", "go", "user"), timeout=5)]
     assert console.getvalue() == "s: Hello there\n"
     assert [(m.get_text_content(), last) for m, last in items] == [

@@ -48,7 +48,7 @@ def _through_mailbox(method: str, fn: Callable[..., Awaitable[Any]]) -> Callable
         if caller is None and args:  # from the program driving the agents
             transcribe(args[0], None)
         own = self._cell
-        ref = own.ref if own is not None else await self._ensure_spawned()
+        ref = own.ref if own is not None else await self.ensure_spawned()
         if method == "reply" and len(args) == 1 and not kwargs:
             return await ref.call(args[0], timeout=self.timeout)
         return await ref.call(_Invocation(method, args, kwargs), timeout=self.timeout)
@@ -113,7 +113,8 @@ class AgentBase(StateModule, Actor):
         """Ask the agent for a reply, through its mailbox (as ``reply`` from outside)."""
         return await self.reply(*args, **kwargs)
 
-    async def _ensure_spawned(self) -> ActorRef:
+    async def ensure_spawned(self) -> ActorRef:
+        """This agent's ref; the agent joins the current runtime first if not spawned yet."""
         if self._cell is not None:
             return self._cell.ref
         runtime = get_runtime()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
+import os
+import random
+import time
 from datetime import UTC, datetime
 from typing import Any, Literal, overload
 
@@ -37,12 +39,27 @@ _BLOCK_CLASSES: dict[str, type[Block]] = {
 }
 
 
+_second: tuple[int, str] = (-1, "")
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    """The current UTC time as ``datetime.isoformat`` writes it, to the microsecond
+    (``2025-01-01T12:00:00.000001+00:00``); the date part is formatted once a second."""
+    global _second
+    now = time.time()
+    sec = int(now)
+    if sec != _second[0]:
+        _second = (sec, datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{_second[1]}.{int((now - sec) * 1e6):06d}+00:00"
+
+
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)  # a forked process draws its own ids
 
 
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits (a uuid4's size, without its syscall)."""
+    return f"{_ids.getrandbits(128):032x}"
 
 
 class Msg(BaseModel):
@@ -77,6 +94,18 @@ class Msg(BaseModel):
         if role is not None:
             data["role"] = role
         super().__init__(**data)
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Msg:
+        if isinstance(self.content, str) and self.metadata is None:
+            # every field is immutable: a shallow copy is a deep one
+            new = object.__new__(type(self))
+            object.__setattr__(new, "__dict__", self.__dict__.copy())
+            object.__setattr__(new, "__pydantic_fields_set__",
+                               self.__pydantic_fields_set__.copy())
+            object.__setattr__(new, "__pydantic_extra__", None)
+            object.__setattr__(new, "__pydantic_private__", None)
+            return new
+        return super().__deepcopy__(memo)
 
     # -- content helpers -------------------------------------------------------------
 

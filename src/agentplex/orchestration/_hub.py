@@ -24,7 +24,7 @@ _QUIET_PREFIX = "msghub-manual:"
 async def _ref(participant: Participant) -> ActorRef:
     if isinstance(participant, ActorRef):
         return participant
-    return await participant._ensure_spawned()
+    return await participant.ensure_spawned()
 
 
 class MsgHub:
@@ -69,16 +69,18 @@ class MsgHub:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        for ref in list(self._refs.values()):
-            await self.runtime.unsubscribe(self.topic, ref)
+        refs = list(self._refs.values())
         self._refs.clear()
+        await self.runtime.unsubscribe_many(self.topic, refs)
 
     async def _join(self, participants: Sequence[Participant]) -> None:
+        new: dict[str, ActorRef] = {}
         for participant in participants:
             ref = await _ref(participant)
             if ref.name not in self._refs:
-                await self.runtime.subscribe(self.topic, ref)
-                self._refs[ref.name] = ref
+                new[ref.name] = ref
+        self._refs.update(new)
+        await self.runtime.subscribe_many(self.topic, new.values())
 
     async def add(self, new_participant: Participant | Sequence[Participant]) -> None:
         """Add participants; they observe replies made from now on."""

@@ -8,6 +8,9 @@ from typing import Any
 
 from ..agent import AgentBase
 from ..message import Msg
+from ..runtime import ActorRef, get_runtime
+from ..runtime.lowlevel import current_cell
+from ..tracing.lowlevel import transcribe
 
 __all__ = [
     "FanoutPipeline",
@@ -49,10 +52,41 @@ async def fanout_pipeline(
 
     With ``enable_gather`` (default) the agents run concurrently, otherwise one by one.
     Extra keyword arguments are passed to each agent.
+
+    Concurrently, agents and refs are called with :meth:`Runtime.call_many` (idle local
+    agents reply without a task each; agents elsewhere are reached in one batch), which
+    returns once every agent has answered and then raises the first error in agent order.
+    Other callables (or keyword arguments, or agents with different timeouts) are
+    gathered with :func:`asyncio.gather`.
     """
-    if enable_gather:
+    if not enable_gather:
+        return [await a(_copy(msg), **kwargs) for a in agents]
+    mailboxes = None if kwargs else await _mailboxes(agents)
+    if mailboxes is None:
         return list(await asyncio.gather(*(a(_copy(msg), **kwargs) for a in agents)))
-    return [await a(_copy(msg), **kwargs) for a in agents]
+    refs, timeout = mailboxes
+    if current_cell.get() is None:  # from the program driving the agents
+        transcribe(msg, None)
+    return await get_runtime().call_many(refs, msg, timeout=timeout, copy_message=True)
+
+
+async def _mailboxes(agents: Sequence[AgentLike]) -> tuple[list[ActorRef], float | None] | None:
+    """The refs through which ``agent(msg)`` would go for every agent, and their common
+    timeout; ``None`` when some agent is called otherwise."""
+    refs: list[ActorRef] = []
+    timeouts: set[float | None] = set()
+    for agent in agents:
+        if isinstance(agent, ActorRef):
+            refs.append(agent)
+            timeouts.add(None)
+        elif isinstance(agent, AgentBase) and type(agent).__call__ is AgentBase.__call__:
+            refs.append(agent.ref if agent.spawned else await agent.ensure_spawned())
+            timeouts.add(agent.timeout)
+        else:
+            return None
+        if len(timeouts) > 1:
+            return None
+    return refs, next(iter(timeouts), None)
 
 
 class SequentialPipeline:

@@ -2,7 +2,13 @@
 
 An idle actor costs no task and no queue: the mailbox deque exists only while messages
 wait, and the drain task exists only while the mailbox has work. The task handles
-messages one at a time, in arrival order, inline (no task per message).
+messages one at a time, in arrival order, inline (no task per message). A fan-out or a
+broadcast may instead hold an idle actor's mailbox in a :class:`~._batch.Batch`, which
+handles it without a task of its own.
+
+An actor with ``max_concurrency = N > 1`` has up to N worker tasks instead of one drain
+task: a message starts as soon as fewer than N handlers run, and a worker that finishes
+takes the next waiting message.
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ import asyncio
 import logging
 import traceback
 from collections import deque
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
 from typing import TYPE_CHECKING, Any
 
 from ..tracing.lowlevel import set_current_actor, use_context
+from ._batch import Batch, Suspended, drive
 from ._channel import StreamChannel
 from ._envelope import Envelope, Kind
 from ._errors import ActorStopped, HandlerError, MailboxFull
@@ -46,10 +53,17 @@ def handler_error(exc: BaseException, actor: str) -> HandlerError:
     return err
 
 
+def _enter(cell: ActorCell) -> None:
+    current_cell.set(cell)
+    set_current_actor(cell.name)
+
+
 class ActorCell:
     """Runtime-side state of one spawned actor. Internal to the runtime."""
 
     __slots__ = (
+        "_batch",
+        "_held",
         "_inflight",
         "_interrupting",
         "_queue",
@@ -76,6 +90,8 @@ class ActorCell:
         self._space: deque[asyncio.Future[None]] | None = None
         self._interrupting: Envelope | None = None
         self._inflight: dict[Envelope, asyncio.Task[None]] | None = None
+        self._batch: Batch | None = None
+        self._held: Envelope | None = None
         self._state = _RUNNING
 
     # -- state ---------------------------------------------------------------------
@@ -86,7 +102,7 @@ class ActorCell:
 
     @property
     def idle(self) -> bool:
-        return self._task is None
+        return self._task is None and self._batch is None and not self._inflight
 
     @property
     def interrupting(self) -> bool:
@@ -95,7 +111,7 @@ class ActorCell:
 
     def backlog(self) -> int:
         """Messages waiting in the mailbox (not counting the one being handled)."""
-        return len(self._queue) if self._queue else 0
+        return (len(self._queue) if self._queue else 0) + (self._held is not None)
 
     # -- enqueue -------------------------------------------------------------------
 
@@ -112,8 +128,25 @@ class ActorCell:
         elif len(queue) >= self.capacity:
             return False
         queue.append(env)
-        if self._task is None:
+        if self.actor.max_concurrency > 1:
+            inflight = self._inflight
+            if inflight is None or len(inflight) < self.actor.max_concurrency:
+                self._start_worker()
+        elif self._task is None and self._batch is None:
             self._activate()
+        return True
+
+    def hold(self, env: Envelope, batch: Batch) -> bool:
+        """Deliver ``env`` into ``batch`` if the actor is idle (``False`` otherwise: then
+        :meth:`offer` it). Raises :class:`ActorStopped` like :meth:`offer`."""
+        if self._state != _RUNNING:
+            raise ActorStopped(f"actor {self.name!r} is stopped", actor=self.name)
+        if self._task is not None or self._batch is not None or self.actor.max_concurrency > 1:
+            return False
+        self._held = env
+        self._batch = batch
+        batch.add(self)
+        self.runtime._busy += 1
         return True
 
     async def put(self, env: Envelope, timeout: float) -> None:
@@ -164,7 +197,6 @@ class ActorCell:
     async def _run(self) -> None:
         current_cell.set(self)
         set_current_actor(self.name)
-        concurrent = self.actor.max_concurrency > 1
         replied = False
         try:
             while True:
@@ -173,15 +205,8 @@ class ActorCell:
                     env = queue.popleft()
                     if self._space:
                         self._wake_sender()
-                    if concurrent:
-                        await self._start_concurrent(env)
-                    else:
-                        await self._process(env)
-                        replied = env.waiter is not None
-                if concurrent and self._inflight:
-                    await asyncio.wait(list(self._inflight.values()),
-                                       return_when=asyncio.FIRST_COMPLETED)
-                    continue
+                    await self._process(env)
+                    replied = env.waiter is not None
                 # After a reply, linger one loop tick: the caller it woke often sends again
                 # right away, and catching that here saves starting a new task. Tells and
                 # publishes wake nobody, so lingering after them only costs a loop step.
@@ -192,32 +217,118 @@ class ActorCell:
                 if not self._queue:
                     break
         finally:
-            for task in list(self._inflight.values()) if self._inflight else ():
-                task.cancel()
             if self._queue:  # leaving abnormally (killed): nothing queued may be lost silently
                 self.fail_queued()
             self._task = None
             self._queue = None
             self.runtime._settle()
 
+    # -- held by a batch (see ``_batch``) ------------------------------------------------
+
+    def run_held(self, base: Context, runner: asyncio.Task[Any] | None) -> Suspended | None:
+        """Handle the held envelope, then whatever queued behind it, in the batch runner.
+
+        Returns ``None`` when every handler finished without waiting (the batch has let go
+        of the actor), or the handler that waited, for :meth:`finish_held`.
+        """
+        env = self._held
+        self._held = None
+        if env is None:  # failed while held (the actor was stopped)
+            self._let_go()
+            return None
+        self._task = runner
+        ctx = base.copy()
+        ctx.run(_enter, self)
+        try:
+            while True:
+                coro = self._process(env)
+                try:
+                    yielded = ctx.run(coro.send, None)
+                except StopIteration:
+                    pass
+                except asyncio.CancelledError:
+                    pass  # raised by the handler itself; ``_process`` failed its caller
+                else:
+                    return ctx, coro, yielded
+                queue = self._queue
+                if not queue:
+                    break
+                env = queue.popleft()
+                if self._space:
+                    self._wake_sender()
+        except BaseException:
+            self._let_go()
+            raise
+        self._let_go()
+        return None
+
+    async def finish_held(self, suspended: Suspended) -> None:
+        """Finish a handler :meth:`run_held` left waiting, in the runner that started it."""
+        try:
+            await drive(*suspended)
+        finally:
+            self._let_go()
+
+    def _let_go(self) -> None:
+        batch = self._batch
+        self._batch = None
+        self._task = None
+        if self._queue:  # messages came while the batch held the actor: drain them
+            self._task = asyncio.get_running_loop().create_task(self._run(),
+                                                                name=f"actor:{self.name}")
+        else:
+            self._queue = None
+            self.runtime._settle()
+        if batch is not None:
+            batch.released()
+
     # -- concurrent actors (max_concurrency > 1) ---------------------------------------
 
-    async def _start_concurrent(self, env: Envelope) -> None:
-        """Handle ``env`` in its own task, waiting while ``max_concurrency`` tasks run."""
-        if env.waiter is not None and env.waiter.done():
-            return
+    def _start_worker(self) -> None:
+        """Start the oldest waiting message in a worker task of its own."""
+        queue = self._queue
+        assert queue
+        env = queue.popleft()
+        if self._space:
+            self._wake_sender()
         inflight = self._inflight
         if inflight is None:
             inflight = self._inflight = {}
-        try:
-            while len(inflight) >= self.actor.max_concurrency:
-                await asyncio.wait(list(inflight.values()), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # stopped while ``env`` waited for a free slot
-            self._fail(env, ActorStopped(f"actor {self.name!r} was stopped", actor=self.name))
-            raise
-        inflight[env] = asyncio.get_running_loop().create_task(self._serve(env))
+        if not inflight:
+            self.runtime._busy += 1
+        inflight[env] = asyncio.get_running_loop().create_task(self._work(env),
+                                                               name=f"actor:{self.name}")
 
-    async def _serve(self, env: Envelope) -> None:
+    async def _work(self, env: Envelope) -> None:
+        """A worker: handle ``env``, then the oldest waiting message, until none waits."""
+        current_cell.set(self)
+        set_current_actor(self.name)
+        task = asyncio.current_task()
+        inflight = self._inflight
+        assert inflight is not None and task is not None
+        try:
+            while True:
+                await self._serve(env, task)
+                del inflight[env]
+                queue = self._queue
+                if not queue:
+                    break
+                env = queue.popleft()
+                if self._space:
+                    self._wake_sender()
+                inflight[env] = task
+        finally:
+            if inflight.get(env) is task:
+                del inflight[env]
+            if not inflight:
+                if self._queue:  # the last worker left abnormally (killed)
+                    self.fail_queued()
+                self._queue = None
+                self.runtime._settle()
+
+    async def _serve(self, env: Envelope, task: asyncio.Task[Any]) -> None:
+        if env.waiter is not None and env.waiter.done():
+            return  # the caller gave up before we began
         try:
             if env.trace is None:
                 await self._dispatch(env.kind, env)
@@ -228,13 +339,13 @@ class ActorCell:
             stopped = self._state != _RUNNING
             self._fail(env, ActorStopped(f"actor {self.name!r} was stopped", actor=self.name)
                        if stopped else exc)
+            if stopped:
+                raise
+            task.uncancel()
         except BaseException as exc:
             self._fail(env, exc)
             if not isinstance(exc, Exception):
                 raise
-        finally:
-            if self._inflight is not None:
-                self._inflight.pop(env, None)
 
     async def _process(self, env: Envelope) -> None:
         kind = env.kind
@@ -335,6 +446,10 @@ class ActorCell:
 
     def fail_queued(self) -> None:
         """Fail every queued message with :class:`ActorStopped`."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._fail(held, ActorStopped(f"actor {self.name!r} stopped", actor=self.name))
         queue = self._queue
         while queue:
             env = queue.popleft()
@@ -347,15 +462,26 @@ class ActorCell:
 
     async def wait_idle(self) -> None:
         """Wait until the mailbox is empty and no handler runs."""
-        while self._task is not None:
+        while True:
+            busy: asyncio.Future[Any]
+            if self._task is not None:
+                busy = self._task
+            elif self._inflight:
+                busy = next(iter(self._inflight.values()))
+            elif self._batch is not None:
+                busy = self._batch.finished()
+            else:
+                return
             try:
-                await asyncio.shield(self._task)
+                await asyncio.shield(busy)
             except asyncio.CancelledError:
-                if self._task is not None and not self._task.done():
+                if not busy.done():
                     raise  # we ourselves were cancelled
+            except Exception:  # the handler's own failure was reported already
+                continue
 
     def kill(self) -> None:
-        """Cancel the drain task outright (its current callers get :class:`ActorStopped`)."""
+        """Cancel the running handlers outright (their callers get :class:`ActorStopped`)."""
         if self._inflight:
             for task in self._inflight.values():
                 task.cancel()

@@ -34,10 +34,11 @@ serving side, a stand-in the transport makes (anything with ``done()``, ``set_re
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ._envelope import Envelope
-from ._errors import ActorNotFound
+from ._errors import ActorError, ActorNotFound
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -67,6 +68,22 @@ class Transport(ABC):
         Raises :class:`ActorNotFound` when no runtime hosts it. Replies (for calls and
         streams) must resolve ``env.waiter`` in this process.
         """
+
+    async def deliver_many(self, envs: Sequence[Envelope], timeout: float) -> None:
+        """Deliver the calls of one fan-out (:meth:`Runtime.call_many`), each to an actor
+        hosted elsewhere.
+
+        An envelope that cannot be delivered gets its error on its ``waiter``; this
+        method does not raise for it. The default delivers one by one with :meth:`deliver`;
+        a transport that crosses processes groups the envelopes by the node hosting their
+        target and sends one frame per node.
+        """
+        for env in envs:
+            try:
+                await self.deliver(env, timeout)
+            except ActorError as exc:
+                if env.waiter is not None and not env.waiter.done():
+                    env.waiter.set_exception(exc)
 
     @abstractmethod
     async def publish(self, env: Envelope, timeout: float) -> None:

@@ -1,0 +1,119 @@
+"""Handling one message at many idle actors without a task each (fan-outs, broadcasts).
+
+A :class:`Batch` holds the mailboxes of idle local actors, one envelope each, and a single
+runner task handles them one after another. Holding is delivery: a message sent to a held
+actor afterwards queues behind the held one, so arrival order and one message at a time
+per actor are kept exactly as with the actor's own drain task.
+
+A handler that finishes without waiting (a scripted reply, an ``observe`` that appends to a
+list) costs no task at all. A handler that does wait stays in the runner that started it
+until it ends, so it sees one current task from start to end (``asyncio.timeout`` and anyio
+cancel scopes depend on that); the rest of the batch moves on in a fresh runner at once.
+So a batch starts at most one task per handler that waits, never one per actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import types
+from collections.abc import Coroutine, Generator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._cell import ActorCell
+
+__all__ = ["Batch", "Suspended", "drive"]
+
+_YIELD_EVERY = 256
+"""A runner lets other tasks run after this many handlers that did not wait."""
+
+Suspended = tuple[contextvars.Context, Coroutine[Any, Any, None], Any]
+"""A handler that waited on its first step: its context, its coroutine, what it yielded."""
+
+
+@types.coroutine
+def drive(ctx: contextvars.Context, coro: Coroutine[Any, Any, None],
+          yielded: Any) -> Generator[Any, Any, None]:
+    """Finish ``coro`` (already stepped once, which yielded ``yielded``) in the current task,
+    each step in ``ctx``: what the task sends or throws (results, cancellation) goes on to
+    ``coro``, what ``coro`` yields (the futures it waits on) goes to the task."""
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:  # forwarded as it came (cancellation too)
+            try:
+                yielded = ctx.run(coro.throw, exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                yielded = ctx.run(coro.send, sent)
+            except StopIteration:
+                return
+
+
+class Batch:
+    """Idle actors holding one envelope each, handled by one runner task (see module doc).
+
+    Fill it with :meth:`ActorCell.hold`, then :meth:`start` it.
+    """
+
+    __slots__ = ("_base", "_cells", "_finished", "_left")
+
+    def __init__(self) -> None:
+        self._cells: list[ActorCell | None] = []
+        self._left = 0
+        self._finished: asyncio.Future[None] | None = None
+        self._base: contextvars.Context | None = None
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    def add(self, cell: ActorCell) -> None:
+        self._cells.append(cell)
+        self._left += 1
+
+    def start(self) -> None:
+        """Start handling the held envelopes (in the current context's copy)."""
+        if not self._cells or self._base is not None:
+            return
+        self._base = contextvars.copy_context()
+        asyncio.get_running_loop().create_task(self._run(0), context=self._base.copy())
+
+    async def _run(self, i: int) -> None:
+        cells = self._cells
+        base = self._base
+        assert base is not None
+        runner = asyncio.current_task()
+        n = len(cells)
+        done = 0
+        while i < n:
+            cell = cells[i]
+            cells[i] = None  # the batch lets go of what it handled
+            i += 1
+            if cell is None:
+                continue
+            suspended = cell.run_held(base, runner)
+            if suspended is not None:
+                if i < n:
+                    asyncio.get_running_loop().create_task(self._run(i), context=base.copy())
+                await cell.finish_held(suspended)
+                return
+            done += 1
+            if done % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+
+    def released(self) -> None:
+        """One held actor is done with the batch."""
+        self._left -= 1
+        if self._left == 0 and self._finished is not None and not self._finished.done():
+            self._finished.set_result(None)
+
+    def finished(self) -> asyncio.Future[None]:
+        """A future resolved once every held actor has been handled."""
+        if self._finished is None:
+            self._finished = asyncio.get_running_loop().create_future()
+            if self._left == 0:
+                self._finished.set_result(None)
+        return self._finished
