@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import types
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
@@ -23,13 +24,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._cell import ActorCell
 
-__all__ = ["Batch", "Suspended", "drive"]
+__all__ = ["Batch", "Suspended", "deep_copy", "drive"]
 
 _YIELD_EVERY = 256
 """A runner lets other tasks run after this many handlers that did not wait."""
 
 Suspended = tuple[contextvars.Context, Coroutine[Any, Any, None], Any]
 """A handler that waited on its first step: its context, its coroutine, what it yielded."""
+
+
+def deep_copy(value: Any) -> Any:
+    """``copy.deepcopy(value)``, calling a ``__deepcopy__`` directly (a message's own is
+    much cheaper than the generic walk and its memo bookkeeping)."""
+    method = None if isinstance(value, type) else getattr(value, "__deepcopy__", None)
+    return method({}) if method is not None else copy.deepcopy(value)
 
 
 @types.coroutine
@@ -59,9 +67,12 @@ class Batch:
     Fill it with :meth:`ActorCell.hold`, then :meth:`start` it.
     """
 
-    __slots__ = ("_base", "_cells", "_finished", "_left")
+    __slots__ = ("_base", "_cells", "_finished", "_left", "copy_payloads")
 
-    def __init__(self) -> None:
+    def __init__(self, *, copy_payloads: bool = False) -> None:
+        self.copy_payloads = copy_payloads
+        """Give each held envelope a deep copy of its payload when its handler starts (a
+        copy made then lives only as long as the handler keeps it)."""
         self._cells: list[ActorCell | None] = []
         self._left = 0
         self._finished: asyncio.Future[None] | None = None

@@ -21,7 +21,7 @@ from contextvars import Context, ContextVar
 from typing import TYPE_CHECKING, Any
 
 from ..tracing.lowlevel import set_current_actor, use_context
-from ._batch import Batch, Suspended, drive
+from ._batch import Batch, Suspended, deep_copy, drive
 from ._channel import StreamChannel
 from ._envelope import Envelope, Kind
 from ._errors import ActorStopped, HandlerError, MailboxFull
@@ -236,6 +236,8 @@ class ActorCell:
         if env is None:  # failed while held (the actor was stopped)
             self._let_go()
             return None
+        if self._batch is not None and self._batch.copy_payloads:
+            env.payload = deep_copy(env.payload)
         self._task = runner
         ctx = base.copy()
         ctx.run(_enter, self)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,7 +14,7 @@ from opentelemetry import context as otel_context
 from ..tracing import is_enabled
 from ..tracing.lowlevel import extract_context
 from ._actor import Actor
-from ._batch import Batch
+from ._batch import Batch, deep_copy
 from ._cell import _RUNNING, ActorCell, current_cell, handler_error
 from ._deadlines import Deadlines
 from ._envelope import Envelope, Kind
@@ -346,7 +345,7 @@ class Runtime:
         itself = sender_name if sender is not None and sender.runtime is self else None
         trace = self._capture_trace() if is_enabled() else None
         cells = self._cells
-        batch = Batch()
+        batch = Batch(copy_payloads=copy_each)
         envs: list[Envelope | None] = []
         futs: list[asyncio.Future[Any]] = []
         remote: list[Envelope] = []
@@ -360,8 +359,7 @@ class Runtime:
                 name = actor
             cell = cells.get(name)
             fut: asyncio.Future[Any] = loop.create_future()
-            env = Envelope(kind, name, copy.deepcopy(payload) if copy_each and cell is not None
-                           else payload, waiter=fut, sender=sender_name, trace=trace)
+            env = Envelope(kind, name, payload, waiter=fut, sender=sender_name, trace=trace)
             envs.append(env)
             futs.append(fut)
             if cell is None:
@@ -374,7 +372,11 @@ class Runtime:
                     f"actor {name!r} called itself and would wait for itself forever"))
             else:
                 try:
-                    if not (cell.hold(env, batch) or cell.offer(env)):
+                    if cell.hold(env, batch):
+                        continue  # the batch copies the payload when the handler starts
+                    if copy_each:
+                        env.payload = deep_copy(payload)
+                    if not cell.offer(env):
                         full.append((cell, env))
                 except ActorStopped as exc:
                     fut.set_exception(exc)
