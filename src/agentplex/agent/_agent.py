@@ -178,13 +178,21 @@ class AgentBase(StateModule, Actor):
         if isinstance(message, _Invocation):
             fn = getattr(type(self), message.method)
             return await fn(self, *message.args, **message.kwargs)
-        return await self.reply(message)
+        return await self._handle("reply", message)
 
     async def handle_tell(self, message: Any) -> None:
-        await self.observe(message)
+        await self._handle("observe", message)
 
     async def handle_publish(self, topic: str, message: Any) -> None:
-        await self.observe(message)
+        await self._handle("observe", message)
+
+    def _handle(self, method: str, message: Any) -> Awaitable[Any]:
+        """``self.<method>(message)`` in the agent's own handler: what the mailbox wrapper
+        would do from here, without going through it."""
+        fn = getattr(getattr(type(self), method), "_agentplex_method", None)
+        if fn is None or self._depth:
+            return getattr(self, method)(message)  # type: ignore[no-any-return]
+        return self._run(method, fn, (message,), {})
 
     async def serve_stream(self, message: Any, send: Callable[[Any], Awaitable[bool]]) -> None:
         """Stream what the agent prints while replying, as ``(msg, last)`` pairs, ending with
