@@ -325,3 +325,21 @@ async def test_concurrent_actor_limit_and_start_order() -> None:
         assert await asyncio.wait_for(asyncio.gather(*queued), 5) == list(range(5))
         await asyncio.wait_for(asyncio.gather(*slow), 5)
         assert pool.order == ["slow"] * 8 + list(range(5))
+
+
+async def test_a_fan_out_inside_a_fanned_out_handler() -> None:
+    class Lead(Actor):
+        def __init__(self, team: list[str]) -> None:
+            self.team = team
+
+        async def handle_call(self, message: Any) -> Any:
+            return await self.runtime.call_many(self.team, message, timeout=5)
+
+    async with Runtime() as rt:
+        _actors, log = await spawn_logs(rt, 4)
+        await rt.spawn(Lead(["a0", "a1"]), "lead0")
+        await rt.spawn(Lead(["a2", "a3"]), "lead1")
+        assert await rt.call_many(["lead0", "lead1", "a0"], "go", timeout=5) == [
+            ["a0:go", "a1:go"], ["a2:go", "a3:go"], "a0:go"]
+        await asyncio.wait_for(rt.idle(), 5)
+        assert sorted(log) == sorted([(f"a{i}", "go") for i in range(4)] + [("a0", "go")])

@@ -99,21 +99,33 @@ class Batch:
         runner = asyncio.current_task()
         n = len(cells)
         done = 0
-        while i < n:
-            cell = cells[i]
-            cells[i] = None  # the batch lets go of what it handled
-            i += 1
-            if cell is None:
-                continue
-            suspended = cell.run_held(base, runner)
-            if suspended is not None:
-                if i < n:
-                    asyncio.get_running_loop().create_task(self._run(i), context=base.copy())
-                await cell.finish_held(suspended)
+        try:
+            while i < n:
+                cell = cells[i]
+                cells[i] = None  # the batch lets go of what it handled
+                i += 1
+                if cell is None:
+                    continue
+                suspended = cell.run_held(base, runner)
+                if suspended is not None:
+                    break
+                done += 1
+                if done % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            else:
                 return
-            done += 1
-            if done % _YIELD_EVERY == 0:
-                await asyncio.sleep(0)
+        except asyncio.CancelledError:  # the loop is closing: the rest will not be handled
+            for cell in cells[i:]:
+                if cell is not None:
+                    cell.drop_held()
+            raise
+        except BaseException:  # a handler raised KeyboardInterrupt or the like: go on
+            if i < n:
+                asyncio.get_running_loop().create_task(self._run(i), context=base.copy())
+            raise
+        if i < n:  # the rest moves on while this runner finishes the handler that waits
+            asyncio.get_running_loop().create_task(self._run(i), context=base.copy())
+        await cell.finish_held(suspended)
 
     def released(self) -> None:
         """One held actor is done with the batch."""

@@ -264,6 +264,14 @@ class ActorCell:
         self._let_go()
         return None
 
+    def drop_held(self) -> None:
+        """The batch will not run: fail the held envelope and let go of the actor."""
+        env = self._held
+        self._held = None
+        if env is not None:
+            self._fail(env, ActorStopped(f"actor {self.name!r} was stopped", actor=self.name))
+        self._let_go()
+
     async def finish_held(self, suspended: Suspended) -> None:
         """Finish a handler :meth:`run_held` left waiting, in the runner that started it."""
         try:

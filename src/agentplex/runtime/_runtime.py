@@ -340,6 +340,7 @@ class Runtime:
                          copy_each: bool) -> list[Any]:
         timeout = self.default_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
+        start = loop.time()
         sender = current_cell.get()
         sender_name = sender.name if sender is not None else None
         itself = sender_name if sender is not None and sender.runtime is self else None
@@ -391,7 +392,7 @@ class Runtime:
                     if not env.waiter.done():
                         env.waiter.set_exception(exc)
             del remote
-        await self._settle_calls(envs, futs, timeout, loop)
+        await self._settle_calls(envs, futs, start, timeout, loop)
         del waiting
         return _results(futs, return_exceptions)
 
@@ -403,7 +404,8 @@ class Runtime:
                 env.waiter.set_exception(exc)
 
     async def _settle_calls(self, envs: list[Envelope | None], futs: list[asyncio.Future[Any]],
-                            timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+                            start: float, timeout: float,
+                            loop: asyncio.AbstractEventLoop) -> None:
         """Wait until every call is answered; time out and interrupt the rest. Envelopes
         of answered calls are dropped on the way (with their message copies)."""
 
@@ -419,7 +421,7 @@ class Runtime:
             for i, fut in enumerate(futs):
                 if not fut.done():
                     if deadline is None:
-                        deadline = loop.call_later(timeout, expire)
+                        deadline = loop.call_at(start + timeout, expire)
                     await asyncio.wait((fut,))
                 envs[i] = None
         except asyncio.CancelledError:
