@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_demo_plays_reports_and_writes_a_trace(tmp_path: Path) -> None:
     proc = subprocess.run(
@@ -29,3 +31,18 @@ def test_demo_rejects_bad_options() -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "agents" in (proc.stderr + proc.stdout).lower()
+
+
+@pytest.mark.anyio
+async def test_players_prompts_keep_the_newest_within_budget() -> None:
+    from agentplex.cli._game import GameStats, Player, scripted_players_model
+    from agentplex.message import Msg
+    from agentplex.model.lowlevel import estimate_tokens
+
+    player = Player("Player1", scripted_players_model(), GameStats(), max_input_tokens=120)
+    for i in range(40):
+        await player.observe(Msg(f"Player{i % 3 + 2}", f"round note {i} " + "blah " * 6, "user"))
+    system, user = await player._prompt("Your guess?")
+    assert "round note 39" in user["content"] and "round note 0 " not in user["content"]
+    assert user["content"].endswith("Your guess?")
+    assert estimate_tokens([system, user]) <= 120

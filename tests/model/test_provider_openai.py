@@ -29,7 +29,12 @@ from tests.support.model_inputs import (
     image_history,
     policy,
 )
-from tests.support.openai_wire import completion, error_body, stream_frames
+from tests.support.openai_wire import (
+    completion,
+    error_body,
+    llamacpp_validation,
+    stream_frames,
+)
 from tests.support.provider_server import FakeServer
 
 pytestmark = pytest.mark.anyio
@@ -189,7 +194,7 @@ async def test_history_with_tools_and_several_speakers(server: FakeServer) -> No
         {"role": "developer", "content": "Referee."},
         {"role": "user", "content": "alice: I say rock."},
         {"role": "user", "content": "bob: I say paper."},
-        {"role": "assistant", "content": None, "tool_calls": [
+        {"role": "assistant", "content": "", "tool_calls": [
             {"id": "c1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "noon"},
     ]
@@ -305,3 +310,76 @@ async def test_unknown_generate_kwargs_are_a_type_error(server: FakeServer) -> N
     with pytest.raises(TypeError, match="not_a_parameter"):
         await make(server, generate_kwargs={"not_a_parameter": 1})(history())
     assert server.requests == []
+
+
+async def test_tool_round_trip_on_a_server_that_rejects_null_content(server: FakeServer
+                                                                    ) -> None:
+    server.validate = llamacpp_validation
+    server.json(completion(None, tool_calls=[("c1", "get_weather", {"city": "Oslo"})]))
+    server.json(completion("Sunny in Oslo."))
+    model = make(server)
+    first = await model(history(), tools=[WEATHER_TOOL])
+    turn = Msg("assistant", first.content, "assistant")
+    result = Msg("system", [ToolResultBlock(id="c1", name="get_weather", output="sunny")],
+                 "system")
+    second = await model([*history(), turn, result], tools=[WEATHER_TOOL])
+    assert second.text == "Sunny in Oslo."
+    sent = server.last.json["messages"]
+    assert sent[2] == {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "c1", "type": "function",
+         "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]}
+
+
+async def test_auto_structured_output_falls_back_to_a_forced_tool(server: FakeServer) -> None:
+    server.validate = llamacpp_validation
+    answer = completion(None, tool_calls=[("c1", "City", {"name": "Oslo", "population": 7})])
+    server.json(answer).json(answer)
+    model = make(server, retries=2)
+    response = await model(history(), structured_model=City)
+    assert response.metadata == {"name": "Oslo", "population": 7}
+    first, second = server.requests
+    assert first.json["response_format"]["type"] == "json_schema"  # tried once, not retried
+    assert "response_format" not in second.json
+    assert second.json["tool_choice"] == {"type": "function", "function": {"name": "City"}}
+    await model(history(), structured_model=City)  # remembered: straight to the tool
+    assert len(server.requests) == 3 and "response_format" not in server.last.json
+
+
+async def test_native_structured_output_does_not_fall_back(server: FakeServer) -> None:
+    server.validate = llamacpp_validation
+    with pytest.raises(ProviderError) as info:
+        await make(server, structured_output="native")(history(), structured_model=City)
+    assert info.value.status_code == 500 and len(server.requests) == 1
+
+
+async def test_structured_output_modes(server: FakeServer) -> None:
+    server.json(completion(None, tool_calls=[("c1", "City", {"name": "A", "population": 1})]))
+    server.json(completion('{"name": "B", "population": 2}'))
+    model = make(server)
+    tool = await model(history(), structured_model=City, structured_output="tool")
+    assert tool.metadata == {"name": "A", "population": 1}
+    assert server.last.json["tool_choice"]["function"]["name"] == "City"
+    json_mode = await model(history(), structured_model=City, structured_output="json_object")
+    assert json_mode.metadata == {"name": "B", "population": 2}
+    body = server.last.json
+    assert body["response_format"] == {"type": "json_object"}
+    assert '"population"' in body["messages"][-1]["content"]
+    with pytest.raises(ValueError, match="structured_output"):
+        await model(history(), structured_model=City, structured_output="grammar")
+
+
+async def test_schema_names_are_sanitised(server: FakeServer) -> None:
+    from typing import Generic, TypeVar
+
+    from pydantic import BaseModel
+
+    T = TypeVar("T")
+
+    class Answer(BaseModel, Generic[T]):
+        value: T
+
+    server.json(completion('{"value": 3}'))
+    response = await make(server)(history(), structured_model=Answer[int])
+    assert response.metadata == {"value": 3}
+    name = server.last.json["response_format"]["json_schema"]["name"]
+    assert name == "Answer_int_"

@@ -79,6 +79,21 @@ async def test_hub_without_auto_broadcast_shares_only_broadcasts() -> None:
     assert a.heard == ["host:note"] and b.heard == ["host:note"]
 
 
+async def test_hub_auto_broadcast_can_be_switched() -> None:
+    async with Runtime():
+        a, b = Member("a"), Member("b")
+        async with MsgHub([a, b]) as hub:
+            await a()
+            await hub.set_auto_broadcast(False)
+            await b()  # not shared
+            await hub.set_auto_broadcast(True)
+            await a()
+            await hub.broadcast(Msg("host", "note", "system"))
+        await asyncio.sleep(0.01)
+    assert b.heard == ["a:a after 0", "a:a after 0", "host:note"]
+    assert a.heard == ["host:note"]
+
+
 class Adder(AgentBase):
     def __init__(self, name: str, add: int) -> None:
         super().__init__(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.support.provider_server import sse
+from tests.support.provider_server import Recorded, Responder, json_response, sse
 
 
 def completion(
@@ -77,3 +77,18 @@ def stream_frames(
 
 def error_body(message: str, kind: str = "server_error") -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
+
+
+def llamacpp_validation(request: Recorded) -> Responder | None:
+    """What llama-cpp-python's OpenAI-compatible server refuses, with its HTTP 500: a
+    message whose ``content`` is null, and a ``json_schema`` response format (it knows only
+    ``json_object``)."""
+    body = request.json
+    for message in body.get("messages", []):
+        if "content" in message and message["content"] is None:
+            return json_response(error_body("1 validation error: messages.content: "
+                                            "Input should be a valid string"), 500)
+    if (body.get("response_format") or {}).get("type") == "json_schema":
+        return json_response(error_body("response_format: 'json_schema' is not supported"),
+                             500)
+    return None

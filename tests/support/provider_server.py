@@ -52,6 +52,9 @@ class FakeServer:
     """Called before the server stops (tests register their models' ``aclose``)."""
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when a client hung up while a responder was still writing or waiting."""
+    validate: Callable[[Recorded], Responder | None] | None = None
+    """Looks at each request first; a responder it returns (a rejection) answers instead
+    of the next scripted one, as a server's request validation would."""
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -127,7 +130,9 @@ class FakeServer:
                 if request is None:
                     return
                 self.requests.append(request)
-                responder = self._queue.popleft() if self._queue else _unscripted
+                responder = self.validate(request) if self.validate is not None else None
+                if responder is None:
+                    responder = self._queue.popleft() if self._queue else _unscripted
                 await responder(reader, writer)
                 if writer.is_closing():
                     return

@@ -7,6 +7,7 @@ that ``test_provider_matrix.py`` runs the same cases against every provider.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from typing import Any, ClassVar
 
@@ -87,9 +88,33 @@ class Wire:
         """Answer a structured request with ``payload`` (JSON text) the provider's way."""
         self.text(server, payload)
 
+    options: frozenset[str] = frozenset()
+    """The generation arguments (our names) this wire carries."""
+    option_names: ClassVar[dict[str, str]] = {}
+    """Our name -> the wire's, where they differ."""
+
+    def option_fields(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The part of the request body where generation arguments go."""
+        return body
+
+    def sent_options(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The generation arguments the request carries, under our names."""
+        fields = self.option_fields(body)
+        out = {}
+        for ours in self.options:
+            theirs = self.option_names.get(ours, ours)
+            if theirs in fields:
+                out[ours] = fields[theirs]
+        return out
+
+
+ALL_OPTIONS = frozenset({"temperature", "top_p", "top_k", "max_tokens", "stop", "seed",
+                         "presence_penalty", "frequency_penalty"})
+
 
 class OpenAIWire(Wire):
     name = "openai"
+    options = ALL_OPTIONS - {"top_k"}
     paths = ("/v1/chat/completions", "/v1/chat/completions")
     tool_choices: ClassVar[dict[str, Any]] = {
         "auto": "auto", "none": "none", "required": "required",
@@ -150,6 +175,8 @@ class OpenAIWire(Wire):
 
 class AnthropicWire(Wire):
     name = "anthropic"
+    options = frozenset({"temperature", "top_p", "top_k", "max_tokens", "stop"})
+    option_names: ClassVar[dict[str, str]] = {"stop": "stop_sequences"}
     paths = ("/v1/messages", "/v1/messages")
     tool_choices: ClassVar[dict[str, Any]] = {"auto": {"type": "auto"}, "none": {"type": "none"},
                     "required": {"type": "any"}, "get_time": {"type": "tool", "name": "get_time"}}
@@ -254,6 +281,7 @@ WIRES: list[Wire] = [OpenAIWire(), AnthropicWire()]
 
 class AzureWire(OpenAIWire):
     name = "azure_openai"
+    option_names: ClassVar[dict[str, str]] = {"max_tokens": "max_completion_tokens"}
     paths = ("/openai/deployments/test-model/chat/completions",) * 2
 
     def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
@@ -283,6 +311,11 @@ WIRES += [AzureWire(), HuggingFaceWire()]
 
 class OllamaWire(Wire):
     name = "ollama"
+    options = ALL_OPTIONS
+    option_names: ClassVar[dict[str, str]] = {"max_tokens": "num_predict"}
+
+    def option_fields(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(body.get("options") or {})
     paths = ("/api/chat", "/api/chat")
     streams_tool_arguments = False
     tool_choices: ClassVar[dict[str, Any]] = {"auto": "auto", "none": "no tools sent"}
@@ -359,6 +392,14 @@ WIRES.append(OllamaWire())
 
 class GeminiWire(Wire):
     name = "gemini"
+    options = ALL_OPTIONS
+    option_names: ClassVar[dict[str, str]] = {
+        "max_tokens": "maxOutputTokens", "stop": "stopSequences", "top_p": "topP",
+        "top_k": "topK", "presence_penalty": "presencePenalty",
+        "frequency_penalty": "frequencyPenalty"}
+
+    def option_fields(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(body.get("generationConfig") or {})
     paths = ("/v1/models/test-model:generateContent", "/v1/models/test-model:streamGenerateContent")
     streams_tool_arguments = False  # Gemini sends each function call whole
     closes_abandoned_streams = False  # google-genai leaves its inner response generator open
@@ -453,6 +494,10 @@ WIRES.append(GeminiWire())
 
 class DashScopeWire(Wire):
     name = "dashscope"
+    options = ALL_OPTIONS - {"frequency_penalty"}
+
+    def option_fields(self, body: dict[str, Any]) -> dict[str, Any]:
+        return dict(body.get("parameters") or {})
     paths = ("/api/v1/services/aigc/text-generation/generation",) * 2
     tool_choices: ClassVar[dict[str, Any]] = {"auto": "auto", "none": "none",
                     "get_time": {"type": "function", "function": {"name": "get_time"}}}
@@ -548,3 +593,20 @@ class DashScopeWire(Wire):
 
 
 WIRES.append(DashScopeWire())
+
+
+class LiteLLMWire(OpenAIWire):
+    """LiteLLM's ``openai/`` route to an OpenAI-compatible server (when LiteLLM is installed)."""
+
+    name = "litellm"
+    model_name = "openai/test-model"
+    retry_after_supported = False  # LiteLLM's RateLimitError drops the server's Retry-After
+
+    def build(self, server: FakeServer, **kw: Any) -> HostedChatModel:
+        from agentplex.model.litellm import LiteLLMChatModel
+
+        return LiteLLMChatModel(self.model_name, api_key="k", api_base=server.url + "/v1", **kw)
+
+
+if importlib.util.find_spec("litellm") is not None:  # not imported here: it is slow
+    WIRES.append(LiteLLMWire())

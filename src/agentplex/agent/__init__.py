@@ -2,6 +2,7 @@
 
 from ._agent import AgentBase
 from ._code import CODE_SYSTEM_PROMPT, CodeAgent
+from ._context import TruncationPolicy, turn_groups
 from ._memory import InMemoryMemory, MemoryBase
 from ._middleware import AgentCall, Middleware, Next
 from ._react import FINISH_TOOL, ReActAgent
@@ -26,8 +27,10 @@ __all__ = [
     "SandboxError",
     "SandboxResult",
     "StateModule",
+    "TruncationPolicy",
     "UserAgent",
     "UserInput",
     "load_session",
     "save_session",
+    "turn_groups",
 ]

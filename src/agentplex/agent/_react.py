@@ -13,6 +13,7 @@ from ..model import (
     ChatModelBase,
     ChatResponse,
     ChatUsage,
+    FormatterBase,
     StructuredOutputError,
     ToolChoice,
     UnsupportedOptionError,
@@ -20,6 +21,7 @@ from ..model import (
 from ..tool import Toolkit
 from ..tool.lowlevel import tidy_schema
 from ._agent import AgentBase, _without_thinking
+from ._context import TruncationPolicy
 from ._memory import InMemoryMemory, MemoryBase
 
 __all__ = ["ReActAgent"]
@@ -56,6 +58,12 @@ class ReActAgent(AgentBase):
             holds the validated answer.
         tool_choice: passed to the model whenever tools are offered.
         timeout: seconds ``await agent(msg)`` waits.
+        formatter: an AgentScope-style formatter (``OpenAIMultiAgentFormatter`` ...): its
+            layout is applied to the history (a multi-agent formatter puts other agents'
+            turns on the user side, named), and its ``max_tokens`` caps the prompt.
+        max_input_tokens: the prompt's token budget: older turns are left out of the
+            prompt (never a tool call without its result; the memory keeps them).
+        truncation: a full :class:`TruncationPolicy` (e.g. with summarisation) instead.
 
     An interrupt closes every pending tool call with an "interrupted" result and returns a
     reply saying so. Thinking blocks stay in the agent's own memory; the reply it returns
@@ -74,6 +82,9 @@ class ReActAgent(AgentBase):
         structured_model: type[BaseModel] | None = None,
         tool_choice: ToolChoice | None = None,
         timeout: float | None = None,
+        formatter: FormatterBase | None = None,
+        max_input_tokens: int | None = None,
+        truncation: TruncationPolicy | None = None,
     ) -> None:
         super().__init__(name, timeout=timeout)
         if max_iters < 1:
@@ -86,6 +97,9 @@ class ReActAgent(AgentBase):
         self.parallel_tool_calls = parallel_tool_calls
         self.structured_model = structured_model
         self.tool_choice = tool_choice
+        self.formatter = formatter
+        budget = max_input_tokens or (formatter.max_tokens if formatter else None)
+        self.truncation = truncation or (TruncationPolicy(budget) if budget else None)
         self.usage = ChatUsage()
         self.model_calls = 0
         self._partial: Msg | None = None
@@ -149,9 +163,14 @@ class ReActAgent(AgentBase):
         return schemas
 
     async def _call_model(self, hint: Msg | None = None, **kwargs: Any) -> Msg:
-        history = [self._prompt(), *await self.memory.get_memory()]
+        history: list[Any] = [self._prompt(), *await self.memory.get_memory()]
         if hint is not None:
             history.append(hint)
+        if self.formatter is not None:
+            history = self.formatter.layout(history, self.name)
+        if self.truncation is not None:
+            history = await self.truncation.fit(self.model, history, kwargs.get("tools"),
+                                                agent_name=self.name)
         result = await self.model(history, **kwargs)
         self.model_calls += 1
         msg = Msg(self.name, [], "assistant")

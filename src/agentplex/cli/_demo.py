@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..agent import AgentBase
+from ..agent import AgentBase, TruncationPolicy
 from ..message import Msg
 from ..model import ChatModelBase, ChatResponse, ScriptedChatModel, collect
 from ..orchestration import MsgHub, fanout_pipeline
@@ -88,9 +88,12 @@ class Player(AgentBase):
     """A game player: remembers what it hears and asks the shared model for its moves."""
 
     def __init__(self, name: str, model: ChatModelBase, stats: GameStats,
-                 persona: str = "", seed: int = 0, max_tokens: int = 48) -> None:
+                 persona: str = "", seed: int = 0, max_tokens: int = 48,
+                 max_input_tokens: int = 320) -> None:
         super().__init__(name)
         self.model = model
+        self.context = TruncationPolicy(max_input_tokens)
+        """Keeps the prompt within the model's budget: the newest things heard win."""
         self.stats = stats
         self.persona = persona
         self.seed = seed
@@ -103,11 +106,16 @@ class Player(AgentBase):
         for m in [msg] if isinstance(msg, Msg) else (msg or []):
             self.memory.append(m)
 
-    def _prompt(self, instruction: str, history: bool = True) -> list[dict[str, str]]:
-        recent = self.memory[-8:] if history else []
-        history_text = "\n".join(f"{m.name}: {m.get_text_content() or ''}" for m in recent)
+    async def _prompt(self, instruction: str, history: bool = True) -> list[dict[str, str]]:
+        system = Msg("system", f"You are {self.name}. {self.persona} {RULES}", "system")
+        heard = [Msg("user", f"{m.name}: {m.get_text_content() or ''}", "user")
+                 for m in (self.memory if history else [])]
+        ask = Msg("user", instruction, "user")
+        kept = await self.context.fit(self.model, [system, *heard, ask],
+                                      agent_name=self.name)
+        history_text = "\n".join(m.get_text_content() or "" for m in kept[1:-1])
         return [
-            {"role": "system", "content": f"You are {self.name}. {self.persona} {RULES}"},
+            {"role": "system", "content": system.get_text_content() or ""},
             {"role": "user", "content": f"{history_text}\n\n{instruction}".strip()},
         ]
 
@@ -122,7 +130,7 @@ class Player(AgentBase):
                    ) -> ChatResponse:
         started = time.perf_counter()
         response = await collect(await self.model(
-            self._prompt(instruction, history),
+            await self._prompt(instruction, history),
             structured_model=Guess if structured else None,
             max_new_tokens=self.max_tokens,
             **self._sampling(0.8 if structured else 0.4),

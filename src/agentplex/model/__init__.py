@@ -7,8 +7,11 @@ are imported lazily from here, so that a provider's SDK is only imported when it
 import typing as _typing
 
 from ._base import ChatModelBase, ChatResult, Messages, ToolChoice, collect
+from ._bound import BoundChatModel, ConfigurableChatModel, StructuredChatModel
 from ._errors import (
     AuthenticationError,
+    InvalidRequestError,
+    MissingCredentialsError,
     ModelError,
     ModelNotAvailableError,
     ModelTimeoutError,
@@ -17,9 +20,25 @@ from ._errors import (
     StructuredOutputError,
     UnsupportedOptionError,
 )
+from ._formatters import (
+    AnthropicChatFormatter,
+    AnthropicMultiAgentFormatter,
+    DashScopeChatFormatter,
+    DashScopeMultiAgentFormatter,
+    FormatterBase,
+    GeminiChatFormatter,
+    GeminiMultiAgentFormatter,
+    OllamaChatFormatter,
+    OllamaMultiAgentFormatter,
+    OpenAIChatFormatter,
+    OpenAIMultiAgentFormatter,
+)
+from ._hosted import StructuredOutput
+from ._options import GenerationOptions
 from ._registry import init_chat_model, register_provider
 from ._response import ChatResponse, ChatUsage
 from ._retry import RetryPolicy
+from ._runnable import ModelInput, RunnableConfig
 from ._scripted import ScriptedChatModel, ScriptedFunction, ScriptedOutput
 from .wrappers import (
     FallbackError,
@@ -35,33 +54,55 @@ if _typing.TYPE_CHECKING:
 
 
 __all__ = [
+    "AnthropicChatFormatter",
     "AnthropicChatModel",
+    "AnthropicMultiAgentFormatter",
     "AuthenticationError",
     "AzureOpenAIChatModel",
+    "BoundChatModel",
     "ChatModelBase",
     "ChatResponse",
     "ChatResult",
     "ChatUsage",
+    "ConfigurableChatModel",
+    "DashScopeChatFormatter",
     "DashScopeChatModel",
+    "DashScopeMultiAgentFormatter",
     "FallbackError",
     "FallbackModel",
+    "FormatterBase",
+    "GeminiChatFormatter",
     "GeminiChatModel",
+    "GeminiMultiAgentFormatter",
+    "GenerationOptions",
     "HuggingFaceChatModel",
+    "InvalidRequestError",
+    "LiteLLMChatModel",
+    "MLXChatModel",
     "Messages",
+    "MissingCredentialsError",
     "ModelError",
+    "ModelInput",
     "ModelNotAvailableError",
     "ModelTimeoutError",
+    "OllamaChatFormatter",
     "OllamaChatModel",
+    "OllamaMultiAgentFormatter",
+    "OpenAIChatFormatter",
     "OpenAIChatModel",
+    "OpenAIMultiAgentFormatter",
     "ProviderError",
     "RateLimitError",
     "RateLimitedModel",
     "RateLimiter",
     "RetryPolicy",
     "RetryingModel",
+    "RunnableConfig",
     "ScriptedChatModel",
     "ScriptedFunction",
     "ScriptedOutput",
+    "StructuredChatModel",
+    "StructuredOutput",
     "StructuredOutputError",
     "ToolChoice",
     "TransformersChatModel",
@@ -80,6 +121,8 @@ _PROVIDER_CLASSES = {
     "DashScopeChatModel": "dashscope",
     "OllamaChatModel": "ollama",
     "HuggingFaceChatModel": "huggingface",
+    "LiteLLMChatModel": "litellm",
+    "MLXChatModel": "mlx",
     "TransformersChatModel": "local",  # the local engine: only when asked for
 }
 

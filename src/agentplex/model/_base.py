@@ -13,6 +13,8 @@ from ..message import Msg
 from ..tracing import active_run, is_enabled
 from ._instrumentation import instrumented_call
 from ._response import ChatResponse
+from ._runnable import RunnableMethods
+from ._tokens import TokenCounting
 
 __all__ = ["ChatModelBase", "ChatResult", "Messages", "ToolChoice", "collect"]
 
@@ -25,7 +27,7 @@ ToolChoice: TypeAlias = Literal["auto", "none", "required", "any"] | str
 ChatResult: TypeAlias = ChatResponse | AsyncGenerator[ChatResponse, None]
 
 
-class ChatModelBase(ABC):
+class ChatModelBase(RunnableMethods, TokenCounting, ABC):
     """An async chat model.
 
     ``await model(messages, tools=None, tool_choice=None, structured_model=None, **kwargs)``
@@ -38,6 +40,11 @@ class ChatModelBase(ABC):
     the call's usage and records (or replays) its response. Wrappers around other models
     derive from :class:`WrapperModel`, whose ``__call__`` is not instrumented, so a stack of
     wrappers still gives exactly one span and one count per call of the model doing the work.
+
+    The LangChain-style methods (``ainvoke``, ``astream``, ``abatch``,
+    ``batch_as_completed``, ``bind_tools``, ``with_structured_output``,
+    ``configurable_fields`` ...) come from :class:`RunnableMethods`, and
+    ``count_tokens`` from :class:`TokenCounting`.
     """
 
     provider: str = "unknown"

@@ -1,9 +1,25 @@
-"""Typed errors raised by chat models. Each says which provider and model failed."""
+"""Typed errors raised by chat models. Each says which provider and model failed.
+
+The tree::
+
+    ModelError
+    ├── ProviderError              the provider answered with an error (or not at all)
+    │   ├── RateLimitError         HTTP 429
+    │   └── AuthenticationError    HTTP 401 / 403
+    ├── ModelTimeoutError          no answer in time (also a TimeoutError)
+    ├── StructuredOutputError      output did not validate against the schema
+    ├── InvalidRequestError        the request could not be built (also a ValueError)
+    │   └── UnsupportedOptionError the provider cannot honour an option
+    ├── MissingCredentialsError    no API key at construction (also a ValueError)
+    └── ModelNotAvailableError     a local model is not on this machine
+"""
 
 from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "InvalidRequestError",
+    "MissingCredentialsError",
     "ModelError",
     "ModelNotAvailableError",
     "ModelTimeoutError",
@@ -73,8 +89,31 @@ class StructuredOutputError(ModelError):
         self.raw = raw
 
 
-class UnsupportedOptionError(ModelError, ValueError):
-    """The provider cannot honour an option (a ``tool_choice`` mode, a block type, ...)."""
+class InvalidRequestError(ModelError, ValueError):
+    """The request could not be built from the caller's input (a malformed history, an
+    unreadable media source, a bad generation argument); nothing was sent, and
+    :class:`~agentplex.model.FallbackModel` does not try another model for it."""
+
+
+class UnsupportedOptionError(InvalidRequestError):
+    """The provider cannot honour an option (a ``tool_choice`` mode, a block type, a
+    generation argument, ...); ``options`` names the options refused."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "unknown",
+        model: str = "unknown",
+        options: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.options = options
+
+
+class MissingCredentialsError(ModelError, ValueError):
+    """No API key was given and none was found in the provider's environment variables;
+    raised when the model is built, not at its first call."""
 
 
 class ModelNotAvailableError(ModelError, FileNotFoundError):

@@ -1,21 +1,25 @@
 """The shared machinery of hosted-provider models: :class:`HostedChatModel`.
 
-A provider module subclasses it and writes only what is provider-specific: formatting the
-history, one non-streamed call (``_complete``), one streamed call (``_stream``), and the
-mapping of its SDK's exceptions (``_map_error``). Tool-choice checks, multi-agent labels,
-role conversions, structured output, retries and error typing are done here, the same way
-for every provider.
+A provider module subclasses it and writes only what is provider-specific: building the
+request payload (``_build``: the formatted history, tools, and the generation arguments in
+the provider's own names), one non-streamed call (``_complete``), one streamed call
+(``_stream``), and the mapping of its SDK's exceptions (``_map_error``). Tool-choice checks,
+generation-argument checks, multi-agent labels, role conversions, structured output
+(and its fallback), retries and error typing are done here, the same way for every
+provider.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import json
+import os
 import time
 from abc import abstractmethod
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal, TypeAlias
 
 from pydantic import BaseModel
 
@@ -23,6 +27,8 @@ from ..message import Msg, ToolUseBlock
 from ._base import ChatModelBase, ChatResult, Messages, ToolChoice
 from ._errors import (
     AuthenticationError,
+    InvalidRequestError,
+    MissingCredentialsError,
     ModelError,
     ModelTimeoutError,
     ProviderError,
@@ -30,12 +36,23 @@ from ._errors import (
     UnsupportedOptionError,
 )
 from ._formatting import NormalizedChoice, convert_roles, label_speakers, normalize_tool_choice
+from ._options import NAMES, GenerationOptions, normalize_options, split_options
 from ._response import ChatResponse, ChatUsage
 from ._retry import RetryPolicy
 from ._stream import ResponseBuilder, parse_tool_arguments
-from ._structured import StructuredRequest, run_structured
+from ._structured import StructuredMode, StructuredRequest, run_structured
+from ._tokens import estimate_tokens
 
-__all__ = ["HostedChatModel", "Request", "retry_after_seconds"]
+__all__ = ["HostedChatModel", "Request", "StructuredOutput", "retry_after_seconds"]
+
+StructuredOutput: TypeAlias = Literal["auto", "native", "tool", "json_object"]
+"""How ``structured_model`` is asked for: the provider's JSON-schema mode (``native``), a
+forced tool call (``tool``), JSON mode with the schema in the prompt (``json_object``), or
+``auto``: native where the provider has it, falling back to the tool (once, then for good
+for that model instance) when the server rejects the schema mode."""
+
+_SCHEMA_REJECTED = frozenset({400, 404, 415, 422, 500, 501})
+"""HTTP statuses with which servers without a JSON-schema mode refuse one."""
 
 
 @dataclass
@@ -48,6 +65,13 @@ class Request:
     schema: type[BaseModel] | None = None
     """Set when the provider's native structured-output mode is to be used."""
     kwargs: dict[str, Any] = field(default_factory=dict)
+    """Provider arguments passed on as they are (``generate_kwargs``, extra keywords)."""
+    options: GenerationOptions = field(default_factory=GenerationOptions)
+    """The generation arguments, in our vocabulary; the provider maps them."""
+    json_mode: bool = False
+    """Ask for any JSON object, the schema being in the prompt (``json_object`` mode)."""
+    payload: Any = None
+    """What ``_build`` made of the request: the provider's request arguments."""
     started: float = field(default_factory=time.monotonic)
 
     def elapsed(self) -> float:
@@ -98,13 +122,23 @@ class HostedChatModel(ChatModelBase):
         custom_role_conversions: e.g. ``{"system": "user"}`` for models without a
             system role.
         retry_policy: a full :class:`RetryPolicy`, instead of ``max_retries``.
+        structured_output: how ``structured_model`` is asked for (:data:`StructuredOutput`).
+        **request_kwargs: generation arguments in our vocabulary (``temperature``,
+            ``top_p``, ``top_k``, ``max_tokens``, ``stop``, ``seed``, ``presence_penalty``,
+            ``frequency_penalty``, and their aliases such as ``stop_sequences``), mapped to
+            the provider's own names; any other keyword is sent with every request as it
+            is. The same keywords are accepted per call and win over these.
     """
 
     provider = "hosted"
     native_structured: bool = False
     """Whether the provider has a JSON-schema output mode (else a forced tool is used)."""
+    json_object_mode: bool = False
+    """Whether the provider has a plain JSON mode (``structured_output="json_object"``)."""
     unsupported_tool_choices: frozenset[str] = frozenset()
     """``auto``/``none``/``required``/``tool`` modes the provider cannot honour."""
+    supported_options: ClassVar[frozenset[str]] = NAMES
+    """The generation arguments (:class:`GenerationOptions` names) the wire can carry."""
 
     def __init__(
         self,
@@ -116,14 +150,55 @@ class HostedChatModel(ChatModelBase):
         generate_kwargs: dict[str, Any] | None = None,
         custom_role_conversions: dict[str, str] | None = None,
         retry_policy: RetryPolicy | None = None,
+        structured_output: StructuredOutput = "auto",
+        **request_kwargs: Any,
     ) -> None:
         super().__init__(model_name, stream)
         self.timeout = timeout
-        self.generate_kwargs = dict(generate_kwargs or {})
+        self.generate_kwargs = normalize_options({**(generate_kwargs or {}), **request_kwargs})
         self.custom_role_conversions = dict(custom_role_conversions or {})
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        self.structured_output = self._check_structured(structured_output)
+        self._native_structured_state: bool | None = None
+        """``auto`` mode: None until the schema mode worked (True) or was rejected (False)."""
+        self._options(self.generate_kwargs)  # bad or unsupported arguments fail here
+
+    # -- construction helpers for provider modules ---------------------------------------
+
+    def _credential(self, given: str | None, *env: str, required: bool = True) -> str | None:
+        """``given``, else the first of the ``env`` variables set; with ``required``, none
+        of them is a :class:`MissingCredentialsError` now rather than a 401 later."""
+        key = given or next((os.environ[e] for e in env if os.environ.get(e)), None)
+        if key is None and required:
+            names = " or ".join(env) or "api_key"
+            raise MissingCredentialsError(
+                f"no API key: pass api_key=... or set {names}",
+                provider=self.provider, model=self.model_name)
+        return key
+
+    def _client_args(self, client_args: Mapping[str, Any] | None, **defaults: Any
+                     ) -> dict[str, Any]:
+        """``defaults`` (timeout, SDK retries off ...) overridden by the user's
+        ``client_args``. A ``timeout`` there becomes this model's timeout, and a
+        ``max_retries`` this model's retry count (our retries replace the SDK's, so that
+        every provider retries the same way)."""
+        given = dict(client_args or {})
+        if isinstance(given.get("timeout"), (int, float)):
+            self.timeout = float(given["timeout"])
+            if "timeout" in defaults:
+                defaults["timeout"] = self.timeout
+                given.pop("timeout")
+        if "max_retries" in given:
+            self.retry_policy = dataclasses.replace(self.retry_policy,
+                                                    max_retries=int(given.pop("max_retries")))
+        return {**defaults, **given}
 
     # -- provider hooks ----------------------------------------------------------------
+
+    @abstractmethod
+    def _build(self, request: Request) -> Any:
+        """The provider's request arguments (stored in ``request.payload``): the history
+        formatted, tools, schema, and ``request.options`` under the provider's names."""
 
     @abstractmethod
     async def _complete(self, request: Request) -> ChatResponse:
@@ -152,6 +227,27 @@ class HostedChatModel(ChatModelBase):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    # -- token counting ----------------------------------------------------------------
+
+    async def count_tokens(self, messages: Sequence[Msg | dict[str, Any]],
+                           tools: Sequence[dict[str, Any]] | None = None) -> int:
+        """The prompt tokens of ``messages`` and ``tools``: the provider's count endpoint
+        where it has one (``_count``), else an estimate."""
+        history = label_speakers(convert_roles(list(messages), self._msg_role_conversions(),
+                                               self.provider, self.model_name))
+        request = Request(history, list(tools) if tools else None)
+        try:
+            counted = await self._count(request)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise self._map_error(exc) from exc
+        return counted if counted is not None else estimate_tokens(history, tools)
+
+    async def _count(self, request: Request) -> int | None:
+        """The provider's own count of ``request`` (``None``: it has no count endpoint)."""
+        return None
+
     # -- the call ----------------------------------------------------------------------
 
     async def _call(
@@ -162,25 +258,93 @@ class HostedChatModel(ChatModelBase):
         structured_model: type[BaseModel] | None,
         **kwargs: Any,
     ) -> ChatResult:
+        stream = bool(kwargs.pop("stream", self.stream))
+        mode = self._check_structured(kwargs.pop("structured_output", self.structured_output))
         choice = normalize_tool_choice(tool_choice, tools, self.provider, self.model_name)
         self._check_choice(choice)
+        if isinstance(messages, (str, Msg)):
+            raise InvalidRequestError(
+                f"messages must be a list of Msg objects or role/content dicts, not "
+                f"{type(messages).__name__}", provider=self.provider, model=self.model_name)
         history = label_speakers(
             convert_roles(list(messages), self._msg_role_conversions(), self.provider,
                           self.model_name)
         )
-        call_kwargs = {**self.generate_kwargs, **kwargs}
+        options, call_kwargs = self._options({**self.generate_kwargs,
+                                              **normalize_options(kwargs)})
         if structured_model is not None:
-            if not self.native_structured:
-                self._check_choice(("tool", "structured"))
-            response = await run_structured(
-                lambda h, s: self._attempt(h, s, call_kwargs), history, structured_model,
-                native=self.native_structured, provider=self.provider, model=self.model_name,
-            )
-            return _as_stream(response) if self.stream else response
-        request = Request(history, tools or None, choice if tools else None, None, call_kwargs)
-        if self.stream:
+            response = await self._structured(history, structured_model, mode, options,
+                                              call_kwargs)
+            return _as_stream(response) if stream else response
+        request = self._prepared(Request(history, tools or None, choice if tools else None,
+                                         None, call_kwargs, options))
+        if stream:
             return await self.retry_policy.stream(lambda: self._open(request))
         return await self.retry_policy.call(lambda: self._checked(request))
+
+    def _options(self, kwargs: dict[str, Any]) -> tuple[GenerationOptions, dict[str, Any]]:
+        options, rest = split_options(kwargs, provider=self.provider, model=self.model_name)
+        refused = sorted(set(options.given()) - self.supported_options)
+        if refused:
+            raise UnsupportedOptionError(
+                f"{self.provider} cannot honour {', '.join(refused)} (its API has no such "
+                "parameter)", provider=self.provider, model=self.model_name,
+                options=tuple(refused))
+        return options, rest
+
+    def _prepared(self, request: Request) -> Request:
+        """``request`` with its payload built; a failure to build it (a bad history, an
+        unreadable media source) is an :class:`InvalidRequestError`, and nothing is sent."""
+        try:
+            request.payload = self._build(request)
+        except ModelError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InvalidRequestError(
+                f"cannot build the request: {type(exc).__name__}: {exc}",
+                provider=self.provider, model=self.model_name) from exc
+        return request
+
+    def _check_structured(self, mode: Any) -> StructuredOutput:
+        if mode not in ("auto", "native", "tool", "json_object"):
+            raise InvalidRequestError(
+                f"structured_output must be 'auto', 'native', 'tool' or 'json_object', "
+                f"not {mode!r}", provider=self.provider, model=self.model_name)
+        if (mode == "native" and not self.native_structured) or (
+                mode == "json_object" and not self.json_object_mode):
+            raise UnsupportedOptionError(
+                f"{self.provider} has no {mode} structured-output mode",
+                provider=self.provider, model=self.model_name, options=("structured_output",))
+        if mode == "tool":
+            self._check_choice(("tool", "structured"))
+        result: StructuredOutput = mode
+        return result
+
+    async def _structured(
+        self, history: list[Any], schema: type[BaseModel], mode: StructuredOutput,
+        options: GenerationOptions, kwargs: dict[str, Any],
+    ) -> ChatResponse:
+        """Structured output in ``mode``; on ``auto``, a server that rejects the schema
+        mode gets the forced tool instead, and so does every later call of this model."""
+        resolved: StructuredMode
+        if mode == "auto":
+            native = self.native_structured and self._native_structured_state is not False
+            resolved = "native" if native else "tool"
+        else:
+            resolved = mode
+        if resolved == "tool":
+            self._check_choice(("tool", "structured"))
+        probing = mode == "auto" and resolved == "native" and not self._native_structured_state
+
+        async def attempt(h: list[Any], s: StructuredRequest) -> ChatResponse:
+            return await self._attempt(h, s, options, kwargs, probing=probing)
+
+        try:
+            return await run_structured(attempt, history, schema, mode=resolved,
+                                        provider=self.provider, model=self.model_name)
+        except _SchemaModeRejected:
+            self._native_structured_state = False
+            return await self._structured(history, schema, "tool", options, kwargs)
 
     def _msg_role_conversions(self) -> dict[str, str]:
         """Role conversions applied to ``Msg`` items (providers may handle more roles)."""
@@ -196,13 +360,25 @@ class HostedChatModel(ChatModelBase):
             )
 
     async def _attempt(
-        self, history: list[Any], structured: StructuredRequest, kwargs: dict[str, Any]
+        self, history: list[Any], structured: StructuredRequest, options: GenerationOptions,
+        kwargs: dict[str, Any], *, probing: bool = False,
     ) -> ChatResponse:
         choice: NormalizedChoice = (
             ("tool", structured.tool_choice) if structured.tool_choice else None
         )
-        request = Request(history, structured.tools, choice,
-                          structured.schema if structured.native else None, kwargs)
+        request = self._prepared(Request(
+            history, structured.tools, choice,
+            structured.schema if structured.mode == "native" else None, kwargs, options,
+            json_mode=structured.mode == "json_object"))
+        if probing:  # one try: a server without the schema mode answers 400/422/500 to it
+            try:
+                response = await self._call_once(request)
+            except ProviderError as exc:
+                if exc.status_code in _SCHEMA_REJECTED:
+                    raise _SchemaModeRejected from exc
+                response = await self.retry_policy.call(lambda: self._call_once(request))
+            self._native_structured_state = True
+            return response
         return await self.retry_policy.call(lambda: self._call_once(request))
 
     async def _call_once(self, request: Request) -> ChatResponse:
@@ -269,15 +445,17 @@ class HostedChatModel(ChatModelBase):
         input_tokens: int = 0,
         output_tokens: int = 0,
         usage_metadata: dict[str, Any] | None = None,
+        details: Mapping[str, int] | None = None,
     ) -> ChatResponse:
-        """The final chunk; a stream that never said it finished is an error."""
+        """The final chunk; a stream that never said it finished is an error.
+        ``details``: ``cached_input_tokens`` and the other :class:`ChatUsage` counts."""
         if finish_reason is None:
             raise ProviderError(
                 "the stream ended before the provider finished the response",
                 provider=self.provider, model=self.model_name, retryable=True,
             )
         usage = ChatUsage(input_tokens=input_tokens, output_tokens=output_tokens,
-                          time=request.elapsed(), metadata=usage_metadata)
+                          time=request.elapsed(), metadata=usage_metadata, **(details or {}))
         try:
             return builder.chunk(is_last=True, usage=usage, finish_reason=finish_reason)
         except ValueError as exc:
@@ -327,9 +505,14 @@ class HostedChatModel(ChatModelBase):
         )
 
     def _usage(self, request: Request, input_tokens: int | None, output_tokens: int | None,
-               metadata: dict[str, Any] | None = None) -> ChatUsage:
+               metadata: dict[str, Any] | None = None,
+               details: Mapping[str, int] | None = None) -> ChatUsage:
         return ChatUsage(input_tokens=input_tokens or 0, output_tokens=output_tokens or 0,
-                         time=request.elapsed(), metadata=metadata)
+                         time=request.elapsed(), metadata=metadata, **(details or {}))
+
+
+class _SchemaModeRejected(Exception):
+    """The server refused the JSON-schema mode while ``auto`` was probing it."""
 
 
 async def _as_stream(response: ChatResponse) -> AsyncGenerator[ChatResponse, None]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 from ._base import ChatModelBase
 
@@ -41,12 +41,36 @@ def _resolve(name: str) -> Callable[..., ChatModelBase]:
     return factory
 
 
-def init_chat_model(model: str, *, provider: str | None = None, **kwargs: Any) -> ChatModelBase:
-    """Build a chat model from ``"provider:model"`` (or ``model`` plus ``provider=``).
+def init_chat_model(
+    model: str | None = None,
+    *,
+    provider: str | None = None,
+    configurable_fields: Literal["any"] | Sequence[str] | None = None,
+    config_prefix: str = "",
+    **kwargs: Any,
+) -> ChatModelBase:
+    """Build a chat model from ``"provider:model"`` (or ``model`` plus ``provider=``,
+    LangChain's ``model_provider=`` too).
 
-    Keyword arguments go to the provider's class (``stream``, ``api_key``, ``base_url``,
-    ...); keys not given come from the provider's usual environment variables.
+    Keyword arguments go to the provider's class: generation arguments (``temperature``,
+    ``max_tokens``, ``stop`` ...), ``stream``, ``api_key``, ``base_url``, ...; keys not
+    given come from the provider's usual environment variables.
+
+    With ``configurable_fields`` (``"any"`` or field names), or without a ``model``, the
+    result is a :class:`~agentplex.model.ConfigurableChatModel`: ``config={"configurable":
+    {"model": "anthropic:claude-sonnet-4-5", "temperature": 0}}`` on a call picks the
+    model and its settings then (``model`` and ``model_provider`` are configurable by
+    default when no model is given).
     """
+    provider = provider or kwargs.pop("model_provider", None)
+    if configurable_fields is not None or model is None:
+        from ._bound import ConfigurableChatModel
+
+        fields = configurable_fields if configurable_fields is not None else (
+            "model", "model_provider")
+        defaults = {"model": model, "model_provider": provider, **kwargs}
+        return ConfigurableChatModel({k: v for k, v in defaults.items() if v is not None},
+                                     fields, config_prefix)
     if provider is None:
         provider, sep, model_name = model.partition(":")
         if not sep:
@@ -81,6 +105,8 @@ for _name, _target in {
     "dashscope": "agentplex.model.dashscope:DashScopeChatModel",
     "ollama": "agentplex.model.ollama:OllamaChatModel",
     "huggingface": "agentplex.model.huggingface:HuggingFaceChatModel",
+    "litellm": "agentplex.model.litellm:LiteLLMChatModel",
+    "mlx": "agentplex.model.mlx:create",
     "transformers": "agentplex.model.local:create",
 }.items():
     register_provider(_name, _target)

@@ -19,7 +19,14 @@ def _now() -> str:
 
 @register_wire_type
 class ChatUsage(BaseModel):
-    """Token counts and wall time of one model call."""
+    """Token counts and wall time of one model call.
+
+    ``input_tokens`` counts every prompt token, cached ones included; of those,
+    ``cached_input_tokens`` were read from the provider's prompt cache and
+    ``cache_creation_input_tokens`` written to it (Anthropic). ``output_tokens`` counts
+    every generated token, reasoning included; ``reasoning_tokens`` says how many of them
+    were reasoning.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -29,13 +36,37 @@ class ChatUsage(BaseModel):
     """Seconds from the request to the last byte of the response."""
     type: Literal["chat"] = "chat"
     metadata: dict[str, Any] | None = None
+    cached_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Input and output tokens together."""
+        return self.input_tokens + self.output_tokens
 
     def __add__(self, other: ChatUsage) -> ChatUsage:
+        metadata = {**(self.metadata or {}), **(other.metadata or {})}
         return ChatUsage(
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
             time=self.time + other.time,
+            metadata=metadata or None,
+            cached_input_tokens=self.cached_input_tokens + other.cached_input_tokens,
+            cache_creation_input_tokens=(self.cache_creation_input_tokens
+                                         + other.cache_creation_input_tokens),
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
         )
+
+    def usage_metadata(self) -> dict[str, Any]:
+        """The counts in LangChain's ``usage_metadata`` shape."""
+        return {
+            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "input_token_details": {"cache_read": self.cached_input_tokens,
+                                    "cache_creation": self.cache_creation_input_tokens},
+            "output_token_details": {"reasoning": self.reasoning_tokens},
+        }
 
 
 @register_wire_type
@@ -75,6 +106,11 @@ class ChatResponse(BaseModel):
     def tool_calls(self) -> list[ToolUseBlock]:
         """The tool_use blocks of ``content``."""
         return [b for b in self.content if isinstance(b, ToolUseBlock)]
+
+    @property
+    def usage_metadata(self) -> dict[str, Any] | None:
+        """The usage in LangChain's shape (``total_tokens``, cache and reasoning details)."""
+        return self.usage.usage_metadata() if self.usage is not None else None
 
     @property
     def thinking(self) -> str:

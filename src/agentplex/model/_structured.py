@@ -1,25 +1,40 @@
 """Structured output: one validated pydantic instance from any provider.
 
 Providers with a native JSON-schema mode use it; the others get a forced tool whose
-parameters are the schema. Invalid output gets one repair round (the model sees its output
+parameters are the schema (or, in ``json_object`` mode, a plain JSON mode with the schema
+in the prompt). Invalid output gets one repair round (the model sees its output
 and the validation error); invalid again raises :class:`StructuredOutputError` with the
 raw text.
 """
 
 from __future__ import annotations
 
+import copy
 import json
+import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError, create_model, model_validator
 
 from ..message import Msg, TextBlock, ToolUseBlock
 from ._errors import StructuredOutputError
 from ._response import ChatResponse
 
-__all__ = ["StructuredRequest", "closed_schema", "forced_tool", "run_structured", "schema_name"]
+__all__ = [
+    "StructuredMode",
+    "StructuredRequest",
+    "closed_schema",
+    "forced_tool",
+    "run_structured",
+    "schema_name",
+    "structured_schema",
+]
+
+StructuredMode: TypeAlias = Literal["native", "tool", "json_object"]
+
+JSON_PROMPT = "Answer with only a JSON object that matches this JSON schema:\n{schema}"
 
 REPAIR_PROMPT = (
     "Your previous answer was not valid for the required schema:\n{error}\n"
@@ -49,11 +64,12 @@ def forced_tool(model: type[BaseModel]) -> dict[str, Any]:
 class StructuredRequest:
     """What one structured attempt asks the provider for.
 
-    ``native`` means the provider's schema mode (``schema`` to be sent as the response
-    format); otherwise ``tools`` holds the forced tool and ``tool_choice`` names it.
+    ``native``: the provider's schema mode (``schema`` sent as the response format);
+    ``tool``: ``tools`` holds the forced tool and ``tool_choice`` names it;
+    ``json_object``: the provider's plain JSON mode, the schema being in the prompt.
     """
 
-    native: bool
+    mode: StructuredMode
     schema: type[BaseModel]
     tools: list[dict[str, Any]] | None
     tool_choice: str | None
@@ -63,7 +79,7 @@ Attempt = Callable[[list[Any], StructuredRequest], Awaitable[ChatResponse]]
 
 
 def _raw_output(response: ChatResponse, request: StructuredRequest) -> str:
-    if not request.native:
+    if request.mode == "tool":
         for block in response.content:
             if isinstance(block, ToolUseBlock) and block.name == schema_name(request.schema):
                 return block.raw_input or json.dumps(block.input, ensure_ascii=False)
@@ -83,7 +99,7 @@ async def run_structured(
     messages: list[Any],
     structured_model: type[BaseModel],
     *,
-    native: bool,
+    mode: StructuredMode,
     provider: str,
     model: str,
 ) -> ChatResponse:
@@ -93,13 +109,17 @@ async def run_structured(
     :class:`ScriptedChatModel` does); ``structured_model(**metadata)`` rebuilds it.
     ``attempt(history, request)`` performs one non-streamed provider call.
     """
+    tool = mode == "tool"
     request = StructuredRequest(
-        native=native,
+        mode=mode,
         schema=structured_model,
-        tools=None if native else [forced_tool(structured_model)],
-        tool_choice=None if native else schema_name(structured_model),
+        tools=[forced_tool(structured_model)] if tool else None,
+        tool_choice=schema_name(structured_model) if tool else None,
     )
     history = list(messages)
+    if mode == "json_object":
+        schema = json.dumps(structured_model.model_json_schema(), ensure_ascii=False)
+        history.append(Msg("user", JSON_PROMPT.format(schema=schema), "user"))
     usage = None
     for round_ in range(2):
         response = await attempt(history, request)
@@ -147,3 +167,54 @@ def closed_schema(model: type[BaseModel]) -> dict[str, Any]:
 
     result: dict[str, Any] = close(model.model_json_schema())
     return result
+
+
+def structured_schema(schema: Any) -> tuple[type[BaseModel], bool]:
+    """A pydantic model for ``schema`` and whether answers are its instances (else dicts).
+
+    ``schema`` is a pydantic model, a ``TypedDict``, or a JSON schema (an OpenAI function
+    dict's ``parameters`` are used); a JSON schema is enforced with ``jsonschema``.
+    """
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return schema, True
+    if typing.is_typeddict(schema):
+        hints = typing.get_type_hints(schema)
+        required = getattr(schema, "__required_keys__", frozenset(hints))
+        fields: dict[str, Any] = {k: (t, ...) if k in required else (t | None, None)
+                                  for k, t in hints.items()}
+        model = create_model(schema.__name__, __doc__=schema.__doc__, **fields)
+        return model, False
+    if isinstance(schema, dict):
+        return _json_schema_model(schema), False
+    raise TypeError(f"a structured-output schema is a pydantic model, a TypedDict or a "
+                    f"JSON schema dict, not {schema!r}")
+
+
+def _json_schema_model(schema: dict[str, Any]) -> type[BaseModel]:
+    import jsonschema
+
+    function = schema.get("function", schema)
+    if "parameters" in function and "name" in function:
+        title, description = function["name"], function.get("description")
+        schema = function["parameters"]
+    else:
+        title, description = schema.get("title", "Output"), schema.get("description")
+    validator = jsonschema.Draft202012Validator(schema)
+    fixed = copy.deepcopy(schema)
+
+    class JsonSchemaOutput(RootModel[dict[str, Any]]):
+        @classmethod
+        def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            return copy.deepcopy(fixed)
+
+        @model_validator(mode="after")
+        def _conforms(self) -> JsonSchemaOutput:
+            errors = sorted(validator.iter_errors(self.root), key=lambda e: list(e.path))
+            if errors:
+                raise ValueError("; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: "
+                                           f"{e.message}" for e in errors[:3]))
+            return self
+
+    JsonSchemaOutput.__name__ = JsonSchemaOutput.__qualname__ = str(title)
+    JsonSchemaOutput.__doc__ = description
+    return JsonSchemaOutput

@@ -40,22 +40,23 @@ class AzureOpenAIChatModel(OpenAIChatModel):
             "api_version": api_version or os.environ.get("OPENAI_API_VERSION", "2024-10-21"),
             "azure_deployment": azure_deployment or model_name,
         }
+        kwargs.setdefault("max_tokens_param", "max_completion_tokens")
         super().__init__(model_name, api_key, **kwargs)
 
     def _make_client(
         self, api_key: str | None, organization: str | None, base_url: str | None,
-        client_args: dict[str, Any],
+        client_args: dict[str, Any] | None,
     ) -> Any:
         import openai
 
         if not self._azure["azure_endpoint"] and not base_url:
             raise ValueError("AzureOpenAIChatModel needs azure_endpoint "
                              "(or the AZURE_OPENAI_ENDPOINT environment variable)")
-        args: dict[str, Any] = {
-            "api_key": api_key or os.environ.get("AZURE_OPENAI_API_KEY"),
-            "organization": organization, "timeout": self.timeout, "max_retries": 0,
-            **self._azure, **client_args,
-        }
+        token = (client_args or {}).get("azure_ad_token") or (client_args or {}).get(
+            "azure_ad_token_provider") or os.environ.get("AZURE_OPENAI_AD_TOKEN")
+        key = self._credential(api_key, "AZURE_OPENAI_API_KEY", required=not token)
+        args = self._client_args(client_args, api_key=key, organization=organization,
+                                 timeout=self.timeout, max_retries=0, **self._azure)
         if base_url:  # a full deployment URL instead of endpoint + deployment
             args.pop("azure_endpoint")
             args.pop("azure_deployment")

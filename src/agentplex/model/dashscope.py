@@ -29,6 +29,7 @@ from ._formatting import (
     tool_output_parts,
 )
 from ._hosted import HostedChatModel, Request
+from ._options import NAMES
 from ._response import ChatResponse
 from ._stream import ResponseBuilder
 
@@ -118,7 +119,9 @@ class DashScopeChatModel(HostedChatModel):
         base_http_api_url: defaults to ``DASHSCOPE_HTTP_BASE_URL`` or the SDK's default.
         multimodal: force the multimodal API (default: when the model name says so or the
             history holds images, audio or video).
-        **kwargs: ``max_retries``, ``timeout``, ``custom_role_conversions``, ``retry_policy``.
+        **kwargs: generation arguments (``frequency_penalty`` is not on this wire),
+            ``max_retries``, ``timeout``, ``custom_role_conversions``, ``retry_policy``,
+            ``structured_output``, and any other DashScope parameter.
 
     DashScope's ``tool_choice`` takes ``auto``, ``none`` or one function: ``required`` is
     honoured by forcing the only tool when one is given and raises
@@ -127,6 +130,8 @@ class DashScopeChatModel(HostedChatModel):
 
     provider = "dashscope"
     native_structured = False
+    json_object_mode = True
+    supported_options = NAMES - {"frequency_penalty"}
 
     def __init__(
         self,
@@ -140,7 +145,7 @@ class DashScopeChatModel(HostedChatModel):
         **kwargs: Any,
     ) -> None:
         super().__init__(model_name, stream, generate_kwargs=generate_kwargs, **kwargs)
-        self.api_key = api_key or os.environ.get("DASHSCOPE_API_KEY") or "not-needed"
+        self.api_key = self._credential(api_key, "DASHSCOPE_API_KEY")
         self.enable_thinking = enable_thinking
         self.base_http_api_url = base_http_api_url or os.environ.get("DASHSCOPE_HTTP_BASE_URL")
         self.multimodal = multimodal
@@ -174,18 +179,13 @@ class DashScopeChatModel(HostedChatModel):
             return {"type": "function", "function": {"name": choice[1]}}
         return choice
 
-    async def _send(self, request: Request, stream: bool) -> Any:
-        import aiohttp
-        from dashscope import AioGeneration, AioMultiModalConversation
-
+    def _build(self, request: Request) -> dict[str, Any]:
         multimodal = self._is_multimodal(request)
         args: dict[str, Any] = {
             "model": self.model_name, "api_key": self.api_key,
             "messages": format_dashscope_messages(request.messages, multimodal),
-            "result_format": "message", "stream": stream,
+            "result_format": "message",
         }
-        if stream:
-            args["incremental_output"] = True
         if self.enable_thinking is not None:
             args["enable_thinking"] = self.enable_thinking
         if request.tools:
@@ -198,11 +198,23 @@ class DashScopeChatModel(HostedChatModel):
             args["base_address"] = self.base_http_api_url
         if self.timeout is not None:
             args["request_timeout"] = self.timeout
+        if request.json_mode:
+            args["response_format"] = {"type": "json_object"}
+        args.update(request.options.given())
+        args.update(request.kwargs)
+        return args
+
+    async def _send(self, request: Request, stream: bool) -> Any:
+        import aiohttp
+        from dashscope import AioGeneration, AioMultiModalConversation
+
+        args = {**request.payload, "stream": stream}
+        if stream:
+            args["incremental_output"] = True
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession()
         args["session"] = self._session
-        args.update(request.kwargs)
-        api = AioMultiModalConversation if multimodal else AioGeneration
+        api = AioMultiModalConversation if self._is_multimodal(request) else AioGeneration
         return await api.call(**args)
 
     def _check(self, response: Any) -> None:

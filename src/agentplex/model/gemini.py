@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import itertools
 import mimetypes
-import os
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -31,6 +30,7 @@ from ._formatting import (
 from ._hosted import HostedChatModel, Request
 from ._response import ChatResponse
 from ._stream import ResponseBuilder
+from ._tokens import estimate_tokens
 
 __all__ = ["GeminiChatModel", "format_gemini_contents"]
 
@@ -114,16 +114,27 @@ class GeminiChatModel(HostedChatModel):
         api_key: defaults to ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``.
         stream: stream chunks.
         thinking_config: e.g. ``{"include_thoughts": True, "thinking_budget": 1024}``.
-        base_url: another endpoint (a proxy, a test server).
-        client_args / generate_kwargs: more arguments for ``genai.Client`` / the
+        cached_content: the name of Gemini cached content to send with every call (see
+            :meth:`create_cache`); a per-call ``cached_content=`` overrides it.
+        base_url: another endpoint (a proxy, a test server). Without a ``base_url`` an
+            API key is required (:class:`MissingCredentialsError`).
+        api_version: the API version in the URL path (the SDK's default is ``v1beta``
+            on Google's endpoint and ``v1`` with a ``base_url``; a gateway serving
+            ``v1beta``, such as LiteLLM's proxy, needs ``api_version="v1beta"``).
+        client_args / generate_kwargs: more arguments for ``genai.Client`` (an
+            ``http_options`` dict there is merged with ours) / the
             ``GenerateContentConfig`` of every call.
-        **kwargs: ``max_retries``, ``timeout``, ``custom_role_conversions``, ``retry_policy``.
+        **kwargs: generation arguments (``max_tokens`` is sent as ``max_output_tokens``,
+            ``stop`` as ``stop_sequences``), ``max_retries``, ``timeout``,
+            ``custom_role_conversions``, ``retry_policy``, ``structured_output``, and any
+            other ``GenerateContentConfig`` field.
 
     ``structured_model`` uses Gemini's JSON-schema response mode.
     """
 
     provider = "gemini"
     native_structured = True
+    json_object_mode = True
 
     def __init__(
         self,
@@ -132,6 +143,8 @@ class GeminiChatModel(HostedChatModel):
         stream: bool = False,
         thinking_config: dict[str, Any] | None = None,
         base_url: str | None = None,
+        api_version: str | None = None,
+        cached_content: str | None = None,
         client_args: dict[str, Any] | None = None,
         generate_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -141,28 +154,41 @@ class GeminiChatModel(HostedChatModel):
 
         super().__init__(model_name, stream, generate_kwargs=generate_kwargs, **kwargs)
         self.thinking_config = thinking_config
+        self.cached_content = cached_content
+        args = self._client_args(client_args)
+        args.pop("timeout", None)  # read into self.timeout, sent in http_options
+        given = args.pop("http_options", None) or {}
         http_options: dict[str, Any] = {}
         if base_url:
             http_options["base_url"] = base_url
+        if api_version:
+            http_options["api_version"] = api_version
         if self.timeout is not None:
             http_options["timeout"] = int(self.timeout * 1000)
-        self.client = genai.Client(
-            api_key=api_key or os.environ.get("GEMINI_API_KEY")
-            or os.environ.get("GOOGLE_API_KEY") or "not-needed",
-            http_options=types.HttpOptions(**http_options), **(client_args or {}),
-        )
+        http_options.update(given if isinstance(given, dict) else given.model_dump(
+            exclude_none=True))
+        vertex = bool(args.get("vertexai") or args.get("credentials"))
+        key = self._credential(api_key, "GEMINI_API_KEY", "GOOGLE_API_KEY",
+                               required=not (base_url or vertex))
+        if key is not None:
+            args["api_key"] = key
+        elif not vertex:
+            args["api_key"] = "not-needed"
+        self.client = genai.Client(http_options=types.HttpOptions(**http_options), **args)
         self._ids = itertools.count(1)
 
     async def aclose(self) -> None:
         await self.client.aio.aclose()
 
-    def _config(self, request: Request) -> tuple[list[Any], Any]:
+    def _build(self, request: Request) -> tuple[list[Any], Any]:
         from google.genai import types
 
         system, contents = format_gemini_contents(request.messages)
         config: dict[str, Any] = {}
         if system:
             config["system_instruction"] = system
+        if self.cached_content:
+            config["cached_content"] = self.cached_content
         if self.thinking_config:
             config["thinking_config"] = types.ThinkingConfig(**self.thinking_config)
         if request.tools:
@@ -177,8 +203,54 @@ class GeminiChatModel(HostedChatModel):
         if request.schema is not None:
             config["response_mime_type"] = "application/json"
             config["response_json_schema"] = request.schema.model_json_schema()
+        elif request.json_mode:
+            config["response_mime_type"] = "application/json"
+        given = request.options.given()
+        for ours, theirs in (("max_tokens", "max_output_tokens"), ("stop", "stop_sequences")):
+            if ours in given:
+                given[theirs] = given.pop(ours)
+        config.update(given)
         config.update(request.kwargs)
         return contents, types.GenerateContentConfig(**config)
+
+    async def create_cache(self, messages: Sequence[Msg | dict[str, Any]],
+                           tools: list[dict[str, Any]] | None = None, *,
+                           ttl_seconds: int = 3600, use: bool = True) -> str:
+        """Store ``messages`` (a leading system prompt included) and ``tools`` as Gemini
+        cached content and return its name; with ``use`` this model sends it with every
+        call from now on (``cached_content``), so calls send only the newer messages.
+        Cache hits come back in ``usage.cached_input_tokens``."""
+        from google.genai import types
+
+        system, contents = format_gemini_contents(list(messages))
+        config: dict[str, Any] = {"contents": contents, "ttl": f"{int(ttl_seconds)}s"}
+        if system:
+            config["system_instruction"] = system
+        if tools:
+            config["tools"] = [{"function_declarations": [
+                {"name": s.name, "description": s.description,
+                 "parameters_json_schema": s.parameters} for s in function_specs(tools)]}]
+        try:
+            cache = await self.client.aio.caches.create(
+                model=self.model_name, config=types.CreateCachedContentConfig(**config))
+        except Exception as exc:
+            raise self._map_error(exc) from exc
+        name = str(cache.name)
+        if use:
+            self.cached_content = name
+        return name
+
+    async def _count(self, request: Request) -> int | None:
+        """``models.count_tokens`` on the contents, the system instruction sent as a
+        leading user turn (the Gemini API's count takes no system instruction or tools;
+        tools are estimated)."""
+        system, contents = format_gemini_contents(request.messages)
+        if system:
+            contents = [{"role": "user", "parts": [{"text": system}]}, *contents]
+        result = await self.client.aio.models.count_tokens(
+            model=self.model_name, contents=contents)  # type: ignore[arg-type]
+        tools = estimate_tokens([], request.tools) if request.tools else 0
+        return int(result.total_tokens or 0) + tools
 
     def _read_parts(self, parts: Sequence[Any], builder: ResponseBuilder) -> bool:
         grew = False
@@ -198,18 +270,21 @@ class GeminiChatModel(HostedChatModel):
             grew = True
         return grew
 
-    def _finish(self, response: Any) -> tuple[str | None, int, int]:
+    def _finish(self, response: Any) -> tuple[str | None, int, int, dict[str, int]]:
+        """The finish reason, prompt and output tokens, and the cached / thought counts."""
         candidate = response.candidates[0] if response.candidates else None
         reason = candidate.finish_reason if candidate is not None else None
         usage = response.usage_metadata
         prompt = (usage and usage.prompt_token_count) or 0
-        output = ((usage and usage.candidates_token_count) or 0) + (
-            (usage and usage.thoughts_token_count) or 0)
+        thoughts = (usage and usage.thoughts_token_count) or 0
+        output = ((usage and usage.candidates_token_count) or 0) + thoughts
+        details = {"cached_input_tokens": (usage and usage.cached_content_token_count) or 0,
+                   "reasoning_tokens": thoughts}
         name = getattr(reason, "value", reason)
-        return (str(name) if name else None), prompt, output
+        return (str(name) if name else None), prompt, output, details
 
     async def _complete(self, request: Request) -> ChatResponse:
-        contents, config = self._config(request)
+        contents, config = request.payload
         response = await self.client.aio.models.generate_content(
             model=self.model_name, contents=contents, config=config)
         if not response.candidates:
@@ -218,18 +293,19 @@ class GeminiChatModel(HostedChatModel):
         builder = ResponseBuilder(id=response.response_id)
         content = response.candidates[0].content
         self._read_parts((content and content.parts) or [], builder)
-        finish, prompt, output = self._finish(response)
+        finish, prompt, output, details = self._finish(response)
         final = self._last_chunk(builder, request, finish_reason=finish or "STOP",
-                                 input_tokens=prompt, output_tokens=output)
+                                 input_tokens=prompt, output_tokens=output, details=details)
         return final.model_copy(update={"delta": list(final.content)})
 
     async def _stream(self, request: Request) -> AsyncGenerator[ChatResponse, None]:
-        contents, config = self._config(request)
+        contents, config = request.payload
         stream = await self.client.aio.models.generate_content_stream(
             model=self.model_name, contents=contents, config=config)
         builder = ResponseBuilder()
         finish: str | None = None
         prompt = output = 0
+        details: dict[str, int] = {}
         try:
             async for response in stream:
                 builder.id = builder.id or response.response_id
@@ -237,13 +313,14 @@ class GeminiChatModel(HostedChatModel):
                 content = candidate.content if candidate is not None else None
                 if content is not None and self._read_parts(content.parts or [], builder):
                     yield builder.chunk()
-                reason, p, o = self._finish(response)
+                reason, p, o, d = self._finish(response)
                 finish = reason or finish
                 prompt, output = p or prompt, o or output
+                details = d if p else details
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
         yield self._last_chunk(builder, request, finish_reason=finish, input_tokens=prompt,
-                               output_tokens=output)
+                               output_tokens=output, details=details)
 
     def _map_error(self, exc: Exception) -> ModelError:
         from google.genai import errors

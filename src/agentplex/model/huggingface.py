@@ -7,7 +7,6 @@ official ``huggingface_hub`` async inference client) and its errors differ.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -29,10 +28,14 @@ class HuggingFaceChatModel(ChatCompletionsModel):
         token: defaults to ``HF_TOKEN``.
         bill_to: the organization billed for the requests.
         client_args / generate_kwargs: more arguments for the client / every call.
-        **kwargs: ``max_retries``, ``timeout``, ``custom_role_conversions``, ``retry_policy``.
+        **kwargs: generation arguments (``temperature``, ``max_tokens``, ``stop`` ...;
+            ``top_k`` is not on this wire), ``max_retries``, ``timeout``,
+            ``custom_role_conversions``, ``retry_policy``, ``structured_output``, and any
+            other argument of ``chat_completion``.
     """
 
     provider = "huggingface"
+    json_object_mode = False  # its response_format is TGI's grammar, which needs a schema
 
     def __init__(
         self,
@@ -49,11 +52,10 @@ class HuggingFaceChatModel(ChatCompletionsModel):
         from huggingface_hub import AsyncInferenceClient
 
         super().__init__(model_name, stream, generate_kwargs=generate_kwargs, **kwargs)
-        self.client = AsyncInferenceClient(
-            provider=None if base_url else provider,  # type: ignore[arg-type]
-            base_url=base_url, token=token or os.environ.get("HF_TOKEN"), bill_to=bill_to,
-            timeout=self.timeout, **(client_args or {}),
-        )
+        self.client = AsyncInferenceClient(**self._client_args(
+            client_args, provider=None if base_url else provider, base_url=base_url,
+            token=self._credential(token, "HF_TOKEN", required=False), bill_to=bill_to,
+            timeout=self.timeout))
 
     async def _send(self, body: dict[str, Any]) -> Any:
         return await self.client.chat_completion(**body)

@@ -1,11 +1,22 @@
-"""Building blocks for authors of providers: streamed responses and tool-call arguments.
+"""Building blocks for authors of providers (and of agents that format for them).
 
 Users call models through :mod:`agentplex.model`; a provider (or a model hosted elsewhere)
 assembles its streamed chunks with :class:`ResponseBuilder` (each chunk carries the whole
 response so far and the new part) and parses a tool call's JSON arguments, once complete,
-with :func:`parse_tool_arguments`.
+with :func:`parse_tool_arguments`. :func:`estimate_tokens` is the token estimate models
+without a count endpoint or tokenizer use; :func:`to_messages` turns LangChain-style input
+into a history; :func:`multi_agent_layout` is the multi-agent formatters' layout.
 """
 
+from ._formatters import multi_agent_layout
+from ._runnable import to_messages
 from ._stream import ResponseBuilder, parse_tool_arguments
+from ._tokens import estimate_tokens
 
-__all__ = ["ResponseBuilder", "parse_tool_arguments"]
+__all__ = [
+    "ResponseBuilder",
+    "estimate_tokens",
+    "multi_agent_layout",
+    "parse_tool_arguments",
+    "to_messages",
+]

@@ -117,7 +117,9 @@ class OllamaChatModel(HostedChatModel):
         enable_thinking: ask thinking models to think (``think``).
         host: defaults to ``OLLAMA_HOST`` or ``http://localhost:11434``.
         client_args / generate_kwargs: more arguments for the client / every call.
-        **kwargs: ``max_retries``, ``timeout``, ``custom_role_conversions``, ``retry_policy``.
+        **kwargs: generation arguments (sent in ``options``: ``max_tokens`` as
+            ``num_predict``), ``max_retries``, ``timeout``, ``custom_role_conversions``,
+            ``retry_policy``, ``structured_output``, and any other ``chat`` argument.
 
     Ollama has no ``tool_choice``: ``auto`` is its behaviour, ``none`` leaves the tools out
     of the request, ``required`` and a tool's name raise :class:`UnsupportedOptionError`.
@@ -126,6 +128,7 @@ class OllamaChatModel(HostedChatModel):
 
     provider = "ollama"
     native_structured = True
+    json_object_mode = True
     unsupported_tool_choices = frozenset({"required", "tool"})
 
     def __init__(
@@ -149,14 +152,21 @@ class OllamaChatModel(HostedChatModel):
         client_args = dict(client_args or {})
         hooks = client_args.setdefault("event_hooks", {})
         hooks["response"] = [*hooks.get("response", []), _keep_error_headers]
-        self.client = ollama.AsyncClient(host=host, timeout=self.timeout, **client_args)
+        self.client = ollama.AsyncClient(**self._client_args(client_args, host=host,
+                                                             timeout=self.timeout))
         self._ids = itertools.count(1)
 
-    def _args(self, request: Request) -> dict[str, Any]:
+    def _build(self, request: Request) -> dict[str, Any]:
+        options = dict(self.options or {})
+        given = request.options.given()
+        if "max_tokens" in given:
+            given["num_predict"] = given.pop("max_tokens")
+        options.update(given)
+        options.update(request.kwargs.get("options") or {})
         args: dict[str, Any] = {
             "model": self.model_name,
             "messages": format_ollama_messages(request.messages, self.model_name),
-            "options": self.options, "keep_alive": self.keep_alive,
+            "options": options or None, "keep_alive": self.keep_alive,
         }
         if self.enable_thinking is not None:
             args["think"] = self.enable_thinking
@@ -164,14 +174,16 @@ class OllamaChatModel(HostedChatModel):
             args["tools"] = openai_tools(request.tools)
         if request.schema is not None:
             args["format"] = request.schema.model_json_schema()
-        args.update(request.kwargs)
+        elif request.json_mode:
+            args["format"] = "json"
+        args.update({k: v for k, v in request.kwargs.items() if k != "options"})
         return args
 
     def _call_id(self) -> str:
         return f"ollama_call_{next(self._ids)}"
 
     async def _complete(self, request: Request) -> ChatResponse:
-        answer = await self.client.chat(**self._args(request), stream=False)
+        answer = await self.client.chat(**request.payload, stream=False)
         message = answer.message
         content: list[Any] = []
         if message.thinking:
@@ -187,7 +199,7 @@ class OllamaChatModel(HostedChatModel):
         )
 
     async def _stream(self, request: Request) -> AsyncGenerator[ChatResponse, None]:
-        stream = await self.client.chat(**self._args(request), stream=True)
+        stream = await self.client.chat(**request.payload, stream=True)
         builder = ResponseBuilder()
         finish: str | None = None
         prompt = completion = 0

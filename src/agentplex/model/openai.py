@@ -35,8 +35,10 @@ from ._formatting import (
     tool_output_parts,
 )
 from ._hosted import HostedChatModel, Request
+from ._options import NAMES, GenerationOptions
 from ._response import ChatResponse
 from ._stream import ResponseBuilder
+from ._structured import schema_name
 
 __all__ = [
     "ChatCompletionsModel",
@@ -105,7 +107,8 @@ def format_openai_messages(
         if parts or calls:
             entry: dict[str, Any] = {"role": msg.role}
             if all(p["type"] == "text" for p in parts):
-                entry["content"] = "\n".join(p["text"] for p in parts) if parts else None
+                # "" rather than null beside tool_calls: llama.cpp's server rejects null
+                entry["content"] = "\n".join(p["text"] for p in parts)
             else:
                 entry["content"] = parts
             if calls:
@@ -149,6 +152,14 @@ def _field(obj: Any, name: str) -> Any:
     return value
 
 
+def usage_details(usage: Any) -> dict[str, int]:
+    """Cached prompt tokens and reasoning tokens of a chat-completion ``usage``."""
+    prompt = _field(usage, "prompt_tokens_details")
+    completion = _field(usage, "completion_tokens_details")
+    return {"cached_input_tokens": _field(prompt, "cached_tokens") or 0,
+            "reasoning_tokens": _field(completion, "reasoning_tokens") or 0}
+
+
 def reasoning_text(message: Any) -> str | None:
     """Reasoning as OpenAI-compatible servers send it (``reasoning_content``/``reasoning``)."""
     value = _field(message, "reasoning_content") or _field(message, "reasoning")
@@ -164,13 +175,24 @@ class ChatCompletionsModel(HostedChatModel):
     """
 
     native_structured = True
+    json_object_mode = True
+    supported_options = NAMES - {"top_k"}
     reasoning_effort: str | None = None
+    max_tokens_param = "max_tokens"
+    """The body field the answer's budget goes in (OpenAI itself: ``max_completion_tokens``)."""
 
     def _msg_role_conversions(self) -> dict[str, str]:
         return {k: v for k, v in self.custom_role_conversions.items()
                 if v in ("user", "assistant", "system")}
 
-    def _body(self, request: Request) -> dict[str, Any]:
+    def _generation(self, options: GenerationOptions) -> dict[str, Any]:
+        """Generation arguments under the chat-completion names."""
+        given = options.given()
+        if "max_tokens" in given:
+            given[self.max_tokens_param] = given.pop("max_tokens")
+        return given
+
+    def _build(self, request: Request) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model_name,
             "messages": format_openai_messages(
@@ -188,9 +210,12 @@ class ChatCompletionsModel(HostedChatModel):
         if request.schema is not None:
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": request.schema.__name__,
+                "json_schema": {"name": schema_name(request.schema),
                                 "schema": request.schema.model_json_schema()},
             }
+        elif request.json_mode:
+            body["response_format"] = {"type": "json_object"}
+        body.update(self._generation(request.options))
         body.update(request.kwargs)
         return body
 
@@ -205,7 +230,7 @@ class ChatCompletionsModel(HostedChatModel):
         """Send a streamed request; return the chunk iterator and its closer."""
 
     async def _complete(self, request: Request) -> ChatResponse:
-        completion = await self._send(self._body(request))
+        completion = await self._send(request.payload)
         if not completion.choices:
             raise ProviderError("the response has no choices", provider=self.provider,
                                 model=self.model_name)
@@ -225,22 +250,25 @@ class ChatCompletionsModel(HostedChatModel):
             id=completion.id or ChatResponse().id, content=content, delta=content,
             finish_reason=choice.finish_reason,
             usage=self._usage(request, usage and usage.prompt_tokens,
-                              usage and usage.completion_tokens),
+                              usage and usage.completion_tokens, details=usage_details(usage)),
         )
 
     async def _stream(self, request: Request) -> AsyncGenerator[ChatResponse, None]:
-        body = self._body(request)
+        body = dict(request.payload)
         body["stream"] = True
         body.setdefault("stream_options", {"include_usage": True})
         stream, close = await self._send_stream(body)
         builder = ResponseBuilder()
         finish: str | None = None
         prompt = completion = 0
+        details: dict[str, int] = {}
         try:
             async for chunk in stream:
                 builder.id = builder.id or chunk.id
-                if chunk.usage is not None:
-                    prompt, completion = chunk.usage.prompt_tokens, chunk.usage.completion_tokens
+                usage = _field(chunk, "usage")  # LiteLLM's chunks may lack the attribute
+                if usage is not None:
+                    prompt, completion = usage.prompt_tokens, usage.completion_tokens
+                    details = usage_details(usage)
                 grew = False
                 for choice in chunk.choices[:1]:
                     delta = choice.delta
@@ -261,7 +289,7 @@ class ChatCompletionsModel(HostedChatModel):
         finally:
             await close()
         yield self._last_chunk(builder, request, finish_reason=finish, input_tokens=prompt,
-                               output_tokens=completion)
+                               output_tokens=completion, details=details)
 
 
 class OpenAIChatModel(ChatCompletionsModel):
@@ -273,11 +301,22 @@ class OpenAIChatModel(ChatCompletionsModel):
         stream: stream chunks.
         reasoning_effort: ``minimal``/``low``/``medium``/``high`` for reasoning models.
         organization: defaults to ``OPENAI_ORG_ID``.
-        base_url: defaults to ``OPENAI_BASE_URL`` or OpenAI's own endpoint.
-        client_args: more arguments for ``openai.AsyncOpenAI``.
+        base_url: defaults to ``OPENAI_BASE_URL`` or OpenAI's own endpoint. Without a
+            ``base_url`` an API key is required (:class:`MissingCredentialsError`); a
+            compatible server gets a placeholder key when none is given.
+        client_args: more arguments for ``openai.AsyncOpenAI`` (``timeout``,
+            ``max_retries``, ``default_headers`` ... override ours).
         generate_kwargs: more arguments for every ``chat.completions.create`` call.
-        **kwargs: ``max_retries``, ``timeout``, ``custom_role_conversions``,
-            ``retry_policy`` (see :class:`HostedChatModel`).
+        prompt_cache_key: OpenAI's ``prompt_cache_key``: requests sharing a key (and a
+            long common prefix) are routed to the same prompt cache; cache hits come back
+            in ``usage.cached_input_tokens``.
+        max_tokens_param: the field ``max_tokens`` is sent in: ``max_completion_tokens``
+            on OpenAI's own endpoint (its reasoning models refuse ``max_tokens``),
+            ``max_tokens`` on a compatible server (llama.cpp, older vLLM and TGI know no
+            other).
+        **kwargs: generation arguments (``temperature``, ``max_tokens``, ``stop`` ...),
+            ``max_retries``, ``timeout``, ``custom_role_conversions``, ``retry_policy``,
+            ``structured_output``, and any other body field (see :class:`HostedChatModel`).
     """
 
     provider = "openai"
@@ -292,24 +331,31 @@ class OpenAIChatModel(ChatCompletionsModel):
         base_url: str | None = None,
         client_args: dict[str, Any] | None = None,
         generate_kwargs: dict[str, Any] | None = None,
+        max_tokens_param: str | None = None,
+        prompt_cache_key: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if prompt_cache_key is not None:
+            kwargs["prompt_cache_key"] = prompt_cache_key
         super().__init__(model_name, stream, generate_kwargs=generate_kwargs, **kwargs)
         self.reasoning_effort = reasoning_effort
-        self.client = self._make_client(api_key, organization, base_url, dict(client_args or {}))
+        self.max_tokens_param = max_tokens_param or (
+            "max_tokens" if base_url or os.environ.get("OPENAI_BASE_URL")
+            else "max_completion_tokens")
+        self.client = self._make_client(api_key, organization, base_url, client_args)
 
     def _make_client(
         self, api_key: str | None, organization: str | None, base_url: str | None,
-        client_args: dict[str, Any],
+        client_args: dict[str, Any] | None,
     ) -> Any:
         import openai
 
-        return openai.AsyncOpenAI(
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
-            organization=organization or os.environ.get("OPENAI_ORG_ID"),
-            base_url=base_url or os.environ.get("OPENAI_BASE_URL"),
-            timeout=self.timeout, max_retries=0, **client_args,
-        )
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        key = self._credential(api_key, "OPENAI_API_KEY", required=base_url is None)
+        return openai.AsyncOpenAI(**self._client_args(
+            client_args, api_key=key or "not-needed",
+            organization=organization or os.environ.get("OPENAI_ORG_ID"), base_url=base_url,
+            timeout=self.timeout, max_retries=0))
 
     async def _send(self, body: dict[str, Any]) -> Any:
         return await self.client.chat.completions.create(**body)

@@ -56,6 +56,11 @@ class WrapperModel(ChatModelBase):
         """Answer through :meth:`_call`; the wrapped models trace their own calls."""
         return await self._call(messages, tools, tool_choice, structured_model, **kwargs)
 
+    async def count_tokens(self, messages: Sequence[Msg | dict[str, Any]],
+                           tools: Sequence[dict[str, Any]] | None = None) -> int:
+        """The wrapped model's count."""
+        return await self.model.count_tokens(messages, tools)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model!r})"
 

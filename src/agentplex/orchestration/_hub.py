@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -114,8 +115,22 @@ class MsgHub:
             transcribe(m, getattr(cell.actor, "name", cell.name) if cell is not None else None)
             await self.runtime.publish(self.topic, m, exclude=skip)
 
-    def set_auto_broadcast(self, enable: bool) -> None:
-        """Not supported after creation: choose with ``enable_auto_broadcast``."""
-        raise NotImplementedError(
-            "create the hub with enable_auto_broadcast=... instead; the topic encodes it"
-        )
+    def set_auto_broadcast(self, enable: bool) -> asyncio.Task[None]:
+        """Start or stop sharing replies automatically (``broadcast`` works either way).
+
+        The switch moves every participant to the hub's other topic (the topic tells
+        agents whether to publish their replies): ``await hub.set_auto_broadcast(False)``.
+        It starts at once and returns its task, so AgentScope code that calls it without
+        ``await`` still switches, a moment later (replies already under way when it
+        completes follow the old setting).
+        """
+        prefix = HUB_TOPIC_PREFIX if enable else _QUIET_PREFIX
+        return asyncio.ensure_future(self._move_to(f"{prefix}{self.name}"))
+
+    async def _move_to(self, topic: str) -> None:
+        if topic == self.topic:
+            return
+        old, self.topic = self.topic, topic
+        for ref in list(self._refs.values()):
+            await self.runtime.subscribe(topic, ref)
+            await self.runtime.unsubscribe(old, ref)

@@ -19,6 +19,7 @@ from ._grammars import (
     tool_constraint,
 )
 from ._loading import DEFAULT_MODEL, LoadedModel, cache_root, embedded_gguf, load_local_model
+from ._mlx import MLXChatModel
 from ._output import THINK_BEGIN, THINK_END, OutputAssembler, split_output
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "GenerationRequest",
     "GrammarFactory",
     "LoadedModel",
+    "MLXChatModel",
     "ModelNotAvailableError",
     "OutputAssembler",
     "Sampling",

@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ from pydantic import BaseModel, ValidationError
 from ...message import Msg, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from .._base import ChatModelBase, ChatResult, Messages, ToolChoice
 from .._errors import ModelError, StructuredOutputError, UnsupportedOptionError
+from .._formatting import normalize_tool_choice
+from .._options import GenerationOptions, normalize_options, split_options
 from .._response import ChatResponse, ChatUsage
 from .._stream import ResponseBuilder
 from ._engine import BatchEngine, GenerationEvent, GenerationRequest, Sampling
@@ -37,7 +39,6 @@ from ._output import THINK_BEGIN, OutputAssembler
 
 __all__ = ["TransformersChatModel", "create"]
 
-_SAMPLING_KEYS = ("temperature", "top_p", "top_k", "seed", "do_sample")
 
 
 class _Shared:
@@ -56,6 +57,8 @@ class _Shared:
         self._lock = threading.Lock()
         self.engine = BatchEngine(loaded.model, tok, eos_ids=self.eos_ids,
                                   max_batch_size=max_batch_size, batch_wait=batch_wait)
+        self.users = 0
+        """Model instances using this engine (the cache frees it when none is left)."""
 
     def grammar(self) -> GrammarFactory:
         with self._lock:
@@ -83,8 +86,13 @@ class TransformersChatModel(ChatModelBase):
             keeps them identical).
         trust_remote_code: let the model folder run its own code.
         model_kwargs: more arguments for ``AutoModelForCausalLM.from_pretrained``.
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda:1"`` ...): shorthand for ``device_map``.
         max_new_tokens: default output budget per call (``max_tokens`` overrides it).
         stop_sequences: default stop sequences, added to each call's own.
+        **generate_kwargs: default generation arguments for every call (``temperature``,
+            ``top_p``, ``top_k``, ``seed``, ``stop``, ``max_tokens``, ``do_sample``);
+            ``presence_penalty`` and ``frequency_penalty`` raise
+            :class:`UnsupportedOptionError`.
         stream: return async generators of chunks.
         max_batch_size: most requests decoded together.
         batch_wait: seconds to wait for more requests before starting an idle batch.
@@ -115,26 +123,63 @@ class TransformersChatModel(ChatModelBase):
         batch_wait: float = 0.005,
         cache_dir: str | Path | None = None,
         model: tuple[Any, Any] | None = None,
+        device: str | None = None,
+        **generate_kwargs: Any,
     ) -> None:
         self.max_new_tokens = max_tokens if max_tokens is not None else max_new_tokens
         self.stop_sequences = list(stop_sequences or [])
+        if device is not None:
+            if device_map is not None:
+                raise ValueError("give device or device_map, not both")
+            device_map = device
+        self.generate_kwargs = normalize_options(generate_kwargs)
+        self._generation(dict(self.generate_kwargs), model_id)  # bad arguments fail here
+        self._key: tuple[Any, ...] | None = None
         if model is not None:
             loaded = LoadedModel(model[0], model[1], model_id, "object", None)
             self._shared = _Shared(loaded, max_batch_size, batch_wait)
         else:
-            key = (model_id, repr(device_map), repr(torch_dtype), trust_remote_code,
-                   repr(sorted((model_kwargs or {}).items())), str(cache_dir))
+            load_key = (model_id, repr(device_map), repr(torch_dtype), trust_remote_code,
+                        repr(sorted((model_kwargs or {}).items())), str(cache_dir))
+            self._key = (load_key, max_batch_size, batch_wait)
             with _shared_lock:
-                shared = _shared.get(key)
+                shared = _shared.get(self._key)
                 if shared is None:
-                    loaded = load_local_model(model_id, device_map=device_map,
-                                              torch_dtype=torch_dtype,
-                                              trust_remote_code=trust_remote_code,
-                                              model_kwargs=model_kwargs, cache_dir=cache_dir)
+                    same_weights = next((s for k, s in _shared.items() if k[0] == load_key),
+                                        None)
+                    loaded = same_weights.loaded if same_weights is not None else (
+                        load_local_model(model_id, device_map=device_map,
+                                         torch_dtype=torch_dtype,
+                                         trust_remote_code=trust_remote_code,
+                                         model_kwargs=model_kwargs, cache_dir=cache_dir))
                     shared = _Shared(loaded, max_batch_size, batch_wait)
-                    _shared[key] = shared
+                    _shared[self._key] = shared
+                shared.users += 1
             self._shared = shared
+        self._closed = False
         super().__init__(self._shared.loaded.name, stream)
+
+    async def aclose(self) -> None:
+        """Release this instance; the last instance sharing an engine stops its worker
+        and frees the weights (unless an engine with other batch settings still uses
+        them). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        shared = self._shared
+        with _shared_lock:
+            shared.users -= 1
+            last = shared.users <= 0
+            if last and self._key is not None:
+                _shared.pop(self._key, None)
+        if last:
+            await asyncio.to_thread(shared.engine.close)
+
+    async def __aenter__(self) -> TransformersChatModel:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     @property
     def model(self) -> Any:
@@ -182,6 +227,12 @@ class TransformersChatModel(ChatModelBase):
         )
         return str(prompt)
 
+    async def count_tokens(self, messages: Sequence[Msg | dict[str, Any]],
+                           tools: Sequence[dict[str, Any]] | None = None) -> int:
+        """The exact prompt length: the chat template applied, then the tokenizer."""
+        prompt = self.format_prompt(list(messages), list(tools) if tools else None)  # type: ignore[arg-type]
+        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
     # -- the call ------------------------------------------------------------------------
 
     async def _call(
@@ -195,18 +246,15 @@ class TransformersChatModel(ChatModelBase):
         """Answer ``messages``; see the class docstring for the keyword arguments."""
         started = time.perf_counter()
         stream = bool(kwargs.pop("stream", self.stream))
+        normalize_tool_choice(tool_choice, tools, self.provider, self.model_name)
         constraint, parse_tools = self._constraint(tools, tool_choice, structured_model, kwargs)
         use_tools = tools if tool_choice != "none" else None
         prompt = self.format_prompt(messages, use_tools, kwargs.pop("chat_template_kwargs", None))
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        stops = [*self.stop_sequences, *_as_list(kwargs.pop("stop_sequences", None)),
-                 *_as_list(kwargs.pop("stop", None))]
-        budget = _first(kwargs.pop("max_tokens", None), kwargs.pop("max_new_tokens", None),
-                        self.max_new_tokens)
-        sampling = _sampling(kwargs)
-        if kwargs:
-            raise UnsupportedOptionError(f"unknown arguments {sorted(kwargs)}",
-                                         provider=self.provider, model=self.model_name)
+        options, sampling = self._generation(
+            {**self.generate_kwargs, **normalize_options(kwargs)}, self.model_name)
+        stops = [*self.stop_sequences, *(options.stop or [])]
+        budget = _first(options.max_tokens, self.max_new_tokens)
         matcher = self._shared.grammar().matcher(constraint) if constraint is not None else None
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[GenerationEvent] = asyncio.Queue()
@@ -233,6 +281,22 @@ class TransformersChatModel(ChatModelBase):
             return await context.final()
         finally:
             request.cancel()
+
+    def _generation(self, kwargs: dict[str, Any], model: str
+                    ) -> tuple[GenerationOptions, Sampling]:
+        """Our generation arguments and the engine's sampling from ``kwargs`` (emptied)."""
+        do_sample = kwargs.pop("do_sample", None)
+        options, rest = split_options(kwargs, provider=self.provider, model=model)
+        refused = sorted({"presence_penalty", "frequency_penalty"} & set(options.given()))
+        if refused:
+            raise UnsupportedOptionError(
+                f"transformers cannot honour {', '.join(refused)}", provider=self.provider,
+                model=model, options=tuple(refused))
+        if rest:
+            raise UnsupportedOptionError(f"unknown arguments {sorted(rest)}",
+                                         provider=self.provider, model=model,
+                                         options=tuple(sorted(rest)))
+        return options, _sampling(options, do_sample)
 
     def _constraint(
         self,
@@ -343,16 +407,14 @@ def _as_list(value: Any) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _sampling(kwargs: dict[str, Any]) -> Sampling:
-    values = {k: kwargs.pop(k) for k in _SAMPLING_KEYS if k in kwargs}
-    do_sample = values.pop("do_sample", None)
-    temperature = float(values.get("temperature") or 0.0)
+def _sampling(options: GenerationOptions, do_sample: bool | None) -> Sampling:
+    temperature = float(options.temperature or 0.0)
     if do_sample and temperature == 0.0:
         temperature = 1.0
     if do_sample is False:
         temperature = 0.0
-    return Sampling(temperature=temperature, top_p=float(values.get("top_p") or 1.0),
-                    top_k=int(values.get("top_k") or 0), seed=values.get("seed"))
+    return Sampling(temperature=temperature, top_p=float(options.top_p or 1.0),
+                    top_k=int(options.top_k or 0), seed=options.seed)
 
 
 def _to_chat(message: Msg | dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,0 +1,98 @@
+"""Building provider models: credentials, client arguments, API versions, and request
+errors that are the caller's, not the provider's."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentplex.message import ImageBlock, Msg, TextBlock, URLSource
+from agentplex.model import (
+    FallbackModel,
+    InvalidRequestError,
+    MissingCredentialsError,
+    ProviderError,
+    ScriptedChatModel,
+)
+from tests.support.model_inputs import history
+from tests.support.provider_server import FakeServer
+from tests.support.provider_wires import WIRES, GeminiWire, Wire
+
+pytestmark = pytest.mark.anyio
+
+KEY_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
+                 "GEMINI_API_KEY", "GOOGLE_API_KEY", "DASHSCOPE_API_KEY",
+                 "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN")
+
+
+@pytest.fixture
+def no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in KEY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.usefixtures("no_keys")
+@pytest.mark.parametrize(("cls", "variable", "kwargs"), [
+    ("openai:OpenAIChatModel", "OPENAI_API_KEY", {}),
+    ("anthropic:AnthropicChatModel", "ANTHROPIC_API_KEY", {}),
+    ("gemini:GeminiChatModel", "GEMINI_API_KEY", {}),
+    ("dashscope:DashScopeChatModel", "DASHSCOPE_API_KEY", {}),
+    ("azure:AzureOpenAIChatModel", "AZURE_OPENAI_API_KEY",
+     {"azure_endpoint": "https://example.invalid"}),
+])
+def test_a_missing_key_fails_at_construction(cls: str, variable: str, kwargs: dict[str, str]
+                                             ) -> None:
+    import importlib
+
+    module, _, name = cls.partition(":")
+    model_class = getattr(importlib.import_module(f"agentplex.model.{module}"), name)
+    with pytest.raises(MissingCredentialsError, match=variable):
+        model_class("m", **kwargs)
+
+
+@pytest.mark.usefixtures("no_keys")
+async def test_a_compatible_server_needs_no_key(server: FakeServer) -> None:
+    from agentplex.model.openai import OpenAIChatModel
+
+    model = server.track(OpenAIChatModel("m", base_url=server.url + "/v1"))
+    assert model.client.api_key == "not-needed"
+
+
+@pytest.mark.parametrize("wire", [w for w in WIRES if w.name != "dashscope"],
+                         ids=lambda w: w.name)
+async def test_client_args_may_carry_timeout_and_retries(server: FakeServer, wire: Wire
+                                                         ) -> None:
+    wire.text(server, "ok")
+    model = wire.make(server, client_args={"timeout": 12.0, "max_retries": 4})
+    assert (model.timeout, model.retry_policy.max_retries) == (12.0, 4)
+    assert (await model(history())).text == "ok"
+
+
+async def test_gemini_api_version(server: FakeServer) -> None:
+    wire = GeminiWire()
+    wire.text(server, "ok")
+    await wire.make(server, api_version="v1beta")(history())
+    assert server.last.path == "/v1beta/models/test-model:generateContent"
+    wire.text(server, "ok")
+    await wire.make(server, client_args={"http_options": {"headers": {"x-gw": "1"}}})(history())
+    assert server.last.headers["x-gw"] == "1" and server.last.path.startswith("/v1/")
+
+
+@pytest.mark.parametrize("wire", WIRES, ids=lambda w: w.name)
+async def test_request_building_errors_are_the_callers(server: FakeServer, wire: Wire) -> None:
+    model = wire.make(server)
+    with pytest.raises(InvalidRequestError, match="list of Msg"):
+        await model("hello")  # type: ignore[arg-type]
+    unreadable = Msg("user", [TextBlock(text="look"),
+                              ImageBlock(source=URLSource(url="ftp://host/x.png"))], "user")
+    with pytest.raises(InvalidRequestError) as info:
+        await model([unreadable])
+    assert not isinstance(info.value, ProviderError)
+    assert server.requests == []
+
+
+async def test_fallback_does_not_hide_a_request_error(server: FakeServer) -> None:
+    backup = ScriptedChatModel(["from the backup"])
+    model = FallbackModel(WIRES[0].make(server), backup)
+    with pytest.raises(InvalidRequestError):
+        await model("hello")  # type: ignore[arg-type]
+    assert backup.calls == []
