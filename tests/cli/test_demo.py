@@ -35,7 +35,7 @@ def test_demo_rejects_bad_options() -> None:
 
 @pytest.mark.anyio
 async def test_players_prompts_keep_the_newest_within_budget() -> None:
-    from agentplex.cli._game import GameStats, Player, scripted_players_model
+    from agentplex.cli._demo import GameStats, Player, scripted_players_model
     from agentplex.message import Msg
     from agentplex.model.lowlevel import estimate_tokens
 
