@@ -35,8 +35,9 @@ class LiteLLMChatModel(ChatCompletionsModel):
         api_key: the key (default: the provider's usual variable, read by LiteLLM).
         stream: stream chunks.
         api_base: the server's URL (``base_url`` is accepted too).
-        generate_kwargs: more ``acompletion`` arguments for every call (``aws_region_name``,
-            ``vertex_project``, ``drop_params`` ...).
+        generate_kwargs / client_args: more ``acompletion`` arguments for every call
+            (``aws_region_name``, ``vertex_project``, ``drop_params``, ``extra_headers``
+            ...); a ``timeout`` or ``max_retries`` in ``client_args`` sets the model's own.
         **kwargs: generation arguments, ``max_retries``, ``timeout``,
             ``custom_role_conversions``, ``retry_policy``, ``structured_output``, and any
             other ``acompletion`` argument.
@@ -55,14 +56,18 @@ class LiteLLMChatModel(ChatCompletionsModel):
         api_base: str | None = None,
         base_url: str | None = None,
         generate_kwargs: dict[str, Any] | None = None,
+        client_args: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(model_name, stream, generate_kwargs=generate_kwargs, **kwargs)
         self.api_key = api_key
         self.api_base = api_base or base_url
+        self.client_args = self._client_args(client_args)
+        """More ``acompletion`` arguments (``extra_headers`` ...); ``timeout`` and
+        ``max_retries`` set this model's own."""
 
     def _call_args(self, body: dict[str, Any]) -> dict[str, Any]:
-        args = {**body, "num_retries": 0}
+        args = {**self.client_args, **body, "num_retries": 0}
         if self.timeout is not None:
             args["timeout"] = self.timeout
         if self.api_key is not None:

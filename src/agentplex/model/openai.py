@@ -143,9 +143,9 @@ def _field(obj: Any, name: str) -> Any:
     """A field of an SDK object, a dict, or a pydantic model's extra fields."""
     if obj is None:
         return None
-    if isinstance(obj, dict):
-        return obj.get(name)
-    value = getattr(obj, name, None)
+    value = getattr(obj, name, None)  # attributes first: huggingface_hub's types are dicts too
+    if value is None and isinstance(obj, dict):
+        value = obj.get(name)
     if value is None:
         extra = getattr(obj, "model_extra", None) or {}
         value = extra.get(name)
@@ -267,7 +267,8 @@ class ChatCompletionsModel(HostedChatModel):
                 builder.id = builder.id or chunk.id
                 usage = _field(chunk, "usage")  # LiteLLM's chunks may lack the attribute
                 if usage is not None:
-                    prompt, completion = usage.prompt_tokens, usage.completion_tokens
+                    prompt = _field(usage, "prompt_tokens") or 0
+                    completion = _field(usage, "completion_tokens") or 0
                     details = usage_details(usage)
                 grew = False
                 for choice in chunk.choices[:1]:
