@@ -219,7 +219,10 @@ class MLXChatModel(ChatModelBase):
             eos = set(getattr(self.tokenizer, "eos_token_ids", None) or ())
             ids: list[int] = []
             text, reason, prompt_tokens, output_tokens, sent = "", "length", 0, 0, 0
-            for step in stream_generate(self.model, self.tokenizer, prompt,
+            # token ids, not text: mlx-lm would add a BOS token the chat template already
+            # decided about (the Transformers model and count_tokens add none either)
+            prompt_ids = list(self.tokenizer.encode(prompt, add_special_tokens=False))
+            for step in stream_generate(self.model, self.tokenizer, prompt_ids,
                                         max_tokens=budget, sampler=sampler):
                 if cancelled.is_set():
                     return
