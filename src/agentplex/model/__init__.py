@@ -18,7 +18,7 @@ from ._errors import (
     UnsupportedOptionError,
 )
 from ._registry import init_chat_model, register_provider
-from ._response import ChatResponse, ChatUsage
+from ._response import ChatResponse, ChatUsage, TokenLogprob, TopLogprob
 from ._retry import RetryPolicy
 from ._scripted import ScriptedChatModel, ScriptedFunction, ScriptedOutput
 from .wrappers import (
@@ -63,7 +63,9 @@ __all__ = [
     "ScriptedFunction",
     "ScriptedOutput",
     "StructuredOutputError",
+    "TokenLogprob",
     "ToolChoice",
+    "TopLogprob",
     "TransformersChatModel",
     "UnsupportedOptionError",
     "WrapperModel",
