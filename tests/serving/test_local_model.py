@@ -74,7 +74,7 @@ async def test_constrained_formats(oai: Any) -> None:
 
 async def test_forced_tool_call(oai: Any) -> None:
     got = await oai.chat.completions.create(
-        model="transformers:default", max_tokens=24, tools=[WEATHER],
+        model="transformers:default", max_tokens=48, tools=[WEATHER],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         messages=[{"role": "user", "content": "What is the weather in Paris?"}])
     call = got.choices[0].message.tool_calls[0]

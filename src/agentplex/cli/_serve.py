@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from typing import Annotated, Any
@@ -48,7 +47,7 @@ def serve(
     """Serve MODEL over the OpenAI chat-completions wire (/v1/chat/completions, /v1/models,
     /health, /metrics)."""
     from ..model import init_chat_model
-    from ..serving import serve as run
+    from ..serving import run_server
 
     key = api_key if api_key is not None else os.environ.get("AGENTPLEX_API_KEY") or None
     if host not in ("127.0.0.1", "localhost", "::1") and key is None:
@@ -63,6 +62,6 @@ def serve(
     def ready(url: str) -> None:
         print(f"agentplex serve: {name} at {url}", flush=True)
 
-    asyncio.run(run({name: chat_model}, host=host, port=port, api_key=key,
-                    max_concurrency=max_concurrency, max_queue=max_queue,
-                    log_level=log_level, ready=ready))
+    run_server({name: chat_model}, host=host, port=port, api_key=key,
+               max_concurrency=max_concurrency, max_queue=max_queue, log_level=log_level,
+               ready=ready)

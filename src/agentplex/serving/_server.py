@@ -13,12 +13,14 @@ from typing import Any
 from ..model import ChatModelBase
 from ._app import create_app
 
-__all__ = ["ModelServer", "serve"]
+__all__ = ["ModelServer", "run_server", "serve"]
 
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only then, and
+    # without it every answer waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
@@ -117,3 +119,16 @@ async def serve(models: ChatModelBase | Mapping[str, ChatModelBase], *,
         await task
     finally:
         sock.close()
+
+
+def run_server(models: ChatModelBase | Mapping[str, ChatModelBase], **options: Any) -> None:
+    """Block in :func:`serve` on a fresh event loop (uvloop's when installed)."""
+    factory: Any = None
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(models, **options))
