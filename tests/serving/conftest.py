@@ -1,70 +1,19 @@
-"""Fixtures of the serving tests: a scripted model behind a real server on loopback."""
+"""Fixtures of the serving tests: scripted models behind a real server on loopback."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
-from agentplex.message import Msg, TextBlock, ToolUseBlock
-from agentplex.model import (
-    ChatModelBase,
-    ChatResponse,
-    ChatResult,
-    ChatUsage,
-    Messages,
-    ScriptedChatModel,
-    TokenLogprob,
-    TopLogprob,
-)
+from agentplex.model import ScriptedChatModel
 from agentplex.serving import ModelServer
-
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                   "required": ["city"]}}}
-
-
-def answer(messages: list[Msg], **call: Any) -> Any:
-    """Scripted behaviour: tools → a call; 'logprobs' → a response with logprobs; else echo."""
-    last = messages[-1]
-    text = last.get_text_content() or ""
-    if call.get("tools") and call.get("tool_choice") != "none" and last.role == "user":
-        return [TextBlock(text="Let me look."),
-                ToolUseBlock(id="call_1", name="get_weather", input={"city": "Paris"})]
-    return f"you said {text}"
-
-
-class LogprobModel(ChatModelBase):
-    """Answers "a b" with a log-probability per token, streamed one token per chunk."""
-
-    provider = "test"
-
-    async def __call__(self, messages: Messages, tools: Any = None, tool_choice: Any = None,
-                       structured_model: Any = None, **kwargs: Any) -> ChatResult:
-        entries = [TokenLogprob(token="a", logprob=-0.1,
-                                top_logprobs=[TopLogprob(token="a", logprob=-0.1)]),
-                   TokenLogprob(token=" b", logprob=-0.5)]
-        if not self.stream:
-            return ChatResponse(content=[TextBlock(text="a b")], logprobs=entries,
-                                usage=ChatUsage(input_tokens=1, output_tokens=2))
-        return self._stream(entries)
-
-    async def _stream(self, entries: list[TokenLogprob]) -> AsyncIterator[ChatResponse]:
-        for i in range(len(entries)):
-            text = "".join(e.token for e in entries[:i + 1])
-            yield ChatResponse(content=[TextBlock(text=text)],
-                               delta=[TextBlock(text=entries[i].token)],
-                               logprobs=entries[:i + 1], is_last=False)
-        yield ChatResponse(content=[TextBlock(text="a b")], logprobs=entries, is_last=True,
-                           usage=ChatUsage(input_tokens=1, output_tokens=2),
-                           finish_reason="stop")
+from tests.support.serving_models import LogprobModel, echo_or_call
 
 
 @pytest.fixture
 def scripted() -> ScriptedChatModel:
-    return ScriptedChatModel(answer, stream=True, model_name="scripted-echo")
+    return ScriptedChatModel(echo_or_call, stream=True, model_name="scripted-echo")
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from agentplex.serving import ModelServer
-
-from .conftest import WEATHER
+from tests.support.model_inputs import WEATHER_TOOL as WEATHER
 
 # The embedded model decodes on the CPU: slow on a loaded machine, never timed.
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -24,7 +23,7 @@ CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
 def smol(tmp_path_factory: pytest.TempPathFactory) -> Any:
     pytest.importorskip("torch")
     from agentplex.model import init_chat_model
-    from agentplex.model._local import embedded_gguf
+    from agentplex.model.local import embedded_gguf
 
     try:
         embedded_gguf()

@@ -11,8 +11,7 @@ import pytest
 from agentplex.message import ImageBlock, ToolResultBlock, ToolUseBlock
 from agentplex.model import ScriptedChatModel
 from agentplex.serving import ModelServer
-
-from .conftest import WEATHER
+from tests.support.model_inputs import WEATHER_TOOL as WEATHER
 
 pytestmark = pytest.mark.anyio
 
