@@ -271,7 +271,7 @@ class EngineProcess:
         """What ``agentplex status`` shows about this engine."""
         return {"engine": self.config.engine, "model": self.config.model,
                 "url": self.base_url, "state": self.state, "pid": self.pid,
-                "restarts": self.restarts, "gpus": self.config.gpus,
+                "restarts": self.restarts, "tensor_parallel": self.config.gpus,
                 "gpu_memory_fraction": self.config.gpu_memory_fraction,
                 "cuda_visible_devices": self.env.get("CUDA_VISIBLE_DEVICES")}
 
