@@ -84,7 +84,12 @@ class ModelActor(Actor):
     async def on_start(self) -> None:
         if self.model is None:
             assert self._spec is not None
-            self.model = init_chat_model(self._spec, **self._model_kwargs)
+            kwargs = dict(self._model_kwargs)
+            placement = getattr(self, "placement", None)
+            if (self._spec.startswith("transformers") and placement is not None
+                    and placement.resources.gpu_memory):  # the engine keeps to its share
+                kwargs.setdefault("gpu_memory", placement.resources.gpu_memory)
+            self.model = init_chat_model(self._spec, **kwargs)
 
     async def _run(self, request: dict[str, Any]) -> ChatResult:
         if self.model is None:

@@ -49,10 +49,11 @@ class EngineActor(Actor):
                  extra_args: Sequence[str] = (), host: str = "127.0.0.1",
                  ready_timeout: float = 600.0, max_restarts: int = 5,
                  gpu_totals: dict[str, int] | None = None) -> None:
-        self.options = {"engine": engine, "model": model, "served_name": served_name,
-                        "dtype": dtype, "max_model_len": max_model_len, "api_key": api_key,
-                        "model_options": dict(model_options or {}),
-                        "extra_args": list(extra_args), "host": host}
+        self.options: dict[str, Any] = {
+            "engine": engine, "model": model, "served_name": served_name, "dtype": dtype,
+            "max_model_len": max_model_len, "api_key": api_key,
+            "model_options": dict(model_options or {}), "extra_args": list(extra_args),
+            "host": host}
         self.ready_timeout = ready_timeout
         self.max_restarts = max_restarts
         self.gpu_totals = dict(gpu_totals or {})
@@ -72,10 +73,15 @@ class EngineActor(Actor):
     async def on_start(self) -> None:
         placement = getattr(self, "placement", None)
         env = worker_environment(placement) if placement is not None else dict(os.environ)
+        options = dict(self.options)
+        if (options["engine"] == "agentplex" and str(options["model"]).startswith("transformers")
+                and placement is not None and placement.resources.gpu_memory):
+            options["model_options"] = {"gpu_memory": placement.resources.gpu_memory,
+                                        **options["model_options"]}
         config = EngineConfig(
             port=free_port(str(self.options["host"])),
             gpus=len(placement.gpu_indices) if placement is not None else 0,
-            gpu_memory_fraction=self._memory_fraction(placement), **self.options)
+            gpu_memory_fraction=self._memory_fraction(placement), **options)
         self.process = EngineProcess(config, env=env, ready_timeout=self.ready_timeout,
                                      max_restarts=self.max_restarts)
         await self.process.start()

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from ...message import Msg, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
 from .._base import ChatModelBase, ChatResult, Messages, ToolChoice
 from .._errors import ModelError, StructuredOutputError, UnsupportedOptionError
-from .._response import ChatResponse, ChatUsage
+from .._response import ChatResponse, ChatUsage, TokenLogprob, TopLogprob
 from .._stream import ResponseBuilder
 from ._engine import BatchEngine, GenerationEvent, GenerationRequest, Sampling
 from ._grammars import (
@@ -43,7 +43,8 @@ _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "seed", "do_sample")
 class _Shared:
     """A loaded model with its engine and grammar factory, shared by equal instances."""
 
-    def __init__(self, loaded: LoadedModel, max_batch_size: int, batch_wait: float) -> None:
+    def __init__(self, loaded: LoadedModel, max_batch_size: int, batch_wait: float,
+                 **engine_options: Any) -> None:
         self.loaded = loaded
         tok = loaded.tokenizer
         eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
@@ -55,7 +56,8 @@ class _Shared:
         self._grammar: GrammarFactory | None = None
         self._lock = threading.Lock()
         self.engine = BatchEngine(loaded.model, tok, eos_ids=self.eos_ids,
-                                  max_batch_size=max_batch_size, batch_wait=batch_wait)
+                                  max_batch_size=max_batch_size, batch_wait=batch_wait,
+                                  **engine_options)
 
     def grammar(self) -> GrammarFactory:
         with self._lock:
@@ -90,11 +92,20 @@ class TransformersChatModel(ChatModelBase):
         batch_wait: seconds to wait for more requests before starting an idle batch.
         cache_dir: where converted GGUF models are kept (default ``~/.cache/agentplex``).
         model: an already loaded ``(model, tokenizer)`` pair to serve instead of loading.
+        prefix_cache_bytes: memory for the keys and values of prompt prefixes reused
+            across calls (the same system prompt, an agent's growing history); 0: none.
+        prefill_chunk: tokens per chunk when a long prompt joins requests that are
+            decoding (default: sized so that a chunk costs about one decode step).
+        gpu_memory: bytes of GPU memory this model may use (its placement's
+            ``gpu_memory``): on CUDA the process's allocator is capped to it, and the
+            prefix cache takes at most a quarter of it.
 
     Per call: ``stop_sequences`` (or ``stop``), ``max_new_tokens`` / ``max_tokens``,
     ``temperature``, ``top_p``, ``top_k``, ``seed``, ``do_sample``, ``grammar`` /
-    ``response_format`` (``{"type": "json" | "regex" | "ebnf", "value": ...}``) and
-    ``chat_template_kwargs``. Decoding is greedy unless a temperature is given.
+    ``response_format`` (``{"type": "json" | "regex" | "ebnf", "value": ...}``),
+    ``chat_template_kwargs`` and ``logprobs`` / ``top_logprobs`` (each output token's
+    log-probability in :attr:`ChatResponse.logprobs`). Decoding is greedy unless a
+    temperature is given.
     """
 
     provider = "transformers"
@@ -115,12 +126,19 @@ class TransformersChatModel(ChatModelBase):
         batch_wait: float = 0.005,
         cache_dir: str | Path | None = None,
         model: tuple[Any, Any] | None = None,
+        prefix_cache_bytes: int = 512 * 2**20,
+        prefill_chunk: int | None = None,
+        gpu_memory: int | None = None,
     ) -> None:
         self.max_new_tokens = max_tokens if max_tokens is not None else max_new_tokens
         self.stop_sequences = list(stop_sequences or [])
+        if gpu_memory:
+            prefix_cache_bytes = min(prefix_cache_bytes, gpu_memory // 4)
+        engine_options = {"prefix_cache_bytes": prefix_cache_bytes,
+                          "prefill_chunk": prefill_chunk}
         if model is not None:
             loaded = LoadedModel(model[0], model[1], model_id, "object", None)
-            self._shared = _Shared(loaded, max_batch_size, batch_wait)
+            self._shared = _Shared(loaded, max_batch_size, batch_wait, **engine_options)
         else:
             key = (model_id, repr(device_map), repr(torch_dtype), trust_remote_code,
                    repr(sorted((model_kwargs or {}).items())), str(cache_dir))
@@ -130,8 +148,9 @@ class TransformersChatModel(ChatModelBase):
                     loaded = load_local_model(model_id, device_map=device_map,
                                               torch_dtype=torch_dtype,
                                               trust_remote_code=trust_remote_code,
-                                              model_kwargs=model_kwargs, cache_dir=cache_dir)
-                    shared = _Shared(loaded, max_batch_size, batch_wait)
+                                              model_kwargs=model_kwargs, cache_dir=cache_dir,
+                                              gpu_memory=gpu_memory)
+                    shared = _Shared(loaded, max_batch_size, batch_wait, **engine_options)
                     _shared[key] = shared
             self._shared = shared
         super().__init__(self._shared.loaded.name, stream)
@@ -204,6 +223,8 @@ class TransformersChatModel(ChatModelBase):
         budget = _first(kwargs.pop("max_tokens", None), kwargs.pop("max_new_tokens", None),
                         self.max_new_tokens)
         sampling = _sampling(kwargs)
+        top = kwargs.pop("top_logprobs", None)
+        scores = int(top or 0) if kwargs.pop("logprobs", None) or top else None
         if kwargs:
             raise UnsupportedOptionError(f"unknown arguments {sorted(kwargs)}",
                                          provider=self.provider, model=self.model_name)
@@ -217,6 +238,7 @@ class TransformersChatModel(ChatModelBase):
         request = GenerationRequest(
             prompt_ids=list(prompt_ids), max_new_tokens=int(budget), emit=emit,
             sampling=sampling, stop=tuple(s for s in stops if s), matcher=matcher,
+            logprobs=scores,
         )
         opened = prompt.rstrip().endswith(THINK_BEGIN)
         assembler = OutputAssembler(ResponseBuilder(id=uuid.uuid4().hex), thinking=opened,
@@ -272,6 +294,7 @@ class _CallContext:
         self.started = started
         self.text = ""
         self.output_tokens = 0
+        self.logprobs: list[TokenLogprob] | None = [] if request.logprobs is not None else None
 
     def _error(self, exc: BaseException) -> ModelError:
         error = ModelError(f"generation failed: {exc}", provider="transformers",
@@ -285,15 +308,26 @@ class _CallContext:
             raise self._error(event.error)
         self.text += event.text
         self.output_tokens = max(self.output_tokens, event.output_tokens)
+        if self.logprobs is not None:
+            self.logprobs.extend(
+                TokenLogprob(token=token, logprob=value,
+                             top_logprobs=[TopLogprob(token=t, logprob=v) for t, v in top])
+                for token, value, top in event.logprobs)
         return event
+
+    def _chunk(self, **kwargs: Any) -> ChatResponse:
+        chunk = self.assembler.builder.chunk(**kwargs)
+        if self.logprobs is not None:
+            chunk.logprobs = list(self.logprobs)
+        return chunk
 
     def _last(self, reason: str) -> ChatResponse:
         self.assembler.update(self.text, final=True)
         usage = ChatUsage(input_tokens=len(self.request.prompt_ids),
                           output_tokens=self.output_tokens,
                           time=time.perf_counter() - self.started)
-        return self.assembler.builder.chunk(is_last=True, usage=usage, finish_reason=reason,
-                                            metadata=self._metadata())
+        return self._chunk(is_last=True, usage=usage, finish_reason=reason,
+                           metadata=self._metadata())
 
     def _metadata(self) -> dict[str, Any] | None:
         if self.structured_model is not None:
@@ -328,7 +362,7 @@ class _CallContext:
                     yield self._last(event.finish_reason)
                     return
                 if self.assembler.update(self.text, final=False):
-                    yield self.assembler.builder.chunk()
+                    yield self._chunk()
         finally:
             self.request.cancel()
 
