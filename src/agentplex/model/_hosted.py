@@ -105,6 +105,8 @@ class HostedChatModel(ChatModelBase):
     """Whether the provider has a JSON-schema output mode (else a forced tool is used)."""
     unsupported_tool_choices: frozenset[str] = frozenset()
     """``auto``/``none``/``required``/``tool`` modes the provider cannot honour."""
+    supports_logprobs: bool = False
+    """Whether the provider's wire returns token log-probabilities (``logprobs=True``)."""
 
     def __init__(
         self,
@@ -169,6 +171,10 @@ class HostedChatModel(ChatModelBase):
                           self.model_name)
         )
         call_kwargs = {**self.generate_kwargs, **kwargs}
+        if not self.supports_logprobs and (call_kwargs.get("logprobs")
+                                           or call_kwargs.get("top_logprobs")):
+            raise UnsupportedOptionError(f"{self.provider} does not return log-probabilities",
+                                         provider=self.provider, model=self.model_name)
         if structured_model is not None:
             if not self.native_structured:
                 self._check_choice(("tool", "structured"))

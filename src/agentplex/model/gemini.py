@@ -29,7 +29,7 @@ from ._formatting import (
     split_leading_system,
 )
 from ._hosted import HostedChatModel, Request
-from ._response import ChatResponse
+from ._response import ChatResponse, TokenLogprob, TopLogprob
 from ._stream import ResponseBuilder
 
 __all__ = ["GeminiChatModel", "format_gemini_contents"]
@@ -96,6 +96,22 @@ def format_gemini_contents(
     return system, contents
 
 
+def _read_logprobs(candidate: Any, builder: ResponseBuilder) -> bool:
+    """Add a candidate's ``logprobs_result`` (chosen tokens, top candidates) to ``builder``."""
+    result = getattr(candidate, "logprobs_result", None)
+    if result is None or builder.logprobs is None or not result.chosen_candidates:
+        return False
+    tops = result.top_candidates or []
+    builder.add_logprobs([
+        TokenLogprob(token=c.token or "", logprob=float(c.log_probability or 0.0),
+                     top_logprobs=[TopLogprob(token=t.token or "",
+                                              logprob=float(t.log_probability or 0.0))
+                                   for t in (tops[i].candidates or [] if i < len(tops)
+                                             else [])])
+        for i, c in enumerate(result.chosen_candidates)])
+    return True
+
+
 def _tool_config(choice: NormalizedChoice) -> dict[str, Any] | None:
     if choice is None:
         return None
@@ -123,6 +139,7 @@ class GeminiChatModel(HostedChatModel):
     """
 
     provider = "gemini"
+    supports_logprobs = True
     native_structured = True
 
     def __init__(
@@ -177,7 +194,14 @@ class GeminiChatModel(HostedChatModel):
         if request.schema is not None:
             config["response_mime_type"] = "application/json"
             config["response_json_schema"] = request.schema.model_json_schema()
-        config.update(request.kwargs)
+        kwargs = dict(request.kwargs)
+        if kwargs.pop("logprobs", None):  # the OpenAI names, as every provider takes them
+            config["response_logprobs"] = True
+        top = kwargs.pop("top_logprobs", None)
+        if top:
+            config["response_logprobs"] = True
+            config["logprobs"] = top
+        config.update(kwargs)
         return contents, types.GenerateContentConfig(**config)
 
     def _read_parts(self, parts: Sequence[Any], builder: ResponseBuilder) -> bool:
@@ -215,9 +239,11 @@ class GeminiChatModel(HostedChatModel):
         if not response.candidates:
             raise ProviderError(f"no candidates in the response ({response.prompt_feedback})",
                                 provider=self.provider, model=self.model_name)
-        builder = ResponseBuilder(id=response.response_id)
+        builder = ResponseBuilder(id=response.response_id,
+                                  logprobs=[] if config.response_logprobs else None)
         content = response.candidates[0].content
         self._read_parts((content and content.parts) or [], builder)
+        _read_logprobs(response.candidates[0], builder)
         finish, prompt, output = self._finish(response)
         final = self._last_chunk(builder, request, finish_reason=finish or "STOP",
                                  input_tokens=prompt, output_tokens=output)
@@ -227,7 +253,7 @@ class GeminiChatModel(HostedChatModel):
         contents, config = self._config(request)
         stream = await self.client.aio.models.generate_content_stream(
             model=self.model_name, contents=contents, config=config)
-        builder = ResponseBuilder()
+        builder = ResponseBuilder(logprobs=[] if config.response_logprobs else None)
         finish: str | None = None
         prompt = output = 0
         try:
@@ -235,7 +261,9 @@ class GeminiChatModel(HostedChatModel):
                 builder.id = builder.id or response.response_id
                 candidate = response.candidates[0] if response.candidates else None
                 content = candidate.content if candidate is not None else None
-                if content is not None and self._read_parts(content.parts or [], builder):
+                scored = _read_logprobs(candidate, builder)
+                if ((content is not None and self._read_parts(content.parts or [], builder))
+                        or scored):
                     yield builder.chunk()
                 reason, p, o = self._finish(response)
                 finish = reason or finish

@@ -36,7 +36,7 @@ from ._formatting import (
 )
 from ._hosted import HostedChatModel, Request
 from ._response import ChatResponse
-from ._stream import ResponseBuilder
+from ._stream import ResponseBuilder, token_logprobs
 
 __all__ = [
     "ChatCompletionsModel",
@@ -164,6 +164,7 @@ class ChatCompletionsModel(HostedChatModel):
     """
 
     native_structured = True
+    supports_logprobs = True
     reasoning_effort: str | None = None
 
     def _msg_role_conversions(self) -> dict[str, str]:
@@ -221,9 +222,11 @@ class ChatCompletionsModel(HostedChatModel):
             content.append(self._tool_use(call.id or f"call_{index}", call.function.name,
                                           call.function.arguments))
         usage = completion.usage
+        scores = _field(choice, "logprobs")
         return ChatResponse(
             id=completion.id or ChatResponse().id, content=content, delta=content,
             finish_reason=choice.finish_reason,
+            logprobs=token_logprobs(_field(scores, "content")) if scores is not None else None,
             usage=self._usage(request, usage and usage.prompt_tokens,
                               usage and usage.completion_tokens),
         )
@@ -233,7 +236,7 @@ class ChatCompletionsModel(HostedChatModel):
         body["stream"] = True
         body.setdefault("stream_options", {"include_usage": True})
         stream, close = await self._send_stream(body)
-        builder = ResponseBuilder()
+        builder = ResponseBuilder(logprobs=[] if body.get("logprobs") else None)
         finish: str | None = None
         prompt = completion = 0
         try:
@@ -254,7 +257,10 @@ class ChatCompletionsModel(HostedChatModel):
                             arguments = json.dumps(arguments)
                         builder.add_tool_call(call.index, id=call.id, name=fn and fn.name,
                                               arguments=arguments)
-                    grew = bool(thinking or text or delta.tool_calls)
+                    scores = _field(_field(choice, "logprobs"), "content")
+                    if scores:
+                        builder.add_logprobs(token_logprobs(scores))
+                    grew = bool(thinking or text or delta.tool_calls or scores)
                     finish = choice.finish_reason or finish
                 if grew:
                     yield builder.chunk()

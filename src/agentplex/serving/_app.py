@@ -232,7 +232,8 @@ class OpenAIServer:
                 first = await anext(stream)
                 self.metrics.ttft.labels(name).observe(time.perf_counter() - started)
                 writer = ChunkWriter(name, include_usage=bool(
-                    body.stream_options and body.stream_options.include_usage))
+                    body.stream_options and body.stream_options.include_usage),
+                    logprobs=bool(body.logprobs))
                 events = self._events(name, writer, first, stream, started)
                 return _EventStream(events, stream, self.admission.release)
             response = await _collect(result)
@@ -245,8 +246,8 @@ class OpenAIServer:
         seconds = time.perf_counter() - started
         self.metrics.ttft.labels(name).observe(seconds)
         self._answered(name, 200, response, seconds)
-        return Response(completion(response, name).model_dump_json(exclude_none=True),
-                        media_type=_JSON)
+        answer = completion(response, name, logprobs=bool(body.logprobs))
+        return Response(answer.model_dump_json(exclude_none=True), media_type=_JSON)
 
     # -- helpers -------------------------------------------------------------------------
 

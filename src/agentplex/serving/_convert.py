@@ -222,9 +222,10 @@ def _fragment(block: ToolUseBlock) -> str:
     return json.dumps(block.input, ensure_ascii=False) if block.input else ""
 
 
-def completion(response: ChatResponse, model: str, *, created: int | None = None
-               ) -> ChatCompletion:
-    """A final :class:`ChatResponse` as the wire's completion object."""
+def completion(response: ChatResponse, model: str, *, created: int | None = None,
+               logprobs: bool = False) -> ChatCompletion:
+    """A final :class:`ChatResponse` as the wire's completion object (with its
+    log-probabilities when the request asked for them)."""
     text = response.text
     calls = [ToolCall(id=b.id, function=FunctionCall(name=b.name, arguments=_arguments(b)))
              for b in response.tool_calls]
@@ -234,7 +235,7 @@ def completion(response: ChatResponse, model: str, *, created: int | None = None
     return ChatCompletion(
         id=f"chatcmpl-{response.id}", created=created or int(time.time()), model=model,
         choices=[Choice(message=message, finish_reason=finish_reason(response),
-                        logprobs=_logprobs(response.logprobs))],
+                        logprobs=_logprobs(response.logprobs) if logprobs else None)],
         usage=usage(response.usage),
     )
 
@@ -250,9 +251,10 @@ DONE = b"data: [DONE]\n\n"
 class ChunkWriter:
     """Turns the chunks of one streamed :class:`ChatResponse` into server-sent events."""
 
-    def __init__(self, model: str, *, include_usage: bool) -> None:
+    def __init__(self, model: str, *, include_usage: bool, logprobs: bool = False) -> None:
         self.model = model
         self.include_usage = include_usage
+        self.logprobs = logprobs
         self.created = int(time.time())
         self.id = ""
         self._tool_index: dict[str, int] = {}
@@ -269,7 +271,8 @@ class ChunkWriter:
         return self._event([ChunkChoice(delta=Delta(role="assistant", content=""))])
 
     def _new_logprobs(self, response: ChatResponse) -> ChoiceLogprobs | None:
-        if response.logprobs is None or len(response.logprobs) <= self._logprobs_sent:
+        if (not self.logprobs or response.logprobs is None
+                or len(response.logprobs) <= self._logprobs_sent):
             return None
         new = response.logprobs[self._logprobs_sent:]
         self._logprobs_sent = len(response.logprobs)
