@@ -225,7 +225,10 @@ class EngineProcess:
 
     @property
     def base_url(self) -> str:
-        host = "127.0.0.1" if self.config.host in ("0.0.0.0", "") else self.config.host
+        """The URL clients use (a wildcard bind is advertised by this machine's name)."""
+        host = self.config.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.config.port}/v1"
 
@@ -294,7 +297,9 @@ class EngineProcess:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ready_timeout
         path = health_path(self.config, self.command)
-        host = self.base_url.split("//")[1].rsplit(":", 1)[0].strip("[]")
+        host = self.config.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1" if host != "::" else "::1"
         while True:
             if self.process.returncode is not None:
                 raise EngineError(f"{self.config.engine} exited with code "
