@@ -33,8 +33,8 @@ class LogprobModel(ChatModelBase):
 
     provider = "test"
 
-    async def __call__(self, messages: Messages, tools: Any = None, tool_choice: Any = None,
-                       structured_model: Any = None, **kwargs: Any) -> ChatResult:
+    async def _call(self, messages: Messages, tools: Any = None, tool_choice: Any = None,
+                    structured_model: Any = None, **kwargs: Any) -> ChatResult:
         entries = [TokenLogprob(token="a", logprob=-0.1,
                                 top_logprobs=[TopLogprob(token="a", logprob=-0.1)]),
                    TokenLogprob(token=" b", logprob=-0.5)]

@@ -18,15 +18,16 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from ..model import ChatModelBase, ChatResponse, ChatResult, Messages, ToolChoice
+from ..model import ChatResponse, ChatResult, Messages, ToolChoice, WrapperModel
 from ..runtime import Actor
-from ..serving import EngineConfig, EngineError, EngineProcess, free_port
+from ..serving import EngineConfig, EngineError, EngineProcess
+from ..serving.lowlevel import free_port
 from ._balance import LeastOutstanding
 from ._detect import detect_gpus, worker_environment
 from ._resources import Resources
 
 if TYPE_CHECKING:
-    from ._cluster import Cluster
+    from ._inprocess import Cluster
 
 __all__ = ["EngineActor", "ServedChatModel", "serve_model"]
 
@@ -101,34 +102,32 @@ class EngineActor(Actor):
         raise ValueError(f"unknown engine request {message!r:.200}")
 
 
-class ServedChatModel(ChatModelBase):
+class ServedChatModel(WrapperModel):
     """A chat model served by engine replicas over the OpenAI wire.
 
     Each call goes to the replica with the fewest requests outstanding (a stream counts
-    until it ends). Arguments are those of :class:`~agentplex.model.OpenAIChatModel`.
+    until it ends); the replica's OpenAI model traces it. Arguments are those of
+    :class:`~agentplex.model.OpenAIChatModel`.
     """
-
-    provider = "openai"
-    traced = False  # the replica's OpenAI model traces the call
 
     def __init__(self, urls: Sequence[str], *, model_name: str, stream: bool = False,
                  api_key: str | None = None, timeout: float | None = 600.0,
                  **openai_options: Any) -> None:
         from ..model.openai import OpenAIChatModel
 
-        super().__init__(model_name, stream)
         if not urls:
             raise ValueError("ServedChatModel needs at least one replica URL")
         self.urls = list(urls)
         self.replicas = [OpenAIChatModel(model_name, api_key=api_key or "not-needed",
                                          base_url=url, stream=stream, timeout=timeout,
                                          **openai_options) for url in self.urls]
+        super().__init__(self.replicas[0])
         self.balancer = LeastOutstanding(len(self.replicas))
 
-    async def __call__(self, messages: Messages, tools: list[dict[str, Any]] | None = None,
-                       tool_choice: ToolChoice | None = None,
-                       structured_model: type[BaseModel] | None = None,
-                       **kwargs: Any) -> ChatResult:
+    async def _call(self, messages: Messages, tools: list[dict[str, Any]] | None = None,
+                    tool_choice: ToolChoice | None = None,
+                    structured_model: type[BaseModel] | None = None,
+                    **kwargs: Any) -> ChatResult:
         index = self.balancer.pick()
         replica = self.replicas[index]
         if not self.stream:

@@ -8,7 +8,7 @@ parts need the ``serve`` extra (Starlette, uvicorn, prometheus_client) and are i
 first use; the engine launchers need nothing more than the standard library.
 """
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from ._engines import (
     ENGINES,
@@ -17,10 +17,9 @@ from ._engines import (
     EngineName,
     EngineProcess,
     engine_command,
-    free_port,
 )
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from ._app import OpenAIServer, create_app
     from ._server import ModelServer, run_server, serve
 
@@ -34,7 +33,6 @@ __all__ = [
     "OpenAIServer",
     "create_app",
     "engine_command",
-    "free_port",
     "run_server",
     "serve",
 ]
@@ -43,7 +41,7 @@ _HTTP = {"OpenAIServer": "_app", "create_app": "_app", "ModelServer": "_server",
          "run_server": "_server", "serve": "_server"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     """Import the HTTP server (and Starlette) on first use."""
     module = _HTTP.get(name)
     if module is None:

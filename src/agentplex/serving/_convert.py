@@ -20,7 +20,8 @@ from ..message import (
     ToolUseBlock,
     URLSource,
 )
-from ..model import ChatResponse, ChatUsage, TokenLogprob, parse_tool_arguments
+from ..model import ChatResponse, ChatUsage, TokenLogprob
+from ..model.lowlevel import parse_tool_arguments
 from .schema import (
     AssistantMessage,
     AudioPart,
