@@ -8,7 +8,7 @@ finished and cancelled rows leave the batch at the next step.
 Prompts reuse the cached keys and values of earlier prompts' prefixes (:mod:`._prefix`):
 requests arriving together that share a long prefix compute it once. A long prompt that
 joins while others decode is prefilled in chunks, one chunk between two decode steps, sized
-so that a chunk costs about one decode step: the running requests keep their pace.
+so that a chunk costs about half a decode step: the running requests keep their pace.
 """
 
 from __future__ import annotations
@@ -348,12 +348,13 @@ class BatchEngine:
             self.prefix.insert(r.prompt_ids, len(r.prompt_ids), kv_of)
 
     def _chunk_size(self) -> int:
-        """Tokens per prefill chunk: about the cost of one decode step of the batch."""
+        """Tokens per prefill chunk: about the cost of half a decode step of the batch."""
         if self.prefill_chunk is not None:
             return self.prefill_chunk
         if not self._decode_cost or not self._token_cost:
             return 64
-        return max(8, min(2048, int(self._decode_cost / self._token_cost)))
+        # half a decode step: the running requests' gaps grow by about half while it joins
+        return max(8, min(2048, int(0.5 * self._decode_cost / self._token_cost)))
 
     def _prefill_chunk(self, item: _Chunked) -> _Batch | None:
         """Prefill the next chunk of a long prompt; its batch of one once complete."""
