@@ -157,6 +157,7 @@ class BatchEngine:
         """Prefill chunks run between decode steps."""
         self._decode_cost = 0.0
         self._token_cost = 0.0
+        self._chunk_token_cost = 0.0
 
     def submit(self, request: GenerationRequest) -> None:
         """Queue ``request``; its events arrive through ``request.emit``."""
@@ -351,10 +352,13 @@ class BatchEngine:
         """Tokens per prefill chunk: about the cost of half a decode step of the batch."""
         if self.prefill_chunk is not None:
             return self.prefill_chunk
-        if not self._decode_cost or not self._token_cost:
+        # per-token cost of chunks themselves (small forwards over a long context cost more
+        # per token than a batch prefill), else of any prefill
+        per_token = self._chunk_token_cost or self._token_cost
+        if not self._decode_cost or not per_token:
             return 64
         # half a decode step: the running requests' gaps grow by about half while it joins
-        return max(8, min(2048, int(0.5 * self._decode_cost / self._token_cost)))
+        return max(8, min(2048, int(0.5 * self._decode_cost / per_token)))
 
     def _prefill_chunk(self, item: _Chunked) -> _Batch | None:
         """Prefill the next chunk of a long prompt; its batch of one once complete."""
@@ -371,8 +375,11 @@ class BatchEngine:
                 item.done = len(chain) * self.prefix.block_size
                 self.prefix.hit_tokens += item.done
         end = min(len(req.prompt_ids), item.done + self._chunk_size())
+        started = time.perf_counter()
         batch, logits = self._forward([req], [item.past], [item.done],
                                       [req.prompt_ids[item.done:end]])
+        self._chunk_token_cost = _ema(self._chunk_token_cost,
+                                      (time.perf_counter() - started) / (end - item.done))
         self.chunks += 1
         item.done = end
         if end < len(req.prompt_ids):
