@@ -11,14 +11,22 @@ Prints one JSON line per figure: ``{"bench", "impl", "n", "value", "unit"}``.
 * ``load``: cold (GGUF → safetensors conversion) and warm (from the cache) load time, each in a
   fresh process, imports excluded.
 * ``constrained``: milliseconds per generated token with and without a JSON schema.
+* ``prefix``: time to first token of 16 agents sharing a 1,000-token system prompt, with
+  and without prefix reuse (a fresh cache: the 16 arrive together and the shared part is
+  computed once), and a second turn of the same agents (each history extends its first).
+  Wall seconds and the process's CPU seconds (what a shared machine cannot distort).
+* ``chunked``: p95 gap between tokens of 8 decoding requests, alone and while a 2,000-token
+  prompt joins — prefilled in chunks, and (for contrast) in one piece.
 
-Usage: ``python benchmarks/bench_local_model.py [--tokens 32] [--ns 1,4,16,64]``.
+Usage: ``python benchmarks/bench_local_model.py [--tokens 32] [--ns 1,4,16,64]
+[--parts load,throughput,constrained,prefix,chunked]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import subprocess
@@ -155,6 +163,135 @@ async def main() -> None:
                  "tokens/s")
     if "constrained" in parts:
         await constrained(model)
+    if "prefix" in parts:
+        await prefix_reuse(model)
+    if "chunked" in parts:
+        chunked_prefill(model)
+
+
+RULES = ("Rule {i}: every player names a whole number from 0 to 100; the winner is the one "
+         "closest to two thirds of the average of all numbers named this round. ")
+
+
+def system_prompt(tokenizer: Any, tokens: int = 1000) -> str:
+    """A system prompt of about ``tokens`` tokens (the rules of a game, repeated)."""
+    text, i = "", 0
+    while len(tokenizer(text, add_special_tokens=False)["input_ids"]) < tokens:
+        text += RULES.format(i=i)
+        i += 1
+    return text
+
+
+async def one_round(model: Any, histories: list[list[dict[str, str]]]) -> tuple[float, float,
+                                                                                 list[str]]:
+    """Wall and CPU seconds until every agent has its first token; the answers."""
+    c0, w0 = time.process_time(), time.perf_counter()
+    out = await asyncio.gather(*(model(h, max_tokens=1) for h in histories))
+    return time.perf_counter() - w0, time.process_time() - c0, [r.text for r in out]
+
+
+async def prefix_reuse(model: Any, agents: int = 16) -> None:
+    from agentplex.model import TransformersChatModel
+
+    pair = (model.model, model.tokenizer)
+    system = system_prompt(model.tokenizer)
+    first = [[{"role": "system", "content": system},
+              {"role": "user", "content": f"You are player {i}. Name your number."}]
+             for i in range(agents)]
+    size = len(model.tokenizer(model.format_prompt(first[0]))["input_ids"])
+    results: dict[str, tuple[float, float]] = {}
+    for impl, cache in (("prefix-reuse", 512 * 2**20), ("no-reuse", 0)):
+        m = TransformersChatModel("bench", model=pair, prefix_cache_bytes=cache)
+        wall, cpu, answers = await one_round(m, first)
+        results[impl] = (wall, cpu)
+        emit("prefix_ttft", impl, agents, wall, "s", cpu_s=round(cpu, 2), prompt_tokens=size,
+             turn=1)
+        if cache:  # the next turn: every history extends the one just answered
+            second = [[*h, {"role": "assistant", "content": a},
+                       {"role": "user", "content": "And next round?"}]
+                      for h, a in zip(first, answers, strict=True)]
+            wall, cpu, _ = await one_round(m, second)
+            emit("prefix_ttft", impl, agents, wall, "s", cpu_s=round(cpu, 2), turn=2)
+        m.engine.close()
+    (w0, c0), (w1, c1) = results["no-reuse"], results["prefix-reuse"]
+    emit("prefix_ttft_speedup", "prefix-reuse", agents, c0 / c1, "x", clock="cpu",
+         wall_x=round(w0 / w1, 2), target=">= 3")
+
+
+def chunked_prefill(model: Any, running: int = 8, tokens: int = 48,
+                    newcomer: int = 2000, repeats: int = 1) -> None:
+    import threading
+
+    from agentplex.model import TransformersChatModel
+    from agentplex.model.local import GenerationRequest
+
+    tok = model.tokenizer
+    pair = (model.model, tok)
+    long_ids = tok(system_prompt(tok, newcomer), add_special_tokens=False)["input_ids"]
+    long_ids = long_ids[:newcomer]
+    short = [tok(model.format_prompt(prompt(i)), add_special_tokens=False)["input_ids"]
+             for i in range(running)]
+
+    def gaps(engine: Any, join: bool) -> list[float]:
+        stamps: list[list[float]] = [[] for _ in range(running)]
+        done = threading.Semaphore(0)
+        started = threading.Event()
+
+        def emitter(i: int | None) -> Any:
+            def emit_(event: Any) -> None:
+                if i is not None:
+                    stamps[i].append(time.perf_counter())
+                    if event.output_tokens >= 4:
+                        started.set()
+                if event.finish_reason is not None:
+                    done.release()
+            return emit_
+
+        for i, ids in enumerate(short):
+            engine.submit(GenerationRequest(prompt_ids=list(ids), max_new_tokens=tokens,
+                                            emit=emitter(i)))
+        window = [0.0, float("inf")]
+        count = running
+        if join:
+            started.wait(600)
+            window[0] = time.perf_counter()
+            joined = threading.Event()
+
+            def newcomer_done(event: Any) -> None:
+                if event.finish_reason is not None:
+                    window[1] = time.perf_counter()
+                    joined.set()
+                    done.release()
+
+            engine.submit(GenerationRequest(prompt_ids=list(long_ids), max_new_tokens=1,
+                                            emit=newcomer_done))
+            count += 1
+        for _ in range(count):
+            done.acquire(timeout=1200)
+        # the gaps that overlap the newcomer's prefill (all of them without a newcomer)
+        return [b - a for s in stamps for a, b in itertools.pairwise(s)
+                if a < window[1] and b > window[0]]
+
+    def p95(values: list[float]) -> float:
+        return statistics.quantiles(values, n=20)[-1]
+
+    variants = {"alone": (None, False), "join-chunked": (None, True),
+                "join-one-piece": (10**6, True)}
+    figures: dict[str, float] = {}
+    for impl, (chunk, join) in variants.items():
+        values = []
+        for _ in range(repeats):
+            m = TransformersChatModel("bench", model=pair, prefix_cache_bytes=0,
+                                      prefill_chunk=chunk)
+            values.append(p95(gaps(m.engine, join)))
+            m.engine.close()
+        figures[impl] = statistics.median(values)
+        emit("chunked_p95_gap", impl, running, 1000 * figures[impl], "ms",
+             newcomer_tokens=len(long_ids) if join else 0)
+    emit("chunked_p95_ratio", "join-chunked", running,
+         figures["join-chunked"] / figures["alone"], "x", target="<= 2")
+    emit("chunked_p95_ratio", "join-one-piece", running,
+         figures["join-one-piece"] / figures["alone"], "x")
 
 
 async def throughput(model: Any, ns: list[int], args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ LOWLEVEL = [
     "agentplex.cluster.lowlevel",
     "agentplex.message.lowlevel",
     "agentplex.model.lowlevel",
+    "agentplex.serving.lowlevel",
     "agentplex.tool.lowlevel",
     "agentplex.tracing.lowlevel",
 ]

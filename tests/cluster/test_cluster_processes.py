@@ -194,3 +194,33 @@ def test_cluster_example_runs_as_documented(
     assert out.returncode == 0, out.stderr
     assert "placed 1 model actor and 6 agents" in out.stdout
     assert "citizen-0: Hello from the shared model." in out.stdout
+
+
+async def test_served_engine_over_the_bus_and_in_status(
+    cluster_procs: tuple[str, dict[str, subprocess.Popen[str]]],
+) -> None:
+    pytest.importorskip("openai")
+    endpoint, _ = cluster_procs
+    async with connect(endpoint) as rt:
+        cluster = ClusterClient(rt, timeout=60)
+        model = await cluster.serve("scripted:bus", name="bus-llm", replicas=2,
+                                    resources=Resources(cpus=0.5, gpus=1, gpu_memory="6GiB"),
+                                    labels={"kind": "gpu"}, ready_timeout=120)
+        try:
+            assert (await model([Msg("u", "hi", "user")])).text == "Hello from bus."
+            served = await cluster.served_status()
+            replicas = served[0]["replicas"]
+            assert [r["state"] for r in replicas] == ["ready", "ready"]
+            assert {r["gpu_memory_fraction"] for r in replicas} == {0.25}
+            assert all(r["node"].startswith("gpu-") for r in replicas)
+            out = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "agentplex", "status", "--head", endpoint],
+                cwd=ROOT, env={**_env(), "COLUMNS": "250"}, capture_output=True, text=True,
+                timeout=60)
+            assert out.returncode == 0, out.stderr
+            assert "served models" in out.stdout and "bus-llm/0" in out.stdout
+            assert "scripted:bus" in out.stdout and "ready" in out.stdout
+        finally:
+            await model.aclose()
+            await cluster.unserve("bus-llm")
+        assert await cluster.served_status() == []

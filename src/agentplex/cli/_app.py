@@ -15,6 +15,7 @@ from rich.table import Table
 from ._cluster import head, node, status
 from ._keys import app as keys_app
 from ._runs import runs_app, trace_app
+from ._serve import serve
 
 app = typer.Typer(help="agentplex: an async actor-based multi-agent runtime.",
                   no_args_is_help=True, add_completion=False)
@@ -27,6 +28,7 @@ app.add_typer(keys_app, name="keys")
 app.command()(head)
 app.command()(node)
 app.command()(status)
+app.command()(serve)
 
 
 def main() -> None:

@@ -109,7 +109,9 @@ async def _status(head_address: str, options: dict[str, Any]) -> None:
     from ..cluster import ClusterClient
 
     async with connect(head_address, **options) as runtime:
-        nodes = await ClusterClient(runtime, timeout=10).status()
+        client = ClusterClient(runtime, timeout=10)
+        nodes = await client.status()
+        served = await client.served_status()
     table = Table(title=f"cluster at {head_address}")
     for column in ("node", "alive", "cpus used", "gpus (share, memory used / total)",
                    "labels", "actors"):
@@ -121,4 +123,21 @@ async def _status(head_address: str, options: dict[str, Any]) -> None:
         labels = ",".join(f"{k}={v}" for k, v in n["labels"].items()) or "-"
         table.add_row(n["node"], "yes" if n["alive"] else "no", n["cpus"], gpus, labels,
                       "\n".join(n["actors"]) or "-")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if served:
+        console.print(served_table(served))
+
+
+def served_table(served: list[dict[str, Any]]) -> Table:
+    """The served models, one row per replica."""
+    table = Table(title="served models")
+    for column in ("name", "engine", "model", "replica", "node", "gpus", "url", "state",
+                   "restarts"):
+        table.add_column(column)
+    for s in served:
+        for r in s["replicas"]:
+            table.add_row(s["name"], s["engine"], s["model"], r["actor"], r.get("node") or "-",
+                          ",".join(map(str, r.get("gpus") or [])) or "-", r.get("url", "-"),
+                          r.get("state", "?"), str(r.get("restarts", 0)))
+    return table

@@ -1,4 +1,5 @@
-"""The cluster: declared resources, placement, resource detection, model and tool actors.
+"""The cluster: declared resources, placement, resource detection, model and tool actors,
+and served engines (``Cluster.serve``).
 
 Head and node daemons (placing actors on machines over the ZeroMQ bus) build on these.
 """
@@ -12,6 +13,7 @@ from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy
 from ._ray import RayCluster
 from ._resources import GPU, Bytes, NodeSpec, Resources, parse_bytes
 from ._scheduler import Placement, PlacementPolicy, Scheduler
+from ._serve import EngineActor, ServedChatModel
 from ._tool_actor import ActorTool, PipelineToolActor, ToolActor
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "Cluster",
     "ClusterClient",
     "ClusterManager",
+    "EngineActor",
     "GPU",
     "LocalNode",
     "ModelActor",
@@ -34,6 +37,7 @@ __all__ = [
     "Resources",
     "RestartPolicy",
     "Scheduler",
+    "ServedChatModel",
     "ToolActor",
     "Unschedulable",
     "detect_gpus",

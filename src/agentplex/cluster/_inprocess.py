@@ -14,6 +14,7 @@ from ._errors import Unschedulable
 from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, class_path
 from ._resources import NodeSpec, Resources
 from ._scheduler import Placement, PlacementPolicy, Scheduler
+from ._serve import ServedChatModel, serve_model, served_status, unserve_model
 
 __all__ = ["Cluster", "init"]
 
@@ -39,6 +40,8 @@ class Cluster:
         self.scheduler = Scheduler()
         self.nodes: dict[str, NodeHandle] = {}
         self.actors: dict[str, ActorSpec] = {}
+        self.served: dict[str, dict[str, Any]] = {}
+        """Served models by name: model, engine and replica actor names."""
         self._freed = asyncio.Condition()
         self._interval = checkpoint_interval
         self._checkpointer: asyncio.Task[None] | None = None
@@ -184,6 +187,35 @@ class Cluster:
     async def _notify_freed(self) -> None:
         async with self._freed:
             self._freed.notify_all()
+
+    # -- served models ---------------------------------------------------------------------
+
+    async def serve(self, model: str, *, engine: str = "agentplex",
+                    resources: Resources | None = None, replicas: int = 1,
+                    stream: bool = False, **options: Any) -> ServedChatModel:
+        """Start ``replicas`` servers of ``model`` on ``engine`` (``agentplex``, ``vllm``,
+        ``sglang`` or ``llama.cpp``), each placed by ``resources`` and supervised on its
+        node, and return a chat model that spreads calls over them.
+
+        ``resources.gpus`` is the tensor-parallel degree and ``gpu_memory`` / the GPU's
+        memory the engine's memory share. Options: ``name`` (default ``served-<model>``),
+        ``dtype``, ``max_model_len``, ``api_key``, ``model_options`` (agentplex engine),
+        ``engine_args``, ``host``, ``placement`` (default ``spread``), ``labels``,
+        ``ready_timeout``, ``max_restarts``, ``wait``. Clients name the model as ``model``.
+        Release with :meth:`unserve`.
+        """
+        served = await serve_model(self, model, engine=engine, resources=resources,
+                                   replicas=replicas, **options)
+        return ServedChatModel(served["urls"], model_name=served["served_name"],
+                               stream=stream, api_key=options.get("api_key"))
+
+    async def unserve(self, name: str) -> None:
+        """Stop every replica of the served model ``name``."""
+        await unserve_model(self, name)
+
+    async def served_status(self) -> list[dict[str, Any]]:
+        """The served models and the node, GPUs, URL and state of each replica."""
+        return await served_status(self)
 
     # -- state -----------------------------------------------------------------------------
 

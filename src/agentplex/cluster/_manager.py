@@ -20,6 +20,7 @@ from ._inprocess import Cluster
 from ._node import ActorSpec, NodeHandle, RestartPolicy, class_path
 from ._resources import NodeSpec, Resources
 from ._scheduler import PlacementPolicy
+from ._serve import ServedChatModel, serve_model
 
 __all__ = ["MANAGER", "BusNode", "ClusterClient", "ClusterManager", "node_agent_name"]
 
@@ -164,11 +165,29 @@ class ClusterManager(Actor):
             return None
         if op == "status":
             return cluster.status()
+        if op in ("serve", "unserve", "served"):
+            return await self._serving(cluster, op, message)
         if op == "placement":
             placement = cluster.placement_of(message["name"])
             return None if placement is None else {
                 "node_id": placement.node_id, "gpu_indices": list(placement.gpu_indices)}
         raise ValueError(f"unknown cluster request {message!r:.200}")
+
+
+    async def _serving(self, cluster: Any, op: str, message: dict[str, Any]) -> Any:
+        if not isinstance(cluster, Cluster):
+            raise ValueError("serving engines needs the agentplex backend, not Ray")
+        if op == "served":
+            return await cluster.served_status()
+        if op == "unserve":
+            await cluster.unserve(message["name"])
+            return None
+        options = dict(message.get("options") or {})
+        resources = Resources.model_validate(options.pop("resources", None) or {})
+        return await serve_model(cluster, message["model"],
+                                 engine=message.get("engine", "agentplex"),
+                                 resources=resources, replicas=message.get("replicas", 1),
+                                 **options)
 
 
 class ClusterClient:
@@ -214,6 +233,24 @@ class ClusterClient:
 
     async def status(self) -> list[dict[str, Any]]:
         return await self.manager.call({"op": "status"}, timeout=self.timeout)  # type: ignore[no-any-return]
+
+    async def serve(self, model: str, *, engine: str = "agentplex",
+                    resources: Resources | None = None, replicas: int = 1,
+                    stream: bool = False, **options: Any) -> ServedChatModel:
+        """See :meth:`Cluster.serve`; the head places the engines, this process calls them."""
+        ready = float(options.get("ready_timeout", 600.0))
+        request = {"op": "serve", "model": model, "engine": engine, "replicas": replicas,
+                   "options": {**options,
+                               "resources": (resources or Resources()).model_dump()}}
+        served = await self.manager.call(request, timeout=self.timeout + ready)
+        return ServedChatModel(served["urls"], model_name=served["served_name"],
+                               stream=stream, api_key=options.get("api_key"))
+
+    async def unserve(self, name: str) -> None:
+        await self.manager.call({"op": "unserve", "name": name}, timeout=self.timeout)
+
+    async def served_status(self) -> list[dict[str, Any]]:
+        return await self.manager.call({"op": "served"}, timeout=self.timeout)  # type: ignore[no-any-return]
 
     async def placement_of(self, name: str) -> dict[str, Any] | None:
         return await self.manager.call({"op": "placement", "name": name},  # type: ignore[no-any-return]

@@ -9,7 +9,6 @@ and balances several replicas by the number of requests it has outstanding on ea
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any, ClassVar
 
@@ -26,6 +25,7 @@ from ..model import (
     init_chat_model,
 )
 from ..runtime import Actor, ActorRef, get_runtime
+from ._balance import LeastOutstanding
 
 __all__ = ["ModelActor", "RemoteChatModel", "schema_model"]
 
@@ -84,7 +84,12 @@ class ModelActor(Actor):
     async def on_start(self) -> None:
         if self.model is None:
             assert self._spec is not None
-            self.model = init_chat_model(self._spec, **self._model_kwargs)
+            kwargs = dict(self._model_kwargs)
+            placement = getattr(self, "placement", None)
+            if (self._spec.startswith("transformers") and placement is not None
+                    and placement.resources.gpu_memory):  # the engine keeps to its share
+                kwargs.setdefault("gpu_memory", placement.resources.gpu_memory)
+            self.model = init_chat_model(self._spec, **kwargs)
 
     async def _run(self, request: dict[str, Any]) -> ChatResult:
         if self.model is None:
@@ -140,15 +145,8 @@ class RemoteChatModel(ChatModelBase):
                          stream)
         self._targets = targets
         self._refs: list[ActorRef] | None = None
-        self._outstanding = [0] * len(targets)
-        self._turn = itertools.count()
+        self._balancer = LeastOutstanding(len(targets))
         self.timeout = timeout
-
-    def _pick(self) -> int:
-        """The replica with the fewest outstanding requests (ties in turn)."""
-        least = min(self._outstanding)
-        tied = [i for i, n in enumerate(self._outstanding) if n == least]
-        return tied[next(self._turn) % len(tied)]
 
     def _ref(self, index: int) -> ActorRef:
         if self._refs is None:
@@ -166,27 +164,21 @@ class RemoteChatModel(ChatModelBase):
         **kwargs: Any,
     ) -> ChatResult:
         request = _request(messages, tools, tool_choice, structured_model, kwargs)
-        index = self._pick()
+        index = self._balancer.pick()
         ref = self._ref(index)
         if self.stream:
             return self._stream(index, ref, request, structured_model)
-        self._outstanding[index] += 1
-        try:
+        with self._balancer.holding(index):
             response: ChatResponse = await ref.call(request, timeout=self.timeout)
-        finally:
-            self._outstanding[index] -= 1
         return _validated(response, structured_model)
 
     async def _stream(self, index: int, ref: ActorRef, request: dict[str, Any],
                       structured_model: type[BaseModel] | None
                       ) -> AsyncGenerator[ChatResponse, None]:
-        self._outstanding[index] += 1
-        try:
+        with self._balancer.holding(index):
             async with ref.stream(request, timeout=self.timeout) as chunks:
                 async for chunk in chunks:
                     yield _validated(chunk, structured_model) if chunk.is_last else chunk
-        finally:
-            self._outstanding[index] -= 1
 
 
 def _validated(response: ChatResponse, structured_model: type[BaseModel] | None

@@ -36,7 +36,7 @@ from ._formatters import (
 from ._hosted import StructuredOutput
 from ._options import GenerationOptions
 from ._registry import init_chat_model, register_provider
-from ._response import ChatResponse, ChatUsage
+from ._response import ChatResponse, ChatUsage, TokenLogprob, TopLogprob
 from ._retry import RetryPolicy
 from ._runnable import ModelInput, RunnableConfig
 from ._scripted import ScriptedChatModel, ScriptedFunction, ScriptedOutput
@@ -104,7 +104,9 @@ __all__ = [
     "StructuredChatModel",
     "StructuredOutput",
     "StructuredOutputError",
+    "TokenLogprob",
     "ToolChoice",
+    "TopLogprob",
     "TransformersChatModel",
     "UnsupportedOptionError",
     "WrapperModel",

@@ -139,6 +139,8 @@ class HostedChatModel(ChatModelBase):
     """``auto``/``none``/``required``/``tool`` modes the provider cannot honour."""
     supported_options: ClassVar[frozenset[str]] = NAMES
     """The generation arguments (:class:`GenerationOptions` names) the wire can carry."""
+    supports_logprobs: bool = False
+    """Whether the provider's wire returns token log-probabilities (``logprobs=True``)."""
 
     def __init__(
         self,
@@ -272,6 +274,11 @@ class HostedChatModel(ChatModelBase):
         )
         options, call_kwargs = self._options({**self.generate_kwargs,
                                               **normalize_options(kwargs)})
+        if not self.supports_logprobs and (call_kwargs.get("logprobs")
+                                           or call_kwargs.get("top_logprobs")):
+            raise UnsupportedOptionError(f"{self.provider} does not return log-probabilities",
+                                         provider=self.provider, model=self.model_name,
+                                         options=("logprobs",))
         if structured_model is not None:
             response = await self._structured(history, structured_model, mode, options,
                                               call_kwargs)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..message import ContentBlock, TextBlock, ThinkingBlock, ToolUseBlock, register_wire_type
 
-__all__ = ["ChatResponse", "ChatUsage"]
+__all__ = ["ChatResponse", "ChatUsage", "TokenLogprob", "TopLogprob"]
 
 
 def _now() -> str:
@@ -70,6 +70,28 @@ class ChatUsage(BaseModel):
 
 
 @register_wire_type
+class TopLogprob(BaseModel):
+    """One of the most likely tokens at a position, with its log-probability."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str
+    logprob: float
+
+
+@register_wire_type
+class TokenLogprob(BaseModel):
+    """The log-probability of one output token, and the ``top_logprobs`` most likely
+    alternatives at its position (when asked for)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str
+    logprob: float
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+@register_wire_type
 class ChatResponse(BaseModel):
     """One chat model response, or one chunk of a streamed response.
 
@@ -77,7 +99,8 @@ class ChatResponse(BaseModel):
     reference API) and ``delta`` holds only what this chunk added; the final chunk has
     ``is_last=True``. A tool_use block's ``input`` is filled in once its arguments are
     complete; until then ``raw_input`` holds the partial text. Parsed structured output
-    goes in ``metadata``.
+    goes in ``metadata``. ``logprobs`` (when the call asked with ``logprobs=True``) holds
+    one entry per output token so far, like ``content``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -91,6 +114,7 @@ class ChatResponse(BaseModel):
     delta: list[ContentBlock] = Field(default_factory=list)
     is_last: bool = True
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None
 
     def __getitem__(self, key: str) -> Any:
         if key not in type(self).model_fields:

@@ -13,9 +13,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..message import Block, TextBlock, ThinkingBlock, ToolUseBlock
-from ._response import ChatResponse, ChatUsage
+from ._response import ChatResponse, ChatUsage, TokenLogprob, TopLogprob
 
-__all__ = ["ResponseBuilder", "parse_tool_arguments"]
+__all__ = ["ResponseBuilder", "parse_tool_arguments", "token_logprobs"]
+
+
+def _get(obj: Any, *names: str) -> Any:
+    for name in names:
+        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def token_logprobs(entries: Any) -> list[TokenLogprob]:
+    """Read a wire's per-token log-probabilities: objects or dicts with ``token``,
+    ``logprob`` and ``top_logprobs`` (OpenAI, Hugging Face, Ollama)."""
+    return [TokenLogprob(token=_get(e, "token") or "", logprob=float(_get(e, "logprob")),
+                         top_logprobs=[TopLogprob(token=_get(t, "token") or "",
+                                                  logprob=float(_get(t, "logprob")))
+                                       for t in _get(e, "top_logprobs") or []])
+            for e in entries or []]
 
 
 def parse_tool_arguments(raw: str | None) -> dict[str, Any]:
@@ -44,6 +62,8 @@ class ResponseBuilder:
     """Accumulates one response from deltas, in the order they arrive."""
 
     id: str | None = None
+    logprobs: list[TokenLogprob] | None = None
+    """Set to a list to collect log-probabilities (:meth:`add_logprobs`)."""
     _parts: list[Block | _ToolCall] = field(default_factory=list)
     _pending: list[Block] = field(default_factory=list)
     _tools: dict[Any, _ToolCall] = field(default_factory=dict)
@@ -71,6 +91,12 @@ class ResponseBuilder:
         else:
             self._parts.append(ThinkingBlock(thinking=text, signature=signature))
         self._pending.append(ThinkingBlock(thinking=text, signature=signature))
+
+    def add_logprobs(self, entries: list[TokenLogprob]) -> None:
+        """Append the log-probabilities of new tokens."""
+        if self.logprobs is None:
+            self.logprobs = []
+        self.logprobs.extend(entries)
 
     def add_tool_call(
         self,
@@ -143,5 +169,6 @@ class ResponseBuilder:
             usage=usage,
             finish_reason=finish_reason,
             metadata=metadata,
+            logprobs=list(self.logprobs) if self.logprobs is not None else None,
             **kwargs,
         )

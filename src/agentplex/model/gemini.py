@@ -28,7 +28,7 @@ from ._formatting import (
     split_leading_system,
 )
 from ._hosted import HostedChatModel, Request
-from ._response import ChatResponse
+from ._response import ChatResponse, TokenLogprob, TopLogprob
 from ._stream import ResponseBuilder
 from ._tokens import estimate_tokens
 
@@ -96,6 +96,22 @@ def format_gemini_contents(
     return system, contents
 
 
+def _read_logprobs(candidate: Any, builder: ResponseBuilder) -> bool:
+    """Add a candidate's ``logprobs_result`` (chosen tokens, top candidates) to ``builder``."""
+    result = getattr(candidate, "logprobs_result", None)
+    if result is None or builder.logprobs is None or not result.chosen_candidates:
+        return False
+    tops = result.top_candidates or []
+    builder.add_logprobs([
+        TokenLogprob(token=c.token or "", logprob=float(c.log_probability or 0.0),
+                     top_logprobs=[TopLogprob(token=t.token or "",
+                                              logprob=float(t.log_probability or 0.0))
+                                   for t in (tops[i].candidates or [] if i < len(tops)
+                                             else [])])
+        for i, c in enumerate(result.chosen_candidates)])
+    return True
+
+
 def _tool_config(choice: NormalizedChoice) -> dict[str, Any] | None:
     if choice is None:
         return None
@@ -133,6 +149,7 @@ class GeminiChatModel(HostedChatModel):
     """
 
     provider = "gemini"
+    supports_logprobs = True
     native_structured = True
     json_object_mode = True
 
@@ -210,7 +227,14 @@ class GeminiChatModel(HostedChatModel):
             if ours in given:
                 given[theirs] = given.pop(ours)
         config.update(given)
-        config.update(request.kwargs)
+        kwargs = dict(request.kwargs)
+        if kwargs.pop("logprobs", None):  # the OpenAI names, as every provider takes them
+            config["response_logprobs"] = True
+        top = kwargs.pop("top_logprobs", None)
+        if top:
+            config["response_logprobs"] = True
+            config["logprobs"] = top
+        config.update(kwargs)
         return contents, types.GenerateContentConfig(**config)
 
     async def create_cache(self, messages: Sequence[Msg | dict[str, Any]],
@@ -290,9 +314,11 @@ class GeminiChatModel(HostedChatModel):
         if not response.candidates:
             raise ProviderError(f"no candidates in the response ({response.prompt_feedback})",
                                 provider=self.provider, model=self.model_name)
-        builder = ResponseBuilder(id=response.response_id)
+        builder = ResponseBuilder(id=response.response_id,
+                                  logprobs=[] if config.response_logprobs else None)
         content = response.candidates[0].content
         self._read_parts((content and content.parts) or [], builder)
+        _read_logprobs(response.candidates[0], builder)
         finish, prompt, output, details = self._finish(response)
         final = self._last_chunk(builder, request, finish_reason=finish or "STOP",
                                  input_tokens=prompt, output_tokens=output, details=details)
@@ -302,7 +328,7 @@ class GeminiChatModel(HostedChatModel):
         contents, config = request.payload
         stream = await self.client.aio.models.generate_content_stream(
             model=self.model_name, contents=contents, config=config)
-        builder = ResponseBuilder()
+        builder = ResponseBuilder(logprobs=[] if config.response_logprobs else None)
         finish: str | None = None
         prompt = output = 0
         details: dict[str, int] = {}
@@ -311,7 +337,9 @@ class GeminiChatModel(HostedChatModel):
                 builder.id = builder.id or response.response_id
                 candidate = response.candidates[0] if response.candidates else None
                 content = candidate.content if candidate is not None else None
-                if content is not None and self._read_parts(content.parts or [], builder):
+                scored = _read_logprobs(candidate, builder)
+                if ((content is not None and self._read_parts(content.parts or [], builder))
+                        or scored):
                     yield builder.chunk()
                 reason, p, o, d = self._finish(response)
                 finish = reason or finish

@@ -23,7 +23,7 @@ from ._errors import ModelError, UnsupportedOptionError
 from ._formatting import media_bytes
 from ._hosted import HostedChatModel, Request
 from ._response import ChatResponse
-from ._stream import ResponseBuilder
+from ._stream import ResponseBuilder, token_logprobs
 from .openai import openai_tools
 
 __all__ = ["OllamaChatModel", "format_ollama_messages"]
@@ -127,6 +127,7 @@ class OllamaChatModel(HostedChatModel):
     """
 
     provider = "ollama"
+    supports_logprobs = True
     native_structured = True
     json_object_mode = True
     unsupported_tool_choices = frozenset({"required", "tool"})
@@ -193,14 +194,16 @@ class OllamaChatModel(HostedChatModel):
         for call in message.tool_calls or []:
             content.append(self._tool_use(self._call_id(), call.function.name,
                                           dict(call.function.arguments)))
+        scores = getattr(answer, "logprobs", None)
         return ChatResponse(
             content=content, delta=content, finish_reason=answer.done_reason or "stop",
+            logprobs=token_logprobs(scores) if request.kwargs.get("logprobs") else None,
             usage=self._usage(request, answer.prompt_eval_count, answer.eval_count),
         )
 
     async def _stream(self, request: Request) -> AsyncGenerator[ChatResponse, None]:
         stream = await self.client.chat(**request.payload, stream=True)
-        builder = ResponseBuilder()
+        builder = ResponseBuilder(logprobs=[] if request.kwargs.get("logprobs") else None)
         finish: str | None = None
         prompt = completion = 0
         try:
@@ -212,6 +215,9 @@ class OllamaChatModel(HostedChatModel):
                     key = self._call_id()
                     builder.add_tool_call(key, id=key, name=call.function.name,
                                           arguments=json.dumps(dict(call.function.arguments)))
+                scores = getattr(part, "logprobs", None)
+                if scores and builder.logprobs is not None:
+                    builder.add_logprobs(token_logprobs(scores))
                 if message.thinking or message.content or message.tool_calls:
                     yield builder.chunk()
                 if part.done:

@@ -37,7 +37,7 @@ from ._formatting import (
 from ._hosted import HostedChatModel, Request
 from ._options import NAMES, GenerationOptions
 from ._response import ChatResponse
-from ._stream import ResponseBuilder
+from ._stream import ResponseBuilder, token_logprobs
 from ._structured import schema_name
 
 __all__ = [
@@ -177,6 +177,7 @@ class ChatCompletionsModel(HostedChatModel):
     native_structured = True
     json_object_mode = True
     supported_options = NAMES - {"top_k"}
+    supports_logprobs = True
     reasoning_effort: str | None = None
     max_tokens_param = "max_tokens"
     """The body field the answer's budget goes in (OpenAI itself: ``max_completion_tokens``)."""
@@ -246,9 +247,11 @@ class ChatCompletionsModel(HostedChatModel):
             content.append(self._tool_use(call.id or f"call_{index}", call.function.name,
                                           call.function.arguments))
         usage = completion.usage
+        scores = _field(choice, "logprobs")
         return ChatResponse(
             id=completion.id or ChatResponse().id, content=content, delta=content,
             finish_reason=choice.finish_reason,
+            logprobs=token_logprobs(_field(scores, "content")) if scores is not None else None,
             usage=self._usage(request, usage and usage.prompt_tokens,
                               usage and usage.completion_tokens, details=usage_details(usage)),
         )
@@ -258,7 +261,7 @@ class ChatCompletionsModel(HostedChatModel):
         body["stream"] = True
         body.setdefault("stream_options", {"include_usage": True})
         stream, close = await self._send_stream(body)
-        builder = ResponseBuilder()
+        builder = ResponseBuilder(logprobs=[] if body.get("logprobs") else None)
         finish: str | None = None
         prompt = completion = 0
         details: dict[str, int] = {}
@@ -283,7 +286,10 @@ class ChatCompletionsModel(HostedChatModel):
                             arguments = json.dumps(arguments)
                         builder.add_tool_call(call.index, id=call.id, name=fn and fn.name,
                                               arguments=arguments)
-                    grew = bool(thinking or text or delta.tool_calls)
+                    scores = _field(_field(choice, "logprobs"), "content")
+                    if scores:
+                        builder.add_logprobs(token_logprobs(scores))
+                    grew = bool(thinking or text or delta.tool_calls or scores)
                     finish = choice.finish_reason or finish
                 if grew:
                     yield builder.chunk()

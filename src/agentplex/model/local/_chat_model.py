@@ -23,7 +23,7 @@ from .._base import ChatModelBase, ChatResult, Messages, ToolChoice
 from .._errors import ModelError, StructuredOutputError, UnsupportedOptionError
 from .._formatting import normalize_tool_choice
 from .._options import GenerationOptions, normalize_options, split_options
-from .._response import ChatResponse, ChatUsage
+from .._response import ChatResponse, ChatUsage, TokenLogprob, TopLogprob
 from .._stream import ResponseBuilder
 from ._engine import BatchEngine, GenerationEvent, GenerationRequest, Sampling
 from ._grammars import (
@@ -44,7 +44,8 @@ __all__ = ["TransformersChatModel", "create"]
 class _Shared:
     """A loaded model with its engine and grammar factory, shared by equal instances."""
 
-    def __init__(self, loaded: LoadedModel, max_batch_size: int, batch_wait: float) -> None:
+    def __init__(self, loaded: LoadedModel, max_batch_size: int, batch_wait: float,
+                 **engine_options: Any) -> None:
         self.loaded = loaded
         tok = loaded.tokenizer
         eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
@@ -56,7 +57,8 @@ class _Shared:
         self._grammar: GrammarFactory | None = None
         self._lock = threading.Lock()
         self.engine = BatchEngine(loaded.model, tok, eos_ids=self.eos_ids,
-                                  max_batch_size=max_batch_size, batch_wait=batch_wait)
+                                  max_batch_size=max_batch_size, batch_wait=batch_wait,
+                                  **engine_options)
         self.users = 0
         """Model instances using this engine (the cache frees it when none is left)."""
 
@@ -98,11 +100,20 @@ class TransformersChatModel(ChatModelBase):
         batch_wait: seconds to wait for more requests before starting an idle batch.
         cache_dir: where converted GGUF models are kept (default ``~/.cache/agentplex``).
         model: an already loaded ``(model, tokenizer)`` pair to serve instead of loading.
+        prefix_cache_bytes: memory for the keys and values of prompt prefixes reused
+            across calls (the same system prompt, an agent's growing history); 0: none.
+        prefill_chunk: tokens per chunk when a long prompt joins requests that are
+            decoding (default: sized so that a chunk costs about one decode step).
+        gpu_memory: bytes of GPU memory this model may use (its placement's
+            ``gpu_memory``): on CUDA the process's allocator is capped to it, and the
+            prefix cache takes at most a quarter of it.
 
     Per call: ``stop_sequences`` (or ``stop``), ``max_new_tokens`` / ``max_tokens``,
     ``temperature``, ``top_p``, ``top_k``, ``seed``, ``do_sample``, ``grammar`` /
-    ``response_format`` (``{"type": "json" | "regex" | "ebnf", "value": ...}``) and
-    ``chat_template_kwargs``. Decoding is greedy unless a temperature is given.
+    ``response_format`` (``{"type": "json" | "regex" | "ebnf", "value": ...}``),
+    ``chat_template_kwargs`` and ``logprobs`` / ``top_logprobs`` (each output token's
+    log-probability in :attr:`ChatResponse.logprobs`). Decoding is greedy unless a
+    temperature is given.
     """
 
     provider = "transformers"
@@ -124,6 +135,9 @@ class TransformersChatModel(ChatModelBase):
         cache_dir: str | Path | None = None,
         model: tuple[Any, Any] | None = None,
         device: str | None = None,
+        prefix_cache_bytes: int = 512 * 2**20,
+        prefill_chunk: int | None = None,
+        gpu_memory: int | None = None,
         **generate_kwargs: Any,
     ) -> None:
         self.max_new_tokens = max_tokens if max_tokens is not None else max_new_tokens
@@ -133,15 +147,20 @@ class TransformersChatModel(ChatModelBase):
                 raise ValueError("give device or device_map, not both")
             device_map = device
         self.generate_kwargs = normalize_options(generate_kwargs)
-        self._generation(dict(self.generate_kwargs), model_id)  # bad arguments fail here
+        self._generation({k: v for k, v in self.generate_kwargs.items()  # bad arguments fail
+                          if k not in ("logprobs", "top_logprobs")}, model_id)
         self._key: tuple[Any, ...] | None = None
+        if gpu_memory:
+            prefix_cache_bytes = min(prefix_cache_bytes, gpu_memory // 4)
+        engine_options = {"prefix_cache_bytes": prefix_cache_bytes,
+                          "prefill_chunk": prefill_chunk}
         if model is not None:
             loaded = LoadedModel(model[0], model[1], model_id, "object", None)
-            self._shared = _Shared(loaded, max_batch_size, batch_wait)
+            self._shared = _Shared(loaded, max_batch_size, batch_wait, **engine_options)
         else:
             load_key = (model_id, repr(device_map), repr(torch_dtype), trust_remote_code,
-                        repr(sorted((model_kwargs or {}).items())), str(cache_dir))
-            self._key = (load_key, max_batch_size, batch_wait)
+                        repr(sorted((model_kwargs or {}).items())), str(cache_dir), gpu_memory)
+            self._key = (load_key, max_batch_size, batch_wait, prefix_cache_bytes, prefill_chunk)
             with _shared_lock:
                 shared = _shared.get(self._key)
                 if shared is None:
@@ -151,8 +170,9 @@ class TransformersChatModel(ChatModelBase):
                         load_local_model(model_id, device_map=device_map,
                                          torch_dtype=torch_dtype,
                                          trust_remote_code=trust_remote_code,
-                                         model_kwargs=model_kwargs, cache_dir=cache_dir))
-                    shared = _Shared(loaded, max_batch_size, batch_wait)
+                                         model_kwargs=model_kwargs, cache_dir=cache_dir,
+                                         gpu_memory=gpu_memory))
+                    shared = _Shared(loaded, max_batch_size, batch_wait, **engine_options)
                     _shared[self._key] = shared
                 shared.users += 1
             self._shared = shared
@@ -251,8 +271,10 @@ class TransformersChatModel(ChatModelBase):
         use_tools = tools if tool_choice != "none" else None
         prompt = self.format_prompt(messages, use_tools, kwargs.pop("chat_template_kwargs", None))
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        options, sampling = self._generation(
-            {**self.generate_kwargs, **normalize_options(kwargs)}, self.model_name)
+        call = {**self.generate_kwargs, **normalize_options(kwargs)}
+        top = call.pop("top_logprobs", None)
+        scores = int(top or 0) if call.pop("logprobs", None) or top else None
+        options, sampling = self._generation(call, self.model_name)
         stops = [*self.stop_sequences, *(options.stop or [])]
         budget = _first(options.max_tokens, self.max_new_tokens)
         matcher = self._shared.grammar().matcher(constraint) if constraint is not None else None
@@ -265,6 +287,7 @@ class TransformersChatModel(ChatModelBase):
         request = GenerationRequest(
             prompt_ids=list(prompt_ids), max_new_tokens=int(budget), emit=emit,
             sampling=sampling, stop=tuple(s for s in stops if s), matcher=matcher,
+            logprobs=scores,
         )
         opened = prompt.rstrip().endswith(THINK_BEGIN)
         assembler = OutputAssembler(ResponseBuilder(id=uuid.uuid4().hex), thinking=opened,
@@ -336,6 +359,7 @@ class _CallContext:
         self.started = started
         self.text = ""
         self.output_tokens = 0
+        self.logprobs: list[TokenLogprob] | None = [] if request.logprobs is not None else None
 
     def _error(self, exc: BaseException) -> ModelError:
         error = ModelError(f"generation failed: {exc}", provider="transformers",
@@ -349,15 +373,26 @@ class _CallContext:
             raise self._error(event.error)
         self.text += event.text
         self.output_tokens = max(self.output_tokens, event.output_tokens)
+        if self.logprobs is not None:
+            self.logprobs.extend(
+                TokenLogprob(token=token, logprob=value,
+                             top_logprobs=[TopLogprob(token=t, logprob=v) for t, v in top])
+                for token, value, top in event.logprobs)
         return event
+
+    def _chunk(self, **kwargs: Any) -> ChatResponse:
+        chunk = self.assembler.builder.chunk(**kwargs)
+        if self.logprobs is not None:
+            chunk.logprobs = list(self.logprobs)
+        return chunk
 
     def _last(self, reason: str) -> ChatResponse:
         self.assembler.update(self.text, final=True)
         usage = ChatUsage(input_tokens=len(self.request.prompt_ids),
                           output_tokens=self.output_tokens,
                           time=time.perf_counter() - self.started)
-        return self.assembler.builder.chunk(is_last=True, usage=usage, finish_reason=reason,
-                                            metadata=self._metadata())
+        return self._chunk(is_last=True, usage=usage, finish_reason=reason,
+                           metadata=self._metadata())
 
     def _metadata(self) -> dict[str, Any] | None:
         if self.structured_model is not None:
@@ -392,19 +427,13 @@ class _CallContext:
                     yield self._last(event.finish_reason)
                     return
                 if self.assembler.update(self.text, final=False):
-                    yield self.assembler.builder.chunk()
+                    yield self._chunk()
         finally:
             self.request.cancel()
 
 
 def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
-
-
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
 
 
 def _sampling(options: GenerationOptions, do_sample: bool | None) -> Sampling:

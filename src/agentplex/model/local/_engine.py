@@ -4,6 +4,11 @@ Requests arriving while others are being decoded are prefilled as a group and me
 running batch (left padding, per-row position ids), so nobody waits for a batch to drain.
 Each request keeps its own sampling arguments, stop sequences, grammar matcher and stream;
 finished and cancelled rows leave the batch at the next step.
+
+Prompts reuse the cached keys and values of earlier prompts' prefixes (:mod:`._prefix`):
+requests arriving together that share a long prefix compute it once. A long prompt that
+joins while others decode is prefilled in chunks, one chunk between two decode steps, sized
+so that a chunk costs about half a decode step: the running requests keep their pace.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BatchEngine", "GenerationEvent", "GenerationRequest", "Sampling"]
+from ._prefix import KV, PrefixCache
+
+__all__ = ["BatchEngine", "GenerationEvent", "GenerationRequest", "Sampling", "TokenScore"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,10 @@ class Sampling:
     seed: int | None = None
 
 
+TokenScore = tuple[str, float, list[tuple[str, float]]]
+"""A generated token, its log-probability, and the most likely tokens with theirs."""
+
+
 @dataclass
 class GenerationEvent:
     """What the worker reports: new text, and at the end the finish reason (or an error)."""
@@ -37,6 +48,8 @@ class GenerationEvent:
     output_tokens: int = 0
     finish_reason: str | None = None
     error: BaseException | None = None
+    logprobs: list[TokenScore] = field(default_factory=list)
+    """The new tokens' log-probabilities, when the request asked for them."""
 
 
 @dataclass
@@ -49,6 +62,8 @@ class GenerationRequest:
     sampling: Sampling = field(default_factory=Sampling)
     stop: tuple[str, ...] = ()
     matcher: Any = None
+    logprobs: int | None = None
+    """``None``: no log-probabilities; ``k``: each token's, with the ``k`` most likely."""
     cancelled: bool = False
     generated: list[int] = field(default_factory=list)
     text: str = ""
@@ -58,6 +73,7 @@ class GenerationRequest:
     _decoded: str = ""
     _prefix: int = 0
     _read: int = 0
+    _scores: list[TokenScore] = field(default_factory=list)
 
     def cancel(self) -> None:
         """Ask the worker to drop this request at its next step."""
@@ -85,6 +101,16 @@ class _Batch:
     next_ids: Any
 
 
+@dataclass
+class _Chunked:
+    """A long prompt being prefilled chunk by chunk while a batch decodes."""
+
+    req: GenerationRequest
+    done: int = 0
+    past: Any = None
+    """Per layer ``(keys, values)`` of the prompt so far, ``[1, heads, done, dim]``."""
+
+
 class BatchEngine:
     """Serves :class:`GenerationRequest` objects for one model from a daemon thread."""
 
@@ -97,6 +123,9 @@ class BatchEngine:
         grammar: Any = None,
         max_batch_size: int = 64,
         batch_wait: float = 0.005,
+        prefix_cache_bytes: int = 512 * 2**20,
+        prefix_block: int = 32,
+        prefill_chunk: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -118,6 +147,17 @@ class BatchEngine:
         """Time spent in the model's forward passes."""
         self.select_seconds = 0.0
         """Time spent choosing tokens (grammar masks, sampling, stop checks, detokenizing)."""
+        self.prefix = PrefixCache(prefix_block, prefix_cache_bytes) if prefix_cache_bytes else None
+        """The prompt-prefix cache (``None`` when ``prefix_cache_bytes`` is 0)."""
+        self.prefill_chunk = prefill_chunk
+        """Tokens per prefill chunk while others decode (``None``: sized to one decode step)."""
+        self.prefill_tokens = 0
+        """Prompt tokens computed so far (tokens served from the prefix cache excluded)."""
+        self.chunks = 0
+        """Prefill chunks run between decode steps."""
+        self._decode_cost = 0.0
+        self._token_cost = 0.0
+        self._chunk_token_cost = 0.0
 
     def submit(self, request: GenerationRequest) -> None:
         """Queue ``request``; its events arrive through ``request.emit``."""
@@ -154,6 +194,7 @@ class BatchEngine:
             if self._closed:
                 return None
             if not active and len(self._pending) < self.max_batch_size and self.batch_wait > 0:
+                # an idle engine waits a moment so that requests arriving together batch
                 self._cv.wait(self.batch_wait)
             room = self.max_batch_size - active
             taken: list[GenerationRequest] = []
@@ -169,54 +210,184 @@ class BatchEngine:
         import torch
 
         batch: _Batch | None = None
+        chunked: deque[_Chunked] = deque()
         while True:
-            new = self._take(len(batch.reqs) if batch else 0)
+            new = self._take((len(batch.reqs) if batch else 0) + len(chunked))
             if new is None:
-                self._shut_down(batch)
+                self._shut_down(batch, [c.req for c in chunked])
                 return
             try:
                 with torch.inference_mode():
+                    if new and batch is not None:  # long prompts join in chunks
+                        size = self._chunk_size()
+                        chunked.extend(_Chunked(r) for r in new if len(r.prompt_ids) > size)
+                        new = [r for r in new if len(r.prompt_ids) <= size]
                     if new:
                         batch = self._merge(batch, self._prefill(new))
                     elif batch is not None:
                         self._decode(batch)
+                    if chunked:
+                        joined = self._prefill_chunk(chunked[0])
+                        if joined is not None or chunked[0].req.finish_reason is not None:
+                            chunked.popleft()
+                        if joined is not None:
+                            batch = self._merge(batch, joined)
                     batch = self._prune(batch)
             except Exception as exc:  # report to every caller, keep serving
-                for req in (batch.reqs if batch else []) + new:
+                for req in (batch.reqs if batch else []) + new + [c.req for c in chunked]:
                     if req.finish_reason is None:
                         req.finish_reason = "error"
                         self._emit(req, GenerationEvent(error=exc, finish_reason="error"))
                 batch = None
+                chunked.clear()
 
-    def _shut_down(self, batch: _Batch | None) -> None:
+    def _shut_down(self, batch: _Batch | None, chunked: list[GenerationRequest]) -> None:
         with self._cv:
             waiting, self._pending = list(self._pending), deque()
-        for req in (batch.reqs if batch else []) + waiting:
+        for req in (batch.reqs if batch else []) + chunked + waiting:
             if req.finish_reason is None:
                 req.finish_reason = "error"
                 error = RuntimeError("the model's batching engine was closed")
                 self._emit(req, GenerationEvent(error=error, finish_reason="error"))
 
     def _prefill(self, reqs: list[GenerationRequest]) -> _Batch:
+        """Compute the prompts of ``reqs`` (reusing cached prefixes) and their first tokens."""
+        if self.prefix is not None:
+            self._share_prefix(reqs)
+        pasts: list[KV | None] = []
+        done: list[int] = []
+        for r in reqs:
+            chain = self.prefix.match(r.prompt_ids, len(r.prompt_ids) - 1) if self.prefix else []
+            pasts.append(PrefixCache.assemble(chain) if chain else None)
+            done.append(len(chain) * (self.prefix.block_size if self.prefix else 0))
+        if self.prefix is not None:
+            self.prefix.hit_tokens += sum(done)
+        batch, logits = self._forward(reqs, pasts, done,
+                                      [r.prompt_ids[d:] for r, d in zip(reqs, done, strict=True)])
+        self._remember(batch)
+        batch.next_ids = self._select(reqs, logits)
+        return batch
+
+    def _share_prefix(self, reqs: list[GenerationRequest]) -> None:
+        """When requests arriving together share a long uncached prefix, compute it once."""
+        assert self.prefix is not None
+        size = self.prefix.block_size
+        first = reqs[0].prompt_ids
+        common = len(first) - 1
+        sharing = 0
+        for r in reqs[1:]:
+            n = _common_length(first, r.prompt_ids, len(r.prompt_ids) - 1)
+            if n >= size:
+                sharing += 1
+                common = min(common, n)
+        common -= common % size
+        if not sharing or common < size:
+            return
+        cached = len(self.prefix.match(first, common)) * size
+        if common - cached < size:
+            return
+        past = PrefixCache.assemble(self.prefix.match(first, cached)) if cached else None
+        shared = GenerationRequest(prompt_ids=list(first[:common]), max_new_tokens=0,
+                                   emit=lambda event: None)
+        batch, _ = self._forward([shared], [past], [cached], [shared.prompt_ids[cached:]])
+        self._remember(batch)
+
+    def _forward(self, reqs: list[GenerationRequest], pasts: list[KV | None], done: list[int],
+                 new_ids: list[list[int]]) -> tuple[_Batch, Any]:
+        """One forward pass of ``new_ids`` for each row, after its cached ``pasts`` (``done``
+        tokens each): rows are right-aligned, padding goes in front of each part."""
         import torch
         from transformers import DynamicCache
 
         device = self.model.device
-        width = max(len(r.prompt_ids) for r in reqs)
-        ids = torch.full((len(reqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(reqs), width), dtype=torch.long)
-        for i, r in enumerate(reqs):
-            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask[i, width - len(r.prompt_ids):] = 1
+        rows, width_past, width_new = len(reqs), max(done), max(len(x) for x in new_ids)
+        ids = torch.full((rows, width_new), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, width_past + width_new), dtype=torch.long)
+        for i, tokens in enumerate(new_ids):
+            ids[i, width_new - len(tokens):] = torch.tensor(tokens)
+            mask[i, width_past - done[i]:width_past] = 1
+            mask[i, width_past + width_new - len(tokens):] = 1
         ids, mask = ids.to(device), mask.to(device)
         cache = DynamicCache()
+        if width_past:
+            template = next(p for p in pasts if p is not None)
+            layers = []
+            for index, (k0, v0) in enumerate(template):
+                keys = k0.new_zeros((rows, k0.shape[0], width_past, k0.shape[2]))
+                values = v0.new_zeros((rows, v0.shape[0], width_past, v0.shape[2]))
+                for i, past in enumerate(pasts):
+                    if past is not None:
+                        keys[i, :, width_past - done[i]:] = past[index][0]
+                        values[i, :, width_past - done[i]:] = past[index][1]
+                layers.append((keys, values))
+            cache = DynamicCache(layers)
+        positions = self._positions(mask)[:, width_past:]
         started = time.perf_counter()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=self._positions(mask),
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
-        self.forward_seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.forward_seconds += seconds
         self.steps += 1
-        batch = _Batch(reqs, out.past_key_values, mask, None)
-        batch.next_ids = self._select(reqs, out.logits[:, -1, :])
+        computed = sum(len(x) for x in new_ids)
+        self.prefill_tokens += computed
+        self._token_cost = _ema(self._token_cost, seconds / max(computed, 1))
+        return _Batch(reqs, out.past_key_values, mask, None), out.logits[:, -1, :]
+
+    def _remember(self, batch: _Batch) -> None:
+        """Put the prompts just computed into the prefix cache."""
+        if self.prefix is None:
+            return
+        for i, r in enumerate(batch.reqs):
+            columns = batch.mask[i].nonzero().squeeze(1)
+
+            def kv_of(start: int, end: int, i: int = i, columns: Any = columns) -> KV:
+                index = columns[start:end]
+                return [(layer.keys[i].index_select(1, index),
+                         layer.values[i].index_select(1, index))
+                        for layer in batch.cache.layers]
+
+            self.prefix.insert(r.prompt_ids, len(r.prompt_ids), kv_of)
+
+    def _chunk_size(self) -> int:
+        """Tokens per prefill chunk: about the cost of half a decode step of the batch."""
+        if self.prefill_chunk is not None:
+            return self.prefill_chunk
+        # per-token cost of chunks themselves (small forwards over a long context cost more
+        # per token than a batch prefill), else of any prefill
+        per_token = self._chunk_token_cost or self._token_cost
+        if not self._decode_cost or not per_token:
+            return 64
+        # half a decode step: the running requests' gaps grow by about half while it joins
+        return max(8, min(2048, int(0.5 * self._decode_cost / per_token)))
+
+    def _prefill_chunk(self, item: _Chunked) -> _Batch | None:
+        """Prefill the next chunk of a long prompt; its batch of one once complete."""
+        import torch
+
+        req = item.req
+        if req.cancelled:
+            self._finish(req, "cancelled")
+            return None
+        if item.past is None and item.done == 0 and self.prefix is not None:
+            chain = self.prefix.match(req.prompt_ids, len(req.prompt_ids) - 1)
+            if chain:
+                item.past = PrefixCache.assemble(chain)
+                item.done = len(chain) * self.prefix.block_size
+                self.prefix.hit_tokens += item.done
+        end = min(len(req.prompt_ids), item.done + self._chunk_size())
+        started = time.perf_counter()
+        batch, logits = self._forward([req], [item.past], [item.done],
+                                      [req.prompt_ids[item.done:end]])
+        self._chunk_token_cost = _ema(self._chunk_token_cost,
+                                      (time.perf_counter() - started) / (end - item.done))
+        self.chunks += 1
+        item.done = end
+        if end < len(req.prompt_ids):
+            item.past = [(layer.keys[0], layer.values[0]) for layer in batch.cache.layers]
+            return None
+        batch.mask = torch.ones_like(batch.mask)
+        self._remember(batch)
+        batch.next_ids = self._select([req], logits)
         return batch
 
     def _decode(self, batch: _Batch) -> None:
@@ -228,7 +399,9 @@ class BatchEngine:
         started = time.perf_counter()
         out = self.model(input_ids=batch.next_ids[:, None], attention_mask=batch.mask,
                          position_ids=positions, past_key_values=batch.cache, use_cache=True)
-        self.forward_seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.forward_seconds += seconds
+        self._decode_cost = _ema(self._decode_cost, seconds)
         self.steps += 1
         self.max_rows_seen = max(self.max_rows_seen, len(batch.reqs))
         batch.cache = out.past_key_values
@@ -244,6 +417,8 @@ class BatchEngine:
 
         started = time.perf_counter()
         logits = logits.float()
+        scored = [i for i, r in enumerate(reqs) if r.logprobs is not None]
+        logprobs = logits[scored].log_softmax(dim=-1) if scored else None
         constrained = [i for i, r in enumerate(reqs) if r.matcher is not None]
         if constrained and self.grammar is not None:
             bitmask = self.grammar.allocate_bitmask(len(reqs))
@@ -256,9 +431,25 @@ class BatchEngine:
         for i, r in enumerate(reqs):
             if r.sampling.temperature > 0:
                 chosen[i] = _sample(logits[i], r.sampling, r._generator)
+        if logprobs is not None:
+            for row, i in enumerate(scored):
+                self._score(reqs[i], logprobs[row], int(chosen[i]))
+        for i, r in enumerate(reqs):
             self._advance(r, int(chosen[i]))
         self.select_seconds += time.perf_counter() - started
         return torch.tensor(chosen, dtype=torch.long, device=logits.device)
+
+    def _score(self, req: GenerationRequest, logprobs: Any, token: int) -> None:
+        """Keep the chosen token's log-probability (and the top ones) for the next event."""
+        if req.finish_reason is not None or token in self.eos_ids:
+            return
+        decode = self.tokenizer.decode
+        top: list[tuple[str, float]] = []
+        if req.logprobs:
+            values, indices = logprobs.topk(req.logprobs)
+            top = [(decode([int(t)]), float(v))
+                   for v, t in zip(values.tolist(), indices.tolist(), strict=True)]
+        req._scores.append((decode([token]), float(logprobs[token]), top))
 
     def _advance(self, req: GenerationRequest, token: int) -> None:
         if req.finish_reason is not None:
@@ -308,6 +499,8 @@ class BatchEngine:
                                         finish_reason=reason))
 
     def _emit(self, req: GenerationRequest, event: GenerationEvent) -> None:
+        if req._scores and event.error is None:
+            event.logprobs, req._scores = req._scores, []
         try:
             req.emit(event)
         except RuntimeError:  # the caller's event loop is gone
@@ -364,6 +557,19 @@ class BatchEngine:
                     layer.keys = layer.keys[:, :, first:, :]
                     layer.values = layer.values[:, :, first:, :]
         return batch
+
+
+def _common_length(a: list[int], b: list[int], limit: int) -> int:
+    """How many leading tokens ``a`` and ``b`` share (at most ``limit``)."""
+    n = min(len(a), len(b), limit)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _ema(old: float, new: float, weight: float = 0.3) -> float:
+    return new if not old else old + weight * (new - old)
 
 
 def _near_budget(req: GenerationRequest) -> bool:

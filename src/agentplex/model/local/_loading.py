@@ -111,6 +111,26 @@ def default_device(device_map: Any) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def cuda_options(device: str, gpu_memory: int | None, totals: list[int]
+                 ) -> tuple[dict[str, Any], list[float]]:
+    """What loading on ``device`` adds: SDPA attention and, with ``gpu_memory``, the share
+    of each visible GPU (``totals``: their memory) the process's allocator may use."""
+    if not device.startswith("cuda"):
+        return {}, []
+    options: dict[str, Any] = {"attn_implementation": "sdpa"}
+    fractions = [min(1.0, gpu_memory / total) for total in totals] if gpu_memory else []
+    if gpu_memory and len(totals) > 1:
+        options["max_memory"] = dict.fromkeys(range(len(totals)), gpu_memory)
+    return options, fractions
+
+
+def _cap_gpu_memory(fractions: list[float]) -> None:
+    import torch
+
+    for index, fraction in enumerate(fractions):
+        torch.cuda.set_per_process_memory_fraction(fraction, index)
+
+
 def _from_pretrained(location: str, device_map: Any, dtype: Any, trust_remote_code: bool,
                      model_kwargs: dict[str, Any], **extra: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -164,13 +184,25 @@ def load_local_model(
     trust_remote_code: bool = False,
     model_kwargs: dict[str, Any] | None = None,
     cache_dir: str | Path | None = None,
+    gpu_memory: int | None = None,
 ) -> LoadedModel:
     """Load ``model_id`` (the default alias, a ``.gguf`` file, a folder or a cached hub id).
 
-    GGUF files are converted once into ``cache_dir`` (default :func:`cache_root`).
+    GGUF files are converted once into ``cache_dir`` (default :func:`cache_root`). On CUDA
+    the model loads in bf16 (fp16 without bf16 support) with SDPA attention, and
+    ``gpu_memory`` (bytes) caps what this process allocates on each GPU.
     """
-    kwargs = dict(model_kwargs or {})
-    dtype = _torch_dtype(torch_dtype, default_device(device_map))
+    device = default_device(device_map)
+    dtype = _torch_dtype(torch_dtype, device)
+    totals: list[int] = []
+    if device.startswith("cuda"):
+        import torch
+
+        totals = [torch.cuda.get_device_properties(i).total_memory
+                  for i in range(torch.cuda.device_count())]
+    extra, fractions = cuda_options(device, gpu_memory, totals)
+    kwargs = {**extra, **(model_kwargs or {})}
+    _cap_gpu_memory(fractions)
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     path = Path(model_id).expanduser()
     gguf: Path | None = None

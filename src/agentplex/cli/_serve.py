@@ -1,0 +1,67 @@
+"""``agentplex serve MODEL``: any chat model over the OpenAI chat-completions wire."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["serve"]
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"options are KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def serve(
+    model: Annotated[str, typer.Argument(
+        help="Any init_chat_model string: transformers:default, openai:gpt-4o-mini, ...")],
+    host: Annotated[str, typer.Option(
+        help="Address to listen on (loopback unless told otherwise).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: a free one).")] = 8000,
+    api_key: Annotated[str | None, typer.Option(
+        help="Key clients must send as 'Authorization: Bearer KEY' "
+             "(default: $AGENTPLEX_API_KEY; none: no key).")] = None,
+    served_model_name: Annotated[str | None, typer.Option(
+        help="The name clients ask for (default: MODEL as given).")] = None,
+    max_concurrency: Annotated[int, typer.Option(
+        min=1, help="Requests answered at once.")] = 256,
+    max_queue: Annotated[int, typer.Option(
+        min=0, help="Requests waiting beyond those; more get HTTP 429.")] = 1024,
+    option: Annotated[list[str], typer.Option(
+        help="KEY=VALUE argument for the model (JSON values), e.g. torch_dtype=bfloat16. "
+             "Repeatable.")] = [],  # noqa: B006 - typer reads the default
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+) -> None:
+    """Serve MODEL over the OpenAI chat-completions wire (/v1/chat/completions, /v1/models,
+    /health, /metrics)."""
+    from ..model import init_chat_model
+    from ..serving import run_server
+
+    key = api_key if api_key is not None else os.environ.get("AGENTPLEX_API_KEY") or None
+    if host not in ("127.0.0.1", "localhost", "::1") and key is None:
+        typer.echo(f"warning: serving on {host} without --api-key", err=True)
+    if model.startswith("transformers"):
+        from ._app import _quiet_transformers
+
+        _quiet_transformers()
+    chat_model = init_chat_model(model, stream=True, **_options(option))
+    name = served_model_name or model
+
+    def ready(url: str) -> None:
+        print(f"agentplex serve: {name} at {url}", flush=True)
+
+    run_server({name: chat_model}, host=host, port=port, api_key=key,
+               max_concurrency=max_concurrency, max_queue=max_queue, log_level=log_level,
+               ready=ready)

@@ -1,0 +1,368 @@
+"""The OpenAI-compatible HTTP application over chat models (Starlette, any ASGI server).
+
+Routes: ``POST /v1/chat/completions`` (answers or server-sent events), ``GET /v1/models``,
+``GET /v1/models/{id}``, ``GET /health`` and ``GET /metrics`` (Prometheus). ``/v1`` routes
+need ``Authorization: Bearer <api_key>`` when the app has a key; ``/health`` and
+``/metrics`` never do. Every error has OpenAI's shape and status: 400 for a request that
+cannot be served as asked, 401 for a missing or wrong key, 404 for an unknown model or
+path, 429 when the queue is full; 5xx only for failures of the server or its model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..model import (
+    AuthenticationError,
+    ChatModelBase,
+    ChatResponse,
+    ModelError,
+    ModelTimeoutError,
+    ProviderError,
+    RateLimitError,
+    UnsupportedOptionError,
+)
+from ._convert import DONE, ChunkWriter, RequestError, call_arguments, completion, sse
+from ._metrics import ServerMetrics
+from .schema import ChatCompletionRequest, ErrorDetail, ErrorResponse, ModelCard, ModelList
+
+__all__ = ["OpenAIServer", "create_app"]
+
+log = logging.getLogger("agentplex.serving")
+
+_JSON = "application/json"
+
+
+class QueueFull(Exception):
+    """Every slot is busy and the waiting queue is at its bound."""
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, message: str, type: str, *, param: str | None = None,
+                 code: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = ErrorResponse(error=ErrorDetail(message=message, type=type, param=param,
+                                                    code=code))
+        self.headers = dict(headers or {})
+
+    def response(self) -> Response:
+        return Response(self.body.model_dump_json(), status_code=self.status,
+                        media_type=_JSON, headers=self.headers)
+
+
+def _validation_error(exc: ValidationError) -> _ApiError:
+    first = exc.errors(include_url=False)[0]
+    param = ".".join(str(p) for p in first.get("loc", ()) if p != "__root__") or None
+    message = first.get("msg", str(exc))
+    if first.get("type") == "json_invalid":
+        return _ApiError(400, f"the body is not valid JSON: {message}",
+                         "invalid_request_error", code="invalid_json")
+    return _ApiError(400, f"{param + ': ' if param else ''}{message}", "invalid_request_error",
+                     param=param)
+
+
+def _model_error(exc: BaseException) -> _ApiError:
+    """The HTTP error standing for an exception raised by the model call."""
+    if isinstance(exc, RequestError):
+        return _ApiError(400, str(exc), "invalid_request_error", param=exc.param)
+    if isinstance(exc, UnsupportedOptionError):
+        return _ApiError(400, str(exc), "invalid_request_error", code="unsupported_option")
+    if isinstance(exc, RateLimitError):
+        headers = {"retry-after": f"{exc.retry_after:g}"} if exc.retry_after else None
+        return _ApiError(429, str(exc), "rate_limit_error", code="upstream_rate_limited",
+                         headers=headers)
+    if isinstance(exc, ModelTimeoutError):
+        return _ApiError(504, str(exc), "server_error", code="model_timeout")
+    if isinstance(exc, AuthenticationError):
+        return _ApiError(502, str(exc), "server_error", code="upstream_authentication")
+    if isinstance(exc, ProviderError):
+        if exc.status_code in (400, 422):
+            return _ApiError(400, str(exc), "invalid_request_error")
+        return _ApiError(502, str(exc), "server_error", code="upstream_error")
+    if isinstance(exc, ModelError):
+        return _ApiError(500, str(exc), "server_error", code="model_error")
+    if isinstance(exc, (TypeError, ValueError)):  # an argument the model does not take
+        return _ApiError(400, f"the model refused the request: {exc}", "invalid_request_error")
+    log.exception("the model call failed", exc_info=exc)
+    return _ApiError(500, f"internal error ({type(exc).__name__})", "server_error")
+
+
+class _Admission:
+    """At most ``limit`` requests at once; up to ``queue`` more wait; beyond that, 429."""
+
+    def __init__(self, limit: int, queue: int, metrics: ServerMetrics) -> None:
+        if limit < 1 or queue < 0:
+            raise ValueError("max_concurrency must be at least 1 and max_queue at least 0")
+        self._slots = asyncio.Semaphore(limit)
+        self.queue = queue
+        self.waiting = 0
+        self.running = 0
+        self._metrics = metrics
+
+    async def acquire(self) -> None:
+        if self._slots.locked():
+            if self.waiting >= self.queue:
+                raise QueueFull
+            self.waiting += 1
+            self._metrics.queue_length.set(self.waiting)
+            try:
+                await self._slots.acquire()
+            finally:
+                self.waiting -= 1
+                self._metrics.queue_length.set(self.waiting)
+        else:
+            await self._slots.acquire()
+        self.running += 1
+        self._metrics.running.set(self.running)
+
+    def release(self) -> None:
+        self.running -= 1
+        self._metrics.running.set(self.running)
+        self._slots.release()
+
+
+class OpenAIServer:
+    """The state behind the app: the served models, the key, admission and metrics.
+
+    Args:
+        models: served name → model. A model built with ``stream=True`` streams natively
+            (and is collected for non-streamed requests); a non-streaming model answers a
+            streamed request as one delta.
+        api_key: the key ``/v1`` requests must bear (``None``: no key).
+        max_concurrency: requests answered at once (a batching model sees them together).
+        max_queue: requests waiting beyond those; more are refused with 429.
+    """
+
+    def __init__(self, models: Mapping[str, ChatModelBase], *, api_key: str | None = None,
+                 max_concurrency: int = 256, max_queue: int = 1024) -> None:
+        if not models:
+            raise ValueError("serve at least one model")
+        self.models = dict(models)
+        self.api_key = api_key
+        self.metrics = ServerMetrics()
+        self.admission = _Admission(max_concurrency, max_queue, self.metrics)
+        self.created = int(time.time())
+
+    # -- routes --------------------------------------------------------------------------
+
+    def _check_key(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(),
+                                                                 self.api_key.encode()):
+            raise _ApiError(401, "missing or wrong API key (send 'Authorization: Bearer KEY')",
+                            "invalid_request_error", code="invalid_api_key")
+
+    def _model(self, name: str) -> ChatModelBase:
+        model = self.models.get(name)
+        if model is None:
+            raise _ApiError(404, f"the model {name!r} does not exist (served: "
+                            f"{', '.join(sorted(self.models))})", "invalid_request_error",
+                            param="model", code="model_not_found")
+        return model
+
+    async def list_models(self, request: Request) -> Response:
+        try:
+            self._check_key(request)
+        except _ApiError as exc:
+            return exc.response()
+        cards = [ModelCard(id=name, created=self.created) for name in self.models]
+        return Response(ModelList(data=cards).model_dump_json(), media_type=_JSON)
+
+    async def get_model(self, request: Request) -> Response:
+        try:
+            self._check_key(request)
+            name = request.path_params["model"]
+            self._model(name)
+        except _ApiError as exc:
+            return exc.response()
+        return Response(ModelCard(id=name, created=self.created).model_dump_json(),
+                        media_type=_JSON)
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "models": list(self.models),
+                             "running": self.admission.running,
+                             "waiting": self.admission.waiting})
+
+    async def metrics_page(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=self.metrics.content_type)
+
+    async def chat_completions(self, request: Request) -> Response:
+        started = time.perf_counter()
+        name = "unknown"
+        try:
+            self._check_key(request)
+            try:
+                body = ChatCompletionRequest.model_validate_json(await request.body())
+            except ValidationError as exc:
+                raise _validation_error(exc) from None
+            name = body.model
+            model = self._model(name)
+            arguments = call_arguments(body)
+        except RequestError as exc:
+            return self._failed(name, _model_error(exc))
+        except _ApiError as exc:
+            return self._failed(name, exc)
+        try:
+            await self.admission.acquire()
+        except QueueFull:
+            return self._failed(name, _ApiError(
+                429, f"the server's queue is full ({self.admission.queue} requests waiting); "
+                "retry later", "rate_limit_error", code="queue_full", headers={"retry-after": "1"}))
+        try:
+            result = await model(arguments.messages, tools=arguments.tools,
+                                 tool_choice=arguments.tool_choice, **arguments.kwargs)
+            if body.stream:
+                stream = _as_stream(result)
+                first = await anext(stream)
+                self.metrics.ttft.labels(name).observe(time.perf_counter() - started)
+                writer = ChunkWriter(name, include_usage=bool(
+                    body.stream_options and body.stream_options.include_usage),
+                    logprobs=bool(body.logprobs))
+                events = self._events(name, writer, first, stream, started)
+                return _EventStream(events, stream, self.admission.release)
+            response = await _collect(result)
+        except BaseException as exc:
+            self.admission.release()
+            if not isinstance(exc, Exception):
+                raise
+            return self._failed(name, _model_error(exc))
+        self.admission.release()
+        seconds = time.perf_counter() - started
+        self.metrics.ttft.labels(name).observe(seconds)
+        self._answered(name, 200, response, seconds)
+        answer = completion(response, name, logprobs=bool(body.logprobs))
+        return Response(answer.model_dump_json(exclude_none=True), media_type=_JSON)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _failed(self, model: str, error: _ApiError) -> Response:
+        self.metrics.answered(model if model in self.models else "unknown", error.status)
+        return error.response()
+
+    def _answered(self, model: str, status: int, response: ChatResponse | None,
+                  seconds: float) -> None:
+        usage = response.usage if response is not None else None
+        self.metrics.answered(model, status, usage.input_tokens if usage else 0,
+                              usage.output_tokens if usage else 0, seconds)
+
+    async def _events(self, name: str, writer: ChunkWriter, first: ChatResponse,
+                      stream: AsyncGenerator[ChatResponse, None], started: float
+                      ) -> AsyncIterator[bytes]:
+        last: ChatResponse | None = None
+        status = 200
+        try:
+            yield writer.first(first)
+            chunk: ChatResponse | None = first
+            while chunk is not None:
+                if chunk.is_last:
+                    last = chunk
+                    for closing in writer.last(chunk):
+                        yield closing
+                    return
+                event = writer.chunk(chunk)
+                if event is not None:
+                    yield event
+                chunk = await anext(stream, None)
+            raise ModelError("the model's stream ended without a final chunk")
+        except Exception as exc:  # the status is sent: report in the stream, then end it
+            error = _model_error(exc)
+            status = error.status
+            yield sse(error.body.model_dump_json())
+            yield DONE
+        finally:
+            await stream.aclose()
+            self._answered(name, status, last, time.perf_counter() - started)
+
+
+class _EventStream(StreamingResponse):
+    """Server-sent events that give back their admission slot however the response ends
+    (finished, failed, or the client gone before the first byte)."""
+
+    def __init__(self, events: AsyncIterator[bytes],
+                 stream: AsyncGenerator[ChatResponse, None], release: Callable[[], None]
+                 ) -> None:
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"cache-control": "no-cache"})
+        self._stream = stream
+        self._release: Callable[[], None] | None = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+            await self._stream.aclose()
+
+
+async def _as_stream(result: Any) -> AsyncGenerator[ChatResponse, None]:
+    if isinstance(result, ChatResponse):
+        yield result.model_copy(update={"delta": list(result.content), "is_last": True})
+        return
+    try:
+        async for chunk in result:
+            yield chunk
+    finally:
+        await result.aclose()
+
+
+async def _collect(result: Any) -> ChatResponse:
+    if isinstance(result, ChatResponse):
+        return result
+    last: ChatResponse | None = None
+    try:
+        async for chunk in result:
+            last = chunk
+    finally:
+        await result.aclose()
+    if last is None or not last.is_last:
+        raise ModelError("the model's stream ended without a final chunk")
+    return last
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+    message = (f"no route {request.method} {request.url.path}" if exc.status_code in (404, 405)
+               else str(exc.detail))
+    return _ApiError(exc.status_code, message, kind).response()
+
+
+def create_app(models: ChatModelBase | Mapping[str, ChatModelBase], *,
+               served_model_name: str | None = None, api_key: str | None = None,
+               max_concurrency: int = 256, max_queue: int = 1024,
+               max_body_size: int = 64 * 2**20) -> Starlette:
+    """The ASGI app serving ``models`` (one model, served as ``served_model_name`` or its
+    ``model_name``; or a mapping of names to models). See :class:`OpenAIServer`."""
+    if isinstance(models, ChatModelBase):
+        models = {served_model_name or models.model_name: models}
+    server = OpenAIServer(models, api_key=api_key, max_concurrency=max_concurrency,
+                          max_queue=max_queue)
+    routes = [
+        Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
+        Route("/v1/models", server.list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", server.get_model, methods=["GET"]),
+        Route("/health", server.health, methods=["GET"]),
+        Route("/metrics", server.metrics_page, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _not_found},
+                    max_body_size=max_body_size)
+    app.state.server = server
+    return app

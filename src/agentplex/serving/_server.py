@@ -1,0 +1,134 @@
+"""Running the app on uvicorn: :class:`ModelServer` (in a running event loop, for programs
+and tests) and :func:`serve` (until a signal, for ``agentplex serve``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from ..model import ChatModelBase
+from ._app import create_app
+
+__all__ = ["ModelServer", "run_server", "serve"]
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets only then, and
+    # without it every answer waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _uvicorn_server(app: Any, log_level: str) -> Any:
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # the host program owns its signals
+
+    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=5)
+    return _Server(config)
+
+
+class ModelServer:
+    """The OpenAI-compatible server for ``models``, running in this event loop.
+
+    ``async with ModelServer(model) as server:`` listens on ``host:port`` (port 0: a free
+    port; :attr:`base_url` says which) until the block ends. Other arguments go to
+    :func:`~agentplex.serving.create_app`.
+    """
+
+    def __init__(self, models: ChatModelBase | Mapping[str, ChatModelBase], *,
+                 host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
+                 **app_options: Any) -> None:
+        self.app = create_app(models, **app_options)
+        self.host = host
+        self._socket = _bind(host, port)
+        self.port: int = self._socket.getsockname()[1]
+        self._server = _uvicorn_server(self.app, log_level)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The URL OpenAI clients take as ``base_url`` (ends in ``/v1``)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/v1"
+
+    async def start(self, timeout: float = 10.0) -> ModelServer:
+        self._task = asyncio.ensure_future(self._server.serve(sockets=[self._socket]))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError("the server stopped while starting")
+            if loop.time() > deadline:
+                raise TimeoutError(f"the server did not start within {timeout} s")
+            await asyncio.sleep(0.01)
+        return self
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        self._server.should_exit = True
+        try:
+            await asyncio.wait_for(self._task, 10)
+        finally:
+            self._task = None
+            self._socket.close()
+
+    async def __aenter__(self) -> ModelServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+async def serve(models: ChatModelBase | Mapping[str, ChatModelBase], *,
+                host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+                ready: Any = None, **app_options: Any) -> None:
+    """Serve ``models`` on ``host:port`` until SIGINT / SIGTERM (then finish the requests
+    under way and return).
+
+    ``ready(base_url)`` is called once the socket listens.
+    """
+    app = create_app(models, **app_options)
+    sock = _bind(host, port)
+    server = _uvicorn_server(app, log_level)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    shown = f"[{host}]" if ":" in host else host
+    task = asyncio.ensure_future(server.serve(sockets=[sock]))
+    while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
+        await asyncio.sleep(0.01)
+    if ready is not None and server.started:
+        ready(f"http://{shown}:{sock.getsockname()[1]}/v1")
+    try:
+        await task
+    finally:
+        sock.close()
+
+
+def run_server(models: ChatModelBase | Mapping[str, ChatModelBase], **options: Any) -> None:
+    """Block in :func:`serve` on a fresh event loop (uvloop's when installed)."""
+    factory: Any = None
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(models, **options))

@@ -1,0 +1,173 @@
+"""The local engine's prefix reuse, chunked prefill, log-probabilities and GPU options.
+
+A small randomly initialised Llama stands for a real model: what is checked is that reusing
+cached prefixes and prefilling in chunks give exactly the tokens computing everything at once
+gives (greedy), never how fast (that is ``benchmarks/bench_local_model.py``'s job).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from agentplex.model import TransformersChatModel  # noqa: E402
+from agentplex.model.local import (  # noqa: E402
+    BatchEngine,
+    GenerationEvent,
+    GenerationRequest,
+)
+from agentplex.model.local._loading import cuda_options  # noqa: E402
+from agentplex.model.local._prefix import PrefixCache  # noqa: E402
+from tests.support.tiny_llama import build_tokenizer  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[Any, Any]:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = build_tokenizer()
+    torch.manual_seed(1)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+        initializer_range=0.3)
+    return LlamaForCausalLM(config).eval(), tok
+
+
+def engine(pair: tuple[Any, Any], **options: Any) -> BatchEngine:
+    model, tok = pair
+    return BatchEngine(model, tok, eos_ids={-1}, batch_wait=0.05, **options)
+
+
+def prompts(n: int, shared: int, own: int, seed: int = 0) -> list[list[int]]:
+    g = torch.Generator().manual_seed(seed)
+    head = torch.randint(10, 400, (shared,), generator=g).tolist()
+    return [head + torch.randint(10, 400, (own,), generator=g).tolist() for _ in range(n)]
+
+
+def run(eng: BatchEngine, batch: list[list[int]], tokens: int,
+        late: list[list[int]] | None = None, logprobs: int | None = None
+        ) -> list[GenerationRequest]:
+    """Submit ``batch`` (then ``late`` once the batch decodes); wait for all to finish."""
+    finished = threading.Semaphore(0)
+    decoding = threading.Event()
+
+    def emit(event: GenerationEvent) -> None:
+        if event.output_tokens >= 2:
+            decoding.set()
+        if event.finish_reason is not None:
+            assert event.error is None, event.error
+            finished.release()
+
+    reqs = [GenerationRequest(prompt_ids=p, max_new_tokens=tokens, emit=emit,
+                              logprobs=logprobs) for p in batch]
+    for r in reqs:
+        eng.submit(r)
+    extra = []
+    if late:
+        assert decoding.wait(60)
+        extra = [GenerationRequest(prompt_ids=p, max_new_tokens=tokens, emit=emit)
+                 for p in late]
+        for r in extra:
+            eng.submit(r)
+    for _ in reqs + extra:
+        assert finished.acquire(timeout=120)
+    return reqs + extra
+
+
+def test_prefix_reuse_gives_the_same_tokens(pair: tuple[Any, Any]) -> None:
+    batch = prompts(6, shared=200, own=20)
+    plain = engine(pair, prefix_cache_bytes=0)
+    reused = engine(pair)
+    try:
+        expected = [r.generated for r in run(plain, batch, 12)]
+        got = run(reused, batch, 12)
+        assert [r.generated for r in got] == expected
+        # the shared 192 tokens (6 blocks of 32) were computed once, not six times
+        assert reused.prefill_tokens <= plain.prefill_tokens - 5 * 192
+        assert reused.prefix is not None and reused.prefix.hit_tokens >= 6 * 192
+        # next turn: each history grows; its own earlier prompt is reused too
+        turn = [p + r.generated + [11, 12, 13] for p, r in zip(batch, got, strict=True)]
+        before = reused.prefill_tokens
+        again = run(reused, turn, 8)
+        assert [r.generated for r in again] == [r.generated for r in run(plain, turn, 8)]
+        assert reused.prefill_tokens - before < sum(len(t) for t in turn) // 4
+    finally:
+        plain.close()
+        reused.close()
+
+
+def test_chunked_prefill_joins_without_changing_tokens(pair: tuple[Any, Any]) -> None:
+    running = prompts(4, shared=0, own=30, seed=2)
+    long = prompts(1, shared=0, own=600, seed=3)
+    alone = engine(pair, prefix_cache_bytes=0)
+    chunked = engine(pair, prefix_cache_bytes=0, prefill_chunk=64)
+    try:
+        expected = [r.generated for r in run(alone, running, 40)]
+        expected += [r.generated for r in run(alone, long, 40)]
+        got = run(chunked, running, 40, late=long)
+        assert [r.generated for r in got] == expected
+        assert chunked.chunks >= 600 // 64
+    finally:
+        alone.close()
+        chunked.close()
+
+
+def test_prefix_cache_is_bounded_and_evicts_leaves_first() -> None:
+    def kv_of(start: int, end: int) -> list[tuple[Any, Any]]:
+        return [(torch.zeros(2, end - start, 4), torch.zeros(2, end - start, 4))]
+
+    block_bytes = 2 * 2 * 4 * 4 * 4  # keys and values, 2 heads, 4 tokens, 4 dims, float32
+    cache = PrefixCache(block_size=4, max_bytes=10 * block_bytes)
+    shared = list(range(16))
+    for i in range(20):
+        cache.insert(shared + [100 + i] * 8, 24, kv_of)
+        assert cache.bytes <= cache.max_bytes
+    assert len(cache.match(shared + [119] * 8, 24)) == 6  # the newest is whole
+    assert len(cache.match(shared + [100] * 8, 24)) == 4  # the oldest kept only the trunk
+    assert len(cache.match([7] * 24, 24)) == 0
+
+
+async def test_logprobs_on_chat_responses(pair: tuple[Any, Any]) -> None:
+    model = TransformersChatModel("random", model=pair, max_new_tokens=6)
+    asked = [{"role": "user", "content": "Say hi."}]
+    got = await model(asked, logprobs=True, top_logprobs=3)
+    assert got.logprobs is not None and len(got.logprobs) == got.usage.output_tokens
+    for entry in got.logprobs:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+        tops = [t.logprob for t in entry.top_logprobs]
+        assert tops == sorted(tops, reverse=True)
+        assert math.isclose(entry.logprob, tops[0], abs_tol=1e-5)  # greedy: the top one
+        assert sum(math.exp(t) for t in tops) <= 1 + 1e-5
+    assert "".join(e.token for e in got.logprobs) == got.text
+    streamed = [c async for c in await model(asked, logprobs=True, stream=True)]
+    assert [(e.token, e.logprob) for e in streamed[-1].logprobs or []] == [
+        (e.token, e.logprob) for e in got.logprobs]
+    assert all(e.top_logprobs == [] for e in streamed[-1].logprobs or [])
+    assert (await model(asked)).logprobs is None
+
+
+def test_cuda_loading_options() -> None:
+    assert cuda_options("cpu", 2**30, []) == ({}, [])
+    options, fractions = cuda_options("cuda", 20 * 2**30, [80 * 2**30])
+    assert options == {"attn_implementation": "sdpa"} and fractions == [0.25]
+    options, fractions = cuda_options("cuda", 40 * 2**30, [80 * 2**30, 80 * 2**30])
+    assert options["max_memory"] == {0: 40 * 2**30, 1: 40 * 2**30}
+    assert fractions == [0.5, 0.5]
+    assert cuda_options("cuda", None, [80 * 2**30]) == ({"attn_implementation": "sdpa"}, [])
+
+
+def test_gpu_memory_bounds_the_prefix_cache(pair: tuple[Any, Any]) -> None:
+    model = TransformersChatModel("random", model=pair, gpu_memory=64 * 2**20)
+    assert model.engine.prefix is not None
+    assert model.engine.prefix.max_bytes == 16 * 2**20
+    model.engine.close()
