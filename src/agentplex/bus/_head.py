@@ -201,6 +201,10 @@ class HeadRole:
                     self.peers.forget(h.src)
                     await self.push_state()
                 return
+            elif h.op == Op.LOOKUP and isinstance(arg, list):  # many names at once
+                if not all(isinstance(n, str) for n in arg):
+                    raise ActorError("malformed lookup request")
+                result = [d.lookup(n) for n in arg]
             elif not isinstance(arg, str):
                 raise ActorError(f"malformed {h.op} request")
             elif h.op == Op.REG:

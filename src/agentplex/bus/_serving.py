@@ -5,25 +5,33 @@ answers and stream credit back, topic deliveries, remote spawns."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..message import EncodeError, encode
-from ..runtime import ActorError, ActorNotFound, ActorStopped, HandlerError, MailboxFull
+from ..runtime import (
+    ActorError,
+    ActorNotFound,
+    ActorStopped,
+    CallTimeout,
+    HandlerError,
+    MailboxFull,
+)
 from ..runtime.lowlevel import Envelope, Kind, StreamChannel
 from ..tracing.lowlevel import answer_headers, receive_context
 from ._allowlist import build_actor
 from ._errors import PayloadTooLarge
-from ._frames import Header, Op
+from ._frames import Header, Op, error_to_wire
 from ._peers import Peers
 from ._tasks import Tasks
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
-__all__ = ["RemoteWaiter", "Served", "Serving"]
+__all__ = ["BatchAnswer", "RemoteWaiter", "Served", "Serving"]
 
 log = logging.getLogger("agentplex.bus")
 
@@ -63,13 +71,38 @@ class RemoteWaiter:
         self._done = True
 
 
+class BatchAnswer:
+    """Gathers the outcomes of a served fan-out (one CALL_MANY frame): ``waiter(i)``
+    stands in for the caller of target ``i``; ``done`` resolves once all have answered."""
+
+    __slots__ = ("done", "left", "results")
+
+    def __init__(self, n: int) -> None:
+        self.results: list[Any] = [None] * n
+        self.left = n
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if n == 0:
+            self.done.set_result(None)
+
+    def waiter(self, i: int, target: str) -> RemoteWaiter:
+        def answer(ok: bool, value: Any) -> None:
+            self.results[i] = [True, value] if ok else [False, error_to_wire(value, target)]
+            self.left -= 1
+            if self.left == 0 and not self.done.done():
+                self.done.set_result(None)
+        return RemoteWaiter(answer)
+
+
 class Served:
     """A request we serve for a peer: its envelope and, for a stream, the caller's credit."""
 
-    __slots__ = ("credit", "env", "task", "wake")
+    __slots__ = ("batch", "credit", "env", "task", "wake")
 
-    def __init__(self, env: Envelope, credit: int = 0) -> None:
+    def __init__(self, env: Envelope, credit: int = 0,
+                 batch: list[Envelope] | None = None) -> None:
         self.env = env
+        self.batch = batch
+        """The envelopes of a served fan-out (``env`` is its first)."""
         self.credit = credit
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -155,6 +188,68 @@ class Serving:
                 served.task = self.tasks.spawn(self._pump(h, key, served))
         self.enqueue(env, h.src if op == Op.TELL else None)
 
+    def on_call_many(self, h: Header, data: bytes) -> None:
+        """The calls of one fan-out (CALL_MANY) for local actors: delivered at once (idle
+        actors handle theirs in one batch, without a task each), answered in one frame
+        listing each target's reply or error, in order, once all have answered or the
+        caller's timeout has passed."""
+        if h.corr is None:
+            self.peers.drop("call_many without a correlation id")
+            return
+        body = self.peers.decode(h, data)
+        if not (isinstance(body, list) and len(body) == 4 and body[0] in (Op.CALL, Op.CONTROL)
+                and isinstance(body[1], list) and all(isinstance(t, str) for t in body[1])
+                and isinstance(body[2], bytes) and isinstance(body[3], (int, float))
+                and 0 < body[3] < 1e9):
+            self.peers.answer_error(h, ActorError("malformed call_many request"))
+            return
+        kind, targets, encoded, timeout = body
+        payload = self.peers.decode(h, encoded)
+        trace = receive_context(targets[0] if targets else "", h.trace,
+                                **{"agentplex.node": self.node_id})
+        answer = BatchAnswer(len(targets))
+        envs = [Envelope(kind, target, payload, waiter=answer.waiter(i, target),
+                         sender=h.sender, correlation_id=h.corr, trace=trace)
+                for i, target in enumerate(targets)]
+        if h.src not in self.peers.links:
+            self.peers.link(h.src)  # watch the caller's heartbeat: if it dies, handlers stop
+        key = (h.src, h.corr)
+        if envs:
+            self._served[key] = Served(envs[0], batch=envs)
+        self.enqueue_many(envs, timeout)
+        task = self.tasks.spawn(self._answer_many(h, key, answer, envs, timeout))
+        if envs:
+            self._served[key].task = task
+
+    async def _answer_many(self, h: Header, key: tuple[str, int], answer: BatchAnswer,
+                           envs: list[Envelope], timeout: float) -> None:
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(answer.done)
+            except TimeoutError:
+                for env in envs:
+                    if not env.waiter.done():
+                        env.waiter.set_exception(CallTimeout(
+                            f"no reply from {env.target!r} within {timeout:g}s",
+                            actor=env.target))
+                        self.runtime.interrupt_local(env)
+        finally:
+            self._served.pop(key, None)
+        if self.closed:
+            return
+        try:
+            data = encode(answer.results)
+        except EncodeError:  # some reply does not encode: that call fails, not its batch
+            data = encode([_encodable(r, env.target) for r, env in
+                           zip(answer.results, envs, strict=True)])
+        try:
+            self.peers.check_size(h, data)
+        except PayloadTooLarge as exc:
+            self.peers.answer_error(h, exc)
+            return
+        self.peers.answer(h, Op.RESULT, data)
+
     def _call_done(self, h: Header, key: tuple[str, int], ok: bool, value: Any) -> None:
         self._served.pop(key, None)
         if self.closed:
@@ -220,7 +315,15 @@ class Serving:
             self._abandon(s)
 
     def _abandon(self, s: Served) -> None:
-        """The caller of ``s`` left: skip or interrupt its handler."""
+        """The caller of ``s`` left: skip or interrupt its handler(s)."""
+        if s.batch is not None:
+            if s.task is not None:
+                s.task.cancel()
+            for env in s.batch:
+                if not env.waiter.done():
+                    env.waiter.abandon()
+                    self.runtime.interrupt_local(env)
+            return
         waiter = s.env.waiter
         if isinstance(waiter, StreamChannel):
             waiter.close()
@@ -257,6 +360,22 @@ class Serving:
             return
         held.append((env, tell_from))
         self._overflowing += 1
+
+    def enqueue_many(self, envs: list[Envelope], timeout: float) -> None:
+        """Put the calls of one fan-out in their actors' mailboxes, each in arrival order
+        as :meth:`enqueue` keeps it: an actor with envelopes held back gets its call behind
+        them, the others at once through the runtime's batch delivery (each actor gets its
+        own copy of the shared payload)."""
+        overflow = self._overflow
+        if overflow:
+            now = [env for env in envs if env.target not in overflow]
+            for env in envs:
+                if env.target in overflow:
+                    env.payload = copy.deepcopy(env.payload)
+                    self.enqueue(env, None)
+        else:
+            now = envs
+        self.runtime.deliver_local_many(now, timeout, copy_payloads=True)
 
     async def _drain(self, name: str, held: deque[tuple[Envelope, str | None]]) -> None:
         try:
@@ -346,3 +465,13 @@ class Serving:
     def close(self) -> None:
         """Answer nothing more (the transport's tasks, draining overflow, are cancelled)."""
         self.closed = True
+
+
+def _encodable(result: list[Any], target: str) -> list[Any]:
+    """``result`` if its reply encodes, else the error saying why not."""
+    try:
+        encode(result)
+    except EncodeError as exc:
+        return [False, error_to_wire(HandlerError(str(exc), actor=target,
+                                                  exc_type="EncodeError"), target)]
+    return result

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import zmq
@@ -39,7 +39,7 @@ __all__ = ["ZmqTransport"]
 
 log = logging.getLogger("agentplex.bus")
 
-_PEER_OPS = frozenset({Op.CALL, Op.TELL, Op.STREAM, Op.CONTROL, Op.PUBLISH, Op.STATE,
+_PEER_OPS = frozenset({Op.CALL, Op.CALL_MANY, Op.TELL, Op.STREAM, Op.CONTROL, Op.PUBLISH, Op.STATE,
                        Op.SPAWN, Op.HELLO, Op.REG, Op.UNREG, Op.LOOKUP, Op.SUB, Op.UNSUB,
                        Op.PING, Op.CREDIT, Op.CANCEL, Op.BYE, Op.ACK})
 
@@ -122,7 +122,9 @@ class ZmqTransport(Transport):
         self.rpc_timeout = rpc_timeout
         self.endpoint = ""
         self.stats: Counter[str] = Counter()
-        """Counters: ``dropped`` frames, ``unknown_actor``, ``publish_failed``, ..."""
+        """Counters: ``dropped`` frames, ``unknown_actor``, ``publish_failed``,
+        ``publish_frames`` and ``call_many_frames`` sent (one per node and broadcast or
+        fan-out), ..."""
         self._runtime: Runtime | None = None
         self._ctx: zmq.asyncio.Context | None = None
         self._auth: AsyncioAuthenticator | None = None
@@ -208,6 +210,9 @@ class ZmqTransport(Transport):
 
     async def deliver(self, env: Envelope, timeout: float) -> None:
         await self._calls.deliver(env, timeout)
+
+    async def deliver_many(self, envs: Sequence[Envelope], timeout: float) -> None:
+        await self._calls.deliver_many(envs, timeout)
 
     def cancel(self, env: Envelope) -> None:
         self._calls.cancel(env)
@@ -324,6 +329,8 @@ class ZmqTransport(Transport):
             self._calls.on_answer(h, data)
         elif op in (Op.CALL, Op.TELL, Op.STREAM, Op.CONTROL):
             self._serving.on_request(h, data)
+        elif op == Op.CALL_MANY:
+            self._serving.on_call_many(h, data)
         elif op == Op.PUBLISH:
             self._serving.on_publish(h, data)
         elif op == Op.CANCEL:
