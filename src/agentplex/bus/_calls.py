@@ -8,7 +8,7 @@ import asyncio
 import itertools
 import logging
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..message import DecodeError, encode
@@ -86,10 +86,14 @@ class Calls:
         self.rpc_timeout = rpc_timeout
         self.stats = stats
         self.names: dict[str, str] = {}
+        self.is_local: Callable[[str], bool] = lambda name: False
+        """Whether an actor of this node has that name (set when the transport starts):
+        a tell given back to us is re-sent only for one of our own actors."""
         self._pending: dict[int, Pending] = {}
         self._ids = itertools.count(1)
         self._inflight: dict[str, int] = {}
         self._tell_waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._all_taken: asyncio.Future[None] | None = None
 
     # -- bus requests --------------------------------------------------------------------
 
@@ -392,8 +396,11 @@ class Calls:
         tell = value.get("tell") if isinstance(value, dict) else None
         if isinstance(err, ActorNotFound) and h.target:
             self.names.pop(h.target, None)
+            sender = value.get("sender") if isinstance(value, dict) else None
+            if sender is not None and not (isinstance(sender, str) and self.is_local(sender)):
+                self.peers.drop(f"a returned tell from {h.src!r} names a sender not of ours")
+                return
             if isinstance(tell, bytes):
-                sender = value.get("sender")
                 self.tasks.spawn(self._resend_tell(
                     h.target, sender if isinstance(sender, str) else None, tell, h.src))
                 return
@@ -439,6 +446,28 @@ class Calls:
             if not w.done():
                 w.set_result(None)
                 n -= 1
+        if left <= 0:
+            self._check_taken()
+
+    async def tells_taken(self, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until every node has taken the tells we sent it into
+        a mailbox; whether they all did."""
+        if not any(self._inflight.values()):
+            return True
+        self._all_taken = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._all_taken
+        except TimeoutError:
+            return False
+        finally:
+            self._all_taken = None
+        return True
+
+    def _check_taken(self) -> None:
+        if self._all_taken is not None and not self._all_taken.done() and not any(
+                self._inflight.values()):
+            self._all_taken.set_result(None)
 
     async def _tell_slot(self, node: str, timeout: float) -> None:
         """Wait (at most ``timeout``) until ``node`` has room for one more tell of ours."""
@@ -464,6 +493,7 @@ class Calls:
     def peer_lost(self, node: str, err: ActorError) -> None:
         """``node`` is gone: what waits on it fails with ``err``; its tell window closes."""
         self._inflight.pop(node, None)
+        self._check_taken()
         for waiter in self._tell_waiters.pop(node, ()):
             if not waiter.done():
                 waiter.set_result(None)

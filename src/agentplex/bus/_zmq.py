@@ -133,6 +133,7 @@ class ZmqTransport(Transport):
         self._fd = -1
         self._conn_keys: dict[bytes, str] = {}
         self._closed = False
+        self._closing = False
         self._tasks = Tasks()
         directory = Directory() if self.is_head else None
         self._peers = Peers(self.node_id, keys=keys, hwm=hwm, max_message_size=max_message_size,
@@ -159,6 +160,7 @@ class ZmqTransport(Transport):
     async def start(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._serving.attach(runtime)
+        self._calls.is_local = runtime.__contains__
         self._ctx = self._peers.ctx = ctx = zmq.asyncio.Context()
         router = self._router = ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
@@ -186,8 +188,13 @@ class ZmqTransport(Transport):
             raise
 
     async def close(self) -> None:
-        if self._closed:
+        if self._closed or self._closing:
             return
+        self._closing = True
+        # what tell accepted must arrive: wait until the receivers have it in a mailbox
+        # (before saying goodbye, after which they would drop it as from an unknown node)
+        if not await self._calls.tells_taken(self.heartbeat_timeout):
+            log.warning("closing with tells not yet acknowledged by their nodes")
         self._closed = True
         self._serving.close()
         self._head.close()
@@ -310,9 +317,13 @@ class ZmqTransport(Transport):
         except FrameError as exc:
             peers.drop(str(exc))
             return
-        if key is not None and h.op != Op.HELLO:
+        if key is not None and not (h.op == Op.HELLO and self.is_head):
+            # every frame but a hello to the head comes from a node that joined with its key
             info = peers.nodes.get(h.src)
-            if info is not None and info[1] != key:
+            if info is None:
+                peers.drop(f"{h.op} from {h.src!r}, which has not joined")
+                return
+            if info[1] != key:
                 peers.drop(f"{h.op} claiming to come from {h.src!r} signed by another key")
                 return
         if h.src == self.node_id:
