@@ -270,35 +270,38 @@ class Calls:
                 fut.set_exception(exc)
 
     def _settle_batch(self, batch: list[Envelope], fut: asyncio.Future[Any]) -> None:
-        """Hand each call of a batch its reply or error."""
-        if fut.cancelled():
-            err: BaseException | None = ActorError("the batch was given up")
-        else:
-            err = fut.exception()
-        results = None if err is not None else fut.result()
-        if err is None and not (isinstance(results, list) and len(results) == len(batch)):
-            err = ActorError(f"a batch of {len(batch)} calls answered with {results!r:.100}")
-        if err is not None:
-            for env in batch:
-                if not env.waiter.done():
-                    env.waiter.set_exception(err)
+        """The batch failed as a whole (its node was lost, the bus closed, an error frame):
+        every call still waiting gets that error."""
+        err = ActorError("the batch was given up") if fut.cancelled() else fut.exception()
+        if err is None:
             return
-        assert results is not None
-        for env, item in zip(batch, results, strict=True):
+        for env in batch:
+            if not env.waiter.done():
+                env.waiter.set_exception(err)
+
+    def _batch_answers(self, batch: Sequence[Envelope], items: Any) -> None:
+        """Hand the calls of a batch their replies or errors: ``[[index, ok, value], ...]``
+        (a chunk: the node answers as its actors do)."""
+        if not isinstance(items, list):
+            raise FrameError("a call_many answer is not a list")
+        n = len(batch)
+        for item in items:
+            if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int
+                    and 0 <= item[0] < n):
+                raise FrameError("malformed call_many answer")
+            env = batch[item[0]]
             waiter = env.waiter
             if waiter.done():
                 continue
-            if not (isinstance(item, list) and len(item) == 2):
-                waiter.set_exception(ActorError(f"malformed answer {item!r:.100}"))
-            elif item[0] is True:
-                waiter.set_result(item[1])
+            if item[1] is True:
+                waiter.set_result(item[2])
+                continue
+            failure = error_from_wire(item[2])
+            if isinstance(failure, ActorNotFound):  # the actor may have moved: ask again
+                self.names.pop(env.target, None)
+                self.tasks.spawn(self._redeliver(env, failure))
             else:
-                failure = error_from_wire(item[1])
-                if isinstance(failure, ActorNotFound):  # the actor may have moved: ask again
-                    self.names.pop(env.target, None)
-                    self.tasks.spawn(self._redeliver(env, failure))
-                else:
-                    waiter.set_exception(failure)
+                waiter.set_exception(failure)
 
     def _drop_pending(self, corr: int) -> None:
         entry = self._pending.pop(corr, None)
@@ -364,6 +367,12 @@ class Calls:
             entry.fail(ActorError(f"undecodable answer: {exc}", actor=h.target))
             return
         op = h.op
+        if entry.batch is not None and op in (Op.ITEM, Op.RESULT):
+            if op == Op.RESULT:  # the last chunk
+                del self._pending[h.corr]  # type: ignore[arg-type]
+                entry.waiter.set_result(None)
+            self._batch_answers(entry.batch, value)
+            return
         if entry.queue is not None:
             if op == Op.ITEM:
                 entry.queue.put_nowait(("item", value))

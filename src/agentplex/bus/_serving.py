@@ -31,7 +31,10 @@ from ._tasks import Tasks
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
-__all__ = ["BatchAnswer", "RemoteWaiter", "Served", "Serving"]
+__all__ = ["CHUNK_DELAY", "BatchAnswer", "RemoteWaiter", "Served", "Serving"]
+
+CHUNK_DELAY = 0.002
+"""Seconds a served fan-out gathers answers before sending them (unless all are in)."""
 
 log = logging.getLogger("agentplex.bus")
 
@@ -72,25 +75,49 @@ class RemoteWaiter:
 
 
 class BatchAnswer:
-    """Gathers the outcomes of a served fan-out (one CALL_MANY frame): ``waiter(i)``
-    stands in for the caller of target ``i``; ``done`` resolves once all have answered."""
+    """Gathers the outcomes of a served fan-out (one CALL_MANY frame) and sends them in
+    chunks as the actors answer: ``send(items, last)`` gets ``[[index, ok, value], ...]``
+    (outcomes of one moment are sent together, after at most :data:`CHUNK_DELAY`); the last
+    chunk goes once every target has answered. ``waiter(i)`` stands in for the caller of
+    target ``i``."""
 
-    __slots__ = ("done", "left", "results")
+    __slots__ = ("_send", "_timer", "done", "left", "ready")
 
-    def __init__(self, n: int) -> None:
-        self.results: list[Any] = [None] * n
+    def __init__(self, n: int, send: Callable[[list[Any], bool], None]) -> None:
+        self.ready: list[Any] = []
         self.left = n
+        self._send = send
+        self._timer: asyncio.TimerHandle | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if n == 0:
             self.done.set_result(None)
+            send([], True)
 
     def waiter(self, i: int, target: str) -> RemoteWaiter:
         def answer(ok: bool, value: Any) -> None:
-            self.results[i] = [True, value] if ok else [False, error_to_wire(value, target)]
+            self.ready.append([i, True, value] if ok else
+                              [i, False, error_to_wire(value, target)])
             self.left -= 1
-            if self.left == 0 and not self.done.done():
+            if self.left == 0:
+                self.flush(True)
                 self.done.set_result(None)
+            elif self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(CHUNK_DELAY, self.flush)
         return RemoteWaiter(answer)
+
+    def flush(self, last: bool = False) -> None:
+        """Send what is ready."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.ready or last:
+            items, self.ready = self.ready, []
+            self._send(items, last)
+
+    def abandon(self) -> None:
+        """The caller left: send nothing more."""
+        self._send = lambda items, last: None
+        self.flush()
 
 
 class Served:
@@ -207,7 +234,8 @@ class Serving:
         payload = self.peers.decode(h, encoded)
         trace = receive_context(targets[0] if targets else "", h.trace,
                                 **{"agentplex.node": self.node_id})
-        answer = BatchAnswer(len(targets))
+        answer = BatchAnswer(len(targets), lambda items, last: self._send_answers(h, items,
+                                                                                  last))
         envs = [Envelope(kind, target, payload, waiter=answer.waiter(i, target),
                          sender=h.sender, correlation_id=h.corr, trace=trace)
                 for i, target in enumerate(targets)]
@@ -224,31 +252,37 @@ class Serving:
     async def _answer_many(self, h: Header, key: tuple[str, int], answer: BatchAnswer,
                            envs: list[Envelope], timeout: float) -> None:
         try:
-            try:
-                async with asyncio.timeout(timeout):
-                    await asyncio.shield(answer.done)
-            except TimeoutError:
-                for env in envs:
-                    if not env.waiter.done():
-                        env.waiter.set_exception(CallTimeout(
-                            f"no reply from {env.target!r} within {timeout:g}s",
-                            actor=env.target))
-                        self.runtime.interrupt_local(env)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(answer.done)
+        except TimeoutError:
+            for env in envs:
+                if not env.waiter.done():
+                    env.waiter.set_exception(CallTimeout(
+                        f"no reply from {env.target!r} within {timeout:g}s", actor=env.target))
+                    self.runtime.interrupt_local(env)
+        except asyncio.CancelledError:
+            answer.abandon()
+            raise
         finally:
             self._served.pop(key, None)
+
+    def _send_answers(self, h: Header, items: list[Any], last: bool) -> None:
+        """Send a chunk of a served fan-out's outcomes (RESULT for the last one)."""
         if self.closed:
             return
+        op = Op.RESULT if last else Op.ITEM
         try:
-            data = encode(answer.results)
+            data = encode(items)
         except EncodeError:  # some reply does not encode: that call fails, not its batch
-            data = encode([_encodable(r, env.target) for r, env in
-                           zip(answer.results, envs, strict=True)])
+            data = encode([_encodable(item) for item in items])
         try:
             self.peers.check_size(h, data)
-        except PayloadTooLarge as exc:
-            self.peers.answer_error(h, exc)
+        except PayloadTooLarge:  # too much at once: one frame per outcome
+            for n, item in enumerate(items):
+                self._send_answers(h, [_fitting(item, self.peers, h)],
+                                   last and n == len(items) - 1)
             return
-        self.peers.answer(h, Op.RESULT, data)
+        self.peers.answer(h, op, data)
 
     def _call_done(self, h: Header, key: tuple[str, int], ok: bool, value: Any) -> None:
         self._served.pop(key, None)
@@ -467,11 +501,20 @@ class Serving:
         self.closed = True
 
 
-def _encodable(result: list[Any], target: str) -> list[Any]:
-    """``result`` if its reply encodes, else the error saying why not."""
+def _encodable(item: list[Any]) -> list[Any]:
+    """``item`` (``[index, ok, value]``) if its value encodes, else the error saying why."""
     try:
-        encode(result)
+        encode(item)
     except EncodeError as exc:
-        return [False, error_to_wire(HandlerError(str(exc), actor=target,
-                                                  exc_type="EncodeError"), target)]
-    return result
+        return [item[0], False, error_to_wire(HandlerError(str(exc), exc_type="EncodeError"),
+                                              None)]
+    return item
+
+
+def _fitting(item: list[Any], peers: Peers, h: Header) -> list[Any]:
+    """``item`` if it fits in a frame, else the error saying it does not."""
+    try:
+        peers.check_size(h, encode(item))
+    except PayloadTooLarge as exc:
+        return [item[0], False, error_to_wire(exc, None)]
+    return item
