@@ -31,7 +31,7 @@ from ._tasks import Tasks
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
-__all__ = ["CHUNK_DELAY", "BatchAnswer", "RemoteWaiter", "Served", "Serving"]
+__all__ = ["CHUNK_DELAY", "BatchAnswer", "BatchSlot", "RemoteWaiter", "Served", "Serving"]
 
 CHUNK_DELAY = 0.002
 """Seconds a served fan-out gathers answers before sending them (unless all are in)."""
@@ -93,17 +93,17 @@ class BatchAnswer:
             self.done.set_result(None)
             send([], True)
 
-    def waiter(self, i: int, target: str) -> RemoteWaiter:
-        def answer(ok: bool, value: Any) -> None:
-            self.ready.append([i, True, value] if ok else
-                              [i, False, error_to_wire(value, target)])
-            self.left -= 1
-            if self.left == 0:
-                self.flush(True)
-                self.done.set_result(None)
-            elif self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(CHUNK_DELAY, self.flush)
-        return RemoteWaiter(answer)
+    def waiter(self, i: int, target: str) -> BatchSlot:
+        return BatchSlot(self, i, target)
+
+    def answer(self, i: int, target: str, ok: bool, value: Any) -> None:
+        self.ready.append([i, True, value] if ok else [i, False, error_to_wire(value, target)])
+        self.left -= 1
+        if self.left == 0:
+            self.flush(True)
+            self.done.set_result(None)
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(CHUNK_DELAY, self.flush)
 
     def flush(self, last: bool = False) -> None:
         """Send what is ready."""
@@ -118,6 +118,25 @@ class BatchAnswer:
         """The caller left: send nothing more."""
         self._send = lambda items, last: None
         self.flush()
+
+
+class BatchSlot(RemoteWaiter):
+    """Stands in for the caller of one target of a served fan-out (one object per target:
+    a fan-out to 250,000 actors of a node makes 250,000 of these)."""
+
+    __slots__ = ("_batch", "_index", "_target")
+
+    def __init__(self, batch: BatchAnswer, index: int, target: str) -> None:
+        self._batch = batch
+        self._index = index
+        self._target = target
+        self._done = False
+
+    def _settle(self, ok: bool, value: Any) -> None:
+        if self._done:
+            raise asyncio.InvalidStateError("the answer was already given")
+        self._done = True
+        self._batch.answer(self._index, self._target, ok, value)
 
 
 class Served:
