@@ -68,13 +68,15 @@ class Probe(Actor):
 async def node(head: str, index: int, count: int) -> None:
     global _heard_changed
     _heard_changed = asyncio.Event()
-    transport = ZmqTransport(head=head, node_id=f"node-{index}", hwm=100_000)
+    # a loaded machine can starve a loop for seconds while it creates 250k agents: patience
+    transport = ZmqTransport(head=head, node_id=f"node-{index}", hwm=100_000,
+                             heartbeat_timeout=120, rpc_timeout=120)
     async with Runtime(transport, default_timeout=300) as rt:
         await rt.spawn(Probe(), f"probe-{index}")
         refs = []
-        for start in range(0, count, 10_000):  # spawned together: one registration each
+        for start in range(0, count, 2_000):  # spawned together: one registration each
             refs += await asyncio.gather(*(rt.spawn(Member(), f"a{index}-{k}")
-                                           for k in range(start, min(count, start + 10_000))))
+                                           for k in range(start, min(count, start + 2_000))))
         await rt.subscribe_many(TOPIC, refs)
         del refs
         print("READY", flush=True)
@@ -97,7 +99,7 @@ def start_nodes(head: str, nodes: int, per_node: int) -> list[subprocess.Popen[s
 async def bench(a: argparse.Namespace) -> None:
     per_node = a.agents // a.nodes
     total = per_node * a.nodes
-    transport = ZmqTransport(hwm=100_000, rpc_timeout=120)
+    transport = ZmqTransport(hwm=100_000, rpc_timeout=120, heartbeat_timeout=120)
     async with Runtime(transport, default_timeout=300) as rt:
         t0 = time.perf_counter()
         procs = await asyncio.to_thread(start_nodes, transport.endpoint, a.nodes, per_node)
