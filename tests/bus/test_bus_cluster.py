@@ -166,3 +166,33 @@ async def test_handler_of_a_killed_caller_is_interrupted() -> None:
             await caller.wait()
         # the mailbox is free again once the dead caller's handler was interrupted
         assert await rt.ref("host-echo").call("next", timeout=20) == "next"
+
+
+_TELLER = """
+import asyncio, sys
+from agentplex import Runtime
+from agentplex.bus import ZmqTransport
+
+async def main() -> None:
+    t = ZmqTransport(head=sys.argv[1], heartbeat_interval=0.2, heartbeat_timeout=1.5)
+    async with Runtime(t, default_timeout=30) as rt:
+        sink = rt.ref("sink")
+        for i in range(int(sys.argv[2])):
+            await sink.tell(i)
+    print("left", flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_node_that_leaves_cleanly_loses_no_tell(nodes: Any) -> None:
+    """Tells a node accepted reach an actor on a third node although the sender leaves
+    (and the head announces its departure) right after the last one."""
+    async with head() as rt:
+        await nodes(rt.transport.endpoint, "Echo:sink")  # type: ignore[attr-defined]
+        with anyio.fail_after(60):
+            result = await anyio.run_process(
+                [sys.executable, "-c", _TELLER, rt.transport.endpoint, "1000"])  # type: ignore[attr-defined]
+            assert b"left" in result.stdout
+            told = await rt.ref("sink").call("told")
+    assert told == list(range(1000))

@@ -148,3 +148,45 @@ async def test_a_taken_port_fails_start_cleanly() -> None:
         with pytest.raises(zmq.ZMQError):
             await other.start()
         await other.shutdown()
+
+
+async def test_an_unjoined_key_cannot_make_a_node_resend_a_tell(nodes: Any) -> None:
+    """A returned-tell error frame is only taken from a node that joined with its key: an
+    admitted client that never joined cannot make the head re-send a tell as its own."""
+    head_keys, node_keys, rogue_keys = KeyPair.generate(), KeyPair.generate(), KeyPair.generate()
+    head_t = ZmqTransport(keys=head_keys, allow=[node_keys.public, rogue_keys.public],
+                          heartbeat_interval=0.2, heartbeat_timeout=1.5)
+    async with Runtime(head_t, default_timeout=20) as rt:
+        env = {"AGENTPLEX_PUBLIC_KEY": node_keys.public,
+               "AGENTPLEX_SECRET_KEY": node_keys.secret, "HEAD_KEY": head_keys.public,
+               "ALLOW_KEYS": head_keys.public}
+        await nodes(head_t.endpoint, "Echo:target", env=env, curve=True, node_id="curve-node")
+        victim = rt.ref("target")
+        assert await victim.call("told") == []
+        ctx = zmq.asyncio.Context()
+        try:
+            rogue = ctx.socket(zmq.DEALER)
+            rogue.setsockopt(zmq.LINGER, 0)
+            rogue.curve_secretkey = rogue_keys.secret.encode()
+            rogue.curve_publickey = rogue_keys.public.encode()
+            rogue.curve_serverkey = head_keys.public.encode()
+            rogue.connect(head_t.endpoint)
+            returned = {"type": "ActorNotFound", "message": "moved", "actor": "target",
+                        "tell": encode("forged"), "sender": "someone"}
+            for src in ("rogue", "curve-node"):  # its own unjoined id, or another node's
+                await rogue.send_multipart(to_frames(
+                    Header(Op.ERROR, src, None, "target"), encode(returned)))
+            for _ in range(100):
+                if head_t.stats["dropped"] >= 2:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            ctx.destroy(linger=0)
+        assert head_t.stats["dropped"] >= 2
+        await victim.tell("genuine")  # sent after the forged frames, so received after them
+        for _ in range(100):
+            if await victim.call("told"):
+                break
+            await asyncio.sleep(0.05)
+        assert await victim.call("told") == ["genuine"]
+        assert head_t.stats["tell_failed"] == 0

@@ -1,6 +1,6 @@
 """Actors the tests host in node processes and spawn by import path
 (``tests.support.actors:Name``): an echoing actor, a MsgHub participant, a counter, a
-tool actor."""
+tool actor, an actor that always fails and one that answers late."""
 
 from __future__ import annotations
 
@@ -113,3 +113,21 @@ class Painter(ToolActor):
 
     def make_tools(self) -> list[Any]:
         return [paint]
+
+
+class Failing(Actor):
+    """Raises on every call."""
+
+    async def handle_call(self, message: Any) -> Any:
+        raise ValueError(f"cannot handle {message!r}")
+
+
+class Slow(Actor):
+    """Answers every call after ``seconds``."""
+
+    def __init__(self, seconds: str = "3600") -> None:
+        self.seconds = float(seconds)
+
+    async def handle_call(self, message: Any) -> Any:
+        await asyncio.sleep(self.seconds)
+        return message

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import logging
 from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..message import DecodeError, encode
@@ -25,15 +26,24 @@ __all__ = ["Calls", "Pending"]
 log = logging.getLogger("agentplex.bus")
 
 
+BATCH_SIZE = 50_000
+"""The most calls of one fan-out carried by one frame (a larger share goes in several)."""
+
+LOOKUP_SIZE = 100_000
+"""The most names looked up at the head in one request."""
+
+
 class Pending:
     """A request of ours waiting for its answer."""
 
-    __slots__ = ("env", "node", "queue", "retried", "task", "waiter")
+    __slots__ = ("batch", "env", "node", "queue", "retried", "task", "waiter")
 
-    def __init__(self, waiter: Any, node: str, env: Envelope | None = None) -> None:
+    def __init__(self, waiter: Any, node: str, env: Envelope | None = None,
+                 batch: Sequence[Envelope] | None = None) -> None:
         self.waiter = waiter
         self.node = node
         self.env = env
+        self.batch = batch
         self.retried = False
         self.queue: asyncio.Queue[tuple[str, Any]] | None = None
         self.task: asyncio.Task[None] | None = None
@@ -76,10 +86,14 @@ class Calls:
         self.rpc_timeout = rpc_timeout
         self.stats = stats
         self.names: dict[str, str] = {}
+        self.is_local: Callable[[str], bool] = lambda name: False
+        """Whether an actor of this node has that name (set when the transport starts):
+        a tell given back to us is re-sent only for one of our own actors."""
         self._pending: dict[int, Pending] = {}
         self._ids = itertools.count(1)
         self._inflight: dict[str, int] = {}
         self._tell_waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._all_taken: asyncio.Future[None] | None = None
 
     # -- bus requests --------------------------------------------------------------------
 
@@ -105,6 +119,7 @@ class Calls:
         data = encode(env.payload)
         fields = {"sender": env.sender, "topic": env.topic, "exclude": env.exclude,
                   "trace": trace_headers(env.trace, env.topic or "", self.node_id)}
+        self.stats["publish_frames"] += len(nodes)
         results = await asyncio.gather(
             *(self.request(n, Op.PUBLISH, data, timeout, **fields) for n in nodes),
             return_exceptions=True)
@@ -132,6 +147,39 @@ class Calls:
             self.names.clear()
         self.names[name] = node
         return node
+
+    async def locate_many(self, names: Sequence[str], timeout: float) -> dict[str, str]:
+        """The nodes hosting ``names`` (a name no other node hosts is left out), from the
+        cache or the directory: one request to the head per :data:`LOOKUP_SIZE` misses."""
+        cache = self.names
+        found: dict[str, str] = {}
+        missing: list[str] = []
+        for name in names:
+            node = cache.get(name)
+            if node is None:
+                missing.append(name)
+            else:
+                found[name] = node
+        if not missing:
+            return found
+        missing = list(dict.fromkeys(missing))
+        answers: list[Any] = []
+        if self.directory is not None:
+            answers = [self.directory.lookup(n) for n in missing]
+        else:
+            for i in range(0, len(missing), LOOKUP_SIZE):
+                chunk = missing[i:i + LOOKUP_SIZE]
+                got = await self.request(HEAD, Op.LOOKUP, encode(chunk),
+                                         min(timeout, self.rpc_timeout))
+                if not isinstance(got, list) or len(got) != len(chunk):
+                    raise ActorError("the head answered a lookup with the wrong shape")
+                answers += got
+        if len(cache) + len(missing) > 1_000_000:
+            cache.clear()
+        for name, node in zip(missing, answers, strict=True):
+            if isinstance(node, str) and node != self.node_id:
+                cache[name] = found[name] = node
+        return found
 
     def forget_node(self, node: str) -> None:
         """Drop the cached names hosted by ``node``."""
@@ -165,6 +213,96 @@ class Calls:
             self._drop_pending(corr)
             raise
 
+    async def deliver_many(self, envs: Sequence[Envelope], timeout: float) -> None:
+        """Send the calls of one fan-out: one CALL_MANY frame per node hosting some of the
+        targets (per :data:`BATCH_SIZE` of them), answered by one frame listing each
+        target's reply or error. Every envelope's ``waiter`` gets its outcome; a node that
+        is lost fails its share with ``PeerLost``."""
+        where = await self.locate_many([env.target for env in envs], timeout)
+        groups: dict[tuple[str, str, int, str | None], list[Envelope]] = {}
+        for env in envs:
+            node = where.get(env.target)
+            if node is None:
+                env.waiter.set_exception(
+                    ActorNotFound(f"no actor named {env.target!r} on the bus", actor=env.target))
+            elif not isinstance(env.waiter, asyncio.Future):  # a stream: one by one
+                await self._deliver_or_fail(env, timeout)
+            else:
+                key = (node, env.kind, id(env.payload), env.sender)
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = []
+                group.append(env)
+        for (node, kind, _, sender), group in groups.items():
+            data = encode(group[0].payload)
+            trace = trace_headers(group[0].trace, node, self.node_id)
+            for i in range(0, len(group), BATCH_SIZE):
+                await self._send_batch(node, kind, sender, trace, data,
+                                       group[i:i + BATCH_SIZE], timeout)
+
+    async def _deliver_or_fail(self, env: Envelope, timeout: float) -> None:
+        try:
+            await self.deliver(env, timeout)
+        except ActorError as exc:
+            if isinstance(env.waiter, StreamChannel):
+                env.waiter.fail(exc)
+            elif env.waiter is not None and not env.waiter.done():
+                env.waiter.set_exception(exc)
+
+    async def _send_batch(self, node: str, kind: str, sender: str | None,
+                          trace: dict[str, str] | None, payload: bytes,
+                          batch: list[Envelope], timeout: float) -> None:
+        corr = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(lambda f: self._settle_batch(batch, f))
+        self._pending[corr] = Pending(fut, node, batch=batch)
+        for env in batch:
+            env.correlation_id = corr
+        # the payload travels already encoded: decoded once per node, copied per actor there
+        data = encode([kind, [env.target for env in batch], payload, timeout])
+        header = Header(Op.CALL_MANY, self.node_id, corr, None, sender, trace=trace)
+        self.stats["call_many_frames"] += 1
+        try:
+            await self.peers.send(node, header, data, timeout)
+        except ActorError as exc:
+            self._pending.pop(corr, None)
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def _settle_batch(self, batch: list[Envelope], fut: asyncio.Future[Any]) -> None:
+        """The batch failed as a whole (its node was lost, the bus closed, an error frame):
+        every call still waiting gets that error."""
+        err = ActorError("the batch was given up") if fut.cancelled() else fut.exception()
+        if err is None:
+            return
+        for env in batch:
+            if not env.waiter.done():
+                env.waiter.set_exception(err)
+
+    def _batch_answers(self, batch: Sequence[Envelope], items: Any) -> None:
+        """Hand the calls of a batch their replies or errors: ``[[index, ok, value], ...]``
+        (a chunk: the node answers as its actors do)."""
+        if not isinstance(items, list):
+            raise FrameError("a call_many answer is not a list")
+        n = len(batch)
+        for item in items:
+            if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int
+                    and 0 <= item[0] < n):
+                raise FrameError("malformed call_many answer")
+            env = batch[item[0]]
+            waiter = env.waiter
+            if waiter.done():
+                continue
+            if item[1] is True:
+                waiter.set_result(item[2])
+                continue
+            failure = error_from_wire(item[2])
+            if isinstance(failure, ActorNotFound):  # the actor may have moved: ask again
+                self.names.pop(env.target, None)
+                self.tasks.spawn(self._redeliver(env, failure))
+            else:
+                waiter.set_exception(failure)
+
     def _drop_pending(self, corr: int) -> None:
         entry = self._pending.pop(corr, None)
         if entry is not None and entry.task is not None:
@@ -176,8 +314,10 @@ class Calls:
         if not isinstance(corr, int):
             return
         entry = self._pending.get(corr)
-        if entry is None or entry.env is not env:
+        if entry is None or (entry.env is not env and entry.batch is None):
             return
+        if entry.batch is not None and any(not e.waiter.done() for e in entry.batch):
+            return  # the rest of the batch still waits (its caller cancels them all)
         self._drop_pending(corr)
         if entry.node in self.peers.links:
             self.peers.send_nowait(entry.node, Header(Op.CANCEL, self.node_id, corr), b"")
@@ -227,6 +367,12 @@ class Calls:
             entry.fail(ActorError(f"undecodable answer: {exc}", actor=h.target))
             return
         op = h.op
+        if entry.batch is not None and op in (Op.ITEM, Op.RESULT):
+            if op == Op.RESULT:  # the last chunk
+                del self._pending[h.corr]  # type: ignore[arg-type]
+                entry.waiter.set_result(None)
+            self._batch_answers(entry.batch, value)
+            return
         if entry.queue is not None:
             if op == Op.ITEM:
                 entry.queue.put_nowait(("item", value))
@@ -259,8 +405,11 @@ class Calls:
         tell = value.get("tell") if isinstance(value, dict) else None
         if isinstance(err, ActorNotFound) and h.target:
             self.names.pop(h.target, None)
+            sender = value.get("sender") if isinstance(value, dict) else None
+            if sender is not None and not (isinstance(sender, str) and self.is_local(sender)):
+                self.peers.drop(f"a returned tell from {h.src!r} names a sender not of ours")
+                return
             if isinstance(tell, bytes):
-                sender = value.get("sender")
                 self.tasks.spawn(self._resend_tell(
                     h.target, sender if isinstance(sender, str) else None, tell, h.src))
                 return
@@ -306,6 +455,28 @@ class Calls:
             if not w.done():
                 w.set_result(None)
                 n -= 1
+        if left <= 0:
+            self._check_taken()
+
+    async def tells_taken(self, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until every node has taken the tells we sent it into
+        a mailbox; whether they all did."""
+        if not any(self._inflight.values()):
+            return True
+        self._all_taken = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._all_taken
+        except TimeoutError:
+            return False
+        finally:
+            self._all_taken = None
+        return True
+
+    def _check_taken(self) -> None:
+        if self._all_taken is not None and not self._all_taken.done() and not any(
+                self._inflight.values()):
+            self._all_taken.set_result(None)
 
     async def _tell_slot(self, node: str, timeout: float) -> None:
         """Wait (at most ``timeout``) until ``node`` has room for one more tell of ours."""
@@ -331,6 +502,7 @@ class Calls:
     def peer_lost(self, node: str, err: ActorError) -> None:
         """``node`` is gone: what waits on it fails with ``err``; its tell window closes."""
         self._inflight.pop(node, None)
+        self._check_taken()
         for waiter in self._tell_waiters.pop(node, ()):
             if not waiter.done():
                 waiter.set_result(None)

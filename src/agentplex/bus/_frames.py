@@ -37,6 +37,9 @@ class Op:
     envelope kinds' strings, so an envelope's ``kind`` is its op."""
 
     CALL: Final = "call"
+    CALL_MANY: Final = "call_many"
+    """The calls of one fan-out to actors of one node: ``[kind, targets, payload,
+    timeout]``, answered by one RESULT listing ``[ok, reply or error]`` per target."""
     TELL: Final = "tell"
     STREAM: Final = "stream"
     CONTROL: Final = "control"

@@ -55,6 +55,8 @@ class HeadRole:
         self.closed = False
         self._version = -1
         self._rejoining: asyncio.Task[None] | None = None
+        self._reg_names: list[str] = []
+        self._reg_done: asyncio.Future[None] | None = None
 
     async def start(self, runtime: Runtime, endpoint: str, public_key: str) -> None:
         """Join the bus as ``endpoint``: the head enters itself in its directory, a node
@@ -127,11 +129,35 @@ class HeadRole:
     # -- announcing local actors and topics ----------------------------------------------
 
     async def registered(self, name: str) -> None:
+        """Register ``name`` at the head. Registrations made at the same moment (actors
+        spawned concurrently) travel together in one request."""
         self.calls.names.pop(name, None)
         if self.directory is not None:
             self.directory.register(name, self.node_id)
+            return
+        if self._reg_done is None:
+            self._reg_done = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._send_registrations)
+        self._reg_names.append(name)
+        await asyncio.shield(self._reg_done)
+
+    def _send_registrations(self) -> None:
+        names, done = self._reg_names, self._reg_done
+        self._reg_names, self._reg_done = [], None
+        assert done is not None
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())  # seen by callers
+        self.tasks.spawn(self._register(names if len(names) > 1 else names[0], done))
+
+    async def _register(self, names: str | list[str], done: asyncio.Future[None]) -> None:
+        try:
+            await self.calls.request(HEAD, Op.REG, encode(names), self.rpc_timeout)
+        except asyncio.CancelledError:
+            done.cancel()
+            raise
+        except Exception as exc:
+            done.set_exception(exc)
         else:
-            await self.calls.request(HEAD, Op.REG, encode(name), self.rpc_timeout)
+            done.set_result(None)
 
     async def unregistered(self, name: str) -> None:
         if self.directory is not None:
@@ -201,6 +227,15 @@ class HeadRole:
                     self.peers.forget(h.src)
                     await self.push_state()
                 return
+            elif h.op == Op.REG and isinstance(arg, list):  # actors spawned together
+                if not all(isinstance(n, str) for n in arg):
+                    raise ActorError("malformed registration")
+                for name in arg:
+                    d.register(name, h.src)
+            elif h.op == Op.LOOKUP and isinstance(arg, list):  # many names at once
+                if not all(isinstance(n, str) for n in arg):
+                    raise ActorError("malformed lookup request")
+                result = [d.lookup(n) for n in arg]
             elif not isinstance(arg, str):
                 raise ActorError(f"malformed {h.op} request")
             elif h.op == Op.REG:

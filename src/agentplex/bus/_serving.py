@@ -5,25 +5,36 @@ answers and stream credit back, topic deliveries, remote spawns."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..message import EncodeError, encode
-from ..runtime import ActorError, ActorNotFound, ActorStopped, HandlerError, MailboxFull
+from ..runtime import (
+    ActorError,
+    ActorNotFound,
+    ActorStopped,
+    CallTimeout,
+    HandlerError,
+    MailboxFull,
+)
 from ..runtime.lowlevel import Envelope, Kind, StreamChannel
 from ..tracing.lowlevel import answer_headers, receive_context
 from ._allowlist import build_actor
 from ._errors import PayloadTooLarge
-from ._frames import Header, Op
+from ._frames import Header, Op, error_to_wire
 from ._peers import Peers
 from ._tasks import Tasks
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
 
-__all__ = ["RemoteWaiter", "Served", "Serving"]
+__all__ = ["CHUNK_DELAY", "BatchAnswer", "BatchSlot", "RemoteWaiter", "Served", "Serving"]
+
+CHUNK_DELAY = 0.002
+"""Seconds a served fan-out gathers answers before sending them (unless all are in)."""
 
 log = logging.getLogger("agentplex.bus")
 
@@ -63,13 +74,81 @@ class RemoteWaiter:
         self._done = True
 
 
+class BatchAnswer:
+    """Gathers the outcomes of a served fan-out (one CALL_MANY frame) and sends them in
+    chunks as the actors answer: ``send(items, last)`` gets ``[[index, ok, value], ...]``
+    (outcomes of one moment are sent together, after at most :data:`CHUNK_DELAY`); the last
+    chunk goes once every target has answered. ``waiter(i)`` stands in for the caller of
+    target ``i``."""
+
+    __slots__ = ("_send", "_timer", "done", "left", "ready")
+
+    def __init__(self, n: int, send: Callable[[list[Any], bool], None]) -> None:
+        self.ready: list[Any] = []
+        self.left = n
+        self._send = send
+        self._timer: asyncio.TimerHandle | None = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if n == 0:
+            self.done.set_result(None)
+            send([], True)
+
+    def waiter(self, i: int, target: str) -> BatchSlot:
+        return BatchSlot(self, i, target)
+
+    def answer(self, i: int, target: str, ok: bool, value: Any) -> None:
+        self.ready.append([i, True, value] if ok else [i, False, error_to_wire(value, target)])
+        self.left -= 1
+        if self.left == 0:
+            self.flush(True)
+            self.done.set_result(None)
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(CHUNK_DELAY, self.flush)
+
+    def flush(self, last: bool = False) -> None:
+        """Send what is ready."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.ready or last:
+            items, self.ready = self.ready, []
+            self._send(items, last)
+
+    def abandon(self) -> None:
+        """The caller left: send nothing more."""
+        self._send = lambda items, last: None
+        self.flush()
+
+
+class BatchSlot(RemoteWaiter):
+    """Stands in for the caller of one target of a served fan-out (one object per target:
+    a fan-out to 250,000 actors of a node makes 250,000 of these)."""
+
+    __slots__ = ("_batch", "_index", "_target")
+
+    def __init__(self, batch: BatchAnswer, index: int, target: str) -> None:
+        self._batch = batch
+        self._index = index
+        self._target = target
+        self._done = False
+
+    def _settle(self, ok: bool, value: Any) -> None:
+        if self._done:
+            raise asyncio.InvalidStateError("the answer was already given")
+        self._done = True
+        self._batch.answer(self._index, self._target, ok, value)
+
+
 class Served:
     """A request we serve for a peer: its envelope and, for a stream, the caller's credit."""
 
-    __slots__ = ("credit", "env", "task", "wake")
+    __slots__ = ("batch", "credit", "env", "task", "wake")
 
-    def __init__(self, env: Envelope, credit: int = 0) -> None:
+    def __init__(self, env: Envelope, credit: int = 0,
+                 batch: list[Envelope] | None = None) -> None:
         self.env = env
+        self.batch = batch
+        """The envelopes of a served fan-out (``env`` is its first)."""
         self.credit = credit
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -155,6 +234,75 @@ class Serving:
                 served.task = self.tasks.spawn(self._pump(h, key, served))
         self.enqueue(env, h.src if op == Op.TELL else None)
 
+    def on_call_many(self, h: Header, data: bytes) -> None:
+        """The calls of one fan-out (CALL_MANY) for local actors: delivered at once (idle
+        actors handle theirs in one batch, without a task each), answered in one frame
+        listing each target's reply or error, in order, once all have answered or the
+        caller's timeout has passed."""
+        if h.corr is None:
+            self.peers.drop("call_many without a correlation id")
+            return
+        body = self.peers.decode(h, data)
+        if not (isinstance(body, list) and len(body) == 4 and body[0] in (Op.CALL, Op.CONTROL)
+                and isinstance(body[1], list) and all(isinstance(t, str) for t in body[1])
+                and isinstance(body[2], bytes) and isinstance(body[3], (int, float))
+                and 0 < body[3] < 1e9):
+            self.peers.answer_error(h, ActorError("malformed call_many request"))
+            return
+        kind, targets, encoded, timeout = body
+        payload = self.peers.decode(h, encoded)
+        trace = receive_context(targets[0] if targets else "", h.trace,
+                                **{"agentplex.node": self.node_id})
+        answer = BatchAnswer(len(targets), lambda items, last: self._send_answers(h, items,
+                                                                                  last))
+        envs = [Envelope(kind, target, payload, waiter=answer.waiter(i, target),
+                         sender=h.sender, correlation_id=h.corr, trace=trace)
+                for i, target in enumerate(targets)]
+        if h.src not in self.peers.links:
+            self.peers.link(h.src)  # watch the caller's heartbeat: if it dies, handlers stop
+        key = (h.src, h.corr)
+        if envs:
+            self._served[key] = Served(envs[0], batch=envs)
+        self.enqueue_many(envs, timeout)
+        task = self.tasks.spawn(self._answer_many(h, key, answer, envs, timeout))
+        if envs:
+            self._served[key].task = task
+
+    async def _answer_many(self, h: Header, key: tuple[str, int], answer: BatchAnswer,
+                           envs: list[Envelope], timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(answer.done)
+        except TimeoutError:
+            for env in envs:
+                if not env.waiter.done():
+                    env.waiter.set_exception(CallTimeout(
+                        f"no reply from {env.target!r} within {timeout:g}s", actor=env.target))
+                    self.runtime.interrupt_local(env)
+        except asyncio.CancelledError:
+            answer.abandon()
+            raise
+        finally:
+            self._served.pop(key, None)
+
+    def _send_answers(self, h: Header, items: list[Any], last: bool) -> None:
+        """Send a chunk of a served fan-out's outcomes (RESULT for the last one)."""
+        if self.closed:
+            return
+        op = Op.RESULT if last else Op.ITEM
+        try:
+            data = encode(items)
+        except EncodeError:  # some reply does not encode: that call fails, not its batch
+            data = encode([_encodable(item) for item in items])
+        try:
+            self.peers.check_size(h, data)
+        except PayloadTooLarge:  # too much at once: one frame per outcome
+            for n, item in enumerate(items):
+                self._send_answers(h, [_fitting(item, self.peers, h)],
+                                   last and n == len(items) - 1)
+            return
+        self.peers.answer(h, op, data)
+
     def _call_done(self, h: Header, key: tuple[str, int], ok: bool, value: Any) -> None:
         self._served.pop(key, None)
         if self.closed:
@@ -220,7 +368,15 @@ class Serving:
             self._abandon(s)
 
     def _abandon(self, s: Served) -> None:
-        """The caller of ``s`` left: skip or interrupt its handler."""
+        """The caller of ``s`` left: skip or interrupt its handler(s)."""
+        if s.batch is not None:
+            if s.task is not None:
+                s.task.cancel()
+            for env in s.batch:
+                if not env.waiter.done():
+                    env.waiter.abandon()
+                    self.runtime.interrupt_local(env)
+            return
         waiter = s.env.waiter
         if isinstance(waiter, StreamChannel):
             waiter.close()
@@ -257,6 +413,22 @@ class Serving:
             return
         held.append((env, tell_from))
         self._overflowing += 1
+
+    def enqueue_many(self, envs: list[Envelope], timeout: float) -> None:
+        """Put the calls of one fan-out in their actors' mailboxes, each in arrival order
+        as :meth:`enqueue` keeps it: an actor with envelopes held back gets its call behind
+        them, the others at once through the runtime's batch delivery (each actor gets its
+        own copy of the shared payload)."""
+        overflow = self._overflow
+        if overflow:
+            now = [env for env in envs if env.target not in overflow]
+            for env in envs:
+                if env.target in overflow:
+                    env.payload = copy.deepcopy(env.payload)
+                    self.enqueue(env, None)
+        else:
+            now = envs
+        self.runtime.deliver_local_many(now, timeout, copy_payloads=True)
 
     async def _drain(self, name: str, held: deque[tuple[Envelope, str | None]]) -> None:
         try:
@@ -346,3 +518,22 @@ class Serving:
     def close(self) -> None:
         """Answer nothing more (the transport's tasks, draining overflow, are cancelled)."""
         self.closed = True
+
+
+def _encodable(item: list[Any]) -> list[Any]:
+    """``item`` (``[index, ok, value]``) if its value encodes, else the error saying why."""
+    try:
+        encode(item)
+    except EncodeError as exc:
+        return [item[0], False, error_to_wire(HandlerError(str(exc), exc_type="EncodeError"),
+                                              None)]
+    return item
+
+
+def _fitting(item: list[Any], peers: Peers, h: Header) -> list[Any]:
+    """``item`` if it fits in a frame, else the error saying it does not."""
+    try:
+        peers.check_size(h, encode(item))
+    except PayloadTooLarge as exc:
+        return [item[0], False, error_to_wire(exc, None)]
+    return item

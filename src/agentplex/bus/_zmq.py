@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import zmq
@@ -39,7 +39,7 @@ __all__ = ["ZmqTransport"]
 
 log = logging.getLogger("agentplex.bus")
 
-_PEER_OPS = frozenset({Op.CALL, Op.TELL, Op.STREAM, Op.CONTROL, Op.PUBLISH, Op.STATE,
+_PEER_OPS = frozenset({Op.CALL, Op.CALL_MANY, Op.TELL, Op.STREAM, Op.CONTROL, Op.PUBLISH, Op.STATE,
                        Op.SPAWN, Op.HELLO, Op.REG, Op.UNREG, Op.LOOKUP, Op.SUB, Op.UNSUB,
                        Op.PING, Op.CREDIT, Op.CANCEL, Op.BYE, Op.ACK})
 
@@ -122,7 +122,9 @@ class ZmqTransport(Transport):
         self.rpc_timeout = rpc_timeout
         self.endpoint = ""
         self.stats: Counter[str] = Counter()
-        """Counters: ``dropped`` frames, ``unknown_actor``, ``publish_failed``, ..."""
+        """Counters: ``dropped`` frames, ``unknown_actor``, ``publish_failed``,
+        ``publish_frames`` and ``call_many_frames`` sent (one per node and broadcast or
+        fan-out), ..."""
         self._runtime: Runtime | None = None
         self._ctx: zmq.asyncio.Context | None = None
         self._auth: AsyncioAuthenticator | None = None
@@ -131,6 +133,7 @@ class ZmqTransport(Transport):
         self._fd = -1
         self._conn_keys: dict[bytes, str] = {}
         self._closed = False
+        self._closing = False
         self._tasks = Tasks()
         directory = Directory() if self.is_head else None
         self._peers = Peers(self.node_id, keys=keys, hwm=hwm, max_message_size=max_message_size,
@@ -157,6 +160,7 @@ class ZmqTransport(Transport):
     async def start(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._serving.attach(runtime)
+        self._calls.is_local = runtime.__contains__
         self._ctx = self._peers.ctx = ctx = zmq.asyncio.Context()
         router = self._router = ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
@@ -184,8 +188,13 @@ class ZmqTransport(Transport):
             raise
 
     async def close(self) -> None:
-        if self._closed:
+        if self._closed or self._closing:
             return
+        self._closing = True
+        # what tell accepted must arrive: wait until the receivers have it in a mailbox
+        # (before saying goodbye, after which they would drop it as from an unknown node)
+        if not await self._calls.tells_taken(self.heartbeat_timeout):
+            log.warning("closing with tells not yet acknowledged by their nodes")
         self._closed = True
         self._serving.close()
         self._head.close()
@@ -208,6 +217,9 @@ class ZmqTransport(Transport):
 
     async def deliver(self, env: Envelope, timeout: float) -> None:
         await self._calls.deliver(env, timeout)
+
+    async def deliver_many(self, envs: Sequence[Envelope], timeout: float) -> None:
+        await self._calls.deliver_many(envs, timeout)
 
     def cancel(self, env: Envelope) -> None:
         self._calls.cancel(env)
@@ -305,9 +317,13 @@ class ZmqTransport(Transport):
         except FrameError as exc:
             peers.drop(str(exc))
             return
-        if key is not None and h.op != Op.HELLO:
+        if key is not None and not (h.op == Op.HELLO and self.is_head):
+            # every frame but a hello to the head comes from a node that joined with its key
             info = peers.nodes.get(h.src)
-            if info is not None and info[1] != key:
+            if info is None:
+                peers.drop(f"{h.op} from {h.src!r}, which has not joined")
+                return
+            if info[1] != key:
                 peers.drop(f"{h.op} claiming to come from {h.src!r} signed by another key")
                 return
         if h.src == self.node_id:
@@ -324,6 +340,8 @@ class ZmqTransport(Transport):
             self._calls.on_answer(h, data)
         elif op in (Op.CALL, Op.TELL, Op.STREAM, Op.CONTROL):
             self._serving.on_request(h, data)
+        elif op == Op.CALL_MANY:
+            self._serving.on_call_many(h, data)
         elif op == Op.PUBLISH:
             self._serving.on_publish(h, data)
         elif op == Op.CANCEL:

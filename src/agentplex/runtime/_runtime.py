@@ -81,6 +81,7 @@ class Runtime:
         self._cells: dict[str, ActorCell] = {}
         self._topics: dict[str, dict[str, None]] = {}
         self._busy = 0
+        self._putting: set[asyncio.Task[None]] = set()
         self._idle: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
@@ -306,6 +307,29 @@ class Runtime:
         """Topics at least one local actor subscribes to."""
         return list(self._topics)
 
+    def deliver_local_many(self, envs: Sequence[Envelope], timeout: float, *,
+                           copy_payloads: bool = False) -> None:
+        """Deliver the calls of one fan-out to the local actors ``env.target``, without
+        waiting, as :meth:`call_many` does: idle actors handle theirs in one batch (no task
+        each), busy ones get it in their mailbox (a full one within ``timeout``).
+
+        Nothing is raised: an envelope that cannot be delivered gets its error
+        (:class:`ActorNotFound`, :class:`ActorStopped`, :class:`MailboxFull`) on its
+        ``waiter``. With ``copy_payloads`` each actor gets its own deep copy of the payload.
+        """
+        cells = self._cells
+        local: list[tuple[ActorCell, Envelope]] = []
+        for env in envs:
+            cell = cells.get(env.target)
+            if cell is None:
+                env.waiter.set_exception(
+                    ActorNotFound(f"no local actor named {env.target!r}", actor=env.target))
+            else:
+                local.append((cell, env))
+        for task in self._hand_over(local, timeout, copy_payloads):
+            self._putting.add(task)
+            task.add_done_callback(self._putting.discard)
+
     async def call_many(
         self,
         actors: Iterable[str | ActorRef],
@@ -346,11 +370,10 @@ class Runtime:
         itself = sender_name if sender is not None and sender.runtime is self else None
         trace = self._capture_trace() if is_enabled() else None
         cells = self._cells
-        batch = Batch(copy_payloads=copy_each)
         envs: list[Envelope | None] = []
         futs: list[asyncio.Future[Any]] = []
         remote: list[Envelope] = []
-        full: list[tuple[ActorCell, Envelope]] = []
+        local: list[tuple[ActorCell, Envelope]] = []
         for actor in actors:
             stale = False
             if isinstance(actor, ActorRef):
@@ -372,18 +395,9 @@ class Runtime:
                 fut.set_exception(RuntimeError(
                     f"actor {name!r} called itself and would wait for itself forever"))
             else:
-                try:
-                    if cell.hold(env, batch):
-                        continue  # the batch copies the payload when the handler starts
-                    if copy_each:
-                        env.payload = deep_copy(payload)
-                    if not cell.offer(env):
-                        full.append((cell, env))
-                except ActorStopped as exc:
-                    fut.set_exception(exc)
-        batch.start()
-        waiting = [loop.create_task(self._put_or_fail(cell, env, timeout)) for cell, env in full]
-        del full
+                local.append((cell, env))
+        waiting = self._hand_over(local, timeout, copy_each)
+        del local
         if remote:
             try:
                 await self.transport.deliver_many(remote, timeout)
@@ -395,6 +409,27 @@ class Runtime:
         await self._settle_calls(envs, futs, start, timeout, loop)
         del waiting
         return _results(futs, return_exceptions)
+
+    def _hand_over(self, local: list[tuple[ActorCell, Envelope]], timeout: float,
+                   copy_each: bool) -> list[asyncio.Task[None]]:
+        """Deliver the envelopes of one fan-out to their local actors: idle ones hold theirs
+        in one batch, the others get it in their mailbox; a full mailbox within ``timeout``
+        (the tasks that wait for room are returned). Errors go to each envelope's waiter."""
+        batch = Batch(copy_payloads=copy_each)
+        full: list[tuple[ActorCell, Envelope]] = []
+        for cell, env in local:
+            try:
+                if cell.hold(env, batch):
+                    continue  # the batch copies the payload when the handler starts
+                if copy_each:
+                    env.payload = deep_copy(env.payload)
+                if not cell.offer(env):
+                    full.append((cell, env))
+            except ActorStopped as exc:
+                env.waiter.set_exception(exc)
+        batch.start()
+        loop = asyncio.get_running_loop()
+        return [loop.create_task(self._put_or_fail(cell, env, timeout)) for cell, env in full]
 
     async def _put_or_fail(self, cell: ActorCell, env: Envelope, timeout: float) -> None:
         try:

@@ -15,6 +15,9 @@ what arrives for it from elsewhere:
 - ``runtime.offer_local(env)``: put an envelope in the mailbox of the local actor
   ``env.target`` without waiting; ``False`` when the mailbox is full.
 - ``await runtime.deliver_local(env, timeout)``: the same, waiting for room.
+- ``runtime.deliver_local_many(envs, timeout, copy_payloads=...)``: the calls of one
+  fan-out, each to its local actor, without waiting (idle actors handle theirs in one
+  batch); an envelope that cannot be delivered gets its error on its ``waiter``.
 - ``await runtime.publish_local(env, timeout)``: deliver a topic message to the local
   subscribers of ``env.topic``.
 - ``runtime.interrupt_local(env)``: the remote caller of ``env`` gave up; skip or cancel

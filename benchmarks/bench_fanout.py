@@ -1,0 +1,182 @@
+"""Node-local fan-out across node processes: a broadcast and a fan-out call (``call_many``).
+
+A head (this process) and ``--nodes`` node processes on loopback; each node creates its
+share of ``--agents`` agents locally at start-up (registered with the head in batches) and
+subscribes them to one topic. Figures (JSON lines through ``_benchlib.emit``):
+
+- ``broadcast_nodes``: one ``Runtime.publish`` from the head until every agent on every node
+  has handled it (wall seconds; ``node_cpu`` is the busiest node's CPU seconds for it);
+- ``fanout_call_nodes``: ``Runtime.call_many`` to ``--calls`` agents spread over the nodes,
+  all replies back (replies per wall second; ``cold`` includes the head's name lookups);
+- ``fanout_call_nodes`` / ``per-agent-calls``: the same agents called one envelope each
+  (``asyncio.gather`` of ``ActorRef.call``), the baseline, on ``--baseline`` agents.
+
+    python benchmarks/bench_fanout.py [--agents 1000000] [--calls 100000] [--nodes 4]
+    python benchmarks/bench_fanout.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _benchlib import emit
+from agentplex import Actor, Runtime
+from agentplex.bus import ZmqTransport
+
+TOPIC = "news"
+_heard = 0
+_heard_changed: asyncio.Event | None = None
+
+
+class Member(Actor):
+    """An agent of the simulation: answers a call, counts what it hears."""
+
+    async def handle_call(self, message: Any) -> Any:
+        return message
+
+    async def handle_publish(self, topic: str, message: Any) -> None:
+        global _heard
+        _heard += 1
+        if _heard_changed is not None and _heard % 1024 == 0:
+            _heard_changed.set()
+
+
+class Probe(Actor):
+    """One per node: ``"cpu"`` is the node's CPU time; a number waits until this node's
+    agents have heard that many messages in all."""
+
+    async def handle_call(self, message: Any) -> Any:
+        if message == "cpu":
+            return time.process_time()
+        assert _heard_changed is not None
+        while _heard < message:
+            _heard_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_heard_changed.wait(), 0.01)
+        return _heard
+
+
+async def node(head: str, index: int, count: int) -> None:
+    global _heard_changed
+    _heard_changed = asyncio.Event()
+    # a loaded machine can starve a loop for seconds while it creates 250k agents: patience
+    transport = ZmqTransport(head=head, node_id=f"node-{index}", hwm=100_000,
+                             heartbeat_timeout=120, rpc_timeout=120)
+    async with Runtime(transport, default_timeout=300) as rt:
+        await rt.spawn(Probe(), f"probe-{index}")
+        refs = []
+        for start in range(0, count, 2_000):  # spawned together: one registration each
+            refs += await asyncio.gather(*(rt.spawn(Member(), f"a{index}-{k}")
+                                           for k in range(start, min(count, start + 2_000))))
+        await rt.subscribe_many(TOPIC, refs)
+        del refs
+        print("READY", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+def start_nodes(head: str, nodes: int, per_node: int) -> list[subprocess.Popen[str]]:
+    procs = [subprocess.Popen([sys.executable, __file__, "--node", head, "--index", str(i),
+                               "--count", str(per_node)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for i in range(nodes)]
+    for proc in procs:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError(f"a node did not start: {line!r}")
+    return procs
+
+
+async def bench(a: argparse.Namespace) -> None:
+    per_node = a.agents // a.nodes
+    total = per_node * a.nodes
+    transport = ZmqTransport(hwm=100_000, rpc_timeout=120, heartbeat_timeout=120)
+    async with Runtime(transport, default_timeout=300) as rt:
+        t0 = time.perf_counter()
+        procs = await asyncio.to_thread(start_nodes, transport.endpoint, a.nodes, per_node)
+        emit("setup_nodes", "agentplex-zmq", total, total / (time.perf_counter() - t0),
+             "agents/s", nodes=a.nodes)
+        try:
+            probes = [f"probe-{i}" for i in range(a.nodes)]
+            for rnd in range(1, a.rounds + 1):
+                frames = transport.stats["publish_frames"]
+                cpu0 = await rt.call_many(probes, "cpu")
+                t0 = time.perf_counter()
+                await rt.publish(TOPIC, {"round": rnd})
+                heard = await rt.call_many(probes, per_node * rnd)
+                wall = time.perf_counter() - t0
+                cpu1 = await rt.call_many(probes, "cpu")
+                assert heard == [per_node * rnd] * a.nodes, heard
+                emit("broadcast_nodes", "agentplex-zmq", total, wall, "s", nodes=a.nodes,
+                     node_cpu=round(max(b - c for b, c in zip(cpu1, cpu0, strict=True)), 3),
+                     frames=transport.stats["publish_frames"] - frames)
+            per = a.calls // a.nodes
+            names = [f"a{i}-{k}" for k in range(per) for i in range(a.nodes)]
+            for rnd in range(a.rounds + 1):
+                cpu0 = await rt.call_many(probes, "cpu")
+                frames = transport.stats["call_many_frames"]
+                t0, c0 = time.perf_counter(), time.process_time()
+                replies = await rt.call_many(names, "ping", timeout=300)
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                frames = transport.stats["call_many_frames"] - frames
+                cpu1 = await rt.call_many(probes, "cpu")
+                assert replies == ["ping"] * len(names)
+                emit("fanout_call_nodes", "agentplex-zmq-call_many", len(names),
+                     len(names) / wall, "replies/s", nodes=a.nodes, cold=rnd == 0,
+                     head_cpu=round(cpu, 3),
+                     node_cpu=round(max(b - c for b, c in zip(cpu1, cpu0, strict=True)), 3),
+                     frames=frames)
+            base = names[:a.baseline]
+            refs = [rt.ref(n) for n in base]
+            await asyncio.gather(*(r.call("ping") for r in refs))  # names cached
+            for _ in range(a.rounds):
+                t0, c0 = time.perf_counter(), time.process_time()
+                replies = await asyncio.gather(*(r.call("ping", timeout=300) for r in refs))
+                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                assert replies == ["ping"] * len(base)
+                emit("fanout_call_nodes", "per-agent-calls", len(base), len(base) / wall,
+                     "replies/s", nodes=a.nodes, head_cpu=round(cpu, 3))
+        finally:
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.close()
+            for proc in procs:
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--agents", type=int, default=1_000_000)
+    p.add_argument("--calls", type=int, default=100_000)
+    p.add_argument("--baseline", type=int, default=10_000)
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--node")
+    p.add_argument("--index", type=int, default=0)
+    p.add_argument("--count", type=int, default=0)
+    a = p.parse_args()
+    if a.node:
+        asyncio.run(node(a.node, a.index, a.count))
+        return
+    if a.quick:
+        a.agents, a.calls, a.baseline, a.rounds = 20_000, 10_000, 2_000, 2
+    a.calls = min(a.calls, a.agents)
+    a.baseline = min(a.baseline, a.calls)
+    asyncio.run(bench(a))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Node-local fan-out across node processes: one frame per node for a broadcast and for a
+fan-out call, each delivered to the node's local actors, in order."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import anyio
+import pytest
+
+from agentplex import ActorNotFound, HandlerError, Msg, MsgHub, Runtime
+from agentplex.bus import ZmqTransport
+from agentplex.orchestration import fanout_pipeline
+from agentplex.runtime import CallTimeout, PeerLost
+
+pytestmark = pytest.mark.anyio
+
+
+def head() -> Runtime:
+    return Runtime(ZmqTransport(heartbeat_interval=0.2, heartbeat_timeout=1.5),
+                   default_timeout=20)
+
+
+async def test_a_broadcast_sends_one_frame_per_node(nodes: Any) -> None:
+    names = {n: [f"t{n}{i}" for i in range(4)] for n in range(3)}
+    async with head() as rt:
+        stats = rt.transport.stats  # type: ignore[attr-defined]
+        ep = rt.transport.endpoint  # type: ignore[attr-defined]
+        for members in names.values():
+            await nodes(ep, *(f"Talker:{m}" for m in members))
+        everyone = [m for members in names.values() for m in members]
+        refs = [rt.ref(m) for m in everyone]
+        with anyio.fail_after(30):
+            async with MsgHub(refs, enable_auto_broadcast=False) as hub:
+                before = stats["publish_frames"]
+                for i in range(5):
+                    await hub.broadcast(Msg("host", f"news {i}", "user"))
+                assert stats["publish_frames"] - before == 5 * 3  # one per node, not per agent
+            memories = await rt.call_many(refs, Msg("host", "memory", "user"))
+    expected = "|".join(f"host:news {i}" for i in range(5))
+    assert [m.content for m in memories] == [expected] * len(everyone)
+
+
+async def test_call_many_across_three_nodes(nodes: Any) -> None:
+    async with head() as rt:
+        stats = rt.transport.stats  # type: ignore[attr-defined]
+        ep = rt.transport.endpoint  # type: ignore[attr-defined]
+        for n in range(3):
+            await nodes(ep, *(f"Echo:e{n}{i}:tag{n}{i}" for i in range(5)),
+                        *(["Failing:bad"] if n == 1 else []))
+        targets = [f"e{n}{i}" for i in range(5) for n in range(3)]  # nodes interleaved
+        targets.insert(4, "bad")
+        targets.insert(9, "ghost")
+        with anyio.fail_after(30):
+            before = stats["call_many_frames"]
+            got = await rt.call_many(targets, "where", return_exceptions=True)
+            assert stats["call_many_frames"] - before == 3
+            again = await rt.call_many(targets[:3], "where")  # names cached: same path
+    for target, reply in zip(targets, got, strict=True):
+        if target == "bad":
+            assert isinstance(reply, HandlerError) and "cannot handle" in str(reply)
+            assert reply.actor == "bad"
+        elif target == "ghost":
+            assert isinstance(reply, ActorNotFound)
+        else:
+            assert reply == "tag" + target[1:]
+    assert again == ["tag00", "tag10", "tag20"]
+
+
+async def test_fanout_pipeline_reaches_agents_on_other_nodes(nodes: Any) -> None:
+    async with head() as rt:
+        ep = rt.transport.endpoint  # type: ignore[attr-defined]
+        await nodes(ep, "Talker:ann", "Talker:ben")
+        await nodes(ep, "Talker:cat")
+        with anyio.fail_after(30):
+            replies = await fanout_pipeline([rt.ref("ann"), rt.ref("ben"), rt.ref("cat")],
+                                            Msg("host", "go", "user"))
+    assert [r.content for r in replies] == [f"{n} spoke after 0" for n in ("ann", "ben", "cat")]
+
+
+async def test_a_fanout_times_out_per_target_and_a_dead_node_fails_its_share(
+        nodes: Any) -> None:
+    async with head() as rt:
+        ep = rt.transport.endpoint  # type: ignore[attr-defined]
+        await nodes(ep, "Echo:quick", "Slow:late:30")
+        victim = await nodes(ep, "Slow:doomed:3600", "Slow:doomed2:3600")
+        with anyio.fail_after(40):
+            got = await rt.call_many(["quick", "late"], "hi", timeout=5,
+                                     return_exceptions=True)
+            assert got[0] == "hi" and isinstance(got[1], CallTimeout)
+
+            async def kill_soon() -> None:
+                await anyio.sleep(0.5)
+                os.kill(victim.proc.pid, signal.SIGKILL)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(kill_soon)
+                got = await rt.call_many(["quick", "doomed", "doomed2"], "hi", timeout=15,
+                                         return_exceptions=True)
+    assert got[0] == "hi"
+    assert all(isinstance(e, PeerLost) for e in got[1:]), got
