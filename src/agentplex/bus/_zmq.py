@@ -39,8 +39,9 @@ __all__ = ["ZmqTransport"]
 
 log = logging.getLogger("agentplex.bus")
 
-_PEER_OPS = frozenset({Op.CALL, Op.CALL_MANY, Op.TELL, Op.STREAM, Op.CONTROL, Op.PUBLISH, Op.STATE,
-                       Op.SPAWN, Op.HELLO, Op.REG, Op.UNREG, Op.LOOKUP, Op.SUB, Op.UNSUB,
+_PEER_OPS = frozenset({Op.CALL, Op.CALL_MANY, Op.TELL, Op.STREAM, Op.CONTROL, Op.PUBLISH,
+                       Op.STATE, Op.SPAWN, Op.HELLO, Op.REG, Op.UNREG, Op.REG_MANY,
+                       Op.UNREG_MANY, Op.LOOKUP, Op.SUB, Op.UNSUB,
                        Op.PING, Op.CREDIT, Op.CANCEL, Op.BYE, Op.ACK})
 
 
@@ -234,6 +235,12 @@ class ZmqTransport(Transport):
 
     async def unregistered(self, name: str) -> None:
         await self._head.unregistered(name)
+
+    async def registered_many(self, names: Sequence[str]) -> None:
+        await self._head.registered_many(names)
+
+    async def unregistered_many(self, names: Sequence[str]) -> None:
+        await self._head.unregistered_many(names)
 
     async def subscribed(self, topic: str) -> None:
         await self._head.subscribed(topic)

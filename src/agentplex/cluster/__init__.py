@@ -4,6 +4,7 @@ and served engines (``Cluster.serve``).
 Head and node daemons (placing actors on machines over the ZeroMQ bus) build on these.
 """
 
+from ._batch import ActorRefs, NodeFailed, RoundResult
 from ._detect import detect_gpus, detect_node, worker_environment
 from ._errors import Unschedulable
 from ._inprocess import Cluster, init
@@ -17,6 +18,7 @@ from ._serve import EngineActor, ServedChatModel
 from ._tool_actor import ActorTool, PipelineToolActor, ToolActor
 
 __all__ = [
+    "ActorRefs",
     "ActorSpec",
     "ActorTool",
     "Bytes",
@@ -27,6 +29,7 @@ __all__ = [
     "GPU",
     "LocalNode",
     "ModelActor",
+    "NodeFailed",
     "NodeHandle",
     "NodeSpec",
     "PipelineToolActor",
@@ -36,6 +39,7 @@ __all__ = [
     "RemoteChatModel",
     "Resources",
     "RestartPolicy",
+    "RoundResult",
     "Scheduler",
     "ServedChatModel",
     "ToolActor",
