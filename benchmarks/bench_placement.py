@@ -157,8 +157,10 @@ async def bench_node_death(agents: int, dead_after: float) -> None:
     time from the kill to the round's end."""
     daemons = Daemons()
     try:
-        endpoint = daemons.head("--ping-interval", "0.5", "--dead-after", f"{dead_after:g}")
-        daemons.nodes(endpoint, NODES, "--cpus", "100000", "--allow", "tests.support")
+        beat = ("--heartbeat-timeout", f"{2 * dead_after:g}")  # a starved node is not dead
+        endpoint = daemons.head("--ping-interval", "0.5", "--dead-after", f"{dead_after:g}",
+                                *beat)
+        daemons.nodes(endpoint, NODES, "--cpus", "100000", "--allow", "tests.support", *beat)
         async with connect(endpoint, heartbeat_timeout=dead_after) as rt:
             client = ClusterClient(rt, timeout=600)
             half = agents // 2

@@ -16,6 +16,8 @@ KeysOpt = Annotated[Path | None, typer.Option(
     help="This process's CURVE key pair (NAME.key_secret from 'agentplex keys generate'); "
          "also read from AGENTPLEX_PUBLIC_KEY / AGENTPLEX_SECRET_KEY.")]
 HeadKeyOpt = Annotated[Path | None, typer.Option(help="The head's public key file.")]
+HeartbeatOpt = Annotated[float, typer.Option(
+    help="Seconds of silence after which a peer on the bus is declared lost.")]
 AllowOpt = Annotated[list[Path], typer.Option(
     "--allow-key", help="Public key files of peers admitted (with keys). Repeatable.")]
 
@@ -55,6 +57,7 @@ def head(
         help="'local' (agentplex nodes) or 'ray' (Ray places the actors).")] = "local",
     ray_address: Annotated[str | None, typer.Option(
         help="With --backend ray: the Ray cluster (e.g. auto); default: a local Ray.")] = None,
+    heartbeat_timeout: HeartbeatOpt = 5.0,
 ) -> None:
     """Run the head: the bus's directory and the cluster's scheduler."""
     from ..cluster.lowlevel import run_head
@@ -64,7 +67,7 @@ def head(
         raise typer.BadParameter("--backend is 'local' or 'ray'")
     asyncio.run(run_head(bind, ping_interval=ping_interval, dead_after=dead_after,
                          backend=backend, ray_address=ray_address,
-                         insecure=insecure, **options))
+                         insecure=insecure, heartbeat_timeout=heartbeat_timeout, **options))
 
 
 def node(
@@ -83,6 +86,7 @@ def node(
     head_key: HeadKeyOpt = None,
     insecure: Annotated[bool, typer.Option(
         help="Allow a non-loopback bind without keys.")] = False,
+    heartbeat_timeout: HeartbeatOpt = 5.0,
 ) -> None:
     """Join a cluster: report this machine's resources and host the actors placed here."""
     from ..cluster import detect_node
@@ -91,7 +95,7 @@ def node(
     spec = detect_node(node_id, gpus=gpus, gpu_memory=gpu_memory, cpus=cpus,
                        labels=_labels(label))
     asyncio.run(run_node(head_address, spec, bind=bind, spawn_allow=allow, insecure=insecure,
-                         **_security(keys, head_key, [])))
+                         heartbeat_timeout=heartbeat_timeout, **_security(keys, head_key, [])))
 
 
 def status(
