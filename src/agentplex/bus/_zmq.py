@@ -378,11 +378,12 @@ class ZmqTransport(Transport):
             if self._closed:
                 return  # no ping may follow our goodbye
             self._peers.ping_all()
-            if (loop.time() - before > 2 * self.heartbeat_interval
-                    or self._inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN):
+            if loop.time() - before > 2 * self.heartbeat_interval or (
+                    self._inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN):
                 # This loop is behind (a big batch, a starved process, a backlog of
                 # answers): what peers sent is still unread, so their silence proves
-                # nothing yet.
+                # nothing yet. (Reading EVENTS resets the descriptor's edge: read now.)
+                loop.call_soon(self._readable)
                 continue
             for node in self._peers.live.stale():
                 self._peer_lost(node)
