@@ -3,7 +3,6 @@ those restarted elsewhere, report the lost by name."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -22,6 +21,8 @@ async def call_round(runtime: Runtime, recover: Recover, refs: Sequence[ActorRef
                      message: Any, *, timeout: float, attempts: int) -> RoundResult:
     """Call every actor of ``refs`` with ``message``; see ``Cluster.call_round``.
 
+    Each window of calls is one :meth:`Runtime.call_many` (one frame per node).
+
     A call failing for want of its actor (its node lost, the actor not found or
     stopped, no answer in time) is not an answer: ``recover`` says where such actors
     stand, and those running again (restarted) are asked again, up to ``attempts`` times.
@@ -33,9 +34,8 @@ async def call_round(runtime: Runtime, recover: Recover, refs: Sequence[ActorRef
         failed: dict[str, ActorError] = {}
         for i in range(0, len(todo), WINDOW):
             chunk = todo[i:i + WINDOW]
-            got = await asyncio.gather(
-                *(runtime.ref(n).call(message, timeout=timeout) for n in chunk),
-                return_exceptions=True)
+            got = await runtime.call_many(chunk, message, timeout=timeout,
+                                          return_exceptions=True)
             for name, value in zip(chunk, got, strict=True):
                 if isinstance(value, HandlerError) or not isinstance(value, BaseException):
                     if isinstance(value, HandlerError):
