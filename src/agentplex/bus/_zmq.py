@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import zmq
@@ -40,7 +40,8 @@ __all__ = ["ZmqTransport"]
 log = logging.getLogger("agentplex.bus")
 
 _PEER_OPS = frozenset({Op.CALL, Op.TELL, Op.STREAM, Op.CONTROL, Op.PUBLISH, Op.STATE,
-                       Op.SPAWN, Op.HELLO, Op.REG, Op.UNREG, Op.LOOKUP, Op.SUB, Op.UNSUB,
+                       Op.SPAWN, Op.HELLO, Op.REG, Op.UNREG, Op.REG_MANY,
+                       Op.UNREG_MANY, Op.LOOKUP, Op.SUB, Op.UNSUB,
                        Op.PING, Op.CREDIT, Op.CANCEL, Op.BYE, Op.ACK})
 
 
@@ -222,6 +223,12 @@ class ZmqTransport(Transport):
 
     async def unregistered(self, name: str) -> None:
         await self._head.unregistered(name)
+
+    async def registered_many(self, names: Sequence[str]) -> None:
+        await self._head.registered_many(names)
+
+    async def unregistered_many(self, names: Sequence[str]) -> None:
+        await self._head.unregistered_many(names)
 
     async def subscribed(self, topic: str) -> None:
         await self._head.subscribed(topic)
