@@ -61,7 +61,8 @@ class NodeAgent(Actor):
         self.worker_timeout = worker_timeout
         self.workers: dict[str, asyncio.subprocess.Process] = {}
         self.requests: Counter[str] = Counter()
-        """Requests handled, by operation (``status`` reports them)."""
+        """Requests handled, by operation (``status`` reports them, not counting pings
+        and itself)."""
         self.shares: NodeShares | None = None
 
     async def on_start(self) -> None:
@@ -71,8 +72,11 @@ class NodeAgent(Actor):
         op = message.get("op") if isinstance(message, dict) else None
         if op == "ping":
             return True
-        self.requests[str(op)] += 1
         assert self.shares is not None
+        if op == "status":
+            return {"node": self.spec.id, "actors": len(self.runtime),
+                    "requests": dict(self.requests)}
+        self.requests[str(op)] += 1
         if op == "start_many":
             if any(seg["placement"].get("gpu_indices") for seg in message["segments"]):
                 raise ValueError("actors holding GPUs run in worker processes of their own; "
@@ -84,9 +88,6 @@ class NodeAgent(Actor):
             return True
         if op == "states":
             return await self.shares.states(message["batch"], message.get("timeout", 10.0))
-        if op == "status":
-            return {"node": self.spec.id, "actors": len(self.runtime),
-                    "requests": dict(self.requests)}
         if op == "start":
             await self._start(message["spec"])
             return True
