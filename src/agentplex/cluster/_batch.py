@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import gc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -205,6 +206,8 @@ class NodeShares:
         kwargs = request.get("kwargs") or {}
         resources = Resources.model_validate(request.get("resources") or {})
         started: list[tuple[int, Sequence[str]]] = []
+        collect = gc.isenabled()
+        gc.disable()  # a batch allocates only live objects: no point scanning them meanwhile
         try:
             for seg in request["segments"]:
                 names = names_from_wire(seg["names"])
@@ -219,12 +222,17 @@ class NodeShares:
                     if states and states[i] is not None:
                         actor.load_state_dict(states[i])
                     actors.append(actor)
+                    if i % 8192 == 8191:
+                        await asyncio.sleep(0)  # let heartbeats and pings through
                 await self.runtime.spawn_many(actors, names)
                 started.append((seg.get("index", 0), names))
         except BaseException:
             for _, names in started:
                 await self.runtime.stop_many(names, drain=False)
             raise
+        finally:
+            if collect:
+                gc.enable()
         self.batches.setdefault(request["batch"], []).extend(started)
         return sum(len(n) for _, n in started)
 

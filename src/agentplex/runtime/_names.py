@@ -45,14 +45,15 @@ class NameRange(Sequence[str]):
     def __getitem__(self, i: int) -> str: ...
 
     @overload
-    def __getitem__(self, i: slice) -> NameRange: ...
+    def __getitem__(self, i: slice) -> Sequence[str]: ...
 
-    def __getitem__(self, i: int | slice) -> str | NameRange:
+    def __getitem__(self, i: int | slice) -> str | Sequence[str]:
+        """A name; a slice is a :class:`NameRange` again (a list of names with a step)."""
         n = self.stop - self.start
         if isinstance(i, slice):
             a, b, step = i.indices(n)
             if step != 1:
-                raise ValueError("a name range slices with step 1 only")
+                return [f"{self.prefix}{self.start + j}" for j in range(a, b, step)]
             return NameRange(self.prefix, self.start + a, self.start + max(a, b))
         if i < 0:
             i += n

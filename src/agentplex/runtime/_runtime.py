@@ -229,6 +229,8 @@ class Runtime:
                 started.append(cell)
                 if type(actor).on_start is not Actor.on_start:
                     await actor.on_start()
+                elif len(started) % 8192 == 0:
+                    await asyncio.sleep(0)  # a big batch lets other work through
         except BaseException:
             for cell in started:
                 del cells[cell.name]
