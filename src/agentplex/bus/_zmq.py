@@ -353,11 +353,17 @@ class ZmqTransport(Transport):
     # -- liveness ------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._closed:
+            before = loop.time()
             await asyncio.sleep(self.heartbeat_interval)
             if self._closed:
                 return  # no ping may follow our goodbye
             self._peers.ping_all()
+            if loop.time() - before > 2 * self.heartbeat_interval:
+                # This loop was busy (a big batch, a starved process): what peers sent
+                # meanwhile is still unread, so their silence proves nothing yet.
+                continue
             for node in self._peers.live.stale():
                 self._peer_lost(node)
             self._head.rejoin_if_lost()
