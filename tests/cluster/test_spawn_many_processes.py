@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from agentplex import connect
-from agentplex.cluster import ClusterClient, Resources, node_agent_name
+from agentplex.cluster import ClusterClient, Resources
+from agentplex.cluster.lowlevel import node_agent_name
 from agentplex.runtime import HandlerError
 from tests.support.daemons import Daemons
 

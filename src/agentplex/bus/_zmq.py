@@ -360,9 +360,11 @@ class ZmqTransport(Transport):
             if self._closed:
                 return  # no ping may follow our goodbye
             self._peers.ping_all()
-            if loop.time() - before > 2 * self.heartbeat_interval:
-                # This loop was busy (a big batch, a starved process): what peers sent
-                # meanwhile is still unread, so their silence proves nothing yet.
+            if (loop.time() - before > 2 * self.heartbeat_interval
+                    or self._inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN):
+                # This loop is behind (a big batch, a starved process, a backlog of
+                # answers): what peers sent is still unread, so their silence proves
+                # nothing yet.
                 continue
             for node in self._peers.live.stale():
                 self._peer_lost(node)

@@ -3,9 +3,9 @@
 Head and node daemons (placing actors on machines over the ZeroMQ bus) build on these.
 """
 
-from ._batch import ActorRefs, NodeFailed, RoundResult
+from ._batch import ActorRefs, RoundResult
 from ._detect import detect_gpus, detect_node, worker_environment
-from ._errors import Unschedulable
+from ._errors import NodeFailed, Unschedulable
 from ._inprocess import Cluster, init
 from ._manager import ClusterClient, ClusterManager
 from ._model_actor import ModelActor, RemoteChatModel

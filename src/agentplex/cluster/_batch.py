@@ -19,14 +19,9 @@ from ..runtime import ActorRef, NameRange, Runtime
 from ._resources import Resources
 from ._scheduler import Placement, PlacementPolicy
 
-__all__ = ["ActorRefs", "BatchSpec", "NodeFailed", "NodeShares", "RoundResult", "Share",
+__all__ = ["ActorRefs", "BatchSpec", "NodeShares", "RoundResult", "Share",
            "batch_names",
            "names_from_wire", "names_to_wire", "share_request"]
-
-
-class NodeFailed(Exception):
-    """A node failed while starting its share of a batch; nothing of the batch is left
-    running and none of its names stays registered."""
 
 
 @dataclass

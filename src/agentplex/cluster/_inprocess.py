@@ -23,14 +23,13 @@ from ..runtime.lowlevel import split_name
 from ._batch import (
     ActorRefs,
     BatchSpec,
-    NodeFailed,
     RoundResult,
     Share,
     batch_names,
     share_request,
 )
 from ._detect import detect_node
-from ._errors import Unschedulable
+from ._errors import NodeFailed, Unschedulable
 from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, class_path
 from ._resources import NodeSpec, Resources
 from ._rounds import call_round

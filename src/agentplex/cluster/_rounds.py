@@ -14,7 +14,7 @@ __all__ = ["call_round"]
 
 Recover = Callable[[Sequence[str]], Awaitable[dict[str, list[str]]]]
 
-WINDOW = 20_000
+WINDOW = 5_000
 """Calls in flight at once (bounds the caller's memory on a big round)."""
 
 
