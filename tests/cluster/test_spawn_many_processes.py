@@ -25,7 +25,7 @@ pytestmark = pytest.mark.anyio
 def cluster() -> Iterator[tuple[str, Daemons]]:
     daemons = Daemons()
     try:
-        endpoint = daemons.head("--ping-interval", "0.3", "--dead-after", "3")
+        endpoint = daemons.head("--ping-interval", "0.5", "--dead-after", "8")
         daemons.nodes(endpoint, NODES, "--cpus", "4", "--allow", "tests.support")
         yield endpoint, daemons
     finally:
@@ -66,7 +66,7 @@ async def test_kill_9_of_a_node_mid_round_restarts_its_share_and_reports_the_los
     cluster: tuple[str, Daemons],
 ) -> None:
     endpoint, daemons = cluster
-    async with connect(endpoint, heartbeat_timeout=3) as rt:
+    async with connect(endpoint, heartbeat_timeout=8) as rt:
         client = ClusterClient(rt, timeout=60)
         keep = await client.spawn_many(COUNTER, 1000, names="keep-", restart="on-failure",
                                        resources=Resources(cpus=0.001))
