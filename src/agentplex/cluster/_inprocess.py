@@ -298,16 +298,18 @@ class Cluster:
         for share in shares:
             per_node.setdefault(share.placement.node_id, []).append(share)
         nodes = list(per_node)
+        handles = {n: self.nodes[n] for n in nodes}  # a node may be dropped meanwhile
         results = await asyncio.gather(
-            *(self.nodes[n].start_many(share_request(batch, per_node[n])) for n in nodes),
+            *(handles[n].start_many(share_request(batch, per_node[n])) for n in nodes),
             return_exceptions=True)
         failed = [(n, r) for n, r in zip(nodes, results, strict=True)
                   if isinstance(r, BaseException)]
         if failed:
             for n, r in zip(nodes, results, strict=True):
-                if not isinstance(r, BaseException) and self.nodes[n].alive:
+                handle = handles[n]
+                if not isinstance(r, BaseException) and handle is not None and handle.alive:
                     try:
-                        await self.nodes[n].stop_batch(batch.id)
+                        await handle.stop_batch(batch.id)
                     except Exception as exc:
                         log.warning("could not undo batch %d on %r: %s", batch.id, n, exc)
             for p in placements:

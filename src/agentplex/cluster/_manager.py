@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -55,6 +55,8 @@ class BusNode(NodeHandle):
         self.spec = spec
         self.agent = runtime.ref(node_agent_name(spec.id))
         self.timeout = timeout
+        self.busy = 0
+        """Long requests (a batch to start, stop or checkpoint) under way."""
         self._alive = True
 
     @property
@@ -74,15 +76,27 @@ class BusNode(NodeHandle):
     async def start_many(self, request: dict[str, Any]) -> None:
         count = sum(len(seg["args"] or ()) or _count(seg["names"])
                     for seg in request["segments"])
-        await self.agent.call(request, timeout=self.timeout + count / 10_000)
+        await self._busy(self.agent.call(request, timeout=self.timeout + count / 10_000))
 
     async def stop_batch(self, batch: int) -> None:
-        await self.agent.call({"op": "stop_batch", "batch": batch}, timeout=self.timeout)
+        await self._busy(self.agent.call({"op": "stop_batch", "batch": batch},
+                                         timeout=self.timeout))
 
     async def batch_states(self, batch: int, timeout: float) -> list[list[Any]]:
-        got = await self.agent.call({"op": "states", "batch": batch, "timeout": timeout},
-                                    timeout=timeout + self.timeout)
+        got = await self._busy(self.agent.call(
+            {"op": "states", "batch": batch, "timeout": timeout},
+            timeout=timeout + self.timeout))
         return got  # type: ignore[no-any-return]
+
+    async def _busy(self, request: Awaitable[Any]) -> Any:
+        """Await a long request to the node agent: meanwhile its pings may wait behind
+        it, and the bus itself tells whether the node lives (a dead node fails the
+        request with ``PeerLost``)."""
+        self.busy += 1
+        try:
+            return await request
+        finally:
+            self.busy -= 1
 
     async def ping(self, timeout: float) -> bool:
         try:
@@ -155,7 +169,7 @@ class ClusterManager(Actor):
             answers = await asyncio.gather(*(n.ping(self.dead_after) for n in nodes))
             now = loop.time()
             for node, ok in zip(nodes, answers, strict=True):
-                if ok:
+                if ok or node.busy:
                     last_ok[node.id] = now
                     continue
                 if now - last_ok.setdefault(node.id, now) < self.dead_after:
