@@ -3,6 +3,7 @@ our bus."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +18,7 @@ from agentplex.cluster import (
     init,
 )
 from agentplex.cluster.lowlevel import MANAGER
-from agentplex.runtime import HandlerError
+from agentplex.runtime import ActorError, HandlerError
 from tests.support import pythonpath
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the 'ray' extra")
@@ -81,3 +82,25 @@ async def test_a_ray_backed_head_serves_the_same_client_api(local_ray: None) -> 
         with pytest.raises(HandlerError, match="Unschedulable"):
             await client.spawn(COUNTER, resources=Resources(gpus=9))
         await client.stop("via-head")
+
+
+async def test_spawn_many_on_ray_hosts_many_agents_in_one_ray_worker(local_ray: None) -> None:
+    cluster = await init(backend="ray")
+    try:
+        refs = await cluster.spawn_many(COUNTER, [[i] for i in range(200)], names="r-",
+                                        resources=Resources(cpus=0.001), placement="pack")
+        assert len(refs) == 200
+        assert await asyncio.gather(*(r.call(1, timeout=30) for r in refs)) == [
+            i + 1 for i in range(200)]
+        pids = await asyncio.gather(*(r.call("pid", timeout=30) for r in refs))
+        assert len(set(pids)) == 1  # one Ray worker process hosts all 200
+        two = await cluster.spawn_many(COUNTER, 50, resources=Resources(cpus=0.001),
+                                       workers=2)
+        assert len({await r.call("pid", timeout=30) for r in two}) == 2
+        with pytest.raises(Unschedulable, match="can ever hold"):
+            await cluster.spawn_many(COUNTER, 100, resources=Resources(cpus=0.1))
+        await cluster.stop_batch(refs)
+        with pytest.raises(ActorError):
+            await refs[0].call(1, timeout=5)
+    finally:
+        await cluster.close(shutdown_ray=False)

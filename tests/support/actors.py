@@ -94,6 +94,11 @@ class Counter(StateModule, Actor):
             return placement.cuda_visible_devices() if placement is not None else None
         if message == "env":
             return os.environ.get("CUDA_VISIBLE_DEVICES")
+        if message == "pid":
+            return os.getpid()
+        if isinstance(message, dict):  # {"sleep": seconds, "add": n}: a slow step
+            await asyncio.sleep(message.get("sleep", 0))
+            message = message.get("add", 0)
         self.count += int(message)
         return self.count
 

@@ -2,10 +2,46 @@
 
 from __future__ import annotations
 
+import bisect
 import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-__all__ = ["HEAD", "Directory", "Liveness", "parse_snapshot"]
+from ..runtime import NameRange
+from ..runtime.lowlevel import split_name
+
+__all__ = ["HEAD", "Directory", "Liveness", "names_from_wire", "names_to_wire",
+           "parse_snapshot"]
+
+MAX_NAMES_PER_FRAME = 100_000
+"""Explicit names announced in one directory message (ranges are one entry each)."""
+
+
+def names_to_wire(names: Sequence[str]) -> list[list[Any]]:
+    """``names`` as directory messages' payloads: a :class:`NameRange` is one entry
+    ``[prefix, start, stop]``; other names go as lists of strings, at most
+    :data:`MAX_NAMES_PER_FRAME` per message."""
+    if isinstance(names, NameRange):
+        return [[names.to_wire()]]
+    names = list(names)
+    return [names[i:i + MAX_NAMES_PER_FRAME]
+            for i in range(0, len(names), MAX_NAMES_PER_FRAME)]
+
+
+def names_from_wire(data: Any) -> list[str | NameRange]:
+    """Parse a directory message's names; ``ValueError`` when malformed."""
+    if not isinstance(data, list):
+        raise ValueError("malformed name list")
+    out: list[str | NameRange] = []
+    for entry in data:
+        if isinstance(entry, str):
+            out.append(entry)
+        elif (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+              and type(entry[1]) is int and type(entry[2]) is int):
+            out.append(NameRange(entry[0], entry[1], entry[2]))
+        else:
+            raise ValueError("malformed name entry")
+    return out
 
 HEAD = "head"
 """The node id of the head process."""
@@ -15,12 +51,17 @@ class Directory:
     """Which node hosts which actor, where each node listens, and who subscribes to what.
 
     Kept by the head. Nodes and topics are small and pushed to every node as a snapshot;
-    actor names (possibly millions) are looked up on demand and cached by peers.
+    actor names (possibly millions) are looked up on demand and cached by peers. A batch of
+    generated names (:class:`NameRange`) is one entry per node, however many actors:
+    ``ranges`` maps a prefix to sorted, disjoint ``[start, stop, node]`` segments, and
+    ``holes`` holds the names of stopped actors inside them.
     """
 
     def __init__(self) -> None:
         self.nodes: dict[str, tuple[str, str]] = {}
         self.names: dict[str, str] = {}
+        self.ranges: dict[str, list[list[Any]]] = {}
+        self.holes: set[str] = set()
         self.topics: dict[str, set[str]] = {}
         self.version = 0
 
@@ -33,6 +74,12 @@ class Directory:
         if self.nodes.pop(node, None) is None:
             return False
         self.names = {n: h for n, h in self.names.items() if h != node}
+        for prefix in list(self.ranges):
+            kept = [seg for seg in self.ranges[prefix] if seg[2] != node]
+            if kept:
+                self.ranges[prefix] = kept
+            else:
+                del self.ranges[prefix]
         for topic in list(self.topics):
             self.topics[topic].discard(node)
             if not self.topics[topic]:
@@ -43,13 +90,87 @@ class Directory:
     def register(self, name: str, node: str) -> None:
         """``node`` now hosts ``name`` (a later registration wins: the actor moved)."""
         self.names[name] = node
+        self.holes.discard(name)
 
     def unregister(self, name: str, node: str) -> None:
         if self.names.get(name) == node:
             del self.names[name]
+        elif self._in_range(name) == node:
+            self.holes.add(name)
+
+    def register_many(self, names: Iterable[str | NameRange], node: str) -> None:
+        """``node`` now hosts all of ``names``; a range is kept as one entry (replacing
+        what overlapped it: those actors moved)."""
+        for entry in names:
+            if isinstance(entry, str):
+                self.register(entry, node)
+                continue
+            if not len(entry):
+                continue
+            segs = self.ranges.setdefault(entry.prefix, [])
+            kept: list[list[Any]] = []
+            for a, b, n in segs:
+                if b <= entry.start or a >= entry.stop:
+                    kept.append([a, b, n])
+                    continue
+                if a < entry.start:
+                    kept.append([a, entry.start, n])
+                if b > entry.stop:
+                    kept.append([entry.stop, b, n])
+            kept.append([entry.start, entry.stop, node])
+            kept.sort(key=lambda seg: seg[0])
+            self.ranges[entry.prefix] = kept
+            if self.holes:
+                self.holes = {h for h in self.holes if h not in entry}
+            for name in [n for n in self.names if n in entry] if self.names else ():
+                del self.names[name]
+
+    def unregister_many(self, names: Iterable[str | NameRange], node: str) -> None:
+        """``node`` no longer hosts ``names``."""
+        for entry in names:
+            if isinstance(entry, str):
+                self.unregister(entry, node)
+                continue
+            segs = self.ranges.get(entry.prefix)
+            if not segs:
+                continue
+            kept = []
+            for a, b, n in segs:
+                if n != node or b <= entry.start or a >= entry.stop:
+                    kept.append([a, b, n])
+                    continue
+                if a < entry.start:
+                    kept.append([a, entry.start, n])
+                if b > entry.stop:
+                    kept.append([entry.stop, b, n])
+            if kept:
+                self.ranges[entry.prefix] = kept
+            else:
+                del self.ranges[entry.prefix]
+
+    def _in_range(self, name: str) -> str | None:
+        """The node of the range holding ``name``, if any."""
+        if not self.ranges:
+            return None
+        parts = split_name(name)
+        segs = self.ranges.get(parts[0]) if parts is not None else None
+        if not segs or parts is None:
+            return None
+        i = bisect.bisect_right(segs, parts[1], key=lambda seg: seg[0]) - 1
+        if i >= 0 and segs[i][0] <= parts[1] < segs[i][1]:
+            return segs[i][2]  # type: ignore[no-any-return]
+        return None
 
     def lookup(self, name: str) -> str | None:
-        return self.names.get(name)
+        node = self.names.get(name)
+        if node is not None or name in self.holes:
+            return node
+        return self._in_range(name)
+
+    def count(self) -> int:
+        """How many actor names the directory holds."""
+        ranged: int = sum(b - a for segs in self.ranges.values() for a, b, _ in segs)
+        return len(self.names) + ranged - len(self.holes)
 
     def subscribe(self, topic: str, node: str) -> None:
         self.topics.setdefault(topic, set()).add(node)

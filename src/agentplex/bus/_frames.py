@@ -52,6 +52,8 @@ class Op:
     HELLO: Final = "hello"
     REG: Final = "reg"
     UNREG: Final = "unreg"
+    REG_MANY: Final = "reg_many"
+    UNREG_MANY: Final = "unreg_many"
     LOOKUP: Final = "lookup"
     SUB: Final = "sub"
     UNSUB: Final = "unsub"

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..message import encode
 from ..runtime import ActorError
 from ._calls import Calls
-from ._directory import HEAD, Directory, parse_snapshot
+from ._directory import HEAD, Directory, names_from_wire, names_to_wire, parse_snapshot
 from ._frames import Header, Op
 from ._peers import Peers
 from ._tasks import Tasks
@@ -87,8 +87,8 @@ class HeadRole:
         """The head was lost: say hello again until it answers, then re-register."""
         try:
             await self.hello()
-            for name in self.runtime.names():
-                await self.calls.request(HEAD, Op.REG, encode(name), self.rpc_timeout)
+            for chunk in names_to_wire(self.runtime.names()):
+                await self.calls.request(HEAD, Op.REG_MANY, encode(chunk), self.rpc_timeout)
             for topic in self.runtime.topics():
                 await self.calls.request(HEAD, Op.SUB, encode(topic), self.rpc_timeout)
         except ActorError as exc:
@@ -139,6 +139,26 @@ class HeadRole:
         elif not self.closed:
             await self.calls.request(HEAD, Op.UNREG, encode(name), self.rpc_timeout)
 
+    async def registered_many(self, names: Sequence[str]) -> None:
+        """Announce a batch of local actors: one message per range (or per
+        ``MAX_NAMES_PER_FRAME`` explicit names), not one per actor."""
+        if self.calls.names:
+            for name in names:
+                self.calls.names.pop(name, None)
+        for chunk in names_to_wire(names):
+            if self.directory is not None:
+                self.directory.register_many(names_from_wire(chunk), self.node_id)
+            else:
+                await self.calls.request(HEAD, Op.REG_MANY, encode(chunk), self.rpc_timeout)
+
+    async def unregistered_many(self, names: Sequence[str]) -> None:
+        for chunk in names_to_wire(names):
+            if self.directory is not None:
+                self.directory.unregister_many(names_from_wire(chunk), self.node_id)
+            elif not self.closed:
+                await self.calls.request(HEAD, Op.UNREG_MANY, encode(chunk),
+                                         self.rpc_timeout)
+
     async def subscribed(self, topic: str) -> None:
         if self.directory is not None:
             self.directory.subscribe(topic, self.node_id)
@@ -175,7 +195,8 @@ class HeadRole:
             return_exceptions=True)
 
     async def on_head_op(self, h: Header, arg: Any, key: str | None = None) -> None:
-        """A directory request (HELLO, BYE, REG, UNREG, LOOKUP, SUB, UNSUB) from a node;
+        """A directory request (HELLO, BYE, REG, UNREG, REG_MANY, UNREG_MANY, LOOKUP,
+        SUB, UNSUB) from a node;
         ``key`` is its CURVE public key when the bus is encrypted."""
         d = self.directory
         try:
@@ -201,6 +222,15 @@ class HeadRole:
                     self.peers.forget(h.src)
                     await self.push_state()
                 return
+            elif h.op in (Op.REG_MANY, Op.UNREG_MANY):
+                try:
+                    names = names_from_wire(arg)
+                except ValueError as exc:
+                    raise ActorError(str(exc)) from None
+                if h.op == Op.REG_MANY:
+                    d.register_many(names, h.src)
+                else:
+                    d.unregister_many(names, h.src)
             elif not isinstance(arg, str):
                 raise ActorError(f"malformed {h.op} request")
             elif h.op == Op.REG:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import zmq
@@ -40,7 +40,8 @@ __all__ = ["ZmqTransport"]
 log = logging.getLogger("agentplex.bus")
 
 _PEER_OPS = frozenset({Op.CALL, Op.TELL, Op.STREAM, Op.CONTROL, Op.PUBLISH, Op.STATE,
-                       Op.SPAWN, Op.HELLO, Op.REG, Op.UNREG, Op.LOOKUP, Op.SUB, Op.UNSUB,
+                       Op.SPAWN, Op.HELLO, Op.REG, Op.UNREG, Op.REG_MANY,
+                       Op.UNREG_MANY, Op.LOOKUP, Op.SUB, Op.UNSUB,
                        Op.PING, Op.CREDIT, Op.CANCEL, Op.BYE, Op.ACK})
 
 
@@ -223,6 +224,12 @@ class ZmqTransport(Transport):
     async def unregistered(self, name: str) -> None:
         await self._head.unregistered(name)
 
+    async def registered_many(self, names: Sequence[str]) -> None:
+        await self._head.registered_many(names)
+
+    async def unregistered_many(self, names: Sequence[str]) -> None:
+        await self._head.unregistered_many(names)
+
     async def subscribed(self, topic: str) -> None:
         await self._head.subscribed(topic)
 
@@ -346,11 +353,19 @@ class ZmqTransport(Transport):
     # -- liveness ------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self._closed:
+            before = loop.time()
             await asyncio.sleep(self.heartbeat_interval)
             if self._closed:
                 return  # no ping may follow our goodbye
             self._peers.ping_all()
+            if (loop.time() - before > 2 * self.heartbeat_interval
+                    or self._inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN):
+                # This loop is behind (a big batch, a starved process, a backlog of
+                # answers): what peers sent is still unread, so their silence proves
+                # nothing yet.
+                continue
             for node in self._peers.live.stale():
                 self._peer_lost(node)
             self._head.rejoin_if_lost()

@@ -3,8 +3,9 @@
 Head and node daemons (placing actors on machines over the ZeroMQ bus) build on these.
 """
 
+from ._batch import ActorRefs, RoundResult
 from ._detect import detect_gpus, detect_node, worker_environment
-from ._errors import Unschedulable
+from ._errors import NodeFailed, Unschedulable
 from ._inprocess import Cluster, init
 from ._manager import ClusterClient, ClusterManager
 from ._model_actor import ModelActor, RemoteChatModel
@@ -15,6 +16,7 @@ from ._scheduler import Placement, PlacementPolicy, Scheduler
 from ._tool_actor import ActorTool, PipelineToolActor, ToolActor
 
 __all__ = [
+    "ActorRefs",
     "ActorSpec",
     "ActorTool",
     "Bytes",
@@ -24,6 +26,7 @@ __all__ = [
     "GPU",
     "LocalNode",
     "ModelActor",
+    "NodeFailed",
     "NodeHandle",
     "NodeSpec",
     "PipelineToolActor",
@@ -33,6 +36,7 @@ __all__ = [
     "RemoteChatModel",
     "Resources",
     "RestartPolicy",
+    "RoundResult",
     "Scheduler",
     "ToolActor",
     "Unschedulable",

@@ -15,12 +15,14 @@ import logging
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..bus import connect
 from ..bus.lowlevel import resolve_actor_class
 from ..runtime import Actor, ActorError, Runtime
+from ._batch import NodeShares
 from ._detect import worker_environment
 from ._manager import MANAGER, ClusterManager, node_agent_name
 from ._resources import NodeSpec
@@ -58,11 +60,34 @@ class NodeAgent(Actor):
         self.spawn_allow = list(spawn_allow)
         self.worker_timeout = worker_timeout
         self.workers: dict[str, asyncio.subprocess.Process] = {}
+        self.requests: Counter[str] = Counter()
+        """Requests handled, by operation (``status`` reports them, not counting pings
+        and itself)."""
+        self.shares: NodeShares | None = None
+
+    async def on_start(self) -> None:
+        self.shares = NodeShares(self.runtime)
 
     async def handle_call(self, message: Any) -> Any:
         op = message.get("op") if isinstance(message, dict) else None
         if op == "ping":
             return True
+        assert self.shares is not None
+        if op == "status":
+            return {"node": self.spec.id, "actors": len(self.runtime),
+                    "requests": dict(self.requests)}
+        self.requests[str(op)] += 1
+        if op == "start_many":
+            if any(seg["placement"].get("gpu_indices") for seg in message["segments"]):
+                raise ValueError("actors holding GPUs run in worker processes of their own; "
+                                 "spawn them one by one")
+            cls = resolve_actor_class(message["target"], self.spawn_allow)
+            return await self.shares.start(message, cls)
+        if op == "stop_batch":
+            await self.shares.stop(message["batch"])
+            return True
+        if op == "states":
+            return await self.shares.states(message["batch"], message.get("timeout", 10.0))
         if op == "start":
             await self._start(message["spec"])
             return True

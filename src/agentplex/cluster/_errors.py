@@ -3,8 +3,10 @@
 ::
 
     Exception
-    └── Unschedulable     no node can take a resource request now; ``retryable`` says
-                          whether it could fit once resources free up
+    ├── Unschedulable     no node can take a resource request now; ``retryable`` says
+    │                     whether it could fit once resources free up
+    └── NodeFailed        a node failed while starting its share of a batch
+                          (``spawn_many``); nothing of the batch is left running
 
 Cluster calls also raise the runtime's errors (:class:`~agentplex.runtime.ActorExists` when
 the name is taken), ``ValueError`` for malformed input (a size such as ``"8GB?"``, an
@@ -15,7 +17,7 @@ arrives as the runtime's :class:`~agentplex.runtime.HandlerError` naming the rem
 
 from __future__ import annotations
 
-__all__ = ["Unschedulable"]
+__all__ = ["NodeFailed", "Unschedulable"]
 
 
 class Unschedulable(Exception):
@@ -28,3 +30,8 @@ class Unschedulable(Exception):
         """True when the request could fit once resources free up (waiting for other actors
         to be released may place it); False when no node could hold it even empty (retrying
         cannot help: refuse)."""
+
+
+class NodeFailed(Exception):
+    """A node failed while starting its share of a batch; nothing of the batch is left
+    running and none of its names stays registered."""

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict
 from typing import Any
 
 from ..runtime import Actor, ActorError, ActorRef, Runtime
+from ._batch import ActorRefs, RoundResult, batch_names, names_from_wire, names_to_wire
 from ._inprocess import Cluster
 from ._node import ActorSpec, NodeHandle, RestartPolicy, class_path
 from ._resources import NodeSpec, Resources
+from ._rounds import call_round
 from ._scheduler import PlacementPolicy
 
 __all__ = ["MANAGER", "BusNode", "ClusterClient", "ClusterManager", "node_agent_name"]
@@ -52,6 +55,8 @@ class BusNode(NodeHandle):
         self.spec = spec
         self.agent = runtime.ref(node_agent_name(spec.id))
         self.timeout = timeout
+        self.busy = 0
+        """Long requests (a batch to start, stop or checkpoint) under way."""
         self._alive = True
 
     @property
@@ -68,11 +73,48 @@ class BusNode(NodeHandle):
     async def stop_actor(self, name: str) -> None:
         await self.agent.call({"op": "stop", "name": name}, timeout=self.timeout)
 
+    async def start_many(self, request: dict[str, Any]) -> None:
+        count = sum(len(seg["args"] or ()) or _count(seg["names"])
+                    for seg in request["segments"])
+        await self._busy(self.agent.call(request, timeout=self.timeout + count / 10_000))
+
+    async def stop_batch(self, batch: int) -> None:
+        await self._busy(self.agent.call({"op": "stop_batch", "batch": batch},
+                                         timeout=self.timeout))
+
+    async def batch_states(self, batch: int, timeout: float) -> list[list[Any]]:
+        got = await self._busy(self.agent.call(
+            {"op": "states", "batch": batch, "timeout": timeout},
+            timeout=timeout + self.timeout))
+        return got  # type: ignore[no-any-return]
+
+    async def _busy(self, request: Awaitable[Any]) -> Any:
+        """Await a long request to the node agent: meanwhile its pings may wait behind
+        it, and the bus itself tells whether the node lives (a dead node fails the
+        request with ``PeerLost``)."""
+        self.busy += 1
+        try:
+            return await request
+        finally:
+            self.busy -= 1
+
     async def ping(self, timeout: float) -> bool:
         try:
             return bool(await self.agent.call({"op": "ping"}, timeout=timeout))
         except ActorError:
             return False
+
+
+def _count(names: Any) -> int:
+    return len(names_from_wire(names))
+
+
+def _names_arg(message: dict[str, Any]) -> str | Sequence[str] | None:
+    """A spawn_many request's names: a prefix, a list or range, or none."""
+    if isinstance(message.get("prefix"), str):
+        return message["prefix"]  # type: ignore[no-any-return]
+    names = message.get("names")
+    return None if names is None else names_from_wire(names)
 
 
 class ClusterManager(Actor):
@@ -118,6 +160,7 @@ class ClusterManager(Actor):
     async def _watch_nodes(self) -> None:
         """Ping every node each interval; one silent for ``dead_after`` seconds is dead."""
         assert isinstance(self.cluster, Cluster)
+        self.cluster.node_timeout = self.dead_after + 2 * self.ping_interval
         loop = asyncio.get_running_loop()
         last_ok: dict[str, float] = {}
         while True:
@@ -126,7 +169,7 @@ class ClusterManager(Actor):
             answers = await asyncio.gather(*(n.ping(self.dead_after) for n in nodes))
             now = loop.time()
             for node, ok in zip(nodes, answers, strict=True):
-                if ok:
+                if ok or node.busy:
                     last_ok[node.id] = now
                     continue
                 if now - last_ok.setdefault(node.id, now) < self.dead_after:
@@ -156,6 +199,22 @@ class ClusterManager(Actor):
                 max_restarts=message.get("max_restarts", 3), wait=message.get("wait"),
                 **(message.get("kwargs") or {}))
             return ref.name
+        if op == "spawn_many":
+            args = message["args"]
+            refs = await cluster.spawn_many(
+                message["target"], args if isinstance(args, int) else list(args),
+                names=_names_arg(message),
+                resources=Resources.model_validate(message.get("resources") or {}),
+                placement=message.get("placement", "spread"), labels=message.get("labels"),
+                node=message.get("node"), restart=message.get("restart", "never"),
+                max_restarts=message.get("max_restarts", 3), wait=message.get("wait"),
+                **(message.get("kwargs") or {}))
+            return names_to_wire(refs.names)
+        if op == "recover":
+            return await cluster.recover(message["names"])
+        if op == "stop_batch":
+            await cluster.stop_batch(names_from_wire(message["names"]))
+            return None
         if op == "stop":
             await cluster.stop(message["name"])
             return None
@@ -205,6 +264,58 @@ class ClusterClient:
         }
         got = await self.manager.call(request, timeout=self.timeout + (wait or 0))
         return self.runtime.ref(got)
+
+    async def spawn_many(
+        self,
+        target: type[Actor] | str,
+        args: Sequence[Sequence[Any]] | int,
+        *,
+        names: str | Sequence[str] | None = None,
+        resources: Resources | None = None,
+        placement: PlacementPolicy = "spread",
+        labels: dict[str, str] | None = None,
+        node: str | None = None,
+        restart: RestartPolicy = "never",
+        max_restarts: int = 3,
+        wait: float | None = None,
+        **kwargs: Any,
+    ) -> ActorRefs:
+        """See :meth:`Cluster.spawn_many`: one request to the head, which sends one to
+        each node taking part. Refusals arrive as ``HandlerError`` naming
+        ``Unschedulable`` or ``NodeFailed`` and the reason."""
+        count = args if isinstance(args, int) else len(args)
+        if names is not None and not isinstance(names, str):
+            names = batch_names(names, count, "")
+        request = {
+            "op": "spawn_many",
+            "target": target if isinstance(target, str) else class_path(target),
+            "args": args if isinstance(args, int) else [list(a) for a in args],
+            "kwargs": kwargs, "names": None if names is None or isinstance(names, str)
+            else names_to_wire(names), "prefix": names if isinstance(names, str) else None,
+            "resources": (resources or Resources()).model_dump(), "placement": placement,
+            "labels": labels, "node": node, "restart": restart, "max_restarts": max_restarts,
+            "wait": wait,
+        }
+        got = await self.manager.call(request, timeout=self.timeout + (wait or 0)
+                                      + count / 10_000)
+        return ActorRefs(self.runtime, names_from_wire(got))
+
+    async def stop_batch(self, refs: ActorRefs | Sequence[str]) -> None:
+        """Stop every actor of the batch ``refs`` came from."""
+        names = refs.names if isinstance(refs, ActorRefs) else refs
+        await self.manager.call({"op": "stop_batch", "names": names_to_wire(names[:1])},
+                                timeout=self.timeout)
+
+    async def recover(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """See :meth:`Cluster.recover`."""
+        return await self.manager.call(  # type: ignore[no-any-return]
+            {"op": "recover", "names": list(names)}, timeout=self.timeout + 60)
+
+    async def call_round(self, refs: Sequence[ActorRef] | Sequence[str], message: Any, *,
+                         timeout: float = 60.0, attempts: int = 3) -> RoundResult:
+        """See :meth:`Cluster.call_round`."""
+        return await call_round(self.runtime, self.recover, refs, message, timeout=timeout,
+                                attempts=attempts)
 
     async def stop(self, name: str) -> None:
         await self.manager.call({"op": "stop", "name": name}, timeout=self.timeout)

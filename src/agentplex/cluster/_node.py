@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from ..bus.lowlevel import import_actor_class
 from ..runtime import Actor, InProcessNetwork, InProcessTransport, Runtime
+from ._batch import NodeShares
 from ._resources import NodeSpec, Resources
 from ._scheduler import Placement, PlacementPolicy
 
@@ -73,6 +74,24 @@ class NodeHandle(ABC):
     async def stop_actor(self, name: str) -> None:
         """Stop the actor (its accepted messages are handled first)."""
 
+    @abstractmethod
+    async def start_many(self, request: dict[str, Any]) -> None:
+        """Create and start a node's share of a batch, all or nothing, from one request
+        (:func:`~agentplex.cluster._batch.share_request`)."""
+
+    @abstractmethod
+    async def stop_batch(self, batch: int) -> None:
+        """Stop every actor of ``batch`` on this node."""
+
+    @abstractmethod
+    async def batch_states(self, batch: int, timeout: float) -> list[list[Any]]:
+        """The ``state_dict()`` of each actor of ``batch`` here, as
+        ``[[position, [state, ...]], ...]``."""
+
+    async def ping(self, timeout: float) -> bool:
+        """Whether the node answers now."""
+        return self.alive
+
     @property
     @abstractmethod
     def alive(self) -> bool:
@@ -85,6 +104,7 @@ class LocalNode(NodeHandle):
     def __init__(self, spec: NodeSpec, network: InProcessNetwork) -> None:
         self.spec = spec
         self.runtime = Runtime(InProcessTransport(network))
+        self.shares = NodeShares(self.runtime)
         self._alive = True
 
     @property
@@ -102,6 +122,15 @@ class LocalNode(NodeHandle):
     async def stop_actor(self, name: str) -> None:
         if name in self.runtime:
             await self.runtime.stop(name)
+
+    async def start_many(self, request: dict[str, Any]) -> None:
+        await self.shares.start(request, import_actor_class(request["target"]))
+
+    async def stop_batch(self, batch: int) -> None:
+        await self.shares.stop(batch)
+
+    async def batch_states(self, batch: int, timeout: float) -> list[list[Any]]:
+        return await self.shares.states(batch, timeout)
 
     async def kill(self) -> None:
         """Die as a machine dies: every actor stops at once, nothing is drained."""

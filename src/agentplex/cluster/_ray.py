@@ -1,22 +1,28 @@
 """The Ray backend: the same ``spawn`` API, with Ray placing the worker processes.
 
-Users who already run Ray keep one cluster manager. Each spawned actor gets a Ray actor
-process of its own, placed by Ray from the declared resources (``num_cpus``, ``num_gpus``
-— Ray sets ``CUDA_VISIBLE_DEVICES`` — ``memory``, the ``SPREAD`` strategy for spread, and
-labels as custom resources ``label:KEY=VALUE``). That process joins our ZeroMQ bus and
-hosts the actor there, so messages never go through Ray: only placement does. Install with
+Users who already run Ray keep one cluster manager. Each actor spawned alone gets a Ray
+actor process of its own; a batch (:meth:`RayCluster.spawn_many`) shares a few Ray actor
+processes (one per Ray node by default), each hosting many of our actors, so Ray's
+per-actor cost is paid per worker, not per agent. A worker is placed by Ray from the
+declared resources of the actors it hosts (``num_cpus``, ``num_gpus`` — Ray sets
+``CUDA_VISIBLE_DEVICES`` — ``memory``, the ``SPREAD`` strategy for spread, and labels as
+custom resources ``label:KEY=VALUE``). That process joins our ZeroMQ bus and hosts the
+actors there, so messages never go through Ray: only placement does. Install with
 ``pip install 'agentplex[ray]'``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from ..bus import connect
 from ..bus.lowlevel import import_actor_class
 from ..runtime import Actor, ActorExists, ActorRef, Runtime
+from ._batch import ActorRefs, NodeShares, batch_names, names_to_wire
 from ._errors import Unschedulable
 from ._node import RestartPolicy, class_path
 from ._resources import Resources
@@ -56,6 +62,20 @@ class _Host:
                 "gpu_ids": [int(g) for g in ray.get_gpu_ids()],
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
+    async def start_many(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Join the bus (once) and start a share of a batch here, as a node would."""
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        if self.runtime is None:
+            self.runtime = connect(self.head, node_id=f"ray-{self.spec['name']}-{os.getpid()}")
+            await self.runtime.start()
+        for seg in request["segments"]:
+            seg["placement"]["node_id"] = node
+        shares = NodeShares(self.runtime)
+        count = await shares.start(request, import_actor_class(request["target"]))
+        return {"node": node, "pid": os.getpid(), "actors": count}
+
     async def stop(self) -> None:
         if self.runtime is not None:
             await self.runtime.shutdown()
@@ -73,6 +93,8 @@ class RayCluster:
         self.runtime = runtime
         self._hosts: dict[str, Any] = {}
         self._where: dict[str, dict[str, Any]] = {}
+        self._batches: dict[int, tuple[Sequence[str], list[Any]]] = {}
+        self._batch_ids = itertools.count(1)
         self._host_cls: Any = None
 
     @classmethod
@@ -129,7 +151,6 @@ class RayCluster:
         ever hold is refused at once; one that cannot be placed within ``wait`` seconds
         (default 60) is refused then."""
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         path = target if isinstance(target, str) else class_path(target)
         name = name or f"{path.rpartition(':')[2].lower()}-{len(self._hosts) + 1}"
@@ -138,17 +159,7 @@ class RayCluster:
         request = resources or Resources()
         custom = {label_resource(k, v): 0.001 for k, v in (labels or {}).items()}
         self._check_feasible(request, custom)
-        options: dict[str, Any] = {"num_cpus": request.cpus, "num_gpus": request.gpus,
-                                   "max_restarts": max_restarts if restart == "on-failure"
-                                   else 0}
-        if request.memory:
-            options["memory"] = request.memory
-        if custom:
-            options["resources"] = custom
-        if node is not None:
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
-        elif placement == "spread":
-            options["scheduling_strategy"] = "SPREAD"
+        options = self._options(request, 1, custom, node, placement, restart, max_restarts)
         spec = {"name": name, "target": path, "args": list(args), "kwargs": kwargs,
                 "resources": request.model_dump()}
         host = self._host_cls.options(**options).remote(self.endpoint, spec)
@@ -165,6 +176,111 @@ class RayCluster:
             raise
         self._hosts[name] = host
         return self.runtime.ref(name)
+
+    async def spawn_many(
+        self,
+        target: type[Actor] | str,
+        args: Sequence[Sequence[Any]] | int,
+        *,
+        names: str | Sequence[str] | None = None,
+        resources: Resources | None = None,
+        placement: PlacementPolicy = "spread",
+        labels: dict[str, str] | None = None,
+        node: str | None = None,
+        restart: RestartPolicy = "never",
+        max_restarts: int = 3,
+        wait: float | None = None,
+        workers: int | None = None,
+        **kwargs: Any,
+    ) -> ActorRefs:
+        """See :meth:`Cluster.spawn_many`. The batch is split over ``workers`` Ray actor
+        processes (default: one per alive Ray node with ``spread``, one with ``pack``),
+        each asking Ray for its actors' resources together and hosting them all; each
+        worker gets one request. ``restart="on-failure"`` lets Ray restart a worker, whose
+        actors start afresh."""
+        import ray
+
+        path = target if isinstance(target, str) else class_path(target)
+        per_agent = None if isinstance(args, int) else [list(a) for a in args]
+        count = args if isinstance(args, int) else len(args)
+        if count < 1:
+            raise ValueError("spawn_many needs at least one actor")
+        batch_id = next(self._batch_ids)
+        listed = batch_names(names, count, f"{path.rpartition(':')[2].lower()}-b{batch_id}-")
+        taken = next((n for n in self._hosts if n in listed), None) or next(
+            (n for ns, _ in self._batches.values() for n in listed[:1] if n in ns), None)
+        if taken is not None:
+            raise ActorExists(f"an actor named {taken!r} already runs", actor=taken)
+        nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+        alive = len([n for n in nodes if n.get("Alive")])
+        n_workers = max(1, min(count, workers or (alive if placement == "spread" else 1)))
+        request = resources or Resources()
+        custom = {label_resource(k, v): 0.001 for k, v in (labels or {}).items()}
+        bounds = [count * w // n_workers for w in range(n_workers + 1)]
+        biggest = max(b - a for a, b in itertools.pairwise(bounds))
+        self._check_feasible(request.model_copy(update={
+            "cpus": request.cpus * biggest, "gpus": request.gpus * biggest,
+            "gpu_memory": 0}), custom)
+        hosts, calls = [], []
+        for w, (a, b) in enumerate(itertools.pairwise(bounds)):
+            options = self._options(request, b - a, custom, node, placement, restart,
+                                    max_restarts)
+            host = self._host_cls.options(**options).remote(
+                self.endpoint, {"name": f"batch-{batch_id}-{w}"})
+            hosts.append(host)
+            calls.append(asyncio.wrap_future(host.start_many.remote({
+                "batch": batch_id, "target": path, "kwargs": kwargs,
+                "resources": request.model_dump(),
+                "segments": [{"index": a, "names": names_to_wire(listed[a:b]),
+                              "args": per_agent[a:b] if per_agent is not None else None,
+                              "states": None,
+                              "placement": {"id": 0, "node_id": "", "gpu_indices": []}}],
+            }).future()))
+        limit = wait if wait is not None else 60.0 + count / 10_000
+        try:
+            await asyncio.wait_for(asyncio.gather(*calls), limit)
+        except BaseException as exc:
+            for host in hosts:
+                ray.kill(host)
+            if isinstance(exc, TimeoutError):
+                raise Unschedulable(f"Ray did not place {n_workers} workers for {count} "
+                                    f"actors within {limit:g}s", retryable=True) from None
+            raise
+        self._batches[batch_id] = (listed, hosts)
+        return ActorRefs(self.runtime, listed)
+
+    def _options(self, request: Resources, k: int, custom: dict[str, float],
+                 node: str | None, placement: PlacementPolicy, restart: RestartPolicy,
+                 max_restarts: int) -> dict[str, Any]:
+        """Ray actor options for a worker holding ``k`` actors of ``request`` each."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options: dict[str, Any] = {"num_cpus": request.cpus * k, "num_gpus": request.gpus * k,
+                                   "max_restarts": max_restarts if restart == "on-failure"
+                                   else 0}
+        if request.memory:
+            options["memory"] = request.memory * k
+        if custom:
+            options["resources"] = custom
+        if node is not None:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+        elif placement == "spread":
+            options["scheduling_strategy"] = "SPREAD"
+        return options
+
+    async def stop_batch(self, refs: ActorRefs | Sequence[str]) -> None:
+        """Stop every actor of the batch ``refs`` came from (and its Ray workers)."""
+        import ray
+
+        names = refs.names if isinstance(refs, ActorRefs) else refs
+        for batch_id, (listed, hosts) in list(self._batches.items()):
+            if len(names) and names[0] in listed:
+                del self._batches[batch_id]
+                for host in hosts:
+                    try:
+                        await host.stop.remote()
+                    finally:
+                        ray.kill(host)
 
     def _check_feasible(self, request: Resources, custom: dict[str, float]) -> None:
         import ray
@@ -226,6 +342,8 @@ class RayCluster:
 
         for name in list(self._hosts):
             await self.stop(name)
+        for listed, _ in list(self._batches.values()):
+            await self.stop_batch(listed)
         if not keep_runtime:
             await self.runtime.shutdown()
         if shutdown_ray:

@@ -15,6 +15,7 @@ from ._errors import (
     MailboxFull,
     PeerLost,
 )
+from ._names import NameRange
 from ._ref import ActorRef, ReplyStream
 from ._runtime import Runtime, get_runtime
 from ._transport import InProcessNetwork, InProcessTransport, Transport
@@ -31,6 +32,7 @@ __all__ = [
     "InProcessNetwork",
     "InProcessTransport",
     "MailboxFull",
+    "NameRange",
     "PeerLost",
     "ReplyStream",
     "Runtime",

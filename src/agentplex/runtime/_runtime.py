@@ -19,6 +19,7 @@ from ._cell import _RUNNING, ActorCell, current_cell, handler_error
 from ._deadlines import Deadlines
 from ._envelope import Envelope, Kind
 from ._errors import ActorError, ActorExists, ActorNotFound, ActorStopped, CallTimeout
+from ._names import NameRange
 from ._ref import ActorRef
 from ._transport import InProcessTransport, Transport
 
@@ -193,6 +194,58 @@ class Runtime:
             await self.transport.registered(name)
         return cell.ref
 
+    async def spawn_many(self, actors: Sequence[Actor], names: Sequence[str], *,
+                         mailbox_size: int | None = None) -> None:
+        """Start every actor of ``actors`` under the name at the same position of ``names``
+        (a list, or a :class:`NameRange` for generated names), all or none.
+
+        The transport hears of the whole batch at once (one message across processes,
+        however many actors). Raises :class:`ActorExists` (nothing started) when a name is
+        taken or repeated; an ``on_start`` that raises undoes the actors started so far.
+        """
+        if len(actors) != len(names):
+            raise ValueError(f"{len(actors)} actors for {len(names)} names")
+        if not self._started:
+            await self.start()
+        if self._closed:
+            raise RuntimeError("this runtime has been shut down")
+        cells = self._cells
+        fresh = set(names) if not isinstance(names, NameRange) else None
+        if fresh is not None and len(fresh) != len(names):
+            raise ActorExists("a batch names one actor twice")
+        clash = next((n for n in names if n in cells), None) if (
+            fresh is None) else next((n for n in fresh if n in cells), None)
+        if clash is not None:
+            raise ActorExists(f"an actor named {clash!r} already runs", actor=clash)
+        for actor in actors:
+            if actor._cell is not None:
+                raise RuntimeError(f"{actor!r} is already spawned as {actor._cell.name!r}")
+        size = mailbox_size or self.mailbox_size
+        started: list[ActorCell] = []
+        try:
+            for actor, name in zip(actors, names, strict=True):
+                cell = ActorCell(self, actor, name, size)
+                cells[name] = cell
+                actor._cell = cell
+                started.append(cell)
+                if type(actor).on_start is not Actor.on_start:
+                    await actor.on_start()
+                elif len(started) % 8192 == 0:
+                    await asyncio.sleep(0)  # a big batch lets other work through
+        except BaseException:
+            for cell in started:
+                del cells[cell.name]
+                cell.actor._cell = None
+            raise
+        if type(self.transport) is not InProcessTransport:
+            try:
+                await self.transport.registered_many(names)
+            except BaseException:
+                for cell in started:
+                    del cells[cell.name]
+                    cell.actor._cell = None
+                raise
+
     def ref(self, name: str) -> ActorRef:
         """A ref to the actor ``name``, local or hosted elsewhere (not checked here)."""
         cell = self._cells.get(name)
@@ -240,7 +293,30 @@ class Runtime:
         await cell.wait_idle()
         await self._finish(cell)
 
-    async def _finish(self, cell: ActorCell) -> None:
+    async def stop_many(self, names: Sequence[str], *, drain: bool = True,
+                        timeout: float | None = None) -> None:
+        """Stop the local actors of ``names`` (those still running) together, as
+        :meth:`stop` each; the transport hears of them all at once."""
+        cells = [c for c in (self._cells.get(n) for n in names) if c is not None]
+        for cell in cells:
+            cell.close()
+        if drain:
+            try:
+                await asyncio.wait_for(asyncio.gather(*(c.wait_idle() for c in cells)),
+                                       self.default_timeout if timeout is None else timeout)
+            except TimeoutError:
+                log.warning("%d actors did not drain in time; stopping them", len(cells))
+        for cell in cells:
+            cell.fail_queued()
+            cell.kill()
+        for cell in cells:
+            await cell.wait_idle()
+            await self._finish(cell, announce=False)
+        if cells and type(self.transport) is not InProcessTransport and not self._closed:
+            await self.transport.unregistered_many(
+                names if len(cells) == len(names) else [c.name for c in cells])
+
+    async def _finish(self, cell: ActorCell, *, announce: bool = True) -> None:
         if self._cells.get(cell.name) is cell:
             del self._cells[cell.name]
         for topic, names in list(self._topics.items()):
@@ -251,7 +327,7 @@ class Runtime:
             await cell.actor.on_stop()
         except Exception:
             log.exception("on_stop of actor %r raised", cell.name)
-        if type(self.transport) is not InProcessTransport and not self._closed:
+        if announce and type(self.transport) is not InProcessTransport and not self._closed:
             await self.transport.unregistered(cell.name)
 
     # -- delivery ----------------------------------------------------------------------

@@ -98,6 +98,19 @@ class Transport(ABC):
     async def unregistered(self, name: str) -> None:  # noqa: B027 - optional hook
         """The attached runtime no longer hosts actor ``name``."""
 
+    async def registered_many(self, names: Sequence[str]) -> None:
+        """The attached runtime now hosts every actor of ``names`` (a list, or a
+        :class:`~agentplex.runtime.NameRange` a transport may announce as one entry).
+        By default, :meth:`registered` for each."""
+        for name in names:
+            await self.registered(name)
+
+    async def unregistered_many(self, names: Sequence[str]) -> None:
+        """The attached runtime no longer hosts the actors of ``names``. By default,
+        :meth:`unregistered` for each."""
+        for name in names:
+            await self.unregistered(name)
+
     async def subscribed(self, topic: str) -> None:  # noqa: B027 - optional hook
         """An actor of the attached runtime subscribed to ``topic``."""
 
