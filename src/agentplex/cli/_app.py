@@ -81,7 +81,9 @@ def demo(
     By default the players live in this process. With --nodes K (or --address) they are
     placed in batches on node processes and asked each round with one fan-out.
     """
+    from ..runtime import ActorError
     from ._crowd import DemoOptions
+    from ._nodes import NodesFailed
 
     options = DemoOptions(
         agents=agents, rounds=rounds, model=model, nodes=nodes, address=address,
@@ -94,6 +96,12 @@ def demo(
     except KeyboardInterrupt:
         Console(stderr=True).print("[red]interrupted[/]: node processes stopped")
         raise typer.Exit(130) from None
+    except asyncio.CancelledError:  # SIGTERM
+        Console(stderr=True).print("[red]terminated[/]: node processes stopped")
+        raise typer.Exit(143) from None
+    except (ActorError, NodesFailed) as exc:
+        Console(stderr=True).print(f"[red]the demo failed[/]: {exc}")
+        raise typer.Exit(1) from None
 
 
 def _load_model(console: Console, spec: str, seed: int) -> object:

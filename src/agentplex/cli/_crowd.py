@@ -249,15 +249,14 @@ def _tally(replies: Sequence[Msg], stats: GameStats) -> None:
 
 
 async def play_crowd(rt: Runtime, names: Sequence[str], *, rounds: int, speakers: int,
-                     seed: int, timeout: float, on_progress: Progress,
-                     transcript_limit: int = 10_000) -> CrowdResult:
+                     seed: int, timeout: float, on_progress: Progress) -> CrowdResult:
     """Play ``rounds`` rounds with the players ``names`` (wherever they live), then let
     ``speakers`` of them (a sample drawn with ``seed``) speak at once.
 
     Each round is one fan-out (:meth:`Runtime.call_many`: one frame per node); a player
     that fails or does not answer in ``timeout`` seconds is reported in ``failed`` and
-    the game goes on. The transcript gets the questions, the host's announcements and
-    up to ``transcript_limit`` replies per round (every reply of a smaller game).
+    the game goes on. The transcript gets the host's questions and announcements here,
+    and every player's answer from the node that hosts it.
     """
     result = CrowdResult()
     started = time.perf_counter()
@@ -273,7 +272,6 @@ async def play_crowd(rt: Runtime, names: Sequence[str], *, rounds: int, speakers
 
         replies, failed = await _ask_all(rt, names, question, timeout, moved)
         result.failed.update(failed)
-        transcribe(replies[:transcript_limit], None)
         guesses = [int((m.metadata or {})["guess"]) for m in replies]
         target = 2 / 3 * sum(guesses) / max(1, len(guesses))
         best = min((abs(g - target) for g in guesses), default=0.0)
@@ -298,7 +296,6 @@ async def play_crowd(rt: Runtime, names: Sequence[str], *, rounds: int, speakers
         got = await rt.call_many([names[i] for i in chosen], ask, timeout=timeout,
                                  return_exceptions=True)
         said = [m for m in got if isinstance(m, Msg)]
-        transcribe(said, None)
         _tally(said, result.stats)
         result.discussion = said
     result.seconds = time.perf_counter() - started
