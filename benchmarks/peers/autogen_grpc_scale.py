@@ -11,8 +11,6 @@ autogen reaches one agent per topic source, so a broadcast to N agents is N publ
 no broadcast figure is reported.
 """
 
-from __future__ import annotations
-
 import argparse
 import asyncio
 import os
@@ -23,8 +21,11 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from autogen_core import AgentId, MessageContext, RoutedAgent, message_handler
 
 from _benchlib import emit
 
@@ -42,21 +43,16 @@ class Guess:
     number: int
 
 
-def _voter_type() -> type:
-    from autogen_core import MessageContext, RoutedAgent, message_handler
+class Voter(RoutedAgent):
+    def __init__(self) -> None:
+        super().__init__("voter")
 
-    class Voter(RoutedAgent):
-        def __init__(self) -> None:
-            super().__init__("voter")
-
-        @message_handler
-        async def on_ask(self, message: Ask, ctx: MessageContext) -> Guess:
-            return Guess(zlib.crc32(f"{self.id.key}:{message.round}".encode()) % 101)
-
-    return Voter
+    @message_handler
+    async def on_ask(self, message: Ask, ctx: MessageContext) -> Guess:
+        return Guess(zlib.crc32(f"{self.id.key}:{message.round}".encode()) % 101)
 
 
-async def _worker(address: str):  # type: ignore[no-untyped-def]
+async def _worker(address: str) -> Any:
     from autogen_core import try_get_known_serializers_for_type
     from autogen_ext.runtimes.grpc import GrpcWorkerAgentRuntime
 
@@ -79,8 +75,7 @@ async def serve_host(address: str) -> None:
 
 async def serve_worker(address: str, kind: str) -> None:
     runtime = await _worker(address)
-    voter = _voter_type()
-    await voter.register(runtime, kind, lambda: voter())
+    await Voter.register(runtime, kind, lambda: Voter())
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await runtime.stop()
@@ -92,8 +87,6 @@ def _rss(pid: int) -> int:
 
 
 async def drive(address: str, agents: int, nodes: int, rounds: int, pids: list[int]) -> None:
-    from autogen_core import AgentId
-
     runtime = await _worker(address)
     targets = [AgentId(f"voter{i % nodes}", str(i)) for i in range(agents)]
     times = []
