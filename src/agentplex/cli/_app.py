@@ -130,6 +130,10 @@ async def _demo(o: DemoOptions) -> None:
                   f"model [cyan]{o.model}[/]")
     model = _load_model(console, o.model, o.seed)
     assert isinstance(model, ChatModelBase)
+    if o.rate:
+        from ..model.wrappers import RateLimitedModel, RateLimiter
+
+        model = RateLimitedModel(model, RateLimiter(o.rate))
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(),
                         TextColumn("{task.completed}/{task.total} rounds"), TimeElapsedColumn(),
