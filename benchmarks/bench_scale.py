@@ -84,14 +84,22 @@ async def measure(endpoint: str, pids: list[int], agents: int, nodes: int, round
                  messages_per_s=round(2 * agents / took, 1))
         if broadcast:
             began = time.perf_counter()
-            await rt.publish(TOPIC, "the mean was 33")
+            try:
+                await asyncio.wait_for(rt.publish(TOPIC, "the mean was 33", timeout=timeout),
+                                       timeout)
+            except TimeoutError:
+                emit("scale_broadcast", IMPL, agents, None, "s", nodes=nodes,
+                     skipped=f"publish did not return within {timeout:g}s")
+                return
+            published = time.perf_counter() - began
             heard = await _ask(rt, names, "heard", timeout)
             took = time.perf_counter() - began
             confirm_began = time.perf_counter()
             await _ask(rt, names, "heard", timeout)
             confirm = time.perf_counter() - confirm_began
             emit("scale_broadcast", IMPL, agents, took, "s", nodes=nodes,
-                 confirm_s=round(confirm, 3), all_heard=sum(heard) == agents)  # type: ignore[arg-type]
+                 publish_s=round(published, 3), confirm_s=round(confirm, 3),
+                 all_heard=sum(heard) == agents)  # type: ignore[arg-type]
         rss = [_rss_mib(p) for p in pids]
         emit("scale_rss_per_node", IMPL, agents, max(rss), "MiB", nodes=nodes,
              per_node=[round(x, 1) for x in rss], idle_mib=round(max(idle), 1),
