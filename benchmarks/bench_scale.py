@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -187,6 +188,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 2,000 agents on 1 and 2 nodes, small peers")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the node processes too
     if args.quick:
         args.agents, args.nodes, args.rounds = [2_000], [1, 2], 2
         args.ray_agents, args.autogen_agents = 20, 2_000
