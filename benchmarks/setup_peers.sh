@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create the peers' own virtual environments for the runtime benchmarks:
-#   .venvs/autogen     autogen-core 0.7.5
+#   .venvs/autogen     autogen-core 0.7.5 and autogen-ext[grpc] (its gRPC worker runtime)
 #   .venvs/agentscope  AgentScope 1.0.x (the latest 1.0 release)
 # Idempotent: an environment whose peer already imports is left alone. Fails loudly.
 set -euo pipefail
@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENVS="$ROOT/.venvs"
 PYTHON="${PYTHON:-python3}"
 
-AUTOGEN_PINS=("autogen-core==0.7.5")
+AUTOGEN_PINS=("autogen-core==0.7.5" "autogen-ext[grpc]==0.7.5")
 # agentscope 1.0.21 imports only with mcp<2 (2.x moved modules), greenlet (sqlalchemy's
 # asyncio extension) and tqdm beside it; none of these pull torch.
 AGENTSCOPE_PINS=("agentscope==1.0.21" "mcp<2" "greenlet" "tqdm")
@@ -42,5 +42,5 @@ setup() {  # name, import check, pins...
     echo "setup_peers: $name ready ($venv)"
 }
 
-setup autogen "import autogen_core" "${AUTOGEN_PINS[@]}"
+setup autogen "import autogen_core, autogen_ext.runtimes.grpc" "${AUTOGEN_PINS[@]}"
 setup agentscope "import agentscope, agentscope.agent, agentscope.pipeline" "${AGENTSCOPE_PINS[@]}"

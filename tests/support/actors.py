@@ -1,11 +1,13 @@
 """Actors the tests host in node processes and spawn by import path
 (``tests.support.actors:Name``): an echoing actor, a MsgHub participant, a counter, a
-tool actor, an actor that always fails and one that answers late."""
+tool actor, an actor that always fails, one that answers late, and a model-less voter for
+scale runs."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -136,3 +138,23 @@ class Slow(Actor):
     async def handle_call(self, message: Any) -> Any:
         await asyncio.sleep(self.seconds)
         return message
+class Voter(Actor):
+    """A simulation agent without a model, for scale runs: a call ``r`` (a round number)
+    draws its guess from its name and ``r``; it counts the broadcasts it hears (after
+    subscribing to ``topic``, when given) and a call ``"heard"`` returns that count."""
+
+    def __init__(self, topic: str = "") -> None:
+        self.topic = topic
+        self.heard = 0
+
+    async def on_start(self) -> None:
+        if self.topic:
+            await self.runtime.subscribe(self.topic, self.ref.name)
+
+    async def handle_call(self, message: Any) -> Any:
+        if message == "heard":
+            return self.heard
+        return zlib.crc32(f"{self.ref.name}:{message}".encode()) % 101
+
+    async def handle_publish(self, topic: str, message: Any) -> None:
+        self.heard += 1

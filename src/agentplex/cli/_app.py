@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ._cluster import head, node, status
 from ._keys import app as keys_app
 from ._runs import runs_app, trace_app
 from ._serve import serve
+
+if TYPE_CHECKING:
+    from ..runtime import Runtime
+    from ._crowd import CrowdResult, DemoOptions
 
 app = typer.Typer(help="agentplex: an async actor-based multi-agent runtime.",
                   no_args_is_help=True, add_completion=False)
@@ -50,58 +55,181 @@ def demo(
         help="Any init_chat_model string, e.g. 'openai:gpt-4o-mini'; 'scripted' needs no model.",
     )] = DEFAULT_DEMO_MODEL,
     discussion: Annotated[bool, typer.Option(
-        help="End with one sentence from each player.")] = True,
+        help="End with one sentence from some players (see --speakers).")] = True,
+    speakers: Annotated[int | None, typer.Option(
+        min=0, help="Players who speak at the end, all at once (default: up to 8).")] = None,
+    nodes: Annotated[int, typer.Option(
+        min=0, help="Node processes to start on this machine (0: play in this process).")] = 0,
+    address: Annotated[str | None, typer.Option(
+        help="Join the cluster whose head listens here instead of starting nodes.")] = None,
+    replicas: Annotated[int, typer.Option(
+        min=1, help="Model actors serving the players (with --nodes or --address).")] = 1,
+    rate: Annotated[float | None, typer.Option(
+        min=0.001, help="Requests per second allowed to the model, shared by all players.")
+    ] = None,
+    sample: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0,
+        help="Share of traces kept (default: all up to 1,000 players, then 1,000 / N).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(
+        min=1.0, help="Seconds a player may take to answer a round.")] = 600.0,
     runs_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Seed of the run.")] = 0,
     replay: Annotated[Path | None, typer.Option(
         help="A run folder whose recorded model answers replace the model.")] = None,
 ) -> None:
-    """Run the main job: a multi-agent 'two thirds of the average' game."""
-    asyncio.run(_demo(agents, rounds, model, discussion, runs_dir, seed, replay))
+    """Run the main job: a multi-agent 'two thirds of the average' game.
+
+    By default the players live in this process. With --nodes K (or --address) they are
+    placed in batches on node processes and asked each round with one fan-out.
+    """
+    from ..runtime import ActorError
+    from ._crowd import DemoOptions
+    from ._nodes import NodesFailed
+
+    options = DemoOptions(
+        agents=agents, rounds=rounds, model=model, nodes=nodes, address=address,
+        replicas=replicas, rate=rate, timeout=timeout, runs_dir=runs_dir, seed=seed,
+        replay=replay, speakers=0 if not discussion else speakers,
+        sample=sample if sample is not None else min(1.0, 1000 / agents))
+    try:
+        asyncio.run(_demo(options) if nodes == 0 and address is None
+                    else _demo_across_nodes(options))
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[red]interrupted[/]: node processes stopped")
+        raise typer.Exit(130) from None
+    except asyncio.CancelledError:  # SIGTERM
+        Console(stderr=True).print("[red]terminated[/]: node processes stopped")
+        raise typer.Exit(143) from None
+    except (ActorError, NodesFailed) as exc:
+        Console(stderr=True).print(f"[red]the demo failed[/]: {exc}")
+        raise typer.Exit(1) from None
 
 
-async def _demo(agents: int, rounds: int, model_spec: str, discussion: bool,
-                runs_dir: Path, seed: int, replay: Path | None) -> None:
-    from ..model import ChatModelBase, init_chat_model
-    from ..orchestration import stream_printing_messages
-    from ..runtime import Runtime
-    from ..tracing import experiment
-    from ._demo import GameResult, GameStats, make_players, play, scripted_players_model
+def _load_model(console: Console, spec: str, seed: int) -> object:
+    from ..model import init_chat_model
+    from ._demo import scripted_players_model
 
-    console = Console()
-    console.print(f"[bold]agentplex demo[/]: {agents} players, {rounds} rounds, "
-                  f"model [cyan]{model_spec}[/]")
     loading = time.perf_counter()
-    if model_spec.startswith("transformers"):
+    if spec.startswith("transformers"):
         _quiet_transformers()
         console.print("loading the local model (the first run converts its GGUF file once, "
                       "about 20 s)")
-    model: ChatModelBase = (scripted_players_model(seed) if model_spec == "scripted"
-                            else init_chat_model(model_spec))
+    model = scripted_players_model(seed) if spec == "scripted" else init_chat_model(spec)
     console.print(f"model ready in {time.perf_counter() - loading:.1f}s")
+    return model
+
+
+async def _demo(o: DemoOptions) -> None:
+    from ..model import ChatModelBase
+    from ..orchestration import stream_printing_messages
+    from ..runtime import Runtime
+    from ..tracing import experiment
+    from ._demo import GameResult, GameStats, make_players, play
+
+    console = Console()
+    console.print(f"[bold]agentplex demo[/]: {o.agents} players, {o.rounds} rounds, "
+                  f"model [cyan]{o.model}[/]")
+    model = _load_model(console, o.model, o.seed)
+    assert isinstance(model, ChatModelBase)
+    if o.rate:
+        from ..model.wrappers import RateLimitedModel, RateLimiter
+
+        model = RateLimitedModel(model, RateLimiter(o.rate))
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(),
                         TextColumn("{task.completed}/{task.total} rounds"), TimeElapsedColumn(),
                         console=console)
-    bar = progress.add_task("playing", total=rounds)
+    bar = progress.add_task("playing", total=o.rounds)
     stats = GameStats()
     results: list[GameResult] = []
 
     async def run() -> None:
-        results.append(await play(players, rounds=rounds, discussion=discussion,
+        results.append(await play(players, rounds=o.rounds, speakers=o.speakers, seed=o.seed,
                                   on_round=lambda r: progress.update(bar, completed=r)))
 
-    config = {"agents": agents, "rounds": rounds, "model": model_spec, "discussion": discussion}
-    async with experiment("demo", seed=seed, config=config, runs_dir=runs_dir,
-                          replay=replay) as record, Runtime():
-        players = make_players(model, agents, stats, seed=seed)
+    async with experiment("demo", seed=o.seed, config=o.config(), runs_dir=o.runs_dir,
+                          replay=o.replay, sampling=o.sample) as record, Runtime():
+        players = make_players(model, o.agents, stats, seed=o.seed)
         for player in players:
             player.set_console_output_enabled(False)
         with progress:
             async for msg, last in stream_printing_messages(players, run()):
                 if last:
                     progress.console.print(f"[bold]{msg.name}[/]: {msg.get_text_content()}")
-    _summary(console, results[0], agents, record.dir)
+    _summary(console, results[0], o.agents, record.dir)
+
+
+async def _demo_across_nodes(o: DemoOptions) -> None:
+    import signal
+
+    from ..bus import connect
+    from ..cluster import ClusterClient
+    from ..tracing import experiment
+    from ._crowd import place_players
+    from ._nodes import LocalNodes
+
+    console = Console()
+    where = o.address or f"{o.nodes} node processes on this machine"
+    console.print(f"[bold]agentplex demo[/]: {o.agents:,} players on {where}, {o.rounds} "
+                  f"rounds, model [cyan]{o.model}[/]"
+                  + (f" ({o.replicas} replicas)" if o.model != "scripted" else ""))
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    local = LocalNodes(o.runs_dir / ".nodes", allow=["agentplex.cli._crowd"])
+    try:
+        async with experiment("demo", seed=o.seed, config=o.config(), runs_dir=o.runs_dir,
+                              replay=o.replay, sampling=o.sample) as record:
+            local.logs = record.dir / "nodes"
+            endpoint = o.address
+            if endpoint is None:
+                began = time.perf_counter()
+                endpoint = await local.start(o.nodes, heartbeat=max(60.0, o.timeout))
+                console.print(f"head and {o.nodes} nodes up in "
+                              f"{time.perf_counter() - began:.1f}s (pids "
+                              f"{', '.join(str(p) for p in local.pids.values())}); "
+                              f"logs in {local.logs}")
+            async with connect(endpoint, heartbeat_timeout=max(60.0, o.timeout)) as rt:
+                client = ClusterClient(rt, timeout=max(120.0, o.agents / 5_000))
+                if o.model != "scripted":
+                    console.print(f"placing {o.replicas} model replica(s) of {o.model}")
+                names, placed = await place_players(
+                    client, o.agents, seed=o.seed, model=o.model, replicas=o.replicas,
+                    requests_per_second=o.rate)
+                console.print(f"placed {o.agents:,} players in {placed:.2f}s "
+                              f"({o.agents / placed:,.0f}/s)")
+                result = await _play_with_progress(console, rt, names, o)
+                result.placement_seconds = placed
+    finally:
+        local.close()
+    _crowd_summary(console, result, o, record.dir)
+
+
+async def _play_with_progress(console: Console, rt: Runtime, names: Sequence[str],
+                              o: DemoOptions) -> CrowdResult:
+    from ._crowd import play_crowd
+    from ._demo import DEFAULT_SPEAKERS
+
+    progress = Progress(
+        TextColumn("round {task.fields[round]}"), BarColumn(),
+        TextColumn("{task.completed:,.0f}/{task.total:,.0f} answered"),
+        TextColumn("{task.fields[mps]:,.0f} msg/s"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
+        TimeElapsedColumn(), console=console)
+    bars: dict[int, TaskID] = {}
+
+    def moved(r: int, answered: int, total: int, tokens: int, seconds: float) -> None:
+        if r not in bars:
+            bars[r] = progress.add_task("", total=total, round=r, mps=0.0, tps=0.0)
+        rate = 2 * answered / seconds if seconds else 0.0  # a question and a reply each
+        progress.update(bars[r], completed=answered, mps=rate,
+                        tps=tokens / seconds if seconds else 0.0)
+
+    with progress:
+        return await play_crowd(rt, names, rounds=o.rounds,
+                                speakers=DEFAULT_SPEAKERS if o.speakers is None
+                                else o.speakers, seed=o.seed, timeout=o.timeout,
+                                on_progress=moved)
 
 
 def _quiet_transformers() -> None:
@@ -129,6 +257,39 @@ def _summary(console: Console, result: object, agents: int, run_dir: Path) -> No
     rate = s.output_tokens / result.seconds if result.seconds else 0.0
     table.add_row(str(agents), str(s.messages), str(s.model_calls), str(s.input_tokens),
                   str(s.output_tokens), f"{result.seconds:.1f}", f"{rate:.1f}")
+    console.print(table)
+    console.print(f"run folder: {run_dir}")
+    console.print(f"trace: {run_dir / 'trace.jsonl'}")
+
+
+def _crowd_summary(console: Console, result: CrowdResult, o: DemoOptions, run_dir: Path
+                   ) -> None:
+    table = Table(title="rounds")
+    for column in ("round", "answered", "time (s)", "answers/s", "tokens out", "target",
+                   "winners"):
+        table.add_column(column, justify="right")
+    for r in result.rounds:
+        table.add_row(str(r.round), f"{r.answered:,}/{o.agents:,}", f"{r.seconds:.2f}",
+                      f"{r.answered / r.seconds:,.0f}" if r.seconds else "-",
+                      f"{r.tokens_out:,}", f"{r.target}", f"{len(r.winners):,}")
+    console.print(table)
+    for msg in result.discussion:
+        console.print(f"[bold]{msg.name}[/]: {msg.get_text_content()}")
+    if result.failed:
+        shown = ", ".join(sorted(result.failed)[:10])
+        console.print(f"[red]{len(result.failed):,} answers missing[/]: {shown}"
+                      + (" ..." if len(result.failed) > 10 else ""))
+    s = result.stats
+    table = Table(title="run summary")
+    for column in ("agents", "nodes", "placed/s", "messages", "model calls", "tokens in",
+                   "tokens out", "time (s)", "tokens/s out"):
+        table.add_column(column, justify="right")
+    rate = s.output_tokens / result.seconds if result.seconds else 0.0
+    table.add_row(f"{o.agents:,}", o.address or str(o.nodes),
+                  f"{o.agents / result.placement_seconds:,.0f}"
+                  if result.placement_seconds else "-",
+                  f"{s.messages:,}", f"{s.model_calls:,}", f"{s.input_tokens:,}",
+                  f"{s.output_tokens:,}", f"{result.seconds:.1f}", f"{rate:.1f}")
     console.print(table)
     console.print(f"run folder: {run_dir}")
     console.print(f"trace: {run_dir / 'trace.jsonl'}")

@@ -2,11 +2,13 @@
 
 Every player is an agent in one :class:`MsgHub`; all of them share one model instance, so a
 local model batches their concurrent requests. Each round the players guess at once
-(fan-out), the host announces the winner, and at the end every player says one sentence.
+(fan-out), the host announces the winner, and at the end some players (all of a small
+game) say one sentence each, all at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import re
@@ -71,6 +73,9 @@ RULES = (
     "We play 'guess two thirds of the average'. Every player picks an integer from 0 to 100. "
     "Whoever is closest to two thirds of the average of all guesses wins the round."
 )
+
+DEFAULT_SPEAKERS = 8
+"""Players who speak at the end of a game unless told otherwise."""
 
 _NUMBER = re.compile(r"-?\d+")
 
@@ -177,6 +182,13 @@ def _guess_of(response: ChatResponse) -> int:
     return max(0, min(100, int(match.group()))) if match else 50
 
 
+def _speakers(agents: Sequence[Player], speakers: int | None, seed: int) -> list[Player]:
+    count = min(len(agents), DEFAULT_SPEAKERS if speakers is None else speakers)
+    if count >= len(agents):
+        return list(agents)
+    return [agents[i] for i in sorted(random.Random(seed).sample(range(len(agents)), count))]
+
+
 def scripted_players_model(seed: int = 0) -> ScriptedChatModel:
     """A scripted stand-in model: plausible, deterministic moves without a language model."""
     rng = random.Random(seed)
@@ -204,10 +216,13 @@ async def play(
     agents: Sequence[Player],
     *,
     rounds: int = 2,
-    discussion: bool = True,
+    speakers: int | None = None,
+    seed: int = 0,
     on_round: Callable[[int], None] | None = None,
 ) -> GameResult:
-    """Play ``rounds`` rounds with ``agents`` (see :func:`make_players`)."""
+    """Play ``rounds`` rounds with ``agents`` (see :func:`make_players`), then let
+    ``speakers`` of them (default: up to 8, a sample drawn with ``seed``; 0: none) each
+    say one sentence, all at once."""
     if not agents:
         raise ValueError("the game needs at least one player")
     result = GameResult(stats=agents[0].stats)
@@ -232,10 +247,13 @@ async def play(
             result.stats.messages += 1 + len(replies)
             if on_round is not None:
                 on_round(r)
-        if discussion:
-            for agent in agents:  # one after another, each hearing those before
-                said = await agent(None, mode="discuss", summary=_summary_for(agent, result))
-                await hub.broadcast(said, exclude=[agent])
-                result.discussion.append(said)
+        chosen = _speakers(agents, speakers, seed)
+        if chosen:  # all at once: a big game's discussion must not go one by one
+            said = await asyncio.gather(*(
+                agent(None, mode="discuss", summary=_summary_for(agent, result))
+                for agent in chosen))
+            for agent, msg in zip(chosen, said, strict=True):
+                await hub.broadcast(msg, exclude=[agent])
+            result.discussion.extend(said)
     result.seconds = time.perf_counter() - started
     return result

@@ -9,6 +9,7 @@ recorded too, so that retries and fallbacks take the same path on replay.
 from __future__ import annotations
 
 import builtins
+import weakref
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +46,22 @@ def request_payload(call: dict[str, Any]) -> dict[str, Any]:
             value = [m.model_dump(mode="json", include={"name", "role", "content"})
                      if isinstance(m, Msg) else m for m in value]
         elif isinstance(value, type) and issubclass(value, BaseModel):
-            value = {"model": value.__name__, "schema": value.model_json_schema()}
+            value = {"model": value.__name__, "schema": _schema(value)}
         out[key] = value
     return out
+
+
+_schemas: weakref.WeakKeyDictionary[type[BaseModel], dict[str, Any]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _schema(cls: type[BaseModel]) -> dict[str, Any]:
+    """``cls``'s JSON schema, built once per class (building it costs milliseconds, and
+    every structured call of an experiment needs it for its request key)."""
+    schema = _schemas.get(cls)
+    if schema is None:
+        schema = _schemas[cls] = cls.model_json_schema()
+    return schema
 
 
 async def instrumented_call(
