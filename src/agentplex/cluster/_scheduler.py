@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -135,17 +136,7 @@ class Scheduler:
         reasons: list[str] = []
         retryable = False
         candidates: list[tuple[_NodeState, list[int]]] = []
-        for node in self._nodes.values():
-            if node_id is not None and node.spec.id != node_id:
-                continue
-            missing = {k: v for k, v in (labels or {}).items() if node.spec.labels.get(k) != v}
-            if missing:
-                reasons.append(f"{node.spec.id}: labels {missing} do not match")
-                continue
-            why_never = self._never_fits(node, request)
-            if why_never:
-                reasons.append(f"{node.spec.id}: {why_never}")
-                continue
+        for node in self._eligible(request, labels, node_id, reasons):
             retryable = True
             gpus, why_now = self._fit(node, request)
             if why_now:
@@ -229,17 +220,7 @@ class Scheduler:
         reasons: list[str] = []
         fits: list[tuple[_NodeState, int]] = []
         ever_total = 0
-        for node in self._nodes.values():
-            if node_id is not None and node.spec.id != node_id:
-                continue
-            missing = {k: v for k, v in (labels or {}).items() if node.spec.labels.get(k) != v}
-            if missing:
-                reasons.append(f"{node.spec.id}: labels {missing} do not match")
-                continue
-            why_never = self._never_fits(node, request)
-            if why_never:
-                reasons.append(f"{node.spec.id}: {why_never}")
-                continue
+        for node in self._eligible(request, labels, node_id, reasons):
             ever_total += self._capacity(_NodeState(node.spec, gpus=[
                 _GpuState(g.gpu) for g in node.gpus]), request)
             n = self._capacity(node, request)
@@ -351,6 +332,23 @@ class Scheduler:
             else:
                 n = min(n, sum(1 for g in node.gpus if g.fits(share, r.gpu_memory)) // wanted)
         return max(0, n)
+
+    def _eligible(self, request: Resources, labels: dict[str, str] | None,
+                  node_id: str | None, reasons: list[str]) -> Iterator[_NodeState]:
+        """The nodes ``request`` could ever fit on (pinned by ``node_id``, matching
+        ``labels``); the reason each other node cannot is appended to ``reasons``."""
+        for node in self._nodes.values():
+            if node_id is not None and node.spec.id != node_id:
+                continue
+            missing = {k: v for k, v in (labels or {}).items() if node.spec.labels.get(k) != v}
+            if missing:
+                reasons.append(f"{node.spec.id}: labels {missing} do not match")
+                continue
+            why_never = self._never_fits(node, request)
+            if why_never:
+                reasons.append(f"{node.spec.id}: {why_never}")
+                continue
+            yield node
 
     @staticmethod
     def _never_fits(node: _NodeState, r: Resources) -> str:
