@@ -19,7 +19,9 @@ Prints one JSON line per figure: ``{"bench", "impl", "n", "value", "unit"}``.
   prompt joins — prefilled in chunks, and (for contrast) in one piece.
 
 Usage: ``python benchmarks/bench_local_model.py [--tokens 32] [--ns 1,4,16,64]
-[--parts load,throughput,constrained,prefix,chunked]``.
+[--parts load,throughput,constrained,prefix,chunked] [--model PATH] [--max-batch 64]``.
+On a GPU the model loads in bf16 on CUDA (the separate bf16 row is then skipped); ``--model``
+takes a model folder instead of the embedded default.
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ async def main() -> None:
                         help="requests timed for the one-at-a-time baseline")
     parser.add_argument("--llama-server", default=None, help="base URL of llama.cpp's server")
     parser.add_argument("--parts", default="load,throughput,constrained")
+    parser.add_argument("--model", default="default", help="a model folder (default: embedded)")
+    parser.add_argument("--max-batch", type=int, default=64, help="the engine's max_batch_size")
     args = parser.parse_args()
     ns = [int(x) for x in args.ns.split(",")]
     parts = set(args.parts.split(","))
@@ -151,14 +155,16 @@ async def main() -> None:
         if "load" in parts:
             emit("load", "cold-gguf", 1, load_in_fresh_process(cache), "s")
             emit("load", "warm-cache", 1, load_in_fresh_process(cache), "s")
-        model = TransformersChatModel("default", cache_dir=cache)
-        bf16 = TransformersChatModel("default", cache_dir=cache, torch_dtype="bfloat16")
+        model = TransformersChatModel(args.model, cache_dir=cache,
+                                      max_batch_size=args.max_batch)
+        on_cpu = model.model.device.type == "cpu"
+        bf16 = TransformersChatModel(args.model, cache_dir=cache, torch_dtype="bfloat16",
+                                     max_batch_size=args.max_batch) if on_cpu else None
     await model(prompt(0), max_tokens=4)  # first-call warm-up
-    await bf16(prompt(0), max_tokens=4)
     one_at_a_time(model, 1, 4)
     if "throughput" in parts:
         await throughput(model, ns, args)
-        for n in ns:  # the same, with bfloat16 weights (AVX512-BF16 CPUs run these faster)
+        for n in ns if bf16 is not None else ():  # bf16 weights (AVX512-BF16 CPUs gain)
             emit("throughput", "agentplex-batched-bf16", n, await batched(bf16, n, args.tokens),
                  "tokens/s")
     if "constrained" in parts:
@@ -296,9 +302,10 @@ def chunked_prefill(model: Any, running: int = 8, tokens: int = 48,
 
 async def throughput(model: Any, ns: list[int], args: argparse.Namespace) -> None:
     seq = one_at_a_time(model, args.sequential, args.tokens)
+    where = {"device": str(model.model.device), "dtype": str(model.model.dtype)}
     for n in ns:
         emit("throughput", "agentplex-batched", n, await batched(model, n, args.tokens),
-             "tokens/s")
+             "tokens/s", max_batch_size=model.engine.max_batch_size, **where)
         emit("throughput", "hf-generate-one-at-a-time", n, seq, "tokens/s")
         emit("throughput", "hf-continuous-batching", n,
              hf_continuous_batching(model, n, args.tokens), "tokens/s")

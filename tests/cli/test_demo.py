@@ -31,6 +31,18 @@ def test_demo_rejects_bad_options() -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "agents" in (proc.stderr + proc.stdout).lower()
+    proc = subprocess.run([sys.executable, "-m", "agentplex", "demo", "--model", "scripted",
+                           "-o", "max_batch_size"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "KEY=VALUE" in proc.stderr + proc.stdout
+
+
+def test_model_options_are_json_or_text() -> None:
+    from agentplex.cli._serve import parse_options
+
+    assert parse_options(["max_batch_size=256", "temperature=0.5", "device=cuda:1",
+                          "stop=[\"x\"]"]) == {"max_batch_size": 256, "temperature": 0.5,
+                                              "device": "cuda:1", "stop": ["x"]}
 
 
 @pytest.mark.anyio

@@ -117,6 +117,9 @@ def test_chunked_prefill_joins_without_changing_tokens(pair: tuple[Any, Any]) ->
         got = run(chunked, running, 40, late=long)
         assert [r.generated for r in got] == expected
         assert chunked.chunks >= 600 // 64
+        # the forward time splits into prompts (chunks included) and decode steps
+        assert 0 < chunked.prefill_seconds < chunked.forward_seconds
+        assert chunked.prefill_tokens >= 4 * 30 + 600
     finally:
         alone.close()
         chunked.close()

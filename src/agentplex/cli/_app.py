@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -77,6 +77,9 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the run.")] = 0,
     replay: Annotated[Path | None, typer.Option(
         help="A run folder whose recorded model answers replace the model.")] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", "-o", help="KEY=VALUE for the model (a JSON value or a string), e.g. "
+        "-o max_batch_size=256 -o temperature=0.7; repeatable.")] = None,
 ) -> None:
     """Run the main job: a multi-agent 'two thirds of the average' game.
 
@@ -86,12 +89,14 @@ def demo(
     from ..runtime import ActorError
     from ._crowd import DemoOptions
     from ._nodes import NodesFailed
+    from ._serve import parse_options
 
     options = DemoOptions(
         agents=agents, rounds=rounds, model=model, nodes=nodes, address=address,
         replicas=replicas, rate=rate, timeout=timeout, runs_dir=runs_dir, seed=seed,
         replay=replay, speakers=0 if not discussion else speakers,
-        sample=sample if sample is not None else min(1.0, 1000 / agents))
+        sample=sample if sample is not None else min(1.0, 1000 / agents),
+        model_options=parse_options(option or []))
     try:
         asyncio.run(_demo(options) if nodes == 0 and address is None
                     else _demo_across_nodes(options))
@@ -106,7 +111,7 @@ def demo(
         raise typer.Exit(1) from None
 
 
-def _load_model(console: Console, spec: str, seed: int) -> object:
+def _load_model(console: Console, spec: str, seed: int, options: dict[str, Any]) -> object:
     from ..model import init_chat_model
     from ._demo import scripted_players_model
 
@@ -115,7 +120,8 @@ def _load_model(console: Console, spec: str, seed: int) -> object:
         _quiet_transformers()
         console.print("loading the local model (the first run converts its GGUF file once, "
                       "about 20 s)")
-    model = scripted_players_model(seed) if spec == "scripted" else init_chat_model(spec)
+    model = (scripted_players_model(seed) if spec == "scripted"
+             else init_chat_model(spec, **options))
     console.print(f"model ready in {time.perf_counter() - loading:.1f}s")
     return model
 
@@ -130,7 +136,7 @@ async def _demo(o: DemoOptions) -> None:
     console = Console()
     console.print(f"[bold]agentplex demo[/]: {o.agents} players, {o.rounds} rounds, "
                   f"model [cyan]{o.model}[/]")
-    model = _load_model(console, o.model, o.seed)
+    model = _load_model(console, o.model, o.seed, o.model_options)
     assert isinstance(model, ChatModelBase)
     if o.rate:
         from ..model.wrappers import RateLimitedModel, RateLimiter
@@ -158,6 +164,7 @@ async def _demo(o: DemoOptions) -> None:
                 if last:
                     progress.console.print(f"[bold]{msg.name}[/]: {msg.get_text_content()}")
     _summary(console, results[0], o.agents, record.dir)
+    _engine_summary(console, model)
 
 
 async def _demo_across_nodes(o: DemoOptions) -> None:
@@ -196,7 +203,7 @@ async def _demo_across_nodes(o: DemoOptions) -> None:
                     console.print(f"placing {o.replicas} model replica(s) of {o.model}")
                 names, placed = await place_players(
                     client, o.agents, seed=o.seed, model=o.model, replicas=o.replicas,
-                    requests_per_second=o.rate)
+                    requests_per_second=o.rate, model_options=o.model_options)
                 console.print(f"placed {o.agents:,} players in {placed:.2f}s "
                               f"({o.agents / placed:,.0f}/s)")
                 result = await _play_with_progress(console, rt, names, o)
@@ -260,6 +267,18 @@ def _summary(console: Console, result: object, agents: int, run_dir: Path) -> No
     console.print(table)
     console.print(f"run folder: {run_dir}")
     console.print(f"trace: {run_dir / 'trace.jsonl'}")
+
+
+def _engine_summary(console: Console, model: object) -> None:
+    """Where a local model's time went: prompts, decode steps, choosing tokens."""
+    engine = getattr(model, "engine", None)
+    if engine is None or not getattr(engine, "steps", 0):
+        return
+    decode = engine.forward_seconds - engine.prefill_seconds
+    console.print(f"local model: prefill {engine.prefill_seconds:.1f}s "
+                  f"({engine.prefill_tokens:,} prompt tokens), decode {decode:.1f}s "
+                  f"({engine.steps:,} forward passes, up to {engine.max_rows_seen} rows), "
+                  f"choosing tokens {engine.select_seconds:.1f}s")
 
 
 def _crowd_summary(console: Console, result: CrowdResult, o: DemoOptions, run_dir: Path

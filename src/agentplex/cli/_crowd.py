@@ -108,12 +108,14 @@ class GameModelActor(ModelActor):
     """A model replica of the game: ``model`` built when it starts, behind a rate limiter
     of ``requests_per_second`` when given (one replica: one limit for every player)."""
 
-    def __init__(self, model: str, requests_per_second: float | None = None) -> None:
+    def __init__(self, model: str, requests_per_second: float | None = None,
+                 options: dict[str, Any] | None = None) -> None:
         super().__init__(model)
         self.requests_per_second = requests_per_second
+        self.options = options or {}
 
     async def on_start(self) -> None:
-        built = init_chat_model(self._spec or "")
+        built = init_chat_model(self._spec or "", **self.options)
         if self.requests_per_second:
             built = RateLimitedModel(built, RateLimiter(self.requests_per_second))
         self.model = built
@@ -180,12 +182,15 @@ class DemoOptions:
     replay: Path | None = None
     speakers: int | None = None
     sample: float = 1.0
+    model_options: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for ``init_chat_model`` (``--option KEY=VALUE``)."""
 
     def config(self) -> dict[str, Any]:
         """What the manifest records of these settings."""
         return {"agents": self.agents, "rounds": self.rounds, "model": self.model,
                 "nodes": self.nodes, "address": self.address, "replicas": self.replicas,
-                "rate": self.rate, "speakers": self.speakers, "sample": self.sample}
+                "rate": self.rate, "speakers": self.speakers, "sample": self.sample,
+                "model_options": self.model_options}
 
 
 @dataclass
@@ -303,11 +308,14 @@ async def play_crowd(rt: Runtime, names: Sequence[str], *, rounds: int, speakers
 
 
 async def place_players(client: Any, count: int, *, seed: int, model: str, replicas: int,
-                        requests_per_second: float | None) -> tuple[Sequence[str], float]:
+                        requests_per_second: float | None,
+                        model_options: dict[str, Any] | None = None
+                        ) -> tuple[Sequence[str], float]:
     """Place the model replicas (unless scripted), then ``count`` players in one batch;
     the players' names and the seconds their placement took."""
     if model != "scripted":
-        await client.spawn_many(GameModelActor, [[model, requests_per_second]] * replicas,
+        args = [model, requests_per_second, model_options or {}]
+        await client.spawn_many(GameModelActor, [args] * replicas,
                                 names=MODEL_PREFIX, placement="spread")
         await asyncio.gather(*(client.runtime.ref(f"{MODEL_PREFIX}{i}").call(
             "describe", timeout=600) for i in range(replicas)))

@@ -11,7 +11,8 @@ import typer
 __all__ = ["serve"]
 
 
-def _options(pairs: list[str]) -> dict[str, Any]:
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as keyword arguments (a value is JSON when it parses, else text)."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -56,7 +57,7 @@ def serve(
         from ._app import _quiet_transformers
 
         _quiet_transformers()
-    chat_model = init_chat_model(model, stream=True, **_options(option))
+    chat_model = init_chat_model(model, stream=True, **parse_options(option))
     name = served_model_name or model
 
     def ready(url: str) -> None:

@@ -144,7 +144,9 @@ class BatchEngine:
         self.max_rows_seen = 0
         """The largest batch decoded so far."""
         self.forward_seconds = 0.0
-        """Time spent in the model's forward passes."""
+        """Time spent in the model's forward passes (on CUDA, until the GPU finished them)."""
+        self.prefill_seconds = 0.0
+        """The part of ``forward_seconds`` spent on prompts (the rest is decode steps)."""
         self.select_seconds = 0.0
         """Time spent choosing tokens (grammar masks, sampling, stop checks, detokenizing)."""
         self.prefix = PrefixCache(prefix_block, prefix_cache_bytes) if prefix_cache_bytes else None
@@ -157,6 +159,8 @@ class BatchEngine:
         """Prefill chunks run between decode steps."""
         self._decode_cost = 0.0
         self._token_cost = 0.0
+        device = getattr(model, "device", None)
+        self._cuda = getattr(device, "type", None) == "cuda"
         self._chunk_token_cost = 0.0
 
     def submit(self, request: GenerationRequest) -> None:
@@ -325,8 +329,10 @@ class BatchEngine:
         started = time.perf_counter()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self._finish_forward()
         seconds = time.perf_counter() - started
         self.forward_seconds += seconds
+        self.prefill_seconds += seconds
         self.steps += 1
         computed = sum(len(x) for x in new_ids)
         self.prefill_tokens += computed
@@ -399,6 +405,7 @@ class BatchEngine:
         started = time.perf_counter()
         out = self.model(input_ids=batch.next_ids[:, None], attention_mask=batch.mask,
                          position_ids=positions, past_key_values=batch.cache, use_cache=True)
+        self._finish_forward()
         seconds = time.perf_counter() - started
         self.forward_seconds += seconds
         self._decode_cost = _ema(self._decode_cost, seconds)
@@ -406,6 +413,13 @@ class BatchEngine:
         self.max_rows_seen = max(self.max_rows_seen, len(batch.reqs))
         batch.cache = out.past_key_values
         batch.next_ids = self._select(batch.reqs, out.logits[:, -1, :])
+
+    def _finish_forward(self) -> None:
+        """Wait for a CUDA forward pass to end, so that its time is counted as forward time."""
+        if self._cuda:
+            import torch
+
+            torch.cuda.synchronize()
 
     @staticmethod
     def _positions(mask: Any) -> Any:
