@@ -174,3 +174,37 @@ def test_gpu_memory_bounds_the_prefix_cache(pair: tuple[Any, Any]) -> None:
     assert model.engine.prefix is not None
     assert model.engine.prefix.max_bytes == 16 * 2**20
     model.engine.close()
+
+
+def test_pass_cost_fits_the_marginal_cost_of_a_token() -> None:
+    from agentplex.model.local._cost import PassCost
+
+    linear, fixed = PassCost(), PassCost()
+    assert linear.per_token() is None  # nothing seen yet
+    for tokens in (8, 30, 120, 8, 500, 64):
+        linear.observe(tokens, 0.002 + 0.001 * tokens)  # a CPU: time grows with tokens
+        fixed.observe(tokens, 0.045)  # a GPU running a small model: launches dominate
+    assert linear.per_token() == pytest.approx(0.001)
+    assert fixed.per_token() == pytest.approx(0.0, abs=1e-9)
+    same = PassCost()
+    for _ in range(3):
+        same.observe(8, 0.04)
+    assert same.per_token() is None  # one size only: no slope to fit
+
+
+def test_chunks_grow_when_a_pass_costs_the_same_whatever_its_size(
+        pair: tuple[Any, Any]) -> None:
+    eng = engine(pair)
+    try:
+        eng._decode_cost = 0.045
+        for tokens in (1, 8, 16, 64, 8):  # launch-bound passes: no marginal cost
+            eng._cost.observe(tokens, 0.045)
+        assert eng._chunk_size() == 2048  # one pass joins them all, not 8 tokens a step
+        cpu = engine(pair)
+        cpu._decode_cost = 0.040
+        for tokens in (1, 8, 16, 64, 8):
+            cpu._cost.observe(tokens, 0.001 * tokens)
+        assert cpu._chunk_size() == 20  # half a decode step's worth of tokens
+        cpu.close()
+    finally:
+        eng.close()

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._cost import PassCost
 from ._prefix import KV, PrefixCache
 
 __all__ = ["BatchEngine", "GenerationEvent", "GenerationRequest", "Sampling", "TokenScore"]
@@ -158,10 +159,9 @@ class BatchEngine:
         self.chunks = 0
         """Prefill chunks run between decode steps."""
         self._decode_cost = 0.0
-        self._token_cost = 0.0
+        self._cost = PassCost()
         device = getattr(model, "device", None)
         self._cuda = getattr(device, "type", None) == "cuda"
-        self._chunk_token_cost = 0.0
 
     def submit(self, request: GenerationRequest) -> None:
         """Queue ``request``; its events arrive through ``request.emit``."""
@@ -336,7 +336,7 @@ class BatchEngine:
         self.steps += 1
         computed = sum(len(x) for x in new_ids)
         self.prefill_tokens += computed
-        self._token_cost = _ema(self._token_cost, seconds / max(computed, 1))
+        self._cost.observe(computed, seconds)
         return _Batch(reqs, out.past_key_values, mask, None), out.logits[:, -1, :]
 
     def _remember(self, batch: _Batch) -> None:
@@ -358,13 +358,12 @@ class BatchEngine:
         """Tokens per prefill chunk: about the cost of half a decode step of the batch."""
         if self.prefill_chunk is not None:
             return self.prefill_chunk
-        # per-token cost of chunks themselves (small forwards over a long context cost more
-        # per token than a batch prefill), else of any prefill
-        per_token = self._chunk_token_cost or self._token_cost
-        if not self._decode_cost or not per_token:
+        per_token = self._cost.per_token()  # marginal: a pass's fixed cost is paid anyway
+        if not self._decode_cost or per_token is None:
             return 64
         # half a decode step: the running requests' gaps grow by about half while it joins
-        return max(8, min(2048, int(0.5 * self._decode_cost / per_token)))
+        budget = 0.5 * self._decode_cost
+        return max(8, min(2048, int(budget / per_token) if per_token > 0 else 2048))
 
     def _prefill_chunk(self, item: _Chunked) -> _Batch | None:
         """Prefill the next chunk of a long prompt; its batch of one once complete."""
@@ -381,11 +380,8 @@ class BatchEngine:
                 item.done = len(chain) * self.prefix.block_size
                 self.prefix.hit_tokens += item.done
         end = min(len(req.prompt_ids), item.done + self._chunk_size())
-        started = time.perf_counter()
         batch, logits = self._forward([req], [item.past], [item.done],
                                       [req.prompt_ids[item.done:end]])
-        self._chunk_token_cost = _ema(self._chunk_token_cost,
-                                      (time.perf_counter() - started) / (end - item.done))
         self.chunks += 1
         item.done = end
         if end < len(req.prompt_ids):
@@ -409,6 +405,7 @@ class BatchEngine:
         seconds = time.perf_counter() - started
         self.forward_seconds += seconds
         self._decode_cost = _ema(self._decode_cost, seconds)
+        self._cost.observe(len(batch.reqs), seconds)
         self.steps += 1
         self.max_rows_seen = max(self.max_rows_seen, len(batch.reqs))
         batch.cache = out.past_key_values
