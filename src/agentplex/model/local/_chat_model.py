@@ -34,6 +34,7 @@ from ._grammars import (
     constraint_from_format,
     tool_constraint,
 )
+from ._handoff import handoff_for
 from ._loading import DEFAULT_MODEL, LoadedModel, load_local_model
 from ._output import THINK_BEGIN, OutputAssembler
 
@@ -278,11 +279,11 @@ class TransformersChatModel(ChatModelBase):
         stops = [*self.stop_sequences, *(options.stop or [])]
         budget = _first(options.max_tokens, self.max_new_tokens)
         matcher = self._shared.grammar().matcher(constraint) if constraint is not None else None
-        loop = asyncio.get_running_loop()
+        handoff = handoff_for(asyncio.get_running_loop())
         events: asyncio.Queue[GenerationEvent] = asyncio.Queue()
 
         def emit(event: GenerationEvent) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, event)
+            handoff.send(events, event)
 
         request = GenerationRequest(
             prompt_ids=list(prompt_ids), max_new_tokens=int(budget), emit=emit,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._cost import PassCost
+from ._handoff import deferred
 from ._prefix import KV, PrefixCache
 
 __all__ = ["BatchEngine", "GenerationEvent", "GenerationRequest", "Sampling", "TokenScore"]
@@ -221,7 +222,7 @@ class BatchEngine:
                 self._shut_down(batch, [c.req for c in chunked])
                 return
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), deferred():
                     if new and batch is not None:  # long prompts join in chunks
                         size = self._chunk_size()
                         chunked.extend(_Chunked(r) for r in new if len(r.prompt_ids) > size)

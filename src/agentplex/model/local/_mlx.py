@@ -30,6 +30,7 @@ from .._stream import ResponseBuilder
 from .._structured import StructuredRequest, run_structured
 from ._chat_model import _to_chat, _with_tool_prompt
 from ._engine import _held_back
+from ._handoff import handoff_for
 from ._loading import _cache_dir, _is_default, cache_root, embedded_gguf
 from ._output import THINK_BEGIN, OutputAssembler
 
@@ -171,12 +172,12 @@ class MLXChatModel(ChatModelBase):
         started = time.perf_counter()
         prompt = self.format_prompt(history, tools)
         stops = tuple(s for s in [*self.stop_sequences, *(options.stop or [])] if s)
-        loop = asyncio.get_running_loop()
+        handoff = handoff_for(asyncio.get_running_loop())
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         cancelled = threading.Event()
 
         def put(kind: str, value: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+            handoff.send(queue, (kind, value))
 
         self._executor.submit(self._generate, prompt, options, stops, put, cancelled)
         assembler = OutputAssembler(ResponseBuilder(id=uuid.uuid4().hex),
