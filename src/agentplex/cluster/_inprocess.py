@@ -633,7 +633,7 @@ async def init(*, backend: str = "local", gpus: int | None = None,
 
         if gpus is not None:
             ray_init.setdefault("num_gpus", gpus)
-        return await RayCluster.start(**ray_init)
+        return await RayCluster.start(checkpoint_interval=checkpoint_interval, **ray_init)
     if backend != "local":
         raise ValueError(f"unknown cluster backend {backend!r} (use 'local' or 'ray')")
     cluster = await Cluster(checkpoint_interval=checkpoint_interval).start()

@@ -143,8 +143,9 @@ class ClusterManager(Actor):
         if self.backend == "ray":
             from ._ray import RayCluster
 
-            self.cluster = await RayCluster.start(address=self.ray_address,
-                                                  runtime=self.runtime)
+            self.cluster = await RayCluster.start(
+                address=self.ray_address, runtime=self.runtime,
+                checkpoint_interval=self.checkpoint_interval)
             return
         self.cluster = await Cluster(self.runtime,
                                      checkpoint_interval=self.checkpoint_interval).start()
