@@ -339,6 +339,7 @@ class RayCluster:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.restart_timeout + 10 if timeout is None else timeout)
         while True:
+            changed = self._changed  # taken first: a change while we ask must wake us
             out: dict[str, list[str]] = {"running": [], "lost": [], "unknown": []}
             groups: dict[int, tuple[RayWorker, list[str]]] = {}
             for name in names:
@@ -360,7 +361,6 @@ class RayCluster:
                 for members in pending:  # still restarting at the deadline: not lost yet
                     out["running"].extend(members)
                 return out
-            changed = self._changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
 
