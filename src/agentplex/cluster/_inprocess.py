@@ -563,6 +563,7 @@ class Cluster:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.node_timeout + 5
         while True:
+            changed = self._node_changed  # taken first: a death while we ping must wake us
             where: dict[str, list[str]] = {}
             out: dict[str, list[str]] = {"running": [], "lost": [], "unknown": []}
             for name in names:
@@ -584,7 +585,6 @@ class Cluster:
                 for n in silent:  # slow, but not declared dead: their actors still run
                     out["running"].extend(where[n])
                 return out
-            changed = self._node_changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
 
