@@ -30,7 +30,7 @@ from ._batch import (
 )
 from ._detect import detect_node
 from ._errors import NodeFailed, Unschedulable
-from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, class_path
+from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, batch_args, target_path
 from ._resources import NodeSpec, Resources
 from ._rounds import call_round
 from ._scheduler import Placement, PlacementPolicy, Scheduler
@@ -192,7 +192,7 @@ class Cluster:
         msgpack-able so the actor can be created on any node. ``wait`` seconds to queue a
         request that does not fit now (default: refuse at once).
         """
-        path = target if isinstance(target, str) else class_path(target)
+        path = target_path(target)
         name = name or f"{path.rpartition(':')[2].lower()}-{len(self.actors) + 1}"
         if self._taken(name):
             raise ActorExists(f"an actor named {name!r} already runs", actor=name)
@@ -236,14 +236,8 @@ class Cluster:
         With ``restart="on-failure"`` the share of a node that dies is restarted on the
         others as one batch, from the last :meth:`checkpoint`.
         """
-        path = target if isinstance(target, str) else class_path(target)
-        if isinstance(args, int):
-            count, per_agent = args, None
-        else:
-            per_agent = [list(a) for a in args]
-            count = len(per_agent)
-        if count < 1:
-            raise ValueError("spawn_many needs at least one actor")
+        path = target_path(target)
+        per_agent, count = batch_args(args)
         batch_id = next(self._batch_ids)
         default = f"{path.rpartition(':')[2].lower()}-{batch_id}-"
         listed = batch_names(names, count, default)

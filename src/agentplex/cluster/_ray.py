@@ -28,7 +28,7 @@ from ..bus import connect
 from ..runtime import Actor, ActorExists, ActorRef, Runtime
 from ._batch import ActorRefs, RoundResult, batch_names, names_to_wire
 from ._errors import Unschedulable
-from ._node import RestartPolicy, class_path
+from ._node import RestartPolicy, batch_args, target_path
 from ._ray_host import RayHost, RayWorker
 from ._resources import Resources
 from ._rounds import call_round
@@ -112,7 +112,7 @@ class RayCluster:
         """See :meth:`Cluster.spawn`; ``node`` is a Ray node id. A request no Ray node can
         ever hold is refused at once; one that cannot be placed within ``wait`` seconds
         (default 60) is refused then."""
-        path = target if isinstance(target, str) else class_path(target)
+        path = target_path(target)
         name = name or f"{path.rpartition(':')[2].lower()}-{len(self._singles) + 1}"
         if self._owner(name) is not None:
             raise ActorExists(f"an actor named {name!r} already runs", actor=name)
@@ -150,11 +150,8 @@ class RayCluster:
         dies and every agent it hosted comes back from its last :meth:`checkpoint`."""
         import ray
 
-        path = target if isinstance(target, str) else class_path(target)
-        per_agent = None if isinstance(args, int) else [list(a) for a in args]
-        count = args if isinstance(args, int) else len(args)
-        if count < 1:
-            raise ValueError("spawn_many needs at least one actor")
+        path = target_path(target)
+        per_agent, count = batch_args(args)
         batch_id = next(self._batch_ids)
         listed = batch_names(names, count, f"{path.rpartition(':')[2].lower()}-b{batch_id}-")
         taken = next((n for n in self._singles if n in listed), None) or next(
