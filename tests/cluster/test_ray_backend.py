@@ -85,6 +85,19 @@ async def test_a_ray_backed_head_serves_the_same_client_api(local_ray: None) -> 
             await client.spawn(COUNTER, resources=Resources(gpus=9))
         await client.stop("via-head")
 
+        # An actor spawned alone comes back from its checkpoint too, through the head.
+        solo = await client.spawn(COUNTER, 1, name="solo", resources=Resources(cpus=0.01),
+                                  restart="on-failure")
+        assert await solo.call(1, timeout=30) == 2
+        await client.checkpoint("solo")
+        pid = await solo.call("pid", timeout=30)
+        os.kill(pid, signal.SIGKILL)
+        assert await client.recover(["solo", "nobody"]) == {
+            "running": ["solo"], "lost": [], "unknown": ["nobody"]}
+        assert await solo.call(0, timeout=30) == 2
+        assert await solo.call("pid", timeout=30) != pid
+        await client.stop("solo")
+
 
 async def test_spawn_many_on_ray_hosts_many_agents_in_one_ray_worker(local_ray: None) -> None:
     cluster = await init(backend="ray")
