@@ -13,7 +13,7 @@ import asyncio
 import copy
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,13 +115,13 @@ class RayWorker:
                 if state is not None:
                     self.states[index + k] = state
 
-    def watch(self, restart_timeout: float, on_change: Any) -> None:
+    def watch(self, restart_timeout: float, on_change: Callable[[], None]) -> None:
         """Start watching the process; ``on_change()`` is called after each death and
         each return."""
         self.hosting.set()
         self.watcher = asyncio.ensure_future(self._watch(restart_timeout, on_change))
 
-    async def _watch(self, restart_timeout: float, on_change: Any) -> None:
+    async def _watch(self, restart_timeout: float, on_change: Callable[[], None]) -> None:
         import ray
 
         while not self.lost:
@@ -153,6 +153,7 @@ class RayWorker:
             log.error("%d agents (%s…) not restarted: %s", len(self.names), self.names[0],
                       exc)
             self.lost = True
+            ray.kill(self.handle)  # given up on: it must not come back later, unknown
             return
         self.restarts += 1
         self.hosting.set()
