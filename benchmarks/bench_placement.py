@@ -10,9 +10,12 @@ Prints JSON lines (``benchmarks/_benchlib.py``):
   against the old path (one ``spawn`` request at a time), and the resident memory of
   each node process afterwards (``VmRSS`` from ``/proc``);
 - Ray as the peer: Ray actors created one per agent (each a process), and our
-  ``RayCluster.spawn_many`` hosting a batch in one Ray worker.
+  ``RayCluster.spawn_many`` hosting a batch in one Ray worker;
+- ``--ray-restart N``: that worker, hosting N agents, killed; the time until Ray restarted
+  it and every agent is back from its checkpoint, against the batch's first start.
 
     python benchmarks/bench_placement.py [--agents 100000] [--million] [--ray-actors 100]
+        [--ray-restart 10000]
 """
 
 from __future__ import annotations
@@ -190,7 +193,13 @@ async def bench_node_death(agents: int, dead_after: float) -> None:
         daemons.close()
 
 
-def bench_ray(actors: int, batch: int) -> None:
+def ray_share(agents: int) -> Resources:
+    """Each agent's request when ``agents`` share one CPU of the bench's 2-CPU Ray (Ray
+    adds a worker's agents' requests up: ``SMALL`` would ask 10 CPUs for 10,000)."""
+    return Resources(cpus=min(SMALL.cpus, 1 / agents))
+
+
+def bench_ray(actors: int, batch: int, restart: int) -> None:
     try:
         import ray
     except ImportError:
@@ -227,7 +236,8 @@ def bench_ray(actors: int, batch: int) -> None:
             cluster = await RayCluster.start()
             try:
                 w0 = time.perf_counter()
-                refs = await cluster.spawn_many(ACTOR, batch, resources=SMALL, workers=1)
+                refs = await cluster.spawn_many(ACTOR, batch, resources=ray_share(batch),
+                                                workers=1)
                 wall = time.perf_counter() - w0
                 await asyncio.gather(*(r.call(1, timeout=60) for r in refs[:: batch // 100]))
                 emit("place_ray", "agentplex RayCluster.spawn_many, 1 Ray worker", batch,
@@ -236,8 +246,51 @@ def bench_ray(actors: int, batch: int) -> None:
                 await cluster.close(shutdown_ray=False)
 
         asyncio.run(ours())
+        if restart:
+            asyncio.run(ray_restart(restart))
     finally:
         ray.shutdown()
+
+
+async def ray_restart(agents: int) -> None:
+    """SIGKILL the Ray worker hosting ``agents`` agents (``restart="on-failure"``): seconds
+    until Ray restarted it and the head hosted them again from their checkpoint, against
+    the same batch's first start and its checkpoint, in the same run."""
+    from agentplex.cluster import RayCluster
+
+    cluster = await RayCluster.start(checkpoint_interval=None)
+    try:
+        head0 = time.process_time()
+        w0 = time.perf_counter()
+        refs = await cluster.spawn_many(ACTOR, agents, resources=ray_share(agents),
+                                        workers=1, restart="on-failure")
+        spawned = time.perf_counter() - w0
+        await cluster.call_round(refs, 1, timeout=300)  # every agent's count is 1 now
+        pid = await refs[0].call("pid", timeout=60)
+        w0, worker0 = time.perf_counter(), cpu_of(pid)
+        await cluster.checkpoint(timeout=300)
+        saved, saved_cpu = time.perf_counter() - w0, cpu_of(pid) - worker0
+        head1 = time.process_time()
+        w0 = time.perf_counter()
+        os.kill(pid, 9)
+        where = await cluster.recover(refs.names[:1])
+        back = time.perf_counter() - w0
+        head_cpu = time.process_time() - head1
+        new = cluster.where(refs.names[0])
+        worker_cpu = cpu_of(new["pid"]) if new else None
+        result = await cluster.call_round(refs, 0, timeout=300)
+        restored = sum(1 for v in result.replies.values() if v == 1)
+        emit("ray_restart", "agentplex RayCluster, spawn_many start (baseline)", agents,
+             agents / spawned, "agents/s", seconds=round(spawned, 3),
+             head_cpu_s=round(head1 - head0, 3))
+        emit("ray_restart", "agentplex RayCluster, checkpoint", agents, agents / saved,
+             "agents/s", seconds=round(saved, 3), worker_cpu_s=round(saved_cpu, 3))
+        emit("ray_restart", "agentplex RayCluster, SIGKILL to agents back", agents,
+             agents / back, "agents/s", seconds=round(back, 3), head_cpu_s=round(head_cpu, 3),
+             worker_cpu_s=worker_cpu, running=len(where["running"]), restored=restored,
+             errors=len(result.errors), lost=len(result.lost))
+    finally:
+        await cluster.close(shutdown_ray=False)
 
 
 def main() -> None:
@@ -248,6 +301,8 @@ def main() -> None:
     parser.add_argument("--ray-actors", type=int, default=100,
                         help="Ray actors (one process each) for the peer figure; 0 skips")
     parser.add_argument("--ray-batch", type=int, default=10_000)
+    parser.add_argument("--ray-restart", type=int, default=0, metavar="AGENTS",
+                        help="also SIGKILL a Ray worker hosting this many agents")
     parser.add_argument("--no-processes", action="store_true")
     parser.add_argument("--node-death", type=int, default=0, metavar="AGENTS",
                         help="also kill -9 a node during a round of this many agents")
@@ -259,7 +314,7 @@ def main() -> None:
     if args.node_death:
         asyncio.run(bench_node_death(args.node_death, args.dead_after))
     if args.ray_actors:
-        bench_ray(args.ray_actors, args.ray_batch)
+        bench_ray(args.ray_actors, args.ray_batch, args.ray_restart)
 
 
 if __name__ == "__main__":

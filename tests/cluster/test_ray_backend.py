@@ -4,6 +4,8 @@ our bus."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +20,7 @@ from agentplex.cluster import (
     init,
 )
 from agentplex.cluster.lowlevel import MANAGER
-from agentplex.runtime import ActorError, HandlerError
+from agentplex.runtime import ActorError, HandlerError, PeerLost
 from tests.support import pythonpath
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the 'ray' extra")
@@ -83,6 +85,19 @@ async def test_a_ray_backed_head_serves_the_same_client_api(local_ray: None) -> 
             await client.spawn(COUNTER, resources=Resources(gpus=9))
         await client.stop("via-head")
 
+        # An actor spawned alone comes back from its checkpoint too, through the head.
+        solo = await client.spawn(COUNTER, 1, name="solo", resources=Resources(cpus=0.01),
+                                  restart="on-failure")
+        assert await solo.call(1, timeout=30) == 2
+        await client.checkpoint("solo")
+        pid = await solo.call("pid", timeout=30)
+        os.kill(pid, signal.SIGKILL)
+        assert await client.recover(["solo", "nobody"]) == {
+            "running": ["solo"], "lost": [], "unknown": ["nobody"]}
+        assert await solo.call(0, timeout=30) == 2
+        assert await solo.call("pid", timeout=30) != pid
+        await client.stop("solo")
+
 
 async def test_spawn_many_on_ray_hosts_many_agents_in_one_ray_worker(local_ray: None) -> None:
     cluster = await init(backend="ray")
@@ -102,5 +117,55 @@ async def test_spawn_many_on_ray_hosts_many_agents_in_one_ray_worker(local_ray: 
         await cluster.stop_batch(refs)
         with pytest.raises(ActorError):
             await refs[0].call(1, timeout=5)
+    finally:
+        await cluster.close(shutdown_ray=False)
+
+
+async def test_a_worker_ray_restarts_hosts_its_agents_again_from_their_checkpoint(
+    local_ray: None,
+) -> None:
+    cluster = await init(backend="ray", checkpoint_interval=None)
+    assert isinstance(cluster, RayCluster)
+    small = Resources(cpus=0.001)
+    try:
+        kept = await cluster.spawn_many(COUNTER, [[10 * i] for i in range(3)], names="kept-",
+                                        resources=small, placement="pack",
+                                        restart="on-failure", max_restarts=2)
+        gone = await cluster.spawn_many(COUNTER, 2, names="gone-", resources=small,
+                                        placement="pack")
+        assert await asyncio.gather(*(r.call(1, timeout=30) for r in kept)) == [1, 11, 21]
+        await cluster.checkpoint()
+        assert await kept[0].call(5, timeout=30) == 6  # after the checkpoint: dies with it
+        pid = await kept[0].call("pid", timeout=30)
+
+        # SIGKILL the worker with a call in flight: the call fails, typed, without hanging.
+        in_flight = asyncio.ensure_future(kept[1].call({"sleep": 60, "add": 1}, timeout=45))
+        await asyncio.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(PeerLost):
+            await in_flight
+        assert await cluster.recover(kept.names) == {
+            "running": list(kept.names), "lost": [], "unknown": []}
+        assert await kept[0].call("pid", timeout=30) != pid  # Ray's new process
+        assert await asyncio.gather(*(r.call(0, timeout=30) for r in kept)) == [1, 11, 21]
+
+        # A round in flight when the worker dies again is asked again once it is back.
+        await cluster.checkpoint(kept.names[2])
+        pid = await kept[0].call("pid", timeout=30)
+        round_ = asyncio.ensure_future(cluster.call_round(
+            kept, {"sleep": 5, "add": 100}, timeout=45, attempts=2))
+        await asyncio.sleep(1)
+        os.kill(pid, signal.SIGKILL)
+        result = await round_
+        assert result.replies == {"kept-0": 101, "kept-1": 111, "kept-2": 121}
+        assert result.asked_again == 3 and not result.lost and not result.errors
+
+        # restart="never": Ray leaves the worker dead and its agents are reported lost.
+        os.kill(await gone[0].call("pid", timeout=30), signal.SIGKILL)
+        assert await cluster.recover(gone.names) == {
+            "running": [], "lost": list(gone.names), "unknown": []}
+        assert (await cluster.call_round(gone, 1, timeout=30)).lost == list(gone.names)
+        (node,) = cluster.status()
+        assert node["batches"] == {"1": 3}
     finally:
         await cluster.close(shutdown_ray=False)

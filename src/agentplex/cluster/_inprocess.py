@@ -30,7 +30,7 @@ from ._batch import (
 )
 from ._detect import detect_node
 from ._errors import NodeFailed, Unschedulable
-from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, class_path
+from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, batch_args, target_path
 from ._resources import NodeSpec, Resources
 from ._rounds import call_round
 from ._scheduler import Placement, PlacementPolicy, Scheduler
@@ -192,7 +192,7 @@ class Cluster:
         msgpack-able so the actor can be created on any node. ``wait`` seconds to queue a
         request that does not fit now (default: refuse at once).
         """
-        path = target if isinstance(target, str) else class_path(target)
+        path = target_path(target)
         name = name or f"{path.rpartition(':')[2].lower()}-{len(self.actors) + 1}"
         if self._taken(name):
             raise ActorExists(f"an actor named {name!r} already runs", actor=name)
@@ -236,14 +236,8 @@ class Cluster:
         With ``restart="on-failure"`` the share of a node that dies is restarted on the
         others as one batch, from the last :meth:`checkpoint`.
         """
-        path = target if isinstance(target, str) else class_path(target)
-        if isinstance(args, int):
-            count, per_agent = args, None
-        else:
-            per_agent = [list(a) for a in args]
-            count = len(per_agent)
-        if count < 1:
-            raise ValueError("spawn_many needs at least one actor")
+        path = target_path(target)
+        per_agent, count = batch_args(args)
         batch_id = next(self._batch_ids)
         default = f"{path.rpartition(':')[2].lower()}-{batch_id}-"
         listed = batch_names(names, count, default)
@@ -563,6 +557,7 @@ class Cluster:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.node_timeout + 5
         while True:
+            changed = self._node_changed  # taken first: a death while we ping must wake us
             where: dict[str, list[str]] = {}
             out: dict[str, list[str]] = {"running": [], "lost": [], "unknown": []}
             for name in names:
@@ -584,7 +579,6 @@ class Cluster:
                 for n in silent:  # slow, but not declared dead: their actors still run
                     out["running"].extend(where[n])
                 return out
-            changed = self._node_changed
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
 
@@ -633,7 +627,7 @@ async def init(*, backend: str = "local", gpus: int | None = None,
 
         if gpus is not None:
             ray_init.setdefault("num_gpus", gpus)
-        return await RayCluster.start(**ray_init)
+        return await RayCluster.start(checkpoint_interval=checkpoint_interval, **ray_init)
     if backend != "local":
         raise ValueError(f"unknown cluster backend {backend!r} (use 'local' or 'ray')")
     cluster = await Cluster(checkpoint_interval=checkpoint_interval).start()

@@ -19,7 +19,7 @@ from typing import Any
 from ..runtime import Actor, ActorError, ActorRef, Runtime
 from ._batch import ActorRefs, RoundResult, batch_names, names_from_wire, names_to_wire
 from ._inprocess import Cluster
-from ._node import ActorSpec, NodeHandle, RestartPolicy, class_path
+from ._node import ActorSpec, NodeHandle, RestartPolicy, batch_args, target_path
 from ._resources import NodeSpec, Resources
 from ._rounds import call_round
 from ._scheduler import PlacementPolicy
@@ -143,8 +143,9 @@ class ClusterManager(Actor):
         if self.backend == "ray":
             from ._ray import RayCluster
 
-            self.cluster = await RayCluster.start(address=self.ray_address,
-                                                  runtime=self.runtime)
+            self.cluster = await RayCluster.start(
+                address=self.ray_address, runtime=self.runtime,
+                checkpoint_interval=self.checkpoint_interval)
             return
         self.cluster = await Cluster(self.runtime,
                                      checkpoint_interval=self.checkpoint_interval).start()
@@ -275,7 +276,7 @@ class ClusterClient:
         """See :meth:`Cluster.spawn`. Refusals arrive as ``HandlerError`` naming
         ``Unschedulable`` and the scheduler's reason."""
         request = {
-            "op": "spawn", "target": target if isinstance(target, str) else class_path(target),
+            "op": "spawn", "target": target_path(target),
             "args": list(args), "kwargs": kwargs, "name": name,
             "resources": (resources or Resources()).model_dump(), "placement": placement,
             "labels": labels, "node": node, "restart": restart, "max_restarts": max_restarts,
@@ -302,13 +303,12 @@ class ClusterClient:
         """See :meth:`Cluster.spawn_many`: one request to the head, which sends one to
         each node taking part. Refusals arrive as ``HandlerError`` naming
         ``Unschedulable`` or ``NodeFailed`` and the reason."""
-        count = args if isinstance(args, int) else len(args)
+        per_agent, count = batch_args(args)
         if names is not None and not isinstance(names, str):
             names = batch_names(names, count, "")
         request = {
-            "op": "spawn_many",
-            "target": target if isinstance(target, str) else class_path(target),
-            "args": args if isinstance(args, int) else [list(a) for a in args],
+            "op": "spawn_many", "target": target_path(target),
+            "args": count if per_agent is None else per_agent,
             "kwargs": kwargs, "names": None if names is None or isinstance(names, str)
             else names_to_wire(names), "prefix": names if isinstance(names, str) else None,
             "resources": (resources or Resources()).model_dump(), "placement": placement,

@@ -8,6 +8,7 @@ Nodes reached over the ZeroMQ bus implement the same :class:`NodeHandle` interfa
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,7 +23,9 @@ __all__ = [
     "LocalNode",
     "NodeHandle",
     "RestartPolicy",
+    "batch_args",
     "class_path",
+    "target_path",
 ]
 
 RestartPolicy = Literal["never", "on-failure"]
@@ -34,6 +37,21 @@ def class_path(cls: type[Actor]) -> str:
         raise ValueError(f"{cls.__qualname__} is defined inside a function; actors spawned "
                          "on a cluster must be importable by path")
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def target_path(target: type[Actor] | str) -> str:
+    """What ``spawn`` takes as ``target``, as an import path (a path is kept as is)."""
+    return target if isinstance(target, str) else class_path(target)
+
+
+def batch_args(args: Sequence[Sequence[Any]] | int) -> tuple[list[list[Any]] | None, int]:
+    """``spawn_many``'s ``args``, read the same way by every cluster: each agent's
+    positional arguments (``None`` for a bare count) and how many agents (at least one)."""
+    per_agent = None if isinstance(args, int) else [list(a) for a in args]
+    count = args if isinstance(args, int) else len(args)
+    if count < 1:
+        raise ValueError("spawn_many needs at least one actor")
+    return per_agent, count
 
 
 @dataclass

@@ -9,26 +9,34 @@ declared resources of the actors it hosts (``num_cpus``, ``num_gpus`` — Ray se
 custom resources ``label:KEY=VALUE``). That process joins our ZeroMQ bus and hosts the
 actors there, so messages never go through Ray: only placement does. Install with
 ``pip install 'agentplex[ray]'``.
+
+With ``restart="on-failure"`` Ray restarts a worker process that dies (``max_restarts``)
+and the head hosts every agent it held there again, from the agents' last checkpoint
+(:meth:`RayCluster.checkpoint`, also taken every ``checkpoint_interval`` seconds).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-import os
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from ..bus import connect
-from ..bus.lowlevel import import_actor_class
 from ..runtime import Actor, ActorExists, ActorRef, Runtime
-from ._batch import ActorRefs, NodeShares, batch_names, names_to_wire
+from ._batch import ActorRefs, RoundResult, batch_names, names_to_wire
 from ._errors import Unschedulable
-from ._node import RestartPolicy, class_path
+from ._node import RestartPolicy, batch_args, target_path
+from ._ray_host import RayHost, RayWorker
 from ._resources import Resources
+from ._rounds import call_round
 from ._scheduler import Placement, PlacementPolicy
 
 __all__ = ["RayCluster", "label_resource"]
+
+log = logging.getLogger("agentplex.cluster")
 
 
 def label_resource(key: str, value: str) -> str:
@@ -36,70 +44,31 @@ def label_resource(key: str, value: str) -> str:
     return f"label:{key}={value}"
 
 
-class _Host:
-    """The body of the Ray actor that hosts one agentplex actor on the bus."""
-
-    def __init__(self, head: str, spec: dict[str, Any]) -> None:
-        self.head = head
-        self.spec = spec
-        self.runtime: Runtime | None = None
-
-    async def ready(self) -> dict[str, Any]:
-        """Join the bus and start the actor (once); report where it landed."""
-        import ray
-
-        if self.runtime is None:
-            spec = self.spec
-            ctx = ray.get_runtime_context()
-            self.runtime = connect(self.head, node_id=f"ray-{spec['name']}-{os.getpid()}")
-            await self.runtime.start()
-            actor: Actor = import_actor_class(spec["target"])(*spec["args"], **spec["kwargs"])
-            gpus = tuple(int(g) for g in ray.get_gpu_ids())
-            actor.placement = Placement(0, ctx.get_node_id(), gpus,  # type: ignore[attr-defined]
-                                        Resources.model_validate(spec["resources"]))
-            await self.runtime.spawn(actor, spec["name"])
-        return {"node": ray.get_runtime_context().get_node_id(),
-                "gpu_ids": [int(g) for g in ray.get_gpu_ids()],
-                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-
-    async def start_many(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Join the bus (once) and start a share of a batch here, as a node would."""
-        import ray
-
-        node = ray.get_runtime_context().get_node_id()
-        if self.runtime is None:
-            self.runtime = connect(self.head, node_id=f"ray-{self.spec['name']}-{os.getpid()}")
-            await self.runtime.start()
-        for seg in request["segments"]:
-            seg["placement"]["node_id"] = node
-        shares = NodeShares(self.runtime)
-        count = await shares.start(request, import_actor_class(request["target"]))
-        return {"node": node, "pid": os.getpid(), "actors": count}
-
-    async def stop(self) -> None:
-        if self.runtime is not None:
-            await self.runtime.shutdown()
-            self.runtime = None
-
-
 class RayCluster:
-    """A cluster whose actors Ray places. Same ``spawn`` / ``stop`` / ``status`` as
-    :class:`Cluster`; this process is the head of the bus the actors join.
+    """A cluster whose actors Ray places. Same ``spawn`` / ``spawn_many`` / ``stop`` /
+    ``status`` / ``checkpoint`` / ``recover`` / ``call_round`` as :class:`Cluster`; this
+    process is the head of the bus the actors join.
 
     Use :meth:`start` (``agentplex.cluster.init(backend="ray")`` calls it).
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, *, checkpoint_interval: float | None = 5.0) -> None:
         self.runtime = runtime
-        self._hosts: dict[str, Any] = {}
-        self._where: dict[str, dict[str, Any]] = {}
-        self._batches: dict[int, tuple[Sequence[str], list[Any]]] = {}
+        self.workers: dict[int, list[RayWorker]] = {}
+        """The Ray workers of each batch (an actor spawned alone is a batch of one)."""
+        self._singles: dict[str, int] = {}
         self._batch_ids = itertools.count(1)
         self._host_cls: Any = None
+        self._interval = checkpoint_interval
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self.restart_timeout = 60.0
+        """Seconds to wait for Ray to restart a dead worker before its agents are lost."""
 
     @classmethod
     async def start(cls, *, address: str | None = None, bind: str = "tcp://127.0.0.1:0",
-                    runtime: Runtime | None = None, **ray_init: Any) -> RayCluster:
+                    runtime: Runtime | None = None, checkpoint_interval: float | None = 5.0,
+                    **ray_init: Any) -> RayCluster:
         """Connect to Ray (``address``, or a local Ray started with ``ray_init`` arguments
         such as ``num_cpus``, ``num_gpus``, ``resources``) and open the bus head (or use
         ``runtime``, already the head of a bus)."""
@@ -114,24 +83,17 @@ class RayCluster:
         if runtime is None:
             runtime = connect(bind=bind)
         await runtime.start()
-        self = cls(runtime)
-        self._host_cls = ray.remote(_Host)
+        self = cls(runtime, checkpoint_interval=checkpoint_interval)
+        self._host_cls = ray.remote(RayHost)
+        if checkpoint_interval:
+            self._checkpointer = asyncio.ensure_future(self._checkpoint_every(checkpoint_interval))
         return self
-
-    async def checkpoint(self, name: str | None = None) -> None:
-        """Nothing to do: Ray restarts a failed actor process itself (``max_restarts``),
-        and the actor starts afresh."""
-
-    def placement_of(self, name: str) -> Placement | None:
-        """Where Ray put ``name``, as a :class:`Placement` (node id and GPU ids)."""
-        where = self._where.get(name)
-        if where is None:
-            return None
-        return Placement(0, where["node"], tuple(where["gpu_ids"]), Resources())
 
     @property
     def endpoint(self) -> str:
         return self.runtime.transport.endpoint  # type: ignore[attr-defined,no-any-return]
+
+    # -- spawning ----------------------------------------------------------------------------
 
     async def spawn(
         self,
@@ -150,31 +112,19 @@ class RayCluster:
         """See :meth:`Cluster.spawn`; ``node`` is a Ray node id. A request no Ray node can
         ever hold is refused at once; one that cannot be placed within ``wait`` seconds
         (default 60) is refused then."""
-        import ray
-
-        path = target if isinstance(target, str) else class_path(target)
-        name = name or f"{path.rpartition(':')[2].lower()}-{len(self._hosts) + 1}"
-        if name in self._hosts:
+        path = target_path(target)
+        name = name or f"{path.rpartition(':')[2].lower()}-{len(self._singles) + 1}"
+        if self._owner(name) is not None:
             raise ActorExists(f"an actor named {name!r} already runs", actor=name)
         request = resources or Resources()
         custom = {label_resource(k, v): 0.001 for k, v in (labels or {}).items()}
         self._check_feasible(request, custom)
+        batch_id = next(self._batch_ids)
         options = self._options(request, 1, custom, node, placement, restart, max_restarts)
-        spec = {"name": name, "target": path, "args": list(args), "kwargs": kwargs,
-                "resources": request.model_dump()}
-        host = self._host_cls.options(**options).remote(self.endpoint, spec)
-        limit = wait if wait is not None else 60.0
-        try:  # awaited, not ray.wait(): the host joins the bus this very loop serves
-            ready = asyncio.wrap_future(host.ready.remote().future())
-            self._where[name] = await asyncio.wait_for(ready, limit)
-        except TimeoutError:
-            ray.kill(host)
-            raise Unschedulable(f"Ray did not place {name!r} ({request}) within {limit:g}s",
-                                retryable=True) from None
-        except BaseException:
-            ray.kill(host)
-            raise
-        self._hosts[name] = host
+        await self._launch(batch_id, path, [name], [list(args)], kwargs, request,
+                           [(0, 1, options)], restart, wait if wait is not None else 60.0,
+                           f"{name!r} ({request})")
+        self._singles[name] = batch_id
         return self.runtime.ref(name)
 
     async def spawn_many(
@@ -196,19 +146,16 @@ class RayCluster:
         """See :meth:`Cluster.spawn_many`. The batch is split over ``workers`` Ray actor
         processes (default: one per alive Ray node with ``spread``, one with ``pack``),
         each asking Ray for its actors' resources together and hosting them all; each
-        worker gets one request. ``restart="on-failure"`` lets Ray restart a worker, whose
-        actors start afresh."""
+        worker gets one request. With ``restart="on-failure"`` Ray restarts a worker that
+        dies and every agent it hosted comes back from its last :meth:`checkpoint`."""
         import ray
 
-        path = target if isinstance(target, str) else class_path(target)
-        per_agent = None if isinstance(args, int) else [list(a) for a in args]
-        count = args if isinstance(args, int) else len(args)
-        if count < 1:
-            raise ValueError("spawn_many needs at least one actor")
+        path = target_path(target)
+        per_agent, count = batch_args(args)
         batch_id = next(self._batch_ids)
         listed = batch_names(names, count, f"{path.rpartition(':')[2].lower()}-b{batch_id}-")
-        taken = next((n for n in self._hosts if n in listed), None) or next(
-            (n for ns, _ in self._batches.values() for n in listed[:1] if n in ns), None)
+        taken = next((n for n in self._singles if n in listed), None) or next(
+            (n for n in listed[:1] if self._owner(n) is not None), None)
         if taken is not None:
             raise ActorExists(f"an actor named {taken!r} already runs", actor=taken)
         nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
@@ -221,33 +168,47 @@ class RayCluster:
         self._check_feasible(request.model_copy(update={
             "cpus": request.cpus * biggest, "gpus": request.gpus * biggest,
             "gpu_memory": 0}), custom)
-        hosts, calls = [], []
-        for w, (a, b) in enumerate(itertools.pairwise(bounds)):
-            options = self._options(request, b - a, custom, node, placement, restart,
-                                    max_restarts)
-            host = self._host_cls.options(**options).remote(
-                self.endpoint, {"name": f"batch-{batch_id}-{w}"})
-            hosts.append(host)
-            calls.append(asyncio.wrap_future(host.start_many.remote({
-                "batch": batch_id, "target": path, "kwargs": kwargs,
-                "resources": request.model_dump(),
-                "segments": [{"index": a, "names": names_to_wire(listed[a:b]),
-                              "args": per_agent[a:b] if per_agent is not None else None,
-                              "states": None,
-                              "placement": {"id": 0, "node_id": "", "gpu_indices": []}}],
-            }).future()))
-        limit = wait if wait is not None else 60.0 + count / 10_000
-        try:
-            await asyncio.wait_for(asyncio.gather(*calls), limit)
-        except BaseException as exc:
-            for host in hosts:
-                ray.kill(host)
-            if isinstance(exc, TimeoutError):
-                raise Unschedulable(f"Ray did not place {n_workers} workers for {count} "
-                                    f"actors within {limit:g}s", retryable=True) from None
-            raise
-        self._batches[batch_id] = (listed, hosts)
+        parts = [(a, b, self._options(request, b - a, custom, node, placement, restart,
+                                      max_restarts)) for a, b in itertools.pairwise(bounds)]
+        await self._launch(batch_id, path, listed, per_agent, kwargs, request, parts, restart,
+                           wait if wait is not None else 60.0 + count / 10_000,
+                           f"{n_workers} workers for {count} actors")
         return ActorRefs(self.runtime, listed)
+
+    async def _launch(self, batch_id: int, path: str, listed: Sequence[str],
+                      per_agent: list[list[Any]] | None, kwargs: dict[str, Any],
+                      request: Resources, parts: list[tuple[int, int, dict[str, Any]]],
+                      restart: RestartPolicy, limit: float, what: str) -> None:
+        """Start one Ray worker per ``(start, stop, options)`` of ``parts``, each hosting
+        positions ``start:stop`` of the batch; all or nothing within ``limit`` seconds."""
+        import ray
+
+        made = []
+        for k, (a, b, options) in enumerate(parts):
+            handle = self._host_cls.options(**options).remote(self.endpoint,
+                                                              f"{batch_id}-{k}")
+            start = {"batch": batch_id, "target": path, "kwargs": kwargs,
+                     "resources": request.model_dump(),
+                     "segments": [{"index": a, "names": names_to_wire(listed[a:b]),
+                                   "args": per_agent[a:b] if per_agent is not None else None,
+                                   "states": None,
+                                   "placement": {"id": 0, "node_id": "", "gpu_indices": []}}]}
+            made.append(RayWorker(handle, batch_id, listed[a:b], start,
+                                  restartable=restart == "on-failure"))
+        calls = [asyncio.wrap_future(w.handle.host.remote(w.request).future()) for w in made]
+        try:  # awaited, not ray.wait(): the hosts join the bus this very loop serves
+            wheres = await asyncio.wait_for(asyncio.gather(*calls), limit)
+        except BaseException as exc:
+            for w in made:
+                ray.kill(w.handle)
+            if isinstance(exc, TimeoutError):
+                raise Unschedulable(f"Ray did not place {what} within {limit:g}s",
+                                    retryable=True) from None
+            raise
+        for w, where in zip(made, wheres, strict=True):
+            w.where = where
+            w.watch(self.restart_timeout, self._note_change)
+        self.workers[batch_id] = made
 
     def _options(self, request: Resources, k: int, custom: dict[str, float],
                  node: str | None, placement: PlacementPolicy, restart: RestartPolicy,
@@ -268,20 +229,6 @@ class RayCluster:
             options["scheduling_strategy"] = "SPREAD"
         return options
 
-    async def stop_batch(self, refs: ActorRefs | Sequence[str]) -> None:
-        """Stop every actor of the batch ``refs`` came from (and its Ray workers)."""
-        import ray
-
-        names = refs.names if isinstance(refs, ActorRefs) else refs
-        for batch_id, (listed, hosts) in list(self._batches.items()):
-            if len(names) and names[0] in listed:
-                del self._batches[batch_id]
-                for host in hosts:
-                    try:
-                        await host.stop.remote()
-                    finally:
-                        ray.kill(host)
-
     def _check_feasible(self, request: Resources, custom: dict[str, float]) -> None:
         import ray
 
@@ -301,31 +248,44 @@ class RayCluster:
         raise Unschedulable("no Ray node can ever hold this: " + "; ".join(reasons),
                             retryable=False)
 
+    # -- where actors are --------------------------------------------------------------------
+
+    def _owner(self, name: str) -> RayWorker | None:
+        """The Ray worker hosting ``name`` (alive, restarting or lost), or ``None``."""
+        batch_id = self._singles.get(name)
+        if batch_id is not None:
+            return self.workers[batch_id][0]
+        return next((w for ws in self.workers.values() for w in ws if name in w.names), None)
+
     def where(self, name: str) -> dict[str, Any] | None:
-        """The Ray node, GPU ids and ``CUDA_VISIBLE_DEVICES`` of actor ``name``."""
-        return self._where.get(name)
+        """The Ray node, GPU ids, ``CUDA_VISIBLE_DEVICES`` and process id of the worker
+        hosting ``name``."""
+        worker = self._owner(name)
+        return worker.where if worker is not None and not worker.lost else None
 
-    async def stop(self, name: str) -> None:
-        import ray
-
-        host = self._hosts.pop(name, None)
-        self._where.pop(name, None)
-        if host is not None:
-            try:
-                await host.stop.remote()
-            finally:
-                ray.kill(host)
+    def placement_of(self, name: str) -> Placement | None:
+        """Where Ray put ``name``, as a :class:`Placement` (node id and GPU ids)."""
+        where = self.where(name)
+        if where is None:
+            return None
+        return Placement(0, where["node"], tuple(where["gpu_ids"]), Resources())
 
     def status(self) -> list[dict[str, Any]]:
         """One entry per Ray node, in the shape of :meth:`Cluster.status`: CPUs, the GPUs
-        (a share of 1 where one of our actors holds it), labels and actors."""
+        (a share of 1 where one of our actors holds it), labels, actors spawned alone and
+        the batches' agents."""
         import ray
 
         out = []
+        live = [w for ws in self.workers.values() for w in ws if not w.lost]
         for n in ray.nodes():  # type: ignore[no-untyped-call]
-            here = {a: w for a, w in self._where.items() if w["node"] == n["NodeID"]}
-            held = {g for w in here.values() for g in w["gpu_ids"]}
+            here = [w for w in live if w.where.get("node") == n["NodeID"]]
+            held = {g for w in here for g in w.where["gpu_ids"]}
             have = n.get("Resources", {})
+            batches: dict[str, int] = {}
+            for w in here:
+                if w.names[0] not in self._singles:
+                    batches[str(w.batch)] = batches.get(str(w.batch), 0) + len(w.names)
             out.append({
                 "node": n["NodeID"], "alive": n.get("Alive", False),
                 "cpus": f"{have.get('CPU', 0):g}",
@@ -333,17 +293,134 @@ class RayCluster:
                           "memory": 0, "total": 0} for i in range(int(have.get("GPU", 0)))],
                 "labels": dict(k.removeprefix("label:").split("=", 1) for k in have
                                if k.startswith("label:") and "=" in k),
-                "actors": sorted(here),
+                "actors": sorted(w.names[0] for w in here if w.names[0] in self._singles),
+                "batches": batches,
             })
         return out
+
+    # -- state and failures ------------------------------------------------------------------
+
+    async def checkpoint(self, name: str | None = None, *, timeout: float = 10.0) -> None:
+        """Save the ``state_dict()`` of every restartable agent (or of ``name``'s worker)
+        at the head: one request per Ray worker. A worker Ray restarts hosts its agents
+        again from these."""
+        if name is not None:
+            owner = self._owner(name)
+            todo = [owner] if owner is not None else []
+        else:
+            todo = [w for ws in self.workers.values() for w in ws if w.restartable]
+        todo = [w for w in todo if not w.lost and w.hosting.is_set()]
+        results = await asyncio.gather(*(w.checkpoint(timeout) for w in todo),
+                                       return_exceptions=True)
+        for w, r in zip(todo, results, strict=True):
+            if isinstance(r, Exception):
+                log.warning("checkpoint of %d agents (%s…) failed: %s", len(w.names),
+                            w.names[0], r)
+
+    async def _checkpoint_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.checkpoint()
+
+    def _note_change(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def recover(self, names: Sequence[str], *, timeout: float | None = None
+                      ) -> dict[str, list[str]]:
+        """Where actors whose calls failed stand now: ``running`` (ask again; those Ray
+        restarted included), ``lost`` (their worker died and was not restarted) or
+        ``unknown``. A worker that does not answer Ray is waited for while Ray restarts it
+        and the head hosts its agents again, at most ``timeout`` seconds (default
+        :attr:`restart_timeout` plus 10)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.restart_timeout + 10 if timeout is None else timeout)
+        while True:
+            changed = self._changed  # taken first: a change while we ask must wake us
+            out: dict[str, list[str]] = {"running": [], "lost": [], "unknown": []}
+            groups: dict[int, tuple[RayWorker, list[str]]] = {}
+            for name in names:
+                worker = self._owner(name)
+                if worker is None:
+                    out["unknown"].append(name)
+                elif worker.lost:
+                    out["lost"].append(name)
+                else:
+                    groups.setdefault(id(worker), (worker, []))[1].append(name)
+            answers = await asyncio.gather(*(self._answers(w, deadline - loop.time())
+                                             for w, _ in groups.values()))
+            pending = [m for (_, m), ok in zip(groups.values(), answers, strict=True)
+                       if not ok]
+            for (_, members), ok in zip(groups.values(), answers, strict=True):
+                if ok:
+                    out["running"].extend(members)
+            if not pending or loop.time() >= deadline:
+                for members in pending:  # still restarting at the deadline: not lost yet
+                    out["running"].extend(members)
+                return out
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
+
+    async def _answers(self, worker: RayWorker, limit: float) -> bool:
+        """Whether ``worker`` hosts its agents now in the process the head knows."""
+        import ray
+
+        if not worker.hosting.is_set():
+            return False
+        call = worker.handle.pid.options(max_task_retries=0).remote()
+        try:
+            pid = await asyncio.wait_for(asyncio.wrap_future(call.future()),
+                                         max(0.1, min(5.0, limit)))
+        except (TimeoutError, ray.exceptions.RayError):
+            return False
+        return bool(pid == worker.where.get("pid"))
+
+    async def call_round(self, refs: Sequence[ActorRef] | Sequence[str], message: Any, *,
+                         timeout: float = 60.0, attempts: int = 3) -> RoundResult:
+        """See :meth:`Cluster.call_round`: agents whose Ray worker died meanwhile are asked
+        again once Ray restarted it and they are back from their checkpoint."""
+        return await call_round(self.runtime, self.recover, refs, message, timeout=timeout,
+                                attempts=attempts)
+
+    # -- stopping ----------------------------------------------------------------------------
+
+    async def _stop_workers(self, batch_id: int) -> None:
+        import ray
+
+        for worker in self.workers.pop(batch_id, ()):
+            if worker.watcher is not None:
+                worker.watcher.cancel()
+            try:
+                if not worker.lost:
+                    await asyncio.wait_for(
+                        asyncio.wrap_future(worker.handle.stop.remote().future()), 30)
+            except Exception as exc:
+                log.warning("Ray worker of batch %d did not stop cleanly: %s", batch_id, exc)
+            finally:
+                ray.kill(worker.handle)
+
+    async def stop_batch(self, refs: ActorRefs | Sequence[str]) -> None:
+        """Stop every actor of the batch ``refs`` came from (and its Ray workers)."""
+        names = refs.names if isinstance(refs, ActorRefs) else refs
+        owner = self._owner(names[0]) if len(names) else None
+        if owner is not None:
+            await self._stop_workers(owner.batch)
+
+    async def stop(self, name: str) -> None:
+        """Stop an actor spawned alone (and its Ray worker)."""
+        batch_id = self._singles.pop(name, None)
+        if batch_id is not None:
+            await self._stop_workers(batch_id)
 
     async def close(self, *, shutdown_ray: bool = True, keep_runtime: bool = False) -> None:
         import ray
 
-        for name in list(self._hosts):
-            await self.stop(name)
-        for listed, _ in list(self._batches.values()):
-            await self.stop_batch(listed)
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            self._checkpointer = None
+        for batch_id in list(self.workers):
+            await self._stop_workers(batch_id)
+        self._singles.clear()
         if not keep_runtime:
             await self.runtime.shutdown()
         if shutdown_ray:
