@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import copy
-import functools
 import types
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
@@ -54,19 +53,17 @@ def drive(ctx: contextvars.Context | None, coro: Any, yielded: Any) -> Generator
     each step in ``ctx`` (or the current context): what the task sends or throws (results,
     cancellation) goes on to ``coro``, what ``coro`` yields (the futures it waits on) goes
     to the task. Returns what ``coro`` returns."""
-    send = coro.send if ctx is None else functools.partial(ctx.run, coro.send)
-    throw = coro.throw if ctx is None else functools.partial(ctx.run, coro.throw)
     while True:
         try:
             sent = yield yielded
         except BaseException as exc:  # forwarded as it came (cancellation too)
             try:
-                yielded = throw(exc)
+                yielded = coro.throw(exc) if ctx is None else ctx.run(coro.throw, exc)
             except StopIteration as stop:
                 return stop.value
         else:
             try:
-                yielded = send(sent)
+                yielded = coro.send(sent) if ctx is None else ctx.run(coro.send, sent)
             except StopIteration as stop:
                 return stop.value
 
