@@ -427,8 +427,12 @@ class ActorCell:
             steps = handler if type(handler) is CoroutineType else handler.__await__()
             yielded = steps.send(None)
         except StopIteration as stop:
-            if kind == Kind.CALL and not waiter.done():
-                waiter.set_result(stop.value)
+            try:
+                if kind == Kind.CALL and not waiter.done():
+                    waiter.set_result(stop.value)
+            except BaseException as exc:  # as when ``_dispatch`` answers
+                self._ended(env, exc)
+                return None
             self._ended(env, None)
             return None
         except BaseException as exc:
