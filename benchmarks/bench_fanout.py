@@ -11,8 +11,14 @@ subscribes them to one topic. Figures (JSON lines through ``_benchlib.emit``):
 - ``fanout_call_nodes`` / ``per-agent-calls``: the same agents called one envelope each
   (``asyncio.gather`` of ``ActorRef.call``), the baseline, on ``--baseline`` agents.
 
+Where the wall time goes, per process (the head, and the node with the most CPU): ``cpu``
+(CPU seconds), ``wait`` (seconds its loop was ready to run but waited for a core, from
+``/proc/self/schedstat``: the other processes' share of a loaded machine) and ``gc``
+(CPU seconds in Python's cyclic collector, part of ``cpu``). ``--freeze`` moves everything
+created at set-up out of the collector's sight (``gc.freeze()``), as a simulation may.
+
     python benchmarks/bench_fanout.py [--agents 1000000] [--calls 100000] [--nodes 4]
-    python benchmarks/bench_fanout.py --quick
+    python benchmarks/bench_fanout.py --quick [--freeze]
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import subprocess
 import sys
@@ -31,10 +38,44 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _benchlib import emit
 from agentplex import Actor, Runtime
 from agentplex.bus import ZmqTransport
+from agentplex.runtime import NameRange
 
 TOPIC = "news"
 _heard = 0
 _heard_changed: asyncio.Event | None = None
+
+
+_gc_seconds = 0.0
+_gc_began = 0.0
+
+
+def _count_gc(phase: str, info: dict[str, Any]) -> None:
+    global _gc_seconds, _gc_began
+    if phase == "start":
+        _gc_began = time.thread_time()
+    else:
+        _gc_seconds += time.thread_time() - _gc_began
+
+
+def usage() -> list[float]:
+    """This process's CPU seconds, seconds waiting for a core (main thread) and GC seconds."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            wait = int(f.read().split()[1]) / 1e9
+    except OSError:  # not Linux
+        wait = 0.0
+    return [time.process_time(), wait, _gc_seconds]
+
+
+def spent(after: list[float], before: list[float]) -> dict[str, float]:
+    return {k: round(a - b, 3) for k, a, b in zip(("cpu", "wait", "gc"), after, before,
+                                                   strict=True)}
+
+
+def busiest(after: list[list[float]], before: list[list[float]]) -> dict[str, float]:
+    """What the node with the most CPU time spent."""
+    return max((spent(a, b) for a, b in zip(after, before, strict=True)),
+               key=lambda d: d["cpu"])
 
 
 class Member(Actor):
@@ -51,12 +92,12 @@ class Member(Actor):
 
 
 class Probe(Actor):
-    """One per node: ``"cpu"`` is the node's CPU time; a number waits until this node's
-    agents have heard that many messages in all."""
+    """One per node: ``"usage"`` is the node's :func:`usage`; a number waits until this
+    node's agents have heard that many messages in all."""
 
     async def handle_call(self, message: Any) -> Any:
-        if message == "cpu":
-            return time.process_time()
+        if message == "usage":
+            return usage()
         assert _heard_changed is not None
         while _heard < message:
             _heard_changed.clear()
@@ -65,27 +106,29 @@ class Probe(Actor):
         return _heard
 
 
-async def node(head: str, index: int, count: int) -> None:
+async def node(head: str, index: int, count: int, freeze: bool) -> None:
     global _heard_changed
     _heard_changed = asyncio.Event()
+    gc.callbacks.append(_count_gc)
     # a loaded machine can starve a loop for seconds while it creates 250k agents: patience
     transport = ZmqTransport(head=head, node_id=f"node-{index}", hwm=100_000,
                              heartbeat_timeout=120, rpc_timeout=120)
     async with Runtime(transport, default_timeout=300) as rt:
         await rt.spawn(Probe(), f"probe-{index}")
-        refs = []
-        for start in range(0, count, 2_000):  # spawned together: one registration each
-            refs += await asyncio.gather(*(rt.spawn(Member(), f"a{index}-{k}")
-                                           for k in range(start, min(count, start + 2_000))))
-        await rt.subscribe_many(TOPIC, refs)
-        del refs
+        names = NameRange(f"a{index}-", 0, count)  # one registration for the whole range
+        await rt.spawn_many([Member() for _ in range(count)], names)
+        await rt.subscribe_many(TOPIC, names)
+        if freeze:
+            gc.collect()
+            gc.freeze()
         print("READY", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
-def start_nodes(head: str, nodes: int, per_node: int) -> list[subprocess.Popen[str]]:
+def start_nodes(head: str, nodes: int, per_node: int, freeze: bool
+                ) -> list[subprocess.Popen[str]]:
     procs = [subprocess.Popen([sys.executable, __file__, "--node", head, "--index", str(i),
-                               "--count", str(per_node)],
+                               "--count", str(per_node), *(["--freeze"] if freeze else [])],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
              for i in range(nodes)]
     for proc in procs:
@@ -100,41 +143,52 @@ async def bench(a: argparse.Namespace) -> None:
     per_node = a.agents // a.nodes
     total = per_node * a.nodes
     transport = ZmqTransport(hwm=100_000, rpc_timeout=120, heartbeat_timeout=120)
+    gc.callbacks.append(_count_gc)
     async with Runtime(transport, default_timeout=300) as rt:
         t0 = time.perf_counter()
-        procs = await asyncio.to_thread(start_nodes, transport.endpoint, a.nodes, per_node)
+        procs = await asyncio.to_thread(start_nodes, transport.endpoint, a.nodes, per_node,
+                                        a.freeze)
         emit("setup_nodes", "agentplex-zmq", total, total / (time.perf_counter() - t0),
              "agents/s", nodes=a.nodes)
         try:
             probes = [f"probe-{i}" for i in range(a.nodes)]
+            per = a.calls // a.nodes
+            names = [f"a{i}-{k}" for k in range(per) for i in range(a.nodes)]
+            if a.freeze:
+                gc.collect()
+                gc.freeze()
             for rnd in range(1, a.rounds + 1):
                 frames = transport.stats["publish_frames"]
-                cpu0 = await rt.call_many(probes, "cpu")
+                node0 = await rt.call_many(probes, "usage")
+                head0 = usage()
                 t0 = time.perf_counter()
                 await rt.publish(TOPIC, {"round": rnd})
                 heard = await rt.call_many(probes, per_node * rnd)
                 wall = time.perf_counter() - t0
-                cpu1 = await rt.call_many(probes, "cpu")
+                head1 = usage()
+                node1 = await rt.call_many(probes, "usage")
                 assert heard == [per_node * rnd] * a.nodes, heard
                 emit("broadcast_nodes", "agentplex-zmq", total, wall, "s", nodes=a.nodes,
-                     node_cpu=round(max(b - c for b, c in zip(cpu1, cpu0, strict=True)), 3),
+                     node=busiest(node1, node0), head=spent(head1, head0),
+                     node_cpu=busiest(node1, node0)["cpu"], freeze=a.freeze,
                      frames=transport.stats["publish_frames"] - frames)
-            per = a.calls // a.nodes
-            names = [f"a{i}-{k}" for k in range(per) for i in range(a.nodes)]
             for rnd in range(a.rounds + 1):
-                cpu0 = await rt.call_many(probes, "cpu")
+                node0 = await rt.call_many(probes, "usage")
                 frames = transport.stats["call_many_frames"]
-                t0, c0 = time.perf_counter(), time.process_time()
+                head0 = usage()
+                t0 = time.perf_counter()
                 replies = await rt.call_many(names, "ping", timeout=300)
-                wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                wall = time.perf_counter() - t0
+                head1 = usage()
                 frames = transport.stats["call_many_frames"] - frames
-                cpu1 = await rt.call_many(probes, "cpu")
+                node1 = await rt.call_many(probes, "usage")
                 assert replies == ["ping"] * len(names)
+                del replies
+                head = spent(head1, head0)
                 emit("fanout_call_nodes", "agentplex-zmq-call_many", len(names),
                      len(names) / wall, "replies/s", nodes=a.nodes, cold=rnd == 0,
-                     head_cpu=round(cpu, 3),
-                     node_cpu=round(max(b - c for b, c in zip(cpu1, cpu0, strict=True)), 3),
-                     frames=frames)
+                     head=head, node=busiest(node1, node0), head_cpu=head["cpu"],
+                     node_cpu=busiest(node1, node0)["cpu"], freeze=a.freeze, frames=frames)
             base = names[:a.baseline]
             refs = [rt.ref(n) for n in base]
             await asyncio.gather(*(r.call("ping") for r in refs))  # names cached
@@ -164,12 +218,14 @@ def main() -> None:
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--freeze", action="store_true",
+                   help="gc.freeze() after set-up, in the head and every node")
     p.add_argument("--node")
     p.add_argument("--index", type=int, default=0)
     p.add_argument("--count", type=int, default=0)
     a = p.parse_args()
     if a.node:
-        asyncio.run(node(a.node, a.index, a.count))
+        asyncio.run(node(a.node, a.index, a.count, a.freeze))
         return
     if a.quick:
         a.agents, a.calls, a.baseline, a.rounds = 20_000, 10_000, 2_000, 2

@@ -101,3 +101,29 @@ async def test_a_fanout_times_out_per_target_and_a_dead_node_fails_its_share(
                                          return_exceptions=True)
     assert got[0] == "hi"
     assert all(isinstance(e, PeerLost) for e in got[1:]), got
+
+
+async def test_a_remote_fanout_interrupts_its_handlers_on_timeout_and_on_cancel(
+        nodes: Any) -> None:
+    async with head() as rt:
+        ep = rt.transport.endpoint  # type: ignore[attr-defined]
+        await nodes(ep, "Echo:e1", "Echo:e2")
+        with anyio.fail_after(30):
+            got = await rt.call_many(["e1", "e2"], "hang", timeout=1, return_exceptions=True)
+            assert all(isinstance(e, CallTimeout) for e in got), got
+            # interrupted: the next call is not queued behind an hour's sleep
+            assert await rt.call_many(["e1", "e2"], "where", timeout=5) == ["", ""]
+            with anyio.move_on_after(0.5):
+                await rt.call_many(["e1", "e2"], "hang", timeout=60)
+            assert await rt.call_many(["e2", "e1"], "where", timeout=5) == ["", ""]
+
+
+async def test_a_remote_fanout_follows_an_actor_that_moved(nodes: Any) -> None:
+    async with head() as rt:
+        ep = rt.transport.endpoint  # type: ignore[attr-defined]
+        await nodes(ep, "Echo:stay:s", "Echo:mover:first")
+        with anyio.fail_after(30):
+            assert await rt.call_many(["stay", "mover"], "where") == ["s", "first"]
+            assert await rt.call_many(["mover"], "leave") == ["bye"]  # the head's cache
+            await nodes(ep, "Echo:mover:second")  # still names the first node: asked again
+            assert await rt.call_many(["stay", "mover"], "where") == ["s", "second"]

@@ -343,3 +343,46 @@ async def test_a_fan_out_inside_a_fanned_out_handler() -> None:
             ["a0:go", "a1:go"], ["a2:go", "a3:go"], "a0:go"]
         await asyncio.wait_for(rt.idle(), 5)
         assert sorted(log) == sorted([(f"a{i}", "go") for i in range(4)] + [("a0", "go")])
+
+
+class Plain(Actor):
+    """Handlers that are plain functions returning an awaitable (not a coroutine): a future
+    set at once, one set a moment later, or one that fails; a publish whose handler raises
+    after waiting."""
+
+    def __init__(self) -> None:
+        self.heard: list[Any] = []
+
+    def handle_call(self, message: Any) -> Any:  # type: ignore[override]
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if message == "later":
+            asyncio.get_running_loop().call_later(0.01, fut.set_result, "later!")
+        elif message == "fail":
+            fut.set_exception(KeyError("fail"))
+        else:
+            fut.set_result(f"{message}!")
+        return fut
+
+    async def handle_publish(self, topic: str, message: Any) -> None:
+        await asyncio.sleep(0)
+        self.heard.append(message)
+        if message == "bad":
+            raise ValueError("bad news")
+
+
+async def test_a_batch_runs_handlers_that_return_any_awaitable() -> None:
+    async with Runtime() as rt:
+        actors = [Plain() for _ in range(3)]
+        for i, actor in enumerate(actors):
+            await rt.spawn(actor, f"p{i}")
+            await rt.subscribe("news", f"p{i}")
+        got = await rt.call_many(["p0", "p1", "p2"], "now")
+        assert got == ["now!"] * 3
+        assert await rt.call_many(["p0", "p1"], "later", timeout=5) == ["later!"] * 2
+        got = await rt.call_many(["p2"], "fail", return_exceptions=True)
+        assert isinstance(got[0], HandlerError) and got[0].exc_type == "KeyError"
+        await rt.publish("news", "bad")
+        await rt.publish("news", "good")
+        await asyncio.wait_for(rt.idle(), 5)
+        assert [a.heard for a in actors] == [["bad", "good"]] * 3
+        assert rt.unhandled_errors == 3

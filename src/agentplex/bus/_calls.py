@@ -12,11 +12,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..message import DecodeError, encode
-from ..runtime import ActorError, ActorNotFound, CallTimeout, MailboxFull
-from ..runtime.lowlevel import Envelope, StreamChannel
+from ..runtime import ActorError, ActorNotFound, ActorStopped, CallTimeout, MailboxFull
+from ..runtime.lowlevel import Envelope, StreamChannel, abandon, settle
 from ..tracing.lowlevel import answer_received, extract_context, send_headers
 from ._directory import HEAD, Directory
 from ._errors import FrameError
+from ._fanout import FanOut
 from ._frames import Header, Op, error_from_wire
 from ._peers import Peers
 from ._tasks import Tasks
@@ -39,7 +40,7 @@ class Pending:
     __slots__ = ("batch", "env", "node", "queue", "retried", "task", "waiter")
 
     def __init__(self, waiter: Any, node: str, env: Envelope | None = None,
-                 batch: Sequence[Envelope] | None = None) -> None:
+                 batch: Sequence[Envelope] | FanOut | None = None) -> None:
         self.waiter = waiter
         self.node = node
         self.env = env
@@ -218,27 +219,138 @@ class Calls:
         targets (per :data:`BATCH_SIZE` of them), answered by one frame listing each
         target's reply or error. Every envelope's ``waiter`` gets its outcome; a node that
         is lost fails its share with ``PeerLost``."""
-        where = await self.locate_many([env.target for env in envs], timeout)
-        groups: dict[tuple[str, str, int, str | None], list[Envelope]] = {}
+        if not envs:
+            return
+        cache = self.names
+        if any(env.target not in cache for env in envs):
+            where: dict[str, str] = await self.locate_many([env.target for env in envs], timeout)
+        else:
+            where = cache
+        groups: dict[Any, list[Envelope]] = {}
+        first = envs[0]
         for env in envs:
             node = where.get(env.target)
             if node is None:
                 env.waiter.set_exception(
                     ActorNotFound(f"no actor named {env.target!r} on the bus", actor=env.target))
-            elif not isinstance(env.waiter, asyncio.Future):  # a stream: one by one
+                continue
+            if not isinstance(env.waiter, asyncio.Future):  # a stream: one by one
                 await self._deliver_or_fail(env, timeout)
-            else:
-                key = (node, env.kind, id(env.payload), env.sender)
-                group = groups.get(key)
-                if group is None:
-                    group = groups[key] = []
-                group.append(env)
-        for (node, kind, _, sender), group in groups.items():
-            data = encode(group[0].payload)
-            trace = trace_headers(group[0].trace, node, self.node_id)
+                continue
+            # one fan-out shares its kind, payload and sender: then the node is the key
+            key: Any = node if (env.payload is first.payload and env.kind == first.kind
+                                and env.sender == first.sender) else (
+                node, env.kind, id(env.payload), env.sender)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = []
+            group.append(env)
+        for key, group in groups.items():
+            node = key if isinstance(key, str) else key[0]
+            head = group[0]
+            data = encode(head.payload)
+            trace = trace_headers(head.trace, node, self.node_id)
             for i in range(0, len(group), BATCH_SIZE):
-                await self._send_batch(node, kind, sender, trace, data,
+                await self._send_batch(node, head.kind, head.sender, trace, data,
                                        group[i:i + BATCH_SIZE], timeout)
+
+    async def call_many(self, kind: str, names: Sequence[str], payload: Any, timeout: float,
+                        sender: str | None, trace: Any
+                        ) -> tuple[list[Any], dict[int, BaseException]]:
+        """:meth:`Transport.call_many <agentplex.runtime.Transport.call_many>` on the bus:
+        one CALL_MANY frame per node (per :data:`BATCH_SIZE` of its actors), answered in
+        chunks that go straight into the lists returned; a call is an envelope of its own
+        only if its actor moved and it is sent again."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        replies: list[Any] = [None] * len(names)
+        errors: dict[int, BaseException] = {}
+        cache = self.names
+        where = cache if all(name in cache for name in names) else (
+            await self.locate_many(names, timeout))
+        groups: dict[str, list[int]] = {}
+        for i, name in enumerate(names):
+            node = where.get(name)
+            if node is None:
+                errors[i] = ActorNotFound(f"no actor named {name!r} on the bus", actor=name)
+                continue
+            at = groups.get(node)
+            if at is None:
+                at = groups[node] = []
+            at.append(i)
+
+        def moved(i: int, err: ActorNotFound) -> Envelope:
+            env = Envelope(kind, names[i], payload, waiter=loop.create_future(), sender=sender,
+                           trace=trace)
+            self.names.pop(env.target, None)
+            self.tasks.spawn(self._redeliver(env, err))
+            return env
+
+        def timed_out(i: int) -> BaseException:
+            return CallTimeout(f"no reply from {names[i]!r} within {timeout:g}s", actor=names[i])
+
+        data = encode(payload)
+        sent: list[tuple[FanOut, asyncio.Future[Any]]] = []
+        retry: list[Envelope | None] = []
+        try:
+            for node, at in groups.items():
+                headers = trace_headers(trace, node, self.node_id)
+                for j in range(0, len(at), BATCH_SIZE):
+                    fan = FanOut(node, next(self._ids), at[j:j + BATCH_SIZE], replies, errors,
+                                 moved)
+                    sent.append((fan, await self._send_fanout(
+                        fan, kind, sender, headers, data, names, deadline - loop.time())))
+            if sent:
+                await asyncio.wait([fut for _, fut in sent],
+                                   timeout=max(0.0, deadline - loop.time()))
+            retry = [env for fan, _ in sent for _, env in fan.retry]
+            await settle(retry, deadline, timeout, self.cancel)
+        except asyncio.CancelledError:
+            for fan, _ in sent:
+                self._give_up(fan, lambda i: ActorStopped("the caller left"))
+            abandon(retry, self.cancel)
+            raise
+        for fan, _ in sent:
+            self._give_up(fan, timed_out)
+            for i, env in fan.retry:
+                fut = env.waiter
+                exc = ActorStopped("the handler was interrupted") if fut.cancelled() else (
+                    fut.exception())
+                if exc is None:
+                    replies[i] = fut.result()
+                else:
+                    errors[i] = exc
+        return replies, errors
+
+    async def _send_fanout(self, fan: FanOut, kind: str, sender: str | None,
+                           trace: dict[str, str] | None, payload: bytes, names: Sequence[str],
+                           timeout: float) -> asyncio.Future[Any]:
+        """Send the CALL_MANY frame of ``fan``; the future is done once all its calls are
+        (a failure of the whole frame fails each of them)."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is None
+                              else fan.fail(lambda i: f.exception() or ActorError("failed")))
+        self._pending[fan.corr] = Pending(fut, fan.node, batch=fan)
+        data = encode([kind, [names[i] for i in fan.at], payload, max(timeout, 1e-3)])
+        header = Header(Op.CALL_MANY, self.node_id, fan.corr, None, sender, trace=trace)
+        self.stats["call_many_frames"] += 1
+        try:
+            await self.peers.send(fan.node, header, data, timeout)
+        except ActorError as exc:
+            self._pending.pop(fan.corr, None)
+            if not fut.done():
+                fut.set_exception(exc)
+        return fut
+
+    def _give_up(self, fan: FanOut, err: Callable[[int], BaseException]) -> None:
+        """Stop waiting for ``fan``: its unanswered calls fail with ``err(i)`` and the node
+        interrupts their handlers."""
+        if not fan.left:
+            return
+        fan.fail(err)
+        entry = self._pending.pop(fan.corr, None)
+        if entry is not None and entry.node in self.peers.links:
+            self.peers.send_nowait(entry.node, Header(Op.CANCEL, self.node_id, fan.corr), b"")
 
     async def _deliver_or_fail(self, env: Envelope, timeout: float) -> None:
         try:
@@ -279,24 +391,29 @@ class Calls:
             if not env.waiter.done():
                 env.waiter.set_exception(err)
 
-    def _batch_answers(self, batch: Sequence[Envelope], items: Any) -> None:
+    def _batch_answers(self, batch: Sequence[Envelope] | FanOut, items: Any) -> None:
         """Hand the calls of a batch their replies or errors: ``[[index, ok, value], ...]``
         (a chunk: the node answers as its actors do)."""
+        if isinstance(batch, FanOut):
+            batch.answer(items)
+            return
         if not isinstance(items, list):
             raise FrameError("a call_many answer is not a list")
         n = len(batch)
         for item in items:
-            if not (isinstance(item, list) and len(item) == 3 and type(item[0]) is int
-                    and 0 <= item[0] < n):
+            if type(item) is not list or len(item) != 3:
                 raise FrameError("malformed call_many answer")
-            env = batch[item[0]]
+            i, ok, value = item
+            if type(i) is not int or not 0 <= i < n:
+                raise FrameError("malformed call_many answer")
+            env = batch[i]
             waiter = env.waiter
             if waiter.done():
                 continue
-            if item[1] is True:
-                waiter.set_result(item[2])
+            if ok is True:
+                waiter.set_result(value)
                 continue
-            failure = error_from_wire(item[2])
+            failure = error_from_wire(value)
             if isinstance(failure, ActorNotFound):  # the actor may have moved: ask again
                 self.names.pop(env.target, None)
                 self.tasks.spawn(self._redeliver(env, failure))
@@ -315,6 +432,8 @@ class Calls:
             return
         entry = self._pending.get(corr)
         if entry is None or (entry.env is not env and entry.batch is None):
+            return
+        if isinstance(entry.batch, FanOut):
             return
         if entry.batch is not None and any(not e.waiter.done() for e in entry.batch):
             return  # the rest of the batch still waits (its caller cancels them all)

@@ -78,8 +78,8 @@ class BatchAnswer:
     """Gathers the outcomes of a served fan-out (one CALL_MANY frame) and sends them in
     chunks as the actors answer: ``send(items, last)`` gets ``[[index, ok, value], ...]``
     (outcomes of one moment are sent together, after at most :data:`CHUNK_DELAY`); the last
-    chunk goes once every target has answered. ``waiter(i)`` stands in for the caller of
-    target ``i``."""
+    chunk goes once every target has answered. A :class:`BatchSlot` stands in for the caller
+    of each target."""
 
     __slots__ = ("_send", "_timer", "done", "left", "ready")
 
@@ -92,9 +92,6 @@ class BatchAnswer:
         if n == 0:
             self.done.set_result(None)
             send([], True)
-
-    def waiter(self, i: int, target: str) -> BatchSlot:
-        return BatchSlot(self, i, target)
 
     def answer(self, i: int, target: str, ok: bool, value: Any) -> None:
         self.ready.append([i, True, value] if ok else [i, False, error_to_wire(value, target)])
@@ -137,6 +134,12 @@ class BatchSlot(RemoteWaiter):
             raise asyncio.InvalidStateError("the answer was already given")
         self._done = True
         self._batch.answer(self._index, self._target, ok, value)
+
+    def set_result(self, value: Any) -> None:  # the common case, without a detour
+        if self._done:
+            raise asyncio.InvalidStateError("the answer was already given")
+        self._done = True
+        self._batch.answer(self._index, self._target, True, value)
 
 
 class Served:
@@ -255,8 +258,9 @@ class Serving:
                                 **{"agentplex.node": self.node_id})
         answer = BatchAnswer(len(targets), lambda items, last: self._send_answers(h, items,
                                                                                   last))
-        envs = [Envelope(kind, target, payload, waiter=answer.waiter(i, target),
-                         sender=h.sender, correlation_id=h.corr, trace=trace)
+        sender, corr = h.sender, h.corr
+        envs = [Envelope(kind, target, payload, waiter=BatchSlot(answer, i, target),
+                         sender=sender, correlation_id=corr, trace=trace)
                 for i, target in enumerate(targets)]
         if h.src not in self.peers.links:
             self.peers.link(h.src)  # watch the caller's heartbeat: if it dies, handlers stop

@@ -222,6 +222,11 @@ class ZmqTransport(Transport):
     async def deliver_many(self, envs: Sequence[Envelope], timeout: float) -> None:
         await self._calls.deliver_many(envs, timeout)
 
+    async def call_many(self, kind: str, names: Sequence[str], payload: Any, timeout: float,
+                        *, sender: str | None = None, trace: Any = None
+                        ) -> tuple[list[Any], dict[int, BaseException]]:
+        return await self._calls.call_many(kind, names, payload, timeout, sender, trace)
+
     def cancel(self, env: Envelope) -> None:
         self._calls.cancel(env)
 

@@ -33,32 +33,39 @@ Suspended = tuple[contextvars.Context, Coroutine[Any, Any, None], Any]
 """A handler that waited on its first step: its context, its coroutine, what it yielded."""
 
 
+_IMMUTABLE = frozenset({str, bytes, int, float, bool, complex, type(None)})
+"""Types whose values ``copy.deepcopy`` returns as they are."""
+
+
 def deep_copy(value: Any) -> Any:
     """``copy.deepcopy(value)``, calling a ``__deepcopy__`` directly (a message's own is
-    much cheaper than the generic walk and its memo bookkeeping)."""
+    much cheaper than the generic walk and its memo bookkeeping); an immutable scalar is
+    returned at once."""
+    if type(value) in _IMMUTABLE:
+        return value
     method = None if isinstance(value, type) else getattr(value, "__deepcopy__", None)
     return method({}) if method is not None else copy.deepcopy(value)
 
 
 @types.coroutine
-def drive(ctx: contextvars.Context, coro: Coroutine[Any, Any, None],
-          yielded: Any) -> Generator[Any, Any, None]:
+def drive(ctx: contextvars.Context | None, coro: Any, yielded: Any) -> Generator[Any, Any, Any]:
     """Finish ``coro`` (already stepped once, which yielded ``yielded``) in the current task,
-    each step in ``ctx``: what the task sends or throws (results, cancellation) goes on to
-    ``coro``, what ``coro`` yields (the futures it waits on) goes to the task."""
+    each step in ``ctx`` (or the current context): what the task sends or throws (results,
+    cancellation) goes on to ``coro``, what ``coro`` yields (the futures it waits on) goes
+    to the task. Returns what ``coro`` returns."""
     while True:
         try:
             sent = yield yielded
         except BaseException as exc:  # forwarded as it came (cancellation too)
             try:
-                yielded = ctx.run(coro.throw, exc)
-            except StopIteration:
-                return
+                yielded = coro.throw(exc) if ctx is None else ctx.run(coro.throw, exc)
+            except StopIteration as stop:
+                return stop.value
         else:
             try:
-                yielded = ctx.run(coro.send, sent)
-            except StopIteration:
-                return
+                yielded = coro.send(sent) if ctx is None else ctx.run(coro.send, sent)
+            except StopIteration as stop:
+                return stop.value
 
 
 class Batch:

@@ -17,7 +17,9 @@ import asyncio
 import logging
 import traceback
 from collections import deque
+from collections.abc import Coroutine
 from contextvars import Context, ContextVar
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from ..tracing.lowlevel import set_current_actor, use_context
@@ -39,6 +41,8 @@ current_cell: ContextVar[ActorCell | None] = ContextVar("agentplex_current_cell"
 """The cell whose handler is running in this task, if any."""
 
 _RUNNING, _STOPPING, _STOPPED = 0, 1, 2
+_DIRECT = frozenset({Kind.CALL, Kind.TELL, Kind.PUBLISH})
+"""Kinds :meth:`ActorCell._begin` hands straight to the actor's handler."""
 
 
 def handler_error(exc: BaseException, actor: str) -> HandlerError:
@@ -243,15 +247,12 @@ class ActorCell:
         ctx.run(_enter, self)
         try:
             while True:
-                coro = self._process(env)
                 try:
-                    yielded = ctx.run(coro.send, None)
-                except StopIteration:
-                    pass
+                    started = ctx.run(self._begin, env)
                 except asyncio.CancelledError:
-                    pass  # raised by the handler itself; ``_process`` failed its caller
-                else:
-                    return ctx, coro, yielded
+                    started = None  # raised by the handler itself; its caller was failed
+                if started is not None:
+                    return ctx, started[0], started[1]
                 queue = self._queue
                 if not queue:
                     break
@@ -369,22 +370,87 @@ class ActorCell:
             else:
                 with use_context(self.runtime._trace_context(env.trace)):
                     await self._dispatch(kind, env)
-        except asyncio.CancelledError as exc:
-            if self._interrupting is not env:
-                self._fail(env, ActorStopped(f"actor {self.name!r} was stopped", actor=self.name))
-                raise
-            self._fail(env, exc)
         except BaseException as exc:
-            self._fail(env, exc)
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            self.current = None
-            if self._interrupting is env:
-                self._interrupting = None
-                task = asyncio.current_task()
-                if task is not None:
-                    task.uncancel()
+            self._ended(env, exc)
+        else:
+            self._ended(env, None)
+
+    def _ended(self, env: Envelope, exc: BaseException | None) -> None:
+        """The handler of ``env`` ended (raising ``exc``): fail its caller if it raised,
+        and raise again what must stop the task (a cancellation that was not an
+        interruption, ``KeyboardInterrupt`` and the like)."""
+        self.current = None
+        interrupted = self._interrupting is env
+        if interrupted:
+            self._interrupting = None
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+        if exc is None:
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            if interrupted:
+                self._fail(env, exc)
+                return
+            self._fail(env, ActorStopped(f"actor {self.name!r} was stopped", actor=self.name))
+            raise exc
+        self._fail(env, exc)
+        if not isinstance(exc, Exception):
+            raise exc
+
+    def _begin(self, env: Envelope) -> tuple[Coroutine[Any, Any, None], Any] | None:
+        """Handle ``env`` up to its first wait, without a coroutine of the runtime's own
+        around the handler when it needs none (a call, tell or publish, not traced).
+
+        Returns ``None`` when it finished without waiting, else the rest of it and what it
+        yielded (to go on with :func:`~._batch.drive`). Raises as :meth:`_process` does.
+        """
+        kind = env.kind
+        waiter = env.waiter
+        if waiter is not None and waiter.done():
+            return None
+        if env.trace is not None or kind not in _DIRECT:
+            coro = self._process(env)
+            try:
+                return coro, coro.send(None)
+            except StopIteration:
+                return None
+        self.current = env
+        try:
+            actor = self.actor
+            if kind == Kind.CALL:
+                handler = actor.handle_call(env.payload)
+            elif kind == Kind.PUBLISH:
+                handler = actor.handle_publish(env.topic or "", env.payload)
+            else:
+                handler = actor.handle_tell(env.payload)
+            steps = handler if type(handler) is CoroutineType else handler.__await__()
+            yielded = steps.send(None)
+        except StopIteration as stop:
+            try:
+                if kind == Kind.CALL and not waiter.done():
+                    waiter.set_result(stop.value)
+            except BaseException as exc:  # as when ``_dispatch`` answers
+                self._ended(env, exc)
+                return None
+            self._ended(env, None)
+            return None
+        except BaseException as exc:
+            self._ended(env, exc)
+            return None
+        rest = self._resume(env, steps, yielded)
+        return rest, rest.send(None)  # its first step yields ``yielded`` again
+
+    async def _resume(self, env: Envelope, steps: Any, yielded: Any) -> None:
+        """The rest of a handler :meth:`_begin` started, which yielded ``yielded``."""
+        try:
+            result = await drive(None, steps, yielded)
+            if env.kind == Kind.CALL and not env.waiter.done():
+                env.waiter.set_result(result)
+        except BaseException as exc:
+            self._ended(env, exc)
+        else:
+            self._ended(env, None)
 
     async def _dispatch(self, kind: str, env: Envelope) -> None:
         actor = self.actor

@@ -18,9 +18,10 @@ from ._batch import Batch, deep_copy
 from ._cell import _RUNNING, ActorCell, current_cell, handler_error
 from ._deadlines import Deadlines
 from ._envelope import Envelope, Kind
-from ._errors import ActorError, ActorExists, ActorNotFound, ActorStopped, CallTimeout
+from ._errors import ActorError, ActorExists, ActorNotFound, ActorStopped
 from ._names import NameRange
 from ._ref import ActorRef
+from ._settle import abandon, settle
 from ._transport import InProcessTransport, Transport
 
 __all__ = ["Runtime", "get_runtime"]
@@ -422,7 +423,7 @@ class Runtime:
         message in its mailbox), and a handler's error goes back as that actor's error.
         Cheaper: an idle local actor's handler runs without a task of its own (see
         ``docs/runtime.md``), and actors hosted elsewhere are handed to the transport as
-        one batch (:meth:`Transport.deliver_many`).
+        one batch (:meth:`Transport.call_many`).
 
         ``timeout`` (default: ``default_timeout``) bounds the whole call: an actor that has
         not answered by then gets :class:`CallTimeout` and its handler is interrupted, as
@@ -440,33 +441,38 @@ class Runtime:
                          copy_each: bool) -> list[Any]:
         timeout = self.default_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
-        start = loop.time()
+        deadline = loop.time() + timeout
         sender = current_cell.get()
         sender_name = sender.name if sender is not None else None
         itself = sender_name if sender is not None and sender.runtime is self else None
         trace = self._capture_trace() if is_enabled() else None
         cells = self._cells
-        envs: list[Envelope | None] = []
-        futs: list[asyncio.Future[Any]] = []
-        remote: list[Envelope] = []
+        envs: list[Envelope | None] = []  # None: an actor elsewhere (in ``remote``)
+        futs: list[asyncio.Future[Any] | None] = []
+        remote: list[str] = []
         local: list[tuple[ActorCell, Envelope]] = []
+        closed = self._closed
         for actor in actors:
             stale = False
-            if isinstance(actor, ActorRef):
+            if type(actor) is str:
+                name = actor
+            elif isinstance(actor, ActorRef):
                 name = actor.name
                 stale = actor._cell is not None and actor._cell._state != _RUNNING
             else:
                 name = actor
             cell = cells.get(name)
+            if cell is None and not stale and not closed:
+                remote.append(name)
+                envs.append(None)
+                futs.append(None)
+                continue
             fut: asyncio.Future[Any] = loop.create_future()
             env = Envelope(kind, name, payload, waiter=fut, sender=sender_name, trace=trace)
             envs.append(env)
             futs.append(fut)
             if cell is None:
-                if stale or self._closed:
-                    fut.set_exception(ActorStopped(f"actor {name!r} is stopped", actor=name))
-                else:
-                    remote.append(env)
+                fut.set_exception(ActorStopped(f"actor {name!r} is stopped", actor=name))
             elif name == itself:
                 fut.set_exception(RuntimeError(
                     f"actor {name!r} called itself and would wait for itself forever"))
@@ -474,17 +480,22 @@ class Runtime:
                 local.append((cell, env))
         waiting = self._hand_over(local, timeout, copy_each)
         del local
+        replies: list[Any] = []
+        errors: dict[int, BaseException] = {}
         if remote:
             try:
-                await self.transport.deliver_many(remote, timeout)
-            except Exception as exc:  # becomes each undelivered call's error
-                for env in remote:
-                    if not env.waiter.done():
-                        env.waiter.set_exception(exc)
-            del remote
-        await self._settle_calls(envs, futs, start, timeout, loop)
+                replies, errors = await self.transport.call_many(
+                    kind, remote, payload, max(0.0, deadline - loop.time()),
+                    sender=sender_name, trace=trace)
+            except asyncio.CancelledError:
+                abandon(envs, self._cancel)
+                raise
+            except Exception as exc:  # becomes each remote call's error
+                errors = dict.fromkeys(range(len(remote)), exc)
+                replies = [None] * len(remote)
+        await settle(envs, deadline, timeout, self._cancel)
         del waiting
-        return _results(futs, return_exceptions)
+        return _results(futs, replies, errors, return_exceptions)
 
     def _hand_over(self, local: list[tuple[ActorCell, Envelope]], timeout: float,
                    copy_each: bool) -> list[asyncio.Task[None]]:
@@ -513,37 +524,6 @@ class Runtime:
         except ActorError as exc:
             if not env.waiter.done():
                 env.waiter.set_exception(exc)
-
-    async def _settle_calls(self, envs: list[Envelope | None], futs: list[asyncio.Future[Any]],
-                            start: float, timeout: float,
-                            loop: asyncio.AbstractEventLoop) -> None:
-        """Wait until every call is answered; time out and interrupt the rest. Envelopes
-        of answered calls are dropped on the way (with their message copies)."""
-
-        def expire() -> None:
-            for env in envs:
-                if env is not None and not env.waiter.done():
-                    env.waiter.set_exception(CallTimeout(
-                        f"no reply from {env.target!r} within {timeout:g}s", actor=env.target))
-                    self._cancel(env)
-
-        deadline: asyncio.TimerHandle | None = None
-        try:
-            for i, fut in enumerate(futs):
-                if not fut.done():
-                    if deadline is None:
-                        deadline = loop.call_at(start + timeout, expire)
-                    await asyncio.wait((fut,))
-                envs[i] = None
-        except asyncio.CancelledError:
-            for env in envs:
-                if env is not None and not env.waiter.done():
-                    env.waiter.cancel()
-                    self._cancel(env)
-            raise
-        finally:
-            if deadline is not None:
-                deadline.cancel()
 
     def _cancel(self, env: Envelope) -> None:
         cell = self._cells.get(env.target)
@@ -745,17 +725,27 @@ class Runtime:
             batch.start()
 
 
-def _results(futs: Sequence[asyncio.Future[Any]], return_exceptions: bool) -> list[Any]:
-    """The outcomes of settled calls, in order; errors in place or the first one raised."""
+def _results(futs: Sequence[asyncio.Future[Any] | None], replies: Sequence[Any],
+             errors: Mapping[int, BaseException], return_exceptions: bool) -> list[Any]:
+    """The outcomes of settled calls, in order; errors in place or the first one raised.
+    A ``None`` future stands for the next call made elsewhere: its reply is the next of
+    ``replies``, unless ``errors`` has that position's error."""
     results: list[Any] = []
     first: BaseException | None = None
+    at = 0
     for fut in futs:
-        if fut.cancelled():
-            exc: BaseException | None = ActorStopped("the handler was interrupted")
+        exc: BaseException | None
+        if fut is None:
+            exc = errors.get(at)
+            value = replies[at] if exc is None else None
+            at += 1
+        elif fut.cancelled():
+            exc = ActorStopped("the handler was interrupted")
         else:
             exc = fut.exception()
+            value = fut.result() if exc is None else None
         if exc is None:
-            results.append(fut.result())
+            results.append(value)
         elif return_exceptions:
             results.append(exc)
         else:

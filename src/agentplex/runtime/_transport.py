@@ -36,12 +36,14 @@ serving side, a stand-in the transport makes (anything with ``done()``, ``set_re
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._envelope import Envelope
-from ._errors import ActorError, ActorNotFound
+from ._errors import ActorError, ActorNotFound, ActorStopped
+from ._settle import settle
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -87,6 +89,42 @@ class Transport(ABC):
             except ActorError as exc:
                 if env.waiter is not None and not env.waiter.done():
                     env.waiter.set_exception(exc)
+
+    async def call_many(self, kind: str, names: Sequence[str], payload: Any, timeout: float,
+                        *, sender: str | None = None, trace: Any = None
+                        ) -> tuple[list[Any], dict[int, BaseException]]:
+        """Call every actor of ``names`` (hosted elsewhere) with ``payload`` (``kind``:
+        ``Kind.CALL`` or ``Kind.CONTROL``), for :meth:`Runtime.call_many`; return once all
+        have answered, failed or timed out.
+
+        Returns ``(replies, errors)``: the reply of ``names[i]`` is ``replies[i]`` unless
+        ``errors`` has an error at ``i`` (:class:`ActorNotFound`, :class:`CallTimeout` after
+        ``timeout`` seconds, the handler's error ...). Calls still running at the timeout
+        or when the caller is cancelled are interrupted. The default makes one envelope
+        per call and hands them to :meth:`deliver_many`; a transport may do without them.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        envs: list[Envelope | None] = [
+            Envelope(kind, name, payload, waiter=loop.create_future(), sender=sender,
+                     trace=trace) for name in names]
+        futs = [env.waiter for env in envs if env is not None]
+        try:
+            await self.deliver_many([env for env in envs if env is not None], timeout)
+        except Exception as exc:  # becomes each undelivered call's error
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(exc)
+        await settle(envs, deadline, timeout, self.cancel)
+        errors: dict[int, BaseException] = {}
+        replies: list[Any] = []
+        for i, fut in enumerate(futs):
+            err = ActorStopped("the handler was interrupted") if fut.cancelled() else (
+                fut.exception())
+            if err is not None:
+                errors[i] = err
+            replies.append(None if err is not None else fut.result())
+        return replies, errors
 
     @abstractmethod
     async def publish(self, env: Envelope, timeout: float) -> None:
