@@ -7,6 +7,7 @@ official ``huggingface_hub`` async inference client) and its errors differ.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -58,11 +59,13 @@ class HuggingFaceChatModel(ChatCompletionsModel):
             timeout=self.timeout))
 
     async def _send(self, body: dict[str, Any]) -> Any:
+        await _detect_agent_off_the_loop()
         return await self.client.chat_completion(**body)
 
     async def _send_stream(
         self, body: dict[str, Any]
     ) -> tuple[AsyncIterator[Any], Callable[[], Awaitable[None]]]:
+        await _detect_agent_off_the_loop()
         stream = await self.client.chat_completion(**body)
 
         async def close() -> None:
@@ -79,3 +82,22 @@ class HuggingFaceChatModel(ChatCompletionsModel):
             status = exc.response.status_code
             return self._http_error(status, f"HTTP {status}: {exc}", exc.response.headers)
         return self._generic_error(exc)
+
+
+_agent_detected = False
+
+
+async def _detect_agent_off_the_loop() -> None:
+    """huggingface_hub names the calling agent in every request's User-Agent; the first time
+    in a process it fetches a registry from the Hub for that with a blocking GET (up to 3 s,
+    whatever ``base_url`` says). Run that once in a thread, never on the event loop."""
+    global _agent_detected
+    if _agent_detected:
+        return
+    try:
+        from huggingface_hub.utils import detect_agent
+    except ImportError:  # an SDK without it
+        _agent_detected = True
+        return
+    await asyncio.to_thread(detect_agent)
+    _agent_detected = True
