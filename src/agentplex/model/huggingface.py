@@ -94,10 +94,9 @@ async def _detect_agent_off_the_loop() -> None:
     global _agent_detected
     if _agent_detected:
         return
-    try:
-        from huggingface_hub.utils import detect_agent
-    except ImportError:  # an SDK without it
-        _agent_detected = True
-        return
-    await asyncio.to_thread(detect_agent)
+    from huggingface_hub import utils
+
+    detect_agent = getattr(utils, "detect_agent", None)  # absent from older SDKs
+    if detect_agent is not None:
+        await asyncio.to_thread(detect_agent)
     _agent_detected = True
