@@ -40,7 +40,7 @@ class Pending:
     __slots__ = ("batch", "env", "node", "queue", "retried", "task", "waiter")
 
     def __init__(self, waiter: Any, node: str, env: Envelope | None = None,
-                 batch: Sequence[Envelope] | FanOut | None = None) -> None:
+                 batch: FanOut | None = None) -> None:
         self.waiter = waiter
         self.node = node
         self.env = env
@@ -214,46 +214,6 @@ class Calls:
             self._drop_pending(corr)
             raise
 
-    async def deliver_many(self, envs: Sequence[Envelope], timeout: float) -> None:
-        """Send the calls of one fan-out: one CALL_MANY frame per node hosting some of the
-        targets (per :data:`BATCH_SIZE` of them), answered by one frame listing each
-        target's reply or error. Every envelope's ``waiter`` gets its outcome; a node that
-        is lost fails its share with ``PeerLost``."""
-        if not envs:
-            return
-        cache = self.names
-        if any(env.target not in cache for env in envs):
-            where: dict[str, str] = await self.locate_many([env.target for env in envs], timeout)
-        else:
-            where = cache
-        groups: dict[Any, list[Envelope]] = {}
-        first = envs[0]
-        for env in envs:
-            node = where.get(env.target)
-            if node is None:
-                env.waiter.set_exception(
-                    ActorNotFound(f"no actor named {env.target!r} on the bus", actor=env.target))
-                continue
-            if not isinstance(env.waiter, asyncio.Future):  # a stream: one by one
-                await self._deliver_or_fail(env, timeout)
-                continue
-            # one fan-out shares its kind, payload and sender: then the node is the key
-            key: Any = node if (env.payload is first.payload and env.kind == first.kind
-                                and env.sender == first.sender) else (
-                node, env.kind, id(env.payload), env.sender)
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = []
-            group.append(env)
-        for key, group in groups.items():
-            node = key if isinstance(key, str) else key[0]
-            head = group[0]
-            data = encode(head.payload)
-            trace = trace_headers(head.trace, node, self.node_id)
-            for i in range(0, len(group), BATCH_SIZE):
-                await self._send_batch(node, head.kind, head.sender, trace, data,
-                                       group[i:i + BATCH_SIZE], timeout)
-
     async def call_many(self, kind: str, names: Sequence[str], payload: Any, timeout: float,
                         sender: str | None, trace: Any
                         ) -> tuple[list[Any], dict[int, BaseException]]:
@@ -352,74 +312,6 @@ class Calls:
         if entry is not None and entry.node in self.peers.links:
             self.peers.send_nowait(entry.node, Header(Op.CANCEL, self.node_id, fan.corr), b"")
 
-    async def _deliver_or_fail(self, env: Envelope, timeout: float) -> None:
-        try:
-            await self.deliver(env, timeout)
-        except ActorError as exc:
-            if isinstance(env.waiter, StreamChannel):
-                env.waiter.fail(exc)
-            elif env.waiter is not None and not env.waiter.done():
-                env.waiter.set_exception(exc)
-
-    async def _send_batch(self, node: str, kind: str, sender: str | None,
-                          trace: dict[str, str] | None, payload: bytes,
-                          batch: list[Envelope], timeout: float) -> None:
-        corr = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(lambda f: self._settle_batch(batch, f))
-        self._pending[corr] = Pending(fut, node, batch=batch)
-        for env in batch:
-            env.correlation_id = corr
-        # the payload travels already encoded: decoded once per node, copied per actor there
-        data = encode([kind, [env.target for env in batch], payload, timeout])
-        header = Header(Op.CALL_MANY, self.node_id, corr, None, sender, trace=trace)
-        self.stats["call_many_frames"] += 1
-        try:
-            await self.peers.send(node, header, data, timeout)
-        except ActorError as exc:
-            self._pending.pop(corr, None)
-            if not fut.done():
-                fut.set_exception(exc)
-
-    def _settle_batch(self, batch: list[Envelope], fut: asyncio.Future[Any]) -> None:
-        """The batch failed as a whole (its node was lost, the bus closed, an error frame):
-        every call still waiting gets that error."""
-        err = ActorError("the batch was given up") if fut.cancelled() else fut.exception()
-        if err is None:
-            return
-        for env in batch:
-            if not env.waiter.done():
-                env.waiter.set_exception(err)
-
-    def _batch_answers(self, batch: Sequence[Envelope] | FanOut, items: Any) -> None:
-        """Hand the calls of a batch their replies or errors: ``[[index, ok, value], ...]``
-        (a chunk: the node answers as its actors do)."""
-        if isinstance(batch, FanOut):
-            batch.answer(items)
-            return
-        if not isinstance(items, list):
-            raise FrameError("a call_many answer is not a list")
-        n = len(batch)
-        for item in items:
-            if type(item) is not list or len(item) != 3:
-                raise FrameError("malformed call_many answer")
-            i, ok, value = item
-            if type(i) is not int or not 0 <= i < n:
-                raise FrameError("malformed call_many answer")
-            env = batch[i]
-            waiter = env.waiter
-            if waiter.done():
-                continue
-            if ok is True:
-                waiter.set_result(value)
-                continue
-            failure = error_from_wire(value)
-            if isinstance(failure, ActorNotFound):  # the actor may have moved: ask again
-                self.names.pop(env.target, None)
-                self.tasks.spawn(self._redeliver(env, failure))
-            else:
-                waiter.set_exception(failure)
-
     def _drop_pending(self, corr: int) -> None:
         entry = self._pending.pop(corr, None)
         if entry is not None and entry.task is not None:
@@ -431,12 +323,8 @@ class Calls:
         if not isinstance(corr, int):
             return
         entry = self._pending.get(corr)
-        if entry is None or (entry.env is not env and entry.batch is None):
-            return
-        if isinstance(entry.batch, FanOut):
-            return
-        if entry.batch is not None and any(not e.waiter.done() for e in entry.batch):
-            return  # the rest of the batch still waits (its caller cancels them all)
+        if entry is None or entry.env is not env or entry.batch is not None:
+            return  # a fan-out's calls are interrupted by their caller, as a whole
         self._drop_pending(corr)
         if entry.node in self.peers.links:
             self.peers.send_nowait(entry.node, Header(Op.CANCEL, self.node_id, corr), b"")
@@ -490,7 +378,7 @@ class Calls:
             if op == Op.RESULT:  # the last chunk
                 del self._pending[h.corr]  # type: ignore[arg-type]
                 entry.waiter.set_result(None)
-            self._batch_answers(entry.batch, value)
+            entry.batch.answer(value)
             return
         if entry.queue is not None:
             if op == Op.ITEM:

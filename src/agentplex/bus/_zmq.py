@@ -219,9 +219,6 @@ class ZmqTransport(Transport):
     async def deliver(self, env: Envelope, timeout: float) -> None:
         await self._calls.deliver(env, timeout)
 
-    async def deliver_many(self, envs: Sequence[Envelope], timeout: float) -> None:
-        await self._calls.deliver_many(envs, timeout)
-
     async def call_many(self, kind: str, names: Sequence[str], payload: Any, timeout: float,
                         *, sender: str | None = None, trace: Any = None
                         ) -> tuple[list[Any], dict[int, BaseException]]:
