@@ -21,7 +21,7 @@ from ..runtime import (
     MailboxFull,
 )
 from ..runtime.lowlevel import Envelope, Kind, StreamChannel
-from ..tracing.lowlevel import answer_headers, receive_context
+from ..tracing.lowlevel import answer_headers, flush_journal, receive_context
 from ._allowlist import build_actor
 from ._errors import PayloadTooLarge
 from ._frames import Header, Op, error_to_wire
@@ -293,6 +293,7 @@ class Serving:
         """Send a chunk of a served fan-out's outcomes (RESULT for the last one)."""
         if self.closed:
             return
+        flush_journal()  # what these calls journaled is on disk before their answers leave
         op = Op.RESULT if last else Op.ITEM
         try:
             data = encode(items)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -298,6 +299,8 @@ def _crowd_summary(console: Console, result: CrowdResult, o: DemoOptions, run_di
         shown = ", ".join(sorted(result.failed)[:10])
         console.print(f"[red]{len(result.failed):,} answers missing[/]: {shown}"
                       + (" ..." if len(result.failed) > 10 else ""))
+        why = Counter(reason.partition(":")[0] for reason in result.failed.values())
+        console.print("why: " + ", ".join(f"{kind} ({n:,})" for kind, n in why.most_common(5)))
     s = result.stats
     table = Table(title="run summary")
     for column in ("agents", "nodes", "placed/s", "messages", "model calls", "tokens in",

@@ -44,6 +44,7 @@ __all__ = [
     "CrowdResult",
     "DemoOptions",
     "GameModelActor",
+    "Answers",
     "PLAYER_PREFIX",
     "RoundReport",
     "SeededPlayersModel",
@@ -122,13 +123,19 @@ class GameModelActor(ModelActor):
 
 
 class CrowdPlayer(Player):
-    """A player built on its node: its number comes from its name (``player-17``)."""
+    """A player built on its node: its number comes from its name (``player-17``).
+
+    It remembers its last :data:`MEMORY` messages as ``(speaker, text)`` pairs, not as
+    messages: a question's text is one string shared by every player of a node, so a
+    node's million players each keep a few hundred bytes, not a few kilobytes."""
 
     def __init__(self, seed: int = 0, model: str = "scripted", replicas: int = 1,
                  max_tokens: int = 48) -> None:
-        super().__init__(PLAYER_PREFIX, crowd_model(model, replicas), GameStats(),
+        super().__init__(PLAYER_PREFIX, crowd_model(model, replicas), _STATS,
                          max_tokens=max_tokens)
         self.base_seed = seed
+        self.lines: list[tuple[str, str]] = []
+        self.register_state("lines", None, _pairs)
 
     async def on_start(self) -> None:
         self.name = self.ref.name
@@ -136,9 +143,19 @@ class CrowdPlayer(Player):
         self.persona = PERSONAS[index % len(PERSONAS)]
         self.seed = self.base_seed * 1_000_003 + index
 
+    def _keep(self, speaker: str, text: str) -> None:
+        self.lines.append((speaker, text))
+        del self.lines[:-MEMORY]
+
+    def _heard(self) -> list[str]:
+        return [f"{speaker}: {text}" for speaker, text in self.lines]
+
+    def _remembered(self) -> int:
+        return len(self.lines)
+
     async def observe(self, msg: Msg | list[Msg] | None) -> None:
-        await super().observe(msg)
-        del self.memory[:-MEMORY]
+        for m in [msg] if isinstance(msg, Msg) else (msg or []):
+            self._keep(m.name, m.get_text_content() or "")
 
     async def reply(self, msg: Msg | None = None, *, mode: str = "guess",
                     summary: str = "") -> Msg:
@@ -160,9 +177,16 @@ class CrowdPlayer(Player):
         out.metadata = {**(out.metadata or {}),
                         "tokens_in": usage.input_tokens if usage else 0,
                         "tokens_out": usage.output_tokens if usage else 0}
-        self.memory.append(out)
-        del self.memory[:-MEMORY]
+        self._keep(self.name, out.get_text_content() or "")
         return out
+
+
+_STATS = GameStats()
+"""What a node's crowd players count (the game counts their answers' metadata instead)."""
+
+
+def _pairs(data: list[list[str]]) -> list[tuple[str, str]]:
+    return [(str(speaker), str(text)) for speaker, text in data]
 
 
 @dataclass
@@ -223,25 +247,71 @@ Progress = Callable[[int, int, int, int, float], None]
 CHUNK = 50_000
 """Players asked per fan-out (bounds the caller's memory, and lets progress move)."""
 
+IN_FLIGHT = 2
+"""Fan-outs of a round in flight at once (the nodes answer one while the next travels)."""
+
+_NO_GUESS = 255
+
+
+@dataclass
+class Answers:
+    """One round's answers, tallied as they come: a byte per player for its guess
+    (:data:`_NO_GUESS` where none came), counters, and who failed and why."""
+
+    guesses: bytearray
+    answered: int = 0
+    total: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def take(self, index: int, name: str, value: Any) -> None:
+        """The outcome of asking player ``name`` (at ``index``)."""
+        if isinstance(value, Msg):
+            meta = value.metadata or {}
+            self.guesses[index] = max(0, min(100, int(meta["guess"])))
+            self.answered += 1
+            self.total += self.guesses[index]
+            self.tokens_in += int(meta.get("tokens_in", 0))
+            self.tokens_out += int(meta.get("tokens_out", 0))
+        elif isinstance(value, (ActorError, HandlerError)):
+            self.failed[name] = f"{type(value).__name__}: {value}"
+        else:
+            self.failed[name] = repr(value)
+
+    def winners(self, names: Sequence[str]) -> tuple[float, list[str]]:
+        """Two thirds of the mean guess, and the players closest to it (sorted)."""
+        target = 2 / 3 * self.total / max(1, self.answered)
+        present = [v for v in range(101) if self.guesses.count(v)]
+        if not present:
+            return target, []
+        best = min(abs(v - target) for v in present)
+        closest = {v for v in present if abs(v - target) == best}
+        return target, sorted(names[i] for i, g in enumerate(self.guesses) if g in closest)
+
 
 async def _ask_all(rt: Runtime, names: Sequence[str], question: Msg, timeout: float,
-                   progress: Callable[[int, int], None]) -> tuple[list[Msg], dict[str, str]]:
-    replies: list[Msg] = []
-    failed: dict[str, str] = {}
-    tokens = 0
-    for i in range(0, len(names), CHUNK):
-        chunk = names[i:i + CHUNK]
-        got = await rt.call_many(chunk, question, timeout=timeout, return_exceptions=True)
-        for name, value in zip(chunk, got, strict=True):
-            if isinstance(value, Msg):
-                replies.append(value)
-                tokens += int((value.metadata or {}).get("tokens_out", 0))
-            elif isinstance(value, (ActorError, HandlerError)):
-                failed[name] = f"{type(value).__name__}: {value}"
-            else:
-                failed[name] = repr(value)
-        progress(len(replies), tokens)
-    return replies, failed
+                   progress: Callable[[int, int], None]) -> Answers:
+    """Ask every player, :data:`CHUNK` at a time and :data:`IN_FLIGHT` chunks at once;
+    each chunk takes every k-th player, so that every node has its share of each chunk
+    (players are placed in ranges: a chunk of neighbours would keep one node busy)."""
+    n = len(names)
+    chunks = max(1, -(-n // CHUNK))
+    answers = Answers(bytearray([_NO_GUESS]) * n)
+    todo = iter(range(chunks))
+
+    async def asker() -> None:
+        for j in todo:
+            indices = range(j, n, chunks)
+            chunk = [names[i] for i in indices]
+            got = await rt.call_many(chunk, question, timeout=timeout, return_exceptions=True)
+            for i, name, value in zip(indices, chunk, got, strict=True):
+                answers.take(i, name, value)
+            del got
+            progress(answers.answered, answers.tokens_out)
+
+    await asyncio.gather(*(asker() for _ in range(min(IN_FLIGHT, chunks))))
+    return answers
 
 
 def _tally(replies: Sequence[Msg], stats: GameStats) -> None:
@@ -258,10 +328,11 @@ async def play_crowd(rt: Runtime, names: Sequence[str], *, rounds: int, speakers
     """Play ``rounds`` rounds with the players ``names`` (wherever they live), then let
     ``speakers`` of them (a sample drawn with ``seed``) speak at once.
 
-    Each round is one fan-out (:meth:`Runtime.call_many`: one frame per node); a player
-    that fails or does not answer in ``timeout`` seconds is reported in ``failed`` and
-    the game goes on. The transcript gets the host's questions and announcements here,
-    and every player's answer from the node that hosts it.
+    Each round is a few fan-outs (:meth:`Runtime.call_many`: one frame per node each); a
+    player that fails or does not answer in ``timeout`` seconds is reported in ``failed``
+    and the game goes on. The game keeps one byte per player of a round, not its answer.
+    The transcript gets the host's questions and announcements here, and every player's
+    answer from the node that hosts it.
     """
     result = CrowdResult()
     started = time.perf_counter()
@@ -275,24 +346,22 @@ async def play_crowd(rt: Runtime, names: Sequence[str], *, rounds: int, speakers
         def moved(answered: int, tokens: int, r: int = r, began: float = began) -> None:
             on_progress(r, answered, len(names), tokens, time.perf_counter() - began)
 
-        replies, failed = await _ask_all(rt, names, question, timeout, moved)
-        result.failed.update(failed)
-        guesses = [int((m.metadata or {})["guess"]) for m in replies]
-        target = 2 / 3 * sum(guesses) / max(1, len(guesses))
-        best = min((abs(g - target) for g in guesses), default=0.0)
-        winners = sorted(m.name for m, g in zip(replies, guesses, strict=True)
-                         if abs(g - target) == best)
+        answers = await _ask_all(rt, names, question, timeout, moved)
+        result.failed.update(answers.failed)
+        target, winners = answers.winners(names)
         shown = ", ".join(winners[:5]) + (f" and {len(winners) - 5} more"
                                           if len(winners) > 5 else "")
-        outcome = (f"Round {r}: {len(replies)} players guessed; the mean was "
-                   f"{sum(guesses) / max(1, len(guesses)):.2f}, two thirds of it "
+        outcome = (f"Round {r}: {answers.answered} players guessed; the mean was "
+                   f"{answers.total / max(1, answers.answered):.2f}, two thirds of it "
                    f"{target:.1f}; winner: {shown}.")
         transcribe(Msg("host", outcome, "user"), None)
-        _tally(replies, result.stats)
-        result.rounds.append(RoundReport(r, len(replies), time.perf_counter() - began,
-                                         round(target, 2), winners,
-                                         sum(int((m.metadata or {}).get("tokens_out", 0))
-                                             for m in replies)))
+        stats = result.stats
+        stats.model_calls += answers.answered
+        stats.input_tokens += answers.tokens_in
+        stats.output_tokens += answers.tokens_out
+        stats.messages += 2 * answers.answered
+        result.rounds.append(RoundReport(r, answers.answered, time.perf_counter() - began,
+                                         round(target, 2), winners, answers.tokens_out))
     if speakers:
         chosen = sorted(random.Random(seed).sample(range(len(names)), min(speakers,
                                                                            len(names))))

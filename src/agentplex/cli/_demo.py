@@ -104,8 +104,7 @@ class Player(AgentBase):
         self.seed = seed
         self.max_tokens = max_tokens
         self.memory: list[Msg] = []
-        self.register_state("memory", lambda ms: [m.to_dict() for m in ms],
-                            lambda ds: [Msg.from_dict(d) for d in ds])
+        self.register_state("memory", _msgs_to_json, _msgs_from_json)
 
     async def observe(self, msg: Msg | list[Msg] | None) -> None:
         for m in [msg] if isinstance(msg, Msg) else (msg or []):
@@ -113,8 +112,7 @@ class Player(AgentBase):
 
     async def _prompt(self, instruction: str, history: bool = True) -> list[dict[str, str]]:
         system = Msg("system", f"You are {self.name}. {self.persona} {RULES}", "system")
-        heard = [Msg("user", f"{m.name}: {m.get_text_content() or ''}", "user")
-                 for m in (self.memory if history else [])]
+        heard = [Msg("user", line, "user") for line in (self._heard() if history else [])]
         ask = Msg("user", instruction, "user")
         kept = await self.context.fit(self.model, [system, *heard, ask],
                                       agent_name=self.name)
@@ -124,11 +122,19 @@ class Player(AgentBase):
             {"role": "user", "content": f"{history_text}\n\n{instruction}".strip()},
         ]
 
+    def _heard(self) -> list[str]:
+        """What this player remembers hearing, one line each (oldest first)."""
+        return [f"{m.name}: {m.get_text_content() or ''}" for m in self.memory]
+
+    def _remembered(self) -> int:
+        """How many messages this player remembers."""
+        return len(self.memory)
+
     def _sampling(self, temperature: float) -> dict[str, Any]:
         """Sample (so players differ) yet reproducibly: a seed per player and call."""
         options: dict[str, Any] = {"temperature": temperature}
         if self.model.provider in ("transformers", "scripted"):
-            options["seed"] = self.seed * 1000 + len(self.memory)
+            options["seed"] = self.seed * 1000 + self._remembered()
         return options
 
     async def _ask(self, instruction: str, structured: bool, history: bool = True
@@ -162,6 +168,14 @@ class Player(AgentBase):
         self.stats.messages += 1
         await self.print(out)
         return out
+
+
+def _msgs_to_json(msgs: list[Msg]) -> list[dict[str, Any]]:
+    return [m.to_dict() for m in msgs]
+
+
+def _msgs_from_json(data: list[dict[str, Any]]) -> list[Msg]:
+    return [Msg.from_dict(d) for d in data]
 
 
 def _summary_for(agent: Player, result: GameResult) -> str:

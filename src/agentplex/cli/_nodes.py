@@ -64,15 +64,17 @@ class LocalNodes:
     async def start(self, count: int, *, heartbeat: float = 60.0, timeout: float = 120.0
                     ) -> str:
         """Start the head and ``count`` nodes; wait until all have joined; the head's
-        endpoint. ``heartbeat``: seconds a busy node may stay silent before it counts
-        as lost."""
-        self._start("head", "head", "--bind", "tcp://127.0.0.1:0",
-                    "--dead-after", f"{heartbeat:g}")
+        endpoint. ``heartbeat``: seconds a busy process (head or node) may stay silent
+        before the others count it as lost (a node holding a million players pauses for
+        seconds in a full garbage collection on a loaded machine)."""
+        silence = f"{heartbeat:g}"
+        self._start("head", "head", "--bind", "tcp://127.0.0.1:0", "--dead-after", silence,
+                    "--heartbeat-timeout", silence)
         self.endpoint = (await self._wait_for("head", "listening on", timeout)).split()[-1]
         allow = [a for module in self.allow for a in ("--allow", module)]
         for k in range(count):
             self._start(f"node-{k}", "node", "--head", self.endpoint, "--id", f"node-{k}",
-                        *allow)
+                        "--heartbeat-timeout", silence, *allow)
         for k in range(count):
             await self._wait_for(f"node-{k}", f"node node-{k} joined", timeout)
         return self.endpoint

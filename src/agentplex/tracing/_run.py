@@ -16,6 +16,7 @@ the run goes: memory stays flat however long it runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -55,6 +56,7 @@ __all__ = [
     "answer_received",
     "count_tool_call",
     "experiment",
+    "flush_journal",
     "join_run",
     "outgoing_run",
     "record_received",
@@ -190,7 +192,9 @@ class Run:
 
     def record_response(self, key: str, response: Any) -> None:
         """Keep ``response`` (JSON-able) as the next answer to request ``key``."""
-        line = json.dumps({"key": key, "response": response}, default=str)
+        self._record_line(json.dumps({"key": key, "response": response}, default=str))
+
+    def _record_line(self, line: str) -> None:
         with self._lock:
             self._recording.append(line)
             if len(self._recording) < self._buffer or self._recording_file is None:
@@ -304,39 +308,58 @@ class Run:
 
     def _merge_parts(self) -> None:
         """Take in the parts other processes journaled (their agents' messages, model
-        calls, tool calls and responses), then remove them."""
+        calls, tool calls and responses; see :class:`RunPart`), then remove them."""
         parts = self.dir / _PARTS
         if not parts.is_dir():
             return
-        for path in sorted(parts.glob("*.jsonl")):
+        for path in sorted(parts.glob("*.journal")):
             with path.open(encoding="utf-8") as f:
                 for raw in f:
-                    if not raw.endswith("\n"):
-                        continue  # a line its process was still writing
-                    event = json.loads(raw)
-                    kind = event[0]
-                    if kind == "said":
-                        clock, name, seq = event[1]
-                        self._transcript.add((clock, name, seq), event[2])
-                    elif kind == "model":
-                        self.count(event[1], event[2])
-                    elif kind == "tool":
-                        self.count_tool_call()
-                    elif kind == "response":
-                        self.record_response(event[1], event[2])
-                    elif kind == "used":
-                        self.model_used(event[1], event[2])
+                    if raw.endswith("\n"):  # else a batch its process was still writing
+                        self._take_in(raw[:-1])
             path.unlink()
         with contextlib.suppress(OSError):  # a node still writing a part it opened late
             parts.rmdir()
 
+    def _take_in(self, raw: str) -> None:
+        """One line of a part (the formats :class:`RunPart` writes)."""
+        kind, _, rest = raw.partition("\t")
+        if kind == "S":
+            clock, seq, name, line = rest.split("\t", 3)
+            self._transcript.add((int(clock), json.loads(name), int(seq)), line)
+        elif kind == "R":
+            key, _, response = rest.partition("\t")
+            self._record_line(f'{{"key": "{key}", "response": {response}}}')
+        elif kind == "C":
+            calls, inputs, outputs, tools = (int(v) for v in rest.split("\t"))
+            with self._lock:
+                self.model_calls += calls
+                self.input_tokens += inputs
+                self.output_tokens += outputs
+                self.tool_calls += tools
+        elif kind == "U":
+            provider, model = json.loads(rest)
+            self.model_used(provider, model)
+
+
+JOURNAL_BATCH = 4_096
+"""Lines a :class:`RunPart` holds before it writes them, whatever else is due."""
+
 
 class RunPart(Run):
     """This process's part of an experiment another process runs: the run's identity came
-    with a message (see :func:`join_run`). Its agents' messages, model calls, tool calls and
-    responses are journaled — one line each, written at once — into the run folder, where
-    the run takes them in when it ends; when the run replays, model calls here are answered
-    from its recording. (Node processes on the machine of the run folder.)"""
+    with a message (see :func:`join_run`). Its agents' messages, model responses and the
+    counts of model and tool calls are journaled into the run folder, where the run takes
+    them in when it ends; when the run replays, model calls here are answered from its
+    recording. (Node processes on the machine of the run folder.)
+
+    The journal is written in batches, one write each: at the latest in the event loop's
+    next turn, when :data:`JOURNAL_BATCH` lines wait, and before any answer leaves this
+    process (:func:`flush_journal`), so a caller that has its answers finds them journaled.
+    Its lines, tab-separated: ``S clock seq name line`` (a transcript line), ``R key
+    response`` (a recorded response), ``C calls input output tools`` (counts since the
+    previous batch), ``U [provider, model]`` (a model used).
+    """
 
     def __init__(self, locator: str) -> None:
         run_dir, replay = json.loads(locator)
@@ -349,39 +372,88 @@ class RunPart(Run):
             self._replay = load_recording(self.replay_of)
         folder = self.dir / _PARTS
         folder.mkdir(parents=True, exist_ok=True)
-        self._journal = (folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl").open(
-            "a", encoding="utf-8", buffering=1)
+        self._journal = (folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.journal").open(
+            "a", encoding="utf-8")
+        self._pending: list[str] = []
+        self._counts = [0, 0, 0, 0]  # model calls, input and output tokens, tool calls
+        self._due = False
 
-    def _write(self, event: list[Any]) -> None:
-        self._journal.write(json.dumps(event, ensure_ascii=False, default=str) + "\n")
+    def _write(self, line: str) -> None:
+        """Journal ``line`` soon (the caller holds the lock)."""
+        self._pending.append(line)
+        if len(self._pending) >= JOURNAL_BATCH:
+            self._flush()
+        else:
+            self._soon()
+
+    def _soon(self) -> None:
+        """Flush in the event loop's next turn (at once outside an event loop)."""
+        if self._due:
+            return
+        self._due = True
+        try:
+            asyncio.get_running_loop().call_soon(self.flush)
+        except RuntimeError:  # no event loop in this thread
+            self._flush()
+
+    def flush(self) -> None:
+        """Write what waits, in one call."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._due = False
+        if any(self._counts):
+            self._pending.append("C\t" + "\t".join(map(str, self._counts)))
+            self._counts = [0, 0, 0, 0]
+        if not self._pending or self._journal.closed:
+            return
+        batch, self._pending = self._pending, []
+        self._journal.write("\n".join(batch) + "\n")
+        self._journal.flush()
 
     def _add_line(self, key: tuple[int, str, int], line: str) -> None:
-        self._write(["said", list(key), line])
+        self._write(f"S\t{key[0]}\t{key[2]}\t{json.dumps(key[1])}\t{line}")
 
     def model_used(self, provider: str, model: str) -> None:
         if f"{provider}:{model}" not in self.models:
             self.models[f"{provider}:{model}"] = {"provider": provider, "model": model}
             with self._lock:
-                self._write(["used", provider, model])
+                self._write("U\t" + json.dumps([provider, model]))
 
     def count(self, input_tokens: int, output_tokens: int) -> None:
         with self._lock:
-            self._write(["model", input_tokens, output_tokens])
+            counts = self._counts
+            counts[0] += 1
+            counts[1] += input_tokens
+            counts[2] += output_tokens
+            self._soon()
 
     def count_tool_call(self) -> None:
         with self._lock:
-            self._write(["tool"])
+            self._counts[3] += 1
+            self._soon()
 
     def record_response(self, key: str, response: Any) -> None:
+        line = f"R\t{key}\t{json.dumps(response, default=str)}"
         with self._lock:
-            self._write(["response", key, response])
+            self._write(line)
 
     @property
     def messages(self) -> int:
         return sum(self._seen.values())
 
     def write(self) -> None:
+        self.flush()
         self._journal.close()
+
+
+def flush_journal() -> None:
+    """Write this process's journal of another process's run now (a no-op otherwise):
+    called before answers leave, so their caller finds everything they caused on disk."""
+    run = _active
+    if isinstance(run, RunPart):
+        run.flush()
 
 
 def outgoing_run(headers: dict[str, str], actor: str | None) -> None:
@@ -400,6 +472,7 @@ def answer_headers(actor: str | None) -> dict[str, str] | None:
     run = _active
     if run is None:
         return None
+    flush_journal()
     return {_CLOCK_HEADER: str(run.clock(actor))}
 
 

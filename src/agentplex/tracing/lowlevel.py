@@ -9,7 +9,14 @@ runtime, the bus, agents, models and tools call underneath.
 
 from ._content import content_attribute
 from ._exporters import BufferedSpanProcessor, span_to_dict
-from ._run import answer_headers, answer_received, record_received, request_key, transcribe
+from ._run import (
+    answer_headers,
+    answer_received,
+    flush_journal,
+    record_received,
+    request_key,
+    transcribe,
+)
 from ._spans import (
     agent_span,
     chat_span,
@@ -36,6 +43,7 @@ __all__ = [
     "current_actor",
     "end_span",
     "extract_context",
+    "flush_journal",
     "inject_context",
     "receive_context",
     "record_received",
