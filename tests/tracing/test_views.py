@@ -15,8 +15,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     runs = tmp_path_factory.mktemp("runs")
+    # the scripted model: what is looked at is the run folder, not the model's answers
     subprocess.run([sys.executable, "-m", "agentplex", "demo", "-n", "3", "-r", "1",
-                    "--runs-dir", str(runs)], check=True, capture_output=True, timeout=120)
+                    "--model", "scripted", "--runs-dir", str(runs)], check=True,
+                   capture_output=True, timeout=120)
     (folder,) = [p for p in runs.iterdir() if p.is_dir()]
     return folder
 
