@@ -58,3 +58,20 @@ async def test_players_prompts_keep_the_newest_within_budget() -> None:
     assert "round note 39" in user["content"] and "round note 0 " not in user["content"]
     assert user["content"].endswith("Your guess?")
     assert estimate_tokens([system, user]) <= 120
+
+
+@pytest.mark.timeout(600)
+def test_the_main_job_on_the_embedded_model(tmp_path: Path) -> None:
+    """`make demo` as the README runs it, made small: the embedded model, no key, no network."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentplex", "demo", "--agents", "2", "--rounds", "1",
+         "--no-discussion", "-o", "max_batch_size=8", "--runs-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=540,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "Player1: I guess" in out and "Player2: I guess" in out
+    assert "local model: prefill" in out and "decode" in out  # where the model's time went
+    (manifest,) = tmp_path.glob("*/manifest.json")
+    totals = json.loads(manifest.read_text())
+    assert "transformers:default" in manifest.read_text() and totals
