@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -90,31 +91,33 @@ def _agentplex(c: EngineConfig) -> list[str]:
     return cmd
 
 
-def _vllm(c: EngineConfig) -> list[str]:
-    cmd = [*_python_module("vllm.entrypoints.openai.api_server"), "--model", c.model,
+@dataclass(frozen=True)
+class _GpuServerFlags:
+    """How a GPU engine's server (vLLM, SGLang) spells the arguments they share."""
+
+    module: str
+    model: str
+    tensor_parallel: str
+    max_model_len: str
+    memory_fraction: str
+
+
+_VLLM = _GpuServerFlags("vllm.entrypoints.openai.api_server", "--model",
+                        "--tensor-parallel-size", "--max-model-len", "--gpu-memory-utilization")
+_SGLANG = _GpuServerFlags("sglang.launch_server", "--model-path", "--tp-size",
+                          "--context-length", "--mem-fraction-static")
+
+
+def _gpu_server(c: EngineConfig, flags: _GpuServerFlags) -> list[str]:
+    cmd = [*_python_module(flags.module), flags.model, c.model,
            "--served-model-name", c.served_name, "--host", c.host, "--port", str(c.port),
-           "--tensor-parallel-size", str(max(c.gpus, 1))]
+           flags.tensor_parallel, str(max(c.gpus, 1))]
     if c.dtype:
         cmd += ["--dtype", c.dtype]
     if c.max_model_len:
-        cmd += ["--max-model-len", str(c.max_model_len)]
+        cmd += [flags.max_model_len, str(c.max_model_len)]
     if c.gpu_memory_fraction:
-        cmd += ["--gpu-memory-utilization", f"{c.gpu_memory_fraction:.3f}"]
-    if c.api_key:
-        cmd += ["--api-key", c.api_key]
-    return cmd
-
-
-def _sglang(c: EngineConfig) -> list[str]:
-    cmd = [*_python_module("sglang.launch_server"), "--model-path", c.model,
-           "--served-model-name", c.served_name, "--host", c.host, "--port", str(c.port),
-           "--tp-size", str(max(c.gpus, 1))]
-    if c.dtype:
-        cmd += ["--dtype", c.dtype]
-    if c.max_model_len:
-        cmd += ["--context-length", str(c.max_model_len)]
-    if c.gpu_memory_fraction:
-        cmd += ["--mem-fraction-static", f"{c.gpu_memory_fraction:.3f}"]
+        cmd += [flags.memory_fraction, f"{c.gpu_memory_fraction:.3f}"]
     if c.api_key:
         cmd += ["--api-key", c.api_key]
     return cmd
@@ -150,9 +153,9 @@ def engine_command(config: EngineConfig, *, llama_server: str | None = None) -> 
     if config.engine == "agentplex":
         cmd = _agentplex(config)
     elif config.engine == "vllm":
-        cmd = _vllm(config)
+        cmd = _gpu_server(config, _VLLM)
     elif config.engine == "sglang":
-        cmd = _sglang(config)
+        cmd = _gpu_server(config, _SGLANG)
     else:
         cmd = _llama_cpp(config, llama_server or shutil.which("llama-server"))
     return [*cmd, *config.extra_args]
