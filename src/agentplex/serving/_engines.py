@@ -34,6 +34,7 @@ __all__ = [
     "engine_command",
     "free_port",
     "health_path",
+    "python_variable",
 ]
 
 log = logging.getLogger("agentplex.serving")
@@ -69,8 +70,16 @@ class EngineConfig(BaseModel):
     """Appended to the command line as they are."""
 
 
-def _python_module(module: str) -> list[str]:
-    return [sys.executable, "-m", module]
+def python_variable(engine: str) -> str:
+    """The environment variable naming the interpreter that runs ``engine``'s server
+    (``AGENTPLEX_VLLM_PYTHON``, ``AGENTPLEX_SGLANG_PYTHON``, ``AGENTPLEX_LLAMA_CPP_PYTHON``):
+    an engine is often installed in a virtual environment of its own."""
+    return f"AGENTPLEX_{engine.upper().replace('.', '_')}_PYTHON"
+
+
+def _python_module(module: str, engine: str = "agentplex") -> list[str]:
+    python = os.environ.get(python_variable(engine)) if engine != "agentplex" else None
+    return [python or sys.executable, "-m", module]
 
 
 def _agentplex(c: EngineConfig) -> list[str]:
@@ -95,6 +104,7 @@ def _agentplex(c: EngineConfig) -> list[str]:
 class _GpuServerFlags:
     """How a GPU engine's server (vLLM, SGLang) spells the arguments they share."""
 
+    engine: str
     module: str
     model: str
     tensor_parallel: str
@@ -102,14 +112,14 @@ class _GpuServerFlags:
     memory_fraction: str
 
 
-_VLLM = _GpuServerFlags("vllm.entrypoints.openai.api_server", "--model",
+_VLLM = _GpuServerFlags("vllm", "vllm.entrypoints.openai.api_server", "--model",
                         "--tensor-parallel-size", "--max-model-len", "--gpu-memory-utilization")
-_SGLANG = _GpuServerFlags("sglang.launch_server", "--model-path", "--tp-size",
+_SGLANG = _GpuServerFlags("sglang", "sglang.launch_server", "--model-path", "--tp-size",
                           "--context-length", "--mem-fraction-static")
 
 
 def _gpu_server(c: EngineConfig, flags: _GpuServerFlags) -> list[str]:
-    cmd = [*_python_module(flags.module), flags.model, c.model,
+    cmd = [*_python_module(flags.module, flags.engine), flags.model, c.model,
            "--served-model-name", c.served_name, "--host", c.host, "--port", str(c.port),
            flags.tensor_parallel, str(max(c.gpus, 1))]
     if c.dtype:
@@ -134,7 +144,7 @@ def _llama_cpp(c: EngineConfig, binary: str | None) -> list[str]:
         if c.api_key:
             cmd += ["--api-key", c.api_key]
         return cmd
-    cmd = [*_python_module("llama_cpp.server"), "--model", c.model, "--model_alias",
+    cmd = [*_python_module("llama_cpp.server", "llama.cpp"), "--model", c.model, "--model_alias",
            c.served_name, "--host", c.host, "--port", str(c.port), "--n_gpu_layers",
            "-1" if c.gpus else "0"]
     if c.max_model_len:
