@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -77,6 +77,10 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the run.")] = 0,
     replay: Annotated[Path | None, typer.Option(
         help="A run folder whose recorded model answers replace the model.")] = None,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", "-o", help="KEY=VALUE (a JSON value) for the model, e.g. "
+        "prefix_cache_bytes=0; a model in this process only (no --nodes, --address).")
+    ] = None,
 ) -> None:
     """Run the main job: a multi-agent 'two thirds of the average' game.
 
@@ -86,8 +90,13 @@ def demo(
     from ..runtime import ActorError
     from ._crowd import DemoOptions
     from ._nodes import NodesFailed
+    from ._serve import model_options
 
+    if option and (nodes or address is not None):
+        raise typer.BadParameter("--option applies to a model in this process "
+                                 "(without --nodes or --address)")
     options = DemoOptions(
+        model_options=model_options(option or []),
         agents=agents, rounds=rounds, model=model, nodes=nodes, address=address,
         replicas=replicas, rate=rate, timeout=timeout, runs_dir=runs_dir, seed=seed,
         replay=replay, speakers=0 if not discussion else speakers,
@@ -106,7 +115,8 @@ def demo(
         raise typer.Exit(1) from None
 
 
-def _load_model(console: Console, spec: str, seed: int) -> object:
+def _load_model(console: Console, spec: str, seed: int,
+                options: dict[str, Any] | None = None) -> object:
     from ..model import init_chat_model
     from ._demo import scripted_players_model
 
@@ -115,7 +125,8 @@ def _load_model(console: Console, spec: str, seed: int) -> object:
         _quiet_transformers()
         console.print("loading the local model (the first run converts its GGUF file once, "
                       "about 20 s)")
-    model = scripted_players_model(seed) if spec == "scripted" else init_chat_model(spec)
+    model = (scripted_players_model(seed) if spec == "scripted"
+             else init_chat_model(spec, **(options or {})))
     console.print(f"model ready in {time.perf_counter() - loading:.1f}s")
     return model
 
@@ -130,7 +141,7 @@ async def _demo(o: DemoOptions) -> None:
     console = Console()
     console.print(f"[bold]agentplex demo[/]: {o.agents} players, {o.rounds} rounds, "
                   f"model [cyan]{o.model}[/]")
-    model = _load_model(console, o.model, o.seed)
+    model = _load_model(console, o.model, o.seed, o.model_options)
     assert isinstance(model, ChatModelBase)
     if o.rate:
         from ..model.wrappers import RateLimitedModel, RateLimiter

@@ -180,12 +180,17 @@ class DemoOptions:
     replay: Path | None = None
     speakers: int | None = None
     sample: float = 1.0
+    model_options: dict[str, Any] = field(default_factory=dict)
+    """Arguments for ``init_chat_model`` (a model in this process only)."""
 
     def config(self) -> dict[str, Any]:
         """What the manifest records of these settings."""
-        return {"agents": self.agents, "rounds": self.rounds, "model": self.model,
-                "nodes": self.nodes, "address": self.address, "replicas": self.replicas,
-                "rate": self.rate, "speakers": self.speakers, "sample": self.sample}
+        out = {"agents": self.agents, "rounds": self.rounds, "model": self.model,
+               "nodes": self.nodes, "address": self.address, "replicas": self.replicas,
+               "rate": self.rate, "speakers": self.speakers, "sample": self.sample}
+        if self.model_options:
+            out["model_options"] = self.model_options
+        return out
 
 
 @dataclass

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["serve"]
+__all__ = ["model_options", "serve"]
 
 
-def _options(pairs: list[str]) -> dict[str, Any]:
+def model_options(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as keyword arguments (JSON values; anything else as text)."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -56,7 +57,7 @@ def serve(
         from ._app import _quiet_transformers
 
         _quiet_transformers()
-    chat_model = init_chat_model(model, stream=True, **_options(option))
+    chat_model = init_chat_model(model, stream=True, **model_options(option))
     name = served_model_name or model
 
     def ready(url: str) -> None:
