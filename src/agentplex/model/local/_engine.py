@@ -157,7 +157,6 @@ class BatchEngine:
         self.chunks = 0
         """Prefill chunks run between decode steps."""
         self._decode_cost = 0.0
-        self._token_cost = 0.0
         self._chunk_token_cost = 0.0
 
     def submit(self, request: GenerationRequest) -> None:
@@ -336,7 +335,6 @@ class BatchEngine:
         self.forward_seconds += seconds
         self.steps += 1
         self.prefill_tokens += computed
-        self._token_cost = _ema(self._token_cost, seconds / max(computed, 1))
         return _Batch(reqs, out.past_key_values, mask, None), out.logits[:, -1, :]
 
     def _remember(self, batch: _Batch) -> None:
@@ -358,11 +356,11 @@ class BatchEngine:
         """Tokens per prefill chunk: about the cost of half a decode step of the batch."""
         if self.prefill_chunk is not None:
             return self.prefill_chunk
-        # per-token cost of chunks themselves (small forwards over a long context cost more
-        # per token than a batch prefill), else of any prefill
-        per_token = self._chunk_token_cost or self._token_cost
+        # per-token cost of chunks themselves: small forwards over a long context cost more
+        # per token than a batch prefill, so until a chunk has run, a small one measures it
+        per_token = self._chunk_token_cost
         if not self._decode_cost or not per_token:
-            return 64
+            return 32
         # half a decode step: the running requests' gaps grow by about half while it joins
         return max(8, min(2048, int(0.5 * self._decode_cost / per_token)))
 
