@@ -15,11 +15,15 @@ Prints one JSON line per figure: ``{"bench", "impl", "n", "value", "unit"}``.
   and without prefix reuse (a fresh cache: the 16 arrive together and the shared part is
   computed once), and a second turn of the same agents (each history extends its first).
   Wall seconds and the process's CPU seconds (what a shared machine cannot distort).
+* ``demo``: the demo game's rounds (``agentplex demo``: players sharing the local model,
+  guessing in JSON each round) with and without prefix reuse, the two in turn; each round's
+  wall and CPU seconds.
 * ``chunked``: p95 gap between tokens of 8 decoding requests, alone and while a 2,000-token
   prompt joins — prefilled in chunks, and (for contrast) in one piece.
 
 Usage: ``python benchmarks/bench_local_model.py [--tokens 32] [--ns 1,4,16,64]
-[--parts load,throughput,constrained,prefix,chunked] [--model PATH] [--max-batch 64]``.
+[--parts load,throughput,constrained,prefix,demo,chunked] [--chunked-repeats 3]
+[--chunked-variants alone,join-chunked,join-one-piece] [--model PATH] [--max-batch 64]``.
 On a GPU the model loads in bf16 on CUDA (the separate bf16 row is then skipped); ``--model``
 takes a model folder instead of the embedded default.
 """
@@ -145,8 +149,22 @@ async def main() -> None:
     parser.add_argument("--parts", default="load,throughput,constrained")
     parser.add_argument("--model", default="default", help="a model folder (default: embedded)")
     parser.add_argument("--max-batch", type=int, default=64, help="the engine's max_batch_size")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (1 on a machine loaded beyond its cores: "
+                        "threads of one forward pass wait on each other at every barrier)")
+    parser.add_argument("--demo-agents", type=int, default=8)
+    parser.add_argument("--demo-rounds", type=int, default=3)
+    parser.add_argument("--demo-repeats", type=int, default=2,
+                        help="games with and without prefix reuse, in turn")
+    parser.add_argument("--chunked-repeats", type=int, default=1,
+                        help="runs of each chunked-prefill variant, taken in turn")
+    parser.add_argument("--chunked-variants", default="alone,join-chunked,join-one-piece")
     args = parser.parse_args()
     ns = [int(x) for x in args.ns.split(",")]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     parts = set(args.parts.split(","))
 
     from agentplex.model import TransformersChatModel
@@ -171,8 +189,11 @@ async def main() -> None:
         await constrained(model)
     if "prefix" in parts:
         await prefix_reuse(model)
+    if "demo" in parts:
+        await demo_rounds(model, args.demo_agents, args.demo_rounds, args.demo_repeats)
     if "chunked" in parts:
-        chunked_prefill(model)
+        chunked_prefill(model, repeats=args.chunked_repeats,
+                        variants=args.chunked_variants.split(","))
 
 
 RULES = ("Rule {i}: every player names a whole number from 0 to 100; the winner is the one "
@@ -224,8 +245,45 @@ async def prefix_reuse(model: Any, agents: int = 16) -> None:
          wall_x=round(w0 / w1, 2), target=">= 3")
 
 
+async def demo_rounds(model: Any, agents: int, rounds: int, repeats: int) -> None:
+    """The demo game's round times with and without prefix reuse (same weights, same seed)."""
+    from agentplex.cli._demo import GameStats, make_players, play
+    from agentplex.model import TransformersChatModel
+    from agentplex.runtime import Runtime
+
+    pair = (model.model, model.tokenizer)
+    times: dict[str, list[tuple[float, float]]] = {"prefix-reuse": [], "no-reuse": []}
+    hits: dict[str, int] = {}
+    for _ in range(repeats):
+        for impl, cache in (("prefix-reuse", 512 * 2**20), ("no-reuse", 0)):
+            m = TransformersChatModel("bench", model=pair, prefix_cache_bytes=cache)
+            marks = [(time.perf_counter(), time.process_time())]
+
+            def mark(_: int, marks: list[tuple[float, float]] = marks) -> None:
+                marks.append((time.perf_counter(), time.process_time()))
+
+            async with Runtime():
+                players = make_players(m, agents, GameStats(), seed=0)
+                for player in players:
+                    player.set_console_output_enabled(False)
+                await play(players, rounds=rounds, speakers=0, on_round=mark)
+            times[impl] += [(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(marks)]
+            hits[impl] = m.engine.prefix.hit_tokens if m.engine.prefix else 0
+            m.engine.close()
+    for impl, values in times.items():
+        emit("demo_round", impl, agents, statistics.median(w for w, _ in values), "s",
+             cpu_s=round(statistics.median(c for _, c in values), 2), rounds=rounds,
+             repeats=repeats, wall_runs=[round(w, 1) for w, _ in values],
+             cpu_runs=[round(c, 1) for _, c in values], cached_prompt_tokens=hits[impl])
+    (w0, c0), (w1, c1) = ([statistics.median(x[k] for x in times[impl]) for k in (0, 1)]
+                          for impl in ("no-reuse", "prefix-reuse"))
+    emit("demo_round_saving", "prefix-reuse", agents, 100 * (1 - c1 / c0), "% cpu",
+         wall_pct=round(100 * (1 - w1 / w0), 1))
+
+
 def chunked_prefill(model: Any, running: int = 8, tokens: int = 48,
-                    newcomer: int = 2000, repeats: int = 1) -> None:
+                    newcomer: int = 2000, repeats: int = 1,
+                    variants: list[str] | None = None) -> None:
     import threading
 
     from agentplex.model import TransformersChatModel
@@ -281,23 +339,30 @@ def chunked_prefill(model: Any, running: int = 8, tokens: int = 48,
     def p95(values: list[float]) -> float:
         return statistics.quantiles(values, n=20)[-1]
 
-    variants = {"alone": (None, False), "join-chunked": (None, True),
-                "join-one-piece": (10**6, True)}
-    figures: dict[str, float] = {}
-    for impl, (chunk, join) in variants.items():
-        values = []
-        for _ in range(repeats):
+    every = {"alone": (None, False), "join-chunked": (None, True),
+             "join-one-piece": (10**6, True)}
+    chosen = variants or list(every)
+    runs: dict[str, list[float]] = {impl: [] for impl in chosen}
+    for _ in range(repeats):  # the variants in turn, so that machine noise hits all alike
+        for impl in chosen:
+            chunk, join = every[impl]
             m = TransformersChatModel("bench", model=pair, prefix_cache_bytes=0,
                                       prefill_chunk=chunk)
-            values.append(p95(gaps(m.engine, join)))
+            runs[impl].append(p95(gaps(m.engine, join)))
             m.engine.close()
-        figures[impl] = statistics.median(values)
-        emit("chunked_p95_gap", impl, running, 1000 * figures[impl], "ms",
-             newcomer_tokens=len(long_ids) if join else 0)
-    emit("chunked_p95_ratio", "join-chunked", running,
-         figures["join-chunked"] / figures["alone"], "x", target="<= 2")
-    emit("chunked_p95_ratio", "join-one-piece", running,
-         figures["join-one-piece"] / figures["alone"], "x")
+    figures = {impl: statistics.median(values) for impl, values in runs.items()}
+    for impl, value in figures.items():
+        emit("chunked_p95_gap", impl, running, 1000 * value, "ms",
+             runs_ms=[round(1000 * v) for v in runs[impl]],
+             newcomer_tokens=len(long_ids) if every[impl][1] else 0)
+    if "alone" not in figures:
+        return
+    for impl in ("join-chunked", "join-one-piece"):
+        if impl in figures:
+            per_run = [j / a for j, a in zip(runs[impl], runs["alone"], strict=True)]
+            emit("chunked_p95_ratio", impl, running, figures[impl] / figures["alone"], "x",
+                 runs_x=[round(x, 2) for x in per_run],
+                 **({"target": "<= 2"} if impl == "join-chunked" else {}))
 
 
 async def throughput(model: Any, ns: list[int], args: argparse.Namespace) -> None:

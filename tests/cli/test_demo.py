@@ -45,6 +45,16 @@ def test_model_options_are_json_or_text() -> None:
                                               "device": "cuda:1", "stop": ["x"]}
 
 
+def test_demo_model_options_reach_the_model(tmp_path: Path) -> None:
+    """``--option`` goes to ``init_chat_model`` (a scripted model refuses an unknown one)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentplex", "demo", "--agents", "2", "--rounds", "1",
+         "--model", "scripted:hello", "--option", "no_such_option=1",
+         "--runs-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "no_such_option" in proc.stderr + proc.stdout
+
+
 @pytest.mark.anyio
 async def test_players_prompts_keep_the_newest_within_budget() -> None:
     from agentplex.cli._demo import GameStats, Player, scripted_players_model

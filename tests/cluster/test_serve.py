@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 
 import httpx
@@ -62,6 +63,18 @@ def test_llama_cpp_commands() -> None:
         assert module[3:] == ["--model", "/models/smol.gguf", "--model_alias", "qwen",
                               "--host", "127.0.0.1", "--port", "8123", "--n_gpu_layers", "0",
                               "--n_ctx", "8192", "--api_key", "k"]
+
+
+def test_engines_run_on_the_interpreter_named_for_them(monkeypatch: pytest.MonkeyPatch
+                                                       ) -> None:
+    monkeypatch.setenv("AGENTPLEX_VLLM_PYTHON", "/opt/vllm/bin/python")
+    monkeypatch.setenv("AGENTPLEX_LLAMA_CPP_PYTHON", "/opt/llama/bin/python")
+    assert engine_command(config("vllm"))[0] == "/opt/vllm/bin/python"
+    llama = config("llama.cpp", model="/models/smol.gguf", gpus=0, gpu_memory_fraction=None)
+    if not any(Path(p, "llama-server").exists() for p in os.get_exec_path()):
+        assert engine_command(llama)[:3] == ["/opt/llama/bin/python", "-m", "llama_cpp.server"]
+    assert engine_command(config("sglang"))[0] == sys.executable  # not set: this one
+    assert engine_command(config("agentplex"))[0] == sys.executable
 
 
 def test_agentplex_command() -> None:

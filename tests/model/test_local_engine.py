@@ -106,20 +106,26 @@ def test_prefix_reuse_gives_the_same_tokens(pair: tuple[Any, Any]) -> None:
         reused.close()
 
 
-def test_chunked_prefill_joins_without_changing_tokens(pair: tuple[Any, Any]) -> None:
+@pytest.mark.parametrize("cached", [False, True])
+def test_chunked_prefill_joins_without_changing_tokens(pair: tuple[Any, Any],
+                                                       cached: bool) -> None:
     running = prompts(4, shared=0, own=30, seed=2)
     long = prompts(1, shared=0, own=600, seed=3)
     alone = engine(pair, prefix_cache_bytes=0)
-    chunked = engine(pair, prefix_cache_bytes=0, prefill_chunk=64)
+    chunked = engine(pair, prefix_cache_bytes=64 * 2**20 if cached else 0, prefill_chunk=64)
     try:
         expected = [r.generated for r in run(alone, running, 40)]
         expected += [r.generated for r in run(alone, long, 40)]
+        if cached:  # the long prompt's first 288 tokens (9 blocks) are in the cache
+            run(chunked, [long[0][:300]], 1)
         got = run(chunked, running, 40, late=long)
         assert [r.generated for r in got] == expected
-        assert chunked.chunks >= 600 // 64
+        assert chunked.chunks >= (600 - 288 * cached) // 64
+        if cached:
+            assert chunked.prefix is not None and chunked.prefix.hit_tokens >= 288
         # the forward time splits into prompts (chunks included) and decode steps
         assert 0 < chunked.prefill_seconds < chunked.forward_seconds
-        assert chunked.prefill_tokens >= 4 * 30 + 600
+        assert chunked.prefill_tokens >= 4 * 30 + 600 - 288 * cached
     finally:
         alone.close()
         chunked.close()

@@ -230,7 +230,7 @@ class OpenAIServer:
             if body.stream:
                 stream = _as_stream(result)
                 first = await anext(stream)
-                self.metrics.ttft.labels(name).observe(time.perf_counter() - started)
+                self.metrics.first_token(name, time.perf_counter() - started)
                 writer = ChunkWriter(name, include_usage=bool(
                     body.stream_options and body.stream_options.include_usage),
                     logprobs=bool(body.logprobs))
@@ -244,7 +244,7 @@ class OpenAIServer:
             return self._failed(name, _model_error(exc))
         self.admission.release()
         seconds = time.perf_counter() - started
-        self.metrics.ttft.labels(name).observe(seconds)
+        self.metrics.first_token(name, seconds)
         self._answered(name, 200, response, seconds)
         answer = completion(response, name, logprobs=bool(body.logprobs))
         return Response(answer.model_dump_json(exclude_none=True), media_type=_JSON)

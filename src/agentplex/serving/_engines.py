@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ __all__ = [
     "engine_command",
     "free_port",
     "health_path",
+    "python_variable",
 ]
 
 log = logging.getLogger("agentplex.serving")
@@ -68,8 +70,16 @@ class EngineConfig(BaseModel):
     """Appended to the command line as they are."""
 
 
-def _python_module(module: str) -> list[str]:
-    return [sys.executable, "-m", module]
+def python_variable(engine: str) -> str:
+    """The environment variable naming the interpreter that runs ``engine``'s server
+    (``AGENTPLEX_VLLM_PYTHON``, ``AGENTPLEX_SGLANG_PYTHON``, ``AGENTPLEX_LLAMA_CPP_PYTHON``):
+    an engine is often installed in a virtual environment of its own."""
+    return f"AGENTPLEX_{engine.upper().replace('.', '_')}_PYTHON"
+
+
+def _python_module(module: str, engine: str = "agentplex") -> list[str]:
+    python = os.environ.get(python_variable(engine)) if engine != "agentplex" else None
+    return [python or sys.executable, "-m", module]
 
 
 def _agentplex(c: EngineConfig) -> list[str]:
@@ -90,31 +100,34 @@ def _agentplex(c: EngineConfig) -> list[str]:
     return cmd
 
 
-def _vllm(c: EngineConfig) -> list[str]:
-    cmd = [*_python_module("vllm.entrypoints.openai.api_server"), "--model", c.model,
+@dataclass(frozen=True)
+class _GpuServerFlags:
+    """How a GPU engine's server (vLLM, SGLang) spells the arguments they share."""
+
+    engine: str
+    module: str
+    model: str
+    tensor_parallel: str
+    max_model_len: str
+    memory_fraction: str
+
+
+_VLLM = _GpuServerFlags("vllm", "vllm.entrypoints.openai.api_server", "--model",
+                        "--tensor-parallel-size", "--max-model-len", "--gpu-memory-utilization")
+_SGLANG = _GpuServerFlags("sglang", "sglang.launch_server", "--model-path", "--tp-size",
+                          "--context-length", "--mem-fraction-static")
+
+
+def _gpu_server(c: EngineConfig, flags: _GpuServerFlags) -> list[str]:
+    cmd = [*_python_module(flags.module, flags.engine), flags.model, c.model,
            "--served-model-name", c.served_name, "--host", c.host, "--port", str(c.port),
-           "--tensor-parallel-size", str(max(c.gpus, 1))]
+           flags.tensor_parallel, str(max(c.gpus, 1))]
     if c.dtype:
         cmd += ["--dtype", c.dtype]
     if c.max_model_len:
-        cmd += ["--max-model-len", str(c.max_model_len)]
+        cmd += [flags.max_model_len, str(c.max_model_len)]
     if c.gpu_memory_fraction:
-        cmd += ["--gpu-memory-utilization", f"{c.gpu_memory_fraction:.3f}"]
-    if c.api_key:
-        cmd += ["--api-key", c.api_key]
-    return cmd
-
-
-def _sglang(c: EngineConfig) -> list[str]:
-    cmd = [*_python_module("sglang.launch_server"), "--model-path", c.model,
-           "--served-model-name", c.served_name, "--host", c.host, "--port", str(c.port),
-           "--tp-size", str(max(c.gpus, 1))]
-    if c.dtype:
-        cmd += ["--dtype", c.dtype]
-    if c.max_model_len:
-        cmd += ["--context-length", str(c.max_model_len)]
-    if c.gpu_memory_fraction:
-        cmd += ["--mem-fraction-static", f"{c.gpu_memory_fraction:.3f}"]
+        cmd += [flags.memory_fraction, f"{c.gpu_memory_fraction:.3f}"]
     if c.api_key:
         cmd += ["--api-key", c.api_key]
     return cmd
@@ -131,7 +144,7 @@ def _llama_cpp(c: EngineConfig, binary: str | None) -> list[str]:
         if c.api_key:
             cmd += ["--api-key", c.api_key]
         return cmd
-    cmd = [*_python_module("llama_cpp.server"), "--model", c.model, "--model_alias",
+    cmd = [*_python_module("llama_cpp.server", "llama.cpp"), "--model", c.model, "--model_alias",
            c.served_name, "--host", c.host, "--port", str(c.port), "--n_gpu_layers",
            "-1" if c.gpus else "0"]
     if c.max_model_len:
@@ -150,9 +163,9 @@ def engine_command(config: EngineConfig, *, llama_server: str | None = None) -> 
     if config.engine == "agentplex":
         cmd = _agentplex(config)
     elif config.engine == "vllm":
-        cmd = _vllm(config)
+        cmd = _gpu_server(config, _VLLM)
     elif config.engine == "sglang":
-        cmd = _sglang(config)
+        cmd = _gpu_server(config, _SGLANG)
     else:
         cmd = _llama_cpp(config, llama_server or shutil.which("llama-server"))
     return [*cmd, *config.extra_args]

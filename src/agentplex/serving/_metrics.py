@@ -46,16 +46,30 @@ class ServerMetrics:
             "agentplex_request_duration_seconds", "Seconds from a request's arrival to its end.",
             ["model"], buckets=_LATENCY_BUCKETS, **reg)
 
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, kept (looking the labels up costs a lock each time)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def first_token(self, model: str, seconds: float) -> None:
+        """Observe one request's time to first token."""
+        self._child(self.ttft, model).observe(seconds)
+
     def answered(self, model: str, status: int, prompt: int = 0, completion: int = 0,
                  seconds: float | None = None) -> None:
         """Count one finished request."""
-        self.requests.labels(model, str(status)).inc()
+        self._child(self.requests, model, str(status)).inc()
         if prompt:
-            self.prompt_tokens.labels(model).inc(prompt)
+            self._child(self.prompt_tokens, model).inc(prompt)
         if completion:
-            self.completion_tokens.labels(model).inc(completion)
+            self._child(self.completion_tokens, model).inc(completion)
         if seconds is not None:
-            self.duration.labels(model).observe(seconds)
+            self._child(self.duration, model).observe(seconds)
 
     def render(self) -> bytes:
         """Every metric in Prometheus' text exposition format."""

@@ -8,7 +8,7 @@ import contextlib
 import signal
 import socket
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from ..model import ChatModelBase
 from ._app import create_app
@@ -28,6 +28,62 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _HeldHead:
+    """Stands in for a connection's transport: a response's head (its status line and
+    headers, which uvicorn writes on their own) is held back and written with the first part
+    of the body, so that a response is one write — one packet, one wake-up of the client —
+    instead of two. Informational heads (``100 Continue``) go out at once."""
+
+    __slots__ = ("_held", "_transport")
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._held = b""
+
+    def write(self, data: bytes) -> None:
+        if data.startswith(b"HTTP/1.") and data[9:10] != b"1":
+            self._held += data
+            return
+        if self._held:
+            data, self._held = self._held + data, b""
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        if self._held:
+            data, self._held = self._held, b""
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def _protocol() -> Any:
+    """uvicorn's httptools protocol writing each response in one piece (``"auto"``, its
+    default, when httptools is missing)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return "auto"
+
+    class OneWrite(HttpToolsProtocol):
+        held: _HeldHead
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self.held = _HeldHead(transport)
+            self.transport = cast(Any, self.held)
+
+        def on_response_complete(self) -> None:
+            self.held.flush()  # a HEAD request's answer has no body to carry its head
+            super().on_response_complete()
+
+    return OneWrite
+
+
 def _uvicorn_server(app: Any, log_level: str) -> Any:
     import uvicorn
 
@@ -37,7 +93,8 @@ def _uvicorn_server(app: Any, log_level: str) -> Any:
             yield  # the host program owns its signals
 
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, http=_protocol(),
+                            proxy_headers=False)  # the app never looks at client addresses
     return _Server(config)
 
 

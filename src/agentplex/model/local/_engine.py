@@ -109,8 +109,9 @@ class _Chunked:
 
     req: GenerationRequest
     done: int = 0
-    past: Any = None
-    """Per layer ``(keys, values)`` of the prompt so far, ``[1, heads, done, dim]``."""
+    cache: Any = None
+    """The keys and values of the prompt so far (a ``DynamicCache`` of one row, ``done``
+    tokens, no padding), extended in place by the next chunk."""
 
 
 class BatchEngine:
@@ -327,6 +328,12 @@ class BatchEngine:
                 layers.append((keys, values))
             cache = DynamicCache(layers)
         positions = self._positions(mask)[:, width_past:]
+        return self._prefill_forward(reqs, ids, mask, positions, cache,
+                                     sum(len(x) for x in new_ids))
+
+    def _prefill_forward(self, reqs: list[GenerationRequest], ids: Any, mask: Any,
+                         positions: Any, cache: Any, computed: int) -> tuple[_Batch, Any]:
+        """Run one prefill forward pass, counting its cost; the batch and last logits."""
         started = time.perf_counter()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
@@ -335,7 +342,6 @@ class BatchEngine:
         self.forward_seconds += seconds
         self.prefill_seconds += seconds
         self.steps += 1
-        computed = sum(len(x) for x in new_ids)
         self.prefill_tokens += computed
         self._cost.observe(computed, seconds)
         return _Batch(reqs, out.past_key_values, mask, None), out.logits[:, -1, :]
@@ -374,19 +380,30 @@ class BatchEngine:
         if req.cancelled:
             self._finish(req, "cancelled")
             return None
-        if item.past is None and item.done == 0 and self.prefix is not None:
-            chain = self.prefix.match(req.prompt_ids, len(req.prompt_ids) - 1)
-            if chain:
-                item.past = PrefixCache.assemble(chain)
-                item.done = len(chain) * self.prefix.block_size
-                self.prefix.hit_tokens += item.done
-        end = min(len(req.prompt_ids), item.done + self._chunk_size())
-        batch, logits = self._forward([req], [item.past], [item.done],
-                                      [req.prompt_ids[item.done:end]])
+        size = self._chunk_size()
+        if item.cache is None:  # the first chunk: after the cached prefix, if any
+            past = None
+            if self.prefix is not None:
+                chain = self.prefix.match(req.prompt_ids, len(req.prompt_ids) - 1)
+                if chain:
+                    past = PrefixCache.assemble(chain)
+                    item.done = len(chain) * self.prefix.block_size
+                    self.prefix.hit_tokens += item.done
+            end = min(len(req.prompt_ids), item.done + size)
+            batch, logits = self._forward([req], [past], [item.done],
+                                          [req.prompt_ids[item.done:end]])
+        else:  # the next chunk extends the cache of the last (no copy into a new one)
+            end = min(len(req.prompt_ids), item.done + size)
+            device = self.model.device
+            ids = torch.tensor([req.prompt_ids[item.done:end]], device=device)
+            mask = torch.ones((1, end), dtype=torch.long, device=device)
+            positions = torch.arange(item.done, end, device=device)[None]
+            batch, logits = self._prefill_forward([req], ids, mask, positions, item.cache,
+                                                  end - item.done)
         self.chunks += 1
         item.done = end
         if end < len(req.prompt_ids):
-            item.past = [(layer.keys[0], layer.values[0]) for layer in batch.cache.layers]
+            item.cache = batch.cache
             return None
         batch.mask = torch.ones_like(batch.mask)
         self._remember(batch)
@@ -525,6 +542,8 @@ class BatchEngine:
 
         if old is None:
             return new
+        if all(r.finish_reason is not None for r in new.reqs):
+            return old  # done at their first token (or cancelled): nothing to decode
         width = max(old.mask.shape[1], new.mask.shape[1])
 
         def pad(t: Any, dim: int) -> Any:
