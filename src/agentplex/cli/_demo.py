@@ -111,7 +111,9 @@ class Player(AgentBase):
             self.memory.append(m)
 
     async def _prompt(self, instruction: str, history: bool = True) -> list[dict[str, str]]:
-        system = Msg("system", f"You are {self.name}. {self.persona} {RULES}", "system")
+        # the rules first: every player's prompt then starts with the same tokens, whose
+        # keys and values the local engine computes once (its prefix cache)
+        system = Msg("system", f"{RULES} You are {self.name}. {self.persona}", "system")
         heard = [Msg("user", line, "user") for line in (self._heard() if history else [])]
         ask = Msg("user", instruction, "user")
         kept = await self.context.fit(self.model, [system, *heard, ask],
