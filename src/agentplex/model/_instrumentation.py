@@ -88,9 +88,10 @@ async def instrumented_call(
     if structured_model is not None:
         call["structured_model"] = structured_model
     payload = request_payload(call | kwargs)
-    captured = content_attribute(payload.get("messages"))
-    if captured is not None:
-        span.set_attribute("gen_ai.input.messages", captured)
+    if span.is_recording():  # sampled: the content too, when captured
+        captured = content_attribute(payload.get("messages"))
+        if captured is not None:
+            span.set_attribute("gen_ai.input.messages", captured)
     # Keyed by the asking actor too: concurrent agents may send identical requests, and
     # each must get its own recorded answer back.
     key = request_key(model.model_name, [current_actor(), payload]) if run is not None else ""
@@ -189,7 +190,7 @@ def _failed(span: Any, run: Run | None, key: str, chunks: list[ChatResponse],
 
 def _finish(span: Any, run: Run | None, key: str, chunks: list[ChatResponse]) -> None:
     last = chunks[-1] if chunks else None
-    if last is not None:
+    if last is not None and span.is_recording():
         span.set_attribute("gen_ai.response.id", last.id)
         if last.finish_reason:
             span.set_attribute("gen_ai.response.finish_reasons", [last.finish_reason])

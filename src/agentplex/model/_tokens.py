@@ -67,7 +67,10 @@ def estimate_tokens(messages: Sequence[Msg | dict[str, Any]],
                 json.dumps(content, ensure_ascii=False, default=str))
             continue
         chars += len(msg.name)
-        for block in msg.get_content_blocks():
+        if isinstance(msg.content, str):  # one text block, without building it
+            chars += len(msg.content)
+            continue
+        for block in msg.content:
             c, f = _block_chars(block)
             chars, fixed = chars + c, fixed + f
     if tools:
