@@ -111,14 +111,18 @@ class Player(AgentBase):
             self.memory.append(m)
 
     async def _prompt(self, instruction: str, history: bool = True) -> list[dict[str, str]]:
-        system = Msg("system", f"You are {self.name}. {self.persona} {RULES}", "system")
-        heard = [Msg("user", line, "user") for line in (self._heard() if history else [])]
-        ask = Msg("user", instruction, "user")
-        kept = await self.context.fit(self.model, [system, *heard, ask],
-                                      agent_name=self.name)
-        history_text = "\n".join(m.get_text_content() or "" for m in kept[1:-1])
+        system = f"You are {self.name}. {self.persona} {RULES}"
+        lines = self._heard() if history else []
+        if not self.context.fits_as_text(self.model, [("system", system),
+                                                      *(("user", line) for line in lines),
+                                                      ("user", instruction)]):
+            kept = await self.context.fit(self.model, [
+                Msg("system", system, "system"), *(Msg("user", line, "user") for line in lines),
+                Msg("user", instruction, "user")], agent_name=self.name)
+            lines = [m.get_text_content() or "" for m in kept[1:-1]]
+        history_text = "\n".join(lines)
         return [
-            {"role": "system", "content": system.get_text_content() or ""},
+            {"role": "system", "content": system},
             {"role": "user", "content": f"{history_text}\n\n{instruction}".strip()},
         ]
 
