@@ -16,7 +16,7 @@ from agentplex.model import (
     OpenAIMultiAgentFormatter,
     ScriptedChatModel,
 )
-from agentplex.model.lowlevel import estimate_tokens
+from agentplex.model.lowlevel import estimate_text_tokens, estimate_tokens
 from agentplex.runtime import Runtime
 
 pytestmark = pytest.mark.anyio
@@ -79,6 +79,22 @@ async def test_truncation_keeps_system_and_newest_turns() -> None:
                 if isinstance(b, ToolResultBlock)}
     assert calls == answered  # no call without its result, no result without its call
     assert model.counts <= 4
+
+
+async def test_text_known_to_fit_is_what_fit_keeps_whole() -> None:
+    texts = [("system", "You are helpful."), ("user", "host: hello " * 5),
+             ("user", "question é " * 9)]
+    msgs = [Msg(name, text, "system" if name == "system" else "user") for name, text in texts]
+    assert estimate_text_tokens(texts) == estimate_tokens(msgs)
+    model = ScriptedChatModel(["ok"])  # counts by estimate
+    total = estimate_tokens(msgs)
+    for budget in (total - 1, total, total + 1):
+        policy = TruncationPolicy(budget)
+        policy.dropped = 7
+        fits = policy.fits_as_text(model, texts)
+        assert fits == (await TruncationPolicy(budget).fit(model, msgs) == msgs)
+        assert policy.dropped == (0 if fits else 7)
+    assert not TruncationPolicy(10_000).fits_as_text(WordCounting(["ok"]), texts)
 
 
 async def test_the_newest_turn_is_kept_even_when_too_long() -> None:

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,6 +69,27 @@ async def test_players_prompts_keep_the_newest_within_budget() -> None:
     assert "round note 39" in user["content"] and "round note 0 " not in user["content"]
     assert user["content"].endswith("Your guess?")
     assert estimate_tokens([system, user]) <= 120
+
+
+@pytest.mark.anyio
+async def test_a_prompt_known_to_fit_is_the_prompt_fit_keeps() -> None:
+    from agentplex.cli._demo import GameStats, Player, scripted_players_model
+    from agentplex.message import Msg
+    from agentplex.model import ScriptedChatModel
+
+    class Counted(ScriptedChatModel):  # counts as the others do, but not known to
+        async def count_tokens(self, *args: Any, **kwargs: Any) -> int:
+            return await super().count_tokens(*args, **kwargs)
+
+    players = [Player("Player1", model, GameStats(), max_input_tokens=budget)
+               for model in (scripted_players_model(), Counted([]))
+               for budget in (320, 120)]
+    for player in players:
+        for i in range(12):
+            await player.observe(Msg(f"Player{i % 3 + 2}", f"note {i} " + "blah " * 6, "user"))
+    prompts = [await p._prompt("Your guess?") for p in players]
+    assert prompts[0] == prompts[2] and prompts[1] == prompts[3] and prompts[0] != prompts[1]
+    assert [p.context.dropped for p in players] == [0, 9, 0, 9]
 
 
 @pytest.mark.timeout(600)

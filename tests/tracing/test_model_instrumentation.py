@@ -114,3 +114,29 @@ async def test_a_retried_call_replays_its_failed_attempts(tmp_path: Path) -> Non
         assert (await collect(await replay(HISTORY))).text == ANSWER
     assert silent.calls == []
     assert len(chat_spans(replayed)) == 2  # the recorded failure is retried again
+
+
+async def test_a_structured_call_is_keyed_by_its_whole_request(tmp_path: Path) -> None:
+    """The key of a structured call digests the request with its schema, whatever text the
+    request holds (here the mark the schema's text is spliced in at, too)."""
+    from pydantic import BaseModel
+
+    from agentplex.model._instrumentation import request_payload
+    from agentplex.tracing._run import load_recording, request_key
+
+    class Pick(BaseModel):
+        """A pick, é."""
+
+        number: int = 0
+
+    mark = "\x00agentplex structured model\x00"
+    model = ScriptedChatModel(['{"number": 3}'], cycle=True, model_name="a")
+    histories = [[{"role": "user", "content": text}] for text in ("pick", mark, f'"{mark}"')]
+    async with experiment("keys", runs_dir=tmp_path) as run:
+        for history in histories:
+            for structured in (Pick, None):
+                await model(history, structured_model=structured, seed=1)
+    expected = [request_key("a", [None, request_payload(
+        {"messages": h, **({"structured_model": s} if s else {}), "seed": 1})])
+        for h in histories for s in (Pick, None)]
+    assert sorted(load_recording(run.dir)) == sorted(expected)

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..message import Msg, ToolResultBlock, ToolUseBlock
 from ..model import ChatModelBase, collect
-from ..model.lowlevel import estimate_tokens
+from ..model.lowlevel import TokenCounting, estimate_text_tokens, estimate_tokens
 
 __all__ = ["TruncationPolicy", "turn_groups"]
 
@@ -98,6 +98,17 @@ class TruncationPolicy:
             kept = assemble()
         self.dropped = len(prompt) - lead - sum(len(g) for g in groups[len(groups) - keep:])
         return kept
+
+    def fits_as_text(self, model: ChatModelBase, messages: Sequence[tuple[str, str]]) -> bool:
+        """Whether text messages given as ``(name, text)`` pairs are known to fit whole,
+        without building them: true only for a model that counts by :func:`estimate_tokens`
+        (``fit`` would then keep every message). Sets :attr:`dropped` to 0 when true."""
+        if type(model).count_tokens is not TokenCounting.count_tokens:
+            return False
+        if estimate_text_tokens(messages) > self.max_input_tokens:
+            return False
+        self.dropped = 0
+        return True
 
     async def _summary_of(self, model: ChatModelBase, dropped: list[Msg], agent_name: str
                           ) -> Msg | None:

@@ -113,14 +113,18 @@ class Player(AgentBase):
     async def _prompt(self, instruction: str, history: bool = True) -> list[dict[str, str]]:
         # the rules first: every player's prompt then starts with the same tokens, whose
         # keys and values the local engine computes once (its prefix cache)
-        system = Msg("system", f"{RULES} You are {self.name}. {self.persona}", "system")
-        heard = [Msg("user", line, "user") for line in (self._heard() if history else [])]
-        ask = Msg("user", instruction, "user")
-        kept = await self.context.fit(self.model, [system, *heard, ask],
-                                      agent_name=self.name)
-        history_text = "\n".join(m.get_text_content() or "" for m in kept[1:-1])
+        system = f"{RULES} You are {self.name}. {self.persona}"
+        lines = self._heard() if history else []
+        if not self.context.fits_as_text(self.model, [("system", system),
+                                                      *(("user", line) for line in lines),
+                                                      ("user", instruction)]):
+            kept = await self.context.fit(self.model, [
+                Msg("system", system, "system"), *(Msg("user", line, "user") for line in lines),
+                Msg("user", instruction, "user")], agent_name=self.name)
+            lines = [m.get_text_content() or "" for m in kept[1:-1]]
+        history_text = "\n".join(lines)
         return [
-            {"role": "system", "content": system.get_text_content() or ""},
+            {"role": "system", "content": system},
             {"role": "user", "content": f"{history_text}\n\n{instruction}".strip()},
         ]
 

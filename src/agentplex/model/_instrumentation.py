@@ -21,6 +21,8 @@ from ..tracing.lowlevel import (
     content_attribute,
     current_actor,
     end_span,
+    request_digest,
+    request_json,
     request_key,
     start_chat_span,
     use_span,
@@ -53,6 +55,9 @@ def request_payload(call: dict[str, Any]) -> dict[str, Any]:
 
 _schemas: weakref.WeakKeyDictionary[type[BaseModel], dict[str, Any]] = (
     weakref.WeakKeyDictionary())
+_encoded: weakref.WeakKeyDictionary[type[BaseModel], str] = weakref.WeakKeyDictionary()
+_MARK = "\x00agentplex structured model\x00"
+_MARK_JSON = request_json(_MARK)
 
 
 def _schema(cls: type[BaseModel]) -> dict[str, Any]:
@@ -62,6 +67,21 @@ def _schema(cls: type[BaseModel]) -> dict[str, Any]:
     if schema is None:
         schema = _schemas[cls] = cls.model_json_schema()
     return schema
+
+
+def _request_key(model: str, payload: dict[str, Any],
+                 structured_model: type[BaseModel] | None) -> str:
+    """``request_key(model, [current_actor(), payload])``, with the structured model's part
+    encoded once per class and spliced in (the same text, a fraction of the work)."""
+    if structured_model is None:
+        return request_key(model, [current_actor(), payload])
+    text = request_json([model, [current_actor(), {**payload, "structured_model": _MARK}]])
+    if text.count(_MARK_JSON) != 1:  # the request's own text holds the mark too
+        return request_key(model, [current_actor(), payload])
+    part = _encoded.get(structured_model)
+    if part is None:
+        part = _encoded[structured_model] = request_json(payload["structured_model"])
+    return request_digest(text.replace(_MARK_JSON, part))
 
 
 async def instrumented_call(
@@ -88,12 +108,13 @@ async def instrumented_call(
     if structured_model is not None:
         call["structured_model"] = structured_model
     payload = request_payload(call | kwargs)
-    captured = content_attribute(payload.get("messages"))
-    if captured is not None:
-        span.set_attribute("gen_ai.input.messages", captured)
+    if span.is_recording():  # sampled: the content too, when captured
+        captured = content_attribute(payload.get("messages"))
+        if captured is not None:
+            span.set_attribute("gen_ai.input.messages", captured)
     # Keyed by the asking actor too: concurrent agents may send identical requests, and
     # each must get its own recorded answer back.
-    key = request_key(model.model_name, [current_actor(), payload]) if run is not None else ""
+    key = _request_key(model.model_name, payload, structured_model) if run is not None else ""
     if run is not None:
         run.model_used(model.provider, model.model_name)
     stream = bool(kwargs.get("stream", model.stream))
@@ -189,7 +210,7 @@ def _failed(span: Any, run: Run | None, key: str, chunks: list[ChatResponse],
 
 def _finish(span: Any, run: Run | None, key: str, chunks: list[ChatResponse]) -> None:
     last = chunks[-1] if chunks else None
-    if last is not None:
+    if last is not None and span.is_recording():
         span.set_attribute("gen_ai.response.id", last.id)
         if last.finish_reason:
             span.set_attribute("gen_ai.response.finish_reasons", [last.finish_reason])

@@ -23,7 +23,7 @@ from ..message import (
     VideoBlock,
 )
 
-__all__ = ["CHARS_PER_TOKEN", "TokenCounting", "estimate_tokens"]
+__all__ = ["CHARS_PER_TOKEN", "TokenCounting", "estimate_text_tokens", "estimate_tokens"]
 
 CHARS_PER_TOKEN = 4.0
 """The usual ratio for English text and code under BPE tokenizers."""
@@ -67,12 +67,22 @@ def estimate_tokens(messages: Sequence[Msg | dict[str, Any]],
                 json.dumps(content, ensure_ascii=False, default=str))
             continue
         chars += len(msg.name)
-        for block in msg.get_content_blocks():
+        if isinstance(msg.content, str):  # one text block, without building it
+            chars += len(msg.content)
+            continue
+        for block in msg.content:
             c, f = _block_chars(block)
             chars, fixed = chars + c, fixed + f
     if tools:
         chars += len(json.dumps(list(tools), ensure_ascii=False))
     return fixed + math.ceil(chars / CHARS_PER_TOKEN)
+
+
+def estimate_text_tokens(messages: Sequence[tuple[str, str]]) -> int:
+    """:func:`estimate_tokens` of text messages given as ``(name, text)`` pairs, without
+    building them."""
+    chars = sum(len(name) + len(text) for name, text in messages)
+    return _PER_MESSAGE * len(messages) + math.ceil(chars / CHARS_PER_TOKEN)
 
 
 class TokenCounting:

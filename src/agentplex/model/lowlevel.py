@@ -11,10 +11,12 @@ into a history; :func:`multi_agent_layout` is the multi-agent formatters' layout
 from ._formatters import multi_agent_layout
 from ._runnable import to_messages
 from ._stream import ResponseBuilder, parse_tool_arguments
-from ._tokens import estimate_tokens
+from ._tokens import TokenCounting, estimate_text_tokens, estimate_tokens
 
 __all__ = [
     "ResponseBuilder",
+    "TokenCounting",
+    "estimate_text_tokens",
     "estimate_tokens",
     "multi_agent_layout",
     "parse_tool_arguments",

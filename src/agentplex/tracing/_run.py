@@ -60,6 +60,8 @@ __all__ = [
     "join_run",
     "outgoing_run",
     "record_received",
+    "request_digest",
+    "request_json",
     "request_key",
     "transcribe",
 ]
@@ -86,7 +88,17 @@ class ReplayMissing(LookupError):
 
 def request_key(model: str, payload: Any) -> str:
     """A stable digest of one model request (the model and its JSON-able arguments)."""
-    text = json.dumps([model, payload], sort_keys=True, ensure_ascii=False, default=str)
+    return request_digest(request_json([model, payload]))
+
+
+def request_json(value: Any) -> str:
+    """``value`` as the JSON text a request key digests (nested values encode alike, so a
+    part known in advance may be spliced in)."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def request_digest(text: str) -> str:
+    """The request key of the JSON text of ``[model, payload]``."""
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 

@@ -14,6 +14,8 @@ from ._run import (
     answer_received,
     flush_journal,
     record_received,
+    request_digest,
+    request_json,
     request_key,
     transcribe,
 )
@@ -47,6 +49,8 @@ __all__ = [
     "inject_context",
     "receive_context",
     "record_received",
+    "request_digest",
+    "request_json",
     "request_key",
     "send_headers",
     "set_current_actor",
