@@ -91,3 +91,25 @@ def test_schema_model_validates_by_json_schema() -> None:
     assert cls.model_validate({"x": 1, "y": 2}).model_dump() == {"x": 1, "y": 2}
     with pytest.raises(ValidationError, match="does not match the schema of Point"):
         cls.model_validate({"x": "one"})
+
+
+async def test_a_call_through_a_model_actor_counts_once_in_an_experiment(tmp_path: Any) -> None:
+    import json
+
+    from agentplex.tracing import experiment
+
+    async with experiment("remote", runs_dir=tmp_path) as run, Runtime() as rt:
+        host = await rt.spawn(ModelActor(ScriptedChatModel(["a b c"], cycle=True)), "m")
+        model = RemoteChatModel(host)
+        streaming = RemoteChatModel(host, stream=True)
+        await model([{"role": "user", "content": "hi"}])
+        await collect(await streaming([{"role": "user", "content": "hi"}]))
+        direct = ScriptedChatModel(["x"])  # a call not through an actor counts as usual
+        await direct([{"role": "user", "content": "hi"}])
+    manifest = json.loads((run.dir / "manifest.json").read_text())
+    assert manifest["totals"]["model_calls"] == 3  # not 5: the host does not count again
+    recorded = (run.dir / "recording.jsonl").read_text().splitlines()
+    assert len(recorded) == 3
+    spans = [json.loads(line)["name"] for line in (run.dir / "trace.jsonl").read_text()
+             .splitlines()]
+    assert sum(name.startswith("chat") for name in spans) == 5  # the host still traces

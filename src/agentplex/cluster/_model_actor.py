@@ -10,6 +10,7 @@ and balances several replicas by the number of requests it has outstanding on ea
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import nullcontext
 from typing import Any, ClassVar
 
 import jsonschema
@@ -24,6 +25,7 @@ from ..model import (
     collect,
     init_chat_model,
 )
+from ..model.lowlevel import counted_by_caller
 from ..runtime import Actor, ActorRef, get_runtime
 from ._balance import LeastOutstanding
 
@@ -62,8 +64,9 @@ def _request(messages: Messages, tools: list[dict[str, Any]] | None,
     if structured_model is not None:
         structured = {"name": structured_model.__name__,
                       "schema": structured_model.model_json_schema()}
+    # "counted": the caller's own instrumentation counts and records this call
     return {"messages": list(messages), "tools": tools, "tool_choice": tool_choice,
-            "structured": structured, "kwargs": kwargs}
+            "structured": structured, "kwargs": kwargs, "counted": True}
 
 
 class ModelActor(Actor):
@@ -97,14 +100,15 @@ class ModelActor(Actor):
         assert self.model is not None
         structured = request.get("structured")
         self.served += 1
-        return await self.model(
-            request["messages"],
-            tools=request.get("tools"),
-            tool_choice=request.get("tool_choice"),
-            structured_model=schema_model(structured["name"], structured["schema"])
-            if structured else None,
-            **(request.get("kwargs") or {}),
-        )
+        with counted_by_caller() if request.get("counted") else nullcontext():
+            return await self.model(
+                request["messages"],
+                tools=request.get("tools"),
+                tool_choice=request.get("tool_choice"),
+                structured_model=schema_model(structured["name"], structured["schema"])
+                if structured else None,
+                **(request.get("kwargs") or {}),
+            )
 
     async def handle_call(self, message: Any) -> Any:
         if message == "describe":

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import builtins
 import weakref
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -33,7 +35,21 @@ from ._response import ChatResponse
 if TYPE_CHECKING:
     from ._base import ChatModelBase, ChatResult, Messages, ToolChoice
 
-__all__ = ["instrumented_call", "request_payload"]
+__all__ = ["counted_by_caller", "instrumented_call", "request_payload"]
+
+_counted_elsewhere: ContextVar[bool] = ContextVar("agentplex_counted_elsewhere", default=False)
+
+
+@contextmanager
+def counted_by_caller() -> Iterator[None]:
+    """Model calls started in this block are traced but not counted or recorded by this
+    process's experiment: the caller that asked for them (a ``RemoteChatModel``) counts,
+    records and replays them, so one call is one count wherever the model runs."""
+    token = _counted_elsewhere.set(True)
+    try:
+        yield
+    finally:
+        _counted_elsewhere.reset(token)
 
 _PARAMETERS = ("temperature", "top_p", "top_k", "max_tokens", "max_new_tokens", "seed",
                "stop_sequences", "frequency_penalty", "presence_penalty")
@@ -93,7 +109,7 @@ async def instrumented_call(
     kwargs: dict[str, Any],
 ) -> ChatResult:
     """Run ``model._call`` in a ``chat`` span; inside an experiment, count, record or replay."""
-    run = active_run()
+    run = None if _counted_elsewhere.get() else active_run()
     attrs = {f"gen_ai.request.{k}": v for k, v in kwargs.items()
              if k in _PARAMETERS and isinstance(v, (int, float, str))} if kwargs else {}
     span = start_chat_span(model.model_name, model.provider, **attrs)
