@@ -132,8 +132,11 @@ def test_chunked_prefill_joins_without_changing_tokens(pair: tuple[Any, Any],
 
 
 def test_prefix_cache_is_bounded_and_evicts_leaves_first() -> None:
-    def kv_of(start: int, end: int) -> list[tuple[Any, Any]]:
-        return [(torch.zeros(2, end - start, 4), torch.zeros(2, end - start, 4))]
+    asked: list[tuple[int, int]] = []
+
+    def kv_of(start: int, end: int) -> Any:
+        asked.append((start, end))
+        return torch.zeros(1, 2, 2, end - start, 4)  # 1 layer, keys and values, 2 heads
 
     block_bytes = 2 * 2 * 4 * 4 * 4  # keys and values, 2 heads, 4 tokens, 4 dims, float32
     cache = PrefixCache(block_size=4, max_bytes=10 * block_bytes)
@@ -144,6 +147,10 @@ def test_prefix_cache_is_bounded_and_evicts_leaves_first() -> None:
     assert len(cache.match(shared + [119] * 8, 24)) == 6  # the newest is whole
     assert len(cache.match(shared + [100] * 8, 24)) == 4  # the oldest kept only the trunk
     assert len(cache.match([7] * 24, 24)) == 0
+    asked.clear()  # the newest prompt's cached head is not asked for again, its rest at once
+    cache.insert(shared + [119] * 8 + [5] * 9, 33, kv_of)
+    assert asked == [(24, 32)] and len(cache.match(shared + [119] * 8 + [5] * 8, 32)) == 8
+    assert cache.assemble(cache.match(shared + [119] * 8, 24)).shape == (1, 2, 2, 24, 4)
 
 
 async def test_logprobs_on_chat_responses(pair: tuple[Any, Any]) -> None:

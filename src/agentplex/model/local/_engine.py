@@ -315,18 +315,14 @@ class BatchEngine:
             mask[i, width_past + width_new - len(tokens):] = 1
         ids, mask = ids.to(device), mask.to(device)
         cache = DynamicCache()
-        if width_past:
+        if width_past:  # one zeroed tensor for every layer, one copy per row
             template = next(p for p in pasts if p is not None)
-            layers = []
-            for index, (k0, v0) in enumerate(template):
-                keys = k0.new_zeros((rows, k0.shape[0], width_past, k0.shape[2]))
-                values = v0.new_zeros((rows, v0.shape[0], width_past, v0.shape[2]))
-                for i, past in enumerate(pasts):
-                    if past is not None:
-                        keys[i, :, width_past - done[i]:] = past[index][0]
-                        values[i, :, width_past - done[i]:] = past[index][1]
-                layers.append((keys, values))
-            cache = DynamicCache(layers)
+            layers, _, heads, _, dims = template.shape
+            both = template.new_zeros((layers, 2, rows, heads, width_past, dims))
+            for i, past in enumerate(pasts):
+                if past is not None:
+                    both[:, :, i, :, width_past - done[i]:] = past
+            cache = DynamicCache([(both[index, 0], both[index, 1]) for index in range(layers)])
         positions = self._positions(mask)[:, width_past:]
         return self._prefill_forward(reqs, ids, mask, positions, cache,
                                      sum(len(x) for x in new_ids))
@@ -347,17 +343,38 @@ class BatchEngine:
         return _Batch(reqs, out.past_key_values, mask, None), out.logits[:, -1, :]
 
     def _remember(self, batch: _Batch) -> None:
-        """Put the prompts just computed into the prefix cache."""
+        """Put the prompts just computed into the prefix cache: the tokens not cached yet, of
+        every row and layer, are copied out of the batch's cache in one operation."""
         if self.prefix is None:
             return
-        for i, r in enumerate(batch.reqs):
-            columns = batch.mask[i].nonzero().squeeze(1)
+        import torch
 
-            def kv_of(start: int, end: int, i: int = i, columns: Any = columns) -> KV:
-                index = columns[start:end]
-                return [(layer.keys[i].index_select(1, index),
-                         layer.values[i].index_select(1, index))
-                        for layer in batch.cache.layers]
+        size = self.prefix.block_size
+        mask = batch.mask.cpu()
+        columns, spans = [], []
+        for i, r in enumerate(batch.reqs):
+            row = mask[i].nonzero().squeeze(1).tolist()
+            start = len(self.prefix.match(r.prompt_ids, len(r.prompt_ids))) * size
+            end = len(r.prompt_ids) - len(r.prompt_ids) % size
+            columns.append(row)
+            if start < end:
+                spans.append((row[start], row[end - 1] + 1))
+        if not spans:
+            return
+        lo, hi = min(s[0] for s in spans), max(s[1] for s in spans)
+        fresh = torch.stack([t for layer in batch.cache.layers
+                             for t in (layer.keys[:, :, lo:hi], layer.values[:, :, lo:hi])])
+        fresh = fresh.unflatten(0, (-1, 2))  # [layers, 2, rows, heads, tokens, head_dim]
+
+        for i, r in enumerate(batch.reqs):
+
+            def kv_of(start: int, end: int, i: int = i) -> KV:
+                first, last = columns[i][start] - lo, columns[i][end - 1] + 1 - lo
+                kv = fresh[:, :, i, :, first:last]
+                if last - first != end - start:  # across the padding: cached | new tokens
+                    index = [c - lo for c in columns[i][start:end]]
+                    kv = kv.index_select(3, torch.tensor(index, device=kv.device))
+                return kv
 
             self.prefix.insert(r.prompt_ids, len(r.prompt_ids), kv_of)
 

@@ -5,6 +5,11 @@ block before it, so a block stands for one exact prefix (a trie stored in a dict
 whose prompt starts with cached blocks — the same system prompt as other agents, or its own
 history from the previous turn — only computes the rest. The cache is bounded in bytes and
 evicts the least recently used block that no other block extends.
+
+A block's keys and values are one tensor for all layers, so that caching a prompt, joining a
+chain of blocks and copying it into a batch's cache are each a handful of tensor operations
+whatever the number of layers and blocks: on a GPU every operation is a kernel launch, and
+for a small model the launches, not the arithmetic, are what a prompt costs.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from typing import Any
 
 __all__ = ["PrefixCache"]
 
-KV = list[tuple[Any, Any]]
-"""Per layer, keys and values of shape ``[heads, tokens, head_dim]``."""
+KV = Any
+"""Keys and values of every layer, one tensor of shape ``[layers, 2, heads, tokens, head_dim]``
+(index 0 of the second axis: keys, 1: values)."""
 
 
 @dataclass(eq=False)
@@ -65,34 +71,40 @@ class PrefixCache:
 
     @staticmethod
     def assemble(chain: list[_Block]) -> KV:
-        """The keys and values of a chain, joined along the token axis."""
+        """The keys and values of a chain, joined along the token axis (one operation)."""
         import torch
 
-        layers = len(chain[0].kv)
-        return [(torch.cat([b.kv[i][0] for b in chain], dim=1),
-                 torch.cat([b.kv[i][1] for b in chain], dim=1)) for i in range(layers)]
+        return chain[0].kv if len(chain) == 1 else torch.cat([b.kv for b in chain], dim=3)
 
     def insert(self, ids: Sequence[int], upto: int,
                kv_of: Callable[[int, int], KV]) -> None:
         """Cache the full blocks of ``ids[:upto]``; ``kv_of(start, end)`` gives the keys and
-        values of tokens ``start:end`` (asked only for blocks not cached yet)."""
+        values of tokens ``start:end`` (asked once, for the blocks not cached yet)."""
         parent: _Block | None = None
         size = self.block_size
-        for start in range(0, upto - size + 1, size):
+        end = upto - upto % size
+        start = 0
+        for start in range(0, end, size):  # the cached part: walk it
             key = (parent.id if parent else 0, tuple(ids[start:start + size]))
             block = self._blocks.get(key)
             if block is None:
-                kv = [(k.clone(), v.clone()) for k, v in kv_of(start, start + size)]
-                nbytes = sum(k.numel() * k.element_size() + v.numel() * v.element_size()
-                             for k, v in kv)
-                block = _Block(next(self._ids), key, parent, kv, nbytes)
+                break
+            self._blocks.move_to_end(key)
+            parent = block
+        else:
+            start = end
+        if start < end:
+            fresh = kv_of(start, end)
+            for offset in range(0, end - start, size):  # one copy each: evicted one by one
+                kv = fresh[:, :, :, offset:offset + size].clone()
+                key = (parent.id if parent else 0,
+                       tuple(ids[start + offset:start + offset + size]))
+                block = _Block(next(self._ids), key, parent, kv, kv.numel() * kv.element_size())
                 self._blocks[key] = block
-                self.bytes += nbytes
+                self.bytes += block.nbytes
                 if parent is not None:
                     parent.children += 1
-            else:
-                self._blocks.move_to_end(key)
-            parent = block
+                parent = block
         self._evict()
 
     def _evict(self) -> None:
