@@ -364,7 +364,7 @@ class BatchEngine:
         lo, hi = min(s[0] for s in spans), max(s[1] for s in spans)
         fresh = torch.stack([t for layer in batch.cache.layers
                              for t in (layer.keys[:, :, lo:hi], layer.values[:, :, lo:hi])])
-        fresh = fresh.unflatten(0, (-1, 2))  # [layers, 2, rows, heads, tokens, head_dim]
+        fresh = fresh.view(-1, 2, *fresh.shape[1:])  # [layers, 2, rows, heads, tokens, dim]
 
         for i, r in enumerate(batch.reqs):
 
