@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -97,7 +98,7 @@ def bench_scheduler() -> None:
             s.add_node(NodeSpec(id=f"n{i}", cpus=100_000))
         for policy in ("spread", "pack"):
             c0 = time.process_time()
-            placed = s.place_many(SMALL, batch, policy=policy)  # type: ignore[arg-type]
+            placed = s.place_many(SMALL, batch, policy=policy)
             cpu = time.process_time() - c0
             emit("place_batch", f"scheduler.place_many {policy}", batch, batch / cpu,
                  "agents/s", nodes=n_nodes, us_per_node=round(cpu / n_nodes * 1e6, 1),
@@ -206,7 +207,7 @@ def bench_ray(actors: int, batch: int, restart: int) -> None:
         emit("place_ray", "ray actors", actors, None, "agents/s", skipped="ray not installed")
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(
                  [str(ROOT), str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}})
 
