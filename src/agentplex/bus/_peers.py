@@ -22,6 +22,7 @@ __all__ = ["Link", "Peers"]
 
 log = logging.getLogger("agentplex.bus")
 
+_NOBLOCK = int(zmq.NOBLOCK)  # (pyzmq's enum member costs more)
 _ANSWERS = frozenset({Op.RESULT, Op.ERROR, Op.ITEM, Op.END})
 
 
@@ -43,9 +44,9 @@ class Link:
             return False
         try:
             if len(frames) == 1:
-                self.sync.send(frames[0], zmq.NOBLOCK)
+                self.sync.send(frames[0], _NOBLOCK)
             else:
-                self.sync.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                self.sync.send_multipart(frames, _NOBLOCK, copy=False)
         except zmq.Again:
             return False
         return True
