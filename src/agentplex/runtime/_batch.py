@@ -19,7 +19,7 @@ import contextvars
 import copy
 import types
 from collections import deque
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -155,19 +155,16 @@ class Feed(Batch):
     for them) and one runner task handles them as they come, then waits for more, so a
     request from another process costs no task of its own. As in a :class:`Batch`, a
     handler that waits keeps the runner that started it and a fresh runner takes over.
-
-    ``poll``, when set, is called before the runner waits (a transport reads what arrived
-    meanwhile, often the caller's next request). :meth:`close` ends the waiting runner.
+    :meth:`close` ends the runner.
     """
 
-    __slots__ = ("_queue", "_runner", "_sleeping", "poll")
+    __slots__ = ("_queue", "_runner", "_sleeping")
 
     def __init__(self) -> None:
         super().__init__()
         self._queue: deque[ActorCell] = deque()
         self._runner: asyncio.Task[None] | None = None
         self._sleeping: asyncio.Future[None] | None = None
-        self.poll: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -211,10 +208,6 @@ class Feed(Batch):
                     if done % _YIELD_EVERY == 0:
                         await asyncio.sleep(0)
                 else:
-                    if self.poll is not None:
-                        self.poll()
-                        if queue:
-                            continue
                     wake = self._sleeping = loop.create_future()
                     await wake
                     continue
