@@ -190,26 +190,33 @@ class Calls:
     async def deliver(self, env: Envelope, timeout: float, *, fresh: bool = False) -> None:
         """Send ``env`` to the node hosting ``env.target``; its answer resolves
         ``env.waiter``. ``fresh`` asks the directory again instead of the cache."""
-        node = await self.locate(env.target, timeout, fresh=fresh)
+        node = None if fresh else self.names.get(env.target)
+        if node is None:
+            node = await self.locate(env.target, timeout, fresh=fresh)
         data = encode(env.payload)
-        header = Header(env.kind, self.node_id, None, env.target, env.sender,
-                        trace=trace_headers(env.trace, env.target, self.node_id))
-        if env.waiter is None:
+        trace = None if env.trace is None else trace_headers(env.trace, env.target,
+                                                             self.node_id)
+        waiter = env.waiter
+        if waiter is None:
             await self._tell_slot(node, timeout)
             try:
-                await self.peers.send(node, header, data, timeout)
+                await self.peers.send(node, Header(env.kind, self.node_id, None, env.target,
+                                                   env.sender, trace=trace), data, timeout)
             except BaseException:
                 self._inflight[node] -= 1
                 raise
             return
         corr = env.correlation_id = next(self._ids)
-        entry = self._pending[corr] = Pending(env.waiter, node, env)
+        entry = self._pending[corr] = Pending(waiter, node, env)
         entry.retried = fresh
-        if isinstance(env.waiter, StreamChannel):
+        if isinstance(waiter, StreamChannel):
             entry.queue = asyncio.Queue()
             entry.task = self.tasks.spawn(self._feed(corr, entry))
+        header = Header(env.kind, self.node_id, corr, env.target, env.sender, trace=trace)
         try:
-            await self.peers.send(node, header._replace(corr=corr), data, timeout)
+            frames = self.peers.try_send(node, header, data)
+            if frames is not None:
+                await self.peers.send_frames(node, header, frames, timeout)
         except BaseException:
             self._drop_pending(corr)
             raise

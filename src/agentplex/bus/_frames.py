@@ -23,7 +23,7 @@ from ..runtime import (
 )
 from ._errors import FrameError
 
-__all__ = ["KNOWN_OPS", "PROTO", "Header", "Op", "error_from_wire", "error_to_wire",
+__all__ = ["KNOWN_OPS", "PROTO", "Header", "Op", "Wire", "error_from_wire", "error_to_wire",
            "pack_header", "parse_header", "split_frames", "to_frames"]
 
 PROTO: Final = 1
@@ -82,44 +82,72 @@ class Header(NamedTuple):
 
 def pack_header(h: Header) -> bytes:
     """Encode ``h`` for the wire."""
-    return msgpack.packb(
-        [PROTO, h.op, h.src, h.corr, h.target, h.sender, h.topic, list(h.exclude), h.trace],
-        use_bin_type=True,
-    )
+    return Wire().header(h)
 
 
 def to_frames(h: Header, data: bytes) -> list[bytes]:
     """The frames of one message: ``[header+payload]`` or ``[header, payload]``."""
-    head = pack_header(h)
-    return [head + data] if len(data) < INLINE_LIMIT else [head, data]
+    return Wire().frames(h, data)
 
 
 def split_frames(frames: list[bytes]) -> tuple[Header, bytes]:
     """Parse the frames of one message (without the routing id)."""
-    if len(frames) == 2:
-        if len(frames[1]) < INLINE_LIMIT:
-            raise FrameError("a small payload in its own frame")
-        return parse_header(frames[0]), frames[1]
-    if len(frames) != 1:
-        raise FrameError(f"{len(frames)} frames")
-    data = frames[0]
-    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True,
-                                max_buffer_size=max(len(data), 1))
-    try:
-        unpacker.feed(data)
-        raw = unpacker.unpack()
-        end = unpacker.tell()
-    except Exception as exc:  # msgpack raises many types
-        raise FrameError(f"malformed header: {type(exc).__name__}") from None
-    if end > MAX_HEADER:
-        raise FrameError(f"header of {end} bytes is too large")
-    return _check_header(raw), data[end:]
+    return Wire().split(frames)
 
 
-def _opt_str(v: Any) -> str | None:
-    if v is None or isinstance(v, str):
-        return v
-    raise FrameError("expected a string or nil")
+_KEEP_BELOW: Final = INLINE_LIMIT + MAX_HEADER
+"""One-frame messages up to this size are parsed by a :class:`Wire`'s own unpacker."""
+
+
+def _unpacker(size: int) -> msgpack.Unpacker:
+    return msgpack.Unpacker(raw=False, strict_map_key=True, use_list=True,
+                            max_buffer_size=max(size, 1))
+
+
+class Wire:
+    """Packs and parses the frames of messages with a msgpack packer and unpacker of its
+    own (much cheaper than new ones per message). One per transport: it is not to be
+    shared between threads."""
+
+    __slots__ = ("_pack", "_unpacker")
+
+    def __init__(self) -> None:
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+        self._unpacker = _unpacker(_KEEP_BELOW)
+
+    def header(self, h: Header) -> bytes:
+        """Encode ``h`` for the wire."""
+        return self._pack(
+            [PROTO, h.op, h.src, h.corr, h.target, h.sender, h.topic, list(h.exclude), h.trace])
+
+    def frames(self, h: Header, data: bytes) -> list[bytes]:
+        """The frames of one message: ``[header+payload]`` or ``[header, payload]``."""
+        head = self.header(h)
+        return [head + data] if len(data) < INLINE_LIMIT else [head, data]
+
+    def split(self, frames: list[bytes]) -> tuple[Header, bytes]:
+        """Parse the frames of one message (without the routing id)."""
+        if len(frames) == 2:
+            if len(frames[1]) < INLINE_LIMIT:
+                raise FrameError("a small payload in its own frame")
+            return parse_header(frames[0]), frames[1]
+        if len(frames) != 1:
+            raise FrameError(f"{len(frames)} frames")
+        data = frames[0]
+        size = len(data)
+        unpacker = self._unpacker if size <= _KEEP_BELOW else _unpacker(size)
+        try:
+            start = unpacker.tell()
+            unpacker.feed(data)
+            raw = unpacker.unpack()
+            end = unpacker.tell() - start
+            payload = bytes(unpacker.read_bytes(size - end))  # (bytes already: no copy)
+        except Exception as exc:  # msgpack raises many types
+            self._unpacker = _unpacker(_KEEP_BELOW)  # what it holds is unknown now
+            raise FrameError(f"malformed header: {type(exc).__name__}") from None
+        if end > MAX_HEADER:
+            raise FrameError(f"header of {end} bytes is too large")
+        return _check_header(raw), payload
 
 
 def parse_header(data: bytes) -> Header:
@@ -133,23 +161,29 @@ def parse_header(data: bytes) -> Header:
     return _check_header(h)
 
 
+_new_header = tuple.__new__
+
+
 def _check_header(h: Any) -> Header:
-    if not isinstance(h, list) or len(h) != 9 or h[0] != PROTO:
+    if type(h) is not list or len(h) != 9 or h[0] != PROTO:
         raise FrameError("not an agentplex header")
     _, op, src, corr, target, sender, topic, exclude, trace = h
-    if op not in KNOWN_OPS or not isinstance(src, str) or not src:
+    if op not in KNOWN_OPS or type(src) is not str or not src:
         raise FrameError("bad op or source")
     if corr is not None and (type(corr) is not int or not 0 <= corr < 2**63):
         raise FrameError("bad correlation id")
-    if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
+    for v in (target, sender, topic):
+        if v is not None and type(v) is not str:
+            raise FrameError("expected a string or nil")
+    if type(exclude) is not list or not all(type(x) is str for x in exclude):
         raise FrameError("bad exclude list")
     if trace is not None and not (
-        isinstance(trace, dict)
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in trace.items())
+        type(trace) is dict
+        and all(type(k) is str and type(v) is str for k, v in trace.items())
     ):
         raise FrameError("bad trace headers")
-    return Header(op, src, corr, _opt_str(target), _opt_str(sender), _opt_str(topic),
-                  tuple(exclude), trace)
+    return _new_header(Header, (op, src, corr, target, sender, topic,
+                                tuple(exclude) if exclude else (), trace))
 
 
 _ERRORS: dict[str, type[ActorError]] = {

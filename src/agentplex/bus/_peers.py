@@ -15,14 +15,14 @@ from ..message import DecodeError, decode, encode
 from ..runtime import ActorError, MailboxFull, PeerLost
 from ._directory import Liveness
 from ._errors import PayloadTooLarge
-from ._frames import Header, Op, error_to_wire, to_frames
+from ._frames import Header, Op, Wire, error_to_wire
 from ._security import KeyPair
 
 __all__ = ["Link", "Peers"]
 
 log = logging.getLogger("agentplex.bus")
 
-_COPY_THRESHOLD = 64 * 1024
+_NOBLOCK = int(zmq.NOBLOCK)  # (pyzmq's enum member costs more)
 _ANSWERS = frozenset({Op.RESULT, Op.ERROR, Op.ITEM, Op.END})
 
 
@@ -37,20 +37,24 @@ class Link:
         self.sync: Any = zmq.Socket.shadow(sock.underlying)
         self.backlog = 0
 
-    def try_send(self, frames: list[bytes], copy: bool) -> bool:
-        """Send now if the socket takes it without waiting; ``False`` otherwise."""
+    def try_send(self, frames: list[bytes]) -> bool:
+        """Send now if the socket takes it without waiting; ``False`` otherwise. (A
+        message in one frame is small and copied; a large payload's frame is not.)"""
         if self.backlog:
             return False
         try:
-            self.sync.send_multipart(frames, zmq.NOBLOCK, copy=copy)
+            if len(frames) == 1:
+                self.sync.send(frames[0], _NOBLOCK)
+            else:
+                self.sync.send_multipart(frames, _NOBLOCK, copy=False)
         except zmq.Again:
             return False
         return True
 
-    def queue(self, frames: list[bytes], copy: bool) -> asyncio.Future[Any]:
+    def queue(self, frames: list[bytes]) -> asyncio.Future[Any]:
         """Send after what is already queued; the future resolves once sent."""
         self.backlog += 1
-        fut: asyncio.Future[Any] = self.sock.send_multipart(frames, copy=copy)
+        fut: asyncio.Future[Any] = self.sock.send_multipart(frames, copy=len(frames) == 1)
         fut.add_done_callback(self._sent)
         return fut
 
@@ -83,6 +87,7 @@ class Peers:
         self.nodes: dict[str, tuple[str, str]] = {}
         self.links: dict[str, Link] = {}
         self.live = Liveness(heartbeat_timeout)
+        self.wire = Wire()
 
     # -- links ---------------------------------------------------------------------------
 
@@ -128,11 +133,11 @@ class Peers:
 
     # -- sending -------------------------------------------------------------------------
 
-    def frames(self, header: Header, data: bytes) -> tuple[list[bytes], bool]:
-        """The frames of one message and whether to copy them; :class:`PayloadTooLarge`
-        over ``max_message_size``."""
+    def frames(self, header: Header, data: bytes) -> list[bytes]:
+        """The frames of one message; :class:`PayloadTooLarge` over ``max_message_size``.
+        (One frame is copied when sent, a large payload's own frame is not.)"""
         self.check_size(header, data)
-        return to_frames(header, data), len(data) < _COPY_THRESHOLD
+        return self.wire.frames(header, data)
 
     def check_size(self, header: Header, data: bytes) -> None:
         """Raise :class:`PayloadTooLarge` when ``data`` is over ``max_message_size``."""
@@ -141,15 +146,29 @@ class Peers:
                 f"message of {len(data)} bytes exceeds max_message_size={self.max_message_size}",
                 actor=header.target)
 
+    def try_send(self, node: str, header: Header, data: bytes) -> list[bytes] | None:
+        """Send to ``node`` if its link takes it at once (``None``); else return the
+        frames, for :meth:`send_frames`."""
+        frames = self.frames(header, data)
+        link = self.links.get(node) or self.link(node)
+        return None if link.try_send(frames) else frames
+
     async def send(self, node: str, header: Header, data: bytes, timeout: float) -> None:
         """Send to ``node``, waiting at most ``timeout`` while its link is full (then
         :class:`MailboxFull`)."""
-        frames, copy = self.frames(header, data)
+        frames = self.try_send(node, header, data)
+        if frames is not None:
+            await self.send_frames(node, header, frames, timeout)
+
+    async def send_frames(self, node: str, header: Header, frames: list[bytes],
+                          timeout: float) -> None:
+        """Send the ``frames`` of ``header`` to ``node`` after what waits on its link,
+        waiting at most ``timeout`` (then :class:`MailboxFull`)."""
         link = self.link(node)
-        if link.try_send(frames, copy):
+        if link.try_send(frames):
             return
         try:
-            await asyncio.wait_for(link.queue(frames, copy), timeout)
+            await asyncio.wait_for(link.queue(frames), timeout)
         except TimeoutError:
             raise MailboxFull(f"node {node!r} accepted nothing for {timeout:g}s",
                               actor=header.target) from None
@@ -157,10 +176,10 @@ class Peers:
     def send_nowait(self, node: str, header: Header, data: bytes) -> None:
         """Send to ``node`` without waiting; a failure is counted and logged."""
         try:
-            frames, copy = self.frames(header, data)
-            link = self.link(node)
-            if not link.try_send(frames, copy):
-                link.queue(frames, copy)
+            frames = self.frames(header, data)
+            link = self.links.get(node) or self.link(node)
+            if not link.try_send(frames):
+                link.queue(frames)
         except Exception as exc:
             self.stats["send_failed"] += 1
             log.warning("could not send %s to node %r: %s", header.op, node, exc)

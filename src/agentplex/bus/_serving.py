@@ -153,7 +153,8 @@ class Served:
         self.batch = batch
         """The envelopes of a served fan-out (``env`` is its first)."""
         self.credit = credit
-        self.wake = asyncio.Event()
+        self.wake = asyncio.Event() if credit else None
+        """Set when a stream's reader returns credit."""
         self.task: asyncio.Task[None] | None = None
 
 
@@ -219,7 +220,8 @@ class Serving:
             self.peers.drop(f"{op} without a correlation id")
             return
         key = (h.src, h.corr or 0)
-        trace = receive_context(target, h.trace, **{"agentplex.node": self.node_id})
+        trace = None if h.trace is None else receive_context(
+            target, h.trace, **{"agentplex.node": self.node_id})
         if h.src not in self.peers.links:
             self.peers.link(h.src)  # watch the caller's heartbeat: if it dies, its handler stops
         if op in (Op.CALL, Op.CONTROL):
@@ -342,6 +344,7 @@ class Serving:
                     self.peers.answer(h, Op.END, b"")
                     return
                 while s.credit <= 0:
+                    assert s.wake is not None
                     s.wake.clear()
                     await s.wake.wait()
                 s.credit -= 1
@@ -362,7 +365,7 @@ class Serving:
         """The reader of a stream we serve can take ``n`` more items."""
         s = self._served.get((h.src, h.corr or 0))
         n = self.peers.decode(h, data)
-        if s is not None and type(n) is int and n > 0:
+        if s is not None and s.wake is not None and type(n) is int and n > 0:
             s.credit += n
             s.wake.set()
 

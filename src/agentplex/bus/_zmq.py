@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import zmq
@@ -24,7 +24,7 @@ from ..runtime import ActorError, ActorStopped, PeerLost, Transport
 from ._calls import Calls
 from ._directory import HEAD, Directory
 from ._errors import FrameError, InsecureBindError
-from ._frames import Header, Op, split_frames
+from ._frames import Header, Op
 from ._head import HeadRole
 from ._peers import Peers
 from ._security import AllowList, KeyPair, is_loopback
@@ -39,6 +39,9 @@ __all__ = ["ZmqTransport"]
 
 log = logging.getLogger("agentplex.bus")
 
+# plain ints: pyzmq's enum members cost an enum construction per use
+_NOBLOCK, _RCVMORE = int(zmq.NOBLOCK), int(zmq.RCVMORE)
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 _PEER_OPS = frozenset({Op.CALL, Op.CALL_MANY, Op.TELL, Op.STREAM, Op.CONTROL, Op.PUBLISH,
                        Op.STATE, Op.SPAWN, Op.HELLO, Op.REG, Op.UNREG, Op.REG_MANY,
                        Op.UNREG_MANY, Op.LOOKUP, Op.SUB, Op.UNSUB,
@@ -216,8 +219,8 @@ class ZmqTransport(Transport):
 
     # -- what the runtime asks of its transport ----------------------------------------------
 
-    async def deliver(self, env: Envelope, timeout: float) -> None:
-        await self._calls.deliver(env, timeout)
+    def deliver(self, env: Envelope, timeout: float) -> Coroutine[Any, Any, None]:
+        return self._calls.deliver(env, timeout)  # (no coroutine of its own around it)
 
     async def call_many(self, kind: str, names: Sequence[str], payload: Any, timeout: float,
                         *, sender: str | None = None, trace: Any = None
@@ -281,33 +284,42 @@ class ZmqTransport(Transport):
         inbox = self._inbox
         if self._closed:
             return
-        curve = self.keys is not None
-        for _ in range(256):
+        for i in range(256):
             try:
-                if curve:
-                    self._handle_curve(inbox)
-                    continue
-                frames = inbox.recv_multipart(zmq.NOBLOCK)
+                self._read(inbox)
+                # Most often one message came (a call, its answer): asking whether more
+                # wait is cheaper than the failing read that would tell.
+                if i == 0 and not inbox.get(_EVENTS) & _POLLIN:
+                    return
             except zmq.Again:
                 return
             except zmq.ZMQError:
                 return  # closed under us
-            self._handle(frames)
         asyncio.get_running_loop().call_soon(self._readable)
 
-    def _handle_curve(self, inbox: Any) -> None:
-        """Read one message along with its sender's authenticated key (looked up once per
-        connection: the routing id frame carries it)."""
-        first = inbox.recv(zmq.NOBLOCK, copy=False)
-        ident = first.bytes
-        key = self._conn_keys.get(ident)
-        if key is None:
-            key = first.get("User-Id")
-            if len(self._conn_keys) > 100_000:
-                self._conn_keys.clear()
-            self._conn_keys[ident] = key
-        rest = inbox.recv_multipart(zmq.NOBLOCK) if first.more else []
-        self._handle([ident, *rest], key)
+    def _read(self, inbox: Any) -> None:
+        """Read and handle one message: the routing id, then one or two frames. With CURVE,
+        the sender's authenticated key comes along (looked up once per connection: every
+        frame carries it, the routing id names the connection)."""
+        recv = inbox.recv
+        ident = recv(_NOBLOCK)
+        key = None
+        if self.keys is not None:
+            key = self._conn_keys.get(ident)
+            if key is None:
+                part = recv(_NOBLOCK, copy=False)
+                key = part.get("User-Id")
+                if len(self._conn_keys) > 100_000:
+                    self._conn_keys.clear()
+                self._conn_keys[ident] = key
+                frames = [ident, part.bytes]
+            else:
+                frames = [ident, recv(_NOBLOCK)]
+        else:
+            frames = [ident, recv(_NOBLOCK)]
+        while inbox.get(_RCVMORE):
+            frames.append(recv(_NOBLOCK))
+        self._handle(frames, key)
 
     def _handle(self, frames: list[bytes], key: str | None = None) -> None:
         try:
@@ -322,7 +334,7 @@ class ZmqTransport(Transport):
         key its node id was registered with (so no node can speak for another)."""
         peers = self._peers
         try:
-            h, data = split_frames(frames[1:])
+            h, data = peers.wire.split(frames[1:])
         except FrameError as exc:
             peers.drop(str(exc))
             return

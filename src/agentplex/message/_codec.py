@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import threading
 from typing import Any
 
 import msgpack
@@ -128,13 +129,29 @@ def _default(obj: Any) -> Any:
     raise EncodeError(f"cannot encode {type(obj).__qualname__!r} for the wire")
 
 
+class _Packers(threading.local):
+    """Packers ready for use in this thread (a packer is much cheaper to reuse than to
+    make; one packing inside another, through ``_default``, takes another)."""
+
+    def __init__(self) -> None:
+        self.free: list[msgpack.Packer] = []
+
+
+_packers = _Packers()
+
+
 def _packb(obj: Any) -> bytes:
+    free = _packers.free
+    packer = free.pop() if free else msgpack.Packer(default=_default, use_bin_type=True,
+                                                     strict_types=True)
     try:
-        return msgpack.packb(obj, default=_default, use_bin_type=True, strict_types=True)
+        return packer.pack(obj)
     except EncodeError:
         raise
     except (TypeError, ValueError, OverflowError) as exc:
         raise EncodeError(f"cannot encode value for the wire: {exc}") from exc
+    finally:  # (a packer that raised has dropped what it had packed)
+        free.append(packer)
 
 
 def encode(obj: Any) -> bytes:
@@ -145,10 +162,7 @@ def encode(obj: Any) -> bytes:
 # -- decode ---------------------------------------------------------------------------------
 
 class _Decoder:
-    __slots__ = ("max_size",)
-
-    def __init__(self, max_size: int) -> None:
-        self.max_size = max_size
+    __slots__ = ()
 
     def unpack(self, data: bytes) -> Any:
         return msgpack.unpackb(
@@ -179,6 +193,9 @@ class _Decoder:
         raise DecodeError(f"unknown extension type {code}")
 
 
+_DECODER = _Decoder()
+
+
 def decode(data: bytes | bytearray | memoryview, *, max_size: int = DEFAULT_MAX_SIZE) -> Any:
     """Decode what :func:`encode` produced.
 
@@ -191,7 +208,7 @@ def decode(data: bytes | bytearray | memoryview, *, max_size: int = DEFAULT_MAX_
     if len(data) > max_size:
         raise DecodeError(f"payload of {len(data)} bytes exceeds the limit of {max_size}")
     try:
-        top = _Decoder(max_size).unpack(bytes(data))
+        top = _DECODER.unpack(bytes(data))
     except DecodeError:
         raise
     except ValidationError as exc:

@@ -18,13 +18,14 @@ import asyncio
 import contextvars
 import copy
 import types
+from collections import deque
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._cell import ActorCell
 
-__all__ = ["Batch", "Suspended", "deep_copy", "drive"]
+__all__ = ["Batch", "Feed", "Suspended", "deep_copy", "drive"]
 
 _YIELD_EVERY = 256
 """A runner lets other tasks run after this many handlers that did not wait."""
@@ -147,3 +148,102 @@ class Batch:
             if self._left == 0:
                 self._finished.set_result(None)
         return self._finished
+
+
+class Feed(Batch):
+    """An open batch: idle actors' envelopes come one at a time (what a transport receives
+    for them) and one runner task handles them as they come, then waits for more, so a
+    request from another process costs no task of its own. As in a :class:`Batch`, a
+    handler that waits keeps the runner that started it and a fresh runner takes over.
+    :meth:`close` ends the runner.
+    """
+
+    __slots__ = ("_queue", "_runner", "_sleeping")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: deque[ActorCell] = deque()
+        self._runner: asyncio.Task[None] | None = None
+        self._sleeping: asyncio.Future[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def add(self, cell: ActorCell) -> None:
+        self._queue.append(cell)
+        self._left += 1
+        wake = self._sleeping
+        if wake is not None:
+            self._sleeping = None
+            if not wake.done():  # (done: cancelled with its runner, which drops the rest)
+                wake.set_result(None)
+        elif self._runner is None:
+            self._start_runner()
+
+    def _start_runner(self) -> None:
+        if self._base is None:
+            self._base = contextvars.copy_context()
+        self._runner = asyncio.get_running_loop().create_task(self._feed(),
+                                                              context=self._base.copy())
+
+    def start(self) -> None:
+        """Nothing to do: the feed runs as envelopes come."""
+
+    async def _feed(self) -> None:
+        queue = self._queue
+        base = self._base
+        assert base is not None
+        runner = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        done = 0
+        cell: ActorCell | None = None
+        try:
+            while True:
+                while queue:
+                    cell = queue.popleft()
+                    suspended = cell.run_held(base, runner)
+                    if suspended is not None:
+                        break
+                    done += 1
+                    if done % _YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+                else:
+                    wake = self._sleeping = loop.create_future()
+                    await wake
+                    continue
+                break
+        except asyncio.CancelledError:  # closed: what is held will not be handled
+            self._runner = self._sleeping = None
+            while queue:
+                queue.popleft().drop_held()
+            raise
+        except BaseException:  # a handler raised KeyboardInterrupt or the like: go on
+            self._runner = None
+            if queue:
+                self._start_runner()
+            raise
+        self._runner = None  # this runner stays with the handler that waits
+        if queue:
+            self._start_runner()
+        assert cell is not None
+        await cell.finish_held(suspended)
+
+    def released(self) -> None:
+        self._left -= 1
+        finished = self._finished
+        if finished is not None:
+            self._finished = None
+            if not finished.done():
+                finished.set_result(None)
+
+    def finished(self) -> asyncio.Future[None]:
+        """A future resolved when the next held actor is done with the feed (the feed
+        itself never finishes: :meth:`ActorCell.wait_idle` looks again)."""
+        if self._finished is None:
+            self._finished = asyncio.get_running_loop().create_future()
+        return self._finished
+
+    def close(self) -> None:
+        """Cancel the runner that handles or waits for envelopes."""
+        if self._runner is not None:
+            self._runner.cancel()

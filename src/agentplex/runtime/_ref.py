@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any
 
 from ..tracing import is_enabled
@@ -82,13 +82,12 @@ class ActorRef:
             trace=self._runtime._capture_trace() if is_enabled() else None,
         )
 
-    async def _send(self, env: Envelope, timeout: float) -> None:
+    def _send(self, env: Envelope, timeout: float) -> Awaitable[None] | None:
+        """Deliver ``env``: ``None`` when it is delivered already, else what to await."""
         cell = self._local()
         if cell is not None:
-            if not cell.offer(env):
-                await cell.put(env, timeout)
-        else:
-            await self._runtime._route(env, timeout)
+            return None if cell.offer(env) else cell.put(env, timeout)
+        return self._runtime._route(env, timeout)
 
     async def call(self, message: Any, *, timeout: float | None = None) -> Any:
         """Send ``message`` and wait for the reply.
@@ -108,7 +107,9 @@ class ActorRef:
             deadlines = runtime._deadlines = Deadlines(loop, _expire)
         token = deadlines.add(fut, timeout, self.name)
         try:
-            await self._send(env, timeout)
+            sending = self._send(env, timeout)
+            if sending is not None:
+                await sending
             return await fut
         except (asyncio.CancelledError, CallTimeout):
             runtime._cancel(env)
@@ -125,7 +126,9 @@ class ActorRef:
         :class:`MailboxFull`. Errors of the handler are logged, not returned.
         """
         env = self._envelope(Kind.TELL, message, None)
-        await self._send(env, self._runtime.default_timeout if timeout is None else timeout)
+        sending = self._send(env, self._runtime.default_timeout if timeout is None else timeout)
+        if sending is not None:
+            await sending
 
     def stream(self, message: Any, *, timeout: float | None = None) -> ReplyStream:
         """Send ``message`` and iterate over the items of the reply as they arrive.
@@ -161,7 +164,9 @@ class ReplyStream:
         if not self._started:
             self._started = True
             self._env = self._ref._envelope(Kind.STREAM, self._message, self._channel)
-            await self._ref._send(self._env, self._timeout)
+            sending = self._ref._send(self._env, self._timeout)
+            if sending is not None:
+                await sending
         try:
             async with asyncio.timeout(self._timeout):
                 more, item = await self._channel.receive()

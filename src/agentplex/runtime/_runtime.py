@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -14,7 +14,7 @@ from opentelemetry import context as otel_context
 from ..tracing import is_enabled
 from ..tracing.lowlevel import extract_context
 from ._actor import Actor
-from ._batch import Batch, deep_copy
+from ._batch import Batch, Feed, deep_copy
 from ._cell import _RUNNING, ActorCell, current_cell, handler_error
 from ._deadlines import Deadlines
 from ._envelope import Envelope, Kind
@@ -91,6 +91,7 @@ class Runtime:
         self._token: Token[Runtime | None] | None = None
         self._ids = itertools.count(1)
         self._deadlines: Deadlines | None = None
+        self._feed: Feed | None = None
         self.unhandled_errors = 0
         """Errors raised by handlers of tells and publishes, which have no caller."""
 
@@ -147,6 +148,8 @@ class Runtime:
             await cell.wait_idle()
             await self._finish(cell)
         self._topics.clear()
+        if self._feed is not None:
+            self._feed.close()
         await self.transport.close()
 
     async def idle(self) -> None:
@@ -334,14 +337,14 @@ class Runtime:
 
     # -- delivery ----------------------------------------------------------------------
 
-    async def _route(self, env: Envelope, timeout: float) -> None:
+    def _route(self, env: Envelope, timeout: float) -> Awaitable[None]:
+        """What delivers ``env`` (to a local mailbox or through the transport)."""
         cell = self._cells.get(env.target)
         if cell is not None:
-            await cell.put(env, timeout)
-            return
+            return cell.put(env, timeout)
         if self._closed:
             raise ActorStopped("the runtime has been shut down", actor=env.target)
-        await self.transport.deliver(env, timeout)
+        return self.transport.deliver(env, timeout)
 
     # -- for transports: the runtime's side of the seam (listed in _transport.py) ---------
 
@@ -352,7 +355,8 @@ class Runtime:
 
     def offer_local(self, env: Envelope) -> bool:
         """Put ``env`` in the mailbox of the local actor ``env.target`` if it has room, without
-        waiting; ``False`` when the mailbox is full.
+        waiting; ``False`` when the mailbox is full. An idle actor handles it in the
+        runtime's feed (one task for all such envelopes), not in a task of its own.
 
         Raises :class:`ActorNotFound` when no local actor has that name and
         :class:`ActorStopped` when it no longer takes messages.
@@ -360,7 +364,10 @@ class Runtime:
         cell = self._cells.get(env.target)
         if cell is None:
             raise ActorNotFound(f"no local actor named {env.target!r}", actor=env.target)
-        return cell.offer(env)
+        feed = self._feed
+        if feed is None:
+            feed = self._feed = Feed()
+        return cell.hold(env, feed) or cell.offer(env)
 
     async def deliver_local(self, env: Envelope, timeout: float) -> None:
         """Put ``env`` in the mailbox of the local actor ``env.target``, waiting up to

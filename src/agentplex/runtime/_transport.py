@@ -13,7 +13,8 @@ what arrives for it from elsewhere:
 - ``runtime.accepts(name)``: whether a local actor ``name`` exists and takes messages;
   ``name in runtime`` whether it exists at all.
 - ``runtime.offer_local(env)``: put an envelope in the mailbox of the local actor
-  ``env.target`` without waiting; ``False`` when the mailbox is full.
+  ``env.target`` without waiting; ``False`` when the mailbox is full. (An idle actor
+  handles it in the runtime's feed, one task for all such envelopes, not a task each.)
 - ``await runtime.deliver_local(env, timeout)``: the same, waiting for room.
 - ``runtime.deliver_local_many(envs, timeout, copy_payloads=...)``: the calls of one
   fan-out, each to its local actor, without waiting (idle actors handle theirs in one
