@@ -2,6 +2,7 @@
 actors, arrival order, one message at a time; concurrent actors start while others run."""
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from agentplex.runtime import (
     InProcessTransport,
     Runtime,
 )
+from agentplex.runtime._batch import PAUSE_GC_AT
 from agentplex.runtime.lowlevel import current_cell
 
 pytestmark = pytest.mark.anyio
@@ -386,3 +388,54 @@ async def test_a_batch_runs_handlers_that_return_any_awaitable() -> None:
         await asyncio.wait_for(rt.idle(), 5)
         assert [a.heard for a in actors] == [["bad", "good"]] * 3
         assert rt.unhandled_errors == 3
+
+
+class CollectorProbe(Actor):
+    """Replies whether automatic garbage collection is on; "wait" first waits a loop step."""
+
+    async def handle_call(self, message: Any) -> Any:
+        if message == "wait":
+            await asyncio.sleep(0)
+        return gc.isenabled()
+
+
+async def test_a_large_fan_out_pauses_the_collector_only_while_handlers_run_inline() -> None:
+    count = PAUSE_GC_AT
+    async with Runtime() as rt:
+        refs = [await rt.spawn(CollectorProbe(), name=f"p{i}") for i in range(count)]
+        assert gc.isenabled()
+        assert await rt.call_many(refs, "now", timeout=30) == [False] * count
+        assert gc.isenabled()  # back on once the fan-out returns
+        # a handler that waits ends the pause: the fan-out may take long now
+        assert await rt.call_many(refs, "wait", timeout=30) == [True] * count
+        assert await rt.call_many(refs[:10], "now", timeout=30) == [True] * 10  # small: no pause
+        # a pause never turns on a collector that was off before
+        gc.disable()
+        try:
+            await rt.call_many(refs, "now", timeout=30)
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+        # a caller cancelled mid-fan-out leaves the collector on
+        task = asyncio.ensure_future(rt.call_many(refs, "wait", timeout=30))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await rt.idle()
+        assert gc.isenabled()
+
+
+async def test_a_large_broadcast_pauses_the_collector_while_observers_run() -> None:
+    seen: list[bool] = []
+
+    class Observer(Actor):
+        async def handle_publish(self, topic: str, message: Any) -> None:
+            seen.append(gc.isenabled())
+
+    async with Runtime() as rt:
+        for i in range(PAUSE_GC_AT):
+            await rt.subscribe("all", await rt.spawn(Observer(), name=f"o{i}"))
+        await rt.publish("all", "hello")
+        await rt.idle()
+        assert seen == [False] * PAUSE_GC_AT and gc.isenabled()

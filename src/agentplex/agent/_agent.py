@@ -6,7 +6,7 @@ import asyncio
 import functools
 import itertools
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ClassVar, TextIO
 
 from ..message import Msg, ThinkingBlock
@@ -120,6 +120,28 @@ class AgentBase(StateModule, Actor):
         runtime = get_runtime()
         name = self.name if self.name not in runtime else f"{self.name}#{self.id}"
         return await runtime.spawn(self, name)
+
+    @staticmethod
+    async def ensure_spawned_many(agents: Iterable[AgentBase]) -> None:
+        """:meth:`ensure_spawned` for every agent of ``agents``, as one batch: those not
+        spawned yet join the current runtime at once (:meth:`Runtime.spawn_many`), under
+        the names :meth:`ensure_spawned` would give them."""
+        fresh: dict[int, AgentBase] = {}
+        for agent in agents:
+            if not agent.spawned:
+                fresh.setdefault(id(agent), agent)
+        if not fresh:
+            return
+        runtime = get_runtime()
+        names: list[str] = []
+        taken: set[str] = set()
+        for agent in fresh.values():
+            name = agent.name
+            if name in runtime or name in taken:
+                name = f"{agent.name}#{agent.id}"
+            taken.add(name)
+            names.append(name)
+        await runtime.spawn_many(list(fresh.values()), names)
 
     async def interrupt(self) -> bool:
         """Cancel the reply being produced; its caller gets :meth:`handle_interrupt`'s reply.

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import gc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
 from ..runtime import ActorRef, NameRange, Runtime
+from ..runtime.lowlevel import GCPause
 from ._resources import Resources
 from ._scheduler import Placement, PlacementPolicy
 
@@ -201,8 +201,8 @@ class NodeShares:
         kwargs = request.get("kwargs") or {}
         resources = Resources.model_validate(request.get("resources") or {})
         started: list[tuple[int, Sequence[str]]] = []
-        collect = gc.isenabled()
-        gc.disable()  # a batch allocates only live objects: no point scanning them meanwhile
+        pause = GCPause()  # a batch allocates only live objects: no point scanning them now
+        pause.hold()
         try:
             for seg in request["segments"]:
                 names = names_from_wire(seg["names"])
@@ -226,8 +226,7 @@ class NodeShares:
                 await self.runtime.stop_many(names, drain=False)
             raise
         finally:
-            if collect:
-                gc.enable()
+            pause.end()
         self.batches.setdefault(request["batch"], []).extend(started)
         return sum(len(n) for _, n in started)
 

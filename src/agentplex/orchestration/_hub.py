@@ -75,6 +75,8 @@ class MsgHub:
         await self.runtime.unsubscribe_many(self.topic, refs)
 
     async def _join(self, participants: Sequence[Participant]) -> None:
+        await AgentBase.ensure_spawned_many(
+            p for p in participants if isinstance(p, AgentBase))
         new: dict[str, ActorRef] = {}
         for participant in participants:
             ref = await _ref(participant)

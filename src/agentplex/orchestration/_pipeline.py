@@ -75,6 +75,8 @@ async def _mailboxes(agents: Sequence[AgentLike]) -> tuple[list[ActorRef], float
     timeout; ``None`` when some agent is called otherwise."""
     refs: list[ActorRef] = []
     timeouts: set[float | None] = set()
+    await AgentBase.ensure_spawned_many(  # those called through their mailbox, at once
+        a for a in agents if isinstance(a, AgentBase) and type(a).__call__ is AgentBase.__call__)
     for agent in agents:
         if isinstance(agent, ActorRef):
             refs.append(agent)

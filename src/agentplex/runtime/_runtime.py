@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence, Sized
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -14,7 +14,7 @@ from opentelemetry import context as otel_context
 from ..tracing import is_enabled
 from ..tracing.lowlevel import extract_context
 from ._actor import Actor
-from ._batch import Batch, Feed, deep_copy
+from ._batch import PAUSE_GC_AT, Batch, Feed, GCPause, deep_copy
 from ._cell import _RUNNING, ActorCell, current_cell, handler_error
 from ._deadlines import Deadlines
 from ._envelope import Envelope, Kind
@@ -227,6 +227,9 @@ class Runtime:
                 raise RuntimeError(f"{actor!r} is already spawned as {actor._cell.name!r}")
         size = mailbox_size or self.mailbox_size
         started: list[ActorCell] = []
+        pause = GCPause()  # a big batch makes only live objects (see ``_batch``)
+        if len(actors) >= PAUSE_GC_AT:
+            pause.hold()
         try:
             for actor, name in zip(actors, names, strict=True):
                 cell = ActorCell(self, actor, name, size)
@@ -234,6 +237,7 @@ class Runtime:
                 actor._cell = cell
                 started.append(cell)
                 if type(actor).on_start is not Actor.on_start:
+                    pause.end()  # the actor's own code may wait on anything
                     await actor.on_start()
                 elif len(started) % 8192 == 0:
                     await asyncio.sleep(0)  # a big batch lets other work through
@@ -242,6 +246,8 @@ class Runtime:
                 del cells[cell.name]
                 cell.actor._cell = None
             raise
+        finally:
+            pause.end()
         if type(self.transport) is not InProcessTransport:
             try:
                 await self.transport.registered_many(names)
@@ -454,6 +460,9 @@ class Runtime:
         itself = sender_name if sender is not None and sender.runtime is self else None
         trace = self._capture_trace() if is_enabled() else None
         cells = self._cells
+        pause = GCPause()  # a large fan-out: from its first envelope (see ``_batch``)
+        if isinstance(actors, Sized) and len(actors) >= PAUSE_GC_AT:
+            pause.hold()
         envs: list[Envelope | None] = []  # None: an actor elsewhere (in ``remote``)
         futs: list[asyncio.Future[Any] | None] = []
         remote: list[str] = []
@@ -485,31 +494,37 @@ class Runtime:
                     f"actor {name!r} called itself and would wait for itself forever"))
             else:
                 local.append((cell, env))
-        waiting = self._hand_over(local, timeout, copy_each)
-        del local
-        replies: list[Any] = []
-        errors: dict[int, BaseException] = {}
-        if remote:
-            try:
-                replies, errors = await self.transport.call_many(
-                    kind, remote, payload, max(0.0, deadline - loop.time()),
-                    sender=sender_name, trace=trace)
-            except asyncio.CancelledError:
-                abandon(envs, self._cancel)
-                raise
-            except Exception as exc:  # becomes each remote call's error
-                errors = dict.fromkeys(range(len(remote)), exc)
-                replies = [None] * len(remote)
-        await settle(envs, deadline, timeout, self._cancel)
-        del waiting
+        try:
+            if len(local) < PAUSE_GC_AT:
+                pause.end()
+            waiting = self._hand_over(local, timeout, copy_each, pause)
+            del local
+            replies: list[Any] = []
+            errors: dict[int, BaseException] = {}
+            if remote:
+                try:
+                    replies, errors = await self.transport.call_many(
+                        kind, remote, payload, max(0.0, deadline - loop.time()),
+                        sender=sender_name, trace=trace)
+                except asyncio.CancelledError:
+                    abandon(envs, self._cancel)
+                    raise
+                except Exception as exc:  # becomes each remote call's error
+                    errors = dict.fromkeys(range(len(remote)), exc)
+                    replies = [None] * len(remote)
+            await settle(envs, deadline, timeout, self._cancel)
+            del waiting
+        finally:
+            pause.end()
         return _results(futs, replies, errors, return_exceptions)
 
     def _hand_over(self, local: list[tuple[ActorCell, Envelope]], timeout: float,
-                   copy_each: bool) -> list[asyncio.Task[None]]:
+                   copy_each: bool, pause: GCPause | None = None) -> list[asyncio.Task[None]]:
         """Deliver the envelopes of one fan-out to their local actors: idle ones hold theirs
         in one batch, the others get it in their mailbox; a full mailbox within ``timeout``
-        (the tasks that wait for room are returned). Errors go to each envelope's waiter."""
-        batch = Batch(copy_payloads=copy_each)
+        (the tasks that wait for room are returned). Errors go to each envelope's waiter.
+        ``pause``: a garbage collector pause, ended by the batch (see ``_batch``)."""
+        batch = Batch(copy_payloads=copy_each, pause=pause)
         full: list[tuple[ActorCell, Envelope]] = []
         for cell, env in local:
             try:

@@ -6,16 +6,19 @@ envelope kinds. :data:`current_cell` tells code running inside an actor's handle
 that is (tracing, hubs and agents use it to name the sender). :func:`split_name` reads a
 name as a :class:`~agentplex.runtime.NameRange` prefix and number. :func:`settle` waits for
 the calls of a fan-out (timing out and interrupting the rest), :func:`abandon` gives them
-up. What a transport may call on
+up. :class:`GCPause` holds Python's cyclic garbage collector off while a large batch of
+long-lived objects is made (fan-outs do; so does a node starting a batch of actors). What a
+transport may call on
 the :class:`~agentplex.runtime.Runtime` itself is listed in
 :class:`~agentplex.runtime.Transport`'s module, ``agentplex/runtime/_transport.py``.
 """
 
+from ._batch import GCPause
 from ._cell import current_cell
 from ._channel import StreamChannel
 from ._envelope import Envelope, Kind
 from ._names import split_name
 from ._settle import abandon, settle
 
-__all__ = ["Envelope", "Kind", "StreamChannel", "abandon", "current_cell", "settle",
+__all__ = ["Envelope", "GCPause", "Kind", "StreamChannel", "abandon", "current_cell", "settle",
            "split_name"]
