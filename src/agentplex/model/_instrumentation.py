@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from ..message import Msg
-from ..tracing import Run, active_run
+from ..tracing import Run, active_run, content_capture
 from ..tracing.lowlevel import (
     content_attribute,
     current_actor,
@@ -113,18 +113,22 @@ async def instrumented_call(
     attrs = {f"gen_ai.request.{k}": v for k, v in kwargs.items()
              if k in _PARAMETERS and isinstance(v, (int, float, str))} if kwargs else {}
     span = start_chat_span(model.model_name, model.provider, **attrs)
-    if run is None and not span.is_recording():  # sampled out, no experiment: nothing to note
+    recording = span.is_recording()
+    if run is None and not recording:  # sampled out, no experiment: nothing to note
         with use_span(span):
             return await model._call(messages, tools, tool_choice, structured_model, **kwargs)
-    call: dict[str, Any] = {"messages": messages}
-    if tools is not None:
-        call["tools"] = tools
-    if tool_choice is not None:
-        call["tool_choice"] = tool_choice
-    if structured_model is not None:
-        call["structured_model"] = structured_model
-    payload = request_payload(call | kwargs)
-    if span.is_recording():  # sampled: the content too, when captured
+    capture = recording and content_capture() != "off"
+    payload: dict[str, Any] = {}
+    if run is not None or capture:
+        call: dict[str, Any] = {"messages": messages}
+        if tools is not None:
+            call["tools"] = tools
+        if tool_choice is not None:
+            call["tool_choice"] = tool_choice
+        if structured_model is not None:
+            call["structured_model"] = structured_model
+        payload = request_payload(call | kwargs)
+    if capture:
         captured = content_attribute(payload.get("messages"))
         if captured is not None:
             span.set_attribute("gen_ai.input.messages", captured)
@@ -227,15 +231,17 @@ def _failed(span: Any, run: Run | None, key: str, chunks: list[ChatResponse],
 def _finish(span: Any, run: Run | None, key: str, chunks: list[ChatResponse]) -> None:
     last = chunks[-1] if chunks else None
     if last is not None and span.is_recording():
-        span.set_attribute("gen_ai.response.id", last.id)
+        usage = last.usage
+        attrs: dict[str, Any] = {"gen_ai.response.id": last.id}
         if last.finish_reason:
-            span.set_attribute("gen_ai.response.finish_reasons", [last.finish_reason])
-        if last.usage is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", last.usage.input_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", last.usage.output_tokens)
-        captured = content_attribute([b.model_dump(mode="json") for b in last.content])
-        if captured is not None:
-            span.set_attribute("gen_ai.output.messages", captured)
+            attrs["gen_ai.response.finish_reasons"] = [last.finish_reason]
+        if usage is not None:
+            attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
+            attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
+        if content_capture() != "off":
+            attrs["gen_ai.output.messages"] = content_attribute(
+                [b.model_dump(mode="json") for b in last.content])
+        span.set_attributes(attrs)
     if run is not None and last is not None:
         usage = last.usage
         run.count(usage.input_tokens if usage else 0, usage.output_tokens if usage else 0)

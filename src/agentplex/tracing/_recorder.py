@@ -109,8 +109,8 @@ class SpanRecord(trace.Span):
             self.attributes[key] = value
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
-        for key, value in attributes.items():
-            self.set_attribute(key, value)
+        if self.end_time is None:
+            self.attributes.update((k, v) for k, v in attributes.items() if v is not None)
 
     def add_event(self, name: str, attributes: Attributes = None,
                   timestamp: int | None = None) -> None:
@@ -195,6 +195,14 @@ class Recorder(trace.Tracer):
               force: bool = False) -> trace.Span:
         """Start a span (``force``: record it whatever the sampler says)."""
         parent_span = current_span() if context is None else _get_current_span(context)
+        return self.child(parent_span, name, kind, attributes, links, start_time, force)
+
+    def child(self, parent_span: trace.Span, name: str, kind: SpanKind = SpanKind.INTERNAL,
+              attributes: Attributes = None, links: Sequence[Link] | None = None,
+              start_time: int | None = None, force: bool = False) -> trace.Span:
+        """Start a span under ``parent_span`` (:data:`~opentelemetry.trace.INVALID_SPAN`:
+        a root). A span of a dropped trace is its parent itself when that is a plain
+        non-recording span (nothing is made for it), else a non-recording span."""
         parent: SpanContext | None = parent_span.get_span_context()
         assert parent is not None
         if not parent[5]:  # SpanContext.is_valid (read by index: this runs per span)
@@ -211,6 +219,9 @@ class Recorder(trace.Tracer):
                 return parent_span if type(parent_span) is NonRecordingSpan else \
                     NonRecordingSpan(parent)
         if not force and not self.sampler.sampled(parent, trace_id):
+            if parent is None:  # a dropped root: its span id is the (random) upper half
+                return NonRecordingSpan(tuple.__new__(SpanContext, (
+                    trace_id, trace_id >> 64 or 1, False, _DROPPED, _NO_STATE, True)))
             return NonRecordingSpan(_context(trace_id, _DROPPED, parent))
         attrs = {k: v for k, v in attributes.items() if v is not None} if attributes else {}
         return SpanRecord(self, name, _context(trace_id, _SAMPLED, parent), parent, kind,
