@@ -5,9 +5,11 @@ The SDK's span does a lot per span (attribute validation and copies, locks, a
 ``ReadableSpan`` copy on end, a processor chain). agentplex's spans need none of it: a
 :class:`SpanRecord` holds its fields, and on ``end`` goes to the dispatcher, which writes
 it to local files as it is and builds an SDK ``ReadableSpan`` only for exporters that need
-one (OTLP, console, a user's processor). A span that sampling drops is a shared
-``NonRecordingSpan`` carrying the trace's ids with the ``sampled`` flag off: no record, no
-attributes, and every child — here or in another process — drops too.
+one (OTLP, console, a user's processor). A trace that sampling drops has one
+:class:`DroppedSpan`, made at its root (or where it enters this process), carrying the
+trace's ids with the ``sampled`` flag off: no record, no attributes, and every later span
+of the trace here is that same object, while its ``traceparent`` makes every other process
+drop the trace too.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from ._context import current_span
-from ._sampling import TraceSampler
+from ._sampling import LIMIT, TraceSampler
 
-__all__ = ["Recorder", "RunAnchor", "SpanRecord"]
+__all__ = ["DroppedSpan", "Recorder", "RunAnchor", "SpanRecord"]
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _DROPPED = TraceFlags(TraceFlags.DEFAULT)
@@ -56,6 +58,12 @@ def _context(trace_id: int, flags: TraceFlags, parent: SpanContext | None) -> Sp
     state = parent[4] if parent is not None else _NO_STATE
     return tuple.__new__(SpanContext, (trace_id, getrandbits(64) or 1, False, flags, state,
                                        True))
+
+
+class DroppedSpan(NonRecordingSpan):
+    """The span standing for a trace that sampling dropped: its children are itself, so
+    instrumentation finding it current knows there is nothing to record (see
+    :func:`~agentplex.tracing.lowlevel.would_record`)."""
 
 
 class RunAnchor(NonRecordingSpan):
@@ -200,29 +208,27 @@ class Recorder(trace.Tracer):
     def child(self, parent_span: trace.Span, name: str, kind: SpanKind = SpanKind.INTERNAL,
               attributes: Attributes = None, links: Sequence[Link] | None = None,
               start_time: int | None = None, force: bool = False) -> trace.Span:
-        """Start a span under ``parent_span`` (:data:`~opentelemetry.trace.INVALID_SPAN`:
-        a root). A span of a dropped trace is its parent itself when that is a plain
-        non-recording span (nothing is made for it), else a non-recording span."""
-        parent: SpanContext | None = parent_span.get_span_context()
-        assert parent is not None
-        if not parent[5]:  # SpanContext.is_valid (read by index: this runs per span)
+        """Start a span under ``parent_span`` (``INVALID_SPAN``: a root). In a dropped
+        trace the span is a :class:`DroppedSpan`: the parent itself when it is one."""
+        ctx = parent_span.get_span_context()
+        sampler = self.sampler
+        parent: SpanContext | None = ctx
+        if not ctx[5] or type(parent_span) is RunAnchor:  # a root (ctx[5]: is_valid)
+            if ctx[5]:  # an experiment that samples: a trace per unit, linked to the run
+                links = (*(links or ()), Link(ctx))
             parent = None
             trace_id = getrandbits(128) or 1
-        elif type(parent_span) is RunAnchor:  # an experiment that samples: a trace per unit
-            links = (*(links or ()), Link(parent))
-            parent = None
-            trace_id = getrandbits(128) or 1
-        else:
-            trace_id = parent[0]
-            if not force and not parent[3] & 1 and self.sampler.parent_based:
-                # dropped with its parent: the parent itself stands in for this span
-                return parent_span if type(parent_span) is NonRecordingSpan else \
-                    NonRecordingSpan(parent)
-        if not force and not self.sampler.sampled(parent, trace_id):
-            if parent is None:  # a dropped root: its span id is the (random) upper half
-                return NonRecordingSpan(tuple.__new__(SpanContext, (
+            if not force and trace_id & LIMIT >= sampler.bound:  # TraceIdRatioBased
+                # dropped: its span id is the trace id's (random) upper half, no new draw
+                return DroppedSpan(tuple.__new__(SpanContext, (
                     trace_id, trace_id >> 64 or 1, False, _DROPPED, _NO_STATE, True)))
-            return NonRecordingSpan(_context(trace_id, _DROPPED, parent))
+        else:
+            trace_id = ctx[0]
+            if not force and sampler.parent_based and not ctx[3] & 1:
+                # dropped with its parent, which stands in for it
+                return parent_span if type(parent_span) is DroppedSpan else DroppedSpan(ctx)
+            if not force and not sampler.parent_based and trace_id & LIMIT >= sampler.bound:
+                return DroppedSpan(_context(trace_id, _DROPPED, ctx))
         attrs = {k: v for k, v in attributes.items() if v is not None} if attributes else {}
         return SpanRecord(self, name, _context(trace_id, _SAMPLED, parent), parent, kind,
                           attrs, links or (), start_time or _time_ns())

@@ -14,7 +14,7 @@ from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 from opentelemetry.trace import NonRecordingSpan
 
 from ._context import attach, current_span, detach, with_span
-from ._recorder import SpanRecord
+from ._recorder import DroppedSpan, SpanRecord
 from ._run import count_tool_call, join_run, outgoing_run
 from ._setup import recorder
 
@@ -77,15 +77,6 @@ def is_enabled() -> bool:
 _checked: tuple[object, bool] = (None, False)
 
 
-def _dropped(span: trace.Span) -> bool:
-    """Whether ``span`` stands for a trace sampled out at its root: a valid non-recording
-    span without the ``sampled`` flag (``INVALID_SPAN``, no trace at all, is not)."""
-    if type(span) is not NonRecordingSpan:
-        return False
-    ctx = span.get_span_context()
-    return bool(ctx[5] and not ctx[3] & 1)
-
-
 def would_record() -> bool:
     """Whether a span started here could record: false while tracing is off, and inside a
     trace sampled out at its root when agentplex's sampler follows parents (every span of
@@ -93,7 +84,7 @@ def would_record() -> bool:
     rec = recorder()
     if rec is None:
         return is_enabled()
-    return not (rec.sampler.parent_based and _dropped(current_span()))
+    return type(current_span()) is not DroppedSpan or not rec.sampler.parent_based
 
 
 _cached: tuple[trace.TracerProvider, trace.Tracer] | None = None
@@ -134,7 +125,7 @@ class _Scope:
             if error is not None:
                 _record_error(span, error)
             span.end()
-        elif type(span) is not NonRecordingSpan and span.is_recording():  # another tracer's
+        elif not isinstance(span, NonRecordingSpan) and span.is_recording():  # another's
             end_span(span, error)
 
 
@@ -164,9 +155,9 @@ def agent_span(
     rec = recorder()
     if rec is not None:  # inline: the path every reply takes
         parent = current_span()
-        span = rec.child(parent, f"invoke_agent {agent_name}")
-        if span is parent:  # its trace was dropped: nothing to do
+        if type(parent) is DroppedSpan and rec.sampler.parent_based:  # nothing to record
             return _NULL
+        span = rec.child(parent, f"invoke_agent {agent_name}")
         if type(span) is SpanRecord:
             attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent_name}
             if agent_id is not None:
