@@ -137,10 +137,10 @@ async def instrumented_call(
     key = _request_key(model.model_name, payload, structured_model) if run is not None else ""
     if run is not None:
         run.model_used(model.provider, model.model_name)
-    stream = bool(kwargs.get("stream", model.stream))
     try:
         if run is not None and run.replaying:
-            result: ChatResult = _replayed(run.replayed_response(key), stream)
+            result: ChatResult = _replayed(run.replayed_response(key),
+                                           bool(kwargs.get("stream", model.stream)))
         else:
             with use_span(span):
                 result = await model._call(messages, tools, tool_choice, structured_model,

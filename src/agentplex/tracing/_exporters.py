@@ -47,9 +47,10 @@ def span_line(span: ReadableSpan | SpanRecord) -> str:
     return (f'{{"name": {_string(span.name)}, "trace_id": "{ctx[0]:032x}", '
             f'"span_id": "{ctx[1]:016x}", "parent_id": '
             f'{f"{_Q}{parent[1]:016x}{_Q}" if parent is not None else "null"}, '
-            f'"kind": "{_KIND[span.kind]}", "start": {span.start_time}, '
-            f'"end": {span.end_time}, "status": "{_STATUS[span.status.status_code]}", '
-            f'"attributes": {_json(span.attributes)}, "service": {span.service_json}}}\n')
+            f'"kind": "{span.kind._name_}", "start": {span.start_time}, '
+            f'"end": {span.end_time}, "status": "{span.status.status_code._name_}", '
+            f'"attributes": {_json(span.attributes)}, '
+            f'"service": {span._recorder.service_json}}}\n')  # (enum names, no hashing)
 
 
 def _record_to_dict(span: SpanRecord) -> dict[str, Any]:

@@ -39,6 +39,8 @@ __all__ = [
 _TRACER_NAME = "agentplex"
 _PROVIDER_FROM_ENV = OTEL_PYTHON_TRACER_PROVIDER in os.environ
 
+_CLIENT = trace.SpanKind.CLIENT
+
 _actor: ContextVar[str | None] = ContextVar("agentplex_actor", default=None)
 
 
@@ -162,7 +164,8 @@ def agent_span(
             attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent_name}
             if agent_id is not None:
                 attrs["gen_ai.agent.id"] = agent_id
-            attrs.update((k, v) for k, v in attributes.items() if v is not None)
+            if attributes:
+                attrs.update((k, v) for k, v in attributes.items() if v is not None)
             span.attributes = attrs
         return _Scope(span)
     if not is_enabled():
@@ -206,12 +209,24 @@ def start_chat_span(model: str, provider: str | None = None, **attributes: Any) 
     For calls whose result outlives the call itself, such as a streamed response. The span
     does not record (``is_recording()`` is false) when its trace is sampled out.
     """
-    return _start(f"chat {model}", trace.SpanKind.CLIENT, lambda: {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": provider,
-        "gen_ai.request.model": model,
-        **attributes,
-    })
+    rec = recorder()
+    if rec is None:
+        return _start(f"chat {model}", _CLIENT, lambda: {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            **attributes,
+        })
+    span = rec.child(current_span(), f"chat {model}", _CLIENT)  # inline: every model call
+    if type(span) is SpanRecord:
+        attrs: dict[str, Any] = {"gen_ai.operation.name": "chat",
+                                 "gen_ai.provider.name": provider, "gen_ai.request.model": model}
+        if provider is None:
+            del attrs["gen_ai.provider.name"]
+        if attributes:
+            attrs.update((k, v) for k, v in attributes.items() if v is not None)
+        span.attributes = attrs
+    return span
 
 
 class use_span:
