@@ -27,6 +27,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
+    INVALID_SPAN,
     Link,
     NonRecordingSpan,
     SpanContext,
@@ -48,6 +49,7 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _DROPPED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
 _NO_STATE = TraceState()
+_NO_PARENT = INVALID_SPAN.get_span_context()
 _SCOPE = InstrumentationScope("agentplex")
 _get_current_span = trace.get_current_span
 _time_ns = time.time_ns
@@ -63,7 +65,25 @@ def _context(trace_id: int, flags: TraceFlags, parent: SpanContext | None) -> Sp
 class DroppedSpan(NonRecordingSpan):
     """The span standing for a trace that sampling dropped: its children are itself, so
     instrumentation finding it current knows there is nothing to record (see
-    :func:`~agentplex.tracing.lowlevel.would_record`)."""
+    :func:`~agentplex.tracing.lowlevel.would_record`).
+
+    Made with a :class:`SpanContext`, or, for a dropped root, with just its random trace
+    id: the context (span id: the id's upper half) is built the first time anyone asks
+    for it — most dropped roots are never asked, nothing leaving the process.
+    """
+
+    def __init__(self, context: SpanContext | int) -> None:
+        self._context = context  # type: ignore[assignment]
+
+    def get_span_context(self) -> SpanContext:
+        ctx: SpanContext | int = self._context
+        if type(ctx) is int:
+            ctx = self._context = tuple.__new__(SpanContext, (
+                ctx, ctx >> 64 or 1, False, _DROPPED, _NO_STATE, True))
+        return ctx  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"DroppedSpan({self.get_span_context()!r})"
 
 
 class RunAnchor(NonRecordingSpan):
@@ -210,7 +230,7 @@ class Recorder(trace.Tracer):
               start_time: int | None = None, force: bool = False) -> trace.Span:
         """Start a span under ``parent_span`` (``INVALID_SPAN``: a root). In a dropped
         trace the span is a :class:`DroppedSpan`: the parent itself when it is one."""
-        ctx = parent_span.get_span_context()
+        ctx = _NO_PARENT if parent_span is INVALID_SPAN else parent_span.get_span_context()
         sampler = self.sampler
         parent: SpanContext | None = ctx
         if not ctx[5] or type(parent_span) is RunAnchor:  # a root (ctx[5]: is_valid)
@@ -219,9 +239,7 @@ class Recorder(trace.Tracer):
             parent = None
             trace_id = getrandbits(128) or 1
             if not force and trace_id & LIMIT >= sampler.bound:  # TraceIdRatioBased
-                # dropped: its span id is the trace id's (random) upper half, no new draw
-                return DroppedSpan(tuple.__new__(SpanContext, (
-                    trace_id, trace_id >> 64 or 1, False, _DROPPED, _NO_STATE, True)))
+                return DroppedSpan(trace_id)
         else:
             trace_id = ctx[0]
             if not force and sampler.parent_based and not ctx[3] & 1:

@@ -11,7 +11,6 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
-from opentelemetry.trace import NonRecordingSpan
 
 from ._context import attach, current_span, detach, with_span
 from ._recorder import DroppedSpan, SpanRecord
@@ -127,7 +126,7 @@ class _Scope:
             if error is not None:
                 _record_error(span, error)
             span.end()
-        elif not isinstance(span, NonRecordingSpan) and span.is_recording():  # another's
+        elif type(span) is not DroppedSpan and span.is_recording():  # another tracer's
             end_span(span, error)
 
 
