@@ -41,7 +41,9 @@ from opentelemetry import trace
 
 from ..message import Msg
 from ._content import ContentCapture, set_content_capture
+from ._context import current_context
 from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter
+from ._json import dumper
 from ._recorder import RunAnchor
 from ._sampling import TraceSampler
 from ._setup import dispatcher, recorder, sampler
@@ -94,7 +96,12 @@ def request_key(model: str, payload: Any) -> str:
 def request_json(value: Any) -> str:
     """``value`` as the JSON text a request key digests (nested values encode alike, so a
     part known in advance may be spliced in)."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return _request_json(value)
+
+
+_request_json = dumper(sort_keys=True, ensure_ascii=False, default=str)
+_response_json = dumper(default=str)
+_said_json = dumper(sort_keys=True, ensure_ascii=False)
 
 
 def request_digest(text: str) -> str:
@@ -204,7 +211,7 @@ class Run:
 
     def record_response(self, key: str, response: Any) -> None:
         """Keep ``response`` (JSON-able) as the next answer to request ``key``."""
-        self._record_line(json.dumps({"key": key, "response": response}, default=str))
+        self._record_line(_response_json({"key": key, "response": response}))
 
     def _record_line(self, line: str) -> None:
         with self._lock:
@@ -232,7 +239,7 @@ class Run:
     def received(self, agent: str, msg_id: str) -> None:
         """``agent`` took in message ``msg_id``: its clock moves past that message's (or,
         for a message from another process, past its sender's clock when it was sent)."""
-        sent = otel_context.get_value(_CLOCK_KEY)
+        sent = current_context().get(_CLOCK_KEY)
         with self._lock:
             known = self._clock_of.get(msg_id)
             clock = max(known[0] if known is not None else 0,
@@ -260,7 +267,7 @@ class Run:
             name = str(entry.get("name", ""))
             seq = self._seen.get(name, 0)
             self._seen[name] = seq + 1
-            line = json.dumps({"clock": clock, **entry}, ensure_ascii=False, sort_keys=True)
+            line = _said_json({"clock": clock, **entry})
             self._add_line((clock, name, seq), line)
 
     def _add_line(self, key: tuple[int, str, int], line: str) -> None:
@@ -447,7 +454,7 @@ class RunPart(Run):
             self._soon()
 
     def record_response(self, key: str, response: Any) -> None:
-        line = f"R\t{key}\t{json.dumps(response, default=str)}"
+        line = f"R\t{key}\t{_response_json(response)}"
         with self._lock:
             self._write(line)
 
