@@ -209,7 +209,7 @@ async def _watch_stream(
         raise
     except BaseException as exc:  # closed early by its consumer, or cancelled
         if run is not None and not run.replaying and chunks:
-            run.record_response(key, _dumped(chunks))
+            run.record_response_json(key, _dumped(chunks))
         end_span(span, exc)
         raise
     finally:
@@ -217,14 +217,16 @@ async def _watch_stream(
     _finish(span, run, key, chunks)
 
 
-def _dumped(chunks: list[ChatResponse]) -> list[Any]:
-    return [c.model_dump(mode="json") for c in chunks]
+def _dumped(chunks: list[ChatResponse]) -> str:
+    """The chunks as one JSON array (pydantic encodes each: no dicts built in between)."""
+    return f"[{','.join([c.model_dump_json() for c in chunks])}]"
 
 
 def _failed(span: Any, run: Run | None, key: str, chunks: list[ChatResponse],
             exc: Exception) -> None:
     if run is not None and not run.replaying:
-        run.record_response(key, {"chunks": _dumped(chunks), "error": _described(exc)})
+        run.record_response(key, {"chunks": [c.model_dump(mode="json") for c in chunks],
+                                  "error": _described(exc)})
     end_span(span, exc)
 
 
@@ -246,5 +248,5 @@ def _finish(span: Any, run: Run | None, key: str, chunks: list[ChatResponse]) ->
         usage = last.usage
         run.count(usage.input_tokens if usage else 0, usage.output_tokens if usage else 0)
         if not run.replaying:
-            run.record_response(key, _dumped(chunks))
+            run.record_response_json(key, _dumped(chunks))
     end_span(span)

@@ -104,6 +104,11 @@ _response_json = dumper(default=str)
 _said_json = dumper(sort_keys=True, ensure_ascii=False)
 
 
+def _recording_line(key: str, response: str) -> str:
+    """A line of ``recording.jsonl``: the request key and the response's JSON text."""
+    return f'{{"key": {json.encoder.encode_basestring_ascii(key)}, "response": {response}}}'
+
+
 def request_digest(text: str) -> str:
     """The request key of the JSON text of ``[model, payload]``."""
     return hashlib.sha256(text.encode()).hexdigest()[:32]
@@ -211,7 +216,11 @@ class Run:
 
     def record_response(self, key: str, response: Any) -> None:
         """Keep ``response`` (JSON-able) as the next answer to request ``key``."""
-        self._record_line(_response_json({"key": key, "response": response}))
+        self.record_response_json(key, _response_json(response))
+
+    def record_response_json(self, key: str, response: str) -> None:
+        """:meth:`record_response` for a response already encoded as JSON text."""
+        self._record_line(_recording_line(key, response))
 
     def _record_line(self, line: str) -> None:
         with self._lock:
@@ -348,7 +357,7 @@ class Run:
             self._transcript.add((int(clock), json.loads(name), int(seq)), line)
         elif kind == "R":
             key, _, response = rest.partition("\t")
-            self._record_line(f'{{"key": "{key}", "response": {response}}}')
+            self._record_line(_recording_line(key, response))
         elif kind == "C":
             calls, inputs, outputs, tools = (int(v) for v in rest.split("\t"))
             with self._lock:
@@ -453,8 +462,8 @@ class RunPart(Run):
             self._counts[3] += 1
             self._soon()
 
-    def record_response(self, key: str, response: Any) -> None:
-        line = f"R\t{key}\t{_response_json(response)}"
+    def record_response_json(self, key: str, response: str) -> None:
+        line = f"R\t{key}\t{response}"
         with self._lock:
             self._write(line)
 
