@@ -82,6 +82,8 @@ def would_record() -> bool:
     """Whether a span started here could record: false while tracing is off, and inside a
     trace sampled out at its root when agentplex's sampler follows parents (every span of
     it is dropped, so instrumentation may skip its work outright)."""
+    if trace._TRACER_PROVIDER is None and not _PROVIDER_FROM_ENV:  # off: as is_enabled()
+        return False
     rec = recorder()
     if rec is None:
         return is_enabled()
