@@ -10,7 +10,8 @@ from typing import Any, Literal, TypeAlias
 from pydantic import BaseModel
 
 from ..message import Msg
-from ..tracing import active_run, is_enabled
+from ..tracing import active_run
+from ..tracing.lowlevel import would_record
 from ._instrumentation import instrumented_call
 from ._response import ChatResponse
 from ._runnable import RunnableMethods
@@ -63,7 +64,7 @@ class ChatModelBase(RunnableMethods, TokenCounting, ABC):
         **kwargs: Any,
     ) -> ChatResult:
         """Answer ``messages`` through :meth:`_call`, traced and (in an experiment) recorded."""
-        if active_run() is None and not is_enabled():
+        if active_run() is None and not would_record():  # untraced, or its trace dropped
             return await self._call(messages, tools, tool_choice, structured_model, **kwargs)
         return await instrumented_call(self, messages, tools, tool_choice, structured_model,
                                        kwargs)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from ..message import Msg
-from ..tracing import Run, active_run
+from ..tracing import Run, active_run, content_capture
 from ..tracing.lowlevel import (
     content_attribute,
     current_actor,
@@ -113,18 +113,22 @@ async def instrumented_call(
     attrs = {f"gen_ai.request.{k}": v for k, v in kwargs.items()
              if k in _PARAMETERS and isinstance(v, (int, float, str))} if kwargs else {}
     span = start_chat_span(model.model_name, model.provider, **attrs)
-    if run is None and not span.is_recording():  # sampled out, no experiment: nothing to note
+    recording = span.is_recording()
+    if run is None and not recording:  # sampled out, no experiment: nothing to note
         with use_span(span):
             return await model._call(messages, tools, tool_choice, structured_model, **kwargs)
-    call: dict[str, Any] = {"messages": messages}
-    if tools is not None:
-        call["tools"] = tools
-    if tool_choice is not None:
-        call["tool_choice"] = tool_choice
-    if structured_model is not None:
-        call["structured_model"] = structured_model
-    payload = request_payload(call | kwargs)
-    if span.is_recording():  # sampled: the content too, when captured
+    capture = recording and content_capture() != "off"
+    payload: dict[str, Any] = {}
+    if run is not None or capture:
+        call: dict[str, Any] = {"messages": messages}
+        if tools is not None:
+            call["tools"] = tools
+        if tool_choice is not None:
+            call["tool_choice"] = tool_choice
+        if structured_model is not None:
+            call["structured_model"] = structured_model
+        payload = request_payload(call | kwargs)
+    if capture:
         captured = content_attribute(payload.get("messages"))
         if captured is not None:
             span.set_attribute("gen_ai.input.messages", captured)
@@ -133,10 +137,10 @@ async def instrumented_call(
     key = _request_key(model.model_name, payload, structured_model) if run is not None else ""
     if run is not None:
         run.model_used(model.provider, model.model_name)
-    stream = bool(kwargs.get("stream", model.stream))
     try:
         if run is not None and run.replaying:
-            result: ChatResult = _replayed(run.replayed_response(key), stream)
+            result: ChatResult = _replayed(run.replayed_response(key),
+                                           bool(kwargs.get("stream", model.stream)))
         else:
             with use_span(span):
                 result = await model._call(messages, tools, tool_choice, structured_model,
@@ -205,7 +209,7 @@ async def _watch_stream(
         raise
     except BaseException as exc:  # closed early by its consumer, or cancelled
         if run is not None and not run.replaying and chunks:
-            run.record_response(key, _dumped(chunks))
+            run.record_response_json(key, _dumped(chunks))
         end_span(span, exc)
         raise
     finally:
@@ -213,32 +217,36 @@ async def _watch_stream(
     _finish(span, run, key, chunks)
 
 
-def _dumped(chunks: list[ChatResponse]) -> list[Any]:
-    return [c.model_dump(mode="json") for c in chunks]
+def _dumped(chunks: list[ChatResponse]) -> str:
+    """The chunks as one JSON array (pydantic encodes each: no dicts built in between)."""
+    return f"[{','.join([c.model_dump_json() for c in chunks])}]"
 
 
 def _failed(span: Any, run: Run | None, key: str, chunks: list[ChatResponse],
             exc: Exception) -> None:
     if run is not None and not run.replaying:
-        run.record_response(key, {"chunks": _dumped(chunks), "error": _described(exc)})
+        run.record_response(key, {"chunks": [c.model_dump(mode="json") for c in chunks],
+                                  "error": _described(exc)})
     end_span(span, exc)
 
 
 def _finish(span: Any, run: Run | None, key: str, chunks: list[ChatResponse]) -> None:
     last = chunks[-1] if chunks else None
     if last is not None and span.is_recording():
-        span.set_attribute("gen_ai.response.id", last.id)
+        usage = last.usage
+        attrs: dict[str, Any] = {"gen_ai.response.id": last.id}
         if last.finish_reason:
-            span.set_attribute("gen_ai.response.finish_reasons", [last.finish_reason])
-        if last.usage is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", last.usage.input_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", last.usage.output_tokens)
-        captured = content_attribute([b.model_dump(mode="json") for b in last.content])
-        if captured is not None:
-            span.set_attribute("gen_ai.output.messages", captured)
+            attrs["gen_ai.response.finish_reasons"] = [last.finish_reason]
+        if usage is not None:
+            attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
+            attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
+        if content_capture() != "off":
+            attrs["gen_ai.output.messages"] = content_attribute(
+                [b.model_dump(mode="json") for b in last.content])
+        span.set_attributes(attrs)
     if run is not None and last is not None:
         usage = last.usage
         run.count(usage.input_tokens if usage else 0, usage.output_tokens if usage else 0)
         if not run.replaying:
-            run.record_response(key, _dumped(chunks))
+            run.record_response_json(key, _dumped(chunks))
     end_span(span)

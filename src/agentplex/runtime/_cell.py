@@ -22,7 +22,7 @@ from contextvars import Context, ContextVar
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
-from ..tracing.lowlevel import set_current_actor, use_context
+from ..tracing.lowlevel import current_context, set_current_actor, use_context
 from ._batch import Batch, Suspended, deep_copy, drive
 from ._channel import StreamChannel
 from ._envelope import Envelope, Kind
@@ -341,10 +341,11 @@ class ActorCell:
         if env.waiter is not None and env.waiter.done():
             return  # the caller gave up before we began
         try:
-            if env.trace is None:
+            trace = env.trace
+            if trace is None or trace is current_context():  # nothing to switch to
                 await self._dispatch(env.kind, env)
             else:
-                with use_context(self.runtime._trace_context(env.trace)):
+                with use_context(self.runtime._trace_context(trace)):
                     await self._dispatch(env.kind, env)
         except asyncio.CancelledError as exc:  # interrupted, or stopped
             stopped = self._state != _RUNNING
@@ -365,10 +366,11 @@ class ActorCell:
             return  # the caller gave up (cancelled or timed out) before we began
         self.current = env
         try:
-            if env.trace is None:
+            trace = env.trace
+            if trace is None or trace is current_context():  # nothing to switch to
                 await self._dispatch(kind, env)
             else:
-                with use_context(self.runtime._trace_context(env.trace)):
+                with use_context(self.runtime._trace_context(trace)):
                     await self._dispatch(kind, env)
         except BaseException as exc:
             self._ended(env, exc)
@@ -409,7 +411,8 @@ class ActorCell:
         waiter = env.waiter
         if waiter is not None and waiter.done():
             return None
-        if env.trace is not None or kind not in _DIRECT:
+        trace = env.trace
+        if (trace is not None and trace is not current_context()) or kind not in _DIRECT:
             coro = self._process(env)
             try:
                 return coro, coro.send(None)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any
 
 from ..tracing import is_enabled
+from ..tracing.lowlevel import current_context
 from ._cell import current_cell
 from ._channel import StreamChannel
 from ._deadlines import Deadlines
@@ -79,7 +80,7 @@ class ActorRef:
             payload,
             waiter=waiter,
             sender=sender.name if sender is not None else None,
-            trace=self._runtime._capture_trace() if is_enabled() else None,
+            trace=current_context() if is_enabled() else None,
         )
 
     def _send(self, env: Envelope, timeout: float) -> Awaitable[None] | None:

@@ -12,7 +12,7 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from ..tracing import is_enabled
-from ..tracing.lowlevel import extract_context
+from ..tracing.lowlevel import current_context, extract_context
 from ._actor import Actor
 from ._batch import PAUSE_GC_AT, Batch, Feed, GCPause, deep_copy
 from ._cell import _RUNNING, ActorCell, current_cell, handler_error
@@ -559,7 +559,7 @@ class Runtime:
         log.error("actor %r failed on a %s message: %s", name, env.kind, err)
 
     def _capture_trace(self) -> Any:
-        return otel_context.get_current()
+        return current_context()
 
     def _trace_context(self, trace: Any) -> otel_context.Context | None:
         if isinstance(trace, otel_context.Context):  # in-process: the caller's own context

@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
 
+from ._json import dumper
 from ._recorder import SpanRecord
 
 __all__ = ["BufferedSpanProcessor", "JsonLinesSpanExporter", "span_line", "span_to_dict"]
@@ -21,14 +22,7 @@ _KIND = {k: k.name for k in SpanKind}
 _STATUS = {c: c.name for c in StatusCode}
 _encode = json.JSONEncoder(default=str).encode
 _string = json.encoder.encode_basestring_ascii
-# The C encoder that ``json.dumps`` builds anew on every call, built once (no state: no
-# circular-reference markers), for the attributes of every span line.
-_c_encoder = json.encoder.c_make_encoder and json.encoder.c_make_encoder(  # type: ignore[attr-defined]
-    None, str, _string, None, ": ", ", ", False, False, True)
-
-
-def _json(value: Any) -> str:
-    return "".join(_c_encoder(value, 0)) if _c_encoder else _encode(value)
+_json = dumper(default=str)  # the attributes of every span line
 
 _Q = '"'
 
@@ -47,9 +41,10 @@ def span_line(span: ReadableSpan | SpanRecord) -> str:
     return (f'{{"name": {_string(span.name)}, "trace_id": "{ctx[0]:032x}", '
             f'"span_id": "{ctx[1]:016x}", "parent_id": '
             f'{f"{_Q}{parent[1]:016x}{_Q}" if parent is not None else "null"}, '
-            f'"kind": "{_KIND[span.kind]}", "start": {span.start_time}, '
-            f'"end": {span.end_time}, "status": "{_STATUS[span.status.status_code]}", '
-            f'"attributes": {_json(span.attributes)}, "service": {span.service_json}}}\n')
+            f'"kind": "{span.kind._name_}", "start": {span.start_time}, '
+            f'"end": {span.end_time}, "status": "{span.status.status_code._name_}", '
+            f'"attributes": {_json(span.attributes)}, '
+            f'"service": {span._recorder.service_json}}}\n')  # (enum names, no hashing)
 
 
 def _record_to_dict(span: SpanRecord) -> dict[str, Any]:

@@ -5,9 +5,11 @@ The SDK's span does a lot per span (attribute validation and copies, locks, a
 ``ReadableSpan`` copy on end, a processor chain). agentplex's spans need none of it: a
 :class:`SpanRecord` holds its fields, and on ``end`` goes to the dispatcher, which writes
 it to local files as it is and builds an SDK ``ReadableSpan`` only for exporters that need
-one (OTLP, console, a user's processor). A span that sampling drops is a shared
-``NonRecordingSpan`` carrying the trace's ids with the ``sampled`` flag off: no record, no
-attributes, and every child — here or in another process — drops too.
+one (OTLP, console, a user's processor). A trace that sampling drops has one
+:class:`DroppedSpan`, made at its root (or where it enters this process), carrying the
+trace's ids with the ``sampled`` flag off: no record, no attributes, and every later span
+of the trace here is that same object, while its ``traceparent`` makes every other process
+drop the trace too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
+    INVALID_SPAN,
     Link,
     NonRecordingSpan,
     SpanContext,
@@ -38,14 +41,15 @@ from opentelemetry.util._decorator import _agnosticcontextmanager
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from ._context import current_span
-from ._sampling import TraceSampler
+from ._sampling import LIMIT, TraceSampler
 
-__all__ = ["Recorder", "RunAnchor", "SpanRecord"]
+__all__ = ["DroppedSpan", "Recorder", "RunAnchor", "SpanRecord"]
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _DROPPED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
 _NO_STATE = TraceState()
+_NO_PARENT = INVALID_SPAN.get_span_context()
 _SCOPE = InstrumentationScope("agentplex")
 _get_current_span = trace.get_current_span
 _time_ns = time.time_ns
@@ -56,6 +60,30 @@ def _context(trace_id: int, flags: TraceFlags, parent: SpanContext | None) -> Sp
     state = parent[4] if parent is not None else _NO_STATE
     return tuple.__new__(SpanContext, (trace_id, getrandbits(64) or 1, False, flags, state,
                                        True))
+
+
+class DroppedSpan(NonRecordingSpan):
+    """The span standing for a trace that sampling dropped: its children are itself, so
+    instrumentation finding it current knows there is nothing to record (see
+    :func:`~agentplex.tracing.lowlevel.would_record`).
+
+    Made with a :class:`SpanContext`, or, for a dropped root, with just its random trace
+    id: the context (span id: the id's upper half) is built the first time anyone asks
+    for it — most dropped roots are never asked, nothing leaving the process.
+    """
+
+    def __init__(self, context: SpanContext | int) -> None:
+        self._context = context  # type: ignore[assignment]
+
+    def get_span_context(self) -> SpanContext:
+        ctx: SpanContext | int = self._context
+        if type(ctx) is int:
+            ctx = self._context = tuple.__new__(SpanContext, (
+                ctx, ctx >> 64 or 1, False, _DROPPED, _NO_STATE, True))
+        return ctx  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return f"DroppedSpan({self.get_span_context()!r})"
 
 
 class RunAnchor(NonRecordingSpan):
@@ -109,8 +137,8 @@ class SpanRecord(trace.Span):
             self.attributes[key] = value
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
-        for key, value in attributes.items():
-            self.set_attribute(key, value)
+        if self.end_time is None:
+            self.attributes.update((k, v) for k, v in attributes.items() if v is not None)
 
     def add_event(self, name: str, attributes: Attributes = None,
                   timestamp: int | None = None) -> None:
@@ -195,23 +223,30 @@ class Recorder(trace.Tracer):
               force: bool = False) -> trace.Span:
         """Start a span (``force``: record it whatever the sampler says)."""
         parent_span = current_span() if context is None else _get_current_span(context)
-        parent: SpanContext | None = parent_span.get_span_context()
-        assert parent is not None
-        if not parent[5]:  # SpanContext.is_valid (read by index: this runs per span)
+        return self.child(parent_span, name, kind, attributes, links, start_time, force)
+
+    def child(self, parent_span: trace.Span, name: str, kind: SpanKind = SpanKind.INTERNAL,
+              attributes: Attributes = None, links: Sequence[Link] | None = None,
+              start_time: int | None = None, force: bool = False) -> trace.Span:
+        """Start a span under ``parent_span`` (``INVALID_SPAN``: a root). In a dropped
+        trace the span is a :class:`DroppedSpan`: the parent itself when it is one."""
+        ctx = _NO_PARENT if parent_span is INVALID_SPAN else parent_span.get_span_context()
+        sampler = self.sampler
+        parent: SpanContext | None = ctx
+        if not ctx[5] or type(parent_span) is RunAnchor:  # a root (ctx[5]: is_valid)
+            if ctx[5]:  # an experiment that samples: a trace per unit, linked to the run
+                links = (*(links or ()), Link(ctx))
             parent = None
             trace_id = getrandbits(128) or 1
-        elif type(parent_span) is RunAnchor:  # an experiment that samples: a trace per unit
-            links = (*(links or ()), Link(parent))
-            parent = None
-            trace_id = getrandbits(128) or 1
+            if not force and trace_id & LIMIT >= sampler.bound:  # TraceIdRatioBased
+                return DroppedSpan(trace_id)
         else:
-            trace_id = parent[0]
-            if not force and not parent[3] & 1 and self.sampler.parent_based:
-                # dropped with its parent: the parent itself stands in for this span
-                return parent_span if type(parent_span) is NonRecordingSpan else \
-                    NonRecordingSpan(parent)
-        if not force and not self.sampler.sampled(parent, trace_id):
-            return NonRecordingSpan(_context(trace_id, _DROPPED, parent))
+            trace_id = ctx[0]
+            if not force and sampler.parent_based and not ctx[3] & 1:
+                # dropped with its parent, which stands in for it
+                return parent_span if type(parent_span) is DroppedSpan else DroppedSpan(ctx)
+            if not force and not sampler.parent_based and trace_id & LIMIT >= sampler.bound:
+                return DroppedSpan(_context(trace_id, _DROPPED, ctx))
         attrs = {k: v for k, v in attributes.items() if v is not None} if attributes else {}
         return SpanRecord(self, name, _context(trace_id, _SAMPLED, parent), parent, kind,
                           attrs, links or (), start_time or _time_ns())

@@ -41,7 +41,9 @@ from opentelemetry import trace
 
 from ..message import Msg
 from ._content import ContentCapture, set_content_capture
+from ._context import current_context
 from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter
+from ._json import dumper
 from ._recorder import RunAnchor
 from ._sampling import TraceSampler
 from ._setup import dispatcher, recorder, sampler
@@ -94,7 +96,17 @@ def request_key(model: str, payload: Any) -> str:
 def request_json(value: Any) -> str:
     """``value`` as the JSON text a request key digests (nested values encode alike, so a
     part known in advance may be spliced in)."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return _request_json(value)
+
+
+_request_json = dumper(sort_keys=True, ensure_ascii=False, default=str)
+_response_json = dumper(default=str)
+_said_json = dumper(sort_keys=True, ensure_ascii=False)
+
+
+def _recording_line(key: str, response: str) -> str:
+    """A line of ``recording.jsonl``: the request key and the response's JSON text."""
+    return f'{{"key": {json.encoder.encode_basestring_ascii(key)}, "response": {response}}}'
 
 
 def request_digest(text: str) -> str:
@@ -204,7 +216,11 @@ class Run:
 
     def record_response(self, key: str, response: Any) -> None:
         """Keep ``response`` (JSON-able) as the next answer to request ``key``."""
-        self._record_line(json.dumps({"key": key, "response": response}, default=str))
+        self.record_response_json(key, _response_json(response))
+
+    def record_response_json(self, key: str, response: str) -> None:
+        """:meth:`record_response` for a response already encoded as JSON text."""
+        self._record_line(_recording_line(key, response))
 
     def _record_line(self, line: str) -> None:
         with self._lock:
@@ -232,7 +248,7 @@ class Run:
     def received(self, agent: str, msg_id: str) -> None:
         """``agent`` took in message ``msg_id``: its clock moves past that message's (or,
         for a message from another process, past its sender's clock when it was sent)."""
-        sent = otel_context.get_value(_CLOCK_KEY)
+        sent = current_context().get(_CLOCK_KEY)
         with self._lock:
             known = self._clock_of.get(msg_id)
             clock = max(known[0] if known is not None else 0,
@@ -260,7 +276,7 @@ class Run:
             name = str(entry.get("name", ""))
             seq = self._seen.get(name, 0)
             self._seen[name] = seq + 1
-            line = json.dumps({"clock": clock, **entry}, ensure_ascii=False, sort_keys=True)
+            line = _said_json({"clock": clock, **entry})
             self._add_line((clock, name, seq), line)
 
     def _add_line(self, key: tuple[int, str, int], line: str) -> None:
@@ -341,7 +357,7 @@ class Run:
             self._transcript.add((int(clock), json.loads(name), int(seq)), line)
         elif kind == "R":
             key, _, response = rest.partition("\t")
-            self._record_line(f'{{"key": "{key}", "response": {response}}}')
+            self._record_line(_recording_line(key, response))
         elif kind == "C":
             calls, inputs, outputs, tools = (int(v) for v in rest.split("\t"))
             with self._lock:
@@ -446,8 +462,8 @@ class RunPart(Run):
             self._counts[3] += 1
             self._soon()
 
-    def record_response(self, key: str, response: Any) -> None:
-        line = f"R\t{key}\t{json.dumps(response, default=str)}"
+    def record_response_json(self, key: str, response: str) -> None:
+        line = f"R\t{key}\t{response}"
         with self._lock:
             self._write(line)
 

@@ -19,11 +19,12 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
-__all__ = ["TraceSampler"]
+__all__ = ["LIMIT", "TraceSampler"]
 
 log = logging.getLogger("agentplex.tracing")
 
-_LIMIT = (1 << 64) - 1
+LIMIT = (1 << 64) - 1
+"""The lower 64 bits of a trace id, which the ratio decision compares."""
 _NAMES = ("always_on", "always_off", "traceidratio", "parentbased_always_on",
           "parentbased_always_off", "parentbased_traceidratio")
 
@@ -39,7 +40,7 @@ class TraceSampler(Sampler):
     def __init__(self, ratio: float = 1.0, *, parent_based: bool = True) -> None:
         self.ratio = 1.0
         self.parent_based = True
-        self.bound = _LIMIT + 1
+        self.bound = LIMIT + 1
         self.set(ratio, parent_based=parent_based)
 
     def set(self, ratio: float, *, parent_based: bool = True) -> None:
@@ -49,7 +50,7 @@ class TraceSampler(Sampler):
             raise ValueError(f"a sampling ratio is between 0 and 1, not {ratio!r}")
         self.ratio = float(ratio)
         self.parent_based = parent_based
-        self.bound = round(self.ratio * (_LIMIT + 1))
+        self.bound = round(self.ratio * (LIMIT + 1))
 
     @classmethod
     def from_env(cls) -> TraceSampler:
@@ -76,7 +77,7 @@ class TraceSampler(Sampler):
         """Whether a span of trace ``trace_id`` under ``parent`` (if any) is recorded."""
         if parent is not None and self.parent_based:
             return bool(parent.trace_flags & 1)
-        return (trace_id & _LIMIT) < self.bound
+        return (trace_id & LIMIT) < self.bound
 
     # -- the SDK's Sampler interface ------------------------------------------------------
 

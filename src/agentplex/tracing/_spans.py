@@ -13,7 +13,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 
 from ._context import attach, current_span, detach, with_span
-from ._recorder import SpanRecord
+from ._recorder import DroppedSpan, SpanRecord
 from ._run import count_tool_call, join_run, outgoing_run
 from ._setup import recorder
 
@@ -32,10 +32,13 @@ __all__ = [
     "send_headers",
     "tool_span",
     "use_context",
+    "would_record",
 ]
 
 _TRACER_NAME = "agentplex"
 _PROVIDER_FROM_ENV = OTEL_PYTHON_TRACER_PROVIDER in os.environ
+
+_CLIENT = trace.SpanKind.CLIENT
 
 _actor: ContextVar[str | None] = ContextVar("agentplex_actor", default=None)
 
@@ -75,6 +78,18 @@ def is_enabled() -> bool:
 _checked: tuple[object, bool] = (None, False)
 
 
+def would_record() -> bool:
+    """Whether a span started here could record: false while tracing is off, and inside a
+    trace sampled out at its root when agentplex's sampler follows parents (every span of
+    it is dropped, so instrumentation may skip its work outright)."""
+    if trace._TRACER_PROVIDER is None and not _PROVIDER_FROM_ENV:  # off: as is_enabled()
+        return False
+    rec = recorder()
+    if rec is None:
+        return is_enabled()
+    return type(current_span()) is not DroppedSpan or not rec.sampler.parent_based
+
+
 _cached: tuple[trace.TracerProvider, trace.Tracer] | None = None
 
 
@@ -102,22 +117,25 @@ class _Scope:
 
     def __enter__(self) -> trace.Span:
         span = self.span
-        # (a dropped span may be its parent, standing in for it: already current)
-        if type(span) is SpanRecord or span is not current_span():
-            self._token = attach(with_span(span))
+        self._token = attach(with_span(span))
         return span
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: object) -> None:
-        if self._token is not None:
-            detach(self._token)
+        detach(self._token)
         span = self.span
         if type(span) is SpanRecord:
             if error is not None:
                 _record_error(span, error)
             span.end()
-        elif span.is_recording():  # a span of another provider's tracer
+        elif type(span) is not DroppedSpan and span.is_recording():  # another tracer's
             end_span(span, error)
+
+
+def _scope(span: trace.Span) -> AbstractContextManager[trace.Span | None]:
+    """The block's scope for a new ``span``: none at all when ``span`` is the current span
+    standing in for a dropped child (nothing to make current, nothing to end)."""
+    return _NULL if span is current_span() else _Scope(span)
 
 
 def _start(name: str, kind: trace.SpanKind, attributes: Callable[[], dict[str, Any]],
@@ -139,17 +157,21 @@ def agent_span(
     """Span ``invoke_agent {agent_name}`` around one reply; a no-op when tracing is off."""
     rec = recorder()
     if rec is not None:  # inline: the path every reply takes
-        span = rec.start(f"invoke_agent {agent_name}", None, trace.SpanKind.INTERNAL)
+        parent = current_span()
+        if type(parent) is DroppedSpan and rec.sampler.parent_based:  # nothing to record
+            return _NULL
+        span = rec.child(parent, f"invoke_agent {agent_name}")
         if type(span) is SpanRecord:
             attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent_name}
             if agent_id is not None:
                 attrs["gen_ai.agent.id"] = agent_id
-            attrs.update((k, v) for k, v in attributes.items() if v is not None)
+            if attributes:
+                attrs.update((k, v) for k, v in attributes.items() if v is not None)
             span.attributes = attrs
         return _Scope(span)
     if not is_enabled():
         return _NULL
-    return _Scope(_start(f"invoke_agent {agent_name}", trace.SpanKind.INTERNAL, lambda: {
+    return _scope(_start(f"invoke_agent {agent_name}", trace.SpanKind.INTERNAL, lambda: {
         "gen_ai.operation.name": "invoke_agent",
         "gen_ai.agent.name": agent_name,
         "gen_ai.agent.id": agent_id,
@@ -161,9 +183,9 @@ def chat_span(
     model: str, provider: str | None = None, **attributes: Any
 ) -> AbstractContextManager[trace.Span | None]:
     """Span ``chat {model}`` around one model call; a no-op when tracing is off."""
-    if recorder() is None and not is_enabled():
+    if not would_record():
         return _NULL
-    return _Scope(start_chat_span(model, provider, **attributes))
+    return _scope(start_chat_span(model, provider, **attributes))
 
 
 def tool_span(
@@ -172,9 +194,9 @@ def tool_span(
     """Span ``execute_tool {tool_name}`` around one tool call (counted in the running
     experiment's totals); a no-op when tracing is off."""
     count_tool_call()
-    if recorder() is None and not is_enabled():
+    if not would_record():
         return _NULL
-    return _Scope(_start(f"execute_tool {tool_name}", trace.SpanKind.INTERNAL, lambda: {
+    return _scope(_start(f"execute_tool {tool_name}", trace.SpanKind.INTERNAL, lambda: {
         "gen_ai.operation.name": "execute_tool",
         "gen_ai.tool.name": tool_name,
         "gen_ai.tool.call.id": call_id,
@@ -188,12 +210,24 @@ def start_chat_span(model: str, provider: str | None = None, **attributes: Any) 
     For calls whose result outlives the call itself, such as a streamed response. The span
     does not record (``is_recording()`` is false) when its trace is sampled out.
     """
-    return _start(f"chat {model}", trace.SpanKind.CLIENT, lambda: {
-        "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": provider,
-        "gen_ai.request.model": model,
-        **attributes,
-    })
+    rec = recorder()
+    if rec is None:
+        return _start(f"chat {model}", _CLIENT, lambda: {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            **attributes,
+        })
+    span = rec.child(current_span(), f"chat {model}", _CLIENT)  # inline: every model call
+    if type(span) is SpanRecord:
+        attrs: dict[str, Any] = {"gen_ai.operation.name": "chat",
+                                 "gen_ai.provider.name": provider, "gen_ai.request.model": model}
+        if provider is None:
+            del attrs["gen_ai.provider.name"]
+        if attributes:
+            attrs.update((k, v) for k, v in attributes.items() if v is not None)
+        span.attributes = attrs
+    return span
 
 
 class use_span:

@@ -8,6 +8,7 @@ runtime, the bus, agents, models and tools call underneath.
 """
 
 from ._content import content_attribute
+from ._context import current_context
 from ._exporters import BufferedSpanProcessor, span_to_dict
 from ._run import (
     answer_headers,
@@ -33,6 +34,7 @@ from ._spans import (
     tool_span,
     use_context,
     use_span,
+    would_record,
 )
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "chat_span",
     "content_attribute",
     "current_actor",
+    "current_context",
     "end_span",
     "extract_context",
     "flush_journal",
@@ -60,4 +63,5 @@ __all__ = [
     "transcribe",
     "use_context",
     "use_span",
+    "would_record",
 ]
