@@ -175,6 +175,7 @@ async def _demo(o: DemoOptions) -> None:
         players = make_players(model, o.agents, stats, seed=o.seed)
         for player in players:
             player.set_console_output_enabled(False)
+            player.timeout = o.timeout  # a round's answers, not the runtime's default call
         with progress:
             async for msg, last in stream_printing_messages(players, run()):
                 if last:
