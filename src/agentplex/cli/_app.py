@@ -115,15 +115,16 @@ def demo(
 def _model_defaults(spec: str, options: dict[str, Any]) -> dict[str, Any]:
     """The local model's settings for a game, unless given: a round is one burst of
     requests whose prompts share most of their tokens, so prompts join the running batch
-    whole, as a group (not one chunk a step), and a GPU decodes 256 rows at once."""
+    whole, as a group (not one chunk a step); 128 rows decode at once on the CPU (a
+    1,000-player round took 12% less CPU than with 64), 256 on a GPU."""
     if not spec.startswith("transformers"):
         return options
     out = {"prefill_chunk": 4096, **options}
-    if "max_batch_size" not in out and str(out.get("device", "")) != "cpu":
+    if "max_batch_size" not in out:
         import torch
 
-        if torch.cuda.is_available():
-            out["max_batch_size"] = 256
+        gpu = str(out.get("device", "")) != "cpu" and torch.cuda.is_available()
+        out["max_batch_size"] = 256 if gpu else 128
     return out
 
 
