@@ -1,0 +1,117 @@
+"""Mixed steps: one forward pass that decodes a batch and prefills a chunk of a long prompt.
+
+A decode step of a small batch reads every weight of the model for a few tokens; on a CPU
+that read is most of its cost. Running a newcomer's prompt chunk in a pass of its own reads
+the weights again, so the running requests' gap between tokens doubles whatever the chunk's
+size. Here the batch's next tokens and the chunk's tokens go through the model as one packed
+row: the layers' matrix products see them together (the weights are read once), and only
+attention is split — the batch's rows attend to their left-padded cache, the chunk to its
+own cache, each through the model's own SDPA attention function — the way vLLM and SGLang
+mix decodes and prefill chunks in a step.
+
+The split is done by a cache object standing for both caches (its ``update`` appends each
+part's new keys and values to its own cache) and an attention function, registered with
+Transformers under its own name and selected for the duration of the pass. Only models whose
+attention layers follow Transformers' common pattern (``cache.update`` then the configured
+attention function, every layer full attention, SDPA) take this path; others keep a pass per
+chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["MixedStep", "mixed_forward", "supports_mixed_steps"]
+
+_NAME = "agentplex_mixed"
+_KWARG = "agentplex_mixed_step"
+_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+def supports_mixed_steps(model: Any) -> bool:
+    """Whether ``model`` can decode a batch and prefill a chunk in one pass."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "model_type", None) not in _MODEL_TYPES:
+        return False
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    if getattr(config, "sliding_window", None) is not None:
+        return False
+    layer_types = getattr(config, "layer_types", None) or ()
+    return all(kind == "full_attention" for kind in layer_types)
+
+
+@dataclass
+class MixedStep:
+    """The two caches of one mixed pass, standing for the model's cache during it.
+
+    ``rows`` decode rows (one new token each, a left-padded cache of ``rows`` rows masked by
+    ``row_mask``), then the chunk's tokens (a cache of one row without padding)."""
+
+    rows: int
+    row_cache: Any
+    chunk_cache: Any
+    row_mask: Any
+    """Boolean ``[rows, 1, 1, columns]``: which of the batch's cache columns each row sees."""
+    chunk_mask: Any
+    """Boolean ``[1, 1, chunk, past + chunk]``: causal, after the chunk's past."""
+    _current: tuple[Any, Any, Any, Any] | None = field(default=None, repr=False)
+
+    def update(self, key_states: Any, value_states: Any, layer_idx: int, *args: Any,
+               **kwargs: Any) -> tuple[Any, Any]:
+        """Append the rows' and the chunk's new keys and values to their caches."""
+        rows = self.rows
+        row_keys = key_states[0, :, :rows].transpose(0, 1).unsqueeze(2)
+        row_values = value_states[0, :, :rows].transpose(0, 1).unsqueeze(2)
+        keys, values = self.row_cache.update(row_keys, row_values, layer_idx)
+        chunk_keys, chunk_values = self.chunk_cache.update(
+            key_states[:, :, rows:], value_states[:, :, rows:], layer_idx)
+        self._current = (keys, values, chunk_keys, chunk_values)
+        return key_states, value_states
+
+    def attend(self, module: Any, query: Any, **kwargs: Any) -> tuple[Any, None]:
+        """Attention of the packed ``query`` over the caches just updated."""
+        import torch
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        assert self._current is not None
+        keys, values, chunk_keys, chunk_values = self._current
+        self._current = None
+        rows = self.rows
+        row_query = query[0, :, :rows].transpose(0, 1).unsqueeze(2)
+        row_out, _ = sdpa_attention_forward(module, row_query, keys, values, self.row_mask,
+                                            **kwargs)
+        chunk_out, _ = sdpa_attention_forward(module, query[:, :, rows:], chunk_keys,
+                                              chunk_values, self.chunk_mask, **kwargs)
+        return torch.cat([row_out.transpose(0, 1), chunk_out], dim=1), None
+
+
+def _attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
+               **kwargs: Any) -> tuple[Any, None]:
+    step: MixedStep = kwargs.pop(_KWARG)
+    return step.attend(module, query, **kwargs)
+
+
+_registered = False
+
+
+def mixed_forward(model: Any, ids: Any, positions: Any, step: MixedStep,
+                  keep: Any) -> Any:
+    """Run ``model`` on the packed ``ids`` (``[1, rows + chunk]``) through ``step``'s
+    caches; the logits at the positions ``keep``."""
+    global _registered
+    from transformers import AttentionInterface
+
+    if not _registered:
+        AttentionInterface.register(_NAME, _attention)
+        _registered = True
+    config = model.config
+    saved = config._attn_implementation
+    config._attn_implementation = _NAME  # the mask is then left to the attention function
+    try:
+        out = model(input_ids=ids, position_ids=positions, past_key_values=step,
+                    use_cache=True, logits_to_keep=keep, **{_KWARG: step})
+    finally:
+        config._attn_implementation = saved
+    return out.logits
