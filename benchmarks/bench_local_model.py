@@ -298,6 +298,7 @@ def chunked_prefill(model: Any, running: int = 8, tokens: int = 48,
 
     ttft: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}
+    passes: dict[str, list[tuple[int, int]]] = {}  # chunks, and those riding a decode pass
 
     def gaps(engine: Any, join: bool) -> tuple[list[float], float | None]:
         stamps: list[list[float]] = [[] for _ in range(running)]
@@ -356,6 +357,8 @@ def chunked_prefill(model: Any, running: int = 8, tokens: int = 48,
             measured, first_token = gaps(m.engine, join)
             cpu.setdefault(impl, []).append(time.process_time() - cpu_before)
             runs[impl].append(p95(measured))
+            passes.setdefault(impl, []).append(
+                (m.engine.chunks, getattr(m.engine, "mixed_steps", 0)))
             if first_token is not None:  # the newcomer's time to first token
                 ttft.setdefault(impl, []).append(first_token)
             m.engine.close()
@@ -367,7 +370,8 @@ def chunked_prefill(model: Any, running: int = 8, tokens: int = 48,
              newcomer_tokens=len(long_ids) if every[impl][1] else 0)
         if impl in ttft:
             emit("chunked_newcomer_ttft", impl, running, statistics.median(ttft[impl]), "s",
-                 runs_s=[round(v, 2) for v in ttft[impl]])
+                 runs_s=[round(v, 2) for v in ttft[impl]],
+                 chunks=[c for c, _ in passes[impl]], mixed=[x for _, x in passes[impl]])
     if "alone" not in figures:
         return
     for impl in ("join-chunked", "join-one-piece"):

@@ -6,25 +6,26 @@ the weights again, so the running requests' gap between tokens doubles whatever 
 size. Here the batch's next tokens and the chunk's tokens go through the model as one packed
 row: the layers' matrix products see them together (the weights are read once), and only
 attention is split — the batch's rows attend to their left-padded cache, the chunk to its
-own cache, each through the model's own SDPA attention function — the way vLLM and SGLang
-mix decodes and prefill chunks in a step.
+own cache — the way vLLM and SGLang mix decodes and prefill chunks in a step.
 
 The split is done by a cache object standing for both caches (its ``update`` appends each
-part's new keys and values to its own cache) and an attention function, registered with
-Transformers under its own name and selected for the duration of the pass. Only models whose
-attention layers follow Transformers' common pattern (``cache.update`` then the configured
-attention function, every layer full attention, SDPA) take this path; others keep a pass per
-chunk.
+part's new keys and values to its own cache) and by Transformers' registered SDPA attention
+function, wrapped once: given a :class:`MixedStep` (a keyword argument that reaches every
+attention layer) it attends twice, otherwise it is the function it wraps, so other passes
+and other models are unchanged. The pass hands the model a ready 4-D mask, so the model
+builds none. Only models whose attention layers follow Transformers' common pattern
+(``cache.update``, then the configured attention function; every layer full attention;
+SDPA) take this path; others keep a pass per chunk.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["MixedStep", "mixed_forward", "supports_mixed_steps"]
 
-_NAME = "agentplex_mixed"
 _KWARG = "agentplex_mixed_step"
 _MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
@@ -59,7 +60,7 @@ class MixedStep:
     _current: tuple[Any, Any, Any, Any] | None = field(default=None, repr=False)
 
     def update(self, key_states: Any, value_states: Any, layer_idx: int, *args: Any,
-               **kwargs: Any) -> tuple[Any, Any]:
+               **kwargs: Any) -> tuple[None, None]:
         """Append the rows' and the chunk's new keys and values to their caches."""
         rows = self.rows
         row_keys = key_states[0, :, :rows].transpose(0, 1).unsqueeze(2)
@@ -68,50 +69,54 @@ class MixedStep:
         chunk_keys, chunk_values = self.chunk_cache.update(
             key_states[:, :, rows:], value_states[:, :, rows:], layer_idx)
         self._current = (keys, values, chunk_keys, chunk_values)
-        return key_states, value_states
+        return None, None  # only ``attend`` uses them: any other attention fails loudly
 
-    def attend(self, module: Any, query: Any, **kwargs: Any) -> tuple[Any, None]:
-        """Attention of the packed ``query`` over the caches just updated."""
+    def attend(self, module: Any, query: Any, sdpa: Callable[..., Any],
+               **kwargs: Any) -> tuple[Any, None]:
+        """Attention of the packed ``query`` over the caches just updated, by ``sdpa``."""
         import torch
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-        assert self._current is not None
+        if self._current is None:
+            raise RuntimeError("a mixed step attended before its caches were updated")
         keys, values, chunk_keys, chunk_values = self._current
         self._current = None
         rows = self.rows
         row_query = query[0, :, :rows].transpose(0, 1).unsqueeze(2)
-        row_out, _ = sdpa_attention_forward(module, row_query, keys, values, self.row_mask,
-                                            **kwargs)
-        chunk_out, _ = sdpa_attention_forward(module, query[:, :, rows:], chunk_keys,
-                                              chunk_values, self.chunk_mask, **kwargs)
+        row_out, _ = sdpa(module, row_query, keys, values, self.row_mask, **kwargs)
+        chunk_out, _ = sdpa(module, query[:, :, rows:], chunk_keys, chunk_values,
+                            self.chunk_mask, **kwargs)
         return torch.cat([row_out.transpose(0, 1), chunk_out], dim=1), None
 
 
-def _attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
-               **kwargs: Any) -> tuple[Any, None]:
-    step: MixedStep = kwargs.pop(_KWARG)
-    return step.attend(module, query, **kwargs)
+_wrapper: Callable[..., Any] | None = None
 
 
-_registered = False
+def _install() -> None:
+    """Wrap the registered SDPA attention function (again if something replaced it)."""
+    global _wrapper
+    from transformers import AttentionInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    sdpa = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    if sdpa is _wrapper:
+        return
+
+    def mixed_or_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
+                      **kwargs: Any) -> Any:
+        step: MixedStep | None = kwargs.pop(_KWARG, None)
+        if step is None:  # any other pass, in any thread: unchanged
+            return sdpa(module, query, key, value, attention_mask, **kwargs)
+        return step.attend(module, query, sdpa, **kwargs)
+
+    AttentionInterface.register("sdpa", mixed_or_sdpa)
+    _wrapper = mixed_or_sdpa
 
 
 def mixed_forward(model: Any, ids: Any, positions: Any, step: MixedStep,
                   keep: Any) -> Any:
     """Run ``model`` on the packed ``ids`` (``[1, rows + chunk]``) through ``step``'s
     caches; the logits at the positions ``keep``."""
-    global _registered
-    from transformers import AttentionInterface
-
-    if not _registered:
-        AttentionInterface.register(_NAME, _attention)
-        _registered = True
-    config = model.config
-    saved = config._attn_implementation
-    config._attn_implementation = _NAME  # the mask is then left to the attention function
-    try:
-        out = model(input_ids=ids, position_ids=positions, past_key_values=step,
-                    use_cache=True, logits_to_keep=keep, **{_KWARG: step})
-    finally:
-        config._attn_implementation = saved
+    _install()
+    out = model(input_ids=ids, attention_mask=step.chunk_mask, position_ids=positions,
+                past_key_values=step, use_cache=True, logits_to_keep=keep, **{_KWARG: step})
     return out.logits
