@@ -266,6 +266,13 @@ def test_chunks_grow_when_a_pass_costs_the_same_whatever_its_size(
         for tokens in (1, 8, 16, 64, 8):
             cpu._cost.observe(tokens, 0.001 * tokens)
         assert cpu._chunk_size() == 20  # half a decode step's worth of tokens
+        # once chunks ride in decode passes, those passes alone size them: on a CPU a token
+        # costs more in a small pass than in a long prompt's
+        cpu._cost.observe(1000, 1.0)
+        cpu.mixed_steps = 2
+        for tokens in (8, 28, 8, 28):
+            cpu._step_cost.observe(tokens, 0.040 + 0.002 * (tokens - 8))
+        assert 9 <= cpu._chunk_size() <= 10
         cpu.close()
     finally:
         eng.close()

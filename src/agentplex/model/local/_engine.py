@@ -164,6 +164,8 @@ class BatchEngine:
         """Prompt tokens computed so far (tokens served from the prefix cache excluded)."""
         self.chunks = 0
         """Prefill chunks run while others decode."""
+        self.chunk_share = 0.5
+        """The share of a decode step a chunk may add (when ``prefill_chunk`` is ``None``)."""
         self.mix_chunks = mix_chunks
         """Whether a chunk rides in the batch's decode pass (where the model allows)."""
         self.mixed_steps = 0
@@ -171,6 +173,7 @@ class BatchEngine:
         self._mixes = supports_mixed_steps(model)
         self._decode_cost = 0.0
         self._cost = PassCost()
+        self._step_cost = PassCost()  # decode passes, with or without a chunk riding
         device = getattr(model, "device", None)
         self._cuda = getattr(device, "type", None) == "cuda"
 
@@ -378,11 +381,17 @@ class BatchEngine:
         """Tokens per prefill chunk: about the cost of half a decode step of the batch."""
         if self.prefill_chunk is not None:
             return self.prefill_chunk
-        per_token = self._cost.per_token()  # marginal: a pass's fixed cost is paid anyway
+        # marginal: a pass's fixed cost is paid anyway. Mixed steps are sized from the steps
+        # alone once two carried a chunk: on a CPU a token costs more in a small pass than
+        # in a long prompt's, so the prompts' passes would make chunks look cheap.
+        mixing = self.mix_chunks and self._mixes and self.mixed_steps >= 2
+        per_token = self._step_cost.per_token() if mixing else None
+        if per_token is None:
+            per_token = self._cost.per_token()
         if not self._decode_cost or per_token is None:
             return 64
         # half a decode step: the running requests' gaps grow by about half while it joins
-        budget = 0.5 * self._decode_cost
+        budget = self.chunk_share * self._decode_cost
         return max(8, min(2048, int(budget / per_token) if per_token > 0 else 2048))
 
     def _chunk_cache(self, item: _Chunked) -> Any:
@@ -452,6 +461,7 @@ class BatchEngine:
         self.prefill_seconds += seconds * size / (rows + size)  # the chunk's share
         self.prefill_tokens += size
         self._cost.observe(rows + size, seconds)
+        self._step_cost.observe(rows + size, seconds)
         self.steps += 1
         self.mixed_steps += 1
         self.max_rows_seen = max(self.max_rows_seen, rows)
@@ -488,6 +498,7 @@ class BatchEngine:
         self.forward_seconds += seconds
         self._decode_cost = _ema(self._decode_cost, seconds)
         self._cost.observe(len(batch.reqs), seconds)
+        self._step_cost.observe(len(batch.reqs), seconds)
         self.steps += 1
         self.max_rows_seen = max(self.max_rows_seen, len(batch.reqs))
         batch.cache = out.past_key_values
