@@ -439,7 +439,10 @@ class BatchEngine:
             return None
         cache = self._chunk_cache(item)
         rows, past = len(batch.reqs), item.done
-        end = min(len(req.prompt_ids), past + self._chunk_size())
+        size = self._chunk_size()
+        if self.mixed_steps < 2 and self.prefill_chunk is None:
+            size = min(size, _PROBE)  # a probe, until the steps' own fit has seen chunks
+        end = min(len(req.prompt_ids), past + size)
         size = end - past
         device = batch.mask.device
         batch.mask = torch.cat([batch.mask, batch.mask.new_ones((rows, 1))], dim=1)
@@ -663,6 +666,10 @@ class BatchEngine:
                     layer.keys = layer.keys[:, :, first:, :]
                     layer.values = layer.values[:, :, first:, :]
         return batch
+
+
+_PROBE = 16
+"""Tokens of the first two chunks that ride in decode passes."""
 
 
 def _common_length(a: list[int], b: list[int], limit: int) -> int:
