@@ -296,7 +296,11 @@ def chunked_prefill(model: Any, running: int = 8, tokens: int = 48,
     short = [tok(model.format_prompt(prompt(i)), add_special_tokens=False)["input_ids"]
              for i in range(running)]
 
-    def gaps(engine: Any, join: bool) -> list[float]:
+    ttft: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    passes: dict[str, list[tuple[int, int]]] = {}  # chunks, and those riding a decode pass
+
+    def gaps(engine: Any, join: bool) -> tuple[list[float], float | None]:
         stamps: list[list[float]] = [[] for _ in range(running)]
         done = threading.Semaphore(0)
         started = threading.Event()
@@ -333,8 +337,9 @@ def chunked_prefill(model: Any, running: int = 8, tokens: int = 48,
         for _ in range(count):
             done.acquire(timeout=1200)
         # the gaps that overlap the newcomer's prefill (all of them without a newcomer)
-        return [b - a for s in stamps for a, b in itertools.pairwise(s)
-                if a < window[1] and b > window[0]]
+        overlapping = [b - a for s in stamps for a, b in itertools.pairwise(s)
+                       if a < window[1] and b > window[0]]
+        return overlapping, (window[1] - window[0] if join else None)
 
     def p95(values: list[float]) -> float:
         return statistics.quantiles(values, n=20)[-1]
@@ -348,13 +353,25 @@ def chunked_prefill(model: Any, running: int = 8, tokens: int = 48,
             chunk, join = every[impl]
             m = TransformersChatModel("bench", model=pair, prefix_cache_bytes=0,
                                       prefill_chunk=chunk)
-            runs[impl].append(p95(gaps(m.engine, join)))
+            cpu_before = time.process_time()
+            measured, first_token = gaps(m.engine, join)
+            cpu.setdefault(impl, []).append(time.process_time() - cpu_before)
+            runs[impl].append(p95(measured))
+            passes.setdefault(impl, []).append(
+                (m.engine.chunks, getattr(m.engine, "mixed_steps", 0)))
+            if first_token is not None:  # the newcomer's time to first token
+                ttft.setdefault(impl, []).append(first_token)
             m.engine.close()
     figures = {impl: statistics.median(values) for impl, values in runs.items()}
     for impl, value in figures.items():
         emit("chunked_p95_gap", impl, running, 1000 * value, "ms",
              runs_ms=[round(1000 * v) for v in runs[impl]],
+             cpu_s=[round(v, 1) for v in cpu[impl]],
              newcomer_tokens=len(long_ids) if every[impl][1] else 0)
+        if impl in ttft:
+            emit("chunked_newcomer_ttft", impl, running, statistics.median(ttft[impl]), "s",
+                 runs_s=[round(v, 2) for v in ttft[impl]],
+                 chunks=[c for c, _ in passes[impl]], mixed=[x for _, x in passes[impl]])
     if "alone" not in figures:
         return
     for impl in ("join-chunked", "join-one-piece"):

@@ -106,13 +106,17 @@ def test_prefix_reuse_gives_the_same_tokens(pair: tuple[Any, Any]) -> None:
         reused.close()
 
 
-@pytest.mark.parametrize("cached", [False, True])
-def test_chunked_prefill_joins_without_changing_tokens(pair: tuple[Any, Any],
-                                                       cached: bool) -> None:
+@pytest.mark.parametrize(("cached", "mixed"), [(False, True), (True, True), (False, False),
+                                               (True, False)])
+def test_chunked_prefill_joins_without_changing_tokens(pair: tuple[Any, Any], cached: bool,
+                                                       mixed: bool) -> None:
+    """A long prompt prefilled in chunks — in the running batch's decode passes (mixed) or
+    in passes of its own — gives the tokens it gives alone, and so do the running rows."""
     running = prompts(4, shared=0, own=30, seed=2)
     long = prompts(1, shared=0, own=600, seed=3)
     alone = engine(pair, prefix_cache_bytes=0)
-    chunked = engine(pair, prefix_cache_bytes=64 * 2**20 if cached else 0, prefill_chunk=64)
+    chunked = engine(pair, prefix_cache_bytes=64 * 2**20 if cached else 0, prefill_chunk=64,
+                     mix_chunks=mixed)
     try:
         expected = [r.generated for r in run(alone, running, 40)]
         expected += [r.generated for r in run(alone, long, 40)]
@@ -121,6 +125,9 @@ def test_chunked_prefill_joins_without_changing_tokens(pair: tuple[Any, Any],
         got = run(chunked, running, 40, late=long)
         assert [r.generated for r in got] == expected
         assert chunked.chunks >= (600 - 288 * cached) // 64
+        # mixed: every chunk but those run before the batch decodes shares a decode pass
+        assert (chunked.mixed_steps >= chunked.chunks - 2) if mixed else (
+            chunked.mixed_steps == 0)
         if cached:
             assert chunked.prefix is not None and chunked.prefix.hit_tokens >= 288
         # the forward time splits into prompts (chunks included) and decode steps
@@ -129,6 +136,54 @@ def test_chunked_prefill_joins_without_changing_tokens(pair: tuple[Any, Any],
     finally:
         alone.close()
         chunked.close()
+
+
+def test_cancelling_a_prompt_between_mixed_chunks(pair: tuple[Any, Any]) -> None:
+    running = prompts(3, shared=0, own=30, seed=4)
+    long = GenerationRequest(prompt_ids=prompts(1, shared=0, own=600, seed=5)[0],
+                             max_new_tokens=8, emit=lambda event: None)
+    alone = engine(pair, prefix_cache_bytes=0)
+    mixed = engine(pair, prefix_cache_bytes=0, prefill_chunk=64)
+    finished = threading.Semaphore(0)
+    submitted = threading.Event()
+
+    def emit(event: GenerationEvent) -> None:  # the worker thread, between two steps
+        if event.output_tokens == 2 and not submitted.is_set():
+            submitted.set()
+            mixed.submit(long)
+        if mixed.mixed_steps >= 2:
+            long.cancel()  # after its second chunk, long before its tenth and last
+        if event.finish_reason is not None:
+            finished.release()
+
+    try:
+        expected = [r.generated for r in run(alone, running, 30)]
+        reqs = [GenerationRequest(prompt_ids=p, max_new_tokens=30, emit=emit) for p in running]
+        for r in reqs:
+            mixed.submit(r)
+        for _ in reqs:
+            assert finished.acquire(timeout=120)
+        assert [r.generated for r in reqs] == expected
+        assert long.finish_reason == "cancelled" and long.generated == []
+        assert 2 <= mixed.chunks < 10
+    finally:
+        alone.close()
+        mixed.close()
+
+
+def test_mixed_steps_only_for_models_that_allow_them(pair: tuple[Any, Any]) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+    from agentplex.model.local._mixed import supports_mixed_steps
+
+    assert supports_mixed_steps(pair[0])  # a Llama, SDPA attention
+    small = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
+             "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}
+    eager = LlamaForCausalLM(LlamaConfig(**small, attn_implementation="eager"))
+    assert not supports_mixed_steps(eager)
+    sliding = MistralForCausalLM(MistralConfig(**small, sliding_window=8))
+    assert not supports_mixed_steps(sliding)
+    assert supports_mixed_steps(MistralForCausalLM(MistralConfig(**small, sliding_window=None)))
 
 
 def test_prefix_cache_is_bounded_and_evicts_leaves_first() -> None:
@@ -218,6 +273,13 @@ def test_chunks_grow_when_a_pass_costs_the_same_whatever_its_size(
         for tokens in (1, 8, 16, 64, 8):
             cpu._cost.observe(tokens, 0.001 * tokens)
         assert cpu._chunk_size() == 20  # half a decode step's worth of tokens
+        # once chunks ride in decode passes, those passes alone size them: on a CPU a token
+        # costs more in a small pass than in a long prompt's
+        cpu._cost.observe(1000, 1.0)
+        cpu.mixed_steps = 2
+        for tokens in (8, 28, 8, 28):
+            cpu._step_cost.observe(tokens, 0.040 + 0.002 * (tokens - 8))
+        assert 9 <= cpu._chunk_size() <= 10
         cpu.close()
     finally:
         eng.close()

@@ -7,8 +7,10 @@ finished and cancelled rows leave the batch at the next step.
 
 Prompts reuse the cached keys and values of earlier prompts' prefixes (:mod:`._prefix`):
 requests arriving together that share a long prefix compute it once. A long prompt that
-joins while others decode is prefilled in chunks, one chunk between two decode steps, sized
-so that a chunk costs about half a decode step: the running requests keep their pace.
+joins while others decode is prefilled in chunks sized so that a chunk adds about half a
+decode step: the running requests keep their pace. Where the model allows (:mod:`._mixed`),
+a chunk rides in the same forward pass as the batch's decode step; otherwise it runs in a
+pass of its own between two decode steps.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from ._cost import PassCost
 from ._handoff import deferred
+from ._mixed import MixedStep, mixed_forward, supports_mixed_steps
 from ._prefix import KV, PrefixCache
 
 __all__ = ["BatchEngine", "GenerationEvent", "GenerationRequest", "Sampling", "TokenScore"]
@@ -111,7 +114,7 @@ class _Chunked:
     done: int = 0
     cache: Any = None
     """The keys and values of the prompt so far (a ``DynamicCache`` of one row, ``done``
-    tokens, no padding), extended in place by the next chunk."""
+    tokens, no padding), extended in place by the next chunk; ``None`` before the first."""
 
 
 class BatchEngine:
@@ -129,6 +132,7 @@ class BatchEngine:
         prefix_cache_bytes: int = 512 * 2**20,
         prefix_block: int = 32,
         prefill_chunk: int | None = None,
+        mix_chunks: bool = True,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -159,9 +163,17 @@ class BatchEngine:
         self.prefill_tokens = 0
         """Prompt tokens computed so far (tokens served from the prefix cache excluded)."""
         self.chunks = 0
-        """Prefill chunks run between decode steps."""
+        """Prefill chunks run while others decode."""
+        self.chunk_share = 0.5
+        """The share of a decode step a chunk may add (when ``prefill_chunk`` is ``None``)."""
+        self.mix_chunks = mix_chunks
+        """Whether a chunk rides in the batch's decode pass (where the model allows)."""
+        self.mixed_steps = 0
+        """Forward passes that decoded the batch and prefilled a chunk together."""
+        self._mixes = supports_mixed_steps(model)
         self._decode_cost = 0.0
         self._cost = PassCost()
+        self._step_cost = PassCost()  # decode passes, with or without a chunk riding
         device = getattr(model, "device", None)
         self._cuda = getattr(device, "type", None) == "cuda"
 
@@ -228,12 +240,16 @@ class BatchEngine:
                         size = self._chunk_size()
                         chunked.extend(_Chunked(r) for r in new if len(r.prompt_ids) > size)
                         new = [r for r in new if len(r.prompt_ids) <= size]
+                    mixing = bool(chunked) and not new and self.mix_chunks and self._mixes
                     if new:
                         batch = self._merge(batch, self._prefill(new))
-                    elif batch is not None:
+                    elif batch is not None and not mixing:
                         self._decode(batch)
                     if chunked:
-                        joined = self._prefill_chunk(chunked[0])
+                        if mixing and batch is not None:  # one pass: decode and a chunk
+                            joined = self._decode_and_chunk(batch, chunked[0])
+                        else:
+                            joined = self._prefill_chunk(chunked[0])
                         if joined is not None or chunked[0].req.finish_reason is not None:
                             chunked.popleft()
                         if joined is not None:
@@ -382,12 +398,34 @@ class BatchEngine:
         """Tokens per prefill chunk: about the cost of half a decode step of the batch."""
         if self.prefill_chunk is not None:
             return self.prefill_chunk
-        per_token = self._cost.per_token()  # marginal: a pass's fixed cost is paid anyway
+        # marginal: a pass's fixed cost is paid anyway. Mixed steps are sized from the steps
+        # alone once two carried a chunk: on a CPU a token costs more in a small pass than
+        # in a long prompt's, so the prompts' passes would make chunks look cheap.
+        mixing = self.mix_chunks and self._mixes and self.mixed_steps >= 2
+        per_token = self._step_cost.per_token() if mixing else None
+        if per_token is None:
+            per_token = self._cost.per_token()
         if not self._decode_cost or per_token is None:
             return 64
         # half a decode step: the running requests' gaps grow by about half while it joins
-        budget = 0.5 * self._decode_cost
+        budget = self.chunk_share * self._decode_cost
         return max(8, min(2048, int(budget / per_token) if per_token > 0 else 2048))
+
+    def _chunk_cache(self, item: _Chunked) -> Any:
+        """The cache a long prompt's next chunk extends: at first, its cached prefix (if
+        any, counted in ``item.done``) or an empty one."""
+        from transformers import DynamicCache
+
+        prefix, ids = self.prefix, item.req.prompt_ids
+        if item.cache is None:
+            item.cache = DynamicCache()
+            chain = prefix.match(ids, len(ids) - 1) if prefix is not None else []
+            if chain and prefix is not None:
+                item.cache = DynamicCache([(k[None], v[None])
+                                           for k, v in PrefixCache.assemble(chain)])
+                item.done = len(chain) * prefix.block_size
+                prefix.hit_tokens += item.done
+        return item.cache
 
     def _prefill_chunk(self, item: _Chunked) -> _Batch | None:
         """Prefill the next chunk of a long prompt; its batch of one once complete."""
@@ -397,32 +435,71 @@ class BatchEngine:
         if req.cancelled:
             self._finish(req, "cancelled")
             return None
+        cache = self._chunk_cache(item)
+        end = min(len(req.prompt_ids), item.done + self._chunk_size())
+        device = self.model.device
+        ids = torch.tensor([req.prompt_ids[item.done:end]], device=device)
+        mask = torch.ones((1, end), dtype=torch.long, device=device)
+        positions = torch.arange(item.done, end, device=device)[None]
+        _, logits = self._prefill_forward([req], ids, mask, positions, cache, end - item.done)
+        return self._chunk_end(item, end, logits)
+
+    def _decode_and_chunk(self, batch: _Batch, item: _Chunked) -> _Batch | None:
+        """One decode step of ``batch`` and the next chunk of a long prompt, in one forward
+        pass; the prompt's batch of one once complete."""
+        import torch
+
+        req = item.req
+        if req.cancelled:
+            self._finish(req, "cancelled")
+            self._decode(batch)
+            return None
+        cache = self._chunk_cache(item)
+        rows, past = len(batch.reqs), item.done
         size = self._chunk_size()
-        if item.cache is None:  # the first chunk: after the cached prefix, if any
-            past = None
-            if self.prefix is not None:
-                chain = self.prefix.match(req.prompt_ids, len(req.prompt_ids) - 1)
-                if chain:
-                    past = PrefixCache.assemble(chain)
-                    item.done = len(chain) * self.prefix.block_size
-                    self.prefix.hit_tokens += item.done
-            end = min(len(req.prompt_ids), item.done + size)
-            batch, logits = self._forward([req], [past], [item.done],
-                                          [req.prompt_ids[item.done:end]])
-        else:  # the next chunk extends the cache of the last (no copy into a new one)
-            end = min(len(req.prompt_ids), item.done + size)
-            device = self.model.device
-            ids = torch.tensor([req.prompt_ids[item.done:end]], device=device)
-            mask = torch.ones((1, end), dtype=torch.long, device=device)
-            positions = torch.arange(item.done, end, device=device)[None]
-            batch, logits = self._prefill_forward([req], ids, mask, positions, item.cache,
-                                                  end - item.done)
+        if self.mixed_steps < 2 and self.prefill_chunk is None:
+            size = min(size, _PROBE)  # a probe, until the steps' own fit has seen chunks
+        end = min(len(req.prompt_ids), past + size)
+        size = end - past
+        device = batch.mask.device
+        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((rows, 1))], dim=1)
+        chunk = torch.tensor(req.prompt_ids[past:end], dtype=torch.long, device=device)
+        ids = torch.cat([batch.next_ids, chunk])[None]
+        positions = torch.cat([batch.mask.sum(dim=1) - 1,
+                               torch.arange(past, end, device=device)])[None]
+        queries = torch.arange(size, device=device)[:, None]
+        causal = torch.arange(end, device=device)[None] <= queries + past
+        step = MixedStep(rows, batch.cache, cache, batch.mask.bool()[:, None, None, :],
+                         causal[None, None])
+        keep = torch.arange(rows + 1, device=device)
+        keep[-1] = rows + size - 1  # the rows' tokens, and the chunk's last
+        started = time.perf_counter()
+        logits = mixed_forward(self.model, ids, positions, step, keep)[0]
+        self._finish_forward()
+        seconds = time.perf_counter() - started
+        self.forward_seconds += seconds
+        self.prefill_seconds += seconds * size / (rows + size)  # the chunk's share
+        self.prefill_tokens += size
+        self._cost.observe(rows + size, seconds)
+        self._step_cost.observe(rows + size, seconds)
+        self.steps += 1
+        self.mixed_steps += 1
+        self.max_rows_seen = max(self.max_rows_seen, rows)
+        batch.next_ids = self._select(batch.reqs, logits[:rows])
+        return self._chunk_end(item, end, logits[rows:])
+
+    def _chunk_end(self, item: _Chunked, end: int, logits: Any) -> _Batch | None:
+        """Count a chunk computed up to ``end``; once the prompt is complete, its batch of
+        one (cached for reuse, its first token chosen from ``logits``)."""
+        import torch
+
         self.chunks += 1
         item.done = end
+        req = item.req
         if end < len(req.prompt_ids):
-            item.cache = batch.cache
             return None
-        batch.mask = torch.ones_like(batch.mask)
+        mask = torch.ones((1, end), dtype=torch.long, device=self.model.device)
+        batch = _Batch([req], item.cache, mask, None)
         self._remember(batch)
         batch.next_ids = self._select([req], logits)
         return batch
@@ -441,6 +518,7 @@ class BatchEngine:
         self.forward_seconds += seconds
         self._decode_cost = _ema(self._decode_cost, seconds)
         self._cost.observe(len(batch.reqs), seconds)
+        self._step_cost.observe(len(batch.reqs), seconds)
         self.steps += 1
         self.max_rows_seen = max(self.max_rows_seen, len(batch.reqs))
         batch.cache = out.past_key_values
@@ -608,6 +686,10 @@ class BatchEngine:
                     layer.keys = layer.keys[:, :, first:, :]
                     layer.values = layer.values[:, :, first:, :]
         return batch
+
+
+_PROBE = 16
+"""Tokens of the first two chunks that ride in decode passes."""
 
 
 def _common_length(a: list[int], b: list[int], limit: int) -> int:
