@@ -7,6 +7,7 @@ gives (greedy), never how fast (that is ``benchmarks/bench_local_model.py``'s jo
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 from typing import Any
@@ -321,3 +322,22 @@ def test_sampling_follows_the_distribution_and_never_draws_a_masked_token() -> N
     hot = torch.full((3, 300), float("-inf"))
     hot[:, -1] = 0.0  # only the last token allowed: the top of the CDF
     assert _sample([_seeded(s) for s in range(3)], hot) == [299, 299, 299]
+
+
+def test_the_cache_goes_by_the_name_the_installed_transformers_uses(
+        pair: tuple[Any, Any]) -> None:
+    from types import SimpleNamespace
+
+    from agentplex.model.local._compat import cache_keyword, returned_cache
+
+    class Old:
+        def forward(self, input_ids: Any = None, past_key_values: Any = None) -> None: ...
+
+    class New:
+        def forward(self, input_ids: Any = None, cache: Any = None) -> None: ...
+
+    assert cache_keyword(Old()) == "past_key_values" and cache_keyword(New()) == "cache"
+    model = pair[0]  # the installed transformers' own Llama
+    assert cache_keyword(model) in inspect.signature(model.forward).parameters
+    assert returned_cache(SimpleNamespace(cache="c", past_key_values=None)) == "c"
+    assert returned_cache(SimpleNamespace(past_key_values="p")) == "p"

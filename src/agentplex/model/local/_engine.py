@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._compat import cache_keyword, returned_cache
 from ._cost import PassCost
 from ._handoff import deferred
 from ._mixed import MixedStep, mixed_forward, supports_mixed_steps
@@ -135,6 +136,7 @@ class BatchEngine:
         mix_chunks: bool = True,
     ) -> None:
         self.model = model
+        self._cache_kw = cache_keyword(model)
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
         self.grammar = grammar
@@ -348,7 +350,7 @@ class BatchEngine:
         """Run one prefill forward pass, counting its cost; the batch and last logits."""
         started = time.perf_counter()
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+                         use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
         self._finish_forward()
         seconds = time.perf_counter() - started
         self.forward_seconds += seconds
@@ -356,7 +358,7 @@ class BatchEngine:
         self.steps += 1
         self.prefill_tokens += computed
         self._cost.observe(computed, seconds)
-        return _Batch(reqs, out.past_key_values, mask, None), out.logits[:, -1, :]
+        return _Batch(reqs, returned_cache(out), mask, None), out.logits[:, -1, :]
 
     def _remember(self, batch: _Batch) -> None:
         """Put the prompts just computed into the prefix cache: the tokens not cached yet, of
@@ -474,7 +476,7 @@ class BatchEngine:
         keep = torch.arange(rows + 1, device=device)
         keep[-1] = rows + size - 1  # the rows' tokens, and the chunk's last
         started = time.perf_counter()
-        logits = mixed_forward(self.model, ids, positions, step, keep)[0]
+        logits = mixed_forward(self.model, ids, positions, step, keep, self._cache_kw)[0]
         self._finish_forward()
         seconds = time.perf_counter() - started
         self.forward_seconds += seconds
@@ -512,7 +514,7 @@ class BatchEngine:
         positions = batch.mask.sum(dim=1, keepdim=True) - 1
         started = time.perf_counter()
         out = self.model(input_ids=batch.next_ids[:, None], attention_mask=batch.mask,
-                         position_ids=positions, past_key_values=batch.cache, use_cache=True)
+                         position_ids=positions, use_cache=True, **{self._cache_kw: batch.cache})
         self._finish_forward()
         seconds = time.perf_counter() - started
         self.forward_seconds += seconds
@@ -521,7 +523,7 @@ class BatchEngine:
         self._step_cost.observe(len(batch.reqs), seconds)
         self.steps += 1
         self.max_rows_seen = max(self.max_rows_seen, len(batch.reqs))
-        batch.cache = out.past_key_values
+        batch.cache = returned_cache(out)
         batch.next_ids = self._select(batch.reqs, out.logits[:, -1, :])
 
     def _finish_forward(self) -> None:

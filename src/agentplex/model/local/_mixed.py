@@ -113,10 +113,11 @@ def _install() -> None:
 
 
 def mixed_forward(model: Any, ids: Any, positions: Any, step: MixedStep,
-                  keep: Any) -> Any:
+                  keep: Any, cache_kw: str = "past_key_values") -> Any:
     """Run ``model`` on the packed ``ids`` (``[1, rows + chunk]``) through ``step``'s
-    caches; the logits at the positions ``keep``."""
+    caches; the logits at the positions ``keep``. ``cache_kw``: the forward pass's name
+    for its cache (:func:`._compat.cache_keyword`)."""
     _install()
     out = model(input_ids=ids, attention_mask=step.chunk_mask, position_ids=positions,
-                past_key_values=step, use_cache=True, logits_to_keep=keep, **{_KWARG: step})
+                use_cache=True, logits_to_keep=keep, **{cache_kw: step, _KWARG: step})
     return out.logits
