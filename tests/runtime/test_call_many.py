@@ -439,3 +439,23 @@ async def test_a_large_broadcast_pauses_the_collector_while_observers_run() -> N
         await rt.publish("all", "hello")
         await rt.idle()
         assert seen == [False] * PAUSE_GC_AT and gc.isenabled()
+
+
+async def test_a_pause_ends_early_when_handlers_make_too_many_objects(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentplex.runtime import _batch
+
+    monkeypatch.setattr(_batch, "PAUSE_GC_BUDGET", 50_000)
+    kept: list[Any] = []
+
+    class Hoarder(Actor):
+        async def handle_call(self, message: Any) -> Any:
+            kept.append([[] for _ in range(100)])  # 101 tracked objects, all alive
+            return gc.isenabled()
+
+    async with Runtime() as rt:
+        refs = [await rt.spawn(Hoarder(), name=f"h{i}") for i in range(PAUSE_GC_AT)]
+        collecting = await rt.call_many(refs, "go", timeout=30)
+        assert collecting[:256] == [False] * 256  # paused at first
+        assert collecting[-1] and collecting.index(True) <= 1024  # then back, in budget
+        assert gc.isenabled()

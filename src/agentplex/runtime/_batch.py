@@ -16,7 +16,8 @@ handlers run without waiting, until the last is done or one waits: what they all
 (envelopes, futures, replies) stays alive until the fan-out returns, so the collector would
 only scan it again and again — at 100,000 actors, full collections took a quarter of a
 round. Objects that die meanwhile are freed by reference counting as usual; cycles are
-found by the first collection after the pause.
+found by the first collection after the pause, which ends early if the handlers make more
+than :data:`PAUSE_GC_BUDGET` objects.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ _YIELD_EVERY = 256
 
 PAUSE_GC_AT = 4096
 """A fan-out to at least this many local actors pauses the cyclic garbage collector."""
+
+PAUSE_GC_BUDGET = 10_000_000
+"""A batch's pause ends early once this many more tracked objects exist than when the
+collector last ran (``gc.get_count()[0]``): handlers that make cyclic garbage while they
+run inline cannot grow memory without bound."""
 
 
 class GCPause:
@@ -169,6 +175,8 @@ class Batch:
                     break
                 done += 1
                 if done % _YIELD_EVERY == 0 and i < n:
+                    if self._pause is not None and gc.get_count()[0] > PAUSE_GC_BUDGET:
+                        self._end_pause()
                     await asyncio.sleep(0)
             else:
                 self._end_pause()
