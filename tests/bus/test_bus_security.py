@@ -101,17 +101,35 @@ async def test_curve_cluster_and_refused_client(nodes: Any) -> None:
             good.curve_secretkey = node_keys.secret.encode()
             good.curve_publickey = node_keys.public.encode()
             good.curve_serverkey = head_keys.public.encode()
+            good.setsockopt(zmq.ROUTING_ID, b"reused")
             good.connect(head_t.endpoint)
             await good.send_multipart(to_frames(header, encode("admitted")))
             for _ in range(100):
                 if head_t.allow.refused and local.told and head_t.stats["dropped"]:
                     break
                 await asyncio.sleep(0.1)
+            # a routing id outlives nothing: an admitted key that takes the one a closed
+            # connection had still speaks only for itself
+            good.close(linger=0)
+            dropped = head_t.stats["dropped"]
+            await asyncio.sleep(0.5)
+            thief = ctx.socket(zmq.DEALER)
+            thief.setsockopt(zmq.LINGER, 0)
+            thief.curve_secretkey = other_keys.secret.encode()
+            thief.curve_publickey = other_keys.public.encode()
+            thief.curve_serverkey = head_keys.public.encode()
+            thief.setsockopt(zmq.ROUTING_ID, b"reused")
+            thief.connect(head_t.endpoint)
+            await thief.send_multipart(to_frames(header, encode("stolen")))
+            for _ in range(100):
+                if head_t.stats["dropped"] > dropped or len(local.told) > 1:
+                    break
+                await asyncio.sleep(0.1)
         finally:
             ctx.destroy(linger=0)
         assert head_t.allow.refused >= 1
         assert local.told == ["admitted"]
-        assert head_t.stats["dropped"] >= 1  # the impersonation
+        assert head_t.stats["dropped"] > dropped >= 1  # both impersonations
 
 
 async def test_remote_spawn_honours_allow_list(nodes: Any) -> None:

@@ -135,7 +135,6 @@ class ZmqTransport(Transport):
         self._router: Any = None
         self._inbox: Any = None
         self._fd = -1
-        self._conn_keys: dict[bytes, str] = {}
         self._closed = False
         self._closing = False
         self._tasks = Tasks()
@@ -299,22 +298,16 @@ class ZmqTransport(Transport):
 
     def _read(self, inbox: Any) -> None:
         """Read and handle one message: the routing id, then one or two frames. With CURVE,
-        the sender's authenticated key comes along (looked up once per connection: every
-        frame carries it, the routing id names the connection)."""
+        the sender's authenticated key comes along, read from every message's own frame:
+        a routing id names a connection only while it lasts (a peer may choose its own, and
+        so take one a closed connection had), so a key is never remembered by it."""
         recv = inbox.recv
         ident = recv(_NOBLOCK)
         key = None
         if self.keys is not None:
-            key = self._conn_keys.get(ident)
-            if key is None:
-                part = recv(_NOBLOCK, copy=False)
-                key = part.get("User-Id")
-                if len(self._conn_keys) > 100_000:
-                    self._conn_keys.clear()
-                self._conn_keys[ident] = key
-                frames = [ident, part.bytes]
-            else:
-                frames = [ident, recv(_NOBLOCK)]
+            part = recv(_NOBLOCK, copy=False)
+            key = part.get("User-Id")
+            frames = [ident, part.bytes]
         else:
             frames = [ident, recv(_NOBLOCK)]
         while inbox.get(_RCVMORE):
