@@ -406,6 +406,7 @@ async def test_a_large_fan_out_pauses_the_collector_only_while_handlers_run_inli
         assert gc.isenabled()
         assert await rt.call_many(refs, "now", timeout=30) == [False] * count
         assert gc.isenabled()  # back on once the fan-out returns
+        assert await rt.call_many(iter(refs), "now", timeout=30) == [False] * count
         # a handler that waits ends the pause: the fan-out may take long now
         assert await rt.call_many(refs, "wait", timeout=30) == [True] * count
         assert await rt.call_many(refs[:10], "now", timeout=30) == [True] * 10  # small: no pause

@@ -458,10 +458,12 @@ class Runtime:
         sender = current_cell.get()
         sender_name = sender.name if sender is not None else None
         itself = sender_name if sender is not None and sender.runtime is self else None
-        trace = self._capture_trace() if is_enabled() else None
+        trace = current_context() if is_enabled() else None
         cells = self._cells
+        if not isinstance(actors, Sized):
+            actors = list(actors)
         pause = GCPause()  # a large fan-out: from its first envelope (see ``_batch``)
-        if isinstance(actors, Sized) and len(actors) >= PAUSE_GC_AT:
+        if len(actors) >= PAUSE_GC_AT:
             pause.hold()
         envs: list[Envelope | None] = []  # None: an actor elsewhere (in ``remote``)
         futs: list[asyncio.Future[Any] | None] = []
@@ -557,9 +559,6 @@ class Runtime:
     def _record_unhandled(self, name: str, env: Envelope, err: ActorError) -> None:
         self.unhandled_errors += 1
         log.error("actor %r failed on a %s message: %s", name, env.kind, err)
-
-    def _capture_trace(self) -> Any:
-        return current_context()
 
     def _trace_context(self, trace: Any) -> otel_context.Context | None:
         if isinstance(trace, otel_context.Context):  # in-process: the caller's own context
@@ -710,7 +709,7 @@ class Runtime:
             message,
             sender=sender.name if sender is not None else None,
             topic=topic,
-            trace=self._capture_trace() if is_enabled() else None,
+            trace=current_context() if is_enabled() else None,
             exclude=tuple(exclude),
         )
         timeout = self.default_timeout if timeout is None else timeout
