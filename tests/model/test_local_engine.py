@@ -209,6 +209,25 @@ def test_prefix_cache_is_bounded_and_evicts_leaves_first() -> None:
     assert cache.assemble(cache.match(shared + [119] * 8, 24)).shape == (1, 2, 2, 24, 4)
 
 
+def test_prefix_cache_evicts_the_least_recently_used_leaf() -> None:
+    def kv_of(start: int, end: int) -> Any:
+        return torch.zeros(1, 2, 1, end - start, 1)
+
+    block_bytes = 2 * 4 * 4  # keys and values, 4 tokens, float32
+    cache = PrefixCache(block_size=4, max_bytes=9 * block_bytes)
+    trunk, branch, other = [1] * 16, [2] * 8, [3] * 8
+    cache.insert(trunk + branch, 24, kv_of)  # 4 trunk blocks, then 2 of the branch
+    cache.insert(other, 8, kv_of)  # 2 blocks under another root
+    assert len(cache.match(trunk, 16)) == 4  # the trunk is used again, its branch is not
+    cache.insert([4] * 16, 16, kv_of)  # 4 more blocks: 3 must go
+    assert len(cache.match(trunk + branch, 24)) == 4  # the branch went, then the oldest leaf:
+    assert len(cache.match(other, 8)) == 1  # the other root's, older than the trunk's end
+    assert cache.bytes == 9 * block_bytes and len(cache) == 9
+    for _ in range(200):  # used again and again: stale heap entries stay bounded
+        cache.match(trunk, 16)
+        assert len(cache._leaves) <= 2 * len(cache) + 64
+
+
 async def test_logprobs_on_chat_responses(pair: tuple[Any, Any]) -> None:
     model = TransformersChatModel("random", model=pair, max_new_tokens=6)
     asked = [{"role": "user", "content": "Say hi."}]

@@ -4,7 +4,8 @@ Prompts are cut into blocks of ``block_size`` tokens; a block is keyed by its to
 block before it, so a block stands for one exact prefix (a trie stored in a dict). A request
 whose prompt starts with cached blocks — the same system prompt as other agents, or its own
 history from the previous turn — only computes the rest. The cache is bounded in bytes and
-evicts the least recently used block that no other block extends.
+evicts the least recently used block that no other block extends (found through a heap of
+those blocks, so an eviction costs the same however many blocks are cached).
 
 A block's keys and values are one tensor for all layers, so that caching a prompt, joining a
 chain of blocks and copying it into a batch's cache are each a handful of tensor operations
@@ -14,8 +15,8 @@ for a small model the launches, not the arithmetic, are what a prompt costs.
 
 from __future__ import annotations
 
+import heapq
 import itertools
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ class _Block:
     parent: _Block | None
     kv: KV
     nbytes: int
+    used: int = 0
     children: int = 0
 
 
@@ -46,9 +48,12 @@ class PrefixCache:
     bytes: int = 0
     hit_tokens: int = 0
     """Prompt tokens served from the cache so far."""
-    _blocks: OrderedDict[tuple[int, tuple[int, ...]], _Block] = field(
-        default_factory=OrderedDict)
+    _blocks: dict[tuple[int, tuple[int, ...]], _Block] = field(default_factory=dict)
+    _leaves: list[tuple[int, int, _Block]] = field(default_factory=list)
+    """A heap of ``(used, id, block)`` for blocks that no other block extends; an entry whose
+    block was used again, extended or evicted since is stale and skipped."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _clock: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def __len__(self) -> int:
         return len(self._blocks)
@@ -64,7 +69,7 @@ class PrefixCache:
             block = self._blocks.get(key)
             if block is None:
                 break
-            self._blocks.move_to_end(key)
+            self._use(block)
             chain.append(block)
             parent = block.id
         return chain
@@ -89,7 +94,7 @@ class PrefixCache:
             block = self._blocks.get(key)
             if block is None:
                 break
-            self._blocks.move_to_end(key)
+            self._use(block)
             parent = block
         else:
             start = end
@@ -104,19 +109,37 @@ class PrefixCache:
                 self.bytes += block.nbytes
                 if parent is not None:
                     parent.children += 1
+                self._use(block)
                 parent = block
         self._evict()
 
+    def _use(self, block: _Block) -> None:
+        """Mark ``block`` as used now."""
+        block.used = next(self._clock)
+        if block.children == 0:
+            self._push_leaf(block)
+
+    def _push_leaf(self, block: _Block) -> None:
+        heapq.heappush(self._leaves, (block.used, block.id, block))
+        if len(self._leaves) > 2 * len(self._blocks) + 64:  # mostly stale: rebuild
+            self._leaves = [(b.used, b.id, b) for b in self._blocks.values() if b.children == 0]
+            heapq.heapify(self._leaves)
+
     def _evict(self) -> None:
-        while self.bytes > self.max_bytes and self._blocks:
-            victim = next((b for b in self._blocks.values() if b.children == 0), None)
-            if victim is None:  # cannot happen in a trie, but never loop forever
-                return
+        while self.bytes > self.max_bytes and self._leaves:
+            used, _, victim = heapq.heappop(self._leaves)
+            if (victim.children or used != victim.used
+                    or self._blocks.get(victim.key) is not victim):
+                continue  # stale
             del self._blocks[victim.key]
             self.bytes -= victim.nbytes
-            if victim.parent is not None:
-                victim.parent.children -= 1
+            parent = victim.parent
+            if parent is not None:
+                parent.children -= 1
+                if parent.children == 0:
+                    self._push_leaf(parent)
 
     def clear(self) -> None:
         self._blocks.clear()
+        self._leaves.clear()
         self.bytes = 0
