@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgpack
@@ -13,8 +14,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentplex import Runtime
-from agentplex.bus import ZmqTransport
-from agentplex.bus.lowlevel import KNOWN_OPS, PROTO, Header, Op, pack_header
+from agentplex.bus import FrameError, ZmqTransport
+from agentplex.bus.lowlevel import (
+    KNOWN_OPS,
+    PROTO,
+    Header,
+    Op,
+    pack_header,
+    split_frames,
+    to_frames,
+)
 from agentplex.message import encode
 from agentplex.runtime import ActorNotFound, HandlerError
 from tests.support.actors import Echo
@@ -156,3 +165,25 @@ async def test_unknown_actor_and_50mb_payloads(nodes: Any) -> None:
         assert isinstance(blob, bytes) and len(blob) == size
         with pytest.raises(HandlerError):  # a reply over the limit is refused by its encoder
             await rt.ref("big").call("blob:x")
+
+
+def test_frame_functions_parse_after_a_malformed_frame_in_every_thread() -> None:
+    """The module-level frame functions reuse one packer and unpacker per thread: a
+    malformed frame leaves them able to parse the next, and threads never mix their bytes."""
+
+    def round_trips(tag: str) -> list[tuple[Header, bytes]]:
+        out = []
+        for i in range(2000):
+            header = Header(Op.CALL, tag, i, f"{tag}-{i}")
+            if i % 100 == 0:
+                with pytest.raises(FrameError):
+                    split_frames([pack_header(header)[:-3] + b"\xc1"])
+            out.append(split_frames(to_frames(header, encode([tag, i]))))
+        return out
+
+    tags = [f"t{n}" for n in range(4)]
+    with ThreadPoolExecutor(len(tags)) as pool:
+        results = list(pool.map(round_trips, tags))
+    for tag, got in zip(tags, results, strict=True):
+        assert got == [(Header(Op.CALL, tag, i, f"{tag}-{i}"), encode([tag, i]))
+                       for i in range(2000)]

@@ -107,16 +107,7 @@ class Directory:
                 continue
             if not len(entry):
                 continue
-            segs = self.ranges.setdefault(entry.prefix, [])
-            kept: list[list[Any]] = []
-            for a, b, n in segs:
-                if b <= entry.start or a >= entry.stop:
-                    kept.append([a, b, n])
-                    continue
-                if a < entry.start:
-                    kept.append([a, entry.start, n])
-                if b > entry.stop:
-                    kept.append([entry.stop, b, n])
+            kept = _cut(self.ranges.get(entry.prefix, ()), entry.start, entry.stop)
             kept.append([entry.start, entry.stop, node])
             kept.sort(key=lambda seg: seg[0])
             self.ranges[entry.prefix] = kept
@@ -134,15 +125,7 @@ class Directory:
             segs = self.ranges.get(entry.prefix)
             if not segs:
                 continue
-            kept = []
-            for a, b, n in segs:
-                if n != node or b <= entry.start or a >= entry.stop:
-                    kept.append([a, b, n])
-                    continue
-                if a < entry.start:
-                    kept.append([a, entry.start, n])
-                if b > entry.stop:
-                    kept.append([entry.stop, b, n])
+            kept = _cut(segs, entry.start, entry.stop, node)
             if kept:
                 self.ranges[entry.prefix] = kept
             else:
@@ -230,3 +213,19 @@ class Liveness:
     def stale(self) -> list[str]:
         limit = time.monotonic() - self.timeout
         return [n for n, t in self.last_seen.items() if t < limit]
+
+
+def _cut(segs: Iterable[list[Any]], start: int, stop: int, node: str | None = None
+         ) -> list[list[Any]]:
+    """The segments ``[a, b, node]`` of ``segs`` less the span ``[start, stop)``, cut only
+    from the segments of ``node`` when given."""
+    kept: list[list[Any]] = []
+    for a, b, n in segs:
+        if b <= start or a >= stop or (node is not None and n != node):
+            kept.append([a, b, n])
+            continue
+        if a < start:
+            kept.append([a, start, n])
+        if b > stop:
+            kept.append([stop, b, n])
+    return kept

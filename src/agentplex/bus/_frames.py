@@ -8,6 +8,7 @@ are parsed strictly: anything of the wrong shape raises :class:`FrameError` and 
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Final, NamedTuple
 
 import msgpack
@@ -80,21 +81,6 @@ class Header(NamedTuple):
     trace: dict[str, str] | None = None
 
 
-def pack_header(h: Header) -> bytes:
-    """Encode ``h`` for the wire."""
-    return Wire().header(h)
-
-
-def to_frames(h: Header, data: bytes) -> list[bytes]:
-    """The frames of one message: ``[header+payload]`` or ``[header, payload]``."""
-    return Wire().frames(h, data)
-
-
-def split_frames(frames: list[bytes]) -> tuple[Header, bytes]:
-    """Parse the frames of one message (without the routing id)."""
-    return Wire().split(frames)
-
-
 _KEEP_BELOW: Final = INLINE_LIMIT + MAX_HEADER
 """One-frame messages up to this size are parsed by a :class:`Wire`'s own unpacker."""
 
@@ -148,6 +134,31 @@ class Wire:
         if end > MAX_HEADER:
             raise FrameError(f"header of {end} bytes is too large")
         return _check_header(raw), payload
+
+
+class _Wires(threading.local):
+    """This thread's :class:`Wire`, for the module-level functions below."""
+
+    def __init__(self) -> None:
+        self.wire = Wire()
+
+
+_wires = _Wires()
+
+
+def pack_header(h: Header) -> bytes:
+    """Encode ``h`` for the wire."""
+    return _wires.wire.header(h)
+
+
+def to_frames(h: Header, data: bytes) -> list[bytes]:
+    """The frames of one message: ``[header+payload]`` or ``[header, payload]``."""
+    return _wires.wire.frames(h, data)
+
+
+def split_frames(frames: list[bytes]) -> tuple[Header, bytes]:
+    """Parse the frames of one message (without the routing id)."""
+    return _wires.wire.split(frames)
 
 
 def parse_header(data: bytes) -> Header:

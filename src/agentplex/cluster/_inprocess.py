@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from ..runtime import (
     Actor,
@@ -39,6 +40,7 @@ from ._serve import ServedChatModel, serve_model, served_status, unserve_model
 __all__ = ["Cluster", "init"]
 
 log = logging.getLogger("agentplex.cluster")
+_P = TypeVar("_P")
 
 
 class Cluster:
@@ -257,12 +259,18 @@ class Cluster:
 
     async def _place_batch(self, batch: BatchSpec, count: int, wait: float | None
                            ) -> list[Placement]:
+        return await self._placing(functools.partial(
+            self.scheduler.place_many, batch.resources, count, policy=batch.policy,
+            labels=batch.labels, node_id=batch.node), wait)
+
+    async def _placing(self, place: Callable[[], _P], wait: float | None) -> _P:
+        """``place()``, tried again each time resources are freed while it raises a
+        retryable :class:`Unschedulable`, for up to ``wait`` seconds (``None``: once)."""
         loop = asyncio.get_running_loop()
         deadline = None if wait is None else loop.time() + wait
         while True:
             try:
-                return self.scheduler.place_many(batch.resources, count, policy=batch.policy,
-                                                 labels=batch.labels, node_id=batch.node)
+                return place()
             except Unschedulable as exc:
                 remaining = None if deadline is None else deadline - loop.time()
                 if not exc.retryable or remaining is None or remaining <= 0:
@@ -390,21 +398,9 @@ class Cluster:
             raise
 
     async def _place(self, spec: ActorSpec, wait: float | None) -> Placement:
-        loop = asyncio.get_running_loop()
-        deadline = None if wait is None else loop.time() + wait
-        while True:
-            try:
-                return self.scheduler.place(spec.resources, policy=spec.policy,
-                                            labels=spec.labels, node_id=spec.node)
-            except Unschedulable as exc:
-                remaining = None if deadline is None else deadline - loop.time()
-                if not exc.retryable or remaining is None or remaining <= 0:
-                    raise
-                async with self._freed:
-                    try:
-                        await asyncio.wait_for(self._freed.wait(), remaining)
-                    except TimeoutError:
-                        raise exc from None
+        return await self._placing(functools.partial(
+            self.scheduler.place, spec.resources, policy=spec.policy, labels=spec.labels,
+            node_id=spec.node), wait)
 
     async def stop(self, name: str) -> None:
         """Stop an actor (one spawned alone or a member of a batch) and free its

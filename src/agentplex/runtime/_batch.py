@@ -121,80 +121,96 @@ class Batch:
     a batch of :data:`PAUSE_GC_AT` actors or more holds its own.
     """
 
-    __slots__ = ("_base", "_cells", "_finished", "_left", "_pause", "copy_payloads")
+    __slots__ = ("_base", "_finished", "_left", "_pause", "_queue", "_runner", "copy_payloads")
 
     def __init__(self, *, copy_payloads: bool = False, pause: GCPause | None = None) -> None:
         self.copy_payloads = copy_payloads
         """Give each held envelope a deep copy of its payload when its handler starts (a
         copy made then lives only as long as the handler keeps it)."""
         self._pause = pause
-        self._cells: list[ActorCell | None] = []
+        self._queue: deque[ActorCell] = deque()
         self._left = 0
         self._finished: asyncio.Future[None] | None = None
         self._base: contextvars.Context | None = None
+        self._runner: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
-        return len(self._cells)
+        return len(self._queue)
 
     def add(self, cell: ActorCell) -> None:
-        self._cells.append(cell)
+        self._queue.append(cell)
         self._left += 1
 
     def start(self) -> None:
         """Start handling the held envelopes (in the current context's copy)."""
-        if not self._cells or self._base is not None:
+        if not self._queue or self._base is not None:
             if self._pause is not None and self._base is None:
                 self._pause.end()
             return
-        self._base = contextvars.copy_context()
-        if self._pause is None and len(self._cells) >= PAUSE_GC_AT:
+        if self._pause is None and len(self._queue) >= PAUSE_GC_AT:
             self._pause = GCPause()
             self._pause.hold()
-        asyncio.get_running_loop().create_task(self._run(0), context=self._base.copy())
+        self._start_runner()
+
+    def _start_runner(self) -> None:
+        if self._base is None:
+            self._base = contextvars.copy_context()
+        self._runner = asyncio.get_running_loop().create_task(self._run(),
+                                                              context=self._base.copy())
 
     def _end_pause(self) -> None:
         if self._pause is not None:
             self._pause.end()
 
-    async def _run(self, i: int) -> None:
-        cells = self._cells
+    async def _more(self) -> bool:
+        """Called by the runner once it has handled every envelope held: wait for more and
+        return ``True``, or return ``False`` to end. A batch ends."""
+        return False
+
+    async def _run(self) -> None:
+        """The runner: handles what is held in turn, letting other tasks run every
+        :data:`_YIELD_EVERY` handlers, until :meth:`_more` says the batch ends or a handler
+        waits (this runner then finishes that handler and a fresh one takes the rest)."""
+        queue = self._queue
         base = self._base
         assert base is not None
         runner = asyncio.current_task()
-        n = len(cells)
         done = 0
         try:
-            while i < n:
-                cell = cells[i]
-                cells[i] = None  # the batch lets go of what it handled
-                i += 1
-                if cell is None:
-                    continue
-                suspended = cell.run_held(base, runner)
-                if suspended is not None:
-                    break
-                done += 1
-                if done % _YIELD_EVERY == 0 and i < n:
-                    if self._pause is not None and gc.get_count()[0] > PAUSE_GC_BUDGET:
-                        self._end_pause()
-                    await asyncio.sleep(0)
-            else:
-                self._end_pause()
-                return
-        except asyncio.CancelledError:  # the loop is closing: the rest will not be handled
+            while True:
+                while queue:
+                    cell = queue.popleft()  # the batch lets go of what it handles
+                    suspended = cell.run_held(base, runner)
+                    if suspended is not None:
+                        break
+                    done += 1
+                    if done % _YIELD_EVERY == 0 and queue:
+                        if self._pause is not None and gc.get_count()[0] > PAUSE_GC_BUDGET:
+                            self._end_pause()
+                        await asyncio.sleep(0)
+                else:
+                    self._end_pause()
+                    if await self._more():
+                        continue
+                    self._runner = None
+                    return
+                break
+        except asyncio.CancelledError:  # closed, or the loop is: the rest will not be handled
+            self._runner = None
             self._end_pause()
-            for cell in cells[i:]:
-                if cell is not None:
-                    cell.drop_held()
+            while queue:
+                queue.popleft().drop_held()
             raise
         except BaseException:  # a handler raised KeyboardInterrupt or the like: go on
+            self._runner = None
             self._end_pause()
-            if i < n:
-                asyncio.get_running_loop().create_task(self._run(i), context=base.copy())
+            if queue:
+                self._start_runner()
             raise
-        self._end_pause()  # a handler waits: the fan-out may take long now
-        if i < n:  # the rest moves on while this runner finishes the handler that waits
-            asyncio.get_running_loop().create_task(self._run(i), context=base.copy())
+        self._runner = None  # a handler waits: the fan-out may take long now
+        self._end_pause()
+        if queue:  # the rest moves on while this runner finishes the handler that waits
+            self._start_runner()
         await cell.finish_held(suspended)
 
     def released(self) -> None:
@@ -220,16 +236,11 @@ class Feed(Batch):
     :meth:`close` ends the runner.
     """
 
-    __slots__ = ("_queue", "_runner", "_sleeping")
+    __slots__ = ("_sleeping",)
 
     def __init__(self) -> None:
         super().__init__()
-        self._queue: deque[ActorCell] = deque()
-        self._runner: asyncio.Task[None] | None = None
         self._sleeping: asyncio.Future[None] | None = None
-
-    def __len__(self) -> int:
-        return len(self._queue)
 
     def add(self, cell: ActorCell) -> None:
         self._queue.append(cell)
@@ -242,53 +253,16 @@ class Feed(Batch):
         elif self._runner is None:
             self._start_runner()
 
-    def _start_runner(self) -> None:
-        if self._base is None:
-            self._base = contextvars.copy_context()
-        self._runner = asyncio.get_running_loop().create_task(self._feed(),
-                                                              context=self._base.copy())
-
     def start(self) -> None:
         """Nothing to do: the feed runs as envelopes come."""
 
-    async def _feed(self) -> None:
-        queue = self._queue
-        base = self._base
-        assert base is not None
-        runner = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        done = 0
-        cell: ActorCell | None = None
+    async def _more(self) -> bool:
+        wake = self._sleeping = asyncio.get_running_loop().create_future()
         try:
-            while True:
-                while queue:
-                    cell = queue.popleft()
-                    suspended = cell.run_held(base, runner)
-                    if suspended is not None:
-                        break
-                    done += 1
-                    if done % _YIELD_EVERY == 0:
-                        await asyncio.sleep(0)
-                else:
-                    wake = self._sleeping = loop.create_future()
-                    await wake
-                    continue
-                break
-        except asyncio.CancelledError:  # closed: what is held will not be handled
-            self._runner = self._sleeping = None
-            while queue:
-                queue.popleft().drop_held()
-            raise
-        except BaseException:  # a handler raised KeyboardInterrupt or the like: go on
-            self._runner = None
-            if queue:
-                self._start_runner()
-            raise
-        self._runner = None  # this runner stays with the handler that waits
-        if queue:
-            self._start_runner()
-        assert cell is not None
-        await cell.finish_held(suspended)
+            await wake
+        finally:
+            self._sleeping = None
+        return True
 
     def released(self) -> None:
         self._left -= 1

@@ -32,6 +32,16 @@ def _links(span: ReadableSpan | SpanRecord) -> list[dict[str, str]]:
              "span_id": format(link.context.span_id, "016x")} for link in span.links]
 
 
+def _with_events(span: ReadableSpan | SpanRecord, out: dict[str, Any]) -> dict[str, Any]:
+    """``out`` with the span's events and links, where it has any."""
+    if span.events:
+        out["events"] = [{"name": e.name, "time": e.timestamp,
+                          "attributes": dict(e.attributes or {})} for e in span.events]
+    if span.links:
+        out["links"] = _links(span)
+    return out
+
+
 def span_line(span: ReadableSpan | SpanRecord) -> str:
     """One finished span as a line of JSON (:func:`span_to_dict`, newline included)."""
     if type(span) is not SpanRecord or span.events or span.links:
@@ -62,12 +72,7 @@ def _record_to_dict(span: SpanRecord) -> dict[str, Any]:
         "attributes": span.attributes,
         "service": span.service,
     }
-    if span.events:
-        out["events"] = [{"name": e.name, "time": e.timestamp,
-                          "attributes": dict(e.attributes or {})} for e in span.events]
-    if span.links:
-        out["links"] = _links(span)
-    return out
+    return _with_events(span, out)
 
 
 def span_to_dict(span: ReadableSpan | SpanRecord) -> dict[str, Any]:
@@ -88,12 +93,7 @@ def span_to_dict(span: ReadableSpan | SpanRecord) -> dict[str, Any]:
         "attributes": dict(span.attributes or {}),
         "service": span.resource.attributes.get("service.name"),
     }
-    if span.events:
-        out["events"] = [{"name": e.name, "time": e.timestamp,
-                          "attributes": dict(e.attributes or {})} for e in span.events]
-    if span.links:
-        out["links"] = _links(span)
-    return out
+    return _with_events(span, out)
 
 
 class JsonLinesSpanExporter(SpanExporter):
