@@ -113,3 +113,42 @@ async def test_a_call_through_a_model_actor_counts_once_in_an_experiment(tmp_pat
     spans = [json.loads(line)["name"] for line in (run.dir / "trace.jsonl").read_text()
              .splitlines()]
     assert sum(name.startswith("chat") for name in spans) == 5  # the host still traces
+
+
+class Endless(ChatModelBase):
+    """Streams chunks until closed; records that its stream was closed. It keeps its
+    stream, so only an explicit close (not its last reference going) ends it."""
+
+    provider = "test"
+
+    def __init__(self) -> None:
+        super().__init__("endless")
+        self.closed = False
+        self.streams: list[Any] = []
+
+    async def _call(self, messages: Any, tools: Any = None, tool_choice: Any = None,
+                    structured_model: Any = None, **kwargs: Any) -> ChatResult:
+        async def chunks() -> Any:
+            try:
+                for i in range(10_000):
+                    yield ChatResponse(content=[{"type": "text", "text": str(i)}])
+                    await asyncio.sleep(0)
+            finally:
+                self.closed = True
+
+        self.streams.append(chunks())
+        return self.streams[-1]
+
+
+async def test_leaving_a_remote_stream_early_closes_the_models_stream() -> None:
+    async with Runtime() as rt:
+        endless = Endless()
+        await rt.spawn(ModelActor(endless), "llm")
+        stream = await RemoteChatModel("llm", stream=True, timeout=5)([Msg("u", "go", "user")])
+        assert not isinstance(stream, ChatResponse)
+        async for chunk in stream:
+            if chunk.text.endswith("3"):
+                break
+        await stream.aclose()
+        await asyncio.wait_for(rt.idle(), 5)
+        assert endless.closed

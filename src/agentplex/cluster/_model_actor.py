@@ -122,8 +122,11 @@ class ModelActor(Actor):
         if isinstance(result, ChatResponse):
             yield result
             return
-        async for chunk in result:
-            yield chunk
+        try:
+            async for chunk in result:
+                yield chunk
+        finally:  # closed in this handler, not by a finalizer task the runtime cannot wait on
+            await result.aclose()
 
 
 class RemoteChatModel(ChatModelBase):
