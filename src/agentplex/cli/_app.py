@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -108,7 +109,7 @@ def demo(
         Console(stderr=True).print("[red]terminated[/]: node processes stopped")
         raise typer.Exit(143) from None
     except (ActorError, NodesFailed) as exc:
-        Console(stderr=True).print(f"[red]the demo failed[/]: {exc}")
+        Console(stderr=True).print(f"[red]the demo failed[/]: {escape(str(exc))}")
         raise typer.Exit(1) from None
 
 
@@ -131,8 +132,8 @@ def _model_defaults(spec: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_model(console: Console, spec: str, seed: int, options: dict[str, Any]) -> object:
-    from ..model import init_chat_model
     from ._demo import scripted_players_model
+    from ._serve import load_chat_model
 
     loading = time.perf_counter()
     if spec.startswith("transformers"):
@@ -140,7 +141,7 @@ def _load_model(console: Console, spec: str, seed: int, options: dict[str, Any])
         console.print("loading the local model (the first run converts its GGUF file once, "
                       "about 20 s)")
     model = (scripted_players_model(seed) if spec == "scripted"
-             else init_chat_model(spec, **options))
+             else load_chat_model(spec, **options))
     console.print(f"model ready in {time.perf_counter() - loading:.1f}s")
     return model
 
@@ -182,7 +183,8 @@ async def _demo(o: DemoOptions) -> None:
         with progress:
             async for msg, last in stream_printing_messages(players, run()):
                 if last:
-                    progress.console.print(f"[bold]{msg.name}[/]: {msg.get_text_content()}")
+                    progress.console.print(
+                        f"[bold]{msg.name}[/]: {escape(msg.get_text_content() or '')}")
     _summary(console, results[0], o.agents, record.dir)
     _engine_summary(console, model)
 
@@ -313,13 +315,15 @@ def _crowd_summary(console: Console, result: CrowdResult, o: DemoOptions, run_di
                       f"{r.tokens_out:,}", f"{r.target}", f"{len(r.winners):,}")
     console.print(table)
     for msg in result.discussion:
-        console.print(f"[bold]{msg.name}[/]: {msg.get_text_content()}")
+        console.print(f"[bold]{msg.name}[/]: {escape(msg.get_text_content() or '')}")
     if result.failed:
         shown = ", ".join(sorted(result.failed)[:10])
         console.print(f"[red]{len(result.failed):,} answers missing[/]: {shown}"
                       + (" ..." if len(result.failed) > 10 else ""))
         why = Counter(reason.partition(":")[0] for reason in result.failed.values())
-        console.print("why: " + ", ".join(f"{kind} ({n:,})" for kind, n in why.most_common(5)))
+        example = next(iter(result.failed.values()))
+        console.print("why: " + ", ".join(f"{kind} ({n:,})" for kind, n in why.most_common(5))
+                      + f"; the first: {escape(example)}")
     s = result.stats
     table = Table(title="run summary")
     for column in ("agents", "nodes", "placed/s", "messages", "model calls", "tokens in",
