@@ -223,13 +223,20 @@ async def _demo_across_nodes(o: DemoOptions) -> None:
                 client = ClusterClient(rt, timeout=max(120.0, o.agents / 5_000))
                 if o.model != "scripted":
                     console.print(f"placing {o.replicas} model replica(s) of {o.model}")
-                names, placed = await place_players(
-                    client, o.agents, seed=o.seed, model=o.model, replicas=o.replicas,
-                    requests_per_second=o.rate, model_options=o.model_options)
-                console.print(f"placed {o.agents:,} players in {placed:.2f}s "
-                              f"({o.agents / placed:,.0f}/s)")
-                result = await _play_with_progress(console, rt, names, o)
-                result.placement_seconds = placed
+                batches: list[Sequence[str]] = []
+                try:
+                    names, placed = await place_players(
+                        client, o.agents, seed=o.seed, model=o.model, replicas=o.replicas,
+                        requests_per_second=o.rate, model_options=o.model_options,
+                        placed=batches)
+                    console.print(f"placed {o.agents:,} players in {placed:.2f}s "
+                                  f"({o.agents / placed:,.0f}/s)")
+                    result = await _play_with_progress(console, rt, names, o)
+                    result.placement_seconds = placed
+                finally:
+                    if o.address is not None:  # a cluster we joined: leave it as we found it
+                        for batch in reversed(batches):
+                            await client.stop_batch(batch)
     finally:
         local.close()
     _crowd_summary(console, result, o, record.dir)
