@@ -109,11 +109,11 @@ def status(
     head_key: HeadKeyOpt = None,
 ) -> None:
     """Show the cluster's nodes, their GPUs (used / free) and the actors on each."""
-    from ..runtime import ActorError
+    from ..runtime import CallTimeout, PeerLost
 
     try:
         asyncio.run(_status(head_address, _security(keys, head_key, [])))
-    except ActorError as exc:  # no head there, or it refused our key
+    except (CallTimeout, PeerLost) as exc:  # no head there, or it refused our key
         typer.echo(f"error: cannot reach the head at {head_address}: {exc}", err=True)
         raise typer.Exit(1) from None
 
