@@ -39,6 +39,12 @@ def test_demo_rejects_bad_options() -> None:
     assert "KEY=VALUE" in proc.stderr + proc.stdout
 
 
+def test_slow_rates_keep_their_digits() -> None:
+    from agentplex.cli._app import rate_text
+
+    assert [rate_text(x) for x in (0.37, 3.04, 12.6, 11_279.4)] == ["0.37", "3", "13", "11,279"]
+
+
 def test_model_options_are_json_or_text() -> None:
     from agentplex.cli._serve import parse_options
 

@@ -202,7 +202,8 @@ async def _demo_across_nodes(o: DemoOptions) -> None:
     where = o.address or f"{o.nodes} node processes on this machine"
     console.print(f"[bold]agentplex demo[/]: {o.agents:,} players on {where}, {o.rounds} "
                   f"rounds, model [cyan]{o.model}[/]"
-                  + (f" ({o.replicas} replicas)" if o.model != "scripted" else ""))
+                  + (f" ({o.replicas} replica{'s' * (o.replicas > 1)})"
+                     if o.model != "scripted" else ""))
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
@@ -310,6 +311,12 @@ def _engine_summary(console: Console, model: object) -> None:
                   f"choosing tokens {engine.select_seconds:.1f}s")
 
 
+def rate_text(per_second: float) -> str:
+    """A rate for the tables: whole numbers from 10 on, two digits below (a round of a few
+    players on a local model answers 0.37/s, not 0/s)."""
+    return f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.2g}"
+
+
 def _crowd_summary(console: Console, result: CrowdResult, o: DemoOptions, run_dir: Path
                    ) -> None:
     table = Table(title="rounds")
@@ -318,7 +325,7 @@ def _crowd_summary(console: Console, result: CrowdResult, o: DemoOptions, run_di
         table.add_column(column, justify="right")
     for r in result.rounds:
         table.add_row(str(r.round), f"{r.answered:,}/{o.agents:,}", f"{r.seconds:.2f}",
-                      f"{r.answered / r.seconds:,.0f}" if r.seconds else "-",
+                      rate_text(r.answered / r.seconds) if r.seconds else "-",
                       f"{r.tokens_out:,}", f"{r.target}", f"{len(r.winners):,}")
     console.print(table)
     for msg in result.discussion:
