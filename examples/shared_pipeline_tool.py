@@ -62,6 +62,8 @@ def chat_model(spec: str, index: int, review: str) -> ChatModelBase:
         results = messages[-1].get_content_blocks("tool_result")
         if not results:
             return ToolUseBlock(id=f"call-{index}", name="sentiment", input={"text": review})
+        if results[0].is_error:  # e.g. a --pipeline-model that is not there
+            return f"The classifier failed: {results[0].output}"
         label = json.loads(str(results[0].output))[0]["label"]
         return f"The classifier says {label}."
 
@@ -98,8 +100,10 @@ async def main(agents: int, pipeline_model: str, chat: str) -> None:
             for (agent, review), reply in zip(team, replies, strict=True):
                 print(f"{agent.name} on {review!r}: {reply.get_text_content()}")
             described = await tool_ref.call("describe", timeout=30)
-            print(f"{described['served']} calls served by one loaded pipeline "
-                  f"({', '.join(described['loaded'])}) in {time.perf_counter() - started:.2f}s")
+            loaded = ", ".join(described["loaded"])
+            print(f"{described['served']} calls served by "
+                  + (f"one loaded pipeline ({loaded})" if loaded else "no loaded pipeline")
+                  + f" in {time.perf_counter() - started:.2f}s")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The main job in its fast form, end to end, as a user runs it."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,12 @@ def test_demo_rejects_bad_options() -> None:
     assert "KEY=VALUE" in proc.stderr + proc.stdout
 
 
+def test_slow_rates_keep_their_digits() -> None:
+    from agentplex.cli._app import rate_text
+
+    assert [rate_text(x) for x in (0.37, 3.04, 12.6, 11_279.4)] == ["0.37", "3", "13", "11,279"]
+
+
 def test_model_options_are_json_or_text() -> None:
     from agentplex.cli._serve import parse_options
 
@@ -54,6 +61,37 @@ def test_demo_model_options_reach_the_model(tmp_path: Path) -> None:
          "--runs-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "no_such_option" in proc.stderr + proc.stdout
+
+
+def _without_openai_settings() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+
+
+@pytest.mark.parametrize("command", [["demo", "--model"], ["serve", "--port", "0"]])
+def test_a_model_that_cannot_be_built_is_one_line_not_a_traceback(
+    tmp_path: Path, command: list[str]
+) -> None:
+    proc = subprocess.run([sys.executable, "-m", "agentplex", *command, "openai:gpt-4o-mini"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env=_without_openai_settings())
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "[openai:gpt-4o-mini] no API key" in proc.stderr
+    assert "OPENAI_API_KEY" in proc.stderr
+
+
+def test_a_failing_model_call_is_reported_with_its_provider(tmp_path: Path) -> None:
+    """The error names the model as ``[provider:model]``, which the console must print as
+    text (as markup, rich dropped it)."""
+    env = {**_without_openai_settings(), "OPENAI_API_KEY": "k", "COLUMNS": "400",
+           "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}  # nothing listens: refused at once
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentplex", "demo", "--agents", "2", "--rounds", "1",
+         "--model", "openai:gpt-4o-mini", "--runs-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 1
+    assert "the demo failed" in proc.stderr
+    assert "[openai:gpt-4o-mini] connection failed" in proc.stderr
 
 
 @pytest.mark.anyio

@@ -99,3 +99,23 @@ def test_demo_stops_its_nodes_on_ctrl_c(tmp_path: Path) -> None:
     assert proc.wait(120) == 130
     assert "interrupted" in (tmp_path / "err.txt").read_text()
     assert_all_gone(pids)
+
+
+def test_demo_on_a_running_cluster_leaves_it_as_it_found_it(tmp_path: Path) -> None:
+    """``--address``: the players (and model replicas) are stopped when the game ends, so
+    the same command runs again on that cluster (its names were taken before)."""
+    from tests.support.daemons import Daemons
+
+    daemons = Daemons()
+    try:
+        endpoint = daemons.head()
+        daemons.nodes(endpoint, ["n0"], "--allow", "agentplex.cli._crowd")
+        for attempt in ("first", "second"):
+            runs = tmp_path / attempt
+            runs.mkdir()
+            proc = demo(runs, "--agents", "50", "--address", endpoint, "--model", "scripted",
+                        "--rounds", "1", "--speakers", "1")
+            assert proc.wait(300) == 0, (runs / "err.txt").read_text()[-3000:]
+            assert "placed 50 players" in (runs / "out.txt").read_text()
+    finally:
+        daemons.close()

@@ -83,6 +83,7 @@ async def test_a_ray_backed_head_serves_the_same_client_api(local_ray: None) -> 
         assert placement is not None and len(placement["gpu_indices"]) == 1
         with pytest.raises(HandlerError, match="Unschedulable"):
             await client.spawn(COUNTER, resources=Resources(gpus=9))
+        assert await client.served_status() == []  # what `agentplex status` asks too
         await client.stop("via-head")
 
         # An actor spawned alone comes back from its checkpoint too, through the head.

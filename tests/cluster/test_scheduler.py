@@ -71,6 +71,17 @@ def test_fractional_gpus_share_a_gpu_within_its_memory() -> None:
         0.25, 1.0]
 
 
+def test_releasing_fractions_leaves_exactly_nothing() -> None:
+    s = cluster()
+    cpu = [s.place(Resources(cpus=0.05), node_id="cpu-a") for _ in range(20)]
+    gpu = [s.place(Resources(gpus=0.1, gpu_memory="1GiB"), node_id="gpu-a") for _ in range(7)]
+    for p in cpu + gpu:
+        s.release(p)
+    assert s.usage("cpu-a")["cpus"] == 0.0
+    assert s.usage("gpu-a")["cpus"] == 0.0
+    assert [g["share"] for g in s.usage("gpu-a")["gpus"]] == [0.0, 0.0]
+
+
 def test_requests_that_can_never_fit_are_refused_with_reasons() -> None:
     s = cluster()
     with pytest.raises(Unschedulable) as info:

@@ -48,3 +48,12 @@ def test_shared_pipeline_tool_is_placed_on_the_gpu_node_and_loaded_once() -> Non
     assert "pipeline tool placed on gpu-node" in out
     assert out.count("The classifier says") == 3
     assert "3 calls served by one loaded pipeline (sentiment)" in out
+
+
+def test_shared_pipeline_tool_reports_a_pipeline_that_fails(tmp_path: Path) -> None:
+    """The docstring's ``--pipeline-model path/to/classifier`` with no classifier there:
+    each agent reports the tool's error."""
+    out = run(str(EXAMPLES / "shared_pipeline_tool.py"), "--agents", "2",
+              "--pipeline-model", str(tmp_path / "no-classifier"))
+    assert out.count("The classifier failed: Error:") == 2
+    assert "served by no loaded pipeline" in out

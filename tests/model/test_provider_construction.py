@@ -3,6 +3,8 @@ errors that are the caller's, not the provider's."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agentplex.message import ImageBlock, Msg, TextBlock, URLSource
@@ -21,13 +23,16 @@ pytestmark = pytest.mark.anyio
 
 KEY_VARIABLES = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL",
                  "GEMINI_API_KEY", "GOOGLE_API_KEY", "DASHSCOPE_API_KEY",
-                 "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN")
+                 "AZURE_OPENAI_API_KEY", "AZURE_OPENAI_AD_TOKEN", "HF_TOKEN",
+                 "HUGGING_FACE_HUB_TOKEN")
 
 
 @pytest.fixture
-def no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in KEY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    hub = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setattr(hub, "HF_TOKEN_PATH", str(tmp_path / "no-token"))  # no saved login
 
 
 @pytest.mark.usefixtures("no_keys")
@@ -38,6 +43,7 @@ def no_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     ("dashscope:DashScopeChatModel", "DASHSCOPE_API_KEY", {}),
     ("azure:AzureOpenAIChatModel", "AZURE_OPENAI_API_KEY",
      {"azure_endpoint": "https://example.invalid"}),
+    ("huggingface:HuggingFaceChatModel", "HF_TOKEN", {}),
 ])
 def test_a_missing_key_fails_at_construction(cls: str, variable: str, kwargs: dict[str, str]
                                              ) -> None:
@@ -47,6 +53,15 @@ def test_a_missing_key_fails_at_construction(cls: str, variable: str, kwargs: di
     model_class = getattr(importlib.import_module(f"agentplex.model.{module}"), name)
     with pytest.raises(MissingCredentialsError, match=variable):
         model_class("m", **kwargs)
+
+
+def test_a_missing_local_model_names_its_provider(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from agentplex.model import ModelNotAvailableError, init_chat_model
+
+    for provider in ("mlx", "transformers"):
+        with pytest.raises(ModelNotAvailableError, match=rf"^\[{provider}:"):
+            init_chat_model(f"{provider}:{tmp_path / 'nothing-here'}")
 
 
 @pytest.mark.usefixtures("no_keys")

@@ -41,6 +41,8 @@ async def test_init_chat_model_shares_the_loaded_model(
     model = init_chat_model("transformers:default", cache_dir=model_cache)
     assert isinstance(model, TransformersChatModel)
     assert model.engine is smol.engine
+    # the embedded model by any of its names, as docs/local-models.md shows them
+    assert TransformersChatModel(cache_dir=model_cache).engine is smol.engine
 
 
 async def test_stream_and_stop(smol: TransformersChatModel) -> None:

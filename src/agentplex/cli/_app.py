@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -108,7 +109,7 @@ def demo(
         Console(stderr=True).print("[red]terminated[/]: node processes stopped")
         raise typer.Exit(143) from None
     except (ActorError, NodesFailed) as exc:
-        Console(stderr=True).print(f"[red]the demo failed[/]: {exc}")
+        Console(stderr=True).print(f"[red]the demo failed[/]: {escape(str(exc))}")
         raise typer.Exit(1) from None
 
 
@@ -131,8 +132,8 @@ def _model_defaults(spec: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_model(console: Console, spec: str, seed: int, options: dict[str, Any]) -> object:
-    from ..model import init_chat_model
     from ._demo import scripted_players_model
+    from ._serve import load_chat_model
 
     loading = time.perf_counter()
     if spec.startswith("transformers"):
@@ -140,7 +141,7 @@ def _load_model(console: Console, spec: str, seed: int, options: dict[str, Any])
         console.print("loading the local model (the first run converts its GGUF file once, "
                       "about 20 s)")
     model = (scripted_players_model(seed) if spec == "scripted"
-             else init_chat_model(spec, **options))
+             else load_chat_model(spec, **options))
     console.print(f"model ready in {time.perf_counter() - loading:.1f}s")
     return model
 
@@ -182,7 +183,8 @@ async def _demo(o: DemoOptions) -> None:
         with progress:
             async for msg, last in stream_printing_messages(players, run()):
                 if last:
-                    progress.console.print(f"[bold]{msg.name}[/]: {msg.get_text_content()}")
+                    progress.console.print(
+                        f"[bold]{msg.name}[/]: {escape(msg.get_text_content() or '')}")
     _summary(console, results[0], o.agents, record.dir)
     _engine_summary(console, model)
 
@@ -200,7 +202,8 @@ async def _demo_across_nodes(o: DemoOptions) -> None:
     where = o.address or f"{o.nodes} node processes on this machine"
     console.print(f"[bold]agentplex demo[/]: {o.agents:,} players on {where}, {o.rounds} "
                   f"rounds, model [cyan]{o.model}[/]"
-                  + (f" ({o.replicas} replicas)" if o.model != "scripted" else ""))
+                  + (f" ({o.replicas} replica{'s' * (o.replicas > 1)})"
+                     if o.model != "scripted" else ""))
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
@@ -221,13 +224,20 @@ async def _demo_across_nodes(o: DemoOptions) -> None:
                 client = ClusterClient(rt, timeout=max(120.0, o.agents / 5_000))
                 if o.model != "scripted":
                     console.print(f"placing {o.replicas} model replica(s) of {o.model}")
-                names, placed = await place_players(
-                    client, o.agents, seed=o.seed, model=o.model, replicas=o.replicas,
-                    requests_per_second=o.rate, model_options=o.model_options)
-                console.print(f"placed {o.agents:,} players in {placed:.2f}s "
-                              f"({o.agents / placed:,.0f}/s)")
-                result = await _play_with_progress(console, rt, names, o)
-                result.placement_seconds = placed
+                batches: list[Sequence[str]] = []
+                try:
+                    names, placed = await place_players(
+                        client, o.agents, seed=o.seed, model=o.model, replicas=o.replicas,
+                        requests_per_second=o.rate, model_options=o.model_options,
+                        placed=batches)
+                    console.print(f"placed {o.agents:,} players in {placed:.2f}s "
+                                  f"({o.agents / placed:,.0f}/s)")
+                    result = await _play_with_progress(console, rt, names, o)
+                    result.placement_seconds = placed
+                finally:
+                    if o.address is not None:  # a cluster we joined: leave it as we found it
+                        for batch in reversed(batches):
+                            await client.stop_batch(batch)
     finally:
         local.close()
     _crowd_summary(console, result, o, record.dir)
@@ -301,6 +311,12 @@ def _engine_summary(console: Console, model: object) -> None:
                   f"choosing tokens {engine.select_seconds:.1f}s")
 
 
+def rate_text(per_second: float) -> str:
+    """A rate for the tables: whole numbers from 10 on, two digits below (a round of a few
+    players on a local model answers 0.37/s, not 0/s)."""
+    return f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.2g}"
+
+
 def _crowd_summary(console: Console, result: CrowdResult, o: DemoOptions, run_dir: Path
                    ) -> None:
     table = Table(title="rounds")
@@ -309,17 +325,19 @@ def _crowd_summary(console: Console, result: CrowdResult, o: DemoOptions, run_di
         table.add_column(column, justify="right")
     for r in result.rounds:
         table.add_row(str(r.round), f"{r.answered:,}/{o.agents:,}", f"{r.seconds:.2f}",
-                      f"{r.answered / r.seconds:,.0f}" if r.seconds else "-",
+                      rate_text(r.answered / r.seconds) if r.seconds else "-",
                       f"{r.tokens_out:,}", f"{r.target}", f"{len(r.winners):,}")
     console.print(table)
     for msg in result.discussion:
-        console.print(f"[bold]{msg.name}[/]: {msg.get_text_content()}")
+        console.print(f"[bold]{msg.name}[/]: {escape(msg.get_text_content() or '')}")
     if result.failed:
         shown = ", ".join(sorted(result.failed)[:10])
         console.print(f"[red]{len(result.failed):,} answers missing[/]: {shown}"
                       + (" ..." if len(result.failed) > 10 else ""))
         why = Counter(reason.partition(":")[0] for reason in result.failed.values())
-        console.print("why: " + ", ".join(f"{kind} ({n:,})" for kind, n in why.most_common(5)))
+        example = next(iter(result.failed.values()))
+        console.print("why: " + ", ".join(f"{kind} ({n:,})" for kind, n in why.most_common(5))
+                      + f"; the first: {escape(example)}")
     s = result.stats
     table = Table(title="run summary")
     for column in ("agents", "nodes", "placed/s", "messages", "model calls", "tokens in",

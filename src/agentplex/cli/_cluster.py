@@ -19,7 +19,8 @@ HeadKeyOpt = Annotated[Path | None, typer.Option(help="The head's public key fil
 HeartbeatOpt = Annotated[float, typer.Option(
     help="Seconds of silence after which a peer on the bus is declared lost.")]
 AllowOpt = Annotated[list[Path], typer.Option(
-    "--allow-key", help="Public key files of peers admitted (with keys). Repeatable.")]
+    "--allow-key", help="Public key files of peers admitted (with keys; the head's key, "
+    "when given, is admitted too). Repeatable.")]
 
 
 def _security(keys: Path | None, head_key: Path | None, allow: list[Path]) -> dict[str, Any]:
@@ -29,8 +30,9 @@ def _security(keys: Path | None, head_key: Path | None, allow: list[Path]) -> di
     if pair is None:
         return {}
     options: dict[str, Any] = {"keys": pair, "allow": [load_public_key(p) for p in allow]}
-    if head_key is not None:
+    if head_key is not None:  # the head connects back to us (its calls, its answers)
         options["head_key"] = load_public_key(head_key)
+        options["allow"].append(options["head_key"])
     return options
 
 
@@ -84,6 +86,7 @@ def node(
         help="Modules actors may be spawned from. Repeatable.")] = [],  # noqa: B006
     keys: KeysOpt = None,
     head_key: HeadKeyOpt = None,
+    allow_key: AllowOpt = [],  # noqa: B006 - typer reads the default
     insecure: Annotated[bool, typer.Option(
         help="Allow a non-loopback bind without keys.")] = False,
     heartbeat_timeout: HeartbeatOpt = 5.0,
@@ -95,7 +98,8 @@ def node(
     spec = detect_node(node_id, gpus=gpus, gpu_memory=gpu_memory, cpus=cpus,
                        labels=_labels(label))
     asyncio.run(run_node(head_address, spec, bind=bind, spawn_allow=allow, insecure=insecure,
-                         heartbeat_timeout=heartbeat_timeout, **_security(keys, head_key, [])))
+                         heartbeat_timeout=heartbeat_timeout,
+                         **_security(keys, head_key, allow_key)))
 
 
 def status(
@@ -105,7 +109,13 @@ def status(
     head_key: HeadKeyOpt = None,
 ) -> None:
     """Show the cluster's nodes, their GPUs (used / free) and the actors on each."""
-    asyncio.run(_status(head_address, _security(keys, head_key, [])))
+    from ..runtime import CallTimeout, PeerLost
+
+    try:
+        asyncio.run(_status(head_address, _security(keys, head_key, [])))
+    except (CallTimeout, PeerLost) as exc:  # no head there, or it refused our key
+        typer.echo(f"error: cannot reach the head at {head_address}: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 async def _status(head_address: str, options: dict[str, Any]) -> None:

@@ -378,14 +378,17 @@ async def play_crowd(rt: Runtime, names: Sequence[str], *, rounds: int, speakers
 
 async def place_players(client: Any, count: int, *, seed: int, model: str, replicas: int,
                         requests_per_second: float | None,
-                        model_options: dict[str, Any] | None = None
+                        model_options: dict[str, Any] | None = None,
+                        placed: list[Sequence[str]] | None = None,
                         ) -> tuple[Sequence[str], float]:
     """Place the model replicas (unless scripted), then ``count`` players in one batch;
-    the players' names and the seconds their placement took."""
+    the players' names and the seconds their placement took. Each batch's names are
+    appended to ``placed`` as soon as it stands (for whoever stops them afterwards)."""
+    batches = placed if placed is not None else []
     if model != "scripted":
         args = [model, requests_per_second, model_options or {}]
-        await client.spawn_many(GameModelActor, [args] * replicas,
-                                names=MODEL_PREFIX, placement="spread")
+        batches.append((await client.spawn_many(
+            GameModelActor, [args] * replicas, names=MODEL_PREFIX, placement="spread")).names)
         await asyncio.gather(*(client.runtime.ref(f"{MODEL_PREFIX}{i}").call(
             "describe", timeout=600) for i in range(replicas)))
     began = time.perf_counter()
@@ -393,4 +396,5 @@ async def place_players(client: Any, count: int, *, seed: int, model: str, repli
                                    placement="spread", resources=Resources(cpus=0),
                                    seed=seed, model=model,
                                    replicas=replicas)
+    batches.append(refs.names)
     return refs.names, time.perf_counter() - began

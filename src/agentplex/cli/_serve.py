@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from ..model import ChatModelBase
 
 __all__ = ["serve"]
 
@@ -23,6 +26,19 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
         except ValueError:
             out[key] = raw
     return out
+
+
+def load_chat_model(spec: str, **kwargs: Any) -> ChatModelBase:
+    """``init_chat_model(spec, **kwargs)``; a model that cannot be built here (no API key,
+    an unknown provider or argument, a local model not on this machine) ends the command
+    with its error on one line (exit code 2) instead of a traceback."""
+    from ..model import ModelError, init_chat_model
+
+    try:
+        return init_chat_model(spec, **kwargs)
+    except (ModelError, ValueError, TypeError, ImportError) as exc:
+        typer.echo(f"error: cannot use the model {spec!r}: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def serve(
@@ -47,7 +63,6 @@ def serve(
 ) -> None:
     """Serve MODEL over the OpenAI chat-completions wire (/v1/chat/completions, /v1/models,
     /health, /metrics)."""
-    from ..model import init_chat_model
     from ..serving import run_server
 
     key = api_key if api_key is not None else os.environ.get("AGENTPLEX_API_KEY") or None
@@ -57,7 +72,7 @@ def serve(
         from ._app import _quiet_transformers
 
         _quiet_transformers()
-    chat_model = init_chat_model(model, stream=True, **parse_options(option))
+    chat_model = load_chat_model(model, stream=True, **parse_options(option))
     name = served_model_name or model
 
     def ready(url: str) -> None:

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..bus import connect
+from ..bus import KeyPair, connect, keypair_from_env
 from ..bus.lowlevel import resolve_actor_class
 from ..runtime import Actor, ActorError, Runtime
 from ._batch import NodeShares
@@ -113,6 +113,9 @@ class NodeAgent(Actor):
         resolve_actor_class(spec["target"], self.spawn_allow)  # refuse before starting
         env = worker_environment(_placement(placement, spec))
         env["AGENTPLEX_WORKER_SPEC"] = json.dumps(spec)
+        for name in ("AGENTPLEX_PUBLIC_KEY", "AGENTPLEX_SECRET_KEY", _WORKER_BUS):
+            env.pop(name, None)  # the worker joins as this node did, whatever it inherited
+        env.update(_worker_security(self.runtime.transport))
         cmd = [sys.executable, "-m", "agentplex.cluster.worker", "--head", self.head,
                "--node-id", f"{self.spec.id}-{spec['name']}"]
         for module in self.spawn_allow:
@@ -141,6 +144,20 @@ class NodeAgent(Actor):
         for proc in self.workers.values():
             if proc.returncode is None:
                 proc.terminate()
+
+
+def _worker_security(transport: Any) -> dict[str, str]:
+    """What a worker needs to join a CURVE bus as its node did (nothing without keys): the
+    node's key pair, the head's key and the keys the node admits."""
+    keys: KeyPair | None = getattr(transport, "keys", None)
+    if keys is None:
+        return {}
+    return {"AGENTPLEX_PUBLIC_KEY": keys.public, "AGENTPLEX_SECRET_KEY": keys.secret,
+            _WORKER_BUS: json.dumps({"head_key": transport.head_key,
+                                     "allow": sorted(transport.allow.keys)})}
+
+
+_WORKER_BUS = "AGENTPLEX_WORKER_BUS"
 
 
 def _placement(data: dict[str, Any], spec: dict[str, Any]) -> Placement:
@@ -192,7 +209,9 @@ async def run_worker(head: str, node_id: str, spawn_allow: Sequence[str]) -> Non
     """Host one actor (described by ``AGENTPLEX_WORKER_SPEC``) until the node goes away."""
     spec = json.loads(os.environ["AGENTPLEX_WORKER_SPEC"])
     parent = os.getppid()
-    async with connect(head, node_id=node_id, spawn_allow=spawn_allow) as runtime:
+    keys = keypair_from_env()
+    security = {"keys": keys, **json.loads(os.environ.get(_WORKER_BUS, "{}"))} if keys else {}
+    async with connect(head, node_id=node_id, spawn_allow=spawn_allow, **security) as runtime:
         cls = resolve_actor_class(spec["target"], spawn_allow)
         actor = cls(*spec.get("args", ()), **spec.get("kwargs", {}))
         actor.placement = _placement(spec["placement"], spec)  # type: ignore[attr-defined]

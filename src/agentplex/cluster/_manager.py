@@ -236,6 +236,8 @@ class ClusterManager(Actor):
 
     async def _serving(self, cluster: Any, op: str, message: dict[str, Any]) -> Any:
         if not isinstance(cluster, Cluster):
+            if op == "served":  # nothing can be served on Ray, so nothing is
+                return []
             raise ValueError("serving engines needs the agentplex backend, not Ray")
         if op == "served":
             return await cluster.served_status()

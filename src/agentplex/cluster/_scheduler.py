@@ -38,6 +38,12 @@ class Placement:
         return ",".join(str(i) for i in self.gpu_indices)
 
 
+def _settled(amount: float) -> float:
+    """A share after a release: what rounding left of nothing is nothing (20 actors of 0.05
+    CPU released one by one leave -1e-16 otherwise, shown as such by ``agentplex status``)."""
+    return 0.0 if abs(amount) < _EPS else amount
+
+
 @dataclass
 class _GpuState:
     gpu: GPU
@@ -171,12 +177,12 @@ class Scheduler:
         if node is None or n == 0:
             return
         r = placement.resources
-        node.cpus -= r.cpus * n
+        node.cpus = _settled(node.cpus - r.cpus * n)
         node.memory -= r.memory * n
         share = min(r.gpus, 1.0)
         for index in placement.gpu_indices:
             g = next(g for g in node.gpus if g.gpu.index == index)
-            g.share -= share * n
+            g.share = _settled(g.share - share * n)
             g.memory -= r.gpu_memory * n
 
     def _allocate(self, node: _NodeState, gpus: list[int], r: Resources,

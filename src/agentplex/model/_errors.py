@@ -119,5 +119,6 @@ class MissingCredentialsError(ModelError, ValueError):
 class ModelNotAvailableError(ModelError, FileNotFoundError):
     """The model is not on this machine; the message says how to get it."""
 
-    def __init__(self, message: str, *, model: str = "unknown") -> None:
-        super().__init__(message, provider="transformers", model=model)
+    def __init__(self, message: str, *, model: str = "unknown",
+                 provider: str = "transformers") -> None:
+        super().__init__(message, provider=provider, model=model)

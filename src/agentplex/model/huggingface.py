@@ -50,13 +50,16 @@ class HuggingFaceChatModel(ChatCompletionsModel):
         generate_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        from huggingface_hub import AsyncInferenceClient
+        from huggingface_hub import AsyncInferenceClient, get_token
 
         super().__init__(model_name, stream, generate_kwargs=generate_kwargs, **kwargs)
+        # the hub's own token (HF_TOKEN or the one `hf auth login` saved) unless given;
+        # a server of one's own (base_url) may need none
         self.client = AsyncInferenceClient(**self._client_args(
             client_args, provider=None if base_url else provider, base_url=base_url,
-            token=self._credential(token, "HF_TOKEN", required=False), bill_to=bill_to,
-            timeout=self.timeout))
+            token=self._credential(token or get_token(), "HF_TOKEN",
+                                   required=base_url is None),
+            bill_to=bill_to, timeout=self.timeout))
 
     async def _send(self, body: dict[str, Any]) -> Any:
         await _detect_agent_off_the_loop()

@@ -35,7 +35,7 @@ from ._grammars import (
     tool_constraint,
 )
 from ._handoff import handoff_for
-from ._loading import DEFAULT_MODEL, LoadedModel, load_local_model
+from ._loading import DEFAULT_MODEL, LoadedModel, _is_default, load_local_model
 from ._output import THINK_BEGIN, OutputAssembler
 
 __all__ = ["TransformersChatModel", "create"]
@@ -162,7 +162,8 @@ class TransformersChatModel(ChatModelBase):
             loaded = LoadedModel(model[0], model[1], model_id, "object", None)
             self._shared = _Shared(loaded, max_batch_size, batch_wait, **engine_options)
         else:
-            load_key = (model_id, repr(device_map), repr(torch_dtype), trust_remote_code,
+            name = DEFAULT_MODEL if _is_default(model_id) else model_id  # "default" too
+            load_key = (name, repr(device_map), repr(torch_dtype), trust_remote_code,
                         repr(sorted((model_kwargs or {}).items())), str(cache_dir), gpu_memory)
             self._key = (load_key, max_batch_size, batch_wait, prefix_cache_bytes, prefill_chunk,
                          prefix_block)

@@ -46,7 +46,7 @@ def _default_folder(cache_dir: str | Path | None) -> Path:
         raise ModelNotAvailableError(
             f"the embedded model has not been converted yet ({folder}); load it once with "
             "TransformersChatModel('default') (the 'local' extra), which converts it",
-            model="default")
+            model="default", provider="mlx")
     return folder
 
 
@@ -94,7 +94,8 @@ class MLXChatModel(ChatModelBase):
         else:
             path = _default_folder(cache_dir) if _is_default(model_id) else Path(model_id)
             if not path.is_dir():
-                raise ModelNotAvailableError(f"no model folder at {path}", model=model_id)
+                raise ModelNotAvailableError(f"no model folder at {path}", model=model_id,
+                                             provider=self.provider)
             self.model, self.tokenizer = self._executor.submit(
                 self._load, str(path), trust_remote_code, tokenizer_config).result()
 
