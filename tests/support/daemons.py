@@ -5,6 +5,7 @@ it once full."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,3 +72,4 @@ class Daemons:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+        shutil.rmtree(self.logs, ignore_errors=True)

@@ -154,7 +154,7 @@ async def _demo(o: DemoOptions) -> None:
     from ._demo import GameResult, GameStats, make_players, play
 
     console = Console()
-    console.print(f"[bold]agentplex demo[/]: {o.agents} players, {o.rounds} rounds, "
+    console.print(f"[bold]agentplex demo[/]: {o.agents} players, {o.rounds} round{'s' * (o.rounds > 1)}, "
                   f"model [cyan]{o.model}[/]")
     model = _load_model(console, o.model, o.seed, o.model_options)
     assert isinstance(model, ChatModelBase)
@@ -201,7 +201,7 @@ async def _demo_across_nodes(o: DemoOptions) -> None:
     console = Console()
     where = o.address or f"{o.nodes} node processes on this machine"
     console.print(f"[bold]agentplex demo[/]: {o.agents:,} players on {where}, {o.rounds} "
-                  f"rounds, model [cyan]{o.model}[/]"
+                  f"round{'s' * (o.rounds > 1)}, model [cyan]{o.model}[/]"
                   + (f" ({o.replicas} replica{'s' * (o.replicas > 1)})"
                      if o.model != "scripted" else ""))
     task = asyncio.current_task()
