@@ -74,3 +74,45 @@ async def test_a_gpu_actor_runs_in_a_worker_on_a_curve_cluster(tmp_path: Path) -
             await client.stop("on-gpu")
     finally:
         daemons.close()
+
+
+def test_the_demo_joins_a_curve_cluster(tmp_path: Path) -> None:
+    """``agentplex demo --address`` with its own key pair: the head admits it, and so do the
+    nodes, whose players answer it directly; the manifest keeps no key."""
+    for name in ("head", "node", "client"):
+        generate_keys(tmp_path, name)
+    daemons = Daemons()
+    try:
+        endpoint = daemons.head("--keys", str(tmp_path / "head.key_secret"),
+                                "--allow-key", str(tmp_path / "node.key"),
+                                "--allow-key", str(tmp_path / "client.key"))
+        daemons.nodes(endpoint, ["n0"], "--keys", str(tmp_path / "node.key_secret"),
+                      "--head-key", str(tmp_path / "head.key"),
+                      "--allow-key", str(tmp_path / "client.key"),
+                      "--allow", "agentplex.cli._crowd")
+        runs = tmp_path / "runs"
+        played = subprocess.run(
+            [sys.executable, "-m", "agentplex", "demo", "--runs-dir", str(runs), "--agents", "20",
+             "--rounds", "1", "--speakers", "1", "--model", "scripted", "--address", endpoint,
+             "--keys", str(tmp_path / "client.key_secret"),
+             "--head-key", str(tmp_path / "head.key"),
+             "--allow-key", str(tmp_path / "node.key")],
+            capture_output=True, text=True, timeout=300, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": pythonpath(), "COLUMNS": "200"})
+        assert played.returncode == 0, played.stderr[-3000:]
+        assert "placed 20 players" in played.stdout
+        secret = load_keypair(tmp_path / "client.key_secret").secret
+        manifests = list(runs.rglob("manifest.json"))
+        assert manifests and all(secret not in m.read_text() for m in manifests)
+    finally:
+        daemons.close()
+
+
+def test_demo_keys_need_an_address(tmp_path: Path) -> None:
+    generate_keys(tmp_path, "client")
+    refused = subprocess.run(
+        [sys.executable, "-m", "agentplex", "demo", "--runs-dir", str(tmp_path), "--model",
+         "scripted", "--keys", str(tmp_path / "client.key_secret")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": pythonpath(), "COLUMNS": "200"})
+    assert refused.returncode == 2 and "--address" in refused.stderr

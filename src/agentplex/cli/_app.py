@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ._cluster import head, node, status
+from ._cluster import AllowOpt, HeadKeyOpt, KeysOpt, head, node, security, status
 from ._keys import app as keys_app
 from ._runs import runs_app, trace_app
 from ._serve import serve
@@ -82,11 +82,16 @@ def demo(
     option: Annotated[list[str] | None, typer.Option(
         "--option", "-o", help="KEY=VALUE for the model (a JSON value or a string), e.g. "
         "-o max_batch_size=256 -o temperature=0.7; repeatable.")] = None,
+    keys: KeysOpt = None,
+    head_key: HeadKeyOpt = None,
+    allow_key: AllowOpt = [],  # noqa: B006 - typer reads the default
 ) -> None:
     """Run the main job: a multi-agent 'two thirds of the average' game.
 
     By default the players live in this process. With --nodes K (or --address) they are
-    placed in batches on node processes and asked each round with one fan-out.
+    placed in batches on node processes and asked each round with one fan-out. To join a
+    cluster with CURVE keys, give --keys, --head-key and the nodes' keys (--allow-key: the
+    players on them answer this process directly).
     """
     from ..runtime import ActorError
     from ._crowd import DemoOptions
@@ -100,8 +105,12 @@ def demo(
         sample=sample if sample is not None else min(1.0, 1000 / agents),
         model_options=_model_defaults(model, parse_options(option or [])))
     try:
+        if address is None and (keys or head_key or allow_key):
+            raise typer.BadParameter("--keys, --head-key and --allow-key join a cluster: "
+                                     "give them with --address")
+        bus_options = security(keys, head_key, allow_key) if address is not None else {}
         asyncio.run(_demo(options) if nodes == 0 and address is None
-                    else _demo_across_nodes(options))
+                    else _demo_across_nodes(options, bus_options))
     except KeyboardInterrupt:
         Console(stderr=True).print("[red]interrupted[/]: node processes stopped")
         raise typer.Exit(130) from None
@@ -154,8 +163,8 @@ async def _demo(o: DemoOptions) -> None:
     from ._demo import GameResult, GameStats, make_players, play
 
     console = Console()
-    console.print(f"[bold]agentplex demo[/]: {o.agents} players, {o.rounds} round{'s' * (o.rounds > 1)}, "
-                  f"model [cyan]{o.model}[/]")
+    console.print(f"[bold]agentplex demo[/]: {o.agents} players, {o.rounds} "
+                  f"round{'s' * (o.rounds > 1)}, model [cyan]{o.model}[/]")
     model = _load_model(console, o.model, o.seed, o.model_options)
     assert isinstance(model, ChatModelBase)
     if o.rate:
@@ -189,7 +198,7 @@ async def _demo(o: DemoOptions) -> None:
     _engine_summary(console, model)
 
 
-async def _demo_across_nodes(o: DemoOptions) -> None:
+async def _demo_across_nodes(o: DemoOptions, bus_options: dict[str, Any]) -> None:
     import signal
 
     from ..bus import connect
@@ -220,7 +229,8 @@ async def _demo_across_nodes(o: DemoOptions) -> None:
                               f"{time.perf_counter() - began:.1f}s (pids "
                               f"{', '.join(str(p) for p in local.pids.values())}); "
                               f"logs in {local.logs}")
-            async with connect(endpoint, heartbeat_timeout=max(60.0, o.timeout)) as rt:
+            async with connect(endpoint, heartbeat_timeout=max(60.0, o.timeout),
+                               **bus_options) as rt:
                 client = ClusterClient(rt, timeout=max(120.0, o.agents / 5_000))
                 if o.model != "scripted":
                     console.print(f"placing {o.replicas} model replica(s) of {o.model}")

@@ -23,7 +23,9 @@ AllowOpt = Annotated[list[Path], typer.Option(
     "when given, is admitted too). Repeatable.")]
 
 
-def _security(keys: Path | None, head_key: Path | None, allow: list[Path]) -> dict[str, Any]:
+def security(keys: Path | None, head_key: Path | None, allow: list[Path]) -> dict[str, Any]:
+    """The transport's key options: this process's pair (``keys``, else the environment's),
+    the head's key and the admitted peers' keys; none without a pair."""
     from ..bus import keypair_from_env, load_keypair, load_public_key
 
     pair = load_keypair(keys) if keys is not None else keypair_from_env()
@@ -64,7 +66,7 @@ def head(
     """Run the head: the bus's directory and the cluster's scheduler."""
     from ..cluster.lowlevel import run_head
 
-    options = _security(keys, None, allow_key)
+    options = security(keys, None, allow_key)
     if backend not in ("local", "ray"):
         raise typer.BadParameter("--backend is 'local' or 'ray'")
     asyncio.run(run_head(bind, ping_interval=ping_interval, dead_after=dead_after,
@@ -99,7 +101,7 @@ def node(
                        labels=_labels(label))
     asyncio.run(run_node(head_address, spec, bind=bind, spawn_allow=allow, insecure=insecure,
                          heartbeat_timeout=heartbeat_timeout,
-                         **_security(keys, head_key, allow_key)))
+                         **security(keys, head_key, allow_key)))
 
 
 def status(
@@ -112,7 +114,7 @@ def status(
     from ..runtime import CallTimeout, PeerLost
 
     try:
-        asyncio.run(_status(head_address, _security(keys, head_key, [])))
+        asyncio.run(_status(head_address, security(keys, head_key, [])))
     except (CallTimeout, PeerLost) as exc:  # no head there, or it refused our key
         typer.echo(f"error: cannot reach the head at {head_address}: {exc}", err=True)
         raise typer.Exit(1) from None
