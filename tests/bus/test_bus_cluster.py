@@ -196,3 +196,24 @@ async def test_a_node_that_leaves_cleanly_loses_no_tell(nodes: Any) -> None:
             assert b"left" in result.stdout
             told = await rt.ref("sink").call("told")
     assert told == list(range(1000))
+
+
+
+async def test_a_node_that_leaves_says_so(nodes: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A node that closes says goodbye to every peer it spoke to, not only to the head:
+    past their heartbeat timeout, none of them reports it lost."""
+    async with head() as rt:
+        endpoint = rt.transport.endpoint  # type: ignore[attr-defined]
+        leaving = await nodes(endpoint, "Echo:leaving")
+        peer = Runtime(ZmqTransport(head=endpoint, heartbeat_interval=0.2,
+                                    heartbeat_timeout=1.5), default_timeout=20)
+        async with peer:
+            assert await peer.ref("leaving").call("hi") == "hi"  # the peer links to it
+            await anyio.to_thread.run_sync(leaving.stop)
+            assert leaving.proc.returncode == 0
+            await anyio.sleep(3)  # past the peer's 1.5 s heartbeat timeout
+            assert peer.transport.stats["peers_lost"] == 0  # type: ignore[attr-defined]
+            with pytest.raises(ActorNotFound):
+                await peer.ref("leaving").call("hi", timeout=5)
+        assert rt.transport.stats["peers_lost"] == 0  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if "is lost" in r.getMessage()]

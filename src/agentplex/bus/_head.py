@@ -221,8 +221,8 @@ class HeadRole:
             return_exceptions=True)
 
     async def on_head_op(self, h: Header, arg: Any, key: str | None = None) -> None:
-        """A directory request (HELLO, BYE, REG, UNREG, REG_MANY, UNREG_MANY, LOOKUP,
-        SUB, UNSUB) from a node;
+        """A directory request (HELLO, REG, UNREG, REG_MANY, UNREG_MANY, LOOKUP, SUB,
+        UNSUB) from a node;
         ``key`` is its CURVE public key when the bus is encrypted."""
         d = self.directory
         try:
@@ -243,11 +243,6 @@ class HeadRole:
                 d.add_node(h.src, arg["endpoint"], arg["key"])
                 await self.push_state()
                 result = d.snapshot()
-            elif h.op == Op.BYE:
-                if d.remove_node(h.src):
-                    self.peers.forget(h.src)
-                    await self.push_state()
-                return
             elif h.op == Op.REG and isinstance(arg, list):  # actors spawned together
                 if not all(isinstance(n, str) for n in arg):
                     raise ActorError("malformed registration")

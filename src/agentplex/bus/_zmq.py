@@ -201,9 +201,10 @@ class ZmqTransport(Transport):
         self._closed = True
         self._serving.close()
         self._head.close()
-        if not self.is_head and HEAD in self._peers.links:
-            self._peers.send_nowait(HEAD, Header(Op.BYE, self.node_id), b"")
-            await asyncio.sleep(0.01)  # let the goodbye leave before the socket closes
+        if not self.is_head and self._peers.links:  # the head and every node we spoke to
+            for node in list(self._peers.links):
+                self._peers.send_nowait(node, Header(Op.BYE, self.node_id), b"")
+            await asyncio.sleep(0.01)  # let the goodbyes leave before the sockets close
         self._tasks.cancel()
         self._calls.close(ActorStopped("the bus transport was closed"))
         self._peers.close()
@@ -331,6 +332,8 @@ class ZmqTransport(Transport):
         except FrameError as exc:
             peers.drop(str(exc))
             return
+        if h.op == Op.BYE and h.src not in peers.nodes:
+            return  # after the head's news that it left: its silence will be news to nobody
         if key is not None and not (h.op == Op.HELLO and self.is_head):
             # every frame but a hello to the head comes from a node that joined with its key
             info = peers.nodes.get(h.src)
@@ -372,6 +375,8 @@ class ZmqTransport(Transport):
             self._head.on_state(h, data)
         elif op == Op.SPAWN:
             self._tasks.spawn(self._serving.on_spawn(h, peers.decode(h, data)))
+        elif op == Op.BYE:
+            self._peer_lost(h.src, left=True)
         else:
             self._tasks.spawn(self._head.on_head_op(h, peers.decode(h, data), key))
 
@@ -396,13 +401,19 @@ class ZmqTransport(Transport):
                 self._peer_lost(node)
             self._head.rejoin_if_lost()
 
-    def _peer_lost(self, node: str) -> None:
-        """``node`` went silent (or restarted): fail what waits on it, forget what it
-        hosted."""
-        log.warning("node %r is lost (silent for %gs)", node, self.heartbeat_timeout)
-        self.stats["peers_lost"] += 1
+    def _peer_lost(self, node: str, *, left: bool = False) -> None:
+        """``node`` went silent, restarted or said goodbye (``left``): fail what waits on
+        it, forget what it hosted (the head: drop it from the directory, tell the others)."""
+        if left:  # its answers came before its goodbye, on the same link
+            log.info("node %r left the bus", node)
+            err = PeerLost(f"node {node!r} left the bus")
+        else:  # news only for a node the directory still lists (the head may have said)
+            log.log(logging.WARNING if node in self._peers.nodes else logging.INFO,
+                    "node %r is lost (silent for %gs)", node, self.heartbeat_timeout)
+            self.stats["peers_lost"] += 1
+            err = PeerLost(f"node {node!r} stopped answering (no heartbeat for "
+                           f"{self.heartbeat_timeout:g}s)")
         self._peers.forget(node)
-        self._calls.peer_lost(node, PeerLost(
-            f"node {node!r} stopped answering (no heartbeat for {self.heartbeat_timeout:g}s)"))
+        self._calls.peer_lost(node, err)
         self._serving.peer_lost(node)
         self._head.peer_lost(node)
