@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,11 @@ def test_demo_plays_reports_and_writes_a_trace(tmp_path: Path) -> None:
     spans = [json.loads(line) for line in traces[0].read_text().splitlines()]
     names = {s["name"] for s in spans}
     assert "invoke_agent Player1" in names and "chat scripted-players" in names
+    # the summary counts the messages the transcript holds: the rules, each round's call,
+    # guesses and result, and the closing sentences
+    transcript = (traces[0].parent / "transcript.jsonl").read_text().splitlines()
+    row = re.search(r"│\s+3\s+│\s+(\d+)\s+│", out)
+    assert row is not None and int(row.group(1)) == len(transcript) == 1 + 2 * (1 + 3 + 1) + 3
 
 
 def test_demo_rejects_bad_options() -> None:

@@ -251,6 +251,7 @@ async def play(
     started = time.perf_counter()
     host = Msg("host", RULES, "system")
     async with MsgHub(agents, announcement=host, enable_auto_broadcast=False) as hub:
+        result.stats.messages += 1  # the rules (the players count what they say)
         for r in range(1, rounds + 1):
             call = Msg("host", f"Round {r}: make your guess.", "user")
             replies = await fanout_pipeline(agents, call)
@@ -266,7 +267,7 @@ async def play(
                 f"winner: {', '.join(winners)}.",
                 "user",
             ))
-            result.stats.messages += 1 + len(replies)
+            result.stats.messages += 2  # the host's call and the round's result
             if on_round is not None:
                 on_round(r)
         chosen = _speakers(agents, speakers, seed)
