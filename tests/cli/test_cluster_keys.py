@@ -17,6 +17,20 @@ from tests.support import ROOT, pythonpath
 from tests.support.daemons import Daemons
 
 
+def curve_cluster(tmp_path: Path, daemons: Daemons, node_id: str, *node_args: str) -> str:
+    """A head and one node, each with its own key pair, both admitting ``client``'s key;
+    the head's endpoint."""
+    for name in ("head", "node", "client"):
+        generate_keys(tmp_path, name)
+    endpoint = daemons.head("--keys", str(tmp_path / "head.key_secret"),
+                            "--allow-key", str(tmp_path / "node.key"),
+                            "--allow-key", str(tmp_path / "client.key"))
+    daemons.nodes(endpoint, [node_id], "--keys", str(tmp_path / "node.key_secret"),
+                  "--head-key", str(tmp_path / "head.key"),
+                  "--allow-key", str(tmp_path / "client.key"), *node_args)
+    return endpoint
+
+
 def test_a_cluster_with_a_key_pair_per_process(tmp_path: Path) -> None:
     for name in ("head", "node", "client", "stranger"):
         generate_keys(tmp_path, name)
@@ -51,18 +65,11 @@ def test_a_cluster_with_a_key_pair_per_process(tmp_path: Path) -> None:
 async def test_a_gpu_actor_runs_in_a_worker_on_a_curve_cluster(tmp_path: Path) -> None:
     """An actor holding a GPU runs in a worker process the node starts: the worker joins
     with the node's keys (without them it could not reach the head)."""
-    for name in ("head", "node", "client"):
-        generate_keys(tmp_path, name)
-    head_key = load_public_key(tmp_path / "head.key")
     daemons = Daemons()
     try:
-        endpoint = daemons.head("--keys", str(tmp_path / "head.key_secret"),
-                                "--allow-key", str(tmp_path / "node.key"),
-                                "--allow-key", str(tmp_path / "client.key"))
-        daemons.nodes(endpoint, ["g0"], "--keys", str(tmp_path / "node.key_secret"),
-                      "--head-key", str(tmp_path / "head.key"),
-                      "--allow-key", str(tmp_path / "client.key"),
-                      "--gpus", "1", "--gpu-memory", "24GiB", "--allow", "tests.support.actors")
+        endpoint = curve_cluster(tmp_path, daemons, "g0", "--gpus", "1", "--gpu-memory",
+                                 "24GiB", "--allow", "tests.support.actors")
+        head_key = load_public_key(tmp_path / "head.key")
         transport = ZmqTransport(head=endpoint, keys=load_keypair(tmp_path / "client.key_secret"),
                                  head_key=head_key,  # answers come from head and node
                                  allow=[head_key, load_public_key(tmp_path / "node.key")])
@@ -79,17 +86,9 @@ async def test_a_gpu_actor_runs_in_a_worker_on_a_curve_cluster(tmp_path: Path) -
 def test_the_demo_joins_a_curve_cluster(tmp_path: Path) -> None:
     """``agentplex demo --address`` with its own key pair: the head admits it, and so do the
     nodes, whose players answer it directly; the manifest keeps no key."""
-    for name in ("head", "node", "client"):
-        generate_keys(tmp_path, name)
     daemons = Daemons()
     try:
-        endpoint = daemons.head("--keys", str(tmp_path / "head.key_secret"),
-                                "--allow-key", str(tmp_path / "node.key"),
-                                "--allow-key", str(tmp_path / "client.key"))
-        daemons.nodes(endpoint, ["n0"], "--keys", str(tmp_path / "node.key_secret"),
-                      "--head-key", str(tmp_path / "head.key"),
-                      "--allow-key", str(tmp_path / "client.key"),
-                      "--allow", "agentplex.cli._crowd")
+        endpoint = curve_cluster(tmp_path, daemons, "n0", "--allow", "agentplex.cli._crowd")
         runs = tmp_path / "runs"
         played = subprocess.run(
             [sys.executable, "-m", "agentplex", "demo", "--runs-dir", str(runs), "--agents", "20",
