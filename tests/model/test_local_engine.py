@@ -341,3 +341,33 @@ def test_the_cache_goes_by_the_name_the_installed_transformers_uses(
     assert cache_keyword(model) in inspect.signature(model.forward).parameters
     assert returned_cache(SimpleNamespace(cache="c", past_key_values=None)) == "c"
     assert returned_cache(SimpleNamespace(past_key_values="p")) == "p"
+
+
+def test_windows_decoded_together_read_as_each_decoded_alone() -> None:
+    import copy
+
+    from agentplex.model.local._detokenize import batch_decoder
+
+    tok = build_tokenizer()
+    ids = tok("Hello there! {\"n\": [1, 2]} é 🎉 ok", add_special_tokens=False)["input_ids"]
+    windows = [ids[:k] for k in range(len(ids) + 1)] + [ids[k:k + 2] for k in range(len(ids))]
+    windows += [[tok.eos_token_id], [*ids, tok.eos_token_id]]
+    alone = [tok.decode(w, skip_special_tokens=False) for w in windows]
+    fast = batch_decoder(tok)
+    assert fast.__name__ == "fast" and fast(windows) == alone
+    cleaning = copy.deepcopy(tok)  # a clean-up the backend does not do: one decode each
+    cleaning.clean_up_tokenization_spaces = True
+    assert batch_decoder(cleaning).__name__ == "each"
+    assert batch_decoder(cleaning)(windows) == [cleaning.decode(w) for w in windows]
+
+
+def test_merged_rows_are_left_padded_copies() -> None:
+    from agentplex.model.local._engine import _stack
+
+    a, b = torch.randn(2, 3, 5, 4), torch.randn(3, 3, 2, 4)
+    merged = _stack(a, b, 2, 5)
+    assert merged.shape == (5, 3, 5, 4)
+    assert torch.equal(merged[:2], a) and torch.equal(merged[2:, :, 3:], b)
+    assert not merged[2:, :, :3].any()
+    mask = _stack(torch.ones(1, 2, dtype=torch.long), torch.ones(2, 4, dtype=torch.long), 1, 4)
+    assert mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]
