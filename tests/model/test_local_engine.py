@@ -371,3 +371,47 @@ def test_merged_rows_are_left_padded_copies() -> None:
     assert not merged[2:, :, :3].any()
     mask = _stack(torch.ones(1, 2, dtype=torch.long), torch.ones(2, 4, dtype=torch.long), 1, 4)
     assert mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]
+
+
+def test_a_request_not_streamed_gets_one_event_with_what_the_stream_sends() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = build_tokenizer()
+    torch.manual_seed(3)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         initializer_range=1.0)  # varied tokens: stops are met mid-text
+    eng = BatchEngine(LlamaForCausalLM(config).eval(), tok, eos_ids={-1}, batch_wait=0.05,
+                      prefix_cache_bytes=0)
+    prompt = prompts(1, shared=0, own=12)[0]
+    events: dict[bool, list[GenerationEvent]] = {True: [], False: []}
+    done = threading.Semaphore(0)
+
+    def request(stream: bool, stop: tuple[str, ...]) -> GenerationRequest:
+        def emit(event: GenerationEvent) -> None:
+            events[stream].append(event)
+            if event.finish_reason is not None:
+                done.release()
+
+        return GenerationRequest(prompt_ids=list(prompt), max_new_tokens=40, emit=emit,
+                                 stop=stop, logprobs=2, stream=stream)
+
+    try:
+        full = run(eng, [prompt], 40)[0].text
+        for stop in ((), (full[len(full) // 2:len(full) // 2 + 2],)):
+            events[True].clear()
+            events[False].clear()
+            for stream in (True, False):
+                eng.submit(request(stream, stop))
+            assert done.acquire(timeout=60) and done.acquire(timeout=60)
+            streamed, whole = events[True], events[False]
+            assert len(whole) == 1 and len(streamed) > 1
+            assert whole[0].text == "".join(e.text for e in streamed)
+            assert whole[0].text == (full.split(stop[0])[0] if stop else full)
+            scores = [s for e in streamed for s in e.logprobs]
+            assert [s[0] for s in whole[0].logprobs] == [s[0] for s in scores]
+            assert all(math.isclose(a[1], b[1], abs_tol=1e-4)
+                       for a, b in zip(whole[0].logprobs, scores, strict=True))
+            assert whole[0].finish_reason == streamed[-1].finish_reason
+    finally:
+        eng.close()

@@ -292,7 +292,7 @@ class TransformersChatModel(ChatModelBase):
         request = GenerationRequest(
             prompt_ids=list(prompt_ids), max_new_tokens=int(budget), emit=emit,
             sampling=sampling, stop=tuple(s for s in stops if s), matcher=matcher,
-            logprobs=scores,
+            logprobs=scores, stream=stream,
         )
         opened = prompt.rstrip().endswith(THINK_BEGIN)
         assembler = OutputAssembler(ResponseBuilder(id=uuid.uuid4().hex), thinking=opened,

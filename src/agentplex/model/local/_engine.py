@@ -72,6 +72,8 @@ class GenerationRequest:
     matcher: Any = None
     logprobs: int | None = None
     """``None``: no log-probabilities; ``k``: each token's, with the ``k`` most likely."""
+    stream: bool = True
+    """Whether text is sent as it comes; if not, the final event carries all of it."""
     cancelled: bool = False
     generated: list[int] = field(default_factory=list)
     text: str = ""
@@ -81,6 +83,7 @@ class GenerationRequest:
     _decoded: str = ""
     _prefix: int = 0
     _read: int = 0
+    _seen: int = 0
     _scores: list[TokenScore] = field(default_factory=list)
 
     def cancel(self) -> None:
@@ -608,7 +611,7 @@ class BatchEngine:
         else:  # an incomplete character: shown once complete
             text = req._decoded + after[len(before):]
         for stop in req.stop:
-            at = text.find(stop, max(0, req.sent - len(stop)))
+            at = text.find(stop, max(0, req._seen - len(stop)))
             if at >= 0:
                 text = text[:at]
                 req.finish_reason = "stop"
@@ -621,9 +624,11 @@ class BatchEngine:
             self._finish(req, req.finish_reason)
             return
         upto = len(text) - _held_back(text, req.stop)
-        if upto > req.sent:
-            delta, req.sent = text[req.sent:upto], upto
-            self._emit(req, GenerationEvent(text=delta, output_tokens=len(req.generated)))
+        if upto > req._seen:  # the text that can no longer change
+            req._seen = upto
+            if req.stream:
+                delta, req.sent = text[req.sent:upto], upto
+                self._emit(req, GenerationEvent(text=delta, output_tokens=len(req.generated)))
 
     def _finish(self, req: GenerationRequest, reason: str) -> None:
         req.finish_reason = reason
