@@ -204,7 +204,8 @@ async def main() -> None:
                                       max_batch_size=args.max_batch)
         on_cpu = model.model.device.type == "cpu"
         bf16 = TransformersChatModel(args.model, cache_dir=cache, torch_dtype="bfloat16",
-                                     max_batch_size=args.max_batch) if on_cpu else None
+                                     max_batch_size=args.max_batch) if (
+            on_cpu and "throughput" in parts) else None
     await model(prompt(0), max_tokens=4)  # first-call warm-up
     one_at_a_time(model, 1, 4)
     if "throughput" in parts:
