@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import itertools
 import json
 import statistics
@@ -437,7 +438,7 @@ def tiny_pair(args: argparse.Namespace) -> tuple[Any, Any]:
     from agentplex.model.local import load_local_model
 
     loaded = load_local_model(args.model)
-    config = loaded.model.config
+    config = copy.deepcopy(loaded.model.config)
     hidden = args.tiny_hidden
     config.update({"num_hidden_layers": args.tiny_layers, "hidden_size": hidden,
                    "intermediate_size": 2 * hidden, "num_attention_heads": 4,
