@@ -463,6 +463,38 @@ async def ours(model: Any, n: int, tokens: int, **options: Any) -> dict[str, flo
             "steps": steps, "forward": forward, "select": select}
 
 
+def queued(model: Any, n: int, tokens: int, sampled: bool) -> dict[str, float]:
+    """As :func:`ours`, but the ``n`` requests go to the engine together, from this thread:
+    no event loop, and no arrivals spread over the first steps (prefill passes, merges)."""
+    import threading
+
+    from agentplex.model.local import GenerationRequest, Sampling
+
+    engine, tok = model.engine, model.tokenizer
+    done = threading.Semaphore(0)
+
+    def emit(event: Any) -> None:
+        if event.finish_reason is not None:
+            done.release()
+
+    requests = [GenerationRequest(
+        prompt_ids=tok(model.format_prompt(prompt(i)), add_special_tokens=False)["input_ids"],
+        max_new_tokens=tokens, emit=emit,
+        sampling=Sampling(temperature=0.7, seed=i) if sampled else Sampling())
+        for i in range(n)]
+    before = (engine.steps, engine.forward_seconds, engine.select_seconds)
+    c0, w0 = time.process_time(), time.perf_counter()
+    for request in requests:
+        engine.submit(request)
+    for _ in requests:
+        done.acquire(timeout=600)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    steps, forward, select = (b - a for a, b in zip(before, (
+        engine.steps, engine.forward_seconds, engine.select_seconds), strict=True))
+    return {"tokens": sum(len(r.generated) for r in requests), "wall": wall, "cpu": cpu,
+            "steps": steps, "forward": forward, "select": select}
+
+
 def theirs(model: Any, n: int, tokens: int, sampled: bool) -> dict[str, float]:
     """Tokens, wall and CPU seconds of Transformers' ``generate_batch`` on ``n`` prompts."""
     from transformers import ContinuousBatchingConfig, GenerationConfig
@@ -495,27 +527,31 @@ async def step_costs(model: Any, ns: list[int], args: argparse.Namespace) -> Non
         options = {"temperature": 0.7} if sampled else {}
         suffix = "-sampled" if sampled else ""
         for n in ns:
-            runs: dict[str, list[dict[str, float]]] = {"ours": [], "theirs": []}
-            for _ in range(args.repeats):  # in turn, so that machine noise hits both alike
+            runs: dict[str, list[dict[str, float]]] = {"ours": [], "queued": [], "theirs": []}
+            for _ in range(args.repeats):  # in turn, so that machine noise hits all alike
                 runs["ours"].append(await ours(model, n, args.tokens, **options))
+                runs["queued"].append(queued(model, n, args.tokens, sampled))
                 runs["theirs"].append(theirs(model, n, args.tokens, sampled))
             rates: dict[str, tuple[float, float]] = {}
-            for who, impl in (("ours", "agentplex-batched"), ("theirs", "hf-generate-batch")):
+            for who, impl in (("ours", "agentplex-batched"), ("queued", "agentplex-engine"),
+                              ("theirs", "hf-generate-batch")):
                 best = min(runs[who], key=lambda r: r["cpu"] / r["tokens"])
                 rates[who] = (best["tokens"] / best["wall"], best["tokens"] / best["cpu"])
                 emit("steps_throughput", impl + suffix, n, rates[who][0], "tokens/s",
                      per_cpu_s=round(rates[who][1], 1), tokens=best["tokens"],
                      cpu_s=round(best["cpu"], 2), wall_s=round(best["wall"], 2), **where)
-            emit("steps_ratio", "agentplex/generate_batch" + suffix, n,
-                 rates["ours"][0] / rates["theirs"][0], "x", clock="wall",
-                 cpu_x=round(rates["ours"][1] / rates["theirs"][1], 3))
-            best = min(runs["ours"], key=lambda r: r["cpu"] / r["tokens"])
-            per = 1000 / best["steps"]
-            forward, select = best["forward"] * per, best["select"] * per
-            emit("step_split", "agentplex-batched" + suffix, n, best["wall"] * per, "ms/step",
-                 forward_ms=round(forward, 3), select_ms=round(select, 3),
-                 rest_ms=round(best["wall"] * per - forward - select, 3),
-                 cpu_ms=round(best["cpu"] * per, 3), steps=best["steps"])
+                if who == "theirs":
+                    continue
+                per = 1000 / best["steps"]
+                forward, select = best["forward"] * per, best["select"] * per
+                emit("step_split", impl + suffix, n, best["wall"] * per, "ms/step",
+                     forward_ms=round(forward, 3), select_ms=round(select, 3),
+                     rest_ms=round(best["wall"] * per - forward - select, 3),
+                     cpu_ms=round(best["cpu"] * per, 3), steps=best["steps"])
+            for who in ("ours", "queued"):
+                emit("steps_ratio", f"{who}/generate_batch{suffix}", n,
+                     rates[who][0] / rates["theirs"][0], "x", clock="wall",
+                     cpu_x=round(rates[who][1] / rates["theirs"][1], 3))
 
 
 async def throughput(model: Any, ns: list[int], args: argparse.Namespace) -> None:

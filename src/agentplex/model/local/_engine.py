@@ -219,9 +219,8 @@ class BatchEngine:
                 self._cv.wait()
             if self._closed:
                 return None
-            if not active and len(self._pending) < self.max_batch_size and self.batch_wait > 0:
-                # an idle engine waits a moment so that requests arriving together batch
-                self._cv.wait(self.batch_wait)
+            if not active and self.batch_wait > 0:
+                self._gather()
             room = self.max_batch_size - active
             taken: list[GenerationRequest] = []
             while self._pending and len(taken) < room:
@@ -231,6 +230,20 @@ class BatchEngine:
                 else:
                     taken.append(req)
             return taken
+
+    def _gather(self) -> None:
+        """Let requests arriving together batch (called by an idle engine, holding the lock):
+        wait until ``batch_wait`` passes without a new one, at most ten such waits, or the
+        batch is full. Each arrival wakes the worker; taking the requests then would start
+        a burst with its first two, the others joining later pass by pass."""
+        end = time.monotonic() + 10 * self.batch_wait
+        while len(self._pending) < self.max_batch_size and not self._closed:
+            count, left = len(self._pending), end - time.monotonic()
+            if left <= 0:
+                return
+            self._cv.wait(min(self.batch_wait, left))
+            if len(self._pending) == count:
+                return
 
     def _run(self) -> None:
         import torch
