@@ -21,8 +21,9 @@ Prints one JSON line per figure: ``{"bench", "impl", "n", "value", "unit"}``.
 * ``chunked``: p95 gap between tokens of 8 decoding requests, alone and while a 2,000-token
   prompt joins — prefilled in chunks, and (for contrast) in one piece.
 * ``steps``: the engine's host overhead per decode step. For N concurrent callers (greedy, then
-  sampled), generated tokens per wall second and per CPU second of the process, ours against
-  ``generate_batch`` on the same model; the ratio; and the engine's seconds per step split
+  sampled), generated tokens per wall second and per CPU second of the process, ours (through
+  the chat model and an event loop, and the engine given the N requests at once) against
+  ``generate_batch`` on the same model; the ratios; and the engine's seconds per step split
   into the forward pass, choosing tokens and the rest.
 * ``--tiny``: swap the model for a random-weight one of the embedded model's architecture and
   vocabulary with 2 layers of width 64 (``--tiny-layers``, ``--tiny-hidden``). Its forward
