@@ -415,3 +415,27 @@ def test_a_request_not_streamed_gets_one_event_with_what_the_stream_sends() -> N
             assert whole[0].finish_reason == streamed[-1].finish_reason
     finally:
         eng.close()
+
+
+def test_requests_sent_one_by_one_to_an_idle_engine_start_together(
+        pair: tuple[Any, Any]) -> None:
+    import time
+
+    model, tok = pair
+    eng = BatchEngine(model, tok, eos_ids={-1}, batch_wait=0.2, prefix_cache_bytes=0)
+    done = threading.Semaphore(0)
+
+    def emit(event: GenerationEvent) -> None:
+        if event.finish_reason is not None:
+            done.release()
+
+    try:
+        for ids in prompts(8, shared=0, own=10):
+            eng.submit(GenerationRequest(prompt_ids=ids, max_new_tokens=4, emit=emit))
+            time.sleep(0.002)  # as an event loop sends them: each wakes the worker
+        for _ in range(8):
+            assert done.acquire(timeout=60)
+        assert eng.max_rows_seen == 8
+        assert eng.steps == 4  # one prefill for all eight, then three decode steps
+    finally:
+        eng.close()
