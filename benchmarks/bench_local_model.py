@@ -20,10 +20,20 @@ Prints one JSON line per figure: ``{"bench", "impl", "n", "value", "unit"}``.
   wall and CPU seconds.
 * ``chunked``: p95 gap between tokens of 8 decoding requests, alone and while a 2,000-token
   prompt joins — prefilled in chunks, and (for contrast) in one piece.
+* ``steps``: the engine's host overhead per decode step. For N concurrent callers (greedy, then
+  sampled), generated tokens per wall second and per CPU second of the process, ours (through
+  the chat model and an event loop, and the engine given the N requests at once) against
+  ``generate_batch`` on the same model; the ratios; and the engine's seconds per step split
+  into the forward pass, choosing tokens and the rest.
+* ``--tiny``: swap the model for a random-weight one of the embedded model's architecture and
+  vocabulary with 2 layers of width 64 (``--tiny-layers``, ``--tiny-hidden``). Its forward
+  pass is cheap, so the engine's Python per step decides throughput, as for a small model on
+  a GPU (launch-bound). Default ``--parts steps --ns 16,64,256``, ``--max-batch`` the largest N.
 
 Usage: ``python benchmarks/bench_local_model.py [--tokens 32] [--ns 1,4,16,64]
 [--parts load,throughput,constrained,prefix,demo,chunked] [--chunked-repeats 3]
-[--chunked-variants alone,join-chunked,join-one-piece] [--model PATH] [--max-batch 64]``.
+[--chunked-variants alone,join-chunked,join-one-piece] [--model PATH] [--max-batch 64]
+[--tiny] [--repeats 3]``.
 On a GPU the model loads in bf16 on CUDA (the separate bf16 row is then skipped); ``--model``
 takes a model folder instead of the embedded default.
 """
@@ -32,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import itertools
 import json
 import statistics
@@ -87,18 +98,8 @@ def one_at_a_time(model: Any, n: int, tokens: int) -> float:
 
 
 def hf_continuous_batching(model: Any, n: int, tokens: int) -> float:
-    from transformers import GenerationConfig
-
-    tok = model.tokenizer
-    inputs = [tok(model.format_prompt(prompt(i)), add_special_tokens=False)["input_ids"]
-              for i in range(n)]
-    config = GenerationConfig(max_new_tokens=tokens, do_sample=False,
-                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    start = time.perf_counter()
-    out = model.model.generate_batch(inputs=inputs, generation_config=config,
-                                     progress_bar=False)
-    wall = time.perf_counter() - start
-    return sum(len(o.generated_tokens) for o in out.values()) / wall
+    run = theirs(model, n, tokens, sampled=False)
+    return run["tokens"] / run["wall"]
 
 
 def llama_server(url: str, n: int, tokens: int) -> float:
@@ -142,13 +143,21 @@ async def per_token_ms(model: Any, n: int, tokens: int, constrained: bool) -> tu
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=32)
-    parser.add_argument("--ns", default="1,4,16,64")
+    parser.add_argument("--ns", default=None, help="callers (1,4,16,64; --tiny: 16,64,256)")
     parser.add_argument("--sequential", type=int, default=4,
                         help="requests timed for the one-at-a-time baseline")
     parser.add_argument("--llama-server", default=None, help="base URL of llama.cpp's server")
-    parser.add_argument("--parts", default="load,throughput,constrained")
+    parser.add_argument("--parts", default=None,
+                        help="load,throughput,constrained (--tiny: steps)")
     parser.add_argument("--model", default="default", help="a model folder (default: embedded)")
-    parser.add_argument("--max-batch", type=int, default=64, help="the engine's max_batch_size")
+    parser.add_argument("--max-batch", type=int, default=None,
+                        help="the engine's max_batch_size (64; --tiny: the largest N)")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a random-weight model of the same architecture, 2 layers")
+    parser.add_argument("--tiny-layers", type=int, default=2)
+    parser.add_argument("--tiny-hidden", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each steps figure, ours and generate_batch in turn")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 on a machine loaded beyond its cores: "
                         "threads of one forward pass wait on each other at every barrier)")
@@ -160,15 +169,25 @@ async def main() -> None:
                         help="runs of each chunked-prefill variant, taken in turn")
     parser.add_argument("--chunked-variants", default="alone,join-chunked,join-one-piece")
     args = parser.parse_args()
-    ns = [int(x) for x in args.ns.split(",")]
+    ns = [int(x) for x in (args.ns or ("16,64,256" if args.tiny else "1,4,16,64")).split(",")]
+    if args.max_batch is None:
+        args.max_batch = max(ns) if args.tiny else 64
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    parts = set(args.parts.split(","))
+    parts = set((args.parts or ("steps" if args.tiny else "load,throughput,constrained"))
+                .split(","))
 
     from agentplex.model import TransformersChatModel
 
+    if args.tiny:
+        keep_freed_memory()
+        model = TransformersChatModel("tiny", model=tiny_pair(args), max_batch_size=args.max_batch)
+        await model(prompt(0), max_tokens=4)
+        if "steps" in parts:
+            await step_costs(model, ns, args)
+        return
     with tempfile.TemporaryDirectory() as cache:
         if "load" in parts:
             emit("load", "cold-gguf", 1, load_in_fresh_process(cache), "s")
@@ -177,7 +196,8 @@ async def main() -> None:
                                       max_batch_size=args.max_batch)
         on_cpu = model.model.device.type == "cpu"
         bf16 = TransformersChatModel(args.model, cache_dir=cache, torch_dtype="bfloat16",
-                                     max_batch_size=args.max_batch) if on_cpu else None
+                                     max_batch_size=args.max_batch) if (
+            on_cpu and "throughput" in parts) else None
     await model(prompt(0), max_tokens=4)  # first-call warm-up
     one_at_a_time(model, 1, 4)
     if "throughput" in parts:
@@ -191,6 +211,8 @@ async def main() -> None:
         await prefix_reuse(model)
     if "demo" in parts:
         await demo_rounds(model, args.demo_agents, args.demo_rounds, args.demo_repeats)
+    if "steps" in parts:
+        await step_costs(model, ns, args)
     if "chunked" in parts:
         chunked_prefill(model, repeats=args.chunked_repeats,
                         variants=args.chunked_variants.split(","))
@@ -380,6 +402,149 @@ def chunked_prefill(model: Any, running: int = 8, tokens: int = 48,
             emit("chunked_p95_ratio", impl, running, figures[impl] / figures["alone"], "x",
                  runs_x=[round(x, 2) for x in per_run],
                  **({"target": "<= 2"} if impl == "join-chunked" else {}))
+
+
+def keep_freed_memory() -> None:
+    """Have glibc's malloc reuse freed blocks of any size instead of unmapping them.
+
+    On a CPU every tensor above 32 MiB (the logits of 256 rows) is otherwise a fresh mapping
+    whose pages fault in when first written, which doubles a tiny model's forward pass; a
+    GPU's caching allocator has no such cost, so the tiny mode emulates it."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "mallopt"):
+        libc.mallopt(-3, 2**30)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 2**31)  # M_TRIM_THRESHOLD
+
+
+def tiny_pair(args: argparse.Namespace) -> tuple[Any, Any]:
+    """A random-weight model of the embedded model's architecture (``--tiny-layers`` layers of
+    width ``--tiny-hidden``), with the embedded tokenizer and vocabulary."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from agentplex.model.local import load_local_model
+
+    loaded = load_local_model(args.model)
+    config = copy.deepcopy(loaded.model.config)
+    hidden = args.tiny_hidden
+    config.update({"num_hidden_layers": args.tiny_layers, "hidden_size": hidden,
+                   "intermediate_size": 2 * hidden, "num_attention_heads": 4,
+                   "num_key_value_heads": 2, "head_dim": hidden // 4,
+                   "initializer_range": 0.5})  # varied tokens, not one repeated
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    return model.to(loaded.model.device), loaded.tokenizer
+
+
+async def ours(model: Any, n: int, tokens: int, **options: Any) -> dict[str, float]:
+    """Tokens, wall and CPU seconds of ``n`` concurrent callers; the engine's seconds."""
+    engine = model.engine
+    before = (engine.steps, engine.forward_seconds, engine.select_seconds)
+    c0, w0 = time.process_time(), time.perf_counter()
+    results = await asyncio.gather(*(model(prompt(i), max_tokens=tokens, **options)
+                                     for i in range(n)))
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    steps, forward, select = (b - a for a, b in zip(before, (
+        engine.steps, engine.forward_seconds, engine.select_seconds), strict=True))
+    return {"tokens": sum(r.usage.output_tokens for r in results), "wall": wall, "cpu": cpu,
+            "steps": steps, "forward": forward, "select": select}
+
+
+def queued(model: Any, n: int, tokens: int, sampled: bool) -> dict[str, float]:
+    """As :func:`ours`, but the ``n`` requests go to the engine together, from this thread:
+    no event loop, and no arrivals spread over the first steps (prefill passes, merges)."""
+    import threading
+
+    from agentplex.model.local import GenerationRequest, Sampling
+
+    engine, tok = model.engine, model.tokenizer
+    done = threading.Semaphore(0)
+
+    def emit(event: Any) -> None:
+        if event.finish_reason is not None:
+            done.release()
+
+    requests = [GenerationRequest(
+        prompt_ids=tok(model.format_prompt(prompt(i)), add_special_tokens=False)["input_ids"],
+        max_new_tokens=tokens, emit=emit,
+        sampling=Sampling(temperature=0.7, seed=i) if sampled else Sampling())
+        for i in range(n)]
+    before = (engine.steps, engine.forward_seconds, engine.select_seconds)
+    c0, w0 = time.process_time(), time.perf_counter()
+    for request in requests:
+        engine.submit(request)
+    for _ in requests:
+        done.acquire(timeout=600)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    steps, forward, select = (b - a for a, b in zip(before, (
+        engine.steps, engine.forward_seconds, engine.select_seconds), strict=True))
+    return {"tokens": sum(len(r.generated) for r in requests), "wall": wall, "cpu": cpu,
+            "steps": steps, "forward": forward, "select": select}
+
+
+def theirs(model: Any, n: int, tokens: int, sampled: bool) -> dict[str, float]:
+    """Tokens, wall and CPU seconds of Transformers' ``generate_batch`` on ``n`` prompts."""
+    from transformers import ContinuousBatchingConfig, GenerationConfig
+
+    tok = model.tokenizer
+    inputs = [tok(model.format_prompt(prompt(i)), add_special_tokens=False)["input_ids"]
+              for i in range(n)]
+    config = GenerationConfig(max_new_tokens=tokens, do_sample=sampled,
+                              temperature=0.7 if sampled else None,
+                              eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cache = None
+    if model.model.device.type == "cpu":  # else sized from free memory: the RAM, read per step
+        page = 32
+        blocks = n * -(-(max(map(len, inputs)) + tokens) // page) + 8
+        cache = ContinuousBatchingConfig(page_size=page, num_blocks=blocks,
+                                         max_batch_tokens=1024)
+    c0, w0 = time.process_time(), time.perf_counter()
+    out = model.model.generate_batch(inputs=inputs, generation_config=config,
+                                     continuous_batching_config=cache, progress_bar=False)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    return {"tokens": sum(len(o.generated_tokens) for o in out.values()), "wall": wall,
+            "cpu": cpu}
+
+
+async def step_costs(model: Any, ns: list[int], args: argparse.Namespace) -> None:
+    """Ours against ``generate_batch``, greedy and sampled, and our per-step split."""
+    theirs(model, 4, 4, sampled=False)  # its first-call set-up
+    where = {"device": str(model.model.device), "dtype": str(model.model.dtype),
+             "layers": model.model.config.num_hidden_layers,
+             "max_batch_size": model.engine.max_batch_size}
+    for sampled in (False, True):
+        options = {"temperature": 0.7} if sampled else {}
+        suffix = "-sampled" if sampled else ""
+        for n in ns:
+            runs: dict[str, list[dict[str, float]]] = {"ours": [], "queued": [], "theirs": []}
+            for _ in range(args.repeats):  # in turn, so that machine noise hits all alike
+                runs["ours"].append(await ours(model, n, args.tokens, **options))
+                runs["queued"].append(queued(model, n, args.tokens, sampled))
+                runs["theirs"].append(theirs(model, n, args.tokens, sampled))
+            rates: dict[str, tuple[float, float]] = {}
+            for who, impl in (("ours", "agentplex-batched"), ("queued", "agentplex-engine"),
+                              ("theirs", "hf-generate-batch")):
+                best = min(runs[who], key=lambda r: r["cpu"] / r["tokens"])
+                rates[who] = (best["tokens"] / best["wall"], best["tokens"] / best["cpu"])
+                emit("steps_throughput", impl + suffix, n, rates[who][0], "tokens/s",
+                     per_cpu_s=round(rates[who][1], 1), tokens=best["tokens"],
+                     cpu_s=round(best["cpu"], 2), wall_s=round(best["wall"], 2), **where)
+                if who == "theirs":
+                    continue
+                per = 1000 / best["steps"]
+                forward, select = best["forward"] * per, best["select"] * per
+                emit("step_split", impl + suffix, n, best["wall"] * per, "ms/step",
+                     forward_ms=round(forward, 3), select_ms=round(select, 3),
+                     rest_ms=round(best["wall"] * per - forward - select, 3),
+                     cpu_ms=round(best["cpu"] * per, 3), steps=best["steps"])
+            for who in ("ours", "queued"):
+                emit("steps_ratio", f"{who}/generate_batch{suffix}", n,
+                     rates[who][0] / rates["theirs"][0], "x", clock="wall",
+                     cpu_x=round(rates[who][1] / rates["theirs"][1], 3))
 
 
 async def throughput(model: Any, ns: list[int], args: argparse.Namespace) -> None:

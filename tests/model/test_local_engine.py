@@ -360,3 +360,101 @@ def test_the_cache_goes_by_the_name_the_installed_transformers_uses(
     assert cache_keyword(model) in inspect.signature(model.forward).parameters
     assert returned_cache(SimpleNamespace(cache="c", past_key_values=None)) == "c"
     assert returned_cache(SimpleNamespace(past_key_values="p")) == "p"
+
+
+def test_windows_decoded_together_read_as_each_decoded_alone() -> None:
+    import copy
+
+    from agentplex.model.local._detokenize import batch_decoder
+
+    tok = build_tokenizer()
+    ids = tok("Hello there! {\"n\": [1, 2]} é 🎉 ok", add_special_tokens=False)["input_ids"]
+    windows = [ids[:k] for k in range(len(ids) + 1)] + [ids[k:k + 2] for k in range(len(ids))]
+    windows += [[tok.eos_token_id], [*ids, tok.eos_token_id]]
+    alone = [tok.decode(w, skip_special_tokens=False) for w in windows]
+    fast = batch_decoder(tok)
+    assert fast.__name__ == "fast" and fast(windows) == alone
+    cleaning = copy.deepcopy(tok)  # a clean-up the backend does not do: one decode each
+    cleaning.clean_up_tokenization_spaces = True
+    assert batch_decoder(cleaning).__name__ == "each"
+    assert batch_decoder(cleaning)(windows) == [cleaning.decode(w) for w in windows]
+
+
+def test_merged_rows_are_left_padded_copies() -> None:
+    from agentplex.model.local._engine import _stack
+
+    a, b = torch.randn(2, 3, 5, 4), torch.randn(3, 3, 2, 4)
+    merged = _stack(a, b, 2, 5)
+    assert merged.shape == (5, 3, 5, 4)
+    assert torch.equal(merged[:2], a) and torch.equal(merged[2:, :, 3:], b)
+    assert not merged[2:, :, :3].any()
+    mask = _stack(torch.ones(1, 2, dtype=torch.long), torch.ones(2, 4, dtype=torch.long), 1, 4)
+    assert mask.tolist() == [[0, 0, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]
+
+
+def test_a_request_not_streamed_gets_one_event_with_what_the_stream_sends() -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = build_tokenizer()
+    torch.manual_seed(3)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         initializer_range=1.0)  # varied tokens: stops are met mid-text
+    eng = BatchEngine(LlamaForCausalLM(config).eval(), tok, eos_ids={-1}, batch_wait=0.05,
+                      prefix_cache_bytes=0)
+    prompt = prompts(1, shared=0, own=12)[0]
+    events: dict[bool, list[GenerationEvent]] = {True: [], False: []}
+    done = threading.Semaphore(0)
+
+    def request(stream: bool, stop: tuple[str, ...]) -> GenerationRequest:
+        def emit(event: GenerationEvent) -> None:
+            events[stream].append(event)
+            if event.finish_reason is not None:
+                done.release()
+
+        return GenerationRequest(prompt_ids=list(prompt), max_new_tokens=40, emit=emit,
+                                 stop=stop, logprobs=2, stream=stream)
+
+    try:
+        full = run(eng, [prompt], 40)[0].text
+        for stop in ((), (full[len(full) // 2:len(full) // 2 + 2],)):
+            events[True].clear()
+            events[False].clear()
+            for stream in (True, False):
+                eng.submit(request(stream, stop))
+            assert done.acquire(timeout=60) and done.acquire(timeout=60)
+            streamed, whole = events[True], events[False]
+            assert len(whole) == 1 and len(streamed) > 1
+            assert whole[0].text == "".join(e.text for e in streamed)
+            assert whole[0].text == (full.split(stop[0])[0] if stop else full)
+            scores = [s for e in streamed for s in e.logprobs]
+            assert [s[0] for s in whole[0].logprobs] == [s[0] for s in scores]
+            assert all(math.isclose(a[1], b[1], abs_tol=1e-4)
+                       for a, b in zip(whole[0].logprobs, scores, strict=True))
+            assert whole[0].finish_reason == streamed[-1].finish_reason
+    finally:
+        eng.close()
+
+
+def test_requests_sent_one_by_one_to_an_idle_engine_start_together(
+        pair: tuple[Any, Any]) -> None:
+    import time
+
+    model, tok = pair
+    eng = BatchEngine(model, tok, eos_ids={-1}, batch_wait=0.2, prefix_cache_bytes=0)
+    done = threading.Semaphore(0)
+
+    def emit(event: GenerationEvent) -> None:
+        if event.finish_reason is not None:
+            done.release()
+
+    try:
+        for ids in prompts(8, shared=0, own=10):
+            eng.submit(GenerationRequest(prompt_ids=ids, max_new_tokens=4, emit=emit))
+            time.sleep(0.002)  # as an event loop sends them: each wakes the worker
+        for _ in range(8):
+            assert done.acquire(timeout=60)
+        assert eng.max_rows_seen == 8
+        assert eng.steps == 4  # one prefill for all eight, then three decode steps
+    finally:
+        eng.close()

@@ -98,7 +98,8 @@ class TransformersChatModel(ChatModelBase):
             :class:`UnsupportedOptionError`.
         stream: return async generators of chunks.
         max_batch_size: most requests decoded together.
-        batch_wait: seconds to wait for more requests before starting an idle batch.
+        batch_wait: how long an idle batch waits for more requests: until this passes without
+            a new one (at most ten times this), so that requests sent together start together.
         cache_dir: where converted GGUF models are kept (default ``~/.cache/agentplex``).
         model: an already loaded ``(model, tokenizer)`` pair to serve instead of loading.
         prefix_cache_bytes: memory for the keys and values of prompt prefixes reused
@@ -293,7 +294,7 @@ class TransformersChatModel(ChatModelBase):
         request = GenerationRequest(
             prompt_ids=list(prompt_ids), max_new_tokens=int(budget), emit=emit,
             sampling=sampling, stop=tuple(s for s in stops if s), matcher=matcher,
-            logprobs=scores,
+            logprobs=scores, stream=stream,
         )
         opened = prompt.rstrip().endswith(THINK_BEGIN)
         assembler = OutputAssembler(ResponseBuilder(id=uuid.uuid4().hex), thinking=opened,
