@@ -464,13 +464,13 @@ def queued(model: Any, n: int, tokens: int, sampled: bool) -> dict[str, float]:
     engine, tok = model.engine, model.tokenizer
     done = threading.Semaphore(0)
 
-    def emit(event: Any) -> None:
+    def on_event(event: Any) -> None:
         if event.finish_reason is not None:
             done.release()
 
     requests = [GenerationRequest(
         prompt_ids=tok(model.format_prompt(prompt(i)), add_special_tokens=False)["input_ids"],
-        max_new_tokens=tokens, emit=emit,
+        max_new_tokens=tokens, emit=on_event,
         sampling=Sampling(temperature=0.7, seed=i) if sampled else Sampling())
         for i in range(n)]
     before = (engine.steps, engine.forward_seconds, engine.select_seconds)
