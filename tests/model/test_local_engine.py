@@ -139,6 +139,25 @@ def test_chunked_prefill_joins_without_changing_tokens(pair: tuple[Any, Any], ca
         chunked.close()
 
 
+def test_a_long_prompt_mostly_cached_joins_whole(pair: tuple[Any, Any]) -> None:
+    """Whether a joining prompt is chunked goes by its uncached tokens: prompts sharing a
+    cached 288-token head and 20 tokens of their own join in one pass, unchunked."""
+    running = prompts(4, shared=0, own=30, seed=2)
+    late = prompts(3, shared=300, own=20, seed=4)
+    alone = engine(pair, prefix_cache_bytes=0)
+    cached = engine(pair, prefill_chunk=64)
+    try:
+        expected = [r.generated for r in run(alone, running + late, 24)]
+        run(cached, [late[0][:300]], 1)  # the shared head, 9 blocks of 32
+        got = run(cached, running, 24, late=late)
+        assert [r.generated for r in got] == expected
+        assert cached.chunks == 0
+        assert cached.prefix is not None and cached.prefix.hit_tokens >= 3 * 288
+    finally:
+        alone.close()
+        cached.close()
+
+
 def test_cancelling_a_prompt_between_mixed_chunks(pair: tuple[Any, Any]) -> None:
     running = prompts(3, shared=0, own=30, seed=4)
     long = GenerationRequest(prompt_ids=prompts(1, shared=0, own=600, seed=5)[0],

@@ -317,7 +317,8 @@ def _engine_summary(console: Console, model: object) -> None:
     decode = engine.forward_seconds - engine.prefill_seconds
     console.print(f"local model: prefill {engine.prefill_seconds:.1f}s "
                   f"({engine.prefill_tokens:,} prompt tokens), decode {decode:.1f}s "
-                  f"({engine.steps:,} forward passes, up to {engine.max_rows_seen} rows), "
+                  f"({engine.steps:,} forward passes, up to {engine.max_rows_seen} rows; "
+                  f"{engine.chunks:,} prompt chunks), "
                   f"choosing tokens {engine.select_seconds:.1f}s")
 
 

@@ -6,11 +6,11 @@ Each request keeps its own sampling arguments, stop sequences, grammar matcher a
 finished and cancelled rows leave the batch at the next step.
 
 Prompts reuse the cached keys and values of earlier prompts' prefixes (:mod:`._prefix`):
-requests arriving together that share a long prefix compute it once. A long prompt that
-joins while others decode is prefilled in chunks sized so that a chunk adds about half a
-decode step: the running requests keep their pace. Where the model allows (:mod:`._mixed`),
-a chunk rides in the same forward pass as the batch's decode step; otherwise it runs in a
-pass of its own between two decode steps.
+requests arriving together that share a long prefix compute it once. A prompt joining while
+others decode whose uncached part is long is prefilled in chunks sized so that a chunk adds
+about half a decode step: the running requests keep their pace. Where the model allows
+(:mod:`._mixed`), a chunk rides in the same forward pass as the batch's decode step;
+otherwise it runs in a pass of its own between two decode steps.
 """
 
 from __future__ import annotations
@@ -259,8 +259,13 @@ class BatchEngine:
                 with torch.inference_mode(), deferred():
                     if new and batch is not None:  # long prompts join in chunks
                         size = self._chunk_size()
-                        chunked.extend(_Chunked(r) for r in new if len(r.prompt_ids) > size)
-                        new = [r for r in new if len(r.prompt_ids) <= size]
+                        whole = []
+                        for r in new:  # the prompts' cached prefixes cost nothing
+                            if self._uncached(r.prompt_ids) > size:
+                                chunked.append(_Chunked(r))
+                            else:
+                                whole.append(r)
+                        new = whole
                     mixing = bool(chunked) and not new and self.mix_chunks and self._mixes
                     if new:
                         batch = self._merge(batch, self._prefill(new))
@@ -407,6 +412,12 @@ class BatchEngine:
                 return kv
 
             self.prefix.insert(r.prompt_ids, len(r.prompt_ids), kv_of)
+
+    def _uncached(self, ids: list[int]) -> int:
+        """Tokens of a prompt that its prefill computes: those after its cached prefix."""
+        if self.prefix is None:
+            return len(ids)
+        return len(ids) - len(self.prefix.match(ids, len(ids) - 1)) * self.prefix.block_size
 
     def _chunk_size(self) -> int:
         """Tokens per prefill chunk: about the cost of half a decode step of the batch."""
