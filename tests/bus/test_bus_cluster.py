@@ -199,16 +199,23 @@ async def test_a_node_that_leaves_cleanly_loses_no_tell(nodes: Any) -> None:
 
 
 
-async def test_a_node_that_leaves_says_so(nodes: Any, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("news_first", [False, True])
+async def test_a_node_that_leaves_says_so(nodes: Any, caplog: pytest.LogCaptureFixture,
+                                          news_first: bool) -> None:
     """A node that closes says goodbye to every peer it spoke to, not only to the head:
-    past their heartbeat timeout, none of them reports it lost."""
+    past their heartbeat timeout, none of them reports it lost — also when the head's news
+    that it left reaches a peer before the goodbye does (``news_first``)."""
     async with head() as rt:
         endpoint = rt.transport.endpoint  # type: ignore[attr-defined]
         leaving = await nodes(endpoint, "Echo:leaving")
-        peer = Runtime(ZmqTransport(head=endpoint, heartbeat_interval=0.2,
-                                    heartbeat_timeout=1.5), default_timeout=20)
+        transport = ZmqTransport(head=endpoint, heartbeat_interval=0.2, heartbeat_timeout=1.5)
+        peer = Runtime(transport, default_timeout=20)
         async with peer:
             assert await peer.ref("leaving").call("hi") == "hi"  # the peer links to it
+            if news_first:  # as the head's snapshot without the node would
+                node = transport._calls.names["leaving"]
+                transport._peers.nodes = {n: i for n, i in transport._peers.nodes.items()
+                                          if n != node}
             await anyio.to_thread.run_sync(leaving.stop)
             assert leaving.proc.returncode == 0
             await anyio.sleep(3)  # past the peer's 1.5 s heartbeat timeout

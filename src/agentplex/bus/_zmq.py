@@ -333,7 +333,11 @@ class ZmqTransport(Transport):
             peers.drop(str(exc))
             return
         if h.op == Op.BYE and h.src not in peers.nodes:
-            return  # after the head's news that it left: its silence will be news to nobody
+            # after the head's news that it left: the node is out of the directory (and its
+            # key with it), but a link to it still waits on its heartbeat until it goes
+            if h.src in peers.links:
+                self._peer_lost(h.src, left=True)
+            return
         if key is not None and not (h.op == Op.HELLO and self.is_head):
             # every frame but a hello to the head comes from a node that joined with its key
             info = peers.nodes.get(h.src)
