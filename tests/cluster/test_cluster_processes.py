@@ -53,7 +53,7 @@ def _first_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -
         if proc.poll() is not None:
             break
         time.sleep(0.05)
-    raise AssertionError(f"{proc.args} never printed {needle!r}:\n{log.read_text()[-2000:]}")
+    raise AssertionError(f"{proc.args!r} never printed {needle!r}:\n{log.read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ async def test_a_tool_actor_on_another_process_returns_media_intact(
         result = await toolkit.execute(ToolUseBlock(id="1", name="paint",
                                                     input={"shade": 77, "width": 64}))
         assert not result.is_error
-        image = AgentImage(result.output[0])  # type: ignore[index]
+        image = AgentImage(result.output[0])
         pixels = image.to_raw()
         assert pixels.size == (64, 64) and pixels.getpixel((5, 5)) == (77, 77, 77)
         assert image.data in encode(result)  # raw bytes on the wire, not base64 text

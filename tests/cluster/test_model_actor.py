@@ -1,4 +1,5 @@
 import asyncio
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -124,11 +125,11 @@ class Endless(ChatModelBase):
     def __init__(self) -> None:
         super().__init__("endless")
         self.closed = False
-        self.streams: list[Any] = []
+        self.streams: list[AsyncGenerator[ChatResponse, None]] = []
 
     async def _call(self, messages: Any, tools: Any = None, tool_choice: Any = None,
                     structured_model: Any = None, **kwargs: Any) -> ChatResult:
-        async def chunks() -> Any:
+        async def chunks() -> AsyncGenerator[ChatResponse, None]:
             try:
                 for i in range(10_000):
                     yield ChatResponse(content=[{"type": "text", "text": str(i)}])

@@ -41,7 +41,7 @@ def pair() -> tuple[Any, Any]:
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
         initializer_range=0.3)
-    return LlamaForCausalLM(config).eval(), tok
+    return LlamaForCausalLM(config).eval(), tok  # type: ignore[no-untyped-call]
 
 
 def engine(pair: tuple[Any, Any], **options: Any) -> BatchEngine:
@@ -197,9 +197,9 @@ def test_mixed_steps_only_for_models_that_allow_them(pair: tuple[Any, Any]) -> N
     from agentplex.model.local._mixed import supports_mixed_steps
 
     assert supports_mixed_steps(pair[0])  # a Llama, SDPA attention
-    small = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
+    small: dict[str, Any] = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
              "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}
-    eager = LlamaForCausalLM(LlamaConfig(**small, attn_implementation="eager"))
+    eager = LlamaForCausalLM(LlamaConfig(**small, attn_implementation="eager"))  # type: ignore[call-arg]
     assert not supports_mixed_steps(eager)
     sliding = MistralForCausalLM(MistralConfig(**small, sliding_window=8))
     assert not supports_mixed_steps(sliding)
@@ -419,8 +419,8 @@ def test_a_request_not_streamed_gets_one_event_with_what_the_stream_sends() -> N
     config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                          initializer_range=1.0)  # varied tokens: stops are met mid-text
-    eng = BatchEngine(LlamaForCausalLM(config).eval(), tok, eos_ids={-1}, batch_wait=0.05,
-                      prefix_cache_bytes=0)
+    eng = BatchEngine(LlamaForCausalLM(config).eval(),  # type: ignore[no-untyped-call]
+                      tok, eos_ids={-1}, batch_wait=0.05, prefix_cache_bytes=0)
     prompt = prompts(1, shared=0, own=12)[0]
     events: dict[bool, list[GenerationEvent]] = {True: [], False: []}
     done = threading.Semaphore(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agentplex.message import Msg
+from agentplex.model.gemini import GeminiChatModel
 from agentplex.model.openai import OpenAIChatModel
 from tests.support.model_inputs import WEATHER_TOOL, history
 from tests.support.openai_wire import completion
@@ -70,6 +71,7 @@ async def test_gemini_cached_content(server: FakeServer) -> None:
     server.json({"name": "cachedContents/abc123", "model": "models/test-model",
                  "usageMetadata": {"totalTokenCount": 4096}})
     model = wire.make(server)
+    assert isinstance(model, GeminiChatModel)
     name = await model.create_cache(history(), [WEATHER_TOOL], ttl_seconds=600)
     assert name == "cachedContents/abc123"
     created = server.last

@@ -50,7 +50,7 @@ async def test_openai_wire_clients(served: str, provider: str) -> None:
     streaming = init_chat_model(f"{provider}:lp", stream=True, **options)
     chunks = [c async for c in await streaming(history(), logprobs=True)]
     assert entries(chunks[-1]) == EXPECTED
-    assert len(chunks[0].logprobs) == 1  # each chunk carries those so far, like content
+    assert chunks[0].logprobs is not None and len(chunks[0].logprobs) == 1  # each chunk carries those so far, like content
     await model.aclose()  # type: ignore[attr-defined]
     await streaming.aclose()  # type: ignore[attr-defined]
 

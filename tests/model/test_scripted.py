@@ -4,7 +4,7 @@ import json
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from agentplex.message import Msg, TextBlock, ThinkingBlock, ToolUseBlock
+from agentplex.message import Block, Msg, TextBlock, ThinkingBlock, ToolUseBlock
 from agentplex.model import (
     ChatModelBase,
     ChatResponse,
@@ -42,7 +42,7 @@ async def test_cycle_and_function_scripts() -> None:
 
 
 async def test_streaming_contract() -> None:
-    reply = [ThinkingBlock(thinking="let me think"), TextBlock(text="the answer is 42"),
+    reply: list[Block] = [ThinkingBlock(thinking="let me think"), TextBlock(text="the answer is 42"),
              ToolUseBlock(id="c1", name="lookup", input={"q": "life", "n": 3})]
     model = ScriptedChatModel([reply], stream=True)
     chunks = [c async for c in await model([])]

@@ -67,6 +67,7 @@ async def test_streaming_contract(tiny: TransformersChatModel) -> None:
         joined += "".join(b.text for b in chunk.delta if isinstance(b, TextBlock))
         assert chunk.text == joined
     assert joined == final.text
+    assert final.usage is not None and chunks[-1].usage is not None
     assert chunks[-1].usage == final.usage.model_copy(update={"time": chunks[-1].usage.time})
     assert chunks[-1].content == final.content
     assert len({c.id for c in chunks}) == 1
@@ -108,7 +109,7 @@ async def test_think_blocks(tiny: TransformersChatModel) -> None:
 
 
 async def test_think_opened_by_template(tiny: TransformersChatModel) -> None:
-    kwargs = {"chat_template_kwargs": {"enable_thinking": True}}
+    kwargs: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": True}}
     assert tiny.format_prompt(THINK, **kwargs).endswith("<think>\n")
     response = await tiny(THINK, **kwargs)
     assert response.thinking.strip() == "I should greet."
