@@ -9,6 +9,7 @@ from agentplex import HandlerError, Msg, Runtime, ScriptedChatModel
 from agentplex.cluster import ModelActor, RemoteChatModel
 from agentplex.cluster.lowlevel import schema_model
 from agentplex.model import ChatModelBase, ChatResponse, ChatResult, collect
+from tests.support.results import as_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +53,7 @@ async def test_streaming_crosses_the_actor_chunk_by_chunk() -> None:
     async with Runtime() as rt:
         await rt.spawn(ModelActor(ScriptedChatModel(["one two three"], stream=True)), "llm")
         remote = RemoteChatModel("llm", stream=True)
-        chunks = [c async for c in await remote([Msg("u", "go", "user")])]
+        chunks = [c async for c in as_stream(await remote([Msg("u", "go", "user")]))]
         assert [c.is_last for c in chunks] == [False, False, False, True]
         assert chunks[-1].text == "one two three"
 

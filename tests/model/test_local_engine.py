@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from agentplex.model import TransformersChatModel  # noqa: E402
+from agentplex.model import ChatResponse, TransformersChatModel  # noqa: E402
 from agentplex.model.local import (  # noqa: E402
     BatchEngine,
     GenerationEvent,
@@ -25,6 +25,7 @@ from agentplex.model.local import (  # noqa: E402
 )
 from agentplex.model.local._loading import cuda_options  # noqa: E402
 from agentplex.model.local._prefix import PrefixCache  # noqa: E402
+from tests.support.results import as_response, as_stream  # noqa: E402
 from tests.support.tiny_llama import build_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.anyio
@@ -251,6 +252,7 @@ async def test_logprobs_on_chat_responses(pair: tuple[Any, Any]) -> None:
     model = TransformersChatModel("random", model=pair, max_new_tokens=6)
     asked = [{"role": "user", "content": "Say hi."}]
     got = await model(asked, logprobs=True, top_logprobs=3)
+    assert isinstance(got, ChatResponse) and got.usage is not None
     assert got.logprobs is not None and len(got.logprobs) == got.usage.output_tokens
     for entry in got.logprobs:
         assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
@@ -259,11 +261,11 @@ async def test_logprobs_on_chat_responses(pair: tuple[Any, Any]) -> None:
         assert math.isclose(entry.logprob, tops[0], abs_tol=1e-5)  # greedy: the top one
         assert sum(math.exp(t) for t in tops) <= 1 + 1e-5
     assert "".join(e.token for e in got.logprobs) == got.text
-    streamed = [c async for c in await model(asked, logprobs=True, stream=True)]
+    streamed = [c async for c in as_stream(await model(asked, logprobs=True, stream=True))]
     assert [(e.token, e.logprob) for e in streamed[-1].logprobs or []] == [
         (e.token, e.logprob) for e in got.logprobs]
     assert all(e.top_logprobs == [] for e in streamed[-1].logprobs or [])
-    assert (await model(asked)).logprobs is None
+    assert as_response(await model(asked)).logprobs is None
 
 
 def test_cuda_loading_options() -> None:
