@@ -9,6 +9,7 @@ same run. Prints the same JSON lines as ``bench_bus.py``.
 
 import argparse
 import asyncio
+import logging
 import os
 import socket
 import subprocess
@@ -117,7 +118,7 @@ def run_autogen(n: int) -> None:
 def run_ray(n: int) -> None:
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
 
     @ray.remote
     class Sink:

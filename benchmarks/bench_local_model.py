@@ -79,7 +79,8 @@ async def batched(model: Any, n: int, tokens: int) -> float:
     start = time.perf_counter()
     results = await asyncio.gather(*(model(prompt(i), max_tokens=tokens) for i in range(n)))
     wall = time.perf_counter() - start
-    return sum(r.usage.output_tokens for r in results) / wall
+    tokens_out: int = sum(r.usage.output_tokens for r in results)
+    return tokens_out / wall
 
 
 def one_at_a_time(model: Any, n: int, tokens: int) -> float:
@@ -436,7 +437,7 @@ def tiny_pair(args: argparse.Namespace) -> tuple[Any, Any]:
                    "num_key_value_heads": 2, "head_dim": hidden // 4,
                    "initializer_range": 0.5})  # varied tokens, not one repeated
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(config).eval()
+    model = AutoModelForCausalLM.from_config(config).eval()  # type: ignore[no-untyped-call]
     return model.to(loaded.model.device), loaded.tokenizer
 
 
@@ -493,7 +494,7 @@ def theirs(model: Any, n: int, tokens: int, sampled: bool) -> dict[str, float]:
     tok = model.tokenizer
     inputs = [tok(model.format_prompt(prompt(i)), add_special_tokens=False)["input_ids"]
               for i in range(n)]
-    config = GenerationConfig(max_new_tokens=tokens, do_sample=sampled,
+    config = GenerationConfig(max_new_tokens=tokens, do_sample=sampled,  # type: ignore[no-untyped-call]
                               temperature=0.7 if sampled else None,
                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     cache = None

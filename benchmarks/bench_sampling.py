@@ -51,6 +51,7 @@ def main() -> None:
                                   sampling=Sampling(temperature=0.8, seed=i))
                 for i in range(args.rows)]
         for r in reqs:
+            assert r.sampling.seed is not None
             r._generator = torch.Generator().manual_seed(r.sampling.seed)
         return reqs
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -127,7 +128,7 @@ def run_ray(agents: int, rounds: int) -> None:
         emit("scale_place", "ray-actor", agents, None, "agents/s", skipped="ray not installed")
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     try:
         @ray.remote(num_cpus=0)
         class Voter:

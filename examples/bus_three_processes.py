@@ -14,6 +14,7 @@ import sys
 
 from agentplex import AgentBase, Msg, MsgHub, Runtime, ScriptedChatModel
 from agentplex.bus import ZmqTransport
+from agentplex.model import ChatResponse
 
 LINES = {
     "alice": ["I think actors make concurrency easy.", "Agreed, and traces explain it all."],
@@ -32,7 +33,9 @@ class Speaker(AgentBase):
 
     async def reply(self, msg: Msg | None = None) -> Msg:
         out = Msg(self.name, "", "assistant")
-        async for chunk in await self.model([Msg("user", f"heard: {self.heard}", "user")]):
+        stream = await self.model([Msg("user", f"heard: {self.heard}", "user")])
+        assert not isinstance(stream, ChatResponse)  # the model streams (stream=True)
+        async for chunk in stream:
             out.content = chunk.content
             await self.print(out, last=chunk.is_last)
         return out

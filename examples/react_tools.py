@@ -11,6 +11,7 @@ import argparse
 import ast
 import asyncio
 import operator
+from collections.abc import Callable
 
 from agentplex import Msg, Runtime, ScriptedChatModel, ToolUseBlock, init_chat_model
 from agentplex.agent import ReActAgent
@@ -18,8 +19,9 @@ from agentplex.model import ChatModelBase
 from agentplex.tool import Toolkit
 
 CAPITALS = {"france": "Paris", "japan": "Tokyo", "kenya": "Nairobi", "peru": "Lima"}
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-        ast.Div: operator.truediv, ast.Pow: operator.pow, ast.USub: operator.neg}
+_OPS: dict[type[ast.AST], Callable[..., float]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+    ast.Div: operator.truediv, ast.Pow: operator.pow, ast.USub: operator.neg}
 
 
 def calculate(expression: str) -> str:
@@ -32,9 +34,9 @@ def calculate(expression: str) -> str:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
             return node.value
         if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](walk(node.left), walk(node.right))  # type: ignore[operator]
+            return _OPS[type(node.op)](walk(node.left), walk(node.right))
         if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](walk(node.operand))  # type: ignore[operator]
+            return _OPS[type(node.op)](walk(node.operand))
         raise ValueError(f"not arithmetic: {ast.dump(node)}")
 
     return str(walk(ast.parse(expression, mode="eval").body))

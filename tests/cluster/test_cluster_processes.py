@@ -20,6 +20,7 @@ from agentplex.cluster import ActorTool, ClusterClient, RemoteChatModel, Resourc
 from agentplex.message import ToolUseBlock, encode
 from agentplex.tool import AgentImage, Toolkit
 from tests.support import ROOT, pythonpath
+from tests.support.results import as_response, as_stream
 
 COUNTER = "tests.support.actors:Counter"
 pytestmark = pytest.mark.anyio
@@ -53,7 +54,7 @@ def _first_line(proc: subprocess.Popen[str], needle: str, timeout: float = 60) -
         if proc.poll() is not None:
             break
         time.sleep(0.05)
-    raise AssertionError(f"{proc.args} never printed {needle!r}:\n{log.read_text()[-2000:]}")
+    raise AssertionError(f"{proc.args!r} never printed {needle!r}:\n{log.read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +114,7 @@ async def test_placement_gpu_workers_streaming_and_refusals(
                             name="llm", labels={"kind": "cpu"},
                             script=["streamed over the bus"], stream=True)
         remote = RemoteChatModel("llm", stream=True, timeout=30)
-        chunks = [c async for c in await remote([Msg("u", "hi", "user")])]
+        chunks = [c async for c in as_stream(await remote([Msg("u", "hi", "user")]))]
         assert chunks[-1].is_last and chunks[-1].text == "streamed over the bus"
         assert len(chunks) > 2
 
@@ -132,7 +133,7 @@ async def test_a_tool_actor_on_another_process_returns_media_intact(
         result = await toolkit.execute(ToolUseBlock(id="1", name="paint",
                                                     input={"shade": 77, "width": 64}))
         assert not result.is_error
-        image = AgentImage(result.output[0])  # type: ignore[index]
+        image = AgentImage(result.output[0])
         pixels = image.to_raw()
         assert pixels.size == (64, 64) and pixels.getpixel((5, 5)) == (77, 77, 77)
         assert image.data in encode(result)  # raw bytes on the wire, not base64 text
@@ -207,7 +208,7 @@ async def test_served_engine_over_the_bus_and_in_status(
                                     resources=Resources(cpus=0.5, gpus=1, gpu_memory="6GiB"),
                                     labels={"kind": "gpu"}, ready_timeout=120)
         try:
-            assert (await model([Msg("u", "hi", "user")])).text == "Hello from bus."
+            assert as_response(await model([Msg("u", "hi", "user")])).text == "Hello from bus."
             served = await cluster.served_status()
             replicas = served[0]["replicas"]
             assert [r["state"] for r in replicas] == ["ready", "ready"]

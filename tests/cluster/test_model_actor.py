@@ -1,4 +1,5 @@
 import asyncio
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
@@ -8,6 +9,7 @@ from agentplex import HandlerError, Msg, Runtime, ScriptedChatModel
 from agentplex.cluster import ModelActor, RemoteChatModel
 from agentplex.cluster.lowlevel import schema_model
 from agentplex.model import ChatModelBase, ChatResponse, ChatResult, collect
+from tests.support.results import as_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -51,7 +53,7 @@ async def test_streaming_crosses_the_actor_chunk_by_chunk() -> None:
     async with Runtime() as rt:
         await rt.spawn(ModelActor(ScriptedChatModel(["one two three"], stream=True)), "llm")
         remote = RemoteChatModel("llm", stream=True)
-        chunks = [c async for c in await remote([Msg("u", "go", "user")])]
+        chunks = [c async for c in as_stream(await remote([Msg("u", "go", "user")]))]
         assert [c.is_last for c in chunks] == [False, False, False, True]
         assert chunks[-1].text == "one two three"
 
@@ -124,11 +126,11 @@ class Endless(ChatModelBase):
     def __init__(self) -> None:
         super().__init__("endless")
         self.closed = False
-        self.streams: list[Any] = []
+        self.streams: list[AsyncGenerator[ChatResponse, None]] = []
 
     async def _call(self, messages: Any, tools: Any = None, tool_choice: Any = None,
                     structured_model: Any = None, **kwargs: Any) -> ChatResult:
-        async def chunks() -> Any:
+        async def chunks() -> AsyncGenerator[ChatResponse, None]:
             try:
                 for i in range(10_000):
                     yield ChatResponse(content=[{"type": "text", "text": str(i)}])

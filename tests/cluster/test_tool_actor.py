@@ -61,7 +61,7 @@ async def test_agents_share_one_pipeline_placed_on_the_gpu_node(tmp_path: Path) 
         for agent in agents:
             memory = await agent.memory.get_memory()
             result = memory[2].get_content_blocks("tool_result")[0]
-            assert not result.is_error
+            assert not result.is_error and isinstance(result.output, str)
             assert json.loads(result.output)[0]["label"] in ("POSITIVE", "NEGATIVE")
 
 
@@ -82,12 +82,13 @@ async def test_media_and_errors_come_back_through_the_actor() -> None:
         toolkit = Toolkit()
         toolkit.register_tool_function(tool)
         out = await toolkit.execute(ToolUseBlock(id="1", name="picture", input={"shade": 7}))
-        block = out.output[0]  # type: ignore[index]
-        assert block.type == "image"  # type: ignore[union-attr]
-        png = base64.b64decode(block.source.data)  # type: ignore[union-attr]
+        assert isinstance(out.output, list)
+        block = out.output[0]
+        assert block.type == "image" and block.source.type == "base64"
+        png = base64.b64decode(block.source.data)
         assert np.asarray(AgentImage(png).to_raw())[0, 0].tolist() == [7, 7, 7]
         bad = await toolkit.execute(ToolUseBlock(id="2", name="picture", input={"shade": "x"}))
-        assert bad.is_error and "invalid arguments" in bad.output  # type: ignore[operator]
+        assert bad.is_error and "invalid arguments" in bad.output
         with pytest.raises(LookupError, match="none is 'nope'"):
             await ActorTool.connect(ref, "nope")
         echo = await cluster.runtime.spawn(Echo(), "echo")

@@ -24,7 +24,7 @@ def count_wakeups(loop: asyncio.AbstractEventLoop) -> list[int]:
         calls[0] += 1
         return original(*args, **kwargs)
 
-    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign, assignment]
     return calls
 
 

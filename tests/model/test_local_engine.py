@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from agentplex.model import TransformersChatModel  # noqa: E402
+from agentplex.model import ChatResponse, TransformersChatModel  # noqa: E402
 from agentplex.model.local import (  # noqa: E402
     BatchEngine,
     GenerationEvent,
@@ -25,6 +25,7 @@ from agentplex.model.local import (  # noqa: E402
 )
 from agentplex.model.local._loading import cuda_options  # noqa: E402
 from agentplex.model.local._prefix import PrefixCache  # noqa: E402
+from tests.support.results import as_response, as_stream  # noqa: E402
 from tests.support.tiny_llama import build_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.anyio
@@ -41,7 +42,7 @@ def pair() -> tuple[Any, Any]:
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
         initializer_range=0.3)
-    return LlamaForCausalLM(config).eval(), tok
+    return LlamaForCausalLM(config).eval(), tok  # type: ignore[no-untyped-call]
 
 
 def engine(pair: tuple[Any, Any], **options: Any) -> BatchEngine:
@@ -197,9 +198,9 @@ def test_mixed_steps_only_for_models_that_allow_them(pair: tuple[Any, Any]) -> N
     from agentplex.model.local._mixed import supports_mixed_steps
 
     assert supports_mixed_steps(pair[0])  # a Llama, SDPA attention
-    small = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
+    small: dict[str, Any] = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
              "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}
-    eager = LlamaForCausalLM(LlamaConfig(**small, attn_implementation="eager"))
+    eager = LlamaForCausalLM(LlamaConfig(**small, attn_implementation="eager"))  # type: ignore[call-arg]
     assert not supports_mixed_steps(eager)
     sliding = MistralForCausalLM(MistralConfig(**small, sliding_window=8))
     assert not supports_mixed_steps(sliding)
@@ -251,6 +252,7 @@ async def test_logprobs_on_chat_responses(pair: tuple[Any, Any]) -> None:
     model = TransformersChatModel("random", model=pair, max_new_tokens=6)
     asked = [{"role": "user", "content": "Say hi."}]
     got = await model(asked, logprobs=True, top_logprobs=3)
+    assert isinstance(got, ChatResponse) and got.usage is not None
     assert got.logprobs is not None and len(got.logprobs) == got.usage.output_tokens
     for entry in got.logprobs:
         assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
@@ -259,11 +261,11 @@ async def test_logprobs_on_chat_responses(pair: tuple[Any, Any]) -> None:
         assert math.isclose(entry.logprob, tops[0], abs_tol=1e-5)  # greedy: the top one
         assert sum(math.exp(t) for t in tops) <= 1 + 1e-5
     assert "".join(e.token for e in got.logprobs) == got.text
-    streamed = [c async for c in await model(asked, logprobs=True, stream=True)]
+    streamed = [c async for c in as_stream(await model(asked, logprobs=True, stream=True))]
     assert [(e.token, e.logprob) for e in streamed[-1].logprobs or []] == [
         (e.token, e.logprob) for e in got.logprobs]
     assert all(e.top_logprobs == [] for e in streamed[-1].logprobs or [])
-    assert (await model(asked)).logprobs is None
+    assert as_response(await model(asked)).logprobs is None
 
 
 def test_cuda_loading_options() -> None:
@@ -419,8 +421,8 @@ def test_a_request_not_streamed_gets_one_event_with_what_the_stream_sends() -> N
     config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                          initializer_range=1.0)  # varied tokens: stops are met mid-text
-    eng = BatchEngine(LlamaForCausalLM(config).eval(), tok, eos_ids={-1}, batch_wait=0.05,
-                      prefix_cache_bytes=0)
+    eng = BatchEngine(LlamaForCausalLM(config).eval(),  # type: ignore[no-untyped-call]
+                      tok, eos_ids={-1}, batch_wait=0.05, prefix_cache_bytes=0)
     prompt = prompts(1, shared=0, own=12)[0]
     events: dict[bool, list[GenerationEvent]] = {True: [], False: []}
     done = threading.Semaphore(0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agentplex.message import Msg
+from agentplex.model import ChatResponse
+from agentplex.model.gemini import GeminiChatModel
 from agentplex.model.openai import OpenAIChatModel
 from tests.support.model_inputs import WEATHER_TOOL, history
 from tests.support.openai_wire import completion
@@ -28,6 +30,7 @@ async def test_anthropic_breakpoints(server: FakeServer) -> None:
     server.json(answer)
     model = wire.make(server, prompt_caching=True)
     response = await model(conversation(), tools=[WEATHER_TOOL])
+    assert isinstance(response, ChatResponse)
     body = server.last.json
     assert body["system"] == [{"type": "text", "text": "You are terse.",
                                "cache_control": EPHEMERAL}]
@@ -61,6 +64,7 @@ async def test_openai_prompt_cache_key(server: FakeServer) -> None:
     model = server.track(OpenAIChatModel("m", api_key="k", base_url=server.url + "/v1",
                                          prompt_cache_key="tenant-7"))
     response = await model(history())
+    assert isinstance(response, ChatResponse)
     assert server.last.json["prompt_cache_key"] == "tenant-7"
     assert response.usage is not None and response.usage.cached_input_tokens == 1920
 
@@ -70,6 +74,7 @@ async def test_gemini_cached_content(server: FakeServer) -> None:
     server.json({"name": "cachedContents/abc123", "model": "models/test-model",
                  "usageMetadata": {"totalTokenCount": 4096}})
     model = wire.make(server)
+    assert isinstance(model, GeminiChatModel)
     name = await model.create_cache(history(), [WEATHER_TOOL], ttl_seconds=600)
     assert name == "cachedContents/abc123"
     created = server.last
@@ -80,5 +85,6 @@ async def test_gemini_cached_content(server: FakeServer) -> None:
     answer["usageMetadata"]["cachedContentTokenCount"] = 4000
     server.json(answer)
     response = await model([Msg("user", "And tomorrow?", "user")])
+    assert isinstance(response, ChatResponse)
     assert server.last.json["cachedContent"] == "cachedContents/abc123"
     assert response.usage is not None and response.usage.cached_input_tokens == 4000

@@ -18,6 +18,7 @@ from agentplex.model import (
 from tests.support.model_inputs import history
 from tests.support.provider_server import FakeServer
 from tests.support.provider_wires import WIRES, GeminiWire, Wire
+from tests.support.results import as_response
 
 pytestmark = pytest.mark.anyio
 
@@ -79,7 +80,7 @@ async def test_client_args_may_carry_timeout_and_retries(server: FakeServer, wir
     wire.text(server, "ok")
     model = wire.make(server, client_args={"timeout": 12.0, "max_retries": 4})
     assert (model.timeout, model.retry_policy.max_retries) == (12.0, 4)
-    assert (await model(history())).text == "ok"
+    assert as_response(await model(history())).text == "ok"
 
 
 async def test_gemini_api_version(server: FakeServer) -> None:

@@ -16,6 +16,7 @@ from agentplex.model import UnsupportedOptionError
 from tests.support.model_inputs import history
 from tests.support.provider_server import FakeServer
 from tests.support.provider_wires import AnthropicWire, GeminiWire, OllamaWire
+from tests.support.results import as_response, as_stream
 
 pytestmark = pytest.mark.anyio
 EXPECTED = [("a", -0.1, [("a", -0.1)]), (" b", -0.5, [])]
@@ -46,10 +47,11 @@ async def test_openai_wire_clients(served: str, provider: str) -> None:
     model = init_chat_model(f"{provider}:lp", **options)
     got = await model(history(), logprobs=True, top_logprobs=1)
     assert entries(got) == EXPECTED
-    assert (await model(history())).logprobs is None
+    assert as_response(await model(history())).logprobs is None
     streaming = init_chat_model(f"{provider}:lp", stream=True, **options)
-    chunks = [c async for c in await streaming(history(), logprobs=True)]
+    chunks = [c async for c in as_stream(await streaming(history(), logprobs=True))]
     assert entries(chunks[-1]) == EXPECTED
+    assert chunks[0].logprobs is not None
     assert len(chunks[0].logprobs) == 1  # each chunk carries those so far, like content
     await model.aclose()  # type: ignore[attr-defined]
     await streaming.aclose()  # type: ignore[attr-defined]
@@ -78,8 +80,8 @@ async def test_ollama(server: FakeServer) -> None:
                              "top_logprobs": [{"token": "a", "logprob": -0.1}]}]
     parts[1]["logprobs"] = [{"token": " b", "logprob": -0.5, "top_logprobs": []}]
     server.stream([json.dumps(p) + "\n" for p in parts], content_type="application/x-ndjson")
-    chunks = [c async for c in await wire.make(server, stream=True)(
-        history(), logprobs=True, top_logprobs=1)]
+    chunks = [c async for c in as_stream(await wire.make(server, stream=True)(
+        history(), logprobs=True, top_logprobs=1))]
     assert entries(chunks[-1]) == EXPECTED
     assert (server.last.json["logprobs"], server.last.json["top_logprobs"]) == (True, 1)
 

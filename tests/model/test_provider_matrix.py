@@ -27,6 +27,7 @@ from tests.support.model_inputs import (
 )
 from tests.support.provider_server import FakeServer
 from tests.support.provider_wires import WIRES, Wire
+from tests.support.results import as_response, as_stream
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("wire", WIRES, ids=lambda w: w.name)]
 
@@ -41,6 +42,7 @@ async def chunks(result: Any) -> list[ChatResponse]:
 async def test_text(server: FakeServer, wire: Wire) -> None:
     wire.text(server, "Hello!", usage=(12, 5))
     response = await wire.make(server)(history())
+    assert isinstance(response, ChatResponse)
     assert response.text == "Hello!"
     assert response.usage is not None
     assert (response.usage.input_tokens, response.usage.output_tokens) == (12, 5)
@@ -72,6 +74,7 @@ async def test_streaming_text(server: FakeServer, wire: Wire) -> None:
 async def test_tool_call(server: FakeServer, wire: Wire) -> None:
     wire.tool_call(server, ("call_1", "get_weather", {"city": "Paris"}))
     response = await wire.make(server)(history(), tools=[WEATHER_TOOL, CLOCK_TOOL])
+    assert isinstance(response, ChatResponse)
     [call] = response.tool_calls
     assert (call.name, call.input) == ("get_weather", {"city": "Paris"})
     assert call.id
@@ -112,6 +115,7 @@ async def test_unknown_tool_name(server: FakeServer, wire: Wire) -> None:
 async def test_structured_output(server: FakeServer, wire: Wire) -> None:
     wire.structured(server, '{"name": "Paris", "population": 2100000}')
     response = await wire.make(server)(history(), structured_model=City)
+    assert isinstance(response, ChatResponse)
     assert response.metadata == {"name": "Paris", "population": 2100000}
     schema = wire.sent_schema(server.last.json)
     assert schema is not None and set(schema["properties"]) == {"name", "population"}
@@ -121,6 +125,7 @@ async def test_structured_output_repaired(server: FakeServer, wire: Wire) -> Non
     wire.structured(server, '{"name": "Paris"}')
     wire.structured(server, '{"name": "Paris", "population": 3}')
     response = await wire.make(server)(history(), structured_model=City)
+    assert isinstance(response, ChatResponse)
     assert response.metadata == {"name": "Paris", "population": 3}
     texts = wire.sent_texts(server.last.json)
     assert any("population" in text and "not valid" in text for _, text in texts)
@@ -137,6 +142,7 @@ async def test_structured_output_invalid_twice(server: FakeServer, wire: Wire) -
 async def test_thinking(server: FakeServer, wire: Wire) -> None:
     wire.text(server, "42", thinking="Six times seven.")
     response = await wire.make(server)(history())
+    assert isinstance(response, ChatResponse)
     assert isinstance(response.content[0], ThinkingBlock)
     assert response.thinking == "Six times seven." and response.text == "42"
     wire.stream_text(server, ["4", "2"], thinking=["Six ", "times seven."])
@@ -163,7 +169,7 @@ async def test_rate_limit_with_retry_after(server: FakeServer, wire: Wire) -> No
     wire.error(server, 429, "slow down", {"retry-after": "1.5"})
     wire.text(server, "finally")
     model = wire.make(server, retries=2)
-    assert (await model(history())).text == "finally"
+    assert as_response(await model(history())).text == "finally"
     assert wire.sleeps.delays == ([1.5] if wire.retry_after_supported
                                   else wire.sleeps.delays[:1])
     assert len(wire.sleeps.delays) == 1
@@ -175,7 +181,7 @@ async def test_rate_limit_with_retry_after(server: FakeServer, wire: Wire) -> No
 async def test_server_error_then_success(server: FakeServer, wire: Wire) -> None:
     wire.error(server, 500, "boom")
     wire.text(server, "ok")
-    assert (await wire.make(server, retries=1)(history())).text == "ok"
+    assert as_response(await wire.make(server, retries=1)(history())).text == "ok"
     assert len(server.requests) == 2
 
 
@@ -209,7 +215,7 @@ async def test_closing_a_stream_closes_the_connection(server: FakeServer, wire: 
         pytest.skip(f"{wire.name}'s SDK keeps an abandoned stream open (see docs/providers.md)")
     server.stall_instead_of_truncating = True
     wire.stream_text(server, ["first", "second"], truncate=True)
-    stream = await wire.make(server, stream=True)(history())
+    stream = as_stream(await wire.make(server, stream=True)(history()))
     await stream.__anext__()
     await stream.aclose()
     await asyncio.wait_for(server.disconnected.wait(), 5)

@@ -36,6 +36,7 @@ from tests.support.openai_wire import (
     stream_frames,
 )
 from tests.support.provider_server import FakeServer
+from tests.support.results import as_response, as_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -55,6 +56,7 @@ async def chunks(result: Any) -> list[ChatResponse]:
 async def test_text_request_and_response(server: FakeServer) -> None:
     server.json(completion("Hello!", usage=(12, 5)))
     response = await make(server, generate_kwargs={"temperature": 0.2})(history())
+    assert isinstance(response, ChatResponse)
     assert response.text == "Hello!"
     assert response.finish_reason == "stop"
     assert response.usage is not None
@@ -83,6 +85,7 @@ async def test_streaming_text(server: FakeServer) -> None:
 async def test_tool_call(server: FakeServer) -> None:
     server.json(completion(None, tool_calls=[("call_1", "get_weather", {"city": "Paris"})]))
     response = await make(server)(history(), tools=[WEATHER_TOOL])
+    assert isinstance(response, ChatResponse)
     assert response.tool_calls == [ToolUseBlock(id="call_1", name="get_weather",
                                                 input={"city": "Paris"},
                                                 raw_input='{"city": "Paris"}')]
@@ -125,6 +128,7 @@ async def test_tool_choice_errors_name_provider_and_option(server: FakeServer) -
 async def test_structured_output_native(server: FakeServer) -> None:
     server.json(completion('{"name": "Paris", "population": 2100000}'))
     response = await make(server)(history(), structured_model=City)
+    assert isinstance(response, ChatResponse)
     assert response.metadata == {"name": "Paris", "population": 2100000}
     fmt = server.last.json["response_format"]
     assert fmt["type"] == "json_schema"
@@ -136,6 +140,7 @@ async def test_structured_output_repaired(server: FakeServer) -> None:
     server.json(completion('{"name": "Paris"}', usage=(10, 2)))
     server.json(completion('{"name": "Paris", "population": 3}', usage=(20, 4)))
     response = await make(server)(history(), structured_model=City)
+    assert isinstance(response, ChatResponse)
     assert City(**(response.metadata or {})) == City(name="Paris", population=3)
     assert response.usage is not None and response.usage.input_tokens == 30
     repair = server.last.json["messages"]
@@ -163,6 +168,7 @@ async def test_structured_output_when_streaming_is_one_final_chunk(server: FakeS
 async def test_thinking(server: FakeServer) -> None:
     server.json(completion("42", reasoning="Six times seven."))
     response = await make(server, reasoning_effort="high")(history())
+    assert isinstance(response, ChatResponse)
     assert response.content == [ThinkingBlock(thinking="Six times seven."), TextBlock(text="42")]
     assert server.last.json["reasoning_effort"] == "high"
     server.stream(stream_frames(["4", "2"], reasoning=["Six ", "times seven."]))
@@ -206,7 +212,7 @@ async def test_rate_limit_honours_retry_after(server: FakeServer) -> None:
     server.json(completion("finally"))
     model = server.track(OpenAIChatModel("gpt-4o-mini", api_key="k", base_url=server.url,
                                          retry_policy=retry_policy))
-    assert (await model(history())).text == "finally"
+    assert as_response(await model(history())).text == "finally"
     assert sleeps.delays == [1.5]
 
 
@@ -224,7 +230,7 @@ async def test_server_error_then_success(server: FakeServer) -> None:
     server.json(completion("ok"))
     model = server.track(
         OpenAIChatModel("m", api_key="k", base_url=server.url, retry_policy=retry_policy))
-    assert (await model(history())).text == "ok"
+    assert as_response(await model(history())).text == "ok"
     assert len(sleeps.delays) == 2 and sleeps.delays[0] <= sleeps.delays[1] * 2
 
 
@@ -272,7 +278,7 @@ async def test_timeout(server: FakeServer) -> None:
 
 async def test_closing_a_stream_closes_the_http_response(server: FakeServer) -> None:
     server.stream(stream_frames(["first"], done=False), hang_after=True)
-    stream = await make(server, stream=True)(history())
+    stream = as_stream(await make(server, stream=True)(history()))
     first = await stream.__anext__()
     assert first.text == "first"
     await stream.aclose()
@@ -319,10 +325,12 @@ async def test_tool_round_trip_on_a_server_that_rejects_null_content(server: Fak
     server.json(completion("Sunny in Oslo."))
     model = make(server)
     first = await model(history(), tools=[WEATHER_TOOL])
+    assert isinstance(first, ChatResponse)
     turn = Msg("assistant", first.content, "assistant")
     result = Msg("system", [ToolResultBlock(id="c1", name="get_weather", output="sunny")],
                  "system")
     second = await model([*history(), turn, result], tools=[WEATHER_TOOL])
+    assert isinstance(second, ChatResponse)
     assert second.text == "Sunny in Oslo."
     sent = server.last.json["messages"]
     assert sent[2] == {"role": "assistant", "content": "", "tool_calls": [
@@ -336,6 +344,7 @@ async def test_auto_structured_output_falls_back_to_a_forced_tool(server: FakeSe
     server.json(answer).json(answer)
     model = make(server, retries=2)
     response = await model(history(), structured_model=City)
+    assert isinstance(response, ChatResponse)
     assert response.metadata == {"name": "Oslo", "population": 7}
     first, second = server.requests
     assert first.json["response_format"]["type"] == "json_schema"  # tried once, not retried
@@ -357,9 +366,11 @@ async def test_structured_output_modes(server: FakeServer) -> None:
     server.json(completion('{"name": "B", "population": 2}'))
     model = make(server)
     tool = await model(history(), structured_model=City, structured_output="tool")
+    assert isinstance(tool, ChatResponse)
     assert tool.metadata == {"name": "A", "population": 1}
     assert server.last.json["tool_choice"]["function"]["name"] == "City"
     json_mode = await model(history(), structured_model=City, structured_output="json_object")
+    assert isinstance(json_mode, ChatResponse)
     assert json_mode.metadata == {"name": "B", "population": 2}
     body = server.last.json
     assert body["response_format"] == {"type": "json_object"}
@@ -380,6 +391,7 @@ async def test_schema_names_are_sanitised(server: FakeServer) -> None:
 
     server.json(completion('{"value": 3}'))
     response = await make(server)(history(), structured_model=Answer[int])
+    assert isinstance(response, ChatResponse)
     assert response.metadata == {"value": 3}
     name = server.last.json["response_format"]["json_schema"]["name"]
     assert name == "Answer_int_"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from agentplex.model import InvalidRequestError, UnsupportedOptionError, init_chat_model
@@ -12,8 +14,9 @@ from tests.support.provider_wires import ALL_OPTIONS, WIRES, Wire
 pytestmark = pytest.mark.anyio
 per_wire = pytest.mark.parametrize("wire", WIRES, ids=lambda w: w.name)
 
-VALUES = {"temperature": 0.2, "top_p": 0.5, "top_k": 40, "max_tokens": 64, "stop": ["END"],
-          "seed": 7, "presence_penalty": 0.1, "frequency_penalty": 0.3}
+VALUES: dict[str, Any] = {
+    "temperature": 0.2, "top_p": 0.5, "top_k": 40, "max_tokens": 64, "stop": ["END"],
+    "seed": 7, "presence_penalty": 0.1, "frequency_penalty": 0.3}
 
 
 @per_wire

@@ -4,7 +4,7 @@ import json
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from agentplex.message import Msg, TextBlock, ThinkingBlock, ToolUseBlock
+from agentplex.message import Block, Msg, TextBlock, ThinkingBlock, ToolUseBlock
 from agentplex.model import (
     ChatModelBase,
     ChatResponse,
@@ -12,6 +12,7 @@ from agentplex.model import (
     collect,
     init_chat_model,
 )
+from tests.support.results import as_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -42,10 +43,11 @@ async def test_cycle_and_function_scripts() -> None:
 
 
 async def test_streaming_contract() -> None:
-    reply = [ThinkingBlock(thinking="let me think"), TextBlock(text="the answer is 42"),
-             ToolUseBlock(id="c1", name="lookup", input={"q": "life", "n": 3})]
+    reply: list[Block] = [ThinkingBlock(thinking="let me think"),
+                          TextBlock(text="the answer is 42"),
+                          ToolUseBlock(id="c1", name="lookup", input={"q": "life", "n": 3})]
     model = ScriptedChatModel([reply], stream=True)
-    chunks = [c async for c in await model([])]
+    chunks = [c async for c in as_stream(await model([]))]
     assert [c.is_last for c in chunks] == [False] * (len(chunks) - 1) + [True]
     final = chunks[-1]
     assert final.thinking == "let me think" and final.text == "the answer is 42"

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from agentplex.model import ChatResponse, ModelError, TransformersChatModel
+from tests.support.results import as_response, as_stream
 from tests.support.tiny_llama import EXAMPLES
 
 pytestmark = pytest.mark.anyio
@@ -21,7 +22,7 @@ PROMPTS = [
 
 
 async def _alone(model: TransformersChatModel, prompts: list[Any], **kw: Any) -> list[str]:
-    return [(await model(p, **kw)).text for p in prompts]
+    return [as_response(await model(p, **kw)).text for p in prompts]
 
 
 async def test_batched_greedy_equals_alone(tiny: TransformersChatModel) -> None:
@@ -30,7 +31,7 @@ async def test_batched_greedy_equals_alone(tiny: TransformersChatModel) -> None:
     batched = await asyncio.wait_for(
         asyncio.gather(*(tiny(p, max_tokens=24) for p in PROMPTS)), timeout=120
     )
-    assert [r.text for r in batched] == alone
+    assert [as_response(r).text for r in batched] == alone
     assert tiny.engine.max_rows_seen >= max(rows_before, 4)
 
 
@@ -57,13 +58,13 @@ async def test_per_request_options_in_one_batch(tiny: TransformersChatModel) -> 
         tiny(count, temperature=2.0, seed=3, max_tokens=10),
         tiny(count, grammar={"type": "regex", "value": "[a-z]{3} [0-9]{2}"}),
     ]
-    full, stopped, short, sampled, constrained = await asyncio.wait_for(
-        asyncio.gather(*calls), timeout=120
-    )
+    results = await asyncio.wait_for(asyncio.gather(*calls), timeout=120)
+    full, stopped, short, sampled, constrained = map(as_response, results)
     assert full.text == "one two three four five six seven eight nine ten"
     assert stopped.text == "one two three "
     assert short.finish_reason == "length"
-    assert sampled.text == (await tiny(count, temperature=2.0, seed=3, max_tokens=10)).text
+    again = as_response(await tiny(count, temperature=2.0, seed=3, max_tokens=10))
+    assert sampled.text == again.text
     assert constrained.text[:3].isalpha() and constrained.text[4:].isdigit()
     assert len(constrained.text) == 6
 
@@ -77,7 +78,7 @@ async def test_cancelling_one_request_leaves_the_others(tiny: TransformersChatMo
                                "max_tokens": 700}
     steps = tiny.engine.steps
     victim = asyncio.ensure_future(tiny(PROMPTS[4], **long_kw))
-    stream = await tiny(PROMPTS[5], stream=True, **long_kw)
+    stream = as_stream(await tiny(PROMPTS[5], stream=True, **long_kw))
     first = await asyncio.wait_for(stream.__anext__(), timeout=60)
     assert not first.is_last
     results = asyncio.gather(*(tiny(p, max_tokens=12) for p in others))
@@ -86,9 +87,10 @@ async def test_cancelling_one_request_leaves_the_others(tiny: TransformersChatMo
     await stream.aclose()
     with pytest.raises(asyncio.CancelledError):
         await victim
-    assert [r.text for r in await asyncio.wait_for(results, timeout=120)] == alone
+    assert [as_response(r).text for r in await asyncio.wait_for(results, timeout=120)] == alone
     # Both long requests left the batch early: far fewer forward passes than 300.
     probe = await tiny(PROMPTS[0], max_tokens=2)
+    assert isinstance(probe, ChatResponse)
     assert probe.text
     assert tiny.engine.steps - steps < 150
 
@@ -99,13 +101,13 @@ async def test_max_batch_size_queues_the_rest(tiny_pair: tuple[Any, Any]) -> Non
     batched = await asyncio.wait_for(
         asyncio.gather(*(model(p, max_tokens=8) for p in PROMPTS)), timeout=120
     )
-    assert [r.text for r in batched] == alone
+    assert [as_response(r).text for r in batched] == alone
     assert model.engine.max_rows_seen == 3
 
 
 async def test_closed_engine_refuses_calls(tiny_pair: tuple[Any, Any]) -> None:
     model = TransformersChatModel("tiny", model=tiny_pair)
-    assert (await model(PROMPTS[1], max_tokens=4)).text == "hi"
+    assert as_response(await model(PROMPTS[1], max_tokens=4)).text == "hi"
     model.engine.close()
     with pytest.raises(ModelError, match="closed"):
         await model(PROMPTS[1], max_tokens=4)

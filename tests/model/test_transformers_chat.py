@@ -17,6 +17,7 @@ from agentplex.model import (
 )
 from agentplex.model.local import OutputAssembler, split_output
 from agentplex.model.lowlevel import ResponseBuilder
+from tests.support.results import as_response
 from tests.support.tiny_llama import EXAMPLES
 
 pytestmark = pytest.mark.anyio
@@ -32,6 +33,7 @@ async def _chunks(model: Any, messages: Any, **kwargs: Any) -> list[ChatResponse
 
 async def test_chat_template_and_usage(tiny: TransformersChatModel) -> None:
     response = await tiny(COUNT)
+    assert isinstance(response, ChatResponse)
     assert response.text == "one two three four five six seven eight nine ten"
     assert response.finish_reason == "stop"
     prompt = tiny.format_prompt(COUNT)
@@ -60,6 +62,7 @@ async def test_msg_history_is_formatted(tiny: TransformersChatModel) -> None:
 async def test_streaming_contract(tiny: TransformersChatModel) -> None:
     chunks = await _chunks(tiny, COUNT)
     final = await tiny(COUNT)
+    assert isinstance(final, ChatResponse)
     assert len(chunks) > 3
     assert [c.is_last for c in chunks] == [False] * (len(chunks) - 1) + [True]
     joined = ""
@@ -67,6 +70,7 @@ async def test_streaming_contract(tiny: TransformersChatModel) -> None:
         joined += "".join(b.text for b in chunk.delta if isinstance(b, TextBlock))
         assert chunk.text == joined
     assert joined == final.text
+    assert final.usage is not None and chunks[-1].usage is not None
     assert chunks[-1].usage == final.usage.model_copy(update={"time": chunks[-1].usage.time})
     assert chunks[-1].content == final.content
     assert len({c.id for c in chunks}) == 1
@@ -74,7 +78,9 @@ async def test_streaming_contract(tiny: TransformersChatModel) -> None:
 
 async def test_stop_sequences_stop_generation(tiny: TransformersChatModel) -> None:
     full = await tiny(COUNT)
+    assert isinstance(full, ChatResponse)
     stopped = await tiny(COUNT, stop_sequences=["four"])
+    assert isinstance(stopped, ChatResponse)
     assert stopped.text == "one two three "
     assert stopped.finish_reason == "stop"
     assert stopped.usage is not None and full.usage is not None
@@ -87,16 +93,19 @@ async def test_stop_sequences_stop_generation(tiny: TransformersChatModel) -> No
 
 async def test_model_level_stop_and_budget(tiny_pair: tuple[Any, Any]) -> None:
     model = TransformersChatModel("tiny", model=tiny_pair, stop_sequences=["three"])
-    assert (await model(COUNT)).text == "one two "
+    assert as_response(await model(COUNT)).text == "one two "
     capped = await model(COUNT, stop_sequences=[], max_tokens=3, max_new_tokens=5)
+    assert isinstance(capped, ChatResponse)
     assert capped.finish_reason == "length"
     assert capped.usage is not None and capped.usage.output_tokens == 3
     alias = await model(COUNT, max_new_tokens=4)
+    assert isinstance(alias, ChatResponse)
     assert alias.usage is not None and alias.usage.output_tokens == 4
 
 
 async def test_think_blocks(tiny: TransformersChatModel) -> None:
     response = await tiny(THINK)
+    assert isinstance(response, ChatResponse)
     assert [type(b) for b in response.content] == [ThinkingBlock, TextBlock]
     assert response.thinking.strip() == "I should greet."
     assert response.text == "Hello there!"
@@ -108,9 +117,10 @@ async def test_think_blocks(tiny: TransformersChatModel) -> None:
 
 
 async def test_think_opened_by_template(tiny: TransformersChatModel) -> None:
-    kwargs = {"chat_template_kwargs": {"enable_thinking": True}}
+    kwargs: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": True}}
     assert tiny.format_prompt(THINK, **kwargs).endswith("<think>\n")
     response = await tiny(THINK, **kwargs)
+    assert isinstance(response, ChatResponse)
     assert response.thinking.strip() == "I should greet."
     assert response.text == "Hello there!"
 
@@ -137,11 +147,15 @@ def test_split_output_streams_like_final() -> None:
 async def test_sampling_per_call(tiny: TransformersChatModel) -> None:
     prompt = [{"role": "user", "content": "Tell me something."}]
     a = await tiny(prompt, temperature=1.5, seed=7, max_tokens=20)
+    assert isinstance(a, ChatResponse)
     b = await tiny(prompt, temperature=1.5, seed=7, max_tokens=20)
+    assert isinstance(b, ChatResponse)
     c = await tiny(prompt, temperature=1.5, seed=8, max_tokens=20)
+    assert isinstance(c, ChatResponse)
     assert a.text == b.text
     assert a.text != c.text
     greedy = await tiny(COUNT, temperature=0)
+    assert isinstance(greedy, ChatResponse)
     assert greedy.text == "one two three four five six seven eight nine ten"
 
 
@@ -153,6 +167,7 @@ async def test_unknown_argument_is_refused(tiny: TransformersChatModel) -> None:
 async def test_tool_calls_auto(tiny: TransformersChatModel) -> None:
     messages, tools, _ = EXAMPLES[1]
     response = await tiny(messages, tools=tools)
+    assert isinstance(response, ChatResponse)
     assert response.tool_calls == [
         ToolUseBlock(id=response.tool_calls[0].id, name="get_weather", input={"city": "Paris"},
                      raw_input='{"city": "Paris"}')
@@ -163,7 +178,8 @@ async def test_init_chat_model_from_folder(tiny_folder: Path) -> None:
     model = init_chat_model(f"transformers:{tiny_folder}", max_new_tokens=32)
     assert isinstance(model, TransformersChatModel)
     assert model.source == "folder"
-    assert (await model(COUNT)).text == "one two three four five six seven eight nine ten"
+    response = as_response(await model(COUNT))
+    assert response.text == "one two three four five six seven eight nine ten"
 
 
 def test_missing_model_errors(tmp_path: Path) -> None:
@@ -183,6 +199,7 @@ async def test_dtype_and_device_are_honoured(tiny_folder: Path) -> None:
     assert model.model.dtype == torch.bfloat16
     assert model.model.device.type == "cpu"
     response = await model(COUNT)
+    assert isinstance(response, ChatResponse)
     assert response.usage is not None and response.usage.output_tokens > 0
     with pytest.raises(ValueError, match="torch_dtype"):
         TransformersChatModel(str(tiny_folder), torch_dtype="float7")

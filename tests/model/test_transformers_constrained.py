@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 import pytest
 from pydantic import BaseModel, Field, create_model
 
-from agentplex.model import TransformersChatModel, UnsupportedOptionError
+from agentplex.model import ChatResponse, TransformersChatModel, UnsupportedOptionError
+from tests.support.results import as_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -38,7 +39,7 @@ def random_model(rng: random.Random, name: str, depth: int = 0) -> type[BaseMode
             fields[key] = (Annotated[str, Field(max_length=rng.randint(1, 16))], ...)
         elif kind == "enum":
             options = tuple(rng.sample(["red", "green", "blue", "cyan", "ink", "a b"], 3))
-            fields[key] = (Literal[options], ...)  # type: ignore[valid-type]
+            fields[key] = (Literal[options], ...)
         elif kind == "list":
             low = rng.randint(0, 2)
             item = rng.choice([int, bool, Annotated[str, Field(max_length=5)]])
@@ -60,6 +61,7 @@ async def test_structured_output_validates_for_random_schemas(
         timeout=180,
     )
     for model, response in zip(models, responses, strict=True):
+        assert isinstance(response, ChatResponse)
         assert response.finish_reason == "stop", response.text
         parsed = model.model_validate_json(response.text)
         assert response.metadata == parsed.model_dump()
@@ -71,7 +73,7 @@ async def test_structured_output_streams(tiny: TransformersChatModel) -> None:
         y: int
         label: Annotated[str, Field(max_length=8)]
 
-    stream = await tiny(ASK, structured_model=Point, stream=True, max_tokens=100)
+    stream = as_stream(await tiny(ASK, structured_model=Point, stream=True, max_tokens=100))
     chunks = [c async for c in stream]
     assert chunks[-1].is_last and chunks[-1].metadata is not None
     assert Point.model_validate(chunks[-1].metadata) == Point.model_validate_json(chunks[-1].text)
@@ -105,6 +107,7 @@ async def test_tool_calls_validate(tiny: TransformersChatModel, choice: str) -> 
         asyncio.gather(*(tiny(p, tools=TOOLS, tool_choice=choice, max_tokens=120)
                          for p in prompts)), timeout=120)
     for response in responses:
+        assert isinstance(response, ChatResponse)
         assert len(response.tool_calls) == 1, response.content
         call = response.tool_calls[0]
         if choice in SCHEMAS:
@@ -121,6 +124,7 @@ async def test_unknown_tool_choice_is_refused(tiny: TransformersChatModel) -> No
 async def test_tool_choice_none_renders_no_tools(tiny: TransformersChatModel) -> None:
     response = await tiny([{"role": "user", "content": "Count to ten."}], tools=TOOLS,
                           tool_choice="none")
+    assert isinstance(response, ChatResponse)
     assert response.text == "one two three four five six seven eight nine ten"
 
 
@@ -130,6 +134,7 @@ async def test_tool_choice_none_renders_no_tools(tiny: TransformersChatModel) ->
 )
 async def test_regex_grammar(tiny: TransformersChatModel, pattern: str) -> None:
     response = await tiny(ASK, grammar={"type": "regex", "value": pattern}, max_tokens=60)
+    assert isinstance(response, ChatResponse)
     assert re.fullmatch(pattern, response.text), response.text
 
 
@@ -140,6 +145,7 @@ async def test_json_response_format(tiny: TransformersChatModel) -> None:
     for spec in ({"type": "json", "value": schema},
                  {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}):
         response = await tiny(ASK, response_format=spec, max_tokens=60)
+        assert isinstance(response, ChatResponse)
         value = json.loads(response.text)
         assert set(value) == {"ok", "n"} and isinstance(value["ok"], bool) and value["n"] >= 5
         assert response.metadata == value
@@ -148,6 +154,7 @@ async def test_json_response_format(tiny: TransformersChatModel) -> None:
 async def test_ebnf_grammar(tiny: TransformersChatModel) -> None:
     grammar = 'root ::= "(" num ("+" num)* ")"\nnum ::= [1-9] [0-9]?'
     response = await tiny(ASK, grammar={"type": "ebnf", "value": grammar}, max_tokens=40)
+    assert isinstance(response, ChatResponse)
     assert re.fullmatch(r"\([1-9][0-9]?(\+[1-9][0-9]?)*\)", response.text), response.text
 
 
@@ -164,6 +171,7 @@ async def test_tool_calls_validate_for_random_tool_schemas(tiny: TransformersCha
                                             max_tokens=300)))
     responses = await asyncio.wait_for(asyncio.gather(*(c for _, _, c in rounds)), timeout=180)
     for (models, choice, _), response in zip(rounds, responses, strict=True):
+        assert isinstance(response, ChatResponse)
         assert len(response.tool_calls) == 1, response.content
         call = response.tool_calls[0]
         assert call.name in models and choice in ("required", call.name)

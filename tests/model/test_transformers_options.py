@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from agentplex.model import TransformersChatModel, UnsupportedOptionError
+from agentplex.model import ChatResponse, TransformersChatModel, UnsupportedOptionError
 from agentplex.model.local._engine import GenerationRequest
 from tests.support.model_inputs import City
+from tests.support.results import as_response
 from tests.support.tiny_llama import EXAMPLES
 
 pytestmark = pytest.mark.anyio
@@ -35,6 +36,7 @@ async def test_generation_arguments(tiny_pair: tuple[Any, Any]) -> None:
                                   stop="seven", max_tokens=40)
     seen = spy(model)
     response = await model(COUNT)
+    assert isinstance(response, ChatResponse)
     assert response.text == "one two three four five six "
     await model(COUNT, temperature=0.0, top_k=5, stop_sequences=["two"], max_new_tokens=9)
     first, second = seen
@@ -73,7 +75,7 @@ async def test_device_and_the_shared_engine_cache(tiny_folder: Path) -> None:
     assert a.model.device.type == "cpu"
     assert a.engine is b.engine and a.engine is not c.engine and a.model is c.model
     assert (a.engine.max_batch_size, c.engine.max_batch_size, c.engine.batch_wait) == (4, 2, 0)
-    assert (await c(COUNT)).text.startswith("one two")
+    assert as_response(await c(COUNT)).text.startswith("one two")
     await a.aclose()
     assert a._key in _chat_model._shared  # b still uses it
     await b.aclose()

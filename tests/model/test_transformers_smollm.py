@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import pytest
 from pydantic import BaseModel, Field
 
-from agentplex.model import TransformersChatModel, init_chat_model
+from agentplex.model import ChatResponse, TransformersChatModel, init_chat_model
 from agentplex.model.local import load_local_model
+from tests.support.results import as_response, as_stream
 
 pytestmark = pytest.mark.anyio
 
@@ -31,8 +32,9 @@ async def test_gguf_then_cache(smol: TransformersChatModel, model_cache: Path) -
     again = TransformersChatModel("cached", model=(cached.model, cached.tokenizer),
                                   max_new_tokens=12)
     expected = await smol(CAPITAL, max_tokens=12)
+    assert isinstance(expected, ChatResponse)
     assert "Paris" in expected.text
-    assert (await again(CAPITAL)).text == expected.text
+    assert as_response(await again(CAPITAL)).text == expected.text
 
 
 async def test_init_chat_model_shares_the_loaded_model(
@@ -47,23 +49,25 @@ async def test_init_chat_model_shares_the_loaded_model(
 
 async def test_stream_and_stop(smol: TransformersChatModel) -> None:
     full = await smol([{"role": "user", "content": "List the numbers 1 to 9."}], max_tokens=40)
+    assert isinstance(full, ChatResponse)
     assert "4" in full.text
     cut = full.text.index("4")
-    stream = await smol([{"role": "user", "content": "List the numbers 1 to 9."}],
-                        stream=True, stop_sequences=["4"], max_tokens=40)
-    chunks: list[Any] = [c async for c in stream]
+    stream = as_stream(await smol([{"role": "user", "content": "List the numbers 1 to 9."}],
+                                  stream=True, stop_sequences=["4"], max_tokens=40))
+    chunks = [c async for c in stream]
     assert chunks[-1].is_last and chunks[-1].text == full.text[:cut]
-    assert chunks[-1].usage.output_tokens < full.usage.output_tokens  # type: ignore[union-attr]
+    assert chunks[-1].usage is not None and full.usage is not None
+    assert chunks[-1].usage.output_tokens < full.usage.output_tokens
 
 
 async def test_batched_equals_alone(smol: TransformersChatModel) -> None:
     prompts = [[{"role": "user", "content": q}] for q in
                ["Name a fruit.", "What is 2+2?", "Say hello in French.", "Name a color."]]
-    alone = [(await smol(p, max_tokens=10)).text for p in prompts]
+    alone = [as_response(await smol(p, max_tokens=10)).text for p in prompts]
     batched = await asyncio.wait_for(
         asyncio.gather(*(smol(p, max_tokens=10) for p in prompts)), timeout=120
     )
-    assert [r.text for r in batched] == alone
+    assert [as_response(r).text for r in batched] == alone
 
 
 class Person(BaseModel):
@@ -85,14 +89,14 @@ async def test_structured_output_and_tool_calls(smol: TransformersChatModel) -> 
         "parameters": {"type": "object", "properties": {"city": {"type": "string",
                                                                  "maxLength": 40}},
                        "required": ["city"]}}}]
-    person, order, call = await asyncio.wait_for(asyncio.gather(
+    person, order, call = map(as_response, await asyncio.wait_for(asyncio.gather(
         smol([{"role": "user", "content": "Describe Ada, a 36 year old engineer."}],
              structured_model=Person, max_tokens=60),
         smol([{"role": "user", "content": "I bought two apples for 3 dollars."}],
              structured_model=Order, max_tokens=60),
         smol([{"role": "user", "content": "What's the weather in Paris?"}], tools=tools,
              tool_choice="required", max_tokens=40),
-    ), timeout=180)
+    ), timeout=180))
     assert Person.model_validate(person.metadata)
     assert Order.model_validate(order.metadata)
     assert [c.name for c in call.tool_calls] == ["get_weather"]

@@ -355,7 +355,7 @@ class Plain(Actor):
     def __init__(self) -> None:
         self.heard: list[Any] = []
 
-    def handle_call(self, message: Any) -> Any:  # type: ignore[override]
+    def handle_call(self, message: Any) -> Any:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if message == "later":
             asyncio.get_running_loop().call_later(0.01, fut.set_result, "later!")

@@ -73,7 +73,7 @@ async def test_malformed_json_and_unknown_routes(http: httpx.AsyncClient) -> Non
 async def test_unknown_model_is_404(server: ModelServer) -> None:
     async with openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0) as c:
         with pytest.raises(openai.NotFoundError) as caught:
-            await c.chat.completions.create(model="gpt-9", messages=HI)  # type: ignore[arg-type]
+            await c.chat.completions.create(model="gpt-9", messages=HI)
     assert caught.value.code == "model_not_found"
 
 
@@ -103,7 +103,7 @@ async def test_model_errors_keep_their_meaning() -> None:
 
 async def test_error_after_the_stream_started_arrives_as_an_event() -> None:
     class Breaks(ScriptedChatModel):
-        async def _stream(self, *args: Any) -> Any:  # type: ignore[override]
+        async def _stream(self, *args: Any) -> Any:
             async for chunk in super()._stream(*args):
                 yield chunk
                 raise ModelError("lost the GPU", provider="p", model="m")
@@ -125,12 +125,12 @@ async def test_api_key() -> None:
         async with openai.AsyncOpenAI(base_url=srv.base_url, api_key="wrong",
                                       max_retries=0) as bad:
             with pytest.raises(openai.AuthenticationError):
-                await bad.chat.completions.create(model="m", messages=HI)  # type: ignore[arg-type]
+                await bad.chat.completions.create(model="m", messages=HI)
             with pytest.raises(openai.AuthenticationError):
                 await bad.models.list()
         async with openai.AsyncOpenAI(base_url=srv.base_url, api_key="s3cret",
                                       max_retries=0) as good:
-            got = await good.chat.completions.create(model="m", messages=HI)  # type: ignore[arg-type]
+            got = await good.chat.completions.create(model="m", messages=HI)
             assert got.choices[0].message.content == "ok"
         async with httpx.AsyncClient(base_url=srv.base_url.removesuffix("/v1")) as http:
             assert (await http.post("/v1/chat/completions", json={})).status_code == 401

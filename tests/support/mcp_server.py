@@ -13,7 +13,7 @@ import sys
 try:
     from mcp.server.mcpserver import MCPServer as Server
 except ImportError:  # mcp 1.x
-    from mcp.server.fastmcp import FastMCP as Server  # type: ignore[no-redef]
+    from mcp.server.fastmcp import FastMCP as Server  # type: ignore[no-redef, attr-defined]
 
 from mcp.types import ImageContent, TextContent
 
@@ -51,7 +51,7 @@ def picture(caption: str) -> list[TextContent | ImageContent]:
                 ImageContent(type="image", data=PNG, mime_type="image/png")]
     except Exception:  # mcp 1.x field name
         return [TextContent(type="text", text=caption),
-                ImageContent(type="image", data=PNG, mimeType="image/png")]  # type: ignore[call-arg]
+                ImageContent(type="image", data=PNG, mimeType="image/png")]
 
 
 if __name__ == "__main__":
@@ -61,5 +61,5 @@ if __name__ == "__main__":
         try:
             server.run("streamable-http", host="127.0.0.1", port=port)
         except TypeError:  # mcp 1.x: host and port are settings
-            server.settings.host, server.settings.port = "127.0.0.1", port
+            server.settings.host, server.settings.port = "127.0.0.1", port  # type: ignore[attr-defined]
             server.run("streamable-http")

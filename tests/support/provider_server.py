@@ -14,13 +14,15 @@ import json
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 Responder = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 _REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
             429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+
+_Model = TypeVar("_Model")
 
 
 @dataclass
@@ -84,9 +86,10 @@ class FakeServer:
     def last(self) -> Recorded:
         return self.requests[-1]
 
-    def track(self, model: Any) -> Any:
+    def track(self, model: _Model) -> _Model:
         """Close ``model`` (its SDK client) when the server stops; returns ``model``."""
-        self.closers.append(model.aclose)
+        closable: Any = model  # a provider's model: ChatModelBase declares no aclose
+        self.closers.append(closable.aclose)
         return model
 
     # -- scripting ---------------------------------------------------------------------

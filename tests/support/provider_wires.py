@@ -475,7 +475,8 @@ class GeminiWire(Wire):
         config = body.get("generationConfig", {})
         if "responseJsonSchema" in config:
             assert config["responseMimeType"] == "application/json"
-        return config.get("responseJsonSchema")
+        schema: dict[str, Any] | None = config.get("responseJsonSchema")
+        return schema
 
     def sent_image(self, body: dict[str, Any]) -> str:
         return str(next(p["inlineData"]["data"] for c in body["contents"] for p in c["parts"]

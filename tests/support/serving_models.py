@@ -3,7 +3,7 @@ given tools, and a model that answers with log-probabilities."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from agentplex.message import Msg, TextBlock, ToolUseBlock
@@ -43,7 +43,7 @@ class LogprobModel(ChatModelBase):
                                 usage=ChatUsage(input_tokens=1, output_tokens=2))
         return self._stream(entries)
 
-    async def _stream(self, entries: list[TokenLogprob]) -> AsyncIterator[ChatResponse]:
+    async def _stream(self, entries: list[TokenLogprob]) -> AsyncGenerator[ChatResponse, None]:
         for i in range(len(entries)):
             text = "".join(e.token for e in entries[:i + 1])
             yield ChatResponse(content=[TextBlock(text=text)],

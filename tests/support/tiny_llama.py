@@ -69,8 +69,8 @@ def build_tokenizer() -> Any:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     backend.train_from_iterator(corpus, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>",
-                                  pad_token="<|pad|>")
+    tok = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|pad|>")
     tok.add_tokens(["<think>", "</think>", "<tool_call>", "</tool_call>"])
     tok.chat_template = TEMPLATE
     return tok
@@ -108,7 +108,7 @@ def train_model(tok: Any) -> Any:
         optimizer.step()
         if loss.item() < 0.01:
             break
-    model.eval()
+    model.eval()  # type: ignore[no-untyped-call]
     return model
 
 

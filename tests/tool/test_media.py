@@ -46,7 +46,8 @@ def _image_of(block: Any) -> np.ndarray:
 
 
 def _samples_of(block: Any) -> tuple[np.ndarray, int]:
-    assert isinstance(block, AudioBlock) and block.source.media_type == "audio/wav"
+    assert isinstance(block, AudioBlock) and block.source.type == "base64"
+    assert block.source.media_type == "audio/wav"
     audio = AgentAudio(block)
     return audio.to_numpy(), audio.samplerate
 
@@ -107,7 +108,9 @@ def test_return_values_become_the_right_blocks() -> None:
     pair = to_tool_response((16000, TONE), media="audio").content[0]
     assert _samples_of(pair)[1] == 16000
     png = AgentImage(RGB).data
-    assert to_tool_response(png).content[0].source.media_type == "image/png"  # sniffed
+    sniffed = to_tool_response(png).content[0]
+    assert isinstance(sniffed, ImageBlock) and sniffed.source.type == "base64"
+    assert sniffed.source.media_type == "image/png"  # sniffed
     jpeg_as_declared = to_tool_response(b"\x00raw", media="video").content[0]
     assert jpeg_as_declared.type == "video"
     mixed = to_tool_response(("a caption", AgentImage(RGB))).content
@@ -167,7 +170,9 @@ async def test_media_results_cross_the_wire_as_raw_bytes() -> None:
     payload = encode(msg)
     png = AgentImage(image.output[0]).data
     assert png in payload  # raw bytes, not base64 text
-    assert image.output[0].source.data not in payload.decode("latin-1")
+    first = image.output[0]
+    assert isinstance(first, ImageBlock) and first.source.type == "base64"
+    assert first.source.data not in payload.decode("latin-1")
     back = decode(payload)
     assert back == msg
     assert np.array_equal(_image_of(back.content[0].output[0]), RGB)

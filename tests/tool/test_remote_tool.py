@@ -117,7 +117,7 @@ async def test_http_errors_and_unreachable_endpoints_are_error_results(server: s
     toolkit.register_tool_function(RemoteTool(f"{server}/busy", tool_class=Translator))
     out = await toolkit.execute(ToolUseBlock(id="1", name="translator",
                                              input={"text": "a", "lang": "b"}))
-    assert out.is_error and "HTTP 503: model is loading" in out.output  # type: ignore[operator]
+    assert out.is_error and "HTTP 503: model is loading" in out.output
     dead = RemoteTool("http://127.0.0.1:9/x", tool_class=Translator, timeout=5)
     with pytest.raises(RemoteToolError, match="failed: ConnectError"):
         await dead(text="a", lang="b")

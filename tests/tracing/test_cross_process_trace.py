@@ -58,7 +58,8 @@ def test_one_trace_with_correct_parents_across_three_processes(tmp_path: Path) -
     assert len({s["trace_id"] for s in spans.values()}) == 1
 
     def parent(name: str) -> str:
-        return spans[by_name[name]["parent_id"]]["name"]
+        parent_name: str = spans[by_name[name]["parent_id"]]["name"]
+        return parent_name
 
     chain = [("send relay", "driver"), ("process relay", "send relay"),
              ("invoke_agent relay", "process relay"), ("send worker", "invoke_agent relay"),

@@ -92,7 +92,8 @@ def test_otlp_grpc_exporter_delivers_spans() -> None:
             return trace_service_pb2.ExportTraceServiceResponse()
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(  # type: ignore[no-untyped-call]
+        Collector(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:

@@ -7,7 +7,7 @@ import functools
 import itertools
 import sys
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ClassVar, TextIO
+from typing import Any, TextIO
 
 from ..message import Msg, ThinkingBlock
 from ..runtime import Actor, ActorRef, get_runtime
@@ -70,7 +70,7 @@ class AgentBase(StateModule, Actor):
         timeout: seconds ``await agent(msg)`` waits (default: the runtime's).
     """
 
-    console: ClassVar[TextIO | None] = None
+    console: TextIO | None = None
     """Where :meth:`print` writes; ``None`` means standard output."""
 
     _middleware: tuple[Middleware, ...] = ()
