@@ -13,17 +13,15 @@ import sys
 try:
     from mcp.server.mcpserver import MCPServer as Server
 except ImportError:  # mcp 1.x
-    from mcp.server.fastmcp import FastMCP as Server  # type: ignore[no-redef, attr-defined]
+    # (the ignores are for the type checker where mcp 2.x is installed, unused with 1.x)
+    from mcp.server.fastmcp import FastMCP as Server  # type: ignore[no-redef, attr-defined, unused-ignore]
 
 from mcp.types import ImageContent, TextContent
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
 http = len(sys.argv) > 2 and sys.argv[1] == "http"
 port = int(sys.argv[2]) if http else 0
-try:
-    server = Server("test-tools")
-except TypeError:
-    server = Server("test-tools")
+server = Server("test-tools")
 
 
 @server.tool()
@@ -61,5 +59,5 @@ if __name__ == "__main__":
         try:
             server.run("streamable-http", host="127.0.0.1", port=port)
         except TypeError:  # mcp 1.x: host and port are settings
-            server.settings.host, server.settings.port = "127.0.0.1", port  # type: ignore[attr-defined]
+            server.settings.host, server.settings.port = "127.0.0.1", port  # type: ignore[attr-defined, unused-ignore]
             server.run("streamable-http")
