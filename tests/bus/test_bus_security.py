@@ -76,6 +76,19 @@ async def test_curve_cluster_and_refused_client(nodes: Any) -> None:
         header = Header(Op.TELL, "curve-node", None, "local-echo")
         frames = to_frames(header, encode("intruder"))
         ctx = zmq.asyncio.Context()
+
+        def dealer(keys: KeyPair, routing_id: bytes | None = None) -> Any:
+            """A raw client with ``keys``, connected to the head."""
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.curve_secretkey = keys.secret.encode()
+            sock.curve_publickey = keys.public.encode()
+            sock.curve_serverkey = head_keys.public.encode()
+            if routing_id is not None:
+                sock.setsockopt(zmq.ROUTING_ID, routing_id)
+            sock.connect(head_t.endpoint)
+            return sock
+
         try:
             wrong = ctx.socket(zmq.DEALER)
             wrong.curve_secretkey = rogue_keys.secret.encode()
@@ -88,21 +101,10 @@ async def test_curve_cluster_and_refused_client(nodes: Any) -> None:
                 for _ in range(5):
                     await sock.send_multipart(frames)
             # an admitted key cannot speak for another node
-            other = ctx.socket(zmq.DEALER)
-            other.setsockopt(zmq.LINGER, 0)
-            other.curve_secretkey = other_keys.secret.encode()
-            other.curve_publickey = other_keys.public.encode()
-            other.curve_serverkey = head_keys.public.encode()
-            other.connect(head_t.endpoint)
+            other = dealer(other_keys)
             await other.send_multipart(to_frames(header, encode("impersonated")))
             # the same tell from the key "curve-node" joined with does arrive
-            good = ctx.socket(zmq.DEALER)
-            good.setsockopt(zmq.LINGER, 0)
-            good.curve_secretkey = node_keys.secret.encode()
-            good.curve_publickey = node_keys.public.encode()
-            good.curve_serverkey = head_keys.public.encode()
-            good.setsockopt(zmq.ROUTING_ID, b"reused")
-            good.connect(head_t.endpoint)
+            good = dealer(node_keys, routing_id=b"reused")
             await good.send_multipart(to_frames(header, encode("admitted")))
             for _ in range(100):
                 if head_t.allow.refused and local.told and head_t.stats["dropped"]:
@@ -113,13 +115,7 @@ async def test_curve_cluster_and_refused_client(nodes: Any) -> None:
             good.close(linger=0)
             dropped = head_t.stats["dropped"]
             await asyncio.sleep(0.5)
-            thief = ctx.socket(zmq.DEALER)
-            thief.setsockopt(zmq.LINGER, 0)
-            thief.curve_secretkey = other_keys.secret.encode()
-            thief.curve_publickey = other_keys.public.encode()
-            thief.curve_serverkey = head_keys.public.encode()
-            thief.setsockopt(zmq.ROUTING_ID, b"reused")
-            thief.connect(head_t.endpoint)
+            thief = dealer(other_keys, routing_id=b"reused")
             await thief.send_multipart(to_frames(header, encode("stolen")))
             for _ in range(100):
                 if head_t.stats["dropped"] > dropped or len(local.told) > 1:
