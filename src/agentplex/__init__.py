@@ -16,6 +16,7 @@ from .agent import (
     save_session,
 )
 from .bus import connect
+from .errors import AgentplexError
 from .message import (
     AudioBlock,
     Base64Source,
@@ -68,6 +69,7 @@ __all__ = [
     "ActorStopped",
     "AgentBase",
     "AgentCall",
+    "AgentplexError",
     "AudioBlock",
     "Base64Source",
     "CallTimeout",
