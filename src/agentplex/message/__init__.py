@@ -14,13 +14,8 @@ from ._blocks import (
     URLSource,
     VideoBlock,
 )
-from ._codec import (
-    DecodeError,
-    EncodeError,
-    decode,
-    encode,
-    register_wire_type,
-)
+from ._codec import decode, encode, register_wire_type
+from ._errors import DecodeError, EncodeError
 from ._msg import Msg, Role
 
 __all__ = [

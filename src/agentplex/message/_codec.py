@@ -19,13 +19,12 @@ import msgpack
 from pydantic import BaseModel, ValidationError
 
 from ._blocks import Base64Source, Block, block_adapter
+from ._errors import DecodeError, EncodeError
 from ._msg import Msg
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
     "FORMAT_VERSION",
-    "DecodeError",
-    "EncodeError",
     "decode",
     "encode",
     "register_wire_type",
@@ -42,14 +41,6 @@ _EXT_TUPLE = 4
 
 _models: dict[str, type[BaseModel]] = {}
 _model_names: dict[type[BaseModel], str] = {}
-
-
-class DecodeError(ValueError):
-    """Input could not be decoded: malformed, truncated, oversized or of the wrong shape."""
-
-
-class EncodeError(TypeError):
-    """A value has no wire form (it is not msgpack-able and not a registered model)."""
 
 
 def register_wire_type(cls: type[BaseModel], name: str | None = None) -> type[BaseModel]:
