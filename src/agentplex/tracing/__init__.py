@@ -9,9 +9,10 @@ the ``agentplex runs`` command shows.
 """
 
 from ._content import ContentCapture, content_capture, set_content_capture
+from ._errors import ReplayMissing
 from ._exporters import JsonLinesSpanExporter
 from ._report import SpanNode, find_run, list_runs, load_spans, render_html, span_tree
-from ._run import ReplayMissing, Run, active_run, experiment
+from ._run import Run, active_run, experiment
 from ._sampling import TraceSampler
 from ._setup import (
     SpanDispatcher,

@@ -42,6 +42,7 @@ from opentelemetry import trace
 from ..message import Msg
 from ._content import ContentCapture, set_content_capture
 from ._context import current_context
+from ._errors import ReplayMissing
 from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter
 from ._json import dumper
 from ._recorder import RunAnchor
@@ -50,7 +51,6 @@ from ._setup import dispatcher, recorder, sampler
 from ._spool import SortedSpool
 
 __all__ = [
-    "ReplayMissing",
     "Run",
     "RunPart",
     "active_run",
@@ -82,10 +82,6 @@ _CLOCK_KEY = otel_context.create_key("agentplex-clock")
 def active_run() -> Run | None:
     """The experiment running in this process, if any."""
     return _active
-
-
-class ReplayMissing(LookupError):
-    """Replay met a model request the recorded run never made."""
 
 
 def request_key(model: str, payload: Any) -> str:
