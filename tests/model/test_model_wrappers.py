@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 
+from agentplex.errors import AgentplexError
 from agentplex.message import Msg
 from agentplex.model import (
     ChatResponse,
     FallbackError,
     FallbackModel,
+    ModelError,
     ModelTimeoutError,
     ProviderError,
     RateLimitedModel,
@@ -154,11 +156,36 @@ async def test_fallback_model_moves_on_after_provider_errors() -> None:
     assert (await collect(await model(HISTORY))).text == "from backup"
 
 
-async def test_fallback_model_reports_every_failure() -> None:
-    model = FallbackModel(flaky(ProviderError("a")), flaky(ModelTimeoutError("b")))
+async def test_fallback_model_raises_a_group_of_every_failure() -> None:
+    first, second = ProviderError("a"), ModelTimeoutError("b")
+    model = FallbackModel(flaky(first), flaky(second))
     with pytest.raises(FallbackError) as info:
         await model(HISTORY)
-    assert [str(e) for e in info.value.errors] == ["[unknown:unknown] a", "[unknown:unknown] b"]
+    group = info.value
+    assert isinstance(group, ExceptionGroup)
+    assert isinstance(group, ModelError) and isinstance(group, AgentplexError)
+    assert list(group.exceptions) == [first, second]  # the very errors, in the order tried
+    assert (group.provider, group.model) == ("fallback", "flaky,flaky")
+    assert str(group) == ("[fallback:flaky,flaky] all 2 models failed: [unknown:unknown] a; "
+                          "[unknown:unknown] b (2 sub-exceptions)")
+
+
+async def test_fallback_error_splits_by_type_with_except_star() -> None:
+    model = FallbackModel(flaky(RateLimitError("slow down")), flaky(ProviderError("down")),
+                          flaky(ModelTimeoutError("late")))
+    timeouts: list[ExceptionGroup[ModelTimeoutError]] = []
+    providers: list[ExceptionGroup[ProviderError]] = []
+    try:
+        await model(HISTORY)
+    except* ModelTimeoutError as group:
+        timeouts.append(group)
+    except* ProviderError as group:
+        providers.append(group)
+    [late], [down] = timeouts, providers
+    assert isinstance(late, FallbackError) and isinstance(down, FallbackError)
+    assert [type(e) for e in late.exceptions] == [ModelTimeoutError]
+    assert [type(e) for e in down.exceptions] == [RateLimitError, ProviderError]
+    assert down.model == late.model == "flaky,flaky,flaky"
 
 
 async def test_fallback_model_does_not_hide_other_errors() -> None:

@@ -10,6 +10,7 @@ from ._base import ChatModelBase, ChatResult, Messages, ToolChoice, collect
 from ._bound import BoundChatModel, ConfigurableChatModel, StructuredChatModel
 from ._errors import (
     AuthenticationError,
+    FallbackError,
     InvalidRequestError,
     MissingCredentialsError,
     ModelError,
@@ -41,7 +42,6 @@ from ._retry import RetryPolicy
 from ._runnable import ModelInput, RunnableConfig
 from ._scripted import ScriptedChatModel, ScriptedFunction, ScriptedOutput
 from .wrappers import (
-    FallbackError,
     FallbackModel,
     RateLimitedModel,
     RateLimiter,

@@ -2,22 +2,31 @@
 
 The tree::
 
-    ModelError
-    ├── ProviderError              the provider answered with an error (or not at all)
-    │   ├── RateLimitError         HTTP 429
-    │   └── AuthenticationError    HTTP 401 / 403
-    ├── ModelTimeoutError          no answer in time (also a TimeoutError)
-    ├── StructuredOutputError      output did not validate against the schema
-    ├── InvalidRequestError        the request could not be built (also a ValueError)
-    │   └── UnsupportedOptionError the provider cannot honour an option
-    ├── MissingCredentialsError    no API key at construction (also a ValueError)
-    └── ModelNotAvailableError     a local model is not on this machine
+    AgentplexError
+    └── ModelError
+        ├── ProviderError              the provider answered with an error (or not at all)
+        │   ├── RateLimitError         HTTP 429
+        │   └── AuthenticationError    HTTP 401 / 403
+        ├── ModelTimeoutError          no answer in time (also a TimeoutError)
+        ├── StructuredOutputError      output did not validate against the schema
+        ├── InvalidRequestError        the request could not be built (also a ValueError)
+        │   └── UnsupportedOptionError the provider cannot honour an option
+        ├── MissingCredentialsError    no API key at construction (also a ValueError)
+        ├── ModelNotAvailableError     a local model is not on this machine
+        │                              (also a FileNotFoundError)
+        └── FallbackError              every model of a FallbackModel failed
+                                       (also an ExceptionGroup of their errors)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from ..errors import AgentplexError
+
 __all__ = [
     "AuthenticationError",
+    "FallbackError",
     "InvalidRequestError",
     "MissingCredentialsError",
     "ModelError",
@@ -30,7 +39,7 @@ __all__ = [
 ]
 
 
-class ModelError(Exception):
+class ModelError(AgentplexError):
     """Base of every model error; ``provider`` and ``model`` name where it happened."""
 
     def __init__(self, message: str, *, provider: str = "unknown", model: str = "unknown") -> None:
@@ -122,3 +131,29 @@ class ModelNotAvailableError(ModelError, FileNotFoundError):
     def __init__(self, message: str, *, model: str = "unknown",
                  provider: str = "transformers") -> None:
         super().__init__(message, provider=provider, model=model)
+
+
+class FallbackError(ExceptionGroup[Exception], ModelError):
+    """Every model of a :class:`~agentplex.model.FallbackModel` failed.
+
+    An exception group of what each model raised, in the order they were tried
+    (``exceptions``): ``except* RateLimitError`` picks out the models that were rate limited,
+    and ``except ModelError`` catches the whole group.
+    """
+
+    def __init__(self, message: str, exceptions: Sequence[Exception], *,
+                 provider: str = "unknown", model: str = "unknown") -> None:
+        super().__init__(message, exceptions)
+        self.provider = provider
+        self.model = model
+
+    def __new__(cls, message: str, exceptions: Sequence[Exception], *,
+                provider: str = "unknown", model: str = "unknown") -> FallbackError:
+        return super().__new__(cls, message, exceptions)
+
+    def __str__(self) -> str:
+        return f"[{self.provider}:{self.model}] {super().__str__()}"
+
+    def derive(self, excs: Sequence[Exception]) -> FallbackError:  # type: ignore[override]
+        """The same failure with only ``excs`` (what ``split``/``subgroup`` build)."""
+        return FallbackError(self.message, excs, provider=self.provider, model=self.model)

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal, TypeAlias
 
 from pydantic import BaseModel
 
+from ..errors import AgentplexError
 from ..message import Msg, ToolUseBlock
 from ._base import ChatModelBase, ChatResult, Messages, ToolChoice
 from ._errors import (
@@ -518,7 +519,7 @@ class HostedChatModel(ChatModelBase):
                          time=request.elapsed(), metadata=metadata, **(details or {}))
 
 
-class _SchemaModeRejected(Exception):
+class _SchemaModeRejected(AgentplexError):
     """The server refused the JSON-schema mode while ``auto`` was probing it."""
 
 

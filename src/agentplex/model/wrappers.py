@@ -17,12 +17,11 @@ from pydantic import BaseModel
 
 from ..message import Msg
 from ._base import ChatModelBase, ChatResult, Messages, ToolChoice
-from ._errors import ModelError, ModelTimeoutError, ProviderError
+from ._errors import FallbackError, ModelTimeoutError, ProviderError
 from ._response import ChatResponse
 from ._retry import RetryPolicy
 
 __all__ = [
-    "FallbackError",
     "FallbackModel",
     "RateLimitedModel",
     "RateLimiter",
@@ -246,27 +245,18 @@ def _used(response: ChatResponse) -> int:
     return usage.input_tokens + usage.output_tokens if usage else 0
 
 
-class FallbackError(ModelError):
-    """Every model of a :class:`FallbackModel` failed; ``errors`` holds each failure."""
-
-    def __init__(self, errors: Sequence[BaseException], *, provider: str, model: str) -> None:
-        shown = "; ".join(str(e) for e in errors)
-        super().__init__(f"all {len(errors)} models failed: {shown}", provider=provider,
-                         model=model)
-        self.errors = list(errors)
-
-
 class FallbackModel(WrapperModel):
     """Tries ``models`` in order, moving on when one fails with a ``fallback_on`` error.
 
-    A stream falls back only until its first chunk arrived.
+    A stream falls back only until its first chunk arrived. When every model failed, raises
+    :class:`FallbackError`: an exception group of what each one raised.
     """
 
     def __init__(
         self,
         model: ChatModelBase,
         *fallbacks: ChatModelBase,
-        fallback_on: tuple[type[BaseException], ...] = (ProviderError, ModelTimeoutError),
+        fallback_on: tuple[type[Exception], ...] = (ProviderError, ModelTimeoutError),
     ) -> None:
         super().__init__(model)
         self.models = [model, *fallbacks]
@@ -280,7 +270,7 @@ class FallbackModel(WrapperModel):
         structured_model: type[BaseModel] | None,
         **kwargs: Any,
     ) -> ChatResult:
-        errors: list[BaseException] = []
+        errors: list[Exception] = []
         for model in self.models:
             try:
                 result = await model(messages, tools, tool_choice, structured_model, **kwargs)
@@ -289,8 +279,9 @@ class FallbackModel(WrapperModel):
                 return await _started(result)
             except self.fallback_on as exc:
                 errors.append(exc)
-        raise FallbackError(errors, provider="fallback",
-                            model=",".join(m.model_name for m in self.models))
+        shown = "; ".join(str(e) for e in errors)
+        raise FallbackError(f"all {len(errors)} models failed: {shown}", errors,
+                            provider="fallback", model=",".join(m.model_name for m in self.models))
 
 
 async def _started(
