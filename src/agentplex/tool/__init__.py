@@ -1,9 +1,10 @@
 """Tools: functions, classes and MCP servers an agent's model can call."""
 
-from ._load import UntrustedCodeError, load_tool
+from ._errors import RemoteToolError, UntrustedCodeError
+from ._load import load_tool
 from ._mcp import HttpMCPClient, MCPClient, MCPToolFunction, StdIOMCPClient
 from ._pipeline import PipelineTool, TransformersPipelineTool, pipeline_tool
-from ._remote import RemoteTool, RemoteToolError
+from ._remote import RemoteTool
 from ._response import OutputBlock, ToolResponse
 from ._schema import FunctionSchema, function_schema
 from ._tool import Tool

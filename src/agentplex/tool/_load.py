@@ -17,18 +17,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ._errors import UntrustedCodeError
 from ._pipeline import pipeline_tool
 from ._schema import FunctionSchema
 from ._tool import Tool
 
-__all__ = ["UntrustedCodeError", "load_tool"]
+__all__ = ["load_tool"]
 
 _CONFIG = "tool_config.json"
 _CODE = "tool.py"
-
-
-class UntrustedCodeError(PermissionError):
-    """Loading the tool would run code from it, and ``trust_remote_code`` was not given."""
 
 
 def load_tool(repo_or_path: str | os.PathLike[str], *, trust_remote_code: bool = False,

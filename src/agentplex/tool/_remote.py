@@ -13,18 +13,11 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ..message import AudioBlock, ImageBlock
+from ._errors import RemoteToolError
 from ._tool import Tool
 from ._types import AgentAudio, AgentImage, AgentType, is_array, media_block, sniff_media
 
-__all__ = ["RemoteTool", "RemoteToolError"]
-
-
-class RemoteToolError(RuntimeError):
-    """The endpoint could not be reached or answered with an HTTP error."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+__all__ = ["RemoteTool"]
 
 
 class RemoteTool(Tool):
