@@ -1,6 +1,21 @@
-"""Typed errors of the actor runtime."""
+"""Typed errors of the actor runtime.
+
+The tree::
+
+    AgentplexError
+    └── ActorError         ``actor`` names the actor concerned
+        ├── ActorNotFound  no actor of that name is known
+        ├── ActorExists    an actor of that name already runs (also a ValueError)
+        ├── ActorStopped   the actor stopped before it could serve the message
+        ├── CallTimeout    no reply within the call's timeout (also a TimeoutError)
+        ├── MailboxFull    the mailbox stayed full for the whole timeout
+        ├── PeerLost       the process hosting the actor stopped answering
+        └── HandlerError   the actor's handler raised (``exc_type``, ``remote_traceback``)
+"""
 
 from __future__ import annotations
+
+from ..errors import AgentplexError
 
 __all__ = [
     "ActorError",
@@ -14,7 +29,7 @@ __all__ = [
 ]
 
 
-class ActorError(Exception):
+class ActorError(AgentplexError):
     """Base of every runtime error; ``actor`` names the actor concerned."""
 
     def __init__(self, message: str, *, actor: str | None = None) -> None:
