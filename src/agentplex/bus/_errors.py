@@ -1,14 +1,13 @@
 """Typed errors of the ZeroMQ bus.
 
-::
+The tree::
 
-    agentplex.runtime.ActorError
-    └── PayloadTooLarge (also a ValueError)   a message over max_message_size
-    ValueError
-    ├── FrameError                            a received frame that is not a bus frame
-    └── InsecureBindError                     a non-loopback bind without CURVE keys
-    PermissionError
-    └── SpawnRefused                          a remote spawn outside the allow-list
+    AgentplexError
+    ├── agentplex.runtime.ActorError
+    │   └── PayloadTooLarge     a message over max_message_size (also a ValueError)
+    ├── FrameError              a received frame that is not a bus frame (also a ValueError)
+    ├── InsecureBindError       a non-loopback bind without CURVE keys (also a ValueError)
+    └── SpawnRefused            a remote spawn outside the allow-list (also a PermissionError)
 
 The runtime's own errors (``ActorNotFound``, ``MailboxFull``, ``PeerLost``,
 ``HandlerError``, ...) cross the bus as they are and are raised at the caller.
@@ -16,6 +15,7 @@ The runtime's own errors (``ActorNotFound``, ``MailboxFull``, ``PeerLost``,
 
 from __future__ import annotations
 
+from ..errors import AgentplexError
 from ..runtime import ActorError
 
 __all__ = ["FrameError", "InsecureBindError", "PayloadTooLarge", "SpawnRefused"]
@@ -25,13 +25,13 @@ class PayloadTooLarge(ActorError, ValueError):
     """A message is larger than the bus's ``max_message_size``."""
 
 
-class FrameError(ValueError):
+class FrameError(AgentplexError, ValueError):
     """A frame that is not a well-formed agentplex bus frame (it is dropped and counted)."""
 
 
-class InsecureBindError(ValueError):
+class InsecureBindError(AgentplexError, ValueError):
     """Binding to a non-loopback address without CURVE keys (and without ``insecure=True``)."""
 
 
-class SpawnRefused(PermissionError):
+class SpawnRefused(AgentplexError, PermissionError):
     """A remote spawn named a class outside the node's spawn allow-list, or not an actor."""
