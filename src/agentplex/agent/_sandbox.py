@@ -23,7 +23,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["DEFAULT_IMPORTS", "PythonSandbox", "SandboxError", "SandboxResult"]
+from ._errors import SandboxError
+
+__all__ = ["DEFAULT_IMPORTS", "PythonSandbox", "SandboxResult"]
 
 DEFAULT_IMPORTS = ("collections", "datetime", "decimal", "fractions", "functools", "itertools",
                    "json", "math", "queue", "random", "re", "stat", "statistics", "textwrap",
@@ -40,10 +42,6 @@ _namespaces_work: dict[tuple[str, ...], bool] = {}
 
 ToolCaller = Callable[[str, list[Any], dict[str, Any]], Awaitable[Any]]
 """Runs one tool call from the code: ``(name, args, kwargs)`` → its value."""
-
-
-class SandboxError(RuntimeError):
-    """The sandbox worker could not be started or answered out of protocol."""
 
 
 class SandboxResult(BaseModel):
