@@ -10,20 +10,15 @@ first use; the engine launchers need nothing more than the standard library.
 
 import typing as _typing
 
-from ._engines import (
-    ENGINES,
-    EngineConfig,
-    EngineError,
-    EngineName,
-    EngineProcess,
-    engine_command,
-)
+from ._engines import ENGINES, EngineConfig, EngineName, EngineProcess, engine_command
+from ._errors import BadChatRequest, EngineError, QueueFull
 
 if _typing.TYPE_CHECKING:
     from ._app import OpenAIServer, create_app
     from ._server import ModelServer, run_server, serve
 
 __all__ = [
+    "BadChatRequest",
     "ENGINES",
     "EngineConfig",
     "EngineError",
@@ -31,6 +26,7 @@ __all__ = [
     "EngineProcess",
     "ModelServer",
     "OpenAIServer",
+    "QueueFull",
     "create_app",
     "engine_command",
     "run_server",

@@ -34,7 +34,8 @@ from ..model import (
     RateLimitError,
     UnsupportedOptionError,
 )
-from ._convert import DONE, ChunkWriter, RequestError, call_arguments, completion, sse
+from ._convert import DONE, ChunkWriter, call_arguments, completion, sse
+from ._errors import BadChatRequest, QueueFull
 from ._metrics import ServerMetrics
 from .schema import ChatCompletionRequest, ErrorDetail, ErrorResponse, ModelCard, ModelList
 
@@ -43,10 +44,6 @@ __all__ = ["OpenAIServer", "create_app"]
 log = logging.getLogger("agentplex.serving")
 
 _JSON = "application/json"
-
-
-class QueueFull(Exception):
-    """Every slot is busy and the waiting queue is at its bound."""
 
 
 class _ApiError(Exception):
@@ -76,7 +73,7 @@ def _validation_error(exc: ValidationError) -> _ApiError:
 
 def _model_error(exc: BaseException) -> _ApiError:
     """The HTTP error standing for an exception raised by the model call."""
-    if isinstance(exc, RequestError):
+    if isinstance(exc, BadChatRequest):
         return _ApiError(400, str(exc), "invalid_request_error", param=exc.param)
     if isinstance(exc, UnsupportedOptionError):
         return _ApiError(400, str(exc), "invalid_request_error", code="unsupported_option")
@@ -214,7 +211,7 @@ class OpenAIServer:
             name = body.model
             model = self._model(name)
             arguments = call_arguments(body)
-        except RequestError as exc:
+        except BadChatRequest as exc:
             return self._failed(name, _model_error(exc))
         except _ApiError as exc:
             return self._failed(name, exc)

@@ -22,6 +22,7 @@ from ..message import (
 )
 from ..model import ChatResponse, ChatUsage, TokenLogprob
 from ..model.lowlevel import parse_tool_arguments
+from ._errors import BadChatRequest
 from .schema import (
     AssistantMessage,
     AudioPart,
@@ -44,15 +45,7 @@ from .schema import (
     WireTopLogprob,
 )
 
-__all__ = ["CallArguments", "ChunkWriter", "RequestError", "call_arguments", "completion"]
-
-
-class RequestError(ValueError):
-    """The request is well-formed JSON but cannot be served as asked (HTTP 400)."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
+__all__ = ["CallArguments", "ChunkWriter", "call_arguments", "completion"]
 
 
 @dataclass
@@ -69,11 +62,11 @@ def _media(url: str, param: str) -> ImageBlock:
     if url.startswith("data:"):
         header, sep, data = url.partition(",")
         if not sep or ";base64" not in header:
-            raise RequestError("image data URLs must be base64 (data:<type>;base64,...)", param)
+            raise BadChatRequest("image data URLs must be base64 (data:<type>;base64,...)", param)
         media_type = header[5:].split(";")[0] or "image/png"
         return ImageBlock(source=Base64Source(media_type=media_type, data=data))
     if not url.startswith(("http://", "https://")):
-        raise RequestError("image_url must be an http(s) URL or a base64 data URL", param)
+        raise BadChatRequest("image_url must be an http(s) URL or a base64 data URL", param)
     return ImageBlock(source=URLSource(url=url))
 
 
@@ -116,8 +109,8 @@ def _history(messages: list[ChatMessage]) -> list[Msg]:
                 try:
                     arguments = parse_tool_arguments(call.function.arguments)
                 except ValueError as exc:
-                    raise RequestError(f"tool call arguments are not a JSON object: {exc}",
-                                       f"{param}.tool_calls") from exc
+                    raise BadChatRequest(f"tool call arguments are not a JSON object: {exc}",
+                                          f"{param}.tool_calls") from exc
                 names[call.id] = call.function.name
                 blocks.append(ToolUseBlock(id=call.id, name=call.function.name,
                                            input=arguments, raw_input=call.function.arguments))
@@ -126,8 +119,8 @@ def _history(messages: list[ChatMessage]) -> list[Msg]:
             assert m.tool_call_id is not None
             name = m.name or names.get(m.tool_call_id)
             if name is None:
-                raise RequestError(f"tool message answers {m.tool_call_id!r}, which no earlier "
-                                   "assistant tool call has", f"{param}.tool_call_id")
+                raise BadChatRequest(f"tool message answers {m.tool_call_id!r}, which no earlier "
+                                      "assistant tool call has", f"{param}.tool_call_id")
             out.append(Msg("system", [ToolResultBlock(id=m.tool_call_id, name=name,
                                                       output=_text(m))], "system"))
     return out
@@ -153,7 +146,7 @@ def _response_format(request: ChatCompletionRequest) -> dict[str, Any] | None:
 
 
 def call_arguments(request: ChatCompletionRequest) -> CallArguments:
-    """The model call a request stands for (raises :class:`RequestError`)."""
+    """The model call a request stands for (raises :class:`BadChatRequest`)."""
     tools = [t.model_dump(exclude_none=True) for t in request.tools] if request.tools else None
     choice = request.tool_choice
     tool_choice = choice.function.name if isinstance(choice, NamedToolChoice) else choice
@@ -172,8 +165,8 @@ def call_arguments(request: ChatCompletionRequest) -> CallArguments:
     try:
         fmt = _response_format(request)
     except ValueError as exc:
-        raise RequestError(f"response_format value is not a JSON schema: {exc}",
-                           "response_format") from exc
+        raise BadChatRequest(f"response_format value is not a JSON schema: {exc}",
+                              "response_format") from exc
     if fmt is not None:
         kwargs["response_format"] = fmt
     return CallArguments(_history(request.messages), tools, tool_choice, kwargs)

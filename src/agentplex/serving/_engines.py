@@ -25,10 +25,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._errors import EngineError
+
 __all__ = [
     "ENGINES",
     "EngineConfig",
-    "EngineError",
     "EngineName",
     "EngineProcess",
     "engine_command",
@@ -41,10 +42,6 @@ log = logging.getLogger("agentplex.serving")
 
 EngineName = Literal["agentplex", "vllm", "sglang", "llama.cpp"]
 ENGINES: tuple[str, ...] = ("agentplex", "vllm", "sglang", "llama.cpp")
-
-
-class EngineError(RuntimeError):
-    """An engine's server could not be started, or died and may not be restarted."""
 
 
 class EngineConfig(BaseModel):
