@@ -2,7 +2,7 @@
 
 ::
 
-    Exception
+    AgentplexError
     ├── Unschedulable     no node can take a resource request now; ``retryable`` says
     │                     whether it could fit once resources free up
     └── NodeFailed        a node failed while starting its share of a batch
@@ -17,10 +17,12 @@ arrives as the runtime's :class:`~agentplex.runtime.HandlerError` naming the rem
 
 from __future__ import annotations
 
+from ..errors import AgentplexError
+
 __all__ = ["NodeFailed", "Unschedulable"]
 
 
-class Unschedulable(Exception):
+class Unschedulable(AgentplexError):
     """No node can take the request now; ``reason`` says why for each node considered."""
 
     def __init__(self, reason: str, *, retryable: bool) -> None:
@@ -32,6 +34,6 @@ class Unschedulable(Exception):
         cannot help: refuse)."""
 
 
-class NodeFailed(Exception):
+class NodeFailed(AgentplexError):
     """A node failed while starting its share of a batch; nothing of the batch is left
     running and none of its names stays registered."""
