@@ -1,5 +1,6 @@
 """The ``agentplex`` command."""
 
 from ._app import app, main
+from ._errors import NodesFailed
 
-__all__ = ["app", "main"]
+__all__ = ["NodesFailed", "app", "main"]

@@ -95,7 +95,7 @@ def demo(
     """
     from ..runtime import ActorError
     from ._crowd import DemoOptions
-    from ._nodes import NodesFailed
+    from ._errors import NodesFailed
     from ._serve import parse_options
 
     options = DemoOptions(

@@ -16,11 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["LocalNodes", "NodesFailed"]
+from ._errors import NodesFailed
 
-
-class NodesFailed(RuntimeError):
-    """A head or node process did not start (its log's tail is in the message)."""
+__all__ = ["LocalNodes"]
 
 
 class LocalNodes:
