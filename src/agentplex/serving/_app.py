@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..errors import AgentplexError
 from ..model import (
     AuthenticationError,
     ChatModelBase,
@@ -46,7 +47,7 @@ log = logging.getLogger("agentplex.serving")
 _JSON = "application/json"
 
 
-class _ApiError(Exception):
+class _ApiError(AgentplexError):
     def __init__(self, status: int, message: str, type: str, *, param: str | None = None,
                  code: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
