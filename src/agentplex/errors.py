@@ -6,6 +6,22 @@ also a ``TimeoutError``, a bad argument also a ``ValueError``). ``except Agentpl
 catches everything agentplex raised on purpose and nothing else.
 
 This module imports nothing from agentplex, so every package, however low, may use it.
+
+Where the errors live (each package's ``_errors.py`` draws its part of the tree, with the
+built-in bases; ``docs/index.md`` draws all of it)::
+
+    AgentplexError
+    ├── agentplex.message   DecodeError, EncodeError
+    ├── agentplex.tracing   ReplayMissing
+    ├── agentplex.model     ModelError and its subclasses (FallbackError: an ExceptionGroup)
+    ├── agentplex.tool      RemoteToolError, UntrustedCodeError
+    ├── agentplex.runtime   ActorError and its subclasses
+    ├── agentplex.bus       PayloadTooLarge (an ActorError), FrameError, InsecureBindError,
+    │                       SpawnRefused
+    ├── agentplex.agent     SandboxError
+    ├── agentplex.serving   BadChatRequest, QueueFull, EngineError
+    ├── agentplex.cluster   Unschedulable, NodeFailed
+    └── agentplex.cli       NodesFailed
 """
 
 from __future__ import annotations
