@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import aclosing
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -17,6 +18,7 @@ from ..model import (
     StructuredOutputError,
     ToolChoice,
     UnsupportedOptionError,
+    chunks_of,
 )
 from ..tool import Toolkit
 from ..tool.lowlevel import tidy_schema
@@ -176,10 +178,8 @@ class ReActAgent(AgentBase):
         msg = Msg(self.name, [], "assistant")
         self._partial = msg
         final: ChatResponse | None = None
-        if isinstance(result, ChatResponse):
-            final = result
-        else:
-            async for chunk in result:
+        async with aclosing(chunks_of(result)) as chunks:
+            async for chunk in chunks:
                 final = chunk
                 msg.content = list(chunk.content)
                 if not chunk.is_last:

@@ -6,7 +6,7 @@ are imported lazily from here, so that a provider's SDK is only imported when it
 
 import typing as _typing
 
-from ._base import ChatModelBase, ChatResult, Messages, ToolChoice, collect
+from ._base import ChatModelBase, ChatResult, Messages, ToolChoice, chunks_of, collect
 from ._bound import BoundChatModel, ConfigurableChatModel, StructuredChatModel
 from ._errors import (
     AuthenticationError,
@@ -110,6 +110,7 @@ __all__ = [
     "TransformersChatModel",
     "UnsupportedOptionError",
     "WrapperModel",
+    "chunks_of",
     "collect",
     "init_chat_model",
     "register_provider",

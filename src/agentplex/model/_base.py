@@ -17,7 +17,7 @@ from ._response import ChatResponse
 from ._runnable import RunnableMethods
 from ._tokens import TokenCounting
 
-__all__ = ["ChatModelBase", "ChatResult", "Messages", "ToolChoice", "collect"]
+__all__ = ["ChatModelBase", "ChatResult", "Messages", "ToolChoice", "chunks_of", "collect"]
 
 Messages: TypeAlias = Sequence[Msg] | Sequence[dict[str, Any]]
 """A history: ``Msg`` objects (the provider formats them) or role/content dicts (passed on)."""
@@ -26,6 +26,8 @@ ToolChoice: TypeAlias = Literal["auto", "none", "required", "any"] | str
 """``auto``, ``none``, ``required`` (``any`` is an alias), or the name of one tool."""
 
 ChatResult: TypeAlias = ChatResponse | AsyncGenerator[ChatResponse, None]
+"""What a call returns: a response, or (streaming) an async generator of chunks. Consume it
+with :func:`collect` (the final response) or :func:`chunks_of` (the chunks)."""
 
 
 class ChatModelBase(RunnableMethods, TokenCounting, ABC):
@@ -120,4 +122,21 @@ async def collect(result: ChatResult) -> ChatResponse:
     if last is None:
         raise RuntimeError("the model's stream ended without a single chunk")
     return last
+
+
+async def chunks_of(result: ChatResult) -> AsyncGenerator[ChatResponse, None]:
+    """The chunks of ``result``: a stream's as they come, or a single response as one final
+    chunk (its whole content as the ``delta``, ``is_last`` set).
+
+    Closing this generator (``aclose()``, or ``contextlib.aclosing`` around it) closes the
+    model's stream too.
+    """
+    if isinstance(result, ChatResponse):
+        yield result.model_copy(update={"delta": list(result.content), "is_last": True})
+        return
+    try:
+        async for chunk in result:
+            yield chunk
+    finally:
+        await result.aclose()
 

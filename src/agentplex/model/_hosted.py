@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from ..errors import AgentplexError
 from ..message import Msg, ToolUseBlock
-from ._base import ChatModelBase, ChatResult, Messages, ToolChoice
+from ._base import ChatModelBase, ChatResult, Messages, ToolChoice, chunks_of
 from ._errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -283,7 +283,7 @@ class HostedChatModel(ChatModelBase):
         if structured_model is not None:
             response = await self._structured(history, structured_model, mode, options,
                                               call_kwargs)
-            return _as_stream(response) if stream else response
+            return chunks_of(response) if stream else response
         request = self._prepared(Request(history, tools or None, choice if tools else None,
                                          None, call_kwargs, options))
         if stream:
@@ -521,8 +521,3 @@ class HostedChatModel(ChatModelBase):
 
 class _SchemaModeRejected(AgentplexError):
     """The server refused the JSON-schema mode while ``auto`` was probing it."""
-
-
-async def _as_stream(response: ChatResponse) -> AsyncGenerator[ChatResponse, None]:
-    """A structured response delivered as a one-chunk stream to a streaming caller."""
-    yield response.model_copy(update={"delta": list(response.content), "is_last": True})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from ..message import Msg
@@ -147,16 +148,12 @@ class RunnableMethods(BatchMethods):
                       **kwargs: Any) -> AsyncGenerator[ChatResponse, None]:
         """Answer ``input`` chunk by chunk (every model streams here, whatever its
         ``stream`` setting; each chunk's ``delta`` holds what it added)."""
+        from ._base import chunks_of
+
         kwargs = self._configured(config, {**kwargs, "stream": True})
-        result = await self(to_messages(input), **kwargs)
-        if isinstance(result, ChatResponse):
-            yield result
-            return
-        try:
-            async for chunk in result:
+        async with aclosing(chunks_of(await self(to_messages(input), **kwargs))) as stream:
+            async for chunk in stream:
                 yield chunk
-        finally:
-            await result.aclose()
 
     # -- derived models ----------------------------------------------------------------
 

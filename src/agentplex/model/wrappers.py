@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..message import Msg
-from ._base import ChatModelBase, ChatResult, Messages, ToolChoice
+from ._base import ChatModelBase, ChatResult, Messages, ToolChoice, chunks_of
 from ._errors import FallbackError, ModelTimeoutError, ProviderError
 from ._response import ChatResponse
 from ._retry import RetryPolicy
@@ -94,8 +94,11 @@ class RetryingModel(WrapperModel):
         async def once() -> ChatResult:
             return await self.model(messages, tools, tool_choice, structured_model, **kwargs)
 
+        async def opened() -> AsyncGenerator[ChatResponse, None]:
+            return chunks_of(await once())
+
         if self.model.stream:
-            return await self.policy.stream(lambda: _as_generator(once()))
+            return await self.policy.stream(opened)
         return await self.policy.call(lambda: _as_response(once()))
 
 
@@ -104,17 +107,6 @@ async def _as_response(result: Awaitable[ChatResult]) -> ChatResponse:
     if not isinstance(value, ChatResponse):
         raise TypeError("expected a ChatResponse from a non-streaming model")
     return value
-
-
-async def _as_generator(result: Awaitable[ChatResult]) -> AsyncGenerator[ChatResponse, None]:
-    value = await result
-    if isinstance(value, ChatResponse):
-        return _single(value)
-    return value
-
-
-async def _single(response: ChatResponse) -> AsyncGenerator[ChatResponse, None]:
-    yield response
 
 
 class RateLimiter:

@@ -15,6 +15,7 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,11 +30,13 @@ from ..model import (
     AuthenticationError,
     ChatModelBase,
     ChatResponse,
+    ChatResult,
     ModelError,
     ModelTimeoutError,
     ProviderError,
     RateLimitError,
     UnsupportedOptionError,
+    chunks_of,
 )
 from ._convert import DONE, ChunkWriter, call_arguments, completion, sse
 from ._errors import BadChatRequest, QueueFull
@@ -226,7 +229,7 @@ class OpenAIServer:
             result = await model(arguments.messages, tools=arguments.tools,
                                  tool_choice=arguments.tool_choice, **arguments.kwargs)
             if body.stream:
-                stream = _as_stream(result)
+                stream = chunks_of(result)
                 first = await anext(stream)
                 self.metrics.first_token(name, time.perf_counter() - started)
                 writer = ChunkWriter(name, include_usage=bool(
@@ -310,26 +313,12 @@ class _EventStream(StreamingResponse):
             await self._stream.aclose()
 
 
-async def _as_stream(result: Any) -> AsyncGenerator[ChatResponse, None]:
-    if isinstance(result, ChatResponse):
-        yield result.model_copy(update={"delta": list(result.content), "is_last": True})
-        return
-    try:
-        async for chunk in result:
-            yield chunk
-    finally:
-        await result.aclose()
-
-
-async def _collect(result: Any) -> ChatResponse:
-    if isinstance(result, ChatResponse):
-        return result
+async def _collect(result: ChatResult) -> ChatResponse:
+    """The final response of ``result``; a stream must end with its final chunk."""
     last: ChatResponse | None = None
-    try:
-        async for chunk in result:
+    async with aclosing(chunks_of(result)) as chunks:
+        async for chunk in chunks:
             last = chunk
-    finally:
-        await result.aclose()
     if last is None or not last.is_last:
         raise ModelError("the model's stream ended without a final chunk")
     return last
