@@ -12,15 +12,16 @@ SUBPACKAGES = sorted(
     f"agentplex.{m.name}" for m in pkgutil.iter_modules(agentplex.__path__) if m.ispkg
 )
 PACKAGES = ["agentplex", *SUBPACKAGES, "agentplex.model.local"]
-LOWLEVEL = [
-    "agentplex.agent.lowlevel",
-    "agentplex.cluster.lowlevel",
-    "agentplex.message.lowlevel",
-    "agentplex.model.lowlevel",
-    "agentplex.serving.lowlevel",
-    "agentplex.tool.lowlevel",
-    "agentplex.tracing.lowlevel",
-]
+LOWLEVEL = sorted(
+    m.name for m in pkgutil.walk_packages(agentplex.__path__, "agentplex.")
+    if m.name.rsplit(".", 1)[-1] == "lowlevel"
+)
+
+
+def test_every_lowlevel_module_is_checked() -> None:
+    """The walk finds the plumbing modules of every layer, nested ones included."""
+    assert {"agentplex.bus.lowlevel", "agentplex.model.lowlevel",
+            "agentplex.runtime.lowlevel"} <= set(LOWLEVEL)
 
 
 def _all(name: str) -> list[str]:

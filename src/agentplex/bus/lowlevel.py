@@ -24,10 +24,10 @@ from ._frames import (
 from ._security import is_loopback
 
 __all__ = [
-    "KNOWN_OPS",
-    "PROTO",
     "Header",
+    "KNOWN_OPS",
     "Op",
+    "PROTO",
     "error_from_wire",
     "error_to_wire",
     "import_actor_class",
