@@ -56,6 +56,23 @@ def test_a_missing_key_fails_at_construction(cls: str, variable: str, kwargs: di
         model_class("m", **kwargs)
 
 
+def test_one_table_gives_the_provider_classes_and_prefixes() -> None:
+    import importlib
+
+    import agentplex.model as model
+    from agentplex.model import init_chat_model
+    from agentplex.model._registry import PROVIDERS
+
+    for row in PROVIDERS:
+        assert row.cls in model.__all__
+        holder = importlib.import_module(f"agentplex.model.{row.module}")
+        assert getattr(model, row.cls) is getattr(holder, row.cls)
+    prefixes = sorted(["scripted", *(p for row in PROVIDERS for p in row.prefixes)])
+    with pytest.raises(ValueError, match="unknown model provider") as info:
+        init_chat_model("nosuch:m")
+    assert str(info.value).endswith(f"(known: {', '.join(prefixes)})")
+
+
 def test_a_missing_local_model_names_its_provider(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     from agentplex.model import ModelNotAvailableError, init_chat_model

@@ -116,25 +116,12 @@ __all__ = [
     "register_provider",
 ]
 
-_PROVIDER_CLASSES = {
-    "OpenAIChatModel": "openai",
-    "AzureOpenAIChatModel": "azure",
-    "AnthropicChatModel": "anthropic",
-    "GeminiChatModel": "gemini",
-    "DashScopeChatModel": "dashscope",
-    "OllamaChatModel": "ollama",
-    "HuggingFaceChatModel": "huggingface",
-    "LiteLLMChatModel": "litellm",
-    "MLXChatModel": "mlx",
-    "TransformersChatModel": "local",  # the local engine: only when asked for
-}
-
 
 def __getattr__(name: str) -> _typing.Any:
-    """Import a provider class (and its SDK) on first use."""
-    module = _PROVIDER_CLASSES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
+    """Import a provider class (and its SDK) on first use (the table: ``_registry``)."""
+    from ._registry import provider_class
 
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    cls = provider_class(name)
+    if cls is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return cls

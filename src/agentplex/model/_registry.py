@@ -1,14 +1,43 @@
-"""``init_chat_model("provider:model")``: a model from one string."""
+"""``init_chat_model("provider:model")``: a model from one string, and the table of the
+built-in providers (which :mod:`agentplex.model` also imports its provider classes from)."""
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from ._base import ChatModelBase
 
-__all__ = ["init_chat_model", "register_provider"]
+__all__ = ["PROVIDERS", "Provider", "init_chat_model", "provider_class", "register_provider"]
+
+
+class Provider(NamedTuple):
+    """A built-in provider."""
+
+    cls: str
+    """Its class, imported on first use as ``agentplex.model.<cls>``."""
+    module: str
+    """The module of :mod:`agentplex.model` that holds it (and its SDK's import)."""
+    prefixes: tuple[str, ...]
+    """Its names in ``init_chat_model("<prefix>:<model>")``."""
+    factory: str | None = None
+    """What ``init_chat_model`` calls in ``module`` (default: the class)."""
+
+
+PROVIDERS = (
+    Provider("OpenAIChatModel", "openai", ("openai",)),
+    Provider("AzureOpenAIChatModel", "azure", ("azure_openai",)),
+    Provider("AnthropicChatModel", "anthropic", ("anthropic",)),
+    Provider("GeminiChatModel", "gemini", ("gemini", "google_genai")),
+    Provider("DashScopeChatModel", "dashscope", ("dashscope",)),
+    Provider("OllamaChatModel", "ollama", ("ollama",)),
+    Provider("HuggingFaceChatModel", "huggingface", ("huggingface",)),
+    Provider("LiteLLMChatModel", "litellm", ("litellm",)),
+    Provider("MLXChatModel", "mlx", ("mlx",), "create"),
+    Provider("TransformersChatModel", "transformers", ("transformers",), "create"),
+)
+"""The built-in providers: one row each (``scripted:`` is registered apart)."""
 
 _factories: dict[str, Callable[..., ChatModelBase] | str] = {}
 
@@ -20,6 +49,16 @@ def register_provider(name: str, factory: Callable[..., ChatModelBase] | str) ->
     provider's SDK is only imported when that provider is used.
     """
     _factories[name] = factory
+
+
+def provider_class(name: str) -> type[ChatModelBase] | None:
+    """The built-in provider class called ``name`` (importing its module), or ``None``."""
+    for provider in PROVIDERS:
+        if provider.cls == name:
+            cls: type[ChatModelBase] = getattr(
+                importlib.import_module(f"{__package__}.{provider.module}"), name)
+            return cls
+    return None
 
 
 def _resolve(name: str) -> Callable[..., ChatModelBase]:
@@ -95,18 +134,7 @@ def _scripted(model_name: str, **kwargs: Any) -> ChatModelBase:
 
 register_provider("scripted", _scripted)
 
-
-for _name, _target in {
-    "openai": "agentplex.model.openai:OpenAIChatModel",
-    "azure_openai": "agentplex.model.azure:AzureOpenAIChatModel",
-    "anthropic": "agentplex.model.anthropic:AnthropicChatModel",
-    "gemini": "agentplex.model.gemini:GeminiChatModel",
-    "google_genai": "agentplex.model.gemini:GeminiChatModel",
-    "dashscope": "agentplex.model.dashscope:DashScopeChatModel",
-    "ollama": "agentplex.model.ollama:OllamaChatModel",
-    "huggingface": "agentplex.model.huggingface:HuggingFaceChatModel",
-    "litellm": "agentplex.model.litellm:LiteLLMChatModel",
-    "mlx": "agentplex.model.mlx:create",
-    "transformers": "agentplex.model.local:create",
-}.items():
-    register_provider(_name, _target)
+for _provider in PROVIDERS:
+    for _prefix in _provider.prefixes:
+        register_provider(_prefix, f"{__package__}.{_provider.module}:"
+                                   f"{_provider.factory or _provider.cls}")
