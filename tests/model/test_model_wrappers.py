@@ -25,6 +25,7 @@ from agentplex.model import (
     StructuredOutputError,
     collect,
 )
+from agentplex.model.lowlevel import estimate_tokens
 from tests.support.model_inputs import Sleeps
 
 pytestmark = pytest.mark.anyio
@@ -142,6 +143,14 @@ async def test_rate_limited_stream_settles_real_usage() -> None:
     await limiter.acquire(60)
     # the stream used 2 input + 4 output words: 6 tokens to win back at 1 token/second
     assert clock.now == pytest.approx(6.0)
+
+
+async def test_rate_limited_model_reserves_the_model_layers_token_estimate() -> None:
+    clock = Clock()
+    limiter = RateLimiter(tokens_per_minute=600, clock=clock, sleep=clock.sleep)
+    await limiter.acquire(600)  # the bucket is empty: the call waits for its reservation
+    await RateLimitedModel(ScriptedChatModel(["hi"]), limiter)(HISTORY)
+    assert clock.sleeps == [pytest.approx(estimate_tokens(HISTORY) / 10)]  # 10 tokens/second
 
 
 def test_rate_limiter_rejects_bad_settings() -> None:

@@ -8,7 +8,6 @@ traced and counted (see :class:`WrapperModel`).
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
@@ -20,6 +19,7 @@ from ._base import ChatModelBase, ChatResult, Messages, ToolChoice, chunks_of
 from ._errors import FallbackError, ModelTimeoutError, ProviderError
 from ._response import ChatResponse
 from ._retry import RetryPolicy
+from ._tokens import estimate_tokens
 
 __all__ = [
     "FallbackModel",
@@ -181,15 +181,6 @@ class RateLimiter:
         if self.tokens_per_minute:
             self._refill()
             self._tokens = min(float(self.tokens_per_minute), self._tokens + reserved - used)
-
-
-def estimate_tokens(messages: Messages) -> int:
-    """A rough input-token estimate (four characters a token) used for reservations."""
-    chars = 0
-    for m in messages:
-        content = m.content if isinstance(m, Msg) else m.get("content")
-        chars += len(content) if isinstance(content, str) else len(str(content or ""))
-    return math.ceil(chars / 4)
 
 
 class RateLimitedModel(WrapperModel):
