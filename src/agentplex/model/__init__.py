@@ -6,6 +6,19 @@ are imported lazily from here, so that a provider's SDK is only imported when it
 
 import typing as _typing
 
+from ._agentscope_formatters import (
+    AnthropicChatFormatter,
+    AnthropicMultiAgentFormatter,
+    DashScopeChatFormatter,
+    DashScopeMultiAgentFormatter,
+    FormatterBase,
+    GeminiChatFormatter,
+    GeminiMultiAgentFormatter,
+    OllamaChatFormatter,
+    OllamaMultiAgentFormatter,
+    OpenAIChatFormatter,
+    OpenAIMultiAgentFormatter,
+)
 from ._base import ChatModelBase, ChatResult, Messages, ToolChoice, chunks_of, collect
 from ._bound import BoundChatModel, ConfigurableChatModel, StructuredChatModel
 from ._errors import (
@@ -20,19 +33,6 @@ from ._errors import (
     RateLimitError,
     StructuredOutputError,
     UnsupportedOptionError,
-)
-from ._formatters import (
-    AnthropicChatFormatter,
-    AnthropicMultiAgentFormatter,
-    DashScopeChatFormatter,
-    DashScopeMultiAgentFormatter,
-    FormatterBase,
-    GeminiChatFormatter,
-    GeminiMultiAgentFormatter,
-    OllamaChatFormatter,
-    OllamaMultiAgentFormatter,
-    OpenAIChatFormatter,
-    OpenAIMultiAgentFormatter,
 )
 from ._hosted import StructuredOutput
 from ._options import GenerationOptions

@@ -2,7 +2,8 @@
 
 Each provider module turns a history into its own wire format; what is the same everywhere
 lives here: telling speakers apart in multi-agent histories, custom role conversions,
-tool-choice normalisation, tool schemas, and reading media sources.
+tool-choice normalisation, tool schemas, and reading media sources. (The AgentScope-compatible
+formatter objects, ``OpenAIChatFormatter`` and friends, are in ``_agentscope_formatters``.)
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ into a history; :func:`multi_agent_layout` is the multi-agent formatters' layout
 :func:`counted_by_caller` is for hosts of models called from elsewhere (model actors).
 """
 
-from ._formatters import multi_agent_layout
+from ._agentscope_formatters import multi_agent_layout
 from ._instrumentation import counted_by_caller
 from ._runnable import to_messages
 from ._stream import ResponseBuilder, parse_tool_arguments
