@@ -142,11 +142,11 @@ def _model_defaults(spec: str, options: dict[str, Any]) -> dict[str, Any]:
 
 def _load_model(console: Console, spec: str, seed: int, options: dict[str, Any]) -> object:
     from ._demo import scripted_players_model
-    from ._serve import load_chat_model
+    from ._serve import load_chat_model, quiet_transformers
 
     loading = time.perf_counter()
     if spec.startswith("transformers"):
-        _quiet_transformers()
+        quiet_transformers()
         console.print("loading the local model (the first run converts its GGUF file once, "
                       "about 20 s)")
     model = (scripted_players_model(seed) if spec == "scripted"
@@ -277,16 +277,6 @@ async def _play_with_progress(console: Console, rt: Runtime, names: Sequence[str
                                 speakers=DEFAULT_SPEAKERS if o.speakers is None
                                 else o.speakers, seed=o.seed, timeout=o.timeout,
                                 on_progress=moved)
-
-
-def _quiet_transformers() -> None:
-    """Keep Transformers' own progress bars and warnings out of the transcript."""
-    try:
-        from transformers.utils import logging as hf_logging
-    except ImportError:
-        return
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
 
 def _summary(console: Console, result: object, agents: int, run_dir: Path) -> None:

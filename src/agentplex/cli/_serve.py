@@ -41,6 +41,17 @@ def load_chat_model(spec: str, **kwargs: Any) -> ChatModelBase:
         raise typer.Exit(2) from None
 
 
+def quiet_transformers() -> None:
+    """Keep Transformers' own progress bars and warnings out of the transcript (for a
+    command about to load a local model)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+
+
 def serve(
     model: Annotated[str, typer.Argument(
         help="Any init_chat_model string: transformers:default, openai:gpt-4o-mini, ...")],
@@ -69,9 +80,7 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1") and key is None:
         typer.echo(f"warning: serving on {host} without --api-key", err=True)
     if model.startswith("transformers"):
-        from ._app import _quiet_transformers
-
-        _quiet_transformers()
+        quiet_transformers()
     chat_model = load_chat_model(model, stream=True, **parse_options(option))
     name = served_model_name or model
 
