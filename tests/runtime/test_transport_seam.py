@@ -1,6 +1,6 @@
 """The runtime-transport seam stays closed: code outside ``agentplex/runtime`` reaches the
 runtime only through its public names, and the methods ``_transport.py`` lists for
-transports exist."""
+transports exist. Inside, cells and refs call only what ``_runtime.py`` lists for them."""
 
 import ast
 import asyncio
@@ -94,6 +94,37 @@ def test_the_methods_listed_for_transports_are_public_runtime_methods() -> None:
     for name in listed:
         assert not name.startswith("_")
         assert hasattr(runtime, name), name
+
+
+def _runtime_attributes(path: Path) -> list[tuple[int, str, bool]]:
+    """``(line, name, stored)`` of every ``<...>runtime.<name>`` in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute):
+            owner = node.value
+            owner_name = owner.id if isinstance(owner, ast.Name) else (
+                owner.attr if isinstance(owner, ast.Attribute) else "")
+            if owner_name in ("runtime", "_runtime"):
+                stored = not isinstance(node.ctx, ast.Load)
+                found.append((node.lineno, node.attr, stored))  # ``+=`` stores too
+    return found
+
+
+def test_cells_and_refs_use_only_the_runtime_methods_listed_for_them() -> None:
+    """``_runtime.py``'s docstring lists what cells and refs call on the runtime; they call
+    nothing else of it and set none of its attributes."""
+    doc = (RUNTIME / "_runtime.py").read_text().split('"""')[1]
+    listed = set(re.findall(r"``runtime\.(\w+)", doc))
+    assert {"mark_busy", "mark_settled", "call_deadlines", "_route", "_cancel"} <= listed
+    runtime = Runtime()
+    for name in listed:
+        assert hasattr(runtime, name), name
+    offences = []
+    for module in ("_cell.py", "_ref.py"):
+        for line, name, stored in _runtime_attributes(RUNTIME / module):
+            if stored or (name.startswith("_") and name not in listed):
+                offences.append(f"{module}:{line} .{name}{' set' if stored else ''}")
+    assert offences == []
 
 
 class _Slow(Actor):

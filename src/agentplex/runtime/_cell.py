@@ -150,7 +150,7 @@ class ActorCell:
         self._held = env
         self._batch = batch
         batch.add(self)
-        self.runtime._busy += 1
+        self.runtime.mark_busy()
         return True
 
     async def put(self, env: Envelope, timeout: float) -> None:
@@ -196,7 +196,7 @@ class ActorCell:
 
     def _activate(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"actor:{self.name}")
-        self.runtime._busy += 1
+        self.runtime.mark_busy()
 
     async def _run(self) -> None:
         current_cell.set(self)
@@ -225,7 +225,7 @@ class ActorCell:
                 self.fail_queued()
             self._task = None
             self._queue = None
-            self.runtime._settle()
+            self.runtime.mark_settled()
 
     # -- held by a batch (see ``_batch``) ------------------------------------------------
 
@@ -289,7 +289,7 @@ class ActorCell:
                                                                 name=f"actor:{self.name}")
         else:
             self._queue = None
-            self.runtime._settle()
+            self.runtime.mark_settled()
         if batch is not None:
             batch.released()
 
@@ -306,7 +306,7 @@ class ActorCell:
         if inflight is None:
             inflight = self._inflight = {}
         if not inflight:
-            self.runtime._busy += 1
+            self.runtime.mark_busy()
         inflight[env] = asyncio.get_running_loop().create_task(self._work(env),
                                                                name=f"actor:{self.name}")
 
@@ -335,7 +335,7 @@ class ActorCell:
                 if self._queue:  # the last worker left abnormally (killed)
                     self.fail_queued()
                 self._queue = None
-                self.runtime._settle()
+                self.runtime.mark_settled()
 
     async def _serve(self, env: Envelope, task: asyncio.Task[Any]) -> None:
         if env.waiter is not None and env.waiter.done():

@@ -14,9 +14,17 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Deadlines"]
+from ._errors import CallTimeout
+
+__all__ = ["Deadlines", "call_timed_out"]
 
 Expire = Callable[[asyncio.Future[Any], str, float], None]
+
+
+def call_timed_out(fut: asyncio.Future[Any], name: str, timeout: float) -> None:
+    """The expiry of a call: its future fails with :class:`CallTimeout`."""
+    if not fut.done():
+        fut.set_exception(CallTimeout(f"no reply from {name!r} within {timeout:g}s", actor=name))
 
 
 class Deadlines:
@@ -32,6 +40,11 @@ class Deadlines:
         self._resolution = resolution
         self._precise_below = precise_below
         self._slots: dict[int, dict[asyncio.Future[Any], tuple[str, float]]] = {}
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop whose timers these deadlines use."""
+        return self._loop
 
     def add(self, fut: asyncio.Future[Any], timeout: float, name: str) -> Any:
         """Register ``fut`` (waiting on ``name``); returns a token for :meth:`discard`."""

@@ -10,7 +10,6 @@ from ..tracing import is_enabled
 from ..tracing.lowlevel import current_context
 from ._cell import current_cell
 from ._channel import StreamChannel
-from ._deadlines import Deadlines
 from ._envelope import Envelope, Kind
 from ._errors import ActorStopped, CallTimeout
 
@@ -19,11 +18,6 @@ if TYPE_CHECKING:
     from ._runtime import Runtime
 
 __all__ = ["ActorRef", "ReplyStream"]
-
-
-def _expire(fut: asyncio.Future[Any], name: str, timeout: float) -> None:
-    if not fut.done():
-        fut.set_exception(CallTimeout(f"no reply from {name!r} within {timeout:g}s", actor=name))
 
 
 class ActorRef:
@@ -103,9 +97,7 @@ class ActorRef:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         env = self._envelope(Kind.CALL, message, fut)
-        deadlines = runtime._deadlines
-        if deadlines is None or deadlines._loop is not loop:
-            deadlines = runtime._deadlines = Deadlines(loop, _expire)
+        deadlines = runtime.call_deadlines(loop)
         token = deadlines.add(fut, timeout, self.name)
         try:
             sending = self._send(env, timeout)

@@ -1,4 +1,21 @@
-""":class:`Runtime`: spawns, names, finds and stops actors; delivers their messages."""
+""":class:`Runtime`: spawns, names, finds and stops actors; delivers their messages.
+
+What the runtime's own actor cells (``_cell``) and refs (``_ref``) may call on it, besides
+what any user may (the transport's side of the runtime is listed in ``_transport.py``):
+
+- ``runtime.mark_busy()``: a cell has work now (its drain task or its first worker
+  started, or a fan-out batch holds it); ``runtime.mark_settled()``: that work is done.
+  :meth:`Runtime.idle` waits until every busy cell settled; nothing else counts them.
+- ``runtime.call_deadlines(loop)``: the coarse deadlines (``_deadlines``) of the calls
+  waiting on ``loop``, made on first use; a ref adds its call's future and discards it
+  once answered.
+- Package-private, for these two modules only: ``runtime._make_ref(name, cell)`` (a cell's
+  own ref), ``runtime._cells`` (the local cells by name, read only), ``runtime._route(env,
+  timeout)`` (what delivers an envelope, to a local mailbox or through the transport),
+  ``runtime._cancel(env)`` (a caller gave up: interrupt its handler, here or elsewhere),
+  ``runtime._trace_context(trace)``, ``runtime._control(cell, env)`` (subscriptions and
+  state, run in the actor's turn) and ``runtime._record_unhandled(name, env, err)``.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +33,7 @@ from ..tracing.lowlevel import current_context, extract_context
 from ._actor import Actor
 from ._batch import PAUSE_GC_AT, Batch, Feed, GCPause, deep_copy
 from ._cell import _RUNNING, ActorCell, current_cell, handler_error
-from ._deadlines import Deadlines
+from ._deadlines import Deadlines, call_timed_out
 from ._envelope import Envelope, Kind
 from ._errors import ActorError, ActorExists, ActorNotFound, ActorStopped
 from ._names import NameRange
@@ -159,11 +176,26 @@ class Runtime:
                 self._idle = asyncio.Event()
             await self._idle.wait()
 
-    def _settle(self) -> None:
+    # -- for cells and refs (listed in the module docstring) ---------------------------
+
+    def mark_busy(self) -> None:
+        """A cell has work now (for the runtime's cells: see the module docstring)."""
+        self._busy += 1
+
+    def mark_settled(self) -> None:
+        """A cell's work is done; :meth:`idle` returns once every busy cell settled."""
         self._busy -= 1
         if self._busy == 0 and self._idle is not None:
             self._idle.set()
             self._idle = None
+
+    def call_deadlines(self, loop: asyncio.AbstractEventLoop) -> Deadlines:
+        """The deadlines of this runtime's calls waiting on ``loop`` (made on first use, and
+        made again when the runtime is used from another loop)."""
+        deadlines = self._deadlines
+        if deadlines is None or deadlines.loop is not loop:
+            deadlines = self._deadlines = Deadlines(loop, call_timed_out)
+        return deadlines
 
     # -- actors ------------------------------------------------------------------------
 
