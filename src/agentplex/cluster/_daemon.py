@@ -20,13 +20,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..bus import KeyPair, connect, keypair_from_env
-from ..bus.lowlevel import resolve_actor_class
 from ..runtime import Actor, ActorError, Runtime
-from ._batch import NodeShares
+from ._bus_node import MANAGER, node_agent_name
+from ._client import ClusterClient
 from ._detect import worker_environment
-from ._manager import MANAGER, ClusterManager, node_agent_name
+from ._manager import ClusterManager
+from ._node import actor_class
+from ._ops import answer
 from ._resources import NodeSpec
 from ._scheduler import Placement
+from ._shares import NodeShares
 
 __all__ = ["NodeAgent", "run_head", "run_node", "run_worker"]
 
@@ -49,7 +52,8 @@ async def _wait_ready(runtime: Runtime, name: str, timeout: float) -> None:
 
 
 class NodeAgent(Actor):
-    """Starts and stops actors on this node for the head's cluster manager."""
+    """Starts and stops actors on this node for the head's cluster manager; answers in
+    the head's envelope (:func:`~._ops.answer`), so a refusal reaches the head typed."""
 
     max_concurrency = 16
 
@@ -69,6 +73,9 @@ class NodeAgent(Actor):
         self.shares = NodeShares(self.runtime)
 
     async def handle_call(self, message: Any) -> Any:
+        return await answer(self._handle(message))
+
+    async def _handle(self, message: Any) -> Any:
         op = message.get("op") if isinstance(message, dict) else None
         if op == "ping":
             return True
@@ -81,7 +88,7 @@ class NodeAgent(Actor):
             if any(seg["placement"].get("gpu_indices") for seg in message["segments"]):
                 raise ValueError("actors holding GPUs run in worker processes of their own; "
                                  "spawn them one by one")
-            cls = resolve_actor_class(message["target"], self.spawn_allow)
+            cls = actor_class(message["target"], self.spawn_allow)
             return await self.shares.start(message, cls)
         if op == "stop_batch":
             await self.shares.stop(message["batch"])
@@ -101,7 +108,7 @@ class NodeAgent(Actor):
         if placement.get("gpu_indices"):
             await self._start_worker(spec, placement)
             return
-        cls = resolve_actor_class(spec["target"], self.spawn_allow)
+        cls = actor_class(spec["target"], self.spawn_allow)
         actor = cls(*spec.get("args", ()), **spec.get("kwargs", {}))
         if placement:
             actor.placement = _placement(placement, spec)  # type: ignore[attr-defined]
@@ -110,7 +117,7 @@ class NodeAgent(Actor):
             await self.runtime.load_state(spec["name"], spec["state"])
 
     async def _start_worker(self, spec: dict[str, Any], placement: dict[str, Any]) -> None:
-        resolve_actor_class(spec["target"], self.spawn_allow)  # refuse before starting
+        actor_class(spec["target"], self.spawn_allow)  # refuse before starting
         env = worker_environment(_placement(placement, spec))
         env["AGENTPLEX_WORKER_SPEC"] = json.dumps(spec)
         for name in ("AGENTPLEX_PUBLIC_KEY", "AGENTPLEX_SECRET_KEY", _WORKER_BUS):
@@ -199,8 +206,7 @@ async def run_node(head: str, spec: NodeSpec, *, bind: str = "tcp://127.0.0.1:0"
     async with connect(head, bind=bind, node_id=spec.id, spawn_allow=spawn_allow,
                        **options) as runtime:
         await runtime.spawn(NodeAgent(spec, head, spawn_allow), node_agent_name(spec.id))
-        await runtime.ref(MANAGER).call({"op": "register", "spec": spec.model_dump()},
-                                        timeout=30)
+        await ClusterClient(runtime, timeout=30).join(spec)
         await _serve_until_signalled(lambda: print(f"agentplex node {spec.id} joined {head}",
                                                    flush=True))
 
@@ -212,7 +218,7 @@ async def run_worker(head: str, node_id: str, spawn_allow: Sequence[str]) -> Non
     keys = keypair_from_env()
     security = {"keys": keys, **json.loads(os.environ.get(_WORKER_BUS, "{}"))} if keys else {}
     async with connect(head, node_id=node_id, spawn_allow=spawn_allow, **security) as runtime:
-        cls = resolve_actor_class(spec["target"], spawn_allow)
+        cls = actor_class(spec["target"], spawn_allow)
         actor = cls(*spec.get("args", ()), **spec.get("kwargs", {}))
         actor.placement = _placement(spec["placement"], spec)  # type: ignore[attr-defined]
         await runtime.spawn(actor, spec["name"])
