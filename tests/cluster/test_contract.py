@@ -4,6 +4,7 @@ table of operations and the errors that cross it."""
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from agentplex.cluster import (
     init,
 )
 from agentplex.cluster.lowlevel import REQUESTS, error_from_wire, error_to_wire, split_options
-from agentplex.runtime import ActorExists
+from agentplex.runtime import Actor, ActorExists
 
 COUNTER = "tests.support.actors:Counter"
 pytestmark = pytest.mark.anyio
@@ -148,3 +149,43 @@ async def test_the_ray_backend_refuses_what_it_does_not_offer_with_a_typed_error
     with pytest.raises(NotSupported, match="Ray node"):
         await ray_cluster.join(NodeSpec(id="n1", cpus=1))
     assert await ray_cluster.served_status() == []
+
+
+class Named(Actor):
+    """Answers with the name its constructor got."""
+
+    def __init__(self, greeting: str = "hi", *, name: str | None = None) -> None:
+        self.greeting = greeting
+        self.name = name
+
+    async def handle_call(self, message: Any) -> Any:
+        return f"{self.greeting} from {self.name}"
+
+
+async def test_agents_ask_for_no_cpu_by_default_so_a_laptop_takes_twenty_thousand() -> None:
+    cluster = await init(checkpoint_interval=None)
+    try:
+        refs = await cluster.spawn_many(COUNTER, 20_000)
+        assert len(refs) == 20_000 and await refs[-1].call(1, timeout=30) == 1
+        (node,) = await cluster.status()
+        assert node["cpus"].startswith("0/") and sum(node["batches"].values()) == 20_000
+        await cluster.stop_batch(refs)
+    finally:
+        await cluster.close()
+
+
+async def test_spawn_many_passes_each_agent_its_name_when_its_constructor_takes_one() -> None:
+    cluster = await init(checkpoint_interval=None)
+    try:
+        refs = await cluster.spawn_many(Named, 3, names="ann-")
+        assert [await r.call("?", timeout=10) for r in refs] == [
+            "hi from ann-0", "hi from ann-1", "hi from ann-2"]
+        # A name given by the caller, or filled positionally, is left as given.
+        given = await cluster.spawn_many(Named, [["hello"]], names=["bob"], name="robert")
+        assert await given[0].call("?", timeout=10) == "hello from robert"
+        alone = await cluster.spawn(Named, "hey", name="carl")
+        assert await alone.call("?", timeout=10) == "hey from carl"
+        counters = await cluster.spawn_many(COUNTER, [[5]])  # takes no name: none given
+        assert await counters[0].call(1, timeout=10) == 6
+    finally:
+        await cluster.close()

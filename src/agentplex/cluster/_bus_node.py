@@ -28,7 +28,7 @@ def spec_to_wire(spec: ActorSpec) -> dict[str, Any]:
     create the actor (class, arguments, placement and checkpoint)."""
     data: dict[str, Any] = {
         "name": spec.name, "target": spec.target, "args": list(spec.args),
-        "kwargs": spec.kwargs, "resources": spec.options.resources.model_dump(),
+        "kwargs": spec.kwargs, "options": spec.options.model_dump(),
         "state": spec.state, "placement": None}
     if spec.placement is not None:
         data["placement"] = {"id": spec.placement.id, "node_id": spec.placement.node_id,

@@ -3,6 +3,7 @@ answered by the head's manager."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,17 @@ from ._scheduler import Placement
 from ._served_model import ServedChatModel
 from ._shares import batch_args, batch_names, names_from_wire, names_to_wire
 
-__all__ = ["ClusterClient"]
+__all__ = ["ClusterClient", "DriverAgent"]
+
+
+class DriverAgent(Actor):
+    """Stands for a driver on the bus: the head calls it to learn whether the driver's
+    process is still there (it answers ``"ping"``)."""
+
+    async def handle_call(self, message: Any) -> Any:
+        if message != "ping":
+            raise ValueError(f"a driver answers 'ping', not {message!r:.100}")
+        return True
 
 
 class ClusterClient:
@@ -26,22 +37,47 @@ class ClusterClient:
     :class:`Cluster`, answered by the head's manager. The head's refusals are raised here
     as their own types (:class:`Unschedulable`, :class:`NodeFailed`, ``ActorExists``,
     ``SpawnRefused``, ...). ``timeout`` bounds each request (a spawn's ``wait`` and a big
-    batch's size add to it)."""
+    batch's size add to it).
+
+    A client that spawns for a ``run`` is that run's driver: what it spawned (unless
+    ``detach=True``) stops when the client is closed (:meth:`close`; ``async with`` closes
+    it, on an error or Ctrl-C too) and, should its process die, once the head finds it
+    gone.
+    """
 
     def __init__(self, runtime: Runtime, timeout: float = 60.0) -> None:
         self.runtime = runtime
         self.manager = runtime.ref(MANAGER)
         self.timeout = timeout
+        self.driver: str | None = None
+        """The name of this client's :class:`DriverAgent`, once it drives a run."""
+
+    async def __aenter__(self) -> ClusterClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     async def _ask(self, request: ops.Request, extra: float = 0.0) -> Any:
         return await ops.ask(self.manager, request, timeout=self.timeout + extra)
+
+    async def _driver_for(self, options: SpawnOptions) -> str | None:
+        """This client's driver name when ``options`` put the spawn under its watch."""
+        if options.run is None or options.detach:
+            return None
+        if self.driver is None:
+            name = f"driver-{uuid.uuid4().hex[:12]}"
+            await self.runtime.spawn(DriverAgent(), name)
+            self.driver = name
+        return self.driver
 
     async def spawn(self, target: type[Actor] | str, *args: Any, name: str | None = None,
                     options: SpawnOptions | None = None, **kwargs: Any) -> ActorRef:
         """See :meth:`Cluster.spawn`."""
         opts, kwargs = split_options(SpawnOptions, options, kwargs)
         got = await self._ask(ops.Spawn(target=target_path(target), args=list(args),
-                                        kwargs=kwargs, name=name, options=opts),
+                                        kwargs=kwargs, name=name, options=opts,
+                                        driver=await self._driver_for(opts)),
                               opts.wait or 0)
         return self.runtime.ref(got)
 
@@ -57,7 +93,8 @@ class ClusterClient:
             batch_names(names, count, ""))
         got = await self._ask(ops.SpawnMany(
             target=target_path(target), args=count if per_agent is None else per_agent,
-            names=wire_names, kwargs=kwargs, options=opts), (opts.wait or 0) + count / 10_000)
+            names=wire_names, kwargs=kwargs, options=opts,
+            driver=await self._driver_for(opts)), (opts.wait or 0) + count / 10_000)
         return ActorRefs(self.runtime, names_from_wire(got))
 
     async def stop(self, name: str) -> None:
@@ -118,4 +155,11 @@ class ClusterClient:
         return await self._ask(ops.ServedStatus())  # type: ignore[no-any-return]
 
     async def close(self) -> None:
-        """Nothing to release: the runtime is the caller's."""
+        """End this client's driver: the head stops what it spawned for its runs (not
+        what it detached). The runtime is the caller's and stays open."""
+        if self.driver is None:
+            return
+        driver, self.driver = self.driver, None
+        await self._ask(ops.EndDriver(driver=driver))
+        if driver in self.runtime:
+            await self.runtime.stop(driver)

@@ -561,7 +561,9 @@ class Cluster:
     # -- status ------------------------------------------------------------------------------
 
     async def status(self) -> list[dict[str, Any]]:
-        """One entry per node: capacity, allocations per GPU, and the actors on it."""
+        """One entry per node: capacity, allocations per GPU, the actors spawned alone on
+        it, the batches' actors on it (``batches``: batch id → count) and the run of each
+        batch spawned for one (``runs``: batch id → run)."""
         out = []
         for node_id, node in self.nodes.items():
             usage = self.scheduler.usage(node_id)
@@ -576,6 +578,8 @@ class Cluster:
                                  if s.placement and s.placement.node_id == node_id),
                 "batches": {str(b.id): k for b in self.batches.values()
                             if (k := b.live_count(node_id))},
+                "runs": {str(b.id): b.options.run for b in self.batches.values()
+                         if b.options.run is not None and b.live_count(node_id)},
             })
         return out
 

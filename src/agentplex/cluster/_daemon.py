@@ -21,12 +21,14 @@ from typing import Any
 
 from ..bus import KeyPair, connect, keypair_from_env
 from ..runtime import Actor, ActorError, Runtime
+from ._build import build_actor
 from ._bus_node import MANAGER, node_agent_name
 from ._client import ClusterClient
 from ._detect import worker_environment
 from ._manager import ClusterManager
 from ._node import actor_class
 from ._ops import answer
+from ._options import SpawnOptions
 from ._resources import NodeSpec
 from ._scheduler import Placement
 from ._shares import NodeShares
@@ -109,9 +111,8 @@ class NodeAgent(Actor):
             await self._start_worker(spec, placement)
             return
         cls = actor_class(spec["target"], self.spawn_allow)
-        actor = cls(*spec.get("args", ()), **spec.get("kwargs", {}))
-        if placement:
-            actor.placement = _placement(placement, spec)  # type: ignore[attr-defined]
+        actor = build_actor(cls, spec["name"], spec.get("args", ()), spec.get("kwargs", {}),
+                            _placement(placement, spec) if placement else None)
         await self.runtime.spawn(actor, spec["name"])
         if spec.get("state") is not None:
             await self.runtime.load_state(spec["name"], spec["state"])
@@ -168,10 +169,9 @@ _WORKER_BUS = "AGENTPLEX_WORKER_BUS"
 
 
 def _placement(data: dict[str, Any], spec: dict[str, Any]) -> Placement:
-    from ._resources import Resources
-
+    options = SpawnOptions.model_validate(spec.get("options") or {})
     return Placement(data.get("id", 0), data["node_id"], tuple(data.get("gpu_indices", ())),
-                     Resources.model_validate(spec.get("resources") or {}))
+                     options.resources)
 
 
 async def _serve_until_signalled(ready: Callable[[], None] | None = None) -> None:
@@ -219,8 +219,8 @@ async def run_worker(head: str, node_id: str, spawn_allow: Sequence[str]) -> Non
     security = {"keys": keys, **json.loads(os.environ.get(_WORKER_BUS, "{}"))} if keys else {}
     async with connect(head, node_id=node_id, spawn_allow=spawn_allow, **security) as runtime:
         cls = actor_class(spec["target"], spawn_allow)
-        actor = cls(*spec.get("args", ()), **spec.get("kwargs", {}))
-        actor.placement = _placement(spec["placement"], spec)  # type: ignore[attr-defined]
+        actor = build_actor(cls, spec["name"], spec.get("args", ()), spec.get("kwargs", {}),
+                            _placement(spec["placement"], spec))
         await runtime.spawn(actor, spec["name"])
         if spec.get("state") is not None:
             await runtime.load_state(spec["name"], spec["state"])

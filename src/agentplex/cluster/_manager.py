@@ -11,11 +11,13 @@ operations of :data:`~._ops.REQUESTS`; the answer carries a cluster error as its
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..runtime import Actor
+from ..runtime import Actor, ActorError, CallTimeout
 from . import _ops as ops
 from ._cluster import Cluster
 from ._protocol import ClusterAPI
@@ -26,11 +28,26 @@ __all__ = ["ClusterManager"]
 log = logging.getLogger("agentplex.cluster")
 
 
+@dataclass
+class Driven:
+    """What one driver spawned for its runs (not detached): stopped when it ends."""
+
+    actors: list[str] = field(default_factory=list)
+    batches: list[Sequence[str]] = field(default_factory=list)
+    watch: asyncio.Task[None] | None = None
+
+
 class ClusterManager(Actor):
     """The head's cluster: nodes register here, and every spawn is placed here.
 
     Handles requests concurrently (a spawn that waits for room must not block the stop
     that makes room); the scheduler itself is only touched between awaits.
+
+    A driver (a client spawning for a ``run``, not detached) is watched: every
+    ``ping_interval`` seconds its :class:`~._client.DriverAgent` is asked whether it is
+    there. When it ends (:class:`~._ops.EndDriver`) or its process is gone from the bus
+    (twice not found, or lost), what it spawned is stopped. A driver too busy to answer in
+    time is not gone: only the bus decides that a process is lost.
     """
 
     max_concurrency = 64
@@ -47,6 +64,8 @@ class ClusterManager(Actor):
         self.ray_address = ray_address
         self.cluster: ClusterAPI | None = None
         """A :class:`Cluster`, or a :class:`RayCluster` with ``backend="ray"``."""
+        self.drivers: dict[str, Driven] = {}
+        """What each watched driver spawned, by driver name."""
         self._ops: dict[type[ops.Request], Callable[[Any], Awaitable[Any]]] = {
             ops.Register: self._register, ops.Spawn: self._spawn,
             ops.SpawnMany: self._spawn_many, ops.Stop: self._stop,
@@ -54,7 +73,7 @@ class ClusterManager(Actor):
             ops.Checkpoint: self._checkpoint, ops.Status: self._status,
             ops.PlacementOf: self._placement_of, ops.Serve: self._serve,
             ops.Unserve: self._unserve, ops.ServedStatus: self._served_status,
-            ops.WaitForNodes: self._wait_for_nodes}
+            ops.WaitForNodes: self._wait_for_nodes, ops.EndDriver: self._end_driver}
         """The operations, one handler each (every one of :data:`~._ops.REQUESTS`)."""
 
     async def on_start(self) -> None:
@@ -70,6 +89,9 @@ class ClusterManager(Actor):
                                      dead_after=self.dead_after).start()
 
     async def on_stop(self) -> None:
+        for driven in self.drivers.values():
+            if driven.watch is not None:
+                driven.watch.cancel()
         if self.cluster is not None:
             await self.cluster.close()
 
@@ -94,6 +116,8 @@ class ClusterManager(Actor):
     async def _spawn(self, r: ops.Spawn) -> str:
         ref = await self._cluster.spawn(r.target, *r.args, name=r.name, options=r.options,
                                         **r.kwargs)
+        if r.driver is not None:
+            self._driven(r.driver).actors.append(ref.name)
         return ref.name
 
     async def _spawn_many(self, r: ops.SpawnMany) -> Any:
@@ -102,6 +126,8 @@ class ClusterManager(Actor):
         args = r.args if isinstance(r.args, int) else list(r.args)
         refs = await self._cluster.spawn_many(r.target, args, names=names, options=r.options,
                                               **r.kwargs)
+        if r.driver is not None:
+            self._driven(r.driver).batches.append(refs.names[:1])
         return names_to_wire(refs.names)
 
     async def _stop(self, r: ops.Stop) -> None:
@@ -137,3 +163,57 @@ class ClusterManager(Actor):
     async def _wait_for_nodes(self, r: ops.WaitForNodes) -> int:
         return await self._cluster.wait_for_nodes(r.count, timeout=r.timeout)
 
+    async def _end_driver(self, r: ops.EndDriver) -> None:
+        driven = self.drivers.get(r.driver)
+        if driven is not None and driven.watch is not None:
+            driven.watch.cancel()
+        await self._stop_driven(r.driver, "ended")
+
+    # -- drivers -------------------------------------------------------------------------
+
+    def _driven(self, driver: str) -> Driven:
+        driven = self.drivers.get(driver)
+        if driven is None:
+            driven = self.drivers[driver] = Driven()
+            driven.watch = asyncio.ensure_future(self._watch_driver(driver))
+        return driven
+
+    async def _watch_driver(self, driver: str) -> None:
+        """Ask the driver each interval whether it is there; stop what it spawned once
+        the bus says its process is gone."""
+        ref = self.runtime.ref(driver)
+        missed = 0
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            try:
+                await ref.call("ping", timeout=max(self.dead_after, 5.0))
+                missed = 0
+            except CallTimeout:  # busy, or slow: not gone
+                continue
+            except ActorError as exc:  # not found, lost with its process, stopped
+                missed += 1
+                if missed < 2:
+                    continue
+                log.warning("driver %r is gone (%s); stopping what it spawned", driver,
+                            type(exc).__name__)
+                await self._stop_driven(driver, "lost")
+                return
+
+    async def _stop_driven(self, driver: str, why: str) -> None:
+        driven = self.drivers.pop(driver, None)
+        if driven is None:
+            return
+        cluster = self._cluster
+        for names in driven.batches:
+            try:
+                await cluster.stop_batch(names)
+            except Exception as exc:
+                log.warning("could not stop batch %s… of driver %r: %s", names[0], driver,
+                            exc)
+        for name in driven.actors:
+            try:
+                await cluster.stop(name)
+            except Exception as exc:
+                log.warning("could not stop %r of driver %r: %s", name, driver, exc)
+        log.info("driver %r %s: stopped %d batches and %d actors", driver, why,
+                 len(driven.batches), len(driven.actors))

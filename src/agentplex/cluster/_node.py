@@ -15,6 +15,7 @@ from typing import Any
 from ..bus import SpawnRefused
 from ..bus.lowlevel import import_actor_class, resolve_actor_class
 from ..runtime import Actor, InProcessNetwork, InProcessTransport, Runtime
+from ._build import build_actor
 from ._options import SpawnOptions
 from ._resources import NodeSpec
 from ._scheduler import Placement
@@ -120,9 +121,8 @@ class LocalNode(NodeHandle):
         return self._alive
 
     async def start_actor(self, actor: ActorSpec) -> None:
-        instance = actor_class(actor.target)(*actor.args, **actor.kwargs)
-        if actor.placement is not None:
-            instance.placement = actor.placement  # type: ignore[attr-defined]
+        instance = build_actor(actor_class(actor.target), actor.name, actor.args,
+                               actor.kwargs, actor.placement)
         await self.runtime.spawn(instance, actor.name)
         if actor.state is not None:
             await self.runtime.load_state(actor.name, actor.state)

@@ -25,6 +25,7 @@ from ._scheduler import Placement
 __all__ = [
     "REQUESTS",
     "Checkpoint",
+    "EndDriver",
     "PlacementOf",
     "Recover",
     "Register",
@@ -78,6 +79,9 @@ class Spawn(Request):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     name: str | None = None
     options: SpawnOptions = Field(default_factory=SpawnOptions)
+    driver: str | None = None
+    """The caller's driver actor when the spawn belongs to a run it drives (see
+    :class:`EndDriver`)."""
 
 
 class SpawnMany(Request):
@@ -91,6 +95,7 @@ class SpawnMany(Request):
     ``None``."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
     options: BatchOptions = Field(default_factory=BatchOptions)
+    driver: str | None = None
 
 
 class Stop(Request):
@@ -148,9 +153,17 @@ class WaitForNodes(Request):
     timeout: float = Field(ge=0)
 
 
+class EndDriver(Request):
+    """A driver ends: the head stops what it spawned for its runs, except what it
+    detached. The head also does so by itself when the driver's process is lost."""
+
+    op: ClassVar[str] = "end_driver"
+    driver: str
+
+
 REQUESTS: dict[str, type[Request]] = {r.op: r for r in (
     Register, Spawn, SpawnMany, Stop, StopBatch, Recover, Checkpoint, Status, PlacementOf,
-    Serve, Unserve, ServedStatus, WaitForNodes)}
+    Serve, Unserve, ServedStatus, WaitForNodes, EndDriver)}
 """Every operation of the head, by wire name."""
 
 

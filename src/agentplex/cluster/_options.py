@@ -29,8 +29,9 @@ class SpawnOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    resources: Resources = Field(default_factory=Resources)
-    """What the actor needs (:class:`Resources`)."""
+    resources: Resources = Field(default_factory=lambda: Resources(cpus=0))
+    """What the actor needs (:class:`Resources`). None by default, as an agent mostly
+    waits: ask for CPUs, memory or GPUs where the actor needs them (a model actor)."""
     placement: PlacementPolicy = "pack"
     """``pack`` fills the fullest node first; ``spread`` levels the load."""
     labels: dict[str, str] | None = None
@@ -42,6 +43,12 @@ class SpawnOptions(BaseModel):
     max_restarts: int = Field(default=3, ge=0)
     wait: float | None = Field(default=None, ge=0)
     """Seconds to queue a request that does not fit now (``None``: refuse at once)."""
+    run: str | None = None
+    """The run that owns the actor (``agentplex status`` lists batches by run). Spawned
+    through the head, the actor stops when the driver that spawned it ends or is lost,
+    unless ``detach``."""
+    detach: bool = False
+    """Keep the actor when its driver ends (stop it yourself)."""
 
 
 class BatchOptions(SpawnOptions):

@@ -63,6 +63,8 @@ class RayCluster:
         self.workers: dict[int, list[RayWorker]] = {}
         """The Ray workers of each batch (an actor spawned alone is a batch of one)."""
         self._singles: dict[str, int] = {}
+        self._runs: dict[int, str] = {}
+        """The run of each batch spawned for one."""
         self._batch_ids = itertools.count(1)
         self._host_cls: Any = None
         self._interval = checkpoint_interval
@@ -176,7 +178,7 @@ class RayCluster:
             handle = self._host_cls.options(**options).remote(self.endpoint,
                                                               f"{batch_id}-{k}")
             start = {"batch": batch_id, "target": path, "kwargs": kwargs,
-                     "resources": opts.resources.model_dump(),
+                     "options": opts.model_dump(),
                      "segments": [{"index": a, "names": names_to_wire(listed[a:b]),
                                    "args": per_agent[a:b] if per_agent is not None else None,
                                    "states": None,
@@ -197,6 +199,8 @@ class RayCluster:
             w.where = where
             w.watch(self.restart_timeout, self._note_change)
         self.workers[batch_id] = made
+        if opts.run is not None:
+            self._runs[batch_id] = opts.run
 
     def _options(self, opts: SpawnOptions, k: int, custom: dict[str, float]
                  ) -> dict[str, Any]:
@@ -284,6 +288,7 @@ class RayCluster:
                                if k.startswith("label:") and "=" in k),
                 "actors": sorted(w.names[0] for w in here if w.names[0] in self._singles),
                 "batches": batches,
+                "runs": {b: self._runs[int(b)] for b in batches if int(b) in self._runs},
             })
         return out
 
@@ -376,6 +381,7 @@ class RayCluster:
     async def _stop_workers(self, batch_id: int) -> None:
         import ray
 
+        self._runs.pop(batch_id, None)
         for worker in self.workers.pop(batch_id, ()):
             if worker.watcher is not None:
                 worker.watcher.cancel()

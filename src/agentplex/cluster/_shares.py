@@ -17,8 +17,8 @@ from typing import Any
 
 from ..runtime import NameRange, Runtime
 from ..runtime.lowlevel import GCPause
+from ._build import build_actor
 from ._options import BatchOptions
-from ._resources import Resources
 from ._scheduler import Placement
 
 __all__ = ["BatchSpec", "NodeShares", "Share", "batch_args", "batch_names",
@@ -142,7 +142,7 @@ def share_request(batch: BatchSpec, shares: Sequence[Share]) -> dict[str, Any]:
                               "gpu_indices": list(s.placement.gpu_indices)},
             })
     return {"op": "start_many", "batch": batch.id, "target": batch.target,
-            "kwargs": batch.kwargs, "resources": batch.options.resources.model_dump(),
+            "kwargs": batch.kwargs, "options": batch.options.model_dump(),
             "segments": segments}
 
 
@@ -158,11 +158,12 @@ class NodeShares:
         """``start_many`` requests received (one per batch, or per restart, per node)."""
 
     async def start(self, request: dict[str, Any], cls: type[Any]) -> int:
-        """Create and start every actor of ``request`` (see :func:`share_request`);
-        returns how many."""
+        """Create and start every actor of ``request`` (see :func:`share_request`),
+        each by :func:`~._build.build_actor` (its name passed as ``name=`` when its
+        constructor takes one); returns how many."""
         self.requests += 1
         kwargs = request.get("kwargs") or {}
-        resources = Resources.model_validate(request.get("resources") or {})
+        options = BatchOptions.model_validate(request.get("options") or {})
         started: list[tuple[int, Sequence[str]]] = []
         pause = GCPause()  # a batch allocates only live objects: no point scanning them now
         pause.hold()
@@ -172,11 +173,12 @@ class NodeShares:
                 args, states = seg.get("args"), seg.get("states")
                 p = seg["placement"]
                 placement = Placement(p.get("id", 0), p["node_id"],
-                                      tuple(p.get("gpu_indices", ())), resources, len(names))
+                                      tuple(p.get("gpu_indices", ())), options.resources,
+                                      len(names))
                 actors = []
                 for i in range(len(names)):
-                    actor = cls(*(args[i] if args else ()), **kwargs)
-                    actor.placement = placement
+                    actor = build_actor(cls, names[i], args[i] if args else (), kwargs,
+                                        placement)
                     if states and states[i] is not None:
                         actor.load_state_dict(states[i])
                     actors.append(actor)
