@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
+from ._options import SpawnOptions
 from ._scheduler import Placement
 
 __all__ = ["build_actor", "name_slot"]
@@ -41,9 +42,11 @@ def name_slot(cls: type[Any]) -> int | None:
 
 
 def build_actor(cls: type[Any], name: str, args: Sequence[Any], kwargs: dict[str, Any],
-                placement: Placement | None = None) -> Any:
+                options: SpawnOptions, placement: Placement | None = None) -> Any:
     """``cls(*args, **kwargs)``, with ``name=name`` added when the constructor takes a
-    ``name`` that ``args`` / ``kwargs`` leave unset; ``placement`` set on the actor."""
+    ``name`` that ``args`` / ``kwargs`` leave unset, set up as the spawn's ``options``
+    say; ``placement`` set on the actor. Every node creates every actor here, so a spawn
+    option that acts on the actor itself acts here."""
     slot = name_slot(cls)
     if slot is not None and len(args) <= slot and "name" not in kwargs:
         actor = cls(*args, **kwargs, name=name)

@@ -111,15 +111,17 @@ class NodeAgent(Actor):
             await self._start_worker(spec, placement)
             return
         cls = actor_class(spec["target"], self.spawn_allow)
+        options = SpawnOptions.model_validate(spec.get("options") or {})
         actor = build_actor(cls, spec["name"], spec.get("args", ()), spec.get("kwargs", {}),
-                            _placement(placement, spec) if placement else None)
+                            options, _placement(placement, options) if placement else None)
         await self.runtime.spawn(actor, spec["name"])
         if spec.get("state") is not None:
             await self.runtime.load_state(spec["name"], spec["state"])
 
     async def _start_worker(self, spec: dict[str, Any], placement: dict[str, Any]) -> None:
         actor_class(spec["target"], self.spawn_allow)  # refuse before starting
-        env = worker_environment(_placement(placement, spec))
+        options = SpawnOptions.model_validate(spec.get("options") or {})
+        env = worker_environment(_placement(placement, options))
         env["AGENTPLEX_WORKER_SPEC"] = json.dumps(spec)
         for name in ("AGENTPLEX_PUBLIC_KEY", "AGENTPLEX_SECRET_KEY", _WORKER_BUS):
             env.pop(name, None)  # the worker joins as this node did, whatever it inherited
@@ -168,8 +170,7 @@ def _worker_security(transport: Any) -> dict[str, str]:
 _WORKER_BUS = "AGENTPLEX_WORKER_BUS"
 
 
-def _placement(data: dict[str, Any], spec: dict[str, Any]) -> Placement:
-    options = SpawnOptions.model_validate(spec.get("options") or {})
+def _placement(data: dict[str, Any], options: SpawnOptions) -> Placement:
     return Placement(data.get("id", 0), data["node_id"], tuple(data.get("gpu_indices", ())),
                      options.resources)
 
@@ -219,8 +220,9 @@ async def run_worker(head: str, node_id: str, spawn_allow: Sequence[str]) -> Non
     security = {"keys": keys, **json.loads(os.environ.get(_WORKER_BUS, "{}"))} if keys else {}
     async with connect(head, node_id=node_id, spawn_allow=spawn_allow, **security) as runtime:
         cls = actor_class(spec["target"], spawn_allow)
+        options = SpawnOptions.model_validate(spec.get("options") or {})
         actor = build_actor(cls, spec["name"], spec.get("args", ()), spec.get("kwargs", {}),
-                            _placement(spec["placement"], spec))
+                            options, _placement(spec["placement"], options))
         await runtime.spawn(actor, spec["name"])
         if spec.get("state") is not None:
             await runtime.load_state(spec["name"], spec["state"])

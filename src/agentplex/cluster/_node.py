@@ -122,7 +122,7 @@ class LocalNode(NodeHandle):
 
     async def start_actor(self, actor: ActorSpec) -> None:
         instance = build_actor(actor_class(actor.target), actor.name, actor.args,
-                               actor.kwargs, actor.placement)
+                               actor.kwargs, actor.options, actor.placement)
         await self.runtime.spawn(instance, actor.name)
         if actor.state is not None:
             await self.runtime.load_state(actor.name, actor.state)

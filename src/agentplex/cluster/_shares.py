@@ -178,7 +178,7 @@ class NodeShares:
                 actors = []
                 for i in range(len(names)):
                     actor = build_actor(cls, names[i], args[i] if args else (), kwargs,
-                                        placement)
+                                        options, placement)
                     if states and states[i] is not None:
                         actor.load_state_dict(states[i])
                     actors.append(actor)
