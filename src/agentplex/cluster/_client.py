@@ -3,6 +3,7 @@ answered by the head's manager."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +21,8 @@ from ._served_model import ServedChatModel
 from ._shares import batch_args, batch_names, names_from_wire, names_to_wire
 
 __all__ = ["ClusterClient", "DriverAgent"]
+
+log = logging.getLogger("agentplex.cluster")
 
 
 class DriverAgent(Actor):
@@ -55,8 +58,15 @@ class ClusterClient:
     async def __aenter__(self) -> ClusterClient:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    async def __aexit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            await self.close()
+            return
+        driver = self.driver
+        try:  # leaving on an error: end the driver, but let that error be the one raised
+            await self.close()
+        except Exception as close_error:
+            log.warning("could not end driver %r: %s", driver, close_error)
 
     async def _ask(self, request: ops.Request, extra: float = 0.0) -> Any:
         return await ops.ask(self.manager, request, timeout=self.timeout + extra)
