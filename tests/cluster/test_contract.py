@@ -78,7 +78,7 @@ async def test_init_returns_the_protocol_and_the_in_process_cluster_is_one() -> 
 
 def test_the_manager_answers_every_operation_of_the_table() -> None:
     manager = ClusterManager()
-    assert set(manager._ops) == set(REQUESTS.values())
+    assert set(manager.operations) == set(REQUESTS.values())
     assert {r.op for r in REQUESTS.values()} >= {
         "spawn", "spawn_many", "stop", "stop_batch", "recover", "checkpoint", "status",
         "placement_of", "serve", "unserve", "served_status", "wait_for_nodes", "register"}

@@ -66,7 +66,7 @@ class ClusterManager(Actor):
         """A :class:`Cluster`, or a :class:`RayCluster` with ``backend="ray"``."""
         self.drivers: dict[str, Driven] = {}
         """What each watched driver spawned, by driver name."""
-        self._ops: dict[type[ops.Request], Callable[[Any], Awaitable[Any]]] = {
+        self.operations: dict[type[ops.Request], Callable[[Any], Awaitable[Any]]] = {
             ops.Register: self._register, ops.Spawn: self._spawn,
             ops.SpawnMany: self._spawn_many, ops.Stop: self._stop,
             ops.StopBatch: self._stop_batch, ops.Recover: self._recover,
@@ -100,7 +100,7 @@ class ClusterManager(Actor):
 
     async def _dispatch(self, message: Any) -> Any:
         request = ops.request_from_wire(message)
-        return await self._ops[type(request)](request)
+        return await self.operations[type(request)](request)
 
     @property
     def _cluster(self) -> ClusterAPI:
