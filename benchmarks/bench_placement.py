@@ -234,7 +234,7 @@ def bench_ray(actors: int, batch: int, restart: int) -> None:
         async def ours() -> None:
             from agentplex.cluster import RayCluster
 
-            cluster = await RayCluster.start()
+            cluster = await RayCluster.start(shutdown_ray=False)
             try:
                 w0 = time.perf_counter()
                 refs = await cluster.spawn_many(ACTOR, batch, resources=ray_share(batch),
@@ -244,7 +244,7 @@ def bench_ray(actors: int, batch: int, restart: int) -> None:
                 emit("place_ray", "agentplex RayCluster.spawn_many, 1 Ray worker", batch,
                      batch / wall, "agents/s", seconds=round(wall, 3))
             finally:
-                await cluster.close(shutdown_ray=False)
+                await cluster.close()
 
         asyncio.run(ours())
         if restart:
@@ -259,7 +259,7 @@ async def ray_restart(agents: int) -> None:
     the same batch's first start and its checkpoint, in the same run."""
     from agentplex.cluster import RayCluster
 
-    cluster = await RayCluster.start(checkpoint_interval=None)
+    cluster = await RayCluster.start(checkpoint_interval=None, shutdown_ray=False)
     try:
         head0 = time.process_time()
         w0 = time.perf_counter()
@@ -291,7 +291,7 @@ async def ray_restart(agents: int) -> None:
              worker_cpu_s=worker_cpu, running=len(where["running"]), restored=restored,
              errors=len(result.errors), lost=len(result.lost))
     finally:
-        await cluster.close(shutdown_ray=False)
+        await cluster.close()
 
 
 def main() -> None:

@@ -81,7 +81,7 @@ async def main(agents: int, pipeline_model: str, chat: str) -> None:
             tool_ref = await cluster.spawn(
                 "agentplex.cluster:PipelineToolActor", "text-classification", model_path,
                 tool_name="sentiment", name="sentiment-tool", resources=Resources(gpus=1))
-            placement = cluster.placement_of("sentiment-tool")
+            placement = await cluster.placement_of("sentiment-tool")
             print(f"pipeline tool placed on {placement.node_id if placement else '?'}")
             team = []
             for i in range(agents):

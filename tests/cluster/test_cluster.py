@@ -40,7 +40,7 @@ async def test_spawning_many_small_actors_over_four_nodes_spreads_them() -> None
         refs = [await cluster.spawn(COUNTER, name=f"a{i}", resources=Resources(cpus=0.01),
                                     placement="spread") for i in range(200)]
         assert await asyncio.gather(*(r.call(1, timeout=5) for r in refs)) == [1] * 200
-        per_node = [len(n["actors"]) for n in cluster.status()]
+        per_node = [len(n["actors"]) for n in await cluster.status()]
         assert per_node == [50, 50, 50, 50]
 
 
@@ -60,7 +60,7 @@ async def test_what_cannot_fit_is_refused_or_queued_with_its_reason() -> None:
         await cluster.stop(hogs[0].name)
         late = await asyncio.wait_for(queued, 10)
         assert await late.call(1, timeout=5) == 1
-        assert cluster.placement_of("late") is not None
+        assert await cluster.placement_of("late") is not None
 
 
 async def test_a_dead_node_s_actors_restart_elsewhere_from_their_checkpoint() -> None:
@@ -98,7 +98,7 @@ async def test_init_starts_a_one_machine_cluster_without_daemons() -> None:
     try:
         ref = await cluster.spawn(COUNTER, name="solo", resources=Resources(gpus=2))
         assert await ref.call("gpus", timeout=5) == "0,1"
-        (node,) = cluster.status()
+        (node,) = await cluster.status()
         assert node["node"] == "local" and node["actors"] == ["solo"]
         assert [g["share"] for g in node["gpus"]] == [1.0, 1.0]
     finally:

@@ -15,8 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from agentplex import HandlerError, Msg, connect
-from agentplex.cluster import ActorTool, ClusterClient, RemoteChatModel, Resources
+from agentplex import Msg, connect
+from agentplex.cluster import (
+    ActorTool,
+    ClusterClient,
+    RemoteChatModel,
+    Resources,
+    Unschedulable,
+)
 from agentplex.message import ToolUseBlock, encode
 from agentplex.tool import AgentImage, Toolkit
 from tests.support import ROOT, pythonpath
@@ -97,18 +103,18 @@ async def test_placement_gpu_workers_streaming_and_refusals(
         gpu = await cluster.spawn(COUNTER, name="gpu-actor",
                                   resources=Resources(gpus=1, gpu_memory="8GiB"))
         placement = await cluster.placement_of("gpu-actor")
-        assert placement is not None and placement["node_id"].startswith("gpu-")
+        assert placement is not None and placement.node_id.startswith("gpu-")
         # Its worker process sees only the GPU it was given.
         seen = await gpu.call("env", timeout=30)
-        assert seen == ",".join(str(i) for i in placement["gpu_indices"])
+        assert seen == ",".join(str(i) for i in placement.gpu_indices)
 
         cpu = await cluster.spawn(COUNTER, 5, name="cpu-actor", labels={"kind": "cpu"})
         assert await cpu.call(1, timeout=30) == 6
         assert await cpu.call("env", timeout=30) in (None, "")
 
-        with pytest.raises(HandlerError, match="Unschedulable") as info:
+        with pytest.raises(Unschedulable) as info:  # raised here as its own type
             await cluster.spawn(COUNTER, resources=Resources(gpus=1, gpu_memory="40GiB"))
-        assert "40.0GiB" in str(info.value)
+        assert "40.0GiB" in str(info.value) and not info.value.retryable
 
         await cluster.spawn("agentplex.cluster:ModelActor", "scripted:shared",
                             name="llm", labels={"kind": "cpu"},

@@ -20,7 +20,7 @@ from agentplex.cluster import (
     init,
 )
 from agentplex.cluster.lowlevel import MANAGER
-from agentplex.runtime import ActorError, HandlerError, PeerLost
+from agentplex.runtime import ActorError, PeerLost
 from tests.support import pythonpath
 
 ray = pytest.importorskip("ray", reason="the Ray backend needs the 'ray' extra")
@@ -42,7 +42,7 @@ def local_ray() -> Iterator[None]:
 async def test_ray_places_actors_on_logical_gpus_and_refuses_what_cannot_fit(
     local_ray: None,
 ) -> None:
-    cluster = await init(backend="ray")
+    cluster = await init(backend="ray", shutdown_ray=False)
     assert isinstance(cluster, RayCluster)
     try:
         first = await cluster.spawn(COUNTER, name="pair", labels={"kind": "gpu"},
@@ -65,11 +65,11 @@ async def test_ray_places_actors_on_logical_gpus_and_refuses_what_cannot_fit(
             await cluster.spawn(COUNTER, labels={"kind": "tpu"})
         with pytest.raises(Unschedulable, match="did not place"):
             await cluster.spawn(COUNTER, resources=Resources(cpus=0.1, gpus=1), wait=3)
-        (node,) = cluster.status()
+        (node,) = await cluster.status()
         assert node["actors"] == ["other", "pair"] and node["labels"] == {"kind": "gpu"}
         assert sorted(g["share"] for g in node["gpus"]) == [1.0] * 4
     finally:
-        await cluster.close(shutdown_ray=False)
+        await cluster.close()
 
 
 async def test_a_ray_backed_head_serves_the_same_client_api(local_ray: None) -> None:
@@ -80,8 +80,8 @@ async def test_a_ray_backed_head_serves_the_same_client_api(local_ray: None) -> 
                                  resources=Resources(cpus=0.1, gpus=1))
         assert await ref.call(5, timeout=30) == 15
         placement = await client.placement_of("via-head")
-        assert placement is not None and len(placement["gpu_indices"]) == 1
-        with pytest.raises(HandlerError, match="Unschedulable"):
+        assert placement is not None and len(placement.gpu_indices) == 1
+        with pytest.raises(Unschedulable, match="can ever hold"):
             await client.spawn(COUNTER, resources=Resources(gpus=9))
         assert await client.served_status() == []  # what `agentplex status` asks too
         await client.stop("via-head")
@@ -101,7 +101,7 @@ async def test_a_ray_backed_head_serves_the_same_client_api(local_ray: None) -> 
 
 
 async def test_spawn_many_on_ray_hosts_many_agents_in_one_ray_worker(local_ray: None) -> None:
-    cluster = await init(backend="ray")
+    cluster = await RayCluster.start(shutdown_ray=False)
     try:
         refs = await cluster.spawn_many(COUNTER, [[i] for i in range(200)], names="r-",
                                         resources=Resources(cpus=0.001), placement="pack")
@@ -119,13 +119,13 @@ async def test_spawn_many_on_ray_hosts_many_agents_in_one_ray_worker(local_ray: 
         with pytest.raises(ActorError):
             await refs[0].call(1, timeout=5)
     finally:
-        await cluster.close(shutdown_ray=False)
+        await cluster.close()
 
 
 async def test_a_worker_ray_restarts_hosts_its_agents_again_from_their_checkpoint(
     local_ray: None,
 ) -> None:
-    cluster = await init(backend="ray", checkpoint_interval=None)
+    cluster = await RayCluster.start(checkpoint_interval=None, shutdown_ray=False)
     assert isinstance(cluster, RayCluster)
     small = Resources(cpus=0.001)
     try:
@@ -166,7 +166,7 @@ async def test_a_worker_ray_restarts_hosts_its_agents_again_from_their_checkpoin
         assert await cluster.recover(gone.names) == {
             "running": [], "lost": list(gone.names), "unknown": []}
         assert (await cluster.call_round(gone, 1, timeout=30)).lost == list(gone.names)
-        (node,) = cluster.status()
+        (node,) = await cluster.status()
         assert node["batches"] == {"1": 3}
     finally:
-        await cluster.close(shutdown_ray=False)
+        await cluster.close()

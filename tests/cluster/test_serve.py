@@ -17,6 +17,7 @@ import pytest
 
 from agentplex.cluster import Resources, init
 from agentplex.serving import EngineConfig, engine_command
+from tests.support.results import as_response, as_stream
 
 pytestmark = pytest.mark.anyio
 pytest.importorskip("openai")
@@ -127,12 +128,12 @@ async def test_served_replicas_on_declared_gpus() -> None:
             assert environ_of(r["pid"])["CUDA_VISIBLE_DEVICES"] == r["cuda_visible_devices"]
 
         for _ in range(6):
-            assert (await model(HI)).text == "Hello from hi."
+            assert as_response(await model(HI)).text == "Hello from hi."
         assert await requests_per_replica(model.urls) == [3.0, 3.0]
 
         streaming = await cluster.serve("scripted:hi", name="streamed", ready_timeout=120,
                                         resources=Resources(cpus=0.5), stream=True)
-        chunks = [c async for c in await streaming(HI)]
+        chunks = [c async for c in as_stream(await streaming(HI))]
         assert chunks[-1].is_last and chunks[-1].text == "Hello from hi."
         assert len(chunks) > 2
         await streaming.aclose()
@@ -150,7 +151,7 @@ async def test_served_replicas_on_declared_gpus() -> None:
         info = await ref.call({"op": "ready", "timeout": 120}, timeout=150)
         assert info["restarts"] == 1 and info["pid"] != crashed["pid"]
         for _ in range(4):
-            assert (await model(HI)).text == "Hello from hi."
+            assert as_response(await model(HI)).text == "Hello from hi."
 
         # release: the engines stop and the GPUs are free again
         pids = [info["pid"], replicas[1]["pid"]]
@@ -160,6 +161,6 @@ async def test_served_replicas_on_declared_gpus() -> None:
         for pid in pids:
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
-        assert all(g["share"] == 0 for g in cluster.status()[0]["gpus"])
+        assert all(g["share"] == 0 for g in (await cluster.status())[0]["gpus"])
     finally:
         await cluster.close()

@@ -126,7 +126,7 @@ async def test_spawn_many_sends_each_node_one_request_and_the_refs_work() -> Non
         assert requests(cluster) == {"n0": 1, "n1": 1, "n2": 1}
         assert await asyncio.gather(*(r.call(1, timeout=5) for r in refs)) == [
             i + 1 for i in range(300)]
-        per_node = {n["node"]: sum(n["batches"].values()) for n in cluster.status()}
+        per_node = {n["node"]: sum(n["batches"].values()) for n in await cluster.status()}
         assert per_node == {"n0": 100, "n1": 100, "n2": 100}
         packed = await cluster.spawn_many(COUNTER, 50, placement="pack",
                                           resources=Resources(cpus=0.01))

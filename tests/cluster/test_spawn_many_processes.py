@@ -11,9 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from agentplex import connect
-from agentplex.cluster import ClusterClient, Resources
-from agentplex.cluster.lowlevel import node_agent_name
-from agentplex.runtime import HandlerError
+from agentplex.bus import SpawnRefused
+from agentplex.cluster import ClusterClient, NodesMissing, Resources, Unschedulable
+from agentplex.cluster.lowlevel import ask, node_agent_name
+from agentplex.runtime import ActorExists, Runtime
 from tests.support.daemons import Daemons
 
 COUNTER = "tests.support.actors:Counter"
@@ -32,9 +33,15 @@ def cluster() -> Iterator[tuple[str, Daemons]]:
         daemons.close()
 
 
-async def node_requests(rt: object, node: str) -> dict[str, int]:
-    status = await rt.ref(node_agent_name(node)).call({"op": "status"}, timeout=30)  # type: ignore[attr-defined]
+async def node_requests(rt: Runtime, node: str) -> dict[str, int]:
+    status = await ask(rt.ref(node_agent_name(node)), {"op": "status"}, timeout=30)
     return status["requests"]  # type: ignore[no-any-return]
+
+
+async def hosted(rt: Runtime) -> int:
+    """Actors hosted by all the nodes together."""
+    return sum([(await ask(rt.ref(node_agent_name(n)), {"op": "status"}, timeout=30))["actors"]
+                for n in NODES])
 
 
 async def test_spawn_many_over_node_processes_sends_one_request_per_node(
@@ -54,12 +61,44 @@ async def test_spawn_many_over_node_processes_sends_one_request_per_node(
             i + 1 for i in range(600)]
         status = {n["node"]: n for n in await client.status()}
         assert sorted(sum(n["batches"].values()) for n in status.values()) == [200] * 3
-        with pytest.raises(HandlerError, match="Unschedulable"):
+        with pytest.raises(Unschedulable):
             await client.spawn_many(COUNTER, 20, resources=Resources(cpus=1))
         for node in NODES:  # refused whole at the head: no node heard of it
             assert await node_requests(rt, node) == {"start_many": 1}
         listed = await client.spawn_many(COUNTER, 3, names=["x", "y", "z"], placement="pack")
         assert [await r.call(2, timeout=30) for r in listed] == [2, 2, 2]
+
+
+async def test_the_heads_refusals_are_raised_here_as_their_own_types(
+    cluster: tuple[str, Daemons],
+) -> None:
+    endpoint, _ = cluster
+    async with connect(endpoint) as rt:
+        client = ClusterClient(rt, timeout=60)
+        assert await client.wait_for_nodes(3, timeout=30) == 3
+        before = await hosted(rt)
+        try:  # as a user writes it: the type, across the bus
+            await client.spawn_many(COUNTER, 20, resources=Resources(cpus=1))
+        except Unschedulable as exc:
+            assert exc.retryable is False and "cpus" in exc.reason
+        else:
+            raise AssertionError("20 actors of 1 CPU fit on 3 nodes of 4 CPUs")
+        # A misspelt class path: the nodes refuse it; no node failed.
+        with pytest.raises(SpawnRefused, match=r"tests\.support\.actorz"):
+            await client.spawn_many("tests.support.actorz:Counter", 6)
+        with pytest.raises(SpawnRefused, match="not an actor class"):
+            await client.spawn("tests.support.actors:Countr", name="typo")
+        with pytest.raises(SpawnRefused, match="allow-list"):
+            await client.spawn_many("json:JSONDecoder", 3)
+        assert await hosted(rt) == before  # refusals leave nothing behind
+        await client.spawn(COUNTER, name="taken", resources=Resources(cpus=0.01))
+        with pytest.raises(ActorExists, match="taken"):
+            await client.spawn(COUNTER, name="taken")
+        with pytest.raises(ValueError, match="restart"):  # a bad option, before sending
+            await client.spawn(COUNTER, restart="sometimes")
+        with pytest.raises(NodesMissing) as missing:
+            await client.wait_for_nodes(4, timeout=1)
+        assert missing.value.joined == 3
 
 
 async def test_kill_9_of_a_node_mid_round_restarts_its_share_and_reports_the_lost(

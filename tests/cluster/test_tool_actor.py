@@ -46,7 +46,7 @@ async def test_agents_share_one_pipeline_placed_on_the_gpu_node(tmp_path: Path) 
         ref = await cluster.spawn("agentplex.cluster:PipelineToolActor", "text-classification",
                                   str(folder), name="sentiment-tool", device="cpu",
                                   tool_name="sentiment", resources=Resources(gpus=1))
-        placement = cluster.placement_of("sentiment-tool")
+        placement = await cluster.placement_of("sentiment-tool")
         assert placement is not None and placement.node_id == "gpu-node"
         described = await ref.call("describe", timeout=10)
         assert described["loaded"] == []  # lazy: nothing loaded before the first call

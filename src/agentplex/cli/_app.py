@@ -93,6 +93,8 @@ def demo(
     cluster with CURVE keys, give --keys, --head-key and the nodes' keys (--allow-key: the
     players on them answer this process directly).
     """
+    from ..bus import SpawnRefused
+    from ..cluster import NodeFailed, Unschedulable
     from ..runtime import ActorError
     from ._crowd import DemoOptions
     from ._errors import NodesFailed
@@ -117,7 +119,7 @@ def demo(
     except asyncio.CancelledError:  # SIGTERM
         Console(stderr=True).print("[red]terminated[/]: node processes stopped")
         raise typer.Exit(143) from None
-    except (ActorError, NodesFailed) as exc:
+    except (ActorError, NodesFailed, NodeFailed, Unschedulable, SpawnRefused) as exc:
         Console(stderr=True).print(f"[red]the demo failed[/]: {escape(str(exc))}")
         raise typer.Exit(1) from None
 
@@ -239,7 +241,7 @@ async def _demo_across_nodes(o: DemoOptions, bus_options: dict[str, Any]) -> Non
                     names, placed = await place_players(
                         client, o.agents, seed=o.seed, model=o.model, replicas=o.replicas,
                         requests_per_second=o.rate, model_options=o.model_options,
-                        placed=batches)
+                        placed=batches, run=record.id)
                     console.print(f"placed {o.agents:,} players in {placed:.2f}s "
                                   f"({o.agents / placed:,.0f}/s)")
                     result = await _play_with_progress(console, rt, names, o)
@@ -248,6 +250,7 @@ async def _demo_across_nodes(o: DemoOptions, bus_options: dict[str, Any]) -> Non
                     if o.address is not None:  # a cluster we joined: leave it as we found it
                         for batch in reversed(batches):
                             await client.stop_batch(batch)
+                    await client.close()  # ends the run's driver (a kill -9 the head notices)
     finally:
         local.close()
     _crowd_summary(console, result, o, record.dir)

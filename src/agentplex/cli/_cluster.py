@@ -110,7 +110,8 @@ def status(
     keys: KeysOpt = None,
     head_key: HeadKeyOpt = None,
 ) -> None:
-    """Show the cluster's nodes, their GPUs (used / free) and the actors on each."""
+    """Show the cluster's nodes, their GPUs (used / free) and the actors on each, and the
+    batches by run."""
     from ..runtime import CallTimeout, PeerLost
 
     try:
@@ -141,8 +142,29 @@ async def _status(head_address: str, options: dict[str, Any]) -> None:
                       "\n".join(n["actors"]) or "-")
     console = Console()
     console.print(table)
+    batches = batches_table(nodes)
+    if batches.row_count:
+        console.print(batches)
     if served:
         console.print(served_table(served))
+
+
+def batches_table(nodes: list[dict[str, Any]]) -> Table:
+    """The batches by run: each batch's actors and the nodes they are on."""
+    found: dict[str, dict[str, Any]] = {}
+    for n in nodes:
+        runs = n.get("runs", {})
+        for batch, count in n.get("batches", {}).items():
+            entry = found.setdefault(batch, {"run": runs.get(batch) or "-", "actors": 0,
+                                             "nodes": []})
+            entry["actors"] += count
+            entry["nodes"].append(n["node"])
+    table = Table(title="batches by run")
+    for column in ("run", "batch", "actors", "nodes"):
+        table.add_column(column)
+    for batch, entry in sorted(found.items(), key=lambda kv: (kv[1]["run"], kv[0])):
+        table.add_row(entry["run"], batch, f"{entry['actors']:,}", ", ".join(entry["nodes"]))
+    return table
 
 
 def served_table(served: list[dict[str, Any]]) -> Table:

@@ -380,21 +380,23 @@ async def place_players(client: Any, count: int, *, seed: int, model: str, repli
                         requests_per_second: float | None,
                         model_options: dict[str, Any] | None = None,
                         placed: list[Sequence[str]] | None = None,
+                        run: str | None = None,
                         ) -> tuple[Sequence[str], float]:
     """Place the model replicas (unless scripted), then ``count`` players in one batch;
     the players' names and the seconds their placement took. Each batch's names are
-    appended to ``placed`` as soon as it stands (for whoever stops them afterwards)."""
+    appended to ``placed`` as soon as it stands (for whoever stops them afterwards).
+    ``run``: the run that owns them (they stop when this driver ends or is lost)."""
     batches = placed if placed is not None else []
     if model != "scripted":
         args = [model, requests_per_second, model_options or {}]
         batches.append((await client.spawn_many(
-            GameModelActor, [args] * replicas, names=MODEL_PREFIX, placement="spread")).names)
+            GameModelActor, [args] * replicas, names=MODEL_PREFIX, placement="spread",
+            resources=Resources(cpus=1), run=run)).names)
         await asyncio.gather(*(client.runtime.ref(f"{MODEL_PREFIX}{i}").call(
             "describe", timeout=600) for i in range(replicas)))
     began = time.perf_counter()
     refs = await client.spawn_many(CrowdPlayer, count, names=PLAYER_PREFIX,
-                                   placement="spread", resources=Resources(cpus=0),
-                                   seed=seed, model=model,
-                                   replicas=replicas)
+                                   placement="spread", seed=seed, model=model,
+                                   replicas=replicas, run=run)
     batches.append(refs.names)
     return refs.names, time.perf_counter() - began

@@ -1,28 +1,40 @@
 """The cluster: declared resources, placement, resource detection, model and tool actors,
 and served engines (``Cluster.serve``).
 
-Head and node daemons (placing actors on machines over the ZeroMQ bus) build on these.
+One contract: spawn options are one model (:class:`SpawnOptions`, :class:`BatchOptions`),
+and what a cluster offers is one protocol (:class:`ClusterAPI`) that :class:`Cluster`,
+:class:`ClusterClient` and :class:`RayCluster` implement and :func:`init` returns. Head
+and node daemons (placing actors on machines over the ZeroMQ bus) build on these.
 """
 
-from ._batch import ActorRefs, RoundResult
+from ..bus import SpawnRefused
+from ._client import ClusterClient
+from ._cluster import Cluster
 from ._detect import detect_gpus, detect_node, worker_environment
-from ._errors import NodeFailed, Unschedulable
-from ._inprocess import Cluster, init
-from ._manager import ClusterClient, ClusterManager
+from ._errors import NodeFailed, NodesMissing, NotSupported, Unschedulable
+from ._init import init
+from ._manager import ClusterManager
 from ._model_actor import ModelActor, RemoteChatModel
-from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy
+from ._node import ActorSpec, LocalNode, NodeHandle
+from ._options import BatchOptions, RestartPolicy, SpawnOptions
+from ._protocol import ClusterAPI
 from ._ray import RayCluster
+from ._refs import ActorRefs
 from ._resources import GPU, Bytes, NodeSpec, Resources, parse_bytes
+from ._rounds import RoundResult
 from ._scheduler import Placement, PlacementPolicy, Scheduler
-from ._serve import EngineActor, ServedChatModel
+from ._serve import EngineActor, ServedModels
+from ._served_model import ServedChatModel
 from ._tool_actor import ActorTool, PipelineToolActor, ToolActor
 
 __all__ = [
     "ActorRefs",
     "ActorSpec",
     "ActorTool",
+    "BatchOptions",
     "Bytes",
     "Cluster",
+    "ClusterAPI",
     "ClusterClient",
     "ClusterManager",
     "EngineActor",
@@ -32,6 +44,8 @@ __all__ = [
     "NodeFailed",
     "NodeHandle",
     "NodeSpec",
+    "NodesMissing",
+    "NotSupported",
     "PipelineToolActor",
     "Placement",
     "PlacementPolicy",
@@ -42,6 +56,9 @@ __all__ = [
     "RoundResult",
     "Scheduler",
     "ServedChatModel",
+    "ServedModels",
+    "SpawnOptions",
+    "SpawnRefused",
     "ToolActor",
     "Unschedulable",
     "detect_gpus",

@@ -20,13 +20,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..bus import KeyPair, connect, keypair_from_env
-from ..bus.lowlevel import resolve_actor_class
 from ..runtime import Actor, ActorError, Runtime
-from ._batch import NodeShares
+from ._build import build_actor
+from ._bus_node import MANAGER, node_agent_name
+from ._client import ClusterClient
 from ._detect import worker_environment
-from ._manager import MANAGER, ClusterManager, node_agent_name
+from ._manager import ClusterManager
+from ._node import actor_class
+from ._ops import answer
+from ._options import SpawnOptions
 from ._resources import NodeSpec
 from ._scheduler import Placement
+from ._shares import NodeShares
 
 __all__ = ["NodeAgent", "run_head", "run_node", "run_worker"]
 
@@ -49,7 +54,8 @@ async def _wait_ready(runtime: Runtime, name: str, timeout: float) -> None:
 
 
 class NodeAgent(Actor):
-    """Starts and stops actors on this node for the head's cluster manager."""
+    """Starts and stops actors on this node for the head's cluster manager; answers in
+    the head's envelope (:func:`~._ops.answer`), so a refusal reaches the head typed."""
 
     max_concurrency = 16
 
@@ -69,6 +75,9 @@ class NodeAgent(Actor):
         self.shares = NodeShares(self.runtime)
 
     async def handle_call(self, message: Any) -> Any:
+        return await answer(self._handle(message))
+
+    async def _handle(self, message: Any) -> Any:
         op = message.get("op") if isinstance(message, dict) else None
         if op == "ping":
             return True
@@ -81,7 +90,7 @@ class NodeAgent(Actor):
             if any(seg["placement"].get("gpu_indices") for seg in message["segments"]):
                 raise ValueError("actors holding GPUs run in worker processes of their own; "
                                  "spawn them one by one")
-            cls = resolve_actor_class(message["target"], self.spawn_allow)
+            cls = actor_class(message["target"], self.spawn_allow)
             return await self.shares.start(message, cls)
         if op == "stop_batch":
             await self.shares.stop(message["batch"])
@@ -101,17 +110,18 @@ class NodeAgent(Actor):
         if placement.get("gpu_indices"):
             await self._start_worker(spec, placement)
             return
-        cls = resolve_actor_class(spec["target"], self.spawn_allow)
-        actor = cls(*spec.get("args", ()), **spec.get("kwargs", {}))
-        if placement:
-            actor.placement = _placement(placement, spec)  # type: ignore[attr-defined]
+        cls = actor_class(spec["target"], self.spawn_allow)
+        options = SpawnOptions.model_validate(spec.get("options") or {})
+        actor = build_actor(cls, spec["name"], spec.get("args", ()), spec.get("kwargs", {}),
+                            options, _placement(placement, options) if placement else None)
         await self.runtime.spawn(actor, spec["name"])
         if spec.get("state") is not None:
             await self.runtime.load_state(spec["name"], spec["state"])
 
     async def _start_worker(self, spec: dict[str, Any], placement: dict[str, Any]) -> None:
-        resolve_actor_class(spec["target"], self.spawn_allow)  # refuse before starting
-        env = worker_environment(_placement(placement, spec))
+        actor_class(spec["target"], self.spawn_allow)  # refuse before starting
+        options = SpawnOptions.model_validate(spec.get("options") or {})
+        env = worker_environment(_placement(placement, options))
         env["AGENTPLEX_WORKER_SPEC"] = json.dumps(spec)
         for name in ("AGENTPLEX_PUBLIC_KEY", "AGENTPLEX_SECRET_KEY", _WORKER_BUS):
             env.pop(name, None)  # the worker joins as this node did, whatever it inherited
@@ -160,11 +170,9 @@ def _worker_security(transport: Any) -> dict[str, str]:
 _WORKER_BUS = "AGENTPLEX_WORKER_BUS"
 
 
-def _placement(data: dict[str, Any], spec: dict[str, Any]) -> Placement:
-    from ._resources import Resources
-
+def _placement(data: dict[str, Any], options: SpawnOptions) -> Placement:
     return Placement(data.get("id", 0), data["node_id"], tuple(data.get("gpu_indices", ())),
-                     Resources.model_validate(spec.get("resources") or {}))
+                     options.resources)
 
 
 async def _serve_until_signalled(ready: Callable[[], None] | None = None) -> None:
@@ -199,8 +207,7 @@ async def run_node(head: str, spec: NodeSpec, *, bind: str = "tcp://127.0.0.1:0"
     async with connect(head, bind=bind, node_id=spec.id, spawn_allow=spawn_allow,
                        **options) as runtime:
         await runtime.spawn(NodeAgent(spec, head, spawn_allow), node_agent_name(spec.id))
-        await runtime.ref(MANAGER).call({"op": "register", "spec": spec.model_dump()},
-                                        timeout=30)
+        await ClusterClient(runtime, timeout=30).join(spec)
         await _serve_until_signalled(lambda: print(f"agentplex node {spec.id} joined {head}",
                                                    flush=True))
 
@@ -212,9 +219,10 @@ async def run_worker(head: str, node_id: str, spawn_allow: Sequence[str]) -> Non
     keys = keypair_from_env()
     security = {"keys": keys, **json.loads(os.environ.get(_WORKER_BUS, "{}"))} if keys else {}
     async with connect(head, node_id=node_id, spawn_allow=spawn_allow, **security) as runtime:
-        cls = resolve_actor_class(spec["target"], spawn_allow)
-        actor = cls(*spec.get("args", ()), **spec.get("kwargs", {}))
-        actor.placement = _placement(spec["placement"], spec)  # type: ignore[attr-defined]
+        cls = actor_class(spec["target"], spawn_allow)
+        options = SpawnOptions.model_validate(spec.get("options") or {})
+        actor = build_actor(cls, spec["name"], spec.get("args", ()), spec.get("kwargs", {}),
+                            options, _placement(spec["placement"], options))
         await runtime.spawn(actor, spec["name"])
         if spec.get("state") is not None:
             await runtime.load_state(spec["name"], spec["state"])

@@ -5,21 +5,25 @@
     AgentplexError
     ├── Unschedulable     no node can take a resource request now; ``retryable`` says
     │                     whether it could fit once resources free up
-    └── NodeFailed        a node failed while starting its share of a batch
-                          (``spawn_many``); nothing of the batch is left running
+    ├── NodeFailed        a node failed while starting its share of a batch
+    │                     (``spawn_many``); nothing of the batch is left running
+    ├── NodesMissing      (also a TimeoutError) fewer nodes joined than waited for
+    └── NotSupported      (also a NotImplementedError) the backend does not offer this
 
 Cluster calls also raise the runtime's errors (:class:`~agentplex.runtime.ActorExists` when
-the name is taken), ``ValueError`` for malformed input (a size such as ``"8GB?"``, an
+the name is taken), the bus's :class:`~agentplex.bus.SpawnRefused` when a node cannot
+create the actor (its class path does not import, is not an actor class, or is outside the
+node's allow-list), ``ValueError`` for malformed input (a size such as ``"8GB?"``, an
 unknown placement policy or backend) and ``ImportError`` for the Ray backend without the
-``ray`` extra. Through a head (:class:`~agentplex.cluster.ClusterClient`) a refusal
-arrives as the runtime's :class:`~agentplex.runtime.HandlerError` naming the remote error.
+``ray`` extra. Through a head (:class:`~agentplex.cluster.ClusterClient`) each of these is
+raised at the caller as its own type.
 """
 
 from __future__ import annotations
 
 from ..errors import AgentplexError
 
-__all__ = ["NodeFailed", "Unschedulable"]
+__all__ = ["NodeFailed", "NodesMissing", "NotSupported", "Unschedulable"]
 
 
 class Unschedulable(AgentplexError):
@@ -37,3 +41,17 @@ class Unschedulable(AgentplexError):
 class NodeFailed(AgentplexError):
     """A node failed while starting its share of a batch; nothing of the batch is left
     running and none of its names stays registered."""
+
+
+class NodesMissing(AgentplexError, TimeoutError):
+    """Fewer nodes than asked for joined the cluster within the timeout
+    (:meth:`~agentplex.cluster.Cluster.wait_for_nodes`); ``joined`` says how many did."""
+
+    def __init__(self, message: str, *, joined: int) -> None:
+        super().__init__(message)
+        self.joined = joined
+
+
+class NotSupported(AgentplexError, NotImplementedError):
+    """This backend does not offer the operation (serving engines on the Ray backend,
+    an agentplex node joining a Ray head)."""

@@ -8,27 +8,21 @@ Nodes reached over the ZeroMQ bus implement the same :class:`NodeHandle` interfa
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from ..bus.lowlevel import import_actor_class
+from ..bus import SpawnRefused
+from ..bus.lowlevel import import_actor_class, resolve_actor_class
 from ..runtime import Actor, InProcessNetwork, InProcessTransport, Runtime
-from ._batch import NodeShares
-from ._resources import NodeSpec, Resources
-from ._scheduler import Placement, PlacementPolicy
+from ._build import build_actor
+from ._options import SpawnOptions
+from ._resources import NodeSpec
+from ._scheduler import Placement
+from ._shares import NodeShares
 
-__all__ = [
-    "ActorSpec",
-    "LocalNode",
-    "NodeHandle",
-    "RestartPolicy",
-    "batch_args",
-    "class_path",
-    "target_path",
-]
-
-RestartPolicy = Literal["never", "on-failure"]
+__all__ = ["ActorSpec", "LocalNode", "NodeHandle", "actor_class", "class_path",
+           "target_path"]
 
 
 def class_path(cls: type[Actor]) -> str:
@@ -44,14 +38,16 @@ def target_path(target: type[Actor] | str) -> str:
     return target if isinstance(target, str) else class_path(target)
 
 
-def batch_args(args: Sequence[Sequence[Any]] | int) -> tuple[list[list[Any]] | None, int]:
-    """``spawn_many``'s ``args``, read the same way by every cluster: each agent's
-    positional arguments (``None`` for a bare count) and how many agents (at least one)."""
-    per_agent = None if isinstance(args, int) else [list(a) for a in args]
-    count = args if isinstance(args, int) else len(args)
-    if count < 1:
-        raise ValueError("spawn_many needs at least one actor")
-    return per_agent, count
+def actor_class(path: str, allow: Iterable[str] | None = None) -> type[Actor]:
+    """The actor class at ``path`` (``"package.module:Class"``), admitted by ``allow`` when
+    given. A path that does not import or names no actor class is refused
+    (:class:`~agentplex.bus.SpawnRefused`), never mistaken for a failing node."""
+    try:
+        if allow is None:
+            return import_actor_class(path)
+        return resolve_actor_class(path, allow)
+    except ImportError as exc:
+        raise SpawnRefused(f"cannot import {path!r}: {exc}") from exc
 
 
 @dataclass
@@ -63,12 +59,7 @@ class ActorSpec:
     target: str
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
-    resources: Resources = field(default_factory=Resources)
-    policy: PlacementPolicy = "pack"
-    labels: dict[str, str] | None = None
-    node: str | None = None
-    restart: RestartPolicy = "never"
-    max_restarts: int = 3
+    options: SpawnOptions = field(default_factory=SpawnOptions)
     restarts: int = 0
     placement: Placement | None = None
     state: Any = None
@@ -95,7 +86,7 @@ class NodeHandle(ABC):
     @abstractmethod
     async def start_many(self, request: dict[str, Any]) -> None:
         """Create and start a node's share of a batch, all or nothing, from one request
-        (:func:`~agentplex.cluster._batch.share_request`)."""
+        (:func:`~agentplex.cluster._shares.share_request`)."""
 
     @abstractmethod
     async def stop_batch(self, batch: int) -> None:
@@ -130,9 +121,8 @@ class LocalNode(NodeHandle):
         return self._alive
 
     async def start_actor(self, actor: ActorSpec) -> None:
-        instance = import_actor_class(actor.target)(*actor.args, **actor.kwargs)
-        if actor.placement is not None:
-            instance.placement = actor.placement  # type: ignore[attr-defined]
+        instance = build_actor(actor_class(actor.target), actor.name, actor.args,
+                               actor.kwargs, actor.options, actor.placement)
         await self.runtime.spawn(instance, actor.name)
         if actor.state is not None:
             await self.runtime.load_state(actor.name, actor.state)
@@ -142,7 +132,7 @@ class LocalNode(NodeHandle):
             await self.runtime.stop(name)
 
     async def start_many(self, request: dict[str, Any]) -> None:
-        await self.shares.start(request, import_actor_class(request["target"]))
+        await self.shares.start(request, actor_class(request["target"]))
 
     async def stop_batch(self, batch: int) -> None:
         await self.shares.stop(batch)

@@ -26,13 +26,16 @@ from typing import Any
 
 from ..bus import connect
 from ..runtime import Actor, ActorExists, ActorRef, Runtime
-from ._batch import ActorRefs, RoundResult, batch_names, names_to_wire
-from ._errors import Unschedulable
-from ._node import RestartPolicy, batch_args, target_path
+from ._errors import NodesMissing, NotSupported, Unschedulable
+from ._node import target_path
+from ._options import BatchOptions, SpawnOptions, split_options
 from ._ray_host import RayHost, RayWorker
-from ._resources import Resources
-from ._rounds import call_round
-from ._scheduler import Placement, PlacementPolicy
+from ._refs import ActorRefs
+from ._resources import NodeSpec, Resources
+from ._rounds import RoundResult, call_round
+from ._scheduler import Placement
+from ._served_model import ServedChatModel
+from ._shares import batch_args, batch_names, names_to_wire
 
 __all__ = ["RayCluster", "label_resource"]
 
@@ -52,11 +55,16 @@ class RayCluster:
     Use :meth:`start` (``agentplex.cluster.init(backend="ray")`` calls it).
     """
 
-    def __init__(self, runtime: Runtime, *, checkpoint_interval: float | None = 5.0) -> None:
+    def __init__(self, runtime: Runtime, *, checkpoint_interval: float | None = 5.0,
+                 owns_runtime: bool = False, shutdown_ray: bool = True) -> None:
         self.runtime = runtime
+        self._owns_runtime = owns_runtime
+        self._shutdown_ray = shutdown_ray
         self.workers: dict[int, list[RayWorker]] = {}
         """The Ray workers of each batch (an actor spawned alone is a batch of one)."""
         self._singles: dict[str, int] = {}
+        self._runs: dict[int, str] = {}
+        """The run of each batch spawned for one."""
         self._batch_ids = itertools.count(1)
         self._host_cls: Any = None
         self._interval = checkpoint_interval
@@ -68,10 +76,11 @@ class RayCluster:
     @classmethod
     async def start(cls, *, address: str | None = None, bind: str = "tcp://127.0.0.1:0",
                     runtime: Runtime | None = None, checkpoint_interval: float | None = 5.0,
-                    **ray_init: Any) -> RayCluster:
+                    shutdown_ray: bool = True, **ray_init: Any) -> RayCluster:
         """Connect to Ray (``address``, or a local Ray started with ``ray_init`` arguments
         such as ``num_cpus``, ``num_gpus``, ``resources``) and open the bus head (or use
-        ``runtime``, already the head of a bus)."""
+        ``runtime``, already the head of a bus, which :meth:`close` then leaves running).
+        ``shutdown_ray``: whether :meth:`close` shuts Ray down."""
         try:
             import ray
         except ImportError as exc:
@@ -80,10 +89,12 @@ class RayCluster:
             ray_init.setdefault("include_dashboard", False)
             ray_init.setdefault("log_to_driver", False)
             ray.init(address=address, **ray_init)
+        owns = runtime is None
         if runtime is None:
             runtime = connect(bind=bind)
         await runtime.start()
-        self = cls(runtime, checkpoint_interval=checkpoint_interval)
+        self = cls(runtime, checkpoint_interval=checkpoint_interval, owns_runtime=owns,
+                   shutdown_ray=shutdown_ray)
         self._host_cls = ray.remote(RayHost)
         if checkpoint_interval:
             self._checkpointer = asyncio.ensure_future(self._checkpoint_every(checkpoint_interval))
@@ -95,54 +106,31 @@ class RayCluster:
 
     # -- spawning ----------------------------------------------------------------------------
 
-    async def spawn(
-        self,
-        target: type[Actor] | str,
-        *args: Any,
-        name: str | None = None,
-        resources: Resources | None = None,
-        placement: PlacementPolicy = "pack",
-        labels: dict[str, str] | None = None,
-        node: str | None = None,
-        restart: RestartPolicy = "never",
-        max_restarts: int = 3,
-        wait: float | None = None,
-        **kwargs: Any,
-    ) -> ActorRef:
+    async def spawn(self, target: type[Actor] | str, *args: Any, name: str | None = None,
+                    options: SpawnOptions | None = None, **kwargs: Any) -> ActorRef:
         """See :meth:`Cluster.spawn`; ``node`` is a Ray node id. A request no Ray node can
         ever hold is refused at once; one that cannot be placed within ``wait`` seconds
         (default 60) is refused then."""
+        opts, kwargs = split_options(SpawnOptions, options, kwargs)
         path = target_path(target)
         name = name or f"{path.rpartition(':')[2].lower()}-{len(self._singles) + 1}"
         if self._owner(name) is not None:
             raise ActorExists(f"an actor named {name!r} already runs", actor=name)
-        request = resources or Resources()
-        custom = {label_resource(k, v): 0.001 for k, v in (labels or {}).items()}
+        request = opts.resources
+        custom = {label_resource(k, v): 0.001 for k, v in (opts.labels or {}).items()}
         self._check_feasible(request, custom)
         batch_id = next(self._batch_ids)
-        options = self._options(request, 1, custom, node, placement, restart, max_restarts)
-        await self._launch(batch_id, path, [name], [list(args)], kwargs, request,
-                           [(0, 1, options)], restart, wait if wait is not None else 60.0,
+        await self._launch(batch_id, path, [name], [list(args)], kwargs, opts,
+                           [(0, 1, self._options(opts, 1, custom))],
+                           opts.wait if opts.wait is not None else 60.0,
                            f"{name!r} ({request})")
         self._singles[name] = batch_id
         return self.runtime.ref(name)
 
-    async def spawn_many(
-        self,
-        target: type[Actor] | str,
-        args: Sequence[Sequence[Any]] | int,
-        *,
-        names: str | Sequence[str] | None = None,
-        resources: Resources | None = None,
-        placement: PlacementPolicy = "spread",
-        labels: dict[str, str] | None = None,
-        node: str | None = None,
-        restart: RestartPolicy = "never",
-        max_restarts: int = 3,
-        wait: float | None = None,
-        workers: int | None = None,
-        **kwargs: Any,
-    ) -> ActorRefs:
+    async def spawn_many(self, target: type[Actor] | str,
+                         args: Sequence[Sequence[Any]] | int, *,
+                         names: str | Sequence[str] | None = None,
+                         options: SpawnOptions | None = None, **kwargs: Any) -> ActorRefs:
         """See :meth:`Cluster.spawn_many`. The batch is split over ``workers`` Ray actor
         processes (default: one per alive Ray node with ``spread``, one with ``pack``),
         each asking Ray for its actors' resources together and hosting them all; each
@@ -150,6 +138,7 @@ class RayCluster:
         dies and every agent it hosted comes back from its last :meth:`checkpoint`."""
         import ray
 
+        opts, kwargs = split_options(BatchOptions, options, kwargs)
         path = target_path(target)
         per_agent, count = batch_args(args)
         batch_id = next(self._batch_ids)
@@ -160,25 +149,26 @@ class RayCluster:
             raise ActorExists(f"an actor named {taken!r} already runs", actor=taken)
         nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
         alive = len([n for n in nodes if n.get("Alive")])
-        n_workers = max(1, min(count, workers or (alive if placement == "spread" else 1)))
-        request = resources or Resources()
-        custom = {label_resource(k, v): 0.001 for k, v in (labels or {}).items()}
+        spread = alive if opts.placement == "spread" else 1
+        n_workers = max(1, min(count, opts.workers or spread))
+        request = opts.resources
+        custom = {label_resource(k, v): 0.001 for k, v in (opts.labels or {}).items()}
         bounds = [count * w // n_workers for w in range(n_workers + 1)]
         biggest = max(b - a for a, b in itertools.pairwise(bounds))
         self._check_feasible(request.model_copy(update={
             "cpus": request.cpus * biggest, "gpus": request.gpus * biggest,
             "gpu_memory": 0}), custom)
-        parts = [(a, b, self._options(request, b - a, custom, node, placement, restart,
-                                      max_restarts)) for a, b in itertools.pairwise(bounds)]
-        await self._launch(batch_id, path, listed, per_agent, kwargs, request, parts, restart,
-                           wait if wait is not None else 60.0 + count / 10_000,
+        parts = [(a, b, self._options(opts, b - a, custom))
+                 for a, b in itertools.pairwise(bounds)]
+        await self._launch(batch_id, path, listed, per_agent, kwargs, opts, parts,
+                           opts.wait if opts.wait is not None else 60.0 + count / 10_000,
                            f"{n_workers} workers for {count} actors")
         return ActorRefs(self.runtime, listed)
 
     async def _launch(self, batch_id: int, path: str, listed: Sequence[str],
                       per_agent: list[list[Any]] | None, kwargs: dict[str, Any],
-                      request: Resources, parts: list[tuple[int, int, dict[str, Any]]],
-                      restart: RestartPolicy, limit: float, what: str) -> None:
+                      opts: SpawnOptions, parts: list[tuple[int, int, dict[str, Any]]],
+                      limit: float, what: str) -> None:
         """Start one Ray worker per ``(start, stop, options)`` of ``parts``, each hosting
         positions ``start:stop`` of the batch; all or nothing within ``limit`` seconds."""
         import ray
@@ -188,13 +178,13 @@ class RayCluster:
             handle = self._host_cls.options(**options).remote(self.endpoint,
                                                               f"{batch_id}-{k}")
             start = {"batch": batch_id, "target": path, "kwargs": kwargs,
-                     "resources": request.model_dump(),
+                     "options": opts.model_dump(),
                      "segments": [{"index": a, "names": names_to_wire(listed[a:b]),
                                    "args": per_agent[a:b] if per_agent is not None else None,
                                    "states": None,
                                    "placement": {"id": 0, "node_id": "", "gpu_indices": []}}]}
             made.append(RayWorker(handle, batch_id, listed[a:b], start,
-                                  restartable=restart == "on-failure"))
+                                  restartable=opts.restart == "on-failure"))
         calls = [asyncio.wrap_future(w.handle.host.remote(w.request).future()) for w in made]
         try:  # awaited, not ray.wait(): the hosts join the bus this very loop serves
             wheres = await asyncio.wait_for(asyncio.gather(*calls), limit)
@@ -209,23 +199,26 @@ class RayCluster:
             w.where = where
             w.watch(self.restart_timeout, self._note_change)
         self.workers[batch_id] = made
+        if opts.run is not None:
+            self._runs[batch_id] = opts.run
 
-    def _options(self, request: Resources, k: int, custom: dict[str, float],
-                 node: str | None, placement: PlacementPolicy, restart: RestartPolicy,
-                 max_restarts: int) -> dict[str, Any]:
-        """Ray actor options for a worker holding ``k`` actors of ``request`` each."""
+    def _options(self, opts: SpawnOptions, k: int, custom: dict[str, float]
+                 ) -> dict[str, Any]:
+        """Ray actor options for a worker holding ``k`` actors of ``opts`` each."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        request = opts.resources
         options: dict[str, Any] = {"num_cpus": request.cpus * k, "num_gpus": request.gpus * k,
-                                   "max_restarts": max_restarts if restart == "on-failure"
-                                   else 0}
+                                   "max_restarts": opts.max_restarts
+                                   if opts.restart == "on-failure" else 0}
         if request.memory:
             options["memory"] = request.memory * k
         if custom:
             options["resources"] = custom
-        if node is not None:
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
-        elif placement == "spread":
+        if opts.node is not None:
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(opts.node,
+                                                                            soft=False)
+        elif opts.placement == "spread":
             options["scheduling_strategy"] = "SPREAD"
         return options
 
@@ -263,14 +256,14 @@ class RayCluster:
         worker = self._owner(name)
         return worker.where if worker is not None and not worker.lost else None
 
-    def placement_of(self, name: str) -> Placement | None:
+    async def placement_of(self, name: str) -> Placement | None:
         """Where Ray put ``name``, as a :class:`Placement` (node id and GPU ids)."""
         where = self.where(name)
         if where is None:
             return None
         return Placement(0, where["node"], tuple(where["gpu_ids"]), Resources())
 
-    def status(self) -> list[dict[str, Any]]:
+    async def status(self) -> list[dict[str, Any]]:
         """One entry per Ray node, in the shape of :meth:`Cluster.status`: CPUs, the GPUs
         (a share of 1 where one of our actors holds it), labels, actors spawned alone and
         the batches' agents."""
@@ -295,6 +288,7 @@ class RayCluster:
                                if k.startswith("label:") and "=" in k),
                 "actors": sorted(w.names[0] for w in here if w.names[0] in self._singles),
                 "batches": batches,
+                "runs": {b: self._runs[int(b)] for b in batches if int(b) in self._runs},
             })
         return out
 
@@ -327,7 +321,7 @@ class RayCluster:
         self._changed = asyncio.Event()
 
     async def recover(self, names: Sequence[str], *, timeout: float | None = None
-                      ) -> dict[str, list[str]]:
+                      ) -> dict[str, list[str]]:  # one more keyword than ClusterAPI
         """Where actors whose calls failed stand now: ``running`` (ask again; those Ray
         restarted included), ``lost`` (their worker died and was not restarted) or
         ``unknown``. A worker that does not answer Ray is waited for while Ray restarts it
@@ -387,6 +381,7 @@ class RayCluster:
     async def _stop_workers(self, batch_id: int) -> None:
         import ray
 
+        self._runs.pop(batch_id, None)
         for worker in self.workers.pop(batch_id, ()):
             if worker.watcher is not None:
                 worker.watcher.cancel()
@@ -412,7 +407,43 @@ class RayCluster:
         if batch_id is not None:
             await self._stop_workers(batch_id)
 
-    async def close(self, *, shutdown_ray: bool = True, keep_runtime: bool = False) -> None:
+    async def wait_for_nodes(self, count: int, *, timeout: float = 60.0) -> int:
+        """Wait until Ray counts at least ``count`` alive nodes; return how many."""
+        import ray
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+            alive = len([n for n in nodes if n.get("Alive")])
+            if alive >= count:
+                return alive
+            if loop.time() >= deadline:
+                raise NodesMissing(f"{alive} of {count} Ray nodes alive within {timeout:g}s",
+                                   joined=alive)
+            await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
+
+    async def join(self, spec: NodeSpec) -> None:
+        """Refused: on this backend machines join Ray, not the head."""
+        raise NotSupported(f"node {spec.id!r}: this head places actors through Ray; "
+                           "start the machine as a Ray node instead")
+
+    async def serve(self, model: str, *, engine: str = "agentplex",
+                    resources: Resources | None = None, replicas: int = 1,
+                    stream: bool = False, **options: Any) -> ServedChatModel:
+        """Refused: serving engines needs the agentplex backend."""
+        raise NotSupported("serving engines needs the agentplex backend, not Ray")
+
+    async def unserve(self, name: str) -> None:
+        """Nothing is served on Ray, so there is nothing to stop."""
+
+    async def served_status(self) -> list[dict[str, Any]]:
+        """Nothing is served on Ray: always empty."""
+        return []
+
+    async def close(self) -> None:
+        """Stop every batch's Ray workers; shut down the bus runtime if this cluster
+        opened it, and Ray unless started with ``shutdown_ray=False``."""
         import ray
 
         if self._checkpointer is not None:
@@ -421,7 +452,7 @@ class RayCluster:
         for batch_id in list(self.workers):
             await self._stop_workers(batch_id)
         self._singles.clear()
-        if not keep_runtime:
+        if self._owns_runtime:
             await self.runtime.shutdown()
-        if shutdown_ray:
+        if self._shutdown_ray:
             ray.shutdown()

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..bus import connect
-from ..bus.lowlevel import import_actor_class
 from ..runtime import Runtime
-from ._batch import NodeShares, names_from_wire
+from ._node import actor_class
+from ._shares import NodeShares, names_from_wire
 
 __all__ = ["RayHost", "RayWorker"]
 
@@ -39,7 +39,7 @@ class RayHost:
 
     async def host(self, request: dict[str, Any]) -> dict[str, Any]:
         """Join the bus (once) and start the actors of ``request`` (a
-        :func:`~agentplex.cluster._batch.share_request`, checkpoints included), unless this
+        :func:`~agentplex.cluster._shares.share_request`, checkpoints included), unless this
         process hosts them already; report where they landed."""
         import ray
 
@@ -54,7 +54,7 @@ class RayHost:
         gpus = [int(g) for g in ray.get_gpu_ids()]
         for seg in request["segments"]:
             seg["placement"].update(node_id=node, gpu_indices=gpus)
-        count = await self.shares.start(request, import_actor_class(request["target"]))
+        count = await self.shares.start(request, actor_class(request["target"]))
         self.where = {"node": node, "gpu_ids": gpus, "pid": os.getpid(), "actors": count,
                       "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         return self.where

@@ -4,12 +4,24 @@ those restarted elsewhere, report the lost by name."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..runtime import ActorError, ActorRef, HandlerError, Runtime
-from ._batch import RoundResult
 
-__all__ = ["call_round"]
+__all__ = ["RoundResult", "call_round"]
+
+@dataclass
+class RoundResult:
+    """What a round of calls (:meth:`Cluster.call_round`) gave: each answering actor's
+    reply, the actors lost with their node (not restarted), and other errors."""
+
+    replies: dict[str, Any] = field(default_factory=dict)
+    lost: list[str] = field(default_factory=list)
+    errors: dict[str, Exception] = field(default_factory=dict)
+    asked_again: int = 0
+    """Calls repeated because their actor was restarted elsewhere meanwhile."""
+
 
 Recover = Callable[[Sequence[str]], Awaitable[dict[str, list[str]]]]
 

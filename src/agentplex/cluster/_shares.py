@@ -1,4 +1,5 @@
-"""Batches: many actors of one class placed, started, checkpointed and restarted together.
+"""A batch's shares: many actors of one class placed, started, checkpointed and restarted
+together, as the head records them and as each node starts its share.
 
 A :class:`BatchSpec` is what the head keeps for one ``spawn_many``: the class, the names
 (a :class:`~agentplex.runtime.NameRange` or a list), each actor's arguments, and its
@@ -10,17 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import Any
 
-from ..runtime import ActorRef, NameRange, Runtime
+from ..runtime import NameRange, Runtime
 from ..runtime.lowlevel import GCPause
-from ._resources import Resources
-from ._scheduler import Placement, PlacementPolicy
+from ._build import build_actor
+from ._options import BatchOptions
+from ._scheduler import Placement
 
-__all__ = ["ActorRefs", "BatchSpec", "NodeShares", "RoundResult", "Share",
-           "batch_names",
+__all__ = ["BatchSpec", "NodeShares", "Share", "batch_args", "batch_names",
            "names_from_wire", "names_to_wire", "share_request"]
 
 
@@ -43,12 +44,7 @@ class BatchSpec:
     args: list[list[Any]] | None = None
     """Positional arguments per actor (``None``: none for any)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
-    resources: Resources = field(default_factory=Resources)
-    policy: PlacementPolicy = "pack"
-    labels: dict[str, str] | None = None
-    node: str | None = None
-    restart: str = "never"
-    max_restarts: int = 3
+    options: BatchOptions = field(default_factory=BatchOptions)
     restarts: int = 0
     shares: list[Share] = field(default_factory=list)
     states: dict[int, Any] = field(default_factory=dict)
@@ -75,6 +71,16 @@ class BatchSpec:
         return sum(s.stop - s.start for s in self.shares if s.placement.node_id == node_id
                    ) - sum(1 for i in self.stopped
                            if (s := self.share_of(i)) and s.placement.node_id == node_id)
+
+
+def batch_args(args: Sequence[Sequence[Any]] | int) -> tuple[list[list[Any]] | None, int]:
+    """``spawn_many``'s ``args``, read the same way by every cluster: each agent's
+    positional arguments (``None`` for a bare count) and how many agents (at least one)."""
+    per_agent = None if isinstance(args, int) else [list(a) for a in args]
+    count = args if isinstance(args, int) else len(args)
+    if count < 1:
+        raise ValueError("spawn_many needs at least one actor")
+    return per_agent, count
 
 
 def batch_names(names: str | Sequence[str] | None, count: int, default_prefix: str
@@ -136,51 +142,8 @@ def share_request(batch: BatchSpec, shares: Sequence[Share]) -> dict[str, Any]:
                               "gpu_indices": list(s.placement.gpu_indices)},
             })
     return {"op": "start_many", "batch": batch.id, "target": batch.target,
-            "kwargs": batch.kwargs, "resources": batch.resources.model_dump(),
+            "kwargs": batch.kwargs, "options": batch.options.model_dump(),
             "segments": segments}
-
-
-class ActorRefs(Sequence[ActorRef]):
-    """The refs of a batch, made on access (a million refs cost nothing until used)."""
-
-    __slots__ = ("names", "runtime")
-
-    def __init__(self, runtime: Runtime, names: Sequence[str]) -> None:
-        self.runtime = runtime
-        self.names = names
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @overload
-    def __getitem__(self, i: int) -> ActorRef: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> ActorRefs: ...
-
-    def __getitem__(self, i: int | slice) -> ActorRef | ActorRefs:
-        if isinstance(i, slice):
-            return ActorRefs(self.runtime, self.names[i])
-        return self.runtime.ref(self.names[i])
-
-    def __iter__(self) -> Iterator[ActorRef]:
-        ref = self.runtime.ref
-        return (ref(n) for n in self.names)
-
-    def __repr__(self) -> str:
-        return f"<ActorRefs of {len(self)} actors>"
-
-
-@dataclass
-class RoundResult:
-    """What a round of calls (:meth:`Cluster.call_round`) gave: each answering actor's
-    reply, the actors lost with their node (not restarted), and other errors."""
-
-    replies: dict[str, Any] = field(default_factory=dict)
-    lost: list[str] = field(default_factory=list)
-    errors: dict[str, Exception] = field(default_factory=dict)
-    asked_again: int = 0
-    """Calls repeated because their actor was restarted elsewhere meanwhile."""
 
 
 class NodeShares:
@@ -195,11 +158,12 @@ class NodeShares:
         """``start_many`` requests received (one per batch, or per restart, per node)."""
 
     async def start(self, request: dict[str, Any], cls: type[Any]) -> int:
-        """Create and start every actor of ``request`` (see :func:`share_request`);
-        returns how many."""
+        """Create and start every actor of ``request`` (see :func:`share_request`),
+        each by :func:`~._build.build_actor` (its name passed as ``name=`` when its
+        constructor takes one); returns how many."""
         self.requests += 1
         kwargs = request.get("kwargs") or {}
-        resources = Resources.model_validate(request.get("resources") or {})
+        options = BatchOptions.model_validate(request.get("options") or {})
         started: list[tuple[int, Sequence[str]]] = []
         pause = GCPause()  # a batch allocates only live objects: no point scanning them now
         pause.hold()
@@ -209,11 +173,12 @@ class NodeShares:
                 args, states = seg.get("args"), seg.get("states")
                 p = seg["placement"]
                 placement = Placement(p.get("id", 0), p["node_id"],
-                                      tuple(p.get("gpu_indices", ())), resources, len(names))
+                                      tuple(p.get("gpu_indices", ())), options.resources,
+                                      len(names))
                 actors = []
                 for i in range(len(names)):
-                    actor = cls(*(args[i] if args else ()), **kwargs)
-                    actor.placement = placement
+                    actor = build_actor(cls, names[i], args[i] if args else (), kwargs,
+                                        options, placement)
                     if states and states[i] is not None:
                         actor.load_state_dict(states[i])
                     actors.append(actor)

@@ -1,6 +1,5 @@
 """:class:`Cluster`, the cluster as its head's process holds it: spawn actors by declared
-resources onto nodes, and bring them back when a node dies; :func:`init` starts one in this
-process."""
+resources onto nodes, and bring them back when a node dies."""
 
 from __future__ import annotations
 
@@ -12,32 +11,29 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from ..bus import SpawnRefused
 from ..runtime import (
     Actor,
     ActorExists,
     ActorRef,
     InProcessNetwork,
     InProcessTransport,
+    NameRange,
     Runtime,
 )
 from ..runtime.lowlevel import split_name
-from ._batch import (
-    ActorRefs,
-    BatchSpec,
-    RoundResult,
-    Share,
-    batch_names,
-    share_request,
-)
-from ._detect import detect_node
-from ._errors import NodeFailed, Unschedulable
-from ._node import ActorSpec, LocalNode, NodeHandle, RestartPolicy, batch_args, target_path
+from ._bus_node import BusNode
+from ._errors import NodeFailed, NodesMissing, Unschedulable
+from ._node import ActorSpec, LocalNode, NodeHandle, target_path
+from ._options import BatchOptions, SpawnOptions, split_options
+from ._refs import ActorRefs
 from ._resources import NodeSpec, Resources
-from ._rounds import call_round
-from ._scheduler import Placement, PlacementPolicy, Scheduler
-from ._serve import ServedChatModel, serve_model, served_status, unserve_model
+from ._rounds import RoundResult, call_round
+from ._scheduler import Placement, Scheduler
+from ._serve import ServedChatModel, ServedModels
+from ._shares import BatchSpec, Share, batch_args, batch_names, share_request
 
-__all__ = ["Cluster", "init"]
+__all__ = ["Cluster"]
 
 log = logging.getLogger("agentplex.cluster")
 _P = TypeVar("_P")
@@ -51,29 +47,36 @@ class Cluster:
     with ``restart="on-failure"`` come back on another node when theirs dies, from their
     last checkpoint (:meth:`checkpoint`, also taken every ``checkpoint_interval`` seconds).
 
-    Use :func:`init` for a one-machine cluster in this process.
+    Nodes in other processes :meth:`join` over the bus; each is pinged every
+    ``ping_interval`` seconds and declared dead after ``dead_after`` seconds of silence.
+    Use :func:`~agentplex.cluster.init` for a one-machine cluster in this process.
     """
 
     def __init__(self, runtime: Runtime | None = None, *,
                  network: InProcessNetwork | None = None,
-                 checkpoint_interval: float | None = 5.0) -> None:
+                 checkpoint_interval: float | None = 5.0, ping_interval: float = 1.0,
+                 dead_after: float = 10.0) -> None:
         self.network = network or InProcessNetwork()
+        self._owns_runtime = runtime is None
         self.runtime = runtime or Runtime(InProcessTransport(self.network))
         self.scheduler = Scheduler()
         self.nodes: dict[str, NodeHandle] = {}
         self.actors: dict[str, ActorSpec] = {}
-        self.served: dict[str, dict[str, Any]] = {}
-        """Served models by name: model, engine and replica actor names."""
+        self.served = ServedModels(self, self._gpu_totals)
+        """The served models (:meth:`serve`)."""
         self.batches: dict[int, BatchSpec] = {}
         self._batch_ids = itertools.count(1)
         self._prefixes: dict[str, list[tuple[int, int, int]]] = {}
         self._listed: dict[str, tuple[int, int]] = {}
         self._node_changed = asyncio.Event()
-        self.node_timeout = 10.0
+        self.ping_interval = ping_interval
+        self.dead_after = dead_after
+        self.node_timeout = dead_after + 2 * ping_interval
         """Seconds a node may stay silent before :meth:`recover` stops waiting for it."""
         self._freed = asyncio.Condition()
         self._interval = checkpoint_interval
         self._checkpointer: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -84,14 +87,17 @@ class Cluster:
         return self
 
     async def close(self) -> None:
-        """Stop every actor and node."""
-        if self._checkpointer is not None:
-            self._checkpointer.cancel()
-            self._checkpointer = None
+        """Stop checkpoints and node checks, close the nodes in this process, and shut
+        down the runtime if this cluster made it (a head's manager keeps its own)."""
+        for task in (self._checkpointer, self._watcher):
+            if task is not None:
+                task.cancel()
+        self._checkpointer = self._watcher = None
         for node in list(self.nodes.values()):
             if isinstance(node, LocalNode) and node.alive:
                 await node.close()
-        await self.runtime.shutdown()
+        if self._owns_runtime:
+            await self.runtime.shutdown()
 
     async def __aenter__(self) -> Cluster:
         return await self.start()
@@ -109,7 +115,61 @@ class Cluster:
         self.nodes[handle.id] = handle
         self.scheduler.add_node(handle.spec)
         await self._notify_freed()
+        self._nodes_changed()
         return handle
+
+    async def join(self, spec: NodeSpec) -> None:
+        """Add the node ``spec`` of another process (its agent answers on the bus at
+        ``node:<id>``), and check on it from now on."""
+        await self.add_node(BusNode(spec, self.runtime))
+        if self._watcher is None:
+            self._watcher = asyncio.ensure_future(self._watch_nodes())
+
+    async def wait_for_nodes(self, count: int, *, timeout: float = 60.0) -> int:
+        """Wait until at least ``count`` nodes are alive; return how many are. Raises
+        :class:`NodesMissing` after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            changed = self._node_changed
+            alive = sum(1 for n in self.nodes.values() if n.alive)
+            if alive >= count:
+                return alive
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise NodesMissing(f"{alive} of {count} nodes joined within {timeout:g}s",
+                                   joined=alive)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), remaining)
+
+    def _nodes_changed(self) -> None:
+        self._node_changed.set()
+        self._node_changed = asyncio.Event()
+
+    def _gpu_totals(self) -> dict[str, int]:
+        return {f"{n.id}:{g.index}": g.total_memory
+                for n in self.nodes.values() for g in n.spec.gpus}
+
+    async def _watch_nodes(self) -> None:
+        """Ping every node each interval; one silent for ``dead_after`` seconds is dead."""
+        loop = asyncio.get_running_loop()
+        last_ok: dict[str, float] = {}
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            nodes = [n for n in self.nodes.values() if isinstance(n, BusNode)]
+            answers = await asyncio.gather(*(n.ping(self.dead_after) for n in nodes))
+            now = loop.time()
+            for node, ok in zip(nodes, answers, strict=True):
+                if ok or node.busy:
+                    last_ok[node.id] = now
+                    continue
+                if now - last_ok.setdefault(node.id, now) < self.dead_after:
+                    continue
+                log.warning("node %r silent for %.1fs; restarting its actors", node.id,
+                            now - last_ok.pop(node.id))
+                node.mark_dead()
+                restarted = await self.node_failed(node.id)
+                log.info("restarted %s after losing %r", restarted, node.id)
 
     async def node_failed(self, node_id: str) -> list[str]:
         """Forget a dead node; restart its ``on-failure`` actors elsewhere (keeping their
@@ -121,14 +181,15 @@ class Cluster:
             if spec.placement is None or spec.placement.id not in lost:
                 continue
             spec.placement = None
-            if spec.restart != "on-failure" or spec.restarts >= spec.max_restarts:
+            options = spec.options
+            if options.restart != "on-failure" or spec.restarts >= options.max_restarts:
                 log.warning("actor %r died with node %r and is not restarted", spec.name,
                             node_id)
                 del self.actors[spec.name]
                 continue
             spec.restarts += 1
-            if spec.node == node_id:  # pinned to the dead node: labels still apply
-                spec.node = None
+            if options.node == node_id:  # pinned to the dead node: labels still apply
+                spec.options = options.model_copy(update={"node": None})
             try:
                 await self._place_and_start(spec, wait=None)
             except Unschedulable as exc:
@@ -138,8 +199,7 @@ class Cluster:
             restarted.append(spec.name)
         for batch in list(self.batches.values()):
             await self._batch_node_failed(batch, lost, node_id)
-        self._node_changed.set()
-        self._node_changed = asyncio.Event()
+        self._nodes_changed()
         return restarted
 
     async def _batch_node_failed(self, batch: BatchSpec, lost: set[int], node_id: str
@@ -152,18 +212,20 @@ class Cluster:
         batch.shares = [s for s in batch.shares if s.placement.id not in lost]
         ranges = [(s.start, s.stop) for s in dead]
         count = sum(b - a for a, b in ranges)
-        if batch.restart != "on-failure" or batch.restarts >= batch.max_restarts:
+        options = batch.options
+        if options.restart != "on-failure" or batch.restarts >= options.max_restarts:
             log.warning("%d actors of batch %d died with node %r and are not restarted",
                         count, batch.id, node_id)
             batch.lost.extend(ranges)
             return
         batch.restarts += 1
-        if batch.node == node_id:
-            batch.node = None
+        if options.node == node_id:
+            batch.options = options = options.model_copy(update={"node": None})
         try:
-            placements = self.scheduler.place_many(batch.resources, count,
-                                                   policy=batch.policy, labels=batch.labels,
-                                                   node_id=batch.node)
+            placements = self.scheduler.place_many(options.resources, count,
+                                                   policy=options.placement,
+                                                   labels=options.labels,
+                                                   node_id=options.node)
             await self._start_shares(batch, placements, ranges)
         except (Unschedulable, NodeFailed) as exc:
             log.error("%d actors of batch %d could not be restarted: %s", count, batch.id,
@@ -174,63 +236,42 @@ class Cluster:
 
     # -- actors --------------------------------------------------------------------------
 
-    async def spawn(
-        self,
-        target: type[Actor] | str,
-        *args: Any,
-        name: str | None = None,
-        resources: Resources | None = None,
-        placement: PlacementPolicy = "pack",
-        labels: dict[str, str] | None = None,
-        node: str | None = None,
-        restart: RestartPolicy = "never",
-        max_restarts: int = 3,
-        wait: float | None = None,
-        **kwargs: Any,
-    ) -> ActorRef:
+    async def spawn(self, target: type[Actor] | str, *args: Any, name: str | None = None,
+                    options: SpawnOptions | None = None, **kwargs: Any) -> ActorRef:
         """Place and start an actor; return its ref (reachable by name from anywhere).
 
         ``target`` is an actor class or its import path; ``args`` / ``kwargs`` must be
-        msgpack-able so the actor can be created on any node. ``wait`` seconds to queue a
-        request that does not fit now (default: refuse at once).
+        msgpack-able so the actor can be created on any node. Spawn options
+        (:class:`SpawnOptions`: ``resources``, ``placement``, ``labels``, ``node``,
+        ``restart``, ``max_restarts``, ``wait``, ...) come as ``options`` or as keywords
+        of the same names; the other keywords go to the actor.
         """
+        opts, kwargs = split_options(SpawnOptions, options, kwargs)
         path = target_path(target)
         name = name or f"{path.rpartition(':')[2].lower()}-{len(self.actors) + 1}"
         if self._taken(name):
             raise ActorExists(f"an actor named {name!r} already runs", actor=name)
-        spec = ActorSpec(name=name, target=path, args=args, kwargs=kwargs,
-                         resources=resources or Resources(), policy=placement, labels=labels,
-                         node=node, restart=restart, max_restarts=max_restarts)
+        spec = ActorSpec(name=name, target=path, args=args, kwargs=kwargs, options=opts)
         self.actors[name] = spec
         try:
-            await self._place_and_start(spec, wait=wait)
+            await self._place_and_start(spec, wait=opts.wait)
         except BaseException:
             self.actors.pop(name, None)
             raise
         return self.runtime.ref(name)
 
-    async def spawn_many(
-        self,
-        target: type[Actor] | str,
-        args: Sequence[Sequence[Any]] | int,
-        *,
-        names: str | Sequence[str] | None = None,
-        resources: Resources | None = None,
-        placement: PlacementPolicy = "spread",
-        labels: dict[str, str] | None = None,
-        node: str | None = None,
-        restart: RestartPolicy = "never",
-        max_restarts: int = 3,
-        wait: float | None = None,
-        **kwargs: Any,
-    ) -> ActorRefs:
+    async def spawn_many(self, target: type[Actor] | str,
+                         args: Sequence[Sequence[Any]] | int, *,
+                         names: str | Sequence[str] | None = None,
+                         options: SpawnOptions | None = None, **kwargs: Any) -> ActorRefs:
         """Place and start many actors of one class at once; return their refs.
 
         ``args`` is the positional arguments of each actor (a list of lists), or how many
         actors to start without any; ``kwargs`` go to every actor. ``names`` is a prefix
         (``"player-"`` names them ``player-0``, ``player-1`` …; the default prefix is the
-        class name and the batch number), or one name per actor. ``resources`` is what
-        *each* actor needs. The scheduler places the whole batch at once (``spread``
+        class name and the batch number), or one name per actor. Options are
+        :class:`BatchOptions` (as ``options`` or keywords); ``resources`` is what *each*
+        actor needs. The scheduler places the whole batch at once (``spread``
         levels the load over the nodes, ``pack`` fills the fullest first), and each node
         gets one request for its share. A batch that does not fit is refused whole with
         the scheduler's reasons (:class:`Unschedulable`); a node failing while it starts
@@ -238,6 +279,7 @@ class Cluster:
         With ``restart="on-failure"`` the share of a node that dies is restarted on the
         others as one batch, from the last :meth:`checkpoint`.
         """
+        opts, kwargs = split_options(BatchOptions, options, kwargs)
         path = target_path(target)
         per_agent, count = batch_args(args)
         batch_id = next(self._batch_ids)
@@ -245,10 +287,8 @@ class Cluster:
         listed = batch_names(names, count, default)
         self._check_free(listed)
         batch = BatchSpec(id=batch_id, target=path, names=listed, args=per_agent,
-                          kwargs=kwargs, resources=resources or Resources(),
-                          policy=placement, labels=labels, node=node, restart=restart,
-                          max_restarts=max_restarts)
-        placements = await self._place_batch(batch, count, wait)
+                          kwargs=kwargs, options=opts)
+        placements = await self._place_batch(batch, count, opts.wait)
         self._claim(batch)
         try:
             await self._start_shares(batch, placements, [(0, count)])
@@ -260,8 +300,9 @@ class Cluster:
     async def _place_batch(self, batch: BatchSpec, count: int, wait: float | None
                            ) -> list[Placement]:
         return await self._placing(functools.partial(
-            self.scheduler.place_many, batch.resources, count, policy=batch.policy,
-            labels=batch.labels, node_id=batch.node), wait)
+            self.scheduler.place_many, batch.options.resources, count,
+            policy=batch.options.placement, labels=batch.options.labels,
+            node_id=batch.options.node), wait)
 
     async def _placing(self, place: Callable[[], _P], wait: float | None) -> _P:
         """``place()``, tried again each time resources are freed while it raises a
@@ -322,14 +363,15 @@ class Cluster:
             await self._notify_freed()
             detail = "; ".join(f"{n}: {type(r).__name__}: {r}" for n, r in failed)
             count = sum(s.stop - s.start for s in shares)
+            if all(isinstance(r, SpawnRefused) for _, r in failed):  # no node failed
+                raise SpawnRefused(f"{count} {batch.target} actors of batch {batch.id} "
+                                   f"refused: {detail}") from failed[0][1]
             raise NodeFailed(f"{count} {batch.target} actors of batch {batch.id} not "
                              f"started: {detail}") from failed[0][1]
         batch.shares = sorted([*batch.shares, *shares], key=lambda s: s.start)
 
     def _check_free(self, names: Sequence[str]) -> None:
         """Raise :class:`ActorExists` when a name of ``names`` is taken."""
-        from ..runtime import NameRange
-
         if isinstance(names, NameRange):
             for a, b, _ in self._prefixes.get(names.prefix, ()):
                 if a < names.stop and names.start < b:
@@ -343,8 +385,6 @@ class Cluster:
             raise ActorExists(f"an actor named {clash!r} already runs", actor=clash)
 
     def _claim(self, batch: BatchSpec) -> None:
-        from ..runtime import NameRange
-
         self.batches[batch.id] = batch
         names = batch.names
         if isinstance(names, NameRange):
@@ -355,8 +395,6 @@ class Cluster:
                 self._listed[n] = (batch.id, i)
 
     def _unclaim(self, batch: BatchSpec) -> None:
-        from ..runtime import NameRange
-
         self.batches.pop(batch.id, None)
         names = batch.names
         if isinstance(names, NameRange):
@@ -399,8 +437,8 @@ class Cluster:
 
     async def _place(self, spec: ActorSpec, wait: float | None) -> Placement:
         return await self._placing(functools.partial(
-            self.scheduler.place, spec.resources, policy=spec.policy, labels=spec.labels,
-            node_id=spec.node), wait)
+            self.scheduler.place, spec.options.resources, policy=spec.options.placement,
+            labels=spec.options.labels, node_id=spec.options.node), wait)
 
     async def stop(self, name: str) -> None:
         """Stop an actor (one spawned alone or a member of a batch) and free its
@@ -455,8 +493,8 @@ class Cluster:
                     resources: Resources | None = None, replicas: int = 1,
                     stream: bool = False, **options: Any) -> ServedChatModel:
         """Start ``replicas`` servers of ``model`` on ``engine`` (``agentplex``, ``vllm``,
-        ``sglang`` or ``llama.cpp``), each placed by ``resources`` and supervised on its
-        node, and return a chat model that spreads calls over them.
+        ``sglang`` or ``llama.cpp``), each placed by ``resources`` (default one CPU) and
+        supervised on its node, and return a chat model that spreads calls over them.
 
         ``resources.gpus`` is the tensor-parallel degree and ``gpu_memory`` / the GPU's
         memory the engine's memory share. Options: ``name`` (default ``served-<model>``),
@@ -465,18 +503,16 @@ class Cluster:
         ``ready_timeout``, ``max_restarts``, ``wait``. Clients name the model as ``model``.
         Release with :meth:`unserve`.
         """
-        served = await serve_model(self, model, engine=engine, resources=resources,
-                                   replicas=replicas, **options)
-        return ServedChatModel(served["urls"], model_name=served["served_name"],
-                               stream=stream, api_key=options.get("api_key"))
+        return await self.served.serve(model, engine=engine, resources=resources,
+                                       replicas=replicas, stream=stream, **options)
 
     async def unserve(self, name: str) -> None:
         """Stop every replica of the served model ``name``."""
-        await unserve_model(self, name)
+        await self.served.unserve(name)
 
     async def served_status(self) -> list[dict[str, Any]]:
         """The served models and the node, GPUs, URL and state of each replica."""
-        return await served_status(self)
+        return await self.served.status()
 
     # -- state -----------------------------------------------------------------------------
 
@@ -486,12 +522,12 @@ class Cluster:
         if name is None or self._member(name) is not None:
             member = self._member(name) if name is not None else None
             batches = [member[0]] if member is not None else [
-                b for b in self.batches.values() if b.restart == "on-failure"]
+                b for b in self.batches.values() if b.options.restart == "on-failure"]
             await asyncio.gather(*(self._checkpoint_batch(b, timeout) for b in batches))
             if name is not None:
                 return
         names = [name] if name is not None else [
-            n for n, s in self.actors.items() if s.restart == "on-failure"]
+            n for n, s in self.actors.items() if s.options.restart == "on-failure"]
         for n in names:
             spec = self.actors.get(n)
             if spec is None or spec.placement is None:
@@ -524,8 +560,10 @@ class Cluster:
 
     # -- status ------------------------------------------------------------------------------
 
-    def status(self) -> list[dict[str, Any]]:
-        """One entry per node: capacity, allocations per GPU, and the actors on it."""
+    async def status(self) -> list[dict[str, Any]]:
+        """One entry per node: capacity, allocations per GPU, the actors spawned alone on
+        it, the batches' actors on it (``batches``: batch id → count) and the run of each
+        batch spawned for one (``runs``: batch id → run)."""
         out = []
         for node_id, node in self.nodes.items():
             usage = self.scheduler.usage(node_id)
@@ -540,6 +578,8 @@ class Cluster:
                                  if s.placement and s.placement.node_id == node_id),
                 "batches": {str(b.id): k for b in self.batches.values()
                             if (k := b.live_count(node_id))},
+                "runs": {str(b.id): b.options.run for b in self.batches.values()
+                         if b.options.run is not None and b.live_count(node_id)},
             })
         return out
 
@@ -602,31 +642,14 @@ class Cluster:
         return await call_round(self.runtime, self.recover, refs, message, timeout=timeout,
                                 attempts=attempts)
 
-    def placement_of(self, name: str) -> Placement | None:
+    async def placement_of(self, name: str) -> Placement | None:
         """Where the actor ``name`` runs (its :class:`Placement`), or ``None``."""
         spec = self.actors.get(name)
-        return spec.placement if spec is not None else None
+        if spec is not None:
+            return spec.placement
+        member = self._member(name)
+        if member is None or member[1] in member[0].stopped:
+            return None
+        share = member[0].share_of(member[1])
+        return share.placement if share is not None else None
 
-
-async def init(*, backend: str = "local", gpus: int | None = None,
-               gpu_memory: str | int | None = None, labels: dict[str, str] | None = None,
-               checkpoint_interval: float | None = 5.0, **ray_init: Any) -> Any:
-    """A cluster to spawn actors on, with nothing to set up.
-
-    ``backend="local"`` (default): this machine alone, in this process, no daemons;
-    ``gpus`` / ``gpu_memory`` declare GPUs instead of detecting them. ``backend="ray"``: a
-    :class:`RayCluster` (``ray_init`` goes to ``ray.init``, e.g. ``address="auto"`` or
-    ``num_gpus=4`` for logical GPUs).
-    """
-    if backend == "ray":
-        from ._ray import RayCluster
-
-        if gpus is not None:
-            ray_init.setdefault("num_gpus", gpus)
-        return await RayCluster.start(checkpoint_interval=checkpoint_interval, **ray_init)
-    if backend != "local":
-        raise ValueError(f"unknown cluster backend {backend!r} (use 'local' or 'ray')")
-    cluster = await Cluster(checkpoint_interval=checkpoint_interval).start()
-    await cluster.add_node(detect_node("local", gpus=gpus, gpu_memory=gpu_memory,
-                                       labels=labels))
-    return cluster
