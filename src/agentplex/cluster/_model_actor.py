@@ -10,7 +10,7 @@ and balances several replicas by the number of requests it has outstanding on ea
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from contextlib import nullcontext
+from contextlib import aclosing, nullcontext
 from typing import Any, ClassVar
 
 import jsonschema
@@ -22,6 +22,7 @@ from ..model import (
     ChatResult,
     Messages,
     ToolChoice,
+    chunks_of,
     collect,
     init_chat_model,
 )
@@ -119,14 +120,9 @@ class ModelActor(Actor):
 
     async def handle_stream(self, message: Any) -> AsyncIterator[Any]:
         result = await self._run(message)
-        if isinstance(result, ChatResponse):
-            yield result
-            return
-        try:
-            async for chunk in result:
+        async with aclosing(chunks_of(result)) as chunks:  # closes the model's stream
+            async for chunk in chunks:
                 yield chunk
-        finally:  # closed in this handler, not by a finalizer task the runtime cannot wait on
-            await result.aclose()
 
 
 class RemoteChatModel(ChatModelBase):

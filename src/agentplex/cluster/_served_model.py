@@ -4,11 +4,12 @@ provider pointed at every replica, spreading calls by requests outstanding."""
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from typing import Any
 
 from pydantic import BaseModel
 
-from ..model import ChatResponse, ChatResult, Messages, ToolChoice, WrapperModel
+from ..model import ChatResponse, ChatResult, Messages, ToolChoice, WrapperModel, chunks_of
 from ._balance import LeastOutstanding
 
 __all__ = ["ServedChatModel"]
@@ -54,14 +55,9 @@ class ServedChatModel(WrapperModel):
         with self.balancer.holding(index):
             result = await self.replicas[index](messages, tools, tool_choice,
                                                 structured_model, **kwargs)
-            if isinstance(result, ChatResponse):
-                yield result
-                return
-            try:
-                async for chunk in result:
+            async with aclosing(chunks_of(result)) as chunks:  # closes the model's stream
+                async for chunk in chunks:
                     yield chunk
-            finally:
-                await result.aclose()
 
     async def aclose(self) -> None:
         """Close the HTTP clients (the engines keep running until released)."""
