@@ -31,11 +31,11 @@ from opentelemetry import context as otel_context
 from ..tracing import is_enabled
 from ..tracing.lowlevel import current_context, extract_context
 from ._actor import Actor
-from ._batch import PAUSE_GC_AT, Batch, Feed, GCPause, deep_copy
 from ._cell import _RUNNING, ActorCell, current_cell, handler_error
 from ._deadlines import Deadlines, call_timed_out
 from ._envelope import Envelope, Kind
 from ._errors import ActorError, ActorExists, ActorNotFound, ActorStopped
+from ._fanout import PAUSE_GC_AT, Batch, GCPause, deep_copy
 from ._names import NameRange
 from ._ref import ActorRef
 from ._settle import abandon, settle
@@ -108,7 +108,7 @@ class Runtime:
         self._token: Token[Runtime | None] | None = None
         self._ids = itertools.count(1)
         self._deadlines: Deadlines | None = None
-        self._feed: Feed | None = None
+        self._feed: Batch | None = None
         self.unhandled_errors = 0
         """Errors raised by handlers of tells and publishes, which have no caller."""
 
@@ -259,7 +259,7 @@ class Runtime:
                 raise RuntimeError(f"{actor!r} is already spawned as {actor._cell.name!r}")
         size = mailbox_size or self.mailbox_size
         started: list[ActorCell] = []
-        pause = GCPause()  # a big batch makes only live objects (see ``_batch``)
+        pause = GCPause()  # a big batch makes only live objects (see ``_fanout``)
         if len(actors) >= PAUSE_GC_AT:
             pause.hold()
         try:
@@ -404,7 +404,7 @@ class Runtime:
             raise ActorNotFound(f"no local actor named {env.target!r}", actor=env.target)
         feed = self._feed
         if feed is None:
-            feed = self._feed = Feed()
+            feed = self._feed = Batch(feed=True)
         return cell.hold(env, feed) or cell.offer(env)
 
     async def deliver_local(self, env: Envelope, timeout: float) -> None:
@@ -494,7 +494,7 @@ class Runtime:
         cells = self._cells
         if not isinstance(actors, Sized):
             actors = list(actors)
-        pause = GCPause()  # a large fan-out: from its first envelope (see ``_batch``)
+        pause = GCPause()  # a large fan-out: from its first envelope (see ``_fanout``)
         if len(actors) >= PAUSE_GC_AT:
             pause.hold()
         envs: list[Envelope | None] = []  # None: an actor elsewhere (in ``remote``)
@@ -557,7 +557,7 @@ class Runtime:
         """Deliver the envelopes of one fan-out to their local actors: idle ones hold theirs
         in one batch, the others get it in their mailbox; a full mailbox within ``timeout``
         (the tasks that wait for room are returned). Errors go to each envelope's waiter.
-        ``pause``: a garbage collector pause, ended by the batch (see ``_batch``)."""
+        ``pause``: a garbage collector pause, ended by the batch (see ``_fanout``)."""
         batch = Batch(copy_payloads=copy_each, pause=pause)
         full: list[tuple[ActorCell, Envelope]] = []
         for cell, env in local:
