@@ -40,7 +40,9 @@ class Op:
     CALL: Final = "call"
     CALL_MANY: Final = "call_many"
     """The calls of one fan-out to actors of one node: ``[kind, targets, payload,
-    timeout]``, answered by one RESULT listing ``[ok, reply or error]`` per target."""
+    timeout]`` (one message for all) or ``[kind, targets, payloads, timeout, True]`` (an
+    encoded list: one message per target), answered in chunks (ITEM, the last a RESULT)
+    listing ``[index, ok, reply or error]`` per target."""
     TELL: Final = "tell"
     STREAM: Final = "stream"
     CONTROL: Final = "control"

@@ -223,9 +223,10 @@ class ZmqTransport(Transport):
         return self._calls.deliver(env, timeout)  # (no coroutine of its own around it)
 
     async def call_many(self, kind: str, names: Sequence[str], payload: Any, timeout: float,
-                        *, sender: str | None = None, trace: Any = None
+                        *, sender: str | None = None, trace: Any = None, each: bool = False
                         ) -> tuple[list[Any], dict[int, BaseException]]:
-        return await self._calls.call_many(kind, names, payload, timeout, sender, trace)
+        return await self._calls.call_many(kind, names, payload, timeout, sender, trace,
+                                           each=each)
 
     def cancel(self, env: Envelope) -> None:
         self._calls.cancel(env)
