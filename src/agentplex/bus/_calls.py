@@ -30,6 +30,11 @@ log = logging.getLogger("agentplex.bus")
 BATCH_SIZE = 50_000
 """The most calls of one fan-out carried by one frame (a larger share goes in several)."""
 
+EACH_BATCH_SIZE = 4096
+"""The same for a fan-out with one message per call: its messages are encoded here and
+decoded on the node one frame at a time, so smaller frames, sent to the nodes in turn, let
+every node start on its first frame while the next ones are encoded."""
+
 LOOKUP_SIZE = 100_000
 """The most names looked up at the head in one request."""
 
@@ -258,17 +263,20 @@ class Calls:
             return CallTimeout(f"no reply from {names[i]!r} within {timeout:g}s", actor=names[i])
 
         data = None if each else encode(payload)
+        size = EACH_BATCH_SIZE if each else BATCH_SIZE
+        shares = [[at[j:j + size] for j in range(0, len(at), size)] for at in groups.values()]
+        headers = {node: trace_headers(trace, node, self.node_id) for node in groups}
         sent: list[tuple[FanOut, asyncio.Future[Any]]] = []
         retry: list[Envelope | None] = []
         try:
-            for node, at in groups.items():
-                headers = trace_headers(trace, node, self.node_id)
-                for j in range(0, len(at), BATCH_SIZE):
-                    fan = FanOut(node, next(self._ids), at[j:j + BATCH_SIZE], replies, errors,
-                                 moved)
+            for k in range(max(map(len, shares), default=0)):  # the nodes in turn
+                for node, chunks in zip(groups, shares, strict=True):
+                    if k >= len(chunks):
+                        continue
+                    fan = FanOut(node, next(self._ids), chunks[k], replies, errors, moved)
                     own = data if data is not None else encode([payload[i] for i in fan.at])
                     sent.append((fan, await self._send_fanout(
-                        fan, kind, sender, headers, own, names, deadline - loop.time(),
+                        fan, kind, sender, headers[node], own, names, deadline - loop.time(),
                         each=each)))
             if sent:
                 await asyncio.wait([fut for _, fut in sent],
