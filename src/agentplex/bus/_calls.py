@@ -485,6 +485,23 @@ class Calls:
         if left <= 0:
             self._check_taken()
 
+    def tell_refused(self, node: str, err: ActorError) -> None:
+        """``node`` did not serve a tell of ours (it does not know us): counted and logged
+        as failed; its place in the node's tell window is free again."""
+        left = self._inflight.get(node, 0) - 1
+        self._inflight[node] = max(0, left)
+        waiters = self._tell_waiters.get(node)
+        while waiters:
+            w = waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                break
+        if left <= 0:
+            self._check_taken()
+        n = self.stats["tell_failed"] = self.stats["tell_failed"] + 1
+        if n & (n - 1) == 0:
+            log.warning("a tell to node %r failed (%d so far): %s", node, n, err)
+
     async def tells_taken(self, timeout: float) -> bool:
         """Wait (at most ``timeout``) until every node has taken the tells we sent it into
         a mailbox; whether they all did."""

@@ -22,7 +22,7 @@ from ..runtime import (
     MailboxFull,
     PeerLost,
 )
-from ._errors import FrameError
+from ._errors import FrameError, UnknownPeer
 
 __all__ = ["KNOWN_OPS", "PROTO", "Header", "Op", "Wire", "error_from_wire", "error_to_wire",
            "pack_header", "parse_header", "split_frames", "to_frames"]
@@ -201,7 +201,8 @@ def _check_header(h: Any) -> Header:
 
 _ERRORS: dict[str, type[ActorError]] = {
     cls.__name__: cls
-    for cls in (ActorError, ActorNotFound, ActorStopped, CallTimeout, MailboxFull, PeerLost)
+    for cls in (ActorError, ActorNotFound, ActorStopped, CallTimeout, MailboxFull, PeerLost,
+                UnknownPeer)
 }
 
 
