@@ -16,9 +16,10 @@ message of its own: ``--agents`` agents on ``--nodes`` nodes are each sent a ``M
 answer with one; ``round_messages`` is the round's wall seconds with one shared message
 (``call_many(names, msg)``), with one message per agent in one fan-out
 (``call_many(names, PerActor(msgs))``: one frame per node) and, unless ``--no-per-call``,
-one ``ref.call`` per agent (``asyncio.gather``), in interleaved repetitions of the same run;
-``round_messages_ratio`` is each one's median against the shared message's, by wall and by
-the CPU seconds of all processes together.
+one ``ref.call`` per agent (``asyncio.gather``), in interleaved repetitions of the same run
+(``lost``: answers that were errors, with ``--heartbeat-timeout`` and ``--timeout`` as
+given); ``round_messages_ratio`` is each one's median against the shared message's, by
+wall and by the CPU seconds of all processes together.
 
 Where the wall time goes, per process (the head, and the node with the most CPU): ``cpu``
 (CPU seconds), ``wait`` (seconds its loop was ready to run but waited for a core, from
@@ -119,13 +120,14 @@ class Probe(Actor):
         return _heard
 
 
-async def node(head: str, index: int, count: int, freeze: bool) -> None:
+async def node(head: str, index: int, count: int, freeze: bool,
+               heartbeat_timeout: float) -> None:
     global _heard_changed
     _heard_changed = asyncio.Event()
     gc.callbacks.append(_count_gc)
     # a loaded machine can starve a loop for seconds while it creates 250k agents: patience
     transport = ZmqTransport(head=head, node_id=f"node-{index}", hwm=100_000,
-                             heartbeat_timeout=120, rpc_timeout=120)
+                             heartbeat_timeout=heartbeat_timeout, rpc_timeout=120)
     async with Runtime(transport, default_timeout=300) as rt:
         await rt.spawn(Probe(), f"probe-{index}")
         names = NameRange(f"a{index}-", 0, count)  # one registration for the whole range
@@ -138,9 +140,10 @@ async def node(head: str, index: int, count: int, freeze: bool) -> None:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
 
-def start_nodes(head: str, nodes: int, per_node: int, freeze: bool
-                ) -> list[subprocess.Popen[str]]:
+def start_nodes(head: str, nodes: int, per_node: int, freeze: bool,
+                heartbeat_timeout: float = 120.0) -> list[subprocess.Popen[str]]:
     procs = [subprocess.Popen([sys.executable, __file__, "--node", head, "--index", str(i),
+                               "--heartbeat-timeout", str(heartbeat_timeout),
                                "--count", str(per_node), *(["--freeze"] if freeze else [])],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
              for i in range(nodes)]
@@ -226,10 +229,11 @@ async def bench(a: argparse.Namespace) -> None:
 async def bench_own_messages(a: argparse.Namespace) -> None:
     """A round where every agent gets its own message, against one shared message."""
     per_node = a.agents // a.nodes
-    transport = ZmqTransport(hwm=100_000, rpc_timeout=120, heartbeat_timeout=120)
+    transport = ZmqTransport(hwm=100_000, rpc_timeout=120,
+                             heartbeat_timeout=a.heartbeat_timeout)
     async with Runtime(transport, default_timeout=300) as rt:
         procs = await asyncio.to_thread(start_nodes, transport.endpoint, a.nodes, per_node,
-                                        a.freeze)
+                                        a.freeze, a.heartbeat_timeout)
         try:
             probes = [f"probe-{i}" for i in range(a.nodes)]
             names = [f"a{i}-{k}" for k in range(per_node) for i in range(a.nodes)]
@@ -256,16 +260,18 @@ async def bench_own_messages(a: argparse.Namespace) -> None:
                     t0 = time.perf_counter()
                     if kind == "per-call":
                         replies = await asyncio.gather(*(
-                            r.call(m, timeout=300) for r, m in zip(refs, message, strict=True)))
+                            r.call(m, timeout=a.timeout) for r, m in zip(refs, message,
+                                                                          strict=True)),
+                            return_exceptions=True)
                     else:
                         replies = await rt.call_many(
                             names, PerActor(message) if kind == "own" else message,
-                            timeout=300)
+                            timeout=a.timeout, return_exceptions=True)
                     wall = time.perf_counter() - t0
                     head1 = usage()
                     node1 = await rt.call_many(probes, "usage")
-                    assert len(replies) == len(names) and all(
-                        isinstance(r, Msg) for r in replies)
+                    assert len(replies) == len(names)
+                    lost = sum(not isinstance(r, Msg) for r in replies)
                     del replies, message
                     head = spent(head1, head0)
                     node_cpu = sum(spent(x, y)["cpu"] for x, y in zip(node1, node0,
@@ -275,7 +281,8 @@ async def bench_own_messages(a: argparse.Namespace) -> None:
                     emit("round_messages", kind, len(names), wall, "s", nodes=a.nodes,
                          head=head, node=busiest(node1, node0), cpu=round(head["cpu"]
                                                                          + node_cpu, 3),
-                         made_s=round(made, 3), freeze=a.freeze)
+                         made_s=round(made, 3), lost=lost, freeze=a.freeze,
+                         heartbeat_timeout=a.heartbeat_timeout)
             base_wall = statistics.median(walls["shared"])
             base_cpu = statistics.median(cpus["shared"])
             for kind in kinds[1:]:
@@ -308,12 +315,16 @@ def main() -> None:
                    help="a round with one message per agent against one shared message")
     p.add_argument("--no-per-call", action="store_true",
                    help="with --own-messages: leave out the one-call-per-agent baseline")
+    p.add_argument("--heartbeat-timeout", type=float, default=120.0,
+                   help="of the head and the nodes (the bus's default is 5)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="with --own-messages: each call's timeout")
     p.add_argument("--node")
     p.add_argument("--index", type=int, default=0)
     p.add_argument("--count", type=int, default=0)
     a = p.parse_args()
     if a.node:
-        asyncio.run(node(a.node, a.index, a.count, a.freeze))
+        asyncio.run(node(a.node, a.index, a.count, a.freeze, a.heartbeat_timeout))
         return
     if a.own_messages:
         if a.quick:
