@@ -106,8 +106,8 @@ class HeadRole:
         """The head answered a ping sent after our ``joins``-th hello: it does not know
         us (it declared us lost, say while we were stopped): join it again at once. (An
         answer to a ping from before our last hello is old news.)"""
-        if joins != self.joins or self.directory is not None or self.closed:
-            return
+        if joins != self.joins or not self.joins or self.directory is not None or self.closed:
+            return  # (not joined yet: the first hello is under way)
         if not self.head_lost:
             log.warning("the head no longer knows this node (%s): joining again",
                         self.node_id)
