@@ -4,6 +4,7 @@ and a node that does not know a sender tells it so at once instead of dropping i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from typing import Any
@@ -17,6 +18,7 @@ from agentplex import Runtime
 from agentplex.bus import UnknownPeer, ZmqTransport
 from agentplex.bus.lowlevel import Header, Op, error_from_wire, split_frames, to_frames
 from agentplex.message import decode, encode
+from agentplex.runtime import PerActor
 
 pytestmark = pytest.mark.anyio
 
@@ -92,7 +94,7 @@ async def test_a_node_the_head_forgot_hears_of_it_and_joins_again(nodes: Any) ->
     timing out, and the forgotten node joins the head again and is served."""
     async with head() as rt:
         head_t: ZmqTransport = rt.transport  # type: ignore[assignment]
-        await nodes(head_t.endpoint, "Echo:e1")
+        await nodes(head_t.endpoint, "Echo:e1", "Echo:e2")
         # slow heartbeats: the forgotten node rejoins only after the refused call
         t = ZmqTransport(head=head_t.endpoint, heartbeat_interval=2, heartbeat_timeout=60)
         async with Runtime(t, default_timeout=20) as other:
@@ -100,8 +102,13 @@ async def test_a_node_the_head_forgot_hears_of_it_and_joins_again(nodes: Any) ->
             head_t._peer_lost(t.node_id)  # what its silence would make the head do
             await head_t._head.push_state()  # every node has the news
             with anyio.fail_after(30):
-                with pytest.raises(UnknownPeer, match="does not know"):
-                    await other.ref("e1").call("forgotten", timeout=60)
+                call = other.ref("e1").call("forgotten", timeout=60)
+                many = other.call_many(["e1", "e2"], PerActor(["a", "b"]), timeout=60,
+                                       return_exceptions=True)
+                refused = await asyncio.gather(call, many, return_exceptions=True)
+                assert isinstance(refused[0], UnknownPeer), refused
+                assert "does not know" in str(refused[0])
+                assert all(isinstance(e, UnknownPeer) for e in refused[1]), refused
                 while True:  # it joins again once the head answers its ping
                     try:
                         assert await other.ref("e1").call("again", timeout=60) == "again"
