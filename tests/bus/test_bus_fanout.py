@@ -13,7 +13,7 @@ import pytest
 from agentplex import ActorNotFound, HandlerError, Msg, MsgHub, Runtime
 from agentplex.bus import ZmqTransport
 from agentplex.orchestration import fanout_pipeline
-from agentplex.runtime import CallTimeout, PeerLost
+from agentplex.runtime import CallTimeout, PeerLost, PerActor
 
 pytestmark = pytest.mark.anyio
 
@@ -127,3 +127,31 @@ async def test_a_remote_fanout_follows_an_actor_that_moved(nodes: Any) -> None:
             assert await rt.call_many(["mover"], "leave") == ["bye"]  # the head's cache
             await nodes(ep, "Echo:mover:second")  # still names the first node: asked again
             assert await rt.call_many(["stay", "mover"], "where") == ["s", "second"]
+
+
+async def test_call_many_with_a_message_per_actor_across_nodes(nodes: Any) -> None:
+    async with head() as rt:
+        stats = rt.transport.stats  # type: ignore[attr-defined]
+        ep = rt.transport.endpoint  # type: ignore[attr-defined]
+        await nodes(ep, *(f"Echo:p0{i}:tag0{i}" for i in range(4)), "Failing:bad",
+                    "Echo:mover:first")
+        await nodes(ep, *(f"Echo:p1{i}:tag1{i}" for i in range(4)))
+        targets = [f"p{n}{i}" for i in range(4) for n in range(2)]  # nodes interleaved
+        messages: list[Any] = [{"to": t, "n": k} for k, t in enumerate(targets)]
+        targets += ["bad", "ghost", "mover", "p00"]
+        messages += ["x", "y", "where", "where"]
+        with anyio.fail_after(30):
+            before = stats["call_many_frames"]
+            got = await rt.call_many(targets, PerActor(messages), return_exceptions=True)
+            assert stats["call_many_frames"] - before == 2  # one frame per node
+            # a message that is a list is one message; a blob goes as its own frame
+            assert await rt.call_many(["p00", "p10"], PerActor([["a", "b"], b"\0" * 100_000])
+                                      ) == [["a", "b"], 100_000]
+            assert await rt.call_many(["mover"], PerActor(["leave"])) == ["bye"]
+            await nodes(ep, "Echo:mover:second")  # the cache still names the first node
+            moved = await rt.call_many(["p11", "mover"], PerActor(["where", "where"]))
+    assert got[:8] == messages[:8]
+    assert isinstance(got[8], HandlerError) and "cannot handle 'x'" in str(got[8])
+    assert isinstance(got[9], ActorNotFound)
+    assert got[10:] == ["first", "tag00"]
+    assert moved == ["tag11", "second"]

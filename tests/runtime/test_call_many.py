@@ -17,7 +17,7 @@ from agentplex.runtime import (
     InProcessTransport,
     Runtime,
 )
-from agentplex.runtime._batch import PAUSE_GC_AT
+from agentplex.runtime._fanout import PAUSE_GC_AT
 from agentplex.runtime.lowlevel import current_cell
 
 pytestmark = pytest.mark.anyio
@@ -444,9 +444,9 @@ async def test_a_large_broadcast_pauses_the_collector_while_observers_run() -> N
 
 async def test_a_pause_ends_early_when_handlers_make_too_many_objects(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from agentplex.runtime import _batch
+    from agentplex.runtime import _fanout
 
-    monkeypatch.setattr(_batch, "PAUSE_GC_BUDGET", 50_000)
+    monkeypatch.setattr(_fanout, "PAUSE_GC_BUDGET", 50_000)
     kept: list[Any] = []
 
     class Hoarder(Actor):

@@ -3,7 +3,7 @@ CurveZMQ security, heartbeats and a head-kept name directory."""
 
 from ._connect import connect
 from ._directory import HEAD, Directory
-from ._errors import FrameError, InsecureBindError, PayloadTooLarge, SpawnRefused
+from ._errors import FrameError, InsecureBindError, PayloadTooLarge, SpawnRefused, UnknownPeer
 from ._security import (
     KeyPair,
     generate_keys,
@@ -21,6 +21,7 @@ __all__ = [
     "KeyPair",
     "PayloadTooLarge",
     "SpawnRefused",
+    "UnknownPeer",
     "ZmqTransport",
     "connect",
     "generate_keys",

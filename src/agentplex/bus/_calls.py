@@ -30,6 +30,11 @@ log = logging.getLogger("agentplex.bus")
 BATCH_SIZE = 50_000
 """The most calls of one fan-out carried by one frame (a larger share goes in several)."""
 
+EACH_BATCH_SIZE = 4096
+"""The same for a fan-out with one message per call: its messages are encoded here and
+decoded on the node one frame at a time, so smaller frames, sent to the nodes in turn, let
+every node start on its first frame while the next ones are encoded."""
+
 LOOKUP_SIZE = 100_000
 """The most names looked up at the head in one request."""
 
@@ -222,12 +227,13 @@ class Calls:
             raise
 
     async def call_many(self, kind: str, names: Sequence[str], payload: Any, timeout: float,
-                        sender: str | None, trace: Any
+                        sender: str | None, trace: Any, *, each: bool = False
                         ) -> tuple[list[Any], dict[int, BaseException]]:
         """:meth:`Transport.call_many <agentplex.runtime.Transport.call_many>` on the bus:
         one CALL_MANY frame per node (per :data:`BATCH_SIZE` of its actors), answered in
         chunks that go straight into the lists returned; a call is an envelope of its own
-        only if its actor moved and it is sent again."""
+        only if its actor moved and it is sent again. With ``each``, ``payload[i]`` is the
+        message of ``names[i]``: each frame carries its own targets' messages."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         replies: list[Any] = [None] * len(names)
@@ -247,8 +253,8 @@ class Calls:
             at.append(i)
 
         def moved(i: int, err: ActorNotFound) -> Envelope:
-            env = Envelope(kind, names[i], payload, waiter=loop.create_future(), sender=sender,
-                           trace=trace)
+            env = Envelope(kind, names[i], payload[i] if each else payload,
+                           waiter=loop.create_future(), sender=sender, trace=trace)
             self.names.pop(env.target, None)
             self.tasks.spawn(self._redeliver(env, err))
             return env
@@ -256,17 +262,22 @@ class Calls:
         def timed_out(i: int) -> BaseException:
             return CallTimeout(f"no reply from {names[i]!r} within {timeout:g}s", actor=names[i])
 
-        data = encode(payload)
+        data = None if each else encode(payload)
+        size = EACH_BATCH_SIZE if each else BATCH_SIZE
+        shares = [[at[j:j + size] for j in range(0, len(at), size)] for at in groups.values()]
+        headers = {node: trace_headers(trace, node, self.node_id) for node in groups}
         sent: list[tuple[FanOut, asyncio.Future[Any]]] = []
         retry: list[Envelope | None] = []
         try:
-            for node, at in groups.items():
-                headers = trace_headers(trace, node, self.node_id)
-                for j in range(0, len(at), BATCH_SIZE):
-                    fan = FanOut(node, next(self._ids), at[j:j + BATCH_SIZE], replies, errors,
-                                 moved)
+            for k in range(max(map(len, shares), default=0)):  # the nodes in turn
+                for node, chunks in zip(groups, shares, strict=True):
+                    if k >= len(chunks):
+                        continue
+                    fan = FanOut(node, next(self._ids), chunks[k], replies, errors, moved)
+                    own = data if data is not None else encode([payload[i] for i in fan.at])
                     sent.append((fan, await self._send_fanout(
-                        fan, kind, sender, headers, data, names, deadline - loop.time())))
+                        fan, kind, sender, headers[node], own, names, deadline - loop.time(),
+                        each=each)))
             if sent:
                 await asyncio.wait([fut for _, fut in sent],
                                    timeout=max(0.0, deadline - loop.time()))
@@ -291,14 +302,16 @@ class Calls:
 
     async def _send_fanout(self, fan: FanOut, kind: str, sender: str | None,
                            trace: dict[str, str] | None, payload: bytes, names: Sequence[str],
-                           timeout: float) -> asyncio.Future[Any]:
-        """Send the CALL_MANY frame of ``fan``; the future is done once all its calls are
-        (a failure of the whole frame fails each of them)."""
+                           timeout: float, *, each: bool = False) -> asyncio.Future[Any]:
+        """Send the CALL_MANY frame of ``fan`` (``payload``: the encoded message, or with
+        ``each`` the encoded list of its calls' messages); the future is done once all its
+        calls are (a failure of the whole frame fails each of them)."""
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is None
                               else fan.fail(lambda i: f.exception() or ActorError("failed")))
         self._pending[fan.corr] = Pending(fut, fan.node, batch=fan)
-        data = encode([kind, [names[i] for i in fan.at], payload, max(timeout, 1e-3)])
+        body = [kind, [names[i] for i in fan.at], payload, max(timeout, 1e-3)]
+        data = encode([*body, True] if each else body)
         header = Header(Op.CALL_MANY, self.node_id, fan.corr, None, sender, trace=trace)
         self.stats["call_many_frames"] += 1
         try:
@@ -471,6 +484,23 @@ class Calls:
                 n -= 1
         if left <= 0:
             self._check_taken()
+
+    def tell_refused(self, node: str, err: ActorError) -> None:
+        """``node`` did not serve a tell of ours (it does not know us): counted and logged
+        as failed; its place in the node's tell window is free again."""
+        left = self._inflight.get(node, 0) - 1
+        self._inflight[node] = max(0, left)
+        waiters = self._tell_waiters.get(node)
+        while waiters:
+            w = waiters.popleft()
+            if not w.done():
+                w.set_result(None)
+                break
+        if left <= 0:
+            self._check_taken()
+        n = self.stats["tell_failed"] = self.stats["tell_failed"] + 1
+        if n & (n - 1) == 0:
+            log.warning("a tell to node %r failed (%d so far): %s", node, n, err)
 
     async def tells_taken(self, timeout: float) -> bool:
         """Wait (at most ``timeout``) until every node has taken the tells we sent it into

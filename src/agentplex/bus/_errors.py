@@ -4,7 +4,9 @@ The tree::
 
     AgentplexError
     ├── agentplex.runtime.ActorError
-    │   └── PayloadTooLarge     a message over max_message_size (also a ValueError)
+    │   ├── PayloadTooLarge     a message over max_message_size (also a ValueError)
+    │   └── agentplex.runtime.PeerLost
+    │       └── UnknownPeer     the receiving node does not know the sender
     ├── FrameError              a received frame that is not a bus frame (also a ValueError)
     ├── InsecureBindError       a non-loopback bind without CURVE keys (also a ValueError)
     └── SpawnRefused            a remote spawn outside the allow-list (also a PermissionError)
@@ -16,13 +18,19 @@ The runtime's own errors (``ActorNotFound``, ``MailboxFull``, ``PeerLost``,
 from __future__ import annotations
 
 from ..errors import AgentplexError
-from ..runtime import ActorError
+from ..runtime import ActorError, PeerLost
 
-__all__ = ["FrameError", "InsecureBindError", "PayloadTooLarge", "SpawnRefused"]
+__all__ = ["FrameError", "InsecureBindError", "PayloadTooLarge", "SpawnRefused", "UnknownPeer"]
 
 
 class PayloadTooLarge(ActorError, ValueError):
     """A message is larger than the bus's ``max_message_size``."""
+
+
+class UnknownPeer(PeerLost):
+    """The node a request went to does not know the node that sent it (the head declared
+    the sender lost, or its news of the sender has not reached that node): the request was
+    not served, and the sender hears so at once instead of waiting for its timeout."""
 
 
 class FrameError(AgentplexError, ValueError):

@@ -22,7 +22,7 @@ from ..runtime import (
     MailboxFull,
     PeerLost,
 )
-from ._errors import FrameError
+from ._errors import FrameError, UnknownPeer
 
 __all__ = ["KNOWN_OPS", "PROTO", "Header", "Op", "Wire", "error_from_wire", "error_to_wire",
            "pack_header", "parse_header", "split_frames", "to_frames"]
@@ -40,7 +40,9 @@ class Op:
     CALL: Final = "call"
     CALL_MANY: Final = "call_many"
     """The calls of one fan-out to actors of one node: ``[kind, targets, payload,
-    timeout]``, answered by one RESULT listing ``[ok, reply or error]`` per target."""
+    timeout]`` (one message for all) or ``[kind, targets, payloads, timeout, True]`` (an
+    encoded list: one message per target), answered in chunks (ITEM, the last a RESULT)
+    listing ``[index, ok, reply or error]`` per target."""
     TELL: Final = "tell"
     STREAM: Final = "stream"
     CONTROL: Final = "control"
@@ -199,7 +201,8 @@ def _check_header(h: Any) -> Header:
 
 _ERRORS: dict[str, type[ActorError]] = {
     cls.__name__: cls
-    for cls in (ActorError, ActorNotFound, ActorStopped, CallTimeout, MailboxFull, PeerLost)
+    for cls in (ActorError, ActorNotFound, ActorStopped, CallTimeout, MailboxFull, PeerLost,
+                UnknownPeer)
 }
 
 

@@ -52,6 +52,8 @@ class HeadRole:
         self.endpoint = ""
         self.public_key = ""
         self.head_lost = False
+        self.joins = 0
+        """How many times this node has joined the head (its pings carry it)."""
         self.closed = False
         self._version = -1
         self._rejoining: asyncio.Task[None] | None = None
@@ -84,6 +86,7 @@ class HeadRole:
             {"endpoint": self.endpoint, "key": self.public_key}), self.rpc_timeout)
         self._version = -1  # the head may have restarted with a fresh directory
         self.apply_snapshot(snap)
+        self.joins += 1
 
     async def _rejoin(self) -> None:
         """The head was lost: say hello again until it answers, then re-register."""
@@ -98,6 +101,18 @@ class HeadRole:
             return
         self.head_lost = False
         log.warning("rejoined the head at %s", self.head)
+
+    def forgotten(self, joins: int | None) -> None:
+        """The head answered a ping sent after our ``joins``-th hello: it does not know
+        us (it declared us lost, say while we were stopped): join it again at once. (An
+        answer to a ping from before our last hello is old news.)"""
+        if joins != self.joins or not self.joins or self.directory is not None or self.closed:
+            return  # (not joined yet: the first hello is under way)
+        if not self.head_lost:
+            log.warning("the head no longer knows this node (%s): joining again",
+                        self.node_id)
+            self.head_lost = True
+        self.rejoin_if_lost()
 
     def rejoin_if_lost(self) -> None:
         """Try to rejoin a lost head, unless a try is under way (called every heartbeat)."""

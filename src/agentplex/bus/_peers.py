@@ -88,6 +88,9 @@ class Peers:
         self.links: dict[str, Link] = {}
         self.live = Liveness(heartbeat_timeout)
         self.wire = Wire()
+        self.targets: tuple[tuple[str, str, str], ...] = ()
+        """The linked peers as ``(node, endpoint, public key)``, for the heartbeat thread
+        (a tuple replaced whole, never changed in place)."""
 
     # -- links ---------------------------------------------------------------------------
 
@@ -110,6 +113,7 @@ class Peers:
             sock.curve_serverkey = info[1].encode("ascii")
         sock.connect(info[0])
         link = self.links[node] = Link(sock)
+        self.targets = (*self.targets, (node, *info))
         self.live.seen(node)
         return link
 
@@ -118,18 +122,15 @@ class Peers:
         link = self.links.pop(node, None)
         if link is not None:
             link.close()
+            self.targets = tuple(t for t in self.targets if t[0] != node)
         self.live.forget(node)
-
-    def ping_all(self) -> None:
-        """Send a heartbeat to every linked peer."""
-        for node in list(self.links):
-            self.send_nowait(node, Header(Op.PING, self.node_id), b"")
 
     def close(self) -> None:
         """Close every link."""
         for link in self.links.values():
             link.close()
         self.links.clear()
+        self.targets = ()
 
     # -- sending -------------------------------------------------------------------------
 

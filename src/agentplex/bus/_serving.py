@@ -241,35 +241,48 @@ class Serving:
 
     def on_call_many(self, h: Header, data: bytes) -> None:
         """The calls of one fan-out (CALL_MANY) for local actors: delivered at once (idle
-        actors handle theirs in one batch, without a task each), answered in one frame
-        listing each target's reply or error, in order, once all have answered or the
-        caller's timeout has passed."""
+        actors handle theirs in one batch, without a task each), answered in chunks listing
+        each target's reply or error as they come, the last once all have answered or the
+        caller's timeout has passed. The body is ``[kind, targets, payload, timeout]``
+        (one message for all, each target given its own copy) or ``[kind, targets,
+        payloads, timeout, True]`` (``payloads`` encodes a list: one message per target)."""
         if h.corr is None:
             self.peers.drop("call_many without a correlation id")
             return
         body = self.peers.decode(h, data)
-        if not (isinstance(body, list) and len(body) == 4 and body[0] in (Op.CALL, Op.CONTROL)
+        if not (isinstance(body, list) and len(body) in (4, 5)
+                and body[0] in (Op.CALL, Op.CONTROL)
                 and isinstance(body[1], list) and all(isinstance(t, str) for t in body[1])
                 and isinstance(body[2], bytes) and isinstance(body[3], (int, float))
-                and 0 < body[3] < 1e9):
+                and 0 < body[3] < 1e9 and body[4:] in ([], [True])):
             self.peers.answer_error(h, ActorError("malformed call_many request"))
             return
-        kind, targets, encoded, timeout = body
+        kind, targets, encoded, timeout = body[:4]
+        each = len(body) == 5
         payload = self.peers.decode(h, encoded)
+        if each and not (isinstance(payload, list) and len(payload) == len(targets)):
+            self.peers.answer_error(h, ActorError(
+                "malformed call_many request: not one message per target"))
+            return
         trace = receive_context(targets[0] if targets else "", h.trace,
                                 **{"agentplex.node": self.node_id})
         answer = BatchAnswer(len(targets), lambda items, last: self._send_answers(h, items,
                                                                                   last))
         sender, corr = h.sender, h.corr
-        envs = [Envelope(kind, target, payload, waiter=BatchSlot(answer, i, target),
-                         sender=sender, correlation_id=corr, trace=trace)
-                for i, target in enumerate(targets)]
+        if each:
+            envs = [Envelope(kind, target, message, waiter=BatchSlot(answer, i, target),
+                             sender=sender, correlation_id=corr, trace=trace)
+                    for i, (target, message) in enumerate(zip(targets, payload, strict=True))]
+        else:
+            envs = [Envelope(kind, target, payload, waiter=BatchSlot(answer, i, target),
+                             sender=sender, correlation_id=corr, trace=trace)
+                    for i, target in enumerate(targets)]
         if h.src not in self.peers.links:
             self.peers.link(h.src)  # watch the caller's heartbeat: if it dies, handlers stop
         key = (h.src, h.corr)
         if envs:
             self._served[key] = Served(envs[0], batch=envs)
-        self.enqueue_many(envs, timeout)
+        self.enqueue_many(envs, timeout, shared=not each)
         task = self.tasks.spawn(self._answer_many(h, key, answer, envs, timeout))
         if envs:
             self._served[key].task = task
@@ -422,21 +435,23 @@ class Serving:
         held.append((env, tell_from))
         self._overflowing += 1
 
-    def enqueue_many(self, envs: list[Envelope], timeout: float) -> None:
+    def enqueue_many(self, envs: list[Envelope], timeout: float, *, shared: bool = True
+                     ) -> None:
         """Put the calls of one fan-out in their actors' mailboxes, each in arrival order
         as :meth:`enqueue` keeps it: an actor with envelopes held back gets its call behind
-        them, the others at once through the runtime's batch delivery (each actor gets its
-        own copy of the shared payload)."""
+        them, the others at once through the runtime's batch delivery. ``shared``: the
+        envelopes share one payload, and each actor gets its own copy."""
         overflow = self._overflow
         if overflow:
             now = [env for env in envs if env.target not in overflow]
             for env in envs:
                 if env.target in overflow:
-                    env.payload = copy.deepcopy(env.payload)
+                    if shared:
+                        env.payload = copy.deepcopy(env.payload)
                     self.enqueue(env, None)
         else:
             now = envs
-        self.runtime.deliver_local_many(now, timeout, copy_payloads=True)
+        self.runtime.deliver_local_many(now, timeout, copy_payloads=shared)
 
     async def _drain(self, name: str, held: deque[tuple[Envelope, str | None]]) -> None:
         try:

@@ -23,9 +23,10 @@ from ..message import DecodeError, encode
 from ..runtime import ActorError, ActorStopped, PeerLost, Transport
 from ._calls import Calls
 from ._directory import HEAD, Directory
-from ._errors import FrameError, InsecureBindError
-from ._frames import Header, Op
+from ._errors import FrameError, InsecureBindError, UnknownPeer
+from ._frames import Header, Op, error_from_wire, error_to_wire
 from ._head import HeadRole
+from ._heartbeat import Heartbeats
 from ._peers import Peers
 from ._security import AllowList, KeyPair, is_loopback
 from ._serving import Serving
@@ -137,6 +138,7 @@ class ZmqTransport(Transport):
         self._fd = -1
         self._closed = False
         self._closing = False
+        self._heartbeats: Heartbeats | None = None
         self._tasks = Tasks()
         directory = Directory() if self.is_head else None
         self._peers = Peers(self.node_id, keys=keys, hwm=hwm, max_message_size=max_message_size,
@@ -183,6 +185,11 @@ class ZmqTransport(Transport):
         loop = asyncio.get_running_loop()
         loop.add_reader(self._fd, self._readable)
         loop.call_soon(self._readable)
+        peers = self._peers
+        self._heartbeats = Heartbeats(ctx, self.node_id, self.keys, self.heartbeat_interval,
+                                      lambda: peers.targets, lambda: self._head.joins,
+                                      self._ping_refused)
+        self._heartbeats.start()
         self._tasks.spawn(self._heartbeat())
         try:
             await self._head.start(runtime, self.endpoint, self.keys.public if self.keys else "")
@@ -199,6 +206,8 @@ class ZmqTransport(Transport):
         if not await self._calls.tells_taken(self.heartbeat_timeout):
             log.warning("closing with tells not yet acknowledged by their nodes")
         self._closed = True
+        if self._heartbeats is not None:
+            self._heartbeats.stop()  # no ping may follow our goodbye
         self._serving.close()
         self._head.close()
         if not self.is_head and self._peers.links:  # the head and every node we spoke to
@@ -223,9 +232,10 @@ class ZmqTransport(Transport):
         return self._calls.deliver(env, timeout)  # (no coroutine of its own around it)
 
     async def call_many(self, kind: str, names: Sequence[str], payload: Any, timeout: float,
-                        *, sender: str | None = None, trace: Any = None
+                        *, sender: str | None = None, trace: Any = None, each: bool = False
                         ) -> tuple[list[Any], dict[int, BaseException]]:
-        return await self._calls.call_many(kind, names, payload, timeout, sender, trace)
+        return await self._calls.call_many(kind, names, payload, timeout, sender, trace,
+                                           each=each)
 
     def cancel(self, env: Envelope) -> None:
         self._calls.cancel(env)
@@ -342,7 +352,10 @@ class ZmqTransport(Transport):
             # every frame but a hello to the head comes from a node that joined with its key
             info = peers.nodes.get(h.src)
             if info is None:
-                peers.drop(f"{h.op} from {h.src!r}, which has not joined")
+                if h.op in _PEER_OPS:  # (the key passed the allow-list)
+                    self._refuse_unknown(frames[0], h)
+                else:
+                    peers.drop(f"{h.op} from {h.src!r}, which has not joined")
                 return
             if info[1] != key:
                 peers.drop(f"{h.op} claiming to come from {h.src!r} signed by another key")
@@ -355,7 +368,7 @@ class ZmqTransport(Transport):
         op = h.op
         if op in _PEER_OPS and h.src not in peers.nodes and not (op == Op.HELLO
                                                                   and self.is_head):
-            peers.drop(f"{op} from unknown node {h.src!r}")
+            self._refuse_unknown(frames[0], h)
             return
         if op in (Op.RESULT, Op.ERROR, Op.ITEM, Op.END):
             self._calls.on_answer(h, data)
@@ -384,16 +397,76 @@ class ZmqTransport(Transport):
         else:
             self._tasks.spawn(self._head.on_head_op(h, peers.decode(h, data), key))
 
+    # -- unknown peers -------------------------------------------------------------------
+
+    def _refuse_unknown(self, ident: bytes, h: Header) -> None:
+        """A frame from a node we do not know (not in our copy of the directory): it is not
+        served, and its sender hears so at once — an :class:`UnknownPeer` error sent back
+        over the connection it came on (we have no address for it), with the request's
+        correlation id and op — instead of waiting for its timeout."""
+        self._peers.drop(f"{h.op} from unknown node {h.src!r} (told so)")
+        err = UnknownPeer(f"node {self.node_id!r} does not know node {h.src!r} (the head "
+                          f"declared it lost, or has not announced it yet): its {h.op} was "
+                          "not served", actor=h.target)
+        data = encode({**error_to_wire(err, h.target), "op": h.op})
+        try:
+            frames = self._peers.wire.frames(Header(Op.ERROR, self.node_id, h.corr,
+                                                    h.target), data)
+            self._inbox.send_multipart([ident, *frames], _NOBLOCK)
+        except zmq.ZMQError:  # (gone, or its queue is full)
+            self.stats["send_failed"] += 1
+
+    def _read_links(self) -> None:
+        """Read what came back on our links to peers: only a peer that does not know us
+        answers there (:meth:`_refuse_unknown`); read once per heartbeat interval."""
+        for node, link in list(self._peers.links.items()):
+            sock = link.sync
+            try:
+                while sock.get(_EVENTS) & _POLLIN:
+                    self._on_link_frames(node, sock.recv_multipart(_NOBLOCK))
+            except zmq.ZMQError:
+                continue
+
+    def _on_link_frames(self, node: str, frames: list[bytes]) -> None:
+        """``node``'s answer on our link to it: an error for a request of ours it did not
+        serve (it does not know us). A call gets it as its answer; a tell is counted as
+        failed and frees its place in the node's tell window."""
+        peers = self._peers
+        try:
+            h, data = peers.wire.split(frames)
+            if h.src != node or h.op != Op.ERROR:
+                raise FrameError(f"{h.op} from {h.src!r} on the link to {node!r}")
+            if h.corr is not None:
+                self._calls.on_answer(h, data)
+                return
+            value = peers.decode(h, data)
+        except (FrameError, DecodeError) as exc:
+            peers.drop(str(exc))
+            return
+        if isinstance(value, dict) and value.get("op") == Op.TELL:
+            self._calls.tell_refused(node, error_from_wire(value))
+
+    def _ping_refused(self, node: str, joins: int | None) -> None:
+        """``node`` answered a ping with an error: it does not know us. If it is the head,
+        join it again."""
+        n = self.stats["unknown_to_peer"] = self.stats["unknown_to_peer"] + 1
+        if node == HEAD:
+            self._head.forgotten(joins)
+        elif n & (n - 1) == 0:
+            log.info("node %r does not know this node yet (%d times)", node, n)
+
     # -- liveness ------------------------------------------------------------------------
 
     async def _heartbeat(self) -> None:
+        """Judge the peers every interval (a thread of its own pings them: ``_heartbeat.py``);
+        read what came back on the links."""
         loop = asyncio.get_running_loop()
         while not self._closed:
             before = loop.time()
             await asyncio.sleep(self.heartbeat_interval)
             if self._closed:
-                return  # no ping may follow our goodbye
-            self._peers.ping_all()
+                return
+            self._read_links()
             if loop.time() - before > 2 * self.heartbeat_interval or (
                     self._inbox.getsockopt(zmq.EVENTS) & zmq.POLLIN):
                 # This loop is behind (a big batch, a starved process, a backlog of

@@ -16,6 +16,7 @@ from ._errors import (
     PeerLost,
 )
 from ._names import NameRange
+from ._per_actor import PerActor
 from ._ref import ActorRef, ReplyStream
 from ._runtime import Runtime, get_runtime
 from ._transport import InProcessNetwork, InProcessTransport, Transport
@@ -34,6 +35,7 @@ __all__ = [
     "MailboxFull",
     "NameRange",
     "PeerLost",
+    "PerActor",
     "ReplyStream",
     "Runtime",
     "Transport",

@@ -3,7 +3,7 @@
 An idle actor costs no task and no queue: the mailbox deque exists only while messages
 wait, and the drain task exists only while the mailbox has work. The task handles
 messages one at a time, in arrival order, inline (no task per message). A fan-out or a
-broadcast may instead hold an idle actor's mailbox in a :class:`~._batch.Batch`, which
+broadcast may instead hold an idle actor's mailbox in a :class:`~._fanout.Batch`, which
 handles it without a task of its own.
 
 An actor with ``max_concurrency = N > 1`` has up to N worker tasks instead of one drain
@@ -23,10 +23,10 @@ from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 from ..tracing.lowlevel import current_context, set_current_actor, use_context
-from ._batch import Batch, Suspended, deep_copy, drive
 from ._channel import StreamChannel
 from ._envelope import Envelope, Kind
 from ._errors import ActorStopped, HandlerError, MailboxFull
+from ._fanout import Batch, Suspended, deep_copy, drive
 
 if TYPE_CHECKING:
     from ._actor import Actor
@@ -227,7 +227,7 @@ class ActorCell:
             self._queue = None
             self.runtime.mark_settled()
 
-    # -- held by a batch (see ``_batch``) ------------------------------------------------
+    # -- held by a batch (see ``_fanout``) ------------------------------------------------
 
     def run_held(self, base: Context, runner: asyncio.Task[Any] | None) -> Suspended | None:
         """Handle the held envelope, then whatever queued behind it, in the batch runner.
@@ -405,7 +405,7 @@ class ActorCell:
         around the handler when it needs none (a call, tell or publish, not traced).
 
         Returns ``None`` when it finished without waiting, else the rest of it and what it
-        yielded (to go on with :func:`~._batch.drive`). Raises as :meth:`_process` does.
+        yielded (to go on with :func:`~._fanout.drive`). Raises as :meth:`_process` does.
         """
         kind = env.kind
         waiter = env.waiter
@@ -548,7 +548,7 @@ class ActorCell:
             elif self._inflight:
                 busy = next(iter(self._inflight.values()))
             elif self._batch is not None:
-                busy = self._batch.finished()
+                busy = self._batch.next_release()
             else:
                 return
             try:

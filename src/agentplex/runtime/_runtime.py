@@ -31,12 +31,13 @@ from opentelemetry import context as otel_context
 from ..tracing import is_enabled
 from ..tracing.lowlevel import current_context, extract_context
 from ._actor import Actor
-from ._batch import PAUSE_GC_AT, Batch, Feed, GCPause, deep_copy
 from ._cell import _RUNNING, ActorCell, current_cell, handler_error
 from ._deadlines import Deadlines, call_timed_out
 from ._envelope import Envelope, Kind
 from ._errors import ActorError, ActorExists, ActorNotFound, ActorStopped
+from ._fanout import PAUSE_GC_AT, Batch, GCPause, deep_copy
 from ._names import NameRange
+from ._per_actor import PerActor
 from ._ref import ActorRef
 from ._settle import abandon, settle
 from ._transport import InProcessTransport, Transport
@@ -108,7 +109,7 @@ class Runtime:
         self._token: Token[Runtime | None] | None = None
         self._ids = itertools.count(1)
         self._deadlines: Deadlines | None = None
-        self._feed: Feed | None = None
+        self._feed: Batch | None = None
         self.unhandled_errors = 0
         """Errors raised by handlers of tells and publishes, which have no caller."""
 
@@ -232,9 +233,10 @@ class Runtime:
         return cell.ref
 
     async def spawn_many(self, actors: Sequence[Actor], names: Sequence[str], *,
-                         mailbox_size: int | None = None) -> None:
+                         mailbox_size: int | None = None) -> list[ActorRef]:
         """Start every actor of ``actors`` under the name at the same position of ``names``
-        (a list, or a :class:`NameRange` for generated names), all or none.
+        (a list, or a :class:`NameRange` for generated names), all or none; return their
+        refs, in that order.
 
         The transport hears of the whole batch at once (one message across processes,
         however many actors). Raises :class:`ActorExists` (nothing started) when a name is
@@ -259,7 +261,7 @@ class Runtime:
                 raise RuntimeError(f"{actor!r} is already spawned as {actor._cell.name!r}")
         size = mailbox_size or self.mailbox_size
         started: list[ActorCell] = []
-        pause = GCPause()  # a big batch makes only live objects (see ``_batch``)
+        pause = GCPause()  # a big batch makes only live objects (see ``_fanout``)
         if len(actors) >= PAUSE_GC_AT:
             pause.hold()
         try:
@@ -288,6 +290,7 @@ class Runtime:
                     del cells[cell.name]
                     cell.actor._cell = None
                 raise
+        return [cell.ref for cell in started]
 
     def ref(self, name: str) -> ActorRef:
         """A ref to the actor ``name``, local or hosted elsewhere (not checked here)."""
@@ -404,7 +407,7 @@ class Runtime:
             raise ActorNotFound(f"no local actor named {env.target!r}", actor=env.target)
         feed = self._feed
         if feed is None:
-            feed = self._feed = Feed()
+            feed = self._feed = Batch(feed=True)
         return cell.hold(env, feed) or cell.offer(env)
 
     async def deliver_local(self, env: Envelope, timeout: float) -> None:
@@ -463,12 +466,17 @@ class Runtime:
     ) -> list[Any]:
         """Call every actor in ``actors`` with ``message``; return the replies in that order.
 
+        ``message`` is one message for all, or a :class:`PerActor` giving each actor its
+        own (``PerActor(messages)``: ``messages[i]`` for ``actors[i]``; a plain list is
+        one message, as an agent takes a list of ``Msg``).
+
         Like one :meth:`ActorRef.call` per actor, all at once, with the same guarantees:
         each actor handles one message at a time, in arrival order (a busy actor gets the
         message in its mailbox), and a handler's error goes back as that actor's error.
         Cheaper: an idle local actor's handler runs without a task of its own (see
         ``docs/runtime.md``), and actors hosted elsewhere are handed to the transport as
-        one batch (:meth:`Transport.call_many`).
+        one batch (:meth:`Transport.call_many`: one frame per node on the bus, with one
+        message per actor as well).
 
         ``timeout`` (default: ``default_timeout``) bounds the whole call: an actor that has
         not answered by then gets :class:`CallTimeout` and its handler is interrupted, as
@@ -476,7 +484,7 @@ class Runtime:
         actor has answered, failed or timed out. With ``return_exceptions`` an actor's
         error takes the place of its reply; otherwise the first error in ``actors`` order
         is raised (after all have finished). With ``copy_message`` every local actor gets
-        its own deep copy of ``message`` (remote ones always decode their own).
+        its own deep copy of its message (remote ones always decode their own).
         """
         return await self._call_many(Kind.CALL, actors, message, timeout, return_exceptions,
                                      copy_message)
@@ -494,7 +502,13 @@ class Runtime:
         cells = self._cells
         if not isinstance(actors, Sized):
             actors = list(actors)
-        pause = GCPause()  # a large fan-out: from its first envelope (see ``_batch``)
+        each = isinstance(payload, PerActor)
+        if each:
+            payloads = payload.messages
+            if len(payloads) != len(actors):
+                raise ValueError(f"{len(payloads)} messages for {len(actors)} actors")
+        remote_payloads: list[Any] = []  # with ``each``: those of ``remote``, in order
+        pause = GCPause()  # a large fan-out: from its first envelope (see ``_fanout``)
         if len(actors) >= PAUSE_GC_AT:
             pause.hold()
         envs: list[Envelope | None] = []  # None: an actor elsewhere (in ``remote``)
@@ -502,7 +516,9 @@ class Runtime:
         remote: list[str] = []
         local: list[tuple[ActorCell, Envelope]] = []
         closed = self._closed
-        for actor in actors:
+        for i, actor in enumerate(actors):
+            if each:
+                payload = payloads[i]
             stale = False
             if type(actor) is str:
                 name = actor
@@ -514,6 +530,8 @@ class Runtime:
             cell = cells.get(name)
             if cell is None and not stale and not closed:
                 remote.append(name)
+                if each:
+                    remote_payloads.append(payload)
                 envs.append(None)
                 futs.append(None)
                 continue
@@ -538,8 +556,9 @@ class Runtime:
             if remote:
                 try:
                     replies, errors = await self.transport.call_many(
-                        kind, remote, payload, max(0.0, deadline - loop.time()),
-                        sender=sender_name, trace=trace)
+                        kind, remote, remote_payloads if each else payload,
+                        max(0.0, deadline - loop.time()), sender=sender_name, trace=trace,
+                        each=each)
                 except asyncio.CancelledError:
                     abandon(envs, self._cancel)
                     raise
@@ -557,7 +576,7 @@ class Runtime:
         """Deliver the envelopes of one fan-out to their local actors: idle ones hold theirs
         in one batch, the others get it in their mailbox; a full mailbox within ``timeout``
         (the tasks that wait for room are returned). Errors go to each envelope's waiter.
-        ``pause``: a garbage collector pause, ended by the batch (see ``_batch``)."""
+        ``pause``: a garbage collector pause, ended by the batch (see ``_fanout``)."""
         batch = Batch(copy_payloads=copy_each, pause=pause)
         full: list[tuple[ActorCell, Envelope]] = []
         for cell, env in local:

@@ -92,11 +92,12 @@ class Transport(ABC):
                     env.waiter.set_exception(exc)
 
     async def call_many(self, kind: str, names: Sequence[str], payload: Any, timeout: float,
-                        *, sender: str | None = None, trace: Any = None
+                        *, sender: str | None = None, trace: Any = None, each: bool = False
                         ) -> tuple[list[Any], dict[int, BaseException]]:
         """Call every actor of ``names`` (hosted elsewhere) with ``payload`` (``kind``:
         ``Kind.CALL`` or ``Kind.CONTROL``), for :meth:`Runtime.call_many`; return once all
-        have answered, failed or timed out.
+        have answered, failed or timed out. With ``each``, ``payload`` is a sequence as
+        long as ``names``: ``names[i]`` gets ``payload[i]``.
 
         Returns ``(replies, errors)``: the reply of ``names[i]`` is ``replies[i]`` unless
         ``errors`` has an error at ``i`` (:class:`ActorNotFound`, :class:`CallTimeout` after
@@ -107,8 +108,8 @@ class Transport(ABC):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         envs: list[Envelope | None] = [
-            Envelope(kind, name, payload, waiter=loop.create_future(), sender=sender,
-                     trace=trace) for name in names]
+            Envelope(kind, name, payload[i] if each else payload, waiter=loop.create_future(),
+                     sender=sender, trace=trace) for i, name in enumerate(names)]
         futs = [env.waiter for env in envs if env is not None]
         try:
             await self.deliver_many([env for env in envs if env is not None], timeout)

@@ -13,10 +13,10 @@ the :class:`~agentplex.runtime.Runtime` itself is listed in
 :class:`~agentplex.runtime.Transport`'s module, ``agentplex/runtime/_transport.py``.
 """
 
-from ._batch import GCPause
 from ._cell import current_cell
 from ._channel import StreamChannel
 from ._envelope import Envelope, Kind
+from ._fanout import GCPause
 from ._names import split_name
 from ._settle import abandon, settle
 

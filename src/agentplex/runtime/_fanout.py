@@ -1,4 +1,5 @@
-"""Handling one message at many idle actors without a task each (fan-outs, broadcasts).
+"""The fan-out runner: handling one message at many idle actors without a task each
+(fan-outs, broadcasts, and what a transport receives for idle actors).
 
 A :class:`Batch` holds the mailboxes of idle local actors, one envelope each, and a single
 runner task handles them one after another. Holding is delivery: a message sent to a held
@@ -10,6 +11,10 @@ list) costs no task at all. A handler that does wait stays in the runner that st
 until it ends, so it sees one current task from start to end (``asyncio.timeout`` and anyio
 cancel scopes depend on that); the rest of the batch moves on in a fresh runner at once.
 So a batch starts at most one task per handler that waits, never one per actor.
+
+The same runner serves two policies: a fan-out's batch, filled and then started, that ends
+once it has handled what it holds; and the runtime's feed, open for as long as the runtime
+runs, into which a transport hands what arrives for idle actors one envelope at a time.
 
 A large fan-out pauses Python's cyclic garbage collector (:class:`GCPause`) while its
 handlers run without waiting, until the last is done or one waits: what they allocate
@@ -34,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._cell import ActorCell
 
-__all__ = ["PAUSE_GC_AT", "Batch", "Feed", "GCPause", "Suspended", "deep_copy", "drive"]
+__all__ = ["PAUSE_GC_AT", "Batch", "GCPause", "Suspended", "deep_copy", "drive"]
 
 _YIELD_EVERY = 256
 """A runner lets other tasks run after this many handlers that did not wait."""
@@ -114,35 +119,59 @@ def drive(ctx: contextvars.Context | None, coro: Any, yielded: Any) -> Generator
 
 
 class Batch:
-    """Idle actors holding one envelope each, handled by one runner task (see module doc).
+    """Idle actors holding one envelope each, handled in turn by one runner task (see the
+    module doc). One runner, two policies:
 
-    Fill it with :meth:`ActorCell.hold`, then :meth:`start` it. ``pause``: a garbage
-    collector pause the batch ends once its handlers are done or one waits; without one,
-    a batch of :data:`PAUSE_GC_AT` actors or more holds its own.
+    - a **fan-out's batch** (``Batch()``): fill it with :meth:`ActorCell.hold`, then
+      :meth:`start` it; the runner ends once it has handled everything held. ``pause``: a
+      garbage collector pause the batch ends once its handlers are done or one waits;
+      without one, a batch of :data:`PAUSE_GC_AT` actors or more holds its own.
+    - a **feed** (``Batch(feed=True)``): envelopes come one at a time (what a transport
+      receives for idle actors), the runner starts with the first, handles them as they
+      come and waits for more when none is left, so a request from another process costs
+      no task of its own; :meth:`close` ends it.
+
+    Either way a handler that waits keeps the runner that started it and a fresh runner
+    takes over the rest, and :meth:`next_release` is how a held actor's cell waits for the
+    batch to let go of something.
     """
 
-    __slots__ = ("_base", "_finished", "_left", "_pause", "_queue", "_runner", "copy_payloads")
+    __slots__ = ("_base", "_feed", "_pause", "_queue", "_released", "_runner", "_sleeping",
+                 "copy_payloads")
 
-    def __init__(self, *, copy_payloads: bool = False, pause: GCPause | None = None) -> None:
+    def __init__(self, *, feed: bool = False, copy_payloads: bool = False,
+                 pause: GCPause | None = None) -> None:
         self.copy_payloads = copy_payloads
         """Give each held envelope a deep copy of its payload when its handler starts (a
         copy made then lives only as long as the handler keeps it)."""
+        self._feed = feed
         self._pause = pause
         self._queue: deque[ActorCell] = deque()
-        self._left = 0
-        self._finished: asyncio.Future[None] | None = None
+        self._released: asyncio.Future[None] | None = None
         self._base: contextvars.Context | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._sleeping: asyncio.Future[None] | None = None
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def add(self, cell: ActorCell) -> None:
+        """Hold ``cell`` (its envelope is in ``cell``); a feed handles it at once."""
         self._queue.append(cell)
-        self._left += 1
+        if self._feed:
+            wake = self._sleeping
+            if wake is not None:
+                self._sleeping = None
+                if not wake.done():  # (done: cancelled with its runner, which drops the rest)
+                    wake.set_result(None)
+            elif self._runner is None:
+                self._start_runner()
 
     def start(self) -> None:
-        """Start handling the held envelopes (in the current context's copy)."""
+        """Start handling the held envelopes (in the current context's copy); a feed runs
+        as envelopes come and needs no start."""
+        if self._feed:
+            return
         if not self._queue or self._base is not None:
             if self._pause is not None and self._base is None:
                 self._pause.end()
@@ -151,6 +180,28 @@ class Batch:
             self._pause = GCPause()
             self._pause.hold()
         self._start_runner()
+
+    def close(self) -> None:
+        """Cancel the runner (the envelopes it has not handled fail with ``ActorStopped``)."""
+        if self._runner is not None:
+            self._runner.cancel()
+
+    def released(self) -> None:
+        """The batch let go of one held actor."""
+        released = self._released
+        if released is not None:
+            self._released = None
+            if not released.done():
+                released.set_result(None)
+
+    def next_release(self) -> asyncio.Future[None]:
+        """A future resolved the next time the batch lets go of a held actor (a cell that
+        waits until its own actor is let go looks again then)."""
+        if self._released is None:
+            self._released = asyncio.get_running_loop().create_future()
+        return self._released
+
+    # -- the runner ----------------------------------------------------------------------
 
     def _start_runner(self) -> None:
         if self._base is None:
@@ -163,9 +214,16 @@ class Batch:
             self._pause.end()
 
     async def _more(self) -> bool:
-        """Called by the runner once it has handled every envelope held: wait for more and
-        return ``True``, or return ``False`` to end. A batch ends."""
-        return False
+        """Called by the runner once it has handled every envelope held: a feed waits for
+        more and returns ``True``; a fan-out's batch returns ``False`` (it ends)."""
+        if not self._feed:
+            return False
+        wake = self._sleeping = asyncio.get_running_loop().create_future()
+        try:
+            await wake
+        finally:
+            self._sleeping = None
+        return True
 
     async def _run(self) -> None:
         """The runner: handles what is held in turn, letting other tasks run every
@@ -212,74 +270,3 @@ class Batch:
         if queue:  # the rest moves on while this runner finishes the handler that waits
             self._start_runner()
         await cell.finish_held(suspended)
-
-    def released(self) -> None:
-        """One held actor is done with the batch."""
-        self._left -= 1
-        if self._left == 0 and self._finished is not None and not self._finished.done():
-            self._finished.set_result(None)
-
-    def finished(self) -> asyncio.Future[None]:
-        """A future resolved once every held actor has been handled."""
-        if self._finished is None:
-            self._finished = asyncio.get_running_loop().create_future()
-            if self._left == 0:
-                self._finished.set_result(None)
-        return self._finished
-
-
-class Feed(Batch):
-    """An open batch: idle actors' envelopes come one at a time (what a transport receives
-    for them) and one runner task handles them as they come, then waits for more, so a
-    request from another process costs no task of its own. As in a :class:`Batch`, a
-    handler that waits keeps the runner that started it and a fresh runner takes over.
-    :meth:`close` ends the runner.
-    """
-
-    __slots__ = ("_sleeping",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._sleeping: asyncio.Future[None] | None = None
-
-    def add(self, cell: ActorCell) -> None:
-        self._queue.append(cell)
-        self._left += 1
-        wake = self._sleeping
-        if wake is not None:
-            self._sleeping = None
-            if not wake.done():  # (done: cancelled with its runner, which drops the rest)
-                wake.set_result(None)
-        elif self._runner is None:
-            self._start_runner()
-
-    def start(self) -> None:
-        """Nothing to do: the feed runs as envelopes come."""
-
-    async def _more(self) -> bool:
-        wake = self._sleeping = asyncio.get_running_loop().create_future()
-        try:
-            await wake
-        finally:
-            self._sleeping = None
-        return True
-
-    def released(self) -> None:
-        self._left -= 1
-        finished = self._finished
-        if finished is not None:
-            self._finished = None
-            if not finished.done():
-                finished.set_result(None)
-
-    def finished(self) -> asyncio.Future[None]:
-        """A future resolved when the next held actor is done with the feed (the feed
-        itself never finishes: :meth:`ActorCell.wait_idle` looks again)."""
-        if self._finished is None:
-            self._finished = asyncio.get_running_loop().create_future()
-        return self._finished
-
-    def close(self) -> None:
-        """Cancel the runner that handles or waits for envelopes."""
-        if self._runner is not None:
-            self._runner.cancel()
