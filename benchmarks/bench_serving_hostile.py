@@ -118,56 +118,47 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def main(args: argparse.Namespace) -> None:
-    proc = subprocess.Popen([sys.executable, __file__, "--server"], stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        port = int(url.rsplit(":", 1)[1].split("/")[0])
-        await asyncio.sleep(0.5)
-        stop = asyncio.Event()
-        probe = asyncio.ensure_future(health_probe(port, stop, args.interval))
-        await asyncio.sleep(min(5.0, args.seconds / 2))
-        stop.set()
-        baseline = await probe
-        before = rss_mb(proc.pid)
+async def main(args: argparse.Namespace, proc: subprocess.Popen[str], port: int) -> None:
+    await asyncio.sleep(0.5)
+    stop = asyncio.Event()
+    probe = asyncio.ensure_future(health_probe(port, stop, args.interval))
+    await asyncio.sleep(min(5.0, args.seconds / 2))
+    stop.set()
+    baseline = await probe
+    before = rss_mb(proc.pid)
 
-        big = json.dumps({"model": "bench", "messages": [
-            {"role": "user", "content": "x"}] * args.big_messages}).encode()
-        kinds = ["slowloris", "slow-body", "idle"]
-        stop = asyncio.Event()
-        held = [0]
-        clients = [asyncio.ensure_future(hostile(kinds[i % 3], port, stop, big, held))
-                   for i in range(args.clients)]
-        clients += [asyncio.ensure_future(hostile("big", port, stop, big, held))
-                    for _ in range(args.big_clients)]
-        await asyncio.sleep(2.0)  # let them connect
-        probe = asyncio.ensure_future(health_probe(port, stop, args.interval))
-        peak = before
-        deadline = time.monotonic() + args.seconds
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
-            peak = max(peak, rss_mb(proc.pid))
-        connected = held[0]
-        stop.set()
-        attacked = await probe
-        await asyncio.wait(clients, timeout=30)
-        await asyncio.sleep(3.0)
-        after = rss_mb(proc.pid)
-        load = os.getloadavg()[0]
-        for impl, values in (("baseline", baseline), ("hostile", attacked)):
-            emit("hostile_health_latency", impl, len(values), percentile(values, 0.99), "ms",
-                 p50=round(statistics.median(values), 3), max=round(max(values), 3),
-                 clients=0 if impl == "baseline" else args.clients + args.big_clients,
-                 loadavg=round(load, 2))
-        emit("hostile_server_rss", "agentplex", args.clients, after, "MB",
-             before=round(before, 1), peak=round(peak, 1),
-             back_within=round((after - before) / before, 3))
-        emit("hostile_connections", "agentplex", args.clients, connected, "connections")
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    big = json.dumps({"model": "bench", "messages": [
+        {"role": "user", "content": "x"}] * args.big_messages}).encode()
+    kinds = ["slowloris", "slow-body", "idle"]
+    stop = asyncio.Event()
+    held = [0]
+    clients = [asyncio.ensure_future(hostile(kinds[i % 3], port, stop, big, held))
+               for i in range(args.clients)]
+    clients += [asyncio.ensure_future(hostile("big", port, stop, big, held))
+                for _ in range(args.big_clients)]
+    await asyncio.sleep(2.0)  # let them connect
+    probe = asyncio.ensure_future(health_probe(port, stop, args.interval))
+    peak = before
+    deadline = time.monotonic() + args.seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        peak = max(peak, rss_mb(proc.pid))
+    connected = held[0]
+    stop.set()
+    attacked = await probe
+    await asyncio.wait(clients, timeout=30)
+    await asyncio.sleep(3.0)
+    after = rss_mb(proc.pid)
+    load = os.getloadavg()[0]
+    for impl, values in (("baseline", baseline), ("hostile", attacked)):
+        emit("hostile_health_latency", impl, len(values), percentile(values, 0.99), "ms",
+             p50=round(statistics.median(values), 3), max=round(max(values), 3),
+             clients=0 if impl == "baseline" else args.clients + args.big_clients,
+             loadavg=round(load, 2))
+    emit("hostile_server_rss", "agentplex", args.clients, after, "MB",
+         before=round(before, 1), peak=round(peak, 1),
+         back_within=round((after - before) / before, 3))
+    emit("hostile_connections", "agentplex", args.clients, connected, "connections")
 
 
 if __name__ == "__main__":
@@ -187,4 +178,12 @@ if __name__ == "__main__":
             a.clients, a.seconds, a.big_clients, a.big_messages = 200, 10.0, 2, 50_000
         a.clients = min(a.clients, 2000)
         a.seconds = min(a.seconds, 120.0)
-        asyncio.run(main(a))
+        server = subprocess.Popen([sys.executable, __file__, "--server"],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout is not None
+            url = server.stdout.readline().strip()
+            asyncio.run(main(a, server, int(url.rsplit(":", 1)[1].split("/")[0])))
+        finally:
+            server.terminate()
+            server.wait(30)
