@@ -235,7 +235,7 @@ class PythonSandbox:
                 try:
                     await self._send({"op": "set", "variables": values}, deadline)
                     async with asyncio.timeout_at(deadline):
-                        _checked(await self._receive(), {"op"}, set())
+                        _checked(await self._receive(), {"op"}, set(), "ok")
                 except (TimeoutError, asyncio.IncompleteReadError, ConnectionError,
                         SandboxError) as exc:  # the next run starts a fresh worker with them
                     log.warning("the sandbox worker failed to take variables: %r", exc)
