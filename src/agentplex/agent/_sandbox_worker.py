@@ -99,10 +99,14 @@ def _limit(limits: dict[str, Any]) -> dict[str, Any]:
     with contextlib.suppress(OSError, AttributeError):  # PR_SET_NO_NEW_PRIVS: no setuid
         libc.prctl(38, 1, 0, 0, 0)  # binary gives privileges back
     missing: dict[str, str] = {}
-    if (why := _restrict_writes(libc, scratch)) is not None:
-        missing["landlock"] = why
-    if (why := _deny_exec(libc)) is not None:
-        missing["seccomp"] = why
+    if not sys.platform.startswith("linux"):
+        missing = {"landlock": f"a Linux feature ({sys.platform})",
+                   "seccomp": f"a Linux feature ({sys.platform})"}
+    else:
+        if (why := _restrict_writes(libc, scratch)) is not None:
+            missing["landlock"] = why
+        if (why := _deny_exec(libc)) is not None:
+            missing["seccomp"] = why
     os.environ.clear()
     if scratch is not None:
         os.chdir(scratch)
