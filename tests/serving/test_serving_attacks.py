@@ -61,8 +61,16 @@ async def test_bodies_over_the_limit_are_413_json() -> None:
 async def test_message_count_and_nesting_are_bounded_with_400() -> None:
     async with ModelServer(_model(), served_model_name="m", max_messages=100) as srv, \
             httpx.AsyncClient(base_url=srv.base_url, timeout=60) as http:
-        many = await http.post("/chat/completions", json={"model": "m", "messages": HI * 101})
-        assert many.status_code == 400 and many.json()["error"]["code"] == "too_many_messages"
+        for count in (101, 30_000):  # a small body, and one big enough to be counted first
+            many = await http.post("/chat/completions",
+                                   json={"model": "m", "messages": HI * count})
+            assert many.status_code == 400
+            assert many.json()["error"]["code"] == "too_many_messages"
+        spaced = b'{"model": "m", "messages": [' + b", ".join(
+            [b'{"role" : "user", "content": "hi"}'] * 30_000) + b"]}"
+        got = await http.post("/chat/completions", content=spaced,
+                              headers={"content-type": "application/json"})
+        assert got.status_code == 400 and got.json()["error"]["code"] == "too_many_messages"
         nested = "[" * 50_000 + "]" * 50_000
         deep_args = await http.post("/chat/completions", json={"model": "m", "messages": [
             {"role": "user", "content": "x"},

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import aclosing
@@ -54,6 +56,7 @@ log = logging.getLogger("agentplex.serving")
 
 _JSON = "application/json"
 _PARSE_INLINE = 256 * 1024  # bodies larger than this are parsed in a worker thread
+_ROLE_KEY = re.compile(rb'"role"\s*:')  # (inside a JSON string the quotes are escaped)
 
 
 class _ApiError(AgentplexError):
@@ -164,6 +167,7 @@ class OpenAIServer:
             raise ValueError("max_messages must be at least 1")
         self.max_messages = max_messages
         self.max_body_size = max_body_size
+        self._big_parse = asyncio.Semaphore(1)
         self.models = dict(models)
         self.api_key = api_key
         self.metrics = ServerMetrics()
@@ -229,8 +233,10 @@ class OpenAIServer:
                         413, f"the request body is over the limit of {self.max_body_size} "
                         "bytes", "invalid_request_error", code="request_too_large"))
                 return Response(status_code=499)  # the client is gone: nobody reads this
-            if len(raw) > _PARSE_INLINE:  # parse big bodies off the event loop
-                body, arguments = await asyncio.to_thread(self._parse, raw)
+            if len(raw) > _PARSE_INLINE:  # parse big bodies off the event loop, one at a time
+                self._precheck(raw)
+                async with self._big_parse:
+                    body, arguments = await asyncio.to_thread(self._parse, raw)
             else:
                 body, arguments = self._parse(raw)
             name = body.model
@@ -271,6 +277,15 @@ class OpenAIServer:
         return Response(answer.model_dump_json(exclude_none=True), media_type=_JSON)
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _precheck(self, raw: bytes) -> None:
+        """Refuse a body with more ``"role":`` keys than messages may be before decoding it
+        (counting is cheap; decoding a flood of messages holds the interpreter)."""
+        found = sum(1 for _ in itertools.islice(_ROLE_KEY.finditer(raw), self.max_messages + 1))
+        if found > self.max_messages:
+            raise _ApiError(400, f"more than {self.max_messages} messages, over this server's "
+                            "limit", "invalid_request_error", param="messages",
+                            code="too_many_messages")
 
     def _parse(self, raw: bytes) -> tuple[ChatCompletionRequest, CallArguments]:
         """The request and the model call it asks for; bounded in message count and depth
