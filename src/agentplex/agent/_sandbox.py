@@ -41,6 +41,7 @@ _MAX_OUTPUT = 20_000  # the worker's cap on printed output (it adds a marker pas
 _FILTERS = {"seccomp": "no program may be started (execve)",
             "landlock": "files may be written only in the worker's scratch space"}
 log = logging.getLogger(__name__)
+_warned: set[str] = set()
 _BASE_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1",
              "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 _namespaces_work: dict[tuple[str, ...], bool] = {}
@@ -192,8 +193,10 @@ class PythonSandbox:
                 await self.close()
                 raise SandboxError(f"the sandbox worker could not apply kernel filters: {what}")
             message = f"the sandbox worker runs without kernel filters: {what}"
-            log.warning(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            if message not in _warned:  # once per process and reason, not at every restart
+                _warned.add(message)
+                log.warning(message)
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def _kill_now(self) -> None:
         proc, self._proc = self._proc, None
