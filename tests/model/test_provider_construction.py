@@ -100,6 +100,20 @@ async def test_client_args_may_carry_timeout_and_retries(server: FakeServer, wir
     assert as_response(await model(history())).text == "ok"
 
 
+async def test_gemini_through_a_gateway_names_api_version_on_405(server: FakeServer) -> None:
+    server.raw("", status=405, content_type="text/plain")
+    with pytest.raises(ProviderError, match=r'HTTP 405.*api_version="v1beta"'):
+        await GeminiWire().make(server)(history())
+
+
+@pytest.mark.usefixtures("no_keys")
+def test_huggingface_takes_api_key_like_every_provider() -> None:
+    from agentplex.model import init_chat_model
+
+    model = init_chat_model("huggingface:meta-llama/Llama-3.1-8B-Instruct", api_key="hf-key")
+    assert model.client.token == "hf-key"  # type: ignore[attr-defined]
+
+
 async def test_gemini_api_version(server: FakeServer) -> None:
     wire = GeminiWire()
     wire.text(server, "ok")

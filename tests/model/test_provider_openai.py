@@ -136,6 +136,16 @@ async def test_structured_output_native(server: FakeServer) -> None:
     assert fmt["json_schema"]["schema"] == City.model_json_schema()
 
 
+async def test_structured_output_with_raw_control_characters(server: FakeServer) -> None:
+    """llama.cpp's server and small models put raw newlines and tabs inside JSON strings;
+    they are read as the model meant, not refused (nor sent to a repair round)."""
+    server.json(completion('{"name": "Paris\n\tFrance", "population": 1}'))
+    response = await make(server)(history(), structured_model=City)
+    assert isinstance(response, ChatResponse)
+    assert response.metadata == {"name": "Paris\n\tFrance", "population": 1}
+    assert len(server.requests) == 1
+
+
 async def test_structured_output_repaired(server: FakeServer) -> None:
     server.json(completion('{"name": "Paris"}', usage=(10, 2)))
     server.json(completion('{"name": "Paris", "population": 3}', usage=(20, 4)))

@@ -59,7 +59,7 @@ async def test_answers_arrive_whole_over_keep_alive() -> None:
                                  ("POST", "/v1/chat/completions")):
                 content = (f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
                            if method == "POST" else "")
-                writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\n{content}\r\n".encode()
+                writer.write(f"{method} {path} HTTP/1.1\r\nHost: [::1]\r\n{content}\r\n".encode()
                              + (body if method == "POST" else b""))
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
                 assert head.startswith(b"HTTP/1.1 200")

@@ -7,7 +7,8 @@ from the repository root::
                                      [Class:name[:arg] ...]
 
 ``Class`` is one of :mod:`tests.support.actors`; the node prints ``READY <endpoint>``
-once its actors are registered, and lets heads spawn from :mod:`tests.support.actors`.
+once its actors are registered, and lets heads spawn from :mod:`tests.support.actors` (and
+the modules named, comma-separated, in ``SPAWN_ALLOW``).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ async def main() -> None:
         allow=[k for k in os.environ.get("ALLOW_KEYS", "").split(",") if k],
         heartbeat_interval=0.2,
         heartbeat_timeout=1.5,
-        spawn_allow=[actors.__name__],
+        spawn_allow=[actors.__name__,
+                     *[m for m in os.environ.get("SPAWN_ALLOW", "").split(",") if m]],
     )
     mailbox = int(os.environ.get("MAILBOX", "1024"))
     async with Runtime(t, default_timeout=30, mailbox_size=mailbox) as rt:

@@ -40,16 +40,32 @@ def import_actor_class(path: str) -> type[Actor]:
 
 
 def resolve_actor_class(path: str, allow: Iterable[str]) -> type[Actor]:
-    """Import the actor class named ``"package.module:Class"`` if ``allow`` admits its module.
+    """Import the actor class named ``"package.module:Class"`` if ``allow`` admits it.
 
-    The allow-list is checked *before* anything is imported.
+    The allow-list is checked *before* anything is imported, and again on the class found:
+    ``Class`` must be a top-level name of the module (no dotted walk through attributes), and
+    the class must be *defined* in an allowed module (its own ``__module__``), so a class an
+    allowed module merely imports or re-exports is refused.
     """
     module, sep, qualname = path.partition(":")
     if not sep or not module or not qualname:
         raise SpawnRefused(f"expected 'package.module:Class', got {path!r}")
     if not module_allowed(module, allow):
         raise SpawnRefused(f"module {module!r} is not on this node's spawn allow-list")
-    return import_actor_class(path)
+    if not qualname.isidentifier():
+        raise SpawnRefused(f"{path!r}: remote spawns name a top-level class of the module, "
+                           "not a dotted path")
+    try:
+        imported = importlib.import_module(module)
+    except ImportError as exc:
+        raise SpawnRefused(f"{path!r}: cannot import {module!r} ({exc})") from exc
+    obj = getattr(imported, qualname, None)
+    if not (isinstance(obj, type) and issubclass(obj, Actor)):
+        raise SpawnRefused(f"{path!r} is not an actor class")
+    if not module_allowed(obj.__module__, allow):
+        raise SpawnRefused(f"{path!r} is {obj.__module__}:{obj.__qualname__}, which is not "
+                           "defined in a module on this node's spawn allow-list")
+    return obj
 
 
 def build_actor(spec: Any, allow: Iterable[str]) -> tuple[Actor, str | None]:

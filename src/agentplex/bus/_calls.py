@@ -440,8 +440,12 @@ class Calls:
                 self.tasks.spawn(self._resend_tell(
                     h.target, sender if isinstance(sender, str) else None, tell, h.src))
                 return
-        self.stats["tell_failed"] += 1
-        log.warning("a tell to %r failed: %s", h.target, err)
+        self._count_failed_tell(h.target, err)
+
+    def _count_failed_tell(self, target: str | None, err: BaseException) -> None:
+        n = self.stats["tell_failed"] = self.stats["tell_failed"] + 1
+        if n & (n - 1) == 0:  # 1, 2, 4, 8 ...: a flood of failures is not a flood of lines
+            log.warning("a tell to %r failed (%d so far): %s", target, n, err)
 
     async def _resend_tell(self, target: str, sender: str | None, data: bytes, gone: str
                            ) -> None:
@@ -457,8 +461,7 @@ class Calls:
                 self._inflight[node] -= 1
                 raise
         except ActorError as exc:
-            self.stats["tell_failed"] += 1
-            log.warning("a tell to %r failed: %s", target, exc)
+            self._count_failed_tell(target, exc)
 
     async def _redeliver(self, env: Envelope, err: ActorError) -> None:
         try:

@@ -30,12 +30,13 @@ class Link:
     """The DEALER to one peer. Sends go out at once through a blocking-free shadow socket;
     only when the high-water mark is reached do they queue (in order) and wait."""
 
-    __slots__ = ("backlog", "sock", "sync")
+    __slots__ = ("backlog", "queued_bytes", "sock", "sync")
 
     def __init__(self, sock: Any) -> None:
         self.sock = sock
         self.sync: Any = zmq.Socket.shadow(sock.underlying)
         self.backlog = 0
+        self.queued_bytes = 0
 
     def try_send(self, frames: list[bytes]) -> bool:
         """Send now if the socket takes it without waiting; ``False`` otherwise. (A
@@ -54,12 +55,15 @@ class Link:
     def queue(self, frames: list[bytes]) -> asyncio.Future[Any]:
         """Send after what is already queued; the future resolves once sent."""
         self.backlog += 1
+        size = sum(len(f) for f in frames)
+        self.queued_bytes += size
         fut: asyncio.Future[Any] = self.sock.send_multipart(frames, copy=len(frames) == 1)
-        fut.add_done_callback(self._sent)
+        fut.add_done_callback(lambda f: self._sent(f, size))
         return fut
 
-    def _sent(self, fut: asyncio.Future[Any]) -> None:
+    def _sent(self, fut: asyncio.Future[Any], size: int) -> None:
         self.backlog -= 1
+        self.queued_bytes -= size
         if not fut.cancelled():
             fut.exception()  # retrieved: a failure is reported by whoever awaited it
 
@@ -77,10 +81,12 @@ class Peers:
     """
 
     def __init__(self, node_id: str, *, keys: KeyPair | None, hwm: int, max_message_size: int,
-                 heartbeat_timeout: float, stats: Counter[str]) -> None:
+                 heartbeat_timeout: float, stats: Counter[str],
+                 max_backlog: int = 32 * 2**20) -> None:
         self.node_id = node_id
         self.keys = keys
         self.hwm = hwm
+        self.max_backlog = max_backlog
         self.max_message_size = max_message_size
         self.stats = stats
         self.ctx: zmq.asyncio.Context | None = None
@@ -175,15 +181,25 @@ class Peers:
                               actor=header.target) from None
 
     def send_nowait(self, node: str, header: Header, data: bytes) -> None:
-        """Send to ``node`` without waiting; a failure is counted and logged."""
+        """Send to ``node`` without waiting; a failure is counted and logged (rate
+        limited). A peer that reads nothing holds at most ``max_backlog`` bytes queued
+        here beyond its socket's high-water mark: more is dropped and counted."""
         try:
             frames = self.frames(header, data)
             link = self.links.get(node) or self.link(node)
             if not link.try_send(frames):
+                if link.queued_bytes > self.max_backlog:
+                    n = self.stats["send_dropped"] = self.stats["send_dropped"] + 1
+                    if n & (n - 1) == 0:
+                        log.warning("node %r reads nothing: dropped a %s to it (%d so far)",
+                                    node, header.op, n)
+                    return
                 link.queue(frames)
         except Exception as exc:
-            self.stats["send_failed"] += 1
-            log.warning("could not send %s to node %r: %s", header.op, node, exc)
+            n = self.stats["send_failed"] = self.stats["send_failed"] + 1
+            if n & (n - 1) == 0:
+                log.warning("could not send %s to node %r (%d failures so far): %s",
+                            header.op, node, n, exc)
 
     def answer(self, h: Header, op: str, data: bytes,
                trace: dict[str, str] | None = None) -> None:

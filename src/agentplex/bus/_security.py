@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,13 +104,22 @@ def is_loopback(endpoint: str) -> bool:
 class AllowList:
     """ZAP credentials provider admitting only the listed client public keys."""
 
-    def __init__(self, keys: Iterable[str]) -> None:
+    def __init__(self, keys: Iterable[str], log_every: float = 10.0) -> None:
         self.keys = set(keys)
         self.refused = 0
+        self.log_every = log_every
+        self._logged_at: float | None = None
+        self._logged_refused = 0
 
     def callback(self, domain: str, key: bytes) -> bool:
         ok = key.decode("ascii", "replace") in self.keys
         if not ok:
             self.refused += 1
-            log.warning("refused a client with an unknown CURVE key")
+            now = time.monotonic()
+            if self._logged_at is None or now - self._logged_at >= self.log_every:
+                since = self.refused - self._logged_refused
+                log.warning("refused %d client connection(s) with an unknown CURVE key "
+                            "(%d in all; logged at most every %gs)", since, self.refused,
+                            self.log_every)
+                self._logged_at, self._logged_refused = now, self.refused
         return ok

@@ -39,6 +39,11 @@ CHUNK_DELAY = 0.002
 log = logging.getLogger("agentplex.bus")
 
 
+RETURNED_TELL_MAX = 4096
+"""An undeliverable tell up to this many bytes goes back to its sender whole (which sends it
+to the actor's new home); a larger one comes back as a short error only, so that a peer
+cannot make this node hold (and send back) what it floods it with."""
+
 class RemoteWaiter:
     """Stands in for a remote caller's future: answering sends the answer at once."""
 
@@ -209,7 +214,8 @@ class Serving:
             self.stats["unknown_actor"] += 1
             err = ActorNotFound(f"no actor named {target!r} on node {self.node_id!r}",
                                 actor=target)
-            if h.op == Op.TELL:  # give the tell back: its sender may find the actor's new home
+            if h.op == Op.TELL and len(data) <= RETURNED_TELL_MAX:
+                # give a small tell back: its sender may find the actor's new home
                 self.peers.answer_error(h, err, tell=data, sender=h.sender)
             else:
                 self.peers.answer_error(h, err)

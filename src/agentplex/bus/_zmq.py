@@ -76,6 +76,9 @@ class ZmqTransport(Transport):
         tell_window: tells sent to one node and not yet in a mailbox there; a further
             tell waits (up to its timeout, then ``MailboxFull``) until the node takes some.
         rpc_timeout: seconds directory operations wait for the head.
+        max_backlog: bytes of answers queued for one peer beyond its socket's high-water
+            mark; a peer that reads nothing gets no more (they are dropped and counted in
+            ``stats["send_dropped"]``).
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class ZmqTransport(Transport):
         max_overflow: int = 10_000,
         tell_window: int = 1000,
         rpc_timeout: float = 10.0,
+        max_backlog: int = 32 * 2**20,
     ) -> None:
         if keys is None and not insecure and not is_loopback(bind):
             raise InsecureBindError(
@@ -142,7 +146,8 @@ class ZmqTransport(Transport):
         self._tasks = Tasks()
         directory = Directory() if self.is_head else None
         self._peers = Peers(self.node_id, keys=keys, hwm=hwm, max_message_size=max_message_size,
-                            heartbeat_timeout=heartbeat_timeout, stats=self.stats)
+                            heartbeat_timeout=heartbeat_timeout, stats=self.stats,
+                            max_backlog=max_backlog)
         self._calls = Calls(self._peers, self._tasks, directory,
                             stream_window=self.stream_window, tell_window=tell_window,
                             rpc_timeout=rpc_timeout, stats=self.stats)

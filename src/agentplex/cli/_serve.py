@@ -71,14 +71,19 @@ def serve(
         help="KEY=VALUE argument for the model (JSON values), e.g. torch_dtype=bfloat16. "
              "Repeatable.")] = [],  # noqa: B006 - typer reads the default
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+    allow_host: Annotated[list[str], typer.Option(
+        help="A Host name to answer (repeatable; '*' for any). Default: loopback names "
+             "without a key, any with one.")] = [],  # noqa: B006 - typer reads the default
 ) -> None:
     """Serve MODEL over the OpenAI chat-completions wire (/v1/chat/completions, /v1/models,
     /health, /metrics)."""
     from ..serving import run_server
 
     key = api_key if api_key is not None else os.environ.get("AGENTPLEX_API_KEY") or None
-    if host not in ("127.0.0.1", "localhost", "::1") and key is None:
-        typer.echo(f"warning: serving on {host} without --api-key", err=True)
+    if host not in ("127.0.0.1", "localhost", "::1") and key is None and not allow_host:
+        typer.echo(f"warning: serving on {host} without --api-key: only requests naming a "
+                   "loopback Host (localhost, 127.0.0.1) are answered; set a key or "
+                   "--allow-host", err=True)
     if model.startswith("transformers"):
         quiet_transformers()
     chat_model = load_chat_model(model, stream=True, **parse_options(option))
@@ -89,4 +94,4 @@ def serve(
 
     run_server({name: chat_model}, host=host, port=port, api_key=key,
                max_concurrency=max_concurrency, max_queue=max_queue, log_level=log_level,
-               ready=ready)
+               ready=ready, allowed_hosts=allow_host or None)

@@ -86,6 +86,23 @@ def _raw_output(response: ChatResponse, request: StructuredRequest) -> str:
     return "".join(b.text for b in response.content if isinstance(b, TextBlock))
 
 
+def _validate(structured_model: type[BaseModel], raw: str) -> BaseModel:
+    """``raw`` (without a Markdown fence) as ``structured_model``. Real servers (llama.cpp,
+    small models on OpenAI-compatible wires) put raw control characters such as newlines
+    inside JSON strings: strict JSON refuses them, so such text is read leniently."""
+    text = _strip_fence(raw)
+    try:
+        return structured_model.model_validate_json(text)
+    except ValidationError as exc:
+        if not any(e.get("type") == "json_invalid" for e in exc.errors()):
+            raise
+        try:
+            data = json.loads(text, strict=False)
+        except ValueError:
+            raise exc from None
+        return structured_model.model_validate(data)
+
+
 def _strip_fence(text: str) -> str:
     stripped = text.strip()
     if stripped.startswith("```") and stripped.endswith("```"):
@@ -129,7 +146,7 @@ async def run_structured(
             usage = usage + response.usage
         raw = _raw_output(response, request)
         try:
-            instance = structured_model.model_validate_json(_strip_fence(raw))
+            instance = _validate(structured_model, raw)
         except ValidationError as exc:
             if round_ == 1:
                 raise StructuredOutputError(

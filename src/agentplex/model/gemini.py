@@ -180,6 +180,8 @@ class GeminiChatModel(HostedChatModel):
             http_options["base_url"] = base_url
         if api_version:
             http_options["api_version"] = api_version
+        self.api_version = api_version
+        self.gateway = base_url is not None
         if self.timeout is not None:
             http_options["timeout"] = int(self.timeout * 1000)
         http_options.update(given if isinstance(given, dict) else given.model_dump(
@@ -355,6 +357,10 @@ class GeminiChatModel(HostedChatModel):
 
         if isinstance(exc, errors.APIError):
             headers = getattr(exc.response, "headers", None)
-            return self._http_error(exc.code, f"HTTP {exc.code} {exc.status}: {exc.message}",
-                                    headers)
+            message = f"HTTP {exc.code}: {exc.message or exc.status or 'no message'}"
+            if exc.code in (404, 405) and self.gateway and not self.api_version:
+                message += (" (the server at base_url may not serve the SDK's default API "
+                            "version: gateways such as LiteLLM's proxy need "
+                            "api_version=\"v1beta\")")
+            return self._http_error(exc.code, message, headers)
         return self._generic_error(exc)

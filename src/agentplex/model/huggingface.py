@@ -26,7 +26,9 @@ class HuggingFaceChatModel(ChatCompletionsModel):
         provider: the inference provider (``together``, ``hf-inference``, ``auto`` ...).
         base_url: a server's URL (an endpoint, TGI, vLLM); ``/v1/chat/completions`` is
             appended by the client. ``provider`` is then not used.
-        token: defaults to ``HF_TOKEN``.
+        api_key: the access token (every provider's name for it); defaults to ``HF_TOKEN``
+            or the token ``hf auth login`` saved.
+        token: the same, under the Hugging Face client's own name.
         bill_to: the organization billed for the requests.
         client_args / generate_kwargs: more arguments for the client / every call.
         **kwargs: generation arguments (``temperature``, ``max_tokens``, ``stop`` ...;
@@ -46,6 +48,7 @@ class HuggingFaceChatModel(ChatCompletionsModel):
         base_url: str | None = None,
         token: str | None = None,
         bill_to: str | None = None,
+        api_key: str | None = None,
         client_args: dict[str, Any] | None = None,
         generate_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -57,7 +60,7 @@ class HuggingFaceChatModel(ChatCompletionsModel):
         # a server of one's own (base_url) may need none
         self.client = AsyncInferenceClient(**self._client_args(
             client_args, provider=None if base_url else provider, base_url=base_url,
-            token=self._credential(token or get_token(), "HF_TOKEN",
+            token=self._credential(api_key or token or get_token(), "HF_TOKEN",
                                    required=base_url is None),
             bill_to=bill_to, timeout=self.timeout))
 

@@ -15,6 +15,7 @@ from ._errors import BadChatRequest, EngineError, QueueFull
 
 if _typing.TYPE_CHECKING:
     from ._app import OpenAIServer, create_app
+    from ._guard import HttpLimits
     from ._server import ModelServer, run_server, serve
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "EngineError",
     "EngineName",
     "EngineProcess",
+    "HttpLimits",
     "ModelServer",
     "OpenAIServer",
     "QueueFull",
@@ -33,8 +35,8 @@ __all__ = [
     "serve",
 ]
 
-_HTTP = {"OpenAIServer": "_app", "create_app": "_app", "ModelServer": "_server",
-         "run_server": "_server", "serve": "_server"}
+_HTTP = {"HttpLimits": "_guard", "OpenAIServer": "_app", "create_app": "_app",
+         "ModelServer": "_server", "run_server": "_server", "serve": "_server"}
 
 
 def __getattr__(name: str) -> _typing.Any:

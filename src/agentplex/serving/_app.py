@@ -3,25 +3,31 @@
 Routes: ``POST /v1/chat/completions`` (answers or server-sent events), ``GET /v1/models``,
 ``GET /v1/models/{id}``, ``GET /health`` and ``GET /metrics`` (Prometheus). ``/v1`` routes
 need ``Authorization: Bearer <api_key>`` when the app has a key; ``/health`` and
-``/metrics`` never do. Every error has OpenAI's shape and status: 400 for a request that
-cannot be served as asked, 401 for a missing or wrong key, 404 for an unknown model or
-path, 429 when the queue is full; 5xx only for failures of the server or its model.
+``/metrics`` never do. Without a key, only loopback ``Host`` names are served and
+cross-origin requests are refused (403). Every error has OpenAI's shape and status: 400 for
+a request that cannot be served as asked (too many messages, nested too deeply), 401 for a
+missing or wrong key, 404 for an unknown model or path, 413 for a body over the limit, 429
+when the queue is full; 5xx only for failures of the server or its model.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
+import json
 import logging
+import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import aclosing
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -38,8 +44,9 @@ from ..model import (
     UnsupportedOptionError,
     chunks_of,
 )
-from ._convert import DONE, ChunkWriter, call_arguments, completion, sse
+from ._convert import DONE, CallArguments, ChunkWriter, call_arguments, completion, sse
 from ._errors import BadChatRequest, QueueFull
+from ._guard import TOO_LARGE, RequestGate
 from ._metrics import ServerMetrics
 from .schema import ChatCompletionRequest, ErrorDetail, ErrorResponse, ModelCard, ModelList
 
@@ -48,6 +55,8 @@ __all__ = ["OpenAIServer", "create_app"]
 log = logging.getLogger("agentplex.serving")
 
 _JSON = "application/json"
+_PARSE_INLINE = 256 * 1024  # bodies larger than this are parsed in a worker thread
+_ROLE_KEY = re.compile(rb'"role"\s*:')  # (inside a JSON string the quotes are escaped)
 
 
 class _ApiError(AgentplexError):
@@ -145,12 +154,20 @@ class OpenAIServer:
         api_key: the key ``/v1`` requests must bear (``None``: no key).
         max_concurrency: requests answered at once (a batching model sees them together).
         max_queue: requests waiting beyond those; more are refused with 429.
+        max_messages: messages one request may carry; more are refused with 400.
+        max_body_size: bytes of one request body (a larger one is refused with 413).
     """
 
     def __init__(self, models: Mapping[str, ChatModelBase], *, api_key: str | None = None,
-                 max_concurrency: int = 256, max_queue: int = 1024) -> None:
+                 max_concurrency: int = 256, max_queue: int = 1024,
+                 max_messages: int = 10_000, max_body_size: int = 64 * 2**20) -> None:
         if not models:
             raise ValueError("serve at least one model")
+        if max_messages < 1:
+            raise ValueError("max_messages must be at least 1")
+        self.max_messages = max_messages
+        self.max_body_size = max_body_size
+        self._big_parse = asyncio.Semaphore(1)
         self.models = dict(models)
         self.api_key = api_key
         self.metrics = ServerMetrics()
@@ -209,12 +226,21 @@ class OpenAIServer:
         try:
             self._check_key(request)
             try:
-                body = ChatCompletionRequest.model_validate_json(await request.body())
-            except ValidationError as exc:
-                raise _validation_error(exc) from None
+                raw = await request.body()
+            except ClientDisconnect:
+                if request.scope.get(TOO_LARGE):
+                    return self._failed(name, _ApiError(
+                        413, f"the request body is over the limit of {self.max_body_size} "
+                        "bytes", "invalid_request_error", code="request_too_large"))
+                return Response(status_code=499)  # the client is gone: nobody reads this
+            if len(raw) > _PARSE_INLINE:  # parse big bodies off the event loop, one at a time
+                self._precheck(raw)
+                async with self._big_parse:
+                    body, arguments = await asyncio.to_thread(self._parse, raw)
+            else:
+                body, arguments = self._parse(raw)
             name = body.model
             model = self._model(name)
-            arguments = call_arguments(body)
         except BadChatRequest as exc:
             return self._failed(name, _model_error(exc))
         except _ApiError as exc:
@@ -252,6 +278,38 @@ class OpenAIServer:
 
     # -- helpers -------------------------------------------------------------------------
 
+    def _precheck(self, raw: bytes) -> None:
+        """Refuse a body with more ``"role":`` keys than messages may be before decoding it
+        (counting is cheap; decoding a flood of messages holds the interpreter)."""
+        found = sum(1 for _ in itertools.islice(_ROLE_KEY.finditer(raw), self.max_messages + 1))
+        if found > self.max_messages:
+            raise _ApiError(400, f"more than {self.max_messages} messages, over this server's "
+                            "limit", "invalid_request_error", param="messages",
+                            code="too_many_messages")
+
+    def _parse(self, raw: bytes) -> tuple[ChatCompletionRequest, CallArguments]:
+        """The request and the model call it asks for; bounded in message count and depth
+        (Python's recursion limit), each excess a 400."""
+        try:
+            try:
+                data = json.loads(raw)
+            except ValueError as exc:
+                raise _ApiError(400, f"the body is not valid JSON: {exc}",
+                                "invalid_request_error", code="invalid_json") from None
+            messages = data.get("messages") if isinstance(data, dict) else None
+            if isinstance(messages, list) and len(messages) > self.max_messages:
+                raise _ApiError(400, f"{len(messages)} messages, over this server's limit of "
+                                f"{self.max_messages}", "invalid_request_error",
+                                param="messages", code="too_many_messages")
+            try:
+                body = ChatCompletionRequest.model_validate(data)
+            except ValidationError as exc:
+                raise _validation_error(exc) from None
+            return body, call_arguments(body)
+        except RecursionError:
+            raise _ApiError(400, "the request is nested too deeply", "invalid_request_error",
+                            code="too_deep") from None
+
     def _failed(self, model: str, error: _ApiError) -> Response:
         self.metrics.answered(model if model in self.models else "unknown", error.status)
         return error.response()
@@ -279,6 +337,9 @@ class OpenAIServer:
                 event = writer.chunk(chunk)
                 if event is not None:
                     yield event
+                # a model that never suspends must not hold the loop: let other requests
+                # (and the check for a client that is gone) run between chunks
+                await asyncio.sleep(0)
                 chunk = await anext(stream, None)
             raise ModelError("the model's stream ended without a final chunk")
         except Exception as exc:  # the status is sent: report in the stream, then end it
@@ -335,13 +396,17 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 def create_app(models: ChatModelBase | Mapping[str, ChatModelBase], *,
                served_model_name: str | None = None, api_key: str | None = None,
                max_concurrency: int = 256, max_queue: int = 1024,
-               max_body_size: int = 64 * 2**20) -> Starlette:
+               max_body_size: int = 64 * 2**20, max_messages: int = 10_000,
+               allowed_hosts: Iterable[str] | None = None) -> Starlette:
     """The ASGI app serving ``models`` (one model, served as ``served_model_name`` or its
-    ``model_name``; or a mapping of names to models). See :class:`OpenAIServer`."""
+    ``model_name``; or a mapping of names to models). See :class:`OpenAIServer`;
+    ``allowed_hosts`` are the ``Host`` names served (``None``: loopback names without a
+    key, any with one; ``["*"]``: any)."""
     if isinstance(models, ChatModelBase):
         models = {served_model_name or models.model_name: models}
     server = OpenAIServer(models, api_key=api_key, max_concurrency=max_concurrency,
-                          max_queue=max_queue)
+                          max_queue=max_queue, max_messages=max_messages,
+                          max_body_size=max_body_size)
     routes = [
         Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
         Route("/v1/models", server.list_models, methods=["GET"]),
@@ -349,7 +414,9 @@ def create_app(models: ChatModelBase | Mapping[str, ChatModelBase], *,
         Route("/health", server.health, methods=["GET"]),
         Route("/metrics", server.metrics_page, methods=["GET"]),
     ]
+    gate = Middleware(RequestGate, allowed_hosts=allowed_hosts, restricted=api_key is None,
+                      max_body_size=max_body_size)
     app = Starlette(routes=routes, exception_handlers={HTTPException: _not_found},
-                    max_body_size=max_body_size)
+                    middleware=[gate])
     app.state.server = server
     return app

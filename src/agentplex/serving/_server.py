@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 from collections.abc import Iterator, Mapping
@@ -12,8 +13,11 @@ from typing import Any, cast
 
 from ..model import ChatModelBase
 from ._app import create_app
+from ._guard import HttpLimits, error_body, raw_response
 
 __all__ = ["ModelServer", "run_server", "serve"]
+
+log = logging.getLogger("agentplex.serving")
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -61,30 +65,93 @@ class _HeldHead:
         return getattr(self._transport, name)
 
 
-def _protocol() -> Any:
-    """uvicorn's httptools protocol writing each response in one piece (``"auto"``, its
-    default, when httptools is missing)."""
+def _protocol(limits: HttpLimits) -> Any:
+    """uvicorn's httptools protocol writing each response in one piece, with the bounds of
+    ``limits``: a connection limit checked as connections arrive, header and body
+    time-outs (408), and a write time-out while the client reads nothing."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
+        log.warning("httptools is not installed: the server runs without its header, body "
+                    "and write time-outs and its connection limit")
         return "auto"
+    most = limits.connection_limit()
+    timeout_body = error_body("the request did not arrive in time", "invalid_request_error",
+                              "request_timeout")
+    full_body = error_body("too many connections; retry later", "server_error",
+                           "too_many_connections")
 
-    class OneWrite(HttpToolsProtocol):
+    class Guarded(HttpToolsProtocol):
         held: _HeldHead
+        raw: Any
+        timer: asyncio.TimerHandle | None = None
+        write_timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            self.raw = transport
             self.held = _HeldHead(transport)
             self.transport = cast(Any, self.held)
+            if len(self.connections) > most:
+                transport.write(raw_response(503, "Service Unavailable", full_body))
+                transport.close()
+                return
+            self._arm(limits.header_timeout)
+
+        def _arm(self, seconds: float | None) -> None:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = None if seconds is None else self.loop.call_later(
+                seconds, self._too_slow)
+
+        def _too_slow(self) -> None:
+            self.timer = None
+            if self.cycle is not None and self.cycle.response_started:
+                self.raw.abort()  # mid-answer: nothing more can be said
+                return
+            if not self.raw.is_closing():
+                self.raw.write(raw_response(408, "Request Timeout", timeout_body))
+                self.raw.close()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self.timer is None:
+                self._arm(limits.header_timeout)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._arm(limits.body_timeout)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._arm(None)
 
         def on_response_complete(self) -> None:
             self.held.flush()  # a HEAD request's answer has no body to carry its head
             super().on_response_complete()
 
-    return OneWrite
+        def pause_writing(self) -> None:
+            super().pause_writing()
+            if self.write_timer is None:  # the client stopped reading: give it a while
+                self.write_timer = self.loop.call_later(limits.write_timeout, self.raw.abort)
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self.write_timer is not None:
+                self.write_timer.cancel()
+                self.write_timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._arm(None)
+            if self.write_timer is not None:
+                self.write_timer.cancel()
+                self.write_timer = None
+            super().connection_lost(exc)
+
+    return Guarded
 
 
-def _uvicorn_server(app: Any, log_level: str) -> Any:
+def _uvicorn_server(app: Any, log_level: str, limits: HttpLimits) -> Any:
     import uvicorn
 
     class _Server(uvicorn.Server):
@@ -93,7 +160,8 @@ def _uvicorn_server(app: Any, log_level: str) -> Any:
             yield  # the host program owns its signals
 
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=5, http=_protocol(),
+                            timeout_graceful_shutdown=5, http=_protocol(limits),
+                            timeout_keep_alive=int(max(1, limits.keep_alive)),
                             proxy_headers=False)  # the app never looks at client addresses
     return _Server(config)
 
@@ -102,18 +170,20 @@ class ModelServer:
     """The OpenAI-compatible server for ``models``, running in this event loop.
 
     ``async with ModelServer(model) as server:`` listens on ``host:port`` (port 0: a free
-    port; :attr:`base_url` says which) until the block ends. Other arguments go to
+    port; :attr:`base_url` says which) until the block ends. ``limits`` bound connections
+    (:class:`~agentplex.serving.HttpLimits`); other arguments go to
     :func:`~agentplex.serving.create_app`.
     """
 
     def __init__(self, models: ChatModelBase | Mapping[str, ChatModelBase], *,
                  host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
-                 **app_options: Any) -> None:
+                 limits: HttpLimits | None = None, **app_options: Any) -> None:
         self.app = create_app(models, **app_options)
         self.host = host
+        self.limits = limits or HttpLimits()
         self._socket = _bind(host, port)
         self.port: int = self._socket.getsockname()[1]
-        self._server = _uvicorn_server(self.app, log_level)
+        self._server = _uvicorn_server(self.app, log_level, self.limits)
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -154,7 +224,8 @@ class ModelServer:
 
 async def serve(models: ChatModelBase | Mapping[str, ChatModelBase], *,
                 host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
-                ready: Any = None, **app_options: Any) -> None:
+                ready: Any = None, limits: HttpLimits | None = None,
+                **app_options: Any) -> None:
     """Serve ``models`` on ``host:port`` until SIGINT / SIGTERM (then finish the requests
     under way and return).
 
@@ -162,7 +233,7 @@ async def serve(models: ChatModelBase | Mapping[str, ChatModelBase], *,
     """
     app = create_app(models, **app_options)
     sock = _bind(host, port)
-    server = _uvicorn_server(app, log_level)
+    server = _uvicorn_server(app, log_level, limits or HttpLimits())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
