@@ -92,6 +92,8 @@ def node(
     insecure: Annotated[bool, typer.Option(
         help="Allow a non-loopback bind without keys.")] = False,
     heartbeat_timeout: HeartbeatOpt = 5.0,
+    drain_timeout: Annotated[float, typer.Option(
+        help="Seconds the actors get to empty their mailboxes on SIGTERM / Ctrl-C.")] = 10.0,
 ) -> None:
     """Join a cluster: report this machine's resources and host the actors placed here."""
     from ..cluster import detect_node
@@ -100,7 +102,7 @@ def node(
     spec = detect_node(node_id, gpus=gpus, gpu_memory=gpu_memory, cpus=cpus,
                        labels=_labels(label))
     asyncio.run(run_node(head_address, spec, bind=bind, spawn_allow=allow, insecure=insecure,
-                         heartbeat_timeout=heartbeat_timeout,
+                         heartbeat_timeout=heartbeat_timeout, drain_timeout=drain_timeout,
                          **security(keys, head_key, allow_key)))
 
 

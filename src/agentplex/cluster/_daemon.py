@@ -202,14 +202,27 @@ async def run_head(bind: str = "tcp://127.0.0.1:5555", *, ping_interval: float =
 
 
 async def run_node(head: str, spec: NodeSpec, *, bind: str = "tcp://127.0.0.1:0",
-                   spawn_allow: Sequence[str] = (), **options: Any) -> None:
-    """Join the cluster at ``head`` as node ``spec.id``, until SIGINT / SIGTERM."""
+                   spawn_allow: Sequence[str] = (), drain_timeout: float = 10.0,
+                   **options: Any) -> None:
+    """Join the cluster at ``head`` as node ``spec.id``, until SIGINT / SIGTERM.
+
+    On the signal the node's actors get ``drain_timeout`` seconds to handle what their
+    mailboxes hold; what is left then fails with ``ActorStopped`` and the node exits (a
+    backlog never keeps a stopped node alive).
+    """
     async with connect(head, bind=bind, node_id=spec.id, spawn_allow=spawn_allow,
                        **options) as runtime:
         await runtime.spawn(NodeAgent(spec, head, spawn_allow), node_agent_name(spec.id))
         await ClusterClient(runtime, timeout=30).join(spec)
         await _serve_until_signalled(lambda: print(f"agentplex node {spec.id} joined {head}",
                                                    flush=True))
+        print(f"agentplex node {spec.id} stopping (draining for up to {drain_timeout:g}s)",
+              flush=True)
+        await runtime.shutdown(timeout=drain_timeout)
+
+
+_WORKER_DRAIN = 10.0
+"""Seconds a GPU worker's actor gets to empty its mailbox when the worker stops."""
 
 
 async def run_worker(head: str, node_id: str, spawn_allow: Sequence[str]) -> None:
@@ -233,3 +246,4 @@ async def run_worker(head: str, node_id: str, spawn_allow: Sequence[str]) -> Non
         while not stop.is_set() and os.getppid() == parent:  # die with the node
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
+        await runtime.shutdown(timeout=_WORKER_DRAIN)
