@@ -133,12 +133,12 @@ async def per_token_ms(model: Any, n: int, tokens: int, constrained: bool) -> tu
     if constrained:
         kwargs["structured_model"] = Story
     engine = model.engine
-    steps, select = engine.steps, engine.select_seconds
+    steps, select = engine.counters.steps, engine.counters.select_seconds
     start = time.perf_counter()
     await asyncio.gather(*(model(prompt(i), **kwargs) for i in range(n)))
     wall = time.perf_counter() - start
-    count = engine.steps - steps
-    return 1000 * wall / count, 1000 * (engine.select_seconds - select) / count
+    count = engine.counters.steps - steps
+    return 1000 * wall / count, 1000 * (engine.counters.select_seconds - select) / count
 
 
 async def main() -> None:
@@ -309,8 +309,8 @@ def chunked_prefill(model: Any, running: int = 8, tokens: int = 48,
                     variants: list[str] | None = None) -> None:
     import threading
 
+    from agentplex.engine import GenerationRequest
     from agentplex.model import TransformersChatModel
-    from agentplex.model.local import GenerationRequest
 
     tok = model.tokenizer
     pair = (model.model, tok)
@@ -381,7 +381,7 @@ def chunked_prefill(model: Any, running: int = 8, tokens: int = 48,
             cpu.setdefault(impl, []).append(time.process_time() - cpu_before)
             runs[impl].append(p95(measured))
             passes.setdefault(impl, []).append(
-                (m.engine.chunks, getattr(m.engine, "mixed_steps", 0)))
+                (m.engine.counters.chunks, m.engine.counters.mixed_steps))
             if first_token is not None:  # the newcomer's time to first token
                 ttft.setdefault(impl, []).append(first_token)
             m.engine.close()
@@ -444,13 +444,15 @@ def tiny_pair(args: argparse.Namespace) -> tuple[Any, Any]:
 async def ours(model: Any, n: int, tokens: int, **options: Any) -> dict[str, float]:
     """Tokens, wall and CPU seconds of ``n`` concurrent callers; the engine's seconds."""
     engine = model.engine
-    before = (engine.steps, engine.forward_seconds, engine.select_seconds)
+    before = (engine.counters.steps, engine.counters.forward_seconds,
+              engine.counters.select_seconds)
     c0, w0 = time.process_time(), time.perf_counter()
     results = await asyncio.gather(*(model(prompt(i), max_tokens=tokens, **options)
                                      for i in range(n)))
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     steps, forward, select = (b - a for a, b in zip(before, (
-        engine.steps, engine.forward_seconds, engine.select_seconds), strict=True))
+        engine.counters.steps, engine.counters.forward_seconds,
+        engine.counters.select_seconds), strict=True))
     return {"tokens": sum(r.usage.output_tokens for r in results), "wall": wall, "cpu": cpu,
             "steps": steps, "forward": forward, "select": select}
 
@@ -460,7 +462,7 @@ def queued(model: Any, n: int, tokens: int, sampled: bool) -> dict[str, float]:
     no event loop, and no arrivals spread over the first steps (prefill passes, merges)."""
     import threading
 
-    from agentplex.model.local import GenerationRequest, Sampling
+    from agentplex.engine import GenerationRequest, Sampling
 
     engine, tok = model.engine, model.tokenizer
     done = threading.Semaphore(0)
@@ -474,7 +476,8 @@ def queued(model: Any, n: int, tokens: int, sampled: bool) -> dict[str, float]:
         max_new_tokens=tokens, emit=on_event,
         sampling=Sampling(temperature=0.7, seed=i) if sampled else Sampling())
         for i in range(n)]
-    before = (engine.steps, engine.forward_seconds, engine.select_seconds)
+    before = (engine.counters.steps, engine.counters.forward_seconds,
+              engine.counters.select_seconds)
     c0, w0 = time.process_time(), time.perf_counter()
     for request in requests:
         engine.submit(request)
@@ -482,7 +485,8 @@ def queued(model: Any, n: int, tokens: int, sampled: bool) -> dict[str, float]:
         done.acquire(timeout=600)
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     steps, forward, select = (b - a for a, b in zip(before, (
-        engine.steps, engine.forward_seconds, engine.select_seconds), strict=True))
+        engine.counters.steps, engine.counters.forward_seconds,
+        engine.counters.select_seconds), strict=True))
     return {"tokens": sum(len(r.generated) for r in requests), "wall": wall, "cpu": cpu,
             "steps": steps, "forward": forward, "select": select}
 

@@ -37,8 +37,8 @@ def per_row(reqs: list[Any], logits: Any) -> list[int]:
 def main() -> None:
     import torch
 
-    from agentplex.model.local import GenerationRequest, Sampling
-    from agentplex.model.local._engine import _sample
+    from agentplex.engine import GenerationRequest, Sampling
+    from agentplex.engine._sampling import sample
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=256)
@@ -55,7 +55,7 @@ def main() -> None:
             r._generator = torch.Generator().manual_seed(r.sampling.seed)
         return reqs
 
-    impls = {"batched": (_sample, requests()), "per-row": (per_row, requests())}
+    impls = {"batched": (sample, requests()), "per-row": (per_row, requests())}
     spent = dict.fromkeys(impls, 0.0)
     g = torch.Generator().manual_seed(0)
     for _ in range(args.steps):

@@ -27,12 +27,12 @@ async def _alone(model: TransformersChatModel, prompts: list[Any], **kw: Any) ->
 
 async def test_batched_greedy_equals_alone(tiny: TransformersChatModel) -> None:
     alone = await _alone(tiny, PROMPTS, max_tokens=24)
-    rows_before = tiny.engine.max_rows_seen
+    rows_before = tiny.engine.counters.max_rows_seen
     batched = await asyncio.wait_for(
         asyncio.gather(*(tiny(p, max_tokens=24) for p in PROMPTS)), timeout=120
     )
     assert [as_response(r).text for r in batched] == alone
-    assert tiny.engine.max_rows_seen >= max(rows_before, 4)
+    assert tiny.engine.counters.max_rows_seen >= max(rows_before, 4)
 
 
 async def test_late_arrivals_join_a_running_batch(tiny: TransformersChatModel) -> None:
@@ -76,7 +76,7 @@ async def test_cancelling_one_request_leaves_the_others(tiny: TransformersChatMo
     # followed by a space, so no token can hold more than two of its characters.
     long_kw: dict[str, Any] = {"grammar": {"type": "regex", "value": "([a-z] ){300}"},
                                "max_tokens": 700}
-    steps = tiny.engine.steps
+    steps = tiny.engine.counters.steps
     victim = asyncio.ensure_future(tiny(PROMPTS[4], **long_kw))
     stream = as_stream(await tiny(PROMPTS[5], stream=True, **long_kw))
     first = await asyncio.wait_for(stream.__anext__(), timeout=60)
@@ -92,7 +92,7 @@ async def test_cancelling_one_request_leaves_the_others(tiny: TransformersChatMo
     probe = await tiny(PROMPTS[0], max_tokens=2)
     assert isinstance(probe, ChatResponse)
     assert probe.text
-    assert tiny.engine.steps - steps < 150
+    assert tiny.engine.counters.steps - steps < 150
 
 
 async def test_max_batch_size_queues_the_rest(tiny_pair: tuple[Any, Any]) -> None:
@@ -102,7 +102,7 @@ async def test_max_batch_size_queues_the_rest(tiny_pair: tuple[Any, Any]) -> Non
         asyncio.gather(*(model(p, max_tokens=8) for p in PROMPTS)), timeout=120
     )
     assert [as_response(r).text for r in batched] == alone
-    assert model.engine.max_rows_seen == 3
+    assert model.engine.counters.max_rows_seen == 3
 
 
 async def test_closed_engine_refuses_calls(tiny_pair: tuple[Any, Any]) -> None:

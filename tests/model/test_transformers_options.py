@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from agentplex.engine import GenerationRequest
 from agentplex.model import ChatResponse, TransformersChatModel, UnsupportedOptionError
-from agentplex.model.local._engine import GenerationRequest
 from tests.support.model_inputs import City
 from tests.support.results import as_response
 from tests.support.tiny_llama import EXAMPLES

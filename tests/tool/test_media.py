@@ -27,7 +27,7 @@ from agentplex.model import UnsupportedOptionError
 from agentplex.model.anthropic import format_anthropic_messages
 from agentplex.model.dashscope import format_dashscope_messages
 from agentplex.model.gemini import format_gemini_contents
-from agentplex.model.local._chat_model import _to_chat
+from agentplex.model.local._chat_format import to_chat
 from agentplex.model.ollama import format_ollama_messages
 from agentplex.model.openai import format_openai_messages
 from agentplex.tool import AgentAudio, AgentImage, AgentText, Tool, Toolkit
@@ -220,4 +220,4 @@ async def test_audio_reaches_the_formatters_that_take_it_and_others_refuse() -> 
 async def test_a_text_only_local_model_refuses_media_results() -> None:
     image, _ = await _results()
     with pytest.raises(UnsupportedOptionError, match="image"):
-        _to_chat(_history(image)[-1])
+        to_chat(_history(image)[-1])

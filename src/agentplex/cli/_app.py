@@ -304,15 +304,15 @@ def _summary(console: Console, result: object, agents: int, run_dir: Path) -> No
 
 def _engine_summary(console: Console, model: object) -> None:
     """Where a local model's time went: prompts, decode steps, choosing tokens."""
-    engine = getattr(model, "engine", None)
-    if engine is None or not getattr(engine, "steps", 0):
+    counts = getattr(getattr(model, "engine", None), "counters", None)
+    if counts is None or not getattr(counts, "steps", 0):
         return
-    decode = engine.forward_seconds - engine.prefill_seconds
-    console.print(f"local model: prefill {engine.prefill_seconds:.1f}s "
-                  f"({engine.prefill_tokens:,} prompt tokens), decode {decode:.1f}s "
-                  f"({engine.steps:,} forward passes, up to {engine.max_rows_seen} rows; "
-                  f"{engine.chunks:,} prompt chunks), "
-                  f"choosing tokens {engine.select_seconds:.1f}s")
+    decode = counts.forward_seconds - counts.prefill_seconds
+    console.print(f"local model: prefill {counts.prefill_seconds:.1f}s "
+                  f"({counts.prefill_tokens:,} prompt tokens), decode {decode:.1f}s "
+                  f"({counts.steps:,} forward passes, up to {counts.max_rows_seen} rows; "
+                  f"{counts.chunks:,} prompt chunks), "
+                  f"choosing tokens {counts.select_seconds:.1f}s")
 
 
 def rate_text(per_second: float) -> str:

@@ -10,8 +10,9 @@ first use; the engine launchers need nothing more than the standard library.
 
 import typing as _typing
 
+from ..engine import EngineError
 from ._engines import ENGINES, EngineConfig, EngineName, EngineProcess, engine_command
-from ._errors import BadChatRequest, EngineError, QueueFull
+from ._errors import BadChatRequest, QueueFull
 
 if _typing.TYPE_CHECKING:
     from ._app import OpenAIServer, create_app

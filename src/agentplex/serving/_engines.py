@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ._errors import EngineError
+from ..engine import EngineError
 
 __all__ = [
     "ENGINES",

@@ -5,18 +5,18 @@ The tree::
     AgentplexError
     ├── BadChatRequest   a chat request that cannot be served as asked: HTTP 400
     │                    (also a ValueError)
-    ├── QueueFull        every slot busy and the waiting queue at its bound: HTTP 429
-    └── EngineError      an engine's server did not start, or died (also a RuntimeError)
+    └── QueueFull        every slot busy and the waiting queue at its bound: HTTP 429
 
-The server answers its clients with the HTTP errors shown; only the engine launchers raise
-to their caller.
+The server answers its clients with the HTTP errors shown. The engine launchers raise
+:class:`~agentplex.engine.EngineError` (defined with the engine's other errors in
+``agentplex.engine``, re-exported here) when an engine's server did not start, or died.
 """
 
 from __future__ import annotations
 
 from ..errors import AgentplexError
 
-__all__ = ["BadChatRequest", "EngineError", "QueueFull"]
+__all__ = ["BadChatRequest", "QueueFull"]
 
 
 class BadChatRequest(AgentplexError, ValueError):
@@ -30,7 +30,3 @@ class BadChatRequest(AgentplexError, ValueError):
 
 class QueueFull(AgentplexError):
     """Every slot is busy and the waiting queue is at its bound (HTTP 429)."""
-
-
-class EngineError(AgentplexError, RuntimeError):
-    """An engine's server could not be started, or died and may not be restarted."""

@@ -1,39 +1,29 @@
-"""The local engine behind :class:`TransformersChatModel`.
+"""The local chat models: :class:`TransformersChatModel` and :class:`MLXChatModel`.
 
-Four parts, one module each: loading models offline (with the GGUF → safetensors cache),
-the batching engine (one decode loop for every concurrent request of a model), output
-parsing (``<think>`` sections and ``<tool_call>`` calls into blocks) and grammars
-(constrained decoding with xgrammar). Importing this package does not import torch; loading
-a model does.
+What a local provider adds to the engine (:mod:`agentplex.engine`, which decodes): loading
+models offline (with the GGUF → safetensors cache), chat history as chat templates take it,
+constraints read from a call's arguments (``response_format``, tools), and output parsing
+(``<think>`` sections and ``<tool_call>`` calls into blocks). Importing this package does not
+import torch; loading a model does.
+
+The engine's names that used to be imported from here (``BatchEngine``, ``GenerationEvent``,
+``GenerationRequest``, ``Sampling``, ``Constraint``, ``GrammarFactory``) are
+:mod:`agentplex.engine`'s.
 """
 
 from .._errors import ModelNotAvailableError
 from ._chat_model import TransformersChatModel, create
-from ._engine import BatchEngine, GenerationEvent, GenerationRequest, Sampling
-from ._grammars import (
-    TOOL_CALL_BEGIN,
-    TOOL_CALL_END,
-    Constraint,
-    GrammarFactory,
-    constraint_from_format,
-    tool_constraint,
-)
+from ._constraints import TOOL_CALL_BEGIN, TOOL_CALL_END, constraint_from_format, tool_constraint
 from ._loading import DEFAULT_MODEL, LoadedModel, cache_root, embedded_gguf, load_local_model
 from ._mlx import MLXChatModel
 from ._output import THINK_BEGIN, THINK_END, OutputAssembler, split_output
 
 __all__ = [
-    "BatchEngine",
-    "Constraint",
     "DEFAULT_MODEL",
-    "GenerationEvent",
-    "GenerationRequest",
-    "GrammarFactory",
     "LoadedModel",
     "MLXChatModel",
     "ModelNotAvailableError",
     "OutputAssembler",
-    "Sampling",
     "THINK_BEGIN",
     "THINK_END",
     "TOOL_CALL_BEGIN",

@@ -18,24 +18,26 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ...message import Msg, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBlock
+from ...engine import (
+    BatchEngine,
+    Constraint,
+    EngineError,
+    GenerationEvent,
+    GenerationRequest,
+    GrammarFactory,
+    Sampling,
+)
+from ...engine.lowlevel import handoff_for
+from ...message import Msg
 from .._base import ChatModelBase, ChatResult, Messages, ToolChoice
 from .._errors import ModelError, StructuredOutputError, UnsupportedOptionError
 from .._formatting import normalize_tool_choice
 from .._options import GenerationOptions, normalize_options, split_options
 from .._response import ChatResponse, ChatUsage, TokenLogprob, TopLogprob
 from .._stream import ResponseBuilder
-from ._engine import BatchEngine, GenerationEvent, GenerationRequest, Sampling
-from ._grammars import (
-    TOOL_CALL_BEGIN,
-    TOOL_CALL_END,
-    Constraint,
-    GrammarFactory,
-    constraint_from_format,
-    tool_constraint,
-)
-from ._handoff import handoff_for
-from ._loading import DEFAULT_MODEL, LoadedModel, _is_default, load_local_model
+from ._chat_format import to_chat, with_tool_prompt
+from ._constraints import constraint_from_format, tool_constraint
+from ._loading import DEFAULT_MODEL, LoadedModel, is_default_model, load_local_model
 from ._output import THINK_BEGIN, OutputAssembler
 
 __all__ = ["TransformersChatModel", "create"]
@@ -163,7 +165,7 @@ class TransformersChatModel(ChatModelBase):
             loaded = LoadedModel(model[0], model[1], model_id, "object", None)
             self._shared = _Shared(loaded, max_batch_size, batch_wait, **engine_options)
         else:
-            name = DEFAULT_MODEL if _is_default(model_id) else model_id  # "default" too
+            name = DEFAULT_MODEL if is_default_model(model_id) else model_id  # "default" too
             load_key = (name, repr(device_map), repr(torch_dtype), trust_remote_code,
                         repr(sorted((model_kwargs or {}).items())), str(cache_dir), gpu_memory)
             self._key = (load_key, max_batch_size, batch_wait, prefix_cache_bytes, prefill_chunk,
@@ -241,9 +243,9 @@ class TransformersChatModel(ChatModelBase):
         chat_template_kwargs: dict[str, Any] | None = None,
     ) -> str:
         """The prompt text the model continues, with its chat template applied."""
-        chat = [m for msg in messages for m in _to_chat(msg)]
+        chat = [m for msg in messages for m in to_chat(msg)]
         if tools and not self._supports_tools():
-            chat = _with_tool_prompt(chat, tools)
+            chat = with_tool_prompt(chat, tools)
             tools = None
         if not getattr(self.tokenizer, "chat_template", None):
             lines = [f"{m['role']}: {m.get('content') or ''}" for m in chat]
@@ -303,7 +305,7 @@ class TransformersChatModel(ChatModelBase):
                                started)
         try:
             self.engine.submit(request)
-        except RuntimeError as exc:
+        except EngineError as exc:
             raise ModelError(str(exc), provider=self.provider, model=self.model_name) from exc
         if stream:
             return context.stream()
@@ -451,60 +453,3 @@ def _sampling(options: GenerationOptions, do_sample: bool | None) -> Sampling:
         temperature = 0.0
     return Sampling(temperature=temperature, top_p=float(options.top_p or 1.0),
                     top_k=int(options.top_k or 0), seed=options.seed)
-
-
-def _to_chat(message: Msg | dict[str, Any]) -> list[dict[str, Any]]:
-    """One history entry as chat-template messages (tool results become ``tool`` messages)."""
-    if isinstance(message, dict):
-        content = message.get("content")
-        if isinstance(content, list):
-            parts = [p.get("text", "") for p in content if p.get("type") == "text"]
-            return [{**message, "content": "\n".join(parts)}]
-        return [dict(message)]
-    if isinstance(message.content, str):
-        return [{"role": message.role, "content": message.content}]
-    out: list[dict[str, Any]] = []
-    texts: list[str] = []
-    calls: list[dict[str, Any]] = []
-    for block in message.content:
-        if isinstance(block, TextBlock):
-            texts.append(block.text)
-        elif isinstance(block, ToolUseBlock):
-            calls.append({"type": "function", "id": block.id,
-                          "function": {"name": block.name, "arguments": block.input}})
-            texts.append(f"{TOOL_CALL_BEGIN}\n"
-                         f"{json.dumps({'name': block.name, 'arguments': block.input})}\n"
-                         f"{TOOL_CALL_END}")
-        elif isinstance(block, ToolResultBlock):
-            media = [] if isinstance(block.output, str) else [
-                b.type for b in block.output if not isinstance(b, TextBlock)]
-            if media:
-                raise UnsupportedOptionError(
-                    f"the tool {block.name!r} returned {', '.join(media)} content, which "
-                    "local text models cannot take", provider="transformers")
-            output = block.output if isinstance(block.output, str) else "\n".join(
-                b.text for b in block.output if isinstance(b, TextBlock))
-            out.append({"role": "tool", "name": block.name, "tool_call_id": block.id,
-                        "content": output})
-        elif not isinstance(block, ThinkingBlock):
-            raise UnsupportedOptionError(f"{block.type} blocks are not supported by local "
-                                         "text models", provider="transformers")
-    head: list[dict[str, Any]] = []
-    if texts or calls:
-        head = [{"role": message.role, "content": "\n".join(texts)}]
-    return head + out
-
-
-def _with_tool_prompt(
-    chat: list[dict[str, Any]], tools: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Describe ``tools`` in the system message, for templates that know no tools."""
-    specs = "\n".join(json.dumps(t.get("function", t)) for t in tools)
-    note = (
-        "You can call these tools:\n" + specs + "\nTo call one, answer with\n"
-        f'{TOOL_CALL_BEGIN}\n{{"name": <tool name>, "arguments": <arguments object>}}\n'
-        f"{TOOL_CALL_END}"
-    )
-    if chat and chat[0].get("role") == "system":
-        return [{**chat[0], "content": f"{chat[0].get('content') or ''}\n\n{note}"}, *chat[1:]]
-    return [{"role": "system", "content": note}, *chat]

@@ -27,7 +27,9 @@ __all__ = [
     "DEFAULT_MODEL",
     "LoadedModel",
     "cache_root",
+    "converted_folder",
     "embedded_gguf",
+    "is_default_model",
     "load_local_model",
 ]
 
@@ -74,11 +76,14 @@ class LoadedModel:
     path: Path | None
 
 
-def _is_default(model_id: str) -> bool:
+def is_default_model(model_id: str) -> bool:
+    """Whether ``model_id`` names the embedded default model (``default``, ``smollm2``, ...)."""
     return model_id.strip().lower() in _ALIASES
 
 
-def _cache_dir(gguf: Path, root: Path) -> Path:
+def converted_folder(gguf: Path, root: Path) -> Path:
+    """The folder under ``root`` that holds ``gguf`` converted to safetensors (named by its
+    path, size and modification time, so a changed file is converted again)."""
     stat = gguf.stat()
     key = f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -206,16 +211,16 @@ def load_local_model(
     root = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     path = Path(model_id).expanduser()
     gguf: Path | None = None
-    if _is_default(model_id):
+    if is_default_model(model_id):
         gguf = embedded_gguf()
     elif path.is_file() and path.suffix == ".gguf":
         gguf = path
     elif path.is_dir() and not (path / "config.json").exists():
         found = sorted(path.glob("*.gguf"))
         gguf = found[0] if found else None
-    name = DEFAULT_MODEL if _is_default(model_id) else model_id
+    name = DEFAULT_MODEL if is_default_model(model_id) else model_id
     if gguf is not None:
-        target = _cache_dir(gguf, root)
+        target = converted_folder(gguf, root)
         source = "cache"
         if not (target / _MARKER).exists():
             _convert_gguf(gguf, target)

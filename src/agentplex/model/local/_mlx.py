@@ -1,4 +1,4 @@
-"""Apple's MLX engine through ``mlx-lm``: :class:`MLXChatModel` (smolagents' ``MLXModel``).
+"""Apple's MLX framework through ``mlx-lm``: :class:`MLXChatModel` (smolagents' ``MLXModel``).
 
 ``mlx`` runs on Apple silicon and, with the ``mlx-cpu`` wheel, on Linux CPUs too. One worker
 thread per model generates (MLX streams are thread-local); calls queue for it. The prompt,
@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ...engine.lowlevel import handoff_for, held_back
 from ...message import Msg
 from .._base import ChatModelBase, ChatResult, Messages, ToolChoice
 from .._errors import ModelError, ModelNotAvailableError, UnsupportedOptionError
@@ -28,10 +29,8 @@ from .._options import GenerationOptions, normalize_options, split_options
 from .._response import ChatResponse, ChatUsage
 from .._stream import ResponseBuilder
 from .._structured import StructuredRequest, run_structured
-from ._chat_model import _to_chat, _with_tool_prompt
-from ._engine import _held_back
-from ._handoff import handoff_for
-from ._loading import _cache_dir, _is_default, cache_root, embedded_gguf
+from ._chat_format import to_chat, with_tool_prompt
+from ._loading import cache_root, converted_folder, embedded_gguf, is_default_model
 from ._output import THINK_BEGIN, OutputAssembler
 
 __all__ = ["MLXChatModel"]
@@ -41,7 +40,7 @@ _UNSUPPORTED = frozenset({"presence_penalty", "frequency_penalty"})
 
 def _default_folder(cache_dir: str | Path | None) -> Path:
     """The safetensors folder the Transformers model converted the embedded GGUF into."""
-    folder = _cache_dir(embedded_gguf(), Path(cache_dir) if cache_dir else cache_root())
+    folder = converted_folder(embedded_gguf(), Path(cache_dir) if cache_dir else cache_root())
     if not (folder / "config.json").exists():
         raise ModelNotAvailableError(
             f"the embedded model has not been converted yet ({folder}); load it once with "
@@ -92,7 +91,7 @@ class MLXChatModel(ChatModelBase):
         if model is not None:
             self.model, self.tokenizer = model
         else:
-            path = _default_folder(cache_dir) if _is_default(model_id) else Path(model_id)
+            path = _default_folder(cache_dir) if is_default_model(model_id) else Path(model_id)
             if not path.is_dir():
                 raise ModelNotAvailableError(f"no model folder at {path}", model=model_id,
                                              provider=self.provider)
@@ -124,10 +123,10 @@ class MLXChatModel(ChatModelBase):
     def format_prompt(self, messages: Sequence[Msg | dict[str, Any]],
                       tools: list[dict[str, Any]] | None = None) -> str:
         """The prompt text, with the model's chat template applied."""
-        chat = [m for msg in messages for m in _to_chat(msg)]
+        chat = [m for msg in messages for m in to_chat(msg)]
         template = getattr(self.tokenizer, "chat_template", None)
         if tools and not (isinstance(template, str) and "tools" in template):
-            chat, tools = _with_tool_prompt(chat, tools), None
+            chat, tools = with_tool_prompt(chat, tools), None
         if not template:
             lines = [f"{m['role']}: {m.get('content') or ''}" for m in chat]
             return "\n".join([*lines, "assistant:"])
@@ -243,7 +242,7 @@ class MLXChatModel(ChatModelBase):
                     reason = "stop" if step.finish_reason == "stop" else "length"
                 if text.endswith("\ufffd"):  # half a UTF-8 character: wait for the rest
                     continue
-                visible = len(text) - _held_back(text, stops)
+                visible = len(text) - held_back(text, stops)
                 if visible > sent:
                     sent = visible
                     put("text", text[:visible])

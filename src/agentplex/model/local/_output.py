@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._stream import ResponseBuilder
-from ._grammars import TOOL_CALL_BEGIN, TOOL_CALL_END
+from ._constraints import TOOL_CALL_BEGIN, TOOL_CALL_END
 
 __all__ = ["OutputAssembler", "split_output"]
 

@@ -6,14 +6,9 @@ from typing import Any
 
 import pytest
 
-from agentplex.model.local._handoff import LoopHandoff, deferred, handoff_for
+from agentplex.engine.lowlevel import LoopHandoff, deferred, handoff_for
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def count_wakeups(loop: asyncio.AbstractEventLoop) -> list[int]:

@@ -1,0 +1,27 @@
+"""The engine's errors.
+
+The tree::
+
+    EngineError       an engine could not serve (also a RuntimeError)
+    └── EngineClosed  this engine was closed: before the request was taken, or while it ran
+
+``EngineError`` is also what :mod:`agentplex.serving`'s launchers raise (and re-export) when
+an engine's server (ours, vLLM, SGLang, llama.cpp) did not start, or died and may not be
+restarted: one name to catch whichever engine failed.
+"""
+
+from __future__ import annotations
+
+from ..errors import AgentplexError
+
+__all__ = ["EngineClosed", "EngineError"]
+
+
+class EngineError(AgentplexError, RuntimeError):
+    """An engine could not serve: this package's engine, or a served engine's server that
+    did not start or died (a ``RuntimeError``, as both raised before they had their own)."""
+
+
+class EngineClosed(EngineError):
+    """The engine was closed: :meth:`BatchEngine.submit` refuses, and requests it held end
+    with this error in their last event."""

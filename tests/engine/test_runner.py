@@ -1,0 +1,97 @@
+"""The model runner: greedy tokens are plain Transformers' (batched, with cached prefixes or
+not), and the passes go by what the installed model and Transformers allow."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from agentplex.engine import BatchEngine  # noqa: E402
+from tests.support.engine_runs import make_engine, prompts, run  # noqa: E402
+
+
+def test_greedy_tokens_are_those_of_transformers_generate(pair: tuple[Any, Any]) -> None:
+    """Prompts of different lengths decoded together (left-padded, sharing a cached head,
+    one joining while the others decode) give the tokens ``model.generate`` gives each
+    alone, up to and including the end-of-sequence token."""
+    model, tok = pair
+    eos = tok.eos_token_id
+    batch = [p[:n] for p, n in zip(prompts(5, shared=70, own=30, seed=7),
+                                   (100, 95, 80, 77, 71), strict=True)]
+    late = prompts(1, shared=0, own=150, seed=8)
+    expected = []
+    for ids in batch + late:
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids),
+                             dtype=torch.long), max_new_tokens=24, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=eos)
+        new = out[0, len(ids):].tolist()
+        expected.append(new[:new.index(eos) + 1] if eos in new else new)
+    eng = BatchEngine(model, tok, eos_ids={eos}, batch_wait=0.05, prefill_chunk=64)
+    try:
+        got = run(eng, batch, 24, late=late)
+        assert [r.generated for r in got] == expected
+        assert eng.counters.chunks >= 2  # the late prompt joined in chunks
+        assert eng.prefix is not None and eng.prefix.hit_tokens >= 4 * 64
+    finally:
+        eng.close()
+
+
+def test_prefix_reuse_gives_the_same_tokens(pair: tuple[Any, Any]) -> None:
+    batch = prompts(6, shared=200, own=20)
+    plain = make_engine(pair, prefix_cache_bytes=0)
+    reused = make_engine(pair)
+    try:
+        expected = [r.generated for r in run(plain, batch, 12)]
+        got = run(reused, batch, 12)
+        assert [r.generated for r in got] == expected
+        # the shared 192 tokens (6 blocks of 32) were computed once, not six times
+        assert reused.counters.prefill_tokens <= plain.counters.prefill_tokens - 5 * 192
+        assert reused.prefix is not None and reused.prefix.hit_tokens >= 6 * 192
+        # next turn: each history grows; its own earlier prompt is reused too
+        turn = [p + r.generated + [11, 12, 13] for p, r in zip(batch, got, strict=True)]
+        before = reused.counters.prefill_tokens
+        again = run(reused, turn, 8)
+        assert [r.generated for r in again] == [r.generated for r in run(plain, turn, 8)]
+        assert reused.counters.prefill_tokens - before < sum(len(t) for t in turn) // 4
+    finally:
+        plain.close()
+        reused.close()
+
+
+def test_mixed_steps_only_for_models_that_allow_them(pair: tuple[Any, Any]) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+    from agentplex.engine._mixed import supports_mixed_steps
+
+    assert supports_mixed_steps(pair[0])  # a Llama, SDPA attention
+    small: dict[str, Any] = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
+             "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1}
+    eager = LlamaForCausalLM(LlamaConfig(**small, attn_implementation="eager"))  # type: ignore[call-arg]
+    assert not supports_mixed_steps(eager)
+    sliding = MistralForCausalLM(MistralConfig(**small, sliding_window=8))
+    assert not supports_mixed_steps(sliding)
+    assert supports_mixed_steps(MistralForCausalLM(MistralConfig(**small, sliding_window=None)))
+
+
+def test_the_cache_goes_by_the_name_the_installed_transformers_uses(
+        pair: tuple[Any, Any]) -> None:
+    from types import SimpleNamespace
+
+    from agentplex.engine._compat import cache_keyword, returned_cache
+
+    class Old:
+        def forward(self, input_ids: Any = None, past_key_values: Any = None) -> None: ...
+
+    class New:
+        def forward(self, input_ids: Any = None, cache: Any = None) -> None: ...
+
+    assert cache_keyword(Old()) == "past_key_values" and cache_keyword(New()) == "cache"
+    model = pair[0]  # the installed transformers' own Llama
+    assert cache_keyword(model) in inspect.signature(model.forward).parameters
+    assert returned_cache(SimpleNamespace(cache="c", past_key_values=None)) == "c"
+    assert returned_cache(SimpleNamespace(past_key_values="p")) == "p"

@@ -1,0 +1,71 @@
+"""Driving an engine from a test: a small random Llama, random prompts, run to the end.
+
+A randomly initialised Llama stands for a real model: what the engine tests check is that
+its batching, prefix reuse and chunking give exactly the tokens computing everything at once
+gives (greedy), never how fast.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+
+from agentplex.engine import BatchEngine, GenerationEvent, GenerationRequest
+
+
+def random_llama(tok: Any, seed: int = 1) -> Any:
+    """A 2-layer Llama with random weights (varied enough tokens) for ``tok``'s vocabulary."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+        initializer_range=0.3)
+    return LlamaForCausalLM(config).eval()  # type: ignore[no-untyped-call]
+
+
+def make_engine(pair: tuple[Any, Any], **options: Any) -> BatchEngine:
+    """An engine of ``pair`` that never meets an end-of-sequence token."""
+    model, tok = pair
+    return BatchEngine(model, tok, eos_ids={-1}, batch_wait=0.05, **options)
+
+
+def prompts(n: int, shared: int, own: int, seed: int = 0) -> list[list[int]]:
+    """``n`` prompts of random tokens: a ``shared`` head, then ``own`` tokens each."""
+    g = torch.Generator().manual_seed(seed)
+    head = torch.randint(10, 400, (shared,), generator=g).tolist()
+    return [head + torch.randint(10, 400, (own,), generator=g).tolist() for _ in range(n)]
+
+
+def run(eng: BatchEngine, batch: list[list[int]], tokens: int,
+        late: list[list[int]] | None = None, logprobs: int | None = None
+        ) -> list[GenerationRequest]:
+    """Submit ``batch`` (then ``late`` once the batch decodes); wait for all to finish."""
+    finished = threading.Semaphore(0)
+    decoding = threading.Event()
+
+    def emit(event: GenerationEvent) -> None:
+        if event.output_tokens >= 2:
+            decoding.set()
+        if event.finish_reason is not None:
+            assert event.error is None, event.error
+            finished.release()
+
+    reqs = [GenerationRequest(prompt_ids=p, max_new_tokens=tokens, emit=emit,
+                              logprobs=logprobs) for p in batch]
+    for r in reqs:
+        eng.submit(r)
+    extra = []
+    if late:
+        assert decoding.wait(60)
+        extra = [GenerationRequest(prompt_ids=p, max_new_tokens=tokens, emit=emit)
+                 for p in late]
+        for r in extra:
+            eng.submit(r)
+    for _ in reqs + extra:
+        assert finished.acquire(timeout=120)
+    return reqs + extra
