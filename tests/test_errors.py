@@ -54,6 +54,7 @@ BUILTIN_BASES: dict[str, tuple[type[BaseException], ...]] = {
     "UntrustedCodeError": (PermissionError,),
     "BadChatRequest": (ValueError,),
     "EngineError": (RuntimeError,),
+    "ServerFailed": (RuntimeError,),
     "NodesFailed": (RuntimeError,),
 }
 """The built-in bases users catch today, by class name (wherever the class lives)."""

@@ -13,14 +13,14 @@ built-in bases; ``docs/index.md`` draws all of it)::
     AgentplexError
     ├── agentplex.message   DecodeError, EncodeError
     ├── agentplex.tracing   ReplayMissing
-    ├── agentplex.engine    EngineError, EngineClosed (EngineError re-exported by serving)
+    ├── agentplex.engine    EngineError, EngineClosed
     ├── agentplex.model     ModelError and its subclasses (FallbackError: an ExceptionGroup)
     ├── agentplex.tool      RemoteToolError, UntrustedCodeError
     ├── agentplex.runtime   ActorError and its subclasses
     ├── agentplex.bus       PayloadTooLarge (an ActorError), FrameError, InsecureBindError,
     │                       SpawnRefused
     ├── agentplex.agent     SandboxError
-    ├── agentplex.serving   BadChatRequest, QueueFull
+    ├── agentplex.serving   BadChatRequest, QueueFull, ServerFailed
     ├── agentplex.cluster   Unschedulable, NodeFailed
     └── agentplex.cli       NodesFailed
 """

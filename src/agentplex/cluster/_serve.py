@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..runtime import Actor
-from ..serving import EngineConfig, EngineError, EngineProcess
+from ..serving import EngineConfig, EngineProcess, ServerFailed
 from ..serving.lowlevel import free_port
 from ._detect import detect_gpus, worker_environment
 from ._options import SpawnOptions
@@ -164,7 +164,7 @@ class ServedModels:
         for info in infos:
             if info["state"] != "ready":
                 await self.unserve(name)
-                raise EngineError(f"replica not ready: {info}")
+                raise ServerFailed(f"replica not ready: {info}")
         return ServedChatModel([i["url"] for i in infos], model_name=model, stream=stream,
                                api_key=api_key)
 

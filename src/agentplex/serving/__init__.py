@@ -10,9 +10,8 @@ first use; the engine launchers need nothing more than the standard library.
 
 import typing as _typing
 
-from ..engine import EngineError
 from ._engines import ENGINES, EngineConfig, EngineName, EngineProcess, engine_command
-from ._errors import BadChatRequest, QueueFull
+from ._errors import BadChatRequest, QueueFull, ServerFailed
 
 if _typing.TYPE_CHECKING:
     from ._app import OpenAIServer, create_app
@@ -23,13 +22,13 @@ __all__ = [
     "BadChatRequest",
     "ENGINES",
     "EngineConfig",
-    "EngineError",
     "EngineName",
     "EngineProcess",
     "HttpLimits",
     "ModelServer",
     "OpenAIServer",
     "QueueFull",
+    "ServerFailed",
     "create_app",
     "engine_command",
     "run_server",

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..engine import EngineError
+from ._errors import ServerFailed
 
 __all__ = [
     "ENGINES",
@@ -255,15 +255,15 @@ class EngineProcess:
         self._watcher = asyncio.ensure_future(self._supervise())
 
     async def wait_ready(self, timeout: float | None = None) -> None:
-        """Wait until the engine answers its health check; raise :class:`EngineError` when
+        """Wait until the engine answers its health check; raise :class:`ServerFailed` when
         it failed for good, ``TimeoutError`` after ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while not self._ready.is_set():
             if self.state == "failed":
-                raise EngineError(self._error or "the engine failed")
+                raise ServerFailed(self._error or "the engine failed")
             if self.state == "stopped":
-                raise EngineError("the engine was stopped")
+                raise ServerFailed("the engine was stopped")
             if deadline is not None and loop.time() >= deadline:
                 raise TimeoutError(f"{self.config.engine} did not get ready in {timeout} s")
             with contextlib.suppress(TimeoutError):
@@ -312,13 +312,13 @@ class EngineProcess:
             host = "127.0.0.1" if host != "::" else "::1"
         while True:
             if self.process.returncode is not None:
-                raise EngineError(f"{self.config.engine} exited with code "
+                raise ServerFailed(f"{self.config.engine} exited with code "
                                   f"{self.process.returncode} before it was ready; "
                                   f"its output: {self._log_tail()}")
             if await _http_status(host, self.config.port, path, 2.0) == 200:
                 return
             if loop.time() > deadline:
-                raise EngineError(f"{self.config.engine} did not answer {path} within "
+                raise ServerFailed(f"{self.config.engine} did not answer {path} within "
                                   f"{self.ready_timeout} s; its output: {self._log_tail()}")
             await asyncio.sleep(0.2)
 
@@ -327,7 +327,7 @@ class EngineProcess:
             while True:
                 try:
                     await self._until_healthy()
-                except EngineError as exc:
+                except ServerFailed as exc:
                     await self._terminate(5.0)
                     if not await self._may_restart(str(exc)):
                         return

@@ -5,18 +5,21 @@ The tree::
     AgentplexError
     ├── BadChatRequest   a chat request that cannot be served as asked: HTTP 400
     │                    (also a ValueError)
-    └── QueueFull        every slot busy and the waiting queue at its bound: HTTP 429
+    ├── QueueFull        every slot busy and the waiting queue at its bound: HTTP 429
+    └── ServerFailed     a launched inference server (vLLM, SGLang, llama.cpp or
+                         ``agentplex serve``) did not start, stopped answering, or died
+                         (also a RuntimeError)
 
-The server answers its clients with the HTTP errors shown. The engine launchers raise
-:class:`~agentplex.engine.EngineError` (defined with the engine's other errors in
-``agentplex.engine``, re-exported here) when an engine's server did not start, or died.
+The server answers its clients with the HTTP errors shown; the launchers raise
+:class:`ServerFailed`. (Our own in-process engine's errors are
+:class:`~agentplex.engine.EngineError`.)
 """
 
 from __future__ import annotations
 
 from ..errors import AgentplexError
 
-__all__ = ["BadChatRequest", "QueueFull"]
+__all__ = ["BadChatRequest", "QueueFull", "ServerFailed"]
 
 
 class BadChatRequest(AgentplexError, ValueError):
@@ -30,3 +33,8 @@ class BadChatRequest(AgentplexError, ValueError):
 
 class QueueFull(AgentplexError):
     """Every slot is busy and the waiting queue is at its bound (HTTP 429)."""
+
+
+class ServerFailed(AgentplexError, RuntimeError):
+    """A launched inference server did not start, stopped answering its health check, or
+    exited; the message says which and carries the end of its log when there is one."""
