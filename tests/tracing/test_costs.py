@@ -169,7 +169,7 @@ async def test_concurrent_calls_share_the_device_time_they_overlap() -> None:
     assert sum(shares) <= elapsed + 1e-9
 
 
-async def test_a_journaled_node_ledger_adds_up_with_rounds_from_the_driver(
+def test_a_journaled_node_ledger_adds_up_with_rounds_from_the_driver(
         tmp_path: Path) -> None:
     """A node process's agents charge the round the driver set, under their own class;
     the driver's manifest holds them."""

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
-from opentelemetry.metrics import Histogram, MeterProvider, NoOpMeterProvider
+from opentelemetry.metrics import Histogram, NoOpMeterProvider
 from opentelemetry.metrics import _internal as _metrics_api
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
 
 __all__ = [
     "OPERATION_DURATION",
