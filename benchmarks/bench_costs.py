@@ -70,7 +70,7 @@ async def measure(calls: int, repeat: int) -> dict[str, float]:
             for _ in range(500):
                 await agent(msg)
             for batch in range(2 * repeat):
-                mode = ("on", "off")[batch % 2]
+                mode = ("on", "off", "off", "on")[batch % 4]  # neither always first
                 switch(run, mode == "on", local)
                 with in_round(batch + 1):
                     start = time.process_time()

@@ -301,3 +301,25 @@ def test_a_budget_says_why_a_ledger_is_over_it() -> None:
 def test_a_bad_budget_is_a_clear_error(kwargs: dict[str, Any]) -> None:
     with pytest.raises(InvalidBudget):
         Budget(**kwargs)
+
+
+def test_a_bad_price_file_in_the_environment_costs_no_manifest(tmp_path: Path) -> None:
+    own = tmp_path / "prices.json"
+    own.write_text("{not json")
+    code = '''
+import asyncio, sys
+from agentplex import ScriptedChatModel
+from agentplex.tracing import experiment
+
+async def main():
+    async with experiment("bad-prices", runs_dir=sys.argv[1]) as run:
+        await ScriptedChatModel(["hi"])([{"role": "user", "content": "x"}])
+    print(run.dir)
+
+asyncio.run(main())
+'''
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, timeout=60, cwd=ROOT, env={**os.environ, PRICES_ENV: str(own)})
+    assert out.returncode == 0, out.stderr
+    totals = json.loads((Path(out.stdout.strip()) / "manifest.json").read_text())["totals"]
+    assert totals["model_calls"] == 1 and "is not JSON" in totals["prices_error"]

@@ -167,8 +167,9 @@ async def instrumented_call(
     return _watch_stream(result, watch)
 
 
-_clocks: dict[tuple[str, str], DeviceClock] = {}
-_devices: weakref.WeakKeyDictionary[ChatModelBase, str] = weakref.WeakKeyDictionary()
+_clocks: dict[tuple[str, str], tuple[DeviceClock, bool]] = {}
+"""Per local model (provider, name) in this process: its device clock, and whether it is a
+GPU."""
 _GPU_TYPES = frozenset({"cuda", "mps", "xpu", "hip"})
 
 
@@ -176,24 +177,20 @@ def device_kind(model: ChatModelBase) -> str:
     """``"gpu"`` or ``"cpu"``: where a local model computes. A model may say so itself
     (a ``device_kind`` attribute); MLX runs on the GPU; a Transformers model is asked for
     its torch device."""
-    kind = _devices.get(model)
-    if kind is None:
-        kind = getattr(model, "device_kind", None)
-        if kind not in ("cpu", "gpu"):
-            if model.provider == "mlx":
-                kind = "gpu"
-            else:
-                loaded = getattr(getattr(model, "_shared", None), "loaded", None)
-                device = getattr(getattr(loaded, "model", None), "device", None)
-                kind = "gpu" if getattr(device, "type", None) in _GPU_TYPES else "cpu"
-        _devices[model] = kind
-    return kind
+    kind = getattr(model, "device_kind", None)
+    if kind in ("cpu", "gpu"):
+        return str(kind)
+    if model.provider == "mlx":
+        return "gpu"
+    loaded = getattr(getattr(model, "_shared", None), "loaded", None)
+    device = getattr(getattr(loaded, "model", None), "device", None)
+    return "gpu" if getattr(device, "type", None) in _GPU_TYPES else "cpu"
 
 
 class _Watch:
     """One call being watched: where its figures go, when it started, its device clock."""
 
-    __slots__ = ("clock", "key", "metered", "model", "run", "share", "span", "started")
+    __slots__ = ("clock", "gpu", "key", "metered", "model", "run", "share", "span", "started")
 
     def __init__(self, model: ChatModelBase, span: Any, run: Run | None, key: str,
                  metered: bool) -> None:
@@ -204,17 +201,18 @@ class _Watch:
         self.metered = metered
         self.started = time.perf_counter() if metered else 0.0
         self.clock: DeviceClock | None = None
+        self.gpu = False
         self.share = 0.0
         # a local model's own device time (a cluster's model actors count theirs where
         # they run; a replay calls no model)
         if run is not None and not run.replaying and model.provider in LOCAL_PROVIDERS \
                 and model.provider != "agentplex-remote":
             name = (model.provider, model.model_name)
-            clock = _clocks.get(name)
-            if clock is None:
-                clock = _clocks[name] = DeviceClock()
-            self.clock = clock
-            self.share = clock.start()
+            known = _clocks.get(name)
+            if known is None:
+                known = _clocks[name] = (DeviceClock(), device_kind(model) == "gpu")
+            self.clock, self.gpu = known
+            self.share = known[0].start()
 
     def stop(self, error: BaseException | None, last: ChatResponse | None = None) -> float:
         """The call ended: record its metrics; return its share of the device's time."""
@@ -330,7 +328,7 @@ def _finish(call: _Watch, chunks: list[ChatResponse]) -> None:
         inputs, outputs = (usage.input_tokens, usage.output_tokens) if usage else (0, 0)
         run.count(inputs, outputs)
         cls = current_actor_class()
-        gpu = bool(device_s) and device_kind(model) == "gpu"
+        gpu = call.gpu
         run.charge(model.provider, model.model_name, current_round(),
                    cls.__name__ if cls is not None else None, inputs, outputs,
                    usage.cached_input_tokens if usage else 0,

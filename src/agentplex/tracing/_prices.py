@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ._errors import InvalidPrices
 from ._ledger import Ledger, LedgerEntry, Usage
 
-__all__ = ["LOCAL_PROVIDERS", "PRICES_ENV", "Price", "Prices", "prices", "set_prices"]
+__all__ = ["LOCAL_PROVIDERS", "PRICES_ENV", "Price", "Prices", "cost_totals", "prices",
+           "set_prices"]
 
 PRICES_ENV = "AGENTPLEX_PRICES"
 """The environment variable naming a price file."""
@@ -233,3 +234,14 @@ def set_prices(table: Prices | str | Path | None) -> None:
     new = Prices(table) if isinstance(table, (str, Path)) else table
     with _default_lock:
         _default = new
+
+
+def cost_totals(ledger: Ledger) -> dict[str, Any]:
+    """:meth:`Prices.totals` by the process's table, for a manifest: a price file that
+    cannot be read costs the run no manifest — LiteLLM's table prices it, and
+    ``prices_error`` says what was wrong."""
+    try:
+        table = prices()
+    except InvalidPrices as exc:
+        return {**Prices().totals(ledger), "prices_error": str(exc)}
+    return table.totals(ledger)

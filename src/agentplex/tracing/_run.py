@@ -46,7 +46,7 @@ from ._errors import ReplayMissing
 from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter
 from ._json import dumper
 from ._ledger import Ledger, Tally
-from ._prices import prices
+from ._prices import cost_totals
 from ._recorder import RunAnchor
 from ._sampling import TraceSampler
 from ._setup import dispatcher, recorder, sampler
@@ -328,7 +328,7 @@ class Run:
                 "output_tokens": self.output_tokens,
                 "tool_calls": self.tool_calls,
                 "messages": self.messages,
-                **prices().totals(self.ledger),
+                **cost_totals(self.ledger),
             },
         }
 
