@@ -323,3 +323,15 @@ asyncio.run(main())
     assert out.returncode == 0, out.stderr
     totals = json.loads((Path(out.stdout.strip()) / "manifest.json").read_text())["totals"]
     assert totals["model_calls"] == 1 and "is not JSON" in totals["prices_error"]
+
+
+async def test_a_resumed_run_takes_in_its_past_ledger(tmp_path: Path) -> None:
+    past = Ledger(entries=[entry(round=1, agent_class="Pundit", calls=1, input_tokens=100,
+                                 output_tokens=10, cached_tokens=40)])
+    async with experiment("resumed", runs_dir=tmp_path) as run, Runtime():
+        run.merge_ledger(past)
+        with in_round(2):
+            await Pundit("p")(Msg("user", "go", "user"))
+        ledger = run.ledger
+    assert {r: u.calls for r, u in ledger.by_round().items()} == {1: 1, 2: 1}
+    assert ledger.by_agent_class()["Pundit"].cached_tokens == 80

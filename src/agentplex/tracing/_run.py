@@ -214,6 +214,11 @@ class Run:
         with self._lock:
             self._tally.add(provider, model, round_, agent_class, *usage)
 
+    def merge_ledger(self, ledger: Ledger) -> None:
+        """Add ``ledger`` to the run's (another process's part, or a resumed run's past)."""
+        with self._lock:
+            self._tally.merge(ledger)
+
     @property
     def ledger(self) -> Ledger:
         """The run's model usage so far, per model, round and agent class (with the parts
@@ -382,9 +387,7 @@ class Run:
             provider, model = json.loads(rest)
             self.model_used(provider, model)
         elif kind == "L":
-            part = Ledger.model_validate_json(rest)
-            with self._lock:
-                self._tally.merge(part)
+            self.merge_ledger(Ledger.model_validate_json(rest))
 
 
 JOURNAL_BATCH = 4_096
