@@ -203,8 +203,8 @@ class _Watch:
         self.clock: DeviceClock | None = None
         self.gpu = False
         self.share = 0.0
-        # a local model's own device time (a cluster's model actors count theirs where
-        # they run; a replay calls no model)
+        # a local model's device time (not a cluster's model actor's: its device is in
+        # another process, which does not count the call; a replay calls no model)
         if run is not None and not run.replaying and model.provider in LOCAL_PROVIDERS \
                 and model.provider != "agentplex-remote":
             name = (model.provider, model.model_name)
