@@ -49,6 +49,8 @@ BUILTIN_BASES: dict[str, tuple[type[BaseException], ...]] = {
     "ModelNotAvailableError": (FileNotFoundError,),
     "FallbackError": (ExceptionGroup,),
     "ReplayMissing": (LookupError,),
+    "InvalidPrices": (ValueError,),
+    "InvalidBudget": (ValueError,),
     "SandboxError": (RuntimeError,),
     "RemoteToolError": (RuntimeError,),
     "UntrustedCodeError": (PermissionError,),

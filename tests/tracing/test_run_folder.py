@@ -63,8 +63,17 @@ async def test_a_long_run_keeps_memory_bounded_and_totals_exact(tmp_path: Path) 
     assert peak["trace"] < buffer and peak["transcript"] < buffer
     assert peak["recording"] < buffer and peak["clocks"] < 50
     totals = json.loads((run.dir / "manifest.json").read_text())["totals"]
-    assert totals == {"model_calls": calls, "input_tokens": totals["input_tokens"],
-                      "output_tokens": calls, "tool_calls": calls, "messages": 2 * calls}
+    counted = ("model_calls", "input_tokens", "output_tokens", "tool_calls", "messages")
+    assert {k: totals[k] for k in counted} == {
+        "model_calls": calls, "input_tokens": totals["input_tokens"], "output_tokens": calls,
+        "tool_calls": calls, "messages": 2 * calls}
+    # the cost ledger: one model, no round, one agent class, no price (a scripted model)
+    assert [(r["agent_class"], r["calls"]) for r in totals["by_agent_class"]] == [
+        ("Worker", calls)]
+    assert [(r["provider"], r["model"], r["calls"], r["output_tokens"], r["cost_usd"])
+            for r in totals["by_model"]] == [("scripted", "m", calls, calls, None)]
+    assert [(r["round"], r["calls"]) for r in totals["by_round"]] == [(None, calls)]
+    assert totals["cost_usd"] is None and totals["unpriced_calls"] == calls
     assert totals["input_tokens"] == calls  # one word in each request
     transcript = lines(run.dir / "transcript.jsonl")
     assert len(transcript) == 2 * calls

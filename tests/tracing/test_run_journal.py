@@ -39,6 +39,8 @@ def play(run: Run, events: int) -> None:
                                     "content": f"reply {i}: ünï\tcode \"quoted\"\n",
                                     "metadata": {"guess": i % 67}})
         run.count(10 + i % 3, 2)
+        run.charge("scripted", "players", i % 4 or None, f"Player{i % 2}", 10 + i % 3, 2,
+                   i % 2, 0, 0.5, 0.0)
         run.record_response(f"{i:032x}", [{"text": f"é {i}", "n": i}])
         if i % 5 == 0:
             run.count_tool_call()
@@ -74,6 +76,8 @@ async def test_a_journaled_part_gives_the_run_what_it_would_have_seen(tmp_path: 
     transcript, _, totals = folder(merged)
     assert len(transcript.splitlines()) == totals["messages"] == events
     assert totals["model_calls"] == events and totals["tool_calls"] == events // 5
+    assert {r["agent_class"]: r["calls"] for r in totals["by_agent_class"]} == {
+        "Player0": events // 2, "Player1": events // 2}  # the cost ledger came in too
     assert not (merged.dir / "parts").exists()
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from ..message import Msg
 from ..tracing import active_run
-from ..tracing.lowlevel import would_record
+from ..tracing.lowlevel import metrics_enabled, would_record
 from ._instrumentation import instrumented_call
 from ._response import ChatResponse
 from ._runnable import RunnableMethods
@@ -66,7 +66,8 @@ class ChatModelBase(RunnableMethods, TokenCounting, ABC):
         **kwargs: Any,
     ) -> ChatResult:
         """Answer ``messages`` through :meth:`_call`, traced and (in an experiment) recorded."""
-        if active_run() is None and not would_record():  # untraced, or its trace dropped
+        if active_run() is None and not would_record() and not metrics_enabled():
+            # untraced (or its trace dropped), no experiment, no metrics
             return await self._call(messages, tools, tool_choice, structured_model, **kwargs)
         return await instrumented_call(self, messages, tools, tool_choice, structured_model,
                                        kwargs)

@@ -1,7 +1,9 @@
 """What :meth:`ChatModelBase.__call__` does around a provider's call when someone watches.
 
-One ``chat {model}`` span per call; inside an experiment, the call's usage is counted and
-its response recorded — or, when the experiment replays a recorded run, the recorded
+One ``chat {model}`` span per call, and the GenAI metrics when a meter provider is
+installed; inside an experiment, the call's usage is counted (in the totals and the cost
+ledger: per model, round and agent class, with a local model's device seconds) and its
+response recorded — or, when the experiment replays a recorded run, the recorded
 response (or the recorded failure) is returned without calling the provider. Failures are
 recorded too, so that retries and fallbacks take the same path on replay.
 """
@@ -9,6 +11,7 @@ recorded too, so that retries and fallbacks take the same path on replay.
 from __future__ import annotations
 
 import builtins
+import time
 import weakref
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
@@ -18,11 +21,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from ..message import Msg
-from ..tracing import Run, active_run, content_capture
+from ..tracing import LOCAL_PROVIDERS, Run, active_run, content_capture, current_round
 from ..tracing.lowlevel import (
+    DeviceClock,
     content_attribute,
     current_actor,
+    current_actor_class,
     end_span,
+    metrics_enabled,
+    record_call,
     request_digest,
     request_json,
     request_key,
@@ -35,7 +42,7 @@ from ._response import ChatResponse
 if TYPE_CHECKING:
     from ._base import ChatModelBase, ChatResult, Messages, ToolChoice
 
-__all__ = ["counted_by_caller", "instrumented_call", "request_payload"]
+__all__ = ["counted_by_caller", "device_kind", "instrumented_call", "request_payload"]
 
 _counted_elsewhere: ContextVar[bool] = ContextVar("agentplex_counted_elsewhere", default=False)
 
@@ -114,7 +121,8 @@ async def instrumented_call(
              if k in _PARAMETERS and isinstance(v, (int, float, str))} if kwargs else {}
     span = start_chat_span(model.model_name, model.provider, **attrs)
     recording = span.is_recording()
-    if run is None and not recording:  # sampled out, no experiment: nothing to note
+    metered = metrics_enabled()
+    if run is None and not recording and not metered:  # nothing to note
         with use_span(span):
             return await model._call(messages, tools, tool_choice, structured_model, **kwargs)
     capture = recording and content_capture() != "off"
@@ -137,6 +145,7 @@ async def instrumented_call(
     key = _request_key(model.model_name, payload, structured_model) if run is not None else ""
     if run is not None:
         run.model_used(model.provider, model.model_name)
+    watch = _Watch(model, span, run, key, metered)
     try:
         if run is not None and run.replaying:
             result: ChatResult = _replayed(run.replayed_response(key),
@@ -146,15 +155,79 @@ async def instrumented_call(
                 result = await model._call(messages, tools, tool_choice, structured_model,
                                            **kwargs)
     except Exception as exc:
-        _failed(span, run, key, [], exc)
+        _failed(watch, [], exc)
         raise
     except BaseException as exc:
+        watch.stop(exc)
         end_span(span, exc)
         raise
     if isinstance(result, ChatResponse):
-        _finish(span, run, key, [result])
+        _finish(watch, [result])
         return result
-    return _watch_stream(result, span, run, key)
+    return _watch_stream(result, watch)
+
+
+_clocks: dict[tuple[str, str], tuple[DeviceClock, bool]] = {}
+"""Per local model (provider, name) in this process: its device clock, and whether it is a
+GPU."""
+_GPU_TYPES = frozenset({"cuda", "mps", "xpu", "hip"})
+
+
+def device_kind(model: ChatModelBase) -> str:
+    """``"gpu"`` or ``"cpu"``: where a local model computes. A model may say so itself
+    (a ``device_kind`` attribute); MLX runs on the GPU; a Transformers model is asked for
+    its torch device."""
+    kind = getattr(model, "device_kind", None)
+    if kind in ("cpu", "gpu"):
+        return str(kind)
+    if model.provider == "mlx":
+        return "gpu"
+    loaded = getattr(getattr(model, "_shared", None), "loaded", None)
+    device = getattr(getattr(loaded, "model", None), "device", None)
+    return "gpu" if getattr(device, "type", None) in _GPU_TYPES else "cpu"
+
+
+class _Watch:
+    """One call being watched: where its figures go, when it started, its device clock."""
+
+    __slots__ = ("clock", "gpu", "key", "metered", "model", "run", "share", "span", "started")
+
+    def __init__(self, model: ChatModelBase, span: Any, run: Run | None, key: str,
+                 metered: bool) -> None:
+        self.model = model
+        self.span = span
+        self.run = run
+        self.key = key
+        self.metered = metered
+        self.started = time.perf_counter() if metered else 0.0
+        self.clock: DeviceClock | None = None
+        self.gpu = False
+        self.share = 0.0
+        # a local model's device time (not a cluster's model actor's: its device is in
+        # another process, which does not count the call; a replay calls no model)
+        if run is not None and not run.replaying and model.provider in LOCAL_PROVIDERS \
+                and model.provider != "agentplex-remote":
+            name = (model.provider, model.model_name)
+            known = _clocks.get(name)
+            if known is None:
+                known = _clocks[name] = (DeviceClock(), device_kind(model) == "gpu")
+            self.clock, self.gpu = known
+            self.share = known[0].start()
+
+    def stop(self, error: BaseException | None, last: ChatResponse | None = None) -> float:
+        """The call ended: record its metrics; return its share of the device's time."""
+        share = 0.0
+        if self.clock is not None:
+            share = self.clock.stop(self.share)
+            self.clock = None
+        if self.metered:
+            self.metered = False
+            usage = last.usage if last is not None else None
+            record_call(self.model.provider, self.model.model_name, current_actor(),
+                        time.perf_counter() - self.started,
+                        usage.input_tokens if usage is not None else None,
+                        usage.output_tokens if usage is not None else None, error)
+        return share
 
 
 def _replayed(recorded: Any, stream: bool) -> ChatResult:
@@ -197,7 +270,7 @@ def _rebuilt(failure: dict[str, Any]) -> Exception:
 
 
 async def _watch_stream(
-    stream: AsyncGenerator[ChatResponse, None], span: Any, run: Run | None, key: str
+    stream: AsyncGenerator[ChatResponse, None], call: _Watch
 ) -> AsyncGenerator[ChatResponse, None]:
     chunks: list[ChatResponse] = []
     try:
@@ -205,16 +278,18 @@ async def _watch_stream(
             chunks.append(chunk)
             yield chunk
     except Exception as exc:
-        _failed(span, run, key, chunks, exc)
+        _failed(call, chunks, exc)
         raise
     except BaseException as exc:  # closed early by its consumer, or cancelled
+        run = call.run
         if run is not None and not run.replaying and chunks:
-            run.record_response_json(key, _dumped(chunks))
-        end_span(span, exc)
+            run.record_response_json(call.key, _dumped(chunks))
+        call.stop(exc)
+        end_span(call.span, exc)
         raise
     finally:
         await stream.aclose()
-    _finish(span, run, key, chunks)
+    _finish(call, chunks)
 
 
 def _dumped(chunks: list[ChatResponse]) -> str:
@@ -222,16 +297,19 @@ def _dumped(chunks: list[ChatResponse]) -> str:
     return f"[{','.join([c.model_dump_json() for c in chunks])}]"
 
 
-def _failed(span: Any, run: Run | None, key: str, chunks: list[ChatResponse],
-            exc: Exception) -> None:
+def _failed(call: _Watch, chunks: list[ChatResponse], exc: Exception) -> None:
+    run = call.run
     if run is not None and not run.replaying:
-        run.record_response(key, {"chunks": [c.model_dump(mode="json") for c in chunks],
-                                  "error": _described(exc)})
-    end_span(span, exc)
+        run.record_response(call.key, {"chunks": [c.model_dump(mode="json") for c in chunks],
+                                       "error": _described(exc)})
+    call.stop(exc)
+    end_span(call.span, exc)
 
 
-def _finish(span: Any, run: Run | None, key: str, chunks: list[ChatResponse]) -> None:
+def _finish(call: _Watch, chunks: list[ChatResponse]) -> None:
+    span, run, key = call.span, call.run, call.key
     last = chunks[-1] if chunks else None
+    device_s = call.stop(None, last)
     if last is not None and span.is_recording():
         usage = last.usage
         attrs: dict[str, Any] = {"gen_ai.response.id": last.id}
@@ -246,7 +324,16 @@ def _finish(span: Any, run: Run | None, key: str, chunks: list[ChatResponse]) ->
         span.set_attributes(attrs)
     if run is not None and last is not None:
         usage = last.usage
-        run.count(usage.input_tokens if usage else 0, usage.output_tokens if usage else 0)
+        model = call.model
+        inputs, outputs = (usage.input_tokens, usage.output_tokens) if usage else (0, 0)
+        run.count(inputs, outputs)
+        cls = current_actor_class()
+        gpu = call.gpu
+        run.charge(model.provider, model.model_name, current_round(),
+                   cls.__name__ if cls is not None else None, inputs, outputs,
+                   usage.cached_input_tokens if usage else 0,
+                   usage.cache_creation_input_tokens if usage else 0,
+                   0.0 if gpu else device_s, device_s if gpu else 0.0)
         if not run.replaying:
             run.record_response_json(key, _dumped(chunks))
     end_span(span)

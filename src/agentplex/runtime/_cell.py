@@ -59,7 +59,7 @@ def handler_error(exc: BaseException, actor: str) -> HandlerError:
 
 def _enter(cell: ActorCell) -> None:
     current_cell.set(cell)
-    set_current_actor(cell.name)
+    set_current_actor(cell.name, type(cell.actor))
 
 
 class ActorCell:
@@ -200,7 +200,7 @@ class ActorCell:
 
     async def _run(self) -> None:
         current_cell.set(self)
-        set_current_actor(self.name)
+        set_current_actor(self.name, type(self.actor))
         replied = False
         try:
             while True:
@@ -313,7 +313,7 @@ class ActorCell:
     async def _work(self, env: Envelope) -> None:
         """A worker: handle ``env``, then the oldest waiting message, until none waits."""
         current_cell.set(self)
-        set_current_actor(self.name)
+        set_current_actor(self.name, type(self.actor))
         task = asyncio.current_task()
         inflight = self._inflight
         assert inflight is not None and task is not None

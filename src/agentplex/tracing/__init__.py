@@ -4,13 +4,18 @@ Everything in agentplex opens spans through one set of helpers (in
 :mod:`agentplex.tracing.lowlevel`), so span names and attributes follow one convention (the
 OpenTelemetry GenAI semantic conventions) and cost next to nothing while no tracer provider
 is configured. This package holds what users call: :func:`configure_tracing`,
-:func:`experiment` and its :class:`Run`, content capture, exporters, and the run reports
-the ``agentplex runs`` command shows.
+:func:`experiment` and its :class:`Run`, content capture, exporters, the cost ledger with
+its prices and budgets, the GenAI metrics, and the run reports the ``agentplex runs``
+command shows.
 """
 
+from ._budget import Budget
 from ._content import ContentCapture, content_capture, set_content_capture
-from ._errors import ReplayMissing
+from ._errors import InvalidBudget, InvalidPrices, ReplayMissing
 from ._exporters import JsonLinesSpanExporter
+from ._ledger import Ledger, LedgerEntry, Usage, current_round, in_round, set_round
+from ._metrics import configure_metrics
+from ._prices import LOCAL_PROVIDERS, PRICES_ENV, Price, Prices, prices, set_prices
 from ._report import SpanNode, find_run, list_runs, load_spans, render_html, span_tree
 from ._run import Run, active_run, experiment
 from ._sampling import TraceSampler
@@ -25,26 +30,42 @@ from ._setup import (
 from ._spans import is_enabled
 
 __all__ = [
+    "Budget",
     "ContentCapture",
+    "InvalidBudget",
+    "InvalidPrices",
     "JsonLinesSpanExporter",
+    "LOCAL_PROVIDERS",
+    "Ledger",
+    "LedgerEntry",
+    "PRICES_ENV",
+    "Price",
+    "Prices",
     "ReplayMissing",
     "Run",
     "SpanDispatcher",
     "SpanNode",
     "TraceSampler",
+    "Usage",
     "active_run",
+    "configure_metrics",
     "configure_tracing",
     "content_capture",
+    "current_round",
     "dispatcher",
     "experiment",
     "exporters_from_env",
     "find_run",
+    "in_round",
     "is_enabled",
     "list_runs",
     "load_spans",
     "otlp_exporter",
+    "prices",
     "render_html",
     "sampler",
     "set_content_capture",
+    "set_prices",
+    "set_round",
     "span_tree",
 ]

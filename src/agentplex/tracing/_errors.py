@@ -1,17 +1,27 @@
-"""Errors of experiments and replay.
+"""Errors of experiments, replay, prices and budgets.
 
 The tree::
 
     AgentplexError
-    └── ReplayMissing   replay met a request the recording never made (also a LookupError)
+    ├── ReplayMissing   replay met a request the recording never made (also a LookupError)
+    ├── InvalidPrices   a price file or price entry that cannot be read (also a ValueError)
+    └── InvalidBudget   a budget with a negative or non-number limit (also a ValueError)
 """
 
 from __future__ import annotations
 
 from ..errors import AgentplexError
 
-__all__ = ["ReplayMissing"]
+__all__ = ["InvalidBudget", "InvalidPrices", "ReplayMissing"]
 
 
 class ReplayMissing(AgentplexError, LookupError):
     """Replay met a model request the recorded run never made."""
+
+
+class InvalidPrices(AgentplexError, ValueError):
+    """A price file (or price entries) that is not a JSON object of LiteLLM-style prices."""
+
+
+class InvalidBudget(AgentplexError, ValueError):
+    """A budget limit that is not a number >= 0."""

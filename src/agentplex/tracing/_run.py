@@ -45,6 +45,8 @@ from ._context import current_context
 from ._errors import ReplayMissing
 from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter
 from ._json import dumper
+from ._ledger import Ledger, Tally
+from ._prices import cost_totals
 from ._recorder import RunAnchor
 from ._sampling import TraceSampler
 from ._setup import dispatcher, recorder, sampler
@@ -151,6 +153,7 @@ class Run:
         self.input_tokens = 0
         self.output_tokens = 0
         self.tool_calls = 0
+        self._tally = Tally()
         self._lock = threading.Lock()
         self._replay = {}
         self._replay_seen: dict[str, int] = {}
@@ -204,6 +207,24 @@ class Run:
             self.model_calls += 1
             self.input_tokens += input_tokens
             self.output_tokens += output_tokens
+
+    def charge(self, provider: str, model: str, round_: int | None, agent_class: str | None,
+               *usage: Any) -> None:
+        """Add one model call to the cost ledger (``usage``: as :meth:`Tally.add` takes it)."""
+        with self._lock:
+            self._tally.add(provider, model, round_, agent_class, *usage)
+
+    def merge_ledger(self, ledger: Ledger) -> None:
+        """Add ``ledger`` to the run's (another process's part, or a resumed run's past)."""
+        with self._lock:
+            self._tally.merge(ledger)
+
+    @property
+    def ledger(self) -> Ledger:
+        """The run's model usage so far, per model, round and agent class (with the parts
+        of other processes once they are taken in)."""
+        with self._lock:
+            return self._tally.ledger()
 
     def count_tool_call(self) -> None:
         """Add one tool call to the totals."""
@@ -312,6 +333,7 @@ class Run:
                 "output_tokens": self.output_tokens,
                 "tool_calls": self.tool_calls,
                 "messages": self.messages,
+                **cost_totals(self.ledger),
             },
         }
 
@@ -364,6 +386,8 @@ class Run:
         elif kind == "U":
             provider, model = json.loads(rest)
             self.model_used(provider, model)
+        elif kind == "L":
+            self.merge_ledger(Ledger.model_validate_json(rest))
 
 
 JOURNAL_BATCH = 4_096
@@ -382,7 +406,8 @@ class RunPart(Run):
     process (:func:`flush_journal`), so a caller that has its answers finds them journaled.
     Its lines, tab-separated: ``S clock seq name line`` (a transcript line), ``R key
     response`` (a recorded response), ``C calls input output tools`` (counts since the
-    previous batch), ``U [provider, model]`` (a model used).
+    previous batch), ``U [provider, model]`` (a model used), ``L ledger`` (the cost
+    ledger's entries since the previous batch, as JSON).
     """
 
     def __init__(self, locator: str) -> None:
@@ -430,6 +455,8 @@ class RunPart(Run):
         if any(self._counts):
             self._pending.append("C\t" + "\t".join(map(str, self._counts)))
             self._counts = [0, 0, 0, 0]
+        if self._tally:
+            self._pending.append("L\t" + self._tally.take().model_dump_json())
         if not self._pending or self._journal.closed:
             return
         batch, self._pending = self._pending, []
@@ -456,6 +483,12 @@ class RunPart(Run):
     def count_tool_call(self) -> None:
         with self._lock:
             self._counts[3] += 1
+            self._soon()
+
+    def charge(self, provider: str, model: str, round_: int | None, agent_class: str | None,
+               *usage: Any) -> None:
+        with self._lock:
+            self._tally.add(provider, model, round_, agent_class, *usage)
             self._soon()
 
     def record_response_json(self, key: str, response: str) -> None:

@@ -13,6 +13,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.environment_variables import OTEL_PYTHON_TRACER_PROVIDER
 
 from ._context import attach, current_span, detach, with_span
+from ._ledger import round_from_headers, round_to_headers
 from ._recorder import DroppedSpan, SpanRecord
 from ._run import count_tool_call, join_run, outgoing_run
 from ._setup import recorder
@@ -20,6 +21,7 @@ from ._setup import recorder
 __all__ = [
     "agent_span",
     "current_actor",
+    "current_actor_class",
     "set_current_actor",
     "chat_span",
     "end_span",
@@ -41,16 +43,25 @@ _PROVIDER_FROM_ENV = OTEL_PYTHON_TRACER_PROVIDER in os.environ
 _CLIENT = trace.SpanKind.CLIENT
 
 _actor: ContextVar[str | None] = ContextVar("agentplex_actor", default=None)
+_actor_class: ContextVar[type | None] = ContextVar("agentplex_actor_class", default=None)
 
 
-def set_current_actor(name: str | None) -> None:
-    """Called by the runtime in an actor's task: who is running (see :func:`current_actor`)."""
+def set_current_actor(name: str | None, cls: type | None = None) -> None:
+    """Called by the runtime in an actor's task: who is running (see :func:`current_actor`)
+    and its class (see :func:`current_actor_class`)."""
     _actor.set(name)
+    _actor_class.set(cls)
 
 
 def current_actor() -> str | None:
     """The name of the actor whose handler is running in this task, if any."""
     return _actor.get()
+
+
+def current_actor_class() -> type | None:
+    """The class of the actor whose handler is running in this task, if any (the cost
+    ledger's "agent class")."""
+    return _actor_class.get()
 
 
 _NULL: AbstractContextManager[None] = nullcontext()
@@ -284,6 +295,7 @@ def send_headers(destination: str, parent: otel_context.Context | None, **attrib
     headers: dict[str, str] = {}
     propagate.inject(headers, context=trace.set_span_in_context(span, parent))
     outgoing_run(headers, current_actor())
+    round_to_headers(headers, parent)
     return headers
 
 
@@ -294,11 +306,11 @@ def receive_context(destination: str, headers: Mapping[str, str] | None, **attri
     if not headers:
         return None
     if not is_enabled():
-        return join_run(headers, propagate.extract(headers))
+        return round_from_headers(headers, join_run(headers, propagate.extract(headers)))
     parent = propagate.extract(headers)
     span = _messaging_span("process", destination, trace.SpanKind.CONSUMER, parent, attributes)
     span.end()
-    return join_run(headers, trace.set_span_in_context(span, parent))
+    return round_from_headers(headers, join_run(headers, trace.set_span_in_context(span, parent)))
 
 
 def inject_context(carrier: MutableMapping[str, str] | None = None) -> dict[str, str] | None:

@@ -2,14 +2,17 @@
 
 Span helpers (``invoke_agent``, ``chat``, ``execute_tool`` and the messaging spans of a bus
 hop), trace-context propagation through message headers, the actor running in this task,
-and the experiment hooks that keep a run's transcript and model recording. Users configure
-tracing and run experiments through :mod:`agentplex.tracing`; this module is what the
-runtime, the bus, agents, models and tools call underneath.
+the experiment hooks that keep a run's transcript, model recording and cost ledger, and the
+GenAI metrics of a model call. Users configure tracing and run experiments through
+:mod:`agentplex.tracing`; this module is what the runtime, the bus, agents, models and tools
+call underneath.
 """
 
 from ._content import content_attribute
 from ._context import current_context
 from ._exporters import BufferedSpanProcessor, span_to_dict
+from ._ledger import DeviceClock, Tally, round_from_headers, round_to_headers
+from ._metrics import metrics_enabled, otlp_metric_exporter, record_call
 from ._run import (
     answer_headers,
     answer_received,
@@ -24,6 +27,7 @@ from ._spans import (
     agent_span,
     chat_span,
     current_actor,
+    current_actor_class,
     end_span,
     extract_context,
     inject_context,
@@ -39,22 +43,30 @@ from ._spans import (
 
 __all__ = [
     "BufferedSpanProcessor",
+    "DeviceClock",
+    "Tally",
     "agent_span",
     "answer_headers",
     "answer_received",
     "chat_span",
     "content_attribute",
     "current_actor",
+    "current_actor_class",
     "current_context",
     "end_span",
     "extract_context",
     "flush_journal",
     "inject_context",
+    "metrics_enabled",
+    "otlp_metric_exporter",
     "receive_context",
+    "record_call",
     "record_received",
     "request_digest",
     "request_json",
     "request_key",
+    "round_from_headers",
+    "round_to_headers",
     "send_headers",
     "set_current_actor",
     "span_to_dict",
