@@ -12,7 +12,7 @@ built-in bases; ``docs/index.md`` draws all of it)::
 
     AgentplexError
     ├── agentplex.message   DecodeError, EncodeError
-    ├── agentplex.tracing   ReplayMissing
+    ├── agentplex.tracing   ReplayMissing, InvalidPrices, InvalidBudget
     ├── agentplex.engine    EngineError, EngineClosed
     ├── agentplex.model     ModelError and its subclasses (FallbackError: an ExceptionGroup)
     ├── agentplex.tool      RemoteToolError, UntrustedCodeError
