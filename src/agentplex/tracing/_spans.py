@@ -294,7 +294,10 @@ def receive_context(destination: str, headers: Mapping[str, str] | None, **attri
     if not headers:
         return None
     if not is_enabled():
-        return join_run(headers, propagate.extract(headers))
+        context = join_run(headers, propagate.extract(headers))
+        if not is_enabled():
+            return context
+        # following the run turned tracing on here: this message's span is the first
     parent = propagate.extract(headers)
     span = _messaging_span("process", destination, trace.SpanKind.CONSUMER, parent, attributes)
     span.end()

@@ -11,13 +11,17 @@ from ._content import content_attribute
 from ._context import current_context
 from ._exporters import BufferedSpanProcessor, span_to_dict
 from ._run import (
+    RunPart,
+    add_run_drain,
     answer_headers,
     answer_received,
-    flush_journal,
+    driving_run,
     record_received,
+    remove_run_drain,
     request_digest,
     request_json,
     request_key,
+    set_journal_shipper,
     transcribe,
 )
 from ._spans import (
@@ -39,6 +43,8 @@ from ._spans import (
 
 __all__ = [
     "BufferedSpanProcessor",
+    "RunPart",
+    "add_run_drain",
     "agent_span",
     "answer_headers",
     "answer_received",
@@ -46,16 +52,18 @@ __all__ = [
     "content_attribute",
     "current_actor",
     "current_context",
+    "driving_run",
     "end_span",
     "extract_context",
-    "flush_journal",
     "inject_context",
     "receive_context",
     "record_received",
+    "remove_run_drain",
     "request_digest",
     "request_json",
     "request_key",
     "send_headers",
+    "set_journal_shipper",
     "set_current_actor",
     "span_to_dict",
     "start_chat_span",
