@@ -40,7 +40,7 @@ def start(args: list[str], cwd: str, log: Path) -> subprocess.Popen[bytes]:
                                 stdin=subprocess.DEVNULL)
 
 
-async def wait_for(log: Path, proc: subprocess.Popen[bytes], needle: str) -> str:
+def wait_for(log: Path, proc: subprocess.Popen[bytes], needle: str) -> str:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         for line in log.read_text(errors="replace").splitlines():
@@ -48,11 +48,11 @@ async def wait_for(log: Path, proc: subprocess.Popen[bytes], needle: str) -> str
                 return line
         if proc.poll() is not None:
             break
-        await asyncio.sleep(0.1)
+        time.sleep(0.1)
     raise RuntimeError(f"{log.name}: no {needle!r}:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-async def main(cfg: dict[str, Any]) -> None:
+def main(cfg: dict[str, Any]) -> None:
     keys = cfg["keys"]
     key_args = ["--keys", f"{keys}/cluster.key_secret"] if keys else []
     head_args = [*key_args, "--head-key", f"{keys}/cluster.key"] if keys else []
@@ -63,14 +63,14 @@ async def main(cfg: dict[str, Any]) -> None:
         head = start([*cfg.get("head_prefix", []), AGENTPLEX, "head", "--bind", cfg["bind"],
                       "--heartbeat-timeout", "60", *key_args], ".", logs / "head.log")
         procs.append(head)
-        endpoint = (await wait_for(logs / "head.log", head, "listening on")).split()[-1]
+        endpoint = (wait_for(logs / "head.log", head, "listening on")).split()[-1]
         for n in cfg["nodes"]:
             log = logs / f"{n['id']}.log"
             procs.append(start([*n["prefix"], AGENTPLEX, "node", "--head", endpoint,
                                 "--id", n["id"], "--bind", n["bind"], "--allow", "players",
                                 "--heartbeat-timeout", "60", *head_args], n["cwd"], log))
-            await wait_for(log, procs[-1], "joined")
-        await play(cfg, endpoint)
+            wait_for(log, procs[-1], "joined")
+        asyncio.run(play(cfg, endpoint))
     finally:
         for proc in procs:
             proc.terminate()
@@ -87,25 +87,25 @@ async def play(cfg: dict[str, Any], endpoint: str) -> None:
     nodes = [n["id"] for n in cfg["nodes"]]
     tracer = trace.get_tracer("driver")
     async with experiment("journal", runs_dir=cfg["runs"], seed=7,
-                          config={"agents": cfg["agents"]}) as run:
-        async with connect(endpoint, bind=cfg["bind"], heartbeat_timeout=60,
-                           **security) as rt:
-            transport: Any = rt.transport
-            names = [f"p{i:03d}" for i in range(cfg["agents"])]
-            for i, name in enumerate(names):
-                await transport.spawn(nodes[i % len(nodes)], "players:Player", name,
-                                      name=name, timeout=30)
-            text = "guess a number from 0 to 100"
-            for r in range(cfg["rounds"]):
-                with tracer.start_as_current_span(f"round {r}"):
-                    question = Msg("host", f"round {r}: {text}", "user")
-                    transcribe(question, None)
-                    replies = await asyncio.gather(*(rt.ref(n).call(question, timeout=60)
-                                                     for n in names))
-                mean = sum(int(m.get_text_content() or 0) for m in replies) / len(replies)
-                text = f"the mean was {mean:.2f}; guess again"
+                          config={"agents": cfg["agents"]}) as run, \
+            connect(endpoint, bind=cfg["bind"], heartbeat_timeout=60, **security) as rt:
+        # (the transport closes first: it collects what the nodes still hold of the run)
+        transport: Any = rt.transport
+        names = [f"p{i:03d}" for i in range(cfg["agents"])]
+        for i, name in enumerate(names):
+            await transport.spawn(nodes[i % len(nodes)], "players:Player", name,
+                                  name=name, timeout=30)
+        text = "guess a number from 0 to 100"
+        for r in range(cfg["rounds"]):
+            with tracer.start_as_current_span(f"round {r}"):
+                question = Msg("host", f"round {r}: {text}", "user")
+                transcribe(question, None)
+                replies = await asyncio.gather(*(rt.ref(n).call(question, timeout=60)
+                                                 for n in names))
+            mean = sum(int(m.get_text_content() or 0) for m in replies) / len(replies)
+            text = f"the mean was {mean:.2f}; guess again"
     print(run.dir, flush=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(json.loads(Path(sys.argv[1]).read_text())))
+    main(json.loads(Path(sys.argv[1]).read_text()))

@@ -68,7 +68,7 @@ def hosts() -> Iterator[None]:
 def play(tmp: Path, *, netns: bool) -> Path:
     """The game on two nodes, each started in a working directory of its own that holds
     the players' module; returns the run folder."""
-    nodes = []
+    nodes: list[dict[str, Any]] = []
     for k in (1, 2):
         cwd = tmp / f"node-{k}"
         cwd.mkdir(parents=True)
@@ -144,6 +144,11 @@ def check_folder(run: Path) -> None:
             out.append(span["name"])
         return out
 
+    orphans = [s["name"] for s in spans if s["parent_id"] not in by_id]
+    rounds = sorted((s["start"], s["name"]) for s in spans if s["name"].startswith("round"))
+    assert orphans == ["run journal"], (  # every span's parent is in the trace
+        [(s["name"], s["start"], s["attributes"]) for s in spans
+         if s["parent_id"] not in by_id], rounds)
     names = Counter(s["name"].split()[0] for s in spans)
     assert names["invoke_agent"] == names["chat"] == names["execute_tool"] == ROUNDS * AGENTS
     for s in spans:  # the nodes' spans hang under the driver's round spans

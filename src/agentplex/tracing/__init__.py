@@ -11,6 +11,7 @@ the ``agentplex runs`` command shows.
 from ._content import ContentCapture, content_capture, set_content_capture
 from ._errors import ReplayMissing
 from ._exporters import JsonLinesSpanExporter
+from ._incidents import Rollback, RunIncidents
 from ._report import SpanNode, find_run, list_runs, load_spans, render_html, span_tree
 from ._run import Run, active_run, experiment
 from ._sampling import TraceSampler
@@ -28,7 +29,9 @@ __all__ = [
     "ContentCapture",
     "JsonLinesSpanExporter",
     "ReplayMissing",
+    "Rollback",
     "Run",
+    "RunIncidents",
     "SpanDispatcher",
     "SpanNode",
     "TraceSampler",

@@ -48,6 +48,7 @@ from ._content import ContentCapture, set_content_capture
 from ._context import current_context
 from ._errors import ReplayMissing
 from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter, span_line
+from ._incidents import RunIncidents
 from ._json import dumper
 from ._recorder import RunAnchor
 from ._sampling import TraceSampler
@@ -71,6 +72,7 @@ __all__ = [
     "request_digest",
     "request_json",
     "request_key",
+    "run_event",
     "set_journal_shipper",
     "transcribe",
 ]
@@ -166,6 +168,7 @@ class Run:
         self._clock_of: dict[str, tuple[int, Any]] = {}
         self._agent_clock: dict[str, int] = {}
         self._max_clock = 0
+        self.incidents = RunIncidents()
 
     @property
     def replaying(self) -> bool:
@@ -215,6 +218,11 @@ class Run:
         """Add one tool call to the totals."""
         with self._lock:
             self.tool_calls += 1
+
+    def note_event(self, kind: str, event: dict[str, Any]) -> None:
+        """An incident of the run (see :func:`run_event`)."""
+        with self._lock:
+            self.incidents.note(kind, event)
 
     def record_response(self, key: str, response: Any) -> None:
         """Keep ``response`` (JSON-able) as the next answer to request ``key``."""
@@ -319,6 +327,7 @@ class Run:
                 "tool_calls": self.tool_calls,
                 "messages": self.messages,
             },
+            "incidents": self.incidents.model_dump(mode="json"),
         }
 
     def write(self) -> None:
@@ -363,6 +372,9 @@ class Run:
         elif kind == "U":
             provider, model = json.loads(rest)
             self.model_used(provider, model)
+        elif kind == "E":
+            event = json.loads(rest)
+            self.note_event(str(event.pop("kind", "")), event)
 
 
 JOURNAL_BATCH = 4_096
@@ -388,7 +400,7 @@ class RunPart(Run):
     Its lines, tab-separated: ``S clock seq name line`` (a transcript line), ``R key
     response`` (a recorded response), ``T span`` (a span's JSON line), ``C calls input
     output tools`` (counts since the previous batch), ``U [provider, model]`` (a model
-    used).
+    used), ``E {event}`` (an incident: see :func:`run_event`).
     """
 
     def __init__(self, locator: str) -> None:
@@ -482,6 +494,12 @@ class RunPart(Run):
     def count_tool_call(self) -> None:
         with self._lock:
             self._counts[3] += 1
+
+    def note_event(self, kind: str, event: dict[str, Any]) -> None:
+        line = "E\t" + json.dumps({"kind": kind, **event}, default=str)
+        with self._lock:
+            self._write(line)
+            self._soon()  # news for the run: on its way at once
 
     def record_response_json(self, key: str, response: str) -> None:
         line = f"R\t{key}\t{response}"
@@ -635,6 +653,15 @@ def _forget(table: dict[str, tuple[int, Any]], key: str, owner: object | None) -
         return weakref.ref(owner, gone)
     except TypeError:  # not weakly referable: remembered for the run
         return None
+
+
+def run_event(kind: str, **event: Any) -> None:
+    """Report an incident of the running experiment (the cluster's head: ``"rollback"``
+    or ``"lost"``, with the fields of :class:`~agentplex.tracing.Rollback`): counted in
+    the manifest's ``incidents`` and logged by the run's process (no-op outside runs)."""
+    run = _active
+    if run is not None:
+        run.note_event(kind, event)
 
 
 def count_tool_call() -> None:

@@ -10,6 +10,7 @@ runtime, the bus, agents, models and tools call underneath.
 from ._content import content_attribute
 from ._context import current_context
 from ._exporters import BufferedSpanProcessor, span_to_dict
+from ._incidents import names_of
 from ._run import (
     RunPart,
     add_run_drain,
@@ -21,6 +22,7 @@ from ._run import (
     request_digest,
     request_json,
     request_key,
+    run_event,
     set_journal_shipper,
     transcribe,
 )
@@ -56,12 +58,14 @@ __all__ = [
     "end_span",
     "extract_context",
     "inject_context",
+    "names_of",
     "receive_context",
     "record_received",
     "remove_run_drain",
     "request_digest",
     "request_json",
     "request_key",
+    "run_event",
     "send_headers",
     "set_journal_shipper",
     "set_current_actor",
