@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..message import encode
 from ..tracing import active_run
-from ..tracing.lowlevel import RunPart, driving_run
+from ..tracing.lowlevel import RUN_HEADER, RunPart, driving_run
 from ._frames import Header, Op
 from ._peers import Peers
 
@@ -47,19 +47,27 @@ class Journals:
         self.upstream: str | None = None
         """The node that last sent this one a message of a run (where journals go on)."""
 
+    def heard(self, h: Header) -> None:
+        """A request arrived: if it belongs to a run, that run's journal goes on to its
+        sender from now on."""
+        if h.trace is not None and RUN_HEADER in h.trace:
+            self.upstream = h.src
+
     def _send(self, node: str, locator: str, text: str) -> None:
         self.stats["journal_frames"] += 1
         self.peers.send_nowait(node, Header(Op.JOURNAL, self.peers.node_id),
                                encode([locator, text]))
 
-    def before_answer(self, node: str) -> None:
-        """An answer is about to go to ``node``: what this process journaled goes first."""
+    def before_answer(self, h: Header) -> None:
+        """The answer to request ``h`` is about to leave: what this process journaled goes
+        first, when ``h`` came from the run (others, such as the head's checks on a node,
+        know nothing of it)."""
         part = _part()
-        if part is None:
+        if part is None or h.trace is None or h.trace.get(RUN_HEADER) != part.locator:
             return
         text = part.take()
         if text is not None:
-            self._send(node, part.locator, text)
+            self._send(h.src, part.locator, text)
 
     def ship_upstream(self, text: str) -> None:
         """Send ``text`` (this process's journal) to the node the run came from last."""

@@ -312,7 +312,7 @@ class Serving:
         if self.closed:
             return
         if self.journals is not None:  # what these calls journaled goes before the answers
-            self.journals.before_answer(h.src)
+            self.journals.before_answer(h)
         op = Op.RESULT if last else Op.ITEM
         try:
             data = encode(items)
@@ -347,7 +347,7 @@ class Serving:
             return
         headers = answer_headers(h.target)
         if headers is not None and self.journals is not None:
-            self.journals.before_answer(h.src)  # what the call journaled goes first
+            self.journals.before_answer(h)  # what the call journaled goes first
         self.peers.answer(h, Op.RESULT, data, headers)
 
     async def _pump(self, h: Header, key: tuple[str, int], s: Served) -> None:

@@ -384,8 +384,8 @@ class ZmqTransport(Transport):
         if op in (Op.RESULT, Op.ERROR, Op.ITEM, Op.END):
             self._calls.on_answer(h, data)
         elif op in (Op.CALL, Op.TELL, Op.STREAM, Op.CONTROL, Op.CALL_MANY, Op.PUBLISH):
-            if h.trace is not None:  # maybe of a run: its journal goes back there
-                self._journals.upstream = h.src
+            if h.trace is not None:
+                self._journals.heard(h)
             if op == Op.CALL_MANY:
                 self._serving.on_call_many(h, data)
             elif op == Op.PUBLISH:

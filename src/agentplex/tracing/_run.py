@@ -56,6 +56,7 @@ from ._setup import dispatcher, recorder, sampler
 from ._spool import SortedSpool
 
 __all__ = [
+    "RUN_HEADER",
     "Run",
     "RunPart",
     "active_run",
@@ -82,7 +83,8 @@ _PACKAGES = ("agentplex", "pydantic", "msgpack", "pyzmq", "anyio", "opentelemetr
              "ollama", "huggingface-hub", "ray")
 
 _active: Run | None = None
-_RUN_HEADER = "agentplex-run"
+RUN_HEADER = "agentplex-run"
+"""The header that carries an experiment's identity (its locator) in a message."""
 _CLOCK_HEADER = "agentplex-clock"
 _CLOCK_KEY = otel_context.create_key("agentplex-clock")
 
@@ -577,7 +579,7 @@ def outgoing_run(headers: dict[str, str], actor: str | None) -> None:
     headers of a message leaving this process."""
     run = _active
     if run is not None:
-        headers[_RUN_HEADER] = run.locator
+        headers[RUN_HEADER] = run.locator
         headers[_CLOCK_HEADER] = str(run.clock(actor))
 
 
@@ -606,7 +608,7 @@ def join_run(headers: Mapping[str, str], context: otel_context.Context
     process's part of it, a :class:`RunPart`) and return ``context`` carrying its sender's
     causal clock."""
     global _active
-    locator = headers.get(_RUN_HEADER)
+    locator = headers.get(RUN_HEADER)
     if locator is None:
         return context
     run = _active

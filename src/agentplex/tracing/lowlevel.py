@@ -12,6 +12,7 @@ from ._context import current_context
 from ._exporters import BufferedSpanProcessor, span_to_dict
 from ._incidents import names_of
 from ._run import (
+    RUN_HEADER,
     RunPart,
     add_run_drain,
     answer_headers,
@@ -44,6 +45,7 @@ from ._spans import (
 )
 
 __all__ = [
+    "RUN_HEADER",
     "BufferedSpanProcessor",
     "RunPart",
     "add_run_drain",
