@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentplex import connect
+from agentplex.cli import NotUserCode
 from agentplex.cli._nodes import LocalNodes, use_import_path, user_code
 from agentplex.runtime import ActorError
 
@@ -31,9 +32,9 @@ def test_user_code_names_the_module_and_folder_of_a_file_or_a_module(tmp_path: P
     assert user_code(f"{tmp_path}/opsim.py:Opinion") == ("opsim", tmp_path)
     assert user_code("sims/opsim.py") == ("opsim", Path("sims").resolve())
     assert user_code("agentplex.sim.games:Guess") == ("agentplex.sim.games", None)
-    with pytest.raises(ValueError, match="not a module name"):
+    with pytest.raises(NotUserCode, match="not a module name"):
         user_code("sims/my-sim.py:Opinion")
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(NotUserCode, match="neither"):
         user_code("not a module:X")
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from ._errors import NodesFailed
+from ._errors import NodesFailed, NotUserCode
 
 __all__ = ["LocalNodes", "NodesFailed", "UserCode", "use_import_path", "user_code"]
 
@@ -38,22 +38,20 @@ class UserCode(NamedTuple):
 
 def user_code(target: str) -> UserCode:
     """The module and folder of ``target``: ``"path/to/file.py[:Class]"`` (the file's
-    stem, imported from its folder) or ``"package.module[:Class]"`` (imported as it is).
-
-    >>> user_code("examples/opsim.py:Opinion")
-    UserCode(module='opsim', folder=PosixPath('.../examples'))
-    """
+    stem, imported from its folder: ``user_code("sims/opsim.py:Opinion")`` is module
+    ``opsim`` from ``sims/``) or ``"package.module[:Class]"`` (imported as it is).
+    :class:`NotUserCode` for anything else."""
     spec = target.partition(":")[0]
     if spec.endswith(".py") or os.sep in spec or "/" in spec:
         path = Path(spec).expanduser().resolve()
         if path.suffix != ".py":
-            raise ValueError(f"{target!r}: a scenario file ends in .py")
+            raise NotUserCode(f"{target!r}: a scenario file ends in .py")
         if not path.stem.isidentifier():
-            raise ValueError(f"{target!r}: {path.stem!r} is not a module name "
+            raise NotUserCode(f"{target!r}: {path.stem!r} is not a module name "
                              "(rename the file so it can be imported)")
         return UserCode(path.stem, path.parent)
     if not all(part.isidentifier() for part in spec.split(".")):
-        raise ValueError(f"{target!r} is neither a .py file nor a module name")
+        raise NotUserCode(f"{target!r} is neither a .py file nor a module name")
     return UserCode(spec, None)
 
 
