@@ -22,7 +22,7 @@ built-in bases; ``docs/index.md`` draws all of it)::
     ├── agentplex.agent     SandboxError
     ├── agentplex.serving   BadChatRequest, QueueFull, ServerFailed
     ├── agentplex.cluster   Unschedulable, NodeFailed
-    └── agentplex.cli       NodesFailed
+    └── agentplex.cli       NodesFailed, NotUserCode
 """
 
 from __future__ import annotations

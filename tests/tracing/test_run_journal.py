@@ -1,5 +1,6 @@
-"""A node's part of a run is journaled in batches, and the run that takes it in gets the
-same transcript, recording and totals as if it had seen every event itself."""
+"""A node's part of a run is a journal that travels to the run's process in batches, and
+the run that takes it in gets the same transcript, recording, totals and spans as if it
+had seen every event itself."""
 
 from __future__ import annotations
 
@@ -11,24 +12,10 @@ from typing import Any
 import pytest
 
 from agentplex.tracing import _run
-from agentplex.tracing._run import Run, RunPart, flush_journal
+from agentplex.tracing._run import JOURNAL_BATCH, Run, RunPart, set_journal_shipper
+from agentplex.tracing.lowlevel import agent_span
 
 pytestmark = pytest.mark.anyio
-
-
-class CountingFile:
-    """A file that counts the calls that write to it."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.writes = 0
-
-    def write(self, text: str) -> int:
-        self.writes += 1
-        return int(self.inner.write(text))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
 
 
 def play(run: Run, events: int) -> None:
@@ -54,22 +41,45 @@ def folder(run: Run) -> tuple[bytes, bytes, dict[str, Any]]:
             {**manifest["totals"], "models": manifest["models"]})
 
 
-async def test_a_journaled_part_gives_the_run_what_it_would_have_seen(tmp_path: Path) -> None:
+class Shipments:
+    """Stands where the bus takes a part's journal: hands each batch to the run."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.sizes: list[int] = []
+
+    def __call__(self, text: str) -> None:
+        self.sizes.append(text.count("\n") + 1)
+        self.run.take_in(text)
+
+
+async def test_a_journal_gives_the_run_what_it_would_have_seen(tmp_path: Path) -> None:
     events = 3_000
     alone = Run("alone", tmp_path / "a", 0, {}, None, buffer=500)
     play(alone, events)
     alone.write()
 
     merged = Run("merged", tmp_path / "b", 0, {}, None, buffer=500)
-    part = RunPart(merged.locator)
-    journal = part._journal = CountingFile(part._journal)  # type: ignore[assignment]
-    play(part, events)
-    assert journal.writes < events / 500  # in batches (here: one per JOURNAL_BATCH lines)
-    await asyncio.sleep(0)  # the event loop's next turn writes the rest
-    waiting = journal.writes
-    assert part._pending == []
-    part.write()
-    assert journal.writes == waiting  # nothing was left to write
+    ship = Shipments(merged)
+    before = set_journal_shipper(ship)
+    try:
+        part = RunPart(merged.locator)
+        most = 0
+        for start in range(0, events, 100):  # the events of many turns of the event loop
+            play_range(part, start, 100)
+            most = max(most, part.held)
+            await asyncio.sleep(0)
+        part.model_used("scripted", "players")
+        assert most < JOURNAL_BATCH + 400  # a part holds a batch and one turn's events
+        assert len(ship.sizes) >= 1  # sent on in batches as they filled
+        assert all(size >= JOURNAL_BATCH for size in ship.sizes)
+        rest = part.take()  # what the bus sends with the next answer, or when asked
+        assert rest is not None
+        merged.take_in(rest)
+        assert part.take() is None and part.held == 0
+        part.write()
+    finally:
+        set_journal_shipper(before)
     merged.write()
 
     assert folder(merged) == folder(alone)
@@ -78,32 +88,55 @@ async def test_a_journaled_part_gives_the_run_what_it_would_have_seen(tmp_path: 
     assert totals["model_calls"] == events and totals["tool_calls"] == events // 5
     assert {r["agent_class"]: r["calls"] for r in totals["by_agent_class"]} == {
         "Player0": events // 2, "Player1": events // 2}  # the cost ledger came in too
-    assert not (merged.dir / "parts").exists()
+    assert sorted(p.name for p in merged.dir.iterdir()) == [
+        "manifest.json", "recording.jsonl", "transcript.jsonl"]  # nothing else written
 
 
-async def test_flush_journal_writes_before_an_answer_leaves(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch
-                                                            ) -> None:
+def play_range(run: Run, start: int, n: int) -> None:
+    for i in range(start, start + n):
+        speaker = f"agent-{i % 7}"
+        run.said(speaker, f"m{i}", {"name": speaker, "role": "assistant",
+                                    "content": f"reply {i}: ünï\tcode \"quoted\"\n",
+                                    "metadata": {"guess": i % 67}})
+        run.count(10 + i % 3, 2)
+        run.record_response(f"{i:032x}", [{"text": f"é {i}", "n": i}])
+        if i % 5 == 0:
+            run.count_tool_call()
+
+
+async def test_counts_wait_for_the_next_batch(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     run = Run("r", tmp_path, 0, {}, None)
     part = RunPart(run.locator)
     monkeypatch.setattr(_run, "_active", part)
     part.said("agent", "m1", {"name": "agent", "role": "assistant", "content": "hi"})
     part.count(1, 1)
-    path = next((run.dir / "parts").iterdir())
-    assert path.read_text() == ""  # waiting for the event loop's next turn
-    flush_journal()  # what the bus calls before it sends answers
-    written = path.read_text().splitlines()
-    assert [line.split("\t")[0] for line in written] == ["S", "C"]
-    assert written[1] == "C\t1\t1\t1\t0"
-    part.write()
-
-
-def test_outside_an_event_loop_each_event_is_written_at_once(tmp_path: Path) -> None:
-    run = Run("r", tmp_path, 0, {}, None)
-    part = RunPart(run.locator)
     part.count_tool_call()
-    path = next((run.dir / "parts").iterdir())
-    assert path.read_text() == "C\t0\t0\t0\t1\n"
+    text = part.take()
+    assert text is not None
+    lines = text.split("\n")
+    assert [line.split("\t")[0] for line in lines] == ["S", "C"]
+    assert lines[1] == "C\t1\t1\t1\t1"
     part.write()
-    run.write()
-    assert json.loads((run.dir / "manifest.json").read_text())["totals"]["tool_calls"] == 1
+    assert not (tmp_path / run.id / "parts").exists()  # a part writes nothing itself
+
+
+async def test_a_parts_spans_join_the_runs_trace(tmp_path: Path) -> None:
+    """Spans a following process records travel in its journal into ``trace.jsonl``."""
+    from agentplex.tracing import experiment
+
+    async with experiment("spans", runs_dir=tmp_path) as run:
+        part = RunPart(run.locator)  # as a node following the run would have
+        try:
+            with agent_span("far", "far-id"):
+                pass
+            text = part.take()
+        finally:
+            part.write()
+        assert text is not None and text.startswith("T\t")
+        run.take_in(text)
+    spans = [json.loads(line) for line in (run.dir / "trace.jsonl").read_text().splitlines()]
+    names = sorted(s["name"] for s in spans)
+    # the span went into the part's journal (and the run's own dispatcher saw it too)
+    assert names.count("invoke_agent far") == 2
+    assert "run spans" in names

@@ -67,6 +67,9 @@ class Op:
     SPAWN: Final = "spawn"
     BYE: Final = "bye"
     ACK: Final = "ack"
+    JOURNAL: Final = "journal"
+    """A run's journal from a node following it (``[locator, lines]``), or, with a
+    correlation id, a request for what a node holds of the run (the run's locator)."""
 
 
 KNOWN_OPS: Final = frozenset(v for k, v in vars(Op).items() if k.isupper())

@@ -21,7 +21,7 @@ from ..runtime import (
     MailboxFull,
 )
 from ..runtime.lowlevel import Envelope, Kind, StreamChannel
-from ..tracing.lowlevel import answer_headers, flush_journal, receive_context
+from ..tracing.lowlevel import answer_headers, receive_context
 from ._allowlist import build_actor
 from ._errors import PayloadTooLarge
 from ._frames import Header, Op, error_to_wire
@@ -30,6 +30,7 @@ from ._tasks import Tasks
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
+    from ._journal import Journals
 
 __all__ = ["CHUNK_DELAY", "BatchAnswer", "BatchSlot", "RemoteWaiter", "Served", "Serving"]
 
@@ -191,6 +192,8 @@ class Serving:
         self._overflow: dict[str, deque[tuple[Envelope, str | None]]] = {}
         self._overflowing = 0
         self._acks: dict[str, int] = {}
+        self.journals: Journals | None = None
+        """Where a run's journal goes ahead of answers (set by the transport)."""
 
     def attach(self, runtime: Runtime) -> None:
         """Serve the actors of ``runtime`` from now on."""
@@ -314,7 +317,8 @@ class Serving:
         """Send a chunk of a served fan-out's outcomes (RESULT for the last one)."""
         if self.closed:
             return
-        flush_journal()  # what these calls journaled is on disk before their answers leave
+        if self.journals is not None:  # what these calls journaled goes before the answers
+            self.journals.before_answer(h)
         op = Op.RESULT if last else Op.ITEM
         try:
             data = encode(items)
@@ -347,7 +351,10 @@ class Serving:
         except PayloadTooLarge as exc:
             self.peers.answer_error(h, exc)
             return
-        self.peers.answer(h, Op.RESULT, data, answer_headers(h.target))
+        headers = answer_headers(h.target)
+        if headers is not None and self.journals is not None:
+            self.journals.before_answer(h)  # what the call journaled goes first
+        self.peers.answer(h, Op.RESULT, data, headers)
 
     async def _pump(self, h: Header, key: tuple[str, int], s: Served) -> None:
         """Send a served stream's items to the caller, as the caller's credit allows."""

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import zmq
@@ -21,12 +21,14 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from ..message import DecodeError, encode
 from ..runtime import ActorError, ActorStopped, PeerLost, Transport
+from ..tracing.lowlevel import add_run_drain, remove_run_drain, set_journal_shipper
 from ._calls import Calls
 from ._directory import HEAD, Directory
 from ._errors import FrameError, InsecureBindError, UnknownPeer
 from ._frames import Header, Op, error_from_wire, error_to_wire
 from ._head import HeadRole
 from ._heartbeat import Heartbeats
+from ._journal import Journals
 from ._peers import Peers
 from ._security import AllowList, KeyPair, is_loopback
 from ._serving import Serving
@@ -46,7 +48,7 @@ _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 _PEER_OPS = frozenset({Op.CALL, Op.CALL_MANY, Op.TELL, Op.STREAM, Op.CONTROL, Op.PUBLISH,
                        Op.STATE, Op.SPAWN, Op.HELLO, Op.REG, Op.UNREG, Op.REG_MANY,
                        Op.UNREG_MANY, Op.LOOKUP, Op.SUB, Op.UNSUB,
-                       Op.PING, Op.CREDIT, Op.CANCEL, Op.BYE, Op.ACK})
+                       Op.PING, Op.CREDIT, Op.CANCEL, Op.BYE, Op.ACK, Op.JOURNAL})
 
 
 class ZmqTransport(Transport):
@@ -144,6 +146,7 @@ class ZmqTransport(Transport):
         self._closing = False
         self._heartbeats: Heartbeats | None = None
         self._tasks = Tasks()
+        self._shipper_before: Callable[[str], None] | None = None
         directory = Directory() if self.is_head else None
         self._peers = Peers(self.node_id, keys=keys, hwm=hwm, max_message_size=max_message_size,
                             heartbeat_timeout=heartbeat_timeout, stats=self.stats,
@@ -157,6 +160,9 @@ class ZmqTransport(Transport):
         self._serving = Serving(self._peers, self._tasks, stream_window=self.stream_window,
                                 max_overflow=max_overflow, send_timeout=heartbeat_timeout,
                                 spawn_allow=self.spawn_allow, stats=self.stats)
+        self._journals = Journals(self._peers, self._calls, rpc_timeout=rpc_timeout,
+                                  stats=self.stats)
+        self._serving.journals = self._journals
 
     @property
     def runtime(self) -> Runtime:
@@ -196,6 +202,8 @@ class ZmqTransport(Transport):
                                       self._ping_refused)
         self._heartbeats.start()
         self._tasks.spawn(self._heartbeat())
+        self._shipper_before = set_journal_shipper(self._journals.ship_upstream)
+        add_run_drain(self._journals.drain)
         try:
             await self._head.start(runtime, self.endpoint, self.keys.public if self.keys else "")
         except BaseException:
@@ -206,6 +214,9 @@ class ZmqTransport(Transport):
         if self._closed or self._closing:
             return
         self._closing = True
+        remove_run_drain(self._journals.drain)
+        await self._journals.closing()
+        set_journal_shipper(self._shipper_before)  # a run's journals, before anyone says goodbye
         # what tell accepted must arrive: wait until the receivers have it in a mailbox
         # (before saying goodbye, after which they would drop it as from an unknown node)
         if not await self._calls.tells_taken(self.heartbeat_timeout):
@@ -377,12 +388,15 @@ class ZmqTransport(Transport):
             return
         if op in (Op.RESULT, Op.ERROR, Op.ITEM, Op.END):
             self._calls.on_answer(h, data)
-        elif op in (Op.CALL, Op.TELL, Op.STREAM, Op.CONTROL):
-            self._serving.on_request(h, data)
-        elif op == Op.CALL_MANY:
-            self._serving.on_call_many(h, data)
-        elif op == Op.PUBLISH:
-            self._serving.on_publish(h, data)
+        elif op in (Op.CALL, Op.TELL, Op.STREAM, Op.CONTROL, Op.CALL_MANY, Op.PUBLISH):
+            if h.trace is not None:
+                self._journals.heard(h)
+            if op == Op.CALL_MANY:
+                self._serving.on_call_many(h, data)
+            elif op == Op.PUBLISH:
+                self._serving.on_publish(h, data)
+            else:
+                self._serving.on_request(h, data)
         elif op == Op.CANCEL:
             self._serving.on_cancel(h)
         elif op == Op.ACK:
@@ -399,6 +413,8 @@ class ZmqTransport(Transport):
             self._tasks.spawn(self._serving.on_spawn(h, peers.decode(h, data)))
         elif op == Op.BYE:
             self._peer_lost(h.src, left=True)
+        elif op == Op.JOURNAL:
+            self._journals.on_journal(h, data)
         else:
             self._tasks.spawn(self._head.on_head_op(h, peers.decode(h, data), key))
 

@@ -1,6 +1,6 @@
 """The ``agentplex`` command."""
 
 from ._app import app, main
-from ._errors import NodesFailed
+from ._errors import NodesFailed, NotUserCode
 
-__all__ = ["NodesFailed", "app", "main"]
+__all__ = ["NodesFailed", "NotUserCode", "app", "main"]

@@ -86,6 +86,9 @@ def node(
     label: Annotated[list[str], typer.Option(help="KEY=VALUE label. Repeatable.")] = [],  # noqa: B006
     allow: Annotated[list[str], typer.Option(
         help="Modules actors may be spawned from. Repeatable.")] = [],  # noqa: B006
+    path: Annotated[list[Path], typer.Option(
+        help="A folder to import those modules from (the working directory always is). "
+             "Repeatable.")] = [],  # noqa: B006
     keys: KeysOpt = None,
     head_key: HeadKeyOpt = None,
     allow_key: AllowOpt = [],  # noqa: B006 - typer reads the default
@@ -95,9 +98,18 @@ def node(
     drain_timeout: Annotated[float, typer.Option(
         help="Seconds the actors get to empty their mailboxes on SIGTERM / Ctrl-C.")] = 10.0,
 ) -> None:
-    """Join a cluster: report this machine's resources and host the actors placed here."""
+    """Join a cluster: report this machine's resources and host the actors placed here.
+
+    Actor classes are imported from the working directory, the --path folders and
+    PYTHONPATH, and only from the --allow modules."""
     from ..cluster import detect_node
     from ..cluster.lowlevel import run_node
+    from ._nodes import use_import_path
+
+    for folder in path:
+        if not folder.is_dir():
+            raise typer.BadParameter(f"--path {folder}: no such folder")
+    use_import_path(path)
 
     spec = detect_node(node_id, gpus=gpus, gpu_memory=gpu_memory, cpus=cpus,
                        labels=_labels(label))

@@ -1,9 +1,15 @@
-"""Node processes a command starts on this machine (a head and K nodes) and always stops.
+"""Node processes a command starts on this machine (a head and K nodes) and always stops,
+and how a node finds the user's code.
 
 Each process writes to a log file in ``logs`` (a pipe nobody drains would block it once
 full). :meth:`LocalNodes.close` stops every process it started — SIGTERM, then SIGKILL
 after ``grace`` seconds — and is safe to call twice, from ``finally`` on an error or a
 Ctrl-C alike.
+
+A node imports actor classes from its import path: its working directory, the folders
+given with ``--path`` and ``PYTHONPATH`` (:func:`use_import_path`). A command that runs
+the user's file on nodes it starts (:func:`user_code`) gives them the file's folder with
+``--path`` and allows exactly the file's module.
 """
 
 from __future__ import annotations
@@ -15,18 +21,66 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
-from ._errors import NodesFailed
+from ._errors import NodesFailed, NotUserCode
 
-__all__ = ["LocalNodes"]
+__all__ = ["LocalNodes", "NodesFailed", "UserCode", "use_import_path", "user_code"]
+
+
+class UserCode(NamedTuple):
+    """Where a node finds the user's code: the ``module`` to import (and allow) and the
+    ``folder`` to put on its import path (``None``: an installed or importable module)."""
+
+    module: str
+    folder: Path | None
+
+
+def user_code(target: str) -> UserCode:
+    """The module and folder of ``target``: ``"path/to/file.py[:Class]"`` (the file's
+    stem, imported from its folder: ``user_code("sims/opsim.py:Opinion")`` is module
+    ``opsim`` from ``sims/``) or ``"package.module[:Class]"`` (imported as it is).
+    :class:`NotUserCode` for anything else."""
+    spec = target.partition(":")[0]
+    if spec.endswith(".py") or os.sep in spec or "/" in spec:
+        path = Path(spec).expanduser().resolve()
+        if path.suffix != ".py":
+            raise NotUserCode(f"{target!r}: a scenario file ends in .py")
+        if not path.stem.isidentifier():
+            raise NotUserCode(f"{target!r}: {path.stem!r} is not a module name "
+                             "(rename the file so it can be imported)")
+        return UserCode(path.stem, path.parent)
+    if not all(part.isidentifier() for part in spec.split(".")):
+        raise NotUserCode(f"{target!r} is neither a .py file nor a module name")
+    return UserCode(spec, None)
+
+
+def use_import_path(folders: list[Path], *, working_dir: bool = True) -> list[str]:
+    """Put ``folders`` (and, first, the working directory) at the front of this process's
+    import path, and of ``PYTHONPATH`` so the processes it starts (a node's GPU workers)
+    find the same code; returns the folders added. The ``agentplex`` script, unlike
+    ``python -m``, does not put the working directory on the path by itself."""
+    wanted = ([Path.cwd()] if working_dir else []) + list(folders)
+    added: list[str] = []
+    for folder in wanted:
+        entry = str(folder.expanduser().resolve())
+        if entry not in added:
+            added.append(entry)
+    sys.path[:0] = [e for e in added if e not in sys.path]
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join([*added, *([old] if old else [])])
+    return added
 
 
 class LocalNodes:
-    """A head and ``count`` node processes of ``agentplex`` on this machine."""
+    """A head and ``count`` node processes of ``agentplex`` on this machine; ``allow``:
+    the modules they may spawn actors from; ``path``: folders on their import path."""
 
-    def __init__(self, logs: Path, *, allow: list[str], grace: float = 10.0) -> None:
+    def __init__(self, logs: Path, *, allow: list[str], path: list[Path] | None = None,
+                 grace: float = 10.0) -> None:
         self.logs = logs
         self.allow = allow
+        self.path = list(path or [])
         self.grace = grace
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.endpoint = ""
@@ -70,6 +124,7 @@ class LocalNodes:
                     "--heartbeat-timeout", silence)
         self.endpoint = (await self._wait_for("head", "listening on", timeout)).split()[-1]
         allow = [a for module in self.allow for a in ("--allow", module)]
+        allow += [a for folder in self.path for a in ("--path", str(folder.resolve()))]
         for k in range(count):
             self._start(f"node-{k}", "node", "--head", self.endpoint, "--id", f"node-{k}",
                         "--heartbeat-timeout", silence, *allow)

@@ -9,6 +9,7 @@ import functools
 import itertools
 import logging
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from ..bus import SpawnRefused
@@ -22,6 +23,7 @@ from ..runtime import (
     Runtime,
 )
 from ..runtime.lowlevel import split_name
+from ..tracing.lowlevel import names_of, run_event
 from ._bus_node import BusNode
 from ._errors import NodeFailed, NodesMissing, Unschedulable
 from ._node import ActorSpec, LocalNode, NodeHandle, target_path
@@ -197,6 +199,10 @@ class Cluster:
                 del self.actors[spec.name]
                 continue
             restarted.append(spec.name)
+            run_event("rollback", node=node_id, agents=1, names=[spec.name],
+                      checkpoint=spec.checkpoints or None,
+                      checkpointed_at=spec.checkpointed_at,
+                      to_nodes=[spec.placement.node_id] if spec.placement else [])
         for batch in list(self.batches.values()):
             await self._batch_node_failed(batch, lost, node_id)
         self._nodes_changed()
@@ -217,6 +223,8 @@ class Cluster:
             log.warning("%d actors of batch %d died with node %r and are not restarted",
                         count, batch.id, node_id)
             batch.lost.extend(ranges)
+            run_event("lost", node=node_id, agents=count, batch=batch.id,
+                      names=names_of(batch.names, ranges))
             return
         batch.restarts += 1
         if options.node == node_id:
@@ -231,8 +239,14 @@ class Cluster:
             log.error("%d actors of batch %d could not be restarted: %s", count, batch.id,
                       exc)
             batch.lost.extend(ranges)
+            run_event("lost", node=node_id, agents=count, batch=batch.id,
+                      names=names_of(batch.names, ranges))
             return
         log.info("restarted %d actors of batch %d after losing %r", count, batch.id, node_id)
+        run_event("rollback", node=node_id, agents=count, batch=batch.id,
+                  names=names_of(batch.names, ranges),
+                  checkpoint=batch.checkpoints or None, checkpointed_at=batch.checkpointed_at,
+                  to_nodes=sorted({p.node_id for p in placements}))
 
     # -- actors --------------------------------------------------------------------------
 
@@ -537,10 +551,13 @@ class Cluster:
                 continue
             try:
                 spec.state = await self.runtime.state_of(n, timeout=timeout)
+                spec.checkpoints += 1
+                spec.checkpointed_at = datetime.now(UTC).isoformat()
             except Exception as exc:
                 log.warning("checkpoint of %r failed: %s", n, exc)
 
     async def _checkpoint_batch(self, batch: BatchSpec, timeout: float) -> None:
+        taken = datetime.now(UTC).isoformat()
         for node_id in {s.placement.node_id for s in batch.shares}:
             node = self.nodes.get(node_id)
             if node is None or not node.alive:
@@ -552,6 +569,9 @@ class Cluster:
                             batch.states[index + k] = state
             except Exception as exc:
                 log.warning("checkpoint of batch %d on %r failed: %s", batch.id, node_id, exc)
+        if batch.states:
+            batch.checkpoints += 1
+            batch.checkpointed_at = taken
 
     async def _checkpoint_every(self, interval: float) -> None:
         while True:

@@ -64,6 +64,10 @@ class ActorSpec:
     placement: Placement | None = None
     state: Any = None
     """The last checkpoint of the actor's ``state_dict()``, restored on restart."""
+    checkpoints: int = 0
+    """Checkpoints taken of the actor (the last one's number)."""
+    checkpointed_at: str | None = None
+    """When the last checkpoint was taken (UTC, ISO 8601)."""
 
 
 class NodeHandle(ABC):

@@ -49,6 +49,10 @@ class BatchSpec:
     shares: list[Share] = field(default_factory=list)
     states: dict[int, Any] = field(default_factory=dict)
     """The last checkpoint of each position's ``state_dict()``."""
+    checkpoints: int = 0
+    """Checkpoints taken of this batch (the last one's number)."""
+    checkpointed_at: str | None = None
+    """When the last checkpoint was taken (UTC, ISO 8601)."""
     stopped: set[int] = field(default_factory=set)
     lost: list[tuple[int, int]] = field(default_factory=list)
     """Position ranges that died with their node and were not restarted."""

@@ -13,6 +13,7 @@ from ._budget import Budget
 from ._content import ContentCapture, content_capture, set_content_capture
 from ._errors import InvalidBudget, InvalidPrices, ReplayMissing
 from ._exporters import JsonLinesSpanExporter
+from ._incidents import Rollback, RunIncidents
 from ._ledger import Ledger, LedgerEntry, Usage, current_round, in_round, set_round
 from ._metrics import configure_metrics
 from ._prices import LOCAL_PROVIDERS, PRICES_ENV, Price, Prices, prices, set_prices
@@ -30,19 +31,21 @@ from ._setup import (
 from ._spans import is_enabled
 
 __all__ = [
+    "LOCAL_PROVIDERS",
+    "PRICES_ENV",
     "Budget",
     "ContentCapture",
     "InvalidBudget",
     "InvalidPrices",
     "JsonLinesSpanExporter",
-    "LOCAL_PROVIDERS",
     "Ledger",
     "LedgerEntry",
-    "PRICES_ENV",
     "Price",
     "Prices",
     "ReplayMissing",
+    "Rollback",
     "Run",
+    "RunIncidents",
     "SpanDispatcher",
     "SpanNode",
     "TraceSampler",

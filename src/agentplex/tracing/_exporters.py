@@ -166,6 +166,18 @@ class BufferedSpanProcessor(SpanProcessor):
             batch, self._buffer = self._buffer, []
         self._export(batch)
 
+    def add_line(self, line: str) -> None:
+        """Buffer a span that is already a JSON line (without its newline), such as one
+        another process journaled; only for a :class:`JsonLinesSpanExporter`."""
+        if self._lines is None:
+            return
+        with self._lock:
+            self._buffer.append(line + "\n")
+            if len(self._buffer) < self.batch_size:
+                return
+            batch, self._buffer = self._buffer, []
+        self._export(batch)
+
     def _export(self, batch: list[Any]) -> None:
         if self._lines is not None:
             self._lines.write("".join(batch))

@@ -12,6 +12,10 @@ kept), ``transcript.jsonl`` (every message, in a deterministic causal order) and
 ``recording.jsonl`` (every model response, so that ``experiment(..., replay=run.dir)``
 reproduces the run without any model). Spans, messages and responses stream to disk as
 the run goes: memory stays flat however long it runs.
+
+Other processes (node processes, on this machine or others) follow the run through the
+messages they receive: their part of it (a :class:`RunPart`) is a journal that travels
+back to the run's process over the bus, and only the run's process writes the folder.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import metadata
@@ -43,7 +47,8 @@ from ..message import Msg
 from ._content import ContentCapture, set_content_capture
 from ._context import current_context
 from ._errors import ReplayMissing
-from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter
+from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter, span_line
+from ._incidents import RunIncidents
 from ._json import dumper
 from ._ledger import Ledger, Tally
 from ._prices import cost_totals
@@ -53,20 +58,25 @@ from ._setup import dispatcher, recorder, sampler
 from ._spool import SortedSpool
 
 __all__ = [
+    "RUN_HEADER",
     "Run",
     "RunPart",
     "active_run",
     "answer_headers",
     "answer_received",
     "count_tool_call",
+    "add_run_drain",
+    "driving_run",
     "experiment",
-    "flush_journal",
     "join_run",
     "outgoing_run",
     "record_received",
+    "remove_run_drain",
     "request_digest",
     "request_json",
     "request_key",
+    "run_event",
+    "set_journal_shipper",
     "transcribe",
 ]
 
@@ -75,8 +85,8 @@ _PACKAGES = ("agentplex", "pydantic", "msgpack", "pyzmq", "anyio", "opentelemetr
              "ollama", "huggingface-hub", "ray")
 
 _active: Run | None = None
-_PARTS = "parts"
-_RUN_HEADER = "agentplex-run"
+RUN_HEADER = "agentplex-run"
+"""The header that carries an experiment's identity (its locator) in a message."""
 _CLOCK_HEADER = "agentplex-clock"
 _CLOCK_KEY = otel_context.create_key("agentplex-clock")
 
@@ -163,6 +173,7 @@ class Run:
         self._clock_of: dict[str, tuple[int, Any]] = {}
         self._agent_clock: dict[str, int] = {}
         self._max_clock = 0
+        self.incidents = RunIncidents()
 
     @property
     def replaying(self) -> bool:
@@ -230,6 +241,11 @@ class Run:
         """Add one tool call to the totals."""
         with self._lock:
             self.tool_calls += 1
+
+    def note_event(self, kind: str, event: dict[str, Any]) -> None:
+        """An incident of the run (see :func:`run_event`)."""
+        with self._lock:
+            self.incidents.note(kind, event)
 
     def record_response(self, key: str, response: Any) -> None:
         """Keep ``response`` (JSON-able) as the next answer to request ``key``."""
@@ -335,11 +351,11 @@ class Run:
                 "messages": self.messages,
                 **cost_totals(self.ledger),
             },
+            "incidents": self.incidents.model_dump(mode="json"),
         }
 
     def write(self) -> None:
         """Finish the run folder: the transcript in order, the recording, the manifest."""
-        self._merge_parts()
         self._transcript.close()
         with self._lock:
             if self._recording_file is not None:
@@ -351,24 +367,15 @@ class Run:
         (self.dir / "manifest.json").write_text(json.dumps(self.manifest(), indent=2,
                                                            default=str) + "\n")
 
-
-    def _merge_parts(self) -> None:
-        """Take in the parts other processes journaled (their agents' messages, model
-        calls, tool calls and responses; see :class:`RunPart`), then remove them."""
-        parts = self.dir / _PARTS
-        if not parts.is_dir():
-            return
-        for path in sorted(parts.glob("*.journal")):
-            with path.open(encoding="utf-8") as f:
-                for raw in f:
-                    if raw.endswith("\n"):  # else a batch its process was still writing
-                        self._take_in(raw[:-1])
-            path.unlink()
-        with contextlib.suppress(OSError):  # a node still writing a part it opened late
-            parts.rmdir()
+    def take_in(self, text: str) -> None:
+        """Take in a journal another process sent (lines in the formats :class:`RunPart`
+        writes): its agents' messages, model responses, counts and spans."""
+        for raw in text.split("\n"):
+            if raw:
+                self._take_in(raw)
 
     def _take_in(self, raw: str) -> None:
-        """One line of a part (the formats :class:`RunPart` writes)."""
+        """One line of a journal."""
         kind, _, rest = raw.partition("\t")
         if kind == "S":
             clock, seq, name, line = rest.split("\t", 3)
@@ -376,6 +383,9 @@ class Run:
         elif kind == "R":
             key, _, response = rest.partition("\t")
             self._record_line(_recording_line(key, response))
+        elif kind == "T":
+            if self.spans is not None:
+                self.spans.add_line(rest)
         elif kind == "C":
             calls, inputs, outputs, tools = (int(v) for v in rest.split("\t"))
             with self._lock:
@@ -388,30 +398,40 @@ class Run:
             self.model_used(provider, model)
         elif kind == "L":
             self.merge_ledger(Ledger.model_validate_json(rest))
+        elif kind == "E":
+            event = json.loads(rest)
+            self.note_event(str(event.pop("kind", "")), event)
 
 
 JOURNAL_BATCH = 4_096
-"""Lines a :class:`RunPart` holds before it writes them, whatever else is due."""
+"""Lines a :class:`RunPart` holds before it sends them on, whatever else is due."""
 
 
 class RunPart(Run):
     """This process's part of an experiment another process runs: the run's identity came
-    with a message (see :func:`join_run`). Its agents' messages, model responses and the
-    counts of model and tool calls are journaled into the run folder, where the run takes
-    them in when it ends; when the run replays, model calls here are answered from its
-    recording. (Node processes on the machine of the run folder.)
+    with a message (see :func:`join_run`). Its agents' messages, model responses, spans
+    (of the traces sampling keeps) and the counts of model and tool calls are journaled,
+    and the journal travels back over the bus to the process that runs the experiment,
+    which alone writes the run folder; when the run replays, model calls here are answered
+    from its recording (read from the run folder's path).
 
-    The journal is written in batches, one write each: at the latest in the event loop's
-    next turn, when :data:`JOURNAL_BATCH` lines wait, and before any answer leaves this
-    process (:func:`flush_journal`), so a caller that has its answers finds them journaled.
+    Nothing is written here. The bus takes the journal (:func:`journal_out`) just before
+    each answer it sends and sends it to that answer's caller first, on the same link:
+    whoever has an answer has what caused it (a caller that is itself a part passes it on,
+    toward the run). Lines also go on, to the last process that sent this one a message of
+    the run, once :data:`JOURNAL_BATCH` of them wait; the run's process asks for what is
+    left when the run ends (and a closing transport sends it). So a part holds at most
+    what its work since its last answer made.
+
     Its lines, tab-separated: ``S clock seq name line`` (a transcript line), ``R key
-    response`` (a recorded response), ``C calls input output tools`` (counts since the
-    previous batch), ``U [provider, model]`` (a model used), ``L ledger`` (the cost
+    response`` (a recorded response), ``T span`` (a span's JSON line), ``C calls input
+    output tools`` (counts since the previous batch), ``U [provider, model]`` (a model
+    used), ``E {event}`` (an incident: see :func:`run_event`), ``L ledger`` (the cost
     ledger's entries since the previous batch, as JSON).
     """
 
     def __init__(self, locator: str) -> None:
-        run_dir, replay = json.loads(locator)
+        run_dir, replay = json.loads(locator)[:2]
         self.locator = locator
         self.dir = Path(run_dir)
         self.replay_of = Path(replay) if replay is not None else None
@@ -419,49 +439,70 @@ class RunPart(Run):
         self._init_state()
         if self.replay_of is not None:
             self._replay = load_recording(self.replay_of)
-        folder = self.dir / _PARTS
-        folder.mkdir(parents=True, exist_ok=True)
-        self._journal = (folder / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.journal").open(
-            "a", encoding="utf-8")
         self._pending: list[str] = []
         self._counts = [0, 0, 0, 0]  # model calls, input and output tokens, tool calls
         self._due = False
+        self._span_feed = _SpanJournal(self)
+        dispatcher().attach(self._span_feed)  # type: ignore[arg-type]  # (on_record)
 
     def _write(self, line: str) -> None:
-        """Journal ``line`` soon (the caller holds the lock)."""
+        """Journal ``line`` (the caller holds the lock)."""
         self._pending.append(line)
         if len(self._pending) >= JOURNAL_BATCH:
-            self._flush()
-        else:
             self._soon()
 
     def _soon(self) -> None:
-        """Flush in the event loop's next turn (at once outside an event loop)."""
+        """Send what waits on, in the event loop's next turn."""
         if self._due:
             return
         self._due = True
         try:
             asyncio.get_running_loop().call_soon(self.flush)
-        except RuntimeError:  # no event loop in this thread
-            self._flush()
+        except RuntimeError:  # no event loop in this thread: the next answer takes it
+            self._due = False
 
     def flush(self) -> None:
-        """Write what waits, in one call."""
-        with self._lock:
-            self._flush()
-
-    def _flush(self) -> None:
+        """Send what waits to the process that sent the run here last (when the bus
+        registered a way to: see :func:`set_journal_shipper`)."""
         self._due = False
-        if any(self._counts):
-            self._pending.append("C\t" + "\t".join(map(str, self._counts)))
-            self._counts = [0, 0, 0, 0]
-        if self._tally:
-            self._pending.append("L\t" + self._tally.take().model_dump_json())
-        if not self._pending or self._journal.closed:
+        ship = _shipper
+        if ship is None:
             return
-        batch, self._pending = self._pending, []
-        self._journal.write("\n".join(batch) + "\n")
-        self._journal.flush()
+        text = self.take()
+        if text is not None:
+            ship(text)
+
+    def take(self) -> str | None:
+        """What waits, as one text (``None`` when nothing does); it is no longer held."""
+        with self._lock:
+            if any(self._counts):
+                self._pending.append("C\t" + "\t".join(map(str, self._counts)))
+                self._counts = [0, 0, 0, 0]
+            if self._tally:
+                self._pending.append("L\t" + self._tally.take().model_dump_json())
+            if not self._pending:
+                return None
+            batch, self._pending = self._pending, []
+        return "\n".join(batch)
+
+    @property
+    def held(self) -> int:
+        """Journal lines held here now, waiting to be sent."""
+        return len(self._pending)
+
+    def take_in(self, text: str) -> None:
+        """A journal from a process this one called: it goes on with this one's."""
+        lines = [raw for raw in text.split("\n") if raw]
+        with self._lock:
+            self._pending.extend(lines)
+            if len(self._pending) >= JOURNAL_BATCH:
+                self._soon()
+
+    def add_span(self, record: Any) -> None:
+        """Journal a finished span of this process."""
+        line = span_line(record)
+        with self._lock:
+            self._write("T\t" + line[:-1])
 
     def _add_line(self, key: tuple[int, str, int], line: str) -> None:
         self._write(f"S\t{key[0]}\t{key[2]}\t{json.dumps(key[1])}\t{line}")
@@ -478,12 +519,16 @@ class RunPart(Run):
             counts[0] += 1
             counts[1] += input_tokens
             counts[2] += output_tokens
-            self._soon()
 
     def count_tool_call(self) -> None:
         with self._lock:
             self._counts[3] += 1
-            self._soon()
+
+    def note_event(self, kind: str, event: dict[str, Any]) -> None:
+        line = "E\t" + json.dumps({"kind": kind, **event}, default=str)
+        with self._lock:
+            self._write(line)
+            self._soon()  # news for the run: on its way at once
 
     def charge(self, provider: str, model: str, round_: int | None, agent_class: str | None,
                *usage: Any) -> None:
@@ -501,16 +546,65 @@ class RunPart(Run):
         return sum(self._seen.values())
 
     def write(self) -> None:
+        """Stop following the run: this process's spans no longer join its journal (what
+        waits is sent on, if the bus can)."""
+        dispatcher().detach(self._span_feed)  # type: ignore[arg-type]
         self.flush()
-        self._journal.close()
 
 
-def flush_journal() -> None:
-    """Write this process's journal of another process's run now (a no-op otherwise):
-    called before answers leave, so their caller finds everything they caused on disk."""
+class _SpanJournal:
+    """A span processor that journals a part's spans (agentplex's records come to
+    ``on_record`` as they are, SDK spans to ``on_end``)."""
+
+    def __init__(self, part: RunPart) -> None:
+        self.part = part
+
+    def on_record(self, span: Any) -> None:
+        self.part.add_span(span)
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        pass
+
+    def on_end(self, span: Any) -> None:
+        if span.context is not None and span.context.trace_flags.sampled:
+            self.part.add_span(span)
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+_shipper: Callable[[str], None] | None = None
+_drains: list[Callable[[Run], Awaitable[None]]] = []
+
+
+def set_journal_shipper(ship: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """How this process's journal of another process's run goes on when enough of it
+    waits (the bus sends it to the process that sent the run here last); ``None``: no
+    way (it waits for the next answer). Returns the one set before."""
+    global _shipper
+    before, _shipper = _shipper, ship
+    return before
+
+
+def add_run_drain(drain: Callable[[Run], Awaitable[None]]) -> None:
+    """Await ``drain(run)`` when an experiment of this process ends, before its folder is
+    written: the bus collects there what other processes still hold of the run."""
+    _drains.append(drain)
+
+
+def remove_run_drain(drain: Callable[[Run], Awaitable[None]]) -> None:
+    """Undo :func:`add_run_drain`."""
+    with contextlib.suppress(ValueError):
+        _drains.remove(drain)
+
+
+def driving_run() -> Run | None:
+    """The experiment this process runs (not one it follows), if any."""
     run = _active
-    if isinstance(run, RunPart):
-        run.flush()
+    return None if run is None or isinstance(run, RunPart) else run
 
 
 def outgoing_run(headers: dict[str, str], actor: str | None) -> None:
@@ -518,7 +612,7 @@ def outgoing_run(headers: dict[str, str], actor: str | None) -> None:
     headers of a message leaving this process."""
     run = _active
     if run is not None:
-        headers[_RUN_HEADER] = run.locator
+        headers[RUN_HEADER] = run.locator
         headers[_CLOCK_HEADER] = str(run.clock(actor))
 
 
@@ -529,7 +623,6 @@ def answer_headers(actor: str | None) -> dict[str, str] | None:
     run = _active
     if run is None:
         return None
-    flush_journal()
     return {_CLOCK_HEADER: str(run.clock(actor))}
 
 
@@ -548,7 +641,7 @@ def join_run(headers: Mapping[str, str], context: otel_context.Context
     process's part of it, a :class:`RunPart`) and return ``context`` carrying its sender's
     causal clock."""
     global _active
-    locator = headers.get(_RUN_HEADER)
+    locator = headers.get(RUN_HEADER)
     if locator is None:
         return context
     run = _active
@@ -595,6 +688,15 @@ def _forget(table: dict[str, tuple[int, Any]], key: str, owner: object | None) -
         return weakref.ref(owner, gone)
     except TypeError:  # not weakly referable: remembered for the run
         return None
+
+
+def run_event(kind: str, **event: Any) -> None:
+    """Report an incident of the running experiment (the cluster's head: ``"rollback"``
+    or ``"lost"``, with the fields of :class:`~agentplex.tracing.Rollback`): counted in
+    the manifest's ``incidents`` and logged by the run's process (no-op outside runs)."""
+    run = _active
+    if run is not None:
+        run.note_event(kind, event)
 
 
 def count_tool_call() -> None:
@@ -728,9 +830,13 @@ async def experiment(
     try:
         yield run
     finally:
-        otel_context.detach(token)
-        span.end()
-        _active = None
+        try:
+            for drain in list(_drains):  # what other processes still hold of the run
+                await drain(run)
+        finally:
+            otel_context.detach(token)
+            span.end()
+            _active = None
         process_sampler.set(before.ratio, parent_based=before.parent_based)
         if capture_content is not None:
             set_content_capture(None)

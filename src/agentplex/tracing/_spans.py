@@ -306,7 +306,10 @@ def receive_context(destination: str, headers: Mapping[str, str] | None, **attri
     if not headers:
         return None
     if not is_enabled():
-        return round_from_headers(headers, join_run(headers, propagate.extract(headers)))
+        context = join_run(headers, propagate.extract(headers))
+        if not is_enabled():
+            return round_from_headers(headers, context)
+        # following the run turned tracing on here: this message's span is the first
     parent = propagate.extract(headers)
     span = _messaging_span("process", destination, trace.SpanKind.CONSUMER, parent, attributes)
     span.end()

@@ -11,16 +11,23 @@ call underneath.
 from ._content import content_attribute
 from ._context import current_context
 from ._exporters import BufferedSpanProcessor, span_to_dict
+from ._incidents import names_of
 from ._ledger import DeviceClock, Tally, round_from_headers, round_to_headers
 from ._metrics import metrics_enabled, otlp_metric_exporter, record_call
 from ._run import (
+    RUN_HEADER,
+    RunPart,
+    add_run_drain,
     answer_headers,
     answer_received,
-    flush_journal,
+    driving_run,
     record_received,
+    remove_run_drain,
     request_digest,
     request_json,
     request_key,
+    run_event,
+    set_journal_shipper,
     transcribe,
 )
 from ._spans import (
@@ -42,9 +49,12 @@ from ._spans import (
 )
 
 __all__ = [
+    "RUN_HEADER",
     "BufferedSpanProcessor",
     "DeviceClock",
+    "RunPart",
     "Tally",
+    "add_run_drain",
     "agent_span",
     "answer_headers",
     "answer_received",
@@ -53,22 +63,26 @@ __all__ = [
     "current_actor",
     "current_actor_class",
     "current_context",
+    "driving_run",
     "end_span",
     "extract_context",
-    "flush_journal",
     "inject_context",
     "metrics_enabled",
+    "names_of",
     "otlp_metric_exporter",
     "receive_context",
     "record_call",
     "record_received",
+    "remove_run_drain",
     "request_digest",
     "request_json",
     "request_key",
     "round_from_headers",
     "round_to_headers",
+    "run_event",
     "send_headers",
     "set_current_actor",
+    "set_journal_shipper",
     "span_to_dict",
     "start_chat_span",
     "tool_span",
