@@ -22,7 +22,8 @@ built-in bases; ``docs/index.md`` draws all of it)::
     ├── agentplex.agent     SandboxError
     ├── agentplex.serving   BadChatRequest, QueueFull, ServerFailed
     ├── agentplex.cluster   Unschedulable, NodeFailed
-    └── agentplex.cli       NodesFailed
+    └── agentplex.sim       SimError: ScenarioError, ParamsError, PlanError,
+                            CheckpointError, NodesFailed (also agentplex.cli.NodesFailed)
 """
 
 from __future__ import annotations

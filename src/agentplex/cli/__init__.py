@@ -1,6 +1,6 @@
 """The ``agentplex`` command."""
 
+from ..sim import NodesFailed
 from ._app import app, main
-from ._errors import NodesFailed
 
 __all__ = ["NodesFailed", "app", "main"]

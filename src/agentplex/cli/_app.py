@@ -17,6 +17,7 @@ from rich.table import Table
 
 from ._cluster import AllowOpt, HeadKeyOpt, KeysOpt, head, node, security, status
 from ._keys import app as keys_app
+from ._run import run
 from ._runs import runs_app, trace_app
 from ._serve import serve
 
@@ -36,6 +37,7 @@ app.command()(head)
 app.command()(node)
 app.command()(status)
 app.command()(serve)
+app.command()(run)
 
 
 def main() -> None:
@@ -96,8 +98,8 @@ def demo(
     from ..bus import SpawnRefused
     from ..cluster import NodeFailed, Unschedulable
     from ..runtime import ActorError
+    from ..sim.lowlevel import NodesFailed
     from ._crowd import DemoOptions
-    from ._errors import NodesFailed
     from ._serve import parse_options
 
     options = DemoOptions(
@@ -205,9 +207,9 @@ async def _demo_across_nodes(o: DemoOptions, bus_options: dict[str, Any]) -> Non
 
     from ..bus import connect
     from ..cluster import ClusterClient
+    from ..sim.lowlevel import LocalNodes
     from ..tracing import experiment
     from ._crowd import place_players
-    from ._nodes import LocalNodes
 
     console = Console()
     where = o.address or f"{o.nodes} node processes on this machine"

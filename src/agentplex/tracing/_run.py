@@ -29,7 +29,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import metadata
@@ -38,6 +38,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from pydantic import BaseModel, ConfigDict
 
 from ..message import Msg
 from ._content import ContentCapture, set_content_capture
@@ -50,10 +51,11 @@ from ._prices import cost_totals
 from ._recorder import RunAnchor
 from ._sampling import TraceSampler
 from ._setup import dispatcher, recorder, sampler
-from ._spool import SortedSpool
+from ._spool import SortedSpool, read_chunks
 
 __all__ = [
     "Run",
+    "RunOutcome",
     "RunPart",
     "active_run",
     "answer_headers",
@@ -68,6 +70,7 @@ __all__ = [
     "request_json",
     "request_key",
     "transcribe",
+    "transcript_until",
 ]
 
 _PACKAGES = ("agentplex", "pydantic", "msgpack", "pyzmq", "anyio", "opentelemetry-sdk",
@@ -78,6 +81,7 @@ _active: Run | None = None
 _PARTS = "parts"
 _RUN_HEADER = "agentplex-run"
 _CLOCK_HEADER = "agentplex-clock"
+_ROUND_HEADER = "agentplex-round"
 _CLOCK_KEY = otel_context.create_key("agentplex-clock")
 
 
@@ -112,6 +116,22 @@ def request_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+class RunOutcome(BaseModel):
+    """How a run ended and what it counted, in the manifest beside the totals. A pydantic
+    model that others extend: whatever field is set here lands in ``manifest.json``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str = "running"
+    """``running`` (while it runs, or its driver died), ``completed``, ``failed`` or
+    ``interrupted`` (Ctrl-C, SIGTERM)."""
+    error: str | None = None
+    timeouts: int = 0
+    """Calls that got no answer in time."""
+    errors: int = 0
+    """Calls whose agent raised, or that failed for another reason."""
+
+
 class Run:
     """One experiment run: its folder, counters, transcript and model recording.
 
@@ -136,6 +156,7 @@ class Run:
         self.ended_at: str | None = None
         self.duration_s: float | None = None
         self.spans: BufferedSpanProcessor | None = None
+        self.outcome = RunOutcome()
         self.locator = json.dumps([str(self.dir), str(replay) if replay is not None else None])
         self._init_state()
         self._buffer = buffer
@@ -163,6 +184,9 @@ class Run:
         self._clock_of: dict[str, tuple[int, Any]] = {}
         self._agent_clock: dict[str, int] = {}
         self._max_clock = 0
+        self._floor = 0
+        self.round: int | None = None
+        """The simulation round now running (transcript lines carry it), if any."""
 
     @property
     def replaying(self) -> bool:
@@ -286,18 +310,72 @@ class Run:
             if speaker is None:
                 clock = self._max_clock + 1
             else:
-                clock = self._agent_clock.get(speaker, 0) + 1
+                clock = max(self._agent_clock.get(speaker, 0), self._floor) + 1
                 self._agent_clock[speaker] = clock
             self._clock_of[msg_id] = (clock, _forget(self._clock_of, msg_id, msg))
             self._max_clock = max(self._max_clock, clock)
             name = str(entry.get("name", ""))
             seq = self._seen.get(name, 0)
             self._seen[name] = seq + 1
+            if self.round is not None:
+                entry = {"round": self.round, **entry}
             line = _said_json({"clock": clock, **entry})
             self._add_line((clock, name, seq), line)
 
     def _add_line(self, key: tuple[int, str, int], line: str) -> None:
         self._transcript.add(key, line)
+
+    # -- rounds (simulations: see agentplex.sim) ------------------------------------------
+
+    def begin_round(self, number: int) -> None:
+        """Round ``number`` starts: what is said from now on carries it and comes after
+        everything said before (each speaker's clock starts past the run's highest)."""
+        with self._lock:
+            self.round = number
+            self._floor = self._max_clock
+
+    def clock_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the transcript's clocks and the totals, so that a
+        run resumed from it goes on exactly as the original did."""
+        with self._lock:
+            return {"max": self._max_clock, "floor": self._floor,
+                    "agents": dict(self._agent_clock), "seen": dict(self._seen),
+                    "totals": [self.model_calls, self.input_tokens, self.output_tokens,
+                               self.tool_calls], "models": list(self.models.values())}
+
+    def restore_clock_state(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`clock_state` returned."""
+        with self._lock:
+            self._max_clock = int(state["max"])
+            self._floor = int(state["floor"])
+            self._agent_clock = {str(k): int(v) for k, v in state["agents"].items()}
+            self._seen = {str(k): int(v) for k, v in state["seen"].items()}
+            (self.model_calls, self.input_tokens, self.output_tokens,
+             self.tool_calls) = (int(v) for v in state["totals"])
+        for m in state.get("models", ()):
+            self.model_used(m["provider"], m["model"])
+
+    def adopt_transcript(self, lines: Any) -> None:
+        """Add ``(key, line)`` pairs another run wrote (see :func:`transcript_until`)."""
+        with self._lock:
+            for key, line in lines:
+                self._transcript.add(key, line)
+
+    def sync(self) -> None:
+        """Put everything said so far on disk (the transcript's buffer as a sorted chunk,
+        the recording), so a process killed from now on loses none of it."""
+        with self._lock:
+            self._transcript.spill()
+            if self._recording_file is not None and self._recording:
+                self._recording_file.write("\n".join(self._recording) + "\n")
+                self._recording_file.flush()
+                self._recording = []
+
+    def write_manifest(self) -> None:
+        """Write ``manifest.json`` as things stand (atomically)."""
+        tmp = self.dir / ".manifest.json.tmp"
+        tmp.write_text(json.dumps(self.manifest(), indent=2, default=str) + "\n")
+        os.replace(tmp, self.dir / "manifest.json")
 
     def transcript(self) -> list[dict[str, Any]]:
         """Every message of a finished run, in causal (Lamport) order, ties broken by
@@ -335,6 +413,7 @@ class Run:
                 "messages": self.messages,
                 **cost_totals(self.ledger),
             },
+            **self.outcome.model_dump(),
         }
 
     def write(self) -> None:
@@ -348,8 +427,7 @@ class Run:
                 self._recording_file.close()
                 self._recording_file = None
             self._recording = []
-        (self.dir / "manifest.json").write_text(json.dumps(self.manifest(), indent=2,
-                                                           default=str) + "\n")
+        self.write_manifest()
 
 
     def _merge_parts(self) -> None:
@@ -416,6 +494,7 @@ class RunPart(Run):
         self.dir = Path(run_dir)
         self.replay_of = Path(replay) if replay is not None else None
         self.spans = None
+        self.outcome = RunOutcome()
         self._init_state()
         if self.replay_of is not None:
             self._replay = load_recording(self.replay_of)
@@ -520,6 +599,8 @@ def outgoing_run(headers: dict[str, str], actor: str | None) -> None:
     if run is not None:
         headers[_RUN_HEADER] = run.locator
         headers[_CLOCK_HEADER] = str(run.clock(actor))
+        if run.round is not None:
+            headers[_ROUND_HEADER] = str(run.round)
 
 
 def answer_headers(actor: str | None) -> dict[str, str] | None:
@@ -555,12 +636,38 @@ def join_run(headers: Mapping[str, str], context: otel_context.Context
     if run is None or (run.locator != locator and isinstance(run, RunPart)):
         if run is not None:
             run.write()
-        _active = RunPart(locator)
+        run = _active = RunPart(locator)
+    number = headers.get(_ROUND_HEADER)
+    if number is not None and number.isdigit():
+        run.round = int(number)
     try:
         clock = int(headers.get(_CLOCK_HEADER, "0"))
     except ValueError:
         return context
     return otel_context.set_value(_CLOCK_KEY, clock, context)
+
+
+def transcript_until(run_dir: Path, clock: int) -> Iterator[tuple[tuple[int, str, int], str]]:
+    """The transcript lines of the run in ``run_dir`` up to causal clock ``clock``, as
+    ``(key, line)`` pairs in order: from its ``transcript.jsonl`` if it finished, else from
+    the sorted chunks its process left on disk (see :meth:`Run.sync`)."""
+    path = run_dir / "transcript.jsonl"
+    if not path.exists():
+        for key, line in read_chunks(path):
+            if key[0] > clock:
+                return
+            yield key, line
+        return
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            entry = json.loads(line)
+            if int(entry["clock"]) > clock:
+                return
+            name = str(entry.get("name", ""))
+            seq = seen.get(name, 0)
+            seen[name] = seq + 1
+            yield (int(entry["clock"]), name, seq), line.rstrip("\n")
 
 
 def load_recording(run_dir: Path) -> dict[str, list[Any]]:
@@ -727,6 +834,14 @@ async def experiment(
     token = otel_context.attach(trace.set_span_in_context(current))
     try:
         yield run
+        run.outcome.status = "completed"
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        run.outcome.status = "interrupted"
+        raise
+    except BaseException as exc:
+        run.outcome.status = "failed"
+        run.outcome.error = f"{type(exc).__name__}: {exc}"[:500]
+        raise
     finally:
         otel_context.detach(token)
         span.end()

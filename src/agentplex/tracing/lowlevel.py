@@ -22,6 +22,7 @@ from ._run import (
     request_json,
     request_key,
     transcribe,
+    transcript_until,
 )
 from ._spans import (
     agent_span,
@@ -34,6 +35,7 @@ from ._spans import (
     receive_context,
     send_headers,
     set_current_actor,
+    sim_span,
     start_chat_span,
     tool_span,
     use_context,
@@ -69,10 +71,12 @@ __all__ = [
     "round_to_headers",
     "send_headers",
     "set_current_actor",
+    "sim_span",
     "span_to_dict",
     "start_chat_span",
     "tool_span",
     "transcribe",
+    "transcript_until",
     "use_context",
     "use_span",
     "would_record",

@@ -24,9 +24,12 @@ __all__ = ["LocalNodes"]
 class LocalNodes:
     """A head and ``count`` node processes of ``agentplex`` on this machine."""
 
-    def __init__(self, logs: Path, *, allow: list[str], grace: float = 10.0) -> None:
+    def __init__(self, logs: Path, *, allow: list[str], grace: float = 10.0,
+                 env: dict[str, str] | None = None) -> None:
         self.logs = logs
         self.allow = allow
+        self.env = env or {}
+        """Environment variables set for every process (beside this process's own)."""
         self.grace = grace
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.endpoint = ""
@@ -38,7 +41,7 @@ class LocalNodes:
 
     def _start(self, name: str, *args: str) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         with (self.logs / f"{name}.log").open("w") as log:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "agentplex", *args], env=env, stdout=log,

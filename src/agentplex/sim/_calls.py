@@ -1,0 +1,93 @@
+"""How the driver reaches many agents at once: one function each for asking (a shared
+message, or one message per agent) and telling, so that a better transport call replaces
+one line here."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from ..runtime import ActorRef, Runtime
+
+__all__ = ["WINDOW", "ask_each", "ask_all", "states_of", "load_states", "tell_all"]
+
+WINDOW = 50_000
+"""Agents asked per fan-out (bounds the driver's memory on a big round)."""
+
+Target = str | ActorRef
+
+
+def _name(ref: Target) -> str:
+    return ref.name if isinstance(ref, ActorRef) else ref
+
+
+async def ask_all(rt: Runtime, refs: Sequence[Target], message: Any, timeout: float
+                  ) -> list[Any]:
+    """Every agent of ``refs`` asked ``message`` (one frame per node per window); replies
+    or exceptions, in ``refs`` order."""
+    out: list[Any] = []
+    for i in range(0, len(refs), WINDOW):
+        out.extend(await rt.call_many(refs[i:i + WINDOW], message, timeout=timeout,
+                                      return_exceptions=True))
+    return out
+
+
+async def ask_each(rt: Runtime, refs: Sequence[Target], messages: Sequence[Any],
+                   timeout: float) -> list[Any]:
+    """Agent ``refs[i]`` asked ``messages[i]``; replies or exceptions, in ``refs`` order.
+
+    Until the runtime carries one message per target in a fan-out, agents that share a
+    message (the same object) are asked together, and the rest one call each."""
+    if len(refs) != len(messages):
+        raise ValueError(f"{len(messages)} messages for {len(refs)} agents")
+    groups: dict[int, list[int]] = {}
+    for i, m in enumerate(messages):
+        groups.setdefault(id(m), []).append(i)
+    out: list[Any] = [None] * len(refs)
+
+    async def one(indices: list[int]) -> None:
+        got = await ask_all(rt, [refs[i] for i in indices], messages[indices[0]], timeout)
+        for i, value in zip(indices, got, strict=True):
+            out[i] = value
+
+    shared = [ix for ix in groups.values() if len(ix) > 1]
+    single = [ix[0] for ix in groups.values() if len(ix) == 1]
+    for ix in shared:
+        await one(ix)
+    for j in range(0, len(single), WINDOW):
+        chunk = single[j:j + WINDOW]
+        got = await asyncio.gather(*(rt.ref(_name(refs[i])).call(messages[i], timeout=timeout)
+                                     for i in chunk), return_exceptions=True)
+        for i, value in zip(chunk, got, strict=True):
+            out[i] = value
+    return out
+
+
+async def tell_all(rt: Runtime, refs: Sequence[Target], message: Any, timeout: float
+                   ) -> list[BaseException | None]:
+    """``message`` told to every agent of ``refs`` (their ``observe``); failures in order."""
+    out: list[BaseException | None] = []
+    for i in range(0, len(refs), WINDOW):
+        got = await asyncio.gather(*(rt.ref(_name(r)).tell(message, timeout=timeout)
+                                     for r in refs[i:i + WINDOW]), return_exceptions=True)
+        out.extend(v if isinstance(v, BaseException) else None for v in got)
+    return out
+
+
+async def states_of(rt: Runtime, refs: Sequence[Target], timeout: float) -> list[Any]:
+    """Each agent's ``state_dict()``, in mailbox order, wherever it runs."""
+    out: list[Any] = []
+    for i in range(0, len(refs), WINDOW):
+        out.extend(await asyncio.gather(*(rt.state_of(r, timeout=timeout)
+                                          for r in refs[i:i + WINDOW])))
+    return out
+
+
+async def load_states(rt: Runtime, refs: Sequence[Target], states: Sequence[Any],
+                      timeout: float) -> None:
+    """``load_state_dict(states[i])`` on agent ``refs[i]``, wherever it runs."""
+    for i in range(0, len(refs), WINDOW):
+        await asyncio.gather(*(rt.load_state(r, s, timeout=timeout)
+                               for r, s in zip(refs[i:i + WINDOW], states[i:i + WINDOW],
+                                               strict=True)))

@@ -1,0 +1,138 @@
+"""Where a run's agents live: in this process, on node processes started on this machine
+(``--nodes K``), or on a running cluster (``--address``). :func:`placement` is the one
+place that knows; everything else talks to the agents through the runtime it yields."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..runtime import Actor, ActorRef, Runtime
+from ._errors import ScenarioError
+
+__all__ = ["Placement", "node_allow_list", "placement", "start_local_nodes"]
+
+
+@dataclass
+class Placement:
+    """Agents' home for one run: the driver's runtime and how to spawn a batch there."""
+
+    runtime: Runtime
+    where: str
+    spawn: Callable[[type[Actor], Sequence[str], Sequence[dict[str, Any]]],
+                    Any] = field(repr=False)
+    nodes: Any = None
+    """The node processes started for the run (``LocalNodes``), if any."""
+
+
+def node_allow_list(agent: type[Actor], extra: Sequence[str] = ()) -> list[str]:
+    """The modules nodes may import for a run: the agent class's, and ``extra``."""
+    return sorted({agent.__module__, *extra})
+
+
+def _node_env(agent: type[Actor]) -> dict[str, str]:
+    """What node processes need to import the agent's module: the folders it was found
+    in (a scenario loaded from a file sits in its own folder) ahead of their path."""
+    module = sys.modules.get(agent.__module__)
+    folders: list[str] = []
+    path = getattr(module, "__file__", None)
+    if path is not None and agent.__module__.count(".") == 0:
+        folders.append(str(Path(path).resolve().parent))
+    current = os.environ.get("PYTHONPATH", "")
+    return {"PYTHONPATH": os.pathsep.join([*folders, *([current] if current else [])])} \
+        if folders else {}
+
+
+async def start_local_nodes(count: int, logs: Path, agent: type[Actor], *,
+                            heartbeat: float, extra_allow: Sequence[str] = ()) -> Any:
+    """Start a head and ``count`` node processes on this machine that may import
+    ``agent``'s module (and ``extra_allow``): the ``LocalNodes``, started; its
+    ``endpoint`` is the head's. The one function that launches a run's nodes."""
+    from ._nodes import LocalNodes
+
+    local = LocalNodes(logs, allow=node_allow_list(agent, extra_allow), env=_node_env(agent))
+    try:
+        await local.start(count, heartbeat=heartbeat)
+    except BaseException:
+        local.close()
+        raise
+    return local
+
+
+def _positional(cls: type[Actor], kwargs: dict[str, Any]) -> list[Any]:
+    """``kwargs`` as ``cls``'s positional arguments (defaults filled in): what a batch
+    spawned on nodes carries per agent."""
+    try:
+        bound = inspect.signature(cls).bind(**kwargs)
+    except TypeError as exc:
+        raise ScenarioError(f"{cls.__name__}({', '.join(kwargs)}): {exc}") from None
+    bound.apply_defaults()
+    if bound.kwargs:
+        raise ScenarioError(f"{cls.__name__} takes keyword-only arguments "
+                            f"({', '.join(bound.kwargs)}), which agents on nodes cannot get "
+                            "one by one")
+    return list(bound.args)
+
+
+@asynccontextmanager
+async def placement(*, nodes: int, address: str | None, agent: type[Actor],
+                    runs_dir: Path, timeout: float, bus_options: dict[str, Any] | None = None,
+                    log: Callable[[str], None] = lambda _: None) -> AsyncIterator[Placement]:
+    """The runtime the run's driver uses, and how agents are spawned. Leaving it stops the
+    agents it spawned (and the node processes it started)."""
+    if nodes == 0 and address is None:
+        async with Runtime(default_timeout=timeout) as rt:
+            async def spawn_here(cls: type[Actor], names: Sequence[str],
+                                 args: Sequence[dict[str, Any]]) -> list[ActorRef]:
+                await rt.spawn_many([cls(**kw) for kw in args], names)
+                return [rt.ref(n) for n in names]
+
+            yield Placement(rt, "this process", spawn_here)
+        return
+
+    from ..bus import connect
+    from ..cluster import ClusterClient, Resources
+
+    async with AsyncExitStack() as stack:
+        endpoint = address
+        local = None
+        heartbeat = max(60.0, timeout)
+        if endpoint is None:
+            began = time.perf_counter()
+            local = await start_local_nodes(nodes, runs_dir / ".nodes", agent,
+                                            heartbeat=heartbeat)
+            stack.callback(local.close)
+            endpoint = local.endpoint
+            log(f"head and {nodes} nodes up in {time.perf_counter() - began:.1f}s "
+                f"(logs in {local.logs})")
+        rt = await stack.enter_async_context(
+            connect(endpoint, heartbeat_timeout=heartbeat, **(bus_options or {})))
+        batches: list[Sequence[str]] = []
+
+        async def spawn_nodes(cls: type[Actor], names: Sequence[str],
+                              args: Sequence[dict[str, Any]]) -> Sequence[ActorRef]:
+            client = ClusterClient(rt, timeout=max(120.0, len(names) / 5_000))
+            refs = await client.spawn_many(cls, [_positional(cls, kw) for kw in args],
+                                           names=list(names), placement="spread",
+                                           resources=Resources(cpus=0))
+            batches.append(refs.names)
+            return refs
+
+        async def stop_batches() -> None:
+            client = ClusterClient(rt)
+            for batch in reversed(batches):
+                try:
+                    await client.stop_batch(batch)
+                except Exception as exc:  # the run is over either way
+                    log(f"could not stop a batch of {len(batch)} agents: {exc}")
+
+        if address is not None:  # a cluster we joined: leave it as we found it
+            stack.push_async_callback(stop_batches)
+        yield Placement(rt, address or f"{nodes} node processes", spawn_nodes, local)

@@ -1,0 +1,35 @@
+"""Plumbing of ``agentplex.sim``: how the driver reaches many agents, where they are
+placed, the node processes a run starts, and what it writes."""
+
+from ._calls import ask_all, ask_each, load_states, states_of, tell_all
+from ._errors import NodesFailed
+from ._nodes import LocalNodes
+from ._place import Placement, node_allow_list, placement, start_local_nodes
+from ._runner import fork_options, resume_options
+from ._scenario import parse_sets, resolve_class, takes_name
+from ._sim import round_rng
+from ._store import Checkpoint, SurveyTables, checkpoint_at, write_table
+
+__all__ = [
+    "Checkpoint",
+    "LocalNodes",
+    "NodesFailed",
+    "Placement",
+    "SurveyTables",
+    "ask_all",
+    "ask_each",
+    "checkpoint_at",
+    "fork_options",
+    "load_states",
+    "node_allow_list",
+    "parse_sets",
+    "placement",
+    "resolve_class",
+    "resume_options",
+    "round_rng",
+    "start_local_nodes",
+    "states_of",
+    "takes_name",
+    "tell_all",
+    "write_table",
+]
