@@ -1,0 +1,113 @@
+"""A scenario run in this process: rounds, metrics per round, the transcript's rounds and
+the operator's messages, the manifest's status and counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from agentplex.sim import RunOptions, ScenarioError, load_scenario, run_scenario
+from agentplex.sim.lowlevel import parse_sets
+from agentplex.sim.scenarios.opinion import Opinion
+
+TALLY = str(Path(__file__).parents[1] / "support" / "sim_scenario.py") + ":Tally"
+OPINION = "agentplex.sim.scenarios.opinion:Opinion"
+
+pytestmark = pytest.mark.anyio
+
+
+def options(tmp_path: Path, **kw: object) -> RunOptions:
+    base: dict[str, object] = {"scenario": TALLY, "agents": 5, "rounds": 3, "seed": 1,
+                               "runs_dir": tmp_path}
+    return RunOptions(**{**base, **kw})  # type: ignore[arg-type]
+
+
+async def test_metrics_land_in_parquet_one_row_per_round(tmp_path: Path) -> None:
+    printed: list[dict[str, object]] = []
+    result = await run_scenario(options(tmp_path), on_round=printed.append)
+    rows = pq.read_table(result.dir / "metrics.parquet").to_pylist()
+    assert [r["round"] for r in rows] == [1, 2, 3] and rows == printed == result.metrics
+    assert pq.read_table(result.dir / "metrics.parquet").column_names == [
+        "round", "total", "answered", "heard"]
+    assert all(r["answered"] == 5 for r in rows)
+    # the totals grow by what the agents were told: start values 0..4 plus the numbers
+    assert rows[0]["total"] >= sum(range(5)) and rows[2]["total"] > rows[0]["total"]
+    manifest = json.loads((result.dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and manifest["timeouts"] == 0
+    assert manifest["errors"] == 0 and manifest["config"]["scenario"] == TALLY
+
+
+async def test_transcript_lines_carry_their_round_and_the_operators_messages(
+        tmp_path: Path) -> None:
+    result = await run_scenario(options(tmp_path))
+    lines = [json.loads(x) for x in (result.dir / "transcript.jsonl").read_text().splitlines()]
+    assert [line["round"] for line in lines] == sorted(line["round"] for line in lines)
+    operator = [x for x in lines if x["name"] == "operator"]
+    agents = [x for x in lines if x["name"].startswith("counter-")]
+    assert len(operator) == len(agents) == 5 * 3
+    assert {x["round"] for x in operator} == {1, 2, 3}
+
+
+async def test_the_same_seed_gives_the_same_metrics_and_another_seed_others(
+        tmp_path: Path) -> None:
+    a = await run_scenario(options(tmp_path / "a"))
+    b = await run_scenario(options(tmp_path / "b"))
+    c = await run_scenario(options(tmp_path / "c", seed=2))
+    assert a.metrics == b.metrics != c.metrics
+    assert (a.dir / "transcript.jsonl").read_bytes() == (b.dir / "transcript.jsonl").read_bytes()
+
+
+async def test_agents_errors_are_counted_and_the_run_goes_on(tmp_path: Path) -> None:
+    result = await run_scenario(options(tmp_path, params={"fail": "counter-3"}))
+    assert [r["answered"] for r in result.metrics] == [4, 4, 4] and result.errors == 3
+    manifest = json.loads((result.dir / "manifest.json").read_text())
+    assert manifest["errors"] == 3 and manifest["status"] == "completed"
+
+
+async def test_a_step_that_raises_marks_the_run_failed(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="bad parameters"):
+        await run_scenario(options(tmp_path, params={"scale": "many"}))
+    assert not list(tmp_path.glob("*/manifest.json"))  # refused before anything ran
+    with pytest.raises(ZeroDivisionError):
+        await run_scenario(RunOptions(scenario=f"{__name__}:Broken", agents=2, rounds=2,
+                                      runs_dir=tmp_path))
+    manifest = json.loads(next(tmp_path.glob("*/manifest.json")).read_text())
+    assert manifest["status"] == "failed" and "ZeroDivisionError" in manifest["error"]
+
+
+async def test_opinion_scenario_converges_when_voters_listen_widely(tmp_path: Path) -> None:
+    narrow = await run_scenario(RunOptions(scenario=OPINION, agents=300, rounds=10, seed=3,
+                                           params={"eps": 0.1}, runs_dir=tmp_path))
+    wide = await run_scenario(RunOptions(scenario=OPINION, agents=300, rounds=10, seed=3,
+                                         params={"eps": 0.5}, runs_dir=tmp_path))
+    assert wide.metrics[-1]["spread"] < 0.5 * wide.metrics[0]["spread"]
+    assert narrow.metrics[-1]["spread"] > 0.8 * narrow.metrics[0]["spread"]
+
+
+def test_scenarios_load_from_a_file_or_a_module_and_bad_ones_are_refused() -> None:
+    assert load_scenario(TALLY).__name__ == "Tally"
+    assert load_scenario(OPINION) is Opinion
+    for bad in ("nocolon", "no/such/file.py:X", "agentplex.sim:Nothing",
+                "agentplex.sim:Sim", "no_such_module_xyz:X"):
+        with pytest.raises(ScenarioError):
+            load_scenario(bad)
+    assert parse_sets(["eps=0.3", "name=abc", "flag=true"]) == {
+        "eps": 0.3, "name": "abc", "flag": True}
+    with pytest.raises(ValueError, match="key=value"):
+        parse_sets(["eps"])
+
+
+from agentplex.sim import Scenario, Sim  # noqa: E402 - the scenario the failing test runs
+from tests.support.sim_scenario import Counter  # noqa: E402
+
+
+class Broken(Scenario):
+    agent = Counter
+
+    async def step(self, sim: Sim) -> None:
+        if sim.round == 2:
+            raise ZeroDivisionError("the step's own error")
+        await sim.call_many(sim.agents, sim.say("add", add=1))
