@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -19,10 +20,14 @@ OPINION = "agentplex.sim.scenarios.opinion:Opinion"
 pytestmark = pytest.mark.anyio
 
 
+def manifests(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in folder.glob("*/manifest.json")]
+
+
 def options(tmp_path: Path, **kw: object) -> RunOptions:
     base: dict[str, object] = {"scenario": TALLY, "agents": 5, "rounds": 3, "seed": 1,
                                "runs_dir": tmp_path}
-    return RunOptions(**{**base, **kw})  # type: ignore[arg-type]
+    return RunOptions(**{**base, **kw})
 
 
 async def test_metrics_land_in_parquet_one_row_per_round(tmp_path: Path) -> None:
@@ -70,11 +75,11 @@ async def test_agents_errors_are_counted_and_the_run_goes_on(tmp_path: Path) -> 
 async def test_a_step_that_raises_marks_the_run_failed(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="bad parameters"):
         await run_scenario(options(tmp_path, params={"scale": "many"}))
-    assert not list(tmp_path.glob("*/manifest.json"))  # refused before anything ran
+    assert not manifests(tmp_path)  # refused before anything ran
     with pytest.raises(ZeroDivisionError):
         await run_scenario(RunOptions(scenario=f"{__name__}:Broken", agents=2, rounds=2,
                                       runs_dir=tmp_path))
-    manifest = json.loads(next(tmp_path.glob("*/manifest.json")).read_text())
+    (manifest,) = manifests(tmp_path)
     assert manifest["status"] == "failed" and "ZeroDivisionError" in manifest["error"]
 
 

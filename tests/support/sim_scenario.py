@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -45,7 +45,7 @@ class Tally(Scenario):
 
     agent = Counter
     name_prefix = "counter-"
-    groups = {"firsts": [0, 1]}
+    groups: ClassVar[dict[str, list[int]]] = {"firsts": [0, 1]}
 
     class Params(BaseModel):
         scale: int = 1

@@ -138,7 +138,10 @@ def _read(path: Path) -> Mapping[str, Any]:
                 import yaml
             except ImportError:
                 raise PlanError("a YAML plan needs PyYAML (pip install pyyaml)") from None
-            loaded = yaml.safe_load(text)
+            try:
+                loaded = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise PlanError(f"cannot parse {path}: {exc}") from None
         elif path.suffix == ".json":
             loaded = json.loads(text)
         else:

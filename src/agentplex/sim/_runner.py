@@ -4,6 +4,7 @@ record metrics, write checkpoints; resume and fork from them."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -231,7 +232,9 @@ async def _survey(sim: Sim, survey: Survey, groups: dict[str, Sequence[int]], k:
     with sim_span("survey", **{"agentplex.sim.round": sim.round,
                                "agentplex.sim.target": survey.to,
                                "agentplex.sim.asked": len(refs)}):
-        before = None if survey.memory else await states_of(sim.runtime, refs, sim.timeout)
+        # a copy: an agent in this process hands out its live lists and dicts
+        before = None if survey.memory else \
+            copy.deepcopy(await states_of(sim.runtime, refs, sim.timeout))
         question = Msg(OPERATOR, survey.question, "user",
                        metadata={"survey": survey.to, "memory": survey.memory})
         got = await sim.call_many(refs, question)
