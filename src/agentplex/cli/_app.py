@@ -23,7 +23,7 @@ from ._serve import serve
 
 if TYPE_CHECKING:
     from ..runtime import Runtime
-    from ._crowd import CrowdResult, DemoOptions
+    from ..sim.scenarios._crowd import CrowdResult, DemoOptions
 
 app = typer.Typer(help="agentplex: an async actor-based multi-agent runtime.",
                   no_args_is_help=True, add_completion=False)
@@ -99,7 +99,7 @@ def demo(
     from ..cluster import NodeFailed, Unschedulable
     from ..runtime import ActorError
     from ..sim.lowlevel import NodesFailed
-    from ._crowd import DemoOptions
+    from ..sim.scenarios._crowd import DemoOptions
     from ._serve import parse_options
 
     options = DemoOptions(
@@ -145,7 +145,7 @@ def _model_defaults(spec: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_model(console: Console, spec: str, seed: int, options: dict[str, Any]) -> object:
-    from ._demo import scripted_players_model
+    from ..sim.scenarios._game import scripted_players_model
     from ._serve import load_chat_model, quiet_transformers
 
     loading = time.perf_counter()
@@ -164,7 +164,7 @@ async def _demo(o: DemoOptions) -> None:
     from ..orchestration import stream_printing_messages
     from ..runtime import Runtime
     from ..tracing import experiment
-    from ._demo import GameResult, GameStats, make_players, play
+    from ..sim.scenarios._game import GameResult, GameStats, make_players, play
 
     console = Console()
     console.print(f"[bold]agentplex demo[/]: {o.agents} players, {o.rounds} "
@@ -209,7 +209,7 @@ async def _demo_across_nodes(o: DemoOptions, bus_options: dict[str, Any]) -> Non
     from ..cluster import ClusterClient
     from ..sim.lowlevel import LocalNodes
     from ..tracing import experiment
-    from ._crowd import place_players
+    from ..sim.scenarios._crowd import place_players
 
     console = Console()
     where = o.address or f"{o.nodes} node processes on this machine"
@@ -220,7 +220,7 @@ async def _demo_across_nodes(o: DemoOptions, bus_options: dict[str, Any]) -> Non
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    local = LocalNodes(o.runs_dir / ".nodes", allow=["agentplex.cli._crowd"])
+    local = LocalNodes(o.runs_dir / ".nodes", allow=["agentplex.sim.scenarios._crowd"])
     try:
         async with experiment("demo", seed=o.seed, config=o.config(), runs_dir=o.runs_dir,
                               replay=o.replay, sampling=o.sample) as record:
@@ -260,8 +260,8 @@ async def _demo_across_nodes(o: DemoOptions, bus_options: dict[str, Any]) -> Non
 
 async def _play_with_progress(console: Console, rt: Runtime, names: Sequence[str],
                               o: DemoOptions) -> CrowdResult:
-    from ._crowd import play_crowd
-    from ._demo import DEFAULT_SPEAKERS
+    from ..sim.scenarios._crowd import play_crowd
+    from ..sim.scenarios._game import DEFAULT_SPEAKERS
 
     progress = Progress(
         TextColumn("round {task.fields[round]}"), BarColumn(),
@@ -285,7 +285,7 @@ async def _play_with_progress(console: Console, rt: Runtime, names: Sequence[str
 
 
 def _summary(console: Console, result: object, agents: int, run_dir: Path) -> None:
-    from ._demo import GameResult
+    from ..sim.scenarios._game import GameResult
 
     assert isinstance(result, GameResult)
     for r in result.rounds:

@@ -22,14 +22,34 @@ def _name(ref: Target) -> str:
     return ref.name if isinstance(ref, ActorRef) else ref
 
 
+IN_FLIGHT = 2
+"""Windows of one fan-out in flight at once (the nodes answer one while the next travels)."""
+
+
 async def ask_all(rt: Runtime, refs: Sequence[Target], message: Any, timeout: float
                   ) -> list[Any]:
-    """Every agent of ``refs`` asked ``message`` (one frame per node per window); replies
-    or exceptions, in ``refs`` order."""
-    out: list[Any] = []
-    for i in range(0, len(refs), WINDOW):
-        out.extend(await rt.call_many(refs[i:i + WINDOW], message, timeout=timeout,
-                                      return_exceptions=True))
+    """Every agent of ``refs`` asked ``message``; replies or exceptions, in ``refs`` order.
+
+    :data:`WINDOW` agents per :meth:`Runtime.call_many` (one frame per node), and
+    :data:`IN_FLIGHT` windows at once; each window takes every k-th agent, so that every
+    node has its share of each (agents are placed in ranges: a window of neighbours would
+    keep one node busy)."""
+    n = len(refs)
+    if n <= WINDOW:
+        return await rt.call_many(refs, message, timeout=timeout, return_exceptions=True)
+    windows = -(-n // WINDOW)
+    out: list[Any] = [None] * n
+    todo = iter(range(windows))
+
+    async def asker() -> None:
+        for j in todo:
+            indices = range(j, n, windows)
+            got = await rt.call_many([refs[i] for i in indices], message, timeout=timeout,
+                                     return_exceptions=True)
+            for i, value in zip(indices, got, strict=True):
+                out[i] = value
+
+    await asyncio.gather(*(asker() for _ in range(min(IN_FLIGHT, windows))))
     return out
 
 

@@ -83,7 +83,7 @@ def _positional(cls: type[Actor], kwargs: dict[str, Any]) -> list[Any]:
 
 @asynccontextmanager
 async def placement(*, nodes: int, address: str | None, agent: type[Actor],
-                    runs_dir: Path, timeout: float, bus_options: dict[str, Any] | None = None,
+                    logs: Path, timeout: float, bus_options: dict[str, Any] | None = None,
                     log: Callable[[str], None] = lambda _: None) -> AsyncIterator[Placement]:
     """The runtime the run's driver uses, and how agents are spawned. Leaving it stops the
     agents it spawned (and the node processes it started)."""
@@ -106,7 +106,7 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
         heartbeat = max(60.0, timeout)
         if endpoint is None:
             began = time.perf_counter()
-            local = await start_local_nodes(nodes, runs_dir / ".nodes", agent,
+            local = await start_local_nodes(nodes, logs, agent,
                                             heartbeat=heartbeat)
             stack.callback(local.close)
             endpoint = local.endpoint

@@ -147,7 +147,7 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
         surveys = SurveyTables(run.dir)
         try:
             async with placement(nodes=options.nodes, address=options.address,
-                                 agent=agent_cls, runs_dir=options.runs_dir,
+                                 agent=agent_cls, logs=run.dir / "nodes",
                                  timeout=options.timeout, bus_options=bus_options,
                                  log=log) as home:
                 log(f"{cls.__name__}: {options.agents:,} agents in {home.where}")
@@ -158,6 +158,7 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                     refs.extend(await home.spawn(agent_cls, window, args))
                 sim = Sim(home.runtime, refs, seed=options.seed, params=params,
                           timeout=options.timeout)
+                await scenario.start(sim)
                 if start.checkpoint is None:
                     await scenario.setup(sim)
                 else:

@@ -72,6 +72,10 @@ class Scenario:
     async def setup(self, sim: Sim) -> None:
         """Before round 1 (not again on a resume or fork): fill ``sim.state``."""
 
+    async def start(self, sim: Sim) -> None:
+        """Once the agents stand, on every start (fresh, resumed or forked): what the run
+        needs beside its agents and its state (model actors, say)."""
+
     async def step(self, sim: Sim) -> None:
         """One round: ask agents (``sim.call_many``), update ``sim.state``, and record
         the round's metrics (``sim.record``)."""

@@ -92,6 +92,12 @@ class Sim:
         """A message from the operator (what ``call_many`` or ``tell_many`` then send)."""
         return Msg(OPERATOR, text, "user", metadata=metadata or None)
 
+    def note(self, text: str, **metadata: Any) -> Msg:
+        """An operator's message for the transcript only (a round's outcome, say)."""
+        msg = self.say(text, **metadata)
+        transcribe(msg, None)
+        return msg
+
     def record(self, **values: Any) -> None:
         """This round's metrics (numbers or short strings): one row per round, one
         column per name, in ``metrics.parquet``. Calling it again adds or replaces names."""

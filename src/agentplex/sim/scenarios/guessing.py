@@ -1,0 +1,75 @@
+"""The guessing game ("guess two thirds of the average") as a scenario: what ``agentplex
+demo`` plays, written against ``agentplex.sim`` as a user would.
+
+Every player is a :class:`~agentplex.sim.scenarios._crowd.CrowdPlayer`; each round they
+are all asked at once, with the previous round's outcome in the question (so nothing else
+has to reach a million players between rounds). With ``--set model=scripted`` (default)
+each player's answers come from a seeded stand-in model in its own process; with another
+model (``--set model=transformers:default``) ``replicas`` model actors serve all players.
+
+    agentplex run agentplex.sim.scenarios.guessing:Guessing --agents 1000 --rounds 3
+    agentplex run agentplex.sim.scenarios.guessing:Guessing --agents 100000 --nodes 2
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agentplex import Msg
+from agentplex.sim import Scenario, Sim
+
+from ._crowd import MODEL_PREFIX, PLAYER_PREFIX, Answers, CrowdPlayer, GameModelActor
+
+__all__ = ["Guessing"]
+
+_NO_GUESS = 255
+
+
+class Guessing(Scenario):
+    """Two thirds of the average: metrics per round are how many answered, the mean guess,
+    the target, how many won and the tokens the model wrote."""
+
+    agent = CrowdPlayer
+    name_prefix = PLAYER_PREFIX
+
+    class Params(BaseModel):
+        model: str = Field("scripted", description="init_chat_model string, or scripted")
+        replicas: int = Field(1, ge=1, description="model actors (not scripted)")
+        max_tokens: int = Field(48, ge=1)
+
+    def agent_args(self, index: int) -> dict[str, Any]:
+        p = self.params
+        return {"seed": self.seed, "model": p.model, "replicas": p.replicas,
+                "max_tokens": p.max_tokens}
+
+    async def start(self, sim: Sim) -> None:
+        if self.params.model != "scripted":  # the replicas live with the driver
+            for i in range(self.params.replicas):
+                await sim.runtime.spawn(GameModelActor(self.params.model),
+                                        f"{MODEL_PREFIX}{i}")
+
+    async def setup(self, sim: Sim) -> None:
+        sim.state["outcome"] = ""
+
+    async def step(self, sim: Sim) -> None:
+        outcome = sim.state["outcome"]
+        question = Msg("host", f"{outcome} Round {sim.round}: make your guess.".strip(),
+                       "user", metadata={"mode": "guess"})
+        replies = await sim.call_many(sim.agents, question)
+        names = [ref.name for ref in sim.agents]
+        answers = Answers(bytearray([_NO_GUESS]) * len(names))
+        for i, (name, value) in enumerate(zip(names, replies, strict=True)):
+            answers.take(i, name, value)
+        del replies
+        target, winners = answers.winners(names)
+        mean = answers.total / max(1, answers.answered)
+        shown = ", ".join(winners[:5]) + (f" and {len(winners) - 5} more"
+                                          if len(winners) > 5 else "")
+        outcome = (f"Round {sim.round}: {answers.answered} players guessed; the mean was "
+                   f"{mean:.2f}, two thirds of it {target:.1f}; winner: {shown}.")
+        sim.state["outcome"] = outcome
+        sim.note(outcome)
+        sim.record(answered=answers.answered, mean=round(mean, 4), target=round(target, 2),
+                   winners=len(winners), tokens_out=answers.tokens_out)

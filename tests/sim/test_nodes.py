@@ -1,0 +1,50 @@
+"""The same scenario on node processes: nodes import the scenario's own file, and the
+same seed gives the same metrics as in one process (checkpoints and forks included)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+TALLY = str(Path(__file__).parents[1] / "support" / "sim_scenario.py") + ":Tally"
+OPINION = "agentplex.sim.scenarios.opinion:Opinion"
+
+
+def agentplex(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agentplex", *args], capture_output=True,
+                          text=True, timeout=300, env=os.environ.copy())
+
+
+def metrics(folder: Path) -> list[list[dict[str, object]]]:
+    return [pq.read_table(p / "metrics.parquet").to_pylist()
+            for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.is_dir()]
+
+
+def test_two_nodes_give_the_metrics_of_one_process(tmp_path: Path) -> None:
+    plan = ["--survey", "2:sample=3:how much?", "--intervene", "2:group=firsts:hi"]
+    common = [TALLY, "--agents", "12", "--rounds", "4", "--seed", "8",
+              "--checkpoint-every", "2", *plan]
+    here = agentplex("run", *common, "--runs-dir", str(tmp_path / "here"))
+    assert here.returncode == 0, here.stderr
+    there = agentplex("run", *common, "--nodes", "2", "--runs-dir", str(tmp_path / "nodes"))
+    assert there.returncode == 0, there.stderr
+    assert "12 agents in 2 node processes" in there.stdout
+    (run,) = (tmp_path / "nodes").iterdir()
+    assert (run / "nodes" / "node-0.log").exists()  # the nodes' logs in the run folder
+    fork = agentplex("run", "--fork", f"{run.name}@2", "--runs-dir", str(tmp_path / "nodes"))
+    assert fork.returncode == 0, fork.stderr
+    (one,) = metrics(tmp_path / "here")
+    first, forked = metrics(tmp_path / "nodes")
+    assert one == first == forked and len(one) == 4
+    assert pq.read_table(tmp_path / "here" / next(
+        p.name for p in (tmp_path / "here").iterdir()) / "surveys.parquet").to_pylist() == \
+        pq.read_table(run / "surveys.parquet").to_pylist()
+    opinion = ["run", OPINION, "--agents", "200", "--rounds", "3", "--seed", "2"]
+    a = agentplex(*opinion, "--runs-dir", str(tmp_path / "op-here"))
+    b = agentplex(*opinion, "--nodes", "2", "--runs-dir", str(tmp_path / "op-nodes"))
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    assert metrics(tmp_path / "op-here") == metrics(tmp_path / "op-nodes")
