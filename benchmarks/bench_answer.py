@@ -31,9 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _benchlib import emit
-from agentplex.sim.scenarios._crowd import PLAYER_PREFIX, CrowdPlayer
 from agentplex.message import Msg
 from agentplex.runtime import Runtime
+from agentplex.sim.scenarios._crowd import PLAYER_PREFIX, CrowdPlayer
 from agentplex.tracing import experiment
 
 

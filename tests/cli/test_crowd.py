@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
+from agentplex.message import Msg
+from agentplex.runtime import ActorNotFound, NameRange, Runtime
 from agentplex.sim.scenarios import _crowd
 from agentplex.sim.scenarios._crowd import MEMORY, Answers, CrowdPlayer
 from agentplex.sim.scenarios._game import GameStats, Player, scripted_players_model
-from agentplex.message import Msg
-from agentplex.runtime import ActorNotFound, NameRange, Runtime
 
 pytestmark = pytest.mark.anyio
 

@@ -24,6 +24,10 @@ def manifests(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in folder.glob("*/manifest.json")]
 
 
+def transcript(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in (run_dir / "transcript.jsonl").read_text().splitlines()]
+
+
 def options(tmp_path: Path, **kw: object) -> RunOptions:
     base: dict[str, object] = {"scenario": TALLY, "agents": 5, "rounds": 3, "seed": 1,
                                "runs_dir": tmp_path}
@@ -48,7 +52,7 @@ async def test_metrics_land_in_parquet_one_row_per_round(tmp_path: Path) -> None
 async def test_transcript_lines_carry_their_round_and_the_operators_messages(
         tmp_path: Path) -> None:
     result = await run_scenario(options(tmp_path))
-    lines = [json.loads(x) for x in (result.dir / "transcript.jsonl").read_text().splitlines()]
+    lines = transcript(result.dir)
     assert [line["round"] for line in lines] == sorted(line["round"] for line in lines)
     operator = [x for x in lines if x["name"] == "operator"]
     agents = [x for x in lines if x["name"].startswith("counter-")]
@@ -116,3 +120,21 @@ class Broken(Scenario):
         if sim.round == 2:
             raise ZeroDivisionError("the step's own error")
         await sim.call_many(sim.agents, sim.say("add", add=1))
+
+
+async def test_voters_can_have_a_model_state_their_opinion(tmp_path: Path) -> None:
+    from agentplex.model import ScriptedChatModel
+    from agentplex.sim.scenarios import opinion
+
+    said = json.dumps({"opinion": 0.5, "statement": "I am somewhere in the middle."})
+    opinion._models["scripted-statements"] = ScriptedChatModel([said], cycle=True)
+    ruled = await run_scenario(RunOptions(scenario=OPINION, agents=6, rounds=2, seed=1,
+                                          runs_dir=tmp_path))
+    stated = await run_scenario(RunOptions(scenario=OPINION, agents=6, rounds=2, seed=1,
+                                           params={"model": "scripted-statements"},
+                                           runs_dir=tmp_path))
+    assert stated.metrics == ruled.metrics and stated.errors == 0  # the rule decides
+    lines = transcript(stated.dir)
+    assert sum("somewhere in the middle" in line["content"] for line in lines) == 12
+    (manifest,) = [m for m in manifests(tmp_path) if m["run_id"] == stated.run_id]
+    assert manifest["totals"]["model_calls"] == 12

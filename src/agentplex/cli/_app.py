@@ -163,8 +163,8 @@ async def _demo(o: DemoOptions) -> None:
     from ..model import ChatModelBase
     from ..orchestration import stream_printing_messages
     from ..runtime import Runtime
-    from ..tracing import experiment
     from ..sim.scenarios._game import GameResult, GameStats, make_players, play
+    from ..tracing import experiment
 
     console = Console()
     console.print(f"[bold]agentplex demo[/]: {o.agents} players, {o.rounds} "
@@ -208,8 +208,8 @@ async def _demo_across_nodes(o: DemoOptions, bus_options: dict[str, Any]) -> Non
     from ..bus import connect
     from ..cluster import ClusterClient
     from ..sim.lowlevel import LocalNodes
-    from ..tracing import experiment
     from ..sim.scenarios._crowd import place_players
+    from ..tracing import experiment
 
     console = Console()
     where = o.address or f"{o.nodes} node processes on this machine"

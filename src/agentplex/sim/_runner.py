@@ -157,7 +157,7 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                     args = [_args(scenario, i + j, n, named) for j, n in enumerate(window)]
                     refs.extend(await home.spawn(agent_cls, window, args))
                 sim = Sim(home.runtime, refs, seed=options.seed, params=params,
-                          timeout=options.timeout)
+                          timeout=options.timeout, spawner=home.spawn)
                 await scenario.start(sim)
                 if start.checkpoint is None:
                     await scenario.setup(sim)
@@ -166,7 +166,11 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                     log(f"{start.how} from {start.parent.name if start.parent else '?'} "
                         f"at round {start.checkpoint.round}")
                 for number in range(first, options.rounds + 1):
+                    failed = sim.timeouts + sim.errors
                     await _round(run, scenario, sim, options, number, surveys)
+                    if sim.timeouts + sim.errors > failed:
+                        log(f"round {number}: {sim.timeouts + sim.errors - failed:,} calls "
+                            f"failed; the first: {sim.first_error}")
                     row = {"round": number, **sim.metrics}
                     result.metrics.append(row)
                     write_table(run.dir / "metrics.parquet", result.metrics, ["round"])

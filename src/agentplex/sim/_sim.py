@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..message import Msg
-from ..runtime import ActorRef, CallTimeout, Runtime
+from ..runtime import Actor, ActorRef, CallTimeout, Runtime
 from ..tracing.lowlevel import transcribe
 from ._calls import ask_all, ask_each, tell_all
 
@@ -35,8 +35,11 @@ class Sim:
     """
 
     def __init__(self, runtime: Runtime, agents: Sequence[ActorRef], *, seed: int,
-                 params: Any, timeout: float) -> None:
+                 params: Any, timeout: float,
+                 spawner: Callable[[type[Actor], Sequence[str], Sequence[dict[str, Any]]],
+                                   Awaitable[Sequence[ActorRef]]] | None = None) -> None:
         self.runtime = runtime
+        self._spawner = spawner
         self.agents = agents
         self.seed = seed
         self.params = params
@@ -47,11 +50,14 @@ class Sim:
         self.metrics: dict[str, Any] = {}
         self.timeouts = 0
         self.errors = 0
+        self.first_error: str | None = None
+        """The first failure of the round now running (reported with its counts)."""
 
     def _begin(self, number: int) -> None:
         self.round = number
         self.rng = round_rng(self.seed, number)
         self.metrics = {}
+        self.first_error = None
 
     def _count(self, values: Sequence[Any]) -> None:
         for v in values:
@@ -59,6 +65,10 @@ class Sim:
                 self.timeouts += 1
             elif isinstance(v, BaseException):
                 self.errors += 1
+            else:
+                continue
+            if self.first_error is None:
+                self.first_error = f"{type(v).__name__}: {v}"[:300]
 
     async def call_many(self, refs: Sequence[ActorRef | str], message: Any,
                         *, timeout: float | None = None) -> list[Any]:
@@ -91,6 +101,15 @@ class Sim:
     def say(self, text: str, **metadata: Any) -> Msg:
         """A message from the operator (what ``call_many`` or ``tell_many`` then send)."""
         return Msg(OPERATOR, text, "user", metadata=metadata or None)
+
+    async def spawn(self, cls: type[Actor], names: Sequence[str],
+                    args: Sequence[dict[str, Any]]) -> Sequence[ActorRef]:
+        """More actors where the run's agents live (in this process, or spread over the
+        nodes): ``cls(**args[i])`` named ``names[i]``; stopped with the run. For what the
+        agents use besides themselves (model actors, say), from :meth:`Scenario.start`."""
+        if self._spawner is None:
+            raise RuntimeError("this Sim cannot spawn (it was made outside a run)")
+        return await self._spawner(cls, names, args)
 
     def note(self, text: str, **metadata: Any) -> Msg:
         """An operator's message for the transcript only (a round's outcome, say)."""

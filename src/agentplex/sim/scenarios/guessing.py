@@ -45,10 +45,11 @@ class Guessing(Scenario):
                 "max_tokens": p.max_tokens}
 
     async def start(self, sim: Sim) -> None:
-        if self.params.model != "scripted":  # the replicas live with the driver
-            for i in range(self.params.replicas):
-                await sim.runtime.spawn(GameModelActor(self.params.model),
-                                        f"{MODEL_PREFIX}{i}")
+        p = self.params
+        if p.model != "scripted":  # the replicas, spread where the players are
+            names = [f"{MODEL_PREFIX}{i}" for i in range(p.replicas)]
+            await sim.spawn(GameModelActor, names, [{"model": p.model}] * p.replicas)
+            await sim.runtime.call_many(names, "describe", timeout=600)  # loaded
 
     async def setup(self, sim: Sim) -> None:
         sim.state["outcome"] = ""
