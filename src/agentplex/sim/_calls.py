@@ -34,6 +34,7 @@ async def ask_all(rt: Runtime, refs: Sequence[Target], message: Any, timeout: fl
     :data:`IN_FLIGHT` windows at once; each window takes every k-th agent, so that every
     node has its share of each (agents are placed in ranges: a window of neighbours would
     keep one node busy)."""
+    refs = getattr(refs, "names", refs)  # a batch's refs: their names, made on access
     n = len(refs)
     if n <= WINDOW:
         return await rt.call_many(refs, message, timeout=timeout, return_exceptions=True)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..runtime import Actor, ActorRef, Runtime
+from ..cluster import ActorRefs
+from ..runtime import Actor, ActorRef, NameRange, Runtime
 from ._errors import ScenarioError
 
 __all__ = ["Placement", "node_allow_list", "placement", "start_local_nodes"]
@@ -90,9 +91,9 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
     if nodes == 0 and address is None:
         async with Runtime(default_timeout=timeout) as rt:
             async def spawn_here(cls: type[Actor], names: Sequence[str],
-                                 args: Sequence[dict[str, Any]]) -> list[ActorRef]:
+                                 args: Sequence[dict[str, Any]]) -> Sequence[ActorRef]:
                 await rt.spawn_many([cls(**kw) for kw in args], names)
-                return [rt.ref(n) for n in names]
+                return ActorRefs(rt, names)
 
             yield Placement(rt, "this process", spawn_here)
         return
@@ -119,9 +120,16 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
         async def spawn_nodes(cls: type[Actor], names: Sequence[str],
                               args: Sequence[dict[str, Any]]) -> Sequence[ActorRef]:
             client = ClusterClient(rt, timeout=max(120.0, len(names) / 5_000))
-            refs = await client.spawn_many(cls, [_positional(cls, kw) for kw in args],
-                                           names=list(names), placement="spread",
-                                           resources=Resources(cpus=0))
+            shared = args[0] if all(kw == args[0] for kw in args) else None
+            wired = names if isinstance(names, NameRange) else list(names)
+            if shared is not None:  # one set of arguments for the whole batch: a count
+                refs = await client.spawn_many(cls, len(names), names=wired,
+                                               placement="spread",
+                                               resources=Resources(cpus=0), **shared)
+            else:
+                refs = await client.spawn_many(cls, [_positional(cls, kw) for kw in args],
+                                               names=wired, placement="spread",
+                                               resources=Resources(cpus=0))
             batches.append(refs.names)
             return refs
 

@@ -14,7 +14,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..message import Msg
-from ..runtime import ActorRef
+from ..cluster import ActorRefs
+from ..runtime import ActorRef, NameRange
 from ..tracing import Run, experiment, find_run
 from ..tracing.lowlevel import sim_span, transcribe, transcript_until
 from ._calls import load_states, states_of
@@ -126,7 +127,10 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
     agent_cls = resolve_class(cls.agent)
     params = cls.make_params(options.params)
     scenario = cls(params, agents=options.agents, seed=options.seed)
-    names = [scenario.name_of(i) for i in range(options.agents)]
+    if not cls.name_prefix or cls.name_prefix[-1].isdigit():
+        raise ScenarioError(f"{cls.__name__}.name_prefix must not be empty nor end in a "
+                            f"digit: {cls.name_prefix!r}")
+    names = NameRange(cls.name_prefix, 0, options.agents)
     named = takes_name(agent_cls)
     first = 1 if start.checkpoint is None else start.checkpoint.round + 1
     if start.checkpoint is not None and first > options.rounds + 1:
@@ -151,11 +155,12 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                                  timeout=options.timeout, bus_options=bus_options,
                                  log=log) as home:
                 log(f"{cls.__name__}: {options.agents:,} agents in {home.where}")
-                refs: list[ActorRef] = []
                 for i in range(0, len(names), SPAWN_WINDOW):
                     window = names[i:i + SPAWN_WINDOW]
                     args = [_args(scenario, i + j, n, named) for j, n in enumerate(window)]
-                    refs.extend(await home.spawn(agent_cls, window, args))
+                    await home.spawn(agent_cls, window, args)
+                    del args
+                refs = ActorRefs(home.runtime, names)
                 sim = Sim(home.runtime, refs, seed=options.seed, params=params,
                           timeout=options.timeout, spawner=home.spawn)
                 await scenario.start(sim)
