@@ -36,7 +36,8 @@ def options(tmp_path: Path, **kw: object) -> RunOptions:
 
 async def test_metrics_land_in_parquet_one_row_per_round(tmp_path: Path) -> None:
     printed: list[dict[str, object]] = []
-    result = await run_scenario(options(tmp_path), on_round=printed.append)
+    result = await run_scenario(options(tmp_path),
+                                on_round=lambda row, _: printed.append(row))
     rows = pq.read_table(result.dir / "metrics.parquet").to_pylist()
     assert [r["round"] for r in rows] == [1, 2, 3] and rows == printed == result.metrics
     assert pq.read_table(result.dir / "metrics.parquet").column_names == [

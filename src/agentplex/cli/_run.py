@@ -116,7 +116,8 @@ def run(
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
             return await run_scenario(
                 options, start=start, bus_options=bus_options,
-                on_round=lambda row: console.print(metric_text(row)),
+                on_round=lambda row, took: console.print(
+                    f"{metric_text(row)} [dim]({took:.2f}s)[/]"),
                 log=lambda line: console.print(f"[dim]{escape(line)}[/]"))
 
         result = asyncio.run(main())

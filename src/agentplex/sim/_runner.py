@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,8 @@ class RunResult:
     timeouts: int = 0
     errors: int = 0
     status: str = "completed"
+    seconds: list[float] = field(default_factory=list)
+    """Each round's wall time in this run (not in the metrics: they are reproducible)."""
 
 
 @dataclass
@@ -117,11 +120,11 @@ Report = Callable[[str], None]
 
 
 async def run_scenario(options: RunOptions, *, start: _Start | None = None,
-                       on_round: Callable[[dict[str, Any]], None] | None = None,
+                       on_round: Callable[[dict[str, Any], float], None] | None = None,
                        log: Report = lambda _: None,
                        bus_options: dict[str, Any] | None = None) -> RunResult:
     """Run ``options.scenario`` (see ``agentplex run``); ``on_round`` gets each round's
-    metrics row as it is recorded."""
+    metrics row as it is recorded, and the seconds the round took."""
     start = start or _Start()
     cls = load_scenario(options.scenario)
     agent_cls = resolve_class(cls.agent)
@@ -172,15 +175,18 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                         f"at round {start.checkpoint.round}")
                 for number in range(first, options.rounds + 1):
                     failed = sim.timeouts + sim.errors
+                    began = time.perf_counter()
                     await _round(run, scenario, sim, options, number, surveys)
+                    took = time.perf_counter() - began
                     if sim.timeouts + sim.errors > failed:
                         log(f"round {number}: {sim.timeouts + sim.errors - failed:,} calls "
                             f"failed; the first: {sim.first_error}")
                     row = {"round": number, **sim.metrics}
                     result.metrics.append(row)
                     write_table(run.dir / "metrics.parquet", result.metrics, ["round"])
+                    result.seconds.append(took)
                     if on_round is not None:
-                        on_round(row)
+                        on_round(row, took)
                     every = options.checkpoint_every
                     if every and (number % every == 0 or number == options.rounds):
                         with sim_span(f"checkpoint {number}", **{"agentplex.sim.round": number}):
