@@ -33,11 +33,11 @@ from ._sim import OPERATOR, Sim
 from ._store import checkpoints, read_metrics
 
 __all__ = [
-    "OPERATOR",
     "CheckpointError",
     "Intervention",
     "NoParams",
     "NodesFailed",
+    "OPERATOR",
     "ParamsError",
     "Plan",
     "PlanError",

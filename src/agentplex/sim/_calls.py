@@ -10,7 +10,7 @@ from typing import Any
 
 from ..runtime import ActorRef, Runtime
 
-__all__ = ["WINDOW", "ask_each", "ask_all", "states_of", "load_states", "tell_all"]
+__all__ = ["WINDOW", "ask_all", "ask_each", "load_states", "states_of", "tell_all"]
 
 WINDOW = 50_000
 """Agents asked per fan-out (bounds the driver's memory on a big round)."""

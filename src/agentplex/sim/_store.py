@@ -14,7 +14,7 @@ from typing import Any
 
 from ._errors import CheckpointError
 
-__all__ = ["Checkpoint", "checkpoints", "read_metrics", "write_table", "SurveyTables"]
+__all__ = ["Checkpoint", "SurveyTables", "checkpoints", "read_metrics", "write_table"]
 
 CHECKPOINTS = "checkpoints"
 SURVEYS = "surveys"

@@ -20,21 +20,21 @@ from ._setup import recorder
 
 __all__ = [
     "agent_span",
+    "chat_span",
     "current_actor",
     "current_actor_class",
-    "set_current_actor",
-    "sim_span",
-    "chat_span",
     "end_span",
-    "start_chat_span",
-    "use_span",
     "extract_context",
     "inject_context",
     "is_enabled",
     "receive_context",
     "send_headers",
+    "set_current_actor",
+    "sim_span",
+    "start_chat_span",
     "tool_span",
     "use_context",
+    "use_span",
     "would_record",
 ]
 
