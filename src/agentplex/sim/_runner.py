@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..message import Msg
 from ..cluster import ActorRefs
+from ..message import Msg
 from ..runtime import ActorRef, NameRange
 from ..tracing import Run, experiment, find_run
 from ..tracing.lowlevel import sim_span, transcribe, transcript_until
