@@ -48,3 +48,25 @@ def test_two_nodes_give_the_metrics_of_one_process(tmp_path: Path) -> None:
     b = agentplex(*opinion, "--nodes", "2", "--runs-dir", str(tmp_path / "op-nodes"))
     assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
     assert metrics(tmp_path / "op-here") == metrics(tmp_path / "op-nodes")
+
+
+def test_a_run_on_a_running_cluster_leaves_it_as_it_found_it(tmp_path: Path) -> None:
+    """``--address``: the run's agents are stopped when it ends, so the same run goes
+    again on that cluster (its names would be taken otherwise), with the same metrics."""
+    from tests.support.daemons import Daemons
+
+    daemons = Daemons()
+    try:
+        endpoint = daemons.head()
+        daemons.nodes(endpoint, ["n0", "n1"], "--allow", "agentplex.sim.scenarios.opinion")
+        args = ["run", OPINION, "--agents", "50", "--rounds", "2", "--address", endpoint,
+                "--checkpoint-every", "1", "--survey", "2:sample=5:and you?",
+                "--runs-dir", str(tmp_path)]
+        for _ in range(2):
+            got = agentplex(*args)
+            assert got.returncode == 0, got.stderr
+            assert "50 agents in " + endpoint in got.stdout
+        first, second = metrics(tmp_path)
+        assert first == second and [r["answered"] for r in first] == [50, 50]
+    finally:
+        daemons.close()

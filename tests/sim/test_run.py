@@ -139,3 +139,17 @@ async def test_voters_can_have_a_model_state_their_opinion(tmp_path: Path) -> No
     assert sum("somewhere in the middle" in line["content"] for line in lines) == 12
     (manifest,) = [m for m in manifests(tmp_path) if m["run_id"] == stated.run_id]
     assert manifest["totals"]["model_calls"] == 12
+
+
+async def test_the_guessing_game_is_a_scenario(tmp_path: Path) -> None:
+    game = "agentplex.sim.scenarios.guessing:Guessing"
+    a = await run_scenario(RunOptions(scenario=game, agents=40, rounds=3, seed=9,
+                                      runs_dir=tmp_path))
+    b = await run_scenario(RunOptions(scenario=game, agents=40, rounds=3, seed=9,
+                                      runs_dir=tmp_path))
+    assert a.metrics == b.metrics and [r["answered"] for r in a.metrics] == [40] * 3
+    for row in a.metrics:
+        assert abs(row["target"] - 2 / 3 * row["mean"]) < 0.01 and row["winners"] >= 1
+    outcomes = [x for x in transcript(a.dir) if x["name"] == "operator"]
+    assert [x["round"] for x in outcomes] == [1, 2, 3]  # each round's outcome, noted
+    assert outcomes[0]["content"].startswith("Round 1: 40 players guessed")

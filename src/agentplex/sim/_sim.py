@@ -53,6 +53,12 @@ class Sim:
         self.first_error: str | None = None
         """The first failure of the round now running (reported with its counts)."""
 
+    @property
+    def names(self) -> Sequence[str]:
+        """The agents' names, in index order (made on access for a big run)."""
+        names = getattr(self.agents, "names", None)
+        return names if names is not None else [r.name for r in self.agents]
+
     def _begin(self, number: int) -> None:
         self.round = number
         self.rng = round_rng(self.seed, number)

@@ -13,6 +13,7 @@ model (``--set model=transformers:default``) ``replicas`` model actors serve all
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -25,6 +26,8 @@ from ._crowd import MODEL_PREFIX, PLAYER_PREFIX, Answers, CrowdPlayer, GameModel
 __all__ = ["Guessing"]
 
 _NO_GUESS = 255
+CHUNK = 50_000
+"""Players asked per fan-out."""
 
 
 class Guessing(Scenario):
@@ -58,12 +61,22 @@ class Guessing(Scenario):
         outcome = sim.state["outcome"]
         question = Msg("host", f"{outcome} Round {sim.round}: make your guess.".strip(),
                        "user", metadata={"mode": "guess"})
-        replies = await sim.call_many(sim.agents, question)
-        names = [ref.name for ref in sim.agents]
-        answers = Answers(bytearray([_NO_GUESS]) * len(names))
-        for i, (name, value) in enumerate(zip(names, replies, strict=True)):
-            answers.take(i, name, value)
-        del replies
+        names = sim.names
+        n = len(names)
+        answers = Answers(bytearray([_NO_GUESS]) * n)
+        # a part of the players at a time, each part every k-th player (every node has its
+        # share of each), two parts in flight: the driver holds one byte per player, not
+        # a million answers
+        parts = iter(range(max(1, -(-n // CHUNK))))
+        count = max(1, -(-n // CHUNK))
+
+        async def ask() -> None:
+            for j in parts:
+                got = await sim.call_many(sim.agents[j::count], question)
+                for i, value in zip(range(j, n, count), got, strict=True):
+                    answers.take(i, names[i], value)
+
+        await asyncio.gather(ask(), ask())
         target, winners = answers.winners(names)
         mean = answers.total / max(1, answers.answered)
         shown = ", ".join(winners[:5]) + (f" and {len(winners) - 5} more"
