@@ -111,8 +111,8 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
                                             heartbeat=heartbeat)
             stack.callback(local.close)
             endpoint = local.endpoint
-            log(f"head and {nodes} nodes up in {time.perf_counter() - began:.1f}s "
-                f"(logs in {local.logs})")
+            log(f"head and {nodes} nodes up in {time.perf_counter() - began:.1f}s (pids "
+                f"{', '.join(str(p) for p in local.pids.values())}); logs in {local.logs}")
         rt = await stack.enter_async_context(
             connect(endpoint, heartbeat_timeout=heartbeat, **(bus_options or {})))
         batches: list[Sequence[str]] = []

@@ -49,9 +49,11 @@ class RunOptions(BaseModel):
     plan: Plan = Plan()
     name: str | None = None
     sampling: float | None = None
+    replay: Path | None = None
+    """A run folder whose recorded model answers replace the models."""
 
     def config(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"runs_dir"})
+        return self.model_dump(mode="json", exclude={"runs_dir", "replay"})
 
 
 @dataclass
@@ -64,6 +66,9 @@ class RunResult:
     timeouts: int = 0
     errors: int = 0
     status: str = "completed"
+    state: dict[str, Any] = field(default_factory=dict)
+    """``sim.state`` when the run ended."""
+    placement_seconds: float = 0.0
     seconds: list[float] = field(default_factory=list)
     """Each round's wall time in this run (not in the metrics: they are reproducible)."""
 
@@ -144,7 +149,8 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
         choose(step.to, options.agents, groups, random.Random(0))  # a bad target fails now
     name = options.name or cls.__name__.lower()
     async with experiment(name, seed=options.seed, config=options.config(),
-                          runs_dir=options.runs_dir, sampling=options.sampling) as run:
+                          runs_dir=options.runs_dir, sampling=options.sampling,
+                          replay=options.replay) as run:
         run.outcome.scenario = options.scenario  # type: ignore[attr-defined]
         if start.parent is not None and start.checkpoint is not None:
             link = {"run": start.parent.name, "round": start.checkpoint.round}
@@ -157,13 +163,17 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                                  agent=agent_cls, logs=run.dir / "nodes",
                                  timeout=options.timeout, bus_options=bus_options,
                                  log=log) as home:
-                log(f"{cls.__name__}: {options.agents:,} agents in {home.where}")
+                log(f"{cls.__name__}: {options.agents:,} {cls.noun} in {home.where}")
+                began = time.perf_counter()
                 for i in range(0, len(names), SPAWN_WINDOW):
                     window = names[i:i + SPAWN_WINDOW]
                     args = [_args(scenario, i + j, n, named) for j, n in enumerate(window)]
                     await home.spawn(agent_cls, window, args)
                     del args
                 refs = ActorRefs(home.runtime, names)
+                placed = result.placement_seconds = time.perf_counter() - began
+                log(f"placed {options.agents:,} {cls.noun} in {placed:.2f}s "
+                    f"({options.agents / max(placed, 1e-9):,.0f}/s)")
                 sim = Sim(home.runtime, refs, seed=options.seed, params=params,
                           timeout=options.timeout, spawner=home.spawn)
                 await scenario.start(sim)
@@ -193,6 +203,8 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                             await _checkpoint(run, sim, refs, result.metrics, number)
                     run.outcome.timeouts = sim.timeouts
                     run.outcome.errors = sim.errors
+                await scenario.finish(sim)
+                result.state = sim.state
         finally:
             surveys.finish()
             run.round = None

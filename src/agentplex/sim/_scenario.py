@@ -54,6 +54,9 @@ class Scenario:
     name_prefix: ClassVar[str] = "agent-"
     """Agent ``i`` is named ``name_prefix + str(i)``."""
 
+    noun: ClassVar[str] = "agents"
+    """What the runner calls the agents when it reports (``players``, ``voters``)."""
+
     groups: ClassVar[Mapping[str, Sequence[int]]] = {}
     """Named groups of agent indices that interventions and surveys may address (a plan
     file may add more)."""
@@ -80,6 +83,10 @@ class Scenario:
         """One round: ask agents (``sim.call_many``), update ``sim.state``, and record
         the round's metrics (``sim.record``)."""
         raise NotImplementedError(f"{type(self).__name__} does not define step()")
+
+    async def finish(self, sim: Sim) -> None:
+        """After the last round (a closing question, say; what it leaves in
+        ``sim.state`` is the run result's ``state``)."""
 
     # -- used by the runner -------------------------------------------------------------
 

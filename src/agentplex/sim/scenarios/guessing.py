@@ -14,6 +14,7 @@ model (``--set model=transformers:default``) ``replicas`` model actors serve all
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -36,11 +37,16 @@ class Guessing(Scenario):
 
     agent = CrowdPlayer
     name_prefix = PLAYER_PREFIX
+    noun = "players"
 
     class Params(BaseModel):
         model: str = Field("scripted", description="init_chat_model string, or scripted")
         replicas: int = Field(1, ge=1, description="model actors (not scripted)")
         max_tokens: int = Field(48, ge=1)
+        rate: float | None = Field(None, gt=0, description="requests/s for all players")
+        options: dict[str, Any] = Field(default_factory=dict,
+                                        description="init_chat_model keyword arguments")
+        speakers: int = Field(0, ge=0, description="players who speak after the game")
 
     def agent_args(self, index: int) -> dict[str, Any]:
         p = self.params
@@ -51,7 +57,9 @@ class Guessing(Scenario):
         p = self.params
         if p.model != "scripted":  # the replicas, spread where the players are
             names = [f"{MODEL_PREFIX}{i}" for i in range(p.replicas)]
-            await sim.spawn(GameModelActor, names, [{"model": p.model}] * p.replicas)
+            await sim.spawn(GameModelActor, names, [{
+                "model": p.model, "requests_per_second": p.rate, "options": p.options,
+            }] * p.replicas)
             await sim.runtime.call_many(names, "describe", timeout=600)  # loaded
 
     async def setup(self, sim: Sim) -> None:
@@ -87,3 +95,18 @@ class Guessing(Scenario):
         sim.note(outcome)
         sim.record(answered=answers.answered, mean=round(mean, 4), target=round(target, 2),
                    winners=len(winners), tokens_out=answers.tokens_out)
+
+    async def finish(self, sim: Sim) -> None:
+        """``speakers`` players (a sample drawn with the seed) say one sentence each, all
+        at once; ``sim.state["discussion"]`` holds ``[name, text]`` pairs."""
+        n = len(sim.agents)
+        count = min(self.params.speakers, n)
+        if not count:
+            return
+        chosen = sorted(random.Random(self.seed).sample(range(n), count))
+        outcome = sim.state["outcome"]
+        ask = Msg("host", f"{outcome} The game is over.", "user",
+                  metadata={"mode": "discuss", "summary": outcome})
+        said = await sim.call_many([sim.agents[i] for i in chosen], ask)
+        sim.state["discussion"] = [[m.name, m.get_text_content() or ""] for m in said
+                                   if isinstance(m, Msg)]
