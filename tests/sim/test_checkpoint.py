@@ -121,3 +121,25 @@ async def test_resume_and_fork_refuse_what_they_cannot_use(tmp_path: Path) -> No
                                           checkpoint_every=2, runs_dir=tmp_path))
     with pytest.raises(CheckpointError, match="no checkpoint of round 3"):
         fork_options(f"{saved.run_id}@3", tmp_path, {}, None, None)
+
+
+def test_ctrl_c_and_sigterm_leave_an_interrupted_run(tmp_path: Path) -> None:
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        runs = tmp_path / sig.name
+        proc = subprocess.Popen([sys.executable, "-m", "agentplex", "run", TALLY, "--agents",
+                                 "3", "--rounds", "5", "--runs-dir", str(runs)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "TALLY_HANG_AT": "2"})
+        try:
+            deadline = time.monotonic() + 120
+            while not list(runs.glob("*/metrics.parquet")):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(0.3)
+        finally:
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode == code, err
+        manifest = json.loads((only_run(runs) / "manifest.json").read_text())
+        assert manifest["status"] == "interrupted"
+        assert pq.read_table(only_run(runs) / "metrics.parquet").num_rows == 1
