@@ -70,3 +70,50 @@ def test_a_run_on_a_running_cluster_leaves_it_as_it_found_it(tmp_path: Path) -> 
         assert first == second and [r["answered"] for r in first] == [50, 50]
     finally:
         daemons.close()
+
+
+def test_resume_on_nodes_after_the_driver_is_killed(tmp_path: Path) -> None:
+    """The driver of a run on 2 nodes dies (``kill -9``) in round 3; ``--resume`` on new
+    nodes gives the metrics and the transcript (the nodes' lines included) of a run on 2
+    nodes that was never interrupted."""
+    import json
+    import re
+    import signal
+    import time
+
+    common = [TALLY, "--agents", "8", "--rounds", "4", "--seed", "3", "--nodes", "2",
+              "--checkpoint-every", "2"]
+    full = agentplex("run", *common, "--runs-dir", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr
+    runs = tmp_path / "killed"
+    out = tmp_path / "out.txt"
+    proc = subprocess.Popen([sys.executable, "-m", "agentplex", "run", *common, "--runs-dir",
+                             str(runs)], stdout=out.open("w"), stderr=subprocess.STDOUT,
+                            env={**os.environ, "TALLY_HANG_AT": "3", "COLUMNS": "300"})
+    pids: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not list(runs.glob("*/checkpoints/round-00002/sim.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.05)
+        time.sleep(0.3)
+        found = re.search(r"\(pids ([\d, ]+)\)", out.read_text())
+        assert found is not None
+        pids = [int(p) for p in found.group(1).split(", ")]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        for pid in pids:  # a dead driver's nodes outlive it: stop them here
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    assert json.loads((run / "manifest.json").read_text())["status"] == "running"
+    resumed = agentplex("run", "--resume", run.name, "--runs-dir", str(runs))
+    assert resumed.returncode == 0, resumed.stderr
+    new = next(p for p in runs.iterdir() if p.is_dir() and p != run)
+    (done,) = [p for p in (tmp_path / "full").iterdir() if p.is_dir()]
+    assert pq.read_table(new / "metrics.parquet").to_pylist() == \
+        pq.read_table(done / "metrics.parquet").to_pylist()
+    assert (new / "transcript.jsonl").read_text() == (done / "transcript.jsonl").read_text()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import heapq
 import json
 import os
 import platform
@@ -653,7 +654,7 @@ def transcript_until(run_dir: Path, clock: int) -> Iterator[tuple[tuple[int, str
     the sorted chunks its process left on disk (see :meth:`Run.sync`)."""
     path = run_dir / "transcript.jsonl"
     if not path.exists():
-        for key, line in read_chunks(path):
+        for key, line in heapq.merge(read_chunks(path), _journaled(run_dir), key=_key):
             if key[0] > clock:
                 return
             yield key, line
@@ -668,6 +669,24 @@ def transcript_until(run_dir: Path, clock: int) -> Iterator[tuple[tuple[int, str
             seq = seen.get(name, 0)
             seen[name] = seq + 1
             yield (int(entry["clock"]), name, seq), line.rstrip("\n")
+
+
+def _key(item: tuple[tuple[int, str, int], str]) -> tuple[int, str, int]:
+    return item[0]
+
+
+def _journaled(run_dir: Path) -> Iterator[tuple[tuple[int, str, int], str]]:
+    """The transcript lines other processes journaled for the run in ``run_dir`` and that
+    it never took in (its process died), in key order."""
+    lines = []
+    for path in sorted((run_dir / _PARTS).glob("*.journal")):
+        with path.open(encoding="utf-8") as f:
+            for raw in f:
+                if raw.startswith("S\t") and raw.endswith("\n"):
+                    clock, seq, name, line = raw[2:-1].split("\t", 3)
+                    lines.append(((int(clock), json.loads(name), int(seq)), line))
+    lines.sort(key=_key)
+    return iter(lines)
 
 
 def load_recording(run_dir: Path) -> dict[str, list[Any]]:
