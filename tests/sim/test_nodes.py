@@ -3,6 +3,7 @@ same seed gives the same metrics as in one process (checkpoints and forks includ
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -104,10 +105,8 @@ def test_resume_on_nodes_after_the_driver_is_killed(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         for pid in pids:  # a dead driver's nodes outlive it: stop them here
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     (run,) = [p for p in runs.iterdir() if p.is_dir()]
     assert json.loads((run / "manifest.json").read_text())["status"] == "running"
     resumed = agentplex("run", "--resume", run.name, "--runs-dir", str(runs))
