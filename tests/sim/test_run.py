@@ -153,3 +153,14 @@ async def test_the_guessing_game_is_a_scenario(tmp_path: Path) -> None:
     outcomes = [x for x in transcript(a.dir) if x["name"] == "operator"]
     assert [x["round"] for x in outcomes] == [1, 2, 3]  # each round's outcome, noted
     assert outcomes[0]["content"].startswith("Round 1: 40 players guessed")
+
+
+def test_a_metric_whose_kind_changes_is_kept_as_text(tmp_path: Path) -> None:
+    from agentplex.sim.lowlevel import write_table
+
+    path = tmp_path / "metrics.parquet"
+    write_table(path, [{"round": 1, "label": 3, "sizes": [1, 2]},
+                       {"round": 2, "label": "tie", "sizes": [3]}], ["round"])
+    assert pq.read_table(path).to_pylist() == [
+        {"round": 1, "label": "3", "sizes": [1, 2]},
+        {"round": 2, "label": "tie", "sizes": [3]}]

@@ -25,7 +25,7 @@ from ._place import placement
 from ._plan import Intervention, Plan, Survey, choose
 from ._scenario import Scenario, load_scenario, resolve_class, takes_name
 from ._sim import OPERATOR, Sim
-from ._store import Checkpoint, SurveyTables, checkpoint_at, read_metrics, write_table
+from ._store import Checkpoint, SurveyTables, checkpoint_at, write_table
 
 __all__ = ["RunOptions", "RunResult", "run_scenario"]
 
@@ -329,8 +329,3 @@ async def _restore(run: Run, sim: Sim, scenario: Scenario, start: _Start,
     run.adopt_transcript(transcript_until(start.parent, int(clock["max"])))
     surveys.adopt(start.parent, ck.round)
     await asyncio.sleep(0)
-
-
-def prior_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The metrics rows of a run folder (for ``agentplex runs show``)."""
-    return read_metrics(run_dir)

@@ -37,11 +37,21 @@ def write_table(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> N
     names = list(columns)
     for row in rows:
         names.extend(k for k in row if k not in names)
-    table = pa.table({n: [r.get(n) for r in rows] for n in names}) if rows else \
-        pa.table({n: pa.array([], pa.null()) for n in names})
+    table = pa.table({n: _column(pa, [r.get(n) for r in rows]) for n in names}) if rows \
+        else pa.table({n: pa.array([], pa.null()) for n in names})
     tmp = path.with_name(f".{path.name}.tmp")
     pa.parquet.write_table(table, tmp)
     os.replace(tmp, path)
+
+
+def _column(pa: Any, values: list[Any]) -> Any:
+    """A column of ``values``; mixed kinds (a number one round, a string the next) as
+    their JSON text rather than a failed run."""
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pa.array([None if v is None else v if isinstance(v, str)
+                         else json.dumps(v, default=str) for v in values], pa.string())
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
