@@ -38,11 +38,15 @@ def test_two_nodes_give_the_metrics_of_one_process(tmp_path: Path) -> None:
     assert (run / "nodes" / "node-0.log").exists()  # the nodes' logs in the run folder
     fork = agentplex("run", "--fork", f"{run.name}@2", "--runs-dir", str(tmp_path / "nodes"))
     assert fork.returncode == 0, fork.stderr
-    (one,) = metrics(tmp_path / "here")
+    (here_run,) = (tmp_path / "here").iterdir()
+    moved = agentplex("run", "--fork", f"{here_run.name}@2", "--nodes", "2", "--runs-dir",
+                      str(tmp_path / "here"))  # a run of this process forked onto nodes
+    assert moved.returncode == 0 and "in 2 node processes" in moved.stdout, moved.stderr
+    one, moved_metrics = metrics(tmp_path / "here")
+    assert moved_metrics == one
     first, forked = metrics(tmp_path / "nodes")
     assert one == first == forked and len(one) == 4
-    assert pq.read_table(tmp_path / "here" / next(
-        p.name for p in (tmp_path / "here").iterdir()) / "surveys.parquet").to_pylist() == \
+    assert pq.read_table(here_run / "surveys.parquet").to_pylist() == \
         pq.read_table(run / "surveys.parquet").to_pylist()
     opinion = ["run", OPINION, "--agents", "200", "--rounds", "3", "--seed", "2"]
     a = agentplex(*opinion, "--runs-dir", str(tmp_path / "op-here"))

@@ -77,6 +77,15 @@ async def test_agents_errors_are_counted_and_the_run_goes_on(tmp_path: Path) -> 
     assert manifest["errors"] == 3 and manifest["status"] == "completed"
 
 
+async def test_agents_that_do_not_answer_in_time_are_counted(tmp_path: Path) -> None:
+    result = await run_scenario(options(tmp_path, rounds=2, timeout=0.5,
+                                        params={"slow": "counter-1"}))
+    assert [r["answered"] for r in result.metrics] == [4, 4]
+    assert result.timeouts == 2 and result.errors == 0
+    (manifest,) = manifests(tmp_path)
+    assert manifest["timeouts"] == 2
+
+
 async def test_a_step_that_raises_marks_the_run_failed(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="bad parameters"):
         await run_scenario(options(tmp_path, params={"scale": "many"}))

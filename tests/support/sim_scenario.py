@@ -35,6 +35,8 @@ class Counter(AgentBase):
             return Msg(self.name, f"{self.name} has {self.total}", "assistant")
         if meta.get("fail") == self.name:
             raise RuntimeError("asked to fail")
+        if meta.get("slow") == self.name:
+            await asyncio.sleep(30)  # past the run's --timeout
         self.total += int(meta["add"]) * int(meta.get("scale", 1))
         return Msg(self.name, f"total {self.total}", "assistant",
                    metadata={"total": self.total, "heard": len(self.heard)})
@@ -51,6 +53,7 @@ class Tally(Scenario):
         scale: int = 1
         pause: float = 0.0
         fail: str = ""
+        slow: str = ""
 
     def agent_args(self, index: int) -> dict[str, Any]:
         return {"start": index}
@@ -60,7 +63,8 @@ class Tally(Scenario):
 
     async def step(self, sim: Sim) -> None:
         messages = [sim.say("add", add=sim.rng.randint(0, 9), scale=self.params.scale,
-                            fail=self.params.fail) for _ in sim.agents]
+                            fail=self.params.fail, slow=self.params.slow)
+                    for _ in sim.agents]
         replies = await sim.call_many(sim.agents, messages)
         totals = [int((r.metadata or {})["total"]) for r in replies if isinstance(r, Msg)]
         sim.state["history"].append(sum(totals))

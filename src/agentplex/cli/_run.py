@@ -40,9 +40,9 @@ def run(
         "--set", help="key=value for the scenario's Params (a JSON value or a string); "
         "repeatable.")] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("runs"),
-    nodes: Annotated[int, typer.Option(
-        min=0, help="Node processes to start on this machine (0: agents in this process)."
-    )] = 0,
+    nodes: Annotated[int | None, typer.Option(
+        min=0, help="Node processes to start on this machine (0, the default: agents in "
+        "this process). With --resume or --fork: where the continued run goes.")] = None,
     address: Annotated[str | None, typer.Option(
         help="Place the agents on the cluster whose head listens here.")] = None,
     timeout: Annotated[float, typer.Option(
@@ -82,7 +82,7 @@ def run(
     try:
         if sum(x is not None for x in (scenario, resume, fork)) != 1:
             raise typer.BadParameter("give a SCENARIO, or --resume RUN, or --fork RUN@R")
-        if nodes and address:
+        if nodes and address is not None:
             raise typer.BadParameter("--nodes starts nodes here; --address joins a cluster: "
                                      "give one")
         if address is None and (keys or head_key or allow_key):
@@ -100,11 +100,13 @@ def run(
         else:
             assert scenario is not None
             options = RunOptions(scenario=scenario, agents=agents, rounds=rounds or 3,
-                                 seed=seed, params=sets, runs_dir=runs_dir, nodes=nodes,
+                                 seed=seed, params=sets, runs_dir=runs_dir, nodes=nodes or 0,
                                  address=address, timeout=timeout,
                                  checkpoint_every=checkpoint_every, plan=declared,
                                  sampling=sample if sample is not None
                                  else min(1.0, 1000 / agents))
+        if start is not None and (nodes is not None or address is not None):
+            options.nodes, options.address = nodes or 0, address  # elsewhere this time
         bus_options = security(keys, head_key, allow_key) if address is not None else {}
         console.print(f"[bold]agentplex run[/] {escape(options.scenario)}: "
                       f"{options.agents:,} agents, {options.rounds} rounds, seed {options.seed}"
