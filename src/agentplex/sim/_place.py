@@ -84,10 +84,12 @@ def _positional(cls: type[Actor], kwargs: dict[str, Any]) -> list[Any]:
 
 @asynccontextmanager
 async def placement(*, nodes: int, address: str | None, agent: type[Actor],
-                    logs: Path, timeout: float, bus_options: dict[str, Any] | None = None,
+                    logs: Path, timeout: float, run: str | None = None,
+                    bus_options: dict[str, Any] | None = None,
                     log: Callable[[str], None] = lambda _: None) -> AsyncIterator[Placement]:
-    """The runtime the run's driver uses, and how agents are spawned. Leaving it stops the
-    agents it spawned (and the node processes it started)."""
+    """The runtime the run's driver uses, and how agents are spawned (on a cluster, for
+    the run ``run``). Leaving it stops the agents it spawned (and the node processes it
+    started)."""
     if nodes == 0 and address is None:
         async with Runtime(default_timeout=timeout) as rt:
             async def spawn_here(cls: type[Actor], names: Sequence[str],
@@ -99,7 +101,7 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
         return
 
     from ..bus import connect
-    from ..cluster import ClusterClient, Resources
+    from ..cluster import BatchOptions, ClusterClient, Resources
 
     async with AsyncExitStack() as stack:
         endpoint = address
@@ -115,32 +117,30 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
                 f"{', '.join(str(p) for p in local.pids.values())}); logs in {local.logs}")
         rt = await stack.enter_async_context(
             connect(endpoint, heartbeat_timeout=heartbeat, **(bus_options or {})))
-        batches: list[Sequence[str]] = []
+        # the run's driver: what it spawns stops when the run ends, however it ends (the
+        # head notices a driver whose process died)
+        client = ClusterClient(rt, timeout=120.0)
+
+        async def end_driver() -> None:
+            try:
+                await client.close()
+            except Exception as exc:  # the run is over either way
+                log(f"could not stop the run's agents on the cluster: {exc}")
+
+        stack.push_async_callback(end_driver)
 
         async def spawn_nodes(cls: type[Actor], names: Sequence[str],
                               args: Sequence[dict[str, Any]]) -> Sequence[ActorRef]:
-            client = ClusterClient(rt, timeout=max(120.0, len(names) / 5_000))
+            client.timeout = max(120.0, len(names) / 5_000)
             shared = args[0] if all(kw == args[0] for kw in args) else None
+            if shared is not None and set(shared) & set(BatchOptions.model_fields):
+                shared = None  # an argument named like a spawn option: passed by position
             wired = names if isinstance(names, NameRange) else list(names)
+            options = BatchOptions(placement="spread", resources=Resources(cpus=0), run=run)
             if shared is not None:  # one set of arguments for the whole batch: a count
-                refs = await client.spawn_many(cls, len(names), names=wired,
-                                               placement="spread",
-                                               resources=Resources(cpus=0), **shared)
-            else:
-                refs = await client.spawn_many(cls, [_positional(cls, kw) for kw in args],
-                                               names=wired, placement="spread",
-                                               resources=Resources(cpus=0))
-            batches.append(refs.names)
-            return refs
+                return await client.spawn_many(cls, len(names), names=wired,
+                                               options=options, **shared)
+            return await client.spawn_many(cls, [_positional(cls, kw) for kw in args],
+                                           names=wired, options=options)
 
-        async def stop_batches() -> None:
-            client = ClusterClient(rt)
-            for batch in reversed(batches):
-                try:
-                    await client.stop_batch(batch)
-                except Exception as exc:  # the run is over either way
-                    log(f"could not stop a batch of {len(batch)} agents: {exc}")
-
-        if address is not None:  # a cluster we joined: leave it as we found it
-            stack.push_async_callback(stop_batches)
         yield Placement(rt, address or f"{nodes} node processes", spawn_nodes, local)

@@ -160,7 +160,7 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
         surveys = SurveyTables(run.dir)
         try:
             async with placement(nodes=options.nodes, address=options.address,
-                                 agent=agent_cls, logs=run.dir / "nodes",
+                                 agent=agent_cls, logs=run.dir / "nodes", run=run.id,
                                  timeout=options.timeout, bus_options=bus_options,
                                  log=log) as home:
                 log(f"{cls.__name__}: {options.agents:,} {cls.noun} in {home.where}")
