@@ -133,8 +133,9 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
                               args: Sequence[dict[str, Any]]) -> Sequence[ActorRef]:
             client.timeout = max(120.0, len(names) / 5_000)
             shared = args[0] if all(kw == args[0] for kw in args) else None
-            if shared is not None and set(shared) & set(BatchOptions.model_fields):
-                shared = None  # an argument named like a spawn option: passed by position
+            if shared is not None and set(shared) & {*BatchOptions.model_fields, "options",
+                                                     "names", "args", "target"}:
+                shared = None  # an argument named like spawn_many's own: passed by position
             wired = names if isinstance(names, NameRange) else list(names)
             options = BatchOptions(placement="spread", resources=Resources(cpus=0), run=run)
             if shared is not None:  # one set of arguments for the whole batch: a count
