@@ -1,14 +1,13 @@
-"""How the driver reaches many agents at once: one function each for asking (a shared
-message, or one message per agent) and telling, so that a better transport call replaces
-one line here."""
+"""How the driver reaches many agents at once: asking (a shared message, or one message
+per agent: both one fan-out), telling, and their states."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..runtime import ActorRef, Runtime
+from ..runtime import ActorRef, PerActor, Runtime
 
 __all__ = ["WINDOW", "ask_all", "ask_each", "load_states", "states_of", "tell_all"]
 
@@ -28,16 +27,32 @@ IN_FLIGHT = 2
 
 async def ask_all(rt: Runtime, refs: Sequence[Target], message: Any, timeout: float
                   ) -> list[Any]:
-    """Every agent of ``refs`` asked ``message``; replies or exceptions, in ``refs`` order.
+    """Every agent of ``refs`` asked ``message``; replies or exceptions, in ``refs`` order."""
+    return await _fan_out(rt, refs, lambda indices: message, timeout)
 
-    :data:`WINDOW` agents per :meth:`Runtime.call_many` (one frame per node), and
+
+async def ask_each(rt: Runtime, refs: Sequence[Target], messages: Sequence[Any],
+                   timeout: float) -> list[Any]:
+    """Agent ``refs[i]`` asked ``messages[i]``; replies or exceptions, in ``refs`` order:
+    one fan-out whose frame to each node carries each of its agents its own message
+    (:class:`~agentplex.runtime.PerActor`)."""
+    if len(refs) != len(messages):
+        raise ValueError(f"{len(messages)} messages for {len(refs)} agents")
+    return await _fan_out(rt, refs, lambda indices: PerActor([messages[i] for i in indices]),
+                          timeout)
+
+
+async def _fan_out(rt: Runtime, refs: Sequence[Target],
+                   payload: Callable[[range], Any], timeout: float) -> list[Any]:
+    """:data:`WINDOW` agents per :meth:`Runtime.call_many` (one frame per node), and
     :data:`IN_FLIGHT` windows at once; each window takes every k-th agent, so that every
     node has its share of each (agents are placed in ranges: a window of neighbours would
-    keep one node busy)."""
+    keep one node busy). ``payload(indices)`` is the message of the window ``indices``."""
     refs = getattr(refs, "names", refs)  # a batch's refs: their names, made on access
     n = len(refs)
     if n <= WINDOW:
-        return await rt.call_many(refs, message, timeout=timeout, return_exceptions=True)
+        return await rt.call_many(refs, payload(range(n)), timeout=timeout,
+                                  return_exceptions=True)
     windows = -(-n // WINDOW)
     out: list[Any] = [None] * n
     todo = iter(range(windows))
@@ -45,43 +60,12 @@ async def ask_all(rt: Runtime, refs: Sequence[Target], message: Any, timeout: fl
     async def asker() -> None:
         for j in todo:
             indices = range(j, n, windows)
-            got = await rt.call_many([refs[i] for i in indices], message, timeout=timeout,
-                                     return_exceptions=True)
+            got = await rt.call_many([refs[i] for i in indices], payload(indices),
+                                     timeout=timeout, return_exceptions=True)
             for i, value in zip(indices, got, strict=True):
                 out[i] = value
 
     await asyncio.gather(*(asker() for _ in range(min(IN_FLIGHT, windows))))
-    return out
-
-
-async def ask_each(rt: Runtime, refs: Sequence[Target], messages: Sequence[Any],
-                   timeout: float) -> list[Any]:
-    """Agent ``refs[i]`` asked ``messages[i]``; replies or exceptions, in ``refs`` order.
-
-    Until the runtime carries one message per target in a fan-out, agents that share a
-    message (the same object) are asked together, and the rest one call each."""
-    if len(refs) != len(messages):
-        raise ValueError(f"{len(messages)} messages for {len(refs)} agents")
-    groups: dict[int, list[int]] = {}
-    for i, m in enumerate(messages):
-        groups.setdefault(id(m), []).append(i)
-    out: list[Any] = [None] * len(refs)
-
-    async def one(indices: list[int]) -> None:
-        got = await ask_all(rt, [refs[i] for i in indices], messages[indices[0]], timeout)
-        for i, value in zip(indices, got, strict=True):
-            out[i] = value
-
-    shared = [ix for ix in groups.values() if len(ix) > 1]
-    single = [ix[0] for ix in groups.values() if len(ix) == 1]
-    for ix in shared:
-        await one(ix)
-    for j in range(0, len(single), WINDOW):
-        chunk = single[j:j + WINDOW]
-        got = await asyncio.gather(*(rt.ref(_name(refs[i])).call(messages[i], timeout=timeout)
-                                     for i in chunk), return_exceptions=True)
-        for i, value in zip(chunk, got, strict=True):
-            out[i] = value
     return out
 
 

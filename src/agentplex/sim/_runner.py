@@ -288,9 +288,12 @@ async def _windows(sim: Sim, refs: Sequence[ActorRef]
 async def _checkpoint(run: Run, sim: Sim, refs: Sequence[ActorRef],
                       metrics: list[dict[str, Any]], number: int) -> None:
     run.sync()
-    meta = {"params": sim.params.model_dump(mode="json"), "state": sim.state,
-            "metrics": metrics, "clock": run.clock_state(),
-            "counts": {"timeouts": sim.timeouts, "errors": sim.errors}}
+
+    def meta() -> dict[str, Any]:  # after the states: their answers move the clocks
+        return {"params": sim.params.model_dump(mode="json"), "state": sim.state,
+                "metrics": metrics, "clock": run.clock_state(),
+                "counts": {"timeouts": sim.timeouts, "errors": sim.errors}}
+
     await Checkpoint.write(run.dir, number, meta, _windows(sim, refs))
     run.write_manifest()
 
@@ -326,6 +329,6 @@ async def _restore(run: Run, sim: Sim, scenario: Scenario, start: _Start,
     ck.restore_random()
     clock = meta["clock"]
     run.restore_clock_state(clock)
-    run.adopt_transcript(transcript_until(start.parent, int(clock["max"])))
+    run.adopt_transcript(transcript_until(start.parent, ck.round))
     surveys.adopt(start.parent, ck.round)
     await asyncio.sleep(0)

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..message import Msg
-from ..runtime import Actor, ActorRef, CallTimeout, Runtime
+from ..runtime import Actor, ActorRef, CallTimeout, PerActor, Runtime
 from ..tracing.lowlevel import transcribe
 from ._calls import ask_all, ask_each, tell_all
 
@@ -78,12 +78,13 @@ class Sim:
 
     async def call_many(self, refs: Sequence[ActorRef | str], message: Any,
                         *, timeout: float | None = None) -> list[Any]:
-        """Ask every agent of ``refs``: ``message`` is one message for all, or a list or
-        tuple of one message per ref. A list in ``refs`` order of each agent's reply, or
-        the exception it raised or met (a ``CallTimeout`` after ``timeout`` seconds,
-        default: the run's ``--timeout``). The driver's messages enter the transcript."""
+        """Ask every agent of ``refs``: ``message`` is one message for all, or a list,
+        tuple or ``PerActor`` of one message per ref (one fan-out either way). A list in
+        ``refs`` order of each agent's reply, or the exception it raised or met (a
+        ``CallTimeout`` after ``timeout`` seconds, default: the run's ``--timeout``).
+        The driver's messages enter the transcript."""
         wait = self.timeout if timeout is None else timeout
-        if isinstance(message, (list, tuple)):
+        if isinstance(message, (list, tuple, PerActor)):
             seen: set[int] = set()
             for m in message:
                 if id(m) not in seen:

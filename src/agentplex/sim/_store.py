@@ -8,7 +8,7 @@ import json
 import os
 import random
 import shutil
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,11 +136,11 @@ class Checkpoint:
                 yield item["name"], item["state"]
 
     @staticmethod
-    async def write(run_dir: Path, number: int, meta: dict[str, Any],
+    async def write(run_dir: Path, number: int, meta: Callable[[], dict[str, Any]],
                     states: AsyncIterator[Iterable[tuple[str, Any]]]) -> Checkpoint:
-        """Write round ``number``'s checkpoint: ``meta`` (with the random state added) and
-        the agents' states, window after window as ``states`` yields them; it appears
-        whole or not at all."""
+        """Write round ``number``'s checkpoint: the agents' states, window after window as
+        ``states`` yields them, then ``meta()`` (taken once the states are in, with the
+        random state added); it appears whole or not at all."""
         root = run_dir / CHECKPOINTS
         final = root / f"round-{number:05d}"
         tmp = root / f".round-{number:05d}.tmp"
@@ -151,7 +151,7 @@ class Checkpoint:
             async for window in states:
                 f.write("".join(json.dumps({"name": n, "state": s}, separators=(",", ":"))
                                 + "\n" for n, s in window))
-        (tmp / "sim.json").write_text(json.dumps({**meta, "round": number,
+        (tmp / "sim.json").write_text(json.dumps({**meta(), "round": number,
                                                   "random": _random_state()}))
         if final.exists():
             shutil.rmtree(final)

@@ -321,7 +321,7 @@ class Run:
             if self.round is not None:
                 entry = {"round": self.round, **entry}
             line = _said_json({"clock": clock, **entry})
-            self._add_line((clock, name, seq), line)
+            self._add_line((_order(self.round, clock), name, seq), line)
 
     def _add_line(self, key: tuple[int, str, int], line: str) -> None:
         self._transcript.add(key, line)
@@ -648,10 +648,21 @@ def join_run(headers: Mapping[str, str], context: otel_context.Context
     return otel_context.set_value(_CLOCK_KEY, clock, context)
 
 
-def transcript_until(run_dir: Path, clock: int) -> Iterator[tuple[tuple[int, str, int], str]]:
-    """The transcript lines of the run in ``run_dir`` up to causal clock ``clock``, as
-    ``(key, line)`` pairs in order: from its ``transcript.jsonl`` if it finished, else from
-    the sorted chunks its process left on disk (see :meth:`Run.sync`)."""
+ROUND_SPAN = 10**12
+"""A simulation's transcript is ordered by round, then causal clock: a line's place is
+``round * ROUND_SPAN + clock`` (its ``clock`` field stays the Lamport clock)."""
+
+
+def _order(number: int | None, clock: int) -> int:
+    return clock if number is None else number * ROUND_SPAN + clock
+
+
+def transcript_until(run_dir: Path, number: int) -> Iterator[tuple[tuple[int, str, int], str]]:
+    """The transcript lines of rounds 1 to ``number`` of the simulation run in ``run_dir``,
+    as ``(key, line)`` pairs in order: from its ``transcript.jsonl`` if it finished, else
+    from the sorted chunks its process left on disk (see :meth:`Run.sync`) and the
+    journals of other processes it never took in."""
+    clock = _order(number + 1, 0) - 1
     path = run_dir / "transcript.jsonl"
     if not path.exists():
         for key, line in heapq.merge(read_chunks(path), _journaled(run_dir), key=_key):
@@ -663,12 +674,13 @@ def transcript_until(run_dir: Path, clock: int) -> Iterator[tuple[tuple[int, str
     with path.open(encoding="utf-8") as f:
         for line in f:
             entry = json.loads(line)
-            if int(entry["clock"]) > clock:
+            order = _order(entry.get("round"), int(entry["clock"]))
+            if order > clock:
                 return
             name = str(entry.get("name", ""))
             seq = seen.get(name, 0)
             seen[name] = seq + 1
-            yield (int(entry["clock"]), name, seq), line.rstrip("\n")
+            yield (order, name, seq), line.rstrip("\n")
 
 
 def _key(item: tuple[tuple[int, str, int], str]) -> tuple[int, str, int]:
