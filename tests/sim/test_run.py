@@ -150,6 +150,24 @@ async def test_voters_can_have_a_model_state_their_opinion(tmp_path: Path) -> No
     assert manifest["totals"]["model_calls"] == 12
 
 
+async def test_a_fork_keeps_the_model_usage_of_its_rounds_before(tmp_path: Path) -> None:
+    from agentplex.sim.lowlevel import fork_options
+
+    game = "agentplex.sim.scenarios.guessing:Guessing"
+    parent = await run_scenario(RunOptions(scenario=game, agents=10, rounds=4, seed=2,
+                                           checkpoint_every=2, runs_dir=tmp_path))
+    options, start = fork_options(f"{parent.run_id}@2", tmp_path, {}, None, None)
+    arm = await run_scenario(options, start=start)
+    totals = {m["run_id"]: m["totals"] for m in manifests(tmp_path)}
+    assert totals[arm.run_id]["model_calls"] == totals[parent.run_id]["model_calls"] == 40
+    def counted(run_id: str) -> list[dict[str, Any]]:  # device seconds are measured
+        return [{k: v for k, v in r.items() if not k.endswith("_s")}
+                for r in totals[run_id]["by_round"]]
+
+    assert counted(arm.run_id) == counted(parent.run_id)
+    assert [r["round"] for r in counted(arm.run_id)] == [1, 2, 3, 4]
+
+
 async def test_the_guessing_game_is_a_scenario(tmp_path: Path) -> None:
     game = "agentplex.sim.scenarios.guessing:Guessing"
     a = await run_scenario(RunOptions(scenario=game, agents=40, rounds=3, seed=9,

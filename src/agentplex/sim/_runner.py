@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from ..cluster import ActorRefs
 from ..message import Msg
 from ..runtime import ActorRef, NameRange
-from ..tracing import Run, experiment, find_run
+from ..tracing import Run, experiment, find_run, in_round
 from ..tracing.lowlevel import sim_span, transcribe, transcript_until
 from ._calls import load_states, states_of
 from ._errors import CheckpointError, ScenarioError
@@ -225,7 +225,7 @@ async def _round(run: Run, scenario: Scenario, sim: Sim, options: RunOptions, nu
     sim._begin(number)
     interventions, asked = options.plan.at(number)
     groups = {**scenario.groups, **options.plan.groups}
-    with sim_span(f"round {number}", **{"agentplex.sim.round": number}):
+    with in_round(number), sim_span(f"round {number}", **{"agentplex.sim.round": number}):
         for k, item in enumerate(interventions):
             await _intervene(sim, scenario, item, groups, k)
         await scenario.step(sim)

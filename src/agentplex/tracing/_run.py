@@ -342,7 +342,8 @@ class Run:
             return {"max": self._max_clock, "floor": self._floor,
                     "agents": dict(self._agent_clock), "seen": dict(self._seen),
                     "totals": [self.model_calls, self.input_tokens, self.output_tokens,
-                               self.tool_calls], "models": list(self.models.values())}
+                               self.tool_calls], "models": list(self.models.values()),
+                    "ledger": self._tally.ledger().model_dump(mode="json")}
 
     def restore_clock_state(self, state: dict[str, Any]) -> None:
         """Take back what :meth:`clock_state` returned."""
@@ -353,6 +354,8 @@ class Run:
             self._seen = {str(k): int(v) for k, v in state["seen"].items()}
             (self.model_calls, self.input_tokens, self.output_tokens,
              self.tool_calls) = (int(v) for v in state["totals"])
+        if "ledger" in state:
+            self.merge_ledger(Ledger.model_validate(state["ledger"]))
         for m in state.get("models", ()):
             self.model_used(m["provider"], m["model"])
 
