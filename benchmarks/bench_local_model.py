@@ -270,9 +270,9 @@ async def prefix_reuse(model: Any, agents: int = 16) -> None:
 
 async def demo_rounds(model: Any, agents: int, rounds: int, repeats: int) -> None:
     """The demo game's round times with and without prefix reuse (same weights, same seed)."""
-    from agentplex.cli._demo import GameStats, make_players, play
     from agentplex.model import TransformersChatModel
     from agentplex.runtime import Runtime
+    from agentplex.sim.scenarios._game import GameStats, make_players, play
 
     pair = (model.model, model.tokenizer)
     times: dict[str, list[tuple[float, float]]] = {"prefix-reuse": [], "no-reuse": []}

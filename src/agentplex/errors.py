@@ -22,7 +22,9 @@ built-in bases; ``docs/index.md`` draws all of it)::
     ├── agentplex.agent     SandboxError
     ├── agentplex.serving   BadChatRequest, QueueFull, ServerFailed
     ├── agentplex.cluster   Unschedulable, NodeFailed
-    └── agentplex.cli       NodesFailed, NotUserCode
+    └── agentplex.sim       SimError: ScenarioError, ParamsError, PlanError,
+                            CheckpointError, NodesFailed, NotUserCode (both also
+                            in agentplex.cli)
 """
 
 from __future__ import annotations

@@ -88,7 +88,8 @@ def test_the_demo_joins_a_curve_cluster(tmp_path: Path) -> None:
     nodes, whose players answer it directly; the manifest keeps no key."""
     daemons = Daemons()
     try:
-        endpoint = curve_cluster(tmp_path, daemons, "n0", "--allow", "agentplex.cli._crowd")
+        endpoint = curve_cluster(tmp_path, daemons, "n0", "--allow",
+                                 "agentplex.sim.scenarios._crowd")
         runs = tmp_path / "runs"
         played = subprocess.run(
             [sys.executable, "-m", "agentplex", "demo", "--runs-dir", str(runs), "--agents", "20",

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from agentplex.cli import _crowd
-from agentplex.cli._crowd import MEMORY, Answers, CrowdPlayer
-from agentplex.cli._demo import GameStats, Player, scripted_players_model
 from agentplex.message import Msg
 from agentplex.runtime import ActorNotFound, NameRange, Runtime
+from agentplex.sim.scenarios import _crowd
+from agentplex.sim.scenarios._crowd import MEMORY, Answers, CrowdPlayer
+from agentplex.sim.scenarios._game import GameStats, Player, scripted_players_model
 
 pytestmark = pytest.mark.anyio
 

@@ -102,9 +102,9 @@ def test_a_failing_model_call_is_reported_with_its_provider(tmp_path: Path) -> N
 
 @pytest.mark.anyio
 async def test_players_prompts_keep_the_newest_within_budget() -> None:
-    from agentplex.cli._demo import GameStats, Player, scripted_players_model
     from agentplex.message import Msg
     from agentplex.model.lowlevel import estimate_tokens
+    from agentplex.sim.scenarios._game import GameStats, Player, scripted_players_model
 
     player = Player("Player1", scripted_players_model(), GameStats(), max_input_tokens=120)
     for i in range(40):
@@ -117,9 +117,9 @@ async def test_players_prompts_keep_the_newest_within_budget() -> None:
 
 @pytest.mark.anyio
 async def test_a_prompt_known_to_fit_is_the_prompt_fit_keeps() -> None:
-    from agentplex.cli._demo import GameStats, Player, scripted_players_model
     from agentplex.message import Msg
     from agentplex.model import ScriptedChatModel
+    from agentplex.sim.scenarios._game import GameStats, Player, scripted_players_model
 
     class Counted(ScriptedChatModel):  # counts as the others do, but not known to
         async def count_tokens(self, *args: Any, **kwargs: Any) -> int:

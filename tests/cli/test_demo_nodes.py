@@ -109,7 +109,7 @@ def test_demo_on_a_running_cluster_leaves_it_as_it_found_it(tmp_path: Path) -> N
     daemons = Daemons()
     try:
         endpoint = daemons.head()
-        daemons.nodes(endpoint, ["n0"], "--allow", "agentplex.cli._crowd")
+        daemons.nodes(endpoint, ["n0"], "--allow", "agentplex.sim.scenarios._crowd")
         for attempt in ("first", "second"):
             runs = tmp_path / attempt
             runs.mkdir()

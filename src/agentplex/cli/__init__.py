@@ -1,6 +1,6 @@
 """The ``agentplex`` command."""
 
+from ..sim import NodesFailed, NotUserCode
 from ._app import app, main
-from ._errors import NodesFailed, NotUserCode
 
 __all__ = ["NodesFailed", "NotUserCode", "app", "main"]

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ._cluster import AllowOpt, HeadKeyOpt, KeysOpt, head, node, security, status
 from ._keys import app as keys_app
+from ._run import run
 from ._runs import runs_app, trace_app
 from ._serve import serve
 
 if TYPE_CHECKING:
-    from ..runtime import Runtime
-    from ._crowd import CrowdResult, DemoOptions
+    from ..sim import RunResult
+    from ..sim.scenarios._crowd import DemoOptions
 
 app = typer.Typer(help="agentplex: an async actor-based multi-agent runtime.",
                   no_args_is_help=True, add_completion=False)
@@ -36,6 +36,7 @@ app.command()(head)
 app.command()(node)
 app.command()(status)
 app.command()(serve)
+app.command()(run)
 
 
 def main() -> None:
@@ -96,8 +97,8 @@ def demo(
     from ..bus import SpawnRefused
     from ..cluster import NodeFailed, Unschedulable
     from ..runtime import ActorError
-    from ._crowd import DemoOptions
-    from ._errors import NodesFailed
+    from ..sim import SimError
+    from ..sim.scenarios._crowd import DemoOptions
     from ._serve import parse_options
 
     options = DemoOptions(
@@ -119,7 +120,7 @@ def demo(
     except asyncio.CancelledError:  # SIGTERM
         Console(stderr=True).print("[red]terminated[/]: node processes stopped")
         raise typer.Exit(143) from None
-    except (ActorError, NodesFailed, NodeFailed, Unschedulable, SpawnRefused) as exc:
+    except (ActorError, SimError, NodeFailed, Unschedulable, SpawnRefused) as exc:
         Console(stderr=True).print(f"[red]the demo failed[/]: {escape(str(exc))}")
         raise typer.Exit(1) from None
 
@@ -143,7 +144,7 @@ def _model_defaults(spec: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_model(console: Console, spec: str, seed: int, options: dict[str, Any]) -> object:
-    from ._demo import scripted_players_model
+    from ..sim.scenarios._game import scripted_players_model
     from ._serve import load_chat_model, quiet_transformers
 
     loading = time.perf_counter()
@@ -161,8 +162,8 @@ async def _demo(o: DemoOptions) -> None:
     from ..model import ChatModelBase
     from ..orchestration import stream_printing_messages
     from ..runtime import Runtime
+    from ..sim.scenarios._game import GameResult, GameStats, make_players, play
     from ..tracing import experiment
-    from ._demo import GameResult, GameStats, make_players, play
 
     console = Console()
     console.print(f"[bold]agentplex demo[/]: {o.agents} players, {o.rounds} "
@@ -201,13 +202,11 @@ async def _demo(o: DemoOptions) -> None:
 
 
 async def _demo_across_nodes(o: DemoOptions, bus_options: dict[str, Any]) -> None:
+    """The game across nodes: a run of the guessing scenario (``agentplex.sim``)."""
     import signal
 
-    from ..bus import connect
-    from ..cluster import ClusterClient
-    from ..tracing import experiment
-    from ._crowd import place_players
-    from ._nodes import LocalNodes
+    from ..sim import RunOptions, run_scenario
+    from ..sim.scenarios._game import DEFAULT_SPEAKERS
 
     console = Console()
     where = o.address or f"{o.nodes} node processes on this machine"
@@ -218,72 +217,29 @@ async def _demo_across_nodes(o: DemoOptions, bus_options: dict[str, Any]) -> Non
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    local = LocalNodes(o.runs_dir / ".nodes", allow=["agentplex.cli._crowd"])
-    try:
-        async with experiment("demo", seed=o.seed, config=o.config(), runs_dir=o.runs_dir,
-                              replay=o.replay, sampling=o.sample) as record:
-            local.logs = record.dir / "nodes"
-            endpoint = o.address
-            if endpoint is None:
-                began = time.perf_counter()
-                endpoint = await local.start(o.nodes, heartbeat=max(60.0, o.timeout))
-                console.print(f"head and {o.nodes} nodes up in "
-                              f"{time.perf_counter() - began:.1f}s (pids "
-                              f"{', '.join(str(p) for p in local.pids.values())}); "
-                              f"logs in {local.logs}")
-            async with connect(endpoint, heartbeat_timeout=max(60.0, o.timeout),
-                               **bus_options) as rt:
-                client = ClusterClient(rt, timeout=max(120.0, o.agents / 5_000))
-                if o.model != "scripted":
-                    console.print(f"placing {o.replicas} model replica(s) of {o.model}")
-                batches: list[Sequence[str]] = []
-                try:
-                    names, placed = await place_players(
-                        client, o.agents, seed=o.seed, model=o.model, replicas=o.replicas,
-                        requests_per_second=o.rate, model_options=o.model_options,
-                        placed=batches, run=record.id)
-                    console.print(f"placed {o.agents:,} players in {placed:.2f}s "
-                                  f"({o.agents / placed:,.0f}/s)")
-                    result = await _play_with_progress(console, rt, names, o)
-                    result.placement_seconds = placed
-                finally:
-                    if o.address is not None:  # a cluster we joined: leave it as we found it
-                        for batch in reversed(batches):
-                            await client.stop_batch(batch)
-                    await client.close()  # ends the run's driver (a kill -9 the head notices)
-    finally:
-        local.close()
-    _crowd_summary(console, result, o, record.dir)
+    options = RunOptions(
+        scenario=GUESSING, name="demo", agents=o.agents, rounds=o.rounds, seed=o.seed,
+        nodes=o.nodes, address=o.address, timeout=o.timeout, sampling=o.sample,
+        runs_dir=o.runs_dir, replay=o.replay,
+        params={"model": o.model, "replicas": o.replicas, "rate": o.rate,
+                "options": o.model_options,
+                "speakers": DEFAULT_SPEAKERS if o.speakers is None else o.speakers})
+    if o.model != "scripted":
+        console.print(f"placing {o.replicas} model replica(s) of {o.model}")
+    result = await run_scenario(
+        options, bus_options=bus_options, log=lambda line: console.print(escape(line)),
+        on_round=lambda row, took: console.print(
+            f"round {row['round']}: {row['answered']:,}/{o.agents:,} answered in "
+            f"{took:.2f}s; target {row['target']}"))
+    _crowd_summary(console, result, o)
 
 
-async def _play_with_progress(console: Console, rt: Runtime, names: Sequence[str],
-                              o: DemoOptions) -> CrowdResult:
-    from ._crowd import play_crowd
-    from ._demo import DEFAULT_SPEAKERS
-
-    progress = Progress(
-        TextColumn("round {task.fields[round]}"), BarColumn(),
-        TextColumn("{task.completed:,.0f}/{task.total:,.0f} answered"),
-        TextColumn("{task.fields[mps]:,.0f} msg/s"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
-        TimeElapsedColumn(), console=console)
-    bars: dict[int, TaskID] = {}
-
-    def moved(r: int, answered: int, total: int, tokens: int, seconds: float) -> None:
-        if r not in bars:
-            bars[r] = progress.add_task("", total=total, round=r, mps=0.0, tps=0.0)
-        rate = 2 * answered / seconds if seconds else 0.0  # a question and a reply each
-        progress.update(bars[r], completed=answered, mps=rate,
-                        tps=tokens / seconds if seconds else 0.0)
-
-    with progress:
-        return await play_crowd(rt, names, rounds=o.rounds,
-                                speakers=DEFAULT_SPEAKERS if o.speakers is None
-                                else o.speakers, seed=o.seed, timeout=o.timeout,
-                                on_progress=moved)
+GUESSING = "agentplex.sim.scenarios.guessing:Guessing"
+"""The game as a scenario: what ``agentplex demo --nodes`` runs."""
 
 
 def _summary(console: Console, result: object, agents: int, run_dir: Path) -> None:
-    from ._demo import GameResult
+    from ..sim.scenarios._game import GameResult
 
     assert isinstance(result, GameResult)
     for r in result.rounds:
@@ -321,38 +277,37 @@ def rate_text(per_second: float) -> str:
     return f"{per_second:,.0f}" if per_second >= 10 else f"{per_second:.2g}"
 
 
-def _crowd_summary(console: Console, result: CrowdResult, o: DemoOptions, run_dir: Path
-                   ) -> None:
+def _crowd_summary(console: Console, result: RunResult, o: DemoOptions) -> None:
     table = Table(title="rounds")
     for column in ("round", "answered", "time (s)", "answers/s", "tokens out", "target",
                    "winners"):
         table.add_column(column, justify="right")
-    for r in result.rounds:
-        table.add_row(str(r.round), f"{r.answered:,}/{o.agents:,}", f"{r.seconds:.2f}",
-                      rate_text(r.answered / r.seconds) if r.seconds else "-",
-                      f"{r.tokens_out:,}", f"{r.target}", f"{len(r.winners):,}")
+    for row, seconds in zip(result.metrics, result.seconds, strict=False):
+        answered = int(row["answered"])
+        table.add_row(str(row["round"]), f"{answered:,}/{o.agents:,}", f"{seconds:.2f}",
+                      rate_text(answered / seconds) if seconds else "-",
+                      f"{row['tokens_out']:,}", f"{row['target']}", f"{row['winners']:,}")
     console.print(table)
-    for msg in result.discussion:
-        console.print(f"[bold]{msg.name}[/]: {escape(msg.get_text_content() or '')}")
-    if result.failed:
-        shown = ", ".join(sorted(result.failed)[:10])
-        console.print(f"[red]{len(result.failed):,} answers missing[/]: {shown}"
-                      + (" ..." if len(result.failed) > 10 else ""))
-        why = Counter(reason.partition(":")[0] for reason in result.failed.values())
-        example = next(iter(result.failed.values()))
-        console.print("why: " + ", ".join(f"{kind} ({n:,})" for kind, n in why.most_common(5))
-                      + f"; the first: {escape(example)}")
-    s = result.stats
+    for name, text in result.state.get("discussion", []):
+        console.print(f"[bold]{name}[/]: {escape(text)}")
+    if result.timeouts or result.errors:
+        console.print(f"[red]{result.timeouts + result.errors:,} answers missing[/] "
+                      f"({result.timeouts:,} timeouts, {result.errors:,} errors; the first "
+                      "of each round is printed above)")
+    manifest = json.loads((result.dir / "manifest.json").read_text())
+    totals = manifest.get("totals", {})
+    seconds = sum(result.seconds)
     table = Table(title="run summary")
     for column in ("agents", "nodes", "placed/s", "messages", "model calls", "tokens in",
                    "tokens out", "time (s)", "tokens/s out"):
         table.add_column(column, justify="right")
-    rate = s.output_tokens / result.seconds if result.seconds else 0.0
+    out = int(totals.get("output_tokens", 0))
     table.add_row(f"{o.agents:,}", o.address or str(o.nodes),
                   f"{o.agents / result.placement_seconds:,.0f}"
                   if result.placement_seconds else "-",
-                  f"{s.messages:,}", f"{s.model_calls:,}", f"{s.input_tokens:,}",
-                  f"{s.output_tokens:,}", f"{result.seconds:.1f}", f"{rate:.1f}")
+                  f"{totals.get('messages', 0):,}", f"{totals.get('model_calls', 0):,}",
+                  f"{totals.get('input_tokens', 0):,}", f"{out:,}", f"{seconds:.1f}",
+                  f"{out / seconds if seconds else 0.0:.1f}")
     console.print(table)
-    console.print(f"run folder: {run_dir}")
-    console.print(f"trace: {run_dir / 'trace.jsonl'}")
+    console.print(f"run folder: {result.dir}")
+    console.print(f"trace: {result.dir / 'trace.jsonl'}")

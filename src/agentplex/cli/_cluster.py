@@ -104,7 +104,7 @@ def node(
     PYTHONPATH, and only from the --allow modules."""
     from ..cluster import detect_node
     from ..cluster.lowlevel import run_node
-    from ._nodes import use_import_path
+    from ..sim.lowlevel import use_import_path
 
     for folder in path:
         if not folder.is_dir():

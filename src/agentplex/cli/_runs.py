@@ -29,15 +29,22 @@ def _locate(run: str, runs_dir: Path) -> Path:
 
 @runs_app.command("list")
 def runs_list(runs_dir: RunsDir = Path("runs")) -> None:
-    """One line per run: id, name, start, duration, model calls, tokens."""
+    """One line per run: id, name, status, start, duration, model calls, tokens, timeouts
+    and errors."""
     table = Table(title=f"runs in {runs_dir}")
-    for col in ("run", "name", "started", "seconds", "calls", "tokens in", "tokens out"):
-        table.add_column(col)
+    for col in ("run", "name", "status", "started", "seconds", "calls", "tokens in",
+                "tokens out", "timeouts", "errors"):
+        table.add_column(col, no_wrap=col == "run")
     for m in list_runs(runs_dir):
         t = m.get("totals", {})
-        table.add_row(m["run_id"], m.get("name", ""), (m.get("started_at") or "")[:19],
-                      str(m.get("duration_s", "")), str(t.get("model_calls", 0)),
-                      str(t.get("input_tokens", 0)), str(t.get("output_tokens", 0)))
+        status = str(m.get("status", "-"))
+        color = {"completed": "green", "failed": "red", "interrupted": "yellow"}.get(status)
+        table.add_row(m["run_id"], m.get("name", ""),
+                      f"[{color}]{status}[/]" if color else status,
+                      (m.get("started_at") or "")[:19],
+                      str(m.get("duration_s", "") or ""), str(t.get("model_calls", 0)),
+                      str(t.get("input_tokens", 0)), str(t.get("output_tokens", 0)),
+                      str(m.get("timeouts", "-")), str(m.get("errors", "-")))
     Console().print(table)
 
 
@@ -47,9 +54,35 @@ def runs_show(run: RunArg, runs_dir: RunsDir = Path("runs")) -> None:
     folder = _locate(run, runs_dir)
     console = Console()
     console.print_json(json.dumps(json.loads((folder / "manifest.json").read_text())))
-    for name in ("trace.jsonl", "transcript.jsonl", "recording.jsonl"):
+    for name in ("trace.jsonl", "transcript.jsonl", "recording.jsonl", "metrics.parquet",
+                 "surveys.parquet"):
         if (folder / name).exists():
             console.print(f"{name}: {folder / name}")
+    _metrics_table(console, folder)
+
+
+def _metrics_table(console: Console, folder: Path) -> None:
+    """A simulation run's metrics, one row per round."""
+    from ..sim import checkpoints, read_metrics
+
+    rows = read_metrics(folder)
+    if rows:
+        table = Table(title="metrics per round")
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+        for col in columns:
+            table.add_column(col, justify="right")
+        for row in rows:
+            table.add_row(*(_cell(row.get(c)) for c in columns))
+        console.print(table)
+    saved = checkpoints(folder)
+    if saved:
+        console.print(f"checkpoints: rounds {', '.join(str(c.round) for c in saved)}")
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
 
 
 def _label(node: SpanNode) -> str:

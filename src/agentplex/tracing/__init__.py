@@ -18,7 +18,7 @@ from ._ledger import Ledger, LedgerEntry, Usage, current_round, in_round, set_ro
 from ._metrics import configure_metrics
 from ._prices import LOCAL_PROVIDERS, PRICES_ENV, Price, Prices, prices, set_prices
 from ._report import SpanNode, find_run, list_runs, load_spans, render_html, span_tree
-from ._run import Run, active_run, experiment
+from ._run import Run, RunOutcome, active_run, experiment
 from ._sampling import TraceSampler
 from ._setup import (
     SpanDispatcher,
@@ -46,6 +46,7 @@ __all__ = [
     "Rollback",
     "Run",
     "RunIncidents",
+    "RunOutcome",
     "SpanDispatcher",
     "SpanNode",
     "TraceSampler",

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib import metadata
@@ -42,6 +42,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from pydantic import BaseModel, ConfigDict
 
 from ..message import Msg
 from ._content import ContentCapture, set_content_capture
@@ -50,22 +51,24 @@ from ._errors import ReplayMissing
 from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter, span_line
 from ._incidents import RunIncidents
 from ._json import dumper
-from ._ledger import Ledger, Tally
+from ._ledger import Ledger, Tally, current_round
 from ._prices import cost_totals
 from ._recorder import RunAnchor
 from ._sampling import TraceSampler
 from ._setup import dispatcher, recorder, sampler
-from ._spool import SortedSpool
+from ._spool import SortedSpool, read_chunks
 
 __all__ = [
     "RUN_HEADER",
     "Run",
+    "RunOutcome",
     "RunPart",
     "active_run",
     "answer_headers",
     "answer_received",
     "count_tool_call",
     "add_run_drain",
+    "collect_parts",
     "driving_run",
     "experiment",
     "join_run",
@@ -78,6 +81,7 @@ __all__ = [
     "run_event",
     "set_journal_shipper",
     "transcribe",
+    "transcript_until",
 ]
 
 _PACKAGES = ("agentplex", "pydantic", "msgpack", "pyzmq", "anyio", "opentelemetry-sdk",
@@ -122,6 +126,22 @@ def request_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+class RunOutcome(BaseModel):
+    """How a run ended and what it counted, in the manifest beside the totals. A pydantic
+    model that others extend: whatever field is set here lands in ``manifest.json``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str = "running"
+    """``running`` (while it runs, or its driver died), ``completed``, ``failed`` or
+    ``interrupted`` (Ctrl-C, SIGTERM)."""
+    error: str | None = None
+    timeouts: int = 0
+    """Calls that got no answer in time."""
+    errors: int = 0
+    """Calls whose agent raised, or that failed for another reason."""
+
+
 class Run:
     """One experiment run: its folder, counters, transcript and model recording.
 
@@ -146,6 +166,7 @@ class Run:
         self.ended_at: str | None = None
         self.duration_s: float | None = None
         self.spans: BufferedSpanProcessor | None = None
+        self.outcome = RunOutcome()
         self.locator = json.dumps([str(self.dir), str(replay) if replay is not None else None])
         self._init_state()
         self._buffer = buffer
@@ -174,6 +195,10 @@ class Run:
         self._agent_clock: dict[str, int] = {}
         self._max_clock = 0
         self.incidents = RunIncidents()
+        self._floor = 0
+        self._last_round = 0
+        """The highest round said so far: a line said outside any round after it (a
+        closing discussion) comes after that round's lines."""
 
     @property
     def replaying(self) -> bool:
@@ -302,18 +327,81 @@ class Run:
             if speaker is None:
                 clock = self._max_clock + 1
             else:
-                clock = self._agent_clock.get(speaker, 0) + 1
+                clock = max(self._agent_clock.get(speaker, 0), self._floor) + 1
                 self._agent_clock[speaker] = clock
             self._clock_of[msg_id] = (clock, _forget(self._clock_of, msg_id, msg))
             self._max_clock = max(self._max_clock, clock)
             name = str(entry.get("name", ""))
             seq = self._seen.get(name, 0)
             self._seen[name] = seq + 1
+            number = current_round()
+            if number is not None:
+                entry = {"round": number, **entry}
+                self._last_round = max(self._last_round, number)
             line = _said_json({"clock": clock, **entry})
-            self._add_line((clock, name, seq), line)
+            self._add_line((_order(self._last_round if number is None else number, clock),
+                            name, seq), line)
 
     def _add_line(self, key: tuple[int, str, int], line: str) -> None:
         self._transcript.add(key, line)
+
+    # -- rounds (simulations: see agentplex.sim) ------------------------------------------
+
+    def begin_round(self, number: int) -> None:
+        """Round ``number`` starts (the driver says so; what is said in it carries the round
+        of the context it is said in: see :func:`~agentplex.tracing.in_round`): from now on
+        it comes after everything said before (each speaker's clock starts past the run's
+        highest)."""
+        with self._lock:
+            self._last_round = max(self._last_round, number)
+            self._floor = self._max_clock
+
+    def clock_state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the transcript's clocks and the totals, so that a
+        run resumed from it goes on exactly as the original did."""
+        with self._lock:
+            return {"max": self._max_clock, "floor": self._floor, "round": self._last_round,
+                    "agents": dict(self._agent_clock), "seen": dict(self._seen),
+                    "totals": [self.model_calls, self.input_tokens, self.output_tokens,
+                               self.tool_calls], "models": list(self.models.values()),
+                    "ledger": self._tally.ledger().model_dump(mode="json")}
+
+    def restore_clock_state(self, state: dict[str, Any]) -> None:
+        """Take back what :meth:`clock_state` returned."""
+        with self._lock:
+            self._max_clock = int(state["max"])
+            self._floor = int(state["floor"])
+            self._last_round = int(state.get("round", 0))
+            self._agent_clock = {str(k): int(v) for k, v in state["agents"].items()}
+            self._seen = {str(k): int(v) for k, v in state["seen"].items()}
+            (self.model_calls, self.input_tokens, self.output_tokens,
+             self.tool_calls) = (int(v) for v in state["totals"])
+        if "ledger" in state:
+            self.merge_ledger(Ledger.model_validate(state["ledger"]))
+        for m in state.get("models", ()):
+            self.model_used(m["provider"], m["model"])
+
+    def adopt_transcript(self, lines: Any) -> None:
+        """Add ``(key, line)`` pairs another run wrote (see :func:`transcript_until`)."""
+        with self._lock:
+            for key, line in lines:
+                self._transcript.add(key, line)
+
+    def sync(self) -> None:
+        """Put everything said so far on disk (the transcript's buffer as a sorted chunk,
+        the recording), so a process killed from now on loses none of it."""
+        with self._lock:
+            self._transcript.spill()
+            if self._recording_file is not None and self._recording:
+                self._recording_file.write("\n".join(self._recording) + "\n")
+                self._recording_file.flush()
+                self._recording = []
+
+    def write_manifest(self) -> None:
+        """Write ``manifest.json`` as things stand (atomically)."""
+        tmp = self.dir / ".manifest.json.tmp"
+        tmp.write_text(json.dumps(self.manifest(), indent=2, default=str) + "\n")
+        os.replace(tmp, self.dir / "manifest.json")
 
     def transcript(self) -> list[dict[str, Any]]:
         """Every message of a finished run, in causal (Lamport) order, ties broken by
@@ -352,6 +440,7 @@ class Run:
                 **cost_totals(self.ledger),
             },
             "incidents": self.incidents.model_dump(mode="json"),
+            **self.outcome.model_dump(),
         }
 
     def write(self) -> None:
@@ -364,8 +453,7 @@ class Run:
                 self._recording_file.close()
                 self._recording_file = None
             self._recording = []
-        (self.dir / "manifest.json").write_text(json.dumps(self.manifest(), indent=2,
-                                                           default=str) + "\n")
+        self.write_manifest()
 
     def take_in(self, text: str) -> None:
         """Take in a journal another process sent (lines in the formats :class:`RunPart`
@@ -436,6 +524,7 @@ class RunPart(Run):
         self.dir = Path(run_dir)
         self.replay_of = Path(replay) if replay is not None else None
         self.spans = None
+        self.outcome = RunOutcome()
         self._init_state()
         if self.replay_of is not None:
             self._replay = load_recording(self.replay_of)
@@ -601,6 +690,14 @@ def remove_run_drain(drain: Callable[[Run], Awaitable[None]]) -> None:
         _drains.remove(drain)
 
 
+async def collect_parts(run: Run) -> None:
+    """Take in now what other processes still hold of ``run`` (the bus asks each node it
+    knows): before the run's folder is written, and before a checkpoint puts what was said
+    on disk."""
+    for drain in list(_drains):
+        await drain(run)
+
+
 def driving_run() -> Run | None:
     """The experiment this process runs (not one it follows), if any."""
     run = _active
@@ -654,6 +751,48 @@ def join_run(headers: Mapping[str, str], context: otel_context.Context
     except ValueError:
         return context
     return otel_context.set_value(_CLOCK_KEY, clock, context)
+
+
+ROUND_SPAN = 10**12
+"""A simulation's transcript is ordered by round, then causal clock: a line's place is
+``round * ROUND_SPAN + clock`` (its ``clock`` field stays the Lamport clock)."""
+
+
+def _order(number: int | None, clock: int) -> int:
+    return clock if number is None else number * ROUND_SPAN + clock
+
+
+def transcript_until(run_dir: Path, number: int) -> Iterator[tuple[tuple[int, str, int], str]]:
+    """The transcript lines of the simulation run in ``run_dir`` up to the end of round
+    ``number`` (what was said before round 1, and in rounds 1 to ``number``; not what was
+    said outside any round after them), as ``(key, line)`` pairs in order: from its
+    ``transcript.jsonl`` if it finished, else from the sorted chunks its process left on
+    disk (see :meth:`Run.sync`: node processes' lines are among them, as their journals
+    reached the run's process over the bus)."""
+    bound = _order(number + 1, 0) - 1
+    path = run_dir / "transcript.jsonl"
+    if not path.exists():
+        for key, line in read_chunks(path):
+            if key[0] > bound:
+                return
+            if key[0] < ROUND_SPAN or "round" in json.loads(line):
+                yield key, line
+        return
+    seen: dict[str, int] = {}
+    last = 0
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            entry = json.loads(line)
+            number_ = entry.get("round")
+            last = number_ if number_ is not None else last
+            order = _order(last, int(entry["clock"]))
+            if order > bound:
+                return
+            name = str(entry.get("name", ""))
+            seq = seen.get(name, 0)
+            seen[name] = seq + 1
+            if number_ is not None or last == 0:
+                yield (order, name, seq), line.rstrip("\n")
 
 
 def load_recording(run_dir: Path) -> dict[str, list[Any]]:
@@ -829,10 +968,17 @@ async def experiment(
     token = otel_context.attach(trace.set_span_in_context(current))
     try:
         yield run
+        run.outcome.status = "completed"
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        run.outcome.status = "interrupted"
+        raise
+    except BaseException as exc:
+        run.outcome.status = "failed"
+        run.outcome.error = f"{type(exc).__name__}: {exc}"[:500]
+        raise
     finally:
         try:
-            for drain in list(_drains):  # what other processes still hold of the run
-                await drain(run)
+            await collect_parts(run)
         finally:
             otel_context.detach(token)
             span.end()

@@ -20,20 +20,21 @@ from ._setup import recorder
 
 __all__ = [
     "agent_span",
+    "chat_span",
     "current_actor",
     "current_actor_class",
-    "set_current_actor",
-    "chat_span",
     "end_span",
-    "start_chat_span",
-    "use_span",
     "extract_context",
     "inject_context",
     "is_enabled",
     "receive_context",
     "send_headers",
+    "set_current_actor",
+    "sim_span",
+    "start_chat_span",
     "tool_span",
     "use_context",
+    "use_span",
     "would_record",
 ]
 
@@ -213,6 +214,14 @@ def tool_span(
         "gen_ai.tool.call.id": call_id,
         **attributes,
     }))
+
+
+def sim_span(name: str, **attributes: Any) -> AbstractContextManager[trace.Span | None]:
+    """Span ``name`` around a part of a simulation run (a round, an intervention, a survey,
+    a checkpoint); a no-op when tracing is off."""
+    if not would_record():
+        return _NULL
+    return _scope(_start(name, trace.SpanKind.INTERNAL, lambda: attributes))
 
 
 def start_chat_span(model: str, provider: str | None = None, **attributes: Any) -> trace.Span:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["SortedSpool"]
+__all__ = ["SortedSpool", "read_chunks"]
 
 Key = tuple[int, str, int]
 
@@ -42,6 +42,11 @@ class SortedSpool:
         self._buffer.append((key, line))
         self.count += 1
         if len(self._buffer) >= self.chunk:
+            self._spill()
+
+    def spill(self) -> None:
+        """Write the lines held in memory to a chunk file now (none: nothing)."""
+        if self._buffer:
             self._spill()
 
     def _spill(self) -> None:
@@ -79,6 +84,18 @@ class SortedSpool:
 
 def _first(item: tuple[Key, str]) -> Key:
     return item[0]
+
+
+def read_chunks(path: Path) -> Iterator[tuple[Key, str]]:
+    """The ``(key, line)`` pairs of the chunk files a spool writing to ``path`` left
+    (a process that died before :meth:`SortedSpool.close`), in key order."""
+    files = [p.open(encoding="utf-8")
+             for p in sorted(path.parent.glob(f".{path.name}.[0-9]*"))]
+    try:
+        yield from heapq.merge(*(_read(f) for f in files), key=_first)
+    finally:
+        for f in files:
+            f.close()
 
 
 def _read(f: IO[str]) -> Iterator[tuple[Key, str]]:

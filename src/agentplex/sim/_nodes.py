@@ -25,7 +25,8 @@ from typing import NamedTuple
 
 from ._errors import NodesFailed, NotUserCode
 
-__all__ = ["LocalNodes", "NodesFailed", "UserCode", "use_import_path", "user_code"]
+__all__ = ["LocalNodes", "NodesFailed", "UserCode", "class_code", "use_import_path",
+           "user_code"]
 
 
 class UserCode(NamedTuple):
@@ -53,6 +54,16 @@ def user_code(target: str) -> UserCode:
     if not all(part.isidentifier() for part in spec.split(".")):
         raise NotUserCode(f"{target!r} is neither a .py file nor a module name")
     return UserCode(spec, None)
+
+
+def class_code(cls: type) -> UserCode:
+    """Where a node finds ``cls``: its module, and for a top-level module loaded from a
+    file (a scenario's own file), that file's folder."""
+    module = cls.__module__
+    path = getattr(sys.modules.get(module), "__file__", None)
+    folder = Path(path).resolve().parent if path is not None and "." not in module \
+        and Path(path).name != "__init__.py" else None
+    return UserCode(module, folder)
 
 
 def use_import_path(folders: list[Path], *, working_dir: bool = True) -> list[str]:

@@ -19,10 +19,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from ..agent import AgentBase, TruncationPolicy
-from ..message import Msg
-from ..model import ChatModelBase, ChatResponse, ScriptedChatModel, collect
-from ..orchestration import MsgHub, fanout_pipeline
+from ...agent import AgentBase, TruncationPolicy
+from ...message import Msg
+from ...model import ChatModelBase, ChatResponse, ScriptedChatModel, collect
+from ...orchestration import MsgHub, fanout_pipeline
 
 __all__ = [
     "GameResult",

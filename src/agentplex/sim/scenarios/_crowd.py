@@ -23,9 +23,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..cluster import ModelActor, RemoteChatModel, Resources
-from ..message import Msg, TextBlock
-from ..model import (
+from ...cluster import ModelActor, RemoteChatModel, Resources
+from ...message import Msg, TextBlock
+from ...model import (
     ChatModelBase,
     ChatResponse,
     ChatResult,
@@ -34,10 +34,10 @@ from ..model import (
     ToolChoice,
     init_chat_model,
 )
-from ..model.wrappers import RateLimitedModel, RateLimiter
-from ..runtime import ActorError, HandlerError, Runtime
-from ..tracing.lowlevel import transcribe
-from ._demo import PERSONAS, GameStats, Player, _guess_of
+from ...model.wrappers import RateLimitedModel, RateLimiter
+from ...runtime import ActorError, HandlerError, Runtime
+from ...tracing.lowlevel import transcribe
+from ._game import PERSONAS, GameStats, Player, _guess_of
 
 __all__ = [
     "CrowdPlayer",

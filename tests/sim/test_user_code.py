@@ -12,8 +12,8 @@ import pytest
 
 from agentplex import connect
 from agentplex.cli import NotUserCode
-from agentplex.cli._nodes import LocalNodes, use_import_path, user_code
 from agentplex.runtime import ActorError
+from agentplex.sim.lowlevel import LocalNodes, use_import_path, user_code
 
 pytestmark = pytest.mark.anyio
 

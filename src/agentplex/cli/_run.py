@@ -1,0 +1,138 @@
+"""``agentplex run``: a scenario (``agentplex.sim``) from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ._cluster import AllowOpt, HeadKeyOpt, KeysOpt, security
+
+__all__ = ["metric_text", "run"]
+
+
+def metric_text(row: dict[str, Any]) -> str:
+    """One metrics row as a line: ``round 3: mean=0.41 clusters=4``."""
+    values = " ".join(f"{k}={_short(v)}" for k, v in row.items() if k != "round")
+    return f"round {row.get('round')}: {values}"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def run(
+    scenario: Annotated[str | None, typer.Argument(
+        help="FILE.py:Class or module:Class (a Scenario subclass); not with --resume/--fork."
+    )] = None,
+    agents: Annotated[int, typer.Option("--agents", "-n", min=1, help="Agents.")] = 10,
+    rounds: Annotated[int | None, typer.Option("--rounds", "-r", min=1,
+                                               help="Rounds (default 3).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the run.")] = 0,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="key=value for the scenario's Params (a JSON value or a string); "
+        "repeatable.")] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("runs"),
+    nodes: Annotated[int | None, typer.Option(
+        min=0, help="Node processes to start on this machine (0, the default: agents in "
+        "this process). With --resume or --fork: where the continued run goes.")] = None,
+    address: Annotated[str | None, typer.Option(
+        help="Place the agents on the cluster whose head listens here.")] = None,
+    timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds an agent may take to answer.")] = 600.0,
+    checkpoint_every: Annotated[int, typer.Option(
+        min=0, help="Checkpoint every R rounds (and after the last); 0: never.")] = 0,
+    resume: Annotated[str | None, typer.Option(
+        help="Continue this run (its driver died) from its latest checkpoint.")] = None,
+    fork: Annotated[str | None, typer.Option(
+        help="RUN@R: a new run from round R's checkpoint of RUN (with --set changes).")
+    ] = None,
+    plan: Annotated[Path | None, typer.Option(
+        help="Interventions and surveys in a .toml, .yaml or .json file.")] = None,
+    intervene: Annotated[list[str] | None, typer.Option(
+        help="ROUND:TARGET:TEXT: the operator says TEXT to all, sample=K, sample=SHARE or "
+        "group=NAME before round ROUND; repeatable.")] = None,
+    change: Annotated[list[str] | None, typer.Option(
+        help="ROUND:key=value: change a parameter from round ROUND on; repeatable.")] = None,
+    survey: Annotated[list[str] | None, typer.Option(
+        help="ROUND:TARGET:QUESTION: ask after round ROUND (answers in surveys.parquet); "
+        "repeatable.")] = None,
+    sample: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Share of traces kept (default: all up to 1,000 agents).")
+    ] = None,
+    keys: KeysOpt = None,
+    head_key: HeadKeyOpt = None,
+    allow_key: AllowOpt = [],  # noqa: B006 - typer reads the default
+) -> None:
+    """Run a simulation scenario: its rounds, metrics per round (metrics.parquet),
+    checkpoints, interventions and surveys, in this process or on node processes."""
+    from ..runtime import ActorError
+    from ..sim import RunOptions, SimError, load_plan, run_scenario
+    from ..sim.lowlevel import fork_options, parse_sets, resume_options
+
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        if sum(x is not None for x in (scenario, resume, fork)) != 1:
+            raise typer.BadParameter("give a SCENARIO, or --resume RUN, or --fork RUN@R")
+        if nodes and address is not None:
+            raise typer.BadParameter("--nodes starts nodes here; --address joins a cluster: "
+                                     "give one")
+        if address is None and (keys or head_key or allow_key):
+            raise typer.BadParameter("--keys, --head-key and --allow-key go with --address")
+        declared = load_plan(plan, intervene=intervene or (), change=change or (),
+                             survey=survey or ())
+        given = bool(plan or intervene or change or survey)
+        sets = parse_sets(set_ or [])
+        start = None
+        if resume is not None:
+            options, start = resume_options(resume, runs_dir)
+        elif fork is not None:
+            options, start = fork_options(fork, runs_dir, sets, rounds,
+                                          declared if given else None)
+        else:
+            assert scenario is not None
+            options = RunOptions(scenario=scenario, agents=agents, rounds=rounds or 3,
+                                 seed=seed, params=sets, runs_dir=runs_dir, nodes=nodes or 0,
+                                 address=address, timeout=timeout,
+                                 checkpoint_every=checkpoint_every, plan=declared,
+                                 sampling=sample if sample is not None
+                                 else min(1.0, 1000 / agents))
+        if start is not None and (nodes is not None or address is not None):
+            options.nodes, options.address = nodes or 0, address  # elsewhere this time
+        bus_options = security(keys, head_key, allow_key) if address is not None else {}
+        console.print(f"[bold]agentplex run[/] {escape(options.scenario)}: "
+                      f"{options.agents:,} agents, {options.rounds} rounds, seed {options.seed}"
+                      + (f", params {options.params}" if options.params else ""))
+
+        async def main() -> Any:
+            task = asyncio.current_task()
+            assert task is not None
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+            return await run_scenario(
+                options, start=start, bus_options=bus_options,
+                on_round=lambda row, took: console.print(
+                    f"{metric_text(row)} [dim]({took:.2f}s)[/]"),
+                log=lambda line: console.print(f"[dim]{escape(line)}[/]"))
+
+        result = asyncio.run(main())
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/]: the run's agents and nodes stopped")
+        raise typer.Exit(130) from None
+    except asyncio.CancelledError:
+        err.print("[red]terminated[/]: the run's agents and nodes stopped")
+        raise typer.Exit(143) from None
+    except (SimError, ActorError) as exc:
+        err.print(f"[red]the run failed[/]: {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    console.print(f"run folder: {result.dir}")
+    console.print(f"metrics: {result.dir / 'metrics.parquet'}"
+                  + (f"; [yellow]{result.timeouts:,} timeouts, {result.errors:,} errors[/]"
+                     if result.timeouts or result.errors else ""))

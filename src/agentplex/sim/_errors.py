@@ -1,0 +1,49 @@
+"""Errors of ``agentplex.sim``::
+
+    AgentplexError
+    └── SimError
+        ├── ScenarioError (also ValueError)    a scenario that cannot be loaded or used
+        ├── ParamsError (also ValueError)      a --set that the scenario's Params refuse
+        ├── PlanError (also ValueError)        an intervention or survey badly declared
+        ├── CheckpointError (also LookupError) no checkpoint where --resume / --fork look
+        ├── NodesFailed (also RuntimeError)    a head or node process a run started did
+        │                                      not come up
+        └── NotUserCode (also ValueError)      a target names neither a ``.py`` file nor
+                                               a module
+"""
+
+from __future__ import annotations
+
+from ..errors import AgentplexError
+
+__all__ = ["CheckpointError", "NodesFailed", "NotUserCode", "ParamsError", "PlanError",
+           "ScenarioError", "SimError"]
+
+
+class SimError(AgentplexError):
+    """Base of the errors a simulation run raises on purpose."""
+
+
+class ScenarioError(SimError, ValueError):
+    """The scenario cannot be loaded (a bad ``FILE.py:Class``) or is not a Scenario."""
+
+
+class ParamsError(SimError, ValueError):
+    """A parameter (``--set key=value``) that the scenario's ``Params`` refuse."""
+
+
+class PlanError(SimError, ValueError):
+    """An intervention or survey that cannot be read (command line or config file)."""
+
+
+class CheckpointError(SimError, LookupError):
+    """The run to resume or fork has no (such) checkpoint."""
+
+
+class NodesFailed(SimError, RuntimeError):
+    """A head or node process did not start (its log's tail is in the message)."""
+
+
+class NotUserCode(SimError, ValueError):
+    """A scenario or actor target names neither a ``.py`` file that can be imported as a
+    module nor a module name."""

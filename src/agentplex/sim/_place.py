@@ -1,0 +1,138 @@
+"""Where a run's agents live: in this process, on node processes started on this machine
+(``--nodes K``), or on a running cluster (``--address``). :func:`placement` is the one
+place that knows; everything else talks to the agents through the runtime it yields."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..cluster import ActorRefs
+from ..runtime import Actor, ActorRef, NameRange, Runtime
+from ._errors import ScenarioError
+from ._nodes import LocalNodes, UserCode, class_code
+
+__all__ = ["Placement", "node_allow_list", "placement", "start_local_nodes"]
+
+
+@dataclass
+class Placement:
+    """Agents' home for one run: the driver's runtime and how to spawn a batch there."""
+
+    runtime: Runtime
+    where: str
+    spawn: Callable[[type[Actor], Sequence[str], Sequence[dict[str, Any]]],
+                    Any] = field(repr=False)
+    nodes: LocalNodes | None = None
+    """The node processes started for the run, if any."""
+
+
+def node_allow_list(agent: type[Actor], extra: Sequence[str] = ()) -> list[str]:
+    """The modules nodes may import for a run: the agent class's, and ``extra``."""
+    return sorted({agent.__module__, *extra})
+
+
+async def start_local_nodes(count: int, logs: Path, agent: type[Actor], *,
+                            heartbeat: float, extra_allow: Sequence[str] = (),
+                            code: Sequence[UserCode] = ()) -> LocalNodes:
+    """Start a head and ``count`` node processes on this machine that may import
+    ``agent``'s module, ``extra_allow`` and the user's ``code`` (each module allowed, each
+    folder on the nodes' import path; see :func:`user_code`): the ``LocalNodes``, started;
+    its ``endpoint`` is the head's. The one function that launches a run's nodes."""
+    codes = [*code, class_code(agent)]
+    folders = list(dict.fromkeys(c.folder for c in codes if c.folder is not None))
+    local = LocalNodes(logs, allow=node_allow_list(agent, [*extra_allow,
+                                                           *(c.module for c in codes)]),
+                       path=folders)
+    try:
+        await local.start(count, heartbeat=heartbeat)
+    except BaseException:
+        local.close()
+        raise
+    return local
+
+
+def _positional(cls: type[Actor], kwargs: dict[str, Any]) -> list[Any]:
+    """``kwargs`` as ``cls``'s positional arguments (defaults filled in): what a batch
+    spawned on nodes carries per agent."""
+    try:
+        bound = inspect.signature(cls).bind(**kwargs)
+    except TypeError as exc:
+        raise ScenarioError(f"{cls.__name__}({', '.join(kwargs)}): {exc}") from None
+    bound.apply_defaults()
+    if bound.kwargs:
+        raise ScenarioError(f"{cls.__name__} takes keyword-only arguments "
+                            f"({', '.join(bound.kwargs)}), which agents on nodes cannot get "
+                            "one by one")
+    return list(bound.args)
+
+
+@asynccontextmanager
+async def placement(*, nodes: int, address: str | None, agent: type[Actor],
+                    logs: Path, timeout: float, run: str | None = None,
+                    code: Sequence[UserCode] = (),
+                    bus_options: dict[str, Any] | None = None,
+                    log: Callable[[str], None] = lambda _: None) -> AsyncIterator[Placement]:
+    """The runtime the run's driver uses, and how agents are spawned (on a cluster, for
+    the run ``run``; nodes started here import the user's ``code``). Leaving it stops the
+    agents it spawned (and the node processes it started)."""
+    if nodes == 0 and address is None:
+        async with Runtime(default_timeout=timeout) as rt:
+            async def spawn_here(cls: type[Actor], names: Sequence[str],
+                                 args: Sequence[dict[str, Any]]) -> Sequence[ActorRef]:
+                await rt.spawn_many([cls(**kw) for kw in args], names)
+                return ActorRefs(rt, names)
+
+            yield Placement(rt, "this process", spawn_here)
+        return
+
+    from ..bus import connect
+    from ..cluster import BatchOptions, ClusterClient, Resources
+
+    async with AsyncExitStack() as stack:
+        endpoint = address
+        local = None
+        heartbeat = max(60.0, timeout)
+        if endpoint is None:
+            began = time.perf_counter()
+            local = await start_local_nodes(nodes, logs, agent, heartbeat=heartbeat,
+                                            code=code)
+            stack.callback(local.close)
+            endpoint = local.endpoint
+            log(f"head and {nodes} nodes up in {time.perf_counter() - began:.1f}s (pids "
+                f"{', '.join(str(p) for p in local.pids.values())}); logs in {local.logs}")
+        rt = await stack.enter_async_context(
+            connect(endpoint, heartbeat_timeout=heartbeat, **(bus_options or {})))
+        # the run's driver: what it spawns stops when the run ends, however it ends (the
+        # head notices a driver whose process died)
+        client = ClusterClient(rt, timeout=120.0)
+
+        async def end_driver() -> None:
+            try:
+                await client.close()
+            except Exception as exc:  # the run is over either way
+                log(f"could not stop the run's agents on the cluster: {exc}")
+
+        stack.push_async_callback(end_driver)
+
+        async def spawn_nodes(cls: type[Actor], names: Sequence[str],
+                              args: Sequence[dict[str, Any]]) -> Sequence[ActorRef]:
+            client.timeout = max(120.0, len(names) / 5_000)
+            shared = args[0] if all(kw == args[0] for kw in args) else None
+            if shared is not None and set(shared) & {*BatchOptions.model_fields, "options",
+                                                     "names", "args", "target"}:
+                shared = None  # an argument named like spawn_many's own: passed by position
+            wired = names if isinstance(names, NameRange) else list(names)
+            options = BatchOptions(placement="spread", resources=Resources(cpus=0), run=run)
+            if shared is not None:  # one set of arguments for the whole batch: a count
+                return await client.spawn_many(cls, len(names), names=wired,
+                                               options=options, **shared)
+            return await client.spawn_many(cls, [_positional(cls, kw) for kw in args],
+                                           names=wired, options=options)
+
+        yield Placement(rt, address or f"{nodes} node processes", spawn_nodes, local)

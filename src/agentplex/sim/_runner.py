@@ -1,0 +1,338 @@
+"""The driver of a run: spawn the scenario's agents, play its rounds, apply the plan,
+record metrics, write checkpoints; resume and fork from them."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from ..cluster import ActorRefs
+from ..message import Msg
+from ..runtime import ActorRef, NameRange
+from ..tracing import Run, experiment, find_run, in_round
+from ..tracing.lowlevel import collect_parts, sim_span, transcribe, transcript_until
+from ._calls import load_states, states_of
+from ._errors import CheckpointError, ScenarioError
+from ._nodes import user_code
+from ._place import placement
+from ._plan import Intervention, Plan, Survey, choose
+from ._scenario import Scenario, load_scenario, resolve_class, takes_name
+from ._sim import OPERATOR, Sim
+from ._store import Checkpoint, SurveyTables, checkpoint_at, write_table
+
+__all__ = ["RunOptions", "RunResult", "run_scenario"]
+
+SPAWN_WINDOW = 100_000
+"""Agents spawned per batch (bounds the driver's memory while it builds arguments)."""
+
+
+class RunOptions(BaseModel):
+    """Everything ``agentplex run`` takes (what the manifest's ``config`` keeps)."""
+
+    scenario: str
+    agents: int = 10
+    rounds: int = 3
+    seed: int = 0
+    params: dict[str, Any] = {}
+    runs_dir: Path = Path("runs")
+    nodes: int = 0
+    address: str | None = None
+    timeout: float = 600.0
+    checkpoint_every: int = 0
+    plan: Plan = Plan()
+    name: str | None = None
+    sampling: float | None = None
+    replay: Path | None = None
+    """A run folder whose recorded model answers replace the models."""
+
+    def config(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"runs_dir", "replay"})
+
+
+@dataclass
+class RunResult:
+    """What a finished run left: its folder, its metrics, its counts."""
+
+    dir: Path
+    run_id: str
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    timeouts: int = 0
+    errors: int = 0
+    status: str = "completed"
+    state: dict[str, Any] = field(default_factory=dict)
+    """``sim.state`` when the run ended."""
+    placement_seconds: float = 0.0
+    seconds: list[float] = field(default_factory=list)
+    """Each round's wall time in this run (not in the metrics: they are reproducible)."""
+
+
+@dataclass
+class _Start:
+    """Where a run starts: nothing (round 1), or a checkpoint of another run."""
+
+    checkpoint: Checkpoint | None = None
+    parent: Path | None = None
+    how: str = ""
+
+
+def resume_options(run: str, runs_dir: Path) -> tuple[RunOptions, _Start]:
+    """The options of the run ``run`` (whose driver died) and its latest checkpoint."""
+    folder = _find(run, runs_dir)
+    options = _options_of(folder, runs_dir)
+    return options, _Start(checkpoint_at(folder, None), folder, "resume")
+
+
+def fork_options(spec: str, runs_dir: Path, params: dict[str, Any],
+                 rounds: int | None, plan: Plan | None) -> tuple[RunOptions, _Start]:
+    """``RUN@R`` with changed ``params`` (and rounds, plan): a new arm from round R."""
+    run, sep, number = spec.rpartition("@")
+    if not sep or not number.isdigit():
+        raise CheckpointError(f"--fork takes RUN@ROUND, not {spec!r}")
+    folder = _find(run, runs_dir)
+    options = _options_of(folder, runs_dir)
+    ck = checkpoint_at(folder, int(number))
+    options.params = {**ck.meta()["params"], **params}
+    options.rounds = rounds if rounds is not None else options.rounds
+    options.plan = plan if plan is not None else options.plan
+    return options, _Start(ck, folder, "fork")
+
+
+def _find(run: str, runs_dir: Path) -> Path:
+    try:
+        return find_run(run, runs_dir)
+    except (FileNotFoundError, LookupError) as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def _options_of(folder: Path, runs_dir: Path) -> RunOptions:
+    import json
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    config = manifest.get("config", {})
+    if "scenario" not in config:
+        raise CheckpointError(f"{folder.name} is not a simulation run")
+    return RunOptions(**{**config, "runs_dir": runs_dir})
+
+
+Report = Callable[[str], None]
+
+
+async def run_scenario(options: RunOptions, *, start: _Start | None = None,
+                       on_round: Callable[[dict[str, Any], float], None] | None = None,
+                       log: Report = lambda _: None,
+                       bus_options: dict[str, Any] | None = None) -> RunResult:
+    """Run ``options.scenario`` (see ``agentplex run``); ``on_round`` gets each round's
+    metrics row as it is recorded, and the seconds the round took."""
+    start = start or _Start()
+    cls = load_scenario(options.scenario)
+    agent_cls = resolve_class(cls.agent)
+    params = cls.make_params(options.params)
+    scenario = cls(params, agents=options.agents, seed=options.seed)
+    if not cls.name_prefix or cls.name_prefix[-1].isdigit():
+        raise ScenarioError(f"{cls.__name__}.name_prefix must not be empty nor end in a "
+                            f"digit: {cls.name_prefix!r}")
+    names = NameRange(cls.name_prefix, 0, options.agents)
+    named = takes_name(agent_cls)
+    first = 1 if start.checkpoint is None else start.checkpoint.round + 1
+    if start.checkpoint is not None and first > options.rounds + 1:
+        raise CheckpointError(f"round {start.checkpoint.round}'s checkpoint is past the run's "
+                              f"{options.rounds} rounds")
+    groups = {**scenario.groups, **options.plan.groups}
+    for step in [*options.plan.interventions, *options.plan.surveys]:
+        choose(step.to, options.agents, groups, random.Random(0))  # a bad target fails now
+    # nodes started here import the scenario's file from its folder (and only its module)
+    code = [user_code(options.scenario)] if options.nodes and options.address is None else []
+    name = options.name or cls.__name__.lower()
+    async with experiment(name, seed=options.seed, config=options.config(),
+                          runs_dir=options.runs_dir, sampling=options.sampling,
+                          replay=options.replay) as run:
+        run.outcome.scenario = options.scenario  # type: ignore[attr-defined]
+        if start.parent is not None and start.checkpoint is not None:
+            link = {"run": start.parent.name, "round": start.checkpoint.round}
+            setattr(run.outcome, "parent" if start.how == "fork" else "resumed_from", link)
+        run.write_manifest()
+        result = RunResult(run.dir, run.id)
+        surveys = SurveyTables(run.dir)
+        try:
+            async with placement(nodes=options.nodes, address=options.address,
+                                 agent=agent_cls, logs=run.dir / "nodes", run=run.id,
+                                 code=code,
+                                 timeout=options.timeout, bus_options=bus_options,
+                                 log=log) as home:
+                log(f"{cls.__name__}: {options.agents:,} {cls.noun} in {home.where}")
+                began = time.perf_counter()
+                for i in range(0, len(names), SPAWN_WINDOW):
+                    window = names[i:i + SPAWN_WINDOW]
+                    args = [_args(scenario, i + j, n, named) for j, n in enumerate(window)]
+                    await home.spawn(agent_cls, window, args)
+                    del args
+                refs = ActorRefs(home.runtime, names)
+                placed = result.placement_seconds = time.perf_counter() - began
+                log(f"placed {options.agents:,} {cls.noun} in {placed:.2f}s "
+                    f"({options.agents / max(placed, 1e-9):,.0f}/s)")
+                sim = Sim(home.runtime, refs, seed=options.seed, params=params,
+                          timeout=options.timeout, spawner=home.spawn)
+                await scenario.start(sim)
+                if start.checkpoint is None:
+                    await scenario.setup(sim)
+                else:
+                    await _restore(run, sim, scenario, start, surveys, result)
+                    log(f"{start.how} from {start.parent.name if start.parent else '?'} "
+                        f"at round {start.checkpoint.round}")
+                for number in range(first, options.rounds + 1):
+                    failed = sim.timeouts + sim.errors
+                    began = time.perf_counter()
+                    await _round(run, scenario, sim, options, number, surveys)
+                    took = time.perf_counter() - began
+                    if sim.timeouts + sim.errors > failed:
+                        log(f"round {number}: {sim.timeouts + sim.errors - failed:,} calls "
+                            f"failed; the first: {sim.first_error}")
+                    row = {"round": number, **sim.metrics}
+                    result.metrics.append(row)
+                    write_table(run.dir / "metrics.parquet", result.metrics, ["round"])
+                    result.seconds.append(took)
+                    if on_round is not None:
+                        on_round(row, took)
+                    every = options.checkpoint_every
+                    if every and (number % every == 0 or number == options.rounds):
+                        with sim_span(f"checkpoint {number}", **{"agentplex.sim.round": number}):
+                            await _checkpoint(run, sim, refs, result.metrics, number)
+                    run.outcome.timeouts = sim.timeouts
+                    run.outcome.errors = sim.errors
+                await scenario.finish(sim)
+                result.state = sim.state
+        finally:
+            surveys.finish()
+        result.timeouts, result.errors = sim.timeouts, sim.errors
+    return result
+
+
+def _args(scenario: Scenario, index: int, name: str, named: bool) -> dict[str, Any]:
+    args = dict(scenario.agent_args(index))
+    if named and "name" not in args:
+        args["name"] = name
+    return args
+
+
+async def _round(run: Run, scenario: Scenario, sim: Sim, options: RunOptions, number: int,
+                 surveys: SurveyTables) -> None:
+    run.begin_round(number)
+    sim._begin(number)
+    interventions, asked = options.plan.at(number)
+    groups = {**scenario.groups, **options.plan.groups}
+    with in_round(number), sim_span(f"round {number}", **{"agentplex.sim.round": number}):
+        for k, item in enumerate(interventions):
+            await _intervene(sim, scenario, item, groups, k)
+        await scenario.step(sim)
+        for k, survey in enumerate(asked):
+            await _survey(sim, survey, groups, k, surveys)
+
+
+def _plan_rng(sim: Sim, salt: str, k: int) -> random.Random:
+    return random.Random(f"{sim.seed}/{sim.round}/{salt}/{k}")
+
+
+async def _intervene(sim: Sim, scenario: Scenario, item: Intervention,
+                     groups: dict[str, Sequence[int]], k: int) -> None:
+    with sim_span("intervention", **{"agentplex.sim.round": sim.round,
+                                     "agentplex.sim.target": item.to}):
+        if item.set:
+            merged = {**sim.params.model_dump(), **item.set}
+            sim.params = scenario.params = type(scenario).make_params(merged)
+            transcribe(Msg(OPERATOR, f"parameters changed: {item.set}", "system",
+                           metadata={"intervention": "set", "set": item.set}), None)
+        if item.message is not None:
+            chosen = choose(item.to, len(sim.agents), groups, _plan_rng(sim, "intervene", k))
+            msg = Msg(OPERATOR, item.message, "user",
+                      metadata={"intervention": item.to, "agents": len(chosen)})
+            await sim.tell_many([sim.agents[i] for i in chosen], msg)
+
+
+async def _survey(sim: Sim, survey: Survey, groups: dict[str, Sequence[int]], k: int,
+                  tables: SurveyTables) -> None:
+    chosen = choose(survey.to, len(sim.agents), groups, _plan_rng(sim, "survey", k))
+    refs = [sim.agents[i] for i in chosen]
+    with sim_span("survey", **{"agentplex.sim.round": sim.round,
+                               "agentplex.sim.target": survey.to,
+                               "agentplex.sim.asked": len(refs)}):
+        # a copy: an agent in this process hands out its live lists and dicts
+        before = None if survey.memory else \
+            copy.deepcopy(await states_of(sim.runtime, refs, sim.timeout))
+        question = Msg(OPERATOR, survey.question, "user",
+                       metadata={"survey": survey.to, "memory": survey.memory})
+        got = await sim.call_many(refs, question)
+        if before is not None:
+            await load_states(sim.runtime, refs, before, sim.timeout)
+    rows = [{"round": sim.round, "agent": r.name, "question": survey.question,
+             "answer": (v.get_text_content() if isinstance(v, Msg) else
+                        None if isinstance(v, BaseException) else str(v)),
+             "error": f"{type(v).__name__}: {v}" if isinstance(v, BaseException) else None}
+            for r, v in zip(refs, got, strict=True)]
+    tables.add(sim.round, k, rows)
+
+
+async def _windows(sim: Sim, refs: Sequence[ActorRef]
+                   ) -> AsyncIterator[Iterable[tuple[str, Any]]]:
+    step = 20_000
+    for i in range(0, len(refs), step):
+        part = refs[i:i + step]
+        yield zip((r.name for r in part), await states_of(sim.runtime, part, sim.timeout),
+                  strict=True)
+
+
+async def _checkpoint(run: Run, sim: Sim, refs: Sequence[ActorRef],
+                      metrics: list[dict[str, Any]], number: int) -> None:
+    await collect_parts(run)  # what the nodes said up to now, then all of it on disk
+    run.sync()
+
+    def meta() -> dict[str, Any]:  # after the states: their answers move the clocks
+        return {"params": sim.params.model_dump(mode="json"), "state": sim.state,
+                "metrics": metrics, "clock": run.clock_state(),
+                "counts": {"timeouts": sim.timeouts, "errors": sim.errors}}
+
+    await Checkpoint.write(run.dir, number, meta, _windows(sim, refs))
+    run.write_manifest()
+
+
+async def _restore(run: Run, sim: Sim, scenario: Scenario, start: _Start,
+                   surveys: SurveyTables, result: RunResult) -> None:
+    ck = start.checkpoint
+    assert ck is not None and start.parent is not None
+    meta = ck.meta()
+    names = [r.name for r in sim.agents]
+    batch: list[Any] = []
+    got = 0
+    for name, state in ck.states():
+        if got >= len(names) or name != names[got]:
+            raise ScenarioError(f"the checkpoint's agent {name!r} is not agent {got} of "
+                                "this run (were --agents or the scenario changed?)")
+        batch.append(state)
+        got += 1
+        if len(batch) == 20_000:
+            await load_states(sim.runtime, names[got - len(batch):got], batch, sim.timeout)
+            batch = []
+    if batch:
+        await load_states(sim.runtime, names[got - len(batch):got], batch, sim.timeout)
+    if got != len(names):
+        raise ScenarioError(f"the checkpoint holds {got} agents, this run {len(names)}")
+    sim.state = meta["state"]
+    sim.timeouts = int(meta["counts"]["timeouts"])
+    sim.errors = int(meta["counts"]["errors"])
+    if start.how == "resume":  # a fork's parameters are the checkpoint's and its changes
+        sim.params = scenario.params = type(scenario).make_params(meta["params"])
+    result.metrics.extend(meta["metrics"])
+    write_table(run.dir / "metrics.parquet", result.metrics, ["round"])
+    ck.restore_random()
+    clock = meta["clock"]
+    run.restore_clock_state(clock)
+    run.adopt_transcript(transcript_until(start.parent, ck.round))
+    surveys.adopt(start.parent, ck.round)
+    await asyncio.sleep(0)

@@ -1,0 +1,39 @@
+"""Plumbing of ``agentplex.sim``: how the driver reaches many agents, where they are
+placed, the node processes a run starts, and what it writes."""
+
+from ._calls import ask_all, ask_each, load_states, states_of, tell_all
+from ._errors import NodesFailed
+from ._nodes import LocalNodes, UserCode, class_code, use_import_path, user_code
+from ._place import Placement, node_allow_list, placement, start_local_nodes
+from ._runner import fork_options, resume_options
+from ._scenario import parse_sets, resolve_class, takes_name
+from ._sim import round_rng
+from ._store import Checkpoint, SurveyTables, checkpoint_at, write_table
+
+__all__ = [
+    "Checkpoint",
+    "LocalNodes",
+    "NodesFailed",
+    "Placement",
+    "SurveyTables",
+    "UserCode",
+    "ask_all",
+    "ask_each",
+    "checkpoint_at",
+    "class_code",
+    "fork_options",
+    "load_states",
+    "node_allow_list",
+    "parse_sets",
+    "placement",
+    "resolve_class",
+    "resume_options",
+    "round_rng",
+    "start_local_nodes",
+    "states_of",
+    "takes_name",
+    "tell_all",
+    "use_import_path",
+    "user_code",
+    "write_table",
+]

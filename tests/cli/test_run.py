@@ -1,0 +1,48 @@
+"""``agentplex run`` as a user types it: the rounds as they go, the run folder, what
+``runs list`` and ``runs show`` say of it, and clear refusals of bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+TALLY = str(Path(__file__).parents[1] / "support" / "sim_scenario.py") + ":Tally"
+
+
+def agentplex(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agentplex", *args], capture_output=True,
+                          text=True, timeout=180, env={**os.environ, "COLUMNS": "300"})
+
+
+def test_run_prints_each_rounds_metrics_and_runs_show_them_again(tmp_path: Path) -> None:
+    runs = str(tmp_path)
+    done = agentplex("run", TALLY, "--agents", "3", "--rounds", "2", "--set", "scale=2",
+                     "--runs-dir", runs)
+    assert done.returncode == 0, done.stderr
+    assert "round 1: total=" in done.stdout and "round 2: total=" in done.stdout
+    listed = agentplex("runs", "list", "--runs-dir", runs)
+    assert "completed" in listed.stdout and "tally" in listed.stdout
+    shown = agentplex("runs", "show", "latest", "--runs-dir", runs)
+    assert "metrics per round" in shown.stdout and "metrics.parquet" in shown.stdout
+    assert '"status": "completed"' in shown.stdout
+
+
+def test_bad_input_is_refused_with_a_clear_message(tmp_path: Path) -> None:
+    runs = ["--runs-dir", str(tmp_path)]
+    cases = [
+        (["run", *runs], "give a SCENARIO"),
+        (["run", TALLY, "--nodes", "2", "--address", "tcp://127.0.0.1:1", *runs],
+         "give one"),
+        (["run", TALLY, "--set", "scale=lots", *runs], "bad parameters"),
+        (["run", "nowhere.py:Tally", *runs], "no scenario file"),
+        (["run", TALLY, "--survey", "2:everyone:q", *runs], "a target is"),
+        (["run", "--resume", "nothing-here", *runs], "no run"),
+        (["run", "--fork", "nothing-here", *runs], "RUN@ROUND"),
+    ]
+    for args, message in cases:
+        got = agentplex(*args)
+        assert got.returncode != 0, args
+        assert message in got.stdout + got.stderr, (args, got.stdout + got.stderr)
+    assert not any(tmp_path.iterdir())  # nothing was started
