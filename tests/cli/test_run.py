@@ -46,3 +46,32 @@ def test_bad_input_is_refused_with_a_clear_message(tmp_path: Path) -> None:
         assert got.returncode != 0, args
         assert message in got.stdout + got.stderr, (args, got.stdout + got.stderr)
     assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_a_run_that_reaches_its_budget_stops_cleanly_after_that_round(tmp_path: Path) -> None:
+    """The guessing game on its scripted model with a budget of 1 token: round 1 spends
+    it, the run stops there (status ``budget`` and the reason in the manifest, the round's
+    metrics and checkpoint written, no closing discussion) and says so; exit code 0."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    runs = ["--runs-dir", str(tmp_path)]
+    got = agentplex("run", "agentplex.sim.scenarios.guessing:Guessing", "--agents", "4",
+                    "--rounds", "3", "--max-tokens", "1", "--checkpoint-every", "2", *runs)
+    assert got.returncode == 0, got.stderr
+    assert "stopped by the budget" in got.stdout and "round 2:" not in got.stdout
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "budget"
+    assert "tokens used, the budget is 1" in manifest["reason"]
+    assert manifest["config"]["max_tokens"] == 1
+    assert [r["round"] for r in manifest["totals"]["by_round"]] == [1]  # no discussion
+    assert [r["round"] for r in pq.read_table(run / "metrics.parquet").to_pylist()] == [1]
+    assert (run / "checkpoints" / "round-00001" / "sim.json").exists()
+    assert (run / "transcript.jsonl").exists() and (run / "recording.jsonl").exists()
+    assert "budget" in agentplex("runs", "list", *runs).stdout
+    unlimited = agentplex("run", "agentplex.sim.scenarios.guessing:Guessing", "--agents",
+                          "4", "--rounds", "3", "--max-tokens", "100000", *runs)
+    assert unlimited.returncode == 0 and "round 3:" in unlimited.stdout, unlimited.stderr
+    assert "stopped by the budget" not in unlimited.stdout

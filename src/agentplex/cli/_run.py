@@ -64,6 +64,12 @@ def run(
     survey: Annotated[list[str] | None, typer.Option(
         help="ROUND:TARGET:QUESTION: ask after round ROUND (answers in surveys.parquet); "
         "repeatable.")] = None,
+    max_cost: Annotated[float | None, typer.Option(
+        "--max-cost", min=0.0, help="USD: stop cleanly after the round in which the priced "
+        "models' usage reached it (status budget; prices: docs/tracing.md, Costs).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(
+        "--max-tokens", min=0, help="Stop cleanly after the round in which the models used "
+        "this many tokens, input and output (status budget).")] = None,
     sample: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Share of traces kept (default: all up to 1,000 agents).")
     ] = None,
@@ -76,6 +82,7 @@ def run(
     from ..runtime import ActorError
     from ..sim import RunOptions, SimError, load_plan, run_scenario
     from ..sim.lowlevel import fork_options, parse_sets, resume_options
+    from ..tracing import InvalidBudget
 
     console = Console()
     err = Console(stderr=True)
@@ -107,6 +114,11 @@ def run(
                                  else min(1.0, 1000 / agents))
         if start is not None and (nodes is not None or address is not None):
             options.nodes, options.address = nodes or 0, address  # elsewhere this time
+        if max_cost is not None:  # also a resumed or forked run's new limit
+            options.max_cost = max_cost
+        if max_tokens is not None:
+            options.max_tokens = max_tokens
+        options.budget()  # a bad limit is refused before anything starts
         bus_options = security(keys, head_key, allow_key) if address is not None else {}
         console.print(f"[bold]agentplex run[/] {escape(options.scenario)}: "
                       f"{options.agents:,} agents, {options.rounds} rounds, seed {options.seed}"
@@ -129,9 +141,11 @@ def run(
     except asyncio.CancelledError:
         err.print("[red]terminated[/]: the run's agents and nodes stopped")
         raise typer.Exit(143) from None
-    except (SimError, ActorError) as exc:
+    except (SimError, ActorError, InvalidBudget) as exc:
         err.print(f"[red]the run failed[/]: {escape(str(exc))}")
         raise typer.Exit(1) from None
+    if result.status == "budget":
+        console.print(f"[yellow]stopped by the budget[/]: {escape(result.reason or '')}")
     console.print(f"run folder: {result.dir}")
     console.print(f"metrics: {result.dir / 'metrics.parquet'}"
                   + (f"; [yellow]{result.timeouts:,} timeouts, {result.errors:,} errors[/]"

@@ -38,7 +38,8 @@ def runs_list(runs_dir: RunsDir = Path("runs")) -> None:
     for m in list_runs(runs_dir):
         t = m.get("totals", {})
         status = str(m.get("status", "-"))
-        color = {"completed": "green", "failed": "red", "interrupted": "yellow"}.get(status)
+        color = {"completed": "green", "failed": "red", "interrupted": "yellow",
+                 "budget": "yellow"}.get(status)
         table.add_row(m["run_id"], m.get("name", ""),
                       f"[{color}]{status}[/]" if color else status,
                       (m.get("started_at") or "")[:19],

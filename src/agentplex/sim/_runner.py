@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from ..cluster import ActorRefs
 from ..message import Msg
 from ..runtime import ActorRef, NameRange
-from ..tracing import Run, experiment, find_run, in_round
+from ..tracing import Budget, Run, experiment, find_run, in_round
 from ..tracing.lowlevel import collect_parts, sim_span, transcribe, transcript_until
 from ._calls import load_states, states_of
 from ._errors import CheckpointError, ScenarioError
@@ -52,6 +52,16 @@ class RunOptions(BaseModel):
     sampling: float | None = None
     replay: Path | None = None
     """A run folder whose recorded model answers replace the models."""
+    max_cost: float | None = None
+    """Stop cleanly after the round in which the run's priced model usage reached this
+    many USD (see :class:`~agentplex.tracing.Budget`)."""
+    max_tokens: int | None = None
+    """Stop cleanly after the round in which the run's models used this many tokens
+    (input and output)."""
+
+    def budget(self) -> Budget:
+        """The run's :class:`~agentplex.tracing.Budget` (``InvalidBudget`` for a bad one)."""
+        return Budget(max_cost_usd=self.max_cost, max_tokens=self.max_tokens)
 
     def config(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude={"runs_dir", "replay"})
@@ -67,6 +77,8 @@ class RunResult:
     timeouts: int = 0
     errors: int = 0
     status: str = "completed"
+    """``completed``, or ``budget`` when a limit stopped it (``reason`` says which)."""
+    reason: str | None = None
     state: dict[str, Any] = field(default_factory=dict)
     """``sim.state`` when the run ended."""
     placement_seconds: float = 0.0
@@ -150,6 +162,7 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
         choose(step.to, options.agents, groups, random.Random(0))  # a bad target fails now
     # nodes started here import the scenario's file from its folder (and only its module)
     code = [user_code(options.scenario)] if options.nodes and options.address is None else []
+    budget = options.budget()
     name = options.name or cls.__name__.lower()
     async with experiment(name, seed=options.seed, config=options.config(),
                           runs_dir=options.runs_dir, sampling=options.sampling,
@@ -201,13 +214,23 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                     result.seconds.append(took)
                     if on_round is not None:
                         on_round(row, took)
+                    # what the nodes spent came with their answers: the ledger is whole
+                    reason = budget.exceeded(run.ledger) if budget.limited else None
                     every = options.checkpoint_every
-                    if every and (number % every == 0 or number == options.rounds):
+                    if every and (number % every == 0 or number == options.rounds
+                                  or reason is not None):
                         with sim_span(f"checkpoint {number}", **{"agentplex.sim.round": number}):
                             await _checkpoint(run, sim, refs, result.metrics, number)
                     run.outcome.timeouts = sim.timeouts
                     run.outcome.errors = sim.errors
-                await scenario.finish(sim)
+                    if reason is not None:  # a clean stop: no more rounds, no finish
+                        result.status = run.outcome.status = "budget"
+                        result.reason = run.outcome.reason = reason
+                        log(f"stopped after round {number} of {options.rounds}: the budget "
+                            f"is reached ({reason})")
+                        break
+                else:
+                    await scenario.finish(sim)
                 result.state = sim.state
         finally:
             surveys.finish()

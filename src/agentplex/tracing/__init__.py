@@ -31,15 +31,15 @@ from ._setup import (
 from ._spans import is_enabled
 
 __all__ = [
-    "LOCAL_PROVIDERS",
-    "PRICES_ENV",
     "Budget",
     "ContentCapture",
     "InvalidBudget",
     "InvalidPrices",
     "JsonLinesSpanExporter",
+    "LOCAL_PROVIDERS",
     "Ledger",
     "LedgerEntry",
+    "PRICES_ENV",
     "Price",
     "Prices",
     "ReplayMissing",

@@ -64,11 +64,11 @@ __all__ = [
     "RunOutcome",
     "RunPart",
     "active_run",
+    "add_run_drain",
     "answer_headers",
     "answer_received",
-    "count_tool_call",
-    "add_run_drain",
     "collect_parts",
+    "count_tool_call",
     "driving_run",
     "experiment",
     "join_run",
@@ -133,9 +133,12 @@ class RunOutcome(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     status: str = "running"
-    """``running`` (while it runs, or its driver died), ``completed``, ``failed`` or
-    ``interrupted`` (Ctrl-C, SIGTERM)."""
+    """``running`` (while it runs, or its driver died), ``completed``, ``failed``,
+    ``interrupted`` (Ctrl-C, SIGTERM) or ``budget`` (stopped cleanly at a limit of its
+    :class:`~agentplex.tracing.Budget`)."""
     error: str | None = None
+    reason: str | None = None
+    """Why a run stopped before its end without failing (the budget limit it reached)."""
     timeouts: int = 0
     """Calls that got no answer in time."""
     errors: int = 0
@@ -968,7 +971,8 @@ async def experiment(
     token = otel_context.attach(trace.set_span_in_context(current))
     try:
         yield run
-        run.outcome.status = "completed"
+        if run.outcome.status == "running":  # not stopped cleanly on the way (budget)
+            run.outcome.status = "completed"
     except (KeyboardInterrupt, asyncio.CancelledError):
         run.outcome.status = "interrupted"
         raise

@@ -52,17 +52,17 @@ from ._spans import (
 )
 
 __all__ = [
-    "RUN_HEADER",
     "BufferedSpanProcessor",
     "DeviceClock",
+    "RUN_HEADER",
     "RunPart",
     "Tally",
     "add_run_drain",
     "agent_span",
     "answer_headers",
     "answer_received",
-    "collect_parts",
     "chat_span",
+    "collect_parts",
     "content_attribute",
     "current_actor",
     "current_actor_class",
