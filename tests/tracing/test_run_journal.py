@@ -19,18 +19,9 @@ pytestmark = pytest.mark.anyio
 
 
 def play(run: Run, events: int) -> None:
-    """Messages, model calls, tool calls and responses, some with awkward text."""
-    for i in range(events):
-        speaker = f"agent-{i % 7}"
-        run.said(speaker, f"m{i}", {"name": speaker, "role": "assistant",
-                                    "content": f"reply {i}: ünï\tcode \"quoted\"\n",
-                                    "metadata": {"guess": i % 67}})
-        run.count(10 + i % 3, 2)
-        run.charge("scripted", "players", i % 4 or None, f"Player{i % 2}", 10 + i % 3, 2,
-                   i % 2, 0, 0.5, 0.0)
-        run.record_response(f"{i:032x}", [{"text": f"é {i}", "n": i}])
-        if i % 5 == 0:
-            run.count_tool_call()
+    """Messages, model calls (with their cost ledger), tool calls and responses, some with
+    awkward text."""
+    play_range(run, 0, events)
     run.model_used("scripted", "players")
 
 
@@ -99,6 +90,8 @@ def play_range(run: Run, start: int, n: int) -> None:
                                     "content": f"reply {i}: ünï\tcode \"quoted\"\n",
                                     "metadata": {"guess": i % 67}})
         run.count(10 + i % 3, 2)
+        run.charge("scripted", "players", i % 4 or None, f"Player{i % 2}", 10 + i % 3, 2,
+                   i % 2, 0, 0.5, 0.0)
         run.record_response(f"{i:032x}", [{"text": f"é {i}", "n": i}])
         if i % 5 == 0:
             run.count_tool_call()

@@ -626,7 +626,6 @@ class RunPart(Run):
                *usage: Any) -> None:
         with self._lock:
             self._tally.add(provider, model, round_, agent_class, *usage)
-            self._soon()
 
     def record_response_json(self, key: str, response: str) -> None:
         line = f"R\t{key}\t{response}"
