@@ -120,3 +120,22 @@ def test_resume_on_nodes_after_the_driver_is_killed(tmp_path: Path) -> None:
     assert pq.read_table(new / "metrics.parquet").to_pylist() == \
         pq.read_table(done / "metrics.parquet").to_pylist()
     assert (new / "transcript.jsonl").read_text() == (done / "transcript.jsonl").read_text()
+
+
+def test_a_budget_counts_what_the_nodes_spent_in_the_round(tmp_path: Path) -> None:
+    """The guessing game on 2 nodes (players and their model replicas there, nothing spent
+    in the driver): the nodes' ledger entries come with the round's answers, so a budget
+    of 100 tokens stops the run after round 1, with every model call of that round (and
+    only those) in the manifest."""
+    import json
+
+    got = agentplex("run", "agentplex.sim.scenarios.guessing:Guessing", "--agents", "6",
+                    "--rounds", "3", "--nodes", "2", "--max-tokens", "100", "--runs-dir",
+                    str(tmp_path))
+    assert got.returncode == 0, got.stderr
+    assert "stopped by the budget" in got.stdout, got.stdout
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "budget" and "the budget is 100" in manifest["reason"]
+    assert [(r["round"], r["calls"]) for r in manifest["totals"]["by_round"]] == [(1, 6)]
+    assert manifest["totals"]["model_calls"] == 6
