@@ -260,9 +260,9 @@ def page_html(summary: RunSummary) -> str:
           _num(s.input_tokens), _num(s.output_tokens)] for k, s in summary.rounds.items()])
     nodes = _table(
         "Per node",
-        f"Where the agents replied: a node process, or the driver's own process. "
-        f"{span_note.capitalize()}; CPU where the run folder records it.",
-        ["node", "agents", "answers", "failures", "p50 ms", "p95 ms", "p99 ms", "CPU s"],
+        f"Where the agents replied: a node process, or the driver's own process. Replies "
+        f"(failed ones included) {span_note}; CPU where the run folder records it.",
+        ["node", "agents", "replies", "failures", "p50 ms", "p95 ms", "p99 ms", "CPU s"],
         [[html.escape(k), _agents(s), _num(s.answers), _failures(s), *_latency_cells(s),
           "-" if s.cpu_s is None else f"{s.cpu_s:,.1f}"]
          for k, s in sorted(summary.nodes.items(), key=lambda kv: -kv[1].answers)], 200)
@@ -294,7 +294,12 @@ def page_html(summary: RunSummary) -> str:
     transcript = (
         f"<section><h2>Transcript (first {len(head)} of {summary.messages:,} messages)</h2>"
         + "".join(_message_html(e) for e in head) + "</section>") if head else ""
-    body = (f"<h1>Run {html.escape(run_id)}</h1><p class=\"meta\">{header}</p>"
+    groups = [*summary.rounds.values(), *summary.nodes.values(),
+              *summary.agent_classes.values(), *summary.models.values()]
+    legend = "" if all(g.latency.exact and g.agents.exact for g in groups) else (
+        '<p class="note">≈ marks a figure kept in bounded memory beyond 4,096 values: '
+        "latency percentiles within 1 %, agent counts within about 2 %.</p>")
+    body = (f"<h1>Run {html.escape(run_id)}</h1><p class=\"meta\">{header}</p>{legend}"
             f"{rounds}{_latency_chart(summary)}{nodes}{classes}{models}{drill}{transcript}")
     return _PAGE.replace("__TITLE__", html.escape(f"agentplex run {run_id}")).replace(
         "__BODY__", body)

@@ -82,7 +82,7 @@ class LatencySketch:
         for key in sorted(self._buckets):
             seen += self._buckets[key]
             if seen >= rank:
-                return _GROWTH ** (key + 0.5) / 1e6
+                return float(_GROWTH ** (key + 0.5)) / 1e6
         return None  # pragma: no cover - ranks never pass the count
 
 
@@ -215,19 +215,24 @@ def _duration(span: dict[str, Any]) -> int:
 
 
 class _Rounds:
-    """Round of a span: its ``agentplex.round`` attribute, else the round whose spans'
-    time span holds its start, else the single ``run`` group."""
+    """Round of a span: its ``agentplex.round`` attribute, else the round whose time holds
+    its start. A round's time is that of its round spans (spans with the attribute that
+    are not an agent's, model's or tool's), else of all spans with the attribute; a span
+    outside every round is in the single ``run`` group."""
 
     def __init__(self) -> None:
-        self.windows: dict[str, list[int]] = {}
+        self.structural: dict[str, list[int]] = {}
+        self.any: dict[str, list[int]] = {}
 
     def see(self, span: dict[str, Any]) -> None:
         value = (span.get("attributes") or {}).get("agentplex.round")
         if value is None:
             return
-        window = self.windows.setdefault(str(value), [span["start"], span["end"]])
-        window[0] = min(window[0], span["start"])
-        window[1] = max(window[1], span["end"])
+        tables = [self.any] if _op(span) else [self.any, self.structural]
+        for table in tables:
+            window = table.setdefault(str(value), [span["start"], span["end"]])
+            window[0] = min(window[0], span["start"])
+            window[1] = max(window[1], span["end"])
 
     def of(self, span: dict[str, Any]) -> str:
         value = (span.get("attributes") or {}).get("agentplex.round")
@@ -235,7 +240,7 @@ class _Rounds:
             return str(value)
         start = span.get("start") or 0
         best: tuple[int, str] | None = None
-        for name, (lo, hi) in self.windows.items():
+        for name, (lo, hi) in (self.structural or self.any).items():
             if lo <= start <= hi and (best is None or lo > best[0]):
                 best = (lo, name)
         return RUN_GROUP if best is None else best[1]
@@ -243,7 +248,7 @@ class _Rounds:
 
 class _Picker:
     """Chooses the span trees to drill into: the slowest failed ones, then the slowest,
-    then a seeded uniform sample of the rest (reservoir sampling)."""
+    then a seeded uniform sample of the rest (reservoir sampling, one pass)."""
 
     def __init__(self, seed: int, failed: int, slowest: int, sample: int) -> None:
         self.failed: list[tuple[int, str]] = []
@@ -259,11 +264,13 @@ class _Picker:
         if span.get("status") == "ERROR":
             _keep_top(self.failed, (dur, sid), self.limits[0])
         _keep_top(self.slowest, (dur, sid), self.limits[1] + self.limits[0])
-        if len(self.sample) < self.limits[2]:
+        # a reservoir big enough that, whatever the first two lists took, ``sample`` of
+        # the rest are left in it
+        if len(self.sample) < sum(self.limits):
             self.sample.append(sid)
         else:
             j = self.rng.randrange(self.seen)
-            if j < self.limits[2]:
+            if j < len(self.sample):
                 self.sample[j] = sid
 
     def chosen(self) -> dict[str, str]:
@@ -275,8 +282,10 @@ class _Picker:
             if slow < self.limits[1] and sid not in out:
                 out[sid] = "slowest"
                 slow += 1
-        for sid in self.sample:
-            out.setdefault(sid, "sample")
+        rest = [sid for sid in self.sample if sid not in out]
+        self.rng.shuffle(rest)
+        for sid in rest[:self.limits[2]]:
+            out[sid] = "sample"
         return out
 
 
@@ -379,29 +388,30 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
             collected[parent].append(span)
     # the chosen roots' children are in; their grandchildren need more passes (a child is
     # written when it ends, before its parent, so one pass cannot follow a tree down)
-    owner: dict[str, str] = {}
+    members = {root_id: {s["span_id"] for s in children}
+               for root_id, children in collected.items()}
+    frontier: dict[str, list[str]] = {}
     for root_id, children in collected.items():
         for child in children:
-            owner[child["span_id"]] = root_id
-    frontier = dict(owner)
+            frontier.setdefault(child["span_id"], []).append(root_id)
     for _ in range(_DEPTH):
         if not frontier:
             break
-        found: dict[str, str] = {}
+        found: dict[str, list[str]] = {}
         for line in _lines(trace_path):
             parent = _parent_of(line)
             if parent is None or parent not in frontier:
-                continue
-            root_id = frontier[parent]
-            if len(collected[root_id]) >= spans_per_trace:
                 continue
             try:
                 span = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if span["span_id"] not in owner:
-                collected[root_id].append(span)
-                owner[span["span_id"]] = found[span["span_id"]] = root_id
+            for root_id in frontier[parent]:
+                if (len(collected[root_id]) < spans_per_trace
+                        and span["span_id"] not in members[root_id]):
+                    collected[root_id].append(span)
+                    members[root_id].add(span["span_id"])
+                    found.setdefault(span["span_id"], []).append(root_id)
         frontier = found
 
     for sid, reason in chosen.items():
