@@ -123,6 +123,7 @@ def test_rounds_nodes_and_cpu_of_a_run_on_nodes(synthetic_run: Path) -> None:
     cpu = {n["node"]: n["cpu_s"] for n in manifest["nodes"]}
     for name, stats in summary.nodes.items():
         assert stats.answers == 1500 and len(stats.agents) == 500 and stats.agents.exact
+        assert stats.sent == 3  # one fan-out frame per round
         assert stats.cpu_s == cpu[name]
     assert {k: v.answers for k, v in summary.agent_classes.items()} == {
         "Voter": 5400, "Pundit": 600}

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._summary import GroupStats, RunSummary, SampledTrace, summarize_run
+from ._summary import GroupStats, RunSummary, SampledTrace, group_order, summarize_run
 
 __all__ = ["SpanNode", "find_run", "list_runs", "load_spans", "page_html", "render_html",
            "span_tree"]
@@ -256,16 +256,22 @@ def page_html(summary: RunSummary) -> str:
         f"reply, in ms) and tokens: {span_note}.{no_rounds}",
         ["round", "answers", "failures", "p50 ms", "p95 ms", "p99 ms", "tokens in",
          "tokens out"],
-        [[html.escape(k), _num(s.answers), _failures(s), *_latency_cells(s),
-          _num(s.input_tokens), _num(s.output_tokens)] for k, s in summary.rounds.items()])
+        [[html.escape(k), _num(s.answers), _failures(s) if s.spans else "-",
+          *_latency_cells(s), *((_num(s.input_tokens), _num(s.output_tokens)) if s.calls
+                                else ("-", "-"))] for k, s in summary.rounds.items()])
     nodes = _table(
         "Per node",
-        f"Where the agents replied: a node process, or the driver's own process. Replies "
-        f"(failed ones included) {span_note}; CPU where the run folder records it.",
-        ["node", "agents", "replies", "failures", "p50 ms", "p95 ms", "p99 ms", "CPU s"],
-        [[html.escape(k), _agents(s), _num(s.answers), _failures(s), *_latency_cells(s),
-          "-" if s.cpu_s is None else f"{s.cpu_s:,.1f}"]
-         for k, s in sorted(summary.nodes.items(), key=lambda kv: -kv[1].answers)], 200)
+        "Where the agents replied: a node process, or the driver's own process. Messages "
+        "sent: the messages (one per call, or one per node for a fan-out) traced leaving "
+        f"for the node. Replies (failed ones included) {span_note}; CPU where the run folder "
+        "records it. Spans recorded in node processes reach the run's trace only where the "
+        "run brings them home.",
+        ["node", "messages sent", "agents", "replies", "failures", "p50 ms", "p95 ms",
+         "p99 ms", "CPU s"],
+        [[html.escape(k), _num(s.sent), *((_agents(s), _num(s.answers), _failures(s))
+                                          if s.spans else ("-", "-", "-")),
+          *_latency_cells(s), "-" if s.cpu_s is None else f"{s.cpu_s:,.1f}"]
+         for k, s in sorted(summary.nodes.items(), key=lambda kv: group_order(kv[0]))], 200)
     classes = _table(
         "Per agent class",
         f"Agent replies {span_note}; the class is the span's <code>agentplex.agent.class"
@@ -299,6 +305,11 @@ def page_html(summary: RunSummary) -> str:
     legend = "" if all(g.latency.exact and g.agents.exact for g in groups) else (
         '<p class="note">≈ marks a figure kept in bounded memory beyond 4,096 values: '
         "latency percentiles within 1 %, agent counts within about 2 %.</p>")
+    if not summary.candidates:
+        legend += ('<p class="warn">This trace holds no agent replies and no figures from '
+                   "them (a dash): the agents ran where their spans were not collected into "
+                   "the run's trace, or sampling kept none. The header's totals and the "
+                   "answers per round (from the transcript) are complete.</p>")
     body = (f"<h1>Run {html.escape(run_id)}</h1><p class=\"meta\">{header}</p>{legend}"
             f"{rounds}{_latency_chart(summary)}{nodes}{classes}{models}{drill}{transcript}")
     return _PAGE.replace("__TITLE__", html.escape(f"agentplex run {run_id}")).replace(
@@ -311,7 +322,9 @@ _PAGE = """<!doctype html>
 body{font:13px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:12px 20px;
 color:#222}
 h1{font-size:18px;margin:4px 0}h2{font-size:15px;margin:22px 0 2px}
-.meta{color:#555;margin:0 0 6px}.note{color:#666;margin:0 0 6px;font-size:12px}
+.meta{color:#555;margin:0 0 6px}
+.warn{background:#fff6e0;border:1px solid #f0d48a;padding:4px 8px;border-radius:4px}
+.note{color:#666;margin:0 0 6px;font-size:12px}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums}
 th,td{padding:2px 10px;border-bottom:1px solid #e5e5e5;text-align:right}
 th:first-child,td:first-child{text-align:left}th{background:#f4f4f4;font-weight:600}

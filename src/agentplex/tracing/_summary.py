@@ -129,6 +129,8 @@ class GroupStats:
     latency: LatencySketch = field(default_factory=LatencySketch)
     agents: DistinctCount = field(default_factory=DistinctCount)
     cpu_s: float | None = None
+    sent: int = 0           # messages the driver sent to a node (its ``send`` spans)
+    calls: int = 0          # traced model calls (rounds)
 
     def percentiles(self) -> tuple[float | None, float | None, float | None]:
         return (self.latency.percentile(50), self.latency.percentile(95),
@@ -186,11 +188,13 @@ def _round_key(value: Any) -> str:
     return RUN_GROUP if value is None else str(value)
 
 
-def _sort_key(name: str) -> tuple[int, float, str]:
+def group_order(name: str) -> tuple[int, float, list[Any]]:
+    """Sort key of a group's name: numbers by value, then names with their numbers
+    compared as numbers (``node-2`` before ``node-10``)."""
     try:
-        return (0, float(name), name)
+        return (0, float(name), [])
     except ValueError:
-        return (1, 0.0, name)
+        return (1, 0.0, [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)])
 
 
 _TRAILING_NUMBER = re.compile(r"[-_ ]?\d+$")
@@ -381,8 +385,11 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
             m.output_tokens += tout
             m.latency.add(_duration(span))
             r = group(summary.rounds, rnd)
+            r.calls += 1
             r.input_tokens += tin
             r.output_tokens += tout
+        elif span.get("kind") == "PRODUCER" and "agentplex.node" in attrs:
+            group(summary.nodes, str(attrs["agentplex.node"])).sent += 1
         parent = span.get("parent_id") or ""
         if parent in collected and len(collected[parent]) < spans_per_trace:
             collected[parent].append(span)
@@ -446,7 +453,7 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
             stats.answers = 0
         for key, count in answers.items():
             group(summary.rounds, key).answers = count
-    summary.rounds = dict(sorted(summary.rounds.items(), key=lambda kv: _sort_key(kv[0])))
+    summary.rounds = dict(sorted(summary.rounds.items(), key=lambda kv: group_order(kv[0])))
 
     # per node CPU, where the run folder has it
     for entry in manifest.get("nodes") or []:
