@@ -86,7 +86,7 @@ def write_run_folder(out: str | Path, *, agents: int = 1000, nodes: int = 4, rou
                     name = f"Pundit{i + 1}" if pundit else f"Voter{i + 1}"
                     model = "SmolLM2-135M-Instruct" if pundit else "scripted-players"
                     provider = "transformers" if pundit else "scripted"
-                    start = t + rng.randrange(0, 2_000_000)
+                    start = t + rng.randrange(0, 2_000_000_000)  # the node works 2 s a round
                     chat_ns = int(rng.lognormvariate(13.0 if pundit else 11.5, 0.6))
                     invoke, chat = sid(), sid()
                     tin, tout = rng.randrange(60, 140), rng.randrange(2, 40 if pundit else 4)

@@ -14,6 +14,7 @@ import json
 import math
 import random
 import re
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ SPANS_PER_TRACE = 200
 _DEPTH = 8  # extra passes to collect the descendants of the sampled roots, at most
 _EXACT = 4096  # latencies kept exactly before switching to a log-bucket histogram
 _GROWTH = 1.01  # bucket width of the histogram: percentiles within 1 %
+_HANDLERS = 1 << 17  # message handlers' nodes remembered
 _KMV = 4096  # smallest hashes kept to count distinct agents (about 1.6 % off beyond)
 
 
@@ -328,14 +330,18 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
     picker = _Picker(int(manifest.get("seed") or 0) if seed is None else seed,
                      failed, slowest, sample)
 
-    # pass 1: round windows, the nodes of message handlers, the drill-down's roots
+    # pass 1: round windows and the drill-down's roots (only lines that can matter parsed)
     rounds = _Rounds()
-    node_of_handler: dict[str, str] = {}
-    for span in _spans(trace_path):
+    for line in _lines(trace_path):
+        if "invoke_agent" not in line and "agentplex.round" not in line:
+            continue
+        try:
+            span = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(span, dict) or "span_id" not in span:
+            continue
         rounds.see(span)
-        attrs = span.get("attributes") or {}
-        if span.get("kind") == "CONSUMER" and "agentplex.node" in attrs:
-            node_of_handler[span["span_id"]] = str(attrs["agentplex.node"])
         if _op(span) == "invoke_agent":
             picker.offer(span)
     chosen = picker.chosen()
@@ -350,9 +356,16 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
 
     collected: dict[str, list[dict[str, Any]]] = {sid: [] for sid in chosen}
     roots: dict[str, dict[str, Any]] = {}
+    # the node of each message handler (a ``process`` span, ended as the message arrives,
+    # so written before the spans of its handling): the most recent ones
+    node_of_handler: OrderedDict[str, str] = OrderedDict()
     for span in _spans(trace_path):
         summary.spans += 1
         attrs = span.get("attributes") or {}
+        if span.get("kind") == "CONSUMER" and "agentplex.node" in attrs:
+            node_of_handler[span["span_id"]] = str(attrs["agentplex.node"])
+            if len(node_of_handler) > _HANDLERS:
+                node_of_handler.popitem(last=False)
         op = _op(span)
         failed_span = span.get("status") == "ERROR"
         rnd = rounds.of(span)
