@@ -5,7 +5,7 @@
 The folder holds ``manifest.json``, ``trace.jsonl`` and ``transcript.jsonl`` (and, with
 ``--recording``, ``recording.jsonl``) shaped as a simulation on node processes leaves them:
 per round a driver span ``round R`` (attribute ``agentplex.round``), one ``send`` span per
-node from the driver, and on each node one ``process`` span (``agentplex.node``) whose
+node from the driver (its node id ``head``), and on each node one ``process`` span whose
 children are the node's agents' ``invoke_agent`` spans, each with one ``chat`` span
 (tokens); transcript lines carry their ``round``. Spans are written in the order a real run
 writes them (a span when it ends: children before their parents). Latencies are lognormal,
@@ -75,7 +75,8 @@ def write_run_folder(out: str | Path, *, agents: int = 1000, nodes: int = 4, rou
                                   now, now + 50_000,
                                   {"messaging.system": "agentplex",
                                    "messaging.operation.type": "send",
-                                   "messaging.destination.name": node, "agentplex.node": node}))
+                                   "messaging.destination.name": node,
+                                   "agentplex.node": "head"}))
                 trace.write(_span("process call_many", trace_id, process, send, "CONSUMER", t,
                                   t + 20_000, {"messaging.system": "agentplex",
                                                "messaging.operation.type": "process",

@@ -119,11 +119,13 @@ def test_rounds_nodes_and_cpu_of_a_run_on_nodes(synthetic_run: Path) -> None:
     assert sum(r.input_tokens for r in summary.rounds.values()) == sum(
         s["attributes"]["gen_ai.usage.input_tokens"] for s in chats)
 
-    assert sorted(summary.nodes) == ["node-1", "node-2", "node-3", "node-4"]
+    assert list(summary.nodes) == ["head", "node-1", "node-2", "node-3", "node-4"]
+    head = summary.nodes.pop("head")  # the driver: one fan-out frame per node and round
+    assert (head.sent, head.received, head.spans) == (12, 0, 0)
     cpu = {n["node"]: n["cpu_s"] for n in manifest["nodes"]}
     for name, stats in summary.nodes.items():
         assert stats.answers == 1500 and len(stats.agents) == 500 and stats.agents.exact
-        assert stats.sent == 3  # one fan-out frame per round
+        assert (stats.sent, stats.received) == (0, 3)
         assert stats.cpu_s == cpu[name]
     assert {k: v.answers for k, v in summary.agent_classes.items()} == {
         "Voter": 5400, "Pundit": 600}

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._summary import GroupStats, RunSummary, SampledTrace, group_order, summarize_run
+from ._summary import GroupStats, RunSummary, SampledTrace, summarize_run
 
 __all__ = ["SpanNode", "find_run", "list_runs", "load_spans", "page_html", "render_html",
            "span_tree"]
@@ -261,17 +261,18 @@ def page_html(summary: RunSummary) -> str:
                                 else ("-", "-"))] for k, s in summary.rounds.items()])
     nodes = _table(
         "Per node",
-        "Where the agents replied: a node process, or the driver's own process. Messages "
-        "sent: the messages (one per call, or one per node for a fan-out) traced leaving "
-        f"for the node. Replies (failed ones included) {span_note}; CPU where the run folder "
-        "records it. Spans recorded in node processes reach the run's trace only where the "
-        "run brings them home.",
-        ["node", "messages sent", "agents", "replies", "failures", "p50 ms", "p95 ms",
-         "p99 ms", "CPU s"],
-        [[html.escape(k), _num(s.sent), *((_agents(s), _num(s.answers), _failures(s))
-                                          if s.spans else ("-", "-", "-")),
+        "Each process on the bus, by its node id (<i>driver</i>: replies in a process with "
+        "no bus). Messages in and out: frames traced arriving at it and leaving it (one per "
+        "call, or one per node for a fan-out). Agents and replies (failed ones included): "
+        f"where the agents replied, {span_note}; CPU where the run folder records it. Spans "
+        "recorded in node processes reach the run's trace only where the run brings them "
+        "home.",
+        ["node", "messages in", "messages out", "agents", "replies", "failures", "p50 ms",
+         "p95 ms", "p99 ms", "CPU s"],
+        [[html.escape(k), _num(s.received), _num(s.sent),
+          *((_agents(s), _num(s.answers), _failures(s)) if s.spans else ("-", "-", "-")),
           *_latency_cells(s), "-" if s.cpu_s is None else f"{s.cpu_s:,.1f}"]
-         for k, s in sorted(summary.nodes.items(), key=lambda kv: group_order(kv[0]))], 200)
+         for k, s in summary.nodes.items()], 200)
     classes = _table(
         "Per agent class",
         f"Agent replies {span_note}; the class is the span's <code>agentplex.agent.class"

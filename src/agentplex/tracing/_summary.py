@@ -131,7 +131,8 @@ class GroupStats:
     latency: LatencySketch = field(default_factory=LatencySketch)
     agents: DistinctCount = field(default_factory=DistinctCount)
     cpu_s: float | None = None
-    sent: int = 0           # messages the driver sent to a node (its ``send`` spans)
+    sent: int = 0           # messages a node sent (its ``send`` spans)
+    received: int = 0       # messages a node took in (its ``process`` spans)
     calls: int = 0          # traced model calls (rounds)
 
     def percentiles(self) -> tuple[float | None, float | None, float | None]:
@@ -403,6 +404,8 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
             r.output_tokens += tout
         elif span.get("kind") == "PRODUCER" and "agentplex.node" in attrs:
             group(summary.nodes, str(attrs["agentplex.node"])).sent += 1
+        if span.get("kind") == "CONSUMER" and "agentplex.node" in attrs:
+            group(summary.nodes, str(attrs["agentplex.node"])).received += 1
         parent = span.get("parent_id") or ""
         if parent in collected and len(collected[parent]) < spans_per_trace:
             collected[parent].append(span)
@@ -475,4 +478,5 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
             cpu = entry.get("cpu_s", entry.get("cpu_seconds"))
             if isinstance(cpu, int | float):
                 group(summary.nodes, node).cpu_s = float(cpu)
+    summary.nodes = dict(sorted(summary.nodes.items(), key=lambda kv: group_order(kv[0])))
     return summary
