@@ -10,7 +10,8 @@ children are the node's agents' ``invoke_agent`` spans, each with one ``chat`` s
 (tokens); transcript lines carry their ``round``. Spans are written in the order a real run
 writes them (a span when it ends: children before their parents). Latencies are lognormal,
 about one reply in 1,000 fails; a tenth of the agents are ``Pundit``s on a second model.
-The manifest lists the nodes' CPU seconds under ``nodes``. Stdlib only, seeded.
+The manifest has the totals a run's cost ledger writes (per model, round and agent class)
+and lists the nodes' CPU seconds under ``nodes``. Stdlib only, seeded.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 __all__ = ["write_run_folder"]
 
@@ -31,6 +33,13 @@ def _span(name: str, trace_id: str, span_id: str, parent: str | None, kind: str,
     return json.dumps({"name": name, "trace_id": trace_id, "span_id": span_id,
                        "parent_id": parent, "kind": kind, "start": start, "end": end,
                        "status": status, "attributes": attrs, "service": "agentplex"}) + "\n"
+
+
+def _usage(**key: object) -> dict[str, Any]:
+    """One row of the manifest's usage breakdowns (``by_model``, ``by_round``, ...)."""
+    return {**key, "calls": 0, "input_tokens": 0, "output_tokens": 0, "cached_tokens": 0,
+            "cache_creation_tokens": 0, "cpu_s": 0.0, "gpu_s": 0.0, "cost_usd": None,
+            "unpriced_calls": 0}
 
 
 def write_run_folder(out: str | Path, *, agents: int = 1000, nodes: int = 4, rounds: int = 3,
@@ -49,9 +58,13 @@ def write_run_folder(out: str | Path, *, agents: int = 1000, nodes: int = 4, rou
     run_span = sid()
     run_id = f"20261207-000000-synthetic-{seed:06x}"
     now = _T0 + 10_000_000
-    totals = {"model_calls": 0, "input_tokens": 0, "output_tokens": 0, "tool_calls": 0,
-              "messages": 0}
+    totals: dict[str, Any] = {"model_calls": 0, "input_tokens": 0, "output_tokens": 0,
+                              "tool_calls": 0, "messages": 0}
     cpu = [0.0] * nodes
+    by_round: dict[int, dict[str, Any]] = {}
+    by_model = {False: _usage(provider="scripted", model="scripted-players"),
+                True: _usage(provider="transformers", model="SmolLM2-135M-Instruct")}
+    by_class = {False: _usage(agent_class="Voter"), True: _usage(agent_class="Pundit")}
     clock = 0
     with contextlib.ExitStack() as files:
         trace = files.enter_context((folder / "trace.jsonl").open("w"))
@@ -108,9 +121,11 @@ def write_run_folder(out: str | Path, *, agents: int = 1000, nodes: int = 4, rou
                         end, {"gen_ai.operation.name": "invoke_agent",
                               "gen_ai.agent.name": name, "gen_ai.agent.id": name.lower()},
                         "ERROR" if failed else "UNSET"))
-                    totals["model_calls"] += 1
-                    totals["input_tokens"] += tin
-                    totals["output_tokens"] += tout
+                    for row in (totals, by_round.setdefault(r, _usage(round=r)),
+                                by_model[pundit], by_class[pundit]):
+                        row["calls" if row is not totals else "model_calls"] += 1
+                        row["input_tokens"] += tin
+                        row["output_tokens"] += tout
                     round_end = max(round_end, end)
                     if not failed:
                         guess = rng.randrange(0, 101)
@@ -130,6 +145,8 @@ def write_run_folder(out: str | Path, *, agents: int = 1000, nodes: int = 4, rou
         trace.write(_span("run synthetic", trace_id, run_span, None, "INTERNAL", _T0, now,
                           {"agentplex.run.id": run_id, "agentplex.run.name": "synthetic",
                            "agentplex.run.seed": seed, "agentplex.run.sampling": 1.0}))
+    for row in [*by_round.values(), *by_model.values(), *by_class.values()]:
+        row["unpriced_calls"] = row["calls"]
     manifest = {
         "run_id": run_id, "name": "synthetic", "started_at": "2026-12-07T00:00:00+00:00",
         "ended_at": "2026-12-07T00:00:00+00:00", "duration_s": round((now - _T0) / 1e9, 2),
@@ -137,7 +154,10 @@ def write_run_folder(out: str | Path, *, agents: int = 1000, nodes: int = 4, rou
         "sampling": 1.0, "trace_id": trace_id, "status": "completed",
         "models": [{"provider": "scripted", "model": "scripted-players"},
                    {"provider": "transformers", "model": "SmolLM2-135M-Instruct"}],
-        "totals": totals,
+        "totals": {**totals, "cached_tokens": 0, "cache_creation_tokens": 0, "cpu_s": 0.0,
+                   "gpu_s": 0.0, "cost_usd": None, "unpriced_calls": totals["model_calls"],
+                   "by_model": list(by_model.values()), "by_round": list(by_round.values()),
+                   "by_agent_class": list(by_class.values())},
         "nodes": [{"node": f"node-{n + 1}", "cpu_s": round(c, 2)} for n, c in enumerate(cpu)],
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))

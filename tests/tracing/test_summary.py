@@ -133,6 +133,40 @@ def test_rounds_nodes_and_cpu_of_a_run_on_nodes(synthetic_run: Path) -> None:
         "scripted:scripted-players": 5400, "transformers:SmolLM2-135M-Instruct": 600}
 
 
+def test_tokens_per_round_model_and_class_come_exact_from_the_manifest(
+        synthetic_run: Path) -> None:
+    manifest = json.loads((synthetic_run / "manifest.json").read_text())
+    chats = [s for s in _lines(synthetic_run / "trace.jsonl") if s["name"].startswith("chat")]
+    summary = summarize_run(synthetic_run)
+    for stats in summary.rounds.values():
+        assert stats.ledger is not None and stats.usage() == (
+            stats.ledger["calls"], stats.ledger["input_tokens"], stats.ledger["output_tokens"])
+    # the manifest's rows and the spans agree where every trace was kept
+    assert sum((s.usage() or (0,))[0] for s in summary.rounds.values()) == len(chats) == \
+        manifest["totals"]["model_calls"]
+    for stats in (*summary.rounds.values(), *summary.models.values()):
+        assert stats.usage() == (stats.calls, stats.input_tokens, stats.output_tokens)
+    assert {k: (v.usage() or (0,))[0] for k, v in summary.agent_classes.items()} == {
+        "Voter": 5400, "Pundit": 600}
+
+
+def test_a_sampled_run_keeps_exact_usage_and_samples_the_rest(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "agentplex", "demo", "--agents", "8", "--rounds",
+                    "2", "--model", "scripted", "--sample", "0.3", "--runs-dir",
+                    str(tmp_path)], check=True, capture_output=True, timeout=120)
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    chats = [s for s in _lines(folder / "trace.jsonl") if s["name"].startswith("chat")]
+    summary = summarize_run(folder)
+    totals = manifest["totals"]
+    assert len(chats) < totals["model_calls"]  # sampling dropped some
+    assert summary.rounds["run"].usage() == (totals["model_calls"], totals["input_tokens"],
+                                             totals["output_tokens"])
+    assert summary.rounds["run"].calls == len(chats)
+    page = render_html(folder)
+    assert "only 0.3 of traces are kept" in page and "traces sampled at 0.3" in page
+
+
 def test_a_round_attribute_on_a_span_wins(tmp_path: Path) -> None:
     folder = make_run_folder.write_run_folder(tmp_path / "run", agents=8, nodes=1, rounds=2)
     lines = (folder / "trace.jsonl").read_text().splitlines()

@@ -250,15 +250,34 @@ def page_html(summary: RunSummary) -> str:
     no_rounds = ("" if set(summary.rounds) - {"run"} else
                  " This run's spans and transcript carry no round, so the whole run is one "
                  "group.")
+    groups = [*summary.rounds.values(), *summary.agent_classes.values(),
+              *summary.models.values()]
+    priced = any(g.cost_usd() is not None for g in groups)
+    usage_head = ["model calls", "tokens in", "tokens out"] + (["cost USD"] if priced else [])
+    usage_note = (" Model calls, tokens" + (" and cost" if priced else "") + ": the "
+                  "manifest's exact totals (every call, whatever sampling kept) where it has "
+                  f"them, else {span_note}.")
+
+    def usage(stats: GroupStats) -> list[str]:
+        u = stats.usage()
+        cells = ["-", "-", "-"] if u is None else [_num(u[0]), _num(u[1]), _num(u[2])]
+        if priced:
+            cost = stats.cost_usd()
+            cells.append("-" if cost is None else f"{cost:,.4f}")
+        return cells
+
+    def replies(stats: GroupStats) -> list[str]:
+        if not stats.spans:
+            return ["-", "-", "-"]
+        return [_agents(stats), _num(stats.answers), _failures(stats)]
+
     rounds = _table(
         "Per round",
-        f"Answers: agent replies, from {answers_from}. Failures, latency (of each agent "
-        f"reply, in ms) and tokens: {span_note}.{no_rounds}",
-        ["round", "answers", "failures", "p50 ms", "p95 ms", "p99 ms", "tokens in",
-         "tokens out"],
+        f"Answers: agent replies, from {answers_from}. Failures and latency (of each agent "
+        f"reply, in ms): {span_note}.{usage_note}{no_rounds}",
+        ["round", "answers", "failures", "p50 ms", "p95 ms", "p99 ms", *usage_head],
         [[html.escape(k), _num(s.answers), _failures(s) if s.spans else "-",
-          *_latency_cells(s), *((_num(s.input_tokens), _num(s.output_tokens)) if s.calls
-                                else ("-", "-"))] for k, s in summary.rounds.items()])
+          *_latency_cells(s), *usage(s)] for k, s in summary.rounds.items()])
     nodes = _table(
         "Per node",
         "Each process on the bus, by its node id (<i>driver</i>: replies in a process with "
@@ -269,26 +288,30 @@ def page_html(summary: RunSummary) -> str:
         "home.",
         ["node", "messages in", "messages out", "agents", "replies", "failures", "p50 ms",
          "p95 ms", "p99 ms", "CPU s"],
-        [[html.escape(k), _num(s.received), _num(s.sent),
-          *((_agents(s), _num(s.answers), _failures(s)) if s.spans else ("-", "-", "-")),
+        [[html.escape(k), _num(s.received), _num(s.sent), *replies(s),
           *_latency_cells(s), "-" if s.cpu_s is None else f"{s.cpu_s:,.1f}"]
          for k, s in summary.nodes.items()], 200)
     classes = _table(
         "Per agent class",
-        f"Agent replies {span_note}; the class is the span's <code>agentplex.agent.class"
-        "</code>, else the agent's name without its number.",
-        ["agent class", "agents", "replies", "failures", "p50 ms", "p95 ms", "p99 ms"],
-        [[html.escape(k), _agents(s), _num(s.answers), _failures(s), *_latency_cells(s)]
-         for k, s in sorted(summary.agent_classes.items(), key=lambda kv: -kv[1].answers)],
+        f"Agents, replies, failures and latency {span_note}; the class is the span's "
+        "<code>agentplex.agent.class</code>, else the agent's name without its number."
+        + usage_note,
+        ["agent class", "agents", "replies", "failures", "p50 ms", "p95 ms", "p99 ms",
+         *usage_head],
+        [[html.escape(k), *replies(s), *_latency_cells(s), *usage(s)]
+         for k, s in sorted(summary.agent_classes.items(),
+                            key=lambda kv: -(kv[1].answers or (kv[1].usage() or (0,))[0]))],
         100)
     models = _table(
         "Per model",
-        f"Model calls {span_note}; the run's exact totals are in the header.",
-        ["model", "calls", "failures", "tokens in", "tokens out", "p50 ms", "p95 ms",
-         "p99 ms"],
-        [[html.escape(k), _num(s.answers), _failures(s), _num(s.input_tokens),
-          _num(s.output_tokens), *_latency_cells(s)]
-         for k, s in sorted(summary.models.items(), key=lambda kv: -kv[1].answers)], 100)
+        f"Failures and latency {span_note}.{usage_note} Device seconds: CPU and GPU time "
+        "local models spent (from the manifest).",
+        ["model", *usage_head, "device s", "failures", "p50 ms", "p95 ms", "p99 ms"],
+        [[html.escape(k), *usage(s),
+          "-" if s.device_s() is None else f"{s.device_s():,.2f}",
+          _failures(s) if s.spans else "-", *_latency_cells(s)]
+         for k, s in sorted(summary.models.items(),
+                            key=lambda kv: -((kv[1].usage() or (0,))[0]))], 100)
     traces = "".join(_trace_html(tr, i == 0) for i, tr in enumerate(summary.traces))
     drill = (
         f"<section><h2>Sampled traces ({len(summary.traces)} of {summary.candidates:,} agent "

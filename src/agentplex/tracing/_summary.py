@@ -134,6 +134,28 @@ class GroupStats:
     sent: int = 0           # messages a node sent (its ``send`` spans)
     received: int = 0       # messages a node took in (its ``process`` spans)
     calls: int = 0          # traced model calls (rounds)
+    ledger: dict[str, Any] | None = None  # the manifest's exact row, where it has one
+
+    def usage(self) -> tuple[int, int, int] | None:
+        """Model calls, tokens in and out: the manifest's exact figures where it has
+        them, else the traced ``chat`` spans' (``None``: neither)."""
+        if self.ledger is not None:
+            return (int(self.ledger.get("calls") or 0), int(self.ledger.get("input_tokens") or 0),
+                    int(self.ledger.get("output_tokens") or 0))
+        if self.calls:
+            return self.calls, self.input_tokens, self.output_tokens
+        return None
+
+    def cost_usd(self) -> float | None:
+        """The manifest's price of this group's calls, where it has one."""
+        cost = None if self.ledger is None else self.ledger.get("cost_usd")
+        return float(cost) if isinstance(cost, int | float) else None
+
+    def device_s(self) -> float | None:
+        """CPU and GPU seconds local models spent, from the manifest."""
+        if self.ledger is None:
+            return None
+        return float(self.ledger.get("cpu_s") or 0) + float(self.ledger.get("gpu_s") or 0)
 
     def percentiles(self) -> tuple[float | None, float | None, float | None]:
         return (self.latency.percentile(50), self.latency.percentile(95),
@@ -394,6 +416,7 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
             m = group(summary.models, key)
             m.spans += 1
             m.answers += 1
+            m.calls += 1
             m.failures += failed_span
             m.input_tokens += tin
             m.output_tokens += tout
@@ -469,6 +492,19 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
             stats.answers = 0
         for key, count in answers.items():
             group(summary.rounds, key).answers = count
+    # the manifest's exact usage per round, model and agent class (whatever sampling kept)
+    totals = manifest.get("totals") or {}
+    for table, rows, name in ((summary.rounds, "by_round", "round"),
+                              (summary.agent_classes, "by_agent_class", "agent_class")):
+        for row in totals.get(rows) or []:
+            if isinstance(row, dict):
+                value = row.get(name)
+                group(table, RUN_GROUP if value is None and name == "round"
+                      else str(value)).ledger = row
+    for row in totals.get("by_model") or []:
+        if isinstance(row, dict):
+            prov, mdl = row.get("provider"), row.get("model")
+            group(summary.models, f"{prov}:{mdl}" if prov else str(mdl)).ledger = row
     summary.rounds = dict(sorted(summary.rounds.items(), key=lambda kv: group_order(kv[0])))
 
     # per node CPU, where the run folder has it
