@@ -167,6 +167,16 @@ def test_a_sampled_run_keeps_exact_usage_and_samples_the_rest(tmp_path: Path) ->
     assert "only 0.3 of traces are kept" in page and "traces sampled at 0.3" in page
 
 
+def test_the_one_agent_class_of_the_ledger_names_every_reply(tmp_path: Path) -> None:
+    folder = make_run_folder.write_run_folder(tmp_path / "run", agents=20, nodes=2, rounds=1)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["totals"]["by_agent_class"] = [{"agent_class": "Opinion", "calls": 20}]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    summary = summarize_run(folder)
+    assert list(summary.agent_classes) == ["Opinion"]
+    assert summary.agent_classes["Opinion"].spans == 20
+
+
 def test_a_round_attribute_on_a_span_wins(tmp_path: Path) -> None:
     folder = make_run_folder.write_run_folder(tmp_path / "run", agents=8, nodes=1, rounds=2)
     lines = (folder / "trace.jsonl").read_text().splitlines()

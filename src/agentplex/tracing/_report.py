@@ -294,7 +294,8 @@ def page_html(summary: RunSummary) -> str:
     classes = _table(
         "Per agent class",
         f"Agents, replies, failures and latency {span_note}; the class is the span's "
-        "<code>agentplex.agent.class</code>, else the agent's name without its number."
+        "<code>agentplex.agent.class</code>, else the run's one agent class (where the "
+        "manifest names only one), else the agent's name without its number."
         + usage_note,
         ["agent class", "agents", "replies", "failures", "p50 ms", "p95 ms", "p99 ms",
          *usage_head],

@@ -225,12 +225,15 @@ def group_order(name: str) -> tuple[int, float, list[Any]]:
 _TRAILING_NUMBER = re.compile(r"[-_ ]?\d+$")
 
 
-def agent_class(attrs: dict[str, Any]) -> str:
+def agent_class(attrs: dict[str, Any], only: str | None = None) -> str:
     """The class of the agent of an ``invoke_agent`` span: its ``agentplex.agent.class``
-    attribute, else its name without a trailing number (``Player17`` → ``Player``)."""
+    attribute, else ``only`` (the one class the run's cost ledger names), else its name
+    without a trailing number (``Player17`` → ``Player``)."""
     cls = attrs.get("agentplex.agent.class")
     if cls:
         return str(cls).rsplit(".", 1)[-1].rsplit(":", 1)[-1]
+    if only is not None:
+        return only
     name = str(attrs.get("gen_ai.agent.name") or "?")
     return _TRAILING_NUMBER.sub("", name) or name
 
@@ -377,6 +380,10 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
             stats = table[key] = GroupStats()
         return stats
 
+    ledger_classes = {str(row.get("agent_class"))
+                      for row in (manifest.get("totals") or {}).get("by_agent_class") or []
+                      if isinstance(row, dict) and row.get("agent_class") is not None}
+    only_class = next(iter(ledger_classes)) if len(ledger_classes) == 1 else None
     collected: dict[str, list[dict[str, Any]]] = {sid: [] for sid in chosen}
     roots: dict[str, dict[str, Any]] = {}
     # the node of each message handler (a ``process`` span, ended as the message arrives,
@@ -397,7 +404,7 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
                        or node_of_handler.get(span.get("parent_id") or "", DRIVER))
             name = str(attrs.get("gen_ai.agent.id") or attrs.get("gen_ai.agent.name") or "?")
             for stats in (group(summary.rounds, rnd), group(summary.nodes, node),
-                          group(summary.agent_classes, agent_class(attrs))):
+                          group(summary.agent_classes, agent_class(attrs, only_class))):
                 stats.spans += 1
                 stats.answers += 1
                 stats.failures += failed_span
