@@ -6,10 +6,11 @@ The folder holds ``manifest.json``, ``trace.jsonl`` and ``transcript.jsonl`` (an
 ``--recording``, ``recording.jsonl``) shaped as a simulation on node processes leaves them:
 per round a driver span ``round R`` (attribute ``agentplex.round``), one ``send`` span per
 node from the driver (its node id ``head``), and on each node one ``process`` span whose
-children are the node's agents' ``invoke_agent`` spans, each with one ``chat`` span
-(tokens); transcript lines carry their ``round``. Spans are written in the order a real run
-writes them (a span when it ends: children before their parents). Latencies are lognormal,
-about one reply in 1,000 fails; a tenth of the agents are ``Pundit``s on a second model.
+children are the node's agents' ``invoke_agent`` spans (their ids counted per node, as
+a node process counts them), each with one ``chat`` span (tokens); transcript lines carry
+their ``round``. Spans are written in the order a real run writes them (a span when it
+ends: children before their parents). Latencies are lognormal, about one reply in 1,000
+fails; a tenth of the agents are ``Pundit``s on a second model.
 The manifest has the totals a run's cost ledger writes (per model, round and agent class)
 and lists the nodes' CPU seconds under ``nodes``. Stdlib only, seeded.
 """
@@ -119,7 +120,8 @@ def write_run_folder(out: str | Path, *, agents: int = 1000, nodes: int = 4, rou
                     trace.write(_span(
                         f"invoke_agent {name}", trace_id, invoke, process, "INTERNAL", start,
                         end, {"gen_ai.operation.name": "invoke_agent",
-                              "gen_ai.agent.name": name, "gen_ai.agent.id": name.lower()},
+                              "gen_ai.agent.name": name,
+                              "gen_ai.agent.id": f"player-{i // nodes + 1}"},
                         "ERROR" if failed else "UNSET"))
                     for row in (totals, by_round.setdefault(r, _usage(round=r)),
                                 by_model[pundit], by_class[pundit]):

@@ -129,6 +129,9 @@ def test_rounds_nodes_and_cpu_of_a_run_on_nodes(synthetic_run: Path) -> None:
         assert stats.cpu_s == cpu[name]
     assert {k: v.answers for k, v in summary.agent_classes.items()} == {
         "Voter": 5400, "Pundit": 600}
+    # agents counted by name: their ids repeat from node to node
+    assert {k: len(v.agents) for k, v in summary.agent_classes.items()} == {
+        "Voter": 1800, "Pundit": 200}
     assert {k: v.answers for k, v in summary.models.items()} == {
         "scripted:scripted-players": 5400, "transformers:SmolLM2-135M-Instruct": 600}
 

@@ -402,7 +402,8 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
         if op == "invoke_agent":
             node = str(attrs.get("agentplex.node")
                        or node_of_handler.get(span.get("parent_id") or "", DRIVER))
-            name = str(attrs.get("gen_ai.agent.id") or attrs.get("gen_ai.agent.name") or "?")
+            # by name: an agent's id is only unique in its process (``player-1`` on each)
+            name = str(attrs.get("gen_ai.agent.name") or attrs.get("gen_ai.agent.id") or "?")
             for stats in (group(summary.rounds, rnd), group(summary.nodes, node),
                           group(summary.agent_classes, agent_class(attrs, only_class))):
                 stats.spans += 1
