@@ -329,7 +329,7 @@ def page_html(summary: RunSummary) -> str:
               *summary.agent_classes.values(), *summary.models.values()]
     legend = "" if all(g.latency.exact and g.agents.exact for g in groups) else (
         '<p class="note">≈ marks a figure kept in bounded memory beyond 4,096 values: '
-        "latency percentiles within 1 %, agent counts within about 2 %.</p>")
+        "latency percentiles within 1 %, agent counts typically within 2 %.</p>")
     if not summary.candidates:
         legend += ('<p class="warn">This trace holds no agent replies and no figures from '
                    "them (a dash): the agents ran where their spans were not collected into "

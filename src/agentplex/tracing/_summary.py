@@ -37,7 +37,7 @@ _DEPTH = 8  # extra passes to collect the descendants of the sampled roots, at m
 _EXACT = 4096  # latencies kept exactly before switching to a log-bucket histogram
 _GROWTH = 1.01  # bucket width of the histogram: percentiles within 1 %
 _HANDLERS = 1 << 17  # message handlers' nodes remembered
-_KMV = 4096  # smallest hashes kept to count distinct agents (about 1.6 % off beyond)
+_KMV = 4096  # smallest hashes kept to count distinct agents (1.6 % standard error beyond)
 
 
 class LatencySketch:
@@ -90,7 +90,7 @@ class LatencySketch:
 
 class DistinctCount:
     """How many distinct strings were added: exact up to 4,096, then estimated from the
-    4,096 smallest hashes (k minimum values; about 1.6 % off)."""
+    4,096 smallest hashes (k minimum values; a standard error of 1.6 %)."""
 
     __slots__ = ("_heap", "_kept")
 
