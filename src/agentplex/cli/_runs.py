@@ -120,7 +120,8 @@ def trace_html(
     output: Annotated[Path | None, typer.Option("--output", "-o",
                                                 help="Default: trace.html in the run.")] = None,
 ) -> None:
-    """Write one self-contained HTML page: timeline of spans and the transcript."""
+    """Write one self-contained HTML page: the run summarised per round, node, agent class
+    and model, and a bounded sample of span trees (failed, slowest, seeded random)."""
     folder = _locate(run, runs_dir)
     target = output or folder / "trace.html"
     target.write_text(render_html(folder), encoding="utf-8")

@@ -17,7 +17,15 @@ from ._incidents import Rollback, RunIncidents
 from ._ledger import Ledger, LedgerEntry, Usage, current_round, in_round, set_round
 from ._metrics import configure_metrics
 from ._prices import LOCAL_PROVIDERS, PRICES_ENV, Price, Prices, prices, set_prices
-from ._report import SpanNode, find_run, list_runs, load_spans, render_html, span_tree
+from ._report import (
+    SpanNode,
+    find_run,
+    list_runs,
+    load_spans,
+    page_html,
+    render_html,
+    span_tree,
+)
 from ._run import Run, RunOutcome, active_run, experiment
 from ._sampling import TraceSampler
 from ._setup import (
@@ -29,6 +37,7 @@ from ._setup import (
     sampler,
 )
 from ._spans import is_enabled
+from ._summary import RunSummary, summarize_run
 
 __all__ = [
     "Budget",
@@ -47,6 +56,7 @@ __all__ = [
     "Run",
     "RunIncidents",
     "RunOutcome",
+    "RunSummary",
     "SpanDispatcher",
     "SpanNode",
     "TraceSampler",
@@ -65,6 +75,7 @@ __all__ = [
     "list_runs",
     "load_spans",
     "otlp_exporter",
+    "page_html",
     "prices",
     "render_html",
     "sampler",
@@ -72,4 +83,5 @@ __all__ = [
     "set_prices",
     "set_round",
     "span_tree",
+    "summarize_run",
 ]
