@@ -25,6 +25,15 @@ def metrics(folder: Path) -> list[list[dict[str, object]]]:
             for p in sorted(folder.iterdir(), key=lambda p: p.name) if p.is_dir()]
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (an exited process nobody reaped yet, a zombie, does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def test_two_nodes_give_the_metrics_of_one_process(tmp_path: Path) -> None:
     plan = ["--survey", "2:sample=3:how much?", "--intervene", "2:group=firsts:hi"]
     common = [TALLY, "--agents", "12", "--rounds", "4", "--seed", "8",
@@ -108,7 +117,14 @@ def test_resume_on_nodes_after_the_driver_is_killed(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-        for pid in pids:  # a dead driver's nodes outlive it: stop them here
+    try:  # the head and nodes the dead driver started end with it
+        deadline = time.monotonic() + 60
+        while (alive := [pid for pid in pids if _running(pid)]) and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive, f"processes {alive} outlived the driver that started them"
+    finally:
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     (run,) = [p for p in runs.iterdir() if p.is_dir()]

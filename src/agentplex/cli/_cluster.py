@@ -48,6 +48,9 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+ExitWithOpt = Annotated[int | None, typer.Option(
+    help="Stop when the process with this pid ends (a cluster started for one program).")]
+
 def head(
     bind: Annotated[str, typer.Option(help="Endpoint to listen on.")] = "tcp://127.0.0.1:5555",
     keys: KeysOpt = None,
@@ -62,6 +65,7 @@ def head(
     ray_address: Annotated[str | None, typer.Option(
         help="With --backend ray: the Ray cluster (e.g. auto); default: a local Ray.")] = None,
     heartbeat_timeout: HeartbeatOpt = 5.0,
+    exit_with: ExitWithOpt = None,
 ) -> None:
     """Run the head: the bus's directory and the cluster's scheduler."""
     from ..cluster.lowlevel import run_head
@@ -71,7 +75,8 @@ def head(
         raise typer.BadParameter("--backend is 'local' or 'ray'")
     asyncio.run(run_head(bind, ping_interval=ping_interval, dead_after=dead_after,
                          backend=backend, ray_address=ray_address,
-                         insecure=insecure, heartbeat_timeout=heartbeat_timeout, **options))
+                         insecure=insecure, heartbeat_timeout=heartbeat_timeout,
+                         exit_with=exit_with, **options))
 
 
 def node(
@@ -97,6 +102,7 @@ def node(
     heartbeat_timeout: HeartbeatOpt = 5.0,
     drain_timeout: Annotated[float, typer.Option(
         help="Seconds the actors get to empty their mailboxes on SIGTERM / Ctrl-C.")] = 10.0,
+    exit_with: ExitWithOpt = None,
 ) -> None:
     """Join a cluster: report this machine's resources and host the actors placed here.
 
@@ -115,6 +121,7 @@ def node(
                        labels=_labels(label))
     asyncio.run(run_node(head_address, spec, bind=bind, spawn_allow=allow, insecure=insecure,
                          heartbeat_timeout=heartbeat_timeout, drain_timeout=drain_timeout,
+                         exit_with=exit_with,
                          **security(keys, head_key, allow_key)))
 
 

@@ -175,20 +175,39 @@ def _placement(data: dict[str, Any], options: SpawnOptions) -> Placement:
                      options.resources)
 
 
-async def _serve_until_signalled(ready: Callable[[], None] | None = None) -> None:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+async def _serve_until_signalled(ready: Callable[[], None] | None = None, *,
+                                 exit_with: int | None = None) -> None:
+    """Return on SIGINT / SIGTERM, or once process ``exit_with`` has ended."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if ready is not None:
         ready()
-    await stop.wait()
+    while not stop.is_set():
+        if exit_with is not None and not _alive(exit_with):
+            log.warning("process %d ended: stopping with it", exit_with)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
 
 
 async def run_head(bind: str = "tcp://127.0.0.1:5555", *, ping_interval: float = 1.0,
                    dead_after: float = 10.0, backend: str = "local",
-                   ray_address: str | None = None, **options: Any) -> None:
-    """Be the head: the bus directory plus the cluster manager, until SIGINT / SIGTERM.
+                   ray_address: str | None = None, exit_with: int | None = None,
+                   **options: Any) -> None:
+    """Be the head: the bus directory plus the cluster manager, until SIGINT / SIGTERM
+    (or until process ``exit_with`` ends: a head started for one program's run).
 
     With ``backend="ray"`` Ray places the actors (``ray_address``: an existing Ray
     cluster, e.g. ``"auto"``; default: a local Ray).
@@ -198,13 +217,14 @@ async def run_head(bind: str = "tcp://127.0.0.1:5555", *, ping_interval: float =
                                            backend=backend, ray_address=ray_address), MANAGER)
         endpoint = runtime.transport.endpoint  # type: ignore[attr-defined]
         await _serve_until_signalled(lambda: print(f"agentplex head listening on {endpoint}",
-                                                   flush=True))
+                                                   flush=True), exit_with=exit_with)
 
 
 async def run_node(head: str, spec: NodeSpec, *, bind: str = "tcp://127.0.0.1:0",
                    spawn_allow: Sequence[str] = (), drain_timeout: float = 10.0,
-                   **options: Any) -> None:
-    """Join the cluster at ``head`` as node ``spec.id``, until SIGINT / SIGTERM.
+                   exit_with: int | None = None, **options: Any) -> None:
+    """Join the cluster at ``head`` as node ``spec.id``, until SIGINT / SIGTERM (or until
+    process ``exit_with`` ends: a node started for one program's run).
 
     On the signal the node's actors get ``drain_timeout`` seconds to handle what their
     mailboxes hold; what is left then fails with ``ActorStopped`` and the node exits (a
@@ -215,7 +235,7 @@ async def run_node(head: str, spec: NodeSpec, *, bind: str = "tcp://127.0.0.1:0"
         await runtime.spawn(NodeAgent(spec, head, spawn_allow), node_agent_name(spec.id))
         await ClusterClient(runtime, timeout=30).join(spec)
         await _serve_until_signalled(lambda: print(f"agentplex node {spec.id} joined {head}",
-                                                   flush=True))
+                                                   flush=True), exit_with=exit_with)
         print(f"agentplex node {spec.id} stopping (draining for up to {drain_timeout:g}s)",
               flush=True)
         await runtime.shutdown(timeout=drain_timeout)

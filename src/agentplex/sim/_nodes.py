@@ -131,14 +131,15 @@ class LocalNodes:
         before the others count it as lost (a node holding a million players pauses for
         seconds in a full garbage collection on a loaded machine)."""
         silence = f"{heartbeat:g}"
+        owner = ("--exit-with", str(os.getpid()))  # they end with this process, however
         self._start("head", "head", "--bind", "tcp://127.0.0.1:0", "--dead-after", silence,
-                    "--heartbeat-timeout", silence)
+                    "--heartbeat-timeout", silence, *owner)
         self.endpoint = (await self._wait_for("head", "listening on", timeout)).split()[-1]
         allow = [a for module in self.allow for a in ("--allow", module)]
         allow += [a for folder in self.path for a in ("--path", str(folder.resolve()))]
         for k in range(count):
             self._start(f"node-{k}", "node", "--head", self.endpoint, "--id", f"node-{k}",
-                        "--heartbeat-timeout", silence, *allow)
+                        "--heartbeat-timeout", silence, *owner, *allow)
         for k in range(count):
             await self._wait_for(f"node-{k}", f"node node-{k} joined", timeout)
         return self.endpoint
