@@ -87,8 +87,10 @@ async def test_agents_that_do_not_answer_in_time_are_counted(tmp_path: Path) -> 
 
 
 async def test_a_step_that_raises_marks_the_run_failed(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="bad parameters"):
+    with pytest.raises(Exception, match=r"bad parameters: scale: .*got 'many'"):
         await run_scenario(options(tmp_path, params={"scale": "many"}))
+    with pytest.raises(Exception, match="no parameter 'scael'"):  # a typo is not ignored
+        await run_scenario(options(tmp_path, params={"scael": 2}))
     assert not manifests(tmp_path)  # refused before anything ran
     with pytest.raises(ZeroDivisionError):
         await run_scenario(RunOptions(scenario=f"{__name__}:Broken", agents=2, rounds=2,

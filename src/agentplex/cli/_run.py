@@ -84,8 +84,8 @@ def run(
     from ..sim.lowlevel import fork_options, parse_sets, resume_options
     from ..tracing import InvalidBudget
 
-    console = Console()
-    err = Console(stderr=True)
+    console = Console(emoji=False)  # 'file.py:X' is a scenario, not the ':x:' emoji
+    err = Console(stderr=True, emoji=False)
     try:
         if sum(x is not None for x in (scenario, resume, fork)) != 1:
             raise typer.BadParameter("give a SCENARIO, or --resume RUN, or --fork RUN@R")

@@ -96,11 +96,24 @@ class Scenario:
 
     @classmethod
     def make_params(cls, values: Mapping[str, Any]) -> BaseModel:
-        """``Params`` from ``values`` (raw ``--set`` strings are parsed as JSON first)."""
+        """``Params`` from ``values`` (raw ``--set`` strings are parsed as JSON first).
+
+        A name ``Params`` does not declare is refused (a typo in ``--set`` would otherwise
+        run the default silently), unless ``Params`` allows extra fields.
+        """
+        fields = cls.Params.model_fields
+        unknown = sorted(set(values) - set(fields))
+        if unknown and cls.Params.model_config.get("extra") != "allow":
+            known = ", ".join(fields) or "none"
+            raise ParamsError(f"{cls.__name__} has no parameter "
+                              f"{', '.join(map(repr, unknown))} (known: {known})")
         try:
             return cls.Params(**dict(values))
         except ValidationError as exc:
-            raise ParamsError(f"{cls.__name__}: bad parameters: {exc}") from None
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']} (got {e['input']!r})"
+                for e in exc.errors())
+            raise ParamsError(f"{cls.__name__}: bad parameters: {problems}") from None
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, Any]:
