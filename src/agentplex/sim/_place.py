@@ -20,6 +20,14 @@ from ._nodes import LocalNodes, UserCode, class_code
 __all__ = ["Placement", "node_allow_list", "placement", "start_local_nodes"]
 
 
+HEARTBEAT = 30.0
+"""Seconds a run's head, nodes and driver may stay silent before the others count them as
+lost. Heartbeats come from a thread of their own, so a busy event loop does not silence a
+process; what can is a long full garbage collection on a loaded machine (seconds with a
+million agents in a node). A killed node's agents then fail within this time, not after
+the call timeout of every round."""
+
+
 @dataclass
 class Placement:
     """Agents' home for one run: the driver's runtime and how to spawn a batch there."""
@@ -97,7 +105,7 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
     async with AsyncExitStack() as stack:
         endpoint = address
         local = None
-        heartbeat = max(60.0, timeout)
+        heartbeat = HEARTBEAT
         if endpoint is None:
             began = time.perf_counter()
             local = await start_local_nodes(nodes, logs, agent, heartbeat=heartbeat,
