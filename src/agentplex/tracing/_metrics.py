@@ -20,6 +20,8 @@ from opentelemetry import metrics
 from opentelemetry.metrics import Histogram, NoOpMeterProvider
 from opentelemetry.metrics import _internal as _metrics_api
 
+from ._otlp import otlp_for
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
 
@@ -121,24 +123,4 @@ def configure_metrics(readers: Sequence[Any] = (), *, otlp: bool | None = None,
 
 def otlp_metric_exporter(protocol: str | None = None, **kwargs: Any) -> Any:
     """An OTLP metric exporter over gRPC or HTTP, configured by the ``OTEL_*`` variables."""
-    protocol = protocol or os.environ.get(
-        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-        os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"))
-    try:
-        if protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-                OTLPMetricExporter as GrpcExporter,
-            )
-
-            return GrpcExporter(**kwargs)
-        if protocol in ("http/protobuf", "http"):
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-                OTLPMetricExporter as HttpExporter,
-            )
-
-            return HttpExporter(**kwargs)
-    except ImportError as exc:
-        raise ImportError(
-            f"OTLP export needs the OpenTelemetry OTLP exporter: {exc}. "
-            "Install it with: pip install 'agentplex[otlp]'") from exc
-    raise ValueError(f"unsupported OTLP protocol {protocol!r} (use grpc or http/protobuf)")
+    return otlp_for("metrics", protocol, **kwargs)

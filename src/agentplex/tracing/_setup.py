@@ -28,6 +28,7 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter
+from ._otlp import otlp_for
 from ._recorder import Recorder, SpanRecord
 from ._sampling import TraceSampler
 
@@ -165,28 +166,8 @@ def exporters_from_env() -> list[SpanExporter]:
 
 def otlp_exporter(protocol: str | None = None, **kwargs: Any) -> SpanExporter:
     """An OTLP span exporter over gRPC or HTTP, configured by the ``OTEL_*`` variables."""
-    protocol = protocol or os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL",
-                                                             "http/protobuf"))
-    try:
-        if protocol == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-                OTLPSpanExporter as GrpcExporter,
-            )
-
-            return GrpcExporter(**kwargs)
-        if protocol in ("http/protobuf", "http"):
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-                OTLPSpanExporter as HttpExporter,
-            )
-
-            return HttpExporter(**kwargs)
-    except ImportError as exc:
-        raise ImportError(
-            f"OTLP export needs the OpenTelemetry OTLP exporter: {exc}. "
-            "Install it with: pip install 'agentplex[otlp]'"
-        ) from exc
-    raise ValueError(f"unsupported OTLP protocol {protocol!r} (use grpc or http/protobuf)")
+    exporter: SpanExporter = otlp_for("traces", protocol, **kwargs)
+    return exporter
 
 
 def configure_tracing(
