@@ -248,7 +248,7 @@ def _args(scenario: Scenario, index: int, name: str, named: bool) -> dict[str, A
 async def _round(run: Run, scenario: Scenario, sim: Sim, options: RunOptions, number: int,
                  surveys: SurveyTables) -> None:
     run.begin_round(number)
-    sim._begin(number)
+    sim._open_round(number)
     interventions, asked = options.plan.at(number)
     groups = {**scenario.groups, **options.plan.groups}
     with in_round(number), sim_span(f"round {number}", **{"agentplex.sim.round": number}):

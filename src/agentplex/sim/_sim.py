@@ -59,7 +59,7 @@ class Sim:
         names = getattr(self.agents, "names", None)
         return names if names is not None else [r.name for r in self.agents]
 
-    def _begin(self, number: int) -> None:
+    def _open_round(self, number: int) -> None:
         self.round = number
         self.rng = round_rng(self.seed, number)
         self.metrics = {}
