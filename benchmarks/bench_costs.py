@@ -33,21 +33,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _benchlib import emit
-from agentplex import AgentBase, Msg, Runtime, ScriptedChatModel
-from agentplex.model import _instrumentation, collect
+from agentplex import Msg, Runtime
+from agentplex.model import _instrumentation
 from agentplex.tracing import Run, current_round, experiment, in_round
 from agentplex.tracing.lowlevel import DeviceClock, current_actor_class
-
-
-class Echo(AgentBase):
-    def __init__(self) -> None:
-        super().__init__("echo")
-        self.model = ScriptedChatModel(["ok"], cycle=True)
-        self.set_console_output_enabled(False)
-
-    async def reply(self, msg: Msg | None = None) -> Msg:
-        await collect(await self.model([{"role": "user", "content": "x"}]))
-        return Msg("echo", "ok", "assistant")
+from bench_tracing import Echo  # the same one-call agent
 
 
 def switch(run: Run, on: bool, local: Any) -> None:

@@ -216,14 +216,20 @@ async def bench(a: argparse.Namespace) -> None:
                 emit("fanout_call_nodes", "per-agent-calls", len(base), len(base) / wall,
                      "replies/s", nodes=a.nodes, head_cpu=round(cpu, 3))
         finally:
-            for proc in procs:
-                assert proc.stdin is not None
-                proc.stdin.close()
-            for proc in procs:
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_nodes(procs)
+
+
+def stop_nodes(procs: list[subprocess.Popen[str]]) -> None:
+    """End the node processes (closing stdin tells each to leave), killing any still up
+    after 60 s."""
+    for proc in procs:
+        assert proc.stdin is not None
+        proc.stdin.close()
+    for proc in procs:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 async def bench_own_messages(a: argparse.Namespace) -> None:
@@ -291,14 +297,7 @@ async def bench_own_messages(a: argparse.Namespace) -> None:
                      cpu_ratio=round(statistics.median(cpus[kind]) / base_cpu, 3),
                      rounds=a.rounds, loadavg=os.getloadavg()[0])
         finally:
-            for proc in procs:
-                assert proc.stdin is not None
-                proc.stdin.close()
-            for proc in procs:
-                try:
-                    proc.wait(60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_nodes(procs)
 
 
 def main() -> None:
