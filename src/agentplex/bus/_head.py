@@ -220,8 +220,12 @@ class HeadRole:
 
     # -- the head's side -----------------------------------------------------------------
 
-    async def push_state(self) -> None:
-        """Send the directory's snapshot to every node (the head only)."""
+    async def push_state(self, *, skip: str | None = None) -> None:
+        """Send the directory's snapshot to every node but ``skip`` (the head only).
+
+        A joining node is skipped: its hello's answer carries the snapshot, and waiting on
+        its acknowledgement of a push would hold that answer up to ``push_timeout`` (a
+        peer that never acknowledges would then be dropped as silent before hearing it)."""
         assert self.directory is not None
         d = self.directory
         snap = d.snapshot()
@@ -230,7 +234,7 @@ class HeadRole:
         self.peers.nodes = dict(d.nodes)
         self.topics = {t: set(v) for t, v in d.topics.items()}
         data = encode(snap)
-        others = [n for n in self.peers.nodes if n != self.node_id]
+        others = [n for n in self.peers.nodes if n not in (self.node_id, skip)]
         await asyncio.gather(
             *(self.calls.request(n, Op.STATE, data, self.push_timeout) for n in others),
             return_exceptions=True)
@@ -256,7 +260,7 @@ class HeadRole:
                 if known is not None:  # restarted: what waited on its past life has failed
                     self.on_restart(h.src)
                 d.add_node(h.src, arg["endpoint"], arg["key"])
-                await self.push_state()
+                await self.push_state(skip=h.src)
                 result = d.snapshot()
             elif h.op == Op.REG and isinstance(arg, list):  # actors spawned together
                 if not all(isinstance(n, str) for n in arg):
