@@ -111,3 +111,20 @@ async def test_closed_engine_refuses_calls(tiny_pair: tuple[Any, Any]) -> None:
     model.engine.close()
     with pytest.raises(ModelError, match="closed"):
         await model(PROMPTS[1], max_tokens=4)
+
+
+async def test_a_model_actor_says_where_its_engine_spent_its_time(
+        tiny: TransformersChatModel) -> None:
+    from agentplex import Runtime
+    from agentplex.cluster import ModelActor, RemoteChatModel
+
+    async with Runtime() as rt:
+        ref = await rt.spawn(ModelActor(tiny), "llm")
+        before = (await ref.call("describe", timeout=30))["engine"]
+        remote = RemoteChatModel(ref)
+        await asyncio.gather(*(remote(p, max_tokens=8) for p in PROMPTS[:4]))
+        after = (await ref.call("describe", timeout=30))["engine"]
+    assert after["steps"] > before["steps"]
+    assert after["prefill_tokens"] > before["prefill_tokens"]
+    assert after["prefill_s"] > before["prefill_s"] and after["decode_s"] > before["decode_s"]
+    assert after["forward_s"] >= after["prefill_s"] + after["decode_s"] - 1e-9

@@ -115,8 +115,21 @@ class ModelActor(Actor):
         if message == "describe":
             assert self.model is not None or self._spec is not None
             return {"model_name": self.model.model_name if self.model else self._spec,
-                    "served": self.served}
+                    "served": self.served, "engine": self._engine_totals()}
         return await collect(await self._run(message))
+
+    def _engine_totals(self) -> dict[str, float] | None:
+        """A local model's engine totals (passes, prefill and decode seconds, ...): where
+        its time went; ``None`` for a model without an embedded engine."""
+        counters = getattr(getattr(self.model, "engine", None), "counters", None)
+        if counters is None:
+            return None
+        forward = counters.forward_seconds
+        return {"steps": counters.steps, "max_rows": counters.max_rows_seen,
+                "forward_s": forward, "prefill_s": counters.prefill_seconds,
+                "decode_s": forward - counters.prefill_seconds,
+                "select_s": counters.select_seconds,
+                "prefill_tokens": counters.prefill_tokens}
 
     async def handle_stream(self, message: Any) -> AsyncIterator[Any]:
         result = await self._run(message)
