@@ -12,8 +12,8 @@ from ._store import Checkpoint, SurveyTables, checkpoint_at, write_table
 from ._sweep import FINISHED, parse_grid, parse_seeds, write_summary
 
 __all__ = [
-    "FINISHED",
     "Checkpoint",
+    "FINISHED",
     "LocalNodes",
     "NodesFailed",
     "Placement",
