@@ -103,6 +103,17 @@ def test_a_small_sweep_writes_its_folder_and_a_restart_runs_only_what_did_not_fi
             for run in ids - {lost}} == {k: v for k, v in stamps.items() if k != lost}
     assert summary(folder) == rows  # the same seeds: the same numbers
 
+    # the sweep was killed while a run went on to finish: its folder is found and kept
+    record = sweep_json(folder)
+    kept = record["arms"][0]["runs"][1]["run"]
+    record["arms"][0]["runs"][1].update(run=None, status="running")
+    (folder / "sweep.json").write_text(json.dumps(record))
+    fourth = agentplex(*args)
+    assert fourth.returncode == 0, fourth.stdout + fourth.stderr
+    assert fourth.stdout.count("already completed") == 4
+    assert sweep_json(folder)["arms"][0]["runs"][1]["run"] == kept
+    assert {p.name for p in (folder / "runs").iterdir()} == ids | {fresh["run"]}
+
 
 def test_a_failing_arm_is_reported_and_the_others_finish(tmp_path: Path) -> None:
     done = agentplex("sweep", STEADY, "--grid", "crash=false,true", "--seeds", "2",
@@ -121,6 +132,37 @@ def test_a_failing_arm_is_reported_and_the_others_finish(tmp_path: Path) -> None
     assert {r["arm"] for r in summary(folder)} == {"crash=false"}
     assert "crash=true seed 0: failed" in done.stdout and "asked to crash" in done.stdout
     assert "2 of 4 runs did not finish" in done.stdout
+
+
+def test_ctrl_c_stops_the_running_runs_and_keeps_the_record(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentplex", "sweep", STEADY, "--set", "sleep=600",
+         "--grid", "offset=1,2", "--seeds", "1", "--agents", "2", "--rounds", "1",
+         "--parallel", "2", "--runs-dir", str(tmp_path), "--name", "c"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        runs = tmp_path / "c" / "runs"
+        deadline = time.monotonic() + 120
+        while len(list(runs.glob("*/manifest.json"))) < 2:  # both runs are under way
+            assert time.monotonic() < deadline and proc.poll() is None, "no runs started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "interrupted" in err, out + err
+    record = sweep_json(tmp_path / "c")
+    assert record["status"] == "interrupted"
+    for arm in record["arms"]:
+        (entry,) = arm["runs"]
+        assert entry["status"] == "interrupted" and entry["run"], entry
+        manifest = json.loads((runs / entry["run"] / "manifest.json").read_text())
+        assert manifest["status"] == "interrupted"
 
 
 def test_a_run_past_its_timeout_is_stopped_and_reported(tmp_path: Path) -> None:
