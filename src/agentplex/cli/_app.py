@@ -19,6 +19,7 @@ from ._keys import app as keys_app
 from ._run import run
 from ._runs import runs_app, trace_app
 from ._serve import serve
+from ._sweep import sweep
 
 if TYPE_CHECKING:
     from ..sim import RunResult
@@ -37,6 +38,7 @@ app.command()(node)
 app.command()(status)
 app.command()(serve)
 app.command()(run)
+app.command()(sweep)
 
 
 def main() -> None:

@@ -15,7 +15,9 @@
 The same scenario runs in one process, on node processes (``--nodes K``) or on a running
 cluster (``--address``); per-round metrics land in ``metrics.parquet``; checkpoints allow
 ``--resume`` and ``--fork``; interventions and surveys come from the command line or a
-plan file. See ``docs/write-your-own-simulation.md``.
+plan file; ``agentplex sweep`` (:func:`run_sweep`) runs a grid of parameters for several
+seeds and summarises each metric across seeds with :func:`mean_ci`. See
+``docs/write-your-own-simulation.md`` and ``docs/from-runs-to-answers.md``.
 """
 
 from ._errors import (
@@ -26,16 +28,30 @@ from ._errors import (
     PlanError,
     ScenarioError,
     SimError,
+    StatsError,
+    SweepError,
 )
 from ._plan import Intervention, Plan, Survey, load_plan
 from ._runner import RunOptions, RunResult, run_scenario
 from ._scenario import NoParams, Scenario, load_scenario
 from ._sim import OPERATOR, Sim
+from ._stats import MeanCI, mean_ci, t_quantile
 from ._store import checkpoints, read_metrics
+from ._sweep import (
+    SummaryRow,
+    Sweep,
+    SweepArm,
+    SweepOptions,
+    SweepRun,
+    read_sweep,
+    run_sweep,
+    summarize_sweep,
+)
 
 __all__ = [
     "CheckpointError",
     "Intervention",
+    "MeanCI",
     "NoParams",
     "NodesFailed",
     "NotUserCode",
@@ -49,10 +65,22 @@ __all__ = [
     "ScenarioError",
     "Sim",
     "SimError",
+    "StatsError",
+    "SummaryRow",
     "Survey",
+    "Sweep",
+    "SweepArm",
+    "SweepError",
+    "SweepOptions",
+    "SweepRun",
     "checkpoints",
     "load_plan",
     "load_scenario",
+    "mean_ci",
     "read_metrics",
+    "read_sweep",
     "run_scenario",
+    "run_sweep",
+    "summarize_sweep",
+    "t_quantile",
 ]

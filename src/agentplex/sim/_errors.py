@@ -8,8 +8,11 @@
         ├── CheckpointError (also LookupError) no checkpoint where --resume / --fork look
         ├── NodesFailed (also RuntimeError)    a head or node process a run started did
         │                                      not come up
-        └── NotUserCode (also ValueError)      a target names neither a ``.py`` file nor
-                                               a module
+        ├── NotUserCode (also ValueError)      a target names neither a ``.py`` file nor
+        │                                      a module
+        ├── SweepError (also ValueError)       a sweep that cannot run as given (a bad
+        │                                      --grid or --seeds, a folder of another sweep)
+        └── StatsError (also ValueError)       a confidence level or quantile out of range
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 from ..errors import AgentplexError
 
 __all__ = ["CheckpointError", "NodesFailed", "NotUserCode", "ParamsError", "PlanError",
-           "ScenarioError", "SimError"]
+           "ScenarioError", "SimError", "StatsError", "SweepError"]
 
 
 class SimError(AgentplexError):
@@ -47,3 +50,12 @@ class NodesFailed(SimError, RuntimeError):
 class NotUserCode(SimError, ValueError):
     """A scenario or actor target names neither a ``.py`` file that can be imported as a
     module nor a module name."""
+
+
+class SweepError(SimError, ValueError):
+    """A sweep that cannot run as given: a bad ``--grid`` or ``--seeds``, a parameter the
+    scenario does not declare, or a ``--name`` whose folder holds a different sweep."""
+
+
+class StatsError(SimError, ValueError):
+    """A confidence level, quantile or degrees of freedom out of range."""

@@ -9,9 +9,11 @@ from ._runner import fork_options, resume_options
 from ._scenario import parse_sets, resolve_class, takes_name
 from ._sim import round_rng
 from ._store import Checkpoint, SurveyTables, checkpoint_at, write_table
+from ._sweep import FINISHED, parse_grid, parse_seeds, write_summary
 
 __all__ = [
     "Checkpoint",
+    "FINISHED",
     "LocalNodes",
     "NodesFailed",
     "Placement",
@@ -24,6 +26,8 @@ __all__ = [
     "fork_options",
     "load_states",
     "node_allow_list",
+    "parse_grid",
+    "parse_seeds",
     "parse_sets",
     "placement",
     "resolve_class",
@@ -35,5 +39,6 @@ __all__ = [
     "tell_all",
     "use_import_path",
     "user_code",
+    "write_summary",
     "write_table",
 ]
