@@ -64,7 +64,8 @@ async def test_run_folder_holds_manifest_trace_transcript_and_recording(tmp_path
     async with experiment("vote", seed=5, config={"agents": 4}, runs_dir=tmp_path) as run:
         await simulate(random_model(), agents=4, rounds=2)
     files = {p.name for p in run.dir.iterdir()}
-    assert files == {"manifest.json", "trace.jsonl", "transcript.jsonl", "recording.jsonl"}
+    assert files == {"manifest.json", "trace.jsonl", "transcript.jsonl", "transcript.parquet",
+                     "recording.jsonl"}
     manifest = json.loads((run.dir / "manifest.json").read_text())
     assert manifest["run_id"] == run.id and manifest["seed"] == 5
     assert manifest["config"] == {"agents": 4}

@@ -143,7 +143,8 @@ def check_folder(run: Path) -> None:
     assert manifest["models"] == [{"provider": "scripted", "model": "guesser"}]
     assert len((run / "recording.jsonl").read_text().splitlines()) == ROUNDS * AGENTS
     assert sorted(p.name for p in run.iterdir()) == [
-        "manifest.json", "recording.jsonl", "trace.jsonl", "transcript.jsonl"]
+        "manifest.json", "recording.jsonl", "trace.jsonl", "transcript.jsonl",
+        "transcript.parquet"]
     spans = spans_of(run)
     assert len({s["trace_id"] for s in spans}) == 1
     by_id = {s["span_id"]: s for s in spans}

@@ -83,7 +83,8 @@ async def test_a_long_run_keeps_memory_bounded_and_totals_exact(tmp_path: Path) 
     spans = lines(run.dir / "trace.jsonl")
     assert len(spans) == 1 + 3 * calls  # the run, then invoke_agent, chat, execute_tool
     assert sorted(p.name for p in run.dir.iterdir()) == [
-        "manifest.json", "recording.jsonl", "trace.jsonl", "transcript.jsonl"]
+        "manifest.json", "recording.jsonl", "trace.jsonl", "transcript.jsonl",
+        "transcript.parquet"]
 
 
 async def test_a_sampled_experiment_keeps_whole_traces_and_exact_totals(tmp_path: Path) -> None:

@@ -80,7 +80,8 @@ async def test_a_journal_gives_the_run_what_it_would_have_seen(tmp_path: Path) -
     assert {r["agent_class"]: r["calls"] for r in totals["by_agent_class"]} == {
         "Player0": events // 2, "Player1": events // 2}  # the cost ledger came in too
     assert sorted(p.name for p in merged.dir.iterdir()) == [
-        "manifest.json", "recording.jsonl", "transcript.jsonl"]  # nothing else written
+        "manifest.json", "recording.jsonl", "transcript.jsonl",
+        "transcript.parquet"]  # nothing else written
 
 
 def play_range(run: Run, start: int, n: int) -> None:

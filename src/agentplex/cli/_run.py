@@ -73,6 +73,9 @@ def run(
     sample: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Share of traces kept (default: all up to 1,000 agents).")
     ] = None,
+    recording: Annotated[bool, typer.Option(
+        "--recording/--no-recording", help="Record the model answers (recording.jsonl) so "
+        "that the run can be replayed; --no-recording for a rule-based run.")] = True,
     keys: KeysOpt = None,
     head_key: HeadKeyOpt = None,
     allow_key: AllowOpt = [],  # noqa: B006 - typer reads the default
@@ -118,6 +121,8 @@ def run(
             options.max_cost = max_cost
         if max_tokens is not None:
             options.max_tokens = max_tokens
+        if not recording:
+            options.recording = False
         options.budget()  # a bad limit is refused before anything starts
         bus_options = security(keys, head_key, allow_key) if address is not None else {}
         console.print(f"[bold]agentplex run[/] {escape(options.scenario)}: "

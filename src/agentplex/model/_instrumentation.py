@@ -27,6 +27,7 @@ from ..tracing.lowlevel import (
     content_attribute,
     current_actor,
     current_actor_class,
+    dumper,
     end_span,
     metrics_enabled,
     record_call,
@@ -37,7 +38,7 @@ from ..tracing.lowlevel import (
     use_span,
 )
 from . import _errors
-from ._response import ChatResponse
+from ._response import ChatResponse, ChatUsage
 
 if TYPE_CHECKING:
     from ._base import ChatModelBase, ChatResult, Messages, ToolChoice
@@ -282,7 +283,7 @@ async def _watch_stream(
         raise
     except BaseException as exc:  # closed early by its consumer, or cancelled
         run = call.run
-        if run is not None and not run.replaying and chunks:
+        if run is not None and run.recording and chunks:
             run.record_response_json(call.key, _dumped(chunks))
         call.stop(exc)
         end_span(call.span, exc)
@@ -292,15 +293,38 @@ async def _watch_stream(
     _finish(call, chunks)
 
 
+def _defaults(model: type[BaseModel], random: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``model``'s fields that have a fixed default, with it (as JSON would hold it)."""
+    return {k: v for k, v in model().model_dump(mode="json").items() if k not in random}
+
+
+_RESPONSE_DEFAULTS = _defaults(ChatResponse, ("id", "created_at"))
+_USAGE_DEFAULTS = _defaults(ChatUsage)
+_compact_json = dumper(ensure_ascii=False, compact=True)
+
+
+def compact_chunk(chunk: ChatResponse) -> dict[str, Any]:
+    """``chunk`` as JSON-able data without the fields that hold their default (a
+    recording's line; ``ChatResponse.model_validate`` gives the same response back)."""
+    data = chunk.model_dump(mode="json")
+    out = {k: v for k, v in data.items() if k not in _RESPONSE_DEFAULTS
+           or v != _RESPONSE_DEFAULTS[k]}
+    usage = out.get("usage")
+    if isinstance(usage, dict):
+        out["usage"] = {k: v for k, v in usage.items() if k not in _USAGE_DEFAULTS
+                        or v != _USAGE_DEFAULTS[k]}
+    return out
+
+
 def _dumped(chunks: list[ChatResponse]) -> str:
-    """The chunks as one JSON array (pydantic encodes each: no dicts built in between)."""
-    return f"[{','.join([c.model_dump_json() for c in chunks])}]"
+    """The chunks as one compact JSON array (see :func:`compact_chunk`)."""
+    return _compact_json([compact_chunk(c) for c in chunks])
 
 
 def _failed(call: _Watch, chunks: list[ChatResponse], exc: Exception) -> None:
     run = call.run
-    if run is not None and not run.replaying:
-        run.record_response(call.key, {"chunks": [c.model_dump(mode="json") for c in chunks],
+    if run is not None and run.recording:
+        run.record_response(call.key, {"chunks": [compact_chunk(c) for c in chunks],
                                        "error": _described(exc)})
     call.stop(exc)
     end_span(call.span, exc)
@@ -334,6 +358,6 @@ def _finish(call: _Watch, chunks: list[ChatResponse]) -> None:
                    usage.cached_input_tokens if usage else 0,
                    usage.cache_creation_input_tokens if usage else 0,
                    0.0 if gpu else device_s, device_s if gpu else 0.0)
-        if not run.replaying:
+        if run.recording:
             run.record_response_json(key, _dumped(chunks))
     end_span(span)

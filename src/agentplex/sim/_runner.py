@@ -52,6 +52,9 @@ class RunOptions(BaseModel):
     sampling: float | None = None
     replay: Path | None = None
     """A run folder whose recorded model answers replace the models."""
+    recording: bool = True
+    """``False``: no ``recording.jsonl`` (rule-based runs have nothing worth replaying;
+    such a run cannot be replayed)."""
     max_cost: float | None = None
     """Stop cleanly after the round in which the run's priced model usage reached this
     many USD (see :class:`~agentplex.tracing.Budget`)."""
@@ -166,7 +169,7 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
     name = options.name or cls.__name__.lower()
     async with experiment(name, seed=options.seed, config=options.config(),
                           runs_dir=options.runs_dir, sampling=options.sampling,
-                          replay=options.replay) as run:
+                          replay=options.replay, recording=options.recording) as run:
         run.outcome.scenario = options.scenario  # type: ignore[attr-defined]
         if start.parent is not None and start.checkpoint is not None:
             link = {"run": start.parent.name, "round": start.checkpoint.round}

@@ -11,7 +11,7 @@ command shows.
 
 from ._budget import Budget
 from ._content import ContentCapture, content_capture, set_content_capture
-from ._errors import InvalidBudget, InvalidPrices, ReplayMissing
+from ._errors import ExportFailed, InvalidBudget, InvalidPrices, NoRecording, ReplayMissing
 from ._exporters import JsonLinesSpanExporter
 from ._incidents import Rollback, RunIncidents
 from ._ledger import Ledger, LedgerEntry, Usage, current_round, in_round, set_round
@@ -42,11 +42,13 @@ from ._summary import RunSummary, summarize_run
 __all__ = [
     "Budget",
     "ContentCapture",
+    "ExportFailed",
     "InvalidBudget",
     "InvalidPrices",
     "JsonLinesSpanExporter",
     "LOCAL_PROVIDERS",
     "Ledger",
+    "NoRecording",
     "LedgerEntry",
     "PRICES_ENV",
     "Price",

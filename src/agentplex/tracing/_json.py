@@ -15,16 +15,18 @@ __all__ = ["dumper"]
 
 
 def dumper(*, sort_keys: bool = False, ensure_ascii: bool = True,
-           default: Callable[[Any], Any] | None = None) -> Callable[[Any], str]:
+           default: Callable[[Any], Any] | None = None, compact: bool = False
+           ) -> Callable[[Any], str]:
     """A function giving ``json.dumps(value, sort_keys=..., ensure_ascii=...,
-    default=...)``."""
+    default=...)`` (``compact``: with ``separators=(",", ":")``)."""
+    item, key = (",", ":") if compact else (", ", ": ")
     make = getattr(json.encoder, "c_make_encoder", None)
     if make is None:  # no C accelerator: the pure-Python encoder, built once all the same
         return json.JSONEncoder(sort_keys=sort_keys, ensure_ascii=ensure_ascii,
-                                default=default).encode
+                                default=default, separators=(item, key)).encode
     string = json.encoder.encode_basestring_ascii if ensure_ascii else \
         json.encoder.encode_basestring
-    encode = make(None, default, string, None, ": ", ", ", sort_keys, False, True)
+    encode = make(None, default, string, None, key, item, sort_keys, False, True)
     join = "".join
 
     def dumps(value: Any) -> str:

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict
 from ..message import Msg
 from ._content import ContentCapture, set_content_capture
 from ._context import current_context
-from ._errors import ReplayMissing
+from ._errors import NoRecording, ReplayMissing
 from ._exporters import BufferedSpanProcessor, JsonLinesSpanExporter, span_line
 from ._incidents import RunIncidents
 from ._json import dumper
@@ -57,6 +57,7 @@ from ._recorder import RunAnchor
 from ._sampling import TraceSampler
 from ._setup import dispatcher, recorder, sampler
 from ._spool import SortedSpool, read_chunks
+from ._tables import TRANSCRIPT_TABLE, TranscriptTable
 
 __all__ = [
     "RUN_HEADER",
@@ -112,13 +113,13 @@ def request_json(value: Any) -> str:
 
 
 _request_json = dumper(sort_keys=True, ensure_ascii=False, default=str)
-_response_json = dumper(default=str)
+_response_json = dumper(default=str, compact=True)
 _said_json = dumper(sort_keys=True, ensure_ascii=False)
 
 
 def _recording_line(key: str, response: str) -> str:
     """A line of ``recording.jsonl``: the request key and the response's JSON text."""
-    return f'{{"key": {json.encoder.encode_basestring_ascii(key)}, "response": {response}}}'
+    return f'{{"key":{json.encoder.encode_basestring_ascii(key)},"response":{response}}}'
 
 
 def request_digest(text: str) -> str:
@@ -155,7 +156,7 @@ class Run:
     _replay: dict[str, list[Any]]
 
     def __init__(self, name: str, runs_dir: Path, seed: int | None, config: dict[str, Any],
-                 replay: Path | None, *, buffer: int = 20_000) -> None:
+                 replay: Path | None, *, buffer: int = 20_000, recording: bool = True) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         self.id = f"{stamp}-{name}-{uuid.uuid4().hex[:6]}"
         self.name = name
@@ -170,13 +171,17 @@ class Run:
         self.duration_s: float | None = None
         self.spans: BufferedSpanProcessor | None = None
         self.outcome = RunOutcome()
-        self.locator = json.dumps([str(self.dir), str(replay) if replay is not None else None])
+        self.recording = recording and replay is None
+        """Whether model responses are recorded (not when replaying, nor when turned off:
+        such a run cannot be replayed)."""
+        self.locator = json.dumps([str(self.dir), str(replay) if replay is not None else None,
+                                   self.recording])
         self._init_state()
         self._buffer = buffer
         self.dir.mkdir(parents=True, exist_ok=True)
         self._transcript = SortedSpool(self.dir / "transcript.jsonl", chunk=buffer)
         self._recording: list[str] = []
-        self._recording_file: Any = None if replay is not None else \
+        self._recording_file: Any = None if not self.recording else \
             (self.dir / "recording.jsonl").open("w", encoding="utf-8")
         if replay is not None:
             self._replay = load_recording(replay)
@@ -284,6 +289,8 @@ class Run:
         self._record_line(_recording_line(key, response))
 
     def _record_line(self, line: str) -> None:
+        if not self.recording:
+            return
         with self._lock:
             self._recording.append(line)
             if len(self._recording) < self._buffer or self._recording_file is None:
@@ -431,6 +438,7 @@ class Run:
             "config": self.config,
             "seed": self.seed,
             "replay_of": str(self.replay_of) if self.replay_of else None,
+            "recording": self.recording,
             "sampling": self.sampling,
             "trace_id": self.trace_id,
             "models": sorted(self.models.values(), key=lambda m: (m["provider"], m["model"])),
@@ -447,8 +455,15 @@ class Run:
         }
 
     def write(self) -> None:
-        """Finish the run folder: the transcript in order, the recording, the manifest."""
-        self._transcript.close()
+        """Finish the run folder: the transcript in order (also as a table), the recording,
+        the manifest."""
+        table = TranscriptTable(self.dir / TRANSCRIPT_TABLE)
+        try:
+            self._transcript.close(table.add)
+        except BaseException:
+            table.abort()
+            raise
+        table.close()
         with self._lock:
             if self._recording_file is not None:
                 if self._recording:
@@ -522,10 +537,11 @@ class RunPart(Run):
     """
 
     def __init__(self, locator: str) -> None:
-        run_dir, replay = json.loads(locator)[:2]
+        run_dir, replay, *more = json.loads(locator)
         self.locator = locator
         self.dir = Path(run_dir)
         self.replay_of = Path(replay) if replay is not None else None
+        self.recording = replay is None and (not more or bool(more[0]))
         self.spans = None
         self.outcome = RunOutcome()
         self._init_state()
@@ -628,6 +644,8 @@ class RunPart(Run):
             self._tally.add(provider, model, round_, agent_class, *usage)
 
     def record_response_json(self, key: str, response: str) -> None:
+        if not self.recording:
+            return
         line = f"R\t{key}\t{response}"
         with self._lock:
             self._write(line)
@@ -812,7 +830,19 @@ def load_recording(run_dir: Path) -> dict[str, list[Any]]:
     if legacy.exists():
         loaded: dict[str, list[Any]] = json.loads(legacy.read_text())
         return loaded
-    raise FileNotFoundError(f"no recording to replay at {path}")
+    if _recorded(run_dir) is False:
+        raise NoRecording(f"the run {run_dir.name} was made without a recording "
+                          "(--no-recording): it cannot be replayed")
+    raise NoRecording(f"no recording to replay at {path}")
+
+
+def _recorded(run_dir: Path) -> bool | None:
+    """The manifest's ``recording`` (``None``: no manifest, or written before it said)."""
+    try:
+        value = json.loads((run_dir / "manifest.json").read_text()).get("recording")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, bool) else None
 
 
 def _forget(table: dict[str, tuple[int, Any]], key: str, owner: object | None) -> Any:
@@ -911,6 +941,7 @@ async def experiment(
     capture_content: ContentCapture | None = None,
     sampling: float | None = None,
     buffer: int = 20_000,
+    recording: bool = True,
 ) -> AsyncIterator[Run]:
     """Run the body as one traced, recorded experiment (see the module docstring).
 
@@ -930,6 +961,8 @@ async def experiment(
             to the run's ``run {name}`` span, so that each is kept or dropped whole.
         buffer: how many spans, messages and responses wait in memory before they are
             written (spans: at most 512); memory stays within it whatever the run's length.
+        recording: ``False``: no ``recording.jsonl`` (a rule-based run, or one whose model
+            answers need not be replayed); such a run cannot be replayed.
     """
     global _active
     if isinstance(_active, RunPart):  # this process was following another's run: no more
@@ -940,7 +973,8 @@ async def experiment(
     if sampling is not None and not 0.0 <= sampling <= 1.0:
         raise ValueError(f"sampling is a share of traces between 0 and 1, not {sampling!r}")
     run = Run(name, Path(runs_dir), seed, dict(config or {}),
-              Path(replay) if replay is not None else None, buffer=buffer)
+              Path(replay) if replay is not None else None, buffer=buffer,
+              recording=recording)
     if seed is not None:
         _seed_everything(seed)
     processor = BufferedSpanProcessor(JsonLinesSpanExporter(run.dir / "trace.jsonl"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import heapq
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -58,13 +58,16 @@ class SortedSpool:
         self._parts.append(part)
         self._buffer = []
 
-    def close(self) -> None:
-        """Write every line, in key order, to ``path``."""
+    def close(self, also: Callable[[str], None] | None = None) -> None:
+        """Write every line, in key order, to ``path`` (and hand each to ``also``)."""
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with tmp.open("w", encoding="utf-8") as out:
             if not self._parts:
                 self._buffer.sort(key=_first)
-                out.writelines(line + "\n" for _, line in self._buffer)
+                for _, line in self._buffer:
+                    out.write(line + "\n")
+                    if also is not None:
+                        also(line)
             else:
                 if self._buffer:
                     self._spill()
@@ -72,6 +75,8 @@ class SortedSpool:
                 try:
                     for _, line in heapq.merge(*(_read(f) for f in files), key=_first):
                         out.write(line + "\n")
+                        if also is not None:
+                            also(line)
                 finally:
                     for f in files:
                         f.close()

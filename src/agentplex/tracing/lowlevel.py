@@ -12,6 +12,7 @@ from ._content import content_attribute
 from ._context import current_context
 from ._exporters import BufferedSpanProcessor, span_to_dict
 from ._incidents import names_of
+from ._json import dumper
 from ._ledger import DeviceClock, Tally, round_from_headers, round_to_headers
 from ._metrics import metrics_enabled, otlp_metric_exporter, record_call
 from ._run import (
@@ -58,6 +59,7 @@ __all__ = [
     "RunPart",
     "Tally",
     "add_run_drain",
+    "dumper",
     "agent_span",
     "answer_headers",
     "answer_received",
