@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ._cluster import AllowOpt, HeadKeyOpt, KeysOpt, head, node, security, status
+from ._export import runs_export
 from ._keys import app as keys_app
 from ._run import run
 from ._runs import runs_app, trace_app
@@ -31,6 +32,7 @@ app = typer.Typer(help="agentplex: an async actor-based multi-agent runtime.",
 DEFAULT_DEMO_MODEL = "transformers:default"
 
 app.add_typer(runs_app, name="runs")
+runs_app.command("export")(runs_export)
 app.add_typer(trace_app, name="trace")
 app.add_typer(keys_app, name="keys")
 app.command()(head)

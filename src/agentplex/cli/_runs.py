@@ -11,7 +11,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from ..tracing import SpanNode, find_run, list_runs, load_spans, render_html, span_tree
+from ..tracing import (
+    SpanNode,
+    find_run,
+    list_runs,
+    load_spans,
+    render_html,
+    select_runs,
+    span_tree,
+)
 
 runs_app = typer.Typer(help="List and inspect experiment runs.", no_args_is_help=True)
 trace_app = typer.Typer(help="Look at a run's trace.", no_args_is_help=True)
@@ -28,25 +36,59 @@ def _locate(run: str, runs_dir: Path) -> Path:
 
 
 @runs_app.command("list")
-def runs_list(runs_dir: RunsDir = Path("runs")) -> None:
+def runs_list(
+    runs_dir: RunsDir = Path("runs"),
+    name: Annotated[str | None, typer.Option(
+        help="Only runs of this name (a shell pattern: 'opinion*').")] = None,
+    status: Annotated[list[str] | None, typer.Option(
+        help="Only runs with this status (completed, failed, interrupted, budget, "
+        "running); repeatable.")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        help="KEY=VALUE: only runs whose parameter (--set) or setting (agents, rounds, "
+        "seed...) has this value; repeatable.")] = None,
+    plain: Annotated[bool, typer.Option(
+        help="Tab-separated lines with a header, as when the output is not a terminal.")
+    ] = False,
+) -> None:
     """One line per run: id, name, status, start, duration, model calls, tokens, timeouts
-    and errors."""
-    table = Table(title=f"runs in {runs_dir}")
-    for col in ("run", "name", "status", "started", "seconds", "calls", "tokens in",
-                "tokens out", "timeouts", "errors"):
-        table.add_column(col, no_wrap=col == "run")
-    for m in list_runs(runs_dir):
+    and errors. Run ids are printed whole."""
+    wanted: dict[str, str] = {}
+    for item in param or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"--param takes KEY=VALUE, not {item!r}")
+        wanted[key] = value
+    runs = select_runs(list_runs(runs_dir), name=name, status=status or (), params=wanted)
+    columns = ("run", "name", "status", "started", "seconds", "calls", "tokens in",
+               "tokens out", "timeouts", "errors")
+    rows = []
+    for m in runs:
         t = m.get("totals", {})
-        status = str(m.get("status", "-"))
+        rows.append((m["run_id"], str(m.get("name", "")), str(m.get("status", "-")),
+                     (m.get("started_at") or "")[:19], str(m.get("duration_s", "") or ""),
+                     str(t.get("model_calls", 0)), str(t.get("input_tokens", 0)),
+                     str(t.get("output_tokens", 0)), str(m.get("timeouts", "-")),
+                     str(m.get("errors", "-"))))
+    console = Console()
+    if plain or not console.is_terminal:
+        print("\t".join(columns))
+        for row in rows:
+            print("\t".join(row))
+        return
+    table = Table(title=f"runs in {runs_dir}")
+    widest = max((len(r[0]) for r in rows), default=3)
+    for col in columns:  # the id never shrinks: other columns wrap first
+        if col == "run":
+            table.add_column(col, no_wrap=True, min_width=widest)
+        else:
+            table.add_column(col)
+    for row in rows:
         color = {"completed": "green", "failed": "red", "interrupted": "yellow",
-                 "budget": "yellow"}.get(status)
-        table.add_row(m["run_id"], m.get("name", ""),
-                      f"[{color}]{status}[/]" if color else status,
-                      (m.get("started_at") or "")[:19],
-                      str(m.get("duration_s", "") or ""), str(t.get("model_calls", 0)),
-                      str(t.get("input_tokens", 0)), str(t.get("output_tokens", 0)),
-                      str(m.get("timeouts", "-")), str(m.get("errors", "-")))
-    Console().print(table)
+                 "budget": "yellow"}.get(row[2])
+        cells = list(row)
+        cells[2] = f"[{color}]{row[2]}[/]" if color else row[2]
+        table.add_row(*cells)
+    console.print(table)
 
 
 @runs_app.command("show")

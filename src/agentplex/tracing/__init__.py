@@ -12,6 +12,7 @@ command shows.
 from ._budget import Budget
 from ._content import ContentCapture, content_capture, set_content_capture
 from ._errors import ExportFailed, InvalidBudget, InvalidPrices, NoRecording, ReplayMissing
+from ._export import DEFAULT_MLFLOW_URI, export_mlflow
 from ._exporters import JsonLinesSpanExporter
 from ._incidents import Rollback, RunIncidents
 from ._ledger import Ledger, LedgerEntry, Usage, current_round, in_round, set_round
@@ -24,6 +25,8 @@ from ._report import (
     load_spans,
     page_html,
     render_html,
+    run_param,
+    select_runs,
     span_tree,
 )
 from ._run import Run, RunOutcome, active_run, experiment
@@ -42,6 +45,7 @@ from ._summary import RunSummary, summarize_run
 __all__ = [
     "Budget",
     "ContentCapture",
+    "DEFAULT_MLFLOW_URI",
     "ExportFailed",
     "InvalidBudget",
     "InvalidPrices",
@@ -70,6 +74,7 @@ __all__ = [
     "current_round",
     "dispatcher",
     "experiment",
+    "export_mlflow",
     "exporters_from_env",
     "find_run",
     "in_round",
@@ -80,6 +85,8 @@ __all__ = [
     "page_html",
     "prices",
     "render_html",
+    "run_param",
+    "select_runs",
     "sampler",
     "set_content_capture",
     "set_prices",

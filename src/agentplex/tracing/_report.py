@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import html
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ from typing import Any
 from ._summary import GroupStats, RunSummary, SampledTrace, summarize_run
 
 __all__ = ["SpanNode", "find_run", "list_runs", "load_spans", "page_html", "render_html",
-           "span_tree"]
+           "run_param", "select_runs", "span_tree"]
 
 
 def list_runs(runs_dir: str | Path = "runs") -> list[dict[str, Any]]:
@@ -26,6 +28,46 @@ def list_runs(runs_dir: str | Path = "runs") -> list[dict[str, Any]]:
         manifest["_dir"] = str(path.parent)
         manifests.append(manifest)
     return sorted(manifests, key=lambda m: m.get("started_at") or "")
+
+
+def run_param(manifest: Mapping[str, Any], key: str) -> Any:
+    """A run's parameter ``key``: a simulation's scenario parameter (``config.params``),
+    else a key of its ``config`` (``agents``, ``rounds``, ``seed``...); ``None`` if neither."""
+    config = manifest.get("config") or {}
+    params = config.get("params") if isinstance(config, dict) else None
+    if isinstance(params, dict) and key in params:
+        return params[key]
+    return config.get(key) if isinstance(config, dict) else None
+
+
+def _same(value: Any, wanted: str) -> bool:
+    """Whether a parameter's ``value`` is what ``wanted`` (JSON, or plain text) says."""
+    try:
+        parsed = json.loads(wanted)
+    except ValueError:
+        parsed = wanted
+    if value is None:
+        return wanted in ("null", "None")
+    return bool(parsed == value) or str(value) == wanted
+
+
+def select_runs(manifests: Iterable[dict[str, Any]], *, name: str | None = None,
+                status: Iterable[str] = (), params: Mapping[str, str] | None = None
+                ) -> list[dict[str, Any]]:
+    """The manifests whose run name matches ``name`` (a shell pattern: ``opinion*``),
+    whose status is one of ``status`` (any if empty) and whose parameters have the
+    values in ``params`` (see :func:`run_param`; a value as JSON or plain text)."""
+    wanted = set(status)
+    out = []
+    for m in manifests:
+        if name is not None and not fnmatch.fnmatchcase(str(m.get("name", "")), name):
+            continue
+        if wanted and str(m.get("status", "")) not in wanted:
+            continue
+        if params and not all(_same(run_param(m, k), v) for k, v in params.items()):
+            continue
+        out.append(m)
+    return out
 
 
 def find_run(run: str | Path, runs_dir: str | Path = "runs") -> Path:
