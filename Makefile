@@ -19,7 +19,7 @@ $(VENV)/.demo-installed: pyproject.toml Makefile
 	@touch $@
 
 $(VENV)/.test-installed: $(VENV)/.demo-installed
-	$(PIP) install -e '.[dev,providers,local,ray,serve,mlx,litellm]'
+	$(PIP) install -e '.[dev,providers,local,ray,serve,mlx,litellm,analysis,mlflow]'
 	@touch $@
 
 demo: $(VENV)/.demo-installed  ## the main job: a multi-agent simulation, no key, no network

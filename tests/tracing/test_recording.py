@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from agentplex.model import ChatResponse, ModelError, ScriptedChatModel, collect
+from agentplex.model import ChatResponse, ModelError, ScriptedChatModel, ScriptedOutput, collect
 from agentplex.tracing import NoRecording, experiment
 from agentplex.tracing.lowlevel import RunPart
 
 pytestmark = pytest.mark.anyio
 
-SCRIPT = ["one two", ChatResponse(content=[], metadata={"x": 1})]
+SCRIPT: list[ScriptedOutput] = ["one two", ChatResponse(content=[], metadata={"x": 1})]
 
 
 def failing(messages: object, **_: object) -> str:
@@ -28,10 +28,13 @@ async def calls() -> list[object]:
     broken = ScriptedChatModel(failing, model_name="failing")
     got: list[object] = []
     for model in (plain, plain):
-        got.append((await model([{"role": "user", "content": "hi"}])).model_dump())
+        answer = await model([{"role": "user", "content": "hi"}])
+        assert isinstance(answer, ChatResponse)
+        got.append(answer.model_dump())
     chunks = []
-    async for chunk in await streamed([{"role": "user", "content": "hi"}]):
-        assert isinstance(chunk, ChatResponse)
+    stream = await streamed([{"role": "user", "content": "hi"}])
+    assert not isinstance(stream, ChatResponse)
+    async for chunk in stream:
         chunks.append(chunk.model_dump())
     got.append(chunks)
     with pytest.raises(ModelError) as err:

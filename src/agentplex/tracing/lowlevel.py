@@ -13,7 +13,6 @@ from ._context import current_context
 from ._exporters import BufferedSpanProcessor, span_to_dict
 from ._incidents import names_of
 from ._json import dumper
-from ._tables import TRANSCRIPT_TABLE, TranscriptTable
 from ._ledger import DeviceClock, Tally, round_from_headers, round_to_headers
 from ._metrics import metrics_enabled, otlp_metric_exporter, record_call
 from ._run import (
@@ -52,6 +51,7 @@ from ._spans import (
     use_span,
     would_record,
 )
+from ._tables import TRANSCRIPT_TABLE, TranscriptTable
 
 __all__ = [
     "BufferedSpanProcessor",
