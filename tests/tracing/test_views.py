@@ -37,6 +37,7 @@ def test_runs_list_show_and_trace_show(run_dir: Path) -> None:
     assert run_dir.name in cli("runs", "list", "--runs-dir", runs)
     shown = cli("runs", "show", "latest", "--runs-dir", runs)
     assert run_dir.name in shown and "transcript.jsonl" in shown
+    assert "transcript.parquet" in shown
     tree = cli("trace", "show", run_dir.name[:15], "--runs-dir", runs)
     assert "run demo" in tree and "invoke_agent Player1" in tree and "tokens" in tree
 

@@ -97,8 +97,8 @@ def runs_show(run: RunArg, runs_dir: RunsDir = Path("runs")) -> None:
     folder = _locate(run, runs_dir)
     console = Console()
     console.print_json(json.dumps(json.loads((folder / "manifest.json").read_text())))
-    for name in ("trace.jsonl", "transcript.jsonl", "recording.jsonl", "metrics.parquet",
-                 "surveys.parquet"):
+    for name in ("trace.jsonl", "transcript.jsonl", "transcript.parquet", "recording.jsonl",
+                 "metrics.parquet", "surveys.parquet"):
         if (folder / name).exists():
             console.print(f"{name}: {folder / name}")
     _metrics_table(console, folder)
