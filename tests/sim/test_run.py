@@ -193,3 +193,19 @@ def test_a_metric_whose_kind_changes_is_kept_as_text(tmp_path: Path) -> None:
     assert pq.read_table(path).to_pylist() == [
         {"round": 1, "label": "3", "sizes": [1, 2]},
         {"round": 2, "label": "tie", "sizes": [3]}]
+
+
+async def test_a_run_without_recording_plays_the_same_and_records_no_answers(
+        tmp_path: Path) -> None:
+    game = "agentplex.sim.scenarios.guessing:Guessing"
+    kept = await run_scenario(options(tmp_path / "a", scenario=game, agents=6, rounds=2))
+    none = await run_scenario(options(tmp_path / "b", scenario=game, agents=6, rounds=2,
+                                      recording=False))
+    assert kept.metrics == none.metrics
+    assert (kept.dir / "recording.jsonl").read_text().count("\n") == 12
+    assert not (none.dir / "recording.jsonl").exists()
+    manifest = json.loads((none.dir / "manifest.json").read_text())
+    assert manifest["recording"] is False and manifest["config"]["recording"] is False
+    assert manifest["totals"]["model_calls"] == 12
+    assert (none.dir / "transcript.jsonl").read_bytes() == \
+        (kept.dir / "transcript.jsonl").read_bytes()
