@@ -27,7 +27,6 @@ from ..tracing.lowlevel import (
     content_attribute,
     current_actor,
     current_actor_class,
-    dumper,
     end_span,
     metrics_enabled,
     record_call,
@@ -294,31 +293,37 @@ async def _watch_stream(
 
 
 def _defaults(model: type[BaseModel], random: tuple[str, ...] = ()) -> dict[str, Any]:
-    """``model``'s fields that have a fixed default, with it (as JSON would hold it)."""
-    return {k: v for k, v in model().model_dump(mode="json").items() if k not in random}
+    """``model``'s fields that have a fixed default, with it."""
+    made = model()
+    return {k: getattr(made, k) for k in type(made).model_fields if k not in random}
 
 
 _RESPONSE_DEFAULTS = _defaults(ChatResponse, ("id", "created_at"))
 _USAGE_DEFAULTS = _defaults(ChatUsage)
-_compact_json = dumper(ensure_ascii=False, compact=True)
+
+
+def _compact_exclude(chunk: ChatResponse) -> dict[str, Any]:
+    """The fields of ``chunk`` (and of its usage) that hold their default."""
+    out: dict[str, Any] = {k: True for k, d in _RESPONSE_DEFAULTS.items()
+                           if getattr(chunk, k) == d}
+    usage = chunk.usage
+    if usage is not None:
+        same = {k for k, d in _USAGE_DEFAULTS.items() if getattr(usage, k) == d}
+        if same:
+            out["usage"] = same
+    return out
 
 
 def compact_chunk(chunk: ChatResponse) -> dict[str, Any]:
     """``chunk`` as JSON-able data without the fields that hold their default (a
     recording's line; ``ChatResponse.model_validate`` gives the same response back)."""
-    data = chunk.model_dump(mode="json")
-    out = {k: v for k, v in data.items() if k not in _RESPONSE_DEFAULTS
-           or v != _RESPONSE_DEFAULTS[k]}
-    usage = out.get("usage")
-    if isinstance(usage, dict):
-        out["usage"] = {k: v for k, v in usage.items() if k not in _USAGE_DEFAULTS
-                        or v != _USAGE_DEFAULTS[k]}
-    return out
+    return chunk.model_dump(mode="json", exclude=_compact_exclude(chunk))
 
 
 def _dumped(chunks: list[ChatResponse]) -> str:
-    """The chunks as one compact JSON array (see :func:`compact_chunk`)."""
-    return _compact_json([compact_chunk(c) for c in chunks])
+    """The chunks as one compact JSON array (see :func:`compact_chunk`), each encoded by
+    pydantic (no dicts built in between)."""
+    return f"[{','.join([c.model_dump_json(exclude=_compact_exclude(c)) for c in chunks])}]"
 
 
 def _failed(call: _Watch, chunks: list[ChatResponse], exc: Exception) -> None:
