@@ -11,7 +11,7 @@ call underneath.
 from ._content import content_attribute
 from ._context import current_context
 from ._exporters import BufferedSpanProcessor, span_to_dict
-from ._incidents import names_of
+from ._incidents import index_ranges, names_of
 from ._ledger import DeviceClock, Tally, round_from_headers, round_to_headers
 from ._metrics import metrics_enabled, otlp_metric_exporter, record_call
 from ._run import (
@@ -70,6 +70,7 @@ __all__ = [
     "driving_run",
     "end_span",
     "extract_context",
+    "index_ranges",
     "inject_context",
     "metrics_enabled",
     "names_of",
