@@ -105,6 +105,8 @@ def test_a_killed_node_s_agents_come_back_from_the_last_checkpoint(tmp_path: Pat
     assert span["attributes"]["agentplex.sim.round"] == 2
     assert span["attributes"]["agentplex.sim.indexes"] == restored["indexes"]
     assert "started again after their node was lost" in got.stdout
+    listed = agentplex("runs", "list", "--runs-dir", str(tmp_path / "killed")).stdout
+    assert "restarted" in listed, listed
 
 
 def test_with_restart_never_the_run_fails_and_names_the_lost_agents(tmp_path: Path) -> None:

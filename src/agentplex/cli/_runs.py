@@ -29,8 +29,8 @@ def _locate(run: str, runs_dir: Path) -> Path:
 
 @runs_app.command("list")
 def runs_list(runs_dir: RunsDir = Path("runs")) -> None:
-    """One line per run: id, name, status, start, duration, model calls, tokens, timeouts
-    and errors."""
+    """One line per run: id, name, status (with the agents restarted after their node
+    died, if any), start, duration, model calls, tokens, timeouts and errors."""
     table = Table(title=f"runs in {runs_dir}")
     for col in ("run", "name", "status", "started", "seconds", "calls", "tokens in",
                 "tokens out", "timeouts", "errors"):
@@ -40,6 +40,10 @@ def runs_list(runs_dir: RunsDir = Path("runs")) -> None:
         status = str(m.get("status", "-"))
         color = {"completed": "green", "failed": "red", "interrupted": "yellow",
                  "budget": "yellow"}.get(status)
+        restarted = int((m.get("incidents") or {}).get("restarts") or 0)
+        if restarted:  # agents started again after their node died: rolled back
+            status = f"{status} ({restarted:,} restarted)"
+            color = "yellow" if color == "green" else color
         table.add_row(m["run_id"], m.get("name", ""),
                       f"[{color}]{status}[/]" if color else status,
                       (m.get("started_at") or "")[:19],

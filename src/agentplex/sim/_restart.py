@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cluster import ClusterClient
+from ..cluster import ClusterClient, NotSupported
 from ..message import Msg
 from ..tracing import Run
 from ..tracing.lowlevel import index_ranges, sim_span, transcribe
@@ -56,7 +56,11 @@ async def restart_lost(run: Run, sim: Sim, cluster: ClusterClient, policy: str,
     if policy == "never":
         out.left = lost
     else:
-        got = await cluster.respawn(lost)
+        try:
+            got = await cluster.respawn(lost)
+        except NotSupported as exc:  # a head that places agents through Ray
+            log(f"the cluster cannot start lost agents again: {exc}")
+            got = {"restarted": [], "nodes": [], "failed": lost}
         out.left = [n for n in got["failed"] if n in index]
         if got["restarted"]:
             out.restored = await _restore(sim, got["restarted"],

@@ -80,6 +80,7 @@ class Sim:
         self.rng = round_rng(self.seed, number)
         self.metrics = {}
         self.first_error = None
+        self.unreachable = set()
 
     def _count(self, values: Sequence[Any], refs: Sequence[ActorRef | str]) -> None:
         for i, v in enumerate(values):
