@@ -90,8 +90,9 @@ async def restart_lost(run: Run, sim: Sim, cluster: ClusterClient, policy: str,
 def _say(run: Run, kind: str, text: str, event: dict[str, Any]) -> None:
     """The incident in the trace (a span of its own) and the transcript (an operator's
     line); a ``restore`` also in the manifest (the head reported the loss itself)."""
-    attributes = {f"agentplex.sim.{k}": v if not isinstance(v, list) else ",".join(v)
-                  for k, v in event.items()}
+    named = {"noticed": "round", "round": "restored_to"}  # a span's round: when it was
+    attributes = {f"agentplex.sim.{named.get(k, k)}": ",".join(v) if isinstance(v, list)
+                  else v for k, v in event.items()}
     with sim_span(kind, **attributes):
         transcribe(Msg(OPERATOR, text, "system", metadata={"incident": kind, **event}), None)
     if kind == "restore":
