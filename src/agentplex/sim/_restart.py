@@ -74,8 +74,7 @@ async def restart_lost(run: Run, sim: Sim, cluster: ClusterClient, policy: str,
                     f"in round {number}; started again on {', '.join(got['nodes'])}, "
                     + (f"restored to round {to}'s checkpoint" if to else
                        "as created (no checkpoint held them)"))
-            _say(run, "restore", text, event)
-            log(text)
+            _say(run, "restore", text, event)  # the manifest's incidents log it
     if out.left:
         ranges = index_ranges(sorted(index[n] for n in out.left))
         why = ("the restart policy is 'never'" if policy == "never"

@@ -106,7 +106,8 @@ class RunIncidents(BaseModel):
             agents = int(event.get("agents", 0))
             self.lost_agents += agents
             self.lost.append(event)
-            log.warning("node %s was lost: %d agent(s) %s lost with it (not restarted)",
+            log.warning("node %s was lost: %d agent(s) %s lost with it (the cluster "
+                        "did not restart them)",
                         event.get("node"), agents, _shown(event.get("names", [])))
 
 
