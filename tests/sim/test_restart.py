@@ -124,3 +124,42 @@ def test_with_restart_never_the_run_fails_and_names_the_lost_agents(tmp_path: Pa
     rows = pq.read_table(run / "metrics.parquet").to_pylist()
     assert [r["answered"] for r in rows] == [8, 8, 8 - len(lost)]  # no round 4
     assert "the run failed" in got.stdout
+
+
+def test_a_node_killed_between_a_round_s_calls_and_its_checkpoint(tmp_path: Path) -> None:
+    """Node-1 dies after round 2's calls were answered: the checkpoint finds its agents
+    gone, they start again from round 1's checkpoint, and round 2's checkpoint is
+    written with them; the run completes."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    runs = tmp_path / "runs"
+    out = tmp_path / "out.txt"
+    with out.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "agentplex", "run", *COMMON,
+                                 "--set", "hold_at=2", "--set", f"gate={gate}",
+                                 "--runs-dir", str(runs)], stdout=sink,
+                                stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "300"})
+    try:
+        deadline = time.monotonic() + 180
+        while not (gate / "called").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.05)
+        found = re.search(r"\(pids ([\d, ]+)\)", out.read_text())
+        assert found is not None, out.read_text()
+        os.kill(int(found.group(1).split(", ")[2]), signal.SIGKILL)
+        (gate / "go").touch()
+        proc.wait(240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+    assert proc.returncode == 0, out.read_text()
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    m = manifest(run)
+    [restored] = m["incidents"]["restored"]
+    assert (restored["noticed"], restored["round"]) == (2, 1)
+    rows = pq.read_table(run / "metrics.parquet").to_pylist()
+    assert [r["answered"] for r in rows] == [8, 8, 8, 8]  # no call failed
+    back = indexes(restored["indexes"])
+    r1, r2 = totals(run, 1), totals(run, 2)
+    assert all(r2[i] == r1[i] for i in back) and len(back) == m["incidents"]["rolled_back"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -59,6 +60,9 @@ class Tally(Scenario):
         hold: float = 0.0
         """Seconds every agent takes to answer in round ``hold_at``."""
         hold_at: int = 0
+        gate: str = ""
+        """A folder: in round ``hold_at``, once its calls are answered, ``step`` writes
+        ``called`` there and waits (120 s at most) for ``go`` (a test kills a node)."""
 
     def agent_args(self, index: int) -> dict[str, Any]:
         return {"start": index}
@@ -79,5 +83,12 @@ class Tally(Scenario):
                              if isinstance(r, Msg)))
         if self.params.pause:
             await asyncio.sleep(self.params.pause)
+        if self.params.gate and sim.round == self.params.hold_at:
+            gate = Path(self.params.gate)
+            (gate / "called").touch()
+            for _ in range(2400):
+                if (gate / "go").exists():
+                    break
+                await asyncio.sleep(0.05)
         if str(sim.round) == os.environ.get("TALLY_HANG_AT"):  # a driver to kill -9 here
             await asyncio.Event().wait()

@@ -26,7 +26,7 @@ from ._place import HEARTBEAT, placement
 from ._plan import Intervention, Plan, Survey, choose
 from ._restart import Lost, restart_lost
 from ._scenario import Scenario, load_scenario, resolve_class, takes_name
-from ._sim import OPERATOR, Sim
+from ._sim import OPERATOR, UNREACHABLE, Sim
 from ._store import Checkpoint, SurveyTables, checkpoint_at, write_table
 
 __all__ = ["RunOptions", "RunResult", "run_scenario"]
@@ -227,12 +227,12 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                     if sim.timeouts + sim.errors > failed:
                         log(f"round {number}: {sim.timeouts + sim.errors - failed:,} calls "
                             f"failed; the first: {sim.first_error}")
+                    held = [start.checkpoint] if start.checkpoint is not None else []
                     lost: Lost | None = None
                     if home.cluster is not None and sim.unreachable:
                         with in_round(number):
-                            lost = await restart_lost(
-                                run, sim, home.cluster, policy, number, cls.name_prefix,
-                                [start.checkpoint] if start.checkpoint is not None else [], log)
+                            lost = await restart_lost(run, sim, home.cluster, policy, number,
+                                                      cls.name_prefix, held, log)
                     row = {"round": number, **sim.metrics}
                     result.metrics.append(row)
                     write_table(run.dir / "metrics.parquet", result.metrics, ["round"])
@@ -241,17 +241,32 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                         on_round(row, took)
                     # what the nodes spent came with their answers: the ledger is whole
                     reason = budget.exceeded(run.ledger) if budget.limited else None
+                    every = options.checkpoint_every
+                    if (lost is None or not lost.left) and every and (
+                            number % every == 0 or number == options.rounds
+                            or reason is not None):
+                        with sim_span(f"checkpoint {number}", **{"agentplex.sim.round": number}):
+                            try:
+                                await _checkpoint(run, sim, refs, result.metrics, number)
+                            except UNREACHABLE:
+                                if home.cluster is None:
+                                    raise
+                                # a node died after the round's calls: which agents with it?
+                                sim.unreachable.update(sim.names)
+                                with in_round(number):
+                                    lost = await restart_lost(run, sim, home.cluster, policy,
+                                                              number, cls.name_prefix, held,
+                                                              log)
+                                if lost is None:
+                                    raise
+                                if not lost.left:  # all back: this round's checkpoint now
+                                    await _checkpoint(run, sim, refs, result.metrics, number)
                     if lost is not None and lost.left:  # a run that lost agents stops here
                         result.status = run.outcome.status = "failed"
                         result.reason = run.outcome.reason = lost.reason
                         run.outcome.timeouts, run.outcome.errors = sim.timeouts, sim.errors
                         log(f"the run failed after round {number}: {lost.reason}")
                         break
-                    every = options.checkpoint_every
-                    if every and (number % every == 0 or number == options.rounds
-                                  or reason is not None):
-                        with sim_span(f"checkpoint {number}", **{"agentplex.sim.round": number}):
-                            await _checkpoint(run, sim, refs, result.metrics, number)
                     run.outcome.timeouts = sim.timeouts
                     run.outcome.errors = sim.errors
                     if reason is not None:  # a clean stop: no more rounds, no finish

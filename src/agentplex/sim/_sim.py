@@ -26,7 +26,7 @@ OPERATOR = "operator"
 """The name the driver's own messages carry when the runner makes them."""
 
 
-_UNREACHABLE = (CallTimeout, PeerLost, ActorNotFound, ActorStopped)
+UNREACHABLE = (CallTimeout, PeerLost, ActorNotFound, ActorStopped)
 """What a call to an agent whose node died meets."""
 
 
@@ -86,7 +86,7 @@ class Sim:
         for i, v in enumerate(values):
             if not isinstance(v, BaseException):
                 continue
-            if isinstance(v, _UNREACHABLE):
+            if isinstance(v, UNREACHABLE):
                 ref = refs[i]
                 self.unreachable.add(ref.name if isinstance(ref, ActorRef) else ref)
             if isinstance(v, CallTimeout):
