@@ -137,3 +137,34 @@ async def test_kill_9_of_a_node_mid_round_restarts_its_share_and_reports_the_los
         # Restarted per batch: one more request to each surviving node.
         for node in ("n0", "n1"):
             assert (await node_requests(rt, node))["start_many"] == 3
+
+
+async def test_respawn_starts_a_dead_node_s_lost_share_again_as_created(
+    cluster: tuple[str, Daemons],
+) -> None:
+    """What a simulation's driver does after a node died with its agents: the lost share
+    of a ``restart="never"`` batch starts again on the nodes left, from its arguments and
+    not from the head's checkpoint (the driver restores its own), and only once."""
+    endpoint, daemons = cluster
+    async with connect(endpoint, heartbeat_timeout=8) as rt:
+        client = ClusterClient(rt, timeout=60)
+        refs = await client.spawn_many(COUNTER, [[7]] * 60, names="gone-",
+                                       resources=Resources(cpus=0.001))
+        assert set((await client.call_round(refs, 1, timeout=30)).replies.values()) == {8}
+        await client.checkpoint("gone-0")  # the head now holds each one's count, 8
+        where = dict(zip((r.name for r in refs), await asyncio.gather(
+            *(r.call("where", timeout=30) for r in refs)), strict=True))
+        victims = sorted(n for n, w in where.items() if w == "n2")
+        survivor = next(n for n, w in where.items() if w != "n2")
+        assert victims
+        os.kill(daemons.pid("n2"), signal.SIGKILL)
+        found = await asyncio.wait_for(client.recover(victims), 60)
+        assert sorted(found["lost"]) == victims
+        got = await client.respawn([*victims, survivor, "nobody"])
+        assert sorted(got["restarted"]) == victims
+        assert sorted(got["failed"]) == sorted([survivor, "nobody"])
+        assert set(got["nodes"]) <= {"n0", "n1"} and got["nodes"]
+        again = await asyncio.gather(*(rt.ref(n).call(0, timeout=30) for n in victims))
+        assert set(again) == {7}  # as created, not the head's checkpointed 8
+        assert sorted((await client.recover(victims))["running"]) == victims
+        assert sorted((await client.respawn(victims))["failed"]) == victims  # not lost now

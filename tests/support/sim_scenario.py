@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel
@@ -37,6 +38,8 @@ class Counter(AgentBase):
             raise RuntimeError("asked to fail")
         if meta.get("slow") == self.name:
             await asyncio.sleep(30)  # past the run's --timeout
+        if meta.get("hold"):
+            await asyncio.sleep(float(meta["hold"]))  # a round long enough to kill a node
         self.total += int(meta["add"]) * int(meta.get("scale", 1))
         return Msg(self.name, f"total {self.total}", "assistant",
                    metadata={"total": self.total, "heard": len(self.heard)})
@@ -54,6 +57,12 @@ class Tally(Scenario):
         pause: float = 0.0
         fail: str = ""
         slow: str = ""
+        hold: float = 0.0
+        """Seconds every agent takes to answer in round ``hold_at``."""
+        hold_at: int = 0
+        gate: str = ""
+        """A folder: in round ``hold_at``, once its calls are answered, ``step`` writes
+        ``called`` there and waits (120 s at most) for ``go`` (a test kills a node)."""
 
     def agent_args(self, index: int) -> dict[str, Any]:
         return {"start": index}
@@ -62,8 +71,9 @@ class Tally(Scenario):
         sim.state["history"] = []
 
     async def step(self, sim: Sim) -> None:
+        held = {"hold": self.params.hold} if sim.round == self.params.hold_at else {}
         messages = [sim.say("add", add=sim.rng.randint(0, 9), scale=self.params.scale,
-                            fail=self.params.fail, slow=self.params.slow)
+                            fail=self.params.fail, slow=self.params.slow, **held)
                     for _ in sim.agents]
         replies = await sim.call_many(sim.agents, messages)
         totals = [int((r.metadata or {})["total"]) for r in replies if isinstance(r, Msg)]
@@ -73,5 +83,12 @@ class Tally(Scenario):
                              if isinstance(r, Msg)))
         if self.params.pause:
             await asyncio.sleep(self.params.pause)
+        if self.params.gate and sim.round == self.params.hold_at:
+            gate = Path(self.params.gate)
+            (gate / "called").touch()
+            for _ in range(2400):
+                if (gate / "go").exists():
+                    break
+                await asyncio.sleep(0.05)
         if str(sim.round) == os.environ.get("TALLY_HANG_AT"):  # a driver to kill -9 here
             await asyncio.Event().wait()

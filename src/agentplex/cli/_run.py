@@ -70,6 +70,14 @@ def run(
     max_tokens: Annotated[int | None, typer.Option(
         "--max-tokens", min=0, help="Stop cleanly after the round in which the models used "
         "this many tokens, input and output (status budget).")] = None,
+    restart: Annotated[str | None, typer.Option(
+        help="When a node dies with agents of the run: on-failure (start them again on the "
+        "nodes left, restored to the latest checkpoint that holds them; the manifest says "
+        "which, to which round) or never (the run ends, failed). Default: the scenario's "
+        "restart (on-failure unless it says).")] = None,
+    lost_after: Annotated[float | None, typer.Option(
+        min=0.1, help="Seconds of silence after which the run's head, nodes and driver "
+        "count one of them lost (default 30).")] = None,
     sample: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Share of traces kept (default: all up to 1,000 agents).")
     ] = None,
@@ -123,6 +131,12 @@ def run(
             options.max_tokens = max_tokens
         if not recording:
             options.recording = False
+        if restart is not None:
+            if restart not in ("on-failure", "never"):
+                raise typer.BadParameter(f"--restart is on-failure or never, not {restart!r}")
+            options.restart = restart  # type: ignore[assignment]
+        if lost_after is not None:
+            options.lost_after = lost_after
         options.budget()  # a bad limit is refused before anything starts
         bus_options = security(keys, head_key, allow_key) if address is not None else {}
         console.print(f"[bold]agentplex run[/] {escape(options.scenario)}: "
@@ -151,7 +165,14 @@ def run(
         raise typer.Exit(1) from None
     if result.status == "budget":
         console.print(f"[yellow]stopped by the budget[/]: {escape(result.reason or '')}")
+    if result.restarts:
+        console.print(f"[yellow]{result.restarts:,} agents were started again after their "
+                      "node was lost[/] (rolled back: the manifest's incidents.restored "
+                      "says which, to which round)")
     console.print(f"run folder: {result.dir}")
     console.print(f"metrics: {result.dir / 'metrics.parquet'}"
                   + (f"; [yellow]{result.timeouts:,} timeouts, {result.errors:,} errors[/]"
                      if result.timeouts or result.errors else ""))
+    if result.status == "failed":
+        err.print(f"[red]the run failed[/]: {escape(result.reason or '')}")
+        raise typer.Exit(1)

@@ -50,8 +50,9 @@ def runs_list(
         help="Tab-separated lines with a header, as when the output is not a terminal.")
     ] = False,
 ) -> None:
-    """One line per run: id, name, status, start, duration, model calls, tokens, timeouts
-    and errors. Run ids are printed whole."""
+    """One line per run: id, name, status (with the agents restarted after their node
+    died, if any), start, duration, model calls, tokens, timeouts and errors. Run ids are
+    printed whole."""
     wanted: dict[str, str] = {}
     for item in param or []:
         key, sep, value = item.partition("=")
@@ -64,7 +65,11 @@ def runs_list(
     rows = []
     for m in runs:
         t = m.get("totals", {})
-        rows.append((m["run_id"], str(m.get("name", "")), str(m.get("status", "-")),
+        shown = str(m.get("status", "-"))
+        restarted = int((m.get("incidents") or {}).get("restarts") or 0)
+        if restarted:  # agents started again after their node died: rolled back
+            shown = f"{shown} ({restarted:,} restarted)"
+        rows.append((m["run_id"], str(m.get("name", "")), shown,
                      (m.get("started_at") or "")[:19], str(m.get("duration_s", "") or ""),
                      str(t.get("model_calls", 0)), str(t.get("input_tokens", 0)),
                      str(t.get("output_tokens", 0)), str(m.get("timeouts", "-")),
@@ -84,7 +89,9 @@ def runs_list(
             table.add_column(col)
     for row in rows:
         color = {"completed": "green", "failed": "red", "interrupted": "yellow",
-                 "budget": "yellow"}.get(row[2])
+                 "budget": "yellow"}.get(row[2].split(" (")[0])
+        if color == "green" and "restarted" in row[2]:
+            color = "yellow"
         cells = list(row)
         cells[2] = f"[{color}]{row[2]}[/]" if color else row[2]
         table.add_row(*cells)

@@ -120,6 +120,11 @@ class ClusterClient:
         """See :meth:`Cluster.recover`."""
         return await self._ask(ops.Recover(names=list(names)), 60)  # type: ignore[no-any-return]
 
+    async def respawn(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """See :meth:`Cluster.respawn`."""
+        return await self._ask(ops.Respawn(names=list(names)),  # type: ignore[no-any-return]
+                               60 + len(names) / 10_000)
+
     async def call_round(self, refs: Sequence[ActorRef] | Sequence[str], message: Any, *,
                          timeout: float = 60.0, attempts: int = 3) -> RoundResult:
         """See :meth:`Cluster.call_round`."""

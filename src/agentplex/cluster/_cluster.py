@@ -337,10 +337,11 @@ class Cluster:
                         raise exc from None
 
     async def _start_shares(self, batch: BatchSpec, placements: list[Placement],
-                            ranges: list[tuple[int, int]]) -> None:
+                            ranges: list[tuple[int, int]], *, states: bool = True) -> None:
         """Lay the positions ``ranges`` over ``placements`` in order, and send each node
-        one request for its shares. If any node fails, the others' new shares are stopped,
-        every placement is released and :class:`NodeFailed` is raised."""
+        one request for its shares (with the batch's checkpointed states, unless not
+        ``states``). If any node fails, the others' new shares are stopped, every
+        placement is released and :class:`NodeFailed` is raised."""
         shares: list[Share] = []
         todo = [list(r) for r in ranges]
         for p in placements:
@@ -360,7 +361,8 @@ class Cluster:
         nodes = list(per_node)
         handles = {n: self.nodes[n] for n in nodes}  # a node may be dropped meanwhile
         results = await asyncio.gather(
-            *(handles[n].start_many(share_request(batch, per_node[n])) for n in nodes),
+            *(handles[n].start_many(share_request(batch, per_node[n], states=states))
+              for n in nodes),
             return_exceptions=True)
         failed = [(n, r) for n, r in zip(nodes, results, strict=True)
                   if isinstance(r, BaseException)]
@@ -638,6 +640,48 @@ class Cluster:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), max(0.0, deadline - loop.time()))
 
+    async def respawn(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """Start again, on the nodes alive now, the actors of ``names`` that died with
+        their node and were not restarted (members of a batch; one request per node and
+        batch), as they were created: from their arguments, with no checkpointed state
+        (the caller restores what it keeps, a simulation its round's checkpoint).
+        Returns ``restarted`` (their names), ``nodes`` (where they run now) and
+        ``failed`` (not lost, not in a batch, or no room for them now)."""
+        out: dict[str, list[str]] = {"restarted": [], "nodes": [], "failed": []}
+        wanted: dict[int, set[int]] = {}
+        for name in names:
+            member = self._member(name) if name not in self.actors else None
+            if member is None or not member[0].is_lost(member[1]):
+                out["failed"].append(name)
+            else:
+                wanted.setdefault(member[0].id, set()).add(member[1])
+        nodes: set[str] = set()
+        for batch_id, positions in wanted.items():
+            batch = self.batches[batch_id]
+            ranges = _ranges(sorted(positions))
+            options = batch.options
+            if options.node is not None and options.node not in self.nodes:
+                batch.options = options = options.model_copy(update={"node": None})
+            try:
+                placements = self.scheduler.place_many(
+                    options.resources, len(positions), policy=options.placement,
+                    labels=options.labels, node_id=options.node)
+                await self._start_shares(batch, placements, ranges, states=False)
+            except (Unschedulable, NodeFailed) as exc:
+                log.error("%d lost actors of batch %d could not be started again: %s",
+                          len(positions), batch_id, exc)
+                out["failed"].extend(batch.names[i] for i in sorted(positions))
+                continue
+            left = {i for a, b in batch.lost for i in range(a, b)} - positions
+            batch.lost = _ranges(sorted(left))
+            batch.restarts += 1
+            nodes.update(p.node_id for p in placements)
+            out["restarted"].extend(batch.names[i] for i in sorted(positions))
+            log.info("started %d lost actors of batch %d again on %s", len(positions),
+                     batch_id, ", ".join(sorted(nodes)))
+        out["nodes"] = sorted(nodes)
+        return out
+
     def _node_of(self, name: str) -> str | None:
         """The node of actor ``name``: ``""`` when lost with its node, ``None`` when no
         such actor."""
@@ -673,3 +717,13 @@ class Cluster:
         share = member[0].share_of(member[1])
         return share.placement if share is not None else None
 
+
+def _ranges(positions: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted positions as ``(start, stop)`` runs."""
+    out: list[tuple[int, int]] = []
+    for i in positions:
+        if out and out[-1][1] == i:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out

@@ -70,6 +70,7 @@ class ClusterManager(Actor):
             ops.Register: self._register, ops.Spawn: self._spawn,
             ops.SpawnMany: self._spawn_many, ops.Stop: self._stop,
             ops.StopBatch: self._stop_batch, ops.Recover: self._recover,
+            ops.Respawn: self._respawn,
             ops.Checkpoint: self._checkpoint, ops.Status: self._status,
             ops.PlacementOf: self._placement_of, ops.Serve: self._serve,
             ops.Unserve: self._unserve, ops.ServedStatus: self._served_status,
@@ -138,6 +139,9 @@ class ClusterManager(Actor):
 
     async def _recover(self, r: ops.Recover) -> dict[str, list[str]]:
         return await self._cluster.recover(r.names)
+
+    async def _respawn(self, r: ops.Respawn) -> dict[str, list[str]]:
+        return await self._cluster.respawn(r.names)
 
     async def _checkpoint(self, r: ops.Checkpoint) -> None:
         await self._cluster.checkpoint(r.name, timeout=r.timeout)

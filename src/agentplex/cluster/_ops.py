@@ -28,6 +28,7 @@ __all__ = [
     "EndDriver",
     "PlacementOf",
     "Recover",
+    "Respawn",
     "Register",
     "Request",
     "Serve",
@@ -114,6 +115,14 @@ class Recover(Request):
     names: list[str]
 
 
+class Respawn(Request):
+    """Start the lost actors of ``names`` again, as created (the run's driver restores
+    their state)."""
+
+    op: ClassVar[str] = "respawn"
+    names: list[str]
+
+
 class Checkpoint(Request):
     op: ClassVar[str] = "checkpoint"
     name: str | None = None
@@ -162,7 +171,7 @@ class EndDriver(Request):
 
 
 REQUESTS: dict[str, type[Request]] = {r.op: r for r in (
-    Register, Spawn, SpawnMany, Stop, StopBatch, Recover, Checkpoint, Status, PlacementOf,
+    Register, Spawn, SpawnMany, Stop, StopBatch, Recover, Respawn, Checkpoint, Status, PlacementOf,
     Serve, Unserve, ServedStatus, WaitForNodes, EndDriver)}
 """Every operation of the head, by wire name."""
 

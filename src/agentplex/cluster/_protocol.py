@@ -65,6 +65,11 @@ class ClusterAPI(Protocol):
         ``unknown``."""
         ...
 
+    async def respawn(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """Start the lost actors of ``names`` again as they were created (no state):
+        ``restarted``, ``nodes`` (where they run now) and ``failed``."""
+        ...
+
     async def call_round(self, refs: Sequence[ActorRef] | Sequence[str], message: Any, *,
                          timeout: float = 60.0, attempts: int = 3) -> RoundResult:
         """Call every actor of ``refs`` with ``message``; ask again those restarted

@@ -376,6 +376,11 @@ class RayCluster:
         return await call_round(self.runtime, self.recover, refs, message, timeout=timeout,
                                 attempts=attempts)
 
+    async def respawn(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """Not on Ray: Ray restarts a batch's worker itself (``restart="on-failure"``)."""
+        raise NotSupported("starting lost agents again is Ray's own restart on this "
+                           "backend (spawn the batch with restart='on-failure')")
+
     # -- stopping ----------------------------------------------------------------------------
 
     async def _stop_workers(self, batch_id: int) -> None:

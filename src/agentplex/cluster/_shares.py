@@ -123,9 +123,11 @@ def names_from_wire(data: Any) -> Sequence[str]:
     return data
 
 
-def share_request(batch: BatchSpec, shares: Sequence[Share]) -> dict[str, Any]:
+def share_request(batch: BatchSpec, shares: Sequence[Share], *, states: bool = True
+                  ) -> dict[str, Any]:
     """The one request a node gets for its ``shares`` of ``batch`` (msgpack-able; the
-    arguments and checkpoints of each position ride along, packed as lists)."""
+    arguments and, unless not ``states``, the checkpoints of each position ride along,
+    packed as lists)."""
     segments = []
     for s in shares:
         positions = [i for i in range(s.start, s.stop) if i not in batch.stopped] if (
@@ -141,7 +143,7 @@ def share_request(batch: BatchSpec, shares: Sequence[Share]) -> dict[str, Any]:
                 "names": names_to_wire(batch.names[a:b]),
                 "args": batch.args[a:b] if batch.args is not None else None,
                 "states": ([batch.states.get(i) for i in range(a, b)]
-                           if batch.states else None),
+                           if batch.states and states else None),
                 "placement": {"id": s.placement.id, "node_id": s.placement.node_id,
                               "gpu_indices": list(s.placement.gpu_indices)},
             })

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cluster import ActorRefs
+from ..cluster import ActorRefs, ClusterClient
 from ..runtime import Actor, ActorRef, NameRange, Runtime
 from ._errors import ScenarioError
 from ._nodes import LocalNodes, UserCode, class_code
@@ -38,6 +38,9 @@ class Placement:
                     Any] = field(repr=False)
     nodes: LocalNodes | None = None
     """The node processes started for the run, if any."""
+    cluster: ClusterClient | None = None
+    """The run's :class:`~agentplex.cluster.ClusterClient` on nodes (``None`` in this
+    process): what it asks about lost agents and how it starts them again."""
 
 
 def node_allow_list(agent: type[Actor], extra: Sequence[str] = ()) -> list[str]:
@@ -83,12 +86,13 @@ def _positional(cls: type[Actor], kwargs: dict[str, Any]) -> list[Any]:
 @asynccontextmanager
 async def placement(*, nodes: int, address: str | None, agent: type[Actor],
                     logs: Path, timeout: float, run: str | None = None,
-                    code: Sequence[UserCode] = (),
+                    code: Sequence[UserCode] = (), heartbeat: float = HEARTBEAT,
                     bus_options: dict[str, Any] | None = None,
                     log: Callable[[str], None] = lambda _: None) -> AsyncIterator[Placement]:
     """The runtime the run's driver uses, and how agents are spawned (on a cluster, for
-    the run ``run``; nodes started here import the user's ``code``). Leaving it stops the
-    agents it spawned (and the node processes it started)."""
+    the run ``run``; nodes started here import the user's ``code``; ``heartbeat``: the
+    seconds of silence after which the run's processes count one lost). Leaving it stops
+    the agents it spawned (and the node processes it started)."""
     if nodes == 0 and address is None:
         async with Runtime(default_timeout=timeout) as rt:
             async def spawn_here(cls: type[Actor], names: Sequence[str],
@@ -100,12 +104,11 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
         return
 
     from ..bus import connect
-    from ..cluster import BatchOptions, ClusterClient, Resources
+    from ..cluster import BatchOptions, Resources
 
     async with AsyncExitStack() as stack:
         endpoint = address
         local = None
-        heartbeat = HEARTBEAT
         if endpoint is None:
             began = time.perf_counter()
             local = await start_local_nodes(nodes, logs, agent, heartbeat=heartbeat,
@@ -143,4 +146,4 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
             return await client.spawn_many(cls, [_positional(cls, kw) for kw in args],
                                            names=wired, options=options)
 
-        yield Placement(rt, address or f"{nodes} node processes", spawn_nodes, local)
+        yield Placement(rt, address or f"{nodes} node processes", spawn_nodes, local, client)

@@ -10,9 +10,9 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..cluster import ActorRefs
 from ..message import Msg
@@ -22,10 +22,11 @@ from ..tracing.lowlevel import collect_parts, sim_span, transcribe, transcript_u
 from ._calls import load_states, states_of
 from ._errors import CheckpointError, ScenarioError
 from ._nodes import user_code
-from ._place import placement
+from ._place import HEARTBEAT, placement
 from ._plan import Intervention, Plan, Survey, choose
+from ._restart import Lost, restart_lost
 from ._scenario import Scenario, load_scenario, resolve_class, takes_name
-from ._sim import OPERATOR, Sim
+from ._sim import OPERATOR, UNREACHABLE, Sim
 from ._store import Checkpoint, SurveyTables, checkpoint_at, write_table
 
 __all__ = ["RunOptions", "RunResult", "run_scenario"]
@@ -61,6 +62,13 @@ class RunOptions(BaseModel):
     max_tokens: int | None = None
     """Stop cleanly after the round in which the run's models used this many tokens
     (input and output)."""
+    restart: Literal["on-failure", "never"] | None = None
+    """When a node dies with agents of the run: ``on-failure`` starts them again on the
+    nodes left, restored to the latest checkpoint that holds them; ``never`` ends the
+    run as ``failed``. ``None``: the scenario's :attr:`~Scenario.restart`."""
+    lost_after: float = Field(default=HEARTBEAT, gt=0)
+    """Seconds of silence after which the run's head, nodes and driver count one of them
+    lost (nodes started with ``nodes``; the driver's side on a cluster)."""
 
     def budget(self) -> Budget:
         """The run's :class:`~agentplex.tracing.Budget` (``InvalidBudget`` for a bad one)."""
@@ -80,13 +88,19 @@ class RunResult:
     timeouts: int = 0
     errors: int = 0
     status: str = "completed"
-    """``completed``, or ``budget`` when a limit stopped it (``reason`` says which)."""
+    """``completed``, ``budget`` when a limit stopped it, or ``failed`` when agents were
+    lost with their node under ``restart="never"`` (``reason`` says which)."""
     reason: str | None = None
     state: dict[str, Any] = field(default_factory=dict)
     """``sim.state`` when the run ended."""
     placement_seconds: float = 0.0
     seconds: list[float] = field(default_factory=list)
     """Each round's wall time in this run (not in the metrics: they are reproducible)."""
+    restarts: int = 0
+    """Agents started again after their node was lost (see the manifest's
+    ``incidents.restored`` for which, restored to which round)."""
+    lost_agents: int = 0
+    """Agents lost with their node and not started again."""
 
 
 @dataclass
@@ -166,11 +180,16 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
     # nodes started here import the scenario's file from its folder (and only its module)
     code = [user_code(options.scenario)] if options.nodes and options.address is None else []
     budget = options.budget()
+    policy = options.restart or cls.restart
+    if policy not in ("on-failure", "never"):
+        raise ScenarioError(f"{cls.__name__}.restart is 'on-failure' or 'never', not "
+                            f"{policy!r}")
     name = options.name or cls.__name__.lower()
     async with experiment(name, seed=options.seed, config=options.config(),
                           runs_dir=options.runs_dir, sampling=options.sampling,
                           replay=options.replay, recording=options.recording) as run:
         run.outcome.scenario = options.scenario  # type: ignore[attr-defined]
+        run.outcome.restart = policy  # type: ignore[attr-defined]
         if start.parent is not None and start.checkpoint is not None:
             link = {"run": start.parent.name, "round": start.checkpoint.round}
             setattr(run.outcome, "parent" if start.how == "fork" else "resumed_from", link)
@@ -180,7 +199,7 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
         try:
             async with placement(nodes=options.nodes, address=options.address,
                                  agent=agent_cls, logs=run.dir / "nodes", run=run.id,
-                                 code=code,
+                                 code=code, heartbeat=options.lost_after,
                                  timeout=options.timeout, bus_options=bus_options,
                                  log=log) as home:
                 log(f"{cls.__name__}: {options.agents:,} {cls.noun} in {home.where}")
@@ -211,6 +230,12 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                     if sim.timeouts + sim.errors > failed:
                         log(f"round {number}: {sim.timeouts + sim.errors - failed:,} calls "
                             f"failed; the first: {sim.first_error}")
+                    held = [start.checkpoint] if start.checkpoint is not None else []
+                    lost: Lost | None = None
+                    if home.cluster is not None and sim.unreachable:
+                        with in_round(number):
+                            lost = await restart_lost(run, sim, home.cluster, policy, number,
+                                                      cls.name_prefix, held, log)
                     row = {"round": number, **sim.metrics}
                     result.metrics.append(row)
                     write_table(run.dir / "metrics.parquet", result.metrics, ["round"])
@@ -220,10 +245,31 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                     # what the nodes spent came with their answers: the ledger is whole
                     reason = budget.exceeded(run.ledger) if budget.limited else None
                     every = options.checkpoint_every
-                    if every and (number % every == 0 or number == options.rounds
-                                  or reason is not None):
+                    if (lost is None or not lost.left) and every and (
+                            number % every == 0 or number == options.rounds
+                            or reason is not None):
                         with sim_span(f"checkpoint {number}", **{"agentplex.sim.round": number}):
-                            await _checkpoint(run, sim, refs, result.metrics, number)
+                            try:
+                                await _checkpoint(run, sim, refs, result.metrics, number)
+                            except UNREACHABLE:
+                                if home.cluster is None:
+                                    raise
+                                # a node died after the round's calls: which agents with it?
+                                sim.unreachable.update(sim.names)
+                                with in_round(number):
+                                    lost = await restart_lost(run, sim, home.cluster, policy,
+                                                              number, cls.name_prefix, held,
+                                                              log)
+                                if lost is None:
+                                    raise
+                                if not lost.left:  # all back: this round's checkpoint now
+                                    await _checkpoint(run, sim, refs, result.metrics, number)
+                    if lost is not None and lost.left:  # a run that lost agents stops here
+                        result.status = run.outcome.status = "failed"
+                        result.reason = run.outcome.reason = lost.reason
+                        run.outcome.timeouts, run.outcome.errors = sim.timeouts, sim.errors
+                        log(f"the run failed after round {number}: {lost.reason}")
+                        break
                     run.outcome.timeouts = sim.timeouts
                     run.outcome.errors = sim.errors
                     if reason is not None:  # a clean stop: no more rounds, no finish
@@ -238,6 +284,8 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
         finally:
             surveys.finish()
         result.timeouts, result.errors = sim.timeouts, sim.errors
+    result.restarts = run.incidents.restarts
+    result.lost_agents = run.incidents.lost_agents
     return result
 
 

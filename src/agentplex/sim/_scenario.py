@@ -10,7 +10,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ValidationError
 
@@ -56,6 +56,13 @@ class Scenario:
 
     noun: ClassVar[str] = "agents"
     """What the runner calls the agents when it reports (``players``, ``voters``)."""
+
+    restart: ClassVar[Literal["on-failure", "never"]] = "on-failure"
+    """What the run does when a node process dies with some of its agents (``agentplex
+    run --restart`` overrides it): ``on-failure`` starts them again on the nodes left,
+    restored to the latest checkpoint that holds them (or as created), and says so in the
+    manifest, transcript and trace; ``never`` ends the run, ``failed``, after the round in
+    which they were lost."""
 
     groups: ClassVar[Mapping[str, Sequence[int]]] = {}
     """Named groups of agent indices that interventions and surveys may address (a plan

@@ -7,7 +7,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..message import Msg
-from ..runtime import Actor, ActorRef, CallTimeout, PerActor, Runtime
+from ..runtime import (
+    Actor,
+    ActorNotFound,
+    ActorRef,
+    ActorStopped,
+    CallTimeout,
+    PeerLost,
+    PerActor,
+    Runtime,
+)
 from ..tracing.lowlevel import transcribe
 from ._calls import ask_all, ask_each, tell_all
 
@@ -15,6 +24,10 @@ __all__ = ["OPERATOR", "Sim"]
 
 OPERATOR = "operator"
 """The name the driver's own messages carry when the runner makes them."""
+
+
+UNREACHABLE = (CallTimeout, PeerLost, ActorNotFound, ActorStopped)
+"""What a call to an agent whose node died meets."""
 
 
 def round_rng(seed: int, number: int) -> random.Random:
@@ -52,6 +65,9 @@ class Sim:
         self.errors = 0
         self.first_error: str | None = None
         """The first failure of the round now running (reported with its counts)."""
+        self.unreachable: set[str] = set()
+        """Agents whose calls failed as if their node were gone (timed out, lost, not
+        found): the runner asks the cluster about them after the round."""
 
     @property
     def names(self) -> Sequence[str]:
@@ -64,15 +80,19 @@ class Sim:
         self.rng = round_rng(self.seed, number)
         self.metrics = {}
         self.first_error = None
+        self.unreachable = set()
 
-    def _count(self, values: Sequence[Any]) -> None:
-        for v in values:
+    def _count(self, values: Sequence[Any], refs: Sequence[ActorRef | str]) -> None:
+        for i, v in enumerate(values):
+            if not isinstance(v, BaseException):
+                continue
+            if isinstance(v, UNREACHABLE):
+                ref = refs[i]
+                self.unreachable.add(ref.name if isinstance(ref, ActorRef) else ref)
             if isinstance(v, CallTimeout):
                 self.timeouts += 1
-            elif isinstance(v, BaseException):
-                self.errors += 1
             else:
-                continue
+                self.errors += 1
             if self.first_error is None:
                 self.first_error = f"{type(v).__name__}: {v}"[:300]
 
@@ -94,16 +114,16 @@ class Sim:
         else:
             transcribe(message, None)
             got = await ask_all(self.runtime, refs, message, wait)
-        self._count(got)
+        self._count(got, refs)
         return got
 
     async def tell_many(self, refs: Sequence[ActorRef | str], message: Any, *,
                         timeout: float | None = None) -> None:
         """Let every agent of ``refs`` hear ``message`` (their ``observe``; no reply)."""
         transcribe(message, None)
-        self._count([e for e in await tell_all(self.runtime, refs, message,
-                                               self.timeout if timeout is None else timeout)
-                     if e is not None])
+        got = await tell_all(self.runtime, refs, message,
+                             self.timeout if timeout is None else timeout)
+        self._count(got, refs)
 
     def say(self, text: str, **metadata: Any) -> Msg:
         """A message from the operator (what ``call_many`` or ``tell_many`` then send)."""

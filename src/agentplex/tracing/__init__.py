@@ -14,7 +14,7 @@ from ._content import ContentCapture, content_capture, set_content_capture
 from ._errors import ExportFailed, InvalidBudget, InvalidPrices, NoRecording, ReplayMissing
 from ._export import DEFAULT_MLFLOW_URI, export_mlflow
 from ._exporters import JsonLinesSpanExporter
-from ._incidents import Rollback, RunIncidents
+from ._incidents import Restore, Rollback, RunIncidents
 from ._ledger import Ledger, LedgerEntry, Usage, current_round, in_round, set_round
 from ._metrics import configure_metrics
 from ._prices import LOCAL_PROVIDERS, PRICES_ENV, Price, Prices, prices, set_prices
@@ -58,6 +58,7 @@ __all__ = [
     "Price",
     "Prices",
     "ReplayMissing",
+    "Restore",
     "Rollback",
     "Run",
     "RunIncidents",

@@ -11,7 +11,7 @@ call underneath.
 from ._content import content_attribute
 from ._context import current_context
 from ._exporters import BufferedSpanProcessor, span_to_dict
-from ._incidents import names_of
+from ._incidents import index_ranges, names_of
 from ._json import dumper
 from ._ledger import DeviceClock, Tally, round_from_headers, round_to_headers
 from ._metrics import metrics_enabled, otlp_metric_exporter, record_call
@@ -75,6 +75,7 @@ __all__ = [
     "dumper",
     "end_span",
     "extract_context",
+    "index_ranges",
     "inject_context",
     "metrics_enabled",
     "names_of",
