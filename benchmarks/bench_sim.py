@@ -7,6 +7,8 @@ samples the whole process tree (the driver and the nodes it started) from ``/pro
 seconds (user + system) and resident memory. Figures:
 
 - ``sim_place``: seconds to place the N agents;
+- ``sim_total``: seconds from the command's start to its exit (nodes started, agents
+  placed, rounds, the run folder finished);
 - ``sim_round``: seconds per round (``value``: the mean; ``rounds``: each), with the tree's
   CPU per agent-round in ``cpu_us_per_agent_round`` and the peak RSS of the tree
   (``peak_rss_mib``).
@@ -88,6 +90,8 @@ class Outcome:
     round_cpu: list[float] = field(default_factory=list)
     peak_rss: int = 0
     rc: int | None = None
+    wall: float = 0.0
+    """Seconds from start to exit: placement, rounds and writing the run folder."""
     tail: list[str] = field(default_factory=list)
 
 
@@ -100,6 +104,7 @@ def run_one(scenario: str, agents: int, rounds: int, nodes: int, runs_dir: Path,
     if nodes:
         cmd += ["--nodes", str(nodes)]
     out = Outcome()
+    began = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "200"})
     stop = threading.Event()
@@ -129,7 +134,8 @@ def run_one(scenario: str, agents: int, rounds: int, nodes: int, runs_dir: Path,
             if time.monotonic() > deadline:
                 proc.kill()
                 break
-        out.rc = proc.wait(60)
+        out.rc = proc.wait(600)
+        out.wall = time.monotonic() - began
     finally:
         stop.set()
         if proc.poll() is None:
@@ -168,7 +174,10 @@ def main() -> None:
                 extra["x_game"] = round(cpu_us / per_agent_round["guessing"], 3)
             emit("sim_round", name, a.agents, sum(o.rounds) / len(o.rounds), "s", **where,
                  rounds=o.rounds, cpu_us_per_agent_round=round(cpu_us, 2),
-                 peak_rss_mib=round(o.peak_rss / 2**20), load=os.getloadavg()[0], **extra)
+                 peak_rss_mib=round(o.peak_rss / 2**20), load=round(os.getloadavg()[0], 1),
+                 **extra)
+            emit("sim_total", name, a.agents, o.wall, "s", **where,
+                 note="start to exit: nodes, placement, rounds, the run folder finished")
     finally:
         if a.runs_dir is None:
             shutil.rmtree(runs_dir, ignore_errors=True)
