@@ -2,15 +2,13 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+from tests.support.chromium import dump_dom, needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +45,6 @@ def test_unknown_run_is_a_clear_error(run_dir: Path) -> None:
                            "--runs-dir", str(run_dir.parent)], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode != 0 and "no run 'nope'" in proc.stderr
-
-
-def dump_dom(page: Path) -> str:
-    """The DOM of ``page`` after headless Chromium loaded it (with no network)."""
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(
-            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
-            capture_output=True, text=True, timeout=90,
-        ).stdout
-
-
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not "
-                                    "installed (make test installs it when run as root)")
 
 
 @needs_chromium

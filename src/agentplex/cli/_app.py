@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ._cluster import AllowOpt, HeadKeyOpt, KeysOpt, head, node, security, status
+from ._compare import compare
 from ._export import runs_export
 from ._keys import app as keys_app
 from ._run import run
@@ -33,6 +34,7 @@ DEFAULT_DEMO_MODEL = "transformers:default"
 
 app.add_typer(runs_app, name="runs")
 runs_app.command("export")(runs_export)
+runs_app.command("compare")(compare)
 app.add_typer(trace_app, name="trace")
 app.add_typer(keys_app, name="keys")
 app.command()(head)

@@ -99,10 +99,22 @@ def runs_list(
 
 
 @runs_app.command("show")
-def runs_show(run: RunArg, runs_dir: RunsDir = Path("runs")) -> None:
-    """The manifest of a run and where its files are."""
-    folder = _locate(run, runs_dir)
+def runs_show(run: Annotated[str, typer.Argument(
+        help="A run or sweep: id (or unique part), path, or 'latest'.")],
+        runs_dir: RunsDir = Path("runs")) -> None:
+    """The manifest of a run, where its files are and its metrics per round; of a sweep,
+    its arms and its summary per round."""
+    from ..sim import RunNotFound, find_target, is_sweep
+    from ._compare import show_sweep
+
+    try:
+        folder = find_target(run, runs_dir)
+    except RunNotFound as exc:
+        raise typer.BadParameter(str(exc)) from None
     console = Console()
+    if is_sweep(folder):
+        show_sweep(console, folder)
+        return
     console.print_json(json.dumps(json.loads((folder / "manifest.json").read_text())))
     for name in ("trace.jsonl", "transcript.jsonl", "transcript.parquet", "recording.jsonl",
                  "metrics.parquet", "surveys.parquet"):

@@ -16,20 +16,26 @@ The same scenario runs in one process, on node processes (``--nodes K``) or on a
 cluster (``--address``); per-round metrics land in ``metrics.parquet``; checkpoints allow
 ``--resume`` and ``--fork``; interventions and surveys come from the command line or a
 plan file; ``agentplex sweep`` (:func:`run_sweep`) runs a grid of parameters for several
-seeds and summarises each metric across seeds with :func:`mean_ci`. See
+seeds and summarises each metric across seeds with :func:`mean_ci`; runs and sweep
+arms are compared per round with :func:`compare`, drawn by :func:`write_png` or
+:func:`comparison_html`. See
 ``docs/write-your-own-simulation.md`` and ``docs/from-runs-to-answers.md``.
 """
 
+from ._charts import comparison_html, write_png
+from ._compare import Comparison, Series, compare, find_target, is_sweep, sweep_summary
 from ._errors import (
     CheckpointError,
     NodesFailed,
     NotUserCode,
     ParamsError,
     PlanError,
+    RunNotFound,
     ScenarioError,
     SimError,
     StatsError,
     SweepError,
+    UnknownMetric,
 )
 from ._plan import Intervention, Plan, Survey, load_plan
 from ._runner import RunOptions, RunResult, run_scenario
@@ -50,6 +56,7 @@ from ._sweep import (
 
 __all__ = [
     "CheckpointError",
+    "Comparison",
     "Intervention",
     "MeanCI",
     "NoParams",
@@ -59,10 +66,12 @@ __all__ = [
     "ParamsError",
     "Plan",
     "PlanError",
+    "RunNotFound",
     "RunOptions",
     "RunResult",
     "Scenario",
     "ScenarioError",
+    "Series",
     "Sim",
     "SimError",
     "StatsError",
@@ -73,7 +82,12 @@ __all__ = [
     "SweepError",
     "SweepOptions",
     "SweepRun",
+    "UnknownMetric",
     "checkpoints",
+    "compare",
+    "comparison_html",
+    "find_target",
+    "is_sweep",
     "load_plan",
     "load_scenario",
     "mean_ci",
@@ -82,5 +96,7 @@ __all__ = [
     "run_scenario",
     "run_sweep",
     "summarize_sweep",
+    "sweep_summary",
     "t_quantile",
+    "write_png",
 ]

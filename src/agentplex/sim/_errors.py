@@ -11,8 +11,12 @@
         ├── NotUserCode (also ValueError)      a target names neither a ``.py`` file nor
         │                                      a module
         ├── SweepError (also ValueError)       a sweep that cannot run as given (a bad
-        │                                      --grid or --seeds, a folder of another sweep)
-        └── StatsError (also ValueError)       a confidence level or quantile out of range
+        │                                      --grid or --seeds, a folder of another sweep),
+        │                                      or whose sweep.json / summary.csv is unreadable
+        ├── StatsError (also ValueError)       a confidence level or quantile out of range
+        ├── RunNotFound (also LookupError)     no run or sweep folder by that name (or
+        │                                      several)
+        └── UnknownMetric (also ValueError)    a metric no run or arm compared recorded
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from __future__ import annotations
 from ..errors import AgentplexError
 
 __all__ = ["CheckpointError", "NodesFailed", "NotUserCode", "ParamsError", "PlanError",
-           "ScenarioError", "SimError", "StatsError", "SweepError"]
+           "RunNotFound", "ScenarioError", "SimError", "StatsError", "SweepError",
+           "UnknownMetric"]
 
 
 class SimError(AgentplexError):
@@ -59,3 +64,16 @@ class SweepError(SimError, ValueError):
 
 class StatsError(SimError, ValueError):
     """A confidence level, quantile or degrees of freedom out of range."""
+
+
+class RunNotFound(SimError, LookupError):
+    """No run or sweep folder answers to the name given, or several do."""
+
+
+class UnknownMetric(SimError, ValueError):
+    """A metric that none of the runs or sweep arms compared recorded; ``known``: the
+    metrics they did record."""
+
+    def __init__(self, message: str, *, known: list[str]) -> None:
+        super().__init__(message)
+        self.known = known
