@@ -78,3 +78,91 @@ def test_html_page_of_a_big_run_on_nodes_renders_in_chromium(tmp_path: Path) -> 
     for node in ("node-1", "node-2", "node-3", "node-4"):
         assert f"<td>{node}</td>" in dom
     assert "<td>3</td>" in dom and "<svg" in dom and "≈ marks" in dom
+
+
+@pytest.fixture(scope="module")
+def sim_on_nodes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scenario run with a (scripted) model on 2 node processes: the players, their
+    model calls and their spans are on the nodes."""
+    from tests.support.sweep_folder import run_once
+
+    return run_once(tmp_path_factory.mktemp("sim"), "agentplex.sim.scenarios.guessing:Guessing",
+                    "--agents", "12", "--rounds", "2", "--nodes", "2", "--seed", "4")
+
+
+def test_the_summary_of_a_scenario_run_on_two_nodes(sim_on_nodes: Path) -> None:
+    """Per round (its replies found by the round spans agentplex.sim writes), per node
+    (agents, replies and CPU of the processes the run started), per agent class and model,
+    and the drill-down into traces whose spans were recorded on the nodes."""
+    from agentplex.tracing import summarize_run
+
+    manifest = json.loads((sim_on_nodes / "manifest.json").read_text())
+    spans = [json.loads(line) for line in (sim_on_nodes / "trace.jsonl").open()]
+    summary = summarize_run(sim_on_nodes)
+
+    assert list(summary.rounds) == ["1", "2"]  # no reply left outside a round
+    by_round = {r["round"]: r for r in manifest["totals"]["by_round"]}
+    for name, stats in summary.rounds.items():
+        assert stats.answers == stats.spans == 12 and stats.failures == 0
+        assert all(p is not None for p in stats.percentiles())
+        row = by_round[int(name)]
+        assert stats.usage() == (row["calls"], row["input_tokens"], row["output_tokens"])
+        assert row["calls"] == 12 and row["input_tokens"] > 0 and row["output_tokens"] > 0
+
+    cpu = {n["node"]: n["cpu_s"] for n in manifest["nodes"]}
+    assert set(cpu) == {"head", "node-0", "node-1"} and all(c > 0 for c in cpu.values())
+    for node in ("node-0", "node-1"):
+        stats = summary.nodes[node]
+        assert (len(stats.agents), stats.answers, stats.failures) == (6, 12, 0)
+        assert stats.cpu_s == cpu[node]
+    assert summary.nodes["head"].cpu_s == cpu["head"]
+
+    (cls,) = summary.agent_classes.items()
+    assert cls[0] == "CrowdPlayer" and cls[1].answers == 24 and len(cls[1].agents) == 12
+    (model,) = summary.models.items()
+    assert model[0] == "scripted:scripted-players"
+    assert model[1].usage() == (manifest["totals"]["model_calls"],
+                                manifest["totals"]["input_tokens"],
+                                manifest["totals"]["output_tokens"]) and model[1].calls == 24
+
+    # the drill-down: every reply (fewer than it holds), each with its model call, both
+    # recorded in the node process that hosts the player
+    assert len(summary.traces) == summary.candidates == 24
+    node_of = {s["span_id"]: s["attributes"].get("agentplex.node") for s in spans}
+    for trace in summary.traces:
+        assert trace.node in ("node-0", "node-1") and trace.round in ("1", "2")
+        ops = [s["attributes"].get("gen_ai.operation.name") for s in trace.spans]
+        assert ops == ["invoke_agent", "chat"]
+        assert node_of[trace.root["parent_id"]] == trace.node  # the node's process span
+
+
+def test_the_page_of_an_in_process_scenario_run_has_its_rounds(tmp_path: Path) -> None:
+    from agentplex.tracing import summarize_run
+    from tests.support.sweep_folder import OPINION, run_once
+
+    folder = run_once(tmp_path, OPINION, "--agents", "30", "--rounds", "3")
+    summary = summarize_run(folder)
+    assert list(summary.rounds) == ["1", "2", "3"]
+    assert [s.spans for s in summary.rounds.values()] == [30, 30, 30]
+    (cpu,) = json.loads((folder / "manifest.json").read_text())["nodes"]
+    assert cpu["node"] == "driver" and summary.nodes["driver"].cpu_s == cpu["cpu_s"]
+
+
+@needs_chromium
+def test_the_page_of_a_scenario_run_on_two_nodes_in_chromium(sim_on_nodes: Path) -> None:
+    cli("trace", "html", str(sim_on_nodes))
+    dom = dump_dom(sim_on_nodes / "trace.html")
+    for title in ("Per round", "Per node", "Per agent class", "Per model", "Sampled traces"):
+        assert f"<h2>{title}" in dom
+    cpu = {n["node"]: n["cpu_s"] for n in
+           json.loads((sim_on_nodes / "manifest.json").read_text())["nodes"]}
+    for node in ("node-0", "node-1"):
+        # node, messages in and out, agents, replies, failures, 3 percentiles, CPU
+        row = dom.split(f"<tr><td>{node}</td>", 1)[1].split("</tr>", 1)[0]
+        cells = row.replace("</td>", "").split("<td>")[1:]
+        assert cells[2:5] == ["6", "12", "0"] and cells[-1] == f"{cpu[node]:,.1f}"
+    assert dom.count('<details class="trace"') == 24
+    assert dom.count("node node-0 ·") + dom.count("node node-1 ·") == 24
+    assert "<td>CrowdPlayer</td>" in dom and "<td>scripted:scripted-players</td>" in dom
+    round_rows = [dom.split(f"<tr><td>{r}</td>", 1)[1].split("</tr>", 1)[0] for r in "12"]
+    assert all(row.startswith("<td>12</td><td>0</td>") for row in round_rows)

@@ -101,6 +101,21 @@ class LocalNodes:
         """The process id of each process started, by name (``head``, ``node-0``, ...)."""
         return {name: p.pid for name, p in self.procs.items()}
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user and system, with the children it waited for) each process
+        started here has used so far, by name; read from ``/proc`` (empty where there is
+        none, or for a process that has exited)."""
+        out: dict[str, float] = {}
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        for name, proc in self.procs.items():
+            try:
+                stat = Path(f"/proc/{proc.pid}/stat").read_text()
+                fields = stat.rsplit(")", 1)[1].split()
+                out[name] = round(sum(int(f) for f in fields[11:15]) / tick, 2)
+            except (OSError, IndexError, ValueError):
+                continue
+        return out
+
     def _start(self, name: str, *args: str) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

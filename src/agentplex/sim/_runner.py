@@ -18,7 +18,13 @@ from ..cluster import ActorRefs
 from ..message import Msg
 from ..runtime import ActorRef, NameRange
 from ..tracing import Budget, Run, experiment, find_run, in_round
-from ..tracing.lowlevel import collect_parts, sim_span, transcribe, transcript_until
+from ..tracing.lowlevel import (
+    DRIVER,
+    collect_parts,
+    sim_span,
+    transcribe,
+    transcript_until,
+)
 from ._calls import load_states, states_of
 from ._errors import CheckpointError, ScenarioError
 from ._nodes import user_code
@@ -196,6 +202,7 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
         run.write_manifest()
         result = RunResult(run.dir, run.id)
         surveys = SurveyTables(run.dir)
+        cpu_began = time.process_time()
         try:
             async with placement(nodes=options.nodes, address=options.address,
                                  agent=agent_cls, logs=run.dir / "nodes", run=run.id,
@@ -281,6 +288,12 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                 else:
                     await scenario.finish(sim)
                 result.state = sim.state
+                # CPU per process, for the trace page's nodes (nodes started here only)
+                cpu = home.nodes.cpu_seconds() if home.nodes is not None else {
+                    DRIVER: round(time.process_time() - cpu_began, 2)} \
+                    if options.address is None else {}
+                run.outcome.nodes = [  # type: ignore[attr-defined]
+                    {"node": name, "cpu_s": seconds} for name, seconds in cpu.items()]
         finally:
             surveys.finish()
         result.timeouts, result.errors = sim.timeouts, sim.errors

@@ -325,7 +325,9 @@ def page_html(summary: RunSummary) -> str:
         "Each process on the bus, by its node id (<i>driver</i>: replies in a process with "
         "no bus). Messages in and out: frames traced arriving at it and leaving it (one per "
         "call, or one per node for a fan-out). Agents and replies (failed ones included): "
-        f"where the agents replied, {span_note}; CPU where the run folder records it. Spans "
+        f"where the agents replied, {span_note}. CPU s: what each process used, start-up "
+        "included, where the run folder records it (a scenario run records the processes "
+        "it started, or its own when the agents lived in it). Spans "
         "recorded in node processes reach the run's trace only where the run brings them "
         "home.",
         ["node", "messages in", "messages out", "agents", "replies", "failures", "p50 ms",

@@ -26,6 +26,11 @@ __all__ = ["DistinctCount", "GroupStats", "LatencySketch", "RunSummary", "Sample
 RUN_GROUP = "run"
 """The one group of a run whose spans and transcript lines carry no round."""
 
+ROUND_ATTRIBUTES = ("agentplex.round", "agentplex.sim.round")
+"""Span attributes that name a span's round: the first is any code's, the second the one
+``agentplex.sim`` puts on its ``round N``, ``checkpoint N``, intervention and survey
+spans."""
+
 DRIVER = "driver"
 """The node of spans recorded outside any node process (the driver's own process)."""
 
@@ -246,18 +251,23 @@ def _duration(span: dict[str, Any]) -> int:
     return max(0, int(span.get("end") or 0) - int(span.get("start") or 0))
 
 
+def _round_attr(span: dict[str, Any]) -> Any:
+    attrs = span.get("attributes") or {}
+    return next((attrs[a] for a in ROUND_ATTRIBUTES if attrs.get(a) is not None), None)
+
+
 class _Rounds:
-    """Round of a span: its ``agentplex.round`` attribute, else the round whose time holds
-    its start. A round's time is that of its round spans (spans with the attribute that
-    are not an agent's, model's or tool's), else of all spans with the attribute; a span
-    outside every round is in the single ``run`` group."""
+    """Round of a span: its round attribute (:data:`ROUND_ATTRIBUTES`), else the round
+    whose time holds its start. A round's time is that of its round spans (spans with the
+    attribute that are not an agent's, model's or tool's), else of all spans with the
+    attribute; a span outside every round is in the single ``run`` group."""
 
     def __init__(self) -> None:
         self.structural: dict[str, list[int]] = {}
         self.any: dict[str, list[int]] = {}
 
     def see(self, span: dict[str, Any]) -> None:
-        value = (span.get("attributes") or {}).get("agentplex.round")
+        value = _round_attr(span)
         if value is None:
             return
         tables = [self.any] if _op(span) else [self.any, self.structural]
@@ -267,7 +277,7 @@ class _Rounds:
             window[1] = max(window[1], span["end"])
 
     def of(self, span: dict[str, Any]) -> str:
-        value = (span.get("attributes") or {}).get("agentplex.round")
+        value = _round_attr(span)
         if value is not None:
             return str(value)
         start = span.get("start") or 0
@@ -359,7 +369,7 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
     # pass 1: round windows and the drill-down's roots (only lines that can matter parsed)
     rounds = _Rounds()
     for line in _lines(trace_path):
-        if "invoke_agent" not in line and "agentplex.round" not in line:
+        if "invoke_agent" not in line and not any(a in line for a in ROUND_ATTRIBUTES):
             continue
         try:
             span = json.loads(line)

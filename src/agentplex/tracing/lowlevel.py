@@ -51,10 +51,12 @@ from ._spans import (
     use_span,
     would_record,
 )
+from ._summary import DRIVER
 from ._tables import TRANSCRIPT_TABLE, TranscriptTable
 
 __all__ = [
     "BufferedSpanProcessor",
+    "DRIVER",
     "DeviceClock",
     "RUN_HEADER",
     "RunPart",
