@@ -19,7 +19,7 @@ __all__ = ["compare", "show_sweep"]
 
 def compare(
     targets: Annotated[list[str], typer.Argument(
-        metavar="RUN_OR_SWEEP...",
+        metavar="RUN_OR_SWEEP",
         help="Run or sweep folders: a path, an id (or unique part) or 'latest'.")],
     metric: Annotated[list[str] | None, typer.Option(
         "--metric", "-m", help="A metric to draw (repeatable; default: every numeric one).")
