@@ -4,13 +4,14 @@
 
 The folder holds ``manifest.json``, ``trace.jsonl`` and ``transcript.jsonl`` (and, with
 ``--recording``, ``recording.jsonl``) shaped as a simulation on node processes leaves them:
-per round a driver span ``round R`` (attribute ``agentplex.round``), one ``send`` span per
-node from the driver (its node id ``head``), and on each node one ``process`` span whose
-children are the node's agents' ``invoke_agent`` spans (their ids counted per node, as
-a node process counts them), each with one ``chat`` span (tokens); transcript lines carry
-their ``round``. Spans are written in the order a real run writes them (a span when it
-ends: children before their parents). Latencies are lognormal, about one reply in 1,000
-fails; a tenth of the agents are ``Pundit``s on a second model.
+per round a driver span ``round R`` (attribute ``agentplex.sim.round``, as a scenario run
+writes it), one ``send`` span per node from the driver (its node id ``head``), and on each
+node one ``process`` span whose children are the node's agents' ``invoke_agent`` spans
+(their ids counted per node, as a node process counts them), each with one ``chat`` span
+(tokens); transcript lines carry their ``round``. Spans are written in the order a real
+run writes them (a span when it ends: children before their parents). Latencies are
+lognormal, about one reply in 1,000 fails; a tenth of the agents are ``Pundit``s on a
+second model.
 The manifest has the totals a run's cost ledger writes (per model, round and agent class)
 and lists the nodes' CPU seconds under ``nodes``. Stdlib only, seeded.
 """
@@ -143,7 +144,7 @@ def write_run_folder(out: str | Path, *, agents: int = 1000, nodes: int = 4, rou
                                      + "\n")
             now = round_end + 1_000_000
             trace.write(_span(f"round {r}", trace_id, round_span, run_span, "INTERNAL",
-                              round_start, now, {"agentplex.round": r}))
+                              round_start, now, {"agentplex.sim.round": r}))
         trace.write(_span("run synthetic", trace_id, run_span, None, "INTERNAL", _T0, now,
                           {"agentplex.run.id": run_id, "agentplex.run.name": "synthetic",
                            "agentplex.run.seed": seed, "agentplex.run.sampling": 1.0}))
