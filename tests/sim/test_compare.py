@@ -244,3 +244,26 @@ def test_runs_show_of_a_sweep_and_of_a_run(sweep: Path, runs: list[Path]) -> Non
     assert shown.returncode == 0 and "metrics per round" in shown.stdout
     last = metrics(runs[0])[-1]
     assert f"{last['spread']:.6g}" in shown.stdout
+
+
+def test_a_sweep_written_by_agentplex_sweep(tmp_path: Path) -> None:
+    """The folder ``agentplex sweep`` writes: its summary.csv is what is drawn and shown."""
+    proc = agentplex("sweep", OPINION, "--grid", "eps=0.1,0.3", "--seeds", "2", "--agents",
+                     "30", "--rounds", "3", "--runs-dir", str(tmp_path), "--name", "real")
+    assert proc.returncode == 0, proc.stderr
+    folder = tmp_path / "real"
+    with (folder / "summary.csv").open(newline="") as f:
+        written = [r for r in csv.DictReader(f) if r["metric"] == "spread"]
+    (a, b) = compare([folder], ["spread"]).metrics["spread"]
+    assert (a.label, b.label) == ("eps=0.1", "eps=0.3")
+    for series in (a, b):
+        rows = [r for r in written if r["arm"] == series.label]
+        assert series.rounds == [int(r["round"]) for r in rows] == [1, 2, 3]
+        assert series.values == [float(r["mean"]) for r in rows]
+        assert series.low == [float(r["ci_low"]) for r in rows] and series.n == [2, 2, 2]
+    out = tmp_path / "real.png"
+    shown = agentplex("runs", "compare", "real", "--runs-dir", str(tmp_path), "-m", "spread",
+                      "-o", str(out))
+    assert shown.returncode == 0 and png_size(out) == (900, 300), shown.stderr
+    shown = agentplex("runs", "show", "real", "--runs-dir", str(tmp_path))
+    assert shown.returncode == 0 and "from its summary.csv" in shown.stdout, shown.stderr
