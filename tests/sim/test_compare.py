@@ -267,3 +267,20 @@ def test_a_sweep_written_by_agentplex_sweep(tmp_path: Path) -> None:
     assert shown.returncode == 0 and png_size(out) == (900, 300), shown.stderr
     shown = agentplex("runs", "show", "real", "--runs-dir", str(tmp_path))
     assert shown.returncode == 0 and "from its summary.csv" in shown.stdout, shown.stderr
+
+
+def test_booleans_count_as_numbers_text_and_nan_do_not(tmp_path: Path) -> None:
+    from agentplex.sim.lowlevel import write_table
+
+    folder = tmp_path / "run-1"
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"run_id": "run-1", "config": {}}))
+    write_table(folder / "metrics.parquet",
+                [{"round": 1, "ok": True, "note": "a", "x": math.nan},
+                 {"round": 2, "ok": False, "note": "b", "x": 1.5}], ["round"])
+    comparison = compare([folder])
+    assert list(comparison.metrics) == ["ok", "x"]  # as a sweep's summary counts them
+    assert comparison.metrics["ok"][0].values == [1.0, 0.0]
+    assert comparison.metrics["x"][0].rounds == [2]
+    with pytest.raises(UnknownMetric, match="the known metrics: ok, x"):
+        compare([folder], ["note"])

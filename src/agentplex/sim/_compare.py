@@ -104,9 +104,11 @@ def find_target(name: str | Path, runs_dir: Path) -> Path:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    """A metric's value as drawn: numbers (booleans as 0 and 1, as a sweep's summary
+    counts them); ``None`` for text and for what is not finite."""
+    if not isinstance(value, int | float):
         return None
-    return None if math.isnan(value) else float(value)
+    return float(value) if math.isfinite(value) else None
 
 
 def _float(text: str | None) -> float | None:
