@@ -349,10 +349,21 @@ class HostedChatModel(ChatModelBase):
 
         try:
             return await run_structured(attempt, history, schema, mode=resolved,
-                                        provider=self.provider, model=self.model_name)
+                                        provider=self.provider, model=self.model_name,
+                                        how=self._structured_how(resolved))
         except _SchemaModeRejected:
             self._native_structured_state = False
             return await self._structured(history, schema, "tool", options, kwargs)
+
+    def _structured_how(self, mode: StructuredMode) -> str:
+        """What this provider's wire does with the schema in ``mode`` (said in the error
+        raised when the output does not match it)."""
+        if mode == "native":
+            return f"the schema sent as {self.provider}'s JSON-schema response format"
+        if mode == "tool":
+            return "a forced tool call whose parameters are the schema"
+        return ("JSON mode with the schema in the prompt: the server does not enforce it; "
+                "structured_output='native' or 'tool' ask it to")
 
     def _msg_role_conversions(self) -> dict[str, str]:
         """Role conversions applied to ``Msg`` items (providers may handle more roles)."""
