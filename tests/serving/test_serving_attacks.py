@@ -111,6 +111,32 @@ async def test_a_flood_of_messages_is_refused_before_its_body_is_all_sent() -> N
             assert ok.status_code == 200
 
 
+async def test_stalled_bodies_hold_no_running_request() -> None:
+    """Clients that send headers and part of a body, then stall, hold a connection and their
+    bytes, not a running request (the app starts once the body is in)."""
+    async with ModelServer(_model(), served_model_name="m") as srv:
+        state = srv._server.server_state
+        body = json.dumps({"model": "m", "messages": HI}).encode()
+        head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        stalled = []
+        for _ in range(50):
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+            writer.write(head + body[:10])
+            stalled.append((reader, writer))
+        try:
+            await _eventually(lambda: len(state.connections) >= 50)
+            await asyncio.sleep(0.2)  # (their first bytes are read)
+            assert len(state.tasks) == 0
+            reader, writer = stalled[0]
+            writer.write(body[10:])
+            reply = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            assert reply.startswith(b"HTTP/1.1 200"), reply
+        finally:
+            for _, writer in stalled:
+                writer.close()
+
+
 async def test_a_body_sent_after_100_continue_is_answered() -> None:
     """A request's app starts once its body is in, except for a client that waits for
     ``100 Continue`` before sending it."""
