@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import gc
 import sys
 from collections.abc import Callable
 
@@ -43,7 +44,8 @@ def malloc_trim() -> bool:
 class MemoryTrimmer:
     """Trims once a burst is over: ``delay`` seconds after the last request for a trim (but
     no later than ``5 * delay`` after the first), so a burst of big requests or closing
-    connections costs one trim, taken when what they held is freed.
+    connections costs one trim, taken when what they held is freed. A trim after many
+    connections closed runs a full garbage collection first.
 
     Args:
         delay: the quiet time before a trim.
@@ -62,11 +64,17 @@ class MemoryTrimmer:
         self._pending: asyncio.TimerHandle | None = None
         self._first = 0.0
         self._last = 0.0
+        self._collect = False
+        self._collected = float("-inf")
 
-    def request(self) -> None:
-        """Ask for a trim (``delay`` seconds from now, or later if more requests follow)."""
+    def request(self, *, collect: bool = False) -> None:
+        """Ask for a trim (``delay`` seconds from now, or later if more requests follow);
+        ``collect``: run a full garbage collection first (it empties CPython's free lists,
+        whose leftovers from many connections keep the small-object allocator's arenas in
+        use; at most once per ``10 * delay`` seconds, as it stops the event loop a moment)."""
         if _TRIM is None:
             return
+        self._collect = self._collect or collect
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -87,7 +95,7 @@ class MemoryTrimmer:
             self._peak = count
         elif self._peak >= self.connections and count <= self._peak // 2:
             self._peak = count
-            self.request()
+            self.request(collect=True)
 
     def _due(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
@@ -95,6 +103,14 @@ class MemoryTrimmer:
         if wait > 0.01:
             self._pending = loop.call_later(wait, self._due, loop)
             return
+        if self._collect and now < self._collected + 10 * self.delay:  # (not too often)
+            self._pending = loop.call_later(self._collected + 10 * self.delay - now,
+                                            self._due, loop)
+            return
         self._pending = None
         self.trims += 1
+        if self._collect:
+            self._collected = now
+            gc.collect()
+        self._collect = False
         malloc_trim()
