@@ -8,13 +8,16 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from agentplex.agent import PythonSandbox, SandboxError
 from tests.support import ROOT
+from tests.support.loop_thread import LoopThread, loop_thread
 
 pytestmark = pytest.mark.anyio
 
@@ -105,6 +108,68 @@ async def test_the_patterns_code_really_writes_still_work(box: PythonSandbox) ->
     assert result.error is None, result.error
     assert result.value == [["int", 3], ["str", "a"], ["point", 1, 2], "green", ["map", 5],
                             ["seq", 1, [2, 3]], 4, "X", "6", "7!"]
+
+
+# -- escape routes composed: every way to read an attribute, from every entry object, of
+#    every name an escape needs ---------------------------------------------------------------
+
+ENTRIES = ["final_answer", "(x for x in [1])", "json", "print", "json.dumps", "(lambda: 0)",
+           "type", "object", "''", "Exception()", "string.Formatter()", "operator"]
+DANGEROUS = ["__self__", "__globals__", "__func__", "__class__", "__subclasses__", "gi_frame",
+             "tb_frame", "f_back", "f_globals", "_real_import", "__dict__", "__code__",
+             "__builtins__", "__closure__", "cr_frame", "__init__", "__base__", "__mro__",
+             "__traceback__", "__reduce_ex__", "__loader__", "__spec__", "gi_code", "f_locals",
+             "__getattribute__", "__wrapped__", "_channel", "mro", "__call__"]
+ROUTES: dict[str, Callable[[str, list[str]], str]] = {
+    "direct": lambda e, chain: f"{e}.{'.'.join(chain)}",
+    "getattr": lambda e, chain: _nest("getattr({}, {!r})", e, chain),
+    "match": lambda e, chain: "v0 = " + e + "\n" + "".join(
+        f"match v{i}:\n    case object({name}=v{i + 1}):\n        pass\n"
+        for i, name in enumerate(chain)) + f"v{len(chain)}",
+    "format": lambda e, chain: f"'{{0.{'.'.join(chain)}}}'.format({e})",
+    "str_subclass": lambda e, chain: ("class S(str):\n    pass\n"
+                                      f"S('{{0.{'.'.join(chain)}}}').format({e})"),
+    "str_subclass_unbound": lambda e, chain: ("class S(str):\n    pass\n"
+                                              f"S.format('{{0.{'.'.join(chain)}}}', {e})"),
+    "formatter": lambda e, chain: f"string.Formatter().format('{{0.{'.'.join(chain)}}}', {e})",
+    "format_map": lambda e, chain: f"'{{x.{'.'.join(chain)}}}'.format_map({{'x': {e}}})",
+    "attrgetter": lambda e, chain: f"operator.attrgetter({'.'.join(chain)!r})({e})",
+    "methodcaller": lambda e, chain: _nest("operator.methodcaller('__getattribute__', {1!r})"
+                                           "({0})", e, chain),
+}
+
+
+def _nest(template: str, entry: str, chain: list[str]) -> str:
+    code = entry
+    for name in chain:
+        code = template.format(code, name)
+    return code
+
+
+@pytest.fixture(scope="module")
+def sync_box() -> Iterator[tuple[LoopThread, PythonSandbox]]:
+    with loop_thread() as loop:
+        sandbox = PythonSandbox(["json", "operator", "string"], timeout=20)
+        try:
+            yield loop, sandbox
+        finally:
+            loop.run(sandbox.close())
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(route=st.sampled_from(sorted(ROUTES)), entry=st.sampled_from(ENTRIES),
+       chain=st.lists(st.sampled_from(DANGEROUS), min_size=1, max_size=3))
+def test_composed_escape_routes_are_all_refused(
+        sync_box: tuple[LoopThread, PythonSandbox], route: str, entry: str,
+        chain: list[str]) -> None:
+    """Whatever the route, entry object and chain of names: an error, no value, and the
+    worker unharmed (no restart)."""
+    loop, sandbox = sync_box
+    code = "import json, operator, string\n" + ROUTES[route](entry, chain)
+    result = loop.run(sandbox.run(code))
+    assert result.error is not None, (code, result)
+    assert result.value is None and not result.restarted, (code, result)
 
 
 # -- an escaped worker: frames forged on the worker's real channel ----------------------------

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from agentplex import Runtime
+from agentplex import Actor, Runtime
 from agentplex.bus import KeyPair, SpawnRefused, ZmqTransport
 from agentplex.bus.lowlevel import resolve_actor_class
 from agentplex.runtime import ActorError
@@ -43,6 +45,34 @@ REFUSED = r"allow-list|not an actor|expected|dotted|cannot import"
 def test_resolve_refuses_every_trick(path: str) -> None:
     with pytest.raises(SpawnRefused):
         resolve_actor_class(path, ALLOW)
+
+
+NAMES = ["Redactor", "Alias", "Inner", "agentplex", "cluster", "agent", "EngineActor",
+         "CodeAgent", "Actor", "Any", "__mro__", "__base__", "__class__", "__subclasses__",
+         "__dict__", "__builtins__", "__init__", "__globals__", "__module__", "redactors",
+         "support", "tests", ""]
+modules = st.sampled_from([MOD, f"{MOD}.agentplex", f"{MOD}.Redactor", "tests.support",
+                           "tests", "agentplex", "agentplex.cluster", "builtins", "",
+                           f" {MOD}", f"{MOD}\x00"]) | st.text(max_size=12)
+dotted = st.lists(st.sampled_from(NAMES) | st.text(max_size=6), min_size=1,
+                  max_size=4).map(".".join)
+paths = st.builds(lambda m, sep, c: f"{m}{sep}{c}", modules,
+                  st.sampled_from([":", ".", "::", ""]), dotted)
+
+
+@settings(max_examples=400, deadline=None)
+@given(path=paths)
+def test_whatever_the_path_only_a_class_defined_in_the_module_comes_back(path: str) -> None:
+    """Paths built from what an allowed module holds (re-exports, its imports, nested
+    classes, dunders), in any order and separator: each is refused with SpawnRefused, or
+    names a top-level actor class that the allowed module itself defines."""
+    try:
+        found = resolve_actor_class(path, ALLOW)
+    except SpawnRefused:
+        return
+    assert isinstance(found, type) and issubclass(found, Actor)
+    assert found.__module__ == MOD and found.__qualname__ == found.__name__
+    assert path.partition(":")[2] in ("Redactor", "Alias"), path
 
 
 def test_classes_defined_in_an_allowed_module_are_admitted() -> None:

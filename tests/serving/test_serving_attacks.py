@@ -14,6 +14,7 @@ import pytest
 
 from agentplex.model import ScriptedChatModel
 from agentplex.serving import HttpLimits, ModelServer
+from agentplex.serving.lowlevel import malloc_trim
 from tests.support.hostile_models import Hog
 
 pytestmark = pytest.mark.anyio
@@ -85,6 +86,103 @@ async def test_message_count_and_nesting_are_bounded_with_400() -> None:
         assert deep_body.status_code == 400 and deep_body.json()["error"]["code"] == "too_deep"
         assert (await http.post("/chat/completions", json={
             "model": "m", "messages": HI * 100})).status_code == 200
+
+
+async def test_a_flood_of_messages_is_refused_before_its_body_is_all_sent() -> None:
+    """The ``"role":`` keys are counted as the body arrives: a body announcing 50 MB of
+    messages is refused, and its connection closed, once more than ``max_messages`` have
+    come, without waiting for (or buffering) the rest."""
+    async with ModelServer(_model(), served_model_name="m", max_messages=1000) as srv:
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        try:
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 50000000\r\n\r\n"
+                         b'{"model": "m", "messages": [' + b'{"role": "user", "content": "x"},'
+                         * 3000)
+            await writer.drain()
+            reply = await asyncio.wait_for(reader.read(), 30)  # the server closes it
+        finally:
+            writer.close()
+        status, error = _status_and_error(reply)
+        assert status == 400 and error["code"] == "too_many_messages"
+        assert b"connection: close" in reply.lower()
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=30) as http:
+            ok = await http.post("/chat/completions", json={"model": "m", "messages": HI})
+            assert ok.status_code == 200
+
+
+async def test_stalled_bodies_hold_no_running_request() -> None:
+    """Clients that send headers and part of a body, then stall, hold a connection and their
+    bytes, not a running request (the app starts once the body is in)."""
+    async with ModelServer(_model(), served_model_name="m") as srv:
+        state = srv._server.server_state
+        body = json.dumps({"model": "m", "messages": HI}).encode()
+        head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        stalled = []
+        for _ in range(50):
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+            writer.write(head + body[:10])
+            stalled.append((reader, writer))
+        try:
+            await _eventually(lambda: len(state.connections) >= 50)
+            await asyncio.sleep(0.2)  # (their first bytes are read)
+            assert len(state.tasks) == 0
+            reader, writer = stalled[0]
+            writer.write(body[10:])
+            reply = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            assert reply.startswith(b"HTTP/1.1 200"), reply
+        finally:
+            for _, writer in stalled:
+                writer.close()
+
+
+async def test_a_body_sent_after_100_continue_is_answered() -> None:
+    """A request's app starts once its body is in, except for a client that waits for
+    ``100 Continue`` before sending it."""
+    async with ModelServer(_model(), served_model_name="m") as srv:
+        body = json.dumps({"model": "m", "messages": HI}).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        try:
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                         b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+            await writer.drain()
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            assert interim.startswith(b"HTTP/1.1 100"), interim
+            writer.write(body)
+            reply = await asyncio.wait_for(reader.read(), 30)
+        finally:
+            writer.close()
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+
+
+async def test_memory_is_handed_back_after_big_bodies_and_connection_floods() -> None:
+    """After a big body is answered, or many connections close, the server asks the C
+    allocator to return its free pages (``malloc_trim``, glibc)."""
+    if not malloc_trim():
+        pytest.skip("the C allocator has no malloc_trim (not glibc)")
+    async with ModelServer(_model(), served_model_name="m") as srv:
+        trimmer = srv.app.state.server.trimmer
+        async with httpx.AsyncClient(base_url=srv.base_url, timeout=60) as http:
+            big = await http.post("/chat/completions", json={"model": "m", "messages": [
+                {"role": "user", "content": "x" * (2 << 20)}]})
+            assert big.status_code == 200
+        await _eventually(lambda: trimmer.trims >= 1)
+        before = trimmer.trims
+        flood = [await asyncio.open_connection("127.0.0.1", srv.port) for _ in range(100)]
+        await _eventually(lambda: len(srv._server.server_state.connections) >= 100)
+        for _, writer in flood:
+            writer.close()
+        await _eventually(lambda: trimmer.trims > before)
+
+
+async def _eventually(condition: Any, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "the condition did not hold in time"
+        await asyncio.sleep(0.05)
 
 
 async def test_without_a_key_only_loopback_hosts_and_same_origin_are_served() -> None:

@@ -89,13 +89,17 @@ class ModelTimeoutError(ModelError, TimeoutError):
 
 
 class StructuredOutputError(ModelError):
-    """The model's output did not validate against ``structured_model``; ``raw`` holds it."""
+    """The model's output did not validate against ``structured_model``; ``raw`` holds it,
+    ``mode`` the structured-output mode it was asked for in (``native``, ``tool``,
+    ``json_object``; ``None`` where there is no choice, as for local models)."""
 
     def __init__(
-        self, message: str, *, raw: str, provider: str = "unknown", model: str = "unknown"
+        self, message: str, *, raw: str, provider: str = "unknown", model: str = "unknown",
+        mode: str | None = None,
     ) -> None:
         super().__init__(message, provider=provider, model=model)
         self.raw = raw
+        self.mode = mode
 
 
 class InvalidRequestError(ModelError, ValueError):

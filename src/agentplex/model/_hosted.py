@@ -15,6 +15,7 @@ import dataclasses
 import email.utils
 import json
 import os
+import re
 import time
 from abc import abstractmethod
 from collections.abc import AsyncGenerator, Mapping, Sequence
@@ -51,6 +52,17 @@ StructuredOutput: TypeAlias = Literal["auto", "native", "tool", "json_object"]
 forced tool call (``tool``), JSON mode with the schema in the prompt (``json_object``), or
 ``auto``: native where the provider has it, falling back to the tool (once, then for good
 for that model instance) when the server rejects the schema mode."""
+
+_ARGUMENT_ERROR = re.compile(r"unexpected keyword argument|positional argument|"
+                             r"keyword-only argument|multiple values for (keyword )?argument")
+
+
+def _is_argument_error(exc: Exception) -> bool:
+    """Whether ``exc`` is the caller's wrong argument (say, in ``generate_kwargs``), raised
+    as it is; any other ``TypeError`` comes from an answer of the wrong shape (a provider
+    answering ``{}`` or ``null``), which is the provider's error."""
+    return isinstance(exc, TypeError) and _ARGUMENT_ERROR.search(str(exc)) is not None
+
 
 _SCHEMA_REJECTED = frozenset({400, 404, 415, 422, 500, 501})
 """HTTP statuses with which servers without a JSON-schema mode refuse one."""
@@ -349,10 +361,21 @@ class HostedChatModel(ChatModelBase):
 
         try:
             return await run_structured(attempt, history, schema, mode=resolved,
-                                        provider=self.provider, model=self.model_name)
+                                        provider=self.provider, model=self.model_name,
+                                        how=self._structured_how(resolved))
         except _SchemaModeRejected:
             self._native_structured_state = False
             return await self._structured(history, schema, "tool", options, kwargs)
+
+    def _structured_how(self, mode: StructuredMode) -> str:
+        """What this provider's wire does with the schema in ``mode`` (said in the error
+        raised when the output does not match it)."""
+        if mode == "native":
+            return f"the schema sent as {self.provider}'s JSON-schema response format"
+        if mode == "tool":
+            return "a forced tool call whose parameters are the schema"
+        return ("JSON mode with the schema in the prompt: the server does not enforce it; "
+                "structured_output='native' or 'tool' ask it to")
 
     def _msg_role_conversions(self) -> dict[str, str]:
         """Role conversions applied to ``Msg`` items (providers may handle more roles)."""
@@ -393,9 +416,11 @@ class HostedChatModel(ChatModelBase):
         request.started = time.monotonic()
         try:
             return await self._complete(request)
-        except (ModelError, TypeError):  # TypeError: a wrong argument, e.g. in generate_kwargs
+        except ModelError:
             raise
         except Exception as exc:
+            if _is_argument_error(exc):
+                raise
             raise self._map_error(exc) from exc
 
     async def _checked(self, request: Request) -> ChatResponse:
@@ -415,9 +440,11 @@ class HostedChatModel(ChatModelBase):
         try:
             async for chunk in gen:
                 yield chunk
-        except (ModelError, TypeError):
+        except ModelError:
             raise
         except Exception as exc:
+            if _is_argument_error(exc):
+                raise
             raise self._map_error(exc) from exc
         finally:
             await gen.aclose()

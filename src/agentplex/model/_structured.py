@@ -119,12 +119,15 @@ async def run_structured(
     mode: StructuredMode,
     provider: str,
     model: str,
+    how: str = "",
 ) -> ChatResponse:
     """Ask for ``structured_model`` output, repair once, and return it in ``metadata``.
 
     ``metadata`` holds the validated instance's fields (``instance.model_dump()``, as
     :class:`ScriptedChatModel` does); ``structured_model(**metadata)`` rebuilds it.
-    ``attempt(history, request)`` performs one non-streamed provider call.
+    ``attempt(history, request)`` performs one non-streamed provider call. Output that is
+    still invalid after the repair raises :class:`StructuredOutputError` naming ``mode``
+    and ``how`` (what the provider's wire did with the schema in that mode).
     """
     tool = mode == "tool"
     request = StructuredRequest(
@@ -149,10 +152,11 @@ async def run_structured(
             instance = _validate(structured_model, raw)
         except ValidationError as exc:
             if round_ == 1:
+                shown = f"structured_output={mode!r}" + (f": {how}" if how else "")
                 raise StructuredOutputError(
                     f"output did not match {structured_model.__name__} after one repair "
-                    f"round: {exc.errors(include_url=False)[:3]}",
-                    raw=raw, provider=provider, model=model,
+                    f"round ({shown}): {exc.errors(include_url=False)[:3]}",
+                    raw=raw, provider=provider, model=model, mode=mode,
                 ) from exc
             schema = json.dumps(structured_model.model_json_schema(), ensure_ascii=False)
             history += [

@@ -2,7 +2,8 @@
 
 Hugging Face's chat-completion route speaks the OpenAI wire schema, so the request body
 and the answer readers are those of :mod:`agentplex.model.openai`; only the client (the
-official ``huggingface_hub`` async inference client) and its errors differ.
+official ``huggingface_hub`` async inference client), its errors and the form of a schema
+sent to a server of one's own differ.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from ._errors import ModelError
+from ._hosted import Request
+from ._structured import StructuredMode
 from .openai import ChatCompletionsModel
 
 __all__ = ["HuggingFaceChatModel"]
@@ -56,6 +59,7 @@ class HuggingFaceChatModel(ChatCompletionsModel):
         from huggingface_hub import AsyncInferenceClient, get_token
 
         super().__init__(model_name, stream, generate_kwargs=generate_kwargs, **kwargs)
+        self.own_server = base_url is not None
         # the hub's own token (HF_TOKEN or the one `hf auth login` saved) unless given;
         # a server of one's own (base_url) may need none
         self.client = AsyncInferenceClient(**self._client_args(
@@ -63,6 +67,30 @@ class HuggingFaceChatModel(ChatCompletionsModel):
             token=self._credential(api_key or token or get_token(), "HF_TOKEN",
                                    required=base_url is None),
             bill_to=bill_to, timeout=self.timeout))
+
+    def _build(self, request: Request) -> dict[str, Any]:
+        """The OpenAI body; for a server of one's own (``base_url``), the schema goes in the
+        grammar form both TGI (``value``) and llama.cpp's server (``schema``) enforce (the
+        client would turn OpenAI's ``json_schema`` form into TGI's alone, which llama.cpp's
+        server reads as "any JSON object")."""
+        body = super()._build(request)
+        if request.schema is not None and self.own_server:
+            schema = request.schema.model_json_schema()
+            body["response_format"] = {"type": "json_object", "value": schema,
+                                       "schema": schema}
+        return body
+
+    def _structured_how(self, mode: StructuredMode) -> str:
+        if mode != "native":
+            return super()._structured_how(mode)
+        if self.own_server:
+            return ("the schema sent as a grammar (response_format json_object with the "
+                    "schema as 'value' and 'schema'), which TGI and llama.cpp's server "
+                    "enforce but other servers (vLLM's among them) ignore; "
+                    "structured_output='tool' asks for a forced tool call instead")
+        return ("the schema sent as a JSON-schema response format, which huggingface_hub "
+                "converts to the inference provider's form; a provider may not enforce it "
+                "(structured_output='tool' asks for a forced tool call instead)")
 
     async def _send(self, body: dict[str, Any]) -> Any:
         await _detect_agent_off_the_loop()

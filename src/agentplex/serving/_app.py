@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import itertools
 import json
 import logging
 import re
@@ -47,6 +46,7 @@ from ..model import (
 from ._convert import DONE, CallArguments, ChunkWriter, call_arguments, completion, sse
 from ._errors import BadChatRequest, QueueFull
 from ._guard import TOO_LARGE, RequestGate
+from ._memory import MemoryTrimmer
 from ._metrics import ServerMetrics
 from .schema import ChatCompletionRequest, ErrorDetail, ErrorResponse, ModelCard, ModelList
 
@@ -57,6 +57,7 @@ log = logging.getLogger("agentplex.serving")
 _JSON = "application/json"
 _PARSE_INLINE = 256 * 1024  # bodies larger than this are parsed in a worker thread
 _ROLE_KEY = re.compile(rb'"role"\s*:')  # (inside a JSON string the quotes are escaped)
+_KEY_OVERLAP = 64  # bytes of the body read so far searched again with each new chunk
 
 
 class _ApiError(AgentplexError):
@@ -168,6 +169,7 @@ class OpenAIServer:
         self.max_messages = max_messages
         self.max_body_size = max_body_size
         self._big_parse = asyncio.Semaphore(1)
+        self.trimmer = MemoryTrimmer()
         self.models = dict(models)
         self.api_key = api_key
         self.metrics = ServerMetrics()
@@ -226,19 +228,24 @@ class OpenAIServer:
         try:
             self._check_key(request)
             try:
-                raw = await request.body()
+                raw = await self._read_body(request)
             except ClientDisconnect:
                 if request.scope.get(TOO_LARGE):
                     return self._failed(name, _ApiError(
                         413, f"the request body is over the limit of {self.max_body_size} "
-                        "bytes", "invalid_request_error", code="request_too_large"))
+                        "bytes", "invalid_request_error", code="request_too_large",
+                        headers={"connection": "close"}))  # the rest of the body is unread
                 return Response(status_code=499)  # the client is gone: nobody reads this
-            if len(raw) > _PARSE_INLINE:  # parse big bodies off the event loop, one at a time
-                self._precheck(raw)
-                async with self._big_parse:
-                    body, arguments = await asyncio.to_thread(self._parse, raw)
-            else:
-                body, arguments = self._parse(raw)
+            size = len(raw)
+            try:
+                if size > _PARSE_INLINE:  # parse big bodies off the event loop, one at a time
+                    async with self._big_parse:
+                        body, arguments = await asyncio.to_thread(self._parse, raw)
+                else:
+                    body, arguments = self._parse(raw)
+            finally:
+                del raw
+                self.trimmer.body_done(size)
             name = body.model
             model = self._model(name)
         except BadChatRequest as exc:
@@ -278,16 +285,28 @@ class OpenAIServer:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _precheck(self, raw: bytes) -> None:
-        """Refuse a body with more ``"role":`` keys than messages may be before decoding it
-        (counting is cheap; decoding a flood of messages holds the interpreter)."""
-        found = sum(1 for _ in itertools.islice(_ROLE_KEY.finditer(raw), self.max_messages + 1))
-        if found > self.max_messages:
-            raise _ApiError(400, f"more than {self.max_messages} messages, over this server's "
-                            "limit", "invalid_request_error", param="messages",
-                            code="too_many_messages")
+    async def _read_body(self, request: Request) -> bytearray:
+        """The request's body, read as it arrives. Its ``"role":`` keys are counted on the
+        way (cheap, unlike decoding), so a body carrying more messages than allowed is
+        refused as soon as that is known, without reading or keeping the rest of it (the
+        answer closes the connection)."""
+        body = bytearray()
+        roles = 0
+        async for chunk in request.stream():
+            if not chunk:
+                continue
+            start = max(0, len(body) - _KEY_OVERLAP)
+            body += chunk
+            # a key that straddles two chunks is counted once: when it ends in the new one
+            roles += sum(1 for m in _ROLE_KEY.finditer(body, start) if m.end() > len(body)
+                         - len(chunk))
+            if roles > self.max_messages:
+                raise _ApiError(400, f"more than {self.max_messages} messages, over this "
+                                "server's limit", "invalid_request_error", param="messages",
+                                code="too_many_messages", headers={"connection": "close"})
+        return body
 
-    def _parse(self, raw: bytes) -> tuple[ChatCompletionRequest, CallArguments]:
+    def _parse(self, raw: bytes | bytearray) -> tuple[ChatCompletionRequest, CallArguments]:
         """The request and the model call it asks for; bounded in message count and depth
         (Python's recursion limit), each excess a 400."""
         try:

@@ -175,7 +175,10 @@ def too_large(limit: int) -> bytes:
 
 
 async def _reply(send: Any, status: int, body: bytes) -> None:
+    """A refusal, sent before the request's body is read: the connection closes after it
+    (else the server would go on reading, and dropping, whatever body follows)."""
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})

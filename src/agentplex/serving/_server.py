@@ -14,6 +14,7 @@ from typing import Any, cast
 from ..model import ChatModelBase
 from ._app import create_app
 from ._guard import HttpLimits, error_body, raw_response
+from ._memory import MemoryTrimmer
 
 __all__ = ["ModelServer", "run_server", "serve"]
 
@@ -65,11 +66,15 @@ class _HeldHead:
         return getattr(self._transport, name)
 
 
-def _protocol(limits: HttpLimits) -> Any:
+def _protocol(limits: HttpLimits, max_body: int,
+              trimmer: MemoryTrimmer | None = None) -> Any:
     """uvicorn's httptools protocol writing each response in one piece, with the bounds of
     ``limits``: a connection limit checked as connections arrive, header and body
-    time-outs (408), and a write time-out while the client reads nothing."""
+    time-outs (408), a write time-out while the client reads nothing, and requests started
+    once their body is in (or over 64 KiB, or over ``max_body``: refused). ``trimmer`` is
+    told how many connections are open (many that close free memory worth giving back)."""
     try:
+        from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
         log.warning("httptools is not installed: the server runs without its header, body "
@@ -86,9 +91,12 @@ def _protocol(limits: HttpLimits) -> Any:
         raw: Any
         timer: asyncio.TimerHandle | None = None
         write_timer: asyncio.TimerHandle | None = None
+        deferred: tuple[Any, Any] | None = None
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            if trimmer is not None:
+                trimmer.connections_now(len(self.connections))
             self.raw = transport
             self.held = _HeldHead(transport)
             self.transport = cast(Any, self.held)
@@ -122,9 +130,39 @@ def _protocol(limits: HttpLimits) -> Any:
             super().on_headers_complete()
             self._arm(limits.body_timeout)
 
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            # A request whose body is still coming waits for it here, without a task or
+            # the app's stack: a slow or stalled body costs its buffered bytes (at most
+            # uvicorn's 64 KiB high-water mark, when the app is started to drain it),
+            # not a running request. A client that waits for "100 Continue" is started
+            # at once (the app's first read sends it).
+            if (cycle is self.cycle and cycle.more_body and not cycle.waiting_for_100_continue
+                    and not self._announced_too_large()):
+                self.deferred = (cycle, app)
+                return
+            super()._start_asgi_task(cycle, app)
+
+        def _announced_too_large(self) -> bool:  # the app refuses it without reading it
+            for name, value in self.headers:
+                if name == b"content-length":
+                    return not value.isdigit() or int(value) > max_body
+            return False
+
+        def _start_deferred(self) -> None:
+            if self.deferred is not None:
+                cycle, app = self.deferred
+                self.deferred = None
+                super()._start_asgi_task(cycle, app)
+
+        def on_body(self, body: bytes) -> None:
+            super().on_body(body)
+            if self.deferred is not None and len(self.cycle.body) > HIGH_WATER_LIMIT:
+                self._start_deferred()
+
         def on_message_complete(self) -> None:
             super().on_message_complete()
             self._arm(None)
+            self._start_deferred()
 
         def on_response_complete(self) -> None:
             self.held.flush()  # a HEAD request's answer has no body to carry its head
@@ -143,10 +181,13 @@ def _protocol(limits: HttpLimits) -> Any:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._arm(None)
+            self.deferred = None  # its client is gone before its body came: nothing to run
             if self.write_timer is not None:
                 self.write_timer.cancel()
                 self.write_timer = None
             super().connection_lost(exc)
+            if trimmer is not None:
+                trimmer.connections_now(len(self.connections))
 
     return Guarded
 
@@ -160,7 +201,9 @@ def _uvicorn_server(app: Any, log_level: str, limits: HttpLimits) -> Any:
             yield  # the host program owns its signals
 
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=5, http=_protocol(limits),
+                            timeout_graceful_shutdown=5,
+                            http=_protocol(limits, app.state.server.max_body_size,
+                                           app.state.server.trimmer),
                             timeout_keep_alive=int(max(1, limits.keep_alive)),
                             proxy_headers=False)  # the app never looks at client addresses
     return _Server(config)
