@@ -50,11 +50,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
 from _benchlib import emit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support
 
 TOPICS = ["a cat", "the sea", "a robot", "winter", "a city", "music", "a garden", "the moon"]
 
@@ -162,6 +165,8 @@ async def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (1 on a machine loaded beyond its cores: "
                         "threads of one forward pass wait on each other at every barrier)")
+    parser.add_argument("--quality-prompts", type=int, default=24,
+                        help="demo prompts of the quality part (int8 against float32)")
     parser.add_argument("--demo-agents", type=int, default=8)
     parser.add_argument("--demo-rounds", type=int, default=3)
     parser.add_argument("--demo-repeats", type=int, default=2,
@@ -193,16 +198,23 @@ async def main() -> None:
         if "load" in parts:
             emit("load", "cold-gguf", 1, load_in_fresh_process(cache), "s")
             emit("load", "warm-cache", 1, load_in_fresh_process(cache), "s")
-        model = TransformersChatModel(args.model, cache_dir=cache,
+        model = TransformersChatModel(args.model, cache_dir=cache, quantize=None,
                                       max_batch_size=args.max_batch)
         on_cpu = model.model.device.type == "cpu"
         bf16 = TransformersChatModel(args.model, cache_dir=cache, torch_dtype="bfloat16",
                                      max_batch_size=args.max_batch) if (
             on_cpu and "throughput" in parts) else None
+        int8 = TransformersChatModel(args.model, cache_dir=cache, quantize="int8",
+                                     max_batch_size=args.max_batch) if (
+            on_cpu and parts & {"throughput", "quality"}) else None
     await model(prompt(0), max_tokens=4)  # first-call warm-up
     one_at_a_time(model, 1, 4)
+    if int8 is not None:
+        await int8(prompt(0), max_tokens=4)
+    if "quality" in parts and int8 is not None:
+        await quality(model, int8, args.quality_prompts)
     if "throughput" in parts:
-        await throughput(model, ns, args)
+        await throughput(model, ns, args, int8)
         for n in ns if bf16 is not None else ():  # bf16 weights (AVX512-BF16 CPUs gain)
             emit("throughput", "agentplex-batched-bf16", n, await batched(bf16, n, args.tokens),
                  "tokens/s")
@@ -552,18 +564,54 @@ async def step_costs(model: Any, ns: list[int], args: argparse.Namespace) -> Non
                      cpu_x=round(rates[who][1] / rates["theirs"][1], 3))
 
 
-async def throughput(model: Any, ns: list[int], args: argparse.Namespace) -> None:
+async def throughput(model: Any, ns: list[int], args: argparse.Namespace,
+                     int8: Any = None) -> None:
     seq = one_at_a_time(model, args.sequential, args.tokens)
     where = {"device": str(model.model.device), "dtype": str(model.model.dtype)}
     for n in ns:
         emit("throughput", "agentplex-batched", n, await batched(model, n, args.tokens),
              "tokens/s", max_batch_size=model.engine.max_batch_size, **where)
+        if int8 is not None:  # int8 weights, right after float32's row (the same load)
+            emit("throughput", "agentplex-batched-int8", n, await batched(int8, n, args.tokens),
+                 "tokens/s", max_batch_size=int8.engine.max_batch_size)
         emit("throughput", "hf-generate-one-at-a-time", n, seq, "tokens/s")
         emit("throughput", "hf-continuous-batching", n,
              hf_continuous_batching(model, n, args.tokens), "tokens/s")
         if args.llama_server:
             emit("throughput", "llama-cpp-server", n, llama_server(args.llama_server, n,
                                                                   args.tokens), "tokens/s")
+
+
+async def quality(model: Any, int8: Any, prompts: int, tokens: int = 48) -> None:
+    """int8 weights against float32: perplexity on the fixed text, and on the demo's prompts
+    greedy agreement and the share of answers that are valid JSON guesses (unconstrained,
+    greedy), and of the demo's own constrained, sampled calls that give a guess."""
+    from tests.support.model_quality import common_prefix, demo_prompts, is_guess, perplexity
+
+    from agentplex.sim.scenarios._game import Guess
+
+    tok = model.tokenizer
+    asks = demo_prompts(prompts)
+    texts: dict[str, list[str]] = {}
+    for impl, m in (("float32", model), ("int8", int8)):
+        value = perplexity(m.model, tok)
+        emit("quality_perplexity", impl, 1, value, "ppl", text="gettysburg.txt")
+        out = await asyncio.gather(*(m(p, max_tokens=tokens) for p in asks))
+        texts[impl] = [r.text for r in out]
+        emit("quality_valid_json", impl + "-greedy", prompts,
+             100 * sum(map(is_guess, texts[impl])) / prompts, "%")
+        sampled = await asyncio.gather(*(m(p, structured_model=Guess, max_tokens=tokens,
+                                           temperature=0.8, seed=i)
+                                         for i, p in enumerate(asks)))
+        valid = sum(1 for r in sampled if r.metadata and "number" in r.metadata)
+        emit("quality_valid_json", impl + "-constrained", prompts, 100 * valid / prompts, "%")
+    same = sum(a == b for a, b in zip(texts["float32"], texts["int8"], strict=True))
+    ids = [[tok(t, add_special_tokens=False)["input_ids"] for t in texts[k]]
+           for k in ("float32", "int8")]
+    shared = sum(common_prefix(a, b) for a, b in zip(*ids, strict=True))
+    emit("quality_greedy_agreement", "int8/float32", prompts, 100 * same / prompts,
+         "% identical", shared_prefix_pct=round(100 * shared / sum(map(len, ids[0])), 1),
+         tokens=tokens)
 
 
 async def constrained(model: Any, repeats: int = 3) -> None:

@@ -39,6 +39,7 @@ from ._chat_format import to_chat, with_tool_prompt
 from ._constraints import constraint_from_format, tool_constraint
 from ._loading import DEFAULT_MODEL, LoadedModel, is_default_model, load_local_model
 from ._output import THINK_BEGIN, OutputAssembler
+from ._quantize import quantization_of
 
 __all__ = ["TransformersChatModel", "create"]
 
@@ -56,7 +57,7 @@ class _Shared:
         extra = getattr(generation, "eos_token_id", None)
         eos |= set(extra) if isinstance(extra, list) else ({extra} if extra is not None else set())
         self.eos_ids = {int(e) for e in eos}
-        self.vocab_size = int(loaded.model.get_output_embeddings().weight.shape[0])
+        self.vocab_size = _vocab_size(loaded.model.get_output_embeddings())
         self._grammar: GrammarFactory | None = None
         self._lock = threading.Lock()
         self.engine = BatchEngine(loaded.model, tok, eos_ids=self.eos_ids,
@@ -72,6 +73,12 @@ class _Shared:
                                                sorted(self.eos_ids))
                 self.engine.grammar = self._grammar
             return self._grammar
+
+
+def _vocab_size(output: Any) -> int:
+    """Rows of the output layer: a float ``Linear``'s weight, or an int8 one's ``out_features``."""
+    features = getattr(output, "out_features", None)
+    return int(features) if features is not None else int(output.weight.shape[0])
 
 
 _shared: dict[tuple[Any, ...], _Shared] = {}
@@ -113,6 +120,12 @@ class TransformersChatModel(ChatModelBase):
         gpu_memory: bytes of GPU memory this model may use (its placement's
             ``gpu_memory``): on CUDA the process's allocator is capped to it, and the
             prefix cache takes at most a quarter of it.
+        quantize: ``"int8"``: the linear layers' weights in int8, on the CPU (about twice
+            the tokens per CPU second; perplexity about 9% higher on the embedded model; a
+            batched row's output may differ from the same request decoded alone, so a
+            simulation's output then depends on how its calls were batched); ``None``
+            (default): the float weights. With ``model=``, quantize the pair first with
+            :func:`~agentplex.model.local.quantize_model`.
 
     Per call: ``stop_sequences`` (or ``stop``), ``max_new_tokens`` / ``max_tokens``,
     ``temperature``, ``top_p``, ``top_k``, ``seed``, ``do_sample``, ``grammar`` /
@@ -145,6 +158,7 @@ class TransformersChatModel(ChatModelBase):
         prefill_chunk: int | None = None,
         prefix_block: int = 32,
         gpu_memory: int | None = None,
+        quantize: str | None = None,
         **generate_kwargs: Any,
     ) -> None:
         self.max_new_tokens = max_tokens if max_tokens is not None else max_new_tokens
@@ -162,12 +176,14 @@ class TransformersChatModel(ChatModelBase):
         engine_options = {"prefix_cache_bytes": prefix_cache_bytes,
                           "prefill_chunk": prefill_chunk, "prefix_block": prefix_block}
         if model is not None:
-            loaded = LoadedModel(model[0], model[1], model_id, "object", None)
+            loaded = LoadedModel(model[0], model[1], model_id, "object", None,
+                                 quantization_of(model[0]))
             self._shared = _Shared(loaded, max_batch_size, batch_wait, **engine_options)
         else:
             name = DEFAULT_MODEL if is_default_model(model_id) else model_id  # "default" too
             load_key = (name, repr(device_map), repr(torch_dtype), trust_remote_code,
-                        repr(sorted((model_kwargs or {}).items())), str(cache_dir), gpu_memory)
+                        repr(sorted((model_kwargs or {}).items())), str(cache_dir), gpu_memory,
+                        quantize)
             self._key = (load_key, max_batch_size, batch_wait, prefix_cache_bytes, prefill_chunk,
                          prefix_block)
             with _shared_lock:
@@ -180,7 +196,7 @@ class TransformersChatModel(ChatModelBase):
                                          torch_dtype=torch_dtype,
                                          trust_remote_code=trust_remote_code,
                                          model_kwargs=model_kwargs, cache_dir=cache_dir,
-                                         gpu_memory=gpu_memory))
+                                         gpu_memory=gpu_memory, quantize=quantize))
                     shared = _Shared(loaded, max_batch_size, batch_wait, **engine_options)
                     _shared[self._key] = shared
                 shared.users += 1
@@ -229,6 +245,11 @@ class TransformersChatModel(ChatModelBase):
     def source(self) -> str:
         """Where the weights came from: gguf, cache, folder, hub-cache or object."""
         return self._shared.loaded.source
+
+    @property
+    def quantize(self) -> str | None:
+        """The weights' quantization (``"int8"``), or ``None`` for float weights."""
+        return self._shared.loaded.quantize
 
     # -- formatting ----------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ModelNotAvailableError
+from ._quantize import quantize_model, resolve_quantize
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -74,6 +75,8 @@ class LoadedModel:
     source: str
     """``gguf`` (converted now), ``cache`` (converted earlier), ``folder`` or ``hub-cache``."""
     path: Path | None
+    quantize: str | None = None
+    """The weights' quantization (``"int8"``), ``None`` for the checkpoint's float weights."""
 
 
 def is_default_model(model_id: str) -> bool:
@@ -190,13 +193,30 @@ def load_local_model(
     model_kwargs: dict[str, Any] | None = None,
     cache_dir: str | Path | None = None,
     gpu_memory: int | None = None,
+    quantize: str | None = None,
 ) -> LoadedModel:
     """Load ``model_id`` (the default alias, a ``.gguf`` file, a folder or a cached hub id).
 
     GGUF files are converted once into ``cache_dir`` (default :func:`cache_root`). On CUDA
     the model loads in bf16 (fp16 without bf16 support) with SDPA attention, and
-    ``gpu_memory`` (bytes) caps what this process allocates on each GPU.
+    ``gpu_memory`` (bytes) caps what this process allocates on each GPU. ``quantize``:
+    ``"int8"`` turns the linear layers' weights into int8 after loading (CPU only, see
+    :func:`quantize_model`); ``None``: the float weights.
     """
+    device = default_device(device_map)
+    scheme = resolve_quantize(quantize, device=device, model=model_id,  # before loading
+                              float32=str(_torch_dtype(torch_dtype, device)) == "torch.float32")
+    loaded = _load(model_id, device_map, torch_dtype, trust_remote_code, model_kwargs,
+                   cache_dir, gpu_memory)
+    if scheme is not None:
+        quantize_model(loaded.model, scheme)
+        loaded.quantize = scheme
+    return loaded
+
+
+def _load(model_id: str, device_map: Any, torch_dtype: Any, trust_remote_code: bool,
+          model_kwargs: dict[str, Any] | None, cache_dir: str | Path | None,
+          gpu_memory: int | None) -> LoadedModel:
     device = default_device(device_map)
     dtype = _torch_dtype(torch_dtype, device)
     totals: list[int] = []
