@@ -7,7 +7,12 @@ Prints one JSON line per figure: ``{"bench", "impl", "n", "value", "unit"}``.
   request at a time with ``model.generate`` (how smolagents' ``TransformersModel`` and
   AgentScope use a local model), Transformers' own continuous batching (``generate_batch``,
   an offline batch API), and, when ``--llama-server URL`` is given, llama.cpp's
-  OpenAI-compatible server on the same GGUF file.
+  OpenAI-compatible server on the same GGUF file. On a CPU, the same model with int8
+  weights (``quantize="int8"``) right after float32 at each N, and with bf16 weights.
+* ``quality``: int8 weights against float32: perplexity on a fixed public-domain text
+  (``tests/support/texts``), and on the demo game's prompts the share of greedy answers
+  identical to float32's, and of valid JSON guesses (greedy unconstrained; the demo's own
+  constrained, sampled calls).
 * ``load``: cold (GGUF → safetensors conversion) and warm (from the cache) load time, each in a
   fresh process, imports excluded.
 * ``constrained``: milliseconds per generated token with and without a JSON schema.
@@ -31,7 +36,7 @@ Prints one JSON line per figure: ``{"bench", "impl", "n", "value", "unit"}``.
   a GPU (launch-bound). Default ``--parts steps --ns 16,64,256``, ``--max-batch`` the largest N.
 
 Usage: ``python benchmarks/bench_local_model.py [--tokens 32] [--ns 1,4,16,64]
-[--parts load,throughput,constrained,prefix,demo,chunked] [--chunked-repeats 3]
+[--parts load,throughput,quality,constrained,prefix,demo,chunked] [--chunked-repeats 3]
 [--chunked-variants alone,join-chunked,join-one-piece] [--model PATH] [--max-batch 64]
 [--tiny] [--repeats 3]``.
 On a GPU the model loads in bf16 on CUDA (the separate bf16 row is then skipped); ``--model``
@@ -152,7 +157,8 @@ async def main() -> None:
                         help="requests timed for the one-at-a-time baseline")
     parser.add_argument("--llama-server", default=None, help="base URL of llama.cpp's server")
     parser.add_argument("--parts", default=None,
-                        help="load,throughput,constrained (--tiny: steps)")
+                        help="load,throughput,constrained (--tiny: steps); also quality, "
+                        "prefix, demo, chunked")
     parser.add_argument("--model", default="default", help="a model folder (default: embedded)")
     parser.add_argument("--max-batch", type=int, default=None,
                         help="the engine's max_batch_size (64; --tiny: the largest N)")
