@@ -22,6 +22,19 @@ async def server() -> AsyncIterator[FakeServer]:
         await fake.stop()
 
 
+TRAINING_TIMEOUT = 900
+"""Seconds allowed to the first test that needs the tiny Llama: its setup trains it (about
+20 s on an idle 2-core machine, 90 s at a load of 6), beyond the suite's 120 s per test."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that need the trained tiny Llama get :data:`TRAINING_TIMEOUT` (whichever runs
+    first pays for the training; a test's own wait stays bounded by its own timeouts)."""
+    for item in items:
+        if "tiny_pair" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(TRAINING_TIMEOUT))
+
+
 @pytest.fixture(scope="session")
 def tiny_pair() -> tuple[Any, Any]:
     """A 2-layer Llama and its tokenizer, trained to memorise the local tests' examples."""
