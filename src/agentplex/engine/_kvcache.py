@@ -10,8 +10,10 @@ row whose prompt starts with cached blocks holds the same blocks, so a shared sy
 is stored once however many rows use it. Block 0 is never handed out: its zeros stand for
 the padding a step's gathered keys need (:mod:`._paged`).
 
-The pool grows by half when it runs out of free blocks (one copy, rare: its size follows
-the most tokens held at once) and never shrinks.
+On a CPU the pool reserves address space for 8 GiB of blocks and the operating system backs
+a block with memory when it is first written: the process holds what the most tokens held
+at once needed, and growing copies nothing. Elsewhere (CUDA) it grows by half when no block
+is free (one copy, rare). It never shrinks.
 """
 
 from __future__ import annotations
@@ -30,55 +32,79 @@ class KVPool:
 
     ``kv`` is one tensor ``[layers, 2, slots, heads, head_dim]`` (index 0 of the second
     axis: keys, 1: values); slot ``b * block_size + i`` is token ``i`` of block ``b``.
+    ``blocks``: the blocks it has room for. On a CPU that room is address space reserved
+    with ``torch.empty`` (``reserve_bytes``): the operating system gives a block memory when
+    it is first written, so the process holds what the most tokens held at once needed,
+    and growing never copies. Free blocks are handed out lowest first, those given back
+    before those never used.
     """
 
     def __init__(self, layers: int, heads: int, head_dim: int, *, block_size: int = 32,
-                 dtype: Any = None, device: Any = None, blocks: int = 64) -> None:
+                 dtype: Any = None, device: Any = None, blocks: int = 64,
+                 reserve_bytes: int = 0) -> None:
         import torch
 
         self.layers, self.heads, self.head_dim = layers, heads, head_dim
         self.block_size = block_size
-        self.kv = torch.zeros((layers, 2, max(2, blocks) * block_size, heads, head_dim),
-                              dtype=dtype or torch.float32, device=device)
-        self._refs = [0] * self.blocks
-        self._free = list(range(self.blocks - 1, 0, -1))  # block 0: the padding's
+        dtype = dtype or torch.float32
         self.block_bytes = (2 * layers * block_size * heads * head_dim
-                            * self.kv.element_size())
+                            * torch.empty((), dtype=dtype).element_size())
         """Bytes of keys and values one block holds (all layers)."""
+        blocks = max(2, blocks, reserve_bytes // self.block_bytes)
+        self.kv = torch.empty((layers, 2, blocks * block_size, heads, head_dim),
+                              dtype=dtype, device=device)
+        self.kv[:, :, :block_size].zero_()  # block 0: the padding's keys
+        self._refs = [0] * blocks
+        self._free: list[int] = []
+        """Blocks given back (taken first, the latest first)."""
+        self._fresh = 1
+        """The first block never handed out."""
         self.grown = 0
-        """How many times the pool grew."""
+        """How many times the pool grew (copying what it held)."""
 
     @classmethod
     def for_model(cls, model: Any, block_size: int) -> KVPool:
-        """A pool shaped for ``model``'s attention layers (its config), on its device."""
+        """A pool shaped for ``model``'s attention layers (its config), on its device: on a
+        CPU with room reserved for 8 GiB (taken as used), elsewhere grown as needed."""
         config = model.config
         config = getattr(config, "get_text_config", lambda: config)()
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         head_dim = (getattr(config, "head_dim", None)
                     or config.hidden_size // config.num_attention_heads)
         dtype = next(model.parameters()).dtype
+        reserve = 8 * 2**30 if model.device.type == "cpu" else 0
         return cls(config.num_hidden_layers, heads, head_dim, block_size=block_size,
-                   dtype=dtype, device=model.device)
+                   dtype=dtype, device=model.device, reserve_bytes=reserve)
 
     @property
     def blocks(self) -> int:
-        """Blocks in the pool (block 0 included)."""
+        """Blocks the pool has room for (block 0 included)."""
         return int(self.kv.shape[2]) // self.block_size
 
     @property
     def used(self) -> int:
         """Blocks held by rows or the prefix cache."""
-        return self.blocks - 1 - len(self._free)
+        return self._fresh - 1 - len(self._free)
+
+    @property
+    def touched(self) -> int:
+        """Blocks ever handed out (block 0 included): what the pool holds in memory."""
+        return self._fresh
 
     @property
     def nbytes(self) -> int:
-        return int(self.kv.numel() * self.kv.element_size())
+        """Bytes of the blocks ever handed out."""
+        return self._fresh * self.block_bytes
 
     def allocate(self, n: int) -> list[int]:
         """``n`` free blocks, each referenced once (the pool grows when too few are free)."""
-        if n > len(self._free):
-            self._grow(n - len(self._free))
-        taken = [self._free.pop() for _ in range(n)]
+        recycled = min(n, len(self._free))
+        taken = [self._free.pop() for _ in range(recycled)]
+        fresh = n - recycled
+        if self._fresh + fresh > self.blocks:
+            self._grow(self._fresh + fresh - self.blocks)
+        taken.extend(range(self._fresh, self._fresh + fresh))
+        self._fresh += fresh
         for b in taken:
             self._refs[b] = 1
         return taken
@@ -107,12 +133,11 @@ class KVPool:
 
         old = self.blocks
         new = max(old + need, old + old // 2)
-        kv = torch.zeros((*self.kv.shape[:2], new * self.block_size, *self.kv.shape[3:]),
+        kv = torch.empty((*self.kv.shape[:2], new * self.block_size, *self.kv.shape[3:]),
                          dtype=self.kv.dtype, device=self.kv.device)
-        kv[:, :, :old * self.block_size] = self.kv
+        kv[:, :, :self._fresh * self.block_size] = self.kv[:, :, :self._fresh * self.block_size]
         self.kv = kv
         self._refs.extend([0] * (new - old))
-        self._free[:0] = range(new - 1, old - 1, -1)  # taken last-first: old blocks first
         self.grown += 1
 
 
