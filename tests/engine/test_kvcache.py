@@ -144,3 +144,22 @@ def test_models_without_full_attention_are_refused(pair: tuple[Any, Any]) -> Non
         make_engine((sliding, pair[1]))
     make_engine((MistralForCausalLM(MistralConfig(**small, sliding_window=None)),
                  pair[1])).close()
+
+
+def test_rows_sharing_a_head_attend_to_it_once_with_the_same_tokens(
+        pair: tuple[Any, Any]) -> None:
+    """Decode steps whose rows all hold the same leading blocks attend to them once for
+    all rows (a cascade); the tokens are those of attending to each row's whole past."""
+    batch = prompts(6, shared=100, own=15, seed=3)
+    cascade = make_engine(pair, prefix_cache_bytes=64 * 2**20)
+    whole = make_engine(pair, prefix_cache_bytes=64 * 2**20)
+    whole.runner.cascade_blocks = 0
+    try:
+        for eng in (cascade, whole):
+            run(eng, [batch[0][:101]], 1)  # the shared head: three blocks of 32
+        got = [r.generated for r in run(cascade, batch, 16)]
+        assert got == [r.generated for r in run(whole, batch, 16)]
+        assert cascade.counters.shared_steps >= 10 and whole.counters.shared_steps == 0
+    finally:
+        cascade.close()
+        whole.close()

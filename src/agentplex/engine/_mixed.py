@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MixedStep", "mixed_forward", "supports_mixed_steps"]
+__all__ = ["MixedStep", "install_attention", "mixed_forward", "supports_mixed_steps"]
 
 _KWARG = "agentplex_mixed_step"
 _MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
@@ -103,13 +103,20 @@ def _install() -> None:
 
     def mixed_or_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
                       **kwargs: Any) -> Any:
-        step: MixedStep | None = kwargs.pop(_KWARG, None)
+        step: Any = kwargs.pop(_KWARG, None)
         if step is None:  # any other pass, in any thread: unchanged
             return sdpa(module, query, key, value, attention_mask, **kwargs)
         return step.attend(module, query, sdpa, **kwargs)
 
     AttentionInterface.register("sdpa", mixed_or_sdpa)
     _wrapper = mixed_or_sdpa
+
+
+def install_attention() -> str:
+    """Wrap the registered SDPA attention function (once); the keyword argument that hands a
+    pass's step object (with ``attend(module, query, sdpa, **kwargs)``) to every layer."""
+    _install()
+    return _KWARG
 
 
 def mixed_forward(model: Any, ids: Any, positions: Any, step: MixedStep,

@@ -31,31 +31,46 @@ class PagedStep:
     taken from ``pool`` now; their lengths grow by them).
 
     ``additive``: give the mask as additive floats (0 or the dtype's minimum, for attention
-    functions that add it) instead of booleans (SDPA's).
+    functions that add it) instead of booleans (SDPA's). ``shared``: in a decode step (one
+    token a row), the fewest leading blocks all rows must hold in common for the step to
+    attend to them once (:attr:`cascade`); 0: never.
     """
 
     def __init__(self, pool: KVPool, seqs: list[Seq], counts: list[int], *,
-                 additive: bool = False) -> None:
+                 additive: bool = False, shared: int = 0) -> None:
         import torch
 
         self.pool = pool
         device = pool.kv.device
-        rows = len(seqs)
+        size = pool.block_size
+        self.rows = rows = len(seqs)
         past_lengths = [s.length for s in seqs]
         for s, n in zip(seqs, counts, strict=True):
             s.grow(pool, n)
             s.length += n
-        past, width = max(past_lengths), max(counts)
-        self.rows, self.width, self.past = rows, width, past
-        size = pool.block_size
-        pages = max(len(s.blocks) for s in seqs)
-        table = torch.tensor([s.blocks + [0] * (pages - len(s.blocks)) for s in seqs],
-                             dtype=torch.long).to(device)
-        p = torch.tensor(past_lengths, dtype=torch.long).to(device)[:, None]
+        common = _common_blocks(seqs, min(past_lengths) // size) if (
+            shared and rows > 1 and max(counts) == 1) else 0
+        self.cascade = common >= shared > 0
+        """Whether this step attends to the rows' common blocks once (:meth:`attend`)."""
+        skip = common if self.cascade else 0
+        self.shared_slots: Any = None
+        if self.cascade:
+            first = seqs[0].blocks[:skip]
+            if first == list(range(first[0], first[0] + skip)):  # consecutive: a view
+                self.shared_slots = slice(first[0] * size, (first[0] + skip) * size)
+            else:
+                self.shared_slots = (torch.tensor(first, device=device)[:, None] * size
+                                     + torch.arange(size, device=device)).reshape(-1)
+        past, width = max(past_lengths) - skip * size, max(counts)
+        self.width, self.past = width, past
+        pages = max(len(s.blocks) for s in seqs) - skip
+        table = torch.tensor([s.blocks[skip:] + [0] * (pages + skip - len(s.blocks))
+                              for s in seqs], dtype=torch.long).to(device)
+        p = torch.tensor(past_lengths, dtype=torch.long).to(device)[:, None] - skip * size
         q = torch.tensor(counts, dtype=torch.long).to(device)[:, None]
         columns = torch.arange(past + width, device=device)[None]
-        # each column's token position in its row: the past right-aligned before column
-        # ``past``, the new tokens right-aligned before the end
+        # each column's token position in its row (after the skipped blocks): the past
+        # right-aligned before column ``past``, the new tokens right-aligned before the end
         position = torch.where(columns < past, columns - (past - p),
                                p + columns - past - (width - q))
         valid = (position >= 0) & ((columns < past) | (columns - past >= width - q))
@@ -64,7 +79,7 @@ class PagedStep:
         self.index = torch.where(valid, slots, 0)
         """``[rows, past + width]``: the pool slot of each key column (0: padding)."""
         new = valid[:, past:]
-        self.positions = position[:, past:] * new
+        self.positions = (position[:, past:] + skip * size) * new
         """``[rows, width]``: the new tokens' positions (0 for padding)."""
         self._new = new.reshape(-1).nonzero().squeeze(1)
         self._write = self.index[:, past:].reshape(-1)[self._new]
@@ -80,12 +95,15 @@ class PagedStep:
             self.mask: Any = torch.where(allowed, zero, low)
         else:
             self.mask = allowed
-        """``[rows, 1, width, past + width]``: which key columns each new token sees."""
+        """``[rows, 1, width, past + width]``: which key columns each new token sees (after
+        the common blocks, in a cascade)."""
+        self._current: tuple[Any, Any, int] | None = None
 
     def update(self, key_states: Any, value_states: Any, layer_idx: int, *args: Any,
                **kwargs: Any) -> tuple[Any, Any]:
         """Write the new keys and values (``[rows, heads, width, head_dim]``) into the pool;
-        the layer's keys and values to attend to."""
+        the layer's keys and values to attend to (in a cascade, ``None``: :meth:`attend`
+        reads them)."""
         kv = self.pool.kv[layer_idx]
         heads, dim = key_states.shape[1], key_states.shape[3]
         for part, states in enumerate((key_states, value_states)):
@@ -95,4 +113,64 @@ class PagedStep:
         shape = (self.rows, self.past + self.width, heads, dim)
         keys = kv[0].index_select(0, flat).view(shape).transpose(1, 2)
         values = kv[1].index_select(0, flat).view(shape).transpose(1, 2)
-        return keys.to(key_states.dtype), values.to(value_states.dtype)
+        keys, values = keys.to(key_states.dtype), values.to(value_states.dtype)
+        if self.cascade:
+            self._current = (keys, values, layer_idx)
+            return None, None  # only ``attend`` uses them: any other attention fails loudly
+        return keys, values
+
+    def attend(self, module: Any, query: Any, sdpa: Any, **kwargs: Any) -> tuple[Any, None]:
+        """A cascade's attention of each row's one query (``[rows, query_heads, 1, dim]``):
+        over the common blocks, all rows' queries at once against one copy of their keys,
+        and over each row's own keys; the two parts joined by their softmax normalizers.
+        ``[rows, 1, query_heads, dim]``, as Transformers' attention functions give."""
+        import torch
+
+        if self._current is None:
+            raise RuntimeError("a paged step attended before its cache was updated")
+        keys, values, layer = self._current
+        self._current = None
+        kv = self.pool.kv[layer]
+        shared_k, shared_v = kv[0][self.shared_slots], kv[1][self.shared_slots]
+        rows, heads, dim = self.rows, keys.shape[1], keys.shape[3]
+        groups = query.shape[1] // heads
+        scaling = kwargs.get("scaling") or dim ** -0.5
+        q = query.reshape(rows, heads, groups, dim).to(keys.dtype)
+        # the common blocks: [heads, rows * groups, tokens]
+        qs = q.permute(1, 0, 2, 3).reshape(heads, rows * groups, dim)
+        scores = torch.matmul(qs, shared_k.permute(1, 2, 0)) * scaling
+        top_s = scores.amax(dim=-1, keepdim=True)
+        weights = torch.exp(scores - top_s)
+        sum_s = weights.sum(dim=-1, keepdim=True)
+        out_s = torch.matmul(weights, shared_v.transpose(0, 1))
+
+        def back(x: Any) -> Any:  # [heads, rows * groups, n] -> [rows, heads, groups, n]
+            return x.reshape(heads, rows, groups, -1).permute(1, 0, 2, 3)
+
+        top_s, sum_s, out_s = back(top_s), back(sum_s), back(out_s)
+        # each row's own keys: [rows, heads, groups, columns]
+        own = torch.matmul(q, keys.transpose(-1, -2)) * scaling
+        own = own.masked_fill(~self.mask[:, :, -1:, :], float("-inf"))
+        top_o = own.amax(dim=-1, keepdim=True)
+        weights_o = torch.exp(own - top_o)
+        sum_o = weights_o.sum(dim=-1, keepdim=True)
+        out_o = torch.matmul(weights_o, values)
+        top = torch.maximum(top_s, top_o)
+        a_s, a_o = torch.exp(top_s - top), torch.exp(top_o - top)
+        out = (out_s * a_s + out_o * a_o) / (sum_s * a_s + sum_o * a_o)
+        return out.reshape(rows, 1, heads * groups, dim).to(query.dtype), None
+
+
+def _common_blocks(seqs: list[Seq], limit: int) -> int:
+    """How many leading blocks (at most ``limit``) every row of ``seqs`` holds in common."""
+    first = seqs[0].blocks
+    n = min(limit, len(first))
+    for s in seqs[1:]:
+        blocks = s.blocks
+        i = 0
+        while i < n and blocks[i] == first[i]:
+            i += 1
+        n = i
+        if not n:
+            break
+    return n

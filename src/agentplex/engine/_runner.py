@@ -23,12 +23,16 @@ from ._compat import cache_keyword
 from ._counters import EngineCounters
 from ._errors import UnsupportedModel
 from ._kvcache import Batch, ChunkedPrompt, KVPool, Seq
-from ._mixed import MixedStep, mixed_forward, supports_mixed_steps
+from ._mixed import MixedStep, install_attention, mixed_forward, supports_mixed_steps
 from ._paged import PagedStep
 from ._prefix import PrefixCache
 from ._request import GenerationRequest
 
 __all__ = ["ModelRunner", "Select"]
+
+_CASCADE_BLOCKS = 2
+"""Leading blocks all rows of a decode step must share (a system prompt) for the step to
+attend to them once for all rows (:class:`._paged.PagedStep`)."""
 
 Select = Callable[[list[GenerationRequest], Any], Any]
 """Choose and apply the next token of each request from its row of logits; the tokens, as a
@@ -60,6 +64,9 @@ class ModelRunner:
         device = getattr(model, "device", None)
         self._cuda = getattr(device, "type", None) == "cuda"
         self._additive = getattr(model.config, "_attn_implementation", None) != "sdpa"
+        self.cascade_blocks = _CASCADE_BLOCKS if self.mixes else 0
+        """Leading blocks a decode step's rows must share to attend to them once (0:
+        never; only models whose attention functions this engine may wrap)."""
         self.block_size = prefix.block_size if prefix is not None else block_size
         self.pool = KVPool.for_model(model, self.block_size)
         """Every row's keys and values (and the prefix cache's)."""
@@ -237,11 +244,13 @@ class ModelRunner:
     def decode(self, batch: Batch) -> None:
         """One decode step of ``batch``: each row's next token."""
         step = PagedStep(self.pool, batch.seqs, [1] * len(batch.seqs),
-                         additive=self._additive)
+                         additive=self._additive, shared=self.cascade_blocks)
+        extra = {install_attention(): step} if step.cascade else {}
+        self.counters.shared_steps += step.cascade
         with self._timed(len(batch.reqs), 0):
             out = self.model(input_ids=batch.next_ids[:, None], attention_mask=step.mask,
                              position_ids=step.positions, use_cache=True,
-                             **{self._cache_kw: step})
+                             **{self._cache_kw: step}, **extra)
         batch.next_ids = self.select(batch.reqs, out.logits[:, -1, :])
 
     @contextmanager
