@@ -131,11 +131,14 @@ class PagedStep:
         keys, values, layer = self._current
         self._current = None
         kv = self.pool.kv[layer]
-        shared_k, shared_v = kv[0][self.shared_slots], kv[1][self.shared_slots]
+        # in float32 (no-ops for a float32 model): the softmax parts are joined by hand
+        shared_k = kv[0][self.shared_slots].float()
+        shared_v = kv[1][self.shared_slots].float()
+        keys, values = keys.float(), values.float()
         rows, heads, dim = self.rows, keys.shape[1], keys.shape[3]
         groups = query.shape[1] // heads
         scaling = kwargs.get("scaling") or dim ** -0.5
-        q = query.reshape(rows, heads, groups, dim).to(keys.dtype)
+        q = query.reshape(rows, heads, groups, dim).float()
         # the common blocks: [heads, rows * groups, tokens]
         qs = q.permute(1, 0, 2, 3).reshape(heads, rows * groups, dim)
         scores = torch.matmul(qs, shared_k.permute(1, 2, 0)) * scaling
