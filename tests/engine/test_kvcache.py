@@ -163,3 +163,21 @@ def test_rows_sharing_a_head_attend_to_it_once_with_the_same_tokens(
     finally:
         cascade.close()
         whole.close()
+
+
+def test_prompts_of_different_lengths_go_through_packed_with_the_same_tokens(
+        pair: tuple[Any, Any]) -> None:
+    """A prefill of prompts of different lengths runs their tokens packed, one after the
+    other (no padding): the tokens are those of the padded pass."""
+    batch = [p[:n] for p, n in zip(prompts(4, shared=0, own=90, seed=9), (90, 61, 33, 7),
+                                   strict=True)]
+    packed = make_engine(pair, prefix_cache_bytes=0)
+    padded = make_engine(pair, prefix_cache_bytes=0)
+    padded.runner.packs = False
+    try:
+        got = [r.generated for r in run(packed, batch, 12)]
+        assert got == [r.generated for r in run(padded, batch, 12)]
+        assert packed.counters.packed_passes >= 1 and padded.counters.packed_passes == 0
+    finally:
+        packed.close()
+        padded.close()

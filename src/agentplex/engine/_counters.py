@@ -33,6 +33,8 @@ class EngineCounters:
     """Prompt tokens computed so far (tokens served from the prefix cache excluded)."""
     chunks: int = 0
     """Prefill chunks run while others decode."""
+    packed_passes: int = 0
+    """Prefill passes whose rows' new tokens went through the model packed (no padding)."""
     shared_steps: int = 0
     """Decode steps that attended to their rows' common leading blocks once for all rows."""
     mixed_steps: int = 0

@@ -33,11 +33,14 @@ class PagedStep:
     ``additive``: give the mask as additive floats (0 or the dtype's minimum, for attention
     functions that add it) instead of booleans (SDPA's). ``shared``: in a decode step (one
     token a row), the fewest leading blocks all rows must hold in common for the step to
-    attend to them once (:attr:`cascade`); 0: never.
+    attend to them once (:attr:`cascade`); 0: never. ``packed``: the model's input is the
+    rows' new tokens one after the other, ``[1, sum(counts)]``, no padding (a prefill whose
+    rows differ in length: the layers' matrix products see no padding), and only
+    :meth:`attend` lays them out by row.
     """
 
     def __init__(self, pool: KVPool, seqs: list[Seq], counts: list[int], *,
-                 additive: bool = False, shared: int = 0) -> None:
+                 additive: bool = False, shared: int = 0, packed: bool = False) -> None:
         import torch
 
         self.pool = pool
@@ -97,6 +100,7 @@ class PagedStep:
             self.mask = allowed
         """``[rows, 1, width, past + width]``: which key columns each new token sees (after
         the common blocks, in a cascade)."""
+        self.packed = packed
         self._current: tuple[Any, Any, int] | None = None
 
     def update(self, key_states: Any, value_states: Any, layer_idx: int, *args: Any,
@@ -107,27 +111,50 @@ class PagedStep:
         kv = self.pool.kv[layer_idx]
         heads, dim = key_states.shape[1], key_states.shape[3]
         for part, states in enumerate((key_states, value_states)):
-            fresh = states.transpose(1, 2).reshape(-1, heads, dim).index_select(0, self._new)
+            if self.packed:  # [1, heads, tokens, dim]: already the new tokens, in order
+                fresh = states[0].transpose(0, 1)
+            else:
+                fresh = states.transpose(1, 2).reshape(-1, heads, dim).index_select(
+                    0, self._new)
             kv[part].index_copy_(0, self._write, fresh.to(kv.dtype))
         flat = self.index.reshape(-1)
         shape = (self.rows, self.past + self.width, heads, dim)
         keys = kv[0].index_select(0, flat).view(shape).transpose(1, 2)
         values = kv[1].index_select(0, flat).view(shape).transpose(1, 2)
         keys, values = keys.to(key_states.dtype), values.to(value_states.dtype)
-        if self.cascade:
+        if self.cascade or self.packed:
             self._current = (keys, values, layer_idx)
             return None, None  # only ``attend`` uses them: any other attention fails loudly
         return keys, values
 
     def attend(self, module: Any, query: Any, sdpa: Any, **kwargs: Any) -> tuple[Any, None]:
+        """The layer's attention, by ``sdpa`` or as a cascade; ``[rows or 1, tokens,
+        query_heads, dim]`` as Transformers' attention functions give."""
+        if self._current is None:
+            raise RuntimeError("a paged step attended before its cache was updated")
+        if not self.packed:
+            return self._cascade(query, **kwargs)
+        import torch
+
+        keys, values, _ = self._current
+        self._current = None
+        heads, dim = query.shape[1], query.shape[3]
+        rows, width = self.rows, self.width
+        laid = query.new_zeros((rows * width, heads, dim))  # padding queries: zeros
+        laid[self._new] = query[0].transpose(0, 1)
+        laid = laid.view(rows, width, heads, dim).transpose(1, 2)
+        out, _ = sdpa(module, laid, keys, values, self.mask, **kwargs)
+        out = out.reshape(rows * width, heads, dim).index_select(0, self._new)
+        return torch.unsqueeze(out, 0), None
+
+    def _cascade(self, query: Any, **kwargs: Any) -> tuple[Any, None]:
         """A cascade's attention of each row's one query (``[rows, query_heads, 1, dim]``):
         over the common blocks, all rows' queries at once against one copy of their keys,
         and over each row's own keys; the two parts joined by their softmax normalizers.
         ``[rows, 1, query_heads, dim]``, as Transformers' attention functions give."""
         import torch
 
-        if self._current is None:
-            raise RuntimeError("a paged step attended before its cache was updated")
+        assert self._current is not None
         keys, values, layer = self._current
         self._current = None
         kv = self.pool.kv[layer]

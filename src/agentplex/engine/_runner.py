@@ -64,6 +64,9 @@ class ModelRunner:
         device = getattr(model, "device", None)
         self._cuda = getattr(device, "type", None) == "cuda"
         self._additive = getattr(model.config, "_attn_implementation", None) != "sdpa"
+        self.packs = self.mixes
+        """Whether prompts of different lengths go through the model packed (no padding;
+        only models whose attention functions this engine may wrap)."""
         self.cascade_blocks = _CASCADE_BLOCKS if self.mixes else 0
         """Leading blocks a decode step's rows must share to attend to them once (0:
         never; only models whose attention functions this engine may wrap)."""
@@ -145,20 +148,35 @@ class ModelRunner:
             seq.free(self.pool)
 
     def _forward(self, seqs: list[Seq], new_ids: list[list[int]]) -> Any:
-        """One forward pass of ``new_ids`` for each row, after what its ``seqs`` hold: rows
-        are right-aligned, padding goes in front; the last logits of each row."""
+        """One forward pass of ``new_ids`` for each row, after what its ``seqs`` hold; the
+        last logits of each row. Where the model's attention can be wrapped, the rows' new
+        tokens go through the model packed, one after the other (no padding); otherwise
+        right-aligned, padding in front."""
         import torch
 
-        rows, width = len(seqs), max(len(x) for x in new_ids)
-        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
-        for i, tokens in enumerate(new_ids):
-            ids[i, width - len(tokens):] = torch.tensor(tokens)
-        step = PagedStep(self.pool, seqs, [len(x) for x in new_ids], additive=self._additive)
-        with self._timed(0, sum(len(x) for x in new_ids)):
-            out = self.model(input_ids=ids.to(self.model.device), attention_mask=step.mask,
-                             position_ids=step.positions, use_cache=True, logits_to_keep=1,
-                             **{self._cache_kw: step})
-        return out.logits[:, -1, :]
+        rows, counts = len(seqs), [len(x) for x in new_ids]
+        device = self.model.device
+        packed = self.packs and rows > 1 and min(counts) < max(counts)
+        self.counters.packed_passes += packed
+        step = PagedStep(self.pool, seqs, counts, additive=self._additive, packed=packed)
+        extra: dict[str, Any] = {}
+        if packed:
+            ids = torch.tensor([[t for x in new_ids for t in x]], device=device)
+            positions = step.positions.reshape(-1)[step._new][None]
+            ends = torch.tensor(counts, device=device).cumsum(0) - 1
+            keep: Any = ends
+            extra = {install_attention(): step}
+        else:
+            width = max(counts)
+            ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+            for i, tokens in enumerate(new_ids):
+                ids[i, width - len(tokens):] = torch.tensor(tokens)
+            ids, positions, keep = ids.to(device), step.positions, 1
+        with self._timed(0, sum(counts)):
+            out = self.model(input_ids=ids, attention_mask=step.mask, position_ids=positions,
+                             use_cache=True, logits_to_keep=keep,
+                             **{self._cache_kw: step}, **extra)
+        return out.logits[0] if packed else out.logits[:, -1, :]
 
     def _remember(self, batch: Batch) -> None:
         """Put the prompts just computed into the prefix cache: their full blocks, by
