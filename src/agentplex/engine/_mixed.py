@@ -5,17 +5,18 @@ that read is most of its cost. Running a newcomer's prompt chunk in a pass of it
 the weights again, so the running requests' gap between tokens doubles whatever the chunk's
 size. Here the batch's next tokens and the chunk's tokens go through the model as one packed
 row: the layers' matrix products see them together (the weights are read once), and only
-attention is split — the batch's rows attend to their left-padded cache, the chunk to its
-own cache — the way vLLM and SGLang mix decodes and prefill chunks in a step.
+attention is split — the batch's rows attend to their rows of the paged cache, the chunk
+to its own — the way vLLM and SGLang mix decodes and prefill chunks in a step.
 
 The split is done by a cache object standing for both caches (its ``update`` appends each
 part's new keys and values to its own cache) and by Transformers' registered SDPA attention
 function, wrapped once: given a :class:`MixedStep` (a keyword argument that reaches every
 attention layer) it attends twice, otherwise it is the function it wraps, so other passes
 and other models are unchanged. The pass hands the model a ready 4-D mask, so the model
-builds none. Only models whose attention layers follow Transformers' common pattern
-(``cache.update``, then the configured attention function; every layer full attention;
-SDPA) take this path; others keep a pass per chunk.
+builds none. The paged cache's packed prefills and shared-prefix decode steps use the same
+wrapper (:func:`install_attention`). Only models whose attention layers follow
+Transformers' common pattern (``cache.update``, then the configured attention function;
+every layer full attention; SDPA) take this path; others keep a pass per chunk.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def supports_mixed_steps(model: Any) -> bool:
 class MixedStep:
     """The two caches of one mixed pass, standing for the model's cache during it.
 
-    ``rows`` decode rows (one new token each, a left-padded cache of ``rows`` rows masked by
+    ``rows`` decode rows (one new token each, their paged cache, ``rows`` rows masked by
     ``row_mask``), then the chunk's tokens (a cache of one row without padding)."""
 
     rows: int
