@@ -6,8 +6,9 @@ step, finished rows leave it. Its parts, one module each:
 
 * the scheduling loop (``_scheduler``): the queue, who joins when, prefill chunk sizes;
 * the model runner (``_runner``): the forward passes (prefill, decode, chunks riding in
-  decode passes), with the batch's key/value cache (``_kvcache``) and the prompts' prefix
-  cache (:class:`PrefixCache`);
+  decode passes) over the paged key/value cache (``_kvcache``: a pool of blocks, rows
+  holding lists of them; ``_paged``: one pass's writes and reads) and the prompts' prefix
+  cache (:class:`PrefixCache`, blocks of the same pool shared by reference);
 * sampling (``_sampling``): grammar masks (:class:`GrammarFactory`), greedy and seeded
   draws, log-probabilities;
 * stop handling (``_stopping``): incremental detokenizing, stop sequences, events;
@@ -20,7 +21,7 @@ Importing this package does not import torch. Plumbing for callers on an event l
 """
 
 from ._counters import EngineCounters
-from ._errors import EngineClosed, EngineError
+from ._errors import EngineClosed, EngineError, UnsupportedModel
 from ._grammar import Constraint, GrammarFactory
 from ._prefix import PrefixCache
 from ._request import GenerationEvent, GenerationRequest, Sampling, TokenScore
@@ -38,4 +39,5 @@ __all__ = [
     "PrefixCache",
     "Sampling",
     "TokenScore",
+    "UnsupportedModel",
 ]

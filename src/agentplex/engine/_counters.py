@@ -33,6 +33,10 @@ class EngineCounters:
     """Prompt tokens computed so far (tokens served from the prefix cache excluded)."""
     chunks: int = 0
     """Prefill chunks run while others decode."""
+    packed_passes: int = 0
+    """Prefill passes whose rows' new tokens went through the model packed (no padding)."""
+    shared_steps: int = 0
+    """Decode steps that attended to their rows' common leading blocks once for all rows."""
     mixed_steps: int = 0
     """Forward passes that decoded the batch and prefilled a chunk together."""
     decode_cost: float = 0.0

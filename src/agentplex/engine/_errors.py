@@ -3,7 +3,8 @@
 The tree::
 
     EngineError       an engine could not serve (also a RuntimeError)
-    └── EngineClosed  this engine was closed: before the request was taken, or while it ran
+    ├── EngineClosed  this engine was closed: before the request was taken, or while it ran
+    └── UnsupportedModel  the model's attention is not one the paged cache serves
 
 ``EngineError`` is also what :mod:`agentplex.serving`'s launchers raise (and re-export) when
 an engine's server (ours, vLLM, SGLang, llama.cpp) did not start, or died and may not be
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from ..errors import AgentplexError
 
-__all__ = ["EngineClosed", "EngineError"]
+__all__ = ["EngineClosed", "EngineError", "UnsupportedModel"]
 
 
 class EngineError(AgentplexError, RuntimeError):
@@ -25,3 +26,8 @@ class EngineError(AgentplexError, RuntimeError):
 class EngineClosed(EngineError):
     """The engine was closed: :meth:`BatchEngine.submit` refuses, and requests it held end
     with this error in their last event."""
+
+
+class UnsupportedModel(EngineError, ValueError):
+    """The model's attention layers are not all full attention (sliding windows, chunked or
+    linear attention): the paged cache cannot serve it (also a ``ValueError``)."""

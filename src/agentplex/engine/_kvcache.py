@@ -1,29 +1,173 @@
-"""The running batch and its key/value cache: rows join (left padding) and leave.
+"""The paged key/value cache: one pool of fixed-size blocks, rows holding lists of blocks.
 
-A :class:`Batch` is the requests decoding together, one row each, with a Transformers
-``DynamicCache`` of their keys and values left-padded to the longest row, the attention
-mask that hides the padding, and each row's next input token. Joining two batches stacks
-their caches along the batch axis (:func:`merge`); finished rows leave, and columns that are
-padding in every row left, at each step (:func:`prune`).
+Every key and value the engine keeps lives in one :class:`KVPool`: a tensor of
+``blocks * block_size`` token slots per layer. A row of the batch (:class:`Seq`) holds the
+list of its blocks and its length; it gets a new block when its last one is full. Rows
+joining the batch (:func:`merge`) and leaving it (:func:`prune`) move no key or value: the
+batch is a list of rows, and a finished row's blocks go back to the pool. A block is
+reference-counted: the prefix cache (:mod:`._prefix`) holds its blocks by reference, and a
+row whose prompt starts with cached blocks holds the same blocks, so a shared system prompt
+is stored once however many rows use it. Block 0 is never handed out: its zeros stand for
+the padding a step's gathered keys need (:mod:`._paged`).
+
+On a CPU the pool reserves address space for 8 GiB of blocks and the operating system backs
+a block with memory when it is first written: the process holds what the most tokens held
+at once needed, and growing copies nothing. Elsewhere (CUDA) it grows by half when no block
+is free (one copy, rare). It never shrinks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ._errors import EngineError
 from ._request import GenerationRequest
 
-__all__ = ["Batch", "ChunkedPrompt", "merge", "prune"]
+__all__ = ["Batch", "ChunkedPrompt", "KVPool", "Seq", "merge", "prune"]
+
+
+class KVPool:
+    """Blocks of ``block_size`` token slots for the keys and values of every layer.
+
+    ``kv`` is one tensor ``[layers, 2, slots, heads, head_dim]`` (index 0 of the second
+    axis: keys, 1: values); slot ``b * block_size + i`` is token ``i`` of block ``b``.
+    ``blocks``: the blocks it has room for. On a CPU that room is address space reserved
+    with ``torch.empty`` (``reserve_bytes``): the operating system gives a block memory when
+    it is first written, so the process holds what the most tokens held at once needed,
+    and growing never copies. Free blocks are handed out lowest first, those given back
+    before those never used.
+    """
+
+    def __init__(self, layers: int, heads: int, head_dim: int, *, block_size: int = 32,
+                 dtype: Any = None, device: Any = None, blocks: int = 64,
+                 reserve_bytes: int = 0) -> None:
+        import torch
+
+        self.layers, self.heads, self.head_dim = layers, heads, head_dim
+        self.block_size = block_size
+        dtype = dtype or torch.float32
+        self.block_bytes = (2 * layers * block_size * heads * head_dim
+                            * torch.empty((), dtype=dtype).element_size())
+        """Bytes of keys and values one block holds (all layers)."""
+        blocks = max(2, blocks, reserve_bytes // self.block_bytes)
+        self.kv = torch.empty((layers, 2, blocks * block_size, heads, head_dim),
+                              dtype=dtype, device=device)
+        self.kv[:, :, :block_size].zero_()  # block 0: the padding's keys
+        self._refs = [0] * blocks
+        self._free: list[int] = []
+        """Blocks given back (taken first, the latest first)."""
+        self._fresh = 1
+        """The first block never handed out."""
+        self.grown = 0
+        """How many times the pool grew (copying what it held)."""
+
+    @classmethod
+    def for_model(cls, model: Any, block_size: int) -> KVPool:
+        """A pool shaped for ``model``'s attention layers (its config), on its device: on a
+        CPU with room reserved for 8 GiB (taken as used), elsewhere grown as needed."""
+        config = model.config
+        config = getattr(config, "get_text_config", lambda: config)()
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = (getattr(config, "head_dim", None)
+                    or config.hidden_size // config.num_attention_heads)
+        dtype = next(model.parameters()).dtype
+        reserve = 8 * 2**30 if model.device.type == "cpu" else 0
+        return cls(config.num_hidden_layers, heads, head_dim, block_size=block_size,
+                   dtype=dtype, device=model.device, reserve_bytes=reserve)
+
+    @property
+    def blocks(self) -> int:
+        """Blocks the pool has room for (block 0 included)."""
+        return int(self.kv.shape[2]) // self.block_size
+
+    @property
+    def used(self) -> int:
+        """Blocks held by rows or the prefix cache."""
+        return self._fresh - 1 - len(self._free)
+
+    @property
+    def touched(self) -> int:
+        """Blocks ever handed out (block 0 included): what the pool holds in memory."""
+        return self._fresh
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the blocks ever handed out."""
+        return self._fresh * self.block_bytes
+
+    def allocate(self, n: int) -> list[int]:
+        """``n`` free blocks, each referenced once (the pool grows when too few are free)."""
+        recycled = min(n, len(self._free))
+        taken = [self._free.pop() for _ in range(recycled)]
+        fresh = n - recycled
+        if self._fresh + fresh > self.blocks:
+            self._grow(self._fresh + fresh - self.blocks)
+        taken.extend(range(self._fresh, self._fresh + fresh))
+        self._fresh += fresh
+        for b in taken:
+            self._refs[b] = 1
+        return taken
+
+    def ref(self, blocks: list[int]) -> None:
+        """One more holder of each of ``blocks``."""
+        for b in blocks:
+            self._refs[b] += 1
+
+    def release(self, blocks: list[int]) -> None:
+        """One holder less of each of ``blocks``; those nobody holds become free."""
+        refs = self._refs
+        for b in blocks:
+            if refs[b] <= 0:
+                raise EngineError(f"key/value block {b} released more often than held")
+            refs[b] -= 1
+            if refs[b] == 0:
+                self._free.append(b)
+
+    def refs(self, block: int) -> int:
+        """How many holders ``block`` has."""
+        return self._refs[block]
+
+    def _grow(self, need: int) -> None:
+        import torch
+
+        old = self.blocks
+        new = max(old + need, old + old // 2)
+        kv = torch.empty((*self.kv.shape[:2], new * self.block_size, *self.kv.shape[3:]),
+                         dtype=self.kv.dtype, device=self.kv.device)
+        kv[:, :, :self._fresh * self.block_size] = self.kv[:, :, :self._fresh * self.block_size]
+        self.kv = kv
+        self._refs.extend([0] * (new - old))
+        self.grown += 1
+
+
+@dataclass
+class Seq:
+    """One row's keys and values: its blocks in order and how many tokens they hold."""
+
+    blocks: list[int] = field(default_factory=list)
+    length: int = 0
+
+    def grow(self, pool: KVPool, tokens: int) -> None:
+        """Make room for ``tokens`` more tokens (new blocks from ``pool``)."""
+        size = pool.block_size
+        missing = -(-(self.length + tokens) // size) - len(self.blocks)
+        if missing > 0:
+            self.blocks.extend(pool.allocate(missing))
+
+    def free(self, pool: KVPool) -> None:
+        """Give the blocks back (idempotent)."""
+        if self.blocks:
+            pool.release(self.blocks)
+        self.blocks, self.length = [], 0
 
 
 @dataclass
 class Batch:
-    """Requests decoding together: their cache, attention mask and next input tokens."""
+    """Requests decoding together: their rows of the cache and next input tokens."""
 
     reqs: list[GenerationRequest]
-    cache: Any
-    mask: Any
+    seqs: list[Seq]
     next_ids: Any
 
 
@@ -33,64 +177,36 @@ class ChunkedPrompt:
 
     req: GenerationRequest
     done: int = 0
-    cache: Any = None
-    """The keys and values of the prompt so far (a ``DynamicCache`` of one row, ``done``
-    tokens, no padding), extended in place by the next chunk; ``None`` before the first."""
+    seq: Seq | None = None
+    """The keys and values of the prompt so far (``done`` tokens), extended by the next
+    chunk; ``None`` before the first."""
 
 
 def merge(old: Batch | None, new: Batch) -> Batch:
-    """Join two batches: left-pad the shorter cache and stack them along the batch axis."""
+    """Join two batches: their rows one after the other (no key or value moves)."""
     import torch
-    from transformers import DynamicCache
 
     if old is None:
         return new
-    if all(r.finish_reason is not None for r in new.reqs):
-        return old  # done at their first token (or cancelled): nothing to decode
-    width = max(old.mask.shape[1], new.mask.shape[1])
-    layers = [(stack(a.keys, b.keys, 2, width), stack(a.values, b.values, 2, width))
-              for a, b in zip(old.cache.layers, new.cache.layers, strict=True)]
-    return Batch(old.reqs + new.reqs, DynamicCache(layers),
-                 stack(old.mask, new.mask, 1, width),
+    return Batch(old.reqs + new.reqs, old.seqs + new.seqs,
                  torch.cat([old.next_ids, new.next_ids]))
 
 
-def prune(batch: Batch | None) -> Batch | None:
-    """Drop finished rows (``None`` when none is left), and columns that are padding in
-    every row. Cancelled rows must have been finished first."""
-    import torch
-
+def prune(batch: Batch | None, pool: KVPool) -> Batch | None:
+    """Drop finished rows, giving their blocks back (``None`` when none is left).
+    Cancelled rows must have been finished first."""
     if batch is None:
         return None
     keep = [i for i, r in enumerate(batch.reqs) if r.finish_reason is None]
-    if not keep:
-        return None
     if len(keep) < len(batch.reqs):
-        index = torch.tensor(keep, device=batch.mask.device)
-        batch.cache.batch_select_indices(index)
-        batch.mask = batch.mask[index]
-        batch.next_ids = batch.next_ids[index]
+        for r, s in zip(batch.reqs, batch.seqs, strict=True):
+            if r.finish_reason is not None:
+                s.free(pool)
+        if not keep:
+            return None
+        import torch
+
+        batch.next_ids = batch.next_ids[torch.tensor(keep, device=batch.next_ids.device)]
         batch.reqs = [batch.reqs[i] for i in keep]
-        first = int(batch.mask.any(dim=0).nonzero()[0])
-        if first > 0:
-            batch.mask = batch.mask[:, first:]
-            for layer in batch.cache.layers:
-                layer.keys = layer.keys[:, :, first:, :]
-                layer.values = layer.values[:, :, first:, :]
+        batch.seqs = [batch.seqs[i] for i in keep]
     return batch
-
-
-def stack(a: Any, b: Any, dim: int, width: int) -> Any:
-    """``a``'s rows, then ``b``'s, each left-padded with zeros to ``width`` along ``dim``:
-    one copy of each (padding one first and concatenating after would copy it twice)."""
-    shape = list(a.shape)
-    shape[0], shape[dim] = a.shape[0] + b.shape[0], width
-    out = a.new_empty(shape)
-    start = 0
-    for part in (a, b):
-        rows = out.narrow(0, start, part.shape[0])
-        missing = width - part.shape[dim]
-        rows.narrow(dim, 0, missing).zero_()
-        rows.narrow(dim, missing, part.shape[dim]).copy_(part)
-        start += part.shape[0]
-    return out

@@ -5,17 +5,18 @@ that read is most of its cost. Running a newcomer's prompt chunk in a pass of it
 the weights again, so the running requests' gap between tokens doubles whatever the chunk's
 size. Here the batch's next tokens and the chunk's tokens go through the model as one packed
 row: the layers' matrix products see them together (the weights are read once), and only
-attention is split — the batch's rows attend to their left-padded cache, the chunk to its
-own cache — the way vLLM and SGLang mix decodes and prefill chunks in a step.
+attention is split — the batch's rows attend to their rows of the paged cache, the chunk
+to its own — the way vLLM and SGLang mix decodes and prefill chunks in a step.
 
 The split is done by a cache object standing for both caches (its ``update`` appends each
 part's new keys and values to its own cache) and by Transformers' registered SDPA attention
 function, wrapped once: given a :class:`MixedStep` (a keyword argument that reaches every
 attention layer) it attends twice, otherwise it is the function it wraps, so other passes
 and other models are unchanged. The pass hands the model a ready 4-D mask, so the model
-builds none. Only models whose attention layers follow Transformers' common pattern
-(``cache.update``, then the configured attention function; every layer full attention;
-SDPA) take this path; others keep a pass per chunk.
+builds none. The paged cache's packed prefills and shared-prefix decode steps use the same
+wrapper (:func:`install_attention`). Only models whose attention layers follow
+Transformers' common pattern (``cache.update``, then the configured attention function;
+every layer full attention; SDPA) take this path; others keep a pass per chunk.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MixedStep", "mixed_forward", "supports_mixed_steps"]
+__all__ = ["MixedStep", "install_attention", "mixed_forward", "supports_mixed_steps"]
 
 _KWARG = "agentplex_mixed_step"
 _MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
@@ -47,7 +48,7 @@ def supports_mixed_steps(model: Any) -> bool:
 class MixedStep:
     """The two caches of one mixed pass, standing for the model's cache during it.
 
-    ``rows`` decode rows (one new token each, a left-padded cache of ``rows`` rows masked by
+    ``rows`` decode rows (one new token each, their paged cache, ``rows`` rows masked by
     ``row_mask``), then the chunk's tokens (a cache of one row without padding)."""
 
     rows: int
@@ -103,13 +104,20 @@ def _install() -> None:
 
     def mixed_or_sdpa(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
                       **kwargs: Any) -> Any:
-        step: MixedStep | None = kwargs.pop(_KWARG, None)
+        step: Any = kwargs.pop(_KWARG, None)
         if step is None:  # any other pass, in any thread: unchanged
             return sdpa(module, query, key, value, attention_mask, **kwargs)
         return step.attend(module, query, sdpa, **kwargs)
 
     AttentionInterface.register("sdpa", mixed_or_sdpa)
     _wrapper = mixed_or_sdpa
+
+
+def install_attention() -> str:
+    """Wrap the registered SDPA attention function (once); the keyword argument that hands a
+    pass's step object (with ``attend(module, query, sdpa, **kwargs)``) to every layer."""
+    _install()
+    return _KWARG
 
 
 def mixed_forward(model: Any, ids: Any, positions: Any, step: MixedStep,

@@ -1,16 +1,13 @@
-"""Prefix reuse: the key/value cache of prompt prefixes, shared across requests.
+"""Prefix reuse: prompt prefixes' blocks of the paged cache, shared across requests.
 
-Prompts are cut into blocks of ``block_size`` tokens; a block is keyed by its tokens and the
-block before it, so a block stands for one exact prefix (a trie stored in a dict). A request
-whose prompt starts with cached blocks — the same system prompt as other agents, or its own
-history from the previous turn — only computes the rest. The cache is bounded in bytes and
-evicts the least recently used block that no other block extends (found through a heap of
-those blocks, so an eviction costs the same however many blocks are cached).
-
-A block's keys and values are one tensor for all layers, so that caching a prompt, joining a
-chain of blocks and copying it into a batch's cache are each a handful of tensor operations
-whatever the number of layers and blocks: on a GPU every operation is a kernel launch, and
-for a small model the launches, not the arithmetic, are what a prompt costs.
+Prompts are cut into blocks of ``block_size`` tokens (the paged cache's blocks); a block is
+keyed by its tokens and the block before it, so a block stands for one exact prefix (a trie
+stored in a dict). A request whose prompt starts with cached blocks — the same system prompt
+as other agents, or its own history from the previous turn — holds those very blocks of the
+pool (by reference, nothing is copied) and only computes the rest. The cache is bounded in
+bytes and evicts the least recently used block that no other block extends (found through a
+heap of those blocks, so an eviction costs the same however many blocks are cached); an
+evicted block goes back to the pool once no row holds it either.
 """
 
 from __future__ import annotations
@@ -19,13 +16,8 @@ import heapq
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 __all__ = ["PrefixCache"]
-
-KV = Any
-"""Keys and values of every layer, one tensor of shape ``[layers, 2, heads, tokens, head_dim]``
-(index 0 of the second axis: keys, 1: values)."""
 
 
 @dataclass(eq=False)
@@ -33,18 +25,24 @@ class _Block:
     id: int
     key: tuple[int, tuple[int, ...]]
     parent: _Block | None
-    kv: KV
-    nbytes: int
+    page: int
+    """The pool block holding this block's keys and values."""
     used: int = 0
     children: int = 0
 
 
 @dataclass
 class PrefixCache:
-    """Cached prompt blocks, at most ``max_bytes`` of keys and values in all."""
+    """Cached prompt blocks, at most ``max_bytes`` of keys and values in all.
+
+    ``block_bytes``: the keys and values of one block (set by the engine from its pool);
+    ``release``: called with the pool blocks of evicted blocks (the pool's ``release``).
+    """
 
     block_size: int = 32
     max_bytes: int = 512 * 2**20
+    block_bytes: int = 1
+    release: Callable[[list[int]], None] = field(default=lambda pages: None, repr=False)
     bytes: int = 0
     hit_tokens: int = 0
     """Prompt tokens served from the cache so far."""
@@ -74,17 +72,11 @@ class PrefixCache:
             parent = block.id
         return chain
 
-    @staticmethod
-    def assemble(chain: list[_Block]) -> KV:
-        """The keys and values of a chain, joined along the token axis (one operation)."""
-        import torch
-
-        return chain[0].kv if len(chain) == 1 else torch.cat([b.kv for b in chain], dim=3)
-
     def insert(self, ids: Sequence[int], upto: int,
-               kv_of: Callable[[int, int], KV]) -> None:
-        """Cache the full blocks of ``ids[:upto]``; ``kv_of(start, end)`` gives the keys and
-        values of tokens ``start:end`` (asked once, for the blocks not cached yet)."""
+               pages_of: Callable[[int, int], list[int]]) -> None:
+        """Cache the full blocks of ``ids[:upto]``; ``pages_of(start, end)`` gives the pool
+        blocks holding tokens ``start:end``, one more reference each now held by the cache
+        (asked once, for the blocks not cached yet)."""
         parent: _Block | None = None
         size = self.block_size
         end = upto - upto % size
@@ -99,14 +91,13 @@ class PrefixCache:
         else:
             start = end
         if start < end:
-            fresh = kv_of(start, end)
-            for offset in range(0, end - start, size):  # one copy each: evicted one by one
-                kv = fresh[:, :, :, offset:offset + size].clone()
+            pages = pages_of(start, end)
+            for offset, page in zip(range(0, end - start, size), pages, strict=True):
                 key = (parent.id if parent else 0,
                        tuple(ids[start + offset:start + offset + size]))
-                block = _Block(next(self._ids), key, parent, kv, kv.numel() * kv.element_size())
+                block = _Block(next(self._ids), key, parent, page)
                 self._blocks[key] = block
-                self.bytes += block.nbytes
+                self.bytes += self.block_bytes
                 if parent is not None:
                     parent.children += 1
                 self._use(block)
@@ -132,7 +123,8 @@ class PrefixCache:
                     or self._blocks.get(victim.key) is not victim):
                 continue  # stale
             del self._blocks[victim.key]
-            self.bytes -= victim.nbytes
+            self.bytes -= self.block_bytes
+            self.release([victim.page])
             parent = victim.parent
             if parent is not None:
                 parent.children -= 1
@@ -140,6 +132,8 @@ class PrefixCache:
                     self._push_leaf(parent)
 
     def clear(self) -> None:
+        """Forget every block (giving them back)."""
+        self.release([b.page for b in self._blocks.values()])
         self._blocks.clear()
         self._leaves.clear()
         self.bytes = 0

@@ -1,13 +1,15 @@
-"""The model runner: every forward pass of the engine, and the prompts' prefix cache.
+"""The model runner: every forward pass of the engine, over the paged key/value cache.
 
 Four kinds of pass: a prefill of new prompts (after their cached prefixes, right-aligned,
 padding in front of each part), a decode step of the running batch (one token a row), a
 chunk of a long prompt on its own, and a decode step with a chunk riding in it
-(:mod:`._mixed`, where the model allows). Prompts just computed go into the prefix cache
-(:mod:`._prefix`); requests arriving together that share a long uncached prefix compute it
-once. Each pass is timed and counted (:class:`EngineCounters`), and its logits go to
-``select``, which chooses the rows' next tokens and applies them (the engine's
-:mod:`._sampling` and :mod:`._stopping`).
+(:mod:`._mixed`, where the model allows). Every pass reads and writes the rows' blocks of one
+:class:`._kvcache.KVPool` through a :class:`._paged.PagedStep`. Prompts just computed go into
+the prefix cache (:mod:`._prefix`) by reference: their full blocks are the cache's blocks;
+requests arriving together that share a long uncached prefix compute it once. Each pass is
+timed and counted (:class:`EngineCounters`), and its logits go to ``select``, which chooses
+the rows' next tokens and applies them (the engine's :mod:`._sampling` and
+:mod:`._stopping`).
 """
 
 from __future__ import annotations
@@ -17,14 +19,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._compat import cache_keyword, returned_cache
+from ._compat import cache_keyword
 from ._counters import EngineCounters
-from ._kvcache import Batch, ChunkedPrompt
-from ._mixed import MixedStep, mixed_forward, supports_mixed_steps
-from ._prefix import KV, PrefixCache
+from ._errors import UnsupportedModel
+from ._kvcache import Batch, ChunkedPrompt, KVPool, Seq
+from ._mixed import MixedStep, install_attention, mixed_forward, supports_mixed_steps
+from ._paged import PagedStep
+from ._prefix import PrefixCache
 from ._request import GenerationRequest
 
 __all__ = ["ModelRunner", "Select"]
+
+_CASCADE_BLOCKS = 2
+"""Leading blocks all rows of a decode step must share (a system prompt) for the step to
+attend to them once for all rows (:class:`._paged.PagedStep`)."""
 
 Select = Callable[[list[GenerationRequest], Any], Any]
 """Choose and apply the next token of each request from its row of logits; the tokens, as a
@@ -35,11 +43,16 @@ class ModelRunner:
     """Runs ``model``'s forward passes for an engine.
 
     ``pad_id`` fills the padding of prompts; ``prefix`` is the prefix cache (``None``:
-    none); ``counters`` counts each pass; ``select`` chooses each pass's tokens.
+    none); ``block_size`` is the paged cache's block (the prefix cache's, when there is
+    one); ``counters`` counts each pass; ``select`` chooses each pass's tokens.
+
+    Raises :class:`UnsupportedModel` for a model whose attention is not full attention in
+    every layer.
     """
 
     def __init__(self, model: Any, *, pad_id: int, prefix: PrefixCache | None,
-                 counters: EngineCounters, select: Select) -> None:
+                 counters: EngineCounters, select: Select, block_size: int = 32) -> None:
+        _check_attention(model)
         self.model = model
         self.pad_id = pad_id
         self.prefix = prefix
@@ -50,6 +63,32 @@ class ModelRunner:
         self._cache_kw = cache_keyword(model)
         device = getattr(model, "device", None)
         self._cuda = getattr(device, "type", None) == "cuda"
+        self._additive = getattr(model.config, "_attn_implementation", None) != "sdpa"
+        self.packs = self.mixes
+        """Whether prompts of different lengths go through the model packed (no padding;
+        only models whose attention functions this engine may wrap)."""
+        self.cascade_blocks = _CASCADE_BLOCKS if self.mixes else 0
+        """Leading blocks a decode step's rows must share to attend to them once (0:
+        never; only models whose attention functions this engine may wrap)."""
+        self.block_size = prefix.block_size if prefix is not None else block_size
+        self.pool = KVPool.for_model(model, self.block_size)
+        """Every row's keys and values (and the prefix cache's)."""
+        if prefix is not None:
+            prefix.block_bytes = self.pool.block_bytes
+            prefix.release = self._release
+
+    def _release(self, pages: list[int]) -> None:
+        self.pool.release(pages)
+
+    def reset(self) -> None:
+        """Forget every row and cached prefix: a fresh pool (after a failed pass, whose rows
+        all ended with its error)."""
+        if self.prefix is not None:
+            self.prefix.release = lambda pages: None
+            self.prefix.clear()
+        self.pool = KVPool.for_model(self.model, self.block_size)
+        if self.prefix is not None:
+            self.prefix.release = self._release
 
     # -- prompts ---------------------------------------------------------------------------
 
@@ -57,16 +96,12 @@ class ModelRunner:
         """Compute the prompts of ``reqs`` (reusing cached prefixes) and their first tokens."""
         if self.prefix is not None:
             self._share_prefix(reqs)
-        pasts: list[KV | None] = []
-        done: list[int] = []
-        for r in reqs:
-            chain = self.prefix.match(r.prompt_ids, len(r.prompt_ids) - 1) if self.prefix else []
-            pasts.append(PrefixCache.assemble(chain) if chain else None)
-            done.append(len(chain) * (self.prefix.block_size if self.prefix else 0))
+        seqs = [self._cached(r.prompt_ids, len(r.prompt_ids) - 1) for r in reqs]
         if self.prefix is not None:
-            self.prefix.hit_tokens += sum(done)
-        batch, logits = self._forward(reqs, pasts, done,
-                                      [r.prompt_ids[d:] for r, d in zip(reqs, done, strict=True)])
+            self.prefix.hit_tokens += sum(s.length for s in seqs)
+        batch = Batch(reqs, seqs, None)
+        logits = self._forward(seqs, [r.prompt_ids[s.length:] for r, s in zip(reqs, seqs,
+                                                                                strict=True)])
         self._remember(batch)
         batch.next_ids = self.select(reqs, logits)
         return batch
@@ -76,6 +111,14 @@ class ModelRunner:
         if self.prefix is None:
             return len(ids)
         return len(ids) - len(self.prefix.match(ids, len(ids) - 1)) * self.prefix.block_size
+
+    def _cached(self, ids: list[int], limit: int) -> Seq:
+        """A row holding the cached blocks that start ``ids`` (at most ``limit`` tokens)."""
+        if self.prefix is None:
+            return Seq()
+        pages = [b.page for b in self.prefix.match(ids, limit)]
+        self.pool.ref(pages)
+        return Seq(pages, len(pages) * self.prefix.block_size)
 
     def _share_prefix(self, reqs: list[GenerationRequest]) -> None:
         """When requests arriving together share a long uncached prefix, compute it once."""
@@ -95,100 +138,70 @@ class ModelRunner:
         cached = len(self.prefix.match(first, common)) * size
         if common - cached < size:
             return
-        past = PrefixCache.assemble(self.prefix.match(first, cached)) if cached else None
+        seq = self._cached(first, cached)
         shared = GenerationRequest(prompt_ids=list(first[:common]), max_new_tokens=0,
                                    emit=lambda event: None)
-        batch, _ = self._forward([shared], [past], [cached], [shared.prompt_ids[cached:]])
-        self._remember(batch)
+        try:
+            self._forward([seq], [shared.prompt_ids[cached:]])
+            self._remember(Batch([shared], [seq], None))
+        finally:
+            seq.free(self.pool)
 
-    def _forward(self, reqs: list[GenerationRequest], pasts: list[KV | None], done: list[int],
-                 new_ids: list[list[int]]) -> tuple[Batch, Any]:
-        """One forward pass of ``new_ids`` for each row, after its cached ``pasts`` (``done``
-        tokens each): rows are right-aligned, padding goes in front of each part."""
+    def _forward(self, seqs: list[Seq], new_ids: list[list[int]]) -> Any:
+        """One forward pass of ``new_ids`` for each row, after what its ``seqs`` hold; the
+        last logits of each row. Where the model's attention can be wrapped, the rows' new
+        tokens go through the model packed, one after the other (no padding); otherwise
+        right-aligned, padding in front."""
         import torch
-        from transformers import DynamicCache
 
+        rows, counts = len(seqs), [len(x) for x in new_ids]
         device = self.model.device
-        rows, width_past, width_new = len(reqs), max(done), max(len(x) for x in new_ids)
-        ids = torch.full((rows, width_new), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((rows, width_past + width_new), dtype=torch.long)
-        for i, tokens in enumerate(new_ids):
-            ids[i, width_new - len(tokens):] = torch.tensor(tokens)
-            mask[i, width_past - done[i]:width_past] = 1
-            mask[i, width_past + width_new - len(tokens):] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        cache = DynamicCache()
-        if width_past:  # one zeroed tensor for every layer, one copy per row
-            template = next(p for p in pasts if p is not None)
-            layers, _, heads, _, dims = template.shape
-            both = template.new_zeros((layers, 2, rows, heads, width_past, dims))
-            for i, past in enumerate(pasts):
-                if past is not None:
-                    both[:, :, i, :, width_past - done[i]:] = past
-            cache = DynamicCache([(both[index, 0], both[index, 1]) for index in range(layers)])
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, width_past:]
-        return self._prefill_forward(reqs, ids, mask, positions, cache,
-                                     sum(len(x) for x in new_ids))
-
-    def _prefill_forward(self, reqs: list[GenerationRequest], ids: Any, mask: Any,
-                         positions: Any, cache: Any, computed: int) -> tuple[Batch, Any]:
-        """Run one prefill forward pass, counting its cost; the batch and last logits."""
-        with self._timed(0, computed):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                             use_cache=True, logits_to_keep=1, **{self._cache_kw: cache})
-        return Batch(reqs, returned_cache(out), mask, None), out.logits[:, -1, :]
+        packed = self.packs and rows > 1 and min(counts) < max(counts)
+        self.counters.packed_passes += packed
+        step = PagedStep(self.pool, seqs, counts, additive=self._additive, packed=packed)
+        extra: dict[str, Any] = {}
+        if packed:
+            ids = torch.tensor([[t for x in new_ids for t in x]], device=device)
+            positions = step.positions.reshape(-1)[step._new][None]
+            ends = torch.tensor(counts, device=device).cumsum(0) - 1
+            keep: Any = ends
+            extra = {install_attention(): step}
+        else:
+            width = max(counts)
+            ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+            for i, tokens in enumerate(new_ids):
+                ids[i, width - len(tokens):] = torch.tensor(tokens)
+            ids, positions, keep = ids.to(device), step.positions, 1
+        with self._timed(0, sum(counts)):
+            out = self.model(input_ids=ids, attention_mask=step.mask, position_ids=positions,
+                             use_cache=True, logits_to_keep=keep,
+                             **{self._cache_kw: step}, **extra)
+        return out.logits[0] if packed else out.logits[:, -1, :]
 
     def _remember(self, batch: Batch) -> None:
-        """Put the prompts just computed into the prefix cache: the tokens not cached yet, of
-        every row and layer, are copied out of the batch's cache in one operation."""
-        if self.prefix is None:
+        """Put the prompts just computed into the prefix cache: their full blocks, by
+        reference."""
+        prefix = self.prefix
+        if prefix is None:
             return
-        import torch
+        size, pool = prefix.block_size, self.pool
+        for r, seq in zip(batch.reqs, batch.seqs, strict=True):
 
-        size = self.prefix.block_size
-        mask = batch.mask.cpu()
-        columns, spans = [], []
-        for i, r in enumerate(batch.reqs):
-            row = mask[i].nonzero().squeeze(1).tolist()
-            start = len(self.prefix.match(r.prompt_ids, len(r.prompt_ids))) * size
-            end = len(r.prompt_ids) - len(r.prompt_ids) % size
-            columns.append(row)
-            if start < end:
-                spans.append((row[start], row[end - 1] + 1))
-        if not spans:
-            return
-        lo, hi = min(s[0] for s in spans), max(s[1] for s in spans)
-        fresh = torch.stack([t for layer in batch.cache.layers
-                             for t in (layer.keys[:, :, lo:hi], layer.values[:, :, lo:hi])])
-        fresh = fresh.view(-1, 2, *fresh.shape[1:])  # [layers, 2, rows, heads, tokens, dim]
+            def pages_of(start: int, end: int, seq: Seq = seq) -> list[int]:
+                pages = seq.blocks[start // size:end // size]
+                pool.ref(pages)
+                return pages
 
-        for i, r in enumerate(batch.reqs):
-
-            def kv_of(start: int, end: int, i: int = i) -> KV:
-                first, last = columns[i][start] - lo, columns[i][end - 1] + 1 - lo
-                kv = fresh[:, :, i, :, first:last]
-                if last - first != end - start:  # across the padding: cached | new tokens
-                    index = [c - lo for c in columns[i][start:end]]
-                    kv = kv.index_select(3, torch.tensor(index, device=kv.device))
-                return kv
-
-            self.prefix.insert(r.prompt_ids, len(r.prompt_ids), kv_of)
+            prefix.insert(r.prompt_ids, len(r.prompt_ids), pages_of)
 
     # -- chunks of a long prompt ----------------------------------------------------------
 
     def prefill_chunk(self, item: ChunkedPrompt, size: int) -> Batch | None:
         """Prefill the next ``size`` tokens of a long prompt in a pass of their own; its
         batch of one once complete."""
-        import torch
-
-        req = item.req
-        cache = self._chunk_cache(item)
-        end = min(len(req.prompt_ids), item.done + size)
-        device = self.model.device
-        ids = torch.tensor([req.prompt_ids[item.done:end]], device=device)
-        mask = torch.ones((1, end), dtype=torch.long, device=device)
-        positions = torch.arange(item.done, end, device=device)[None]
-        _, logits = self._prefill_forward([req], ids, mask, positions, cache, end - item.done)
+        seq = self._chunk_seq(item)
+        end = min(len(item.req.prompt_ids), item.done + size)
+        logits = self._forward([seq], [item.req.prompt_ids[item.done:end]])
         return self._chunk_end(item, end, logits)
 
     def decode_and_chunk(self, batch: Batch, item: ChunkedPrompt, size: int) -> Batch | None:
@@ -197,20 +210,17 @@ class ModelRunner:
         import torch
 
         req = item.req
-        cache = self._chunk_cache(item)
+        seq = self._chunk_seq(item)
         rows, past = len(batch.reqs), item.done
         end = min(len(req.prompt_ids), past + size)
         size = end - past
-        device = batch.mask.device
-        batch.mask = torch.cat([batch.mask, batch.mask.new_ones((rows, 1))], dim=1)
+        device = batch.next_ids.device
+        row_step = PagedStep(self.pool, batch.seqs, [1] * rows)
+        chunk_step = PagedStep(self.pool, [seq], [size])
         chunk = torch.tensor(req.prompt_ids[past:end], dtype=torch.long, device=device)
         ids = torch.cat([batch.next_ids, chunk])[None]
-        positions = torch.cat([batch.mask.sum(dim=1) - 1,
-                               torch.arange(past, end, device=device)])[None]
-        queries = torch.arange(size, device=device)[:, None]
-        causal = torch.arange(end, device=device)[None] <= queries + past
-        step = MixedStep(rows, batch.cache, cache, batch.mask.bool()[:, None, None, :],
-                         causal[None, None])
+        positions = torch.cat([row_step.positions[:, 0], chunk_step.positions[0]])[None]
+        step = MixedStep(rows, row_step, chunk_step, row_step.mask, chunk_step.mask)
         keep = torch.arange(rows + 1, device=device)
         keep[-1] = rows + size - 1  # the rows' tokens, and the chunk's last
         with self._timed(rows, size):
@@ -218,34 +228,31 @@ class ModelRunner:
         batch.next_ids = self.select(batch.reqs, logits[:rows])
         return self._chunk_end(item, end, logits[rows:])
 
-    def _chunk_cache(self, item: ChunkedPrompt) -> Any:
-        """The cache a long prompt's next chunk extends: at first, its cached prefix (if
-        any, counted in ``item.done``) or an empty one."""
-        from transformers import DynamicCache
+    def _chunk_seq(self, item: ChunkedPrompt) -> Seq:
+        """The row a long prompt's next chunk extends: at first, its cached prefix (if any,
+        counted in ``item.done``) or an empty one."""
+        if item.seq is None:
+            ids = item.req.prompt_ids
+            item.seq = self._cached(ids, len(ids) - 1)
+            item.done = item.seq.length
+            if self.prefix is not None:
+                self.prefix.hit_tokens += item.done
+        return item.seq
 
-        prefix, ids = self.prefix, item.req.prompt_ids
-        if item.cache is None:
-            item.cache = DynamicCache()
-            chain = prefix.match(ids, len(ids) - 1) if prefix is not None else []
-            if chain and prefix is not None:
-                item.cache = DynamicCache([(k[None], v[None])
-                                           for k, v in PrefixCache.assemble(chain)])
-                item.done = len(chain) * prefix.block_size
-                prefix.hit_tokens += item.done
-        return item.cache
+    def drop_chunked(self, item: ChunkedPrompt) -> None:
+        """Give back what a long prompt that will not complete holds (cancelled)."""
+        if item.seq is not None:
+            item.seq.free(self.pool)
 
     def _chunk_end(self, item: ChunkedPrompt, end: int, logits: Any) -> Batch | None:
         """Count a chunk computed up to ``end``; once the prompt is complete, its batch of
         one (cached for reuse, its first token chosen from ``logits``)."""
-        import torch
-
         self.counters.chunks += 1
         item.done = end
         req = item.req
-        if end < len(req.prompt_ids):
+        if end < len(req.prompt_ids) or item.seq is None:
             return None
-        mask = torch.ones((1, end), dtype=torch.long, device=self.model.device)
-        batch = Batch([req], item.cache, mask, None)
+        batch = Batch([req], [item.seq], None)
         self._remember(batch)
         batch.next_ids = self.select([req], logits)
         return batch
@@ -254,16 +261,14 @@ class ModelRunner:
 
     def decode(self, batch: Batch) -> None:
         """One decode step of ``batch``: each row's next token."""
-        import torch
-
-        ones = batch.mask.new_ones((batch.mask.shape[0], 1))
-        batch.mask = torch.cat([batch.mask, ones], dim=1)
-        positions = batch.mask.sum(dim=1, keepdim=True) - 1
+        step = PagedStep(self.pool, batch.seqs, [1] * len(batch.seqs),
+                         additive=self._additive, shared=self.cascade_blocks)
+        extra = {install_attention(): step} if step.cascade else {}
+        self.counters.shared_steps += step.cascade
         with self._timed(len(batch.reqs), 0):
-            out = self.model(input_ids=batch.next_ids[:, None], attention_mask=batch.mask,
-                             position_ids=positions, use_cache=True,
-                             **{self._cache_kw: batch.cache})
-        batch.cache = returned_cache(out)
+            out = self.model(input_ids=batch.next_ids[:, None], attention_mask=step.mask,
+                             position_ids=step.positions, use_cache=True,
+                             **{self._cache_kw: step}, **extra)
         batch.next_ids = self.select(batch.reqs, out.logits[:, -1, :])
 
     @contextmanager
@@ -277,6 +282,23 @@ class ModelRunner:
 
             torch.cuda.synchronize()
         self.counters.count_pass(rows, prompt_tokens, time.perf_counter() - started)
+
+
+def _check_attention(model: Any) -> None:
+    """Raise :class:`UnsupportedModel` unless every attention layer is full attention."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return
+    layer_types = getattr(config, "layer_types", None) or ()
+    odd = sorted({kind for kind in layer_types if kind != "full_attention"})
+    window = getattr(config, "sliding_window", None)
+    if window is not None and getattr(config, "use_sliding_window", True) is False:
+        window = None
+    if odd or window is not None:
+        kind = ", ".join(odd) or f"a sliding window of {window} tokens"
+        raise UnsupportedModel(
+            f"{getattr(config, 'model_type', 'this model')}: the engine's paged cache serves "
+            f"full attention only, and this model has {kind}")
 
 
 def _common_length(a: list[int], b: list[int], limit: int) -> int:

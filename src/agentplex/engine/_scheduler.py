@@ -1,7 +1,8 @@
 """The engine: one worker thread decodes every active request of a model together.
 
-Requests arriving while others are being decoded are prefilled as a group and merged into the
-running batch (left padding, per-row position ids), so nobody waits for a batch to drain.
+Requests arriving while others are being decoded are prefilled as a group and join the
+running batch (their rows of the paged cache are added to its list), so nobody waits for a
+batch to drain.
 Each request keeps its own sampling arguments, stop sequences, grammar matcher and stream;
 finished and cancelled rows leave the batch at the next step.
 
@@ -94,7 +95,8 @@ class BatchEngine:
         self.sampler = Sampler(tokenizer, eos_ids, grammar)
         self.stops = StopHandler(tokenizer, eos_ids)
         self.runner = ModelRunner(model, pad_id=self.pad_id, prefix=self.prefix,
-                                  counters=self.counters, select=self._select)
+                                  counters=self.counters, select=self._select,
+                                  block_size=prefix_block)
 
     @property
     def grammar(self) -> Any:
@@ -207,12 +209,13 @@ class BatchEngine:
                         for r in batch.reqs:
                             if r.cancelled and r.finish_reason is None:
                                 self.stops.finish(r, "cancelled")
-                    batch = prune(batch)
+                    batch = prune(batch, runner.pool)
             except Exception as exc:  # report to every caller, keep serving
                 for req in (batch.reqs if batch else []) + new + [c.req for c in chunked]:
                     self.stops.fail(req, exc)
                 batch = None
                 chunked.clear()
+                runner.reset()  # what the failed pass's rows held
 
     def _next_chunk(self, batch: Batch | None, item: ChunkedPrompt,
                     mixing: bool) -> Batch | None:
@@ -220,6 +223,7 @@ class BatchEngine:
         else on its own — or end it if cancelled; its batch of one once complete."""
         if item.req.cancelled:
             self.stops.finish(item.req, "cancelled")
+            self.runner.drop_chunked(item)
             if mixing and batch is not None:
                 self.runner.decode(batch)  # the pass the chunk would have ridden in
             return None
