@@ -221,14 +221,15 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                 log(f"placed {options.agents:,} {cls.noun} in {placed:.2f}s "
                     f"({options.agents / max(placed, 1e-9):,.0f}/s)")
                 sim = Sim(home.runtime, refs, seed=options.seed, params=params,
-                          timeout=options.timeout, spawner=home.spawn)
-                await scenario.start(sim)
+                          timeout=options.timeout, spawner=home.spawn, log=log)
                 if start.checkpoint is None:
+                    await scenario.start(sim)  # what setup may use (model actors, say)
                     await scenario.setup(sim)
-                else:
+                else:  # start sees the run as it continues: state, params, round restored
                     await _restore(run, sim, scenario, start, surveys, result)
                     log(f"{start.how} from {start.parent.name if start.parent else '?'} "
                         f"at round {start.checkpoint.round}")
+                    await scenario.start(sim)
                 for number in range(first, options.rounds + 1):
                     failed = sim.timeouts + sim.errors
                     began = time.perf_counter()
@@ -411,6 +412,7 @@ async def _restore(run: Run, sim: Sim, scenario: Scenario, start: _Start,
     if got != len(names):
         raise ScenarioError(f"the checkpoint holds {got} agents, this run {len(names)}")
     sim.state = meta["state"]
+    sim.round = ck.round
     sim.timeouts = int(meta["counts"]["timeouts"])
     sim.errors = int(meta["counts"]["errors"])
     if start.how == "resume":  # a fork's parameters are the checkpoint's and its changes
