@@ -201,8 +201,8 @@ def test_kwargs_name_the_actors_arguments_and_an_ambiguous_keyword_is_refused() 
     with pytest.raises(TypeError, match="seed: not a spawn option"):
         split_options(BatchOptions, None, {"seed": 1}, kwargs={"run": "x"}, target=Booked)
     # an import path is not inspected: a loose keyword naming an option stays an option
-    opts, rest = split_options(SpawnOptions, None, {"run": "r2", "start": 1}, target=COUNTER)
-    assert opts.run == "r2" and rest == {"start": 1}
+    single, rest = split_options(SpawnOptions, None, {"run": "r2", "start": 1}, target=COUNTER)
+    assert single.run == "r2" and rest == {"start": 1}
 
 
 async def test_an_actor_argument_named_like_an_option_reaches_the_actor() -> None:

@@ -93,7 +93,7 @@ def demo(
     if address is None and (keys or head_key or allow_key):
         raise typer.BadParameter("--keys, --head-key and --allow-key join a cluster: "
                                  "give them with --address")
-    if nodes and address is not None:
+    if nodes and address is not None and backend == "local":
         raise typer.BadParameter("--nodes starts nodes here; --address joins a cluster: "
                                  "give one")
     if not (model == "scripted" or model.startswith("transformers")):

@@ -106,7 +106,7 @@ def run(
     try:
         if sum(x is not None for x in (scenario, resume, fork)) != 1:
             raise typer.BadParameter("give a SCENARIO, or --resume RUN, or --fork RUN@R")
-        if nodes and address is not None:
+        if nodes and address is not None and backend == "local":
             raise typer.BadParameter("--nodes starts nodes here; --address joins a cluster: "
                                      "give one")
         if address is None and (keys or head_key or allow_key):

@@ -188,8 +188,9 @@ async def _on_ray(*, nodes: int, address: str | None, agent: type[Actor], run: s
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  **init)
     cluster = await RayCluster.start(checkpoint_interval=None, shutdown_ray=started)
-    log(f"Ray up in {time.perf_counter() - began:.1f}s "
-        f"({'started here' if started and address is None else address or 'joined'})")
+    which = (f"the Ray cluster at {address}" if address is not None else
+             "a local Ray" if started else "the Ray this process had started")
+    log(f"{which}: up in {time.perf_counter() - began:.1f}s")
     try:
         async def spawn_ray(cls: type[Actor], names: Sequence[str],
                             args: Sequence[dict[str, Any]]) -> Sequence[ActorRef]:
