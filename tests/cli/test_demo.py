@@ -76,7 +76,8 @@ def _without_openai_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
 
 
-@pytest.mark.parametrize("command", [["demo", "--model"], ["serve", "--port", "0"]])
+@pytest.mark.parametrize("command", [["demo", "--model"], ["demo", "--nodes", "2", "--model"],
+                                     ["serve", "--port", "0"]])
 def test_a_model_that_cannot_be_built_is_one_line_not_a_traceback(
     tmp_path: Path, command: list[str]
 ) -> None:

@@ -26,7 +26,7 @@ from agentplex.sim import RoundFailed, Scenario, Sim
 
 from ._crowd import MODEL_PREFIX, PLAYER_PREFIX, Answers, CrowdPlayer, GameModelActor
 
-__all__ = ["DEFAULT_SPEAKERS", "Guessing", "ask_players"]
+__all__ = ["DEFAULT_SPEAKERS", "Guessing", "ask_players", "outcome_text", "question"]
 
 _NO_GUESS = 255
 CHUNK = 50_000
@@ -39,6 +39,21 @@ DEFAULT_SPEAKERS = 8
 """Players who speak at the end of ``agentplex demo`` unless told otherwise."""
 
 Ask = Callable[[Sequence[ActorRef], Msg], Awaitable[list[Any]]]
+
+
+def question(outcome: str, number: int) -> Msg:
+    """Round ``number``'s question, after the last round's ``outcome`` ("" before)."""
+    return Msg("host", f"{outcome} Round {number}: make your guess.".strip(), "user",
+               metadata={"mode": "guess"})
+
+
+def outcome_text(number: int, answered: int, mean: float, target: float,
+                 winners: Sequence[str]) -> str:
+    """What the players hear of round ``number`` (the first five winners by name)."""
+    shown = ", ".join(winners[:5]) + (f" and {len(winners) - 5} more"
+                                      if len(winners) > 5 else "")
+    return (f"Round {number}: {answered} players guessed; the mean was {mean:.2f}, two "
+            f"thirds of it {target:.1f}; winner: {shown}.")
 
 
 async def ask_players(ask: Ask, refs: Sequence[ActorRef], names: Sequence[str],
@@ -109,12 +124,10 @@ class Guessing(Scenario):
         sim.state["outcome"] = ""
 
     async def step(self, sim: Sim) -> None:
-        outcome = sim.state["outcome"]
-        question = Msg("host", f"{outcome} Round {sim.round}: make your guess.".strip(),
-                       "user", metadata={"mode": "guess"})
         names = sim.names
         shown: list[Msg] | None = [] if len(names) <= SHOWN else None
-        answers = await ask_players(sim.call_many, sim.agents, names, question, shown=shown)
+        answers = await ask_players(sim.call_many, sim.agents, names,
+                                    question(sim.state["outcome"], sim.round), shown=shown)
         for m in shown or ():
             sim.log(f"{m.name}: {m.get_text_content()}")
         if not answers.answered:
@@ -122,10 +135,7 @@ class Guessing(Scenario):
                               f"{sim.first_error}")
         target, winners = answers.winners(names)
         mean = answers.total / answers.answered
-        shown_names = ", ".join(winners[:5]) + (f" and {len(winners) - 5} more"
-                                                if len(winners) > 5 else "")
-        outcome = (f"Round {sim.round}: {answers.answered} players guessed; the mean was "
-                   f"{mean:.2f}, two thirds of it {target:.1f}; winner: {shown_names}.")
+        outcome = outcome_text(sim.round, answers.answered, mean, target, winners)
         sim.state["outcome"] = outcome
         sim.note(outcome)
         sim.log(outcome)
