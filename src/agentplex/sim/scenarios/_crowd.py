@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,7 @@ from ...model import (
     init_chat_model,
 )
 from ...model.wrappers import RateLimitedModel, RateLimiter
-from ...runtime import ActorError, HandlerError
+from ...runtime import ActorError, HandlerError, Runtime, get_runtime
 from ._game import PERSONAS, GameStats, Player, _guess_of
 
 __all__ = [
@@ -86,16 +87,24 @@ class SeededPlayersModel(ChatModelBase):
                             finish_reason="stop")
 
 
-_models: dict[tuple[str, int], ChatModelBase] = {}
+_SCRIPTED = SeededPlayersModel()
+_models: weakref.WeakKeyDictionary[Runtime, dict[tuple[str, int], ChatModelBase]] = \
+    weakref.WeakKeyDictionary()
 
 
 def crowd_model(model: str, replicas: int) -> ChatModelBase:
-    """The model of this process's players: one per process, shared by all of them."""
+    """The model of the players of this process's runtime (:func:`get_runtime`): one per
+    runtime, shared by all of them — the scripted stand-in, or a ``RemoteChatModel`` over
+    the replicas (its refs belong to one runtime: a second run in the same process gets
+    its own)."""
+    if model == "scripted":
+        return _SCRIPTED
+    per = _models.setdefault(get_runtime(), {})
     key = (model, replicas)
-    if key not in _models:
-        _models[key] = (SeededPlayersModel() if model == "scripted" else RemoteChatModel(
-            [f"{MODEL_PREFIX}{i}" for i in range(replicas)], model_name=model, timeout=600))
-    return _models[key]
+    if key not in per:
+        per[key] = RemoteChatModel([f"{MODEL_PREFIX}{i}" for i in range(replicas)],
+                                   model_name=model, timeout=600)
+    return per[key]
 
 
 class GameModelActor(ModelActor):
@@ -139,11 +148,13 @@ class CrowdPlayer(Player):
                  max_tokens: int = 48) -> None:
         super().__init__(PLAYER_PREFIX, crowd_model(model, replicas), _STATS,
                          max_tokens=max_tokens)
+        self.model_spec = (model, replicas)
         self.base_seed = seed
         self.lines: list[tuple[str, str]] = []
         self.register_state("lines", None, _pairs)
 
     async def on_start(self) -> None:
+        self.model = crowd_model(*self.model_spec)  # the model of the runtime it joined
         self.name = self.ref.name
         index = int(self.name.rpartition("-")[2] or 0)
         self.persona = PERSONAS[index % len(PERSONAS)]
