@@ -223,12 +223,11 @@ def _summary(console: Console, result: RunResult, o: RunOptions) -> None:
 
 
 def _engine_summary(console: Console, counts: dict[str, Any]) -> None:
-    """Where a local model replica's time went: prompts, decode steps, choosing tokens."""
+    """Where a local model replica's time went (its ``describe``'s ``engine``): prompts,
+    decode steps, choosing tokens."""
     if not counts.get("steps"):
         return
-    decode = counts["forward_seconds"] - counts["prefill_seconds"]
-    console.print(f"local model: prefill {counts['prefill_seconds']:.1f}s "
-                  f"({counts['prefill_tokens']:,} prompt tokens), decode {decode:.1f}s "
-                  f"({counts['steps']:,} forward passes, up to {counts['max_rows_seen']} "
-                  f"rows; {counts['chunks']:,} prompt chunks), "
-                  f"choosing tokens {counts['select_seconds']:.1f}s")
+    console.print(f"local model: prefill {counts['prefill_s']:.1f}s "
+                  f"({counts['prefill_tokens']:,} prompt tokens), decode "
+                  f"{counts['decode_s']:.1f}s ({counts['steps']:,} forward passes, up to "
+                  f"{counts['max_rows']} rows), choosing tokens {counts['select_s']:.1f}s")

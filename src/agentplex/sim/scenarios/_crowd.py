@@ -123,19 +123,6 @@ class GameModelActor(ModelActor):
             built = RateLimitedModel(built, RateLimiter(self.requests_per_second))
         self.model = built
 
-    async def handle_call(self, message: Any) -> Any:
-        if message == "engine":  # what a local model's engine counted, if it has one
-            model: Any = self.model
-            while not hasattr(model, "engine") and isinstance(getattr(model, "model", None),
-                                                                ChatModelBase):
-                model = model.model  # a wrapper's (the rate limiter's) model
-            counts = getattr(getattr(model, "engine", None), "counters", None)
-            return {} if counts is None else {
-                k: getattr(counts, k) for k in ("steps", "max_rows_seen", "forward_seconds",
-                                                "prefill_seconds", "select_seconds",
-                                                "prefill_tokens", "chunks")}
-        return await super().handle_call(message)
-
 
 class CrowdPlayer(Player):
     """A player built on its node: its number comes from its name (``player-17``).

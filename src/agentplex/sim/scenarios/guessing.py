@@ -158,6 +158,7 @@ class Guessing(Scenario):
                                        if isinstance(m, Msg)]
         names = self._models()
         if names:
-            counted = await sim.runtime.call_many(names, "engine", timeout=60,
-                                                  return_exceptions=True)
-            sim.state["engine"] = [c for c in counted if isinstance(c, dict) and c]
+            described = await sim.runtime.call_many(names, "describe", timeout=60,
+                                                    return_exceptions=True)
+            sim.state["engine"] = [d["engine"] for d in described
+                                   if isinstance(d, dict) and d.get("engine")]
