@@ -92,14 +92,14 @@ _models: weakref.WeakKeyDictionary[Runtime, dict[tuple[str, int], ChatModelBase]
     weakref.WeakKeyDictionary()
 
 
-def crowd_model(model: str, replicas: int) -> ChatModelBase:
-    """The model of the players of this process's runtime (:func:`get_runtime`): one per
+def crowd_model(model: str, replicas: int, runtime: Runtime | None = None) -> ChatModelBase:
+    """The model of the players of ``runtime`` (default: :func:`get_runtime`): one per
     runtime, shared by all of them — the scripted stand-in, or a ``RemoteChatModel`` over
     the replicas (its refs belong to one runtime: a second run in the same process gets
     its own)."""
     if model == "scripted":
         return _SCRIPTED
-    per = _models.setdefault(get_runtime(), {})
+    per = _models.setdefault(runtime or get_runtime(), {})
     key = (model, replicas)
     if key not in per:
         per[key] = RemoteChatModel([f"{MODEL_PREFIX}{i}" for i in range(replicas)],
@@ -141,7 +141,8 @@ class CrowdPlayer(Player):
         self.register_state("lines", None, _pairs)
 
     async def on_start(self) -> None:
-        self.model = crowd_model(*self.model_spec)  # the model of the runtime it joined
+        assert self._cell is not None  # the model of the runtime it joined
+        self.model = crowd_model(*self.model_spec, runtime=self._cell.runtime)
         self.name = self.ref.name
         index = int(self.name.rpartition("-")[2] or 0)
         self.persona = PERSONAS[index % len(PERSONAS)]
