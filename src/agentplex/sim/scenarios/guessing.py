@@ -57,8 +57,8 @@ def outcome_text(number: int, answered: int, mean: float, target: float,
 
 
 async def ask_players(ask: Ask, refs: Sequence[ActorRef], names: Sequence[str],
-                      question: Msg, *, shown: list[Msg] | None = None) -> Answers:
-    """Ask every player (``ask`` is ``sim.call_many``) :data:`CHUNK` at a time,
+                      msg: Msg, *, shown: list[Msg] | None = None) -> Answers:
+    """Ask every player ``msg`` (``ask`` is ``sim.call_many``) :data:`CHUNK` at a time,
     :data:`IN_FLIGHT` chunks at once; each chunk takes every k-th player, so that every
     node has its share of each chunk (players are placed in ranges: a chunk of neighbours
     would keep one node busy). The driver keeps one byte per player, not its answer;
@@ -70,7 +70,7 @@ async def ask_players(ask: Ask, refs: Sequence[ActorRef], names: Sequence[str],
 
     async def asker() -> None:
         for j in parts:
-            got = await ask(refs[j::count], question)
+            got = await ask(refs[j::count], msg)
             for i, value in zip(range(j, n, count), got, strict=True):
                 answers.take(i, names[i], value)
                 if shown is not None and isinstance(value, Msg):
