@@ -287,10 +287,14 @@ async def prefix_reuse(model: Any, agents: int = 16) -> None:
 
 
 async def demo_rounds(model: Any, agents: int, rounds: int, repeats: int) -> None:
-    """The demo game's round times with and without prefix reuse (same weights, same seed)."""
+    """The demo game's round times with and without prefix reuse (same weights, same seed):
+    the guessing scenario's players (``CrowdPlayer``) sharing one model actor, asked as
+    its rounds ask them."""
+    from agentplex.cluster import ModelActor
     from agentplex.model import TransformersChatModel
-    from agentplex.runtime import Runtime
-    from agentplex.sim.scenarios._game import GameStats, make_players, play
+    from agentplex.runtime import NameRange, Runtime
+    from agentplex.sim.scenarios._crowd import MODEL_PREFIX, PLAYER_PREFIX, CrowdPlayer
+    from agentplex.sim.scenarios.guessing import ask_players, outcome_text, question
 
     pair = (model.model, model.tokenizer)
     times: dict[str, list[tuple[float, float]]] = {"prefix-reuse": [], "no-reuse": []}
@@ -299,15 +303,22 @@ async def demo_rounds(model: Any, agents: int, rounds: int, repeats: int) -> Non
         for impl, cache in (("prefix-reuse", 512 * 2**20), ("no-reuse", 0)):
             m = TransformersChatModel("bench", model=pair, prefix_cache_bytes=cache)
             marks = [(time.perf_counter(), time.process_time())]
+            async with Runtime() as rt:
+                await rt.spawn(ModelActor(m), f"{MODEL_PREFIX}0")
+                names = NameRange(PLAYER_PREFIX, 0, agents)
+                refs = await rt.spawn_many([CrowdPlayer(seed=0, model="bench")
+                                            for _ in names], names)
 
-            def mark(_: int, marks: list[tuple[float, float]] = marks) -> None:
-                marks.append((time.perf_counter(), time.process_time()))
+                async def ask(part: Any, msg: Any, rt: Runtime = rt) -> list[Any]:
+                    return await rt.call_many(part, msg, timeout=600, return_exceptions=True)
 
-            async with Runtime():
-                players = make_players(m, agents, GameStats(), seed=0)
-                for player in players:
-                    player.set_console_output_enabled(False)
-                await play(players, rounds=rounds, speakers=0, on_round=mark)
+                outcome = ""
+                for r in range(1, rounds + 1):
+                    got = await ask_players(ask, refs, names, question(outcome, r))
+                    target, winners = got.winners(names)
+                    outcome = outcome_text(r, got.answered, got.total / max(1, got.answered),
+                                           target, winners)
+                    marks.append((time.perf_counter(), time.process_time()))
             times[impl] += [(b[0] - a[0], b[1] - a[1]) for a, b in itertools.pairwise(marks)]
             hits[impl] = m.engine.prefix.hit_tokens if m.engine.prefix else 0
             m.engine.close()

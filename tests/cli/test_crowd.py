@@ -10,23 +10,23 @@ import pytest
 
 from agentplex.message import Msg
 from agentplex.runtime import ActorNotFound, NameRange, Runtime
-from agentplex.sim.scenarios import _crowd
-from agentplex.sim.scenarios._crowd import MEMORY, Answers, CrowdPlayer
-from agentplex.sim.scenarios._game import GameStats, Player, scripted_players_model
+from agentplex.sim.scenarios import guessing
+from agentplex.sim.scenarios._crowd import MEMORY, Answers, CrowdPlayer, SeededPlayersModel
+from agentplex.sim.scenarios._game import GameStats, Player
 
 pytestmark = pytest.mark.anyio
 
 
-class FakeRuntime:
-    """Answers ``call_many`` with each player's number as its guess; remembers the chunks
-    and how many were in flight at once."""
+class FakeAsk:
+    """Answers a fan-out (what ``sim.call_many`` does) with each player's number as its
+    guess; remembers the chunks and how many were in flight at once."""
 
     def __init__(self) -> None:
         self.chunks: list[list[str]] = []
         self.running = 0
         self.most = 0
 
-    async def call_many(self, names: Sequence[str], msg: Msg, **_: Any) -> list[Any]:
+    async def __call__(self, names: Sequence[str], msg: Msg) -> list[Any]:
         import asyncio
 
         self.chunks.append(list(names))
@@ -42,17 +42,17 @@ class FakeRuntime:
 
 async def test_a_round_asks_in_striped_chunks_two_at_a_time(monkeypatch: pytest.MonkeyPatch
                                                           ) -> None:
-    monkeypatch.setattr(_crowd, "CHUNK", 100)
+    monkeypatch.setattr(guessing, "CHUNK", 100)
     names = NameRange("player-", 0, 1_000)  # placed in ranges: 250 per node on 4 nodes
-    rt = FakeRuntime()
-    moved: list[int] = []
-    answers = await _crowd._ask_all(rt, names, Msg("host", "guess", "user"),  # type: ignore[arg-type]
-                                    10.0, lambda answered, tokens: moved.append(answered))
-    assert len(rt.chunks) == 10 and rt.most == 2
-    assert sorted(n for c in rt.chunks for n in c) == sorted(names)  # everyone, once
-    for chunk in rt.chunks:  # every node's range has its share of every chunk
+    ask = FakeAsk()
+    shown: list[Msg] = []
+    answers = await guessing.ask_players(ask, names, names,  # type: ignore[arg-type]
+                                         Msg("host", "guess", "user"), shown=shown)
+    assert len(ask.chunks) == 10 and ask.most == 2
+    assert sorted(n for c in ask.chunks for n in c) == sorted(names)  # everyone, once
+    for chunk in ask.chunks:  # every node's range has its share of every chunk
         assert {int(n.split("-")[1]) // 250 for n in chunk} == {0, 1, 2, 3}
-    assert moved == sorted(moved) and moved[-1] == answers.answered == 999
+    assert len(shown) == answers.answered == 999
     assert list(answers.failed) == ["player-13"]
     assert answers.guesses[13] == 255 and answers.guesses[7] == 7
     assert answers.tokens_out == 2 * 999
@@ -75,7 +75,7 @@ async def test_a_crowd_player_keeps_a_few_lines_and_prompts_as_a_player_would() 
     async with Runtime() as rt:
         crowd = CrowdPlayer(seed=3)
         await rt.spawn(crowd, "player-7")
-        plain = Player("player-7", scripted_players_model(), GameStats(), seed=crowd.seed)
+        plain = Player("player-7", SeededPlayersModel(), GameStats(), seed=crowd.seed)
         for r in range(1, 6):
             question = Msg("host", f"Round {r}: make your guess.", "user",
                            metadata={"mode": "guess"})

@@ -19,16 +19,19 @@ def test_demo_plays_reports_and_writes_a_trace(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    for player in ("Player1", "Player2", "Player3"):
+    # a small game prints each answer as it comes; the game is a run of the scenario
+    for player in ("player-0", "player-1", "player-2"):
         assert f"{player}: I guess" in out
-    assert "round 2: target" in out and "run summary" in out
+    assert re.search(r"round 2: 3/3 answered in [\d.]+s; target [\d.]+", out)
+    assert "Guessing: 3 players in this process" in out and "run summary" in out
     traces = list(tmp_path.glob("*/trace.jsonl"))
     assert len(traces) == 1 and str(traces[0]) in out.replace("\n", "")
     spans = [json.loads(line) for line in traces[0].read_text().splitlines()]
     names = {s["name"] for s in spans}
-    assert "invoke_agent Player1" in names and "chat scripted-players" in names
-    # the summary counts the messages the transcript holds: the rules, each round's call,
-    # guesses and result, and the closing sentences
+    assert "invoke_agent player-0" in names and "chat scripted-players" in names
+    assert {"round 1", "round 2"} <= names
+    # the summary counts the messages the transcript holds: each round's call, guesses
+    # and outcome, then the closing question and sentences
     transcript = (traces[0].parent / "transcript.jsonl").read_text().splitlines()
     row = re.search(r"│\s+3\s+│\s+(\d+)\s+│", out)
     assert row is not None and int(row.group(1)) == len(transcript) == 1 + 2 * (1 + 3 + 1) + 3
@@ -46,7 +49,7 @@ def test_demo_rejects_bad_options() -> None:
 
 
 def test_slow_rates_keep_their_digits() -> None:
-    from agentplex.cli._app import rate_text
+    from agentplex.cli._demo import rate_text
 
     assert [rate_text(x) for x in (0.37, 3.04, 12.6, 11_279.4)] == ["0.37", "3", "13", "11,279"]
 
@@ -73,7 +76,8 @@ def _without_openai_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
 
 
-@pytest.mark.parametrize("command", [["demo", "--model"], ["serve", "--port", "0"]])
+@pytest.mark.parametrize("command", [["demo", "--model"], ["demo", "--nodes", "2", "--model"],
+                                     ["serve", "--port", "0"]])
 def test_a_model_that_cannot_be_built_is_one_line_not_a_traceback(
     tmp_path: Path, command: list[str]
 ) -> None:
@@ -104,9 +108,10 @@ def test_a_failing_model_call_is_reported_with_its_provider(tmp_path: Path) -> N
 async def test_players_prompts_keep_the_newest_within_budget() -> None:
     from agentplex.message import Msg
     from agentplex.model.lowlevel import estimate_tokens
-    from agentplex.sim.scenarios._game import GameStats, Player, scripted_players_model
+    from agentplex.sim.scenarios._crowd import SeededPlayersModel
+    from agentplex.sim.scenarios._game import GameStats, Player
 
-    player = Player("Player1", scripted_players_model(), GameStats(), max_input_tokens=120)
+    player = Player("Player1", SeededPlayersModel(), GameStats(), max_input_tokens=120)
     for i in range(40):
         await player.observe(Msg(f"Player{i % 3 + 2}", f"round note {i} " + "blah " * 6, "user"))
     system, user = await player._prompt("Your guess?")
@@ -119,14 +124,15 @@ async def test_players_prompts_keep_the_newest_within_budget() -> None:
 async def test_a_prompt_known_to_fit_is_the_prompt_fit_keeps() -> None:
     from agentplex.message import Msg
     from agentplex.model import ScriptedChatModel
-    from agentplex.sim.scenarios._game import GameStats, Player, scripted_players_model
+    from agentplex.sim.scenarios._crowd import SeededPlayersModel
+    from agentplex.sim.scenarios._game import GameStats, Player
 
     class Counted(ScriptedChatModel):  # counts as the others do, but not known to
         async def count_tokens(self, *args: Any, **kwargs: Any) -> int:
             return await super().count_tokens(*args, **kwargs)
 
     players = [Player("Player1", model, GameStats(), max_input_tokens=budget)
-               for model in (scripted_players_model(), Counted([]))
+               for model in (SeededPlayersModel(), Counted([]))
                for budget in (320, 120)]
     for player in players:
         for i in range(12):
@@ -146,7 +152,7 @@ def test_the_main_job_on_the_embedded_model(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    assert "Player1: I guess" in out and "Player2: I guess" in out
+    assert "player-0: I guess" in out and "player-1: I guess" in out
     assert "local model: prefill" in out and "decode" in out  # where the model's time went
     (manifest,) = tmp_path.glob("*/manifest.json")
     totals = json.loads(manifest.read_text())

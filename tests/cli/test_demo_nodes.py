@@ -17,8 +17,8 @@ from tests.support import ROOT, pythonpath
 PIDS = re.compile(r"\(pids ([\d, ]+)\)")
 
 
-def demo(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": pythonpath(), "COLUMNS": "400"}
+def demo(tmp_path: Path, *args: str, **env_vars: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "COLUMNS": "400", **env_vars}
     return subprocess.Popen(
         [sys.executable, "-m", "agentplex", "demo", "--runs-dir", str(tmp_path), *args],
         cwd=ROOT, env=env, stdout=(tmp_path / "out.txt").open("w"),
@@ -77,11 +77,14 @@ def test_demo_2000_players_on_two_nodes(tmp_path: Path) -> None:
 
 
 def test_demo_stops_its_nodes_on_an_error(tmp_path: Path) -> None:
-    # The model replica cannot be built on the node: placing it fails after the nodes
-    # started, and the demo stops them before it reports the error.
-    proc = demo(tmp_path, "--agents", "10", "--nodes", "2", "--model", "nosuch:model")
+    # The model is a hosted one whose server refuses every call: the nodes started, the
+    # first round gets no answer, and the demo stops them before it reports the error. (A
+    # model that cannot be built at all is refused here before any node starts.)
+    proc = demo(tmp_path, "--agents", "10", "--nodes", "2", "--model", "openai:gpt-4o-mini",
+                OPENAI_API_KEY="k", OPENAI_BASE_URL="http://127.0.0.1:9/v1")
     assert proc.wait(300) == 1
-    assert "the demo failed" in (tmp_path / "err.txt").read_text()
+    err = (tmp_path / "err.txt").read_text()
+    assert "the demo failed" in err and "no player answered" in err, err[-3000:]
     assert_all_gone(started_pids(tmp_path, timeout=5))
 
 

@@ -27,6 +27,7 @@ from agentplex.cluster import (
 )
 from agentplex.cluster.lowlevel import REQUESTS, error_from_wire, error_to_wire, split_options
 from agentplex.runtime import Actor, ActorExists
+from tests.support.actors import Booked
 
 COUNTER = "tests.support.actors:Counter"
 pytestmark = pytest.mark.anyio
@@ -187,5 +188,32 @@ async def test_spawn_many_passes_each_agent_its_name_when_its_constructor_takes_
         assert await alone.call("?", timeout=10) == "hey from carl"
         counters = await cluster.spawn_many(COUNTER, [[5]])  # takes no name: none given
         assert await counters[0].call(1, timeout=10) == 6
+    finally:
+        await cluster.close()
+
+
+def test_kwargs_name_the_actors_arguments_and_an_ambiguous_keyword_is_refused() -> None:
+    opts, rest = split_options(BatchOptions, BatchOptions(run="r1"), {"wait": 2},
+                               kwargs={"run": "mine", "resources": "few"}, target=Booked)
+    assert (opts.run, opts.wait, rest) == ("r1", 2, {"run": "mine", "resources": "few"})
+    with pytest.raises(TypeError, match="run: both a spawn option and an argument of Booked"):
+        split_options(BatchOptions, None, {"run": "mine"}, target=Booked)
+    with pytest.raises(TypeError, match="seed: not a spawn option"):
+        split_options(BatchOptions, None, {"seed": 1}, kwargs={"run": "x"}, target=Booked)
+    # an import path is not inspected: a loose keyword naming an option stays an option
+    single, rest = split_options(SpawnOptions, None, {"run": "r2", "start": 1}, target=COUNTER)
+    assert single.run == "r2" and rest == {"start": 1}
+
+
+async def test_an_actor_argument_named_like_an_option_reaches_the_actor() -> None:
+    cluster = await init(checkpoint_interval=None)
+    try:
+        refs = await cluster.spawn_many(Booked, 2, names="bk-", options=BatchOptions(
+            run="the-run"), kwargs={"run": "mine", "resources": "few"})
+        assert [await r.call("?", timeout=10) for r in refs] == [["mine", "few"]] * 2
+        alone = await cluster.spawn(Booked, name="bk-x", kwargs={"run": "solo"})
+        assert await alone.call("?", timeout=10) == ["solo", ""]
+        with pytest.raises(TypeError, match="kwargs"):
+            await cluster.spawn_many(Booked, 1, names="bk-y-", run="mine")
     finally:
         await cluster.close()

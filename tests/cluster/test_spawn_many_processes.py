@@ -67,6 +67,10 @@ async def test_spawn_many_over_node_processes_sends_one_request_per_node(
             assert await node_requests(rt, node) == {"start_many": 1}
         listed = await client.spawn_many(COUNTER, 3, names=["x", "y", "z"], placement="pack")
         assert [await r.call(2, timeout=30) for r in listed] == [2, 2, 2]
+        # arguments named like spawn options cross to the nodes as the actor's
+        booked = await client.spawn_many("tests.support.actors:Booked", 2, names="bk-",
+                                         kwargs={"run": "mine", "resources": "few"})
+        assert [await r.call("?", timeout=30) for r in booked] == [["mine", "few"]] * 2
 
 
 async def test_the_heads_refusals_are_raised_here_as_their_own_types(

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from agentplex.sim import CheckpointError, RunOptions, checkpoints, run_scenario
-from agentplex.sim.lowlevel import fork_options, resume_options
+from agentplex.sim.lowlevel import checkpoint_at, fork_options, resume_options
 
 TALLY = str(Path(__file__).parents[1] / "support" / "sim_scenario.py") + ":Tally"
 ARGS = ["run", TALLY, "--agents", "6", "--rounds", "7", "--seed", "4",
@@ -106,6 +106,26 @@ async def test_forks_start_from_a_checkpoint_with_changed_parameters_and_share_n
     manifest = json.loads((changed.dir / "manifest.json").read_text())
     assert manifest["parent"] == {"run": parent.run_id, "round": 2}
     assert manifest["config"]["params"]["scale"] == 10
+
+
+async def test_start_sees_the_state_a_run_continues_from(tmp_path: Path) -> None:
+    """``Scenario.start`` runs on every start: fresh, before ``setup`` (nothing yet); on a
+    fork or resume, after the checkpoint is restored (its state, parameters and round)."""
+    seen: list[str] = []
+    parent = await run_scenario(RunOptions(scenario=TALLY, agents=3, rounds=4, seed=5,
+                                           checkpoint_every=2, runs_dir=tmp_path),
+                                log=seen.append)
+    assert "start at round 0: history None, scale 1" in seen
+    history = checkpoint_at(parent.dir, 2).meta()["state"]["history"]
+    assert len(history) == 2
+    seen.clear()
+    options, start = fork_options(f"{parent.run_id}@2", tmp_path, {"scale": 3}, None, None)
+    await run_scenario(options, start=start, log=seen.append)
+    assert f"start at round 2: history {history}, scale 3" in seen, seen
+    seen.clear()
+    options, start = resume_options(parent.run_id, tmp_path)
+    await run_scenario(options, start=start, log=seen.append)
+    assert any(x.startswith("start at round 4: history [") for x in seen), seen
 
 
 async def test_resume_and_fork_refuse_what_they_cannot_use(tmp_path: Path) -> None:

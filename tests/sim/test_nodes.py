@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 TALLY = str(Path(__file__).parents[1] / "support" / "sim_scenario.py") + ":Tally"
 OPINION = "agentplex.sim.scenarios.opinion:Opinion"
@@ -155,3 +156,19 @@ def test_a_budget_counts_what_the_nodes_spent_in_the_round(tmp_path: Path) -> No
     assert manifest["status"] == "budget" and "the budget is 100" in manifest["reason"]
     assert [(r["round"], r["calls"]) for r in manifest["totals"]["by_round"]] == [(1, 6)]
     assert manifest["totals"]["model_calls"] == 6
+
+
+@pytest.mark.anyio
+async def test_the_guessing_game_with_model_replicas_on_two_nodes(tmp_path: Path) -> None:
+    """The players reach the model replicas of their own run on the nodes (the model
+    actors placed by the scenario's ``start``), with the metrics of one process."""
+    from agentplex.sim import RunOptions, run_scenario
+
+    params = {"model": "scripted:thirty", "replicas": 2,
+              "options": {"script": ['{"number": 30}'], "cycle": True}}
+    common = {"scenario": "agentplex.sim.scenarios.guessing:Guessing", "agents": 40,
+              "rounds": 2, "seed": 4, "params": params, "runs_dir": tmp_path}
+    here = await run_scenario(RunOptions(**common))
+    there = await run_scenario(RunOptions(**common, nodes=2))
+    assert [r["answered"] for r in there.metrics] == [40, 40] and there.errors == 0
+    assert there.metrics == here.metrics and here.metrics[0]["mean"] == 30

@@ -209,3 +209,17 @@ async def test_a_run_without_recording_plays_the_same_and_records_no_answers(
     assert manifest["totals"]["model_calls"] == 12
     assert (none.dir / "transcript.jsonl").read_bytes() == \
         (kept.dir / "transcript.jsonl").read_bytes()
+
+
+async def test_the_guessing_game_with_model_replicas_runs_twice_in_one_process(
+        tmp_path: Path) -> None:
+    """The players reach the replicas of their own run's runtime: a second run in the
+    same process (a notebook, a sweep) does not call the first run's, long stopped."""
+    opts = RunOptions(scenario="agentplex.sim.scenarios.guessing:Guessing", agents=6,
+                      rounds=2, seed=1, runs_dir=tmp_path,
+                      params={"model": "scripted:thirty", "replicas": 2,
+                              "options": {"script": ['{"number": 30}'], "cycle": True}})
+    a = await run_scenario(opts)
+    b = await run_scenario(opts)
+    assert [r["answered"] for r in a.metrics] == [6, 6] and b.metrics == a.metrics
+    assert a.metrics[0]["mean"] == 30 and a.errors == b.errors == 0

@@ -158,3 +158,14 @@ class Voter(Actor):
 
     async def handle_publish(self, topic: str, message: Any) -> None:
         self.heard += 1
+
+
+class Booked(Actor):
+    """An actor whose constructor takes arguments named like spawn options (``run``,
+    ``resources``): they reach it only as ``kwargs=``."""
+
+    def __init__(self, run: str = "", resources: str = "") -> None:
+        self.booked = (run, resources)
+
+    async def handle_call(self, message: Any) -> Any:
+        return list(self.booked)

@@ -67,6 +67,10 @@ class Tally(Scenario):
     def agent_args(self, index: int) -> dict[str, Any]:
         return {"start": index}
 
+    async def start(self, sim: Sim) -> None:
+        sim.log(f"start at round {sim.round}: history {sim.state.get('history')}, "
+                f"scale {sim.params.scale}")
+
     async def setup(self, sim: Sim) -> None:
         sim.state["history"] = []
 

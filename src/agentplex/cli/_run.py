@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -13,7 +13,11 @@ from rich.markup import escape
 
 from ._cluster import AllowOpt, HeadKeyOpt, KeysOpt, security
 
-__all__ = ["metric_text", "run"]
+__all__ = ["BackendOpt", "metric_text", "run"]
+
+BackendOpt = Annotated[Literal["local", "ray"], typer.Option(
+    help="local: in this process, --nodes K or --address; ray: the agents in Ray worker "
+    "processes (a local Ray, or --address, e.g. auto; --nodes K: K workers).")]
 
 
 def metric_text(row: dict[str, Any]) -> str:
@@ -44,7 +48,9 @@ def run(
         min=0, help="Node processes to start on this machine (0, the default: agents in "
         "this process). With --resume or --fork: where the continued run goes.")] = None,
     address: Annotated[str | None, typer.Option(
-        help="Place the agents on the cluster whose head listens here.")] = None,
+        help="Place the agents on the cluster whose head listens here (with --backend "
+        "ray: the Ray cluster at this address, e.g. auto).")] = None,
+    backend: BackendOpt = "local",
     timeout: Annotated[float, typer.Option(
         min=0.1, help="Seconds an agent may take to answer.")] = 600.0,
     checkpoint_every: Annotated[int, typer.Option(
@@ -100,7 +106,7 @@ def run(
     try:
         if sum(x is not None for x in (scenario, resume, fork)) != 1:
             raise typer.BadParameter("give a SCENARIO, or --resume RUN, or --fork RUN@R")
-        if nodes and address is not None:
+        if nodes and address is not None and backend == "local":
             raise typer.BadParameter("--nodes starts nodes here; --address joins a cluster: "
                                      "give one")
         if address is None and (keys or head_key or allow_key):
@@ -119,12 +125,14 @@ def run(
             assert scenario is not None
             options = RunOptions(scenario=scenario, agents=agents, rounds=rounds or 3,
                                  seed=seed, params=sets, runs_dir=runs_dir, nodes=nodes or 0,
-                                 address=address, timeout=timeout,
+                                 address=address, backend=backend, timeout=timeout,
                                  checkpoint_every=checkpoint_every, plan=declared,
                                  sampling=sample if sample is not None
                                  else min(1.0, 1000 / agents))
-        if start is not None and (nodes is not None or address is not None):
+        if start is not None and (nodes is not None or address is not None
+                                  or backend != "local"):
             options.nodes, options.address = nodes or 0, address  # elsewhere this time
+            options.backend = backend
         if max_cost is not None:  # also a resumed or forked run's new limit
             options.max_cost = max_cost
         if max_tokens is not None:
@@ -138,7 +146,8 @@ def run(
         if lost_after is not None:
             options.lost_after = lost_after
         options.budget()  # a bad limit is refused before anything starts
-        bus_options = security(keys, head_key, allow_key) if address is not None else {}
+        bus_options = (security(keys, head_key, allow_key)
+                       if address is not None and options.backend == "local" else {})
         console.print(f"[bold]agentplex run[/] {escape(options.scenario)}: "
                       f"{options.agents:,} agents, {options.rounds} rounds, seed {options.seed}"
                       + (f", params {options.params}" if options.params else ""))

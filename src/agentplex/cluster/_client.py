@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..runtime import Actor, ActorRef, Runtime
@@ -82,9 +82,11 @@ class ClusterClient:
         return self.driver
 
     async def spawn(self, target: type[Actor] | str, *args: Any, name: str | None = None,
-                    options: SpawnOptions | None = None, **kwargs: Any) -> ActorRef:
+                    options: SpawnOptions | None = None,
+                    kwargs: Mapping[str, Any] | None = None, **loose: Any) -> ActorRef:
         """See :meth:`Cluster.spawn`."""
-        opts, kwargs = split_options(SpawnOptions, options, kwargs)
+        opts, kwargs = split_options(SpawnOptions, options, loose, kwargs=kwargs,
+                                     target=target)
         got = await self._ask(ops.Spawn(target=target_path(target), args=list(args),
                                         kwargs=kwargs, name=name, options=opts,
                                         driver=await self._driver_for(opts)),
@@ -94,10 +96,13 @@ class ClusterClient:
     async def spawn_many(self, target: type[Actor] | str,
                          args: Sequence[Sequence[Any]] | int, *,
                          names: str | Sequence[str] | None = None,
-                         options: SpawnOptions | None = None, **kwargs: Any) -> ActorRefs:
+                         options: SpawnOptions | None = None,
+                         kwargs: Mapping[str, Any] | None = None, **loose: Any
+                         ) -> ActorRefs:
         """See :meth:`Cluster.spawn_many`: one request to the head, which sends one to
         each node taking part."""
-        opts, kwargs = split_options(BatchOptions, options, kwargs)
+        opts, kwargs = split_options(BatchOptions, options, loose, kwargs=kwargs,
+                                     target=target)
         per_agent, count = batch_args(args)
         wire_names = names if names is None or isinstance(names, str) else names_to_wire(
             batch_names(names, count, ""))

@@ -8,7 +8,7 @@ import contextlib
 import functools
 import itertools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -251,16 +251,20 @@ class Cluster:
     # -- actors --------------------------------------------------------------------------
 
     async def spawn(self, target: type[Actor] | str, *args: Any, name: str | None = None,
-                    options: SpawnOptions | None = None, **kwargs: Any) -> ActorRef:
+                    options: SpawnOptions | None = None,
+                    kwargs: Mapping[str, Any] | None = None, **loose: Any) -> ActorRef:
         """Place and start an actor; return its ref (reachable by name from anywhere).
 
         ``target`` is an actor class or its import path; ``args`` / ``kwargs`` must be
         msgpack-able so the actor can be created on any node. Spawn options
         (:class:`SpawnOptions`: ``resources``, ``placement``, ``labels``, ``node``,
-        ``restart``, ``max_restarts``, ``wait``, ...) come as ``options`` or as keywords
-        of the same names; the other keywords go to the actor.
+        ``restart``, ``max_restarts``, ``wait``, ...) come as ``options``, the actor's
+        keyword arguments as ``kwargs`` (any names). Loose keywords are split: one naming
+        an option is an option, the others go to the actor (see
+        :func:`~agentplex.cluster.lowlevel.split_options`; an ambiguous one is refused).
         """
-        opts, kwargs = split_options(SpawnOptions, options, kwargs)
+        opts, kwargs = split_options(SpawnOptions, options, loose, kwargs=kwargs,
+                                     target=target)
         path = target_path(target)
         name = name or f"{path.rpartition(':')[2].lower()}-{len(self.actors) + 1}"
         if self._taken(name):
@@ -277,14 +281,17 @@ class Cluster:
     async def spawn_many(self, target: type[Actor] | str,
                          args: Sequence[Sequence[Any]] | int, *,
                          names: str | Sequence[str] | None = None,
-                         options: SpawnOptions | None = None, **kwargs: Any) -> ActorRefs:
+                         options: SpawnOptions | None = None,
+                         kwargs: Mapping[str, Any] | None = None, **loose: Any
+                         ) -> ActorRefs:
         """Place and start many actors of one class at once; return their refs.
 
         ``args`` is the positional arguments of each actor (a list of lists), or how many
-        actors to start without any; ``kwargs`` go to every actor. ``names`` is a prefix
+        actors to start without any; ``kwargs`` (a dict) go to every actor's constructor
+        whatever their names (loose keywords not naming an option do too). ``names`` is a prefix
         (``"player-"`` names them ``player-0``, ``player-1`` …; the default prefix is the
         class name and the batch number), or one name per actor. Options are
-        :class:`BatchOptions` (as ``options`` or keywords); ``resources`` is what *each*
+        :class:`BatchOptions` (as ``options`` or loose keywords); ``resources`` is what *each*
         actor needs. The scheduler places the whole batch at once (``spread``
         levels the load over the nodes, ``pack`` fills the fullest first), and each node
         gets one request for its share. A batch that does not fit is refused whole with
@@ -293,7 +300,8 @@ class Cluster:
         With ``restart="on-failure"`` the share of a node that dies is restarted on the
         others as one batch, from the last :meth:`checkpoint`.
         """
-        opts, kwargs = split_options(BatchOptions, options, kwargs)
+        opts, kwargs = split_options(BatchOptions, options, loose, kwargs=kwargs,
+                                     target=target)
         path = target_path(target)
         per_agent, count = batch_args(args)
         batch_id = next(self._batch_ids)

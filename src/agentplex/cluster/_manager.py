@@ -116,7 +116,7 @@ class ClusterManager(Actor):
 
     async def _spawn(self, r: ops.Spawn) -> str:
         ref = await self._cluster.spawn(r.target, *r.args, name=r.name, options=r.options,
-                                        **r.kwargs)
+                                        kwargs=r.kwargs)
         if r.driver is not None:
             self._driven(r.driver).actors.append(ref.name)
         return ref.name
@@ -126,7 +126,7 @@ class ClusterManager(Actor):
             r.names)
         args = r.args if isinstance(r.args, int) else list(r.args)
         refs = await self._cluster.spawn_many(r.target, args, names=names, options=r.options,
-                                              **r.kwargs)
+                                              kwargs=r.kwargs)
         if r.driver is not None:
             self._driven(r.driver).batches.append(refs.names[:1])
         return names_to_wire(refs.names)

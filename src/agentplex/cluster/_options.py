@@ -4,12 +4,16 @@ and what happens when its node dies.
 Every face of the cluster (:class:`~agentplex.cluster.Cluster`,
 :class:`~agentplex.cluster.ClusterClient`, :class:`~agentplex.cluster.RayCluster`), the
 head's operations and the head's records of actors and batches carry one of these models.
-``spawn`` / ``spawn_many`` take them as ``options=`` or as keywords of the same names; a
-keyword that is not an option goes to the actor's constructor.
+``spawn`` / ``spawn_many`` take them as ``options=`` and the actor's keyword arguments as
+``kwargs=`` (a dict: any names, ``run`` or ``resources`` included). Loose keywords still
+work: one naming an option is an option, another goes to the actor's constructor, and one
+naming an option that the actor's constructor also takes is refused as ambiguous.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -61,17 +65,54 @@ class BatchOptions(SpawnOptions):
     alive Ray node with ``spread``, one with ``pack``)."""
 
 
-def split_options(kind: type[_O], options: SpawnOptions | None, kwargs: dict[str, Any]
+def split_options(kind: type[_O], options: SpawnOptions | None, loose: dict[str, Any], *,
+                  kwargs: Mapping[str, Any] | None = None, target: Any = None
                   ) -> tuple[_O, dict[str, Any]]:
-    """``kind`` built from ``options`` (the fields it set) and the keywords of ``kwargs``
-    that name an option; the other keywords are the actor's. Raises ``ValueError``
-    (pydantic's ``ValidationError``) for a bad option."""
+    """The spawn options (``kind``) and the actor's keyword arguments of one ``spawn`` /
+    ``spawn_many`` call.
+
+    The clean form names each side: ``options=`` (a ``kind``) and ``kwargs=`` (the
+    constructor's keyword arguments, passed as they are, whatever their names); loose
+    keywords beside ``kwargs=`` must then name options. Without ``kwargs=`` the loose
+    keywords are split: those naming an option are options, the others the actor's. A
+    loose keyword naming an option that ``target``'s constructor also takes is refused
+    (``TypeError``): it used to become the option silently. Raises ``ValueError``
+    (pydantic's ``ValidationError``) for a bad option.
+    """
     fields = kind.model_fields
-    picked = {k: v for k, v in kwargs.items() if k in fields}
-    rest = {k: v for k, v in kwargs.items() if k not in fields} if picked else kwargs
+    picked = {k: v for k, v in loose.items() if k in fields}
+    if kwargs is not None:
+        if not isinstance(kwargs, Mapping):
+            raise TypeError(f"kwargs= takes the actor's keyword arguments as a mapping, not "
+                            f"{type(kwargs).__name__}")
+        stray = sorted(set(loose) - set(fields))
+        if stray:
+            raise TypeError(f"{', '.join(stray)}: not a spawn option; with kwargs= every "
+                            "argument of the actor goes in kwargs")
+        rest = dict(kwargs)
+    else:
+        rest = {k: v for k, v in loose.items() if k not in fields} if picked else loose
+        both = sorted(set(picked) & _parameters(target))
+        if both:
+            raise TypeError(
+                f"{', '.join(both)}: both a spawn option and an argument of "
+                f"{getattr(target, '__name__', target)}; say which with options=... "
+                "(the option) or kwargs={...} (the actor's argument)")
     if options is None and not picked:
         return kind(), rest
     if isinstance(options, kind) and not picked:
         return options, rest
     base = options.model_dump(exclude_unset=True) if options is not None else {}
     return kind.model_validate({**base, **picked}), rest
+
+
+def _parameters(target: Any) -> set[str]:
+    """The named parameters of ``target``'s constructor (none for an import path)."""
+    if not isinstance(target, type):
+        return set()
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in params
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}

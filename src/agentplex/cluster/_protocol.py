@@ -10,7 +10,7 @@ each. Spawn options are one model (:class:`~agentplex.cluster.SpawnOptions`), gi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from ..runtime import Actor, ActorRef, Runtime
@@ -38,18 +38,24 @@ class ClusterAPI(Protocol):
     """The runtime of this process: refs made here call the actors wherever they run."""
 
     async def spawn(self, target: type[Actor] | str, *args: Any, name: str | None = None,
-                    options: SpawnOptions | None = None, **kwargs: Any) -> ActorRef:
+                    options: SpawnOptions | None = None,
+                    kwargs: Mapping[str, Any] | None = None, **loose: Any) -> ActorRef:
         """Place and start one actor (class or import path; msgpack-able ``args`` and
-        ``kwargs``); return its ref. Keywords naming a spawn option are options."""
+        ``kwargs``, a dict for the constructor); return its ref. Options come as
+        ``options``; a loose keyword naming a spawn option is an option, another goes to
+        the actor, and one naming both is refused (``TypeError``)."""
         ...
 
     async def spawn_many(self, target: type[Actor] | str,
                          args: Sequence[Sequence[Any]] | int, *,
                          names: str | Sequence[str] | None = None,
-                         options: SpawnOptions | None = None, **kwargs: Any) -> ActorRefs:
+                         options: SpawnOptions | None = None,
+                         kwargs: Mapping[str, Any] | None = None, **loose: Any
+                         ) -> ActorRefs:
         """Place and start many actors of one class at once (one request per node);
         ``args`` is each actor's positional arguments or a count, ``names`` a prefix or
-        one name per actor. The batch is placed whole or refused whole."""
+        one name per actor, ``kwargs`` every actor's keyword arguments (as for
+        :meth:`spawn`). The batch is placed whole or refused whole."""
         ...
 
     async def stop(self, name: str) -> None:

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..bus import connect
@@ -107,11 +107,13 @@ class RayCluster:
     # -- spawning ----------------------------------------------------------------------------
 
     async def spawn(self, target: type[Actor] | str, *args: Any, name: str | None = None,
-                    options: SpawnOptions | None = None, **kwargs: Any) -> ActorRef:
+                    options: SpawnOptions | None = None,
+                    kwargs: Mapping[str, Any] | None = None, **loose: Any) -> ActorRef:
         """See :meth:`Cluster.spawn`; ``node`` is a Ray node id. A request no Ray node can
         ever hold is refused at once; one that cannot be placed within ``wait`` seconds
         (default 60) is refused then."""
-        opts, kwargs = split_options(SpawnOptions, options, kwargs)
+        opts, kwargs = split_options(SpawnOptions, options, loose, kwargs=kwargs,
+                                     target=target)
         path = target_path(target)
         name = name or f"{path.rpartition(':')[2].lower()}-{len(self._singles) + 1}"
         if self._owner(name) is not None:
@@ -130,7 +132,9 @@ class RayCluster:
     async def spawn_many(self, target: type[Actor] | str,
                          args: Sequence[Sequence[Any]] | int, *,
                          names: str | Sequence[str] | None = None,
-                         options: SpawnOptions | None = None, **kwargs: Any) -> ActorRefs:
+                         options: SpawnOptions | None = None,
+                         kwargs: Mapping[str, Any] | None = None, **loose: Any
+                         ) -> ActorRefs:
         """See :meth:`Cluster.spawn_many`. The batch is split over ``workers`` Ray actor
         processes (default: one per alive Ray node with ``spread``, one with ``pack``),
         each asking Ray for its actors' resources together and hosting them all; each
@@ -138,7 +142,8 @@ class RayCluster:
         dies and every agent it hosted comes back from its last :meth:`checkpoint`."""
         import ray
 
-        opts, kwargs = split_options(BatchOptions, options, kwargs)
+        opts, kwargs = split_options(BatchOptions, options, loose, kwargs=kwargs,
+                                     target=target)
         path = target_path(target)
         per_agent, count = batch_args(args)
         batch_id = next(self._batch_ids)

@@ -8,6 +8,8 @@
         ├── CheckpointError (also LookupError) no checkpoint where --resume / --fork look
         ├── NodesFailed (also RuntimeError)    a head or node process a run started did
         │                                      not come up
+        ├── RoundFailed (also RuntimeError)    a round a scenario cannot complete (the
+        │                                      guessing game: no player answered)
         ├── NotUserCode (also ValueError)      a target names neither a ``.py`` file nor
         │                                      a module
         ├── SweepError (also ValueError)       a sweep that cannot run as given (a bad
@@ -24,8 +26,8 @@ from __future__ import annotations
 from ..errors import AgentplexError
 
 __all__ = ["CheckpointError", "NodesFailed", "NotUserCode", "ParamsError", "PlanError",
-           "RunNotFound", "ScenarioError", "SimError", "StatsError", "SweepError",
-           "UnknownMetric"]
+           "RoundFailed", "RunNotFound", "ScenarioError", "SimError", "StatsError",
+           "SweepError", "UnknownMetric"]
 
 
 class SimError(AgentplexError):
@@ -50,6 +52,11 @@ class CheckpointError(SimError, LookupError):
 
 class NodesFailed(SimError, RuntimeError):
     """A head or node process did not start (its log's tail is in the message)."""
+
+
+class RoundFailed(SimError, RuntimeError):
+    """A round that a scenario cannot complete (raised from its ``step``; the run ends
+    ``failed``): the guessing game's round in which no player answered."""
 
 
 class NotUserCode(SimError, ValueError):

@@ -5,6 +5,7 @@ place that knows; everything else talks to the agents through the runtime it yie
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -83,16 +84,30 @@ def _positional(cls: type[Actor], kwargs: dict[str, Any]) -> list[Any]:
     return list(bound.args)
 
 
+RAY_CPUS = 2
+"""CPUs a local Ray started for a run declares (its agents ask for none; Ray's own
+processes are what this bounds)."""
+
+
 @asynccontextmanager
 async def placement(*, nodes: int, address: str | None, agent: type[Actor],
                     logs: Path, timeout: float, run: str | None = None,
-                    code: Sequence[UserCode] = (), heartbeat: float = HEARTBEAT,
+                    backend: str = "local", code: Sequence[UserCode] = (),
+                    heartbeat: float = HEARTBEAT,
                     bus_options: dict[str, Any] | None = None,
                     log: Callable[[str], None] = lambda _: None) -> AsyncIterator[Placement]:
     """The runtime the run's driver uses, and how agents are spawned (on a cluster, for
     the run ``run``; nodes started here import the user's ``code``; ``heartbeat``: the
-    seconds of silence after which the run's processes count one lost). Leaving it stops
-    the agents it spawned (and the node processes it started)."""
+    seconds of silence after which the run's processes count one lost; ``backend="ray"``:
+    in Ray worker processes). Leaving it stops the agents it spawned (and the node
+    processes or the local Ray it started)."""
+    if backend == "ray":
+        async with _on_ray(nodes=nodes, address=address, agent=agent, run=run, code=code,
+                           log=log) as home:
+            yield home
+        return
+    if backend != "local":
+        raise ScenarioError(f"unknown backend {backend!r} (use 'local' or 'ray')")
     if nodes == 0 and address is None:
         async with Runtime(default_timeout=timeout) as rt:
             async def spawn_here(cls: type[Actor], names: Sequence[str],
@@ -135,15 +150,61 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
                               args: Sequence[dict[str, Any]]) -> Sequence[ActorRef]:
             client.timeout = max(120.0, len(names) / 5_000)
             shared = args[0] if all(kw == args[0] for kw in args) else None
-            if shared is not None and set(shared) & {*BatchOptions.model_fields, "options",
-                                                     "names", "args", "target"}:
-                shared = None  # an argument named like spawn_many's own: passed by position
             wired = names if isinstance(names, NameRange) else list(names)
             options = BatchOptions(placement="spread", resources=Resources(cpus=0), run=run)
             if shared is not None:  # one set of arguments for the whole batch: a count
                 return await client.spawn_many(cls, len(names), names=wired,
-                                               options=options, **shared)
+                                               options=options, kwargs=shared)
             return await client.spawn_many(cls, [_positional(cls, kw) for kw in args],
                                            names=wired, options=options)
 
         yield Placement(rt, address or f"{nodes} node processes", spawn_nodes, local, client)
+
+
+@asynccontextmanager
+async def _on_ray(*, nodes: int, address: str | None, agent: type[Actor], run: str | None,
+                  code: Sequence[UserCode], log: Callable[[str], None]
+                  ) -> AsyncIterator[Placement]:
+    """Agents in Ray worker processes: a local Ray started here (:data:`RAY_CPUS`, no
+    dashboard; its workers import the user's ``code`` from its folders), or the Ray
+    cluster at ``address`` (whose workers must find the code themselves), or the Ray
+    this process has already initialised. ``nodes``: workers per batch (default: one per
+    Ray node). Messages travel on our bus; Ray only places the workers."""
+    try:
+        import ray
+    except ImportError:
+        raise ScenarioError("--backend ray needs Ray: pip install 'agentplex[ray]'") from None
+    from ..cluster import BatchOptions, RayCluster, Resources
+
+    began = time.perf_counter()
+    started = not ray.is_initialized()
+    if started:
+        folders = [str(c.folder) for c in [*code, class_code(agent)] if c.folder is not None]
+        path = os.pathsep.join(dict.fromkeys(
+            [*folders, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
+        init: dict[str, Any] = {"runtime_env": {"env_vars": {"PYTHONPATH": path}}}
+        if address is None:
+            init["num_cpus"] = RAY_CPUS
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 **init)
+    cluster = await RayCluster.start(checkpoint_interval=None, shutdown_ray=started)
+    which = (f"the Ray cluster at {address}" if address is not None else
+             "a local Ray" if started else "the Ray this process had started")
+    log(f"{which}: up in {time.perf_counter() - began:.1f}s")
+    try:
+        async def spawn_ray(cls: type[Actor], names: Sequence[str],
+                            args: Sequence[dict[str, Any]]) -> Sequence[ActorRef]:
+            shared = args[0] if all(kw == args[0] for kw in args) else None
+            wired = list(names)
+            options = BatchOptions(placement="spread", resources=Resources(cpus=0), run=run,
+                                   workers=nodes or None)
+            if shared is not None:
+                return await cluster.spawn_many(cls, len(names), names=wired,
+                                                options=options, kwargs=shared)
+            return await cluster.spawn_many(cls, [_positional(cls, kw) for kw in args],
+                                            names=wired, options=options)
+
+        workers = nodes or "one per Ray node"
+        yield Placement(cluster.runtime, f"Ray worker processes ({workers})", spawn_ray)
+    finally:
+        await cluster.close()

@@ -52,6 +52,9 @@ class RunOptions(BaseModel):
     runs_dir: Path = Path("runs")
     nodes: int = 0
     address: str | None = None
+    backend: Literal["local", "ray"] = "local"
+    """``ray``: the agents live in Ray worker processes (a local Ray, or the Ray cluster
+    at ``address``; ``nodes``: how many workers)."""
     timeout: float = 600.0
     checkpoint_every: int = 0
     plan: Plan = Plan()
@@ -184,7 +187,8 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
     for step in [*options.plan.interventions, *options.plan.surveys]:
         choose(step.to, options.agents, groups, random.Random(0))  # a bad target fails now
     # nodes started here import the scenario's file from its folder (and only its module)
-    code = [user_code(options.scenario)] if options.nodes and options.address is None else []
+    code = [user_code(options.scenario)] if options.backend == "ray" or (
+        options.nodes and options.address is None) else []
     budget = options.budget()
     policy = options.restart or cls.restart
     if policy not in ("on-failure", "never"):
@@ -205,8 +209,9 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
         cpu_began = time.process_time()
         try:
             async with placement(nodes=options.nodes, address=options.address,
-                                 agent=agent_cls, logs=run.dir / "nodes", run=run.id,
-                                 code=code, heartbeat=options.lost_after,
+                                 backend=options.backend, agent=agent_cls,
+                                 logs=run.dir / "nodes", run=run.id, code=code,
+                                 heartbeat=options.lost_after,
                                  timeout=options.timeout, bus_options=bus_options,
                                  log=log) as home:
                 log(f"{cls.__name__}: {options.agents:,} {cls.noun} in {home.where}")
@@ -221,14 +226,15 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                 log(f"placed {options.agents:,} {cls.noun} in {placed:.2f}s "
                     f"({options.agents / max(placed, 1e-9):,.0f}/s)")
                 sim = Sim(home.runtime, refs, seed=options.seed, params=params,
-                          timeout=options.timeout, spawner=home.spawn)
-                await scenario.start(sim)
+                          timeout=options.timeout, spawner=home.spawn, log=log)
                 if start.checkpoint is None:
+                    await scenario.start(sim)  # what setup may use (model actors, say)
                     await scenario.setup(sim)
-                else:
+                else:  # start sees the run as it continues: state, params, round restored
                     await _restore(run, sim, scenario, start, surveys, result)
                     log(f"{start.how} from {start.parent.name if start.parent else '?'} "
                         f"at round {start.checkpoint.round}")
+                    await scenario.start(sim)
                 for number in range(first, options.rounds + 1):
                     failed = sim.timeouts + sim.errors
                     began = time.perf_counter()
@@ -411,6 +417,7 @@ async def _restore(run: Run, sim: Sim, scenario: Scenario, start: _Start,
     if got != len(names):
         raise ScenarioError(f"the checkpoint holds {got} agents, this run {len(names)}")
     sim.state = meta["state"]
+    sim.round = ck.round
     sim.timeouts = int(meta["counts"]["timeouts"])
     sim.errors = int(meta["counts"]["errors"])
     if start.how == "resume":  # a fork's parameters are the checkpoint's and its changes

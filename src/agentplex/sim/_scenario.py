@@ -80,11 +80,16 @@ class Scenario:
         return {}
 
     async def setup(self, sim: Sim) -> None:
-        """Before round 1 (not again on a resume or fork): fill ``sim.state``."""
+        """Before round 1 (not again on a resume or fork), after :meth:`start`: fill
+        ``sim.state``."""
 
     async def start(self, sim: Sim) -> None:
         """Once the agents stand, on every start (fresh, resumed or forked): what the run
-        needs beside its agents and its state (model actors, say)."""
+        needs beside its agents and its state (model actors, say), made from what the run
+        continues with. On a fresh start it runs before :meth:`setup` (``sim.state`` is
+        empty, ``sim.round`` 0); on a resume or fork after the checkpoint is restored
+        (``sim.state``, ``sim.params`` and the agents' states are the checkpoint's,
+        ``sim.round`` its round)."""
 
     async def step(self, sim: Sim) -> None:
         """One round: ask agents (``sim.call_many``), update ``sim.state``, and record

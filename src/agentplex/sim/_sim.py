@@ -50,9 +50,11 @@ class Sim:
     def __init__(self, runtime: Runtime, agents: Sequence[ActorRef], *, seed: int,
                  params: Any, timeout: float,
                  spawner: Callable[[type[Actor], Sequence[str], Sequence[dict[str, Any]]],
-                                   Awaitable[Sequence[ActorRef]]] | None = None) -> None:
+                                   Awaitable[Sequence[ActorRef]]] | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         self.runtime = runtime
         self._spawner = spawner
+        self._log = log
         self.agents = agents
         self.seed = seed
         self.params = params
@@ -137,6 +139,12 @@ class Sim:
         if self._spawner is None:
             raise RuntimeError("this Sim cannot spawn (it was made outside a run)")
         return await self._spawner(cls, names, args)
+
+    def log(self, text: str) -> None:
+        """A line for whoever watches the run (``agentplex run`` prints it as the run
+        goes); it is not recorded: use :meth:`note` for the transcript."""
+        if self._log is not None:
+            self._log(text)
 
     def note(self, text: str, **metadata: Any) -> Msg:
         """An operator's message for the transcript only (a round's outcome, say)."""
