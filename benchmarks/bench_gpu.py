@@ -59,18 +59,26 @@ def throughput(model: Any, ns: list[int], tokens: int) -> None:
 
 
 async def one_round(model: Any, agents: int, device: str) -> None:
-    """The demo game's first round with ``agents`` players on ``model``."""
-    from agentplex.runtime import Runtime
-    from agentplex.sim.scenarios._game import GameStats, make_players, play
+    """The demo game's first round with ``agents`` players on ``model``: the guessing
+    scenario's players (``CrowdPlayer``) sharing one model actor, asked as its rounds ask."""
+    from agentplex.cluster import ModelActor
+    from agentplex.runtime import NameRange, Runtime
+    from agentplex.sim.scenarios._crowd import MODEL_PREFIX, PLAYER_PREFIX, CrowdPlayer
+    from agentplex.sim.scenarios.guessing import ask_players, question
 
     engine = model.engine
     steps = engine.counters.steps
     c0, w0 = time.process_time(), time.perf_counter()
-    async with Runtime():
-        players = make_players(model, agents, GameStats(), seed=0)
-        for player in players:
-            player.set_console_output_enabled(False)
-        await play(players, rounds=1, speakers=0)
+    async with Runtime() as rt:
+        await rt.spawn(ModelActor(model), f"{MODEL_PREFIX}0")
+        names = NameRange(PLAYER_PREFIX, 0, agents)
+        refs = await rt.spawn_many([CrowdPlayer(seed=0, model=model.model_name)
+                                    for _ in names], names)
+
+        async def ask(part: Any, msg: Any) -> list[Any]:
+            return await rt.call_many(part, msg, timeout=1200, return_exceptions=True)
+
+        await ask_players(ask, refs, names, question("", 1))
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     pool = getattr(engine.runner, "pool", None)  # None: an engine before the paged cache
     emit("gpu_round", "agentplex-engine", agents, wall, "s", cpu_s=round(cpu, 2),
