@@ -17,6 +17,7 @@ from agentplex import Runtime
 from agentplex.bus import KeyPair, ZmqTransport
 from agentplex.bus.lowlevel import Header, Op, split_frames, to_frames
 from agentplex.message import decode, encode
+from agentplex.runtime import PeerLost
 
 pytestmark = pytest.mark.anyio
 
@@ -133,5 +134,33 @@ async def test_a_hello_is_answered_without_waiting_on_the_joiner() -> None:
         try:
             await rogue.join()  # each wait for an answer is bounded at 20 s
             assert "rogue" in transport._peers.nodes
+        finally:
+            rogue.close()
+
+
+async def test_a_send_waiting_on_a_peer_that_is_lost_fails_with_peer_lost() -> None:
+    """A send queued behind a full link to a peer that reads nothing fails with PeerLost
+    when the peer is declared lost (its link closes); before, the link's cancelled future
+    surfaced as a CancelledError that looked like the caller's own cancellation."""
+    transport = ZmqTransport(hwm=4, heartbeat_timeout=60.0)
+    async with Runtime(transport, default_timeout=20):
+        rogue = Rogue(transport.endpoint)
+        try:
+            await rogue.join()
+            peers = transport._peers
+            header = Header(Op.TELL, transport.node_id, None, "someone")
+            big = b"z" * (1 << 20)
+            waiting = None
+            for _ in range(2_000):  # fill the socket and the kernel's buffers
+                task = asyncio.ensure_future(peers.send("rogue", header, big, 60.0))
+                await asyncio.sleep(0)
+                if not task.done():
+                    waiting = task
+                    break
+                task.result()
+            assert waiting is not None, "the link never filled"
+            peers.forget("rogue")  # what losing the peer does to its link
+            with pytest.raises(PeerLost, match="was lost"):
+                await asyncio.wait_for(waiting, 20)
         finally:
             rogue.close()

@@ -170,15 +170,24 @@ class Peers:
     async def send_frames(self, node: str, header: Header, frames: list[bytes],
                           timeout: float) -> None:
         """Send the ``frames`` of ``header`` to ``node`` after what waits on its link,
-        waiting at most ``timeout`` (then :class:`MailboxFull`)."""
+        waiting at most ``timeout`` (then :class:`MailboxFull`); :class:`PeerLost` if the
+        link closes meanwhile (the node was lost or left)."""
         link = self.link(node)
         if link.try_send(frames):
             return
+        sent = link.queue(frames)
         try:
-            await asyncio.wait_for(link.queue(frames), timeout)
+            await asyncio.wait_for(sent, timeout)
         except TimeoutError:
             raise MailboxFull(f"node {node!r} accepted nothing for {timeout:g}s",
                               actor=header.target) from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if sent.cancelled() and (task is None or not task.cancelling()):
+                # the link closed under the waiting send: not our caller's cancellation
+                raise PeerLost(f"node {node!r} was lost while a {header.op} to it waited "
+                               "to be sent", actor=header.target) from None
+            raise
 
     def send_nowait(self, node: str, header: Header, data: bytes) -> None:
         """Send to ``node`` without waiting; a failure is counted and logged (rate

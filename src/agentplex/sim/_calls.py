@@ -81,18 +81,32 @@ async def tell_all(rt: Runtime, refs: Sequence[Target], message: Any, timeout: f
 
 
 async def states_of(rt: Runtime, refs: Sequence[Target], timeout: float) -> list[Any]:
-    """Each agent's ``state_dict()``, in mailbox order, wherever it runs."""
+    """Each agent's ``state_dict()``, in mailbox order, wherever it runs; the first
+    failure is raised once every call of its window has ended."""
     out: list[Any] = []
     for i in range(0, len(refs), WINDOW):
-        out.extend(await asyncio.gather(*(rt.state_of(r, timeout=timeout)
-                                          for r in refs[i:i + WINDOW])))
+        out.extend(_all_or_first_error(await asyncio.gather(
+            *(rt.state_of(r, timeout=timeout) for r in refs[i:i + WINDOW]),
+            return_exceptions=True)))
     return out
 
 
 async def load_states(rt: Runtime, refs: Sequence[Target], states: Sequence[Any],
                       timeout: float) -> None:
-    """``load_state_dict(states[i])`` on agent ``refs[i]``, wherever it runs."""
+    """``load_state_dict(states[i])`` on agent ``refs[i]``, wherever it runs; the first
+    failure is raised once every call of its window has ended."""
     for i in range(0, len(refs), WINDOW):
-        await asyncio.gather(*(rt.load_state(r, s, timeout=timeout)
-                               for r, s in zip(refs[i:i + WINDOW], states[i:i + WINDOW],
-                                               strict=True)))
+        _all_or_first_error(await asyncio.gather(
+            *(rt.load_state(r, s, timeout=timeout)
+              for r, s in zip(refs[i:i + WINDOW], states[i:i + WINDOW], strict=True)),
+            return_exceptions=True))
+
+
+def _all_or_first_error(results: list[Any]) -> list[Any]:
+    """``results`` of a gather that returned exceptions: the first one raised (the others
+    retrieved with it: no "exception was never retrieved" for each agent of a lost
+    node), else the results."""
+    for value in results:
+        if isinstance(value, BaseException):
+            raise value
+    return results
