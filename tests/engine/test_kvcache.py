@@ -4,6 +4,8 @@ moving keys, prefixes shared, every block given back once nobody holds it."""
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,6 +22,16 @@ from agentplex.engine import (  # noqa: E402
 from agentplex.engine._kvcache import KVPool, Seq  # noqa: E402
 from agentplex.engine._paged import PagedStep  # noqa: E402
 from tests.support.engine_runs import make_engine, prompts, run  # noqa: E402
+
+
+def settles(check: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Whether ``check()`` holds within ``timeout`` seconds (polled)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def test_blocks_are_counted_and_the_pool_grows_keeping_what_it_holds() -> None:
@@ -97,10 +109,13 @@ def test_rows_join_finish_and_share_prefixes_giving_every_block_back(
         got = run(eng, batch, 12, late=late)
         assert [r.generated for r in got] == expected
         pool = eng.runner.pool
-        assert eng.prefix is not None and pool.used == len(eng.prefix)
+        assert eng.prefix is not None
+        prefix = eng.prefix
+        # a row's last event reaches its caller before the worker frees the row's blocks
+        assert settles(lambda: pool.used == len(prefix)), (pool.used, len(prefix))
         eng.prefix.clear()
         assert pool.used == 0
-        assert plain.runner.pool.used == 0
+        assert settles(lambda: plain.runner.pool.used == 0)
     finally:
         eng.close()
         plain.close()
@@ -128,7 +143,7 @@ def test_a_prompt_cancelled_mid_chunk_gives_its_blocks_back(pair: tuple[Any, Any
         for _ in reqs:
             assert finished.acquire(timeout=120)
         assert long.finish_reason == "cancelled" and 2 <= eng.counters.chunks < 12
-        assert eng.runner.pool.used == 0
+        assert settles(lambda: eng.runner.pool.used == 0)
     finally:
         eng.close()
 

@@ -72,21 +72,33 @@ def test_demo_summary_matches_the_run_folder(demo_run: Path) -> None:
     summary = summarize_run(demo_run)
 
     assert summary.spans == len(spans) and summary.messages == len(transcript)
-    # no round on the demo's spans or transcript yet: one group, the whole run
-    assert list(summary.rounds) == ["run"]
-    whole = summary.rounds["run"]
-    assert whole.answers == sum(e["role"] == "assistant" for e in transcript)
-    assert whole.failures == 0
-    assert whole.input_tokens == manifest["totals"]["input_tokens"]
-    assert whole.output_tokens == manifest["totals"]["output_tokens"]
-    durations = [_dur(s) for s in invokes]
-    assert whole.percentiles() == tuple(_nearest_rank(durations, q) for q in (50, 95, 99))
+    # the demo is a scenario run: its rounds' spans carry their round; the closing
+    # discussion (the scenario's finish) is outside every round: the group "run"
+    assert list(summary.rounds) == ["1", "2", "run"]
+    by_round = {s["name"].split()[1]: s for s in spans if s["name"].startswith("round ")}
+
+    def group(span: dict[str, Any]) -> str:
+        return next((r for r, w in by_round.items()
+                     if int(w["start"]) <= int(span["start"]) <= int(w["end"])), "run")
+
+    for name, got in summary.rounds.items():
+        mine = [s for s in invokes if group(s) == name]
+        assert got.answers == len(mine) == sum(
+            e["role"] == "assistant" and str(e.get("round") or "run") == name
+            for e in transcript)
+        assert got.failures == 0
+        durations = [_dur(s) for s in mine]
+        assert got.percentiles() == tuple(_nearest_rank(durations, q) for q in (50, 95, 99))
+    assert sum(r.input_tokens for r in summary.rounds.values()) == (
+        manifest["totals"]["input_tokens"])
+    assert sum(r.output_tokens for r in summary.rounds.values()) == (
+        manifest["totals"]["output_tokens"])
 
     assert list(summary.nodes) == ["driver"]
     assert summary.nodes["driver"].answers == len(invokes)
     assert len(summary.nodes["driver"].agents) == 8
     (cls,) = summary.agent_classes.items()
-    assert cls[0] == "Player" and cls[1].answers == len(invokes)
+    assert cls[0] == "CrowdPlayer" and cls[1].answers == len(invokes)
     (model,) = summary.models.items()
     assert model[0] == "scripted:scripted-players"
     assert model[1].answers == manifest["totals"]["model_calls"] == len(chats)
@@ -163,9 +175,10 @@ def test_a_sampled_run_keeps_exact_usage_and_samples_the_rest(tmp_path: Path) ->
     summary = summarize_run(folder)
     totals = manifest["totals"]
     assert len(chats) < totals["model_calls"]  # sampling dropped some
-    assert summary.rounds["run"].usage() == (totals["model_calls"], totals["input_tokens"],
-                                             totals["output_tokens"])
-    assert summary.rounds["run"].calls == len(chats)
+    usages = [r.usage() for r in summary.rounds.values()]  # exact, from the ledger
+    assert tuple(map(sum, zip(*usages, strict=True))) == (
+        totals["model_calls"], totals["input_tokens"], totals["output_tokens"])
+    assert sum(r.calls for r in summary.rounds.values()) == len(chats)
     page = render_html(folder)
     assert "only 0.3 of traces are kept" in page and "traces sampled at 0.3" in page
 

@@ -37,7 +37,7 @@ def test_runs_list_show_and_trace_show(run_dir: Path) -> None:
     assert run_dir.name in shown and "transcript.jsonl" in shown
     assert "transcript.parquet" in shown
     tree = cli("trace", "show", run_dir.name[:15], "--runs-dir", runs)
-    assert "run demo" in tree and "invoke_agent Player1" in tree and "tokens" in tree
+    assert "run demo" in tree and "invoke_agent player-1" in tree and "tokens" in tree
 
 
 def test_unknown_run_is_a_clear_error(run_dir: Path) -> None:
@@ -63,7 +63,7 @@ def test_html_page_renders_summary_traces_and_transcript_in_chromium(run_dir: Pa
     assert dom.count('class="row span-row"') == 2 * len(replies)
     assert dom.count('class="msg"') == min(40, len(transcript))
     first = json.loads(transcript[0])
-    assert first["name"] in dom and "invoke_agent Player1" in dom
+    assert first["name"] in dom and "invoke_agent player-1" in dom
 
 
 @needs_chromium

@@ -81,10 +81,14 @@ class HeadRole:
     # -- a node's side -------------------------------------------------------------------
 
     async def hello(self) -> None:
-        """Announce this node to the head and take its snapshot."""
+        """Announce this node to the head and take its snapshot.
+
+        The version is reset before the hello (the head may have restarted with a fresh
+        directory), not after its answer: a state the head pushes while the answer is on
+        its way (another node joined) may be handled first, and is newer than it."""
+        self._version = -1
         snap = await self.calls.request(HEAD, Op.HELLO, encode(
             {"endpoint": self.endpoint, "key": self.public_key}), self.rpc_timeout)
-        self._version = -1  # the head may have restarted with a fresh directory
         self.apply_snapshot(snap)
         self.joins += 1
 

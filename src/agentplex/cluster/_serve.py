@@ -150,10 +150,11 @@ class ServedModels:
             for i in range(replicas):
                 ref = await self.cluster.spawn(
                     EngineActor, engine, model, model, name=f"{name}/{i}", options=options,
-                    dtype=dtype, max_model_len=max_model_len, api_key=api_key,
-                    model_options=model_options, extra_args=list(engine_args), host=host,
-                    ready_timeout=ready_timeout, max_restarts=max_restarts,
-                    gpu_totals=gpu_totals)
+                    kwargs={"dtype": dtype, "max_model_len": max_model_len,
+                            "api_key": api_key, "model_options": model_options,
+                            "extra_args": list(engine_args), "host": host,
+                            "ready_timeout": ready_timeout, "max_restarts": max_restarts,
+                            "gpu_totals": gpu_totals})
                 actors.append(ref.name)
             infos = await asyncio.gather(*(
                 runtime.ref(a).call({"op": "ready", "timeout": ready_timeout},
