@@ -10,8 +10,10 @@ row whose prompt starts with cached blocks holds the same blocks, so a shared sy
 is stored once however many rows use it. Block 0 is never handed out: its zeros stand for
 the padding a step's gathered keys need (:mod:`._paged`).
 
-On a CPU the pool reserves address space for 8 GiB of blocks and the operating system backs
-a block with memory when it is first written: the process holds what the most tokens held
+On a CPU the pool reserves address space for 8 GiB of blocks (on Linux a ``MAP_NORESERVE``
+mapping, which the kernel does not count as committed: a small machine can map it and a
+process holding engines can still fork) and the operating system backs a block with memory
+when it is first written: the process holds what the most tokens held
 at once needed, and growing copies nothing. Elsewhere (CUDA) it grows by half when no block
 is free (one copy, rare). It never shrinks.
 """
@@ -27,14 +29,39 @@ from ._request import GenerationRequest
 __all__ = ["Batch", "ChunkedPrompt", "KVPool", "Seq", "merge", "prune"]
 
 
+_MAP_NORESERVE = 0x4000
+"""Linux's ``MAP_NORESERVE`` (Python's ``mmap`` module does not name it)."""
+
+
+def _unreserved(shape: tuple[int, ...], dtype: Any) -> Any:
+    """Room for a tensor of ``shape`` as address space the kernel does not count as
+    committed memory (an anonymous ``MAP_NORESERVE`` mapping, Linux): pages get memory when
+    first written, and neither the mapping nor a ``fork`` of the process (a node process,
+    a tool's subprocess) is refused under the default heuristic overcommit, as an 8 GiB
+    ``torch.empty`` is on a machine with less memory (or with a few engines, on a fork).
+    ``None`` elsewhere (the caller then allocates with ``torch.empty``)."""
+    import mmap
+    import sys
+
+    import torch
+
+    if sys.platform != "linux":
+        return None
+    size = torch.empty((), dtype=dtype).element_size()
+    for n in shape:
+        size *= n
+    return mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _MAP_NORESERVE)
+
+
 class KVPool:
     """Blocks of ``block_size`` token slots for the keys and values of every layer.
 
     ``kv`` is one tensor ``[layers, 2, slots, heads, head_dim]`` (index 0 of the second
     axis: keys, 1: values); slot ``b * block_size + i`` is token ``i`` of block ``b``.
     ``blocks``: the blocks it has room for. On a CPU that room is address space reserved
-    with ``torch.empty`` (``reserve_bytes``): the operating system gives a block memory when
-    it is first written, so the process holds what the most tokens held at once needed,
+    (``reserve_bytes``; on Linux not counted as committed memory): the operating system
+    gives a block memory when it is first written, so the process holds what the most
+    tokens held at once needed,
     and growing never copies. Free blocks are handed out lowest first, those given back
     before those never used.
     """
@@ -51,8 +78,11 @@ class KVPool:
                             * torch.empty((), dtype=dtype).element_size())
         """Bytes of keys and values one block holds (all layers)."""
         blocks = max(2, blocks, reserve_bytes // self.block_bytes)
-        self.kv = torch.empty((layers, 2, blocks * block_size, heads, head_dim),
-                              dtype=dtype, device=device)
+        shape = (layers, 2, blocks * block_size, heads, head_dim)
+        self._mapping = _unreserved(shape, dtype) if reserve_bytes else None
+        """The anonymous mapping the reserved room lives in (kept alive with ``kv``)."""
+        self.kv = (torch.empty(shape, dtype=dtype, device=device) if self._mapping is None
+                   else torch.frombuffer(self._mapping, dtype=dtype).view(shape))
         self.kv[:, :, :block_size].zero_()  # block 0: the padding's keys
         self._refs = [0] * blocks
         self._free: list[int] = []
@@ -137,6 +167,7 @@ class KVPool:
                          dtype=self.kv.dtype, device=self.kv.device)
         kv[:, :, :self._fresh * self.block_size] = self.kv[:, :, :self._fresh * self.block_size]
         self.kv = kv
+        self._mapping = None  # (the reserved room, if any, goes with the old tensor)
         self._refs.extend([0] * (new - old))
         self.grown += 1
 
