@@ -1,6 +1,6 @@
 """CPU of one answer of a crowd player (``agentplex demo --model scripted``), in process.
 
-``--players`` :class:`~agentplex.sim.scenarios._crowd.CrowdPlayer` on a local runtime are asked a
+``--players`` :class:`~agentplex.sim.scenarios.guessing.CrowdPlayer` on a local runtime are asked a
 few rounds with one ``call_many`` each, in two fresh processes per repeat:
 
 - ``bare``: no experiment and no tracer (the baseline: the player's own work);
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _benchlib import emit
 from agentplex.message import Msg
 from agentplex.runtime import Runtime
-from agentplex.sim.scenarios._crowd import PLAYER_PREFIX, CrowdPlayer
+from agentplex.sim.scenarios.guessing import PLAYER_PREFIX, CrowdPlayer
 from agentplex.tracing import experiment
 
 

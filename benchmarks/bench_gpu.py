@@ -63,8 +63,13 @@ async def one_round(model: Any, agents: int, device: str) -> None:
     scenario's players (``CrowdPlayer``) sharing one model actor, asked as its rounds ask."""
     from agentplex.cluster import ModelActor
     from agentplex.runtime import NameRange, Runtime
-    from agentplex.sim.scenarios._crowd import MODEL_PREFIX, PLAYER_PREFIX, CrowdPlayer
-    from agentplex.sim.scenarios.guessing import ask_players, question
+    from agentplex.sim.scenarios.guessing import (
+        MODEL_PREFIX,
+        PLAYER_PREFIX,
+        CrowdPlayer,
+        ask_players,
+        question,
+    )
 
     engine = model.engine
     steps = engine.counters.steps

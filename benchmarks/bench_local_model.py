@@ -293,8 +293,14 @@ async def demo_rounds(model: Any, agents: int, rounds: int, repeats: int) -> Non
     from agentplex.cluster import ModelActor
     from agentplex.model import TransformersChatModel
     from agentplex.runtime import NameRange, Runtime
-    from agentplex.sim.scenarios._crowd import MODEL_PREFIX, PLAYER_PREFIX, CrowdPlayer
-    from agentplex.sim.scenarios.guessing import ask_players, outcome_text, question
+    from agentplex.sim.scenarios.guessing import (
+        MODEL_PREFIX,
+        PLAYER_PREFIX,
+        CrowdPlayer,
+        ask_players,
+        outcome_text,
+        question,
+    )
 
     pair = (model.model, model.tokenizer)
     times: dict[str, list[tuple[float, float]]] = {"prefix-reuse": [], "no-reuse": []}

@@ -32,9 +32,7 @@ from typing import Any
 
 from _benchlib import emit
 from agentplex.sim import RunOptions, Sim, run_scenario
-from agentplex.sim.scenarios.guessing import Guessing
-
-MODEL_PREFIX = "model-"
+from agentplex.sim.scenarios.guessing import MODEL_PREFIX, Guessing
 
 
 class MeasuredGuessing(Guessing):

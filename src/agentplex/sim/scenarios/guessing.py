@@ -26,7 +26,16 @@ from agentplex.sim import RoundFailed, Scenario, Sim
 
 from ._crowd import MODEL_PREFIX, PLAYER_PREFIX, Answers, CrowdPlayer, GameModelActor
 
-__all__ = ["DEFAULT_SPEAKERS", "Guessing", "ask_players", "outcome_text", "question"]
+__all__ = [
+    "DEFAULT_SPEAKERS",
+    "MODEL_PREFIX",
+    "PLAYER_PREFIX",
+    "CrowdPlayer",
+    "Guessing",
+    "ask_players",
+    "outcome_text",
+    "question",
+]
 
 _NO_GUESS = 255
 CHUNK = 50_000
