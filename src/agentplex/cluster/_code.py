@@ -145,8 +145,8 @@ def _check_members(archive: zipfile.ZipFile, max_bytes: int) -> list[zipfile.Zip
         if ("\\" in name or "\x00" in name or path.is_absolute() or ":" in name
                 or any(part in ("", ".", "..") for part in name.rstrip("/").split("/"))):
             raise CodeRejected(f"member {name!r} is not a path inside the package")
-        mode = info.external_attr >> 16
-        if mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = stat.S_IFMT(info.external_attr >> 16)  # 0: the archiver did not say
+        if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
             raise CodeRejected(f"member {name!r} is not a plain file")
         if info.is_dir():
             continue
