@@ -20,7 +20,7 @@ from agentplex import Runtime
 from agentplex.bus import ZmqTransport, generate_keys, load_keypair, load_public_key
 from agentplex.cluster import CodePackage, CodeRefused, CodeRejected, pack_code
 from agentplex.cluster.lowlevel import ask, node_agent_name, ship_code
-from agentplex.sim import read_metrics
+from agentplex.sim import ScenarioError, read_metrics
 from tests.support import pythonpath
 from tests.support.daemons import Daemons
 
@@ -205,3 +205,41 @@ def test_a_node_accepting_code_on_an_open_non_loopback_bus_refuses_to_start() ->
     assert got.returncode == 2
     assert "refusing to accept code over an unauthenticated bus" in got.stderr
     assert "Traceback" not in got.stderr
+
+
+def test_a_folder_ships_whole_and_its_modules_import_each_other_relatively(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver's side of ``--ship-folder``: the scenario (named by its file or by its
+    module in the folder) and the agent's module it imports relatively are imported from
+    the package of the folder's hash, and both are what the nodes allow."""
+    from agentplex.sim import _ship, load_scenario
+    from agentplex.sim.lowlevel import resolve_class, ship_scenario
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(_ship, "_cache", None)
+    project = tmp_path / "project"
+    (project / "opsim").mkdir(parents=True)
+    (project / "opsim" / "__init__.py").write_text("")
+    model, scenario = SCENARIO.split("class Sums(Scenario):")
+    (project / "opsim" / "model.py").write_text(model)
+    (project / "opsim" / "scenario.py").write_text(
+        "from agentplex.sim import Scenario\nfrom .model import Adder\n\n\n"
+        "class Sums(Scenario):" + scenario.replace('"sums:Adder"', "Adder"))
+    by_file = ship_scenario(f"{project}/opsim/scenario.py:Sums", project)
+    by_module = ship_scenario("opsim.scenario:Sums", project)
+    assert by_file == by_module
+    package = by_file.package
+    assert package.modules == ("opsim", "opsim.model", "opsim.scenario")
+    assert by_file.scenario == f"agentplex_code_{package.sha256}.opsim.scenario:Sums"
+    cls = load_scenario(by_file.scenario)
+    agent = resolve_class(by_file.rename(cls.agent))
+    assert agent.__module__ == f"agentplex_code_{package.sha256}.opsim.model"
+    assert by_file.modules(agent) == ["opsim.scenario", "opsim.model"]
+    with pytest.raises(ScenarioError, match="does not hold"):
+        ship_scenario(f"{tmp_path}/elsewhere.py:Sums", project)
+    with pytest.raises(ScenarioError, match="ships a scenario file"):
+        ship_scenario("opsim.scenario:Sums")
+    for name in [m for m in sys.modules if m.startswith("agentplex_code_")]:
+        del sys.modules[name]
+    assert _ship._cache is not None
+    _ship._cache.close()

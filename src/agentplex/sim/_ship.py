@@ -68,22 +68,26 @@ class Shipped:
 
 def ship_scenario(scenario: str, folder: Path | None = None) -> Shipped:
     """Pack the scenario's file (``"path/file.py:Class"``), or ``folder`` of ``.py``
-    files that holds it, and import it here from the package of its hash."""
-    code = user_code(scenario)
-    if code.folder is None:
-        raise ScenarioError(f"--ship-code ships a scenario file (FILE.py:Class), not the "
-                            f"module {code.module!r}")
-    file = code.folder / f"{code.module}.py"
-    _, sep, cls = scenario.partition(":")
-    if not sep or not cls:
+    files (which holds that file, or the module of ``"module:Class"``), and import it
+    here from the package of its hash."""
+    target, sep, cls = scenario.rpartition(":")
+    if not sep or not target or not cls:
         raise ScenarioError(f"{scenario!r}: name the class, FILE.py:Class")
-    if folder is None:
-        module, package = code.module, pack_code(file)
+    code = user_code(scenario)
+    root = folder.expanduser().resolve() if folder is not None else None
+    if code.folder is None:
+        if root is None:
+            raise ScenarioError(f"--ship-code ships a scenario file (FILE.py:Class), or "
+                                f"with --ship-folder a module of it, not {code.module!r}")
+        module = code.module  # a module of the folder
     else:
-        root = folder.expanduser().resolve()
-        if not file.is_relative_to(root):
+        file = code.folder / f"{code.module}.py"
+        if root is not None and not file.is_relative_to(root):
             raise ScenarioError(f"--ship-folder {folder} does not hold {file}")
-        module = ".".join(file.relative_to(root).with_suffix("").parts)
-        package = pack_code(root)
+        module = code.module if root is None else \
+            ".".join(file.relative_to(root).with_suffix("").parts)
+    package = pack_code(root if root is not None else file)
+    if module not in package.modules:
+        raise ScenarioError(f"--ship-folder {folder} holds no module {module!r}")
     _driver_cache().install(package.sha256, package.archive, [module])
     return Shipped(package, module, f"{package.qualified(module)}:{cls}")
