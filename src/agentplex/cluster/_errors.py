@@ -71,4 +71,5 @@ class CodeRefused(AgentplexError, PermissionError):
 class CodeRejected(AgentplexError, ValueError):
     """A code package that does not check out: its SHA-256 is not the one it is named by,
     a member is outside the package, a link or not a ``.py`` file, it is over the size
-    limit, or a module of it does not import. Nothing of it was kept."""
+    limit (nothing of it is written), or a module of it does not import (nothing of it is
+    allowed)."""

@@ -10,7 +10,7 @@ schema that crossed the wire, and the head and node daemons' entry points (what
 """
 
 from ._bus_node import MANAGER, BusNode, node_agent_name
-from ._code import CodeCache, code_package_name, ship_code
+from ._code import MAX_CODE_BYTES, MAX_CODE_FILES, CodeCache, code_package_name, ship_code
 from ._daemon import run_head, run_node
 from ._model_actor import schema_model
 from ._node import class_path
@@ -22,6 +22,8 @@ __all__ = [
     "BusNode",
     "CodeCache",
     "MANAGER",
+    "MAX_CODE_BYTES",
+    "MAX_CODE_FILES",
     "REQUESTS",
     "Request",
     "ask",
