@@ -1,7 +1,8 @@
 """``agentplex run FILE.py:Class --address URL --ship-code``: the scenario's file travels
 over an authenticated bus (CURVE keys) to node processes that have never seen it (each in
-a working directory of its own), which accept code only when started with
-``--accept-code``, check it against its SHA-256 and import it under that name."""
+a working directory of its own, and, as root, in a network namespace of its own), which
+accept code only when started with ``--accept-code``, check it against its SHA-256 and
+import it under that name."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,10 @@ from agentplex.cluster.lowlevel import ask, node_agent_name, ship_code
 from agentplex.sim import ScenarioError, read_metrics
 from tests.support import pythonpath
 from tests.support.daemons import Daemons
+from tests.tracing import test_run_across_hosts as across
+
+hosts = across.hosts
+"""Network namespaces for a head and two nodes on a bridge (root only; skipped otherwise)."""
 
 SCENARIO = '''
 import os
@@ -69,23 +75,40 @@ def _keys(folder: Path) -> dict[str, str]:
 
 
 def _cluster(daemons: Daemons, keys: dict[str, str], nodes: dict[str, Path],
-             accept: set[str]) -> str:
-    """A head and ``nodes`` (each in its own working directory), every process with its
+             accept: set[str], *, hosts: bool = False) -> str:
+    """A head and ``nodes`` (each in its own working directory; with ``hosts``, each in
+    a network namespace of its own, the head in the hosts' one), every process with its
     CURVE keys; the nodes in ``accept`` accept code. The head's endpoint."""
-    endpoint = daemons.head("--keys", f"{keys['head']}.key_secret",
-                            "--allow-key", f"{keys['node']}.key",
-                            "--allow-key", f"{keys['driver']}.key")
+    daemons.start("head", "head", "--bind", f"tcp://{_address(hosts, 0)}:0",
+                  "--keys", f"{keys['head']}.key_secret",
+                  "--allow-key", f"{keys['node']}.key", "--allow-key", f"{keys['driver']}.key",
+                  prefix=_netns(hosts, across.HOST))
+    endpoint = daemons.wait_for("head", "listening on").split()[-1]
     common = ["--keys", f"{keys['node']}.key_secret", "--head-key", f"{keys['head']}.key",
               "--allow-key", f"{keys['driver']}.key"]
-    for node_id, folder in nodes.items():
+    for k, (node_id, folder) in enumerate(nodes.items()):
         folder.mkdir(parents=True, exist_ok=True)
         extra = ["--accept-code"] if node_id in accept else []
-        daemons.nodes(endpoint, [node_id], *common, *extra, cwd={node_id: folder})
+        daemons.start(node_id, "node", "--head", endpoint, "--id", node_id,
+                      "--bind", f"tcp://{_address(hosts, k + 1)}:0", *common, *extra,
+                      cwd=folder, prefix=_netns(hosts, across.NODES[k]))
+    for node_id in nodes:
+        daemons.wait_for(node_id, f"node {node_id} joined")
     return endpoint
 
 
-def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agentplex", "run", *args],
+def _address(hosts: bool, k: int) -> str:
+    """The head's (0) or node k's address: on the hosts' bridge, or loopback."""
+    return f"10.79.0.{1 + k}" if hosts else "127.0.0.1"
+
+
+def _netns(hosts: bool, namespace: str) -> list[str]:
+    return ["ip", "netns", "exec", namespace] if hosts else []
+
+
+def _run(cwd: Path, *args: str, prefix: Sequence[str] = ()
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*prefix, sys.executable, "-m", "agentplex", "run", *args],
                           capture_output=True, text=True, timeout=300, cwd=cwd,
                           env={**os.environ, "PYTHONPATH": pythonpath(), "COLUMNS": "300"})
 
@@ -95,7 +118,13 @@ def _driver_keys(keys: dict[str, str]) -> list[str]:
             "--allow-key", f"{keys['node']}.key"]
 
 
-def test_a_scenario_runs_on_nodes_that_never_saw_its_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("netns", [False, True], ids=["loopback", "hosts"])
+def test_a_scenario_runs_on_nodes_that_never_saw_its_file(
+        tmp_path: Path, netns: bool, request: pytest.FixtureRequest) -> None:
+    """On loopback, and with the head, the driver and each node on hosts of their own
+    (network namespaces on a bridge: root only)."""
+    if netns:
+        request.getfixturevalue("hosts")
     keys = _keys(tmp_path / "keys")
     driver = tmp_path / "driver"
     driver.mkdir()
@@ -109,9 +138,11 @@ def test_a_scenario_runs_on_nodes_that_never_saw_its_file(tmp_path: Path) -> Non
     try:
         endpoint = _cluster(daemons, keys, {"node-a": tmp_path / "node-a",
                                             "node-b": tmp_path / "node-b"},
-                            accept={"node-a", "node-b"})
+                            accept={"node-a", "node-b"}, hosts=netns)
         shipped = _run(driver, *args, "--address", endpoint, "--ship-code",
-                       *_driver_keys(keys), "--runs-dir", str(tmp_path / "shipped"))
+                       "--bind", f"tcp://{_address(netns, 0)}:0", *_driver_keys(keys),
+                       "--runs-dir", str(tmp_path / "shipped"),
+                       prefix=_netns(netns, across.HOST))
         assert shipped.returncode == 0, shipped.stdout[-3000:] + shipped.stderr[-3000:]
         logs = {n: (daemons.logs / f"{n}.log").read_text() for n in ("node-a", "node-b")}
     finally:

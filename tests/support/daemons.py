@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support import ROOT, pythonpath
@@ -27,11 +28,14 @@ class Daemons:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env = {**os.environ, "PYTHONPATH": pythonpath(), "PYTHONUNBUFFERED": "1"}
 
-    def start(self, name: str, *args: str, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
-        """Start ``agentplex ARGS`` as ``name`` in ``cwd`` (default: the repository root)."""
+    def start(self, name: str, *args: str, cwd: Path = ROOT, prefix: Sequence[str] = ()
+              ) -> subprocess.Popen[bytes]:
+        """Start ``agentplex ARGS`` as ``name`` in ``cwd`` (default: the repository root),
+        behind ``prefix`` (``ip netns exec NS``, say)."""
         with (self.logs / f"{name}.log").open("w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "agentplex", *args], cwd=cwd,
-                                    env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([*prefix, sys.executable, "-m", "agentplex", *args],
+                                    cwd=cwd, env=self.env, stdout=log,
+                                    stderr=subprocess.STDOUT)
         self.procs[name] = proc
         return proc
 
@@ -53,13 +57,10 @@ class Daemons:
         self.start("head", "head", "--bind", "tcp://127.0.0.1:0", *args)
         return self.wait_for("head", "listening on").split()[-1]
 
-    def nodes(self, endpoint: str, ids: list[str], *args: str,
-              cwd: dict[str, Path] | None = None) -> None:
-        """Start node processes (each in its ``cwd`` folder, if given) and wait until each
-        has joined."""
+    def nodes(self, endpoint: str, ids: list[str], *args: str) -> None:
+        """Start node processes and wait until each has joined."""
         for node_id in ids:
-            self.start(node_id, "node", "--head", endpoint, "--id", node_id, *args,
-                       cwd=(cwd or {}).get(node_id, ROOT))
+            self.start(node_id, "node", "--head", endpoint, "--id", node_id, *args)
         for node_id in ids:
             self.wait_for(node_id, f"node {node_id} joined")
 

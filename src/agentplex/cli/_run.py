@@ -90,6 +90,10 @@ def run(
     recording: Annotated[bool, typer.Option(
         "--recording/--no-recording", help="Record the model answers (recording.jsonl) so "
         "that the run can be replayed; --no-recording for a rule-based run.")] = True,
+    bind: Annotated[str | None, typer.Option(
+        help="With --address: the endpoint this driver listens on, which the cluster's "
+        "nodes answer to (default tcp://127.0.0.1:0: nodes on this machine only; give "
+        "this machine's address, e.g. tcp://10.0.0.5:0, for nodes on others).")] = None,
     ship_code: Annotated[bool, typer.Option(
         "--ship-code", help="With --address: send the scenario's file over the bus to the "
         "cluster's nodes (started with --accept-code) before spawning; named by its "
@@ -103,6 +107,7 @@ def run(
 ) -> None:
     """Run a simulation scenario: its rounds, metrics per round (metrics.parquet),
     checkpoints, interventions and surveys, in this process or on node processes."""
+    from ..bus import InsecureBindError
     from ..cluster import CodeRefused, CodeRejected
     from ..runtime import ActorError
     from ..sim import RunOptions, SimError, load_plan, run_scenario
@@ -117,6 +122,8 @@ def run(
         if nodes and address is not None and backend == "local":
             raise typer.BadParameter("--nodes starts nodes here; --address joins a cluster: "
                                      "give one")
+        if bind is not None and address is None:
+            raise typer.BadParameter("--bind goes with --address")
         if (ship_code or ship_folder) and address is None:
             raise typer.BadParameter("--ship-code sends the code to a running cluster's "
                                      "nodes: give --address")
@@ -161,6 +168,8 @@ def run(
         options.budget()  # a bad limit is refused before anything starts
         bus_options = (security(keys, head_key, allow_key)
                        if address is not None and options.backend == "local" else {})
+        if bind is not None and options.backend == "local":
+            bus_options["bind"] = bind
         console.print(f"[bold]agentplex run[/] {escape(options.scenario)}: "
                       f"{options.agents:,} agents, {options.rounds} rounds, seed {options.seed}"
                       + (f", params {options.params}" if options.params else ""))
@@ -182,7 +191,8 @@ def run(
     except asyncio.CancelledError:
         err.print("[red]terminated[/]: the run's agents and nodes stopped")
         raise typer.Exit(143) from None
-    except (SimError, ActorError, InvalidBudget, CodeRefused, CodeRejected) as exc:
+    except (SimError, ActorError, InvalidBudget, CodeRefused, CodeRejected,
+            InsecureBindError) as exc:
         err.print(f"[red]the run failed[/]: {escape(str(exc))}")
         raise typer.Exit(1) from None
     if result.status == "budget":
