@@ -274,3 +274,13 @@ def test_a_folder_ships_whole_and_its_modules_import_each_other_relatively(
         del sys.modules[name]
     assert _ship._cache is not None
     _ship._cache.close()
+
+
+def test_ship_code_and_bind_go_with_an_address(tmp_path: Path) -> None:
+    (tmp_path / "sums.py").write_text(SCENARIO)
+    for flag in (["--ship-code"], ["--ship-folder", str(tmp_path)],
+                 ["--bind", "tcp://127.0.0.1:0"]):
+        got = _run(tmp_path, f"{tmp_path}/sums.py:Sums", *flag)
+        assert got.returncode == 2, got.stderr
+        assert "--address" in got.stderr and "Traceback" not in got.stderr
+    assert not (tmp_path / "runs").exists()
