@@ -58,6 +58,8 @@ BUILTIN_BASES: dict[str, tuple[type[BaseException], ...]] = {
     "EngineError": (RuntimeError,),
     "ServerFailed": (RuntimeError,),
     "NodesFailed": (RuntimeError,),
+    "CodeRefused": (PermissionError,),
+    "CodeRejected": (ValueError,),
 }
 """The built-in bases users catch today, by class name (wherever the class lives)."""
 

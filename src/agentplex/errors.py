@@ -21,7 +21,7 @@ built-in bases; ``docs/index.md`` draws all of it)::
     │                       SpawnRefused
     ├── agentplex.agent     SandboxError
     ├── agentplex.serving   BadChatRequest, QueueFull, ServerFailed
-    ├── agentplex.cluster   Unschedulable, NodeFailed
+    ├── agentplex.cluster   Unschedulable, NodeFailed, CodeRefused, CodeRejected
     └── agentplex.sim       SimError: ScenarioError, ParamsError, PlanError,
                             CheckpointError, NodesFailed, NotUserCode (both also
                             in agentplex.cli)

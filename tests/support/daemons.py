@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.support import ROOT, pythonpath
@@ -27,10 +28,14 @@ class Daemons:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.env = {**os.environ, "PYTHONPATH": pythonpath(), "PYTHONUNBUFFERED": "1"}
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *args: str, cwd: Path = ROOT, prefix: Sequence[str] = ()
+              ) -> subprocess.Popen[bytes]:
+        """Start ``agentplex ARGS`` as ``name`` in ``cwd`` (default: the repository root),
+        behind ``prefix`` (``ip netns exec NS``, say)."""
         with (self.logs / f"{name}.log").open("w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "agentplex", *args], cwd=ROOT,
-                                    env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen([*prefix, sys.executable, "-m", "agentplex", *args],
+                                    cwd=cwd, env=self.env, stdout=log,
+                                    stderr=subprocess.STDOUT)
         self.procs[name] = proc
         return proc
 

@@ -103,11 +103,17 @@ def node(
     drain_timeout: Annotated[float, typer.Option(
         help="Seconds the actors get to empty their mailboxes on SIGTERM / Ctrl-C.")] = 10.0,
     exit_with: ExitWithOpt = None,
+    accept_code: Annotated[bool, typer.Option(
+        "--accept-code", help="Import code packages that peers ship over the bus "
+        "('agentplex run --ship-code'), each named by its SHA-256, and allow their "
+        "modules. Needs CURVE keys unless the node and its head are on loopback.")] = False,
 ) -> None:
     """Join a cluster: report this machine's resources and host the actors placed here.
 
     Actor classes are imported from the working directory, the --path folders and
-    PYTHONPATH, and only from the --allow modules."""
+    PYTHONPATH, and only from the --allow modules (and, with --accept-code, from the
+    code packages shipped to it)."""
+    from ..bus import InsecureBindError
     from ..cluster import detect_node
     from ..cluster.lowlevel import run_node
     from ..sim.lowlevel import use_import_path
@@ -119,10 +125,14 @@ def node(
 
     spec = detect_node(node_id, gpus=gpus, gpu_memory=gpu_memory, cpus=cpus,
                        labels=_labels(label))
-    asyncio.run(run_node(head_address, spec, bind=bind, spawn_allow=allow, insecure=insecure,
-                         heartbeat_timeout=heartbeat_timeout, drain_timeout=drain_timeout,
-                         exit_with=exit_with,
-                         **security(keys, head_key, allow_key)))
+    try:
+        asyncio.run(run_node(head_address, spec, bind=bind, spawn_allow=allow,
+                             insecure=insecure, heartbeat_timeout=heartbeat_timeout,
+                             drain_timeout=drain_timeout, exit_with=exit_with,
+                             accept_code=accept_code, **security(keys, head_key, allow_key)))
+    except InsecureBindError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def status(

@@ -90,12 +90,25 @@ def run(
     recording: Annotated[bool, typer.Option(
         "--recording/--no-recording", help="Record the model answers (recording.jsonl) so "
         "that the run can be replayed; --no-recording for a rule-based run.")] = True,
+    bind: Annotated[str | None, typer.Option(
+        help="With --address: the endpoint this driver listens on, which the cluster's "
+        "nodes answer to (default tcp://127.0.0.1:0: nodes on this machine only; give "
+        "this machine's address, e.g. tcp://10.0.0.5:0, for nodes on others).")] = None,
+    ship_code: Annotated[bool, typer.Option(
+        "--ship-code", help="With --address: send the scenario's file over the bus to the "
+        "cluster's nodes (started with --accept-code) before spawning; named by its "
+        "SHA-256.")] = False,
+    ship_folder: Annotated[Path | None, typer.Option(
+        help="With --ship-code: ship this folder of .py files, which holds the scenario's "
+        "file (its modules import each other relatively).")] = None,
     keys: KeysOpt = None,
     head_key: HeadKeyOpt = None,
     allow_key: AllowOpt = [],  # noqa: B006 - typer reads the default
 ) -> None:
     """Run a simulation scenario: its rounds, metrics per round (metrics.parquet),
     checkpoints, interventions and surveys, in this process or on node processes."""
+    from ..bus import InsecureBindError
+    from ..cluster import CodeRefused, CodeRejected
     from ..runtime import ActorError
     from ..sim import RunOptions, SimError, load_plan, run_scenario
     from ..sim.lowlevel import fork_options, parse_sets, resume_options
@@ -109,6 +122,11 @@ def run(
         if nodes and address is not None and backend == "local":
             raise typer.BadParameter("--nodes starts nodes here; --address joins a cluster: "
                                      "give one")
+        if bind is not None and address is None:
+            raise typer.BadParameter("--bind goes with --address")
+        if (ship_code or ship_folder) and address is None:
+            raise typer.BadParameter("--ship-code sends the code to a running cluster's "
+                                     "nodes: give --address")
         if address is None and (keys or head_key or allow_key):
             raise typer.BadParameter("--keys, --head-key and --allow-key go with --address")
         declared = load_plan(plan, intervene=intervene or (), change=change or (),
@@ -145,9 +163,13 @@ def run(
             options.restart = restart  # type: ignore[assignment]
         if lost_after is not None:
             options.lost_after = lost_after
+        if ship_code or ship_folder:
+            options.ship_code, options.ship_folder = True, ship_folder
         options.budget()  # a bad limit is refused before anything starts
         bus_options = (security(keys, head_key, allow_key)
                        if address is not None and options.backend == "local" else {})
+        if bind is not None and options.backend == "local":
+            bus_options["bind"] = bind
         console.print(f"[bold]agentplex run[/] {escape(options.scenario)}: "
                       f"{options.agents:,} agents, {options.rounds} rounds, seed {options.seed}"
                       + (f", params {options.params}" if options.params else ""))
@@ -169,7 +191,8 @@ def run(
     except asyncio.CancelledError:
         err.print("[red]terminated[/]: the run's agents and nodes stopped")
         raise typer.Exit(143) from None
-    except (SimError, ActorError, InvalidBudget) as exc:
+    except (SimError, ActorError, InvalidBudget, CodeRefused, CodeRejected,
+            InsecureBindError) as exc:
         err.print(f"[red]the run failed[/]: {escape(str(exc))}")
         raise typer.Exit(1) from None
     if result.status == "budget":

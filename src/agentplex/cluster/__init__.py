@@ -10,8 +10,16 @@ and node daemons (placing actors on machines over the ZeroMQ bus) build on these
 from ..bus import SpawnRefused
 from ._client import ClusterClient
 from ._cluster import Cluster
+from ._code import CodePackage, pack_code
 from ._detect import detect_gpus, detect_node, worker_environment
-from ._errors import NodeFailed, NodesMissing, NotSupported, Unschedulable
+from ._errors import (
+    CodeRefused,
+    CodeRejected,
+    NodeFailed,
+    NodesMissing,
+    NotSupported,
+    Unschedulable,
+)
 from ._init import init
 from ._manager import ClusterManager
 from ._model_actor import ModelActor, RemoteChatModel
@@ -37,6 +45,9 @@ __all__ = [
     "ClusterAPI",
     "ClusterClient",
     "ClusterManager",
+    "CodePackage",
+    "CodeRefused",
+    "CodeRejected",
     "EngineActor",
     "GPU",
     "LocalNode",
@@ -64,6 +75,7 @@ __all__ = [
     "detect_gpus",
     "detect_node",
     "init",
+    "pack_code",
     "parse_bytes",
     "worker_environment",
 ]

@@ -19,12 +19,15 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..bus import KeyPair, connect, keypair_from_env
+from ..bus import InsecureBindError, KeyPair, connect, keypair_from_env
+from ..bus.lowlevel import is_loopback
 from ..runtime import Actor, ActorError, Runtime
 from ._build import build_actor
 from ._bus_node import MANAGER, node_agent_name
 from ._client import ClusterClient
+from ._code import CodeCache
 from ._detect import worker_environment
+from ._errors import CodeRefused
 from ._manager import ClusterManager
 from ._node import actor_class
 from ._ops import answer
@@ -60,8 +63,10 @@ class NodeAgent(Actor):
     max_concurrency = 16
 
     def __init__(self, spec: NodeSpec, head: str, spawn_allow: Sequence[str],
-                 worker_timeout: float = 60.0) -> None:
+                 worker_timeout: float = 60.0, accept_code: bool = False) -> None:
         self.spec = spec
+        self.code = CodeCache() if accept_code else None
+        """Code packages shipped over the bus (``None``: this node accepts none)."""
         self.head = head
         self.spawn_allow = list(spawn_allow)
         self.worker_timeout = worker_timeout
@@ -97,6 +102,8 @@ class NodeAgent(Actor):
             return True
         if op == "states":
             return await self.shares.states(message["batch"], message.get("timeout", 10.0))
+        if op == "code":
+            return self._install(message)
         if op == "start":
             await self._start(message["spec"])
             return True
@@ -104,6 +111,19 @@ class NodeAgent(Actor):
             await self._stop(message["name"])
             return True
         raise ValueError(f"unknown node request {message!r:.200}")
+
+    def _install(self, message: dict[str, Any]) -> list[str]:
+        """Import a code package shipped over the bus and allow the modules it names."""
+        if self.code is None:
+            raise CodeRefused(f"node {self.spec.id} does not accept code over the bus "
+                              "(start it with --accept-code)")
+        allowed = self.code.install(message.get("sha256"),  # type: ignore[arg-type]
+                                    message.get("archive"),  # type: ignore[arg-type]
+                                    message.get("modules") or [])
+        self.spawn_allow.extend(m for m in allowed if m not in self.spawn_allow)
+        log.warning("node %s: imported code package %s; allowed %s", self.spec.id,
+                    message.get("sha256"), ", ".join(allowed))
+        return allowed
 
     async def _start(self, spec: dict[str, Any]) -> None:
         placement = spec.get("placement") or {}
@@ -154,6 +174,8 @@ class NodeAgent(Actor):
         for proc in self.workers.values():
             if proc.returncode is None:
                 proc.terminate()
+        if self.code is not None:
+            self.code.close()
 
 
 def _worker_security(transport: Any) -> dict[str, str]:
@@ -222,17 +244,29 @@ async def run_head(bind: str = "tcp://127.0.0.1:5555", *, ping_interval: float =
 
 async def run_node(head: str, spec: NodeSpec, *, bind: str = "tcp://127.0.0.1:0",
                    spawn_allow: Sequence[str] = (), drain_timeout: float = 10.0,
-                   exit_with: int | None = None, **options: Any) -> None:
+                   exit_with: int | None = None, accept_code: bool = False,
+                   **options: Any) -> None:
     """Join the cluster at ``head`` as node ``spec.id``, until SIGINT / SIGTERM (or until
     process ``exit_with`` ends: a node started for one program's run).
 
     On the signal the node's actors get ``drain_timeout`` seconds to handle what their
     mailboxes hold; what is left then fails with ``ActorStopped`` and the node exits (a
     backlog never keeps a stopped node alive).
+
+    ``accept_code``: import code packages that peers ship over the bus
+    (:func:`~._code.ship_code`); only on an authenticated bus (CURVE ``keys``) or one that
+    never leaves this machine (loopback ``bind`` and ``head``), else
+    :class:`~agentplex.bus.InsecureBindError` before anything starts.
     """
+    if accept_code and options.get("keys") is None and not (
+            is_loopback(bind) and is_loopback(head)):
+        raise InsecureBindError(
+            f"refusing to accept code over an unauthenticated bus ({bind}, head {head}): "
+            "give the node CURVE keys (--keys, --head-key), or drop --accept-code")
     async with connect(head, bind=bind, node_id=spec.id, spawn_allow=spawn_allow,
                        **options) as runtime:
-        await runtime.spawn(NodeAgent(spec, head, spawn_allow), node_agent_name(spec.id))
+        await runtime.spawn(NodeAgent(spec, head, spawn_allow, accept_code=accept_code),
+                            node_agent_name(spec.id))
         await ClusterClient(runtime, timeout=30).join(spec)
         await _serve_until_signalled(lambda: print(f"agentplex node {spec.id} joined {head}",
                                                    flush=True), exit_with=exit_with)

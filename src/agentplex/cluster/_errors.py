@@ -8,7 +8,12 @@
     ├── NodeFailed        a node failed while starting its share of a batch
     │                     (``spawn_many``); nothing of the batch is left running
     ├── NodesMissing      (also a TimeoutError) fewer nodes joined than waited for
-    └── NotSupported      (also a NotImplementedError) the backend does not offer this
+    ├── NotSupported      (also a NotImplementedError) the backend does not offer this
+    ├── CodeRefused       (also a PermissionError) a node that does not accept code was
+    │                     sent some (start it with ``--accept-code``)
+    └── CodeRejected      (also a ValueError) a code package that does not check out: its
+                          SHA-256 is not its name, a member leaves the package or is not
+                          a ``.py`` file, it is too large, or it does not import
 
 Cluster calls also raise the runtime's errors (:class:`~agentplex.runtime.ActorExists` when
 the name is taken), the bus's :class:`~agentplex.bus.SpawnRefused` when a node cannot
@@ -23,7 +28,8 @@ from __future__ import annotations
 
 from ..errors import AgentplexError
 
-__all__ = ["NodeFailed", "NodesMissing", "NotSupported", "Unschedulable"]
+__all__ = ["CodeRefused", "CodeRejected", "NodeFailed", "NodesMissing", "NotSupported",
+           "Unschedulable"]
 
 
 class Unschedulable(AgentplexError):
@@ -55,3 +61,15 @@ class NodesMissing(AgentplexError, TimeoutError):
 class NotSupported(AgentplexError, NotImplementedError):
     """This backend does not offer the operation (serving engines on the Ray backend,
     an agentplex node joining a Ray head)."""
+
+
+class CodeRefused(AgentplexError, PermissionError):
+    """A node that does not accept code over the bus was sent a code package (a node
+    accepts code only when started with ``--accept-code``)."""
+
+
+class CodeRejected(AgentplexError, ValueError):
+    """A code package that does not check out: its SHA-256 is not the one it is named by,
+    a member is outside the package, a link or not a ``.py`` file, it is over the size
+    limit (nothing of it is written), or a module of it does not import (nothing of it is
+    allowed)."""

@@ -17,7 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..bus import SpawnRefused
 from ..runtime import ActorExists, ActorRef
-from ._errors import NodeFailed, NodesMissing, NotSupported, Unschedulable
+from ._errors import (
+    CodeRefused,
+    CodeRejected,
+    NodeFailed,
+    NodesMissing,
+    NotSupported,
+    Unschedulable,
+)
 from ._options import BatchOptions, SpawnOptions
 from ._resources import NodeSpec, Resources
 from ._scheduler import Placement
@@ -213,6 +220,8 @@ _ERRORS: dict[str, tuple[type[BaseException], Callable[[dict[str, Any]], Excepti
     "NotSupported": (NotSupported, lambda d: NotSupported(d["message"])),
     "ActorExists": (ActorExists, lambda d: ActorExists(d["message"], actor=d.get("actor"))),
     "SpawnRefused": (SpawnRefused, lambda d: SpawnRefused(d["message"])),
+    "CodeRefused": (CodeRefused, lambda d: CodeRefused(d["message"])),
+    "CodeRejected": (CodeRejected, lambda d: CodeRejected(d["message"])),
     "ValueError": (ValueError, lambda d: ValueError(d["message"])),
 }
 """The errors that cross the bus as their own type, most specific first (``ActorExists``

@@ -17,6 +17,7 @@ from ..cluster import ActorRefs, ClusterClient
 from ..runtime import Actor, ActorRef, NameRange, Runtime
 from ._errors import ScenarioError
 from ._nodes import LocalNodes, UserCode, class_code
+from ._ship import Shipped
 
 __all__ = ["Placement", "node_allow_list", "placement", "start_local_nodes"]
 
@@ -93,14 +94,15 @@ processes are what this bounds)."""
 async def placement(*, nodes: int, address: str | None, agent: type[Actor],
                     logs: Path, timeout: float, run: str | None = None,
                     backend: str = "local", code: Sequence[UserCode] = (),
-                    heartbeat: float = HEARTBEAT,
+                    heartbeat: float = HEARTBEAT, ship: Shipped | None = None,
                     bus_options: dict[str, Any] | None = None,
                     log: Callable[[str], None] = lambda _: None) -> AsyncIterator[Placement]:
     """The runtime the run's driver uses, and how agents are spawned (on a cluster, for
     the run ``run``; nodes started here import the user's ``code``; ``heartbeat``: the
     seconds of silence after which the run's processes count one lost; ``backend="ray"``:
-    in Ray worker processes). Leaving it stops the agents it spawned (and the node
-    processes or the local Ray it started)."""
+    in Ray worker processes; ``ship``: a code package sent to the cluster's nodes first).
+    Leaving it stops the agents it spawned (and the node processes or the local Ray it
+    started)."""
     if backend == "ray":
         async with _on_ray(nodes=nodes, address=address, agent=agent, run=run, code=code,
                            log=log) as home:
@@ -145,6 +147,8 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
                 log(f"could not stop the run's agents on the cluster: {exc}")
 
         stack.push_async_callback(end_driver)
+        if ship is not None:
+            await ship.send(rt, client, agent, log)
 
         async def spawn_nodes(cls: type[Actor], names: Sequence[str],
                               args: Sequence[dict[str, Any]]) -> Sequence[ActorRef]:

@@ -32,6 +32,7 @@ from ._place import HEARTBEAT, placement
 from ._plan import Intervention, Plan, Survey, choose
 from ._restart import Lost, restart_lost
 from ._scenario import Scenario, load_scenario, resolve_class, takes_name
+from ._ship import ship_scenario
 from ._sim import OPERATOR, UNREACHABLE, Sim
 from ._store import Checkpoint, SurveyTables, checkpoint_at, write_table
 
@@ -75,6 +76,12 @@ class RunOptions(BaseModel):
     """When a node dies with agents of the run: ``on-failure`` starts them again on the
     nodes left, restored to the latest checkpoint that holds them; ``never`` ends the
     run as ``failed``. ``None``: the scenario's :attr:`~Scenario.restart`."""
+    ship_code: bool = False
+    """Ship the scenario's file (or ``ship_folder``) over the bus to the nodes of the
+    cluster at ``address`` (started with ``--accept-code``) before spawning (without
+    ``address``: nothing to ship)."""
+    ship_folder: Path | None = None
+    """A folder of ``.py`` files holding the scenario's file, shipped whole."""
     lost_after: float = Field(default=HEARTBEAT, gt=0)
     """Seconds of silence after which the run's head, nodes and driver count one of them
     lost (nodes started with ``nodes``; the driver's side on a cluster)."""
@@ -170,8 +177,14 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
     """Run ``options.scenario`` (see ``agentplex run``); ``on_round`` gets each round's
     metrics row as it is recorded, and the seconds the round took."""
     start = start or _Start()
-    cls = load_scenario(options.scenario)
-    agent_cls = resolve_class(cls.agent)
+    if options.ship_code and options.backend != "local":
+        raise ScenarioError("--ship-code sends the code to agentplex nodes, not to Ray")
+    # on a cluster (--address) the nodes get the code over the bus; nodes started here
+    # and this process import the file itself (a resumed run may go either way)
+    shipped = ship_scenario(options.scenario, options.ship_folder) \
+        if options.ship_code and options.address is not None else None
+    cls = load_scenario(shipped.scenario if shipped else options.scenario)
+    agent_cls = resolve_class(shipped.rename(cls.agent) if shipped else cls.agent)
     params = cls.make_params(options.params)
     scenario = cls(params, agents=options.agents, seed=options.seed)
     if not cls.name_prefix or cls.name_prefix[-1].isdigit():
@@ -211,7 +224,7 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
             async with placement(nodes=options.nodes, address=options.address,
                                  backend=options.backend, agent=agent_cls,
                                  logs=run.dir / "nodes", run=run.id, code=code,
-                                 heartbeat=options.lost_after,
+                                 heartbeat=options.lost_after, ship=shipped,
                                  timeout=options.timeout, bus_options=bus_options,
                                  log=log) as home:
                 log(f"{cls.__name__}: {options.agents:,} {cls.noun} in {home.where}")
