@@ -122,3 +122,31 @@ def test_buckets() -> None:
     assert [bucket(n, rows=True) for n in (1, 3, 5, 9, 17, 25, 33, 49, 65, 200)] == [
         1, 4, 8, 16, 24, 32, 48, 64, 96, 224]
     assert [bucket(n, rows=False) for n in (1, 4, 5, 9, 33)] == [4, 4, 8, 16, 64]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graphs_replay_the_eager_steps(pair: tuple[Any, Any]) -> None:
+    """On a GPU: steps replayed from CUDA graphs give the tokens of the same padded steps
+    run eagerly, greedy and sampled, rows leaving at their limits (the same batches in both
+    runs: the same kernels; not run without a GPU)."""
+    model, tok = pair
+    cuda = type(model)(model.config).to("cuda").eval()
+    cuda.load_state_dict(model.state_dict())
+    batch = prompts(6, shared=40, own=30, seed=12)
+    each = [{"max_new_tokens": n, "sampling": Sampling(temperature=t, top_p=p, seed=i)}
+            for i, (n, t, p) in enumerate([(20, 0.0, 1.0), (7, 0.8, 1.0), (20, 1.1, 0.9),
+                                           (13, 0.0, 1.0), (20, 0.7, 1.0), (3, 0.0, 1.0)])]
+    results = []
+    for graphs in (False, True):
+        eng = make_engine((cuda, tok), static_decode=True)
+        eng.runner.use_static(True, eos=eng.stops.eos_tensor(cuda.device),
+                              max_rows=eng.max_batch_size, graphs=graphs, padded=True)
+        try:
+            results.append(run(eng, batch, 16, each=each))
+            steps = eng.runner.static
+            assert steps is not None and steps.steps > 10
+            assert (steps.captures > 0) == graphs
+        finally:
+            eng.close()
+    eager, replayed = results
+    assert [r.generated for r in replayed] == [r.generated for r in eager]

@@ -9,7 +9,9 @@ the prefix cache (:mod:`._prefix`) by reference: their full blocks are the cache
 requests arriving together that share a long uncached prefix compute it once. Each pass is
 timed and counted (:class:`EngineCounters`), and its logits go to ``select``, which chooses
 the rows' next tokens and applies them (the engine's :mod:`._sampling` and
-:mod:`._stopping`).
+:mod:`._stopping`). Decode steps go through :class:`._static.StaticDecode` instead when it
+is in use (:meth:`ModelRunner.use_static`) and serves the batch: it chooses the tokens on
+the device, and ``apply`` applies them.
 """
 
 from __future__ import annotations

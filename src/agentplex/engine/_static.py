@@ -154,7 +154,6 @@ class StaticDecode:
         import torch
 
         seqs, rows = batch.seqs, len(batch.seqs)
-        past = [s.length for s in seqs]
         grown: list[tuple[int, int, int]] = []  # (row, table column, block)
         for i, s in enumerate(seqs):
             before = len(s.blocks)
@@ -163,19 +162,23 @@ class StaticDecode:
             if len(s.blocks) > before:
                 grown.append((i, before, s.blocks[before]))
         pages = max(len(s.blocks) for s in seqs)
-        n = bucket(rows, rows=True) if self.padded else rows
-        width = bucket(pages, rows=False) if self.padded else pages
+        size = pool.block_size
+        if self.padded:
+            n, width = bucket(rows, rows=True), bucket(pages, rows=False)
+            columns = width * size
+        else:  # eager: exactly the rows, and the columns up to the longest row
+            n, width, columns = rows, pages, max(s.length for s in seqs)
         if pool.kv is not self._kv:  # a new pool, or it grew: its old tensor is gone
             self._kv, self._loaded = pool.kv, None
             self._graphs.clear()
         buffers = self._room(max(n, bucket(self.max_rows, rows=True)), width, pool)
         loaded = self._loaded
         if loaded is None or loaded.seqs is not seqs or loaded.next_ids is not batch.next_ids:
-            loaded = self._load(buffers, batch, past)
+            loaded = self._load(buffers, batch)
         elif grown:
             at = torch.tensor(grown, dtype=torch.long).to(buffers.table.device)
             buffers.table.index_put_((at[:, 0], at[:, 1]), at[:, 2])
-        key = (n, width, loaded.mode)
+        key = (n, columns, loaded.mode)
         if self.graphs:
             self._replay(key, pool)
         else:
@@ -204,9 +207,9 @@ class StaticDecode:
         self._graphs.clear()
         return buffers
 
-    def _load(self, buffers: _Buffers, batch: Batch, past: list[int]) -> _Loaded:
-        """Write ``batch``'s rows into the buffers (``past``: their lengths before this
-        step); rows after them become padding (block 0, greedy, no limit)."""
+    def _load(self, buffers: _Buffers, batch: Batch) -> _Loaded:
+        """Write ``batch``'s rows into the buffers (their room for this step's token taken
+        already); rows after them become padding (block 0, greedy, no limit)."""
         import torch
 
         reqs, rows = batch.reqs, len(batch.reqs)
@@ -224,6 +227,7 @@ class StaticDecode:
         buffers.limit[rows:] = 2**62
         buffers.top_p[rows:] = 1.0
         buffers.table[:rows].copy_(table.to(device))
+        past = [s.length - 1 for s in batch.seqs]  # before this step's token
         buffers.lengths[:rows].copy_(torch.tensor(past, dtype=torch.long).to(device))
         buffers.ids[:rows].copy_(batch.next_ids.reshape(-1))
         longs, floats = longs.to(device), floats.to(device)
@@ -240,18 +244,18 @@ class StaticDecode:
         return _Loaded(batch.seqs, batch.next_ids,
                        (any(hot), padding or not all(hot), truncate))
 
-    def _forward(self, pool: KVPool, n: int, pages: int,
+    def _forward(self, pool: KVPool, n: int, width: int,
                  mode: tuple[bool, bool, bool]) -> None:
-        """The step of the first ``n`` rows over ``pages`` table columns: tensor operations
-        only, reading the buffers and writing ``tokens`` and ``ended`` (what a CUDA graph
-        captures)."""
+        """The step of the first ``n`` rows over ``width`` key columns (token positions):
+        tensor operations only, reading the buffers and writing ``tokens`` and ``ended``
+        (what a CUDA graph captures)."""
         import torch
 
         b = self._buffers
         assert b is not None
         size = pool.block_size
-        lengths, table = b.lengths[:n], b.table[:n, :pages]
-        columns = b.columns[:pages * size]
+        lengths, table = b.lengths[:n], b.table[:n, :-(-width // size)]
+        columns = b.columns[:width]
         index = table[:, columns // size] * size + columns % size
         write = index.gather(1, lengths[:, None]).squeeze(1)  # the slot mapping
         allowed = (columns[None] <= lengths[:, None])[:, None, None, :]

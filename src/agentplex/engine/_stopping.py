@@ -23,9 +23,7 @@ def ends(tokens: Any, eos: Any, produced: Any, limit: Any) -> Any:
     of ids) or their ``limit`` of new tokens reached (``produced``: tokens before these).
     Tensor operations on the tokens' device, no host sync (a decode step's graph holds it:
     the step's one sync brings back the tokens and this mask together)."""
-    import torch
-
-    return torch.isin(tokens, eos) | (produced + 1 >= limit)
+    return (tokens[:, None] == eos[None]).any(dim=-1) | (produced + 1 >= limit)
 
 
 def held_back(text: str, stops: tuple[str, ...]) -> int:
