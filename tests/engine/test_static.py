@@ -118,6 +118,41 @@ def test_rows_needing_the_host_take_the_paged_step(pair: tuple[Any, Any]) -> Non
         static.close()
 
 
+@pytest.mark.parametrize("mode", [(False, True, False), (True, True, True),
+                                  (True, False, False)])
+def test_a_static_step_reads_nothing_back_to_the_host(pair: tuple[Any, Any],
+                                                      mode: tuple[bool, bool, bool]) -> None:
+    """What a CUDA graph needs, checked on the CPU: the step (forward pass, sampling, end
+    checks) runs on fake tensors, where any read of a value (``.item()``, ``.tolist()``, a
+    branch on a tensor) or a shape that depends on values (``nonzero``) raises. The host's
+    paged step does raise there: the check bites."""
+    from torch._subclasses.fake_tensor import (
+        DataDependentOutputException,
+        DynamicOutputShapeException,
+        FakeTensorMode,
+    )
+
+    eng = make_engine(pair, static_decode=True)
+    _padded(eng)
+    try:
+        sampling = Sampling(temperature=0.8, top_p=0.9, top_k=4, seed=1)
+        run(eng, prompts(3, shared=0, own=20), 6,
+            each=[{"sampling": sampling}, {}, {"sampling": Sampling(temperature=1.2)}])
+        steps, pool = eng.runner.static, eng.runner.pool
+        assert steps is not None and steps.steps > 0
+        with torch.inference_mode(), FakeTensorMode(allow_non_fake_inputs=True):
+            steps._forward(pool, 4, 128, mode)  # padded: 4 rows, 4 blocks of 32
+        from agentplex.engine._kvcache import Seq
+        from agentplex.engine._paged import PagedStep
+
+        fake = FakeTensorMode(allow_non_fake_inputs=True)
+        with (pytest.raises((DataDependentOutputException, DynamicOutputShapeException)),
+              torch.inference_mode(), fake):
+            PagedStep(pool, [Seq(), Seq()], [1, 1])
+    finally:
+        eng.close()
+
+
 def test_buckets() -> None:
     assert [bucket(n, rows=True) for n in (1, 3, 5, 9, 17, 25, 33, 49, 65, 200)] == [
         1, 4, 8, 16, 24, 32, 48, 64, 96, 224]
