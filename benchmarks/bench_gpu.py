@@ -91,30 +91,31 @@ def decode_steps(model: Any, ns: list[int], steps: int, device: str) -> None:
             seed_request(r)
         return runner.prefill(reqs)
 
-    def timed(run: Any) -> float:
-        started = time.perf_counter()
+    def timed(run: Any) -> tuple[float, float]:
+        started, cpu = time.perf_counter(), time.process_time()
         run()
         if device == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.process_time() - cpu
 
     try:
         with torch.inference_mode():
             for n in ns:
                 paged, fixed = batch(n), batch(n)
-                spent = {"paged": 0.0, "static": 0.0}
+                spent = {"paged": [0.0, 0.0], "static": [0.0, 0.0]}
                 for i in range(steps + 2):  # two first steps each: loads, captures
-                    runner.static = None
-                    took = timed(lambda b=paged: runner.decode(b))
-                    spent["paged"] += took if i >= 2 else 0.0
-                    runner.static = static
-                    took = timed(lambda b=fixed: runner.decode(b))
-                    spent["static"] += took if i >= 2 else 0.0
-                for name, seconds in spent.items():
+                    for name, b, use in (("paged", paged, None), ("static", fixed, static)):
+                        runner.static = use
+                        took = timed(lambda b=b: runner.decode(b))
+                        if i >= 2:
+                            spent[name] = [x + y for x, y in zip(spent[name], took,
+                                                                 strict=True)]
+                for name, (seconds, cpu) in spent.items():
                     emit("gpu_decode_step", name, n, 1000 * seconds / steps, "ms/step",
-                         device=device, steps=steps)
-                emit("gpu_step_ratio", "paged/static", n, spent["paged"] / spent["static"],
-                     "x", device=device)
+                         cpu_ms=round(1000 * cpu / steps, 2), device=device, steps=steps)
+                emit("gpu_step_ratio", "paged/static", n,
+                     spent["paged"][0] / spent["static"][0], "x", device=device,
+                     cpu_ratio=round(spent["paged"][1] / spent["static"][1], 3))
                 for b in (paged, fixed):
                     for s in b.seqs:
                         s.free(runner.pool)
