@@ -215,9 +215,9 @@ class StaticDecode:
         reqs, rows = batch.reqs, len(batch.reqs)
         self.loads += 1
         device = buffers.ids.device
-        table = torch.zeros((rows, buffers.pages), dtype=torch.long)
-        for i, s in enumerate(batch.seqs):
-            table[i, :len(s.blocks)] = torch.tensor(s.blocks, dtype=torch.long)
+        pages = buffers.pages
+        table = torch.tensor([s.blocks + [0] * (pages - len(s.blocks)) for s in batch.seqs],
+                             dtype=torch.long)
         longs = torch.tensor([[len(r.generated), r.max_new_tokens, r.sampling.top_k, r._seed]
                               for r in reqs], dtype=torch.long)
         floats = torch.tensor([[r.sampling.temperature, r.sampling.top_p] for r in reqs])
