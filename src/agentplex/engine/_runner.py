@@ -23,7 +23,7 @@ from typing import Any
 
 from ._compat import cache_keyword
 from ._counters import EngineCounters
-from ._errors import UnsupportedModel
+from ._errors import EngineError, UnsupportedModel
 from ._kvcache import Batch, ChunkedPrompt, KVPool, Seq
 from ._mixed import MixedStep, install_attention, mixed_forward, supports_mixed_steps
 from ._paged import PagedStep
@@ -98,7 +98,7 @@ class ModelRunner:
             self.static = None
             return
         if self.apply is None:
-            raise ValueError("a static decode step needs the runner's apply")
+            raise EngineError("a static decode step needs the runner's apply")
         graphs = self._cuda if graphs is None else graphs
         self.static = StaticDecode(self.model, cache_kw=self._cache_kw,
                                    additive=self._additive, eos=eos, max_rows=max_rows,
