@@ -5,7 +5,7 @@
 The local engine's sampling step for ``--rows`` rows with a temperature and a seed each (as
 the demo's players sample), on random logits of ``--vocab`` tokens (SmolLM2's vocabulary):
 ``batched`` is the engine's (one softmax and one inverse-CDF search for the batch, a
-uniform number per row from the row's generator); ``per-row`` is what it did before (each
+uniform number per row from the row's seed and position); ``per-row`` is what it did before (each
 row's own softmax and ``torch.multinomial`` with the row's generator). Figures: milliseconds
 of CPU time per step, the two alternating step by step, and their ratio.
 """
@@ -22,15 +22,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _benchlib import emit
 
+_generators: dict[int, Any] = {}
+
 
 def per_row(reqs: list[Any], logits: Any) -> list[int]:
-    """The baseline: a softmax and a multinomial draw for each row."""
+    """The baseline: a softmax and a multinomial draw for each row (a generator each)."""
     import torch
 
     out = []
     for row, r in enumerate(reqs):
+        generator = _generators.setdefault(
+            id(r), torch.Generator().manual_seed(r.sampling.seed))
         probs = (logits[row] / r.sampling.temperature).softmax(dim=-1)
-        out.append(int(torch.multinomial(probs, 1, generator=r._generator).item()))
+        out.append(int(torch.multinomial(probs, 1, generator=generator).item()))
     return out
 
 
@@ -38,7 +42,7 @@ def main() -> None:
     import torch
 
     from agentplex.engine import GenerationRequest, Sampling
-    from agentplex.engine._sampling import sample
+    from agentplex.engine._sampling import sample, seed_request
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=256)
@@ -51,8 +55,7 @@ def main() -> None:
                                   sampling=Sampling(temperature=0.8, seed=i))
                 for i in range(args.rows)]
         for r in reqs:
-            assert r.sampling.seed is not None
-            r._generator = torch.Generator().manual_seed(r.sampling.seed)
+            seed_request(r)
         return reqs
 
     impls = {"batched": (sample, requests()), "per-row": (per_row, requests())}

@@ -1,5 +1,6 @@
 """The GPU benchmark's small mode (what CI runs, on the CPU): it runs end to end and prints
-well-formed figures for ours, ``generate_batch`` and the round. Timing decides nothing."""
+well-formed figures for the decode steps (static and paged), ours, ``generate_batch`` and the
+round (through the static step). Timing decides nothing."""
 
 from __future__ import annotations
 
@@ -27,10 +28,13 @@ def test_small_mode_prints_every_figure() -> None:
     for n in (1, 4):
         assert {("gpu_throughput", "agentplex-engine", n),
                 ("gpu_throughput", "transformers-generate-batch", n),
-                ("gpu_ratio", "agentplex-engine", n)} <= seen
+                ("gpu_ratio", "agentplex-engine", n),
+                ("gpu_decode_step", "static", n), ("gpu_decode_step", "paged", n),
+                ("gpu_step_ratio", "paged/static", n)} <= seen
     assert ("gpu_round", "agentplex-engine", 8) in seen
     for line in lines:
         assert isinstance(line["value"], int | float) and math.isfinite(line["value"])
         assert line["value"] > 0, line
     (round_,) = [line for line in lines if line["bench"] == "gpu_round"]
     assert round_["steps"] > 0 and round_["max_rows"] >= 2 and round_["peak_mib"] > 0
+    assert round_["static"] is True  # CI covers the static decode step

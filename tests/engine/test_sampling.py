@@ -10,14 +10,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from agentplex.engine import GenerationRequest, Sampling  # noqa: E402
-from agentplex.engine._sampling import sample, seed_generator  # noqa: E402
+from agentplex.engine._sampling import sample, seed_request  # noqa: E402
 
 
 def _seeded(seed: int, temperature: float = 0.8, top_k: int = 0,
             top_p: float = 1.0) -> GenerationRequest:
     req = GenerationRequest(prompt_ids=[1], max_new_tokens=8, emit=lambda event: None,
                             sampling=Sampling(temperature, top_p, top_k, seed))
-    seed_generator(req)
+    seed_request(req)
     return req
 
 
@@ -31,13 +31,19 @@ def test_rows_sampled_together_draw_what_each_draws_alone() -> None:
         drawn = sample(together, logits.clone())
         assert drawn == [sample([r], logits[i:i + 1].clone())[0] for i, r in enumerate(alone)]
         assert drawn[2] < 7 and drawn[3] in logits[3].topk(5).indices.tolist()
+        for r, a, token in zip(together, alone, drawn, strict=True):
+            r.generated.append(token)
+            a.generated.append(token)
 
 
 def test_sampling_follows_the_distribution_and_never_draws_a_masked_token() -> None:
     logits = torch.full((1, 300), float("-inf"))
     logits[0, 10], logits[0, 250] = 0.0, math.log(4.0)  # probabilities 0.2 and 0.8
     req = _seeded(1, temperature=1.0)
-    drawn = [sample([req], logits)[0] for _ in range(2000)]
+    drawn = []
+    for _ in range(2000):  # each draw the row's next token: its next position
+        drawn += sample([req], logits)
+        req.generated.append(drawn[-1])
     assert set(drawn) == {10, 250}
     assert 0.75 < drawn.count(250) / len(drawn) < 0.85
     hot = torch.full((3, 300), float("-inf"))

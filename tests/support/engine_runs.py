@@ -42,9 +42,10 @@ def prompts(n: int, shared: int, own: int, seed: int = 0) -> list[list[int]]:
 
 
 def run(eng: BatchEngine, batch: list[list[int]], tokens: int,
-        late: list[list[int]] | None = None, logprobs: int | None = None
-        ) -> list[GenerationRequest]:
-    """Submit ``batch`` (then ``late`` once the batch decodes); wait for all to finish."""
+        late: list[list[int]] | None = None, logprobs: int | None = None,
+        each: list[dict[str, Any]] | None = None) -> list[GenerationRequest]:
+    """Submit ``batch`` (then ``late`` once the batch decodes); wait for all to finish.
+    ``each``: more fields of each of ``batch``'s requests (``sampling``, ``max_new_tokens``)."""
     finished = threading.Semaphore(0)
     decoding = threading.Event()
 
@@ -55,8 +56,10 @@ def run(eng: BatchEngine, batch: list[list[int]], tokens: int,
             assert event.error is None, event.error
             finished.release()
 
-    reqs = [GenerationRequest(prompt_ids=p, max_new_tokens=tokens, emit=emit,
-                              logprobs=logprobs) for p in batch]
+    fields: list[dict[str, Any]] = each or [{} for _ in batch]
+    reqs = [GenerationRequest(prompt_ids=p, emit=emit, **{
+        "max_new_tokens": tokens, "logprobs": logprobs, **more})
+        for p, more in zip(batch, fields, strict=True)]
     for r in reqs:
         eng.submit(r)
     extra = []

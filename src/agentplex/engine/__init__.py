@@ -9,8 +9,11 @@ step, finished rows leave it. Its parts, one module each:
   decode passes) over the paged key/value cache (``_kvcache``: a pool of blocks, rows
   holding lists of them; ``_paged``: one pass's writes and reads) and the prompts' prefix
   cache (:class:`PrefixCache`, blocks of the same pool shared by reference);
+* static decode steps (``_static``): decode steps through preallocated buffers, bucketed,
+  on CUDA a CUDA graph per bucket (``BatchEngine(static_decode=...)``);
 * sampling (``_sampling``): grammar masks (:class:`GrammarFactory`), greedy and seeded
-  draws, log-probabilities;
+  draws as tensor operations (each row's draw from its seed and position),
+  log-probabilities;
 * stop handling (``_stopping``): incremental detokenizing, stop sequences, events;
 * counters (:class:`EngineCounters`).
 

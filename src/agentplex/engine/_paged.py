@@ -84,7 +84,7 @@ class PagedStep:
         new = valid[:, past:]
         self.positions = (position[:, past:] + skip * size) * new
         """``[rows, width]``: the new tokens' positions (0 for padding)."""
-        self._new = new.reshape(-1).nonzero().squeeze(1)
+        self._new: Any = new.reshape(-1).nonzero().squeeze(1)
         self._write = self.index[:, past:].reshape(-1)[self._new]
         queries = torch.arange(width, device=device)[:, None]
         seen = valid[:, None, :] & ((columns < past) | (columns - past <= queries))[None]
@@ -103,6 +103,20 @@ class PagedStep:
         self.packed = packed
         self._current: tuple[Any, Any, int] | None = None
 
+    @classmethod
+    def decode(cls, pool: KVPool, index: Any, write: Any, mask: Any) -> PagedStep:
+        """A decode step laid out by the caller (:mod:`._static`'s static-shape step): each
+        row's one new token goes to its slot ``write[row]``, and row ``row`` reads the
+        slots ``index[row]`` (``[rows, columns]``, the new token's among them) as ``mask``
+        allows. Tensors only: nothing is read back to the host."""
+        step = cls.__new__(cls)
+        step.pool, step.index, step.mask = pool, index, mask
+        step.rows, step.width = int(index.shape[0]), 1
+        step.past = int(index.shape[1]) - 1
+        step.cascade, step.packed, step.shared_slots = False, False, None
+        step._new, step._write, step._current = None, write, None
+        return step
+
     def update(self, key_states: Any, value_states: Any, layer_idx: int, *args: Any,
                **kwargs: Any) -> tuple[Any, Any]:
         """Write the new keys and values (``[rows, heads, width, head_dim]``) into the pool;
@@ -113,6 +127,8 @@ class PagedStep:
         for part, states in enumerate((key_states, value_states)):
             if self.packed:  # [1, heads, tokens, dim]: already the new tokens, in order
                 fresh = states[0].transpose(0, 1)
+            elif self._new is None:  # one new token a row, none of them padding
+                fresh = states[:, :, 0]
             else:
                 fresh = states.transpose(1, 2).reshape(-1, heads, dim).index_select(
                     0, self._new)

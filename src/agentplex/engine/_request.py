@@ -3,7 +3,7 @@
 A :class:`GenerationRequest` is both: the caller fills the prompt and its options, and the
 engine keeps the request's progress on it (tokens so far, text, finish reason). Its fields
 starting with ``_`` are the engine's bookkeeping (decoding windows, what was shown, pending
-log-probabilities, the seeded generator); callers leave them alone.
+log-probabilities, the seed of its draws); callers leave them alone.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ class GenerationRequest:
     text: str = ""
     sent: int = 0
     finish_reason: str | None = None
-    _generator: Any = None
+    _seed: int = 0
     _decoded: str = ""
     _prefix: int = 0
     _read: int = 0

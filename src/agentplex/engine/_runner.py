@@ -9,7 +9,9 @@ the prefix cache (:mod:`._prefix`) by reference: their full blocks are the cache
 requests arriving together that share a long uncached prefix compute it once. Each pass is
 timed and counted (:class:`EngineCounters`), and its logits go to ``select``, which chooses
 the rows' next tokens and applies them (the engine's :mod:`._sampling` and
-:mod:`._stopping`).
+:mod:`._stopping`). Decode steps go through :class:`._static.StaticDecode` instead when it
+is in use (:meth:`ModelRunner.use_static`) and serves the batch: it chooses the tokens on
+the device, and ``apply`` applies them.
 """
 
 from __future__ import annotations
@@ -21,14 +23,15 @@ from typing import Any
 
 from ._compat import cache_keyword
 from ._counters import EngineCounters
-from ._errors import UnsupportedModel
+from ._errors import EngineError, UnsupportedModel
 from ._kvcache import Batch, ChunkedPrompt, KVPool, Seq
 from ._mixed import MixedStep, install_attention, mixed_forward, supports_mixed_steps
 from ._paged import PagedStep
 from ._prefix import PrefixCache
 from ._request import GenerationRequest
+from ._static import StaticDecode
 
-__all__ = ["ModelRunner", "Select"]
+__all__ = ["Apply", "ModelRunner", "Select"]
 
 _CASCADE_BLOCKS = 2
 """Leading blocks all rows of a decode step must share (a system prompt) for the step to
@@ -37,6 +40,10 @@ attend to them once for all rows (:class:`._paged.PagedStep`)."""
 Select = Callable[[list[GenerationRequest], Any], Any]
 """Choose and apply the next token of each request from its row of logits; the tokens, as a
 tensor on the logits' device."""
+
+Apply = Callable[[list[GenerationRequest], list[int], list[bool]], None]
+"""Apply the tokens a static decode step chose (and whether each row ended) to the
+requests."""
 
 
 class ModelRunner:
@@ -51,13 +58,17 @@ class ModelRunner:
     """
 
     def __init__(self, model: Any, *, pad_id: int, prefix: PrefixCache | None,
-                 counters: EngineCounters, select: Select, block_size: int = 32) -> None:
+                 counters: EngineCounters, select: Select, block_size: int = 32,
+                 apply: Apply | None = None) -> None:
         _check_attention(model)
         self.model = model
         self.pad_id = pad_id
         self.prefix = prefix
         self.counters = counters
         self.select = select
+        self.apply = apply
+        self.static: StaticDecode | None = None
+        """The static-shape decode step (:meth:`use_static`), if in use."""
         self.mixes = supports_mixed_steps(model)
         """Whether a chunk can ride in a decode pass of this model."""
         self._cache_kw = cache_keyword(model)
@@ -76,6 +87,22 @@ class ModelRunner:
         if prefix is not None:
             prefix.block_bytes = self.pool.block_bytes
             prefix.release = self._release
+
+    def use_static(self, on: bool, *, eos: Any = None, max_rows: int = 64,
+                   graphs: bool | None = None, padded: bool | None = None) -> None:
+        """Decode through a static-shape step (:class:`._static.StaticDecode`, needs
+        ``apply``) when ``on``, else as before. ``eos``: the end-of-sequence ids (a tensor);
+        ``graphs``: capture CUDA graphs (default: on CUDA); ``padded``: pad shapes to their
+        buckets (default: with graphs)."""
+        if not on:
+            self.static = None
+            return
+        if self.apply is None:
+            raise EngineError("a static decode step needs the runner's apply")
+        graphs = self._cuda if graphs is None else graphs
+        self.static = StaticDecode(self.model, cache_kw=self._cache_kw,
+                                   additive=self._additive, eos=eos, max_rows=max_rows,
+                                   graphs=graphs, padded=padded)
 
     def _release(self, pages: list[int]) -> None:
         self.pool.release(pages)
@@ -260,7 +287,14 @@ class ModelRunner:
     # -- decode steps ---------------------------------------------------------------------
 
     def decode(self, batch: Batch) -> None:
-        """One decode step of ``batch``: each row's next token."""
+        """One decode step of ``batch``: each row's next token (by the static step where
+        it serves the batch)."""
+        static = self.static
+        if static is not None and self.apply is not None and static.serves(batch):
+            with self._timed(len(batch.reqs), 0):
+                tokens, ended = static.step(self.pool, batch)
+            self.apply(batch.reqs, tokens, ended)
+            return
         step = PagedStep(self.pool, batch.seqs, [1] * len(batch.seqs),
                          additive=self._additive, shared=self.cascade_blocks)
         extra = {install_attention(): step} if step.cascade else {}

@@ -10,11 +10,15 @@ stops, events — is :mod:`._stopping`'s.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
-from ._request import GenerationRequest, Sampling
+from ._request import GenerationRequest
 
-__all__ = ["Sampler", "argmax", "sample", "seed_generator"]
+__all__ = ["Sampler", "argmax", "draw", "sample", "seed_request", "uniforms"]
+
+_U32 = 2**32
+_MASK = _U32 - 1
 
 
 class Sampler:
@@ -68,13 +72,12 @@ class Sampler:
         req._scores.append((decode([token]), float(logprobs[token]), top))
 
 
-def seed_generator(request: GenerationRequest) -> None:
-    """Give a seeded request its own random generator (its draws then do not depend on the
-    rows it is decoded with)."""
-    if request.sampling.seed is not None:
-        import torch
-
-        request._generator = torch.Generator().manual_seed(request.sampling.seed)
+def seed_request(request: GenerationRequest) -> None:
+    """Give a request the seed of its draws: its own, else a random one. A draw depends on
+    the seed and the token's position only (:func:`uniforms`), so a row draws the same
+    tokens whichever rows it is decoded with, on the host or in a device step."""
+    seed = request.sampling.seed
+    request._seed = (seed if seed is not None else random.getrandbits(32)) % _U32
 
 
 def argmax(logits: Any) -> list[int]:
@@ -93,37 +96,74 @@ def _near_budget(req: GenerationRequest) -> bool:
 
 
 def sample(reqs: list[GenerationRequest], logits: Any) -> list[int]:
-    """Draw a token for each of ``reqs`` (a row of ``logits`` each): one softmax and one
-    inverse-CDF search for all rows; per row only a uniform number from its generator, so a
-    seeded row draws the same token whichever rows it is decoded with."""
+    """Draw a token for each of ``reqs`` (a row of ``logits`` each) by :func:`draw`: each
+    row's uniform number comes from its seed and the position of the token it draws (the
+    tokens it generated so far), so a seeded row draws the same tokens whichever rows it is
+    decoded with, and whichever pass (host or device step) draws them."""
     import torch
 
-    temperatures = logits.new_tensor([r.sampling.temperature for r in reqs])
-    scores = logits / temperatures[:, None]
-    for row, r in enumerate(reqs):  # the rare top-k / top-p rows, one at a time
-        if r.sampling.top_k > 0 or r.sampling.top_p < 1.0:
-            scores[row] = _truncate(scores[row], r.sampling)
+    device = logits.device
+    params = torch.tensor([[r.sampling.temperature, r.sampling.top_p, r.sampling.top_k]
+                           for r in reqs], dtype=torch.float64)
+    counters = torch.tensor([[r._seed, len(r.generated)] for r in reqs], dtype=torch.long)
+    truncate = any(r.sampling.top_k > 0 or r.sampling.top_p < 1.0 for r in reqs)
+    tokens = draw(logits, params[:, 0].to(device, logits.dtype),
+                  params[:, 1].to(device, logits.dtype), params[:, 2].long().to(device),
+                  counters[:, 0].to(device), counters[:, 1].to(device), truncate=truncate,
+                  greedy=False)
+    return list(tokens.tolist())
+
+
+def uniforms(seeds: Any, counts: Any) -> Any:
+    """One uniform number in (0, 1) per row, from its seed and a count (the position of the
+    token drawn; tensors of integers below 2**32): a counter-based hash, tensor operations
+    only (no generator state, no host sync), so a row's numbers do not depend on its batch
+    and a CUDA graph can replay the draw."""
+    x = _mix(_mix(seeds & _MASK) ^ (counts & _MASK))
+    return (x.double() + 0.5) / _U32
+
+
+def _mix(x: Any) -> Any:
+    """A 32-bit integer hash (two multiply-xorshift rounds), kept below 2**32 in int64."""
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _MASK
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _MASK
+    return (x >> 16) ^ x
+
+
+def draw(logits: Any, temperature: Any, top_p: Any, top_k: Any, seeds: Any, counts: Any,
+         *, truncate: bool, greedy: bool = True) -> Any:
+    """The batch's next tokens as tensor operations on the logits' device: greedy rows
+    (``temperature`` 0) their most likely token, the others one draw each (one softmax and
+    one inverse-CDF search for all rows, their uniform numbers from :func:`uniforms`).
+    ``truncate``: apply the rows' ``top_k`` (0: all) and ``top_p`` (1: all), sorting once
+    for all rows; ``greedy``: whether some rows may be greedy (``False``: none is). No host
+    sync: a decode step's graph holds it (:mod:`._static`)."""
+    import torch
+
+    hot = temperature > 0
+    scores = logits / (torch.where(hot, temperature, 1.0) if greedy else temperature)[:, None]
+    if truncate:
+        scores = _truncate_rows(scores, top_p, top_k)
     cdf = scores.softmax(dim=-1).cumsum(dim=-1)
-    uniform = torch.cat([torch.rand(1, generator=r._generator) for r in reqs]).to(cdf.device)
     total = cdf[:, -1:]
-    tokens = torch.searchsorted(cdf, uniform[:, None] * total, right=True).squeeze(1).tolist()
-    # the first token whose CDF passes the draw has a probability above 0; a rounding at the
-    # top may pass none: then the last token that has one (where the CDF reaches its total)
-    return [t if t < cdf.shape[1] else int((cdf[row] < total[row]).sum())
-            for row, t in enumerate(tokens)]
+    u = uniforms(seeds, counts).to(cdf.dtype)[:, None]
+    # the first token whose CDF passes the draw has a probability above 0; the draw is kept
+    # below the total, so that a rounding at the top still finds one
+    below = torch.minimum(u * total, torch.nextafter(total, torch.zeros_like(total)))
+    tokens = torch.searchsorted(cdf, below, right=True).squeeze(1)
+    return torch.where(hot, tokens, logits.argmax(dim=-1)) if greedy else tokens
 
 
-def _truncate(scores: Any, sampling: Sampling) -> Any:
-    """``scores`` with the tokens outside ``top_k`` and ``top_p`` set to minus infinity."""
+def _truncate_rows(scores: Any, top_p: Any, top_k: Any) -> Any:
+    """``scores`` with each row's tokens outside its ``top_k`` and ``top_p`` set to minus
+    infinity (one stable sort for all rows; a row with neither keeps all its tokens)."""
     import torch
 
-    if sampling.top_k > 0:
-        kth = torch.topk(scores, min(sampling.top_k, scores.shape[-1])).values[-1]
-        scores = scores.masked_fill(scores < kth, float("-inf"))
-    if sampling.top_p < 1.0:
-        ordered, order = torch.sort(scores, descending=True)
-        cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
-        drop = cumulative - ordered.softmax(dim=-1) > sampling.top_p
-        scores = scores.clone()
-        scores[order[drop]] = float("-inf")
-    return scores
+    ordered, order = torch.sort(scores, dim=-1, descending=True, stable=True)
+    k = top_k.clamp(min=1, max=scores.shape[-1]) - 1
+    kth = ordered.gather(1, k[:, None])
+    ordered = torch.where((top_k[:, None] > 0) & (ordered < kth), float("-inf"), ordered)
+    probs = ordered.softmax(dim=-1)
+    drop = (probs.cumsum(dim=-1) - probs > top_p[:, None]) & (top_p[:, None] < 1.0)
+    ordered = ordered.masked_fill(drop, float("-inf"))
+    return torch.empty_like(scores).scatter_(1, order, ordered)

@@ -31,7 +31,7 @@ from ._kvcache import Batch, ChunkedPrompt, merge, prune
 from ._prefix import PrefixCache
 from ._request import GenerationRequest
 from ._runner import ModelRunner
-from ._sampling import Sampler, seed_generator
+from ._sampling import Sampler, seed_request
 from ._stopping import StopHandler
 
 __all__ = ["BatchEngine"]
@@ -55,6 +55,8 @@ class BatchEngine:
         prefill_chunk: tokens per prefill chunk while others decode (``None``: sized to
             about half a decode step).
         mix_chunks: let a chunk ride in the batch's decode pass (where the model allows).
+        static_decode: decode through static-shape steps (:mod:`._static`; on CUDA each
+            bucket's step a CUDA graph); ``None``: on CUDA only.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class BatchEngine:
         prefix_block: int = 32,
         prefill_chunk: int | None = None,
         mix_chunks: bool = True,
+        static_decode: bool | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -96,7 +99,21 @@ class BatchEngine:
         self.stops = StopHandler(tokenizer, eos_ids)
         self.runner = ModelRunner(model, pad_id=self.pad_id, prefix=self.prefix,
                                   counters=self.counters, select=self._select,
-                                  block_size=prefix_block)
+                                  block_size=prefix_block, apply=self._apply)
+        if static_decode is None:
+            static_decode = getattr(getattr(model, "device", None), "type", None) == "cuda"
+        self.static_decode = static_decode
+
+    @property
+    def static_decode(self) -> bool:
+        """Whether decode steps go through the static-shape step (set it between runs)."""
+        return self.runner.static is not None
+
+    @static_decode.setter
+    def static_decode(self, on: bool) -> None:
+        runner = self.runner
+        eos = self.stops.eos_tensor(getattr(self.model, "device", None)) if on else None
+        runner.use_static(on, eos=eos, max_rows=self.max_batch_size)
 
     @property
     def grammar(self) -> Any:
@@ -112,7 +129,7 @@ class BatchEngine:
 
         Raises :class:`EngineClosed` once the engine is closed.
         """
-        seed_generator(request)
+        seed_request(request)
         with self._cv:
             self._pending.append(request)
             if self._closed:
@@ -267,3 +284,10 @@ class BatchEngine:
         self.stops.advance(reqs, chosen)
         self.counters.select_seconds += time.perf_counter() - started
         return torch.tensor(chosen, dtype=torch.long, device=logits.device)
+
+    def _apply(self, reqs: list[GenerationRequest], chosen: list[int],
+               ended: list[bool]) -> None:
+        """Apply the tokens a static decode step chose (the runner's ``apply``)."""
+        started = time.perf_counter()
+        self.stops.advance(reqs, chosen, ended)
+        self.counters.select_seconds += time.perf_counter() - started

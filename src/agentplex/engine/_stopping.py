@@ -15,7 +15,15 @@ from typing import Any
 from ._detokenize import batch_decoder
 from ._request import GenerationEvent, GenerationRequest
 
-__all__ = ["StopHandler", "held_back"]
+__all__ = ["StopHandler", "ends", "held_back"]
+
+
+def ends(tokens: Any, eos: Any, produced: Any, limit: Any) -> Any:
+    """Which rows end with their new ``tokens``: an end-of-sequence token (``eos``, a tensor
+    of ids) or their ``limit`` of new tokens reached (``produced``: tokens before these).
+    Tensor operations on the tokens' device, no host sync (a decode step's graph holds it:
+    the step's one sync brings back the tokens and this mask together)."""
+    return (tokens[:, None] == eos[None]).any(dim=-1) | (produced + 1 >= limit)
 
 
 def held_back(text: str, stops: tuple[str, ...]) -> int:
@@ -38,24 +46,34 @@ class StopHandler:
         self.eos_ids = eos_ids
         self._decode_many = batch_decoder(tokenizer)
 
-    def advance(self, reqs: list[GenerationRequest], chosen: list[int]) -> None:
+    def eos_tensor(self, device: Any) -> Any:
+        """The end-of-sequence ids as a tensor on ``device`` (for :func:`ends`)."""
+        import torch
+
+        return torch.tensor(sorted(self.eos_ids), dtype=torch.long, device=device)
+
+    def advance(self, reqs: list[GenerationRequest], chosen: list[int],
+                ended: list[bool] | None = None) -> None:
         """Give each unfinished row its chosen token: the end at an end-of-sequence token,
-        else its new text (every row's windows decoded in one call), stops and events."""
+        else its new text (every row's windows decoded in one call), stops and events.
+        ``ended``: each row's verdict of :func:`ends`, when a device step computed it (a
+        row it ends is looked up in ``eos_ids`` only then)."""
         rows: list[tuple[GenerationRequest, bool]] = []  # and whether it ended
         windows: list[list[int]] = []
-        for req, token in zip(reqs, chosen, strict=True):
+        eos = self.eos_ids
+        for i, (req, token) in enumerate(zip(reqs, chosen, strict=True)):
             if req.finish_reason is not None:
                 continue
             if req.matcher is not None:
                 req.matcher.accept_token(token)
             req.generated.append(token)
-            ended = token in self.eos_ids
-            rows.append((req, ended))
-            if not ended:  # as Transformers' streamer: only a short window is decoded
+            at_eos = (ended is None or ended[i]) and token in eos
+            rows.append((req, at_eos))
+            if not at_eos:  # as Transformers' streamer: only a short window is decoded
                 windows += (req.generated[req._prefix:req._read], req.generated[req._prefix:])
         texts = iter(self._decode_many(windows) if windows else ())
-        for req, ended in rows:
-            if ended:
+        for req, stopped in rows:
+            if stopped:
                 self.finish(req, "stop")
             else:
                 self._extend(req, next(texts), next(texts))
