@@ -11,6 +11,7 @@ call underneath.
 from ._content import content_attribute
 from ._context import current_context
 from ._exporters import BufferedSpanProcessor, span_to_dict
+from ._html import html_page
 from ._incidents import index_ranges, names_of
 from ._json import dumper
 from ._ledger import DeviceClock, Tally, round_from_headers, round_to_headers
@@ -77,6 +78,7 @@ __all__ = [
     "dumper",
     "end_span",
     "extract_context",
+    "html_page",
     "index_ranges",
     "inject_context",
     "metrics_enabled",
