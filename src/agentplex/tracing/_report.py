@@ -17,16 +17,28 @@ __all__ = ["SpanNode", "find_run", "list_runs", "load_spans", "page_html", "rend
            "run_param", "select_runs", "span_tree"]
 
 
-def list_runs(runs_dir: str | Path = "runs") -> list[dict[str, Any]]:
-    """Manifests of the runs under ``runs_dir``, oldest first."""
+SWEEP_RECORD = "sweep.json"
+"""The file that makes a folder a sweep (``agentplex sweep``): its runs are in ``runs/``."""
+
+
+def list_runs(runs_dir: str | Path = "runs", *, sweeps: bool = True) -> list[dict[str, Any]]:
+    """Manifests of the runs under ``runs_dir``, oldest first; with ``sweeps``, also the
+    runs of the sweeps there (``runs_dir/SWEEP/runs/RUN``), each with ``_sweep``, its
+    sweep's id. ``_dir`` is each run's folder."""
     root = Path(runs_dir)
+    found: list[tuple[Path, str | None]] = [(p, None) for p in root.glob("*/manifest.json")]
+    if sweeps:
+        found += [(path, path.parents[2].name) for path in root.glob("*/runs/*/manifest.json")
+                  if (path.parents[2] / SWEEP_RECORD).is_file()]
     manifests = []
-    for path in sorted(root.glob("*/manifest.json")):
+    for path, sweep in sorted(found):
         try:
             manifest = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
         manifest["_dir"] = str(path.parent)
+        if sweep is not None:
+            manifest["_sweep"] = sweep
         manifests.append(manifest)
     return sorted(manifests, key=lambda m: m.get("started_at") or "")
 

@@ -16,6 +16,7 @@ from ._incidents import index_ranges, names_of
 from ._json import dumper
 from ._ledger import DeviceClock, Tally, round_from_headers, round_to_headers
 from ._metrics import metrics_enabled, otlp_metric_exporter, record_call
+from ._report import SWEEP_RECORD
 from ._run import (
     RUN_HEADER,
     RunPart,
@@ -61,6 +62,7 @@ __all__ = [
     "DeviceClock",
     "RUN_HEADER",
     "RunPart",
+    "SWEEP_RECORD",
     "TRANSCRIPT_TABLE",
     "Tally",
     "TranscriptTable",
