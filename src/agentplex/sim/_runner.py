@@ -215,6 +215,8 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                                  timeout=options.timeout, bus_options=bus_options,
                                  log=log) as home:
                 log(f"{cls.__name__}: {options.agents:,} {cls.noun} in {home.where}")
+                if home.driver_node is not None:
+                    run.outcome.driver_node = home.driver_node  # type: ignore[attr-defined]
                 began = time.perf_counter()
                 for i in range(0, len(names), SPAWN_WINDOW):
                     window = names[i:i + SPAWN_WINDOW]
