@@ -90,6 +90,10 @@ def run(
     recording: Annotated[bool, typer.Option(
         "--recording/--no-recording", help="Record the model answers (recording.jsonl) so "
         "that the run can be replayed; --no-recording for a rule-based run.")] = True,
+    recording_limit: Annotated[float | None, typer.Option(
+        min=0.0, help="The most MB the recording may reach (default 256); past it the "
+        "recording is dropped (said here and in the manifest: recording_dropped) and the "
+        "run goes on without one. 0: any size.")] = None,
     keys: KeysOpt = None,
     head_key: HeadKeyOpt = None,
     allow_key: AllowOpt = [],  # noqa: B006 - typer reads the default
@@ -139,6 +143,8 @@ def run(
             options.max_tokens = max_tokens
         if not recording:
             options.recording = False
+        if recording_limit is not None:
+            options.recording_limit_mb = recording_limit
         if restart is not None:
             if restart not in ("on-failure", "never"):
                 raise typer.BadParameter(f"--restart is on-failure or never, not {restart!r}")
