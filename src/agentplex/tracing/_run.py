@@ -183,7 +183,10 @@ class Run:
         is dropped and the run goes on without one (see :attr:`recording_dropped`)."""
         self._buffer = buffer
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._transcript = SortedSpool(self.dir / "transcript.jsonl", chunk=buffer)
+        # the table's rows are read from each chunk as it spills: the end only merges
+        self._table = TranscriptTable(self.dir / TRANSCRIPT_TABLE)
+        self._transcript = SortedSpool(self.dir / "transcript.jsonl", chunk=buffer,
+                                       on_spill=self._table.add_piece)
         self._recording: list[str] = []
         self._recording_file: Any = None if not self.recording else \
             (self.dir / "recording.jsonl").open("w", encoding="utf-8")
@@ -489,9 +492,9 @@ class Run:
     def write(self) -> None:
         """Finish the run folder: the transcript in order (also as a table), the recording,
         the manifest."""
-        table = TranscriptTable(self.dir / TRANSCRIPT_TABLE)
+        table = self._table
         try:
-            self._transcript.close(table.add)
+            self._transcript.close(table.add, sourced=table.take_from)
         except BaseException:
             table.abort()
             raise

@@ -53,6 +53,7 @@ from ._spans import (
     use_span,
     would_record,
 )
+from ._spool import SortedSpool
 from ._summary import DRIVER
 from ._tables import TRANSCRIPT_TABLE, TranscriptTable
 
@@ -63,6 +64,7 @@ __all__ = [
     "RUN_HEADER",
     "RunPart",
     "SWEEP_RECORD",
+    "SortedSpool",
     "TRANSCRIPT_TABLE",
     "Tally",
     "TranscriptTable",
