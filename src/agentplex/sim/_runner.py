@@ -224,7 +224,7 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                                  log=log) as home:
                 log(f"{cls.__name__}: {options.agents:,} {cls.noun} in {home.where}")
                 if home.driver_node is not None:
-                    run.outcome.driver_node = home.driver_node  # type: ignore[attr-defined]
+                    run.driver_node = home.driver_node
                 began = time.perf_counter()
                 for i in range(0, len(names), SPAWN_WINDOW):
                     window = names[i:i + SPAWN_WINDOW]

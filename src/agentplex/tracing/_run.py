@@ -210,6 +210,10 @@ class Run:
         self._agent_clock: dict[str, int] = {}
         self._max_clock = 0
         self.incidents = RunIncidents()
+        self.driver_node: str | None = None
+        """This process's id on the bus, when the run crossed one (a transport that
+        collects the run's parts says it; a scenario run names it ``driver-RUN_ID``): in
+        the manifest as ``driver_node``, which the trace page calls "driver"."""
         self.recording_limit = None
         self.recording_dropped: str | None = None
         """Why the run has no recording although it was asked for one (it passed
@@ -471,6 +475,7 @@ class Run:
             "config": self.config,
             "seed": self.seed,
             "replay_of": str(self.replay_of) if self.replay_of else None,
+            **({"driver_node": self.driver_node} if self.driver_node is not None else {}),
             "recording": self.recording,
             **({"recording_dropped": self.recording_dropped}
                if self.recording_dropped is not None else {}),
