@@ -135,3 +135,18 @@ def test_chunks_converted_as_they_spill_come_out_in_the_transcripts_order(
         sorted(keys)
     assert all(r["text"] == str(tuple(k)) for r, k in zip(rows, sorted(keys), strict=True))
     assert not list(tmp_path.glob(".t.parquet.*"))  # the pieces and the tmp file are gone
+
+
+def test_a_spool_that_converted_nothing_hands_over_lines_even_when_asked_for_chunks(
+        tmp_path: Path) -> None:
+    from agentplex.tracing.lowlevel import SortedSpool
+
+    table = TranscriptTable(tmp_path / "t.parquet", row_group=4)
+    spool = SortedSpool(tmp_path / "t.jsonl", chunk=3)  # spills, converts nothing
+    for c in (5, 1, 4, 2, 3, 0, 6):
+        spool.add((c, "n", 0), json.dumps({"clock": c, "name": "n", "role": "user",
+                                           "content": str(c)}))
+    spool.close(table.add, sourced=table.take_from)
+    table.close()
+    assert [r["clock"] for r in pq.read_table(tmp_path / "t.parquet").to_pylist()] == \
+        list(range(7))

@@ -67,8 +67,10 @@ class SortedSpool:
     def close(self, also: Callable[[str], None] | None = None, *,
               sourced: Callable[[int], None] | None = None) -> None:
         """Write every line, in key order, to ``path`` (and hand each to ``also``; or,
-        where the lines come from spilled chunks and ``sourced`` is given, hand it each
-        line's chunk index instead)."""
+        where the lines come from chunks spilled through ``on_spill`` and ``sourced`` is
+        given, hand it each line's chunk index instead)."""
+        if self.on_spill is None:
+            sourced = None
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with tmp.open("w", encoding="utf-8") as out:
             if not self._parts:
