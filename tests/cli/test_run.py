@@ -75,3 +75,23 @@ def test_a_run_that_reaches_its_budget_stops_cleanly_after_that_round(tmp_path: 
                           "4", "--rounds", "3", "--max-tokens", "100000", *runs)
     assert unlimited.returncode == 0 and "round 3:" in unlimited.stdout, unlimited.stderr
     assert "stopped by the budget" not in unlimited.stdout
+
+
+def test_a_recording_past_its_limit_is_dropped_and_the_output_says_so(tmp_path: Path) -> None:
+    import json
+
+    game = ["run", "agentplex.sim.scenarios.guessing:Guessing", "--agents", "200",
+            "--rounds", "2", "--runs-dir"]
+    small = agentplex(*game, str(tmp_path / "small"), "--recording-limit", "0.01")
+    assert small.returncode == 0, small.stderr
+    assert "recording of the model answers passed 0.01 MB in round 1 and was dropped" in \
+        small.stdout, small.stdout
+    (run,) = (tmp_path / "small").iterdir()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["recording"] is False and "--recording-limit 0" in \
+        manifest["recording_dropped"]
+    assert not (run / "recording.jsonl").exists()
+    whole = agentplex(*game, str(tmp_path / "whole"))  # the default keeps a small one
+    assert whole.returncode == 0 and "dropped" not in whole.stdout, whole.stderr
+    (run,) = (tmp_path / "whole").iterdir()
+    assert len((run / "recording.jsonl").read_text().splitlines()) == 400

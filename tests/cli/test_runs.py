@@ -129,3 +129,30 @@ def test_runs_export_says_what_is_missing(runs: dict[str, Path], tmp_path: Path)
     assert got.returncode == 1
     assert "needs mlflow" in got.stderr and "agentplex[mlflow]" in got.stderr
     assert not (tmp_path / "ml").exists()
+
+
+def test_runs_list_shows_the_runs_of_sweeps_marked_and_runs_show_takes_them(
+        tmp_path: Path) -> None:
+    from tests.support.sweep_folder import make_sweep, run_once
+
+    root = tmp_path / "runs"
+    alone = run_once(root, OPINION, "--agents", "10", "--rounds", "2")
+    sweep = make_sweep(root / "eps-sweep", {"eps": [0.1, 0.3]}, [1], agents=10, rounds=2)
+    swept = sorted(p.name for p in (sweep / "runs").iterdir())
+    got = agentplex("runs", "list", "--runs-dir", str(root), "--plain")
+    assert got.returncode == 0, got.stderr
+    header, *lines = got.stdout.splitlines()
+    columns = header.split("\t")
+    rows = {cells[0]: dict(zip(columns, cells, strict=True))
+            for cells in (line.split("\t") for line in lines)}
+    assert sorted(rows) == sorted([alone.name, *swept])
+    assert rows[alone.name]["sweep"] == ""
+    assert {rows[r]["sweep"] for r in swept} == {"eps-sweep"}
+    assert rows[swept[0]]["status"] == "completed"
+    only = agentplex("runs", "list", "--runs-dir", str(root), "--param", "eps=0.3")
+    assert [line.split("\t")[0] for line in only.stdout.splitlines()[1:]] == [
+        r for r in swept if json.loads((sweep / "runs" / r / "manifest.json").read_text())
+        ["config"]["params"]["eps"] == 0.3]
+    shown = agentplex("runs", "show", swept[0], "--runs-dir", str(root))
+    assert shown.returncode == 0, shown.stderr
+    assert swept[0] in shown.stdout and "metrics per round" in shown.stdout

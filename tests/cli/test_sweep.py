@@ -54,6 +54,7 @@ def test_a_small_sweep_writes_its_folder_and_a_restart_runs_only_what_did_not_fi
             assert r["status"] == "completed", r
             manifest = json.loads((folder / "runs" / r["run"] / "manifest.json").read_text())
             assert manifest["status"] == "completed"
+            assert manifest["recording"] is False  # a sweep records only when asked
             assert manifest["config"]["seed"] == r["seed"]
             assert manifest["config"]["params"] == arm["params"]
             ids.add(r["run"])

@@ -21,7 +21,12 @@ from agentplex.engine import (  # noqa: E402
 )
 from agentplex.engine._kvcache import KVPool, Seq  # noqa: E402
 from agentplex.engine._paged import PagedStep  # noqa: E402
-from tests.support.engine_runs import make_engine, prompts, run  # noqa: E402
+from tests.support.engine_runs import (  # noqa: E402
+    engines_with_and_without,
+    make_engine,
+    prompts,
+    run,
+)
 
 
 def settles(check: Callable[[], bool], timeout: float = 30.0) -> bool:
@@ -166,18 +171,13 @@ def test_rows_sharing_a_head_attend_to_it_once_with_the_same_tokens(
     """Decode steps whose rows all hold the same leading blocks attend to them once for
     all rows (a cascade); the tokens are those of attending to each row's whole past."""
     batch = prompts(6, shared=100, own=15, seed=3)
-    cascade = make_engine(pair, prefix_cache_bytes=64 * 2**20)
-    whole = make_engine(pair, prefix_cache_bytes=64 * 2**20)
-    whole.runner.cascade_blocks = 0
-    try:
+    with engines_with_and_without(pair, {"cascade_blocks": 0},
+                                  prefix_cache_bytes=64 * 2**20) as (cascade, whole):
         for eng in (cascade, whole):
             run(eng, [batch[0][:101]], 1)  # the shared head: three blocks of 32
         got = [r.generated for r in run(cascade, batch, 16)]
         assert got == [r.generated for r in run(whole, batch, 16)]
         assert cascade.counters.shared_steps >= 10 and whole.counters.shared_steps == 0
-    finally:
-        cascade.close()
-        whole.close()
 
 
 def test_prompts_of_different_lengths_go_through_packed_with_the_same_tokens(
@@ -186,16 +186,11 @@ def test_prompts_of_different_lengths_go_through_packed_with_the_same_tokens(
     other (no padding): the tokens are those of the padded pass."""
     batch = [p[:n] for p, n in zip(prompts(4, shared=0, own=90, seed=9), (90, 61, 33, 7),
                                    strict=True)]
-    packed = make_engine(pair, prefix_cache_bytes=0)
-    padded = make_engine(pair, prefix_cache_bytes=0)
-    padded.runner.packs = False
-    try:
+    with engines_with_and_without(pair, {"packs": False},
+                                  prefix_cache_bytes=0) as (packed, padded):
         got = [r.generated for r in run(packed, batch, 12)]
         assert got == [r.generated for r in run(padded, batch, 12)]
         assert packed.counters.packed_passes >= 1 and padded.counters.packed_passes == 0
-    finally:
-        packed.close()
-        padded.close()
 
 
 def test_the_reserved_room_is_not_committed_memory_and_the_process_still_forks() -> None:

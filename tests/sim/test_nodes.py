@@ -172,3 +172,20 @@ async def test_the_guessing_game_with_model_replicas_on_two_nodes(tmp_path: Path
     there = await run_scenario(RunOptions(**common, nodes=2))
     assert [r["answered"] for r in there.metrics] == [40, 40] and there.errors == 0
     assert there.metrics == here.metrics and here.metrics[0]["mean"] == 30
+
+
+def test_the_driver_on_nodes_is_named_for_its_run_and_shown_as_driver(tmp_path: Path) -> None:
+    import json
+
+    from agentplex.tracing import summarize_run
+
+    got = agentplex("run", TALLY, "--agents", "6", "--rounds", "2", "--nodes", "1",
+                    "--sample", "1", "--runs-dir", str(tmp_path))
+    assert got.returncode == 0, got.stderr
+    (run,) = tmp_path.iterdir()
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["driver_node"] == f"driver-{run.name}"
+    nodes = summarize_run(run).nodes
+    assert "driver" in nodes and nodes["driver"].sent > 0  # its send spans, under its name
+    assert set(nodes) <= {"driver", "head", "node-0"}, set(nodes)
+    assert nodes["node-0"].answers == 12

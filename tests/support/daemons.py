@@ -10,10 +10,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from agentplex.sim.lowlevel import wait_for_line
 from tests.support import ROOT, pythonpath
 
 __all__ = ["Daemons"]
@@ -41,16 +41,7 @@ class Daemons:
 
     def wait_for(self, name: str, needle: str, timeout: float = 60) -> str:
         """The first line of ``name``'s log containing ``needle``."""
-        log, proc = self.logs / f"{name}.log", self.procs[name]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in log.read_text().splitlines():
-                if needle in line:
-                    return line
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"{name} never printed {needle!r}:\n{log.read_text()[-2000:]}")
+        return wait_for_line(self.logs / f"{name}.log", self.procs[name], needle, timeout)
 
     def head(self, *args: str) -> str:
         """Start the head; its endpoint."""

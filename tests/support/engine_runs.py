@@ -7,7 +7,9 @@ gives (greedy), never how fast.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -32,6 +34,22 @@ def make_engine(pair: tuple[Any, Any], **options: Any) -> BatchEngine:
     """An engine of ``pair`` that never meets an end-of-sequence token."""
     model, tok = pair
     return BatchEngine(model, tok, eos_ids={-1}, batch_wait=0.05, **options)
+
+
+@contextlib.contextmanager
+def engines_with_and_without(pair: tuple[Any, Any], without: dict[str, Any],
+                             **options: Any) -> Iterator[tuple[BatchEngine, BatchEngine]]:
+    """Two engines of ``pair`` made alike (``options``), the second with its runner's
+    attributes ``without`` set (a feature turned off, to compare the tokens with); both
+    closed on the way out."""
+    with_it, without_it = make_engine(pair, **options), make_engine(pair, **options)
+    for name, value in without.items():
+        setattr(without_it.runner, name, value)
+    try:
+        yield with_it, without_it
+    finally:
+        with_it.close()
+        without_it.close()
 
 
 def prompts(n: int, shared: int, own: int, seed: int = 0) -> list[list[int]]:

@@ -19,7 +19,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from opentelemetry import trace
 
 from agentplex import Msg, connect
 from agentplex.bus import load_keypair
+from agentplex.sim.lowlevel import wait_for_line
 from agentplex.tracing import experiment
 from agentplex.tracing.lowlevel import transcribe
 
@@ -40,18 +40,6 @@ def start(args: list[str], cwd: str, log: Path) -> subprocess.Popen[bytes]:
                                 stdin=subprocess.DEVNULL)
 
 
-def wait_for(log: Path, proc: subprocess.Popen[bytes], needle: str) -> str:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if needle in line:
-                return line
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"{log.name}: no {needle!r}:\n{log.read_text(errors='replace')[-3000:]}")
-
-
 def main(cfg: dict[str, Any]) -> None:
     keys = cfg["keys"]
     key_args = ["--keys", f"{keys}/cluster.key_secret"] if keys else []
@@ -63,13 +51,13 @@ def main(cfg: dict[str, Any]) -> None:
         head = start([*cfg.get("head_prefix", []), AGENTPLEX, "head", "--bind", cfg["bind"],
                       "--heartbeat-timeout", "60", *key_args], ".", logs / "head.log")
         procs.append(head)
-        endpoint = (wait_for(logs / "head.log", head, "listening on")).split()[-1]
+        endpoint = (wait_for_line(logs / "head.log", head, "listening on")).split()[-1]
         for n in cfg["nodes"]:
             log = logs / f"{n['id']}.log"
             procs.append(start([*n["prefix"], AGENTPLEX, "node", "--head", endpoint,
                                 "--id", n["id"], "--bind", n["bind"], "--allow", "players",
                                 "--heartbeat-timeout", "60", *head_args], n["cwd"], log))
-            wait_for(log, procs[-1], "joined")
+            wait_for_line(log, procs[-1], "joined")
         asyncio.run(play(cfg, endpoint))
     finally:
         for proc in procs:

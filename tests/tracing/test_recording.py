@@ -82,6 +82,36 @@ async def test_a_run_without_recording_writes_none_and_cannot_be_replayed(
             pass
 
 
+async def test_a_recording_past_its_limit_is_dropped_and_the_run_says_why(
+        tmp_path: Path) -> None:
+    async with experiment("small", seed=1, runs_dir=tmp_path, recording_limit=10_000) as run:
+        await calls()  # a few hundred bytes: kept so far
+        assert run.recording and run.recording_dropped is None
+        run.sync()
+        assert (run.dir / "recording.jsonl").stat().st_size > 0
+        for k in range(200):  # 200 answers of about 100 bytes: past 10 kB
+            run.record_response(f"key-{k}", {"content": "x" * 80})
+        assert not run.recording and not (run.dir / "recording.jsonl").exists()
+        assert run.recording_dropped is not None
+        assert "passed 0.01 MB" in run.recording_dropped
+        await calls()  # the run goes on, recording nothing
+    assert not (run.dir / "recording.jsonl").exists()
+    manifest = json.loads((run.dir / "manifest.json").read_text())
+    assert manifest["recording"] is False
+    assert manifest["recording_dropped"] == run.recording_dropped
+    assert manifest["totals"]["model_calls"] == 6
+    with pytest.raises(NoRecording, match=r"passed 0\.01 MB"):
+        async with experiment("again", runs_dir=tmp_path, replay=run.dir):
+            pass
+
+
+async def test_a_recording_within_its_limit_is_kept_whole(tmp_path: Path) -> None:
+    async with experiment("kept", seed=1, runs_dir=tmp_path, recording_limit=10_000) as run:
+        await calls()
+    assert len((run.dir / "recording.jsonl").read_text().splitlines()) == 4
+    assert "recording_dropped" not in json.loads((run.dir / "manifest.json").read_text())
+
+
 async def test_a_node_process_journals_no_answers_for_a_run_without_recording(
         tmp_path: Path) -> None:
     for recording, held in ((False, 0), (True, 1)):

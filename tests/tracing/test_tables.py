@@ -107,3 +107,46 @@ def test_the_documented_duckdb_queries_answer_from_the_run_folders(
                 if m["role"] == "assistant" and m.get("round") == number]
         assert replies == len(mine) and opinion == pytest.approx(sum(mine) / len(mine))
     assert surveys == [(2, "Where?", 40, 0)]
+
+
+def test_chunks_converted_as_they_spill_come_out_in_the_transcripts_order(
+        tmp_path: Path) -> None:
+    import random
+
+    from agentplex.tracing.lowlevel import SortedSpool
+
+    table = TranscriptTable(tmp_path / "t.parquet", row_group=6)
+    spool = SortedSpool(tmp_path / "t.jsonl", chunk=7, on_spill=table.add_piece)
+    keys = [(c, f"n{c % 5}", s) for c in range(40) for s in range(2)]
+    random.Random(3).shuffle(keys)  # lines arrive out of order, as journals do
+    for key in keys:
+        content: Any = [{"type": "text", "text": f"{key}"}] if key[0] % 3 == 0 else f"{key}"
+        spool.add(key, json.dumps({"clock": key[0], "name": key[1], "role": "assistant",
+                                   "content": content, "metadata": {"s": key[2]}}))
+    assert len(list(tmp_path.glob(".t.parquet.*.arrow"))) == len(keys) // 7  # converted
+    spool.close(table.add, sourced=table.take_from)
+    table.close()
+    lines = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [(x["clock"], x["name"]) for x in lines] == [(k[0], k[1]) for k in sorted(keys)]
+    read = pq.ParquetFile(tmp_path / "t.parquet")
+    assert read.metadata.num_row_groups == -(-len(keys) // 6)
+    rows = read.read().to_pylist()
+    assert [(r["clock"], r["name"], json.loads(r["metadata"])["s"]) for r in rows] == \
+        sorted(keys)
+    assert all(r["text"] == str(tuple(k)) for r, k in zip(rows, sorted(keys), strict=True))
+    assert not list(tmp_path.glob(".t.parquet.*"))  # the pieces and the tmp file are gone
+
+
+def test_a_spool_that_converted_nothing_hands_over_lines_even_when_asked_for_chunks(
+        tmp_path: Path) -> None:
+    from agentplex.tracing.lowlevel import SortedSpool
+
+    table = TranscriptTable(tmp_path / "t.parquet", row_group=4)
+    spool = SortedSpool(tmp_path / "t.jsonl", chunk=3)  # spills, converts nothing
+    for c in (5, 1, 4, 2, 3, 0, 6):
+        spool.add((c, "n", 0), json.dumps({"clock": c, "name": "n", "role": "user",
+                                           "content": str(c)}))
+    spool.close(table.add, sourced=table.take_from)
+    table.close()
+    assert [r["clock"] for r in pq.read_table(tmp_path / "t.parquet").to_pylist()] == \
+        list(range(7))

@@ -100,7 +100,9 @@ class Journals:
 
     async def drain(self, run: Run) -> None:
         """Collect what every other node still holds of ``run`` (before its folder is
-        written)."""
+        written); the run learns this process's id on the bus (its driver's)."""
+        if run.driver_node is None:
+            run.driver_node = self.peers.node_id
         nodes = [n for n in self.peers.nodes if n != self.peers.node_id]
         results = await asyncio.gather(*(self._drain_one(n, run) for n in nodes),
                                        return_exceptions=True)

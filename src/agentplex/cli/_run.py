@@ -101,6 +101,10 @@ def run(
     ship_folder: Annotated[Path | None, typer.Option(
         help="With --ship-code: ship this folder of .py files, which holds the scenario's "
         "file (its modules import each other relatively).")] = None,
+    recording_limit: Annotated[float | None, typer.Option(
+        min=0.0, help="The most MB the recording may reach (default 256); past it the "
+        "recording is dropped (said here and in the manifest: recording_dropped) and the "
+        "run goes on without one. 0: any size.")] = None,
     keys: KeysOpt = None,
     head_key: HeadKeyOpt = None,
     allow_key: AllowOpt = [],  # noqa: B006 - typer reads the default
@@ -157,6 +161,8 @@ def run(
             options.max_tokens = max_tokens
         if not recording:
             options.recording = False
+        if recording_limit is not None:
+            options.recording_limit_mb = recording_limit
         if restart is not None:
             if restart not in ("on-failure", "never"):
                 raise typer.BadParameter(f"--restart is on-failure or never, not {restart!r}")

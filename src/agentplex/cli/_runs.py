@@ -51,8 +51,9 @@ def runs_list(
     ] = False,
 ) -> None:
     """One line per run: id, name, status (with the agents restarted after their node
-    died, if any), start, duration, model calls, tokens, timeouts and errors. Run ids are
-    printed whole."""
+    died, if any), start, duration, model calls, tokens, timeouts, errors and, for a run
+    of a sweep in RUNS_DIR, the sweep's id. Run ids are printed whole; `runs show` takes
+    them, a sweep's runs too."""
     wanted: dict[str, str] = {}
     for item in param or []:
         key, sep, value = item.partition("=")
@@ -61,7 +62,7 @@ def runs_list(
         wanted[key] = value
     runs = select_runs(list_runs(runs_dir), name=name, status=status or (), params=wanted)
     columns = ("run", "name", "status", "started", "seconds", "calls", "tokens in",
-               "tokens out", "timeouts", "errors")
+               "tokens out", "timeouts", "errors", "sweep")
     rows = []
     for m in runs:
         t = m.get("totals", {})
@@ -73,7 +74,7 @@ def runs_list(
                      (m.get("started_at") or "")[:19], str(m.get("duration_s", "") or ""),
                      str(t.get("model_calls", 0)), str(t.get("input_tokens", 0)),
                      str(t.get("output_tokens", 0)), str(m.get("timeouts", "-")),
-                     str(m.get("errors", "-"))))
+                     str(m.get("errors", "-")), str(m.get("_sweep") or "")))
     console = Console()
     if plain or not console.is_terminal:
         print("\t".join(columns))

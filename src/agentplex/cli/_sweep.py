@@ -50,6 +50,10 @@ def sweep(
     ] = None,
     show_round: Annotated[int | None, typer.Option(
         min=1, help="The round shown in the table (default: each arm's last).")] = None,
+    recording: Annotated[bool, typer.Option(
+        "--recording/--no-recording", help="Record each run's model answers "
+        "(recording.jsonl, as agentplex run does) so that it can be replayed; off unless "
+        "asked: a sweep's runs are many.")] = False,
 ) -> None:
     """Run a scenario for every arm (combination of --grid values) and seed, one
     `agentplex run` process per run, at most --parallel at once; write the sweep folder
@@ -65,7 +69,7 @@ def sweep(
             scenario=scenario, grid=parse_grid(grid or []), seeds=parse_seeds(seeds),
             agents=agents, rounds=rounds, params=parse_sets(set_ or []), nodes=nodes,
             address=address, parallel=parallel, run_timeout=run_timeout, runs_dir=runs_dir,
-            name=name)
+            name=name, recording=recording)
 
         async def main() -> Sweep:
             task = asyncio.current_task()

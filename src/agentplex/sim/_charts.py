@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..tracing.lowlevel import html_page
 from ._compare import Comparison, Series
 
 __all__ = ["PALETTE", "comparison_html", "write_png"]
@@ -183,21 +184,11 @@ def comparison_html(comparison: Comparison, title: str = "agentplex comparison")
             if banded else "")
     body = (f"<h1>{html.escape(title)}</h1><p class=\"meta\">"
             f"{html.escape(', '.join(comparison.sources))}.{note}</p>{''.join(sections)}")
-    return _PAGE.replace("__TITLE__", html.escape(title)).replace("__BODY__", body)
+    return html_page(title, body, _CSS, width=1000)
 
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
-<style>
-body{font:13px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1000px;padding:12px 20px;
-color:#222}
-h1{font-size:18px;margin:4px 0}h2{font-size:15px;margin:22px 0 4px}
-.meta{color:#555;margin:0 0 6px}
-.chart{display:block;margin:4px 0;font-size:11px;fill:#555}
+_CSS = """\
 .legend .item{margin-right:14px;white-space:nowrap}
 .key{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:4px}
-table{border-collapse:collapse;font-variant-numeric:tabular-nums;margin-top:6px}
-th,td{padding:2px 10px;border-bottom:1px solid #e5e5e5;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#f4f4f4;font-weight:600}
-</style></head><body>__BODY__</body></html>
+table{margin-top:6px}
 """

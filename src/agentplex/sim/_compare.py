@@ -19,13 +19,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from ..tracing.lowlevel import SWEEP_RECORD
 from ._errors import RunNotFound, SweepError, UnknownMetric
 from ._store import read_metrics
 from ._sweep import SUMMARY_COLUMNS, SummaryRow, Sweep, read_sweep, summarize_sweep
 
 __all__ = ["Comparison", "Series", "compare", "find_target", "is_sweep", "sweep_summary"]
 
-SWEEP_FILE = "sweep.json"
+SWEEP_FILE = SWEEP_RECORD
 SUMMARY_FILE = "summary.csv"
 
 

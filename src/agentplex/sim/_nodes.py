@@ -26,7 +26,27 @@ from typing import NamedTuple
 from ._errors import NodesFailed, NotUserCode
 
 __all__ = ["LocalNodes", "NodesFailed", "UserCode", "class_code", "use_import_path",
-           "user_code"]
+           "user_code", "wait_for_line"]
+
+
+def wait_for_line(log: Path, proc: subprocess.Popen[bytes], needle: str,
+                  timeout: float = 60.0) -> str:
+    """The first line of the log file ``log`` (written by ``proc``) that contains
+    ``needle``, once there is one; :class:`NodesFailed` (with the log's end) if ``proc``
+    ends or ``timeout`` seconds pass first. It blocks: from a coroutine, run it in a
+    thread (``asyncio.to_thread``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if log.exists():
+            for line in log.read_text(errors="replace").splitlines():
+                if needle in line:
+                    return line
+        if proc.poll() is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise NodesFailed(f"{log.stem} did not print {needle!r} within {timeout:g}s "
+                      f"(exit code {proc.poll()}); its log {log}:\n{tail}")
 
 
 class UserCode(NamedTuple):
@@ -126,18 +146,8 @@ class LocalNodes:
                 start_new_session=True)  # a terminal's Ctrl-C reaches only the demo
 
     async def _wait_for(self, name: str, needle: str, timeout: float) -> str:
-        log, proc = self.logs / f"{name}.log", self.procs[name]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in log.read_text(errors="replace").splitlines():
-                if needle in line:
-                    return line
-            if proc.poll() is not None:
-                break
-            await asyncio.sleep(0.05)
-        tail = log.read_text(errors="replace")[-2000:]
-        raise NodesFailed(f"{name} did not print {needle!r} within {timeout:g}s "
-                          f"(exit code {proc.poll()}); its log {log}:\n{tail}")
+        return await asyncio.to_thread(wait_for_line, self.logs / f"{name}.log",
+                                       self.procs[name], needle, timeout)
 
     async def start(self, count: int, *, heartbeat: float = 60.0, timeout: float = 120.0
                     ) -> str:

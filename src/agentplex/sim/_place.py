@@ -43,6 +43,9 @@ class Placement:
     cluster: ClusterClient | None = None
     """The run's :class:`~agentplex.cluster.ClusterClient` on nodes (``None`` in this
     process): what it asks about lost agents and how it starts them again."""
+    driver_node: str | None = None
+    """The driver's id on the bus (``driver-RUN``; ``None`` in this process): the manifest
+    keeps it as ``driver_node``, and the trace page shows it as ``driver``."""
 
 
 def node_allow_list(agent: type[Actor], extra: Sequence[str] = ()) -> list[str]:
@@ -134,8 +137,12 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
             endpoint = local.endpoint
             log(f"head and {nodes} nodes up in {time.perf_counter() - began:.1f}s (pids "
                 f"{', '.join(str(p) for p in local.pids.values())}); logs in {local.logs}")
+        # named for the run (its logs, the head's and the trace say whose driver it is)
+        driver_node = f"driver-{run}" if run is not None else None
+        named = {"node_id": driver_node} if driver_node is not None else {}
         rt = await stack.enter_async_context(
-            connect(endpoint, heartbeat_timeout=heartbeat, **(bus_options or {})))
+            connect(endpoint, heartbeat_timeout=heartbeat, **{**named, **(bus_options or {})}))
+        driver_node = getattr(rt.transport, "node_id", driver_node)
         # the run's driver: what it spawns stops when the run ends, however it ends (the
         # head notices a driver whose process died)
         client = ClusterClient(rt, timeout=120.0)
@@ -162,7 +169,8 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
             return await client.spawn_many(cls, [_positional(cls, kw) for kw in args],
                                            names=wired, options=options)
 
-        yield Placement(rt, address or f"{nodes} node processes", spawn_nodes, local, client)
+        yield Placement(rt, address or f"{nodes} node processes", spawn_nodes, local, client,
+                        driver_node)
 
 
 @asynccontextmanager

@@ -40,6 +40,9 @@ __all__ = ["RunOptions", "RunResult", "run_scenario"]
 
 SPAWN_WINDOW = 100_000
 """Agents spawned per batch (bounds the driver's memory while it builds arguments)."""
+RECORDING_LIMIT_MB = 256.0
+"""The default of :attr:`RunOptions.recording_limit_mb` (a million scripted players'
+answers over three rounds are about 840 MB of recording that nobody replays)."""
 
 
 class RunOptions(BaseModel):
@@ -66,6 +69,10 @@ class RunOptions(BaseModel):
     recording: bool = True
     """``False``: no ``recording.jsonl`` (rule-based runs have nothing worth replaying;
     such a run cannot be replayed)."""
+    recording_limit_mb: float = Field(default=RECORDING_LIMIT_MB, ge=0)
+    """The most megabytes ``recording.jsonl`` may reach; past it the recording is dropped,
+    said in the output and the manifest (``recording_dropped``), and the run goes on
+    without one (it cannot be replayed). ``0``: any size."""
     max_cost: float | None = None
     """Stop cleanly after the round in which the run's priced model usage reached this
     many USD (see :class:`~agentplex.tracing.Budget`)."""
@@ -210,7 +217,8 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
     name = options.name or cls.__name__.lower()
     async with experiment(name, seed=options.seed, config=options.config(),
                           runs_dir=options.runs_dir, sampling=options.sampling,
-                          replay=options.replay, recording=options.recording) as run:
+                          replay=options.replay, recording=options.recording,
+                          recording_limit=int(options.recording_limit_mb * 1e6)) as run:
         run.outcome.scenario = options.scenario  # type: ignore[attr-defined]
         run.outcome.restart = policy  # type: ignore[attr-defined]
         if start.parent is not None and start.checkpoint is not None:
@@ -228,6 +236,8 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                                  timeout=options.timeout, bus_options=bus_options,
                                  log=log) as home:
                 log(f"{cls.__name__}: {options.agents:,} {cls.noun} in {home.where}")
+                if home.driver_node is not None:
+                    run.driver_node = home.driver_node
                 began = time.perf_counter()
                 for i in range(0, len(names), SPAWN_WINDOW):
                     window = names[i:i + SPAWN_WINDOW]
@@ -248,6 +258,7 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                     log(f"{start.how} from {start.parent.name if start.parent else '?'} "
                         f"at round {start.checkpoint.round}")
                     await scenario.start(sim)
+                said_dropped = False
                 for number in range(first, options.rounds + 1):
                     failed = sim.timeouts + sim.errors
                     began = time.perf_counter()
@@ -268,6 +279,9 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                     result.seconds.append(took)
                     if on_round is not None:
                         on_round(row, took)
+                    if run.recording_dropped is not None and not said_dropped:
+                        said_dropped = True
+                        log(run.recording_dropped)
                     # what the nodes spent came with their answers: the ledger is whole
                     reason = budget.exceeded(run.ledger) if budget.limited else None
                     every = options.checkpoint_every

@@ -4,7 +4,6 @@ a round does), and how ``agentplex run`` finds it (``FILE.py:Class`` or ``module
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import json
 import sys
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ValidationError
 
 from ..runtime import Actor
+from ..tool.lowlevel import import_file
 from ._errors import ParamsError, ScenarioError
 
 if TYPE_CHECKING:
@@ -160,17 +160,12 @@ def _import(where: str) -> Any:
         loaded = sys.modules.get(module)
         if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == path:
             return loaded
-        spec = importlib.util.spec_from_file_location(module, path)
-        if spec is None or spec.loader is None:
-            raise ScenarioError(f"cannot load {where!r} as Python")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[module] = mod
         try:
-            spec.loader.exec_module(mod)
-        except Exception:
-            del sys.modules[module]
-            raise
-        return mod
+            return import_file(path, module)
+        except ImportError as exc:
+            if exc.path != str(path):
+                raise
+            raise ScenarioError(f"cannot load {where!r} as Python") from None
     try:
         return importlib.import_module(where)
     except ImportError as exc:

@@ -111,6 +111,9 @@ class SweepOptions(BaseModel):
     run_timeout: float = 3600.0
     runs_dir: Path = Path("runs")
     name: str | None = None
+    recording: bool = False
+    """Whether each run records its model answers (``recording.jsonl``) so that it can be
+    replayed; off unless asked (a sweep's runs are many, and each its own recording)."""
 
 
 class SummaryRow(NamedTuple):
@@ -272,6 +275,8 @@ def _child_command(sweep: Sweep, options: SweepOptions, arm: SweepArm, seed: int
            "--runs-dir", str(runs)]
     for key, value in {**sweep.params, **arm.params}.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]
+    if not options.recording:
+        cmd.append("--no-recording")
     if options.address is not None:
         cmd += ["--address", options.address]
     elif options.nodes:

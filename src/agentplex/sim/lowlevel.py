@@ -4,7 +4,14 @@ writes."""
 
 from ._calls import ask_all, ask_each, load_states, states_of, tell_all
 from ._errors import NodesFailed
-from ._nodes import LocalNodes, UserCode, class_code, use_import_path, user_code
+from ._nodes import (
+    LocalNodes,
+    UserCode,
+    class_code,
+    use_import_path,
+    user_code,
+    wait_for_line,
+)
 from ._place import Placement, node_allow_list, placement, start_local_nodes
 from ._runner import fork_options, resume_options
 from ._scenario import parse_sets, resolve_class, takes_name
@@ -43,6 +50,7 @@ __all__ = [
     "tell_all",
     "use_import_path",
     "user_code",
+    "wait_for_line",
     "write_summary",
     "write_table",
 ]

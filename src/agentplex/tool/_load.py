@@ -9,15 +9,14 @@ Nothing is downloaded: a hub repository must already be in the local cache.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import inspect
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from ._errors import UntrustedCodeError
+from ._modules import import_file
 from ._pipeline import pipeline_tool
 from ._schema import FunctionSchema
 from ._tool import Tool
@@ -105,16 +104,12 @@ def _hub_cache() -> Path:
 def _from_code(code: Path, config: dict[str, Any], kwargs: dict[str, Any]) -> Tool:
     digest = hashlib.sha256(str(code).encode()).hexdigest()[:12]
     module_name = f"agentplex_loaded_tool_{digest}"
-    spec = importlib.util.spec_from_file_location(module_name, code)
-    if spec is None or spec.loader is None:
-        raise ValueError(f"cannot import {code}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[module_name]
-        raise
+        module = import_file(code, module_name)
+    except ImportError as exc:
+        if exc.path != str(code):
+            raise
+        raise ValueError(f"cannot import {code}") from None
     wanted = config.get("tool_class")
     candidates = [obj for obj in vars(module).values()
                   if inspect.isclass(obj) and obj.__module__ == module_name

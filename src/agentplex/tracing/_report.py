@@ -10,22 +10,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._html import html_page
 from ._summary import GroupStats, RunSummary, SampledTrace, summarize_run
 
 __all__ = ["SpanNode", "find_run", "list_runs", "load_spans", "page_html", "render_html",
            "run_param", "select_runs", "span_tree"]
 
 
-def list_runs(runs_dir: str | Path = "runs") -> list[dict[str, Any]]:
-    """Manifests of the runs under ``runs_dir``, oldest first."""
+SWEEP_RECORD = "sweep.json"
+"""The file that makes a folder a sweep (``agentplex sweep``): its runs are in ``runs/``."""
+
+
+def list_runs(runs_dir: str | Path = "runs", *, sweeps: bool = True) -> list[dict[str, Any]]:
+    """Manifests of the runs under ``runs_dir``, oldest first; with ``sweeps``, also the
+    runs of the sweeps there (``runs_dir/SWEEP/runs/RUN``), each with ``_sweep``, its
+    sweep's id. ``_dir`` is each run's folder."""
     root = Path(runs_dir)
+    found: list[tuple[Path, str | None]] = [(p, None) for p in root.glob("*/manifest.json")]
+    if sweeps:
+        found += [(path, path.parents[2].name) for path in root.glob("*/runs/*/manifest.json")
+                  if (path.parents[2] / SWEEP_RECORD).is_file()]
     manifests = []
-    for path in sorted(root.glob("*/manifest.json")):
+    for path, sweep in sorted(found):
         try:
             manifest = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue
         manifest["_dir"] = str(path.parent)
+        if sweep is not None:
+            manifest["_sweep"] = sweep
         manifests.append(manifest)
     return sorted(manifests, key=lambda m: m.get("started_at") or "")
 
@@ -381,24 +394,12 @@ def page_html(summary: RunSummary) -> str:
                    "answers per round (from the transcript) are complete.</p>")
     body = (f"<h1>Run {html.escape(run_id)}</h1><p class=\"meta\">{header}</p>{legend}"
             f"{rounds}{_latency_chart(summary)}{nodes}{classes}{models}{drill}{transcript}")
-    return _PAGE.replace("__TITLE__", html.escape(f"agentplex run {run_id}")).replace(
-        "__BODY__", body)
+    return html_page(f"agentplex run {run_id}", body, _CSS)
 
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
-<style>
-body{font:13px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:12px 20px;
-color:#222}
-h1{font-size:18px;margin:4px 0}h2{font-size:15px;margin:22px 0 2px}
-.meta{color:#555;margin:0 0 6px}
+_CSS = """\
 .warn{background:#fff6e0;border:1px solid #f0d48a;padding:4px 8px;border-radius:4px}
-.note{color:#666;margin:0 0 6px;font-size:12px}
-table{border-collapse:collapse;font-variant-numeric:tabular-nums}
-th,td{padding:2px 10px;border-bottom:1px solid #e5e5e5;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#f4f4f4;font-weight:600}
 td.more{color:#888;text-align:left}.bad{color:#c62828;font-weight:600}
-.chart{display:block;margin:8px 0;font-size:11px;fill:#555}
 .trace{border:1px solid #ddd;border-radius:4px;margin:4px 0;padding:3px 8px}
 .trace summary{cursor:pointer}.trace[open]{background:#fcfcfc}
 .why{display:inline-block;min-width:92px;font-size:11px;font-weight:600}
@@ -412,5 +413,4 @@ text-overflow:ellipsis}.ms{color:#777}.tok{color:#2a7f8f}
 .other{background:#999}.error{outline:2px solid #d62728}
 .msg{margin:0 0 4px;padding:4px 8px;background:#fafafa;border:1px solid #eee;
 border-radius:4px}.who{font-weight:600}.clock{color:#999;float:right}
-</style></head><body>__BODY__</body></html>
 """

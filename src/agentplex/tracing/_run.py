@@ -156,7 +156,8 @@ class Run:
     _replay: dict[str, list[Any]]
 
     def __init__(self, name: str, runs_dir: Path, seed: int | None, config: dict[str, Any],
-                 replay: Path | None, *, buffer: int = 20_000, recording: bool = True) -> None:
+                 replay: Path | None, *, buffer: int = 20_000, recording: bool = True,
+                 recording_limit: int | None = None) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         self.id = f"{stamp}-{name}-{uuid.uuid4().hex[:6]}"
         self.name = name
@@ -177,9 +178,15 @@ class Run:
         self.locator = json.dumps([str(self.dir), str(replay) if replay is not None else None,
                                    self.recording])
         self._init_state()
+        self.recording_limit: int | None = recording_limit if recording_limit else None
+        """The most bytes ``recording.jsonl`` may reach (``None``: any): past it the file
+        is dropped and the run goes on without one (see :attr:`recording_dropped`)."""
         self._buffer = buffer
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._transcript = SortedSpool(self.dir / "transcript.jsonl", chunk=buffer)
+        # the table's rows are read from each chunk as it spills: the end only merges
+        self._table = TranscriptTable(self.dir / TRANSCRIPT_TABLE)
+        self._transcript = SortedSpool(self.dir / "transcript.jsonl", chunk=buffer,
+                                       on_spill=self._table.add_piece)
         self._recording: list[str] = []
         self._recording_file: Any = None if not self.recording else \
             (self.dir / "recording.jsonl").open("w", encoding="utf-8")
@@ -203,6 +210,15 @@ class Run:
         self._agent_clock: dict[str, int] = {}
         self._max_clock = 0
         self.incidents = RunIncidents()
+        self.driver_node: str | None = None
+        """This process's id on the bus, when the run crossed one (a transport that
+        collects the run's parts says it; a scenario run names it ``driver-RUN_ID``): in
+        the manifest as ``driver_node``, which the trace page calls "driver"."""
+        self.recording_limit = None
+        self.recording_dropped: str | None = None
+        """Why the run has no recording although it was asked for one (it passed
+        :attr:`recording_limit`), in the manifest as ``recording_dropped``."""
+        self._recorded_bytes = 0
         self._floor = 0
         self._last_round = 0
         """The highest round said so far: a line said outside any round after it (a
@@ -292,11 +308,32 @@ class Run:
         if not self.recording:
             return
         with self._lock:
+            if not self.recording:
+                return
+            self._recorded_bytes += len(line) + 1
+            if self.recording_limit is not None and self._recorded_bytes > self.recording_limit:
+                self._drop_recording()
+                return
             self._recording.append(line)
             if len(self._recording) < self._buffer or self._recording_file is None:
                 return
             batch, self._recording = self._recording, []
             self._recording_file.write("\n".join(batch) + "\n")
+
+    def _drop_recording(self) -> None:
+        """The recording passed its limit: remove it and record no more (lock held)."""
+        self.recording = False
+        self._recording = []
+        if self._recording_file is not None:
+            self._recording_file.close()
+            self._recording_file = None
+        (self.dir / "recording.jsonl").unlink(missing_ok=True)
+        limit = self.recording_limit or 0
+        where = f" in round {self._last_round}" if self._last_round else ""
+        self.recording_dropped = (
+            f"the recording of the model answers passed {_size(limit)}{where} and was "
+            "dropped: this run cannot be replayed (a limit of 0 keeps a recording of any "
+            "size: agentplex run --recording-limit 0)")
 
     def replayed_response(self, key: str) -> Any:
         """The recorded answer to the next occurrence of request ``key``."""
@@ -438,7 +475,10 @@ class Run:
             "config": self.config,
             "seed": self.seed,
             "replay_of": str(self.replay_of) if self.replay_of else None,
+            **({"driver_node": self.driver_node} if self.driver_node is not None else {}),
             "recording": self.recording,
+            **({"recording_dropped": self.recording_dropped}
+               if self.recording_dropped is not None else {}),
             "sampling": self.sampling,
             "trace_id": self.trace_id,
             "models": sorted(self.models.values(), key=lambda m: (m["provider"], m["model"])),
@@ -457,9 +497,9 @@ class Run:
     def write(self) -> None:
         """Finish the run folder: the transcript in order (also as a table), the recording,
         the manifest."""
-        table = TranscriptTable(self.dir / TRANSCRIPT_TABLE)
+        table = self._table
         try:
-            self._transcript.close(table.add)
+            self._transcript.close(table.add, sourced=table.take_from)
         except BaseException:
             table.abort()
             raise
@@ -830,6 +870,9 @@ def load_recording(run_dir: Path) -> dict[str, list[Any]]:
     if legacy.exists():
         loaded: dict[str, list[Any]] = json.loads(legacy.read_text())
         return loaded
+    dropped = _manifest_value(run_dir, "recording_dropped")
+    if isinstance(dropped, str):
+        raise NoRecording(f"the run {run_dir.name} has no recording: {dropped}")
     if _recorded(run_dir) is False:
         raise NoRecording(f"the run {run_dir.name} was made without a recording "
                           "(--no-recording): it cannot be replayed")
@@ -838,11 +881,21 @@ def load_recording(run_dir: Path) -> dict[str, list[Any]]:
 
 def _recorded(run_dir: Path) -> bool | None:
     """The manifest's ``recording`` (``None``: no manifest, or written before it said)."""
+    value = _manifest_value(run_dir, "recording")
+    return value if isinstance(value, bool) else None
+
+
+def _manifest_value(run_dir: Path, key: str) -> Any:
+    """The manifest's ``key`` (``None``: no manifest, or no such key)."""
     try:
-        value = json.loads((run_dir / "manifest.json").read_text()).get("recording")
+        return json.loads((run_dir / "manifest.json").read_text()).get(key)
     except (OSError, ValueError, AttributeError):
         return None
-    return value if isinstance(value, bool) else None
+
+
+def _size(n: int) -> str:
+    """``n`` bytes for a person (``256 MB``)."""
+    return f"{n / 1e9:.3g} GB" if n >= 1e9 else f"{n / 1e6:.3g} MB"
 
 
 def _forget(table: dict[str, tuple[int, Any]], key: str, owner: object | None) -> Any:
@@ -942,6 +995,7 @@ async def experiment(
     sampling: float | None = None,
     buffer: int = 20_000,
     recording: bool = True,
+    recording_limit: int | None = None,
 ) -> AsyncIterator[Run]:
     """Run the body as one traced, recorded experiment (see the module docstring).
 
@@ -963,6 +1017,10 @@ async def experiment(
             written (spans: at most 512); memory stays within it whatever the run's length.
         recording: ``False``: no ``recording.jsonl`` (a rule-based run, or one whose model
             answers need not be replayed); such a run cannot be replayed.
+        recording_limit: the most bytes ``recording.jsonl`` may reach (``None`` or ``0``:
+            any size). A recording that passes it is removed and the run goes on without
+            one: the manifest says ``"recording": false`` and why (``recording_dropped``),
+            and so does ``run.recording_dropped`` as soon as it happens.
     """
     global _active
     if isinstance(_active, RunPart):  # this process was following another's run: no more
@@ -974,7 +1032,7 @@ async def experiment(
         raise ValueError(f"sampling is a share of traces between 0 and 1, not {sampling!r}")
     run = Run(name, Path(runs_dir), seed, dict(config or {}),
               Path(replay) if replay is not None else None, buffer=buffer,
-              recording=recording)
+              recording=recording, recording_limit=recording_limit)
     if seed is not None:
         _seed_everything(seed)
     processor = BufferedSpanProcessor(JsonLinesSpanExporter(run.dir / "trace.jsonl"),

@@ -23,11 +23,15 @@ class SortedSpool:
     time) into ``path`` and removes them.
     """
 
-    def __init__(self, path: Path, chunk: int = 20_000) -> None:
+    def __init__(self, path: Path, chunk: int = 20_000,
+                 on_spill: Callable[[int, list[str]], None] | None = None) -> None:
         if chunk < 1:
             raise ValueError("a spool chunk holds at least one line")
         self.path = path
         self.chunk = chunk
+        self.on_spill = on_spill
+        """Called with each chunk's index and its lines, in order, as it is spilled (to
+        do now what each line will need at :meth:`close`)."""
         self.count = 0
         self._buffer: list[tuple[Key, str]] = []
         self._parts: list[Path] = []
@@ -51,6 +55,8 @@ class SortedSpool:
 
     def _spill(self) -> None:
         self._buffer.sort(key=_first)
+        if self.on_spill is not None:
+            self.on_spill(len(self._parts), [line for _, line in self._buffer])
         part = self.path.with_name(f".{self.path.name}.{len(self._parts):05d}")
         with part.open("w", encoding="utf-8") as out:
             out.writelines(f"{k[0]}\t{json.dumps(k[1])}\t{k[2]}\t{line}\n"
@@ -58,8 +64,13 @@ class SortedSpool:
         self._parts.append(part)
         self._buffer = []
 
-    def close(self, also: Callable[[str], None] | None = None) -> None:
-        """Write every line, in key order, to ``path`` (and hand each to ``also``)."""
+    def close(self, also: Callable[[str], None] | None = None, *,
+              sourced: Callable[[int], None] | None = None) -> None:
+        """Write every line, in key order, to ``path`` (and hand each to ``also``; or,
+        where the lines come from chunks spilled through ``on_spill`` and ``sourced`` is
+        given, hand it each line's chunk index instead)."""
+        if self.on_spill is None:
+            sourced = None
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         with tmp.open("w", encoding="utf-8") as out:
             if not self._parts:
@@ -73,10 +84,16 @@ class SortedSpool:
                     self._spill()
                 files = [p.open(encoding="utf-8") for p in self._parts]
                 try:
-                    for _, line in heapq.merge(*(_read(f) for f in files), key=_first):
-                        out.write(line + "\n")
-                        if also is not None:
-                            also(line)
+                    if sourced is not None:
+                        for _, line, index in heapq.merge(
+                                *(_read_from(f, i) for i, f in enumerate(files)), key=_first):
+                            out.write(line + "\n")
+                            sourced(index)
+                    else:
+                        for _, line in heapq.merge(*(_read(f) for f in files), key=_first):
+                            out.write(line + "\n")
+                            if also is not None:
+                                also(line)
                 finally:
                     for f in files:
                         f.close()
@@ -87,7 +104,7 @@ class SortedSpool:
         self._buffer = []
 
 
-def _first(item: tuple[Key, str]) -> Key:
+def _first(item: tuple[Key, str] | tuple[Key, str, int]) -> Key:
     return item[0]
 
 
@@ -107,3 +124,8 @@ def _read(f: IO[str]) -> Iterator[tuple[Key, str]]:
     for raw in f:
         clock, name, seq, line = raw.rstrip("\n").split("\t", 3)
         yield (int(clock), json.loads(name), int(seq)), line
+
+
+def _read_from(f: IO[str], index: int) -> Iterator[tuple[Key, str, int]]:
+    for key, line in _read(f):
+        yield key, line, index

@@ -384,6 +384,11 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
     summary.candidates = picker.seen
 
     # pass 2: the figures, and the chosen roots with their children
+    driver_node = manifest.get("driver_node")  # the driver's id on the bus: "driver" here
+
+    def node_of(value: Any) -> str:
+        return DRIVER if value == driver_node else str(value)
+
     def group(table: dict[str, GroupStats], key: str) -> GroupStats:
         stats = table.get(key)
         if stats is None:
@@ -403,15 +408,15 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
         summary.spans += 1
         attrs = span.get("attributes") or {}
         if span.get("kind") == "CONSUMER" and "agentplex.node" in attrs:
-            node_of_handler[span["span_id"]] = str(attrs["agentplex.node"])
+            node_of_handler[span["span_id"]] = node_of(attrs["agentplex.node"])
             if len(node_of_handler) > _HANDLERS:
                 node_of_handler.popitem(last=False)
         op = _op(span)
         failed_span = span.get("status") == "ERROR"
         rnd = rounds.of(span)
         if op == "invoke_agent":
-            node = str(attrs.get("agentplex.node")
-                       or node_of_handler.get(span.get("parent_id") or "", DRIVER))
+            node = node_of(attrs.get("agentplex.node")
+                           or node_of_handler.get(span.get("parent_id") or "", DRIVER))
             # by name: an agent's id is only unique in its process (``player-1`` on each)
             name = str(attrs.get("gen_ai.agent.name") or attrs.get("gen_ai.agent.id") or "?")
             for stats in (group(summary.rounds, rnd), group(summary.nodes, node),
@@ -444,9 +449,9 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
             r.input_tokens += tin
             r.output_tokens += tout
         elif span.get("kind") == "PRODUCER" and "agentplex.node" in attrs:
-            group(summary.nodes, str(attrs["agentplex.node"])).sent += 1
+            group(summary.nodes, node_of(attrs["agentplex.node"])).sent += 1
         if span.get("kind") == "CONSUMER" and "agentplex.node" in attrs:
-            group(summary.nodes, str(attrs["agentplex.node"])).received += 1
+            group(summary.nodes, node_of(attrs["agentplex.node"])).received += 1
         parent = span.get("parent_id") or ""
         if parent in collected and len(collected[parent]) < spans_per_trace:
             collected[parent].append(span)
@@ -528,7 +533,7 @@ def summarize_run(run_dir: str | Path, *, failed: int = FAILED_TRACES,
     # per node CPU, where the run folder has it
     for entry in manifest.get("nodes") or []:
         if isinstance(entry, dict):
-            node = str(entry.get("node") or entry.get("id") or entry.get("name") or "?")
+            node = node_of(entry.get("node") or entry.get("id") or entry.get("name") or "?")
             cpu = entry.get("cpu_s", entry.get("cpu_seconds"))
             if isinstance(cpu, int | float):
                 group(summary.nodes, node).cpu_s = float(cpu)

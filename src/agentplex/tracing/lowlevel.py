@@ -11,10 +11,12 @@ call underneath.
 from ._content import content_attribute
 from ._context import current_context
 from ._exporters import BufferedSpanProcessor, span_to_dict
+from ._html import html_page
 from ._incidents import index_ranges, names_of
 from ._json import dumper
 from ._ledger import DeviceClock, Tally, round_from_headers, round_to_headers
 from ._metrics import metrics_enabled, otlp_metric_exporter, record_call
+from ._report import SWEEP_RECORD
 from ._run import (
     RUN_HEADER,
     RunPart,
@@ -51,6 +53,7 @@ from ._spans import (
     use_span,
     would_record,
 )
+from ._spool import SortedSpool
 from ._summary import DRIVER
 from ._tables import TRANSCRIPT_TABLE, TranscriptTable
 
@@ -60,6 +63,8 @@ __all__ = [
     "DeviceClock",
     "RUN_HEADER",
     "RunPart",
+    "SWEEP_RECORD",
+    "SortedSpool",
     "TRANSCRIPT_TABLE",
     "Tally",
     "TranscriptTable",
@@ -77,6 +82,7 @@ __all__ = [
     "dumper",
     "end_span",
     "extract_context",
+    "html_page",
     "index_ranges",
     "inject_context",
     "metrics_enabled",
