@@ -33,6 +33,7 @@ class Counter(AgentBase):
         meta = (msg.metadata if msg is not None else None) or {}
         if "survey" in meta:
             self.heard.append(msg.get_text_content() or "" if msg else "")
+            await _wait_at_gate(os.environ.get("TALLY_SURVEY_GATE"), "surveyed")
             return Msg(self.name, f"{self.name} has {self.total}", "assistant")
         if meta.get("fail") == self.name:
             raise RuntimeError("asked to fail")
@@ -43,6 +44,18 @@ class Counter(AgentBase):
         self.total += int(meta["add"]) * int(meta.get("scale", 1))
         return Msg(self.name, f"total {self.total}", "assistant",
                    metadata={"total": self.total, "heard": len(self.heard)})
+
+
+async def _wait_at_gate(folder: str | None, what: str) -> None:
+    """With a ``folder`` (a test's gate): say ``what-PID`` there, then wait (120 s at most)
+    for ``go`` (a test kills a node meanwhile)."""
+    if not folder:
+        return
+    (Path(folder) / f"{what}-{os.getpid()}").touch()
+    for _ in range(2400):
+        if (Path(folder) / "go").exists():
+            return
+        await asyncio.sleep(0.05)
 
 
 class Tally(Scenario):

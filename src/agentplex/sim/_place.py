@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cluster import ActorRefs, ClusterClient
+from ..cluster import ActorRefs, ClusterAPI, ClusterClient
 from ..runtime import Actor, ActorRef, NameRange, Runtime
 from ._errors import ScenarioError
 from ._nodes import LocalNodes, UserCode, class_code
@@ -40,9 +40,10 @@ class Placement:
                     Any] = field(repr=False)
     nodes: LocalNodes | None = None
     """The node processes started for the run, if any."""
-    cluster: ClusterClient | None = None
-    """The run's :class:`~agentplex.cluster.ClusterClient` on nodes (``None`` in this
-    process): what it asks about lost agents and how it starts them again."""
+    cluster: ClusterAPI | None = None
+    """The run's cluster (a :class:`~agentplex.cluster.ClusterClient` on nodes, the
+    :class:`~agentplex.cluster.RayCluster` on Ray; ``None`` in this process): what it
+    asks about lost agents and how it starts them again."""
 
 
 def node_allow_list(agent: type[Actor], extra: Sequence[str] = ()) -> list[str]:
