@@ -47,9 +47,9 @@ class Counter(AgentBase):
 
 
 async def _wait_at_gate(folder: str | None, what: str) -> None:
-    """With a ``folder`` (a test's gate): say ``what-PID`` there, then wait (120 s at most)
-    for ``go`` (a test kills a node meanwhile)."""
-    if not folder:
+    """With a ``folder`` that exists (a test's gate): say ``what-PID`` there, then wait
+    (120 s at most) for ``go`` (a test kills a node meanwhile)."""
+    if not folder or not Path(folder).is_dir():
         return
     (Path(folder) / f"{what}-{os.getpid()}").touch()
     for _ in range(2400):

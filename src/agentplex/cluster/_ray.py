@@ -35,7 +35,7 @@ from ._resources import NodeSpec, Resources
 from ._rounds import RoundResult, call_round
 from ._scheduler import Placement
 from ._served_model import ServedChatModel
-from ._shares import batch_args, batch_names, names_to_wire
+from ._shares import batch_args, batch_names, names_from_wire, names_to_wire, position_runs
 
 __all__ = ["RayCluster", "label_resource"]
 
@@ -382,9 +382,73 @@ class RayCluster:
                                 attempts=attempts)
 
     async def respawn(self, names: Sequence[str]) -> dict[str, list[str]]:
-        """Not on Ray: Ray restarts a batch's worker itself (``restart="on-failure"``)."""
-        raise NotSupported("starting lost agents again is Ray's own restart on this "
-                           "backend (spawn the batch with restart='on-failure')")
+        """See :meth:`Cluster.respawn`: the lost agents of ``names`` (members of a batch
+        whose Ray worker died and was not restarted by Ray) started again as created, in
+        a new Ray worker per dead one (placed by Ray as the batch was; at most
+        :attr:`restart_timeout` seconds). ``nodes``: the Ray nodes (first 12 characters
+        of their ids) they run on now."""
+        out: dict[str, list[str]] = {"restarted": [], "nodes": [], "failed": []}
+        wanted: dict[int, tuple[RayWorker, set[str]]] = {}
+        for name in names:
+            worker = self._owner(name)
+            if worker is None or not worker.lost or name in self._singles:
+                out["failed"].append(name)
+            else:
+                wanted.setdefault(id(worker), (worker, set()))[1].add(name)
+        nodes: set[str] = set()
+        for dead, chosen in wanted.values():
+            try:
+                worker = await self._rehost_lost(dead, chosen)
+            except Exception as exc:
+                log.error("%d lost agents of batch %d (%s…) could not be started again: %s",
+                          len(chosen), dead.batch, min(chosen), exc)
+                out["failed"].extend(n for n in dead.names if n in chosen)
+                continue
+            nodes.add(str(worker.where["node"])[:12])
+            out["restarted"].extend(worker.names)
+        out["nodes"] = sorted(nodes)
+        return out
+
+    async def _rehost_lost(self, dead: RayWorker, chosen: set[str]) -> RayWorker:
+        """A new Ray worker hosting the agents ``chosen`` of the lost worker ``dead``,
+        as created; ``dead`` keeps the others (still lost)."""
+        import ray
+
+        segments = []
+        for seg in dead.request["segments"]:
+            seg_names = names_from_wire(seg["names"])
+            picks = [k for k in range(len(seg_names)) if seg_names[k] in chosen]
+            for a, b in position_runs(picks):
+                segments.append({**seg, "index": seg["index"] + a,
+                                 "names": names_to_wire(list(seg_names[a:b])),
+                                 "args": seg["args"][a:b] if seg.get("args") else None,
+                                 "states": None,
+                                 "placement": {"id": 0, "node_id": "", "gpu_indices": []}})
+        picked = [n for seg in segments for n in names_from_wire(seg["names"])]
+        request = {**dead.request, "segments": segments}
+        opts = BatchOptions.model_validate(request["options"])
+        if opts.node is not None and opts.node not in {
+                n["NodeID"] for n in ray.nodes() if n.get("Alive")}:  # type: ignore[no-untyped-call]
+            opts = opts.model_copy(update={"node": None})
+        custom = {label_resource(k, v): 0.001 for k, v in (opts.labels or {}).items()}
+        self._restarted = getattr(self, "_restarted", 0) + 1
+        handle = self._host_cls.options(**self._options(opts, len(picked), custom)).remote(
+            self.endpoint, f"{dead.batch}-r{self._restarted}")
+        worker = RayWorker(handle, dead.batch, picked, request, restartable=dead.restartable)
+        try:
+            worker.where = await asyncio.wait_for(
+                asyncio.wrap_future(handle.host.remote(request).future()),
+                self.restart_timeout)
+        except BaseException:
+            ray.kill(handle)
+            raise
+        worker.watch(self.restart_timeout, self._note_change)
+        workers = self.workers.setdefault(dead.batch, [])
+        dead.names = [n for n in dead.names if n not in chosen]
+        if not dead.names and dead in workers:
+            workers.remove(dead)
+        workers.append(worker)
+        return worker
 
     # -- stopping ----------------------------------------------------------------------------
 
