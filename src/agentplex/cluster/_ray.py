@@ -202,7 +202,7 @@ class RayCluster:
             raise
         for w, where in zip(made, wheres, strict=True):
             w.where = where
-            w.watch(self.restart_timeout, self._note_change)
+            w.watch(self.restart_timeout, self._note_change, self._worker_died)
         self.workers[batch_id] = made
         if opts.run is not None:
             self._runs[batch_id] = opts.run
@@ -320,6 +320,15 @@ class RayCluster:
         while True:
             await asyncio.sleep(interval)
             await self.checkpoint()
+
+    def _worker_died(self, worker: RayWorker, why: str) -> None:
+        """Ray says ``worker``'s process died: the calls waiting on its agents fail now,
+        not after the bus's heartbeat silence."""
+        died = getattr(self.runtime.transport, "peer_died", None)
+        node = worker.where.get("bus_node")
+        if callable(died) and node:
+            died(node, f"Ray worker {worker.where.get('pid')} hosting {len(worker.names)} "
+                       f"agents died ({why})")
 
     def _note_change(self) -> None:
         self._changed.set()
@@ -442,7 +451,7 @@ class RayCluster:
         except BaseException:
             ray.kill(handle)
             raise
-        worker.watch(self.restart_timeout, self._note_change)
+        worker.watch(self.restart_timeout, self._note_change, self._worker_died)
         workers = self.workers.setdefault(dead.batch, [])
         dead.names = [n for n in dead.names if n not in chosen]
         if not dead.names and dead in workers:

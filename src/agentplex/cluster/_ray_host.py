@@ -47,8 +47,9 @@ class RayHost:
 
         if self.shares is not None and request["batch"] in self.shares.batches:
             return self.where
+        node_id = f"ray-{self.label}-{os.getpid()}"
         if self.runtime is None:
-            self.runtime = connect(self.head, node_id=f"ray-{self.label}-{os.getpid()}")
+            self.runtime = connect(self.head, node_id=node_id)
             await self.runtime.start()
             self.shares = NodeShares(self.runtime)
         assert self.shares is not None
@@ -58,6 +59,7 @@ class RayHost:
             seg["placement"].update(node_id=node, gpu_indices=gpus)
         count = await self.shares.start(request, actor_class(request["target"]))
         self.where = {"node": node, "gpu_ids": gpus, "pid": os.getpid(), "actors": count,
+                      "bus_node": node_id,
                       "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         return self.where
 
@@ -123,13 +125,16 @@ class RayWorker:
         self.checkpoints += 1
         self.checkpointed_at = datetime.now(UTC).isoformat()
 
-    def watch(self, restart_timeout: float, on_change: Callable[[], None]) -> None:
+    def watch(self, restart_timeout: float, on_change: Callable[[], None],
+              on_death: Callable[[RayWorker, str], None] = lambda w, why: None) -> None:
         """Start watching the process; ``on_change()`` is called after each death and
-        each return."""
+        each return, ``on_death(self, why)`` first at each death."""
         self.hosting.set()
-        self.watcher = asyncio.ensure_future(self._watch(restart_timeout, on_change))
+        self.watcher = asyncio.ensure_future(self._watch(restart_timeout, on_change,
+                                                         on_death))
 
-    async def _watch(self, restart_timeout: float, on_change: Callable[[], None]) -> None:
+    async def _watch(self, restart_timeout: float, on_change: Callable[[], None],
+                     on_death: Callable[[RayWorker, str], None]) -> None:
         import ray
 
         while not self.lost:
@@ -140,6 +145,7 @@ class RayWorker:
             except ray.exceptions.RayError as exc:
                 death = exc
             self.hosting.clear()
+            on_death(self, type(death).__name__)
             on_change()
             log.warning("Ray worker hosting %d agents (%s…) died: %s", len(self.names),
                         self.names[0], type(death).__name__)
