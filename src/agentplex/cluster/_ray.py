@@ -429,11 +429,14 @@ class RayCluster:
             picks = [k for k in range(len(seg_names)) if seg_names[k] in chosen]
             for a, b in position_runs(picks):
                 segments.append({**seg, "index": seg["index"] + a,
-                                 "names": names_to_wire(list(seg_names[a:b])),
+                                 "names": names_to_wire(seg_names[a:b]),
                                  "args": seg["args"][a:b] if seg.get("args") else None,
                                  "states": None,
                                  "placement": {"id": 0, "node_id": "", "gpu_indices": []}})
-        picked = [n for seg in segments for n in names_from_wire(seg["names"])]
+        # a whole range (a worker's agents all lost: the usual case) stays one
+        picked: Sequence[str] = (names_from_wire(segments[0]["names"]) if len(segments) == 1
+                                 else [n for seg in segments
+                                       for n in names_from_wire(seg["names"])])
         request = {**dead.request, "segments": segments}
         opts = BatchOptions.model_validate(request["options"])
         if opts.node is not None and opts.node not in {
@@ -453,9 +456,11 @@ class RayCluster:
             raise
         worker.watch(self.restart_timeout, self._note_change, self._worker_died)
         workers = self.workers.setdefault(dead.batch, [])
-        dead.names = [n for n in dead.names if n not in chosen]
-        if not dead.names and dead in workers:
-            workers.remove(dead)
+        if len(picked) == len(dead.names):
+            if dead in workers:
+                workers.remove(dead)
+        else:
+            dead.names = [n for n in dead.names if n not in chosen]
         workers.append(worker)
         return worker
 

@@ -213,7 +213,8 @@ async def _on_ray(*, nodes: int, address: str | None, agent: type[Actor], run: s
         async def spawn_ray(cls: type[Actor], names: Sequence[str],
                             args: Sequence[dict[str, Any]]) -> Sequence[ActorRef]:
             shared = args[0] if all(kw == args[0] for kw in args) else None
-            wired = list(names)
+            # a range stays one: the cluster finds an agent's worker without a scan
+            wired = names if isinstance(names, NameRange) else list(names)
             options = BatchOptions(placement="spread", resources=Resources(cpus=0), run=run,
                                    workers=nodes or None)
             if shared is not None:
