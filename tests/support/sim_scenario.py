@@ -46,14 +46,22 @@ class Counter(AgentBase):
                    metadata={"total": self.total, "heard": len(self.heard)})
 
 
-async def _wait_at_gate(folder: str | None, what: str) -> None:
-    """With a ``folder`` that exists (a test's gate): say ``what-PID`` there, then wait
-    (120 s at most) for ``go`` (a test kills a node meanwhile)."""
-    if not folder or not Path(folder).is_dir():
-        return
+def _at_gate(folder: str | None, what: str) -> Path | None:
+    """With a ``folder`` that exists (a test's gate): say ``what-PID`` there; the gate."""
+    if not folder or not os.path.isdir(folder):
+        return None
     (Path(folder) / f"{what}-{os.getpid()}").touch()
+    return Path(folder)
+
+
+async def _wait_at_gate(folder: str | None, what: str) -> None:
+    """At a test's gate (see :func:`_at_gate`), wait (120 s at most) for ``go`` (a test
+    kills a node meanwhile)."""
+    gate = _at_gate(folder, what)
+    if gate is None:
+        return
     for _ in range(2400):
-        if (Path(folder) / "go").exists():
+        if (gate / "go").exists():
             return
         await asyncio.sleep(0.05)
 
