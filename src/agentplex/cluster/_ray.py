@@ -13,6 +13,10 @@ actors there, so messages never go through Ray: only placement does. Install wit
 With ``restart="on-failure"`` Ray restarts a worker process that dies (``max_restarts``)
 and the head hosts every agent it held there again, from the agents' last checkpoint
 (:meth:`RayCluster.checkpoint`, also taken every ``checkpoint_interval`` seconds).
+Agents of a worker Ray does not restart are lost; :meth:`RayCluster.respawn` starts them
+again, as created, in a new worker (what a simulation's driver does before it restores
+them from its own checkpoint). Either way the calls waiting on a dead worker fail as soon
+as Ray reports its death.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ class RayCluster:
         self._runs: dict[int, str] = {}
         """The run of each batch spawned for one."""
         self._batch_ids = itertools.count(1)
+        self._respawned = itertools.count(1)
+        """Numbers the workers :meth:`respawn` starts (their bus labels)."""
         self._host_cls: Any = None
         self._interval = checkpoint_interval
         self._checkpointer: asyncio.Task[None] | None = None
@@ -443,9 +449,8 @@ class RayCluster:
                 n["NodeID"] for n in ray.nodes() if n.get("Alive")}:  # type: ignore[no-untyped-call]
             opts = opts.model_copy(update={"node": None})
         custom = {label_resource(k, v): 0.001 for k, v in (opts.labels or {}).items()}
-        self._restarted = getattr(self, "_restarted", 0) + 1
         handle = self._host_cls.options(**self._options(opts, len(picked), custom)).remote(
-            self.endpoint, f"{dead.batch}-r{self._restarted}")
+            self.endpoint, f"{dead.batch}-r{next(self._respawned)}")
         worker = RayWorker(handle, dead.batch, picked, request, restartable=dead.restartable)
         try:
             worker.where = await asyncio.wait_for(
