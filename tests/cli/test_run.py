@@ -39,6 +39,8 @@ def test_bad_input_is_refused_with_a_clear_message(tmp_path: Path) -> None:
         (["run", "nowhere.py:Tally", *runs], "no scenario file"),
         (["run", TALLY, "--survey", "2:everyone:q", *runs], "a target is"),
         (["run", "--resume", "nothing-here", *runs], "no run"),
+        (["run", "--resume", "nothing-here", "--set", "scale=2", *runs], "--fork"),
+        (["run", "--resume", "nothing-here", "--survey", "2:all:q", *runs], "--fork"),
         (["run", "--fork", "nothing-here", *runs], "RUN@ROUND"),
     ]
     for args, message in cases:

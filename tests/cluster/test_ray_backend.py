@@ -168,5 +168,18 @@ async def test_a_worker_ray_restarts_hosts_its_agents_again_from_their_checkpoin
         assert (await cluster.call_round(gone, 1, timeout=30)).lost == list(gone.names)
         (node,) = await cluster.status()
         assert node["batches"] == {"1": 3}
+
+        # respawn: lost agents named start again as created, each dead worker's in a new
+        # one; those not named stay lost, those not lost are refused
+        got = await cluster.respawn(["gone-1", "kept-0", "nobody"])
+        assert got == {"restarted": ["gone-1"], "nodes": [node["node"][:12]],
+                       "failed": ["kept-0", "nobody"]}
+        assert await gone[1].call(2, timeout=30) == 2  # as created: from 0
+        assert await cluster.recover(gone.names) == {
+            "running": ["gone-1"], "lost": ["gone-0"], "unknown": []}
+        assert (await cluster.respawn(["gone-0"]))["restarted"] == ["gone-0"]
+        assert await gone[0].call(3, timeout=30) == 3
+        (node,) = await cluster.status()
+        assert node["batches"] == {"1": 3, "2": 2}
     finally:
         await cluster.close()

@@ -86,7 +86,8 @@ def test_a_killed_node_s_agents_come_back_from_the_last_checkpoint(tmp_path: Pat
     back = indexes(restored["indexes"])
     assert 0 < len(back) < 8  # node-1's share of the 8 agents
     assert restored == {"noticed": 3, "round": 2, "agents": len(back),
-                        "indexes": restored["indexes"], "to_nodes": ["node-0"]}
+                        "indexes": restored["indexes"], "to_nodes": ["node-0"],
+                        "missed": []}
     assert incidents["restarts"] == incidents["rolled_back"] == len(back)
     assert incidents["lost_agents"] == 0  # the head reported them lost; they came back
     rows = pq.read_table(run / "metrics.parquet").to_pylist()

@@ -33,6 +33,7 @@ class Counter(AgentBase):
         meta = (msg.metadata if msg is not None else None) or {}
         if "survey" in meta:
             self.heard.append(msg.get_text_content() or "" if msg else "")
+            await _wait_at_gate(os.environ.get("TALLY_SURVEY_GATE"), "surveyed")
             return Msg(self.name, f"{self.name} has {self.total}", "assistant")
         if meta.get("fail") == self.name:
             raise RuntimeError("asked to fail")
@@ -43,6 +44,26 @@ class Counter(AgentBase):
         self.total += int(meta["add"]) * int(meta.get("scale", 1))
         return Msg(self.name, f"total {self.total}", "assistant",
                    metadata={"total": self.total, "heard": len(self.heard)})
+
+
+def _at_gate(folder: str | None, what: str) -> Path | None:
+    """With a ``folder`` that exists (a test's gate): say ``what-PID`` there; the gate."""
+    if not folder or not os.path.isdir(folder):
+        return None
+    (Path(folder) / f"{what}-{os.getpid()}").touch()
+    return Path(folder)
+
+
+async def _wait_at_gate(folder: str | None, what: str) -> None:
+    """At a test's gate (see :func:`_at_gate`), wait (120 s at most) for ``go`` (a test
+    kills a node meanwhile)."""
+    gate = _at_gate(folder, what)
+    if gate is None:
+        return
+    for _ in range(2400):
+        if (gate / "go").exists():
+            return
+        await asyncio.sleep(0.05)
 
 
 class Tally(Scenario):

@@ -511,6 +511,18 @@ class ZmqTransport(Transport):
             self.stats["peers_lost"] += 1
             err = PeerLost(f"node {node!r} stopped answering (no heartbeat for "
                            f"{self.heartbeat_timeout:g}s)")
+        self._forget_peer(node, err)
+
+    def peer_died(self, node: str, reason: str) -> None:
+        """``node``'s process is known to be dead (what launched it says so: Ray, say):
+        what waits on it fails now with ``PeerLost(reason)``, as after its silence, and
+        the head forgets what it hosted. Nothing happens for a node not on the bus."""
+        if node in self._peers.nodes:
+            log.warning("node %r is lost: %s", node, reason)
+            self.stats["peers_lost"] += 1
+            self._forget_peer(node, PeerLost(reason))
+
+    def _forget_peer(self, node: str, err: PeerLost) -> None:
         self._peers.forget(node)
         self._calls.peer_lost(node, err)
         self._serving.peer_lost(node)

@@ -56,7 +56,8 @@ def run(
     checkpoint_every: Annotated[int, typer.Option(
         min=0, help="Checkpoint every R rounds (and after the last); 0: never.")] = 0,
     resume: Annotated[str | None, typer.Option(
-        help="Continue this run (its driver died) from its latest checkpoint.")] = None,
+        help="Continue this run (its driver died, or it failed) from its latest "
+        "checkpoint, as it was (changes: --fork).")] = None,
     fork: Annotated[str | None, typer.Option(
         help="RUN@R: a new run from round R's checkpoint of RUN (with --set changes).")
     ] = None,
@@ -139,6 +140,11 @@ def run(
         sets = parse_sets(set_ or [])
         start = None
         if resume is not None:
+            if sets or given or rounds is not None:  # else silently not taken
+                raise typer.BadParameter("--resume continues a run as it was: --set, "
+                                         "--rounds and the plan are not taken (start an "
+                                         "arm with changes from a checkpoint: --fork "
+                                         "RUN@ROUND)")
             options, start = resume_options(resume, runs_dir)
         elif fork is not None:
             options, start = fork_options(fork, runs_dir, sets, rounds,

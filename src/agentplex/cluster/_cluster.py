@@ -33,7 +33,14 @@ from ._resources import NodeSpec, Resources
 from ._rounds import RoundResult, call_round
 from ._scheduler import Placement, Scheduler
 from ._serve import ServedChatModel, ServedModels
-from ._shares import BatchSpec, Share, batch_args, batch_names, share_request
+from ._shares import (
+    BatchSpec,
+    Share,
+    batch_args,
+    batch_names,
+    position_runs,
+    share_request,
+)
 
 __all__ = ["Cluster"]
 
@@ -666,7 +673,7 @@ class Cluster:
         nodes: set[str] = set()
         for batch_id, positions in wanted.items():
             batch = self.batches[batch_id]
-            ranges = _ranges(sorted(positions))
+            ranges = position_runs(sorted(positions))
             options = batch.options
             if options.node is not None and options.node not in self.nodes:
                 batch.options = options = options.model_copy(update={"node": None})
@@ -681,7 +688,7 @@ class Cluster:
                 out["failed"].extend(batch.names[i] for i in sorted(positions))
                 continue
             left = {i for a, b in batch.lost for i in range(a, b)} - positions
-            batch.lost = _ranges(sorted(left))
+            batch.lost = position_runs(sorted(left))
             batch.restarts += 1
             nodes.update(p.node_id for p in placements)
             out["restarted"].extend(batch.names[i] for i in sorted(positions))
@@ -725,13 +732,3 @@ class Cluster:
         share = member[0].share_of(member[1])
         return share.placement if share is not None else None
 
-
-def _ranges(positions: Sequence[int]) -> list[tuple[int, int]]:
-    """Sorted positions as ``(start, stop)`` runs."""
-    out: list[tuple[int, int]] = []
-    for i in positions:
-        if out and out[-1][1] == i:
-            out[-1] = (out[-1][0], i + 1)
-        else:
-            out.append((i, i + 1))
-    return out

@@ -13,6 +13,10 @@ actors there, so messages never go through Ray: only placement does. Install wit
 With ``restart="on-failure"`` Ray restarts a worker process that dies (``max_restarts``)
 and the head hosts every agent it held there again, from the agents' last checkpoint
 (:meth:`RayCluster.checkpoint`, also taken every ``checkpoint_interval`` seconds).
+Agents of a worker Ray does not restart are lost; :meth:`RayCluster.respawn` starts them
+again, as created, in a new worker (what a simulation's driver does before it restores
+them from its own checkpoint). Either way the calls waiting on a dead worker fail as soon
+as Ray reports its death.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from ._resources import NodeSpec, Resources
 from ._rounds import RoundResult, call_round
 from ._scheduler import Placement
 from ._served_model import ServedChatModel
-from ._shares import batch_args, batch_names, names_to_wire
+from ._shares import batch_args, batch_names, names_from_wire, names_to_wire, position_runs
 
 __all__ = ["RayCluster", "label_resource"]
 
@@ -66,6 +70,8 @@ class RayCluster:
         self._runs: dict[int, str] = {}
         """The run of each batch spawned for one."""
         self._batch_ids = itertools.count(1)
+        self._respawned = itertools.count(1)
+        """Numbers the workers :meth:`respawn` starts (their bus labels)."""
         self._host_cls: Any = None
         self._interval = checkpoint_interval
         self._checkpointer: asyncio.Task[None] | None = None
@@ -202,7 +208,7 @@ class RayCluster:
             raise
         for w, where in zip(made, wheres, strict=True):
             w.where = where
-            w.watch(self.restart_timeout, self._note_change)
+            w.watch(self.restart_timeout, self._note_change, self._worker_died)
         self.workers[batch_id] = made
         if opts.run is not None:
             self._runs[batch_id] = opts.run
@@ -321,6 +327,15 @@ class RayCluster:
             await asyncio.sleep(interval)
             await self.checkpoint()
 
+    def _worker_died(self, worker: RayWorker, why: str) -> None:
+        """Ray says ``worker``'s process died: the calls waiting on its agents fail now,
+        not after the bus's heartbeat silence."""
+        died = getattr(self.runtime.transport, "peer_died", None)
+        node = worker.where.get("bus_node")
+        if callable(died) and node:
+            died(node, f"Ray worker {worker.where.get('pid')} hosting {len(worker.names)} "
+                       f"agents died ({why})")
+
     def _note_change(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
@@ -382,9 +397,77 @@ class RayCluster:
                                 attempts=attempts)
 
     async def respawn(self, names: Sequence[str]) -> dict[str, list[str]]:
-        """Not on Ray: Ray restarts a batch's worker itself (``restart="on-failure"``)."""
-        raise NotSupported("starting lost agents again is Ray's own restart on this "
-                           "backend (spawn the batch with restart='on-failure')")
+        """See :meth:`Cluster.respawn`: the lost agents of ``names`` (members of a batch
+        whose Ray worker died and was not restarted by Ray) started again as created, in
+        a new Ray worker per dead one (placed by Ray as the batch was; at most
+        :attr:`restart_timeout` seconds). ``nodes``: the Ray nodes (first 12 characters
+        of their ids) they run on now."""
+        out: dict[str, list[str]] = {"restarted": [], "nodes": [], "failed": []}
+        wanted: dict[int, tuple[RayWorker, set[str]]] = {}
+        for name in names:
+            worker = self._owner(name)
+            if worker is None or not worker.lost or name in self._singles:
+                out["failed"].append(name)
+            else:
+                wanted.setdefault(id(worker), (worker, set()))[1].add(name)
+        nodes: set[str] = set()
+        for dead, chosen in wanted.values():
+            try:
+                worker = await self._rehost_lost(dead, chosen)
+            except Exception as exc:
+                log.error("%d lost agents of batch %d (%s…) could not be started again: %s",
+                          len(chosen), dead.batch, min(chosen), exc)
+                out["failed"].extend(n for n in dead.names if n in chosen)
+                continue
+            nodes.add(str(worker.where["node"])[:12])
+            out["restarted"].extend(worker.names)
+        out["nodes"] = sorted(nodes)
+        return out
+
+    async def _rehost_lost(self, dead: RayWorker, chosen: set[str]) -> RayWorker:
+        """A new Ray worker hosting the agents ``chosen`` of the lost worker ``dead``,
+        as created; ``dead`` keeps the others (still lost)."""
+        import ray
+
+        segments = []
+        for seg in dead.request["segments"]:
+            seg_names = names_from_wire(seg["names"])
+            picks = [k for k in range(len(seg_names)) if seg_names[k] in chosen]
+            for a, b in position_runs(picks):
+                segments.append({**seg, "index": seg["index"] + a,
+                                 "names": names_to_wire(seg_names[a:b]),
+                                 "args": seg["args"][a:b] if seg.get("args") else None,
+                                 "states": None,
+                                 "placement": {"id": 0, "node_id": "", "gpu_indices": []}})
+        # a whole range (a worker's agents all lost: the usual case) stays one
+        picked: Sequence[str] = (names_from_wire(segments[0]["names"]) if len(segments) == 1
+                                 else [n for seg in segments
+                                       for n in names_from_wire(seg["names"])])
+        request = {**dead.request, "segments": segments}
+        opts = BatchOptions.model_validate(request["options"])
+        if opts.node is not None and opts.node not in {
+                n["NodeID"] for n in ray.nodes() if n.get("Alive")}:  # type: ignore[no-untyped-call]
+            opts = opts.model_copy(update={"node": None})
+        custom = {label_resource(k, v): 0.001 for k, v in (opts.labels or {}).items()}
+        handle = self._host_cls.options(**self._options(opts, len(picked), custom)).remote(
+            self.endpoint, f"{dead.batch}-r{next(self._respawned)}")
+        worker = RayWorker(handle, dead.batch, picked, request, restartable=dead.restartable)
+        try:
+            worker.where = await asyncio.wait_for(
+                asyncio.wrap_future(handle.host.remote(request).future()),
+                self.restart_timeout)
+        except BaseException:
+            ray.kill(handle)
+            raise
+        worker.watch(self.restart_timeout, self._note_change, self._worker_died)
+        workers = self.workers.setdefault(dead.batch, [])
+        if len(picked) == len(dead.names):
+            if dead in workers:
+                workers.remove(dead)
+        else:
+            dead.names = [n for n in dead.names if n not in chosen]
+        workers.append(worker)
+        return worker
 
     # -- stopping ----------------------------------------------------------------------------
 

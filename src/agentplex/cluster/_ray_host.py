@@ -15,10 +15,12 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from ..bus import connect
 from ..runtime import Runtime
+from ..tracing.lowlevel import names_of, run_event
 from ._node import actor_class
 from ._shares import NodeShares, names_from_wire
 
@@ -45,8 +47,9 @@ class RayHost:
 
         if self.shares is not None and request["batch"] in self.shares.batches:
             return self.where
+        node_id = f"ray-{self.label}-{os.getpid()}"
         if self.runtime is None:
-            self.runtime = connect(self.head, node_id=f"ray-{self.label}-{os.getpid()}")
+            self.runtime = connect(self.head, node_id=node_id)
             await self.runtime.start()
             self.shares = NodeShares(self.runtime)
         assert self.shares is not None
@@ -56,6 +59,7 @@ class RayHost:
             seg["placement"].update(node_id=node, gpu_indices=gpus)
         count = await self.shares.start(request, actor_class(request["target"]))
         self.where = {"node": node, "gpu_ids": gpus, "pid": os.getpid(), "actors": count,
+                      "bus_node": node_id,
                       "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
         return self.where
 
@@ -90,6 +94,10 @@ class RayWorker:
     restartable: bool
     where: dict[str, Any] = field(default_factory=dict)
     states: dict[int, Any] = field(default_factory=dict)
+    checkpoints: int = 0
+    """How many checkpoints ``states`` has been taken by (counted from 1)."""
+    checkpointed_at: str | None = None
+    """When the last one was (UTC, ISO 8601)."""
     restarts: int = 0
     lost: bool = False
     hosting: asyncio.Event = field(default_factory=asyncio.Event)
@@ -114,14 +122,19 @@ class RayWorker:
             for k, state in enumerate(states):
                 if state is not None:
                     self.states[index + k] = state
+        self.checkpoints += 1
+        self.checkpointed_at = datetime.now(UTC).isoformat()
 
-    def watch(self, restart_timeout: float, on_change: Callable[[], None]) -> None:
+    def watch(self, restart_timeout: float, on_change: Callable[[], None],
+              on_death: Callable[[RayWorker, str], None] = lambda w, why: None) -> None:
         """Start watching the process; ``on_change()`` is called after each death and
-        each return."""
+        each return, ``on_death(self, why)`` first at each death."""
         self.hosting.set()
-        self.watcher = asyncio.ensure_future(self._watch(restart_timeout, on_change))
+        self.watcher = asyncio.ensure_future(self._watch(restart_timeout, on_change,
+                                                         on_death))
 
-    async def _watch(self, restart_timeout: float, on_change: Callable[[], None]) -> None:
+    async def _watch(self, restart_timeout: float, on_change: Callable[[], None],
+                     on_death: Callable[[RayWorker, str], None]) -> None:
         import ray
 
         while not self.lost:
@@ -132,14 +145,26 @@ class RayWorker:
             except ray.exceptions.RayError as exc:
                 death = exc
             self.hosting.clear()
+            on_death(self, type(death).__name__)
             on_change()
             log.warning("Ray worker hosting %d agents (%s…) died: %s", len(self.names),
                         self.names[0], type(death).__name__)
             if not self.restartable:
-                self.lost = True
+                self._lose()
             else:
                 await self._rehost(restart_timeout)
             on_change()
+
+    @property
+    def label(self) -> str:
+        """The worker as incidents name it: ``ray-worker-PID``."""
+        return f"ray-worker-{self.where.get('pid', '?')}"
+
+    def _lose(self) -> None:
+        """Its agents are lost: the running experiment's incidents count them."""
+        self.lost = True
+        run_event("lost", node=self.label, agents=len(self.names), batch=self.batch,
+                  names=names_of(self.names, [(0, len(self.names))]))
 
     async def _rehost(self, restart_timeout: float) -> None:
         """Ray restarts the process (if it still may); host the agents there again."""
@@ -152,10 +177,15 @@ class RayWorker:
         except (TimeoutError, ray.exceptions.RayError) as exc:
             log.error("%d agents (%s…) not restarted: %s", len(self.names), self.names[0],
                       exc)
-            self.lost = True
+            self._lose()
             ray.kill(self.handle)  # given up on: it must not come back later, unknown
             return
+        dead = self.label
         self.restarts += 1
         self.hosting.set()
+        run_event("rollback", node=dead, agents=len(self.names), batch=self.batch,
+                  names=names_of(self.names, [(0, len(self.names))]),
+                  checkpoint=self.checkpoints or None, checkpointed_at=self.checkpointed_at,
+                  to_nodes=[self.label])
         log.info("restarted %d agents (%s…) from their checkpoint in Ray worker %d",
                  len(self.names), self.names[0], self.where["pid"])

@@ -22,7 +22,7 @@ from ._options import BatchOptions
 from ._scheduler import Placement
 
 __all__ = ["BatchSpec", "NodeShares", "Share", "batch_args", "batch_names",
-           "names_from_wire", "names_to_wire", "share_request"]
+           "names_from_wire", "names_to_wire", "position_runs", "share_request"]
 
 
 @dataclass
@@ -105,6 +105,17 @@ def batch_names(names: str | Sequence[str] | None, count: int, default_prefix: s
     if len(set(listed)) != len(listed):
         raise ValueError("a batch names one actor twice")
     return listed
+
+
+def position_runs(positions: Sequence[int]) -> list[tuple[int, int]]:
+    """Sorted positions as ``(start, stop)`` runs."""
+    out: list[tuple[int, int]] = []
+    for i in positions:
+        if out and out[-1][1] == i:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
 
 
 def names_to_wire(names: Sequence[str]) -> Any:

@@ -80,32 +80,40 @@ async def tell_all(rt: Runtime, refs: Sequence[Target], message: Any, timeout: f
     return out
 
 
-async def states_of(rt: Runtime, refs: Sequence[Target], timeout: float) -> list[Any]:
+async def states_of(rt: Runtime, refs: Sequence[Target], timeout: float, *,
+                    return_exceptions: bool = False) -> list[Any]:
     """Each agent's ``state_dict()``, in mailbox order, wherever it runs; the first
-    failure is raised once every call of its window has ended."""
+    failure is raised once every call of its window has ended (or, with
+    ``return_exceptions``, each failure is in the list in its agent's place)."""
     out: list[Any] = []
     for i in range(0, len(refs), WINDOW):
         out.extend(_all_or_first_error(await asyncio.gather(
             *(rt.state_of(r, timeout=timeout) for r in refs[i:i + WINDOW]),
-            return_exceptions=True)))
+            return_exceptions=True), return_exceptions))
     return out
 
 
 async def load_states(rt: Runtime, refs: Sequence[Target], states: Sequence[Any],
-                      timeout: float) -> None:
+                      timeout: float, *, return_exceptions: bool = False
+                      ) -> list[BaseException | None]:
     """``load_state_dict(states[i])`` on agent ``refs[i]``, wherever it runs; the first
-    failure is raised once every call of its window has ended."""
+    failure is raised once every call of its window has ended (or, with
+    ``return_exceptions``, returned in its agent's place: ``None`` where it loaded)."""
+    out: list[BaseException | None] = []
     for i in range(0, len(refs), WINDOW):
-        _all_or_first_error(await asyncio.gather(
+        out.extend(_all_or_first_error(await asyncio.gather(
             *(rt.load_state(r, s, timeout=timeout)
               for r, s in zip(refs[i:i + WINDOW], states[i:i + WINDOW], strict=True)),
-            return_exceptions=True))
+            return_exceptions=True), return_exceptions))
+    return out
 
 
-def _all_or_first_error(results: list[Any]) -> list[Any]:
+def _all_or_first_error(results: list[Any], keep: bool = False) -> list[Any]:
     """``results`` of a gather that returned exceptions: the first one raised (the others
     retrieved with it: no "exception was never retrieved" for each agent of a lost
-    node), else the results."""
+    node), else the results; ``keep``: the results, exceptions and all."""
+    if keep:
+        return results
     for value in results:
         if isinstance(value, BaseException):
             raise value

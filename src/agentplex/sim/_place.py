@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..cluster import ActorRefs, ClusterClient
+from ..cluster import ActorRefs, ClusterAPI, ClusterClient
 from ..runtime import Actor, ActorRef, NameRange, Runtime
 from ._errors import ScenarioError
 from ._nodes import LocalNodes, UserCode, class_code
@@ -40,9 +40,10 @@ class Placement:
                     Any] = field(repr=False)
     nodes: LocalNodes | None = None
     """The node processes started for the run, if any."""
-    cluster: ClusterClient | None = None
-    """The run's :class:`~agentplex.cluster.ClusterClient` on nodes (``None`` in this
-    process): what it asks about lost agents and how it starts them again."""
+    cluster: ClusterAPI | None = None
+    """The run's cluster (a :class:`~agentplex.cluster.ClusterClient` on nodes, the
+    :class:`~agentplex.cluster.RayCluster` on Ray; ``None`` in this process): what it
+    asks about lost agents and how it starts them again."""
     driver_node: str | None = None
     """The driver's id on the bus (``driver-RUN``; ``None`` in this process): the manifest
     keeps it as ``driver_node``, and the trace page shows it as ``driver``."""
@@ -108,7 +109,7 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
     started)."""
     if backend == "ray":
         async with _on_ray(nodes=nodes, address=address, agent=agent, run=run, code=code,
-                           log=log) as home:
+                           heartbeat=heartbeat, log=log) as home:
             yield home
         return
     if backend != "local":
@@ -175,13 +176,16 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
 
 @asynccontextmanager
 async def _on_ray(*, nodes: int, address: str | None, agent: type[Actor], run: str | None,
-                  code: Sequence[UserCode], log: Callable[[str], None]
+                  code: Sequence[UserCode], heartbeat: float, log: Callable[[str], None]
                   ) -> AsyncIterator[Placement]:
     """Agents in Ray worker processes: a local Ray started here (:data:`RAY_CPUS`, no
     dashboard; its workers import the user's ``code`` from its folders), or the Ray
     cluster at ``address`` (whose workers must find the code themselves), or the Ray
     this process has already initialised. ``nodes``: workers per batch (default: one per
-    Ray node). Messages travel on our bus; Ray only places the workers."""
+    Ray node). Messages travel on our bus, whose head (this process) counts a worker
+    silent for ``heartbeat`` seconds lost; Ray only places the workers. A worker that
+    dies is not restarted by Ray: the run's restart policy starts its agents again
+    (:meth:`~agentplex.cluster.RayCluster.respawn`) and restores them."""
     try:
         import ray
     except ImportError:
@@ -199,7 +203,17 @@ async def _on_ray(*, nodes: int, address: str | None, agent: type[Actor], run: s
             init["num_cpus"] = RAY_CPUS
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  **init)
-    cluster = await RayCluster.start(checkpoint_interval=None, shutdown_ray=started)
+    from ..bus import connect
+
+    head = connect(bind="tcp://127.0.0.1:0", heartbeat_timeout=heartbeat)
+    try:
+        cluster = await RayCluster.start(checkpoint_interval=None, shutdown_ray=started,
+                                         runtime=head)
+    except BaseException:
+        await head.shutdown()
+        if started:
+            ray.shutdown()
+        raise
     which = (f"the Ray cluster at {address}" if address is not None else
              "a local Ray" if started else "the Ray this process had started")
     log(f"{which}: up in {time.perf_counter() - began:.1f}s")
@@ -207,7 +221,8 @@ async def _on_ray(*, nodes: int, address: str | None, agent: type[Actor], run: s
         async def spawn_ray(cls: type[Actor], names: Sequence[str],
                             args: Sequence[dict[str, Any]]) -> Sequence[ActorRef]:
             shared = args[0] if all(kw == args[0] for kw in args) else None
-            wired = list(names)
+            # a range stays one: the cluster finds an agent's worker without a scan
+            wired = names if isinstance(names, NameRange) else list(names)
             options = BatchOptions(placement="spread", resources=Resources(cpus=0), run=run,
                                    workers=nodes or None)
             if shared is not None:
@@ -217,6 +232,10 @@ async def _on_ray(*, nodes: int, address: str | None, agent: type[Actor], run: s
                                             names=wired, options=options)
 
         workers = nodes or "one per Ray node"
-        yield Placement(cluster.runtime, f"Ray worker processes ({workers})", spawn_ray)
+        yield Placement(cluster.runtime, f"Ray worker processes ({workers})", spawn_ray,
+                        cluster=cluster)
     finally:
-        await cluster.close()
+        try:
+            await cluster.close()
+        finally:
+            await head.shutdown()

@@ -7,11 +7,11 @@ transcript (an operator's line) and the trace (a ``restore`` or ``lost`` span) s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..cluster import ClusterClient, NotSupported
+from ..cluster import ClusterAPI, NotSupported
 from ..message import Msg
 from ..tracing import Run
 from ..tracing.lowlevel import index_ranges, sim_span, transcribe
@@ -19,7 +19,7 @@ from ._calls import load_states
 from ._sim import OPERATOR, Sim
 from ._store import Checkpoint, checkpoints
 
-__all__ = ["Lost", "restart_lost"]
+__all__ = ["Lost", "Told", "restart_lost"]
 
 BATCH = 20_000
 """Agent states loaded per window."""
@@ -39,18 +39,35 @@ class Lost:
     """Why the run cannot go on (when ``left``)."""
 
 
-async def restart_lost(run: Run, sim: Sim, cluster: ClusterClient, policy: str,
+@dataclass
+class Told:
+    """An intervention's message of the round: what a restored agent no longer has."""
+
+    label: str
+    """``"intervention 1 of round 4"``."""
+    text: str
+    to: Collection[int]
+    """The indexes of the agents it was told to."""
+
+
+async def restart_lost(run: Run, sim: Sim, cluster: ClusterAPI, policy: str,
                        number: int, prefix: str, starts: Sequence[Checkpoint],
-                       log: Callable[[str], None]) -> Lost | None:
+                       log: Callable[[str], None], told: Sequence[Told] = ()
+                       ) -> Lost | None:
     """After round ``number``: the agents of ``sim.unreachable`` that the head reports
     lost with their node, started again and restored (``policy == "on-failure"``) or
-    left lost; ``None`` when none was lost. ``starts``: the checkpoint the run started
-    from, if any (a resumed or forked run's agents are also held there)."""
+    left lost; ``None`` when none was lost. Once one is lost, every agent of the run is
+    asked about (a survey of a sample, say, met only some of a dead node's agents).
+    ``starts``: the checkpoint the run started from, if any (a resumed or forked run's
+    agents are also held there). ``told``: the round's interventions, which restored
+    agents no longer have (the record says so)."""
     suspects = sorted(sim.unreachable)
     sim.unreachable.clear()
     lost = (await cluster.recover(suspects))["lost"]
     if not lost:
         return None
+    if len(suspects) < len(sim.agents):
+        lost = (await cluster.recover(sim.names))["lost"]
     index = {name: int(name[len(prefix):]) for name in lost}
     out = Lost(len(lost))
     if policy == "never":
@@ -70,11 +87,23 @@ async def restart_lost(run: Run, sim: Sim, cluster: ClusterClient, policy: str,
                 "noticed": number, "round": to, "agents": len(names),
                 "indexes": index_ranges(sorted(index[n] for n in names)),
                 "to_nodes": got["nodes"]}
+            missed = [t.label for t in told if any(index[n] in t.to for n in names)]
+            if missed:
+                event["missed"] = missed
             text = (f"{len(names)} agents ({event['indexes']}) were lost with their node "
                     f"in round {number}; started again on {', '.join(got['nodes'])}, "
                     + (f"restored to round {to}'s checkpoint" if to else
                        "as created (no checkpoint held them)"))
             _say(run, "restore", text, event)  # the manifest's incidents log it
+        back = sorted(index[n] for names in out.restored.values() for n in names)
+        for t in told:
+            who = [i for i in back if i in t.to]
+            if who:
+                ranges = index_ranges(who)
+                _say(run, "missed", f"{len(who)} agents ({ranges}) do not have "
+                     f"{t.label} ({t.text!r}): lost with their node, they were restored "
+                     "to an older state", {"noticed": number, "agents": len(who),
+                                           "indexes": ranges, "intervention": t.label})
     if out.left:
         ranges = index_ranges(sorted(index[n] for n in out.left))
         why = ("the restart policy is 'never'" if policy == "never"

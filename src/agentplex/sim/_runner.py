@@ -30,7 +30,7 @@ from ._errors import CheckpointError, ScenarioError
 from ._nodes import user_code
 from ._place import HEARTBEAT, placement
 from ._plan import Intervention, Plan, Survey, choose
-from ._restart import Lost, restart_lost
+from ._restart import Lost, Told, restart_lost
 from ._scenario import Scenario, load_scenario, resolve_class, takes_name
 from ._ship import ship_scenario
 from ._sim import OPERATOR, UNREACHABLE, Sim
@@ -268,11 +268,12 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                         log(f"round {number}: {sim.timeouts + sim.errors - failed:,} calls "
                             f"failed; the first: {sim.first_error}")
                     held = [start.checkpoint] if start.checkpoint is not None else []
+                    told = _told(sim, options.plan, groups, number)
                     lost: Lost | None = None
                     if home.cluster is not None and sim.unreachable:
                         with in_round(number):
                             lost = await restart_lost(run, sim, home.cluster, policy, number,
-                                                      cls.name_prefix, held, log)
+                                                      cls.name_prefix, held, log, told)
                     row = {"round": number, **sim.metrics}
                     result.metrics.append(row)
                     write_table(run.dir / "metrics.parquet", result.metrics, ["round"])
@@ -299,7 +300,7 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
                                 with in_round(number):
                                     lost = await restart_lost(run, sim, home.cluster, policy,
                                                               number, cls.name_prefix, held,
-                                                              log)
+                                                              log, told)
                                 if lost is None:
                                     raise
                                 if not lost.left:  # all back: this round's checkpoint now
@@ -360,6 +361,16 @@ def _plan_rng(sim: Sim, salt: str, k: int) -> random.Random:
     return random.Random(f"{sim.seed}/{sim.round}/{salt}/{k}")
 
 
+def _told(sim: Sim, plan: Plan, groups: dict[str, Sequence[int]], number: int
+          ) -> list[Told]:
+    """The messages of round ``number``'s interventions, and whom each was told to."""
+    interventions, _ = plan.at(number)
+    return [Told(f"intervention {k + 1} of round {number}", item.message,
+                 range(len(sim.agents)) if item.to == "all" else
+                 set(choose(item.to, len(sim.agents), groups, _plan_rng(sim, "intervene", k))))
+            for k, item in enumerate(interventions) if item.message is not None]
+
+
 async def _intervene(sim: Sim, scenario: Scenario, item: Intervention,
                      groups: dict[str, Sequence[int]], k: int) -> None:
     with sim_span("intervention", **{"agentplex.sim.round": sim.round,
@@ -383,20 +394,46 @@ async def _survey(sim: Sim, survey: Survey, groups: dict[str, Sequence[int]], k:
     with sim_span("survey", **{"agentplex.sim.round": sim.round,
                                "agentplex.sim.target": survey.to,
                                "agentplex.sim.asked": len(refs)}):
-        # a copy: an agent in this process hands out its live lists and dicts
-        before = None if survey.memory else \
-            copy.deepcopy(await states_of(sim.runtime, refs, sim.timeout))
+        before = None if survey.memory else await _states_before(sim, refs)
         question = Msg(OPERATOR, survey.question, "user",
                        metadata={"survey": survey.to, "memory": survey.memory})
-        got = await sim.call_many(refs, question)
+        got = await sim.call_many(refs, question)  # a lost agent's answer: its error
         if before is not None:
-            await load_states(sim.runtime, refs, before, sim.timeout)
+            await _put_back(sim, refs, before)
     rows = [{"round": sim.round, "agent": r.name, "question": survey.question,
              "answer": (v.get_text_content() if isinstance(v, Msg) else
                         None if isinstance(v, BaseException) else str(v)),
              "error": f"{type(v).__name__}: {v}" if isinstance(v, BaseException) else None}
             for r, v in zip(refs, got, strict=True)]
     tables.add(sim.round, k, rows)
+
+
+async def _states_before(sim: Sim, refs: Sequence[ActorRef]) -> list[Any]:
+    """The states of a survey's agents before its question: a copy of each (an agent in
+    this process hands out its live lists and dicts), or the error of an agent out of
+    reach (its node died: it is left to the restart policy, like its answer)."""
+    got = await states_of(sim.runtime, refs, sim.timeout, return_exceptions=True)
+    for value in got:
+        if isinstance(value, BaseException) and not isinstance(value, UNREACHABLE):
+            raise value
+    return [v if isinstance(v, BaseException) else copy.deepcopy(v) for v in got]
+
+
+async def _put_back(sim: Sim, refs: Sequence[ActorRef], states: list[Any]) -> None:
+    """Each surveyed agent's state as before the question; an agent whose state was not
+    read or cannot be loaded because it is out of reach is one the restart policy sees
+    after the round (it restores it from a checkpoint, or the run stops)."""
+    kept = [i for i, s in enumerate(states) if not isinstance(s, BaseException)]
+    failed = await load_states(sim.runtime, [refs[i] for i in kept],
+                               [states[i] for i in kept], sim.timeout,
+                               return_exceptions=True)
+    out = [i for i, s in enumerate(states) if isinstance(s, BaseException)]
+    for i, error in zip(kept, failed, strict=True):
+        if error is not None:
+            if not isinstance(error, UNREACHABLE):
+                raise error
+            out.append(i)
+    sim.unreachable.update(refs[i].name for i in out)
 
 
 async def _windows(sim: Sim, refs: Sequence[ActorRef]

@@ -56,6 +56,10 @@ class Restore(BaseModel):
     """Their agent indexes as ranges, ``"0-99,200-299"``."""
     to_nodes: list[str] = Field(default_factory=list)
     """Where they run now."""
+    missed: list[str] = Field(default_factory=list)
+    """The operator's interventions of round ``noticed`` that some of them no longer
+    have (``"intervention 1 of round 4"``): they were told before the restore brought
+    them back to an older state (the transcript's ``missed`` lines say which agents)."""
 
 
 class RunIncidents(BaseModel):
