@@ -199,7 +199,9 @@ async def test_own_messages_distinct_identical_and_malformed_across_nodes(nodes:
         bad_role = Msg.model_construct(id="i", name="n", role="boss",  # type: ignore[arg-type]
                                        content="x",
                                        metadata=None, timestamp="t")
-        columns = [["i", "j"], ["n", "n"], ["user", "user"], ["c", "c"], ["t", "t"]]
+        columns = [["i", "j"], ["n", "n"], ["user", "user"], ["c", "c"], [None, None],
+                   ["t", "t"]]  # ids, names, roles, contents, metadata, timestamps
+        none: list[Any] = [[]] * 6  # no plain message
         malformed = {  # what is wrong: (the per-target part, what the error says)
             "one message for two targets": (encode_each([msg]), "1 values for 2 targets"),
             "three for two": (encode_each([msg, msg, msg]), "3 values for 2 targets"),
@@ -207,16 +209,17 @@ async def test_own_messages_distinct_identical_and_malformed_across_nodes(nodes:
                                         *columns[3:], []]), "unknown role 'boss'"),
             "a number as an id": (encode([2, None, ["i", 5], *columns[1:], []]),
                                   "ids are not a list of strings"),
-            "a column too short": (encode([2, None, *columns[:3], ["c"], columns[4], []]),
+            "a column too short": (encode([2, None, *columns[:3], ["c"], *columns[4:], []]),
                                    "1 message contents for 2 messages"),
             "an index out of range": (encode([2, [0, 1], ["i"], ["n"], ["user"], ["c"],
-                                              ["t"], []]), "index is not one position"),
-            "a position taken twice": (encode([2, None, [], [], [], [], [],
-                                               [[0, 1], [0, 2]]]), "bad position 0"),
-            "a message failing validation": (encode([2, None, [], [], [], [], [],
+                                              [None], ["t"], []]),
+                                      "index is not one position"),
+            "a position taken twice": (encode([2, None, *none, [[0, 1], [0, 2]]]),
+                                       "bad position 0"),
+            "a message failing validation": (encode([2, None, *none,
                                                      [[0, bad_role], [1, "x"]]]),
                                              "Input should be 'user'"),
-            "the old form, a list": (encode([msg, msg]), "not a list of 8 parts"),
+            "the old form, a list": (encode([msg, msg]), "not a list of 9 parts"),
             "not msgpack": (b"\xc1\xc1", "malformed payload"),
         }
         with anyio.fail_after(30):

@@ -148,6 +148,22 @@ def msg_ext(body: dict[str, Any]) -> bytes:
     return msgpack.packb([1, msgpack.ExtType(1, msgpack.packb(body))])
 
 
+@pytest.mark.parametrize("metadata", [
+    None, {}, {"heard": [0.25, 0.5], "eps": 0.2, "who": "x", "raw": b"\0", "n": None},
+    {"nested": {"k": 1}}, {"items": [[1]]},
+])
+def test_a_message_with_a_string_content_travels_as_its_dump(metadata: Any) -> None:
+    msg = Msg("host", "hello", "user", metadata=metadata)
+    assert encode(msg) == msg_ext(msg.model_dump(mode="python"))  # the wire as it was
+    assert decode(encode(msg)) == msg
+
+
+def test_metadata_shaped_like_a_base64_source_keeps_its_text() -> None:
+    msg = Msg("host", "hello", "user", metadata={"type": "base64", "data": "aGk="})
+    assert b"aGk=" not in encode(msg)  # packed as raw bytes, as every base64 source is
+    assert decode(encode(msg)) == msg
+
+
 def test_a_plain_message_travels_as_its_dump_and_comes_back_as_if_validated() -> None:
     msg = Msg("host", "hello", "user")
     assert encode(msg) == msg_ext(msg.model_dump(mode="python"))  # the wire as it was

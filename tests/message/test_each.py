@@ -64,6 +64,19 @@ def test_an_object_named_again_travels_once_and_each_target_gets_its_own() -> No
     assert got[3].content == [TextBlock(text="hi")]
 
 
+def test_messages_with_flat_metadata_are_plain_and_others_are_validated() -> None:
+    flat = Msg("op", "hi", "user", metadata={"heard": [0.1, 0.2], "eps": 0.2, "who": "x"})
+    deep = Msg("op", "hi", "user", metadata={"nested": {"k": [1]}})
+    b64 = Msg("op", "hi", "user", metadata={"type": "base64", "data": "aGk="})
+    values = [flat, deep, b64, flat]
+    got = decode_each(encode_each(values), 4)
+    assert got == values
+    assert got[0].metadata is not got[3].metadata and got[0].metadata is not flat.metadata
+    assert got[0].metadata["heard"] is not got[3].metadata["heard"]
+    got[0].metadata["heard"].append(1.0)
+    assert got[3].metadata["heard"] == [0.1, 0.2]
+
+
 def test_no_values() -> None:
     assert decode_each(encode_each([]), 0) == []
 
@@ -78,30 +91,44 @@ def test_any_values_with_repeats_round_trip(distinct: list[Any], picks: list[int
     assert len({id(v) for v in mutable}) == len(mutable)
 
 
-COLUMNS = [["i", "j"], ["n", "n"], ["user", "user"], ["c", "c"], ["t", "t"]]
+COLUMNS = [["i", "j"], ["n", "n"], ["user", "user"], ["c", "c"], [None, {"k": [1]}],
+           ["t", "t"]]
+"""Two plain messages' columns: ids, names, roles, contents, metadata, timestamps."""
+NONE: list[Any] = [[], [], [], [], [], []]
+"""No plain message."""
 BAD_ROLE = Msg.model_construct(id="i", name="n", role="boss",  # type: ignore[arg-type]
-                               content="x", metadata=None,
-                               timestamp="t")
+                               content="x", metadata=None, timestamp="t")
+
+
+def one(**change: Any) -> list[Any]:
+    """The columns of one plain message, ``change`` replacing some."""
+    cols = {"ids": ["i"], "names": ["n"], "roles": ["user"], "contents": ["c"],
+            "metadata": [None], "stamps": ["t"]}
+    return list({**cols, **change}.values())
 
 
 @pytest.mark.parametrize(("data", "says"), [
     (encode_each([plain("x")]), "1 values for 2 targets"),
     (encode([2, None, *COLUMNS[:2], ["user", "boss"], *COLUMNS[3:], []]), "unknown role"),
     (encode([2, None, ["i", 5], *COLUMNS[1:], []]), "ids are not a list of strings"),
-    (encode([2, None, *COLUMNS[:3], "cc", COLUMNS[4], []]), "contents are not a list"),
-    (encode([2, None, *COLUMNS[:4], ["t"], []]), "1 message timestamps for 2 messages"),
+    (encode([2, None, *COLUMNS[:3], "cc", *COLUMNS[4:], []]), "contents are not a list"),
+    (encode([2, None, *COLUMNS[:5], ["t"], []]), "1 message timestamps for 2 messages"),
+    (encode([2, None, *COLUMNS[:4], [None], COLUMNS[5], []]), "metadata are not one"),
+    (encode([2, None, *COLUMNS[:4], [None, {"k": {"deep": 1}}], COLUMNS[5], []]),
+     "metadata are not one"),
+    (encode([2, None, *COLUMNS[:4], [None, {1: 2}], COLUMNS[5], []]), "malformed payload"),
+    (encode([2, None, *COLUMNS[:4], [None, "m"], COLUMNS[5], []]), "metadata are not one"),
     (encode([2, None, *COLUMNS, [[0, "x"]]]), "3 values for 2 targets"),
-    (encode([2, [0, 2], ["i"], ["n"], ["user"], ["c"], ["t"], [[1, "x"]]]),
-     "index is not one position"),
-    (encode([2, [0, True], ["i"], ["n"], ["user"], ["c"], ["t"], [[1, "x"]]]),
-     "index is not one position"),
-    (encode([2, [0], ["i"], ["n"], ["user"], ["c"], ["t"], []]), "index is not one position"),
-    (encode([2, None, [], [], [], [], [], [[0, 1], [0, 2]]]), "bad position 0"),
-    (encode([2, None, [], [], [], [], [], [[0, 1], [5, 2]]]), "bad position 5"),
-    (encode([2, None, [], [], [], [], [], [[0, 1], ["1", 2]]]), "not \\[position, value\\]"),
-    (encode([2, None, [], [], [], [], [], [[0, BAD_ROLE], [1, 2]]]), "validation error"),
-    (encode([plain("x"), plain("y")]), "not a list of 8 parts"),
-    (encode("x"), "not a list of 8 parts"),
+    (encode([2, [0, 2], *one(), [[1, "x"]]]), "index is not one position"),
+    (encode([2, [0, True], *one(), [[1, "x"]]]), "index is not one position"),
+    (encode([2, [0], *one(), []]), "index is not one position"),
+    (encode([2, None, *one(names=[b"n"]), [[1, "x"]]]), "names are not a list of strings"),
+    (encode([2, None, *NONE, [[0, 1], [0, 2]]]), "bad position 0"),
+    (encode([2, None, *NONE, [[0, 1], [5, 2]]]), "bad position 5"),
+    (encode([2, None, *NONE, [[0, 1], ["1", 2]]]), "not \\[position, value\\]"),
+    (encode([2, None, *NONE, [[0, BAD_ROLE], [1, 2]]]), "validation error"),
+    (encode([plain("x"), plain("y")]), "not a list of 9 parts"),
+    (encode("x"), "not a list of 9 parts"),
     (b"\xc1", "malformed payload"),
 ])
 def test_malformed_input_is_a_decode_error(data: bytes, says: str) -> None:

@@ -3,29 +3,31 @@ targets its own (``call_many(refs, PerActor(messages))``).
 
 :func:`encode_each` writes every distinct value once (by identity: one ``Msg`` object given
 to many targets travels once, each target names it by its position) and plain messages —
-a ``Msg`` whose content is a string and which has no metadata, as simulations send them —
-as columns of strings instead of one nested map each. :func:`decode_each` checks the shape
-and every column's types before it builds anything, builds those messages without a
-pydantic validation each (the checks are the validation: a string in each field, a known
-role), and validates everything else as :func:`~agentplex.message.decode` does. A value
+a ``Msg`` whose content is a string and whose metadata is ``None`` or a flat dict, as
+simulations send them — as columns instead of one nested map each. :func:`decode_each`
+checks the shape and every column's types before it builds anything, builds those messages
+without a pydantic validation each (the checks are the validation: a string in each field,
+a known role, plain metadata), and validates everything else as
+:func:`~agentplex.message.decode` does. A value
 named by several targets is given to the first and deep-copied for each other one, so no
 two targets ever share a mutable object.
 
 The body, inside the codec's ``[FORMAT_VERSION, body]``::
 
-    [n, index, ids, names, roles, contents, timestamps, others]
+    [n, index, ids, names, roles, contents, metadata, timestamps, others]
 
 ``n`` values; ``index`` is ``None`` when every value is distinct (in order) or else ``n``
-positions into the distinct values; the five columns hold the plain messages, which take
+positions into the distinct values; the six columns hold the plain messages, which take
 the distinct positions that ``others`` (``[[position, value], ...]``) leaves free, in order.
 """
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from typing import Any
 
-from ._codec import DEFAULT_MAX_SIZE, decode, encode
+from ._codec import DEFAULT_MAX_SIZE, decode, encode, plain_metadata
 from ._copy import deep_copy
 from ._errors import DecodeError
 from ._msg import FIELDS, ROLES, Msg, assemble
@@ -42,6 +44,7 @@ def encode_each(values: Sequence[Any]) -> bytes:
     names: list[str] = []
     roles: list[str] = []
     contents: list[str] = []
+    metas: list[dict[str, Any] | None] = []
     stamps: list[str] = []
     others: list[list[Any]] = []
     for value in values:
@@ -52,13 +55,14 @@ def encode_each(values: Sequence[Any]) -> bytes:
             if type(value) is Msg:
                 d = value.__dict__
                 content = d["content"]
-                if (type(content) is str and d["metadata"] is None
-                        and type(d["id"]) is str and type(d["name"]) is str
-                        and type(d["timestamp"]) is str):
+                if (type(content) is str and type(d["id"]) is str
+                        and type(d["name"]) is str and type(d["timestamp"]) is str
+                        and plain_metadata(d["metadata"])):
                     ids.append(d["id"])
                     names.append(d["name"])
                     roles.append(d["role"])
                     contents.append(content)
+                    metas.append(d["metadata"])
                     stamps.append(d["timestamp"])
                     index.append(pos)
                     continue
@@ -66,7 +70,7 @@ def encode_each(values: Sequence[Any]) -> bytes:
         index.append(pos)
     distinct = len(seen) == len(index)  # then ``index`` is 0, 1, 2, ...
     return encode([len(index), None if distinct else index, ids, names, roles, contents,
-                   stamps, others])
+                   metas, stamps, others])
 
 
 _FREE: Any = object()
@@ -88,12 +92,28 @@ def decode_each(data: bytes | bytearray | memoryview, count: int, *,
     """The ``count`` values :func:`encode_each` encoded, each target's its own object.
 
     Raises :class:`DecodeError` (and never anything else) when ``data`` is not that, holds
-    another number of values, or any value fails validation; nothing is built then.
+    another number of values, or any value fails validation: the whole frame's shape and
+    columns are checked before any plain message is built, and nothing is returned in part.
+
+    The cyclic garbage collector is held off meanwhile: everything decoded lives on (it is
+    the targets' messages), and with messages that carry metadata its passes over the
+    containers being made took more than half the time.
     """
+    if not gc.isenabled():
+        return _decode_each(data, count, max_size)
+    gc.disable()
+    try:
+        return _decode_each(data, count, max_size)
+    finally:
+        gc.enable()
+
+
+def _decode_each(data: bytes | bytearray | memoryview, count: int, max_size: int
+                 ) -> list[Any]:
     body = decode(data, max_size=max_size)
-    if type(body) is not list or len(body) != 8:
-        raise DecodeError("per-target values: not a list of 8 parts")
-    n, index, ids, names, roles, contents, stamps, others = body
+    if type(body) is not list or len(body) != 9:
+        raise DecodeError("per-target values: not a list of 9 parts")
+    n, index, ids, names, roles, contents, metas, stamps, others = body
     if type(n) is not int or n != count:
         raise DecodeError(f"per-target values: {n!r} values for {count} targets")
     rows = len(_strings(ids, "message ids"))
@@ -102,6 +122,10 @@ def decode_each(data: bytes | bytearray | memoryview, count: int, *,
         if len(_strings(column, what)) != rows:
             raise DecodeError(f"per-target values: {len(column)} message {what} for "
                               f"{rows} messages")
+    if type(metas) is not list or len(metas) != rows or (
+            metas.count(None) != rows and not all(map(plain_metadata, metas))):
+        raise DecodeError("per-target values: the messages' metadata are not one plain "
+                          "dict or None each")
     if not ROLES.issuperset(roles):
         raise DecodeError(f"per-target values: a message has an unknown role "
                           f"{next(r for r in roles if r not in ROLES)!r}")
@@ -122,9 +146,9 @@ def decode_each(data: bytes | bytearray | memoryview, count: int, *,
         distinct[pos] = value
     fields = _ALL_FIELDS
     built = [assemble(Msg, {"id": i, "name": name, "role": role, "content": content,
-                            "metadata": None, "timestamp": stamp}, fields.copy())
-             for i, name, role, content, stamp in zip(ids, names, roles, contents, stamps,
-                                                      strict=True)]
+                            "metadata": meta, "timestamp": stamp}, fields.copy())
+             for i, name, role, content, meta, stamp in zip(ids, names, roles, contents,
+                                                            metas, stamps, strict=True)]
     if others:
         free = iter(built)
         distinct = [next(free) if value is _FREE else value for value in distinct]
