@@ -10,8 +10,11 @@ from typing import Any
 import anyio
 import pytest
 
-from agentplex import ActorNotFound, HandlerError, Msg, MsgHub, Runtime
+from agentplex import ActorError, ActorNotFound, HandlerError, Msg, MsgHub, Runtime, TextBlock
 from agentplex.bus import ZmqTransport
+from agentplex.bus.lowlevel import Op
+from agentplex.message import encode
+from agentplex.message.lowlevel import encode_each
 from agentplex.orchestration import fanout_pipeline
 from agentplex.runtime import CallTimeout, PeerLost, PerActor
 
@@ -155,3 +158,74 @@ async def test_call_many_with_a_message_per_actor_across_nodes(nodes: Any) -> No
     assert isinstance(got[9], ActorNotFound)
     assert got[10:] == ["first", "tag00"]
     assert moved == ["tag11", "second"]
+
+
+async def test_own_messages_distinct_identical_and_malformed_across_nodes(nodes: Any) -> None:
+    """One fan-out gives each agent on two node processes its own message: distinct ones,
+    one ``Msg`` object given to several agents (it travels once, yet each agent gets an
+    independent copy) and messages with blocks and metadata; a malformed per-target frame
+    gets a clear error, reaches no agent, and the node goes on serving."""
+    async with head() as rt:
+        t: ZmqTransport = rt.transport  # type: ignore[assignment]
+        await nodes(t.endpoint, *(f"Keeper:k0{i}" for i in range(3)), node_id="own-0")
+        await nodes(t.endpoint, *(f"Keeper:k1{i}" for i in range(3)), node_id="own-1")
+        targets = [f"k{n}{i}" for i in range(3) for n in range(2)]  # the nodes interleaved
+        same = Msg("host", "one for many", "user")
+        rich = Msg("host", [TextBlock(text="look")], "user", metadata={"tags": ["x"]})
+        messages = [same, same, Msg("host", "for k01 only", "user"), same, rich, rich]
+        with anyio.fail_after(30):
+            before = t.stats["call_many_frames"]
+            got = await rt.call_many(targets, PerActor(messages))
+            assert t.stats["call_many_frames"] - before == 2  # one frame per node
+            kept = await rt.call_many(targets, "kept")
+        assert [m.content for m in got] == ["kept 1"] * 6
+        assert [m.name for m in got] == targets
+        for target, message, [[name, metadata, content]] in zip(targets, messages, kept,
+                                                                 strict=True):
+            assert name == target  # no other agent's mark
+            assert metadata == {**(message.metadata or {}), "kept_by": [target]}
+            if isinstance(message.content, str):
+                assert content == message.content
+            else:
+                assert content == [TextBlock(text="look"), TextBlock(text=f"seen by {target}")]
+        # the caller's messages are as they were
+        assert same.name == "host" and same.metadata is None
+        assert rich.metadata == {"tags": ["x"]} and rich.content == [TextBlock(text="look")]
+
+        def frame(each: bytes) -> bytes:
+            return encode([Op.CALL, ["k00", "k01"], each, 10.0, True])
+
+        msg = Msg("host", "x", "user")
+        bad_role = Msg.model_construct(id="i", name="n", role="boss",  # type: ignore[arg-type]
+                                       content="x",
+                                       metadata=None, timestamp="t")
+        columns = [["i", "j"], ["n", "n"], ["user", "user"], ["c", "c"], [None, None],
+                   ["t", "t"]]  # ids, names, roles, contents, metadata, timestamps
+        none: list[Any] = [[]] * 6  # no plain message
+        malformed = {  # what is wrong: (the per-target part, what the error says)
+            "one message for two targets": (encode_each([msg]), "1 values for 2 targets"),
+            "three for two": (encode_each([msg, msg, msg]), "3 values for 2 targets"),
+            "an unknown role": (encode([2, None, *columns[:2], ["user", "boss"],
+                                        *columns[3:], []]), "unknown role 'boss'"),
+            "a number as an id": (encode([2, None, ["i", 5], *columns[1:], []]),
+                                  "ids are not a list of strings"),
+            "a column too short": (encode([2, None, *columns[:3], ["c"], *columns[4:], []]),
+                                   "1 message contents for 2 messages"),
+            "an index out of range": (encode([2, [0, 1], ["i"], ["n"], ["user"], ["c"],
+                                              [None], ["t"], []]),
+                                      "index is not one position"),
+            "a position taken twice": (encode([2, None, *none, [[0, 1], [0, 2]]]),
+                                       "bad position 0"),
+            "a message failing validation": (encode([2, None, *none,
+                                                     [[0, bad_role], [1, "x"]]]),
+                                             "Input should be 'user'"),
+            "the old form, a list": (encode([msg, msg]), "not a list of 9 parts"),
+            "not msgpack": (b"\xc1\xc1", "malformed payload"),
+        }
+        with anyio.fail_after(30):
+            for each, says in malformed.values():
+                with pytest.raises(ActorError, match=f"^undecodable payload: .*{says}"):
+                    await t._calls.request("own-0", Op.CALL_MANY, frame(each), 10)
+            assert await rt.call_many(["k00", "k01"], "kept") == [kept[0], kept[2]]  # nothing
+            got = await rt.call_many(["k00", "k01"], PerActor([msg, msg]))
+        assert [m.content for m in got] == ["kept 2"] * 2

@@ -138,3 +138,56 @@ def test_random_bytes_never_crash_the_decoder(data: bytes) -> None:
 def test_non_bytes_input_is_refused() -> None:
     with pytest.raises(DecodeError):
         decode("text")  # type: ignore[arg-type]
+
+
+PLAIN = {"id": "i", "name": "n", "role": "user", "content": "c", "metadata": None,
+         "timestamp": "t"}
+
+
+def msg_ext(body: dict[str, Any]) -> bytes:
+    return msgpack.packb([1, msgpack.ExtType(1, msgpack.packb(body))])
+
+
+@pytest.mark.parametrize("metadata", [
+    None, {}, {"heard": [0.25, 0.5], "eps": 0.2, "who": "x", "raw": b"\0", "n": None},
+    {"nested": {"k": 1}}, {"items": [[1]]},
+])
+def test_a_message_with_a_string_content_travels_as_its_dump(metadata: Any) -> None:
+    msg = Msg("host", "hello", "user", metadata=metadata)
+    assert encode(msg) == msg_ext(msg.model_dump(mode="python"))  # the wire as it was
+    assert decode(encode(msg)) == msg
+
+
+def test_metadata_shaped_like_a_base64_source_keeps_its_text() -> None:
+    msg = Msg("host", "hello", "user", metadata={"type": "base64", "data": "aGk="})
+    assert b"aGk=" not in encode(msg)  # packed as raw bytes, as every base64 source is
+    assert decode(encode(msg)) == msg
+
+
+def test_a_plain_message_travels_as_its_dump_and_comes_back_as_if_validated() -> None:
+    msg = Msg("host", "hello", "user")
+    assert encode(msg) == msg_ext(msg.model_dump(mode="python"))  # the wire as it was
+    got = decode(encode(msg))
+    assert got == msg and got is not msg
+    assert got.__pydantic_fields_set__ == Msg.model_validate(PLAIN).__pydantic_fields_set__
+    got.name = "changed"
+    got.metadata = {"k": 1}
+    assert msg.name == "host" and msg.metadata is None
+
+
+@pytest.mark.parametrize("change", [
+    {"role": "boss"}, {"role": ["user"]}, {"id": 5}, {"name": None}, {"timestamp": 1.5},
+    {"content": 7}, {"metadata": "m"}, {"extra": 1},
+])
+def test_a_message_that_is_almost_plain_is_validated(change: dict[str, Any]) -> None:
+    with pytest.raises(DecodeError, match="invalid value on the wire"):
+        decode(msg_ext({**PLAIN, **change}))
+
+
+def test_a_message_not_plain_but_valid_is_validated() -> None:
+    body = dict(PLAIN)
+    del body["id"]  # a default is drawn, as validation does
+    got = decode(msg_ext(body))
+    assert got.content == "c" and len(got.id) == 32
+    assert decode(msg_ext({**PLAIN, "metadata": {"k": [1]}})).metadata == {"k": [1]}
+    assert decode(msg_ext({**PLAIN, "timestamp": b"t"})).timestamp == "t"  # as pydantic does

@@ -1,7 +1,7 @@
 """Actors the tests host in node processes and spawn by import path
 (``tests.support.actors:Name``): an echoing actor, a MsgHub participant, a counter, a
-tool actor, an actor that always fails, one that answers late, and a model-less voter for
-scale runs."""
+tool actor, one that keeps and marks the messages it gets, an actor that always fails, one
+that answers late, and a model-less voter for scale runs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from agentplex import Actor, AgentBase, Msg
+from agentplex import Actor, AgentBase, Msg, TextBlock
 from agentplex.agent import StateModule
 from agentplex.cluster import ToolActor
 from agentplex.tool import AgentImage
@@ -120,6 +120,30 @@ class Painter(ToolActor):
 
     def make_tools(self) -> list[Any]:
         return [paint]
+
+
+class Keeper(Actor):
+    """Keeps every ``Msg`` it is called with and marks it as its own (its ``name`` and a
+    ``metadata["kept_by"]`` entry, a content block appended when the content is a list): a
+    message it shared with another actor would carry that actor's marks too. A call
+    ``"kept"`` answers ``[name, metadata, content]`` of each message kept."""
+
+    def __init__(self) -> None:
+        self.kept: list[Msg] = []
+
+    async def handle_call(self, message: Any) -> Any:
+        if message == "kept":
+            return [[m.name, m.metadata, m.content] for m in self.kept]
+        assert isinstance(message, Msg), message
+        me = self.ref.name
+        message.name = me
+        if message.metadata is None:
+            message.metadata = {}
+        message.metadata.setdefault("kept_by", []).append(me)
+        if isinstance(message.content, list):
+            message.content.append(TextBlock(text=f"seen by {me}"))
+        self.kept.append(message)
+        return Msg(me, f"kept {len(self.kept)}", "assistant")
 
 
 class Failing(Actor):

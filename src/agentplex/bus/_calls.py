@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..message import DecodeError, encode
+from ..message.lowlevel import encode_each
 from ..runtime import ActorError, ActorNotFound, ActorStopped, CallTimeout, MailboxFull
 from ..runtime.lowlevel import Envelope, StreamChannel, abandon, settle
 from ..tracing.lowlevel import answer_received, extract_context, send_headers
@@ -274,7 +275,8 @@ class Calls:
                     if k >= len(chunks):
                         continue
                     fan = FanOut(node, next(self._ids), chunks[k], replies, errors, moved)
-                    own = data if data is not None else encode([payload[i] for i in fan.at])
+                    own = data if data is not None else encode_each(
+                        [payload[i] for i in fan.at])
                     sent.append((fan, await self._send_fanout(
                         fan, kind, sender, headers[node], own, names, deadline - loop.time(),
                         each=each)))

@@ -12,6 +12,7 @@ import zmq
 import zmq.asyncio
 
 from ..message import DecodeError, decode, encode
+from ..message.lowlevel import decode_each
 from ..runtime import ActorError, MailboxFull, PeerLost
 from ._directory import Liveness
 from ._errors import PayloadTooLarge
@@ -230,12 +231,15 @@ class Peers:
         if n & (n - 1) == 0:
             log.warning("dropped a bad bus frame (%d so far): %s", n, why)
 
-    def decode(self, h: Header, data: bytes) -> Any:
+    def decode(self, h: Header, data: bytes, *, each: int | None = None) -> Any:
         """The payload of ``h``; :class:`DecodeError` (counted, and answered to a request's
-        sender) when it is not valid."""
+        sender) when it is not valid. ``each``: ``data`` holds that many values, one per
+        target (:func:`~agentplex.message.lowlevel.decode_each`)."""
         if not data:
             return None
         try:
+            if each is not None:
+                return decode_each(data, each, max_size=self.max_message_size)
             return decode(data, max_size=self.max_message_size)
         except DecodeError as exc:
             n = self.stats["bad_payload"] = self.stats["bad_payload"] + 1

@@ -254,7 +254,8 @@ class Serving:
         each target's reply or error as they come, the last once all have answered or the
         caller's timeout has passed. The body is ``[kind, targets, payload, timeout]``
         (one message for all, each target given its own copy) or ``[kind, targets,
-        payloads, timeout, True]`` (``payloads`` encodes a list: one message per target)."""
+        payloads, timeout, True]`` (``payloads``: one message per target, as
+        :func:`~agentplex.message.lowlevel.encode_each` writes them)."""
         if h.corr is None:
             self.peers.drop("call_many without a correlation id")
             return
@@ -268,7 +269,7 @@ class Serving:
             return
         kind, targets, encoded, timeout = body[:4]
         each = len(body) == 5
-        payload = self.peers.decode(h, encoded)
+        payload = self.peers.decode(h, encoded, each=len(targets) if each else None)
         if each and not (isinstance(payload, list) and len(payload) == len(targets)):
             self.peers.answer_error(h, ActorError(
                 "malformed call_many request: not one message per target"))

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from ._blocks import Base64Source, Block, block_adapter
 from ._errors import DecodeError, EncodeError
-from ._msg import Msg
+from ._msg import FIELDS, ROLES, Msg, assemble
 
 __all__ = [
     "DEFAULT_MAX_SIZE",
@@ -100,8 +100,32 @@ _BLOCK_TYPES: frozenset[type] = frozenset(Block.__args__)  # type: ignore[attr-d
 
 
 
+_SCALARS = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def plain_metadata(metadata: Any) -> bool:
+    """Whether ``metadata`` is ``None`` or a flat dict (string keys; scalars or lists of
+    scalars as values; not a base64 source's shape): what a message's validation and its
+    media packing would leave exactly as it is."""
+    if metadata is None:
+        return True
+    if type(metadata) is not dict or metadata.get("type") == "base64":
+        return False
+    for key, value in metadata.items():
+        if type(key) is not str:
+            return False
+        kind = type(value)
+        if kind not in _SCALARS and not (kind is list
+                                         and _SCALARS.issuperset(map(type, value))):
+            return False
+    return True
+
+
 def _default(obj: Any) -> Any:
     if isinstance(obj, Msg):
+        d = obj.__dict__
+        if type(obj) is Msg and type(d["content"]) is str and plain_metadata(d["metadata"]):
+            return msgpack.ExtType(_EXT_MSG, _packb(d))  # what model_dump would give
         body = _pack_media(obj.model_dump(mode="python", exclude_defaults=False))
         return msgpack.ExtType(_EXT_MSG, _packb(body))
     if isinstance(obj, Base64Source) or type(obj) in _BLOCK_TYPES:
@@ -152,6 +176,15 @@ def encode(obj: Any) -> bytes:
 
 # -- decode ---------------------------------------------------------------------------------
 
+def _plain(body: Any) -> bool:
+    """Whether ``body`` is a message with a string content and plain metadata, each field
+    of the type its validation would demand (so the message needs no validation)."""
+    return (type(body) is dict and body.keys() == FIELDS and type(body["content"]) is str
+            and type(body["id"]) is str and type(body["name"]) is str
+            and type(body["timestamp"]) is str and type(body["role"]) is str
+            and body["role"] in ROLES and plain_metadata(body["metadata"]))
+
+
 class _Decoder:
     __slots__ = ()
 
@@ -167,7 +200,10 @@ class _Decoder:
     def ext_hook(self, code: int, data: bytes) -> Any:
         if code == _EXT_TUPLE:
             return tuple(self.unpack(data))
-        body = _unpack_media(self.unpack(data))
+        body = self.unpack(data)
+        if code == _EXT_MSG and _plain(body):  # checked: built without a validation
+            return assemble(Msg, body, set(FIELDS))
+        body = _unpack_media(body)
         if code == _EXT_MSG:
             return Msg.model_validate(body)
         if code == _EXT_BLOCK:

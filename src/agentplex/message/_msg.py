@@ -62,6 +62,27 @@ def _new_id() -> str:
     return f"{_ids.getrandbits(128):032x}"
 
 
+FIELDS = frozenset({"id", "name", "role", "content", "metadata", "timestamp"})
+"""The fields of a :class:`Msg` (the keys of its ``__dict__``)."""
+
+ROLES = frozenset({"user", "assistant", "system"})
+"""The values of :data:`Role`."""
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def assemble(cls: type[Msg], fields: dict[str, Any], fields_set: set[str]) -> Msg:
+    """A message of class ``cls`` holding ``fields`` as its ``__dict__``, without
+    validation: for values already checked (or copied from a message), never for input."""
+    new = _new(cls)
+    _set(new, "__dict__", fields)
+    _set(new, "__pydantic_fields_set__", fields_set)
+    _set(new, "__pydantic_extra__", None)
+    _set(new, "__pydantic_private__", None)
+    return new
+
+
 class Msg(BaseModel):
     """A message: who sent it (``name``, ``role``) and what it says (``content``).
 
@@ -98,13 +119,8 @@ class Msg(BaseModel):
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Msg:
         if isinstance(self.content, str) and self.metadata is None:
             # every field is immutable: a shallow copy is a deep one
-            new = object.__new__(type(self))
-            object.__setattr__(new, "__dict__", self.__dict__.copy())
-            object.__setattr__(new, "__pydantic_fields_set__",
-                               self.__pydantic_fields_set__.copy())
-            object.__setattr__(new, "__pydantic_extra__", None)
-            object.__setattr__(new, "__pydantic_private__", None)
-            return new
+            return assemble(type(self), self.__dict__.copy(),
+                            self.__pydantic_fields_set__.copy())
         return super().__deepcopy__(memo)
 
     # -- content helpers -------------------------------------------------------------

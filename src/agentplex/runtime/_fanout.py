@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import copy
 import gc
 import types
 from collections import deque
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
+
+from ..message.lowlevel import deep_copy
 
 if TYPE_CHECKING:
     from ._cell import ActorCell
@@ -81,20 +82,6 @@ class GCPause:
 
 Suspended = tuple[contextvars.Context, Coroutine[Any, Any, None], Any]
 """A handler that waited on its first step: its context, its coroutine, what it yielded."""
-
-
-_IMMUTABLE = frozenset({str, bytes, int, float, bool, complex, type(None)})
-"""Types whose values ``copy.deepcopy`` returns as they are."""
-
-
-def deep_copy(value: Any) -> Any:
-    """``copy.deepcopy(value)``, calling a ``__deepcopy__`` directly (a message's own is
-    much cheaper than the generic walk and its memo bookkeeping); an immutable scalar is
-    returned at once."""
-    if type(value) in _IMMUTABLE:
-        return value
-    method = None if isinstance(value, type) else getattr(value, "__deepcopy__", None)
-    return method({}) if method is not None else copy.deepcopy(value)
 
 
 @types.coroutine
