@@ -605,10 +605,14 @@ async def throughput(model: Any, ns: list[int], args: argparse.Namespace,
                                                                   args.tokens), "tokens/s")
 
 
-async def quality(model: Any, int8: Any, prompts: int, tokens: int = 48) -> None:
+async def quality(model: Any, int8: Any, prompts: int, tokens: int = 48,
+                  alone_prompts: int = 8) -> None:
     """int8 weights against float32: perplexity on the fixed text, and on the demo's prompts
-    greedy agreement and the share of answers that are valid JSON guesses (unconstrained,
-    greedy), and of the demo's own constrained, sampled calls that give a guess."""
+    greedy agreement (the prompts batched together, and the first ``alone_prompts`` decoded
+    one at a time), the share of batched greedy answers equal to the same prompt decoded
+    alone (each weight kind against itself), the share of answers that are valid JSON guesses
+    (unconstrained, greedy), and of the demo's own constrained, sampled calls that give a
+    guess."""
     from tests.support.model_quality import common_prefix, demo_prompts, is_guess, perplexity
 
     from agentplex.sim.scenarios._game import Guess
@@ -628,13 +632,21 @@ async def quality(model: Any, int8: Any, prompts: int, tokens: int = 48) -> None
                                          for i, p in enumerate(asks)))
         valid = sum(1 for r in sampled if r.metadata and "number" in r.metadata)
         emit("quality_valid_json", impl + "-constrained", prompts, 100 * valid / prompts, "%")
-    same = sum(a == b for a, b in zip(texts["float32"], texts["int8"], strict=True))
-    ids = [[tok(t, add_special_tokens=False)["input_ids"] for t in texts[k]]
-           for k in ("float32", "int8")]
-    shared = sum(common_prefix(a, b) for a, b in zip(*ids, strict=True))
-    emit("quality_greedy_agreement", "int8/float32", prompts, 100 * same / prompts,
-         "% identical", shared_prefix_pct=round(100 * shared / sum(map(len, ids[0])), 1),
-         tokens=tokens)
+        alone = [(await m(p, max_tokens=tokens)).text for p in asks[:alone_prompts]]
+        texts[impl + "-alone"] = alone
+        same = sum(a == b for a, b in zip(alone, texts[impl], strict=False))
+        emit("quality_batch_invariance", impl, alone_prompts, 100 * same / alone_prompts,
+             "% batched = alone", batch=prompts, tokens=tokens)
+
+    def agreement(name: str, a: list[str], b: list[str]) -> None:
+        same = sum(x == y for x, y in zip(a, b, strict=True))
+        ids = [[tok(t, add_special_tokens=False)["input_ids"] for t in texts] for texts in (a, b)]
+        shared = sum(common_prefix(x, y) for x, y in zip(*ids, strict=True))
+        emit("quality_greedy_agreement", name, len(a), 100 * same / len(a), "% identical",
+             shared_prefix_pct=round(100 * shared / sum(map(len, ids[0])), 1), tokens=tokens)
+
+    agreement("int8/float32-batched", texts["float32"], texts["int8"])
+    agreement("int8/float32-alone", texts["float32-alone"], texts["int8-alone"])
 
 
 async def constrained(model: Any, repeats: int = 3) -> None:
