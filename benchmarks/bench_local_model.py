@@ -16,7 +16,7 @@ Prints one JSON line per figure: ``{"bench", "impl", "n", "value", "unit"}``.
 * ``weights``: the same engine with float32, int8 (``quantize="int8"``) and bf16 weights at
   each N, the three taken in turn ``--repeats`` times (so that a shared machine's noise hits
   them alike): median tokens per wall second and per CPU second of the process, and int8's
-  ratios to float32.
+  ratios to float32; with ``--llama-server URL``, llama.cpp's server in the same turns.
 * ``load``: cold (GGUF → safetensors conversion) and warm (from the cache) load time, each in a
   fresh process, imports excluded.
 * ``constrained``: milliseconds per generated token with and without a JSON schema.
@@ -231,7 +231,7 @@ async def main() -> None:
     if "weights" in parts and int8 is not None and bf16 is not None:
         await bf16(prompt(0), max_tokens=4)
         await weights({"float32": model, "int8": int8, "bf16": bf16}, ns, args.tokens,
-                      args.repeats)
+                      args.repeats, args.llama_server)
     if "constrained" in parts:
         await constrained(model)
     if "prefix" in parts:
@@ -613,12 +613,17 @@ async def throughput(model: Any, ns: list[int], args: argparse.Namespace,
                                                                   args.tokens), "tokens/s")
 
 
-async def weights(models: dict[str, Any], ns: list[int], tokens: int, repeats: int) -> None:
+async def weights(models: dict[str, Any], ns: list[int], tokens: int, repeats: int,
+                  server: str | None = None) -> None:
     """Tokens per wall second and per CPU second of each of ``models`` (the same weights in
-    different dtypes) at each N, the models taken in turn ``repeats`` times; medians."""
+    different dtypes) at each N, the models taken in turn ``repeats`` times; medians. With
+    ``server`` (llama.cpp's server's URL), its tokens per wall second in the same turns."""
     for n in ns:
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
+        theirs: list[float] = []
         for _ in range(repeats):
+            if server:
+                theirs.append(llama_server(server, n, tokens))
             for name, m in models.items():
                 c0, w0 = time.process_time(), time.perf_counter()
                 out = await asyncio.gather(*(m(prompt(i), max_tokens=tokens) for i in range(n)))
@@ -634,6 +639,12 @@ async def weights(models: dict[str, Any], ns: list[int], tokens: int, repeats: i
         for name in ("int8", "bf16"):
             emit("weights_ratio", f"{name}/float32", n, medians[name][0] / base_wall, "x",
                  per_cpu_s_x=round(medians[name][1] / base_cpu, 2))
+        if theirs:
+            llama = statistics.median(theirs)
+            emit("weights", "llama-cpp-server", n, llama, "tokens/s", repeats=repeats)
+            for name in models:
+                emit("weights_ratio", f"{name}/llama-cpp-server", n, medians[name][0] / llama,
+                     "x")
 
 
 async def quality(model: Any, int8: Any, prompts: int, tokens: int = 48,
