@@ -13,6 +13,10 @@ Prints one JSON line per figure: ``{"bench", "impl", "n", "value", "unit"}``.
   (``tests/support/texts``), and on the demo game's prompts the share of greedy answers
   identical to float32's, and of valid JSON guesses (greedy unconstrained; the demo's own
   constrained, sampled calls).
+* ``weights``: the same engine with float32, int8 (``quantize="int8"``) and bf16 weights at
+  each N, the three taken in turn ``--repeats`` times (so that a shared machine's noise hits
+  them alike): median tokens per wall second and per CPU second of the process, and int8's
+  ratios to float32; with ``--llama-server URL``, llama.cpp's server in the same turns.
 * ``load``: cold (GGUF → safetensors conversion) and warm (from the cache) load time, each in a
   fresh process, imports excluded.
 * ``constrained``: milliseconds per generated token with and without a JSON schema.
@@ -158,7 +162,7 @@ async def main() -> None:
     parser.add_argument("--llama-server", default=None, help="base URL of llama.cpp's server")
     parser.add_argument("--parts", default=None,
                         help="load,throughput,constrained (--tiny: steps); also quality, "
-                        "prefix, demo, chunked")
+                        "weights, prefix, demo, chunked")
     parser.add_argument("--model", default="default", help="a model folder (default: embedded)")
     parser.add_argument("--max-batch", type=int, default=None,
                         help="the engine's max_batch_size (64; --tiny: the largest N)")
@@ -209,10 +213,10 @@ async def main() -> None:
         on_cpu = model.model.device.type == "cpu"
         bf16 = TransformersChatModel(args.model, cache_dir=cache, torch_dtype="bfloat16",
                                      max_batch_size=args.max_batch) if (
-            on_cpu and "throughput" in parts) else None
+            on_cpu and parts & {"throughput", "weights"}) else None
         int8 = TransformersChatModel(args.model, cache_dir=cache, quantize="int8",
                                      max_batch_size=args.max_batch) if (
-            on_cpu and parts & {"throughput", "quality"}) else None
+            on_cpu and parts & {"throughput", "quality", "weights"}) else None
     await model(prompt(0), max_tokens=4)  # first-call warm-up
     one_at_a_time(model, 1, 4)
     if int8 is not None:
@@ -224,6 +228,10 @@ async def main() -> None:
         for n in ns if bf16 is not None else ():  # bf16 weights (AVX512-BF16 CPUs gain)
             emit("throughput", "agentplex-batched-bf16", n, await batched(bf16, n, args.tokens),
                  "tokens/s")
+    if "weights" in parts and int8 is not None and bf16 is not None:
+        await bf16(prompt(0), max_tokens=4)
+        await weights({"float32": model, "int8": int8, "bf16": bf16}, ns, args.tokens,
+                      args.repeats, args.llama_server)
     if "constrained" in parts:
         await constrained(model)
     if "prefix" in parts:
@@ -605,10 +613,48 @@ async def throughput(model: Any, ns: list[int], args: argparse.Namespace,
                                                                   args.tokens), "tokens/s")
 
 
-async def quality(model: Any, int8: Any, prompts: int, tokens: int = 48) -> None:
+async def weights(models: dict[str, Any], ns: list[int], tokens: int, repeats: int,
+                  server: str | None = None) -> None:
+    """Tokens per wall second and per CPU second of each of ``models`` (the same weights in
+    different dtypes) at each N, the models taken in turn ``repeats`` times; medians. With
+    ``server`` (llama.cpp's server's URL), its tokens per wall second in the same turns."""
+    for n in ns:
+        runs: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
+        theirs: list[float] = []
+        for _ in range(repeats):
+            if server:
+                theirs.append(llama_server(server, n, tokens))
+            for name, m in models.items():
+                c0, w0 = time.process_time(), time.perf_counter()
+                out = await asyncio.gather(*(m(prompt(i), max_tokens=tokens) for i in range(n)))
+                wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+                made = sum(r.usage.output_tokens for r in out)
+                runs[name].append((made / wall, made / cpu))
+        medians = {name: (statistics.median(w for w, _ in r), statistics.median(c for _, c in r))
+                   for name, r in runs.items()}
+        for name, (wall, cpu) in medians.items():
+            emit("weights", name, n, wall, "tokens/s", per_cpu_s=round(cpu, 2),
+                 repeats=repeats)
+        base_wall, base_cpu = medians["float32"]
+        for name in ("int8", "bf16"):
+            emit("weights_ratio", f"{name}/float32", n, medians[name][0] / base_wall, "x",
+                 per_cpu_s_x=round(medians[name][1] / base_cpu, 2))
+        if theirs:
+            llama = statistics.median(theirs)
+            emit("weights", "llama-cpp-server", n, llama, "tokens/s", repeats=repeats)
+            for name in models:
+                emit("weights_ratio", f"{name}/llama-cpp-server", n, medians[name][0] / llama,
+                     "x")
+
+
+async def quality(model: Any, int8: Any, prompts: int, tokens: int = 48,
+                  alone_prompts: int = 8) -> None:
     """int8 weights against float32: perplexity on the fixed text, and on the demo's prompts
-    greedy agreement and the share of answers that are valid JSON guesses (unconstrained,
-    greedy), and of the demo's own constrained, sampled calls that give a guess."""
+    greedy agreement (the prompts batched together, and the first ``alone_prompts`` decoded
+    one at a time), the share of batched greedy answers equal to the same prompt decoded
+    alone (each weight kind against itself), the share of answers that are valid JSON guesses
+    (unconstrained, greedy), and of the demo's own constrained, sampled calls that give a
+    guess."""
     from tests.support.model_quality import common_prefix, demo_prompts, is_guess, perplexity
 
     from agentplex.sim.scenarios._game import Guess
@@ -628,13 +674,21 @@ async def quality(model: Any, int8: Any, prompts: int, tokens: int = 48) -> None
                                          for i, p in enumerate(asks)))
         valid = sum(1 for r in sampled if r.metadata and "number" in r.metadata)
         emit("quality_valid_json", impl + "-constrained", prompts, 100 * valid / prompts, "%")
-    same = sum(a == b for a, b in zip(texts["float32"], texts["int8"], strict=True))
-    ids = [[tok(t, add_special_tokens=False)["input_ids"] for t in texts[k]]
-           for k in ("float32", "int8")]
-    shared = sum(common_prefix(a, b) for a, b in zip(*ids, strict=True))
-    emit("quality_greedy_agreement", "int8/float32", prompts, 100 * same / prompts,
-         "% identical", shared_prefix_pct=round(100 * shared / sum(map(len, ids[0])), 1),
-         tokens=tokens)
+        alone = [(await m(p, max_tokens=tokens)).text for p in asks[:alone_prompts]]
+        texts[impl + "-alone"] = alone
+        same = sum(a == b for a, b in zip(alone, texts[impl], strict=False))
+        emit("quality_batch_invariance", impl, alone_prompts, 100 * same / alone_prompts,
+             "% batched = alone", batch=prompts, tokens=tokens)
+
+    def agreement(name: str, a: list[str], b: list[str]) -> None:
+        same = sum(x == y for x, y in zip(a, b, strict=True))
+        ids = [[tok(t, add_special_tokens=False)["input_ids"] for t in texts] for texts in (a, b)]
+        shared = sum(common_prefix(x, y) for x, y in zip(*ids, strict=True))
+        emit("quality_greedy_agreement", name, len(a), 100 * same / len(a), "% identical",
+             shared_prefix_pct=round(100 * shared / sum(map(len, ids[0])), 1), tokens=tokens)
+
+    agreement("int8/float32-batched", texts["float32"], texts["int8"])
+    agreement("int8/float32-alone", texts["float32-alone"], texts["int8-alone"])
 
 
 async def constrained(model: Any, repeats: int = 3) -> None:

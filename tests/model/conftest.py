@@ -68,7 +68,8 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def smol(model_cache: Path) -> Any:
-    """The embedded SmolLM2-135M-Instruct, converted from its GGUF file into ``model_cache``."""
+    """The embedded SmolLM2-135M-Instruct with its float32 weights (``quantize=None``; the
+    default is int8 on a CPU), converted from its GGUF file into ``model_cache``."""
     pytest.importorskip("torch")
     from agentplex.model import TransformersChatModel
     from agentplex.model.local import embedded_gguf
@@ -77,4 +78,5 @@ def smol(model_cache: Path) -> Any:
         embedded_gguf()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
-    return TransformersChatModel("default", cache_dir=model_cache, max_new_tokens=48)
+    return TransformersChatModel("default", cache_dir=model_cache, max_new_tokens=48,
+                                 quantize=None)

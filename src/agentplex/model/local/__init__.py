@@ -17,11 +17,10 @@ from ._constraints import TOOL_CALL_BEGIN, TOOL_CALL_END, constraint_from_format
 from ._loading import DEFAULT_MODEL, LoadedModel, cache_root, embedded_gguf, load_local_model
 from ._mlx import MLXChatModel
 from ._output import THINK_BEGIN, THINK_END, OutputAssembler, split_output
-from ._quantize import FLOAT_LAYERS, QUANTIZATIONS, quantize_model
+from ._quantize import QUANTIZATIONS, quantize_model
 
 __all__ = [
     "DEFAULT_MODEL",
-    "FLOAT_LAYERS",
     "LoadedModel",
     "MLXChatModel",
     "ModelNotAvailableError",

@@ -37,7 +37,13 @@ from .._response import ChatResponse, ChatUsage, TokenLogprob, TopLogprob
 from .._stream import ResponseBuilder
 from ._chat_format import to_chat, with_tool_prompt
 from ._constraints import constraint_from_format, tool_constraint
-from ._loading import DEFAULT_MODEL, LoadedModel, is_default_model, load_local_model
+from ._loading import (
+    DEFAULT_MODEL,
+    LoadedModel,
+    is_default_model,
+    load_local_model,
+    quantize_for,
+)
 from ._output import THINK_BEGIN, OutputAssembler
 from ._quantize import quantization_of
 
@@ -120,11 +126,12 @@ class TransformersChatModel(ChatModelBase):
         gpu_memory: bytes of GPU memory this model may use (its placement's
             ``gpu_memory``): on CUDA the process's allocator is capped to it, and the
             prefix cache takes at most a quarter of it.
-        quantize: ``"int8"``: the linear layers' weights in int8, on the CPU (about twice
-            the tokens per CPU second; perplexity about 9% higher on the embedded model; a
-            batched row's output may differ from the same request decoded alone, so a
-            simulation's output then depends on how its calls were batched); ``None``
-            (default): the float weights. With ``model=``, quantize the pair first with
+        quantize: ``"int8"``: the linear layers' weights in int8, on the CPU (weight-only;
+            a batched row's values never depend on the rows beside it, but one row alone and
+            the same row in a batch of more than four take different kernels, whose results
+            differ in about 1 output in 10,000 by one bf16 step); ``"auto"``: int8 for the
+            embedded model on a CPU, float weights for any other; ``None`` (default): the
+            float weights. With ``model=``, quantize the pair first with
             :func:`~agentplex.model.local.quantize_model`.
 
     Per call: ``stop_sequences`` (or ``stop``), ``max_new_tokens`` / ``max_tokens``,
@@ -181,6 +188,7 @@ class TransformersChatModel(ChatModelBase):
             self._shared = _Shared(loaded, max_batch_size, batch_wait, **engine_options)
         else:
             name = DEFAULT_MODEL if is_default_model(model_id) else model_id  # "default" too
+            quantize = quantize_for(model_id, quantize, device_map, torch_dtype)  # "auto" too
             load_key = (name, repr(device_map), repr(torch_dtype), trust_remote_code,
                         repr(sorted((model_kwargs or {}).items())), str(cache_dir), gpu_memory,
                         quantize)

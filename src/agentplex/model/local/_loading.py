@@ -201,17 +201,26 @@ def load_local_model(
     the model loads in bf16 (fp16 without bf16 support) with SDPA attention, and
     ``gpu_memory`` (bytes) caps what this process allocates on each GPU. ``quantize``:
     ``"int8"`` turns the linear layers' weights into int8 after loading (CPU only, see
-    :func:`quantize_model`); ``None``: the float weights.
+    :func:`quantize_model`); ``"auto"``: int8 for the embedded model on a CPU, else the float
+    weights; ``None`` (default): the float weights.
     """
-    device = default_device(device_map)
-    scheme = resolve_quantize(quantize, device=device, model=model_id,  # before loading
-                              float32=str(_torch_dtype(torch_dtype, device)) == "torch.float32")
+    scheme = quantize_for(model_id, quantize, device_map, torch_dtype)  # before loading
     loaded = _load(model_id, device_map, torch_dtype, trust_remote_code, model_kwargs,
                    cache_dir, gpu_memory)
     if scheme is not None:
         quantize_model(loaded.model, scheme)
         loaded.quantize = scheme
     return loaded
+
+
+def quantize_for(model_id: str, quantize: str | None, device_map: Any = None,
+                 torch_dtype: Any = None) -> str | None:
+    """The quantization ``load_local_model`` applies for these arguments (``"auto"``
+    resolved; bad options raise :class:`UnsupportedOptionError`)."""
+    device = default_device(device_map)
+    return resolve_quantize(quantize, device=device, model=model_id,
+                            float32=str(_torch_dtype(torch_dtype, device)) == "torch.float32",
+                            embedded=is_default_model(model_id))
 
 
 def _load(model_id: str, device_map: Any, torch_dtype: Any, trust_remote_code: bool,
