@@ -116,7 +116,7 @@ async def test_players_prompts_keep_the_newest_within_budget() -> None:
         await player.observe(Msg(f"Player{i % 3 + 2}", f"round note {i} " + "blah " * 6, "user"))
     system, user = await player._prompt("Your guess?")
     assert "round note 39" in user["content"] and "round note 0 " not in user["content"]
-    assert user["content"].endswith("Your guess?")
+    assert user["content"].endswith("Your guess? You are Player1.")  # who asks: last
     assert estimate_tokens([system, user]) <= 120
 
 
