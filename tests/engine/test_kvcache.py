@@ -153,17 +153,20 @@ def test_a_prompt_cancelled_mid_chunk_gives_its_blocks_back(pair: tuple[Any, Any
         eng.close()
 
 
-def test_models_without_full_attention_are_refused(pair: tuple[Any, Any]) -> None:
-    from transformers import MistralConfig, MistralForCausalLM
+def test_models_with_other_attention_than_full_or_a_window_are_refused(
+        pair: tuple[Any, Any]) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
     small: dict[str, Any] = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
                              "num_hidden_layers": 1, "num_attention_heads": 2,
                              "num_key_value_heads": 1}
-    sliding = MistralForCausalLM(MistralConfig(**small, sliding_window=8))
-    with pytest.raises(UnsupportedModel, match="sliding window"):
-        make_engine((sliding, pair[1]))
-    make_engine((MistralForCausalLM(MistralConfig(**small, sliding_window=None)),
-                 pair[1])).close()
+    chunked = LlamaForCausalLM(LlamaConfig(**small))
+    chunked.config.layer_types = ["chunked_attention"]  # as Llama 4's layers
+    with pytest.raises(UnsupportedModel, match="chunked_attention"):
+        make_engine((chunked, pair[1]))
+    for window in (8, None):  # a sliding window is served (tests/engine/test_runner.py)
+        make_engine((MistralForCausalLM(MistralConfig(**small, sliding_window=window)),
+                     pair[1])).close()
 
 
 def test_rows_sharing_a_head_attend_to_it_once_with_the_same_tokens(

@@ -41,6 +41,40 @@ def test_greedy_tokens_are_those_of_transformers_generate(pair: tuple[Any, Any])
         eng.close()
 
 
+@pytest.mark.parametrize("mixed", [False, True], ids=["every-layer", "one-layer-of-two"])
+def test_sliding_window_models_give_the_tokens_of_transformers_generate(
+        pair: tuple[Any, Any], mixed: bool) -> None:
+    """A model whose layers (all, or some) attend to the last 8 tokens only: prompts longer
+    than the window, decoded together past it, sharing a cached head, one joining while the
+    others decode, give the tokens ``model.generate`` gives each alone."""
+    from tests.support.engine_runs import random_windowed
+
+    tok = pair[1]
+    model = random_windowed(tok, window=8, mixed=mixed)
+    eos = tok.eos_token_id
+    batch = [p[:n] for p, n in zip(prompts(4, shared=40, own=20, seed=5),
+                                   (60, 52, 47, 41), strict=True)]
+    late = prompts(1, shared=0, own=30, seed=6)
+    expected = []
+    for ids in batch + late:
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids),
+                             dtype=torch.long), max_new_tokens=20, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=eos)
+        new = out[0, len(ids):].tolist()
+        expected.append(new[:new.index(eos) + 1] if eos in new else new)
+    eng = BatchEngine(model, tok, eos_ids={eos}, batch_wait=0.05, prefill_chunk=16)
+    try:
+        assert eng.runner.windows == ({"full_attention": None, "sliding_attention": 8}
+                                      if mixed else {"sliding_attention": 8})
+        run(eng, [batch[0][:33]], 1)  # the shared head: cached, then reused by every row
+        got = run(eng, batch, 20, late=late)
+        assert [r.generated for r in got] == expected
+        assert eng.counters.chunks >= 2  # the late prompt joined in chunks
+        assert eng.prefix is not None and eng.prefix.hit_tokens >= 4 * 32
+    finally:
+        eng.close()
+
+
 def test_prefix_reuse_gives_the_same_tokens(pair: tuple[Any, Any]) -> None:
     batch = prompts(6, shared=200, own=20)
     plain = make_engine(pair, prefix_cache_bytes=0)
