@@ -80,6 +80,43 @@ def test_a_step_writes_new_keys_and_reads_each_rows_own() -> None:
     assert a.length == 4 and b.length == 3
 
 
+def test_a_window_mask_shows_each_token_only_its_last_keys() -> None:
+    """Beside the full mask, a step builds one per sliding window: a new token sees the
+    keys less than ``window`` positions before it (Transformers' sliding window)."""
+    pool = KVPool(1, 1, 1, block_size=2, blocks=8)
+    a, b = Seq(), Seq()
+    PagedStep(pool, [a, b], [3, 1])  # a holds positions 0-2, b position 0
+    step = PagedStep(pool, [a, b], [1, 2], windows=(2,))
+    full, near = step.mask[:, 0].int().tolist(), step.window_masks[2][:, 0].int().tolist()
+    assert full[0][1] == [1, 1, 1, 0, 1] and near[0][1] == [0, 0, 1, 0, 1]  # a: 2 and 3
+    assert full[1] == [[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]]
+    assert near[1] == [[0, 0, 1, 1, 0], [0, 0, 0, 1, 1]]  # b's position 2 no longer sees 0
+    with pytest.raises(ValueError):
+        PagedStep(pool, [a, b], [2, 1], windows=(2,), packed=True)
+
+
+@pytest.mark.parametrize("additive", [False, True])
+def test_grouped_attention_is_sdpa_with_its_key_heads_shared(additive: bool) -> None:
+    """A packed prefill's attention (each key head serving several query heads, a mask per
+    row) gives what SDPA gives with the key heads repeated."""
+    from agentplex.engine._paged import _grouped_attention
+
+    g = torch.Generator().manual_seed(0)
+    rows, width, columns, heads, groups, dim = 3, 4, 9, 2, 3, 8
+    query = torch.randn(rows, width, heads * groups, dim, generator=g)
+    keys = torch.randn(rows, heads, columns, dim, generator=g)
+    values = torch.randn(rows, heads, columns, dim, generator=g)
+    allowed = torch.rand(rows, 1, width, columns, generator=g) > 0.4
+    allowed[..., -1] = True  # every query sees a key
+    mask = (torch.where(allowed, 0.0, torch.finfo(torch.float32).min) if additive
+            else allowed)
+    got = _grouped_attention(query, keys, values, mask, 0.3)
+    expected = torch.nn.functional.scaled_dot_product_attention(
+        query.transpose(1, 2), keys.repeat_interleave(groups, 1),
+        values.repeat_interleave(groups, 1), attn_mask=allowed, scale=0.3).transpose(1, 2)
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-5)
+
+
 def test_rows_join_finish_and_share_prefixes_giving_every_block_back(
         pair: tuple[Any, Any]) -> None:
     """Rows sharing a cached head hold its blocks (not copies); rows of different lengths
