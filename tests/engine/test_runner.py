@@ -97,6 +97,28 @@ def test_prefix_reuse_gives_the_same_tokens(pair: tuple[Any, Any]) -> None:
         reused.close()
 
 
+def test_prefixes_shared_by_groups_of_a_burst_are_computed_once(
+        pair: tuple[Any, Any]) -> None:
+    """Prompts arriving together: a head all share, then one of two heads each group shares
+    (the players of one persona), then their own tokens. Each head is computed once, and
+    the tokens are those of computing everything."""
+    common = prompts(1, shared=64, own=0, seed=11)[0]
+    groups = [prompts(1, shared=64, own=0, seed=s)[0] for s in (12, 13)]
+    own = prompts(6, shared=0, own=5, seed=14)
+    batch = [common + groups[i % 2] + own[i] for i in range(6)]
+    plain = make_engine(pair, prefix_cache_bytes=0)
+    shared = make_engine(pair)
+    try:
+        expected = [r.generated for r in run(plain, batch, 8)]
+        assert [r.generated for r in run(shared, batch, 8)] == expected
+        # 64 + 2 * 64 + 6 * 5 tokens, give or take the last block of each prompt
+        assert shared.counters.prefill_tokens <= 64 + 2 * 64 + 6 * (5 + 32)
+        assert plain.counters.prefill_tokens == 6 * 133
+    finally:
+        plain.close()
+        shared.close()
+
+
 def test_mixed_steps_only_for_models_that_allow_them(pair: tuple[Any, Any]) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 

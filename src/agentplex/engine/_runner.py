@@ -6,7 +6,8 @@ chunk of a long prompt on its own, and a decode step with a chunk riding in it
 (:mod:`._mixed`, where the model allows). Every pass reads and writes the rows' blocks of one
 :class:`._kvcache.KVPool` through a :class:`._paged.PagedStep`. Prompts just computed go into
 the prefix cache (:mod:`._prefix`) by reference: their full blocks are the cache's blocks;
-requests arriving together that share a long uncached prefix compute it once. Each pass is
+requests arriving together that share long uncached prefixes (all of them, or groups of
+them) compute each once. Each pass is
 timed and counted (:class:`EngineCounters`), and its logits go to ``select``, which chooses
 the rows' next tokens and applies them (the engine's :mod:`._sampling` and
 :mod:`._stopping`). Decode steps go through :class:`._static.StaticDecode` instead when it
@@ -36,6 +37,10 @@ __all__ = ["Apply", "ModelRunner", "Select"]
 _CASCADE_BLOCKS = 2
 """Leading blocks all rows of a decode step must share (a system prompt) for the step to
 attend to them once for all rows (:class:`._paged.PagedStep`)."""
+
+_SHARE_LEVELS = 4
+"""Most passes computing the shared prefixes of prompts arriving together (each level one
+block longer at least: what all share, then what groups of them share after it, ...)."""
 
 Select = Callable[[list[GenerationRequest], Any], Any]
 """Choose and apply the next token of each request from its row of logits; the tokens, as a
@@ -152,31 +157,36 @@ class ModelRunner:
         return Seq(pages, len(pages) * self.prefix.block_size)
 
     def _share_prefix(self, reqs: list[GenerationRequest]) -> None:
-        """When requests arriving together share a long uncached prefix, compute it once."""
+        """When requests arriving together share long uncached prefixes — all of them (a
+        system prompt), or groups of them (the players of one persona) — compute each once:
+        level by level (what all share, then what each group shares after it), one pass a
+        level whose rows are the groups' common prefixes after their cached blocks."""
         assert self.prefix is not None
         size = self.prefix.block_size
-        first = reqs[0].prompt_ids
-        common = len(first) - 1
-        sharing = 0
-        for r in reqs[1:]:
-            n = _common_length(first, r.prompt_ids, len(r.prompt_ids) - 1)
-            if n >= size:
-                sharing += 1
-                common = min(common, n)
-        common -= common % size
-        if not sharing or common < size:
-            return
-        cached = len(self.prefix.match(first, common)) * size
-        if common - cached < size:
-            return
-        seq = self._cached(first, cached)
-        shared = GenerationRequest(prompt_ids=list(first[:common]), max_new_tokens=0,
-                                   emit=lambda event: None)
-        try:
-            self._forward([seq], [shared.prompt_ids[cached:]])
-            self._remember(Batch([shared], [seq], None))
-        finally:
-            seq.free(self.pool)
+        for _ in range(_SHARE_LEVELS):
+            groups: dict[tuple[int, ...], list[list[int]]] = {}
+            for r in reqs:  # by their cached blocks and the first block after them
+                ids = r.prompt_ids
+                cached = len(self.prefix.match(ids, len(ids) - 1)) * size
+                if len(ids) - 1 - cached >= size:
+                    groups.setdefault(tuple(ids[:cached + size]), []).append(ids)
+            heads = []
+            for first, *others in groups.values():
+                if others:
+                    common = min(_common_length(first, ids, len(ids) - 1) for ids in others)
+                    common = min(common, len(first) - 1)
+                    heads.append(first[:common - common % size])
+            if not heads:
+                return
+            seqs = [self._cached(head, len(head)) for head in heads]
+            shared = [GenerationRequest(prompt_ids=head, max_new_tokens=0,
+                                        emit=lambda event: None) for head in heads]
+            try:
+                self._forward(seqs, [h[s.length:] for h, s in zip(heads, seqs, strict=True)])
+                self._remember(Batch(shared, seqs, None))
+            finally:
+                for seq in seqs:
+                    seq.free(self.pool)
 
     def _forward(self, seqs: list[Seq], new_ids: list[list[int]]) -> Any:
         """One forward pass of ``new_ids`` for each row, after what its ``seqs`` hold; the
