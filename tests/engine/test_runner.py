@@ -62,8 +62,10 @@ def test_sliding_window_models_give_the_tokens_of_transformers_generate(
                              pad_token_id=tok.pad_token_id, eos_token_id=eos)
         new = out[0, len(ids):].tolist()
         expected.append(new[:new.index(eos) + 1] if eos in new else new)
-    eng = BatchEngine(model, tok, eos_ids={eos}, batch_wait=0.05, prefill_chunk=16)
+    eng = BatchEngine(model, tok, eos_ids={eos}, batch_wait=0.05, prefill_chunk=16,
+                      static_decode=True)  # asked for, and not taken: its mask has no window
     try:
+        assert not eng.static_decode
         assert eng.runner.windows == ({"full_attention": None, "sliding_attention": 8}
                                       if mixed else {"sliding_attention": 8})
         run(eng, [batch[0][:33]], 1)  # the shared head: cached, then reused by every row
