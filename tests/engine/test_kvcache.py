@@ -95,28 +95,6 @@ def test_a_window_mask_shows_each_token_only_its_last_keys() -> None:
         PagedStep(pool, [a, b], [2, 1], windows=(2,), packed=True)
 
 
-@pytest.mark.parametrize("additive", [False, True])
-def test_grouped_attention_is_sdpa_with_its_key_heads_shared(additive: bool) -> None:
-    """A packed prefill's attention (each key head serving several query heads, a mask per
-    row) gives what SDPA gives with the key heads repeated."""
-    from agentplex.engine._paged import _grouped_attention
-
-    g = torch.Generator().manual_seed(0)
-    rows, width, columns, heads, groups, dim = 3, 4, 9, 2, 3, 8
-    query = torch.randn(rows, width, heads * groups, dim, generator=g)
-    keys = torch.randn(rows, heads, columns, dim, generator=g)
-    values = torch.randn(rows, heads, columns, dim, generator=g)
-    allowed = torch.rand(rows, 1, width, columns, generator=g) > 0.4
-    allowed[..., -1] = True  # every query sees a key
-    mask = (torch.where(allowed, 0.0, torch.finfo(torch.float32).min) if additive
-            else allowed)
-    got = _grouped_attention(query, keys, values, mask, 0.3)
-    expected = torch.nn.functional.scaled_dot_product_attention(
-        query.transpose(1, 2), keys.repeat_interleave(groups, 1),
-        values.repeat_interleave(groups, 1), attn_mask=allowed, scale=0.3).transpose(1, 2)
-    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-5)
-
-
 def test_rows_join_finish_and_share_prefixes_giving_every_block_back(
         pair: tuple[Any, Any]) -> None:
     """Rows sharing a cached head hold its blocks (not copies); rows of different lengths
