@@ -116,8 +116,28 @@ async def test_players_prompts_keep_the_newest_within_budget() -> None:
         await player.observe(Msg(f"Player{i % 3 + 2}", f"round note {i} " + "blah " * 6, "user"))
     system, user = await player._prompt("Your guess?")
     assert "round note 39" in user["content"] and "round note 0 " not in user["content"]
-    assert user["content"].endswith("Your guess?")
+    assert user["content"].endswith("Your guess? You are Player1.")  # who asks: last
     assert estimate_tokens([system, user]) <= 120
+
+
+@pytest.mark.anyio
+async def test_players_of_one_persona_differ_only_in_their_names_at_the_end() -> None:
+    """What a local engine computes once for all the players of a round (its prefix cache)
+    is what their prompts share: all but who the player is, last."""
+    from agentplex.message import Msg
+    from agentplex.sim.scenarios._crowd import SeededPlayersModel
+    from agentplex.sim.scenarios._game import PERSONAS, GameStats, Player
+
+    players = [Player(f"player-{i}", SeededPlayersModel(), GameStats(), persona=PERSONAS[0])
+               for i in (7, 1234)]
+    question = Msg("host", "Round 1: make your guess.", "user")
+    prompts = []
+    for p in players:
+        await p.observe(question)
+        prompts.append((await p._prompt("Reply with your guess as JSON."))[1]["content"])
+    head = "host: Round 1: make your guess.\n\n" + PERSONAS[0] + \
+        " Reply with your guess as JSON. You are player-"
+    assert prompts == [head + "7.", head + "1234."]
 
 
 @pytest.mark.anyio

@@ -80,6 +80,21 @@ def test_a_step_writes_new_keys_and_reads_each_rows_own() -> None:
     assert a.length == 4 and b.length == 3
 
 
+def test_a_window_mask_shows_each_token_only_its_last_keys() -> None:
+    """Beside the full mask, a step builds one per sliding window: a new token sees the
+    keys less than ``window`` positions before it (Transformers' sliding window)."""
+    pool = KVPool(1, 1, 1, block_size=2, blocks=8)
+    a, b = Seq(), Seq()
+    PagedStep(pool, [a, b], [3, 1])  # a holds positions 0-2, b position 0
+    step = PagedStep(pool, [a, b], [1, 2], windows=(2,))
+    full, near = step.mask[:, 0].int().tolist(), step.window_masks[2][:, 0].int().tolist()
+    assert full[0][1] == [1, 1, 1, 0, 1] and near[0][1] == [0, 0, 1, 0, 1]  # a: 2 and 3
+    assert full[1] == [[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]]
+    assert near[1] == [[0, 0, 1, 1, 0], [0, 0, 0, 1, 1]]  # b's position 2 no longer sees 0
+    with pytest.raises(ValueError):
+        PagedStep(pool, [a, b], [2, 1], windows=(2,), packed=True)
+
+
 def test_rows_join_finish_and_share_prefixes_giving_every_block_back(
         pair: tuple[Any, Any]) -> None:
     """Rows sharing a cached head hold its blocks (not copies); rows of different lengths
@@ -153,17 +168,20 @@ def test_a_prompt_cancelled_mid_chunk_gives_its_blocks_back(pair: tuple[Any, Any
         eng.close()
 
 
-def test_models_without_full_attention_are_refused(pair: tuple[Any, Any]) -> None:
-    from transformers import MistralConfig, MistralForCausalLM
+def test_models_with_other_attention_than_full_or_a_window_are_refused(
+        pair: tuple[Any, Any]) -> None:
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
     small: dict[str, Any] = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32,
                              "num_hidden_layers": 1, "num_attention_heads": 2,
                              "num_key_value_heads": 1}
-    sliding = MistralForCausalLM(MistralConfig(**small, sliding_window=8))
-    with pytest.raises(UnsupportedModel, match="sliding window"):
-        make_engine((sliding, pair[1]))
-    make_engine((MistralForCausalLM(MistralConfig(**small, sliding_window=None)),
-                 pair[1])).close()
+    chunked = LlamaForCausalLM(LlamaConfig(**small))
+    chunked.config.layer_types = ["chunked_attention"]  # as Llama 4's layers
+    with pytest.raises(UnsupportedModel, match="chunked_attention"):
+        make_engine((chunked, pair[1]))
+    for window in (8, None):  # a sliding window is served (tests/engine/test_runner.py)
+        make_engine((MistralForCausalLM(MistralConfig(**small, sliding_window=window)),
+                     pair[1])).close()
 
 
 def test_rows_sharing_a_head_attend_to_it_once_with_the_same_tokens(

@@ -41,6 +41,42 @@ def test_greedy_tokens_are_those_of_transformers_generate(pair: tuple[Any, Any])
         eng.close()
 
 
+@pytest.mark.parametrize("mixed", [False, True], ids=["every-layer", "one-layer-of-two"])
+def test_sliding_window_models_give_the_tokens_of_transformers_generate(
+        pair: tuple[Any, Any], mixed: bool) -> None:
+    """A model whose layers (all, or some) attend to the last 8 tokens only: prompts longer
+    than the window, decoded together past it, sharing a cached head, one joining while the
+    others decode, give the tokens ``model.generate`` gives each alone."""
+    from tests.support.engine_runs import random_windowed
+
+    tok = pair[1]
+    model = random_windowed(tok, window=8, mixed=mixed)
+    eos = tok.eos_token_id
+    batch = [p[:n] for p, n in zip(prompts(4, shared=40, own=20, seed=5),
+                                   (60, 52, 47, 41), strict=True)]
+    late = prompts(1, shared=0, own=30, seed=6)
+    expected = []
+    for ids in batch + late:
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids),
+                             dtype=torch.long), max_new_tokens=20, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=eos)
+        new = out[0, len(ids):].tolist()
+        expected.append(new[:new.index(eos) + 1] if eos in new else new)
+    eng = BatchEngine(model, tok, eos_ids={eos}, batch_wait=0.05, prefill_chunk=16,
+                      static_decode=True)  # asked for, and not taken: its mask has no window
+    try:
+        assert not eng.static_decode
+        assert eng.runner.windows == ({"full_attention": None, "sliding_attention": 8}
+                                      if mixed else {"sliding_attention": 8})
+        run(eng, [batch[0][:33]], 1)  # the shared head: cached, then reused by every row
+        got = run(eng, batch, 20, late=late)
+        assert [r.generated for r in got] == expected
+        assert eng.counters.chunks >= 2  # the late prompt joined in chunks
+        assert eng.prefix is not None and eng.prefix.hit_tokens >= 4 * 32
+    finally:
+        eng.close()
+
+
 def test_prefix_reuse_gives_the_same_tokens(pair: tuple[Any, Any]) -> None:
     batch = prompts(6, shared=200, own=20)
     plain = make_engine(pair, prefix_cache_bytes=0)
@@ -61,6 +97,28 @@ def test_prefix_reuse_gives_the_same_tokens(pair: tuple[Any, Any]) -> None:
     finally:
         plain.close()
         reused.close()
+
+
+def test_prefixes_shared_by_groups_of_a_burst_are_computed_once(
+        pair: tuple[Any, Any]) -> None:
+    """Prompts arriving together: a head all share, then one of two heads each group shares
+    (the players of one persona), then their own tokens. Each head is computed once, and
+    the tokens are those of computing everything."""
+    common = prompts(1, shared=64, own=0, seed=11)[0]
+    groups = [prompts(1, shared=64, own=0, seed=s)[0] for s in (12, 13)]
+    own = prompts(6, shared=0, own=5, seed=14)
+    batch = [common + groups[i % 2] + own[i] for i in range(6)]
+    plain = make_engine(pair, prefix_cache_bytes=0)
+    shared = make_engine(pair)
+    try:
+        expected = [r.generated for r in run(plain, batch, 8)]
+        assert [r.generated for r in run(shared, batch, 8)] == expected
+        # 64 + 2 * 64 + 6 * 5 tokens, give or take the last block of each prompt
+        assert shared.counters.prefill_tokens <= 64 + 2 * 64 + 6 * (5 + 32)
+        assert plain.counters.prefill_tokens == 6 * 133
+    finally:
+        plain.close()
+        shared.close()
 
 
 def test_mixed_steps_only_for_models_that_allow_them(pair: tuple[Any, Any]) -> None:

@@ -4,6 +4,7 @@ follow the distribution without ever taking a masked token."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -49,3 +50,26 @@ def test_sampling_follows_the_distribution_and_never_draws_a_masked_token() -> N
     hot = torch.full((3, 300), float("-inf"))
     hot[:, -1] = 0.0  # only the last token allowed: the top of the CDF
     assert sample([_seeded(s) for s in range(3)], hot) == [299, 299, 299]
+
+
+@pytest.mark.parametrize("rows", [None, [0, 2, 3]], ids=["every-row", "some-rows"])
+def test_masks_applied_on_a_cpu_are_xgrammars(pair: tuple[Any, Any],
+                                              rows: list[int] | None) -> None:
+    """Float32 logits on a CPU get their masks through NumPy: exactly what xgrammar's own
+    kernel gives (minus infinity where a token is forbidden, nothing else touched)."""
+    xgr = pytest.importorskip("xgrammar")
+    from agentplex.engine import GrammarFactory
+
+    tok = pair[1]
+    factory = GrammarFactory(tok, len(tok) + 5, [tok.eos_token_id])  # wider than the logits
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(5, len(tok) + 3, generator=g)
+    bitmask = factory.allocate_bitmask(5)
+    bitmask.copy_(torch.randint(-2**31, 2**31 - 1, bitmask.shape, generator=g,
+                                dtype=torch.int64).to(torch.int32))
+    indices = rows if rows is not None else list(range(5))
+    ours, theirs = logits.clone(), logits.clone()
+    factory.apply_bitmask(ours, bitmask, indices)
+    xgr.apply_token_bitmask_inplace(theirs, bitmask, indices=indices)
+    assert torch.equal(ours, theirs)
+    assert ours.isinf().any() and not ours[[i for i in range(5) if i not in indices]].isinf().any()

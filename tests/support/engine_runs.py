@@ -30,6 +30,24 @@ def random_llama(tok: Any, seed: int = 1) -> Any:
     return LlamaForCausalLM(config).eval()  # type: ignore[no-untyped-call]
 
 
+def random_windowed(tok: Any, window: int, mixed: bool, seed: int = 1) -> Any:
+    """A 2-layer model with random weights whose attention has a sliding window of
+    ``window`` tokens: a Mistral (every layer), or with ``mixed`` a Qwen2 whose second layer
+    only has it (its first is full attention)."""
+    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    shape: dict[str, Any] = dict(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+        initializer_range=0.3, sliding_window=window)
+    if mixed:
+        config = Qwen2Config(**shape, use_sliding_window=True, max_window_layers=1)
+        return Qwen2ForCausalLM(config).eval()  # type: ignore[no-untyped-call]
+    return MistralForCausalLM(MistralConfig(**shape)).eval()  # type: ignore[no-untyped-call]
+
+
 def make_engine(pair: tuple[Any, Any], **options: Any) -> BatchEngine:
     """An engine of ``pair`` that never meets an end-of-sequence token."""
     model, tok = pair

@@ -29,14 +29,15 @@ def perplexity(model: Any, tokenizer: Any, text: str | None = None,
 
 def demo_prompts(count: int) -> list[list[dict[str, str]]]:
     """``count`` prompts as the demo game's players send them (``sim.scenarios._game``):
-    the rules, what was heard in earlier rounds (for every other prompt), who the player is,
-    and the request for a guess as JSON."""
+    the rules, what was heard in earlier rounds (for every other prompt), the persona, the
+    request for a guess as JSON, and who the player is, last."""
     from agentplex.sim.scenarios._game import PERSONAS, RULES
 
     prompts = []
     for i in range(count):
         heard = "\n".join(f"Player{j + 1}: I guess {(17 * j + 5 * i) % 90}." for j in range(6))
-        ask = f"You are Player{i + 1}. {PERSONAS[i % len(PERSONAS)]} Reply with your guess as JSON."
+        ask = (f"{PERSONAS[i % len(PERSONAS)]} Reply with your guess as JSON. "
+               f"You are Player{i + 1}.")
         user = f"{heard}\n\n{ask}" if i % 2 else ask
         prompts.append([{"role": "system", "content": RULES}, {"role": "user", "content": user}])
     return prompts

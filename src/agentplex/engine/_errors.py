@@ -29,5 +29,5 @@ class EngineClosed(EngineError):
 
 
 class UnsupportedModel(EngineError, ValueError):
-    """The model's attention layers are not all full attention (sliding windows, chunked or
-    linear attention): the paged cache cannot serve it (also a ``ValueError``)."""
+    """The model has attention layers other than full or sliding-window attention (chunked
+    or linear attention, ...): the paged cache cannot serve it (also a ``ValueError``)."""

@@ -36,11 +36,13 @@ class PagedStep:
     attend to them once (:attr:`cascade`); 0: never. ``packed``: the model's input is the
     rows' new tokens one after the other, ``[1, sum(counts)]``, no padding (a prefill whose
     rows differ in length: the layers' matrix products see no padding), and only
-    :meth:`attend` lays them out by row.
+    :meth:`attend` lays them out by row. ``windows``: sliding windows (in tokens) to build a
+    mask for besides the full one (:attr:`window_masks`; not with ``shared`` or ``packed``).
     """
 
     def __init__(self, pool: KVPool, seqs: list[Seq], counts: list[int], *,
-                 additive: bool = False, shared: int = 0, packed: bool = False) -> None:
+                 additive: bool = False, shared: int = 0, packed: bool = False,
+                 windows: tuple[int, ...] = ()) -> None:
         import torch
 
         self.pool = pool
@@ -90,16 +92,25 @@ class PagedStep:
         seen = valid[:, None, :] & ((columns < past) | (columns - past <= queries))[None]
         # a padding query sees its own (zero) column: no row of the mask is empty
         pad_query = ~new[:, :, None] & (columns - past == queries)[None]
-        allowed = (seen | pad_query)[:, None]
         if additive:
             zero = torch.zeros((), dtype=pool.kv.dtype, device=device)
             low = torch.tensor(torch.finfo(pool.kv.dtype).min, dtype=pool.kv.dtype,
                                device=device)
-            self.mask: Any = torch.where(allowed, zero, low)
-        else:
-            self.mask = allowed
+
+        def as_mask(allowed: Any) -> Any:
+            return torch.where(allowed[:, None], zero, low) if additive else allowed[:, None]
+
+        self.mask: Any = as_mask(seen | pad_query)
         """``[rows, 1, width, past + width]``: which key columns each new token sees (after
         the common blocks, in a cascade)."""
+        self.window_masks: dict[int, Any] = {}
+        """Per sliding window ``w`` of ``windows``: :attr:`mask`, each new token seeing only
+        the keys less than ``w`` positions before it (Transformers' sliding window)."""
+        if windows and (self.cascade or packed):
+            raise ValueError("sliding windows are masked in padded passes only")
+        for w in windows:
+            near = position[:, past:, None] - position[:, None, :] < w  # [rows, width, cols]
+            self.window_masks[w] = as_mask((seen & near) | pad_query)
         self.packed = packed
         self._current: tuple[Any, Any, int] | None = None
 

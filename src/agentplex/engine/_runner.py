@@ -6,7 +6,8 @@ chunk of a long prompt on its own, and a decode step with a chunk riding in it
 (:mod:`._mixed`, where the model allows). Every pass reads and writes the rows' blocks of one
 :class:`._kvcache.KVPool` through a :class:`._paged.PagedStep`. Prompts just computed go into
 the prefix cache (:mod:`._prefix`) by reference: their full blocks are the cache's blocks;
-requests arriving together that share a long uncached prefix compute it once. Each pass is
+requests arriving together that share long uncached prefixes (all of them, or groups of
+them) compute each once. Each pass is
 timed and counted (:class:`EngineCounters`), and its logits go to ``select``, which chooses
 the rows' next tokens and applies them (the engine's :mod:`._sampling` and
 :mod:`._stopping`). Decode steps go through :class:`._static.StaticDecode` instead when it
@@ -37,6 +38,10 @@ _CASCADE_BLOCKS = 2
 """Leading blocks all rows of a decode step must share (a system prompt) for the step to
 attend to them once for all rows (:class:`._paged.PagedStep`)."""
 
+_SHARE_LEVELS = 4
+"""Most passes computing the shared prefixes of prompts arriving together (each level one
+block longer at least: what all share, then what groups of them share after it, ...)."""
+
 Select = Callable[[list[GenerationRequest], Any], Any]
 """Choose and apply the next token of each request from its row of logits; the tokens, as a
 tensor on the logits' device."""
@@ -53,14 +58,17 @@ class ModelRunner:
     none); ``block_size`` is the paged cache's block (the prefix cache's, when there is
     one); ``counters`` counts each pass; ``select`` chooses each pass's tokens.
 
-    Raises :class:`UnsupportedModel` for a model whose attention is not full attention in
-    every layer.
+    Serves models whose attention layers are full attention or a sliding window (each pass
+    gives the model its masks ready-made: one per kind of layer). Raises
+    :class:`UnsupportedModel` for any other kind of attention layer (chunked, linear, ...).
     """
 
     def __init__(self, model: Any, *, pad_id: int, prefix: PrefixCache | None,
                  counters: EngineCounters, select: Select, block_size: int = 32,
                  apply: Apply | None = None) -> None:
-        _check_attention(model)
+        self.windows = _attention_windows(model)
+        """Per kind of attention layer, its sliding window in tokens (``None``: full
+        attention); ``{}`` when every layer is full attention."""
         self.model = model
         self.pad_id = pad_id
         self.prefix = prefix
@@ -93,8 +101,9 @@ class ModelRunner:
         """Decode through a static-shape step (:class:`._static.StaticDecode`, needs
         ``apply``) when ``on``, else as before. ``eos``: the end-of-sequence ids (a tensor);
         ``graphs``: capture CUDA graphs (default: on CUDA); ``padded``: pad shapes to their
-        buckets (default: with graphs)."""
-        if not on:
+        buckets (default: with graphs). Models with sliding windows keep host-built steps
+        (the static step's mask has no window)."""
+        if not on or self.windows:  # (its mask has no sliding window: host-built steps)
             self.static = None
             return
         if self.apply is None:
@@ -148,31 +157,36 @@ class ModelRunner:
         return Seq(pages, len(pages) * self.prefix.block_size)
 
     def _share_prefix(self, reqs: list[GenerationRequest]) -> None:
-        """When requests arriving together share a long uncached prefix, compute it once."""
+        """When requests arriving together share long uncached prefixes — all of them (a
+        system prompt), or groups of them (the players of one persona) — compute each once:
+        level by level (what all share, then what each group shares after it), one pass a
+        level whose rows are the groups' common prefixes after their cached blocks."""
         assert self.prefix is not None
         size = self.prefix.block_size
-        first = reqs[0].prompt_ids
-        common = len(first) - 1
-        sharing = 0
-        for r in reqs[1:]:
-            n = _common_length(first, r.prompt_ids, len(r.prompt_ids) - 1)
-            if n >= size:
-                sharing += 1
-                common = min(common, n)
-        common -= common % size
-        if not sharing or common < size:
-            return
-        cached = len(self.prefix.match(first, common)) * size
-        if common - cached < size:
-            return
-        seq = self._cached(first, cached)
-        shared = GenerationRequest(prompt_ids=list(first[:common]), max_new_tokens=0,
-                                   emit=lambda event: None)
-        try:
-            self._forward([seq], [shared.prompt_ids[cached:]])
-            self._remember(Batch([shared], [seq], None))
-        finally:
-            seq.free(self.pool)
+        for _ in range(_SHARE_LEVELS):
+            groups: dict[tuple[int, ...], list[list[int]]] = {}
+            for r in reqs:  # by their cached blocks and the first block after them
+                ids = r.prompt_ids
+                cached = len(self.prefix.match(ids, len(ids) - 1)) * size
+                if len(ids) - 1 - cached >= size:
+                    groups.setdefault(tuple(ids[:cached + size]), []).append(ids)
+            heads = []
+            for first, *others in groups.values():
+                if others:
+                    common = min(_common_length(first, ids, len(ids) - 1) for ids in others)
+                    common = min(common, len(first) - 1)
+                    heads.append(first[:common - common % size])
+            if not heads:
+                return
+            seqs = [self._cached(head, len(head)) for head in heads]
+            shared = [GenerationRequest(prompt_ids=head, max_new_tokens=0,
+                                        emit=lambda event: None) for head in heads]
+            try:
+                self._forward(seqs, [h[s.length:] for h, s in zip(heads, seqs, strict=True)])
+                self._remember(Batch(shared, seqs, None))
+            finally:
+                for seq in seqs:
+                    seq.free(self.pool)
 
     def _forward(self, seqs: list[Seq], new_ids: list[list[int]]) -> Any:
         """One forward pass of ``new_ids`` for each row, after what its ``seqs`` hold; the
@@ -185,7 +199,7 @@ class ModelRunner:
         device = self.model.device
         packed = self.packs and rows > 1 and min(counts) < max(counts)
         self.counters.packed_passes += packed
-        step = PagedStep(self.pool, seqs, counts, additive=self._additive, packed=packed)
+        step = self._step(seqs, counts, packed=packed)
         extra: dict[str, Any] = {}
         if packed:
             ids = torch.tensor([[t for x in new_ids for t in x]], device=device)
@@ -200,8 +214,8 @@ class ModelRunner:
                 ids[i, width - len(tokens):] = torch.tensor(tokens)
             ids, positions, keep = ids.to(device), step.positions, 1
         with self._timed(0, sum(counts)):
-            out = self.model(input_ids=ids, attention_mask=step.mask, position_ids=positions,
-                             use_cache=True, logits_to_keep=keep,
+            out = self.model(input_ids=ids, attention_mask=self._masks(step),
+                             position_ids=positions, use_cache=True, logits_to_keep=keep,
                              **{self._cache_kw: step}, **extra)
         return out.logits[0] if packed else out.logits[:, -1, :]
 
@@ -295,15 +309,31 @@ class ModelRunner:
                 tokens, ended = static.step(self.pool, batch)
             self.apply(batch.reqs, tokens, ended)
             return
-        step = PagedStep(self.pool, batch.seqs, [1] * len(batch.seqs),
-                         additive=self._additive, shared=self.cascade_blocks)
+        step = self._step(batch.seqs, [1] * len(batch.seqs), shared=self.cascade_blocks)
         extra = {install_attention(): step} if step.cascade else {}
         self.counters.shared_steps += step.cascade
         with self._timed(len(batch.reqs), 0):
-            out = self.model(input_ids=batch.next_ids[:, None], attention_mask=step.mask,
+            out = self.model(input_ids=batch.next_ids[:, None],
+                             attention_mask=self._masks(step),
                              position_ids=step.positions, use_cache=True,
                              **{self._cache_kw: step}, **extra)
         batch.next_ids = self.select(batch.reqs, out.logits[:, -1, :])
+
+    def _step(self, seqs: list[Seq], counts: list[int], *, shared: int = 0,
+              packed: bool = False) -> PagedStep:
+        """The paged cache of a pass (with the masks of the model's sliding windows)."""
+        windows = tuple(sorted({w for w in self.windows.values() if w is not None}))
+        return PagedStep(self.pool, seqs, counts, additive=self._additive, shared=shared,
+                         packed=packed, windows=windows)
+
+    def _masks(self, step: PagedStep) -> Any:
+        """The mask the model gets for ``step``: one tensor when its layers are all of one
+        kind, else one per kind of layer (Transformers' mask mapping, by layer type)."""
+        if not self.windows:
+            return step.mask
+        masks = {kind: step.mask if w is None else step.window_masks[w]
+                 for kind, w in self.windows.items()}
+        return next(iter(masks.values())) if len(masks) == 1 else masks
 
     @contextmanager
     def _timed(self, rows: int, prompt_tokens: int) -> Iterator[None]:
@@ -318,21 +348,33 @@ class ModelRunner:
         self.counters.count_pass(rows, prompt_tokens, time.perf_counter() - started)
 
 
-def _check_attention(model: Any) -> None:
-    """Raise :class:`UnsupportedModel` unless every attention layer is full attention."""
+def _attention_windows(model: Any) -> dict[str, int | None]:
+    """Per kind of attention layer of ``model`` (its config's ``layer_types``, or
+    ``"sliding_attention"`` for a model with one window for all layers), the sliding window
+    in tokens (``None``: full attention); ``{}`` when every layer is full attention.
+    Raises :class:`UnsupportedModel` for any other kind of layer."""
     config = getattr(model, "config", None)
     if config is None:
-        return
-    layer_types = getattr(config, "layer_types", None) or ()
-    odd = sorted({kind for kind in layer_types if kind != "full_attention"})
+        return {}
+    config = getattr(config, "get_text_config", lambda: config)()
     window = getattr(config, "sliding_window", None)
     if window is not None and getattr(config, "use_sliding_window", True) is False:
         window = None
-    if odd or window is not None:
-        kind = ", ".join(odd) or f"a sliding window of {window} tokens"
+    kinds = set(getattr(config, "layer_types", None) or ())
+    odd = sorted(kinds - {"full_attention", "sliding_attention"})
+    name = getattr(config, "model_type", "this model")
+    if odd:
         raise UnsupportedModel(
-            f"{getattr(config, 'model_type', 'this model')}: the engine's paged cache serves "
-            f"full attention only, and this model has {kind}")
+            f"{name}: the engine's paged cache serves full and sliding-window attention "
+            f"only, and this model has {', '.join(odd)} layers")
+    if not kinds:  # one kind for every layer, from the window alone (Mistral)
+        kinds = {"sliding_attention" if window is not None else "full_attention"}
+    if "sliding_attention" in kinds and not (isinstance(window, int) and window > 0):
+        raise UnsupportedModel(f"{name}: sliding-window layers without a window size "
+                               f"({window!r})")
+    if kinds == {"full_attention"}:
+        return {}
+    return {kind: window if kind == "sliding_attention" else None for kind in sorted(kinds)}
 
 
 def _common_length(a: list[int], b: list[int], limit: int) -> int:
