@@ -90,3 +90,18 @@ async def test_a_crowd_player_keeps_a_few_lines_and_prompts_as_a_player_would() 
         again = CrowdPlayer(seed=3)
         again.load_state_dict(state)
         assert again.lines == crowd.lines
+
+
+async def test_the_players_wait_for_their_model_as_long_as_the_run_waits_for_them() -> None:
+    """A run's ``--timeout`` is the players' too: at 10,000 players on one replica, their
+    model calls timed out at a fixed 600 s while the run waited 1,500."""
+    scenario = guessing.Guessing(guessing.Guessing.Params(model="transformers:default"),
+                                 agents=3)
+    scenario.timeout = 1500.0
+    args = scenario.agent_args(0)
+    assert args["timeout"] == 1500.0
+    async with Runtime() as rt:
+        player = CrowdPlayer(**args)
+        await rt.spawn(player, "player-0")
+        assert getattr(player.model, "timeout", None) == 1500.0
+        assert CrowdPlayer(**{**args, "timeout": 5.0}).model is not player.model

@@ -194,6 +194,7 @@ async def run_scenario(options: RunOptions, *, start: _Start | None = None,
     agent_cls = resolve_class(shipped.rename(cls.agent) if shipped else cls.agent)
     params = cls.make_params(options.params)
     scenario = cls(params, agents=options.agents, seed=options.seed)
+    scenario.timeout = options.timeout
     if not cls.name_prefix or cls.name_prefix[-1].isdigit():
         raise ScenarioError(f"{cls.__name__}.name_prefix must not be empty nor end in a "
                             f"digit: {cls.name_prefix!r}")

@@ -40,8 +40,10 @@ class Scenario:
             async def step(self, sim): ...     # one round
 
     The runner makes one instance per run: ``self.params`` (a ``Params``), ``self.agents``
-    (how many), ``self.seed``. Agent ``index`` is named ``f"{name_prefix}{index}"``; the name
-    is passed as ``name=`` when the agent's constructor takes one.
+    (how many), ``self.seed``, ``self.timeout`` (the run's ``--timeout``: seconds a call may
+    take, for the calls agents make themselves). Agent ``index`` is named
+    ``f"{name_prefix}{index}"``; the name is passed as ``name=`` when the agent's
+    constructor takes one.
     """
 
     agent: ClassVar[type[Actor] | str]
@@ -68,11 +70,12 @@ class Scenario:
     """Named groups of agent indices that interventions and surveys may address (a plan
     file may add more)."""
 
-    def __init__(self, params: BaseModel | None = None, *, agents: int = 1, seed: int = 0
-                 ) -> None:
+    def __init__(self, params: BaseModel | None = None, *, agents: int = 1, seed: int = 0,
+                 timeout: float = 600.0) -> None:
         self.params: Any = params if params is not None else self.Params()
         self.agents = agents
         self.seed = seed
+        self.timeout = timeout
 
     def agent_args(self, index: int) -> dict[str, Any]:
         """The constructor's keyword arguments of agent ``index`` (msgpack-able when agents

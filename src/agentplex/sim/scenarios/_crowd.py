@@ -88,22 +88,23 @@ class SeededPlayersModel(ChatModelBase):
 
 
 _SCRIPTED = SeededPlayersModel()
-_models: weakref.WeakKeyDictionary[Runtime, dict[tuple[str, int], ChatModelBase]] = \
+_models: weakref.WeakKeyDictionary[Runtime, dict[tuple[str, int, float], ChatModelBase]] = \
     weakref.WeakKeyDictionary()
 
 
-def crowd_model(model: str, replicas: int, runtime: Runtime | None = None) -> ChatModelBase:
+def crowd_model(model: str, replicas: int, runtime: Runtime | None = None,
+                timeout: float = 600.0) -> ChatModelBase:
     """The model of the players of ``runtime`` (default: :func:`get_runtime`): one per
     runtime, shared by all of them — the scripted stand-in, or a ``RemoteChatModel`` over
-    the replicas (its refs belong to one runtime: a second run in the same process gets
-    its own)."""
+    the replicas whose calls wait up to ``timeout`` seconds (its refs belong to one
+    runtime: a second run in the same process gets its own)."""
     if model == "scripted":
         return _SCRIPTED
     per = _models.setdefault(runtime or get_runtime(), {})
-    key = (model, replicas)
+    key = (model, replicas, timeout)
     if key not in per:
         per[key] = RemoteChatModel([f"{MODEL_PREFIX}{i}" for i in range(replicas)],
-                                   model_name=model, timeout=600)
+                                   model_name=model, timeout=timeout)
     return per[key]
 
 
@@ -132,17 +133,18 @@ class CrowdPlayer(Player):
     node's million players each keep a few hundred bytes, not a few kilobytes."""
 
     def __init__(self, seed: int = 0, model: str = "scripted", replicas: int = 1,
-                 max_tokens: int = 48) -> None:
-        super().__init__(PLAYER_PREFIX, crowd_model(model, replicas), _STATS,
-                         max_tokens=max_tokens)
-        self.model_spec = (model, replicas)
+                 max_tokens: int = 48, timeout: float = 600.0) -> None:
+        super().__init__(PLAYER_PREFIX, crowd_model(model, replicas, timeout=timeout),
+                         _STATS, max_tokens=max_tokens)
+        self.model_spec = (model, replicas, timeout)
         self.base_seed = seed
         self.lines: list[tuple[str, str]] = []
         self.register_state("lines", None, _pairs)
 
     async def on_start(self) -> None:
         assert self._cell is not None  # the model of the runtime it joined
-        self.model = crowd_model(*self.model_spec, runtime=self._cell.runtime)
+        model, replicas, timeout = self.model_spec
+        self.model = crowd_model(model, replicas, self._cell.runtime, timeout)
         self.name = self.ref.name
         index = int(self.name.rpartition("-")[2] or 0)
         self.persona = PERSONAS[index % len(PERSONAS)]

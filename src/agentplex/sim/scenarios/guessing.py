@@ -109,7 +109,7 @@ class Guessing(Scenario):
     def agent_args(self, index: int) -> dict[str, Any]:
         p = self.params
         return {"seed": self.seed, "model": p.model, "replicas": p.replicas,
-                "max_tokens": p.max_tokens}
+                "max_tokens": p.max_tokens, "timeout": self.timeout}
 
     def _models(self) -> list[str]:
         p = self.params
