@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from agentplex.engine import BatchEngine  # noqa: E402
-from tests.support.engine_runs import make_engine, prompts, run  # noqa: E402
+from tests.support.engine_runs import generated_alone, make_engine, prompts, run  # noqa: E402
 
 
 def test_greedy_tokens_are_those_of_transformers_generate(pair: tuple[Any, Any]) -> None:
@@ -24,13 +24,7 @@ def test_greedy_tokens_are_those_of_transformers_generate(pair: tuple[Any, Any])
     batch = [p[:n] for p, n in zip(prompts(5, shared=70, own=30, seed=7),
                                    (100, 95, 80, 77, 71), strict=True)]
     late = prompts(1, shared=0, own=150, seed=8)
-    expected = []
-    for ids in batch + late:
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids),
-                             dtype=torch.long), max_new_tokens=24, do_sample=False,
-                             pad_token_id=tok.pad_token_id, eos_token_id=eos)
-        new = out[0, len(ids):].tolist()
-        expected.append(new[:new.index(eos) + 1] if eos in new else new)
+    expected = generated_alone(model, tok, batch + late, 24)
     eng = BatchEngine(model, tok, eos_ids={eos}, batch_wait=0.05, prefill_chunk=64)
     try:
         got = run(eng, batch, 24, late=late)
@@ -55,13 +49,7 @@ def test_sliding_window_models_give_the_tokens_of_transformers_generate(
     batch = [p[:n] for p, n in zip(prompts(4, shared=40, own=20, seed=5),
                                    (60, 52, 47, 41), strict=True)]
     late = prompts(1, shared=0, own=30, seed=6)
-    expected = []
-    for ids in batch + late:
-        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids),
-                             dtype=torch.long), max_new_tokens=20, do_sample=False,
-                             pad_token_id=tok.pad_token_id, eos_token_id=eos)
-        new = out[0, len(ids):].tolist()
-        expected.append(new[:new.index(eos) + 1] if eos in new else new)
+    expected = generated_alone(model, tok, batch + late, 20)
     eng = BatchEngine(model, tok, eos_ids={eos}, batch_wait=0.05, prefill_chunk=16,
                       static_decode=True)  # asked for, and not taken: its mask has no window
     try:

@@ -77,6 +77,21 @@ def prompts(n: int, shared: int, own: int, seed: int = 0) -> list[list[int]]:
     return [head + torch.randint(10, 400, (own,), generator=g).tolist() for _ in range(n)]
 
 
+def generated_alone(model: Any, tok: Any, batch: list[list[int]], tokens: int
+                    ) -> list[list[int]]:
+    """What ``model.generate`` gives each prompt of ``batch`` alone, greedy: up to
+    ``tokens`` new tokens, up to and including the end-of-sequence token."""
+    eos = tok.eos_token_id
+    expected = []
+    for ids in batch:
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids),
+                             dtype=torch.long), max_new_tokens=tokens, do_sample=False,
+                             pad_token_id=tok.pad_token_id, eos_token_id=eos)
+        new = out[0, len(ids):].tolist()
+        expected.append(new[:new.index(eos) + 1] if eos in new else new)
+    return expected
+
+
 def run(eng: BatchEngine, batch: list[list[int]], tokens: int,
         late: list[list[int]] | None = None, logprobs: int | None = None,
         each: list[dict[str, Any]] | None = None) -> list[GenerationRequest]:
