@@ -144,11 +144,23 @@ class PagedStep:
                 fresh = states.transpose(1, 2).reshape(-1, heads, dim).index_select(
                     0, self._new)
             kv[part].index_copy_(0, self._write, fresh.to(kv.dtype))
-        flat = self.index.reshape(-1)
-        shape = (self.rows, self.past + self.width, heads, dim)
-        keys = kv[0].index_select(0, flat).view(shape).transpose(1, 2)
-        values = kv[1].index_select(0, flat).view(shape).transpose(1, 2)
-        keys, values = keys.to(key_states.dtype), values.to(value_states.dtype)
+        return self._read(layer_idx, key_states.dtype)
+
+    def update_decode(self, new: Any, layer_idx: int) -> tuple[Any, Any]:
+        """As :meth:`update`, in a decode step whose rows all have their one new token
+        (no padding): ``new`` holds the keys and the values, ``[2, rows, heads, head_dim]``,
+        written in one copy."""
+        kv = self.pool.kv[layer_idx]
+        kv.index_copy_(1, self._write, new.to(kv.dtype))
+        return self._read(layer_idx, new.dtype)
+
+    def _read(self, layer_idx: int, dtype: Any) -> tuple[Any, Any]:
+        """The layer's keys and values to attend to, ``[rows, heads, columns, head_dim]``
+        each (gathered in one copy), or ``None`` and kept for :meth:`attend`."""
+        kv = self.pool.kv[layer_idx]
+        shape = (2, self.rows, self.past + self.width, *kv.shape[2:])
+        both = kv.index_select(1, self.index.reshape(-1)).view(shape).transpose(2, 3)
+        keys, values = both[0].to(dtype), both[1].to(dtype)
         if self.cascade or self.packed:
             self._current = (keys, values, layer_idx)
             return None, None  # only ``attend`` uses them: any other attention fails loudly

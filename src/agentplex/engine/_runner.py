@@ -24,6 +24,7 @@ from typing import Any
 
 from ._compat import cache_keyword
 from ._counters import EngineCounters
+from ._direct import DirectDecode, direct_decode
 from ._errors import EngineError, UnsupportedModel
 from ._kvcache import Batch, ChunkedPrompt, KVPool, Seq
 from ._mixed import MixedStep, install_attention, mixed_forward, supports_mixed_steps
@@ -77,6 +78,9 @@ class ModelRunner:
         self.apply = apply
         self.static: StaticDecode | None = None
         """The static-shape decode step (:meth:`use_static`), if in use."""
+        self.direct: DirectDecode | None = direct_decode(model)
+        """Decode steps computed straight over the weights (:mod:`._direct`), where the
+        model allows; ``None``: through the model's ``forward``."""
         self.mixes = supports_mixed_steps(model)
         """Whether a chunk can ride in a decode pass of this model."""
         self._cache_kw = cache_keyword(model)
@@ -310,14 +314,17 @@ class ModelRunner:
             self.apply(batch.reqs, tokens, ended)
             return
         step = self._step(batch.seqs, [1] * len(batch.seqs), shared=self.cascade_blocks)
-        extra = {install_attention(): step} if step.cascade else {}
         self.counters.shared_steps += step.cascade
         with self._timed(len(batch.reqs), 0):
-            out = self.model(input_ids=batch.next_ids[:, None],
-                             attention_mask=self._masks(step),
-                             position_ids=step.positions, use_cache=True,
-                             **{self._cache_kw: step}, **extra)
-        batch.next_ids = self.select(batch.reqs, out.logits[:, -1, :])
+            if self.direct is not None:
+                logits = self.direct(batch.next_ids[:, None], step)
+            else:
+                extra = {install_attention(): step} if step.cascade else {}
+                logits = self.model(input_ids=batch.next_ids[:, None],
+                                    attention_mask=self._masks(step),
+                                    position_ids=step.positions, use_cache=True,
+                                    **{self._cache_kw: step}, **extra).logits[:, -1, :]
+        batch.next_ids = self.select(batch.reqs, logits)
 
     def _step(self, seqs: list[Seq], counts: list[int], *, shared: int = 0,
               packed: bool = False) -> PagedStep:

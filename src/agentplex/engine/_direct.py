@@ -1,0 +1,185 @@
+"""Decode steps of Llama-family models straight over their weights, not through their modules.
+
+At one agent on a CPU, a decode step of the embedded model (30 layers) spent about as long in
+Transformers' module calls as in reading the weights: decorators, keyword handling, output
+objects and ~90 small operators a layer, each dispatched from Python. :class:`DirectDecode`
+runs the same arithmetic over the same weights, operator for operator where the layers are
+the model's own (a float32 model's logits are bitwise Transformers'), with fewer calls: no
+module machinery, the rotary angles once a step, and where the layers can be concatenated
+(the quantized layers' ``concat``: their outputs per output channel do not depend on what
+else the layer computes) one call for q/k/v and one for gate/up.
+
+Only decode steps (one new token a row) of models whose layers follow Llama's pattern take
+this path (:func:`direct_decode`): ``llama``, ``mistral`` and ``qwen2`` configurations, SDPA
+attention, every layer full attention, SiLU MLPs, rotary angles fixed at load
+(``default``, ``linear``, ``llama3``). Everything else, and every prefill, goes through the
+model's ``forward``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._paged import PagedStep
+
+__all__ = ["DirectDecode", "direct_decode"]
+
+_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
+_ROPE_TYPES = frozenset({"default", "linear", "llama3"})
+
+
+def direct_decode(model: Any) -> DirectDecode | None:
+    """A :class:`DirectDecode` for ``model``, or ``None`` where its layers are not of the
+    kind it computes (the model's ``forward`` then decodes)."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "model_type", None) not in _MODEL_TYPES:
+        return None
+    if getattr(config, "_attn_implementation", None) != "sdpa":
+        return None
+    if getattr(config, "sliding_window", None) is not None and getattr(
+            config, "use_sliding_window", True):
+        return None
+    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
+        return None
+    if getattr(config, "hidden_act", None) != "silu":
+        return None
+    rope = (getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+            or {})
+    if rope.get("rope_type", rope.get("type", "default")) not in _ROPE_TYPES:
+        return None
+    try:
+        return DirectDecode(model)
+    except (AttributeError, TypeError):  # not laid out as Llama's modules are
+        return None
+
+
+class _Layer:
+    """One decoder layer's weights, as the step uses them."""
+
+    def __init__(self, layer: Any) -> None:
+        attn, mlp = layer.self_attn, layer.mlp
+        self.attn = attn
+        self.norms = ((layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon),
+                      (layer.post_attention_layernorm.weight,
+                       layer.post_attention_layernorm.variance_epsilon))
+        self.qkv = _fused([attn.q_proj, attn.k_proj, attn.v_proj])
+        self.o = attn.o_proj
+        self.gate_up = _fused([mlp.gate_proj, mlp.up_proj])
+        self.down = mlp.down_proj
+        self.scaling = float(attn.scaling)
+
+
+class DirectDecode:
+    """The decode step of a Llama-family ``model`` over the paged cache, computed from the
+    model's weights (see the module's docstring for what it serves)."""
+
+    def __init__(self, model: Any) -> None:
+        import torch
+
+        config = model.config
+        base = model.model
+        self.embed = base.embed_tokens
+        self.rotary = base.rotary_emb
+        self.layers = [_Layer(layer) for layer in base.layers[:config.num_hidden_layers]]
+        self.norm = (base.norm.weight, base.norm.variance_epsilon)
+        self.head = model.lm_head
+        self.heads = int(config.num_attention_heads)
+        self.kv_heads = int(getattr(config, "num_key_value_heads", None) or self.heads)
+        self.head_dim = int(getattr(config, "head_dim", None)
+                            or config.hidden_size // config.num_attention_heads)
+        self.torch = torch
+        self.steps = 0
+        """Decode steps computed."""
+
+    def __call__(self, ids: Any, step: PagedStep) -> Any:
+        """The logits ``[rows, vocab]`` of a decode step: ``ids`` ``[rows, 1]``, the rows'
+        new tokens; ``step`` their paged cache (one new token each, none of them padding; a
+        cascade attends through it)."""
+        torch = self.torch
+        self.steps += 1
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        hidden = self.embed(ids)
+        rows = hidden.shape[0]
+        cos, sin = self.rotary(hidden, position_ids=step.positions)
+        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # [rows, 1, 1, dim]: over the heads
+        mask = step.mask
+        for index, layer in enumerate(self.layers):
+            residual = hidden
+            x = _rms_norm(torch, hidden, *layer.norms[0])
+            qkv = layer.qkv(x).view(rows, 1, -1, dim)  # [rows, 1, q + k + v heads, dim]
+            qk = qkv[:, :, :heads + kv_heads]  # q and k turn by the same angles
+            qk = (qk * cos) + (_rotate_half(torch, qk) * sin)
+            new = torch.stack((qk[:, 0, heads:], qkv[:, 0, heads + kv_heads:]))
+            keys, values = step.update_decode(new, index)
+            if step.cascade:  # the query as Transformers' layers give it: [rows, heads, 1, dim]
+                out, _ = step.attend(layer.attn, qk[:, :, :heads].transpose(1, 2), None,
+                                     scaling=layer.scaling)
+            else:  # each row's query heads by key head: [rows, kv_heads, groups, dim]
+                query = qk[:, 0, :heads].reshape(rows, kv_heads, heads // kv_heads, dim)
+                out = sdpa(query, keys, values, attn_mask=mask, scale=layer.scaling)
+            hidden = residual + layer.o(out.reshape(rows, 1, heads * dim))
+            residual = hidden
+            x = _rms_norm(torch, hidden, *layer.norms[1])
+            gate, up = layer.gate_up(x).chunk(2, dim=-1)
+            hidden = residual + layer.down(torch.nn.functional.silu(gate) * up)
+        hidden = _rms_norm(torch, hidden, *self.norm)
+        return self.head(hidden)[:, -1, :]
+
+
+class _Fused:
+    """Float linear layers computing side by side: one matrix product over their weights,
+    concatenated (the layers' own weights become views of it: nothing is held twice)."""
+
+    def __init__(self, linears: list[Any]) -> None:
+        import torch
+
+        with torch.no_grad():
+            self.weight = torch.cat([m.weight for m in linears])
+            biases = [m.bias for m in linears]
+            self.bias = None if biases[0] is None else torch.cat(biases)
+            start = 0
+            for m in linears:
+                end = start + m.weight.shape[0]
+                m.weight.data = self.weight[start:end]
+                if self.bias is not None:
+                    m.bias.data = self.bias[start:end]
+                start = end
+        self.linear = torch.nn.functional.linear
+
+    def __call__(self, x: Any) -> Any:
+        return self.linear(x, self.weight, self.bias)
+
+
+def _fused(linears: list[Any]) -> Any:
+    """One callable computing ``linears``' outputs side by side: float layers' weights
+    concatenated (:class:`_Fused`), or the class's own ``concat`` (the quantized layers).
+    Raises ``TypeError`` for layers of mixed or other kinds, with hooks, or whose biases
+    differ in kind."""
+    import torch
+
+    kind = type(linears[0])
+    if any(type(m) is not kind or getattr(m, "_hf_hook", None) is not None for m in linears):
+        raise TypeError("layers of different kinds, or hooked")
+    if kind is torch.nn.Linear:
+        if len({m.bias is None for m in linears}) > 1:
+            raise TypeError("some layers have a bias, some not")
+        return _Fused(linears)
+    concat = getattr(kind, "concat", None)
+    if concat is None:
+        raise TypeError(f"{kind.__name__} cannot be concatenated")
+    return concat(linears)
+
+
+def _rms_norm(torch: Any, hidden: Any, weight: Any, eps: float) -> Any:
+    """Llama's RMS norm, operator for operator (Transformers' ``LlamaRMSNorm``)."""
+    dtype = hidden.dtype
+    hidden = hidden.to(torch.float32)
+    variance = hidden.pow(2).mean(-1, keepdim=True)
+    hidden = hidden * torch.rsqrt(variance + eps)
+    return weight * hidden.to(dtype)
+
+
+def _rotate_half(torch: Any, x: Any) -> Any:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)

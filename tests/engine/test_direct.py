@@ -1,0 +1,83 @@
+"""Decode steps computed straight over a Llama-family model's weights (``engine._direct``)
+give the model's own logits, bitwise, and only models laid out as Llama's take them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from agentplex.engine._direct import DirectDecode, direct_decode  # noqa: E402
+from tests.support.engine_runs import (  # noqa: E402
+    engines_with_and_without,
+    prompts,
+    random_windowed,
+    run,
+)
+
+
+def random_qwen2(tok: Any) -> Any:
+    """A 2-layer Qwen2 with random weights: biases on q, k and v, no sliding window."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(3)
+    config = Qwen2Config(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+        initializer_range=0.3)
+    return Qwen2ForCausalLM(config).eval()  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+@pytest.mark.parametrize("shared", [0, 80], ids=["own-prompts", "common-head"])
+def test_direct_steps_give_the_forward_passes_logits(pair: tuple[Any, Any], kind: str,
+                                                     shared: int) -> None:
+    """Rows decoded together (with a head of 80 common tokens: attending to it once for
+    all rows, as a cascade) choose the same tokens with the same log-probabilities, to the
+    last bit, as the same engine decoding through the model's ``forward``."""
+    model = pair[0] if kind == "llama" else random_qwen2(pair[1])
+    batch = prompts(4, shared=shared, own=12, seed=11)
+    with engines_with_and_without((model, pair[1]), {"direct": None}) as (direct, forward):
+        assert direct.runner.direct is not None
+        got = run(direct, batch, 12, logprobs=3)
+        expected = run(forward, batch, 12, logprobs=3)
+        assert [r.generated for r in got] == [r.generated for r in expected]
+        assert [r.logprobs for r in got] == [r.logprobs for r in expected]
+        assert direct.runner.direct.steps > 0
+        assert (direct.counters.shared_steps > 0) == (shared > 0)
+
+
+def test_fused_layers_hold_no_second_copy(pair: tuple[Any, Any]) -> None:
+    """q/k/v and gate/up are computed by one product each; the model's own layers then
+    read views of the fused weights (same values, memory held once)."""
+    model = pair[0]
+    layer = model.model.layers[0]
+    before = layer.self_attn.k_proj.weight.detach().clone()
+    direct = direct_decode(model)
+    assert isinstance(direct, DirectDecode)
+    fused = direct.layers[0].qkv.weight
+    k = layer.self_attn.k_proj.weight
+    assert torch.equal(k, before)
+    assert k.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
+
+
+def test_only_llama_like_models_are_decoded_directly(pair: tuple[Any, Any]) -> None:
+    """Sliding windows, another attention function or another architecture: the model's
+    ``forward`` decodes."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tok = pair[1]
+    assert direct_decode(random_windowed(tok, window=8, mixed=False)) is None
+    assert direct_decode(random_windowed(tok, window=8, mixed=True)) is None
+    eager = random_qwen2(tok)
+    eager.config._attn_implementation = "eager"
+    assert direct_decode(eager) is None
+    qwen3 = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16))
+    assert direct_decode(qwen3) is None
+    assert direct_decode(object()) is None
