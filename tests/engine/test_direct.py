@@ -14,6 +14,7 @@ from agentplex.engine._direct import DirectDecode, direct_decode  # noqa: E402
 from tests.support.engine_runs import (  # noqa: E402
     engines_with_and_without,
     prompts,
+    random_llama,
     random_windowed,
     run,
 )
@@ -32,16 +33,18 @@ def random_qwen2(tok: Any) -> Any:
     return Qwen2ForCausalLM(config).eval()  # type: ignore[no-untyped-call]
 
 
-@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+@pytest.mark.parametrize("kind", ["llama", "llama-bf16", "qwen2"])
 @pytest.mark.parametrize("shared", [0, 80], ids=["own-prompts", "common-head"])
 def test_direct_steps_give_the_forward_passes_logits(pair: tuple[Any, Any], kind: str,
                                                      shared: int) -> None:
     """Rows decoded together (with a head of 80 common tokens: attending to it once for
     all rows, as a cascade) choose the same tokens with the same log-probabilities, to the
     last bit, as the same engine decoding through the model's ``forward``."""
-    model = pair[0] if kind == "llama" else random_qwen2(pair[1])
+    tok = pair[1]
+    model = {"llama": lambda: pair[0], "qwen2": lambda: random_qwen2(tok),
+             "llama-bf16": lambda: random_llama(tok, seed=4).to(torch.bfloat16)}[kind]()
     batch = prompts(4, shared=shared, own=12, seed=11)
-    with engines_with_and_without((model, pair[1]), {"direct": None}) as (direct, forward):
+    with engines_with_and_without((model, tok), {"direct": None}) as (direct, forward):
         assert direct.runner.direct is not None
         got = run(direct, batch, 12, logprobs=3)
         expected = run(forward, batch, 12, logprobs=3)
