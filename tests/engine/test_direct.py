@@ -15,22 +15,10 @@ from tests.support.engine_runs import (  # noqa: E402
     engines_with_and_without,
     prompts,
     random_llama,
+    random_qwen2,
     random_windowed,
     run,
 )
-
-
-def random_qwen2(tok: Any) -> Any:
-    """A 2-layer Qwen2 with random weights: biases on q, k and v, no sliding window."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(3)
-    config = Qwen2Config(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
-        initializer_range=0.3)
-    return Qwen2ForCausalLM(config).eval()  # type: ignore[no-untyped-call]
 
 
 @pytest.mark.parametrize("kind", ["llama", "llama-bf16", "qwen2"])

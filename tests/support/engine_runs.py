@@ -17,17 +17,30 @@ import torch
 from agentplex.engine import BatchEngine, GenerationEvent, GenerationRequest
 
 
+def _shape(tok: Any, **more: Any) -> dict[str, Any]:
+    """The configuration of the engine tests' small models: 2 layers, 4 query heads on 2
+    key/value heads, random weights varied enough to give varied tokens."""
+    return dict(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+        initializer_range=0.3, **more)
+
+
 def random_llama(tok: Any, seed: int = 1) -> Any:
     """A 2-layer Llama with random weights (varied enough tokens) for ``tok``'s vocabulary."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
-        initializer_range=0.3)
-    return LlamaForCausalLM(config).eval()  # type: ignore[no-untyped-call]
+    return LlamaForCausalLM(LlamaConfig(**_shape(tok))).eval()  # type: ignore[no-untyped-call]
+
+
+def random_qwen2(tok: Any, seed: int = 3) -> Any:
+    """A 2-layer Qwen2 with random weights: biases on q, k and v, no sliding window."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    return Qwen2ForCausalLM(Qwen2Config(**_shape(tok))).eval()  # type: ignore[no-untyped-call]
 
 
 def random_windowed(tok: Any, window: int, mixed: bool, seed: int = 1) -> Any:
@@ -37,11 +50,7 @@ def random_windowed(tok: Any, window: int, mixed: bool, seed: int = 1) -> Any:
     from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    shape: dict[str, Any] = dict(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
-        initializer_range=0.3, sliding_window=window)
+    shape = _shape(tok, sliding_window=window)
     if mixed:
         config = Qwen2Config(**shape, use_sliding_window=True, max_window_layers=1)
         return Qwen2ForCausalLM(config).eval()  # type: ignore[no-untyped-call]
