@@ -82,7 +82,8 @@ class _Shared:
 
 
 def _vocab_size(output: Any) -> int:
-    """Rows of the output layer: a float ``Linear``'s weight, or an int8 one's ``out_features``."""
+    """Rows of the output layer: a float ``Linear``'s weight, or a quantized one's
+    ``out_features``."""
     features = getattr(output, "out_features", None)
     return int(features) if features is not None else int(output.weight.shape[0])
 
@@ -129,10 +130,12 @@ class TransformersChatModel(ChatModelBase):
         quantize: ``"int8"``: the linear layers' weights in int8, on the CPU (weight-only;
             a batched row's values never depend on the rows beside it, but one row alone and
             the same row in a batch of more than four take different kernels, whose results
-            differ in about 1 output in 10,000 by one bf16 step); ``"auto"``: int8 for the
-            embedded model on a CPU, float weights for any other; ``None`` (default): the
-            float weights. With ``model=``, quantize the pair first with
-            :func:`~agentplex.model.local.quantize_model`.
+            differ in about 1 output in 10,000 by one bf16 step); ``"int4"``: 4-bit weights
+            in groups of 32, the output layer int8 (the same batching rule, but the two
+            kernels differ by one bf16 step in many outputs); ``"auto"``: int4 (int8 where
+            torch lacks the int4 kernel) for the embedded model on a CPU, float weights for
+            any other; ``None`` (default): the float weights. With ``model=``, quantize the
+            pair first with :func:`~agentplex.model.local.quantize_model`.
 
     Per call: ``stop_sequences`` (or ``stop``), ``max_new_tokens`` / ``max_tokens``,
     ``temperature``, ``top_p``, ``top_k``, ``seed``, ``do_sample``, ``grammar`` /
@@ -256,7 +259,7 @@ class TransformersChatModel(ChatModelBase):
 
     @property
     def quantize(self) -> str | None:
-        """The weights' quantization (``"int8"``), or ``None`` for float weights."""
+        """The weights' quantization (``"int8"``, ``"int4"``), or ``None`` for float weights."""
         return self._shared.loaded.quantize
 
     # -- formatting ----------------------------------------------------------------------

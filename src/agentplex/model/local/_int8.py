@@ -12,11 +12,13 @@ step — as float32's own matrix-vector and matrix-matrix kernels differ in the 
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Sequence
 
 import torch
 
-__all__ = ["INT8_ROWS", "Int8Linear"]
+from ._quantized_linear import QuantizedLinear, dense_dtype, stack_rows
+
+__all__ = ["INT8_ROWS", "Int8Linear", "dense_dtype"]
 
 INT8_ROWS = 4
 """Most rows a call multiplies with the int8 kernel; more go to the dequantized matmul (on
@@ -24,27 +26,21 @@ the embedded model's 576 x 1536 layer, one thread: the int8 kernel 44 / 83 / 167
 4 / 8 rows, the bf16 matmul 115 / 118 / 122)."""
 
 
-@functools.cache
-def dense_dtype() -> torch.dtype:
-    """bf16 where oneDNN multiplies it natively on this CPU, float32 elsewhere."""
-    native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return torch.bfloat16 if native is not None and bool(native()) else torch.float32
-
-
-class Int8Linear(torch.nn.Module):
+class Int8Linear(QuantizedLinear):
     """``linear`` with int8 weights, one symmetric scale per output channel (float32); the
     input and output keep their dtype (the input and the kernels' sums are rounded to bf16
-    on the way)."""
+    on the way). :meth:`concat` re-points every buffer of the given layers to the fused
+    layer's rows."""
+
+    kernel_rows = INT8_ROWS
+    kind = "int8"
 
     qweight: torch.Tensor
     ones: torch.Tensor
     scales: torch.Tensor
-    dense: torch.Tensor
-    bias: torch.Tensor | None
 
     def __init__(self, linear: torch.nn.Linear) -> None:
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
+        super().__init__(linear)
         with torch.no_grad():
             weight = linear.weight.detach().float()
             scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-30)
@@ -53,21 +49,13 @@ class Int8Linear(torch.nn.Module):
             self.register_buffer("ones", torch.ones(self.out_features, dtype=torch.bfloat16))
             self.register_buffer("scales", scales)
             self.register_buffer("dense", ints.to(dense_dtype()))
-            bias = linear.bias.detach().clone() if linear.bias is not None else None
-            self.register_buffer("bias", bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        if rows.shape[0] <= INT8_ROWS:
-            sums = torch._weight_int8pack_mm(rows, self.qweight, self.ones)
-        elif self.dense.dtype == torch.bfloat16:
-            sums = torch.nn.functional.linear(rows, self.dense)
-        else:  # rounded to bf16 as the other kernels' sums are
-            sums = torch.nn.functional.linear(rows.float(), self.dense).to(torch.bfloat16)
-        out = torch.mul(sums, self.scales)  # float32
-        if self.bias is not None:
-            out = out + self.bias
-        return out.to(x.dtype).view(*x.shape[:-1], self.out_features)
+    def _kernel(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int8pack_mm(rows, self.qweight, self.ones)
 
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+    def _finish(self, sums: torch.Tensor) -> torch.Tensor:
+        return torch.mul(sums, self.scales)  # float32
+
+    def _concat_own(self, layers: Sequence[Int8Linear]) -> None:
+        for name in ("qweight", "ones", "scales"):
+            self.register_buffer(name, stack_rows(layers, name))

@@ -76,7 +76,8 @@ class LoadedModel:
     """``gguf`` (converted now), ``cache`` (converted earlier), ``folder`` or ``hub-cache``."""
     path: Path | None
     quantize: str | None = None
-    """The weights' quantization (``"int8"``), ``None`` for the checkpoint's float weights."""
+    """The weights' quantization (``"int8"``, ``"int4"``), ``None`` for the checkpoint's float
+    weights."""
 
 
 def is_default_model(model_id: str) -> bool:
@@ -200,9 +201,10 @@ def load_local_model(
     GGUF files are converted once into ``cache_dir`` (default :func:`cache_root`). On CUDA
     the model loads in bf16 (fp16 without bf16 support) with SDPA attention, and
     ``gpu_memory`` (bytes) caps what this process allocates on each GPU. ``quantize``:
-    ``"int8"`` turns the linear layers' weights into int8 after loading (CPU only, see
-    :func:`quantize_model`); ``"auto"``: int8 for the embedded model on a CPU, else the float
-    weights; ``None`` (default): the float weights.
+    ``"int8"`` / ``"int4"`` turns the linear layers' weights into int8 / int4 (the output
+    layer int8) after loading (CPU only, see :func:`quantize_model`); ``"auto"``: int4 (int8
+    where torch lacks the int4 kernel) for the embedded model on a CPU, else the float weights;
+    ``None`` (default): the float weights.
     """
     scheme = quantize_for(model_id, quantize, device_map, torch_dtype)  # before loading
     loaded = _load(model_id, device_map, torch_dtype, trust_remote_code, model_kwargs,

@@ -1,4 +1,4 @@
-"""Quantized weights on the CPU: a loaded model's linear layers as weight-only int8.
+"""Quantized weights on the CPU: a loaded model's linear layers as weight-only int8 or int4.
 
 ``"int8"`` replaces every ``torch.nn.Linear`` of a model (the output layer too) by
 ``Int8Linear`` (``_int8``): int8 weights with one symmetric scale per output channel.
@@ -13,10 +13,15 @@ because at many rows the multiplications, not the bytes read, decide the time.
 Each kernel computes a row from that row alone, and the two agree: both round one float32
 sum of input x integer weight to bf16 and apply the scales afterwards alike; they differ
 only where their sums, added in different orders, straddle a bf16 rounding boundary (about
-1 output in 10,000). Measured on the embedded model
-(``docs/local-models.md``).
-"""
+1 output in 10,000).
 
+``"int4"`` makes every linear layer ``Int4Linear`` (``_int4``: 4-bit weights, a scale and
+zero per 32 input features, ATen's ``torch._weight_int4pack_mm_for_cpu`` up to
+``INT4_ROWS`` rows, a bf16 matmul over the dequantized weights beyond) except the model's
+output layer, which stays int8: with it in int4 too the embedded model's perplexity rose
+8%, with it in int8 1%. A layer whose shape the int4 kernel does not take stays int8.
+Measured on the embedded model (``docs/local-models.md``).
+"""
 from __future__ import annotations
 
 import sys
@@ -24,25 +29,27 @@ from typing import Any
 
 from .._errors import UnsupportedOptionError
 
-__all__ = ["AUTO", "QUANTIZATIONS", "has_int8_kernel", "quantization_of", "quantize_model",
-           "resolve_quantize"]
+__all__ = ["AUTO", "QUANTIZATIONS", "has_int4_kernel", "has_int8_kernel", "quantization_of",
+           "quantize_model", "resolve_quantize"]
 
-QUANTIZATIONS = ("int8",)
+QUANTIZATIONS = ("int8", "int4")
 """The weight quantizations :func:`quantize_model` knows."""
 
 AUTO = "auto"
-"""``quantize="auto"``: ``"int8"`` for the embedded model on a CPU (float32 weights, a torch
-with the kernel), the float weights for everything else."""
+"""``quantize="auto"``: for the embedded model on a CPU (float32 weights), ``"int4"`` where
+torch has both kernels, else ``"int8"`` where it has the int8 one; the float weights for
+everything else."""
 
 
 def resolve_quantize(quantize: str | None, *, device: str, float32: bool = True,
                      model: str = "unknown", embedded: bool = False) -> str | None:
     """``quantize`` checked against where the model loads (``device``; ``float32``: whether
-    its weights load as float32, which int8 replaces); :data:`AUTO` resolved (``embedded``:
+    its weights load as float32, which quantizing replaces); :data:`AUTO` resolved (``embedded``:
     whether the model is the embedded default)."""
     if quantize == AUTO:
-        usable = device == "cpu" and float32 and has_int8_kernel()
-        return "int8" if embedded and usable else None
+        if not (embedded and device == "cpu" and float32):
+            return None
+        return "int4" if has_int4_kernel() else "int8" if has_int8_kernel() else None
     if quantize is None:
         return None
     if quantize not in QUANTIZATIONS:
@@ -58,35 +65,57 @@ def resolve_quantize(quantize: str | None, *, device: str, float32: bool = True,
         raise UnsupportedOptionError(
             f"quantize={quantize!r} replaces float32 weights: leave torch_dtype unset",
             provider="transformers", model=model)
-    if not has_int8_kernel():
+    missing = _missing_kernel(quantize)
+    if missing:
         raise UnsupportedOptionError(
-            "this torch build has no weight-only int8 kernel (torch._weight_int8pack_mm)",
-            provider="transformers", model=model)
+            f"quantize={quantize!r} needs a weight-only kernel this torch build lacks "
+            f"(torch.{missing})", provider="transformers", model=model)
     return quantize
 
 
 def has_int8_kernel() -> bool:
     """Whether torch has ATen's weight-only int8 kernel (torch 2.3 and later)."""
+    return _missing_kernel("int8") is None
+
+
+def has_int4_kernel() -> bool:
+    """Whether torch has the kernels ``quantize="int4"`` uses: ATen's weight-only int4
+    kernel for the CPU, its weight packing, and the int8 kernel (for the output layer)."""
+    return _missing_kernel("int4") is None
+
+
+_KERNELS = {"int8": ("_weight_int8pack_mm",),
+            "int4": ("_weight_int4pack_mm_for_cpu", "_convert_weight_to_int4pack_for_cpu",
+                     "_weight_int8pack_mm")}
+
+
+def _missing_kernel(quantize: str) -> str | None:
+    """The first of the ATen functions ``quantize`` needs that torch lacks, else ``None``."""
     import torch
 
-    return hasattr(torch, "_weight_int8pack_mm")
+    return next((name for name in _KERNELS[quantize] if not hasattr(torch, name)), None)
 
 
 def quantize_model(model: Any, quantize: str = "int8") -> int:
-    """Replace ``model``'s float32 ``torch.nn.Linear`` layers in place by
-    ``Int8Linear`` ones (``_int8``); the number replaced. ``quantize`` is one of
-    :data:`QUANTIZATIONS`."""
+    """Replace ``model``'s float32 ``torch.nn.Linear`` layers in place by quantized ones;
+    the number replaced. ``quantize`` is one of :data:`QUANTIZATIONS`: ``"int8"``, every
+    layer ``Int8Linear`` (``_int8``); ``"int4"``, every layer ``Int4Linear`` (``_int4``)
+    except the output layer (``model.get_output_embeddings()``) and any layer whose shape
+    the int4 kernel does not take, which are ``Int8Linear``."""
     import torch
 
     if quantize not in QUANTIZATIONS:
         raise UnsupportedOptionError(f"unknown quantize={quantize!r}", provider="transformers")
+    from ._int4 import Int4Linear
     from ._int8 import Int8Linear
 
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     replaced = 0
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if type(child) is torch.nn.Linear and child.weight.dtype == torch.float32:
-                setattr(module, name, Int8Linear(child))
+                int4 = quantize == "int4" and child is not output and Int4Linear.fits(child)
+                setattr(module, name, Int4Linear(child) if int4 else Int8Linear(child))
                 replaced += 1
     config = getattr(model, "config", None)
     if config is not None:  # the output layer is no longer the embeddings: never tie them
@@ -95,9 +124,13 @@ def quantize_model(model: Any, quantize: str = "int8") -> int:
 
 
 def quantization_of(model: Any) -> str | None:
-    """``"int8"`` when :func:`quantize_model` made ``model``'s linear layers int8, else
-    ``None``."""
-    int8 = sys.modules.get(f"{__package__}._int8")  # never imported: nothing quantized
-    if int8 is None or not hasattr(model, "modules"):
+    """``"int4"`` or ``"int8"``: what :func:`quantize_model` made ``model``'s linear
+    layers (any ``Int4Linear``: ``"int4"``), else ``None``."""
+    if not hasattr(model, "modules"):
         return None
-    return "int8" if any(isinstance(m, int8.Int8Linear) for m in model.modules()) else None
+    for scheme in ("int4", "int8"):
+        module = sys.modules.get(f"{__package__}._{scheme}")  # never imported: not used
+        layer = getattr(module, f"{scheme.capitalize()}Linear", None)
+        if layer is not None and any(isinstance(m, layer) for m in model.modules()):
+            return scheme
+    return None
