@@ -30,7 +30,9 @@ class Int8Linear(QuantizedLinear):
     """``linear`` with int8 weights, one symmetric scale per output channel (float32); the
     input and output keep their dtype (the input and the kernels' sums are rounded to bf16
     on the way). :meth:`concat` re-points every buffer of the given layers to the fused
-    layer's rows."""
+    layer's rows. The int8 kernel needs the input features to be a multiple of 16 (with
+    others, torch 2.13's crashes or returns garbage): any other layer multiplies every call
+    by the dense copy."""
 
     kernel_rows = INT8_ROWS
     kind = "int8"
@@ -41,6 +43,7 @@ class Int8Linear(QuantizedLinear):
 
     def __init__(self, linear: torch.nn.Linear) -> None:
         super().__init__(linear)
+        self.kernel_rows = _kernel_rows(self.in_features)
         with torch.no_grad():
             weight = linear.weight.detach().float()
             scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-30)
@@ -57,5 +60,11 @@ class Int8Linear(QuantizedLinear):
         return torch.mul(sums, self.scales)  # float32
 
     def _concat_own(self, layers: Sequence[Int8Linear]) -> None:
+        self.kernel_rows = _kernel_rows(self.in_features)
         for name in ("qweight", "ones", "scales"):
             self.register_buffer(name, stack_rows(layers, name))
+
+
+def _kernel_rows(in_features: int) -> int:
+    """:data:`INT8_ROWS` where the int8 kernel takes ``in_features``, else 0."""
+    return INT8_ROWS if in_features % 16 == 0 else 0

@@ -27,8 +27,9 @@ class QuantizedLinear(torch.nn.Module):
     kernels' are); then :meth:`_finish` and the bias, in float32. The input and output keep
     their dtype and any leading shape."""
 
-    kernel_rows: ClassVar[int]
-    """Most rows a call multiplies with the quantized kernel."""
+    kernel_rows: int
+    """Most rows a call multiplies with the quantized kernel (a class's default; a layer
+    whose shape its kernel does not take sets 0)."""
     kind: ClassVar[str]
     """The quantization's name (``"int8"``, ``"int4"``), for ``repr``."""
 
