@@ -9,14 +9,15 @@ Prints one JSON line per figure: ``{"bench", "impl", "n", "value", "unit"}``.
   an offline batch API), and, when ``--llama-server URL`` is given, llama.cpp's
   OpenAI-compatible server on the same GGUF file. On a CPU, the same model with int8
   weights (``quantize="int8"``) right after float32 at each N, and with bf16 weights.
-* ``quality``: int8 weights against float32: perplexity on a fixed public-domain text
-  (``tests/support/texts``), and on the demo game's prompts the share of greedy answers
+* ``quality``: int8 and int4 weights against float32: perplexity on a fixed public-domain
+  text (``tests/support/texts``), and on the demo game's prompts the share of greedy answers
   identical to float32's, and of valid JSON guesses (greedy unconstrained; the demo's own
   constrained, sampled calls).
-* ``weights``: the same engine with float32, int8 (``quantize="int8"``) and bf16 weights at
-  each N, the three taken in turn ``--repeats`` times (so that a shared machine's noise hits
-  them alike): median tokens per wall second and per CPU second of the process, and int8's
-  ratios to float32; with ``--llama-server URL``, llama.cpp's server in the same turns.
+* ``weights``: the same engine with float32, int8 (``quantize="int8"``), int4
+  (``quantize="int4"``) and bf16 weights at each N, taken in turn ``--repeats`` times (so
+  that a shared machine's noise hits them alike): median tokens per wall second and per CPU
+  second of the process, and each one's ratios to float32; with ``--llama-server URL``,
+  llama.cpp's server in the same turns.
 * ``load``: cold (GGUF → safetensors conversion) and warm (from the cache) load time, each in a
   fresh process, imports excluded.
 * ``constrained``: milliseconds per generated token with and without a JSON schema.
@@ -176,7 +177,7 @@ async def main() -> None:
                         help="torch threads (1 on a machine loaded beyond its cores: "
                         "threads of one forward pass wait on each other at every barrier)")
     parser.add_argument("--quality-prompts", type=int, default=24,
-                        help="demo prompts of the quality part (int8 against float32)")
+                        help="demo prompts of the quality part (int8, int4 against float32)")
     parser.add_argument("--demo-agents", type=int, default=8)
     parser.add_argument("--demo-rounds", type=int, default=3)
     parser.add_argument("--demo-repeats", type=int, default=2,
@@ -217,21 +218,25 @@ async def main() -> None:
         int8 = TransformersChatModel(args.model, cache_dir=cache, quantize="int8",
                                      max_batch_size=args.max_batch) if (
             on_cpu and parts & {"throughput", "quality", "weights"}) else None
+        int4 = TransformersChatModel(args.model, cache_dir=cache, quantize="int4",
+                                     max_batch_size=args.max_batch) if (
+            on_cpu and parts & {"quality", "weights"}) else None
     await model(prompt(0), max_tokens=4)  # first-call warm-up
     one_at_a_time(model, 1, 4)
-    if int8 is not None:
-        await int8(prompt(0), max_tokens=4)
-    if "quality" in parts and int8 is not None:
-        await quality(model, int8, args.quality_prompts)
+    for quantized in (int8, int4):
+        if quantized is not None:
+            await quantized(prompt(0), max_tokens=4)
+    if "quality" in parts and int8 is not None and int4 is not None:
+        await quality(model, {"int8": int8, "int4": int4}, args.quality_prompts)
     if "throughput" in parts:
         await throughput(model, ns, args, int8)
         for n in ns if bf16 is not None else ():  # bf16 weights (AVX512-BF16 CPUs gain)
             emit("throughput", "agentplex-batched-bf16", n, await batched(bf16, n, args.tokens),
                  "tokens/s")
-    if "weights" in parts and int8 is not None and bf16 is not None:
+    if "weights" in parts and int8 is not None and int4 is not None and bf16 is not None:
         await bf16(prompt(0), max_tokens=4)
-        await weights({"float32": model, "int8": int8, "bf16": bf16}, ns, args.tokens,
-                      args.repeats, args.llama_server)
+        await weights({"float32": model, "int8": int8, "int4": int4, "bf16": bf16}, ns,
+                      args.tokens, args.repeats, args.llama_server)
     if "constrained" in parts:
         await constrained(model)
     if "prefix" in parts:
@@ -636,7 +641,7 @@ async def weights(models: dict[str, Any], ns: list[int], tokens: int, repeats: i
             emit("weights", name, n, wall, "tokens/s", per_cpu_s=round(cpu, 2),
                  repeats=repeats)
         base_wall, base_cpu = medians["float32"]
-        for name in ("int8", "bf16"):
+        for name in (name for name in models if name != "float32"):
             emit("weights_ratio", f"{name}/float32", n, medians[name][0] / base_wall, "x",
                  per_cpu_s_x=round(medians[name][1] / base_cpu, 2))
         if theirs:
@@ -647,11 +652,11 @@ async def weights(models: dict[str, Any], ns: list[int], tokens: int, repeats: i
                      "x")
 
 
-async def quality(model: Any, int8: Any, prompts: int, tokens: int = 48,
+async def quality(model: Any, quantized: dict[str, Any], prompts: int, tokens: int = 48,
                   alone_prompts: int = 8) -> None:
-    """int8 weights against float32: perplexity on the fixed text, and on the demo's prompts
-    greedy agreement (the prompts batched together, and the first ``alone_prompts`` decoded
-    one at a time), the share of batched greedy answers equal to the same prompt decoded
+    """``quantized`` weights (by name) against float32: perplexity on the fixed text, and on
+    the demo's prompts greedy agreement (the prompts batched together, and the first
+    ``alone_prompts`` decoded one at a time), the share of batched greedy answers equal to the same prompt decoded
     alone (each weight kind against itself), the share of answers that are valid JSON guesses
     (unconstrained, greedy), and of the demo's own constrained, sampled calls that give a
     guess."""
@@ -662,7 +667,7 @@ async def quality(model: Any, int8: Any, prompts: int, tokens: int = 48,
     tok = model.tokenizer
     asks = demo_prompts(prompts)
     texts: dict[str, list[str]] = {}
-    for impl, m in (("float32", model), ("int8", int8)):
+    for impl, m in {"float32": model, **quantized}.items():
         value = perplexity(m.model, tok)
         emit("quality_perplexity", impl, 1, value, "ppl", text="gettysburg.txt")
         out = await asyncio.gather(*(m(p, max_tokens=tokens) for p in asks))
@@ -687,8 +692,9 @@ async def quality(model: Any, int8: Any, prompts: int, tokens: int = 48,
         emit("quality_greedy_agreement", name, len(a), 100 * same / len(a), "% identical",
              shared_prefix_pct=round(100 * shared / sum(map(len, ids[0])), 1), tokens=tokens)
 
-    agreement("int8/float32-batched", texts["float32"], texts["int8"])
-    agreement("int8/float32-alone", texts["float32-alone"], texts["int8-alone"])
+    for name in quantized:
+        agreement(f"{name}/float32-batched", texts["float32"], texts[name])
+        agreement(f"{name}/float32-alone", texts["float32-alone"], texts[f"{name}-alone"])
 
 
 async def constrained(model: Any, repeats: int = 3) -> None:
