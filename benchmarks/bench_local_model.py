@@ -656,10 +656,10 @@ async def quality(model: Any, quantized: dict[str, Any], prompts: int, tokens: i
                   alone_prompts: int = 8) -> None:
     """``quantized`` weights (by name) against float32: perplexity on the fixed text, and on
     the demo's prompts greedy agreement (the prompts batched together, and the first
-    ``alone_prompts`` decoded one at a time), the share of batched greedy answers equal to the same prompt decoded
-    alone (each weight kind against itself), the share of answers that are valid JSON guesses
-    (unconstrained, greedy), and of the demo's own constrained, sampled calls that give a
-    guess."""
+    ``alone_prompts`` decoded one at a time), the share of batched greedy answers equal to
+    the same prompt decoded alone (each weight kind against itself), the share of answers
+    that are valid JSON guesses (unconstrained, greedy), and of the demo's own constrained,
+    sampled calls that give a guess."""
     from tests.support.model_quality import common_prefix, demo_prompts, is_guess, perplexity
 
     from agentplex.sim.scenarios._game import Guess

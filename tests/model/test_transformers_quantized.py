@@ -68,7 +68,7 @@ async def test_the_embedded_model_answers_quantized(scheme: str, model_cache: Pa
         # and the attention over a batch differ from alone in float32's last bits, which
         # a bf16 rounding of a layer's input can turn into one bf16 step: int8 gives the
         # same tokens for these four prompts, int4 for three (the third turns at its fifth
-        # token). (A second alone run, the prompts cached, and the batch: int8 3, int4 3.)
+        # token).
         assert same >= (4 if scheme == "int8" else 3), (first, again)
         guesses = await asyncio.wait_for(asyncio.gather(*(
             model(p, structured_model=Guess, temperature=0.8, seed=i)
