@@ -21,16 +21,28 @@ from tests.support.engine_runs import (  # noqa: E402
 )
 
 
-@pytest.mark.parametrize("kind", ["llama", "llama-bf16", "qwen2"])
+def quantized(model: Any, scheme: str) -> Any:
+    """``model`` with its linear layers quantized (their q/k/v and gate/up fuse through
+    the quantized layers' ``concat``)."""
+    from agentplex.model.local import quantize_model
+
+    quantize_model(model, scheme)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["llama", "llama-bf16", "qwen2", "llama-int8", "llama-int4"])
 @pytest.mark.parametrize("shared", [0, 80], ids=["own-prompts", "common-head"])
 def test_direct_steps_give_the_forward_passes_logits(pair: tuple[Any, Any], kind: str,
                                                      shared: int) -> None:
     """Rows decoded together (with a head of 80 common tokens: attending to it once for
     all rows, as a cascade) choose the same tokens with the same log-probabilities, to the
-    last bit, as the same engine decoding through the model's ``forward``."""
+    last bit, as the same engine decoding through the model's ``forward``: float weights,
+    and quantized ones whose q/k/v and gate/up run as one fused layer each."""
     tok = pair[1]
     model = {"llama": lambda: pair[0], "qwen2": lambda: random_qwen2(tok),
-             "llama-bf16": lambda: random_llama(tok, seed=4).to(torch.bfloat16)}[kind]()
+             "llama-bf16": lambda: random_llama(tok, seed=4).to(torch.bfloat16),
+             "llama-int8": lambda: quantized(random_llama(tok, seed=5), "int8"),
+             "llama-int4": lambda: quantized(random_llama(tok, seed=6), "int4")}[kind]()
     batch = prompts(4, shared=shared, own=12, seed=11)
     with engines_with_and_without((model, tok), {"direct": None}) as (direct, forward):
         assert direct.runner.direct is not None
@@ -39,6 +51,11 @@ def test_direct_steps_give_the_forward_passes_logits(pair: tuple[Any, Any], kind
         assert [r.generated for r in got] == [r.generated for r in expected]
         assert [r.logprobs for r in got] == [r.logprobs for r in expected]
         assert direct.runner.direct.steps > 0
+        if "int" in kind:  # one quantized layer for q/k/v
+            from agentplex.model.local._quantized_linear import QuantizedLinear
+
+            qkv = direct.runner.direct.layers[0].qkv
+            assert isinstance(qkv, QuantizedLinear) and qkv.out_features == 64 + 2 * 32
         assert (direct.counters.shared_steps > 0) == (shared > 0)
 
 
