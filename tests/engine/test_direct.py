@@ -46,10 +46,13 @@ def test_direct_steps_give_the_forward_passes_logits(pair: tuple[Any, Any], kind
     batch = prompts(4, shared=shared, own=12, seed=11)
     with engines_with_and_without((model, tok), {"direct": None}) as (direct, forward):
         assert direct.runner.direct is not None
-        got = run(direct, batch, 12, logprobs=3)
-        expected = run(forward, batch, 12, logprobs=3)
+        got_scores: list[list[Any]] = []
+        expected_scores: list[list[Any]] = []
+        got = run(direct, batch, 12, logprobs=3, scores=got_scores)
+        expected = run(forward, batch, 12, logprobs=3, scores=expected_scores)
         assert [r.generated for r in got] == [r.generated for r in expected]
-        assert [r.logprobs for r in got] == [r.logprobs for r in expected]
+        assert [len(s) for s in got_scores] == [12] * 4
+        assert got_scores == expected_scores  # each token's and the 3 likeliest, exactly
         assert direct.runner.direct.steps > 0
         if "int" in kind:  # one quantized layer for q/k/v
             from agentplex.model.local._quantized_linear import QuantizedLinear
@@ -89,3 +92,23 @@ def test_only_llama_like_models_are_decoded_directly(pair: tuple[Any, Any]) -> N
         num_attention_heads=4, num_key_value_heads=2, head_dim=16))
     assert direct_decode(qwen3) is None
     assert direct_decode(object()) is None
+
+
+def test_a_bf16_cache_is_attended_in_bf16(pair: tuple[Any, Any]) -> None:
+    """With ``kv_dtype=torch.bfloat16`` (what a quantized model's engine gets) the pool holds
+    bf16 keys and values, and a direct step attends in bf16 (a prefill through the model's
+    forward attends in float32 over the same bf16 keys): the tokens are the forward's, the
+    log-probabilities a little off."""
+    batch = prompts(4, shared=0, own=12, seed=11)
+    model = random_llama(pair[1], seed=6)
+    with engines_with_and_without((model, pair[1]), {"direct": None},
+                                  kv_dtype=torch.bfloat16) as (direct, forward):
+        assert direct.runner.pool.kv.dtype == torch.bfloat16
+        got_scores: list[list[Any]] = []
+        expected_scores: list[list[Any]] = []
+        got = run(direct, batch, 12, logprobs=1, scores=got_scores)
+        expected = run(forward, batch, 12, logprobs=1, scores=expected_scores)
+        assert [r.generated for r in got] == [r.generated for r in expected]
+        gaps = [abs(a[1] - b[1]) for x, y in zip(got_scores, expected_scores, strict=True)
+                for a, b in zip(x, y, strict=True)]
+        assert 0 < max(gaps) < 0.25  # measured: 0.09

@@ -69,7 +69,7 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def smol(model_cache: Path) -> Any:
     """The embedded SmolLM2-135M-Instruct with its float32 weights (``quantize=None``; the
-    default is int8 on a CPU), converted from its GGUF file into ``model_cache``."""
+    default is int4 on a CPU), converted from its GGUF file into ``model_cache``."""
     pytest.importorskip("torch")
     from agentplex.model import TransformersChatModel
     from agentplex.model.local import embedded_gguf

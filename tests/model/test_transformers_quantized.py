@@ -54,6 +54,7 @@ async def test_the_embedded_model_answers_quantized(scheme: str, model_cache: Pa
                                   max_new_tokens=24)
     try:
         assert model.quantize == scheme
+        assert str(model.engine.runner.pool.kv.dtype) == "torch.bfloat16"  # under float32
         asks = demo_prompts(4)
         first = [await model(p) for p in asks]
         again = await asyncio.wait_for(asyncio.gather(*(model(p) for p in asks)), 300)
@@ -83,6 +84,7 @@ async def test_the_embedded_model_answers_quantized(scheme: str, model_cache: Pa
 def test_the_float_path_stays_float(smol: TransformersChatModel) -> None:
     assert smol.quantize is None
     assert set(_linears(smol.model).values()) == {"Linear"}
+    assert str(smol.engine.runner.pool.kv.dtype) == "torch.float32"
 
 
 @pytest.mark.timeout(600)  # trains the tiny model when run alone

@@ -40,11 +40,15 @@ async def test_gguf_then_cache(smol: TransformersChatModel, model_cache: Path) -
 async def test_init_chat_model_shares_the_loaded_model(
     smol: TransformersChatModel, model_cache: Path
 ) -> None:
-    model = init_chat_model("transformers:default", cache_dir=model_cache)
+    model = init_chat_model("transformers:default", cache_dir=model_cache, quantize=None)
     assert isinstance(model, TransformersChatModel)
     assert model.engine is smol.engine
-    # the embedded model by any of its names, as docs/local-models.md shows them
-    assert TransformersChatModel(cache_dir=model_cache).engine is smol.engine
+    # the embedded model by any of its names, as docs/local-models.md shows them; by
+    # default its int4 weights on a CPU, one engine for both
+    default = init_chat_model("transformers:default", cache_dir=model_cache)
+    assert isinstance(default, TransformersChatModel) and default.quantize == "int4"
+    assert TransformersChatModel(cache_dir=model_cache).engine is default.engine
+    assert default.engine is not smol.engine
 
 
 async def test_stream_and_stop(smol: TransformersChatModel) -> None:

@@ -103,23 +103,32 @@ def generated_alone(model: Any, tok: Any, batch: list[list[int]], tokens: int
 
 def run(eng: BatchEngine, batch: list[list[int]], tokens: int,
         late: list[list[int]] | None = None, logprobs: int | None = None,
-        each: list[dict[str, Any]] | None = None) -> list[GenerationRequest]:
+        each: list[dict[str, Any]] | None = None,
+        scores: list[list[Any]] | None = None) -> list[GenerationRequest]:
     """Submit ``batch`` (then ``late`` once the batch decodes); wait for all to finish.
-    ``each``: more fields of each of ``batch``'s requests (``sampling``, ``max_new_tokens``)."""
+    ``each``: more fields of each of ``batch``'s requests (``sampling``, ``max_new_tokens``);
+    ``scores``: filled with each of ``batch``'s requests' log-probabilities, as emitted."""
     finished = threading.Semaphore(0)
     decoding = threading.Event()
+    if scores is not None:
+        scores[:] = [[] for _ in batch]
 
-    def emit(event: GenerationEvent) -> None:
-        if event.output_tokens >= 2:
-            decoding.set()
-        if event.finish_reason is not None:
-            assert event.error is None, event.error
-            finished.release()
+    def emitter(i: int | None) -> Any:
+        def emit(event: GenerationEvent) -> None:
+            if scores is not None and i is not None:
+                scores[i].extend(event.logprobs)
+            if event.output_tokens >= 2:
+                decoding.set()
+            if event.finish_reason is not None:
+                assert event.error is None, event.error
+                finished.release()
+        return emit
 
+    emit = emitter(None)
     fields: list[dict[str, Any]] = each or [{} for _ in batch]
-    reqs = [GenerationRequest(prompt_ids=p, emit=emit, **{
+    reqs = [GenerationRequest(prompt_ids=p, emit=emitter(i), **{
         "max_new_tokens": tokens, "logprobs": logprobs, **more})
-        for p, more in zip(batch, fields, strict=True)]
+        for i, (p, more) in enumerate(zip(batch, fields, strict=True))]
     for r in reqs:
         eng.submit(r)
     extra = []

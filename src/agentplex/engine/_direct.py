@@ -115,9 +115,11 @@ class DirectDecode:
             if step.cascade:  # the query as Transformers' layers give it: [rows, heads, 1, dim]
                 out, _ = step.attend(layer.attn, qk[:, :, :heads].transpose(1, 2), None,
                                      scaling=layer.scaling)
-            else:  # each row's query heads by key head: [rows, kv_heads, groups, dim]
+            else:  # each row's query heads by key head: [rows, kv_heads, groups, dim], in
+                # the cache's dtype (bf16 under a quantized model's float32 activations)
                 query = qk[:, 0, :heads].reshape(rows, kv_heads, heads // kv_heads, dim)
-                out = sdpa(query, keys, values, attn_mask=mask, scale=layer.scaling)
+                out = sdpa(query.to(keys.dtype), keys, values, attn_mask=mask,
+                           scale=layer.scaling).to(qk.dtype)
             hidden = residual + layer.o(out.reshape(rows, 1, heads * dim))
             residual = hidden
             x = _rms_norm(torch, hidden, *layer.norms[1])

@@ -93,15 +93,16 @@ class KVPool:
         """How many times the pool grew (copying what it held)."""
 
     @classmethod
-    def for_model(cls, model: Any, block_size: int) -> KVPool:
+    def for_model(cls, model: Any, block_size: int, dtype: Any = None) -> KVPool:
         """A pool shaped for ``model``'s attention layers (its config), on its device: on a
-        CPU with room reserved for 8 GiB (taken as used), elsewhere grown as needed."""
+        CPU with room reserved for 8 GiB (taken as used), elsewhere grown as needed;
+        ``dtype``: of the keys and values (default: the model's first parameter's)."""
         config = model.config
         config = getattr(config, "get_text_config", lambda: config)()
         heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
         head_dim = (getattr(config, "head_dim", None)
                     or config.hidden_size // config.num_attention_heads)
-        dtype = next(model.parameters()).dtype
+        dtype = dtype or next(model.parameters()).dtype
         reserve = 8 * 2**30 if model.device.type == "cpu" else 0
         return cls(config.num_hidden_layers, heads, head_dim, block_size=block_size,
                    dtype=dtype, device=model.device, reserve_bytes=reserve)

@@ -149,10 +149,10 @@ class PagedStep:
     def update_decode(self, new: Any, layer_idx: int) -> tuple[Any, Any]:
         """As :meth:`update`, in a decode step whose rows all have their one new token
         (no padding): ``new`` holds the keys and the values, ``[2, rows, heads, head_dim]``,
-        written in one copy."""
+        written in one copy; the keys and values to attend to stay in the pool's dtype."""
         kv = self.pool.kv[layer_idx]
         kv.index_copy_(1, self._write, new.to(kv.dtype))
-        return self._read(layer_idx, new.dtype)
+        return self._read(layer_idx, kv.dtype)
 
     def _read(self, layer_idx: int, dtype: Any) -> tuple[Any, Any]:
         """The layer's keys and values to attend to, ``[rows, heads, columns, head_dim]``

@@ -66,7 +66,7 @@ class ModelRunner:
 
     def __init__(self, model: Any, *, pad_id: int, prefix: PrefixCache | None,
                  counters: EngineCounters, select: Select, block_size: int = 32,
-                 apply: Apply | None = None) -> None:
+                 apply: Apply | None = None, kv_dtype: Any = None) -> None:
         self.windows = _attention_windows(model)
         """Per kind of attention layer, its sliding window in tokens (``None``: full
         attention); ``{}`` when every layer is full attention."""
@@ -94,7 +94,8 @@ class ModelRunner:
         """Leading blocks a decode step's rows must share to attend to them once (0:
         never; only models whose attention functions this engine may wrap)."""
         self.block_size = prefix.block_size if prefix is not None else block_size
-        self.pool = KVPool.for_model(model, self.block_size)
+        self.kv_dtype = kv_dtype
+        self.pool = KVPool.for_model(model, self.block_size, kv_dtype)
         """Every row's keys and values (and the prefix cache's)."""
         if prefix is not None:
             prefix.block_bytes = self.pool.block_bytes
@@ -126,7 +127,7 @@ class ModelRunner:
         if self.prefix is not None:
             self.prefix.release = lambda pages: None
             self.prefix.clear()
-        self.pool = KVPool.for_model(self.model, self.block_size)
+        self.pool = KVPool.for_model(self.model, self.block_size, self.kv_dtype)
         if self.prefix is not None:
             self.prefix.release = self._release
 

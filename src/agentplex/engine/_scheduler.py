@@ -73,6 +73,7 @@ class BatchEngine:
         prefill_chunk: int | None = None,
         mix_chunks: bool = True,
         static_decode: bool | None = None,
+        kv_dtype: Any = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -99,7 +100,8 @@ class BatchEngine:
         self.stops = StopHandler(tokenizer, eos_ids)
         self.runner = ModelRunner(model, pad_id=self.pad_id, prefix=self.prefix,
                                   counters=self.counters, select=self._select,
-                                  block_size=prefix_block, apply=self._apply)
+                                  block_size=prefix_block, apply=self._apply,
+                                  kv_dtype=kv_dtype)
         if static_decode is None:
             static_decode = getattr(getattr(model, "device", None), "type", None) == "cuda"
         self.static_decode = static_decode

@@ -66,6 +66,10 @@ class _Shared:
         self.vocab_size = _vocab_size(loaded.model.get_output_embeddings())
         self._grammar: GrammarFactory | None = None
         self._lock = threading.Lock()
+        if loaded.quantize is not None:  # bf16 keys and values (see docs/local-models.md)
+            import torch
+
+            engine_options.setdefault("kv_dtype", torch.bfloat16)
         self.engine = BatchEngine(loaded.model, tok, eos_ids=self.eos_ids,
                                   max_batch_size=max_batch_size, batch_wait=batch_wait,
                                   **engine_options)
@@ -132,10 +136,12 @@ class TransformersChatModel(ChatModelBase):
             the same row in a batch of more than four take different kernels, whose results
             differ in about 1 output in 10,000 by one bf16 step); ``"int4"``: 4-bit weights
             in groups of 32, the output layer int8 (the same batching rule, but the two
-            kernels differ by one bf16 step in many outputs); ``"auto"``: int4 (int8 where
-            torch lacks the int4 kernel) for the embedded model on a CPU, float weights for
-            any other; ``None`` (default): the float weights. With ``model=``, quantize the
-            pair first with :func:`~agentplex.model.local.quantize_model`.
+            kernels differ by one bf16 step in many outputs); ``"auto"`` (default): int4
+            (int8 where torch lacks the int4 kernel) for the embedded model on a CPU with
+            float32 weights, the float weights for any other model, device or dtype;
+            ``None``: the float weights (a request's greedy tokens then do not depend on
+            its batch). With ``model=``, quantize the pair first with
+            :func:`~agentplex.model.local.quantize_model`.
 
     Per call: ``stop_sequences`` (or ``stop``), ``max_new_tokens`` / ``max_tokens``,
     ``temperature``, ``top_p``, ``top_k``, ``seed``, ``do_sample``, ``grammar`` /
@@ -168,7 +174,7 @@ class TransformersChatModel(ChatModelBase):
         prefill_chunk: int | None = None,
         prefix_block: int = 32,
         gpu_memory: int | None = None,
-        quantize: str | None = None,
+        quantize: str | None = "auto",
         **generate_kwargs: Any,
     ) -> None:
         self.max_new_tokens = max_tokens if max_tokens is not None else max_new_tokens
