@@ -174,8 +174,8 @@ async def main() -> None:
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs of each steps figure, ours and generate_batch in turn")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (1 on a machine loaded beyond its cores: "
-                        "threads of one forward pass wait on each other at every barrier)")
+                        help="torch threads, here and in the engines' threads (default: "
+                        "the engine's own choice, 1 on a machine of at most 2 cores)")
     parser.add_argument("--quality-prompts", type=int, default=24,
                         help="demo prompts of the quality part (int8, int4 against float32)")
     parser.add_argument("--demo-agents", type=int, default=8)
@@ -209,17 +209,15 @@ async def main() -> None:
         if "load" in parts:
             emit("load", "cold-gguf", 1, load_in_fresh_process(cache), "s")
             emit("load", "warm-cache", 1, load_in_fresh_process(cache), "s")
-        model = TransformersChatModel(args.model, cache_dir=cache, quantize=None,
-                                      max_batch_size=args.max_batch)
+        common = {"cache_dir": cache, "max_batch_size": args.max_batch,
+                  "cpu_threads": args.threads}  # the engine thread's torch threads
+        model = TransformersChatModel(args.model, quantize=None, **common)
         on_cpu = model.model.device.type == "cpu"
-        bf16 = TransformersChatModel(args.model, cache_dir=cache, torch_dtype="bfloat16",
-                                     max_batch_size=args.max_batch) if (
+        bf16 = TransformersChatModel(args.model, torch_dtype="bfloat16", **common) if (
             on_cpu and parts & {"throughput", "weights"}) else None
-        int8 = TransformersChatModel(args.model, cache_dir=cache, quantize="int8",
-                                     max_batch_size=args.max_batch) if (
+        int8 = TransformersChatModel(args.model, quantize="int8", **common) if (
             on_cpu and parts & {"throughput", "quality", "weights"}) else None
-        int4 = TransformersChatModel(args.model, cache_dir=cache, quantize="int4",
-                                     max_batch_size=args.max_batch) if (
+        int4 = TransformersChatModel(args.model, quantize="int4", **common) if (
             on_cpu and parts & {"quality", "weights"}) else None
     await model(prompt(0), max_tokens=4)  # first-call warm-up
     one_at_a_time(model, 1, 4)

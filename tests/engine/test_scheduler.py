@@ -183,3 +183,28 @@ def test_a_closed_engine_refuses_and_ends_what_it_held(pair: tuple[Any, Any]) ->
         eng.submit(GenerationRequest(prompt_ids=[1, 2], max_new_tokens=1, emit=emit))
     assert isinstance(refused.value, EngineError | RuntimeError | AgentplexError)
     assert issubclass(EngineClosed, RuntimeError) and issubclass(EngineError, AgentplexError)
+
+
+def test_the_engine_thread_keeps_its_own_torch_threads(pair: tuple[Any, Any]) -> None:
+    """``cpu_threads`` is the engine thread's intra-op thread count (its passes run with
+    it); the threads of the caller keep theirs. By default 1 on a CPU with at most 2 cores."""
+    import os
+
+    from tests.support.engine_runs import random_llama
+
+    model, tok = random_llama(pair[1], seed=8), pair[1]
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    eng = make_engine((model, tok), cpu_threads=1)
+    try:
+        run(eng, prompts(2, shared=0, own=8, seed=1), 4)
+    finally:
+        eng.close()
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+    default = make_engine((model, tok))
+    try:
+        assert default.cpu_threads == (1 if (os.cpu_count() or 1) <= 2 else None)
+    finally:
+        default.close()

@@ -19,6 +19,7 @@ choosing tokens is :class:`._sampling.Sampler`'s, applying them
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 from collections import deque
@@ -57,6 +58,12 @@ class BatchEngine:
         mix_chunks: let a chunk ride in the batch's decode pass (where the model allows).
         static_decode: decode through static-shape steps (:mod:`._static`; on CUDA each
             bucket's step a CUDA graph); ``None``: on CUDA only.
+        kv_dtype: the dtype of the cached keys and values (default: the model's first
+            parameter's); a bf16 cache is attended in bf16 by direct decode steps.
+        cpu_threads: torch's intra-op threads for the engine's own thread (torch keeps
+            the count per thread: the caller's threads are not changed). ``None``: on a
+            CPU with at most 2 cores, 1 (measured there: one thread beat two at 1 and at
+            64 callers: docs/local-models.md), torch's own count elsewhere.
     """
 
     def __init__(
@@ -74,9 +81,12 @@ class BatchEngine:
         mix_chunks: bool = True,
         static_decode: bool | None = None,
         kv_dtype: Any = None,
+        cpu_threads: int | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.cpu_threads = cpu_threads if cpu_threads is not None else _default_threads(model)
+        """torch's intra-op threads in the engine's thread (``None``: torch's own)."""
         self.eos_ids = eos_ids
         self.max_batch_size = max_batch_size
         self.batch_wait = batch_wait
@@ -194,6 +204,8 @@ class BatchEngine:
         whole, else a decode step of the batch — and the next chunk of a long prompt."""
         import torch
 
+        if self.cpu_threads is not None:
+            torch.set_num_threads(self.cpu_threads)
         runner = self.runner
         batch: Batch | None = None
         chunked: deque[ChunkedPrompt] = deque()
@@ -293,3 +305,11 @@ class BatchEngine:
         started = time.perf_counter()
         self.stops.advance(reqs, chosen, ended)
         self.counters.select_seconds += time.perf_counter() - started
+
+
+def _default_threads(model: Any) -> int | None:
+    """1 for a model on the CPU of a machine with at most 2 cores, else ``None`` (torch's
+    own count): a decode step's operators are small, and on 2 cores the threads of one
+    operator wait for each other longer than they save (docs/local-models.md)."""
+    device = getattr(getattr(model, "device", None), "type", "cpu")
+    return 1 if device == "cpu" and (os.cpu_count() or 1) <= 2 else None

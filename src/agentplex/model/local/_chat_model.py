@@ -142,6 +142,9 @@ class TransformersChatModel(ChatModelBase):
             ``None``: the float weights (a request's greedy tokens then do not depend on
             its batch). With ``model=``, quantize the pair first with
             :func:`~agentplex.model.local.quantize_model`.
+        cpu_threads: torch's threads for the engine's thread on a CPU (``None``: 1 on a
+            machine with at most 2 cores, torch's own count elsewhere; the caller's
+            threads keep theirs).
 
     Per call: ``stop_sequences`` (or ``stop``), ``max_new_tokens`` / ``max_tokens``,
     ``temperature``, ``top_p``, ``top_k``, ``seed``, ``do_sample``, ``grammar`` /
@@ -175,6 +178,7 @@ class TransformersChatModel(ChatModelBase):
         prefix_block: int = 32,
         gpu_memory: int | None = None,
         quantize: str | None = "auto",
+        cpu_threads: int | None = None,
         **generate_kwargs: Any,
     ) -> None:
         self.max_new_tokens = max_tokens if max_tokens is not None else max_new_tokens
@@ -190,7 +194,8 @@ class TransformersChatModel(ChatModelBase):
         if gpu_memory:
             prefix_cache_bytes = min(prefix_cache_bytes, gpu_memory // 4)
         engine_options = {"prefix_cache_bytes": prefix_cache_bytes,
-                          "prefill_chunk": prefill_chunk, "prefix_block": prefix_block}
+                          "prefill_chunk": prefill_chunk, "prefix_block": prefix_block,
+                          "cpu_threads": cpu_threads}
         if model is not None:
             loaded = LoadedModel(model[0], model[1], model_id, "object", None,
                                  quantization_of(model[0]))
@@ -202,7 +207,7 @@ class TransformersChatModel(ChatModelBase):
                         repr(sorted((model_kwargs or {}).items())), str(cache_dir), gpu_memory,
                         quantize)
             self._key = (load_key, max_batch_size, batch_wait, prefix_cache_bytes, prefill_chunk,
-                         prefix_block)
+                         prefix_block, cpu_threads)
             with _shared_lock:
                 shared = _shared.get(self._key)
                 if shared is None:
