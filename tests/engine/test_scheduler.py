@@ -17,6 +17,7 @@ from agentplex.engine import (  # noqa: E402
     BatchEngine,
     EngineClosed,
     EngineError,
+    EngineOptionError,
     GenerationEvent,
     GenerationRequest,
 )
@@ -208,3 +209,6 @@ def test_the_engine_thread_keeps_its_own_torch_threads(pair: tuple[Any, Any]) ->
         assert default.cpu_threads == (1 if (os.cpu_count() or 1) <= 2 else None)
     finally:
         default.close()
+    for bad in (0, -2, 1.5, "2"):
+        with pytest.raises(EngineOptionError, match="cpu_threads"):
+            make_engine((model, tok), cpu_threads=bad)

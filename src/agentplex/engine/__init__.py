@@ -24,7 +24,7 @@ Importing this package does not import torch. Plumbing for callers on an event l
 """
 
 from ._counters import EngineCounters
-from ._errors import EngineClosed, EngineError, UnsupportedModel
+from ._errors import EngineClosed, EngineError, EngineOptionError, UnsupportedModel
 from ._grammar import Constraint, GrammarFactory
 from ._prefix import PrefixCache
 from ._request import GenerationEvent, GenerationRequest, Sampling, TokenScore
@@ -36,6 +36,7 @@ __all__ = [
     "EngineClosed",
     "EngineCounters",
     "EngineError",
+    "EngineOptionError",
     "GenerationEvent",
     "GenerationRequest",
     "GrammarFactory",

@@ -26,7 +26,7 @@ from collections import deque
 from typing import Any
 
 from ._counters import EngineCounters
-from ._errors import EngineClosed
+from ._errors import EngineClosed, EngineOptionError
 from ._handoff import deferred
 from ._kvcache import Batch, ChunkedPrompt, merge, prune
 from ._prefix import PrefixCache
@@ -83,6 +83,9 @@ class BatchEngine:
         kv_dtype: Any = None,
         cpu_threads: int | None = None,
     ) -> None:
+        if cpu_threads is not None and (not isinstance(cpu_threads, int) or cpu_threads < 1):
+            raise EngineOptionError(f"cpu_threads must be a whole number of at least 1, "
+                             f"not {cpu_threads!r}")
         self.model = model
         self.tokenizer = tokenizer
         self.cpu_threads = cpu_threads if cpu_threads is not None else _default_threads(model)
