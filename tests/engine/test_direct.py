@@ -54,11 +54,10 @@ def test_direct_steps_give_the_forward_passes_logits(pair: tuple[Any, Any], kind
         assert [len(s) for s in got_scores] == [12] * 4
         assert got_scores == expected_scores  # each token's and the 3 likeliest, exactly
         assert direct.runner.direct.steps > 0
-        if "int" in kind:  # one quantized layer for q/k/v
-            from agentplex.model.local._quantized_linear import QuantizedLinear
-
+        if "int" in kind:  # one quantized layer, of the model's own kind, for q/k/v
             qkv = direct.runner.direct.layers[0].qkv
-            assert isinstance(qkv, QuantizedLinear) and qkv.out_features == 64 + 2 * 32
+            q_proj = model.model.layers[0].self_attn.q_proj
+            assert type(qkv) is type(q_proj) and qkv.out_features == 64 + 2 * 32
         assert (direct.counters.shared_steps > 0) == (shared > 0)
 
 

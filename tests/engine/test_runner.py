@@ -15,6 +15,17 @@ from agentplex.engine import BatchEngine  # noqa: E402
 from tests.support.engine_runs import generated_alone, make_engine, prompts, run  # noqa: E402
 
 
+def joined_in_chunks(eng: BatchEngine, batch: list[list[int]], late: list[list[int]],
+                     tokens: int, expected: list[list[int]], cached: int) -> None:
+    """Run ``batch`` with ``late`` joining it: each gives its ``expected`` tokens, the late
+    prompt joined in chunks, and at least ``cached`` prompt tokens came from the prefix
+    cache."""
+    got = run(eng, batch, tokens, late=late)
+    assert [r.generated for r in got] == expected
+    assert eng.counters.chunks >= 2  # the late prompt joined in chunks
+    assert eng.prefix is not None and eng.prefix.hit_tokens >= cached
+
+
 def test_greedy_tokens_are_those_of_transformers_generate(pair: tuple[Any, Any]) -> None:
     """Prompts of different lengths decoded together (left-padded, sharing a cached head,
     one joining while the others decode) give the tokens ``model.generate`` gives each
@@ -27,10 +38,7 @@ def test_greedy_tokens_are_those_of_transformers_generate(pair: tuple[Any, Any])
     expected = generated_alone(model, tok, batch + late, 24)
     eng = BatchEngine(model, tok, eos_ids={eos}, batch_wait=0.05, prefill_chunk=64)
     try:
-        got = run(eng, batch, 24, late=late)
-        assert [r.generated for r in got] == expected
-        assert eng.counters.chunks >= 2  # the late prompt joined in chunks
-        assert eng.prefix is not None and eng.prefix.hit_tokens >= 4 * 64
+        joined_in_chunks(eng, batch, late, 24, expected, cached=4 * 64)
     finally:
         eng.close()
 
@@ -57,10 +65,7 @@ def test_sliding_window_models_give_the_tokens_of_transformers_generate(
         assert eng.runner.windows == ({"full_attention": None, "sliding_attention": 8}
                                       if mixed else {"sliding_attention": 8})
         run(eng, [batch[0][:33]], 1)  # the shared head: cached, then reused by every row
-        got = run(eng, batch, 20, late=late)
-        assert [r.generated for r in got] == expected
-        assert eng.counters.chunks >= 2  # the late prompt joined in chunks
-        assert eng.prefix is not None and eng.prefix.hit_tokens >= 4 * 32
+        joined_in_chunks(eng, batch, late, 20, expected, cached=4 * 32)
     finally:
         eng.close()
 

@@ -4,7 +4,9 @@ At one agent on a CPU, a decode step of the embedded model (30 layers) spent abo
 Transformers' module calls as in reading the weights: decorators, keyword handling, output
 objects and ~90 small operators a layer, each dispatched from Python. :class:`DirectDecode`
 runs the same arithmetic over the same weights, operator for operator where the layers are
-the model's own (a float32 model's logits are bitwise Transformers'), with fewer calls: no
+the model's own (the logits are bitwise the model's forward's, but over a cache of a
+narrower dtype than the activations, a quantized model's bf16 cache, which it attends to in
+that dtype where the forward attends in the activations'), with fewer calls: no
 module machinery, the rotary angles once a step, and where the layers can be concatenated
 (the quantized layers' ``concat``: their outputs per output channel do not depend on what
 else the layer computes) one call for q/k/v and one for gate/up.
@@ -20,28 +22,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._mixed import supports_mixed_steps
 from ._paged import PagedStep
 
 __all__ = ["DirectDecode", "direct_decode"]
 
 _MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
+"""Of the models whose chunks ride in decode passes (``._mixed``), those whose layers this
+module computes (not ``qwen3``: its q and k norms)."""
 _ROPE_TYPES = frozenset({"default", "linear", "llama3"})
 
 
 def direct_decode(model: Any) -> DirectDecode | None:
     """A :class:`DirectDecode` for ``model``, or ``None`` where its layers are not of the
     kind it computes (the model's ``forward`` then decodes)."""
-    config = getattr(model, "config", None)
-    if config is None or getattr(config, "model_type", None) not in _MODEL_TYPES:
+    if not supports_mixed_steps(model):  # Llama's layer pattern, SDPA, full attention
         return None
-    if getattr(config, "_attn_implementation", None) != "sdpa":
-        return None
-    if getattr(config, "sliding_window", None) is not None and getattr(
-            config, "use_sliding_window", True):
-        return None
-    if any(kind != "full_attention" for kind in getattr(config, "layer_types", None) or ()):
-        return None
-    if getattr(config, "hidden_act", None) != "silu":
+    config = model.config
+    if config.model_type not in _MODEL_TYPES or getattr(config, "hidden_act", None) != "silu":
         return None
     rope = (getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
             or {})
