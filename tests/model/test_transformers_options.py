@@ -85,3 +85,35 @@ async def test_device_and_the_shared_engine_cache(tiny_folder: Path) -> None:
     await c.aclose()
     with pytest.raises(ValueError, match="device"):
         TransformersChatModel(str(tiny_folder), device="cpu", device_map="cpu")
+
+
+async def test_a_call_past_its_timeout_is_cancelled_and_raises(
+        tiny_pair: tuple[Any, Any]) -> None:
+    import asyncio
+    import time
+
+    from agentplex.model import ModelTimeoutError
+
+    model = TransformersChatModel("tiny", model=tiny_pair, timeout=0.2, max_tokens=8)
+    assert model.settings == {"weights": "float32"}  # what a run's manifest records
+    stalled: list[GenerationRequest] = []
+    submit = model.engine.submit
+    model.engine.submit = stalled.append  # type: ignore[method-assign,assignment]  # no answer
+    started = time.perf_counter()
+    with pytest.raises(ModelTimeoutError, match=r"no answer within 0\.2 s"):
+        await model(COUNT)
+    assert time.perf_counter() - started < 5
+    with pytest.raises(ModelTimeoutError, match=r"within 0\.05 s"):  # the call's own timeout
+        stream = await model(COUNT, timeout=0.05, stream=True)
+        async for _ in stream:  # type: ignore[union-attr]
+            pass
+    assert [r.cancelled for r in stalled] == [True, True]  # the engine drops both rows
+    model.engine.submit = submit  # type: ignore[method-assign]
+    answer = await asyncio.wait_for(model(COUNT, timeout=60), 60)
+    assert isinstance(answer, ChatResponse) and answer.text
+    for bad in (0, -1, "soon", True):
+        with pytest.raises(UnsupportedOptionError, match="timeout"):
+            await model(COUNT, timeout=bad)
+    with pytest.raises(UnsupportedOptionError, match="timeout"):
+        TransformersChatModel("tiny", model=tiny_pair, timeout=0)
+    await model.aclose()

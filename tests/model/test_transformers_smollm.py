@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Literal
 
 import pytest
@@ -105,3 +106,32 @@ async def test_structured_output_and_tool_calls(smol: TransformersChatModel) -> 
     assert Order.model_validate(order.metadata)
     assert [c.name for c in call.tool_calls] == ["get_weather"]
     assert isinstance(call.tool_calls[0].input["city"], str)
+
+
+async def test_every_end_of_generation_token_ends_an_answer(
+        smol: TransformersChatModel) -> None:
+    """The embedded model's tokenizer ends sequences with ``<|im_end|>``, but the model also
+    writes ``<|endoftext|>`` (a special token of its vocabulary) where it has finished:
+    both end its answers, as llama.cpp's end-of-generation set does."""
+    tok = smol.tokenizer
+    ends = {tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
+    assert ends <= smol.engine.eos_ids
+    assert tok.convert_tokens_to_ids("<|im_start|>") not in smol.engine.eos_ids
+
+
+def test_an_ordinary_token_that_reads_like_an_end_does_not_end() -> None:
+    from agentplex.model.local._chat_format import end_of_generation_ids
+
+    class Tokenizer:  # "</s>" is a plain token of this vocabulary, "<|eot_id|>" a special one
+        eos_token_id, unk_token_id = 7, None
+        all_special_tokens = ("<|eot_id|>", "<pad>")
+        vocab = MappingProxyType({"</s>": 3, "<|eot_id|>": 9, "<pad>": 1})
+
+        def get_added_vocab(self) -> dict[str, int]:
+            return {"<|eot_id|>": 9, "<pad>": 1}
+
+        def convert_tokens_to_ids(self, text: str) -> int:
+            return self.vocab[text]
+
+    assert end_of_generation_ids(Tokenizer(), [7, 8]) == {7, 8, 9}
+    assert end_of_generation_ids(Tokenizer(), 5) == {5, 7, 9}

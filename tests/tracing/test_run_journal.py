@@ -23,6 +23,8 @@ def play(run: Run, events: int) -> None:
     awkward text."""
     play_range(run, 0, events)
     run.model_used("scripted", "players")
+    run.model_used("transformers", "SmolLM2", {"weights": "int4"})
+    run.model_used("transformers", "SmolLM2", {"weights": "float32"})  # another entry
 
 
 def folder(run: Run) -> tuple[bytes, bytes, dict[str, Any]]:
@@ -61,6 +63,8 @@ async def test_a_journal_gives_the_run_what_it_would_have_seen(tmp_path: Path) -
             most = max(most, part.held)
             await asyncio.sleep(0)
         part.model_used("scripted", "players")
+        part.model_used("transformers", "SmolLM2", {"weights": "int4"})
+        part.model_used("transformers", "SmolLM2", {"weights": "float32"})
         assert most < JOURNAL_BATCH + 400  # a part holds a batch and one turn's events
         assert len(ship.sizes) >= 1  # sent on in batches as they filled
         assert all(size >= JOURNAL_BATCH for size in ship.sizes)
@@ -75,6 +79,7 @@ async def test_a_journal_gives_the_run_what_it_would_have_seen(tmp_path: Path) -
 
     assert folder(merged) == folder(alone)
     transcript, _, totals = folder(merged)
+    assert {m.get("weights") for m in totals["models"]} == {None, "int4", "float32"}
     assert len(transcript.splitlines()) == totals["messages"] == events
     assert totals["model_calls"] == events and totals["tool_calls"] == events // 5
     assert {r["agent_class"]: r["calls"] for r in totals["by_agent_class"]} == {

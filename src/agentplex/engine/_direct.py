@@ -60,10 +60,15 @@ class _Layer:
         self.norms = ((layer.input_layernorm.weight, layer.input_layernorm.variance_epsilon),
                       (layer.post_attention_layernorm.weight,
                        layer.post_attention_layernorm.variance_epsilon))
-        self.qkv = _fused([attn.q_proj, attn.k_proj, attn.v_proj])
-        self.o = attn.o_proj
-        self.gate_up = _fused([mlp.gate_proj, mlp.up_proj])
-        self.down = mlp.down_proj
+        qkv, gate_up = (_fused([attn.q_proj, attn.k_proj, attn.v_proj]),
+                        _fused([mlp.gate_proj, mlp.up_proj]))
+        linears = (qkv, attn.o_proj, gate_up, mlp.down_proj)
+        self.quantized = all(callable(getattr(m, "compute", None)) for m in linears)
+        """Whether the layers are quantized ones, whose ``compute`` (``[rows, in]`` to
+        ``[rows, out]``) returns the output as they compute it (bf16 sums, or float32)."""
+        self.qkv, self.o, self.gate_up, self.down = linears
+        self.calls = tuple(m.compute for m in linears) if self.quantized else linears
+        """What the step calls for q/k/v, o, gate/up and down."""
         self.scaling = float(attn.scaling)
 
 
@@ -97,15 +102,19 @@ class DirectDecode:
         self.steps += 1
         sdpa = torch.nn.functional.scaled_dot_product_attention
         heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
-        hidden = self.embed(ids)
+        hidden = self.embed(ids)  # [rows, 1, hidden]
         rows = hidden.shape[0]
         cos, sin = self.rotary(hidden, position_ids=step.positions)
         cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # [rows, 1, 1, dim]: over the heads
+        hidden = hidden.view(rows, -1)
         mask = step.mask
         for index, layer in enumerate(self.layers):
+            qkv_of, o_of, gate_up_of, down_of = layer.calls
+            # a quantized layer's output stays in the dtype it computes it (bf16 sums): what
+            # takes it next promotes it to float32 exactly as the model's copy would
             residual = hidden
             x = _rms_norm(torch, hidden, *layer.norms[0])
-            qkv = layer.qkv(x).view(rows, 1, -1, dim)  # [rows, 1, q + k + v heads, dim]
+            qkv = qkv_of(x).view(rows, 1, -1, dim)  # [rows, 1, q + k + v heads, dim]
             qk = qkv[:, :, :heads + kv_heads]  # q and k turn by the same angles
             qk = (qk * cos) + (_rotate_half(torch, qk) * sin)
             new = torch.stack((qk[:, 0, heads:], qkv[:, 0, heads + kv_heads:]))
@@ -117,14 +126,16 @@ class DirectDecode:
                 # the cache's dtype (bf16 under a quantized model's float32 activations)
                 query = qk[:, 0, :heads].reshape(rows, kv_heads, heads // kv_heads, dim)
                 out = sdpa(query.to(keys.dtype), keys, values, attn_mask=mask,
-                           scale=layer.scaling).to(qk.dtype)
-            hidden = residual + layer.o(out.reshape(rows, 1, heads * dim))
+                           scale=layer.scaling)
+            if not layer.quantized:  # a quantized layer takes the cache's dtype as it is
+                out = out.to(qk.dtype)
+            hidden = residual + o_of(out.reshape(rows, heads * dim))
             residual = hidden
             x = _rms_norm(torch, hidden, *layer.norms[1])
-            gate, up = layer.gate_up(x).chunk(2, dim=-1)
-            hidden = residual + layer.down(torch.nn.functional.silu(gate) * up)
+            gate, up = gate_up_of(x).chunk(2, dim=-1)
+            hidden = residual + down_of(torch.nn.functional.silu(gate.to(x.dtype)) * up)
         hidden = _rms_norm(torch, hidden, *self.norm)
-        return self.head(hidden)[:, -1, :]
+        return self.head(hidden)
 
 
 class _Fused:

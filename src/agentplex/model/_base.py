@@ -57,6 +57,13 @@ class ChatModelBase(RunnableMethods, TokenCounting, ABC):
         self.model_name = model_name
         self.stream = stream
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """What of this model's make changes its answers beyond its name (a local model's
+        weights: ``{"weights": "int4"}``), recorded beside it in a run's manifest; empty
+        for most models."""
+        return {}
+
     async def __call__(
         self,
         messages: Messages,

@@ -144,7 +144,7 @@ async def instrumented_call(
     # each must get its own recorded answer back.
     key = _request_key(model.model_name, payload, structured_model) if run is not None else ""
     if run is not None:
-        run.model_used(model.provider, model.model_name)
+        run.model_used(model.provider, model.model_name, model.settings)
     watch = _Watch(model, span, run, key, metered)
     try:
         if run is not None and run.replaying:

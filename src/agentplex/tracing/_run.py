@@ -195,6 +195,7 @@ class Run:
 
     def _init_state(self) -> None:
         self.models: dict[str, dict[str, str]] = {}
+        """The models called, by :func:`_model_key`: provider, name and settings."""
         self.model_calls = 0
         self.input_tokens = 0
         self.output_tokens = 0
@@ -257,9 +258,12 @@ class Run:
 
     # -- models and tools -----------------------------------------------------------------
 
-    def model_used(self, provider: str, model: str) -> None:
-        """Note that a model was called in this run."""
-        self.models.setdefault(f"{provider}:{model}", {"provider": provider, "model": model})
+    def model_used(self, provider: str, model: str,
+                   settings: Mapping[str, str] | None = None) -> None:
+        """Note that a model was called in this run (with ``settings``, what of its make
+        changes its answers: one entry per provider, name and settings)."""
+        self.models.setdefault(_model_key(provider, model, settings),
+                               {"provider": provider, "model": model, **(settings or {})})
 
     def count(self, input_tokens: int, output_tokens: int) -> None:
         """Add one model call's usage to the totals."""
@@ -426,7 +430,8 @@ class Run:
         if "ledger" in state:
             self.merge_ledger(Ledger.model_validate(state["ledger"]))
         for m in state.get("models", ()):
-            self.model_used(m["provider"], m["model"])
+            self.model_used(m["provider"], m["model"],
+                            {k: v for k, v in m.items() if k not in ("provider", "model")})
 
     def adopt_transcript(self, lines: Any) -> None:
         """Add ``(key, line)`` pairs another run wrote (see :func:`transcript_until`)."""
@@ -540,8 +545,8 @@ class Run:
                 self.output_tokens += outputs
                 self.tool_calls += tools
         elif kind == "U":
-            provider, model = json.loads(rest)
-            self.model_used(provider, model)
+            provider, model, *settings = json.loads(rest)  # settings: since 2026-12
+            self.model_used(provider, model, settings[0] if settings else None)
         elif kind == "L":
             self.merge_ledger(Ledger.model_validate_json(rest))
         elif kind == "E":
@@ -655,11 +660,13 @@ class RunPart(Run):
     def _add_line(self, key: tuple[int, str, int], line: str) -> None:
         self._write(f"S\t{key[0]}\t{key[2]}\t{json.dumps(key[1])}\t{line}")
 
-    def model_used(self, provider: str, model: str) -> None:
-        if f"{provider}:{model}" not in self.models:
-            self.models[f"{provider}:{model}"] = {"provider": provider, "model": model}
+    def model_used(self, provider: str, model: str,
+                   settings: Mapping[str, str] | None = None) -> None:
+        key = _model_key(provider, model, settings)
+        if key not in self.models:
+            self.models[key] = {"provider": provider, "model": model, **(settings or {})}
             with self._lock:
-                self._write("U\t" + json.dumps([provider, model]))
+                self._write("U\t" + json.dumps([provider, model, dict(settings or {})]))
 
     def count(self, input_tokens: int, output_tokens: int) -> None:
         with self._lock:
@@ -1085,3 +1092,9 @@ async def experiment(
         run.duration_s = round(time.perf_counter() - started, 3)
         hub.detach(processor)
         run.write()
+
+
+def _model_key(provider: str, model: str, settings: Mapping[str, str] | None) -> str:
+    """A run's key for a model: ``provider:model``, then its settings (sorted), if any."""
+    extra = ",".join(f"{k}={v}" for k, v in sorted((settings or {}).items()))
+    return f"{provider}:{model}" + (f"[{extra}]" if extra else "")

@@ -15,7 +15,32 @@ from ...message import Msg, TextBlock, ThinkingBlock, ToolResultBlock, ToolUseBl
 from .._errors import UnsupportedOptionError
 from ._constraints import TOOL_CALL_BEGIN, TOOL_CALL_END
 
-__all__ = ["to_chat", "with_tool_prompt"]
+__all__ = ["END_OF_GENERATION", "end_of_generation_ids", "to_chat", "with_tool_prompt"]
+
+END_OF_GENERATION = frozenset({
+    "<|endoftext|>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|end_of_text|>", "<|end|>",
+    "<end_of_turn>", "<|return|>", "<EOT>", "</s>",
+    "<\uff5cend\u2581of\u2581sentence\uff5c>"})  # DeepSeek's, in full-width bars
+"""Special tokens that end a generation wherever a tokenizer has them (as llama.cpp's
+end-of-generation set does): a chat model that writes ``<|endoftext|>`` has finished, even
+where its tokenizer's end-of-sequence token is ``<|im_end|>``."""
+
+
+def end_of_generation_ids(tokenizer: Any, extra: Any = None) -> set[int]:
+    """The token ids that end ``tokenizer``'s generations: its end-of-sequence token, those
+    of ``extra`` (a generation config's ``eos_token_id``: an id or a list of them), and its
+    special tokens among :data:`END_OF_GENERATION` (never an ordinary token that happens
+    to read the same)."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    ids |= set(extra) if isinstance(extra, (list, tuple, set)) else (
+        {extra} if extra is not None else set())
+    added: dict[str, int] = getattr(tokenizer, "get_added_vocab", dict)()
+    special = {*getattr(tokenizer, "all_special_tokens", ()), *added}
+    for text in END_OF_GENERATION & special:
+        token = added[text] if text in added else tokenizer.convert_tokens_to_ids(text)
+        if isinstance(token, int) and token >= 0:
+            ids.add(token)
+    return {int(i) for i in ids}
 
 
 def to_chat(message: Msg | dict[str, Any]) -> list[dict[str, Any]]:

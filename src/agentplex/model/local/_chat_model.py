@@ -30,12 +30,17 @@ from ...engine import (
 from ...engine.lowlevel import handoff_for
 from ...message import Msg
 from .._base import ChatModelBase, ChatResult, Messages, ToolChoice
-from .._errors import ModelError, StructuredOutputError, UnsupportedOptionError
+from .._errors import (
+    ModelError,
+    ModelTimeoutError,
+    StructuredOutputError,
+    UnsupportedOptionError,
+)
 from .._formatting import normalize_tool_choice
 from .._options import GenerationOptions, normalize_options, split_options
 from .._response import ChatResponse, ChatUsage, TokenLogprob, TopLogprob
 from .._stream import ResponseBuilder
-from ._chat_format import to_chat, with_tool_prompt
+from ._chat_format import end_of_generation_ids, to_chat, with_tool_prompt
 from ._constraints import constraint_from_format, tool_constraint
 from ._loading import (
     DEFAULT_MODEL,
@@ -58,11 +63,8 @@ class _Shared:
                  **engine_options: Any) -> None:
         self.loaded = loaded
         tok = loaded.tokenizer
-        eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
         generation = getattr(loaded.model, "generation_config", None)
-        extra = getattr(generation, "eos_token_id", None)
-        eos |= set(extra) if isinstance(extra, list) else ({extra} if extra is not None else set())
-        self.eos_ids = {int(e) for e in eos}
+        self.eos_ids = end_of_generation_ids(tok, getattr(generation, "eos_token_id", None))
         self.vocab_size = _vocab_size(loaded.model.get_output_embeddings())
         self._grammar: GrammarFactory | None = None
         self._lock = threading.Lock()
@@ -145,8 +147,12 @@ class TransformersChatModel(ChatModelBase):
         cpu_threads: torch's threads for the engine's thread on a CPU (``None``: 1 on a
             machine with at most 2 cores, torch's own count elsewhere; the caller's
             threads keep theirs).
+        timeout: seconds a call may take, from its start to its last token (streamed: to
+            each next chunk), before it is cancelled (its row leaves the batch) and raises
+            :class:`ModelTimeoutError`; ``None`` (default): no limit. A call's own
+            ``timeout=`` overrides it.
 
-    Per call: ``stop_sequences`` (or ``stop``), ``max_new_tokens`` / ``max_tokens``,
+    Per call: ``timeout``, ``stop_sequences`` (or ``stop``), ``max_new_tokens`` / ``max_tokens``,
     ``temperature``, ``top_p``, ``top_k``, ``seed``, ``do_sample``, ``grammar`` /
     ``response_format`` (``{"type": "json" | "regex" | "ebnf", "value": ...}``),
     ``chat_template_kwargs`` and ``logprobs`` / ``top_logprobs`` (each output token's
@@ -179,8 +185,10 @@ class TransformersChatModel(ChatModelBase):
         gpu_memory: int | None = None,
         quantize: str | None = "auto",
         cpu_threads: int | None = None,
+        timeout: float | None = None,
         **generate_kwargs: Any,
     ) -> None:
+        self.timeout = _checked_timeout(timeout)
         self.max_new_tokens = max_tokens if max_tokens is not None else max_new_tokens
         self.stop_sequences = list(stop_sequences or [])
         if device is not None:
@@ -273,6 +281,15 @@ class TransformersChatModel(ChatModelBase):
         """The weights' quantization (``"int8"``, ``"int4"``), or ``None`` for float weights."""
         return self._shared.loaded.quantize
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """The weights (``int4``, ``int8``, or the float dtype: ``float32``, ``bfloat16``),
+        for a run's manifest: the same model answers differently with each."""
+        if self.quantize is not None:
+            return {"weights": self.quantize}
+        dtype = getattr(self._shared.loaded.model, "dtype", None)
+        return {"weights": str(dtype).removeprefix("torch.")} if dtype is not None else {}
+
     # -- formatting ----------------------------------------------------------------------
 
     def _supports_tools(self) -> bool:
@@ -317,6 +334,7 @@ class TransformersChatModel(ChatModelBase):
     ) -> ChatResult:
         """Answer ``messages``; see the class docstring for the keyword arguments."""
         started = time.perf_counter()
+        timeout = _checked_timeout(kwargs.pop("timeout", self.timeout))
         stream = bool(kwargs.pop("stream", self.stream))
         normalize_tool_choice(tool_choice, tools, self.provider, self.model_name)
         constraint, parse_tools = self._constraint(tools, tool_choice, structured_model, kwargs)
@@ -345,7 +363,7 @@ class TransformersChatModel(ChatModelBase):
         assembler = OutputAssembler(ResponseBuilder(id=uuid.uuid4().hex), thinking=opened,
                                     parse_tools=parse_tools)
         context = _CallContext(self, request, events, assembler, structured_model, constraint,
-                               started)
+                               started, timeout)
         try:
             self.engine.submit(request)
         except EngineError as exc:
@@ -401,8 +419,9 @@ class _CallContext:
     def __init__(self, model: TransformersChatModel, request: GenerationRequest,
                  events: asyncio.Queue[GenerationEvent], assembler: OutputAssembler,
                  structured_model: type[BaseModel] | None, constraint: Constraint | None,
-                 started: float) -> None:
+                 started: float, timeout: float | None) -> None:
         self.model = model
+        self.timeout = timeout
         self.request = request
         self.events = events
         self.assembler = assembler
@@ -419,8 +438,18 @@ class _CallContext:
         error.__cause__ = exc
         return error
 
-    async def _next(self) -> GenerationEvent:
-        event = await self.events.get()
+    async def _next(self, deadline: float | None) -> GenerationEvent:
+        """The next event, by ``deadline`` (``time.perf_counter()``) if given."""
+        if deadline is None:
+            event = await self.events.get()
+        else:
+            try:
+                event = await asyncio.wait_for(self.events.get(),
+                                               max(0.0, deadline - time.perf_counter()))
+            except TimeoutError:
+                raise ModelTimeoutError(
+                    f"no answer within {self.timeout} s ({self.output_tokens} tokens so far)",
+                    provider="transformers", model=self.model.model_name) from None
         if event.error is not None:
             raise self._error(event.error)
         self.text += event.text
@@ -466,15 +495,17 @@ class _CallContext:
         return None
 
     async def final(self) -> ChatResponse:
+        deadline = None if self.timeout is None else self.started + self.timeout
         while True:
-            event = await self._next()
+            event = await self._next(deadline)
             if event.finish_reason is not None:
                 return self._last(event.finish_reason)
 
     async def stream(self) -> AsyncGenerator[ChatResponse, None]:
         try:
             while True:
-                event = await self._next()
+                event = await self._next(None if self.timeout is None
+                                         else time.perf_counter() + self.timeout)
                 if event.finish_reason is not None:
                     yield self._last(event.finish_reason)
                     return
@@ -482,6 +513,18 @@ class _CallContext:
                     yield self._chunk()
         finally:
             self.request.cancel()
+
+
+def _checked_timeout(timeout: Any) -> float | None:
+    """``timeout`` as seconds, or ``None``; anything else (zero, negative, not a number)
+    raises :class:`UnsupportedOptionError`."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise UnsupportedOptionError(f"timeout must be a positive number of seconds or None, "
+                                     f"not {timeout!r}", provider="transformers",
+                                     options=("timeout",))
+    return float(timeout)
 
 
 def _first(*values: Any) -> Any:

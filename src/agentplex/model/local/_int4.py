@@ -31,10 +31,14 @@ GROUP = 32
 """Input features per scale and zero (group size 64 lost too much quality on the embedded
 model: perplexity 25.4 against float32's 9.58)."""
 
-INT4_ROWS = 4
-"""Most rows a call multiplies with the int4 kernel; more go to the dequantized matmul (on
-the embedded model's 576 x 1536 layer, one thread, warm caches: the int4 kernel 43 / 80 /
-121 / 161 us at 1 / 4 / 5 / 8 rows, the bf16 matmul 118 / 123 / 120 / 125)."""
+INT4_ROWS = 8
+"""Most rows a call multiplies with the int4 kernel; more go to the dequantized matmul. The
+kernel's time grows with the rows, the matmul's barely, but the matmul reads four times the
+bytes, and across a model's layers neither finds its weights in the caches: on the
+embedded model's layers, one thread, weights cold, the int4 kernel takes 110 / 382 / 183 us
+at 8 rows (q/k/v, gate/up, down) against the bf16 matmul's 185 / 561 / 222, and 164 / 555 /
+265 at 12 rows against 187 / 570 / 216. (With the weights in the caches the matmul wins from
+5 rows on: 576 x 1536, 121 against 120 us.)"""
 
 _PACK_ROWS = 64
 """Output features per block of the packed layout: a layer whose rows are a multiple of it
@@ -83,7 +87,7 @@ class Int4Linear(QuantizedLinear):
                                  .to(dense_dtype()))
 
     def _kernel(self, rows: torch.Tensor) -> torch.Tensor:
-        return torch._weight_int4pack_mm_for_cpu(rows, self.packed, GROUP,
+        return torch._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), self.packed, GROUP,
                                                  self.scales_and_zeros)
 
     def _concat_own(self, layers: Sequence[Int4Linear]) -> None:

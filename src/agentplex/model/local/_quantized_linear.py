@@ -24,7 +24,7 @@ class QuantizedLinear(torch.nn.Module):
     """``linear`` over quantized weights: up to :attr:`kernel_rows` rows a call goes to the
     subclass's kernel (:meth:`_kernel`), more to a matmul over ``dense`` (bf16 where the CPU
     multiplies it natively, else float32; either way the sums are rounded to bf16 as the
-    kernels' are); then :meth:`_finish` and the bias, in float32. The input and output keep
+    kernels' are) and :meth:`_finish`; then the bias, in float32. The input and output keep
     their dtype and any leading shape."""
 
     kernel_rows: int
@@ -43,25 +43,34 @@ class QuantizedLinear(torch.nn.Module):
         self.register_buffer("bias", bias)
 
     def _kernel(self, rows: torch.Tensor) -> torch.Tensor:
-        """The bf16 sums of ``rows`` (bf16, at most :attr:`kernel_rows`) by the weights."""
+        """The output (before the bias) of ``rows`` (``[at most kernel_rows, in_features]``,
+        the input's dtype), each computed from that row alone."""
         raise NotImplementedError
 
     def _finish(self, sums: torch.Tensor) -> torch.Tensor:
-        """Either path's bf16 sums made into the output (before the bias)."""
+        """The dense matmul's bf16 sums made into the output (before the bias)."""
         return sums
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        out = self.compute(x.reshape(-1, self.in_features))
+        return out.to(x.dtype).view(*x.shape[:-1], self.out_features)
+
+    def compute(self, rows: torch.Tensor) -> torch.Tensor:
+        """The output of ``rows`` (``[rows, in_features]``) in the dtype its path computes
+        it (bf16 or float32): :meth:`forward` returns it in the input's dtype. A caller that
+        goes on in float32 (or multiplies it by the next layer) saves the copy."""
         if rows.shape[0] <= self.kernel_rows:
-            sums = self._kernel(rows)
-        elif self.dense.dtype == torch.bfloat16:
-            sums = torch.nn.functional.linear(rows, self.dense)
-        else:  # rounded to bf16 as the other kernels' sums are
-            sums = torch.nn.functional.linear(rows.float(), self.dense).to(torch.bfloat16)
-        out = self._finish(sums)
+            out = self._kernel(rows)
+        else:
+            rows = rows.to(torch.bfloat16)
+            if self.dense.dtype == torch.bfloat16:
+                sums = torch.nn.functional.linear(rows, self.dense)
+            else:  # rounded to bf16 as the kernels' sums are
+                sums = torch.nn.functional.linear(rows.float(), self.dense).to(torch.bfloat16)
+            out = self._finish(sums)
         if self.bias is not None:
             out = out + self.bias
-        return out.to(x.dtype).view(*x.shape[:-1], self.out_features)
+        return out
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, {self.kind}"
