@@ -224,3 +224,40 @@ async def test_a_node_that_leaves_says_so(nodes: Any, caplog: pytest.LogCaptureF
                 await peer.ref("leaving").call("hi", timeout=5)
         assert rt.transport.stats["peers_lost"] == 0  # type: ignore[attr-defined]
     assert not [r for r in caplog.records if "is lost" in r.getMessage()]
+
+
+async def test_a_node_the_head_drops_fails_the_calls_other_nodes_wait_on(nodes: Any) -> None:
+    """What launched a node says it died (the cluster's pings, Ray) before the bus's own
+    heartbeat would: the head drops it and tells every node, and a call another node waits
+    on fails at once with ``PeerLost``, not after that node's heartbeat timeout (30 s
+    here), nor does any later call go there."""
+    async with head() as rt:
+        ep = rt.transport.endpoint  # type: ignore[attr-defined]
+        victim = await nodes(ep, "Echo:victim", node_id="node-v")
+        caller = Runtime(ZmqTransport(head=ep, heartbeat_interval=0.2, heartbeat_timeout=30),
+                         default_timeout=60)
+        async with caller:
+            assert await caller.ref("victim").call("where") == ""
+            os.kill(victim.proc.pid, signal.SIGSTOP)  # silent, not gone: no socket closes
+            try:
+                waiting = caller.ref("victim").call("hang", timeout=60)
+                with anyio.fail_after(10):  # hang guard: the caller alone would wait 30 s
+                    async with anyio.create_task_group() as tg:
+                        failed: list[BaseException] = []
+
+                        async def wait() -> None:
+                            try:
+                                await waiting
+                            except ActorError as exc:
+                                failed.append(exc)
+
+                        tg.start_soon(wait)
+                        await anyio.sleep(0.5)
+                        rt.transport.peer_died(  # type: ignore[attr-defined]
+                            "node-v", "its process died (so says what launched it)")
+                assert len(failed) == 1 and isinstance(failed[0], PeerLost), failed
+                assert "node-v" in str(failed[0])
+                with anyio.fail_after(10), pytest.raises((ActorNotFound, PeerLost)):
+                    await caller.ref("victim").call("where", timeout=5)
+            finally:
+                os.kill(victim.proc.pid, signal.SIGKILL)

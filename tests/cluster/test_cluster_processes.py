@@ -231,3 +231,55 @@ async def test_served_engine_over_the_bus_and_in_status(
             await model.aclose()
             await cluster.unserve("bus-llm")
         assert await cluster.served_status() == []
+
+
+async def test_a_node_the_cluster_declares_dead_is_dropped_by_the_bus_at_once() -> None:
+    """The cluster's pings declare a node dead after ``--dead-after`` (2 s here) while the
+    bus's heartbeat would wait 30 s (a run's ``--lost-after``): the bus hears it from the
+    cluster, so a call waiting on the node fails at once with ``PeerLost``, and a restarted
+    actor's next call is not sent to the dead node."""
+    from agentplex.runtime import PeerLost
+
+    slow = ["--heartbeat-timeout", "30"]
+    head = _start("head", "--bind", "tcp://127.0.0.1:0", "--ping-interval", "0.3",
+                  "--dead-after", "2", *slow)
+    procs = [head]
+    try:
+        endpoint = _first_line(head, "listening on").split()[-1]
+        for name in ("stalls", "stays"):
+            procs.append(_start("node", "--head", endpoint, "--id", name, "--cpus", "4",
+                                "--allow", "tests.support", *slow))
+            _first_line(procs[-1], f"node {name} joined")
+        async with connect(endpoint, heartbeat_timeout=30) as rt:
+            cluster = ClusterClient(rt, timeout=60)
+            ref = await cluster.spawn("tests.support.actors:Echo", "x", name="stuck",
+                                      node="stalls", restart="on-failure")
+            assert await ref.call("where", timeout=30) == "x"
+            # a claim that a live node's process ended (wrong, or hostile) changes nothing:
+            # the head asks the node first
+            assert await cluster.node_exited("stalls", "its process ended (a lie)") is False
+            assert await cluster.node_exited("nobody", "no such node") is False
+            assert await ref.call("where", timeout=30) == "x"
+            waiting = asyncio.ensure_future(ref.call("hang", timeout=120))
+            await asyncio.sleep(0.3)
+            procs[1].send_signal(signal.SIGSTOP)  # silent: no socket closes, no goodbye
+            started = time.monotonic()
+            with pytest.raises(PeerLost):
+                await asyncio.wait_for(waiting, 20)  # the bus alone: 30 s
+            assert time.monotonic() - started < 20
+            deadline = time.monotonic() + 30
+            while True:  # started again on the node left
+                try:
+                    if await ref.call("where", timeout=3) == "x":
+                        break
+                except Exception:
+                    pass
+                assert time.monotonic() < deadline, "never restarted"
+                await asyncio.sleep(0.3)
+            status = {n["node"]: n for n in await cluster.status()}
+            assert "stalls" not in status and "stuck" in status["stays"]["actors"]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)

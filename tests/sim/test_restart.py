@@ -19,19 +19,20 @@ import pyarrow.parquet as pq
 
 from tests.sim.test_nodes import TALLY, agentplex
 
-COMMON = [TALLY, "--agents", "8", "--rounds", "4", "--seed", "5", "--nodes", "2",
-          "--checkpoint-every", "1", "--lost-after", "5"]
+RUN = [TALLY, "--agents", "8", "--rounds", "4", "--seed", "5", "--nodes", "2",
+       "--checkpoint-every", "1"]
+COMMON = [*RUN, "--lost-after", "5"]
 HOLD = ["--set", "hold=3", "--set", "hold_at=3"]  # round 3's answers take 3 s
 
 
-def run_and_kill_a_node(runs: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str],
-                                                           Path]:
+def run_and_kill_a_node(runs: Path, *extra: str, common: list[str] = COMMON
+                        ) -> tuple[subprocess.CompletedProcess[str], Path]:
     """``agentplex run`` whose node-1 is killed once round 2's checkpoint is written (in
     round 3, while its agents hold their answers); its output and run folder."""
     out = runs.parent / f"{runs.name}.out"
     runs.mkdir()
     with out.open("w") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "agentplex", "run", *COMMON, *HOLD,
+        proc = subprocess.Popen([sys.executable, "-m", "agentplex", "run", *common, *HOLD,
                                  *extra, "--runs-dir", str(runs)], stdout=sink,
                                 stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "300"})
     try:
@@ -111,6 +112,23 @@ def test_a_killed_node_s_agents_come_back_from_the_last_checkpoint(tmp_path: Pat
                              str(tmp_path / "killed")], capture_output=True, text=True,
                             timeout=120, env={**os.environ, "COLUMNS": "300"}).stdout
     assert f"completed ({len(back)} restarted)" in listed, listed
+
+
+def test_a_killed_node_process_is_known_dead_at_once_not_after_lost_after(
+        tmp_path: Path) -> None:
+    """The run started the node processes, so it sees one end: the head hears it (and,
+    the node answering no ping, declares it dead and tells every bus), and round 3's calls
+    to its agents fail within seconds, not after the default ``--lost-after`` of 30 s; the
+    agents come back as above, and round 4 reaches all of them."""
+    got, run = run_and_kill_a_node(tmp_path / "killed", common=RUN)
+    assert got.returncode == 0, got.stdout
+    assert "left the bus (the head dropped it" in got.stdout, got.stdout
+    took = {int(n): float(t) for n, t in re.findall(r"round (\d+): .*?\((\d+\.\d+)s\)",
+                                                      got.stdout)}
+    assert took[3] < 15, got.stdout  # the held answers take 3 s; the bus alone: 30 s
+    rows = pq.read_table(run / "metrics.parquet").to_pylist()
+    back = indexes(manifest(run)["incidents"]["restored"][0]["indexes"])
+    assert [r["answered"] for r in rows] == [8, 8, 8 - len(back), 8]
 
 
 def test_with_restart_never_the_run_fails_and_names_the_lost_agents(tmp_path: Path) -> None:

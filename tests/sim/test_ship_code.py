@@ -286,3 +286,45 @@ def test_ship_code_and_bind_go_with_an_address(tmp_path: Path) -> None:
         assert got.returncode == 2, got.stderr
         assert "--address" in got.stderr and "Traceback" not in got.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_sweep_ships_its_scenario_to_a_secured_cluster(tmp_path: Path) -> None:
+    """``agentplex sweep --address ... --ship-code`` with the driver's keys: each run's
+    ``agentplex run`` gets them, ships the file (kept by the nodes under its hash) and
+    runs there; both seeds complete with the totals of the same runs in one process."""
+    keys = _keys(tmp_path / "keys")
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    (driver / "sums.py").write_text(SCENARIO)
+    sweep = [sys.executable, "-m", "agentplex", "sweep", "sums.py:Sums", "--seeds", "2",
+             "--agents", "4", "--rounds", "2"]
+    env = {**os.environ, "PYTHONPATH": pythonpath(), "COLUMNS": "300"}
+    here = subprocess.run([*sweep, "--runs-dir", str(tmp_path / "here"), "--name", "here"],
+                          capture_output=True, text=True, timeout=300, cwd=driver, env=env)
+    assert here.returncode == 0, here.stdout[-2000:] + here.stderr[-2000:]
+    refused = subprocess.run([*sweep, "--ship-code"], capture_output=True, text=True,
+                             timeout=120, cwd=driver, env=env)
+    assert refused.returncode != 0 and "--address" in refused.stdout + refused.stderr
+    daemons = Daemons()
+    try:
+        endpoint = _cluster(daemons, keys, {"node-a": tmp_path / "node-a"}, accept={"node-a"})
+        shipped = subprocess.run(
+            [*sweep, "--address", endpoint, "--ship-code", "--bind", "tcp://127.0.0.1:0",
+             *_driver_keys(keys), "--runs-dir", str(tmp_path / "shipped"), "--name", "away"],
+            capture_output=True, text=True, timeout=300, cwd=driver, env=env)
+        log = (daemons.logs / "node-a.log").read_text()
+    finally:
+        daemons.close()
+    assert shipped.returncode == 0, shipped.stdout[-3000:] + shipped.stderr[-3000:]
+    sha = pack_code(driver / "sums.py").sha256
+    assert f"imported code package {sha}" in log
+    assert not (tmp_path / "node-a" / "sums.py").exists()
+
+    def totals(folder: Path) -> list[list[int]]:
+        runs = sorted((folder / "runs").iterdir())
+        return [[r["total"] for r in read_metrics(run)] for run in runs]
+
+    rows = [read_metrics(run) for run in sorted((tmp_path / "shipped" / "away" / "runs")
+                                                .iterdir())]
+    assert len(rows) == 2 and all(r["where"] == "node-a" for run in rows for r in run)
+    assert totals(tmp_path / "shipped" / "away") == totals(tmp_path / "here" / "here")

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..message import encode
-from ..runtime import ActorError
+from ..runtime import ActorError, PeerLost
 from ._calls import Calls
 from ._directory import HEAD, Directory, names_from_wire, names_to_wire, parse_snapshot
 from ._frames import Header, Op
@@ -135,6 +135,10 @@ class HeadRole:
             nodes[HEAD] = known[HEAD]
         for gone in set(known) - set(nodes):
             self.calls.forget_node(gone)
+            # the head dropped it (dead or gone): what waits on it fails now, not after
+            # this node's own heartbeat silence
+            self.calls.peer_lost(gone, PeerLost(f"node {gone!r} left the bus (the head "
+                                                f"dropped it from the directory)"))
         self.peers.nodes, self.topics = nodes, topics
 
     def on_state(self, h: Header, data: bytes) -> None:

@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ._cluster import AllowOpt, HeadKeyOpt, KeysOpt
+
 if TYPE_CHECKING:
     from ..sim import SummaryRow, Sweep
 
@@ -54,6 +56,19 @@ def sweep(
         "--recording/--no-recording", help="Record each run's model answers "
         "(recording.jsonl, as agentplex run does) so that it can be replayed; off unless "
         "asked: a sweep's runs are many.")] = False,
+    bind: Annotated[str | None, typer.Option(
+        help="With --address: the endpoint each run's driver listens on (as agentplex "
+        "run --bind).")] = None,
+    ship_code: Annotated[bool, typer.Option(
+        "--ship-code", help="With --address: each run sends the scenario's file to the "
+        "cluster's nodes (started with --accept-code), as agentplex run --ship-code; the "
+        "nodes keep it by its SHA-256, so it travels once.")] = False,
+    ship_folder: Annotated[Path | None, typer.Option(
+        help="With --ship-code: ship this folder of .py files, which holds the scenario's "
+        "file.")] = None,
+    keys: KeysOpt = None,
+    head_key: HeadKeyOpt = None,
+    allow_key: AllowOpt = [],  # noqa: B006 - typer reads the default
 ) -> None:
     """Run a scenario for every arm (combination of --grid values) and seed, one
     `agentplex run` process per run, at most --parallel at once; write the sweep folder
@@ -69,7 +84,8 @@ def sweep(
             scenario=scenario, grid=parse_grid(grid or []), seeds=parse_seeds(seeds),
             agents=agents, rounds=rounds, params=parse_sets(set_ or []), nodes=nodes,
             address=address, parallel=parallel, run_timeout=run_timeout, runs_dir=runs_dir,
-            name=name, recording=recording)
+            name=name, recording=recording, cluster_args=_cluster_args(
+                bind, ship_code, ship_folder, keys, head_key, allow_key))
 
         async def main() -> Sweep:
             task = asyncio.current_task()
@@ -137,3 +153,19 @@ def _cell(row: SummaryRow) -> str:
     if row.ci_low is None or row.ci_high is None:
         return f"{row.mean:.4g} (no interval) n={row.n}"
     return escape(f"{row.mean:.4g} [{row.ci_low:.4g}, {row.ci_high:.4g}] n={row.n}")
+
+
+def _cluster_args(bind: str | None, ship_code: bool, ship_folder: Path | None,
+                  keys: Path | None, head_key: Path | None, allow_key: list[Path]) -> list[str]:
+    """The options each run's ``agentplex run`` gets to reach the cluster (paths made
+    absolute: the runs start in their own folders)."""
+    args = ["--bind", bind] if bind is not None else []
+    if ship_code or ship_folder is not None:
+        args.append("--ship-code")
+    if ship_folder is not None:
+        args += ["--ship-folder", str(ship_folder.resolve())]
+    for flag, path in (("--keys", keys), ("--head-key", head_key),
+                       *(("--allow-key", p) for p in allow_key)):
+        if path is not None:
+            args += [flag, str(path.resolve())]
+    return args

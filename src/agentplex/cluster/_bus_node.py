@@ -12,7 +12,7 @@ from ._ops import ask
 from ._resources import NodeSpec
 from ._shares import names_from_wire
 
-__all__ = ["MANAGER", "BusNode", "node_agent_name", "spec_to_wire"]
+__all__ = ["MANAGER", "BusNode", "node_agent_name", "spec_to_wire", "tell_bus_dead"]
 
 MANAGER = "cluster"
 """The actor name of the cluster manager on the head."""
@@ -92,3 +92,13 @@ class BusNode(NodeHandle):
             return bool(await ask(self.agent, {"op": "ping"}, timeout=timeout))
         except ActorError:
             return False
+
+
+def tell_bus_dead(runtime: Runtime, node: str, reason: str) -> None:
+    """Tell this process's bus that bus node ``node``'s process is dead (where its transport
+    hears of deaths: ZeroMQ's): the calls waiting on it fail now with ``PeerLost(reason)``,
+    not after the bus's own heartbeat silence, and the head drops its names from the
+    directory and tells every node, so that no call goes there any more."""
+    died = getattr(runtime.transport, "peer_died", None)
+    if callable(died):
+        died(node, reason)

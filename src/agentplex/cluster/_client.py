@@ -174,6 +174,11 @@ class ClusterClient:
         """See :meth:`Cluster.served_status`."""
         return await self._ask(ops.ServedStatus())  # type: ignore[no-any-return]
 
+    async def node_exited(self, node: str, reason: str) -> bool:
+        """See :meth:`Cluster.node_exited` (what launched ``node`` says its process ended;
+        :class:`NotSupported` from a head that places actors through Ray)."""
+        return bool(await self._ask(ops.NodeExited(node=node, reason=reason)))
+
     async def close(self) -> None:
         """End this client's driver: the head stops what it spawned for its runs (not
         what it detached). The runtime is the caller's and stays open."""

@@ -24,7 +24,7 @@ from ..runtime import (
 )
 from ..runtime.lowlevel import split_name
 from ..tracing.lowlevel import names_of, run_event
-from ._bus_node import BusNode
+from ._bus_node import BusNode, tell_bus_dead
 from ._errors import NodeFailed, NodesMissing, Unschedulable
 from ._node import ActorSpec, LocalNode, NodeHandle, target_path
 from ._options import BatchOptions, SpawnOptions, split_options
@@ -174,11 +174,33 @@ class Cluster:
                     continue
                 if now - last_ok.setdefault(node.id, now) < self.dead_after:
                     continue
-                log.warning("node %r silent for %.1fs; restarting its actors", node.id,
-                            now - last_ok.pop(node.id))
-                node.mark_dead()
-                restarted = await self.node_failed(node.id)
-                log.info("restarted %s after losing %r", restarted, node.id)
+                silent = now - last_ok.pop(node.id)
+                await self._declare_dead(node, f"node {node.id!r} did not answer the "
+                                               f"cluster's pings for {silent:.1f}s")
+
+    async def node_exited(self, node_id: str, reason: str) -> bool:
+        """What launched node ``node_id`` says its process ended (``reason``): once it
+        does not answer a ping either (within a second), it is dead now, as after
+        ``dead_after`` seconds of silence. Whether it was declared dead (``False``: no
+        such node alive here, or it answered)."""
+        node = self.nodes.get(node_id)
+        if not isinstance(node, BusNode) or not node.alive or await node.ping(1.0):
+            return False
+        await self._declare_dead(node, reason)
+        return True
+
+    async def _declare_dead(self, node: BusNode, reason: str) -> None:
+        """Node ``node`` is dead: its actors restarted elsewhere or recorded lost, and the
+        bus told — its heartbeat may wait longer (a run's ``--lost-after``), and until it
+        does, calls would still go to the dead node, and to its actors' names once they
+        run elsewhere."""
+        if not node.alive:  # already declared (the pings and its launcher at once)
+            return
+        log.warning("%s; restarting its actors", reason)
+        node.mark_dead()
+        tell_bus_dead(self.runtime, node.id, reason)
+        restarted = await self.node_failed(node.id)
+        log.info("restarted %s after losing %r", restarted, node.id)
 
     async def node_failed(self, node_id: str) -> list[str]:
         """Forget a dead node; restart its ``on-failure`` actors elsewhere (keeping their

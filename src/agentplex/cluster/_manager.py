@@ -20,6 +20,7 @@ from typing import Any
 from ..runtime import Actor, ActorError, CallTimeout
 from . import _ops as ops
 from ._cluster import Cluster
+from ._errors import NotSupported
 from ._protocol import ClusterAPI
 from ._shares import names_from_wire, names_to_wire
 
@@ -74,7 +75,8 @@ class ClusterManager(Actor):
             ops.Checkpoint: self._checkpoint, ops.Status: self._status,
             ops.PlacementOf: self._placement_of, ops.Serve: self._serve,
             ops.Unserve: self._unserve, ops.ServedStatus: self._served_status,
-            ops.WaitForNodes: self._wait_for_nodes, ops.EndDriver: self._end_driver}
+            ops.WaitForNodes: self._wait_for_nodes, ops.EndDriver: self._end_driver,
+            ops.NodeExited: self._node_exited}
         """The operations, one handler each (every one of :data:`~._ops.REQUESTS`)."""
 
     async def on_start(self) -> None:
@@ -166,6 +168,12 @@ class ClusterManager(Actor):
 
     async def _wait_for_nodes(self, r: ops.WaitForNodes) -> int:
         return await self._cluster.wait_for_nodes(r.count, timeout=r.timeout)
+
+    async def _node_exited(self, r: ops.NodeExited) -> bool:
+        exited = getattr(self._cluster, "node_exited", None)
+        if exited is None:  # Ray's cluster hears of its workers' deaths from Ray
+            raise NotSupported("this cluster learns of dead processes by itself")
+        return bool(await exited(r.node, r.reason))
 
     async def _end_driver(self, r: ops.EndDriver) -> None:
         driven = self.drivers.get(r.driver)

@@ -33,6 +33,7 @@ __all__ = [
     "REQUESTS",
     "Checkpoint",
     "EndDriver",
+    "NodeExited",
     "PlacementOf",
     "Recover",
     "Respawn",
@@ -177,9 +178,19 @@ class EndDriver(Request):
     driver: str
 
 
+class NodeExited(Request):
+    """What launched a node says its process ended: the head, once the node does not
+    answer a ping either, declares it dead at once (its actors restarted or lost, the bus
+    told), rather than after ``dead_after`` seconds of silence."""
+
+    op: ClassVar[str] = "node_exited"
+    node: str = Field(max_length=200)
+    reason: str = Field(max_length=500)
+
+
 REQUESTS: dict[str, type[Request]] = {r.op: r for r in (
     Register, Spawn, SpawnMany, Stop, StopBatch, Recover, Respawn, Checkpoint, Status, PlacementOf,
-    Serve, Unserve, ServedStatus, WaitForNodes, EndDriver)}
+    Serve, Unserve, ServedStatus, WaitForNodes, EndDriver, NodeExited)}
 """Every operation of the head, by wire name."""
 
 

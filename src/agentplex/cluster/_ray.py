@@ -30,6 +30,7 @@ from typing import Any
 
 from ..bus import connect
 from ..runtime import Actor, ActorExists, ActorRef, Runtime
+from ._bus_node import tell_bus_dead
 from ._errors import NodesMissing, NotSupported, Unschedulable
 from ._node import target_path
 from ._options import BatchOptions, SpawnOptions, split_options
@@ -330,11 +331,10 @@ class RayCluster:
     def _worker_died(self, worker: RayWorker, why: str) -> None:
         """Ray says ``worker``'s process died: the calls waiting on its agents fail now,
         not after the bus's heartbeat silence."""
-        died = getattr(self.runtime.transport, "peer_died", None)
         node = worker.where.get("bus_node")
-        if callable(died) and node:
-            died(node, f"Ray worker {worker.where.get('pid')} hosting {len(worker.names)} "
-                       f"agents died ({why})")
+        if node:
+            tell_bus_dead(self.runtime, node, f"Ray worker {worker.where.get('pid')} hosting "
+                                              f"{len(worker.names)} agents died ({why})")
 
     def _note_change(self) -> None:
         self._changed.set()

@@ -15,15 +15,19 @@ the user's file on nodes it starts (:func:`user_code`) gives them the file's fol
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ._errors import NodesFailed, NotUserCode
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LocalNodes", "NodesFailed", "UserCode", "class_code", "use_import_path",
            "user_code", "wait_for_line"]
@@ -168,6 +172,26 @@ class LocalNodes:
         for k in range(count):
             await self._wait_for(f"node-{k}", f"node node-{k} joined", timeout)
         return self.endpoint
+
+    async def watch(self, exited: Callable[[str, str], Awaitable[Any]], *,
+                    interval: float = 0.25) -> None:
+        """Until cancelled: call ``exited(node, reason)`` once for each node process that
+        ends (checked every ``interval`` seconds; the head is not a node). A failing
+        ``exited`` is logged, not raised."""
+        told: set[str] = set()
+        while True:
+            await asyncio.sleep(interval)
+            for name, proc in self.procs.items():
+                code = proc.poll()
+                if name == "head" or code is None or name in told:
+                    continue
+                told.add(name)
+                how = (f"killed by {signal.Signals(-code).name}" if code < 0
+                       and -code in signal.valid_signals() else f"exit status {code}")
+                try:
+                    await exited(name, f"node {name!r}'s process ended ({how})")
+                except Exception as exc:  # the bus's heartbeat still finds it
+                    log.warning("could not report node %r's end: %s", name, exc)
 
     def close(self) -> None:
         """Stop every process started (nodes first, then the head); wait for each."""

@@ -4,6 +4,7 @@ place that knows; everything else talks to the agents through the runtime it yie
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import time
@@ -155,6 +156,9 @@ async def placement(*, nodes: int, address: str | None, agent: type[Actor],
                 log(f"could not stop the run's agents on the cluster: {exc}")
 
         stack.push_async_callback(end_driver)
+        if local is not None:  # a node process that ends is dead now, not after silence
+            watcher = asyncio.ensure_future(local.watch(client.node_exited))
+            stack.callback(watcher.cancel)
         if ship is not None:
             await ship.send(rt, client, agent, log)
 

@@ -114,6 +114,10 @@ class SweepOptions(BaseModel):
     recording: bool = False
     """Whether each run records its model answers (``recording.jsonl``) so that it can be
     replayed; off unless asked (a sweep's runs are many, and each its own recording)."""
+    cluster_args: list[str] = []
+    """With ``address``: more options of each run's ``agentplex run`` that reach the
+    cluster (``--ship-code``, ``--ship-folder``, ``--bind``, ``--keys``, ``--head-key``,
+    ``--allow-key``), as the command line gives them."""
 
 
 class SummaryRow(NamedTuple):
@@ -278,7 +282,7 @@ def _child_command(sweep: Sweep, options: SweepOptions, arm: SweepArm, seed: int
     if not options.recording:
         cmd.append("--no-recording")
     if options.address is not None:
-        cmd += ["--address", options.address]
+        cmd += ["--address", options.address, *options.cluster_args]
     elif options.nodes:
         cmd += ["--nodes", str(options.nodes)]
     return cmd
@@ -323,6 +327,9 @@ async def run_sweep(options: SweepOptions, *, log: Report = lambda _: None) -> S
         raise SweepError(f"--parallel is at least 1, not {options.parallel}")
     if options.nodes and options.address is not None:
         raise SweepError("--nodes starts nodes here; --address joins a cluster: give one")
+    if options.cluster_args and options.address is None:
+        raise SweepError(f"{options.cluster_args[0]} goes with --address (a running "
+                         "cluster)")
     _check_names(options)
     folder, sweep = _open(options)
     runs, logs = folder / "runs", folder / "logs"
