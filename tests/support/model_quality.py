@@ -27,6 +27,24 @@ def perplexity(model: Any, tokenizer: Any, text: str | None = None,
     return math.exp(float(loss))
 
 
+def decode_perplexity(model: Any, tokenizer: Any, tokens: int = 160) -> float:
+    """``model``'s perplexity on the first ``tokens`` of :data:`TEXT`, one token a forward
+    pass over the cache of those before it — the path of one agent decoding (a quantized
+    layer's kernel for a row alone, not the many-row matmul of :func:`perplexity`)."""
+    import torch
+    from transformers import DynamicCache
+
+    ids = tokenizer(TEXT.read_text(), return_tensors="pt")["input_ids"][:, :tokens]
+    ids = ids.to(model.device)
+    cache = DynamicCache()  # type: ignore[no-untyped-call]
+    loss = 0.0
+    with torch.inference_mode():
+        for i in range(ids.shape[1] - 1):
+            logits = model(ids[:, i:i + 1], past_key_values=cache, use_cache=True).logits
+            loss -= float(torch.log_softmax(logits[0, -1].float(), -1)[ids[0, i + 1]])
+    return math.exp(loss / (ids.shape[1] - 1))
+
+
 def demo_prompts(count: int) -> list[list[dict[str, str]]]:
     """``count`` prompts as the demo game's players send them (``sim.scenarios._game``):
     the rules, what was heard in earlier rounds (for every other prompt), the persona, the

@@ -1,22 +1,26 @@
 """The weight-only int8 linear layer that ``quantize="int8"`` puts in a model (imports torch).
 
-Up to :data:`INT8_ROWS` rows (an agent decoding, a few together) go, where torch has FBGEMM
-(x86 builds), to FBGEMM's dynamic int8 kernel (``torch.ops.quantized.linear_dynamic``) one
-row a call: the row is rounded to 7-bit integers with a scale of its own, and the products
-are added as integers, as llama.cpp multiplies its ``Q8_0`` blocks by 8-bit activations. On
-the embedded model's output layer (49152 x 576), one thread, weights cold, it takes 2.2 ms a
-row where ATen's weight-only int8 kernel takes 4.6 (2 rows: 4.4 against 5.1; 4 rows: 7.4
-against 6.2), reading the same bytes. The rounding of the row costs nothing measurable: the
-embedded model's perplexity decoding one token a step, 14.40 against 14.44 on the fixed
-text's first 300 tokens. Without FBGEMM, ``torch._weight_int8pack_mm`` (ATen's weight-only
-int8 kernel, bf16 input) takes those rows.
+Up to :data:`INT8_ROWS` rows (an agent decoding, a few together),
+``torch._weight_int8pack_mm`` (ATen's weight-only int8 kernel, bf16 input) reads the int8
+weights; more rows go to a matmul over the same integers held as bf16 (exact), where the
+CPU multiplies bf16 natively (oneDNN; AMX where present), else as float32. Both compute
+each row from that row alone, and they agree: each rounds its float32 sum of
+``input x integer weight`` to bf16 once, and the per-channel scale is applied afterwards in
+float32, the same way for both. They differ only where their float32 sums (added in
+different orders) straddle a bf16 rounding boundary: about 1 output in 10,000, by one bf16
+step — as float32's own matrix-vector and matrix-matrix kernels differ in the last bit.
 
-More rows go to a matmul over the same integers held as bf16 (exact), where the CPU
-multiplies bf16 natively (oneDNN; AMX where present), else as float32. Every path computes
-each row from that row alone: a row's output is the same bits whoever shares a call of up to
-:data:`INT8_ROWS` rows. The matmul and ATen's kernel agree but where their float32 sums,
-added in different orders, straddle a bf16 rounding boundary (about 1 output in 10,000, by
-one bf16 step); FBGEMM's differs from them by its input's rounding to 7 bits.
+A layer made with ``round_input=True`` (what :func:`quantize_model` does for a model's
+output layer) sends those rows instead, where torch has FBGEMM (x86 builds), to FBGEMM's
+dynamic int8 kernel (``torch.ops.quantized.linear_dynamic``) one row a call: the row is
+rounded to 7-bit integers with a scale of its own and multiplied as integers, as llama.cpp
+multiplies its ``Q8_0`` weights by 8-bit activations. On the embedded model's output layer
+(49152 x 576), one thread, weights cold, it takes 2.2 ms a row where ATen's kernel takes 4.6
+(2 rows: 4.4 against 5.1; 4 rows: 7.4 against 6.2), reading the same bytes, and costs no
+quality measurable (perplexity decoding one token a step on the fixed text's first 300
+tokens: 14.40 against 14.44). Not inside a model: a layer's input there has a few channels
+far larger than the rest, which a 7-bit scale for the row crushes (every layer of the
+embedded model so: 16.6 against 14.4).
 """
 
 from __future__ import annotations
@@ -42,10 +46,11 @@ about 500; with the weights in the caches (576 x 1536), ATen's kernel 44 / 83 / 
 class Int8Linear(QuantizedLinear):
     """``linear`` with int8 weights, one symmetric scale per output channel (float32); the
     input and output keep their dtype (see the module's docstring for how each path rounds
-    on the way). :meth:`concat` re-points every buffer of the given layers to the fused
-    layer's rows. ATen's int8 kernel needs the input features to be a multiple of 16 (with
-    others, torch 2.13's crashes or returns garbage): without FBGEMM, any other layer
-    multiplies every call by the dense copy."""
+    on the way; ``round_input``: FBGEMM's kernel for a few rows, an output layer's choice).
+    :meth:`concat` re-points every buffer of the given layers to the fused layer's rows.
+    ATen's int8 kernel needs the input features to be a multiple of 16 (with others, torch
+    2.13's crashes or returns garbage): any other layer not rounding its input multiplies
+    every call by the dense copy."""
 
     kernel_rows = INT8_ROWS
     kind = "int8"
@@ -54,9 +59,12 @@ class Int8Linear(QuantizedLinear):
     ones: torch.Tensor
     scales: torch.Tensor
 
-    def __init__(self, linear: torch.nn.Linear) -> None:
+    def __init__(self, linear: torch.nn.Linear, *, round_input: bool = False) -> None:
         super().__init__(linear)
-        self.kernel_rows = _kernel_rows(self.in_features)
+        self.round_input = round_input and has_fbgemm()
+        """Whether up to :data:`INT8_ROWS` rows go to FBGEMM, one a call, their input
+        rounded to 7 bits (see the module's docstring)."""
+        self.kernel_rows = _kernel_rows(self.in_features, self.round_input)
         with torch.no_grad():
             weight = linear.weight.detach().float()
             scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-30)
@@ -67,7 +75,7 @@ class Int8Linear(QuantizedLinear):
             self.register_buffer("dense", ints.to(dense_dtype()))
 
     def _kernel(self, rows: torch.Tensor) -> torch.Tensor:
-        if not has_fbgemm():
+        if not self.round_input:
             sums = torch._weight_int8pack_mm(rows.to(torch.bfloat16), self.qweight, self.ones)
             return self._finish(sums)
         packed = self.__dict__.get("_fbgemm")
@@ -90,7 +98,10 @@ class Int8Linear(QuantizedLinear):
         return torch.mul(sums, self.scales)  # float32
 
     def _concat_own(self, layers: Sequence[Int8Linear]) -> None:
-        self.kernel_rows = _kernel_rows(self.in_features)
+        if len({layer.round_input for layer in layers}) > 1:
+            raise ValueError("Int8Linear.concat: the layers round their input differently")
+        self.round_input = layers[0].round_input
+        self.kernel_rows = _kernel_rows(self.in_features, self.round_input)
         for name in ("qweight", "ones", "scales"):
             self.register_buffer(name, stack_rows(layers, name))
 
@@ -110,7 +121,7 @@ def has_fbgemm() -> bool:
         return False
 
 
-def _kernel_rows(in_features: int) -> int:
-    """:data:`INT8_ROWS` where a kernel takes ``in_features`` (FBGEMM's any, ATen's a
-    multiple of 16), else 0."""
-    return INT8_ROWS if has_fbgemm() or in_features % 16 == 0 else 0
+def _kernel_rows(in_features: int, fbgemm: bool) -> int:
+    """:data:`INT8_ROWS` where the layer's kernel takes ``in_features`` (FBGEMM's any,
+    ATen's a multiple of 16), else 0."""
+    return INT8_ROWS if fbgemm or in_features % 16 == 0 else 0

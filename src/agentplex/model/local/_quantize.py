@@ -101,7 +101,8 @@ def quantize_model(model: Any, quantize: str = "int8") -> int:
     the number replaced. ``quantize`` is one of :data:`QUANTIZATIONS`: ``"int8"``, every
     layer ``Int8Linear`` (``_int8``); ``"int4"``, every layer ``Int4Linear`` (``_int4``)
     except the output layer (``model.get_output_embeddings()``) and any layer whose shape
-    the int4 kernel does not take, which are ``Int8Linear``."""
+    the int4 kernel does not take, which are ``Int8Linear``. The output layer rounds its
+    input for FBGEMM's kernel at a few rows (``round_input``) in both."""
     import torch
 
     if quantize not in QUANTIZATIONS:
@@ -115,7 +116,8 @@ def quantize_model(model: Any, quantize: str = "int8") -> int:
         for name, child in list(module.named_children()):
             if type(child) is torch.nn.Linear and child.weight.dtype == torch.float32:
                 int4 = quantize == "int4" and child is not output and Int4Linear.fits(child)
-                setattr(module, name, Int4Linear(child) if int4 else Int8Linear(child))
+                setattr(module, name, Int4Linear(child) if int4 else Int8Linear(
+                    child, round_input=child is output))
                 replaced += 1
     config = getattr(model, "config", None)
     if config is not None:  # the output layer is no longer the embeddings: never tie them
