@@ -36,7 +36,7 @@ def decode_perplexity(model: Any, tokenizer: Any, tokens: int = 160) -> float:
 
     ids = tokenizer(TEXT.read_text(), return_tensors="pt")["input_ids"][:, :tokens]
     ids = ids.to(model.device)
-    cache = DynamicCache()  # type: ignore[no-untyped-call]
+    cache = DynamicCache()
     loss = 0.0
     with torch.inference_mode():
         for i in range(ids.shape[1] - 1):
