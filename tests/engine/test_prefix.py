@@ -60,3 +60,39 @@ def test_prefix_cache_evicts_the_least_recently_used_leaf() -> None:
     for _ in range(200):  # used again and again: stale heap entries stay bounded
         cache.match(trunk, 16)
         assert len(cache._leaves) <= 2 * len(cache) + 64
+
+
+def test_a_partial_match_lends_the_leading_tokens_of_a_block_or_a_tail() -> None:
+    pages = _Pages()
+    cache = PrefixCache(block_size=4, max_bytes=100 * 32, block_bytes=32,
+                        release=pages.released.extend)
+    cache.insert([1, 2, 3, 4, 5, 6, 7, 8], 8, pages.pages_of)  # two whole blocks
+    chain = cache.match([1, 2, 3, 4, 5, 6, 9, 9], 7)
+    assert len(chain) == 1
+    lent = cache.partial([1, 2, 3, 4, 5, 6, 9, 9], chain, 7)
+    assert lent is not None and lent[0].key == (chain[0].id, (5, 6, 7, 8)) and lent[1] == 2
+    assert cache.partial([1, 2, 3, 4, 7], chain, 5) is None  # no block starts with 7
+    assert cache.partial([1, 2, 3, 4], chain, 4) is None  # nothing left to lend
+    # a tail: fewer tokens than a block, after whole blocks that are cached
+    assert cache.insert_tail([1, 2, 3, 4, 5, 6, 7, 8, 40, 41], 10, page=99)
+    assert not cache.insert_tail([1, 2, 3, 4, 5, 6, 7, 8, 40, 41], 10, page=98)  # cached
+    assert not cache.insert_tail([3, 3, 3, 3, 40], 5, page=97)  # its whole block is not
+    whole = cache.match([1, 2, 3, 4, 5, 6, 7, 8, 40, 41, 42], 10)
+    assert len(whole) == 2  # a tail is never a whole block ...
+    lent = cache.partial([1, 2, 3, 4, 5, 6, 7, 8, 40, 41, 42], whole, 11)
+    assert lent is not None and lent[0].page == 99 and lent[1] == 2  # ... but lends
+    cache.clear()
+    assert 99 in pages.released and len(cache._by_first) == 0
+
+
+def test_evicted_blocks_leave_the_partial_index() -> None:
+    pages = _Pages()
+    cache = PrefixCache(block_size=4, max_bytes=3 * 32, block_bytes=32,
+                        release=pages.released.extend)
+    for i in range(10):
+        cache.insert([i, 1, 2, 3], 4, pages.pages_of)
+    assert len(cache) == 3
+    assert sum(len(v) for v in cache._by_first.values()) == 3
+    assert cache.partial([0, 1, 2, 3], [], 3) is None  # evicted: not lent
+    lent = cache.partial([9, 1, 7, 7], [], 3)
+    assert lent is not None and lent[1] == 2

@@ -92,6 +92,40 @@ def test_prefix_reuse_gives_the_same_tokens(pair: tuple[Any, Any]) -> None:
         reused.close()
 
 
+def test_an_answer_and_a_partial_block_are_reused_too(pair: tuple[Any, Any]) -> None:
+    """Past a prompt's whole cached blocks: the same prompt again computes only its last
+    token (the rest lent by a cached block's leading tokens, copied into the row's own
+    block); and a finished row's prompt and generated tokens are cached, so a next turn
+    that holds the answer computes only what follows it. Every time the tokens are those
+    of an engine without a prefix cache."""
+    plain = make_engine(pair, prefix_cache_bytes=0)
+    reused = make_engine(pair)
+    try:
+        first = prompts(2, shared=0, own=45, seed=21)  # a block of 32, then 13 tokens
+        expected = [r.generated for r in run(plain, first, 30)]
+        assert [r.generated for r in run(reused, first, 30)] == expected
+        before = reused.counters.prefill_tokens
+        assert [r.generated for r in run(reused, first, 30)] == expected
+        assert reused.counters.prefill_tokens - before == 2  # the last token of each
+        # the next turn: each prompt, its answer (its keys and values as decoded), more
+        turn = [p + r + [11, 12, 13] for p, r in zip(first, expected, strict=True)]
+        want = [r.generated for r in run(plain, turn, 8)]
+        before = reused.counters.prefill_tokens
+        assert [r.generated for r in run(reused, turn, 8)] == want
+        # 45 + 30 + 3 = 78 tokens; the answer's keys and values (all but its last
+        # token's) came back: at most 3 + 1 computed per row
+        assert reused.counters.prefill_tokens - before <= 2 * 4
+        pool = reused.runner.pool
+        assert reused.prefix is not None
+        held = {p for b in reused.prefix._blocks.values() for p in [b.page]}
+        assert all(pool.refs(p) == 1 for p in held)  # the cache's own reference only
+        reused.prefix.clear()
+        assert pool.used == 0  # every block back, the lent copies' included
+    finally:
+        plain.close()
+        reused.close()
+
+
 def test_prefixes_shared_by_groups_of_a_burst_are_computed_once(
         pair: tuple[Any, Any]) -> None:
     """Prompts arriving together: a head all share, then one of two heads each group shares

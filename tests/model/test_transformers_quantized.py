@@ -57,7 +57,7 @@ async def test_the_embedded_model_answers_quantized(scheme: str, model_cache: Pa
     from agentplex.sim.scenarios._game import Guess
 
     model = TransformersChatModel("default", cache_dir=model_cache, quantize=scheme,
-                                  max_new_tokens=24)
+                                  max_new_tokens=24, prefix_cache_bytes=0)
     try:
         assert model.quantize == scheme
         assert model.settings == {"weights": scheme}  # what a run's manifest records
@@ -75,10 +75,11 @@ async def test_the_embedded_model_answers_quantized(scheme: str, model_cache: Pa
         # prefill (many rows: the dense matmul, whose blocking follows the batch's size)
         # and the attention over a batch differ from alone in float32's last bits, which
         # a rounding of a layer's input can turn into a step of its own (to bf16; the
-        # output layer's to 7 bits, a coarser step): three of these four prompts give the
-        # same tokens with either weights (int4: the third turns at its fifth token; int8
-        # gave all four before its output layer rounded to 7 bits).
-        assert same >= 3, (first, again)
+        # output layer's to 7 bits, a coarser step): with no prefix cache (what batching
+        # alone does), two of these four prompts give the same tokens with either weights.
+        # (With one, the batch reuses the prompts the calls alone computed, all but their
+        # last token, which a pass of four rows then computes: another comparison.)
+        assert same >= 2, (first, again)
         guesses = await asyncio.wait_for(asyncio.gather(*(
             model(p, structured_model=Guess, temperature=0.8, seed=i)
             for i, p in enumerate(asks))), 300)

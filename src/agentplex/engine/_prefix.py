@@ -4,7 +4,12 @@ Prompts are cut into blocks of ``block_size`` tokens (the paged cache's blocks);
 keyed by its tokens and the block before it, so a block stands for one exact prefix (a trie
 stored in a dict). A request whose prompt starts with cached blocks — the same system prompt
 as other agents, or its own history from the previous turn — holds those very blocks of the
-pool (by reference, nothing is copied) and only computes the rest. The cache is bounded in
+pool (by reference, nothing is copied) and only computes the rest. Past the last whole
+block, a cached block that begins with the prompt's next tokens lends them too
+(:meth:`PrefixCache.partial`): the caller copies their keys and values into a block of its
+own, which it goes on writing. The engine caches prompts as it computes them and, when a
+request ends, its prompt and generated tokens together: the next turn of a conversation,
+whose prompt holds the last one's answer, finds it. The cache is bounded in
 bytes and evicts the least recently used block that no other block extends (found through a
 heap of those blocks, so an eviction costs the same however many blocks are cached); an
 evicted block goes back to the pool once no row holds it either.
@@ -18,6 +23,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["PrefixCache"]
+
+_PARTIAL_CANDIDATES = 8
+"""Most blocks :meth:`PrefixCache.partial` compares (those under the same parent starting
+with the same token, most recently cached last)."""
 
 
 @dataclass(eq=False)
@@ -47,6 +56,8 @@ class PrefixCache:
     hit_tokens: int = 0
     """Prompt tokens served from the cache so far."""
     _blocks: dict[tuple[int, tuple[int, ...]], _Block] = field(default_factory=dict)
+    _by_first: dict[tuple[int, int], list[_Block]] = field(default_factory=dict)
+    """The blocks under each parent id (0: none) by their first token, for :meth:`partial`."""
     _leaves: list[tuple[int, int, _Block]] = field(default_factory=list)
     """A heap of ``(used, id, block)`` for blocks that no other block extends; an entry whose
     block was used again, extended or evicted since is stale and skipped."""
@@ -71,6 +82,31 @@ class PrefixCache:
             chain.append(block)
             parent = block.id
         return chain
+
+    def partial(self, ids: Sequence[int], chain: Sequence[_Block], limit: int
+                ) -> tuple[_Block, int] | None:
+        """After ``chain`` (what :meth:`match` gave for ``ids``), the cached block that
+        shares the most leading tokens with ``ids``' next ones (at most ``limit`` in all),
+        and how many it shares (at least one; fewer than a block); ``None`` if none does.
+        Of blocks starting with the same token, the :data:`_PARTIAL_CANDIDATES` most
+        recently cached are compared."""
+        start = len(chain) * self.block_size
+        rest = ids[start:limit]
+        if not rest:
+            return None
+        parent = chain[-1].id if chain else 0
+        best: tuple[_Block, int] | None = None
+        for block in self._by_first.get((parent, rest[0]), ())[-_PARTIAL_CANDIDATES:]:
+            tokens = block.key[1]  # a whole block's, or a tail's (fewer)
+            most = min(len(rest), len(tokens))
+            shared = 1
+            while shared < most and tokens[shared] == rest[shared]:
+                shared += 1
+            if best is None or shared > best[1]:
+                best = (block, shared)
+        if best is not None:
+            self._use(best[0])
+        return best
 
     def insert(self, ids: Sequence[int], upto: int,
                pages_of: Callable[[int, int], list[int]]) -> None:
@@ -97,12 +133,42 @@ class PrefixCache:
                        tuple(ids[start + offset:start + offset + size]))
                 block = _Block(next(self._ids), key, parent, page)
                 self._blocks[key] = block
+                self._by_first.setdefault((key[0], key[1][0]), []).append(block)
                 self.bytes += self.block_bytes
                 if parent is not None:
                     parent.children += 1
                 self._use(block)
                 parent = block
         self._evict()
+
+    def insert_tail(self, ids: Sequence[int], upto: int, page: int) -> bool:
+        """Cache the tokens of ``ids[:upto]`` after its last whole block — a tail, fewer
+        than a block — held in pool block ``page`` (a reference the cache now holds; the
+        caller took it), once the whole blocks before it are cached. Only
+        :meth:`partial` lends a tail, never :meth:`match`. Whether it was cached
+        (``False``: no whole blocks before it, no tail, or this tail already is)."""
+        size = self.block_size
+        start = upto - upto % size
+        if start == upto:
+            return False
+        parent: _Block | None = None
+        for at in range(0, start, size):
+            parent = self._blocks.get((parent.id if parent else 0, tuple(ids[at:at + size])))
+            if parent is None:
+                return False
+        key = (parent.id if parent else 0, tuple(ids[start:upto]))
+        if key in self._blocks:
+            self._use(self._blocks[key])
+            return False
+        block = _Block(next(self._ids), key, parent, page)
+        self._blocks[key] = block
+        self._by_first.setdefault((key[0], key[1][0]), []).append(block)
+        self.bytes += self.block_bytes
+        if parent is not None:
+            parent.children += 1
+        self._use(block)
+        self._evict()
+        return True
 
     def _use(self, block: _Block) -> None:
         """Mark ``block`` as used now."""
@@ -123,6 +189,10 @@ class PrefixCache:
                     or self._blocks.get(victim.key) is not victim):
                 continue  # stale
             del self._blocks[victim.key]
+            siblings = self._by_first[victim.key[0], victim.key[1][0]]
+            siblings.remove(victim)
+            if not siblings:
+                del self._by_first[victim.key[0], victim.key[1][0]]
             self.bytes -= self.block_bytes
             self.release([victim.page])
             parent = victim.parent
@@ -135,5 +205,6 @@ class PrefixCache:
         """Forget every block (giving them back)."""
         self.release([b.page for b in self._blocks.values()])
         self._blocks.clear()
+        self._by_first.clear()
         self._leaves.clear()
         self.bytes = 0

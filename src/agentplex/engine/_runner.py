@@ -151,15 +151,29 @@ class ModelRunner:
         """Tokens of a prompt that its prefill computes: those after its cached prefix."""
         if self.prefix is None:
             return len(ids)
-        return len(ids) - len(self.prefix.match(ids, len(ids) - 1)) * self.prefix.block_size
+        chain = self.prefix.match(ids, len(ids) - 1)
+        lent = self.prefix.partial(ids, chain, len(ids) - 1)
+        return len(ids) - len(chain) * self.prefix.block_size - (lent[1] if lent else 0)
 
     def _cached(self, ids: list[int], limit: int) -> Seq:
-        """A row holding the cached blocks that start ``ids`` (at most ``limit`` tokens)."""
+        """A row holding the cached blocks that start ``ids`` (at most ``limit`` tokens),
+        by reference, then the leading tokens of ``ids`` that a cached block after them
+        shares, copied into a block of the row's own (which it goes on writing)."""
         if self.prefix is None:
             return Seq()
-        pages = [b.page for b in self.prefix.match(ids, limit)]
+        chain = self.prefix.match(ids, limit)
+        pages = [b.page for b in chain]
         self.pool.ref(pages)
-        return Seq(pages, len(pages) * self.prefix.block_size)
+        seq = Seq(pages, len(pages) * self.prefix.block_size)
+        lent = self.prefix.partial(ids, chain, limit)
+        if lent is not None:
+            block, shared = lent
+            seq.grow(self.pool, shared)  # may grow the pool: read its tensor after
+            size, kv = self.pool.block_size, self.pool.kv
+            to, source = seq.blocks[-1] * size, block.page * size
+            kv[:, :, to:to + shared] = kv[:, :, source:source + shared]
+            seq.length += shared
+        return seq
 
     def _share_prefix(self, reqs: list[GenerationRequest]) -> None:
         """When requests arriving together share long uncached prefixes — all of them (a
@@ -224,21 +238,41 @@ class ModelRunner:
                              **{self._cache_kw: step}, **extra)
         return out.logits[0] if packed else out.logits[:, -1, :]
 
-    def _remember(self, batch: Batch) -> None:
-        """Put the prompts just computed into the prefix cache: their full blocks, by
-        reference."""
+    def remember_finished(self, batch: Batch | None) -> None:
+        """Put the prompt and generated tokens of ``batch``'s rows that ended (but in an
+        error) into the prefix cache, before their blocks are given back: the next turn
+        of a conversation, whose prompt holds this answer, computes only what is new."""
+        if batch is not None:
+            self._remember(batch, finished=True)
+
+    def _remember(self, batch: Batch, *, finished: bool = False) -> None:
+        """Put the prompts just computed into the prefix cache (``finished``: the ended
+        rows' prompts and generated tokens, as far as their keys and values were
+        computed): their full blocks, by reference."""
         prefix = self.prefix
         if prefix is None:
             return
         size, pool = prefix.block_size, self.pool
         for r, seq in zip(batch.reqs, batch.seqs, strict=True):
+            if finished and r.finish_reason in (None, "error"):
+                continue
 
             def pages_of(start: int, end: int, seq: Seq = seq) -> list[int]:
                 pages = seq.blocks[start // size:end // size]
                 pool.ref(pages)
                 return pages
 
-            prefix.insert(r.prompt_ids, len(r.prompt_ids), pages_of)
+            if finished:  # the last token generated has no keys and values yet
+                ids = [*r.prompt_ids, *r.generated]
+                upto = min(seq.length, len(ids))
+                prefix.insert(ids, upto, pages_of)
+                if upto % size:  # and the block it ends in, for the next turn to borrow
+                    page = seq.blocks[upto // size]
+                    pool.ref([page])
+                    if not prefix.insert_tail(ids, upto, page):
+                        pool.release([page])
+            else:
+                prefix.insert(r.prompt_ids, len(r.prompt_ids), pages_of)
 
     # -- chunks of a long prompt ----------------------------------------------------------
 

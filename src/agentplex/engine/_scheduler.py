@@ -243,6 +243,7 @@ class BatchEngine:
                         for r in batch.reqs:
                             if r.cancelled and r.finish_reason is None:
                                 self.stops.finish(r, "cancelled")
+                    runner.remember_finished(batch)
                     batch = prune(batch, runner.pool)
             except Exception as exc:  # report to every caller, keep serving
                 for req in (batch.reqs if batch else []) + new + [c.req for c in chunked]:
