@@ -225,6 +225,11 @@ class Calls:
                 await self.peers.send_frames(node, header, frames, timeout)
         except BaseException:
             self._drop_pending(corr)
+            if isinstance(waiter, asyncio.Future) and waiter.done() and not waiter.cancelled():
+                # the node was lost while the frame waited to go (its peer_lost failed the
+                # waiter too): the error raised here is the caller's news, and the
+                # waiter's, never awaited now, must not be reported as never retrieved
+                waiter.exception()
             raise
 
     async def call_many(self, kind: str, names: Sequence[str], payload: Any, timeout: float,
