@@ -21,6 +21,17 @@ HeartbeatOpt = Annotated[float, typer.Option(
 AllowOpt = Annotated[list[Path], typer.Option(
     "--allow-key", help="Public key files of peers admitted (with keys; the head's key, "
     "when given, is admitted too). Repeatable.")]
+BindOpt = Annotated[str | None, typer.Option(
+    help="With --address: the endpoint the run's driver listens on, which the cluster's "
+    "nodes answer to (default tcp://127.0.0.1:0: nodes on this machine only; give this "
+    "machine's address, e.g. tcp://10.0.0.5:0, for nodes on others).")]
+ShipCodeOpt = Annotated[bool, typer.Option(
+    "--ship-code", help="With --address: send the scenario's file over the bus to the "
+    "cluster's nodes (started with --accept-code) before spawning; named by its SHA-256, "
+    "so it travels once.")]
+ShipFolderOpt = Annotated[Path | None, typer.Option(
+    help="With --ship-code: ship this folder of .py files, which holds the scenario's file "
+    "(its modules import each other relatively).")]
 
 
 def security(keys: Path | None, head_key: Path | None, allow: list[Path]) -> dict[str, Any]:

@@ -11,7 +11,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ._cluster import AllowOpt, HeadKeyOpt, KeysOpt, security
+from ._cluster import (
+    AllowOpt,
+    BindOpt,
+    HeadKeyOpt,
+    KeysOpt,
+    ShipCodeOpt,
+    ShipFolderOpt,
+    security,
+)
 
 __all__ = ["BackendOpt", "metric_text", "run"]
 
@@ -91,17 +99,9 @@ def run(
     recording: Annotated[bool, typer.Option(
         "--recording/--no-recording", help="Record the model answers (recording.jsonl) so "
         "that the run can be replayed; --no-recording for a rule-based run.")] = True,
-    bind: Annotated[str | None, typer.Option(
-        help="With --address: the endpoint this driver listens on, which the cluster's "
-        "nodes answer to (default tcp://127.0.0.1:0: nodes on this machine only; give "
-        "this machine's address, e.g. tcp://10.0.0.5:0, for nodes on others).")] = None,
-    ship_code: Annotated[bool, typer.Option(
-        "--ship-code", help="With --address: send the scenario's file over the bus to the "
-        "cluster's nodes (started with --accept-code) before spawning; named by its "
-        "SHA-256.")] = False,
-    ship_folder: Annotated[Path | None, typer.Option(
-        help="With --ship-code: ship this folder of .py files, which holds the scenario's "
-        "file (its modules import each other relatively).")] = None,
+    bind: BindOpt = None,
+    ship_code: ShipCodeOpt = False,
+    ship_folder: ShipFolderOpt = None,
     recording_limit: Annotated[float | None, typer.Option(
         min=0.0, help="The most MB the recording may reach (default 256); past it the "
         "recording is dropped (said here and in the manifest: recording_dropped) and the "

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ._cluster import AllowOpt, HeadKeyOpt, KeysOpt
+from ._cluster import AllowOpt, BindOpt, HeadKeyOpt, KeysOpt, ShipCodeOpt, ShipFolderOpt
 
 if TYPE_CHECKING:
     from ..sim import SummaryRow, Sweep
@@ -56,16 +56,9 @@ def sweep(
         "--recording/--no-recording", help="Record each run's model answers "
         "(recording.jsonl, as agentplex run does) so that it can be replayed; off unless "
         "asked: a sweep's runs are many.")] = False,
-    bind: Annotated[str | None, typer.Option(
-        help="With --address: the endpoint each run's driver listens on (as agentplex "
-        "run --bind).")] = None,
-    ship_code: Annotated[bool, typer.Option(
-        "--ship-code", help="With --address: each run sends the scenario's file to the "
-        "cluster's nodes (started with --accept-code), as agentplex run --ship-code; the "
-        "nodes keep it by its SHA-256, so it travels once.")] = False,
-    ship_folder: Annotated[Path | None, typer.Option(
-        help="With --ship-code: ship this folder of .py files, which holds the scenario's "
-        "file.")] = None,
+    bind: BindOpt = None,
+    ship_code: ShipCodeOpt = False,
+    ship_folder: ShipFolderOpt = None,
     keys: KeysOpt = None,
     head_key: HeadKeyOpt = None,
     allow_key: AllowOpt = [],  # noqa: B006 - typer reads the default

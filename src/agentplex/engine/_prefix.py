@@ -129,16 +129,8 @@ class PrefixCache:
         if start < end:
             pages = pages_of(start, end)
             for offset, page in zip(range(0, end - start, size), pages, strict=True):
-                key = (parent.id if parent else 0,
-                       tuple(ids[start + offset:start + offset + size]))
-                block = _Block(next(self._ids), key, parent, page)
-                self._blocks[key] = block
-                self._by_first.setdefault((key[0], key[1][0]), []).append(block)
-                self.bytes += self.block_bytes
-                if parent is not None:
-                    parent.children += 1
-                self._use(block)
-                parent = block
+                parent = self._add(tuple(ids[start + offset:start + offset + size]),
+                                   parent, page)
         self._evict()
 
     def insert_tail(self, ids: Sequence[int], upto: int, page: int) -> bool:
@@ -160,15 +152,21 @@ class PrefixCache:
         if key in self._blocks:
             self._use(self._blocks[key])
             return False
+        self._add(key[1], parent, page)
+        self._evict()
+        return True
+
+    def _add(self, tokens: tuple[int, ...], parent: _Block | None, page: int) -> _Block:
+        """A new block of ``tokens`` after ``parent``, held in pool block ``page``."""
+        key = (parent.id if parent else 0, tokens)
         block = _Block(next(self._ids), key, parent, page)
         self._blocks[key] = block
-        self._by_first.setdefault((key[0], key[1][0]), []).append(block)
+        self._by_first.setdefault((key[0], tokens[0]), []).append(block)
         self.bytes += self.block_bytes
         if parent is not None:
             parent.children += 1
         self._use(block)
-        self._evict()
-        return True
+        return block
 
     def _use(self, block: _Block) -> None:
         """Mark ``block`` as used now."""
