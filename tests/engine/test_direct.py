@@ -73,6 +73,20 @@ def test_fused_layers_hold_no_second_copy(pair: tuple[Any, Any]) -> None:
     k = layer.self_attn.k_proj.weight
     assert torch.equal(k, before)
     assert k.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
+    # a second engine of the same model (other batch settings) fuses nothing again
+    again = direct_decode(model)
+    assert again is not None and again.layers[0].qkv is direct.layers[0].qkv
+    assert again.layers[1].gate_up is direct.layers[1].gate_up
+
+
+def test_quantized_layers_fused_once_for_two_engines(pair: tuple[Any, Any]) -> None:
+    model = quantized(random_llama(pair[1], seed=8), "int4")
+    first, second = direct_decode(model), direct_decode(model)
+    assert first is not None and second is not None
+    assert first.layers[0].qkv is second.layers[0].qkv
+    dense = first.layers[0].qkv.dense
+    assert model.model.layers[0].self_attn.q_proj.dense.untyped_storage().data_ptr() == (
+        dense.untyped_storage().data_ptr())
 
 
 def test_only_llama_like_models_are_decoded_directly(pair: tuple[Any, Any]) -> None:

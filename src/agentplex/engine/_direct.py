@@ -20,6 +20,7 @@ model's ``forward``.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from ._mixed import supports_mixed_steps
@@ -162,11 +163,28 @@ class _Fused:
         return self.linear(x, self.weight, self.bias)
 
 
+_FUSED: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], Any]] = (
+    weakref.WeakKeyDictionary())
+"""The fused layer made for each first layer of a group (and the group it was made for):
+engines sharing one loaded model (instances of it with other batch settings) share the
+fused weights too, rather than concatenating the views of the first's again."""
+
+
 def _fused(linears: list[Any]) -> Any:
     """One callable computing ``linears``' outputs side by side: float layers' weights
-    concatenated (:class:`_Fused`), or the class's own ``concat`` (the quantized layers).
-    Raises ``TypeError`` for layers of mixed or other kinds, with hooks, or whose biases
-    differ in kind."""
+    concatenated (:class:`_Fused`), or the class's own ``concat`` (the quantized layers);
+    the same one for the same layers. Raises ``TypeError`` for layers of mixed or other
+    kinds, with hooks, or whose biases differ in kind."""
+    group = tuple(id(m) for m in linears)
+    known = _FUSED.get(linears[0])
+    if known is not None and known[0] == group:
+        return known[1]
+    fused = _fuse(linears)
+    _FUSED[linears[0]] = (group, fused)
+    return fused
+
+
+def _fuse(linears: list[Any]) -> Any:
     import torch
 
     kind = type(linears[0])
