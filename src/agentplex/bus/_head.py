@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..message import encode
-from ..runtime import ActorError, PeerLost
+from ..runtime import ActorError
 from ._calls import Calls
 from ._directory import HEAD, Directory, names_from_wire, names_to_wire, parse_snapshot
 from ._frames import Header, Op
@@ -37,7 +37,8 @@ class HeadRole:
 
     def __init__(self, peers: Peers, calls: Calls, tasks: Tasks, directory: Directory | None,
                  *, head: str | None, head_key: str, rpc_timeout: float, push_timeout: float,
-                 on_restart: Callable[[str], None]) -> None:
+                 on_restart: Callable[[str], None],
+                 on_dropped: Callable[[str], None] = lambda node: None) -> None:
         self.peers = peers
         self.calls = calls
         self.tasks = tasks
@@ -48,6 +49,9 @@ class HeadRole:
         self.rpc_timeout = rpc_timeout
         self.push_timeout = push_timeout
         self.on_restart = on_restart
+        self.on_dropped = on_dropped
+        """Called with each node a pushed snapshot no longer lists (the head dropped it:
+        dead or gone), as this node's own loss of it would be."""
         self.topics: dict[str, set[str]] = {}
         self.endpoint = ""
         self.public_key = ""
@@ -133,12 +137,8 @@ class HeadRole:
         known = self.peers.nodes
         if HEAD in known and HEAD not in nodes:
             nodes[HEAD] = known[HEAD]
-        for gone in set(known) - set(nodes):
-            self.calls.forget_node(gone)
-            # the head dropped it (dead or gone): what waits on it fails now, not after
-            # this node's own heartbeat silence
-            self.calls.peer_lost(gone, PeerLost(f"node {gone!r} left the bus (the head "
-                                                f"dropped it from the directory)"))
+        for gone in set(known) - set(nodes):  # what waits on it fails now, not after
+            self.on_dropped(gone)               # this node's own heartbeat silence
         self.peers.nodes, self.topics = nodes, topics
 
     def on_state(self, h: Header, data: bytes) -> None:

@@ -156,7 +156,8 @@ class ZmqTransport(Transport):
                             rpc_timeout=rpc_timeout, stats=self.stats)
         self._head = HeadRole(self._peers, self._calls, self._tasks, directory, head=head,
                               head_key=self.head_key, rpc_timeout=rpc_timeout,
-                              push_timeout=heartbeat_timeout, on_restart=self._peer_lost)
+                              push_timeout=heartbeat_timeout, on_restart=self._peer_lost,
+                              on_dropped=self._dropped)
         self._serving = Serving(self._peers, self._tasks, stream_window=self.stream_window,
                                 max_overflow=max_overflow, send_timeout=heartbeat_timeout,
                                 spawn_allow=self.spawn_allow, stats=self.stats)
@@ -512,6 +513,11 @@ class ZmqTransport(Transport):
             err = PeerLost(f"node {node!r} stopped answering (no heartbeat for "
                            f"{self.heartbeat_timeout:g}s)")
         self._forget_peer(node, err)
+
+    def _dropped(self, node: str) -> None:
+        """The head's snapshot no longer lists ``node``: forget it as after its silence."""
+        self._forget_peer(node, PeerLost(f"node {node!r} left the bus (the head dropped it "
+                                         f"from the directory)"))
 
     def peer_died(self, node: str, reason: str) -> None:
         """``node``'s process is known to be dead (what launched it says so: Ray, say):
