@@ -3,7 +3,9 @@ import asyncio
 import pytest
 
 from agentplex.cluster import GPU, Cluster, LocalNode, NodeSpec, Resources, Unschedulable, init
+from agentplex.cluster.lowlevel import node_agent_name
 from agentplex.runtime import ActorExists, ActorNotFound, ActorStopped
+from tests.support.actors import Slow
 
 pytestmark = pytest.mark.anyio
 
@@ -83,6 +85,23 @@ async def test_a_dead_node_s_actors_restart_elsewhere_from_their_checkpoint() ->
         assert "mortal" not in cluster.actors  # restart="never"
         with pytest.raises(ActorNotFound):
             await mortal.call(1, timeout=5)
+
+
+async def test_a_node_that_never_answers_is_declared_dead_within_dead_after() -> None:
+    """Its silence counts from the first ping it was sent, not from the first ping that
+    failed (a node killed just after it joined, whose first ping waits in vain)."""
+    cluster = await Cluster(checkpoint_interval=None, ping_interval=0.05,
+                            dead_after=2.0).start()
+    async with cluster:
+        await cluster.runtime.spawn(Slow(), node_agent_name("mute"))  # hears, never answers
+        loop = asyncio.get_running_loop()
+        joined = loop.time()
+        await cluster.join(NodeSpec(id="mute", cpus=1))
+        assert await cluster.wait_for_nodes(1, timeout=1) == 1
+        while "mute" in cluster.nodes and loop.time() - joined < 10:
+            await asyncio.sleep(0.02)
+        # 2 s of silence and a little; counting from the first failure took 4 s or more
+        assert "mute" not in cluster.nodes and loop.time() - joined < 3.5
 
 
 async def test_periodic_checkpoints_happen_by_themselves() -> None:

@@ -160,21 +160,29 @@ class Cluster:
                 for n in self.nodes.values() for g in n.spec.gpus}
 
     async def _watch_nodes(self) -> None:
-        """Ping every node each interval; one silent for ``dead_after`` seconds is dead."""
+        """Ping every node each interval; one that answered none of the pings sent in the
+        last ``dead_after`` seconds is dead. A node's silence counts from its last answer,
+        or from the first ping it was sent (one killed before it ever answered is no
+        slower to declare), and each ping waits at most half of ``dead_after``, so that
+        a ping lost on the way is followed by others within the window."""
         loop = asyncio.get_running_loop()
         last_ok: dict[str, float] = {}
         while True:
             await asyncio.sleep(self.ping_interval)
             nodes = [n for n in self.nodes.values() if isinstance(n, BusNode)]
-            answers = await asyncio.gather(*(n.ping(self.dead_after) for n in nodes))
+            for gone in last_ok.keys() - {n.id for n in nodes}:
+                del last_ok[gone]  # a node that leaves and joins again starts afresh
+            sent = loop.time()
+            answers = await asyncio.gather(*(n.ping(self.dead_after / 2) for n in nodes))
             now = loop.time()
             for node, ok in zip(nodes, answers, strict=True):
                 if ok or node.busy:
                     last_ok[node.id] = now
                     continue
-                if now - last_ok.setdefault(node.id, now) < self.dead_after:
+                silent = now - last_ok.setdefault(node.id, sent)
+                if silent < self.dead_after:
                     continue
-                silent = now - last_ok.pop(node.id)
+                del last_ok[node.id]
                 await self._declare_dead(node, f"node {node.id!r} did not answer the "
                                                f"cluster's pings for {silent:.1f}s")
 
