@@ -94,14 +94,11 @@ async def test_a_node_that_never_answers_is_declared_dead_within_dead_after() ->
                             dead_after=2.0).start()
     async with cluster:
         await cluster.runtime.spawn(Slow(), node_agent_name("mute"))  # hears, never answers
-        loop = asyncio.get_running_loop()
-        joined = loop.time()
         await cluster.join(NodeSpec(id="mute", cpus=1))
         assert await cluster.wait_for_nodes(1, timeout=1) == 1
-        while "mute" in cluster.nodes and loop.time() - joined < 10:
-            await asyncio.sleep(0.02)
+        await asyncio.sleep(3.2)
         # 2 s of silence and a little; counting from the first failure took 4 s or more
-        assert "mute" not in cluster.nodes and loop.time() - joined < 3.5
+        assert "mute" not in cluster.nodes
 
 
 async def test_periodic_checkpoints_happen_by_themselves() -> None:
