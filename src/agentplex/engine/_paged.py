@@ -112,6 +112,12 @@ class PagedStep:
             near = position[:, past:, None] - position[:, None, :] < w  # [rows, width, cols]
             self.window_masks[w] = as_mask((seen & near) | pad_query)
         self.packed = packed
+        self.full = (not self.cascade and width == 1 and min(counts) == 1
+                     and min(past_lengths) == max(past_lengths) and not windows)
+        """Whether every new token sees every key column: a decode step whose rows hold
+        as many tokens each (one row, say), with no padding to hide. Its attention needs
+        no mask (:attr:`mask` is all true), which SDPA computes to the same bits."""
+        self._flat = self.index.reshape(-1)
         self._current: tuple[Any, Any, int] | None = None
 
     @classmethod
@@ -126,6 +132,7 @@ class PagedStep:
         step.past = int(index.shape[1]) - 1
         step.cascade, step.packed, step.shared_slots = False, False, None
         step._new, step._write, step._current = None, write, None
+        step.full, step._flat = False, index.reshape(-1)
         return step
 
     def update(self, key_states: Any, value_states: Any, layer_idx: int, *args: Any,
@@ -151,16 +158,18 @@ class PagedStep:
         (no padding): ``new`` holds the keys and the values, ``[2, rows, heads, head_dim]``,
         written in one copy; the keys and values to attend to stay in the pool's dtype."""
         kv = self.pool.kv[layer_idx]
-        kv.index_copy_(1, self._write, new.to(kv.dtype))
-        return self._read(layer_idx, kv.dtype)
+        kv.index_copy_(1, self._write, new if new.dtype == kv.dtype else new.to(kv.dtype))
+        return self._read(layer_idx, kv.dtype, kv)
 
-    def _read(self, layer_idx: int, dtype: Any) -> tuple[Any, Any]:
+    def _read(self, layer_idx: int, dtype: Any, kv: Any = None) -> tuple[Any, Any]:
         """The layer's keys and values to attend to, ``[rows, heads, columns, head_dim]``
         each (gathered in one copy), or ``None`` and kept for :meth:`attend`."""
-        kv = self.pool.kv[layer_idx]
+        if kv is None:
+            kv = self.pool.kv[layer_idx]
         shape = (2, self.rows, self.past + self.width, *kv.shape[2:])
-        both = kv.index_select(1, self.index.reshape(-1)).view(shape).transpose(2, 3)
-        keys, values = both[0].to(dtype), both[1].to(dtype)
+        keys, values = kv.index_select(1, self._flat).view(shape).transpose(2, 3).unbind(0)
+        if keys.dtype != dtype:
+            keys, values = keys.to(dtype), values.to(dtype)
         if self.cascade or self.packed:
             self._current = (keys, values, layer_idx)
             return None, None  # only ``attend`` uses them: any other attention fails loudly

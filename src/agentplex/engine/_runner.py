@@ -216,6 +216,12 @@ class ModelRunner:
 
         rows, counts = len(seqs), [len(x) for x in new_ids]
         device = self.model.device
+        if self.direct is not None and min(counts) == max(counts) == 1:  # prompts cached but
+            # their last token (the same prompt again, a chat's next turn): a decode step
+            step = self._step(seqs, counts)
+            ids = torch.tensor(new_ids, dtype=torch.long, device=device)
+            with self._timed(0, rows):
+                return self.direct(ids, step)
         packed = self.packs and rows > 1 and min(counts) < max(counts)
         self.counters.packed_passes += packed
         step = self._step(seqs, counts, packed=packed)

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from .._errors import UnsupportedOptionError
-from ._quantized_linear import QuantizedLinear, dense_dtype, stack_rows
+from ._quantized_linear import QuantizedLinear, dense_dtype, stack_rows, tensors
 
 __all__ = ["GROUP", "INT4_ROWS", "Int4Linear"]
 
@@ -87,8 +87,9 @@ class Int4Linear(QuantizedLinear):
                                  .to(dense_dtype()))
 
     def _kernel(self, rows: torch.Tensor) -> torch.Tensor:
-        return torch._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), self.packed, GROUP,
-                                                 self.scales_and_zeros)
+        buffers = tensors(self)
+        return torch._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), buffers["packed"],
+                                                 GROUP, buffers["scales_and_zeros"])
 
     def _concat_own(self, layers: Sequence[Int4Linear]) -> None:
         self.register_buffer("scales_and_zeros", torch.cat(  # small: each keeps its own

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._quantized_linear import QuantizedLinear, dense_dtype, stack_rows
+from ._quantized_linear import QuantizedLinear, dense_dtype, stack_rows, tensors
 
 __all__ = ["INT8_ROWS", "Int8Linear", "dense_dtype", "has_fbgemm"]
 
@@ -76,7 +76,9 @@ class Int8Linear(QuantizedLinear):
 
     def _kernel(self, rows: torch.Tensor) -> torch.Tensor:
         if not self.round_input:
-            sums = torch._weight_int8pack_mm(rows.to(torch.bfloat16), self.qweight, self.ones)
+            buffers = tensors(self)
+            sums = torch._weight_int8pack_mm(rows.to(torch.bfloat16), buffers["qweight"],
+                                             buffers["ones"])
             return self._finish(sums)
         packed = self.__dict__.get("_fbgemm")
         if packed is None:  # packed on first use: a layer only ever called fused never is
@@ -95,7 +97,7 @@ class Int8Linear(QuantizedLinear):
         return outs[0] if len(outs) == 1 else torch.cat(outs)
 
     def _finish(self, sums: torch.Tensor) -> torch.Tensor:
-        return torch.mul(sums, self.scales)  # float32
+        return torch.mul(sums, tensors(self)["scales"])  # float32
 
     def _concat_own(self, layers: Sequence[Int8Linear]) -> None:
         if len({layer.round_input for layer in layers}) > 1:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import ClassVar, Self
+from typing import ClassVar, Self, cast
 
 import torch
 
-__all__ = ["QuantizedLinear", "dense_dtype", "stack_rows"]
+__all__ = ["QuantizedLinear", "dense_dtype", "stack_rows", "tensors"]
 
 
 @functools.cache
@@ -18,6 +18,13 @@ def dense_dtype() -> torch.dtype:
     """bf16 where oneDNN multiplies it natively on this CPU, float32 elsewhere."""
     native = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return torch.bfloat16 if native is not None and bool(native()) else torch.float32
+
+
+def tensors(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``module``'s buffers by name, read without ``Module.__getattr__`` (a decode step
+    reads each quantized layer's several times: ~120 layer calls a step on the embedded
+    model). Only for buffers that are never ``None``."""
+    return cast("dict[str, torch.Tensor]", module._buffers)
 
 
 class QuantizedLinear(torch.nn.Module):
@@ -62,14 +69,15 @@ class QuantizedLinear(torch.nn.Module):
         if rows.shape[0] <= self.kernel_rows:
             out = self._kernel(rows)
         else:
-            rows = rows.to(torch.bfloat16)
-            if self.dense.dtype == torch.bfloat16:
-                sums = torch.nn.functional.linear(rows, self.dense)
+            rows, dense = rows.to(torch.bfloat16), self.dense
+            if dense.dtype == torch.bfloat16:
+                sums = torch.nn.functional.linear(rows, dense)
             else:  # rounded to bf16 as the kernels' sums are
-                sums = torch.nn.functional.linear(rows.float(), self.dense).to(torch.bfloat16)
+                sums = torch.nn.functional.linear(rows.float(), dense).to(torch.bfloat16)
             out = self._finish(sums)
-        if self.bias is not None:
-            out = out + self.bias
+        bias = self._buffers["bias"]  # not Module.__getattr__ (see tensors)
+        if bias is not None:
+            out = out + bias
         return out
 
     def extra_repr(self) -> str:
