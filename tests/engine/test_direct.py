@@ -61,6 +61,31 @@ def test_direct_steps_give_the_forward_passes_logits(pair: tuple[Any, Any], kind
         assert (direct.counters.shared_steps > 0) == (shared > 0)
 
 
+@pytest.mark.parametrize("kind", ["llama", "llama-int4"])
+def test_prompts_cached_but_their_last_token_prefill_as_one_direct_step(
+        pair: tuple[Any, Any], kind: str) -> None:
+    """The same prompts again (a repeated question, a chat's next turn): the prefix cache
+    holds all but their last tokens, and their prefill is one direct step for all rows —
+    the forward's tokens and log-probabilities, to the last bit."""
+    model = pair[0] if kind == "llama" else quantized(random_llama(pair[1], seed=9), "int4")
+    batch = prompts(3, shared=0, own=40, seed=12)  # a whole block and a part-block each
+    with engines_with_and_without((model, pair[1]), {"direct": None}) as (direct, forward):
+        for engine in (direct, forward):
+            run(engine, batch, 4)  # now cached: each prompt and what it generated
+        assert direct.runner.direct is not None
+        passes, direct_steps = direct.counters.steps, direct.runner.direct.steps
+        computed = direct.counters.prefill_tokens
+        got_scores: list[list[Any]] = []
+        expected_scores: list[list[Any]] = []
+        got = run(direct, batch, 6, logprobs=2, scores=got_scores)
+        expected = run(forward, batch, 6, logprobs=2, scores=expected_scores)
+        assert [r.generated for r in got] == [r.generated for r in expected]
+        assert got_scores == expected_scores
+        assert direct.counters.prefill_tokens - computed == 3  # the last token of each
+        # every pass of the second run was direct: the prefill too
+        assert direct.runner.direct.steps - direct_steps == direct.counters.steps - passes
+
+
 def test_fused_layers_hold_no_second_copy(pair: tuple[Any, Any]) -> None:
     """q/k/v and gate/up are computed by one product each; the model's own layers then
     read views of the fused weights (same values, memory held once)."""
