@@ -162,9 +162,10 @@ class Cluster:
     async def _watch_nodes(self) -> None:
         """Ping every node each interval; one that answered none of the pings sent in the
         last ``dead_after`` seconds is dead. A node's silence counts from its last answer,
-        or from the first ping it was sent (one killed before it ever answered is no
-        slower to declare), and each ping waits at most half of ``dead_after``, so that
-        a ping lost on the way is followed by others within the window."""
+        or from the first ping it was sent: one killed before it ever answered is declared
+        as soon as any other (counting from its first failed ping instead took up to twice
+        ``dead_after``). Each ping waits up to ``dead_after``: a node slow to answer under
+        load, but answering, lives."""
         loop = asyncio.get_running_loop()
         last_ok: dict[str, float] = {}
         while True:
@@ -173,7 +174,7 @@ class Cluster:
             for gone in last_ok.keys() - {n.id for n in nodes}:
                 del last_ok[gone]  # a node that leaves and joins again starts afresh
             sent = loop.time()
-            answers = await asyncio.gather(*(n.ping(self.dead_after / 2) for n in nodes))
+            answers = await asyncio.gather(*(n.ping(self.dead_after) for n in nodes))
             now = loop.time()
             for node, ok in zip(nodes, answers, strict=True):
                 if ok or node.busy:
