@@ -111,6 +111,7 @@ class DirectDecode:
         sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
         hidden = hidden.view(rows, -1)
         mask = None if step.full else step.mask
+        cache_dtype = step.pool.kv.dtype
         for index, layer in enumerate(self.layers):
             qkv_of, o_of, gate_up_of, down_of = layer.calls
             # a quantized layer's output stays in the dtype it computes it (bf16 sums): what
@@ -120,16 +121,16 @@ class DirectDecode:
             qkv = qkv_of(x).view(rows, 1, -1, dim)  # [rows, 1, q + k + v heads, dim]
             qk = qkv[:, :, :heads + kv_heads]  # q and k turn by the same angles
             qk = (qk * cos) + (torch.roll(qk, half, -1) * sin)
-            new = torch.stack((qk[:, 0, heads:], qkv[:, 0, heads + kv_heads:]))
+            cached = qk.to(cache_dtype)  # once, for the new keys and the query alike
+            new = torch.stack((cached[:, 0, heads:], qkv[:, 0, heads + kv_heads:]))
             keys, values = step.update_decode(new, index)
             if step.cascade:  # the query as Transformers' layers give it: [rows, heads, 1, dim]
                 out, _ = step.attend(layer.attn, qk[:, :, :heads].transpose(1, 2), None,
                                      scaling=layer.scaling)
             else:  # each row's query heads by key head: [rows, kv_heads, groups, dim], in
                 # the cache's dtype (bf16 under a quantized model's float32 activations)
-                query = qk[:, 0, :heads].reshape(rows, kv_heads, heads // kv_heads, dim)
-                out = sdpa(query.to(keys.dtype), keys, values, attn_mask=mask,
-                           scale=layer.scaling)
+                query = cached[:, 0, :heads].reshape(rows, kv_heads, heads // kv_heads, dim)
+                out = sdpa(query, keys, values, attn_mask=mask, scale=layer.scaling)
             if not layer.quantized:  # a quantized layer takes the cache's dtype as it is
                 out = out.to(qk.dtype)
             hidden = residual + o_of(out.reshape(rows, heads * dim))
